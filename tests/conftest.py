@@ -1,0 +1,210 @@
+"""Real parts for the tests: an OpenSSH server on loopback, an isolated tmux server, a pod per test.
+
+Nothing here skips: a missing sshd, tmux or rsync fails the tests that need it, with what to install.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests import realparts
+from tests.realparts import SSHD, start_sshd, stop_sshd
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WFOPS = BIN / "wfops"
+
+
+def need(tool: str, hint: str) -> str:
+    try:
+        return realparts.need(tool, hint)
+    except realparts.MissingTool as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except (realparts.MissingTool, RuntimeError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    stop_sshd(server)
+
+
+# ------------------------------------------------------------------ tmux
+
+@pytest.fixture(scope="session")
+def tmux_socket() -> Iterator[str]:
+    need("tmux", "apt-get install tmux")
+    name = f"wfops-test-{os.getpid()}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+# ------------------------------------------------------------------ a pod per test
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+    @property
+    def last_err(self) -> str:
+        lines = [ln for ln in self.err.splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+
+_session_counter = itertools.count()
+
+
+@dataclass
+class Pod:
+    """A target (the loopback sshd or `local`) with its own dirs, config file and tmux session."""
+
+    kind: str
+    root: Path
+    home: Path
+    sshd: SSHD | None
+    tmux_socket: str
+    session: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / "project.env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.outputs / "_control" / "workflow_state.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root.parent / "workflow.env"
+
+    def base_config(self) -> dict[str, str]:
+        cfg = {
+            "OPS_REMOTE_OUTPUTS_DIR": str(self.outputs),
+            "REMOTE_ENV_PATH": str(self.env_path),
+            "OPS_REMOTE_REPO": str(self.root / "repo"),
+            "DATA_DIR": str(self.root / "data"),
+            "WF_TMUX_SOCKET": self.tmux_socket,
+            "WF_TMUX_SESSION": self.session,
+            "SWEEP_TMUX_SESSION": self.session + "-sw",
+            "KILL_GRACE_SECS": "2",
+            "LOCAL_ARTIFACTS_DIR": str(self.root.parent / "artifacts"),
+        }
+        if self.kind == "ssh":
+            assert self.sshd
+            cfg["OPS_DEFAULT_HOST"] = self.sshd.address
+            cfg["SSH_KEY_PATH"] = str(self.sshd.key)
+        else:
+            cfg["OPS_DEFAULT_HOST"] = "local"
+        return cfg
+
+    def write_config(self, **overrides: str) -> Path:
+        cfg = {**self.base_config(), **self.extra, **overrides}
+        self.config_path.write_text("".join(f"{k}={_dotenv_quote(v)}\n" for k, v in cfg.items()))
+        return self.config_path
+
+    def configure(self, **overrides: str) -> None:
+        self.extra.update(overrides)
+        self.write_config()
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+        env.update(HOME=str(self.home), WORKFLOW_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1")
+        return env
+
+    def wf(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> Result:
+        if not self.config_path.exists():
+            self.write_config()
+        proc = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=timeout,
+                              env={**self.env(), **(env or {})}, cwd=cwd or self.root.parent)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, **kw: object) -> Result:
+        res = self.wf(*args, **kw)  # type: ignore[arg-type]
+        assert res.rc == 0, f"wfops {' '.join(args)} exited {res.rc}\nstdout:\n{res.out}\nstderr:\n{res.err}"
+        return res
+
+    def state(self) -> dict:
+        return json.loads(self.state_file.read_text())
+
+    def count(self, *args: str) -> tuple[Result, int, int]:
+        """Run a command and count (ssh connections, execs) it made; ssh targets only."""
+        assert self.sshd is not None
+        mark = self.sshd.mark()
+        res = self.wf(*args)
+        conns, execs = self.sshd.counts(mark)
+        return res, conns, execs
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-L", self.tmux_socket, *args], capture_output=True, text=True)
+
+
+def _dotenv_quote(value: str) -> str:
+    if value == "" or all(ch.isalnum() or ch in "/._-@:+,=" for ch in value):
+        return value
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def make_pod(kind: str, tmp_path: Path, sshd: SSHD | None, tmux_socket: str) -> Pod:
+    need("tmux", "apt-get install tmux")
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "pod").mkdir()
+    session = f"t{os.getpid()}-{next(_session_counter)}"
+    return Pod(kind, tmp_path / "pod", home, sshd, tmux_socket, session)
+
+
+def _pod_fixture(kind: str, tmp_path: Path, sshd: SSHD | None, tmux_socket: str) -> Iterator[Pod]:
+    p = make_pod(kind, tmp_path, sshd, tmux_socket)
+    yield p
+    for session in (p.session, p.session + "-sw"):
+        p.tmux("kill-session", "-t", f"={session}")
+
+
+@pytest.fixture(params=["ssh", "local"])
+def pod(request: pytest.FixtureRequest, tmp_path: Path, tmux_socket: str) -> Iterator[Pod]:
+    sshd = request.getfixturevalue("sshd") if request.param == "ssh" else None
+    yield from _pod_fixture(request.param, tmp_path, sshd, tmux_socket)
+
+
+@pytest.fixture
+def ssh_pod(tmp_path: Path, sshd: SSHD, tmux_socket: str) -> Iterator[Pod]:
+    yield from _pod_fixture("ssh", tmp_path, sshd, tmux_socket)
+
+
+@pytest.fixture
+def local_pod(tmp_path: Path, tmux_socket: str) -> Iterator[Pod]:
+    yield from _pod_fixture("local", tmp_path, None, tmux_socket)
+
+
+def wait_until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

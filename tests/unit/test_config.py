@@ -1,0 +1,138 @@
+"""Config: dotenv parsing, ${VAR} expansion, typed validation, secrets, file discovery."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wfops.config import KEYS, find_config, load_settings, parse_settings
+from wfops.errors import EXIT_USAGE, ConfigError
+
+
+def test_defaults_of_an_empty_file():
+    s = parse_settings("", environ={})
+    assert s["WF_FSM_ENFORCE"] is True
+    assert s["RUN_TIMEOUT_SECS"] == 43200
+    assert s["SWEEP_LIMIT"] is None
+    assert s.values["RUN_OUT_LOCAL_ROOT"] == "~/repo/examples/nanogpt/out"
+    assert s.state_file == "/mnt/pod_artifacts/outputs/_control/workflow_state.json"
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize("word,expected", [("1", True), ("TRUE", True), ("yes", True), ("On", True),
+                                           ("0", False), ("false", False), ("NO", False), ("off", False)])
+def test_booleans(word, expected):
+    assert parse_settings(f"SWEEP_FORCE={word}\n", environ={})["SWEEP_FORCE"] is expected
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("RUN_TIMEOUT_SECS=abc", "RUN_TIMEOUT_SECS='abc' is not valid (workflow.env line 1): expected a whole number"),
+    ("SWEEP_FORCE=maybe", "SWEEP_FORCE='maybe' is not valid (workflow.env line 1): expected a boolean"),
+    ("RUN_OUT_MODE=fast", "expected one of durable, local_sync"),
+    ("OPS_REMOTE_OUTPUTS_DIR=relative/dir", "expected an absolute path on the pod"),
+    ("OPS_DEFAULT_HOST=-oProxyCommand=x", "OPS_DEFAULT_HOST"),
+    ("WF_TMUX_SESSION=a:b", "expected letters, digits"),
+    ("EXPECT_GIT_SHA=xyz", "expected 7 to 40 hex digits"),
+    ("TRAIN_INJECT=out_dir bogus", "expected space-separated words among"),
+    ("APT_PACKAGES=git;rm", "Debian package names"),
+])
+def test_bad_values_name_key_value_and_form(line, fragment):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(line + "\n", environ={})
+    assert fragment in err.value.message
+    assert err.value.code == EXIT_USAGE
+    assert "\n" not in err.value.message
+
+
+def test_secret_values_never_appear_in_errors_or_redacted_views():
+    s = parse_settings("WANDB_API_KEY=sekrit-value-1\nMY_TOKEN=tok-123456\n", environ={})
+    shown = s.redacted_values()
+    assert shown["WANDB_API_KEY"] == "********" and shown["MY_TOKEN"] == "********"
+    assert set(s.secret_values()) == {"sekrit-value-1", "tok-123456"}
+    with pytest.raises(ConfigError) as err:  # a secret-looking key with a bad value
+        parse_settings("HF_TOKEN=x\nRUN_TIMEOUT_SECS=${HF_TOKEN}\n", environ={})
+    assert "x" in err.value.message  # not a secret key itself: its value is shown
+    assert "HF_TOKEN=" not in err.value.message
+
+
+def test_unknown_key_warns_with_closest_known_key():
+    s = parse_settings("RUN_TIMEOUT_SEC=10\nMY_THING=1\nEXTRA_ENV_KEYS=OK_EXTRA\nOK_EXTRA=2\n", environ={})
+    assert len(s.warnings) == 2
+    assert "unknown key RUN_TIMEOUT_SEC at workflow.env line 1 (did you mean RUN_TIMEOUT_SECS?)" in s.warnings[0]
+    assert "unknown key MY_THING" in s.warnings[1] and "did you mean" not in s.warnings[1]
+    assert s.values["MY_THING"] == "1" and s.values["OK_EXTRA"] == "2"
+
+
+def test_expansion_from_file_defaults_and_environment():
+    text = (
+        "OPS_REMOTE_REPO=/work/repo\n"
+        "DATA_DIR=${BASE}/data\n"
+        "BASE=/srv\n"
+        "HF_HOME=${FROM_ENV}/hf\n"
+        "WANDB_GROUP=${UNSET_THING:-fallback}\n"
+        "WANDB_PROJECT='${NOT_EXPANDED} $literal'\n"
+        "MY_NOTE=${OPS_REMOTE_OUTPUTS_DIR}\n"
+    )
+    s = parse_settings(text, environ={"FROM_ENV": "/env"})
+    assert s.values["DATA_DIR"] == "/srv/data"  # a later key of the file
+    assert s.values["RUN_OUT_LOCAL_ROOT"] == "/work/repo/examples/nanogpt/out"  # a default referring to the file
+    assert s.values["HF_HOME"] == "/env/hf"
+    assert s.values["WANDB_GROUP"] == "fallback"
+    assert s.values["WANDB_PROJECT"] == "${NOT_EXPANDED} $literal"
+    assert s.values["MY_NOTE"] == "/mnt/pod_artifacts/outputs"
+
+
+def test_undefined_and_circular_references_fail_clearly():
+    with pytest.raises(ConfigError, match=r"DATA_DIR \(workflow.env line 1\) refers to \$\{NOPE\}"):
+        parse_settings("DATA_DIR=${NOPE}/x\n", environ={})
+    with pytest.raises(ConfigError, match="circular reference"):
+        parse_settings("A_X=${B_X}\nB_X=${A_X}\n", environ={})
+
+
+def test_pod_env_file_is_exact_when_sourced_by_bash(tmp_path):
+    tricky = "a b  $HOME `x` $(touch pwned) \"q\" it's \\ end"
+    s = parse_settings("MY_VALUE='" + tricky.replace("'", "\\'") + "'\nOPS_REMOTE_REPO=~/r\nLIUM_API_KEY=zzzz\n",
+                       environ={})
+    assert s.values["MY_VALUE"] == tricky
+    env_file = tmp_path / "project.env"
+    env_file.write_text(s.pod_env_text())
+    out = subprocess.run(["bash", "-c", f'set -a; . "{env_file}"; printf "%s\\n%s" "$MY_VALUE" "$OPS_REMOTE_REPO"'],
+                         cwd=tmp_path, capture_output=True, text=True, env={"HOME": "/home/pod", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == tricky + "\n/home/pod/r"
+    assert not (tmp_path / "pwned").exists()
+    assert "LIUM_API_KEY" not in s.pod_env_text() and "LIUM_TARGET" not in s.pod_env_text()
+
+
+def test_every_key_default_is_valid():
+    s = parse_settings("", environ={})
+    assert set(s.values) == {k.name for k in KEYS}
+
+
+def test_find_config_precedence(tmp_path: Path):
+    (tmp_path / "infra_scripts").mkdir()
+    seed = tmp_path / "infra_scripts" / "workflow.env"
+    seed.write_text("")
+    assert find_config(None, tmp_path, {}) == seed
+    cwd_file = tmp_path / "workflow.env"
+    cwd_file.write_text("")
+    assert find_config(None, tmp_path, {}) == cwd_file
+    other = tmp_path / "other.env"
+    other.write_text("")
+    assert find_config(None, tmp_path, {}, consumer_default="other.env") == other
+    assert find_config(None, tmp_path, {"WORKFLOW_CONFIG": str(seed)}, "other.env") == seed
+    assert find_config("other.env", tmp_path, {"WORKFLOW_CONFIG": str(seed)}) == other
+    with pytest.raises(ConfigError, match=r"config file not found: nope.env \(from --config\)"):
+        find_config("nope.env", tmp_path, {})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config file"):
+        find_config(None, tmp_path / "empty", {})
+
+
+def test_unparseable_line_names_its_line(tmp_path):
+    f = tmp_path / "workflow.env"
+    f.write_text("GOOD=1\nBAD LINE WITHOUT EQUALS 'x\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        load_settings(f, environ={})

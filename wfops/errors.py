@@ -1,0 +1,83 @@
+"""Typed errors and the exit-code table. Pure: no fabric, no invoke.
+
+Every failure a user can cause is a WfopsError subclass carrying one line of text and an exit code.
+The task layer (wfops.tasks._base) is the one place that turns them into `invoke.Exit`.
+"""
+
+from __future__ import annotations
+
+# The documented exit-code table (README "Exit codes"). Keep the two in step.
+EXIT_OK = 0
+EXIT_FAILED = 1  # a task or run ended `failed`; also unexpected internal errors
+EXIT_USAGE = 2  # bad config, bad argument, bad CSV: nothing was changed
+EXIT_STATE = 3  # the workflow FSM does not allow this command now
+EXIT_CONNECT = 4  # host unreachable, authentication or host-key failure
+EXIT_NOT_FOUND = 5  # no such task, run, pod or file
+EXIT_REMOTE = 6  # a step on the pod failed (clone, venv, torch check, ...)
+EXIT_TIMED_OUT = 7  # a task or run ended `timed_out`
+EXIT_LOST = 8  # a task or run was `lost` (its runner died)
+EXIT_WAIT_TIMEOUT = 9  # task.wait gave up while the task was still running
+EXIT_CONFLICT = 10  # already exists / already running / the pod is busy with another command
+EXIT_LIUM = 11  # the lium CLI or its API failed
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a task or run failed (or an unexpected internal error)",
+    EXIT_USAGE: "bad config, argument or CSV; nothing was changed",
+    EXIT_STATE: "the workflow state does not allow this command",
+    EXIT_CONNECT: "cannot connect: unreachable host, authentication or host key",
+    EXIT_NOT_FOUND: "no such task, run, pod or file",
+    EXIT_REMOTE: "a step on the pod failed",
+    EXIT_TIMED_OUT: "a task or run timed out",
+    EXIT_LOST: "a task or run was lost (its runner died)",
+    EXIT_WAIT_TIMEOUT: "gave up waiting; the task is still running",
+    EXIT_CONFLICT: "conflict: exists already, already running, or the pod is busy",
+    EXIT_LIUM: "the lium CLI or the Lium API failed",
+}
+
+
+class WfopsError(Exception):
+    """An expected failure: one line for the user and an exit code."""
+
+    code = EXIT_FAILED
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ConfigError(WfopsError):
+    code = EXIT_USAGE
+
+
+class UsageError(WfopsError):
+    code = EXIT_USAGE
+
+
+class StateError(WfopsError):
+    code = EXIT_STATE
+
+
+class ConnectError(WfopsError):
+    code = EXIT_CONNECT
+
+
+class NotFoundError(WfopsError):
+    code = EXIT_NOT_FOUND
+
+
+class RemoteError(WfopsError):
+    code = EXIT_REMOTE
+
+
+class ConflictError(WfopsError):
+    code = EXIT_CONFLICT
+
+
+class LiumError(WfopsError):
+    code = EXIT_LIUM

@@ -1,0 +1,85 @@
+"""Which machine a command talks to: LIUM_TARGET, else OPS_DEFAULT_HOST, else an error. Pure.
+
+A Target carries connection parameters only; wfops.remote turns it into a session. Commands work on
+one target today; `resolve_targets` returns a list so that fanning a sweep over several pods, or a
+multi-node torchrun, needs no new abstraction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .errors import ConfigError
+
+LOCAL = "local"
+_HOSTPORT_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "local" | "ssh" | "lium"
+    label: str  # what the user sees: "local", "user@host:port", "lium pod NAME (uuid)"
+    host: str = ""
+    user: str | None = None
+    port: int | None = None
+    key_filename: str | None = None
+    known_hosts: str | None = None  # a pinned host-key file (lium); None: ~/.ssh/known_hosts
+    strict_host_keys: bool = False
+    connect_timeout: int = 15
+    use_ssh_config: bool = True  # resolve aliases through ~/.ssh/config
+    notes: tuple[str, ...] = field(default=())  # one-line messages for the user (fallbacks)
+    pod_id: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == LOCAL
+
+
+def parse_host(value: str) -> tuple[str | None, str, int | None]:
+    """`[user@]host[:port]` -> (user, host, port); an ssh_config alias is a host without the others."""
+    m = _HOSTPORT_RE.match(value)
+    if not m or value.startswith("-"):
+        raise ConfigError(f"config: OPS_DEFAULT_HOST={value!r} is not `local`, an alias or user@host[:port]")
+    port = int(m.group("port")) if m.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"config: OPS_DEFAULT_HOST={value!r}: port {port} is out of range")
+    return m.group("user"), m.group("host").strip("[]"), port
+
+
+def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
+    value = settings.values["OPS_DEFAULT_HOST"]
+    if value == LOCAL:
+        return Target(kind=LOCAL, label=LOCAL, notes=notes)
+    user, host, port = parse_host(value)
+    key = settings.values["SSH_KEY_PATH"]
+    return Target(
+        kind="ssh",
+        label=value,
+        host=host,
+        user=user,
+        port=port,
+        key_filename=str(Path(key).expanduser()) if key else None,
+        strict_host_keys=bool(settings["SSH_STRICT_HOST_KEYS"]),
+        connect_timeout=int(settings["SSH_CONNECT_TIMEOUT"]),  # type: ignore[arg-type]
+        notes=notes,
+    )
+
+
+def resolve_target(settings: Settings) -> Target:
+    if settings.values["LIUM_TARGET"]:
+        from .pods import resolve_lium_target  # the lium path needs the CLI; keep it out of pure imports
+
+        return resolve_lium_target(settings)
+    if settings.values["OPS_DEFAULT_HOST"]:
+        return ssh_target(settings)
+    raise ConfigError(
+        "config: no target: set LIUM_TARGET (a Lium pod) or OPS_DEFAULT_HOST "
+        "(an ssh alias, user@host[:port], or `local`)"
+    )
+
+
+def resolve_targets(settings: Settings) -> list[Target]:
+    return [resolve_target(settings)]

@@ -1,0 +1,20 @@
+"""The wfops task tree. Import `ns` whole, or one namespace (e.g. `wfops.tasks.sweep.ns`).
+
+    # your tasks.py
+    from invoke import Collection
+    from wfops.tasks import ns as wfops
+    ns = Collection(wfops)               # or: ns.add_collection(wfops.collections["sweep"])
+"""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from . import config, fsm, task
+
+ns = Collection("wfops")
+for _sub in (config.ns, fsm.ns, task.ns):
+    ns.add_collection(_sub)
+ns.configure({"wfops": {"config": None}})
+
+__all__ = ["ns"]

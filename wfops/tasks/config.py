@@ -1,0 +1,49 @@
+"""`config.show`: the effective configuration (secrets redacted) and the target it resolves to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml as pyyaml
+from invoke import Collection
+
+from ..errors import WfopsError
+from ..output import table, to_json
+from ..target import resolve_target
+from ._base import JSON_HELP, settings_for, wftask
+
+
+def _describe_target(settings: Any) -> dict[str, object]:
+    try:
+        target = resolve_target(settings)
+    except WfopsError as exc:
+        return {"error": exc.message}
+    source = "LIUM_TARGET" if settings.values["LIUM_TARGET"] else "OPS_DEFAULT_HOST"
+    return {"kind": target.kind, "label": target.label, "from": source, "notes": list(target.notes)}
+
+
+@wftask(help={"json": JSON_HELP, "yaml": "print YAML instead of a table",
+              "only_set": "show only the keys the file sets"})
+def show(c, json=False, yaml=False, only_set=False, config=None):
+    """Print the effective config (secrets redacted) and which target it resolves to."""
+    settings = settings_for(c, config)
+    values = settings.redacted_values()
+    keys = [k for k in values if not only_set or settings.sources[k] != "default"]
+    data = {
+        "config_file": str(settings.path),
+        "target": _describe_target(settings),
+        "values": {k: values[k] for k in keys},
+        "sources": {k: settings.sources[k] for k in keys},
+    }
+    if json:
+        print(to_json(data))
+    elif yaml:
+        print(pyyaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
+    else:
+        t = data["target"]
+        target_line = t.get("error") or f"{t['label']} ({t['kind']}, from {t['from']})"
+        print(f"config file: {data['config_file']}\ntarget:      {target_line}\n")
+        print(table(("key", "value", "source"), [(k, values[k], settings.sources[k]) for k in keys]))
+
+
+ns = Collection("config", show)

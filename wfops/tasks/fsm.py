@@ -1,0 +1,51 @@
+"""`fsm.status` and `fsm.reset`: the workflow state persisted on the pod."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from .. import fsm
+from ..command import PodCommand
+from ..output import pairs, table
+from ._base import JSON_HELP, emit, settings_for, wftask
+
+
+def _human(data: dict) -> str:
+    head = pairs([
+        ("state", data.get("state")),
+        ("since", data.get("updated_at") or "never set (no state file yet)"),
+        ("by", data.get("command")),
+        ("reason", data.get("reason")),
+        ("file", data.get("file")),
+    ])
+    history = data.get("history") or []
+    if not history:
+        return head
+    rows = [(h.get("at"), h.get("from"), h.get("to"), h.get("command"), h.get("reason")) for h in history[-10:]]
+    return head + "\n\nrecent transitions (oldest first)\n" + table(("at", "from", "to", "command", "reason"), rows)
+
+
+@wftask(help={"json": JSON_HELP})
+def status(c, json=False, config=None):
+    """Show the workflow state on the pod, when and why it was set, and recent history."""
+    settings = settings_for(c, config)
+    with PodCommand("fsm.status", settings) as cmd:
+        data = cmd.run("fsm_status.sh.j2")
+    emit(data, json, lambda: _human(data))
+
+
+@wftask(positional=["state"], help={
+    "state": "state to force: " + ", ".join(fsm.STATES) + " (default INIT)",
+    "reason": "why, recorded in the history",
+    "json": JSON_HELP,
+})
+def reset(c, state=None, reason="", json=False, config=None):
+    """Force the workflow state (default INIT), recording the reason."""
+    to_state = fsm.parse_state(state or fsm.INIT)
+    settings = settings_for(c, config)
+    with PodCommand("fsm.reset", settings) as cmd:
+        data = cmd.run("fsm_reset.sh.j2", to_state=to_state, reason=reason or "manual reset")
+    emit(data, json, lambda: f"workflow state is now {data.get('state')}")
+
+
+ns = Collection("fsm", status, reset)

@@ -1,0 +1,62 @@
+"""Tracked tasks: id rules, the command.sh text, and how a final state maps to an exit code. Pure."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from . import errors
+from .config import Settings
+from .errors import UsageError
+from .shell import qpath
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TERMINAL = ("success", "failed", "timed_out", "cancelled", "lost")
+
+STATE_EXIT = {
+    "success": errors.EXIT_OK,
+    "failed": errors.EXIT_FAILED,
+    "cancelled": errors.EXIT_FAILED,
+    "timed_out": errors.EXIT_TIMED_OUT,
+    "lost": errors.EXIT_LOST,
+}
+
+
+def check_task_id(task_id: str | None) -> str:
+    if not task_id:
+        raise UsageError("--id is required (letters, digits, '.', '_' or '-'; up to 128)")
+    if not TASK_ID_RE.match(task_id) or task_id.endswith((".", "..")) or ".." in task_id:
+        raise UsageError(
+            f"invalid task id {task_id!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return task_id
+
+
+def check_workdir(workdir: str) -> str:
+    if workdir and ("\n" in workdir or "\x00" in workdir or not (workdir.startswith(("/", "~/")) or workdir == "~")):
+        raise UsageError(f"invalid --workdir {workdir!r}: give an absolute path on the pod (or ~/...)")
+    return workdir
+
+
+def command_script(settings: Settings, task_id: str, command: str, workdir: str) -> str:
+    """command.sh: load the pod env, enter the workdir, then the user's command exactly as given."""
+    env_path = qpath(settings.values["REMOTE_ENV_PATH"])
+    if workdir:
+        wd = qpath(workdir)
+        enter = f"cd {wd} || {{ printf 'wfops: workdir %s does not exist\\n' {wd} >&2; exit 2; }}"
+    else:
+        repo = qpath(settings.values["OPS_REMOTE_REPO"])
+        enter = f'cd {repo} 2>/dev/null || cd "$HOME"'
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return (
+        "#!/usr/bin/env bash\n"
+        f"# wfops tracked task {task_id}, created {created}. The lines after the marker are the command as given.\n"
+        f"set -a; . {env_path}; set +a\n"
+        f"{enter}\n"
+        "# ---- command ----\n"
+        f"{command}\n"
+    )
+
+
+def exit_code_for(state: str) -> int:
+    return STATE_EXIT.get(state, errors.EXIT_FAILED)
