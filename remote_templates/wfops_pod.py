@@ -5,7 +5,7 @@ Shipped inside the wfops wheel and installed by every rendered command script at
 $OPS_REMOTE_OUTPUTS_DIR/_control/bin/wfops_pod-<sha>.py (the name carries its content hash, so a
 runner started by an older wfops keeps its own copy). Standard library only; Python >= 3.8.
 
-Every JSON file is written whole (temp file + rename) under an flock of `<file>.lock`. Results for
+Every JSON file is written whole (temp file + rename) under an flock of its directory. Results for
 the client go to stdout as one JSON document; refusals go to stderr as `@wfops-error CODE message`.
 """
 
@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -56,9 +57,10 @@ def emit(obj) -> None:
 
 @contextlib.contextmanager
 def locked(path: str):
-    """An exclusive flock on `<path>.lock`, creating the directory if needed."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """An exclusive flock on the directory holding `path` (created if needed): no lock files lie around."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -219,7 +221,7 @@ def cmd_fsm_gate(a) -> None:
                 fail(EXIT_STATE, "{} is not allowed in state {} (allowed: {}); see `fsm.status`, or "
                      "`fsm.reset STATE` if the pod really is elsewhere".format(a.command, state, ", ".join(allowed)))
             sys.stderr.write("wfops: WF_FSM_ENFORCE=0: running {} in state {} (normally allowed: {})\n".format(a.command, state, ", ".join(allowed)))
-        if effective != state:
+        if effective != state and not a.dry_run:
             fsm_write(a.file, cur, effective, a.command, f"pod reachable (promoted by {a.command})")
 
 
@@ -301,6 +303,17 @@ def end_group(pgid: int, grace: float) -> None:
     kill_group(pgid, signal.SIGKILL)
 
 
+def die_with_parent(sig: int) -> None:
+    """Ask Linux to signal us when our parent (tmux, or the sweep queue) dies, so no run outlives it silently."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, cwd=None, extra=None) -> dict:
     """Run argv in its own session; enforce the timeout on its whole process group; record the end."""
     me = os.getpid()
@@ -311,6 +324,10 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
+    parent = os.getppid()
+    die_with_parent(signal.SIGHUP)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        cancelled.setdefault("signal", signal.SIGHUP)
     started = time.time()
     update_json(status_path, dict(extra or {}, state="running", pid=me, pid_start=proc_start(me),
                                   boot_id=boot_id(), started_at=now_iso(), timeout_secs=timeout))
@@ -349,7 +366,8 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
         name = signal.Signals(cancelled["signal"]).name
         lost = cancelled["signal"] == signal.SIGHUP
         fields.update(state="lost" if lost else "cancelled",
-                      reason="runner got {} ({}); its processes were stopped".format(name, "tmux window or server closed" if lost else "stopped"))
+                      reason="runner got {} ({}); its processes were stopped".format(
+                          name, "its tmux window, tmux server or queue runner went away" if lost else "stopped"))
     else:
         fields["state"] = "success" if rc == 0 else "failed"
     return update_json(status_path, fields)
@@ -382,7 +400,7 @@ def cmd_task_new(a) -> None:
     """Create the task dir (refusing an existing id unless --force, which keeps a backup)."""
     root, tid = a.root, a.id
     d = os.path.join(root, tid)
-    with locked(os.path.join(root, ".tasks")):
+    with locked(os.path.join(root, "status.json")):  # the _tasks directory itself
         if os.path.exists(d):
             view = task_view(d)
             if not a.force:
@@ -462,6 +480,521 @@ def cmd_task_list(a) -> None:
     emit({"tasks": items[: a.limit] if a.limit else items, "total": len(items)})
 
 
+# ------------------------------------------------------------------ sweeps
+
+OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc")
+NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
+                     r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
+ROOT_CAUSE_RE = re.compile(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def read_tail(path: str, limit: int = 262144) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def classify(log_text: str, exit_code, state: str) -> dict:
+    """The worker's real exit code (torchrun itself exits 1) and a failure class where one can be told."""
+    out = {"exit_code": exit_code, "failure_class": None, "evidence": None}
+    m = ROOT_CAUSE_RE.search(log_text)
+    if m:
+        code = int(m.group(1))
+        out["exit_code"] = 128 - code if code < 0 else code
+        out["evidence"] = m.group(0).splitlines()[-1].strip()
+    if state == "success":
+        return out
+    if state in ("timed_out", "cancelled", "lost"):
+        out["failure_class"] = {"timed_out": "timeout"}.get(state, state)
+        return out
+    for name, rx in (("oom", OOM_RE), ("nccl", NCCL_RE)):
+        hit = rx.search(log_text)
+        if hit:
+            start = log_text.rfind("\n", 0, hit.start()) + 1
+            end = log_text.find("\n", hit.end())
+            out.update(failure_class=name, evidence=log_text[start:end if end >= 0 else None].strip()[:300])
+            return out
+    out["failure_class"] = "nonzero_exit"
+    return out
+
+
+def cmd_summary_ok(a) -> None:
+    data = read_json(a.file) or {}
+    sys.exit(0 if data.get("ok") is True else 1)
+
+
+def cmd_run_summary(a) -> None:
+    """Write summary.json for a run whose supervisor has returned; print its state."""
+    st_path = os.path.join(a.dir, "status.json")
+    with locked(st_path):
+        st = read_json(st_path) or {}
+        if st.get("state") not in TERMINAL:  # its runner vanished without recording an end
+            st.update(state="lost", reason=st.get("reason") or "the run's supervisor ended without recording an end",
+                      ended_at=now_iso())
+            write_json(st_path, st)
+    state = st["state"]
+    info = classify(read_tail(os.path.join(a.dir, "stdout.log")), st.get("exit_code"), state)
+    summary = {k: st.get(k) for k in ("run_id", "sweep_id", "config", "seed", "notes", "out_dir",
+                                      "mode", "git_sha", "started_at", "ended_at", "duration_secs", "signal")}
+    summary.update(ok=state == "success", state=state, exit_code=info["exit_code"],
+                   torchrun_exit_code=st.get("exit_code"), failure_class=info["failure_class"],
+                   failure_evidence=info["evidence"], reason=st.get("reason"))
+    if a.sync_rc != "":
+        summary["final_sync"] = "ok" if a.sync_rc == "0" else "failed (rsync exit %s)" % a.sync_rc
+        if a.sync_rc != "0":
+            summary["ok"] = False
+    write_json(os.path.join(a.dir, "summary.json"), summary)
+    print(state)
+
+
+def cmd_sync_loop(a) -> None:
+    """Mirror src into dst with rsync every `interval` seconds until TERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: stop.set())
+    with open(a.log, "ab", buffering=0) as log:
+        while not stop.wait(a.interval):
+            log.write(("%s periodic sync\n" % now_iso()).encode())
+            subprocess.call(["rsync", "-a", a.src, a.dst], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+
+def cmd_sweep_mark(a) -> None:
+    fields = {}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        fields[key] = value
+    if a.self_pid:
+        pid = os.getppid()
+        fields.update(pid=pid, pid_start=proc_start(pid), boot_id=boot_id())
+    if fields.get("state") in ("completed", "stopped"):
+        fields["ended_at"] = now_iso()
+    update_json(a.file, fields, keep_terminal=False)
+
+
+def sweep_liveness(sw):
+    if not sw:
+        return "none", ""
+    state = sw.get("state", "unknown")
+    if state != "running":
+        return state, sw.get("reason", "")
+    if sw.get("boot_id") and sw["boot_id"] != boot_id():
+        return "lost", "the pod rebooted during the sweep"
+    if not pid_alive(sw.get("pid"), sw.get("pid_start")):
+        return "lost", "the queue runner (pid %s) is gone" % sw.get("pid")
+    return "running", ""
+
+
+def run_row(out_dir: str, run: dict, sweep_id: str, sweep_state: str, force: bool, cb: str) -> dict:
+    d = os.path.join(out_dir, run["run_id"])
+    st = read_json(os.path.join(d, "status.json"))
+    summ = read_json(os.path.join(d, "summary.json"))
+    row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None,
+           "note": ""}
+    current = (st or {}).get("sweep_id") == sweep_id
+    if st and current:
+        state, reason = liveness(st, cb)
+        src = summ if (summ and summ.get("sweep_id") == sweep_id) else st
+        row.update(state=state, exit_code=src.get("exit_code"), duration_secs=src.get("duration_secs"),
+                   note=(summ or {}).get("failure_class") or reason or "")
+        if state == "running" and st.get("started_at"):
+            started = parse_iso(st["started_at"])
+            row["duration_secs"] = round(time.time() - started, 1) if started else None
+    elif summ and summ.get("ok") and not force:
+        row.update(state="skipped", exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
+                   note="already ok (sweep %s)" % summ.get("sweep_id"))
+    elif sweep_state in ("stopped", "completed"):
+        row.update(state="cancelled", note="not started: the sweep %s first" % (
+            "was stopped" if sweep_state == "stopped" else "ended"))
+    elif sweep_state == "lost":
+        row.update(state="pending", note="not started; the queue runner is gone (sweep.start resumes)")
+    else:
+        row["state"] = "pending"
+        if summ:
+            row["note"] = "previous attempt %s" % summ.get("state")
+    return row
+
+
+def cmd_sweep_status(a) -> None:
+    sw = read_json(os.path.join(a.out, "_control", "sweep.json"))
+    plan = read_json(os.path.join(a.out, "_manifests", "sweep-latest.json"))
+    state, reason = sweep_liveness(sw)
+    rows = []
+    if plan and sw:
+        cb = boot_id()
+        force = bool(plan.get("force"))
+        for run in plan.get("runs", []):
+            if run.get("selected", True):
+                rows.append(run_row(a.out, run, plan.get("sweep_id"), state, force, cb))
+    totals = {}
+    for row in rows:
+        totals[row["state"]] = totals.get(row["state"], 0) + 1
+    reconciled = None
+    with locked(a.state_file):
+        cur = fsm_read(a.state_file)
+        if cur["state"] == "SWEEP_RUNNING" and state != "running":
+            why = "sweep %s: %s" % (state, reason) if reason else "sweep %s" % state
+            fsm_write(a.state_file, cur, "SWEEP_COMPLETED", "sweep.status", why)
+            reconciled = "SWEEP_RUNNING -> SWEEP_COMPLETED (%s)" % why
+    emit({"sweep": dict(sw or {}, state=state, reason=reason), "plan": {k: (plan or {}).get(k) for k in (
+        "sweep_id", "created_at", "git_sha", "filters", "csv")}, "runs": rows, "totals": totals,
+        "reconciled": reconciled})
+
+
+def cmd_sweep_guard(a) -> None:
+    sw = read_json(os.path.join(a.out, "_control", "sweep.json"))
+    state, _ = sweep_liveness(sw)
+    if state == "running":
+        fail(EXIT_CONFLICT, "sweep %s is still running (queue pid %s, since %s); watch it with sweep.status or end it "
+             "with sweep.stop" % (sw.get("sweep_id"), sw.get("pid"), sw.get("started_at")))
+
+
+def cmd_sweep_new(a) -> None:
+    write_json(os.path.join(a.out, "_control", "sweep.json"), {
+        "sweep_id": a.id, "state": "running", "started_at": now_iso(), "boot_id": boot_id(), "session": a.session,
+        "runs": a.runs, "plan": "_manifests/%s.json" % a.id, "runner_log": "_manifests/%s.log" % a.id})
+
+
+def cmd_sweep_launched(a) -> None:
+    path = os.path.join(a.out, "_control", "sweep.json")
+    pid = int(a.pid)
+    with locked(path):
+        sw = read_json(path) or {}
+        if sw.get("sweep_id") == a.id and not sw.get("pid"):
+            sw.update(pid=pid, pid_start=proc_start(pid))
+            write_json(path, sw)
+
+
+def cmd_sweep_stop(a) -> None:
+    path = os.path.join(a.out, "_control", "sweep.json")
+    sw = read_json(path)
+    state, reason = sweep_liveness(sw)
+    if state != "running":
+        emit({"sweep_id": (sw or {}).get("sweep_id"), "state": state, "reason": reason, "was_running": False})
+        return
+    pid = int(sw["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + a.timeout
+    while pid_alive(pid, sw.get("pid_start")) and time.monotonic() < deadline:
+        wait_for_exit(pid, min(1.0, max(0.0, deadline - time.monotonic())))
+    if pid_alive(pid, sw.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 5)
+        update_json(path, {"state": "stopped", "reason": "killed by sweep.stop after %ss" % a.timeout,
+                           "ended_at": now_iso()}, keep_terminal=False)
+    sw = read_json(path) or {}
+    emit({"sweep_id": sw.get("sweep_id"), "state": sw.get("state"), "reason": sw.get("reason", ""),
+          "was_running": True})
+
+
+def cmd_check_configs(a) -> None:
+    missing = []
+    if not os.path.isfile(os.path.join(a.workdir, a.script)):
+        fail(EXIT_NOT_FOUND, "the training script %s is not in %s; check TRAIN_WORKDIR / TRAIN_SCRIPT and run "
+             "checkout" % (a.script, a.workdir))
+    for item in a.configs:
+        line, _, path = item.partition(":")
+        if not os.path.isfile(os.path.join(a.workdir, path)):
+            missing.append("line %s: config %s does not exist in %s" % (line, path, a.workdir))
+    if missing:
+        fail(EXIT_USAGE, "the sweep CSV names %d missing config(s); nothing was uploaded or started: %s"
+             % (len(missing), "; ".join(missing)))
+
+
+def cmd_fetch_list(a) -> None:
+    """Run dirs to fetch, one per line, with their total size on stderr as `@wfops-size N`."""
+    if a.all:
+        plan = read_json(os.path.join(a.out, "_manifests", "sweep-latest.json"))
+        if not plan:
+            fail(EXIT_NOT_FOUND, "no sweep manifest on the pod (start a sweep first, or fetch one run by id)")
+        ids = [r["run_id"] for r in plan.get("runs", []) if r.get("selected", True)
+               and os.path.isdir(os.path.join(a.out, r["run_id"]))]
+        if not ids:
+            fail(EXIT_NOT_FOUND, "none of the sweep's runs has a run directory yet")
+    else:
+        if not os.path.isdir(os.path.join(a.out, a.run)):
+            fail(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status" % (a.run, a.out))
+        ids = [a.run]
+    total = 0
+    for rid in ids:
+        for root, _dirs, files in os.walk(os.path.join(a.out, rid)):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, name)).st_size
+    sys.stderr.write("@wfops-size %d\n" % total)
+    sys.stdout.write("".join(rid + "\n" for rid in ids))
+
+
+# ------------------------------------------------------------------ checkout facts (one probe)
+
+def run_out(argv, cwd=None, timeout=120):
+    """(exit code, stdout stripped); a missing program is exit 127."""
+    try:
+        p = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, timeout=timeout, universal_newlines=True)
+    except FileNotFoundError:
+        return 127, ""
+    except subprocess.TimeoutExpired:
+        return 124, ""
+    return p.returncode, p.stdout.strip()
+
+
+DEP_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements.txt")
+TORCH_PROBE = (
+    "import json, sys\n"
+    "import os\n"
+    "info = {'python': sys.executable, 'version': sys.version.split()[0], 'is_venv': sys.prefix != sys.base_prefix,\n"
+    "        'base_prefix': sys.base_prefix, 'exe_dir': os.path.dirname(os.path.realpath(sys.executable))}\n"
+    "try:\n"
+    "    import torch\n"
+    "    info.update(importable=True, torch_version=torch.__version__.split('+')[0], torch_file=torch.__file__,\n"
+    "                cuda=bool(torch.cuda.is_available()), cuda_devices=torch.cuda.device_count())\n"
+    "except Exception as exc:\n"
+    "    info.update(importable=False, error='%s: %s' % (type(exc).__name__, exc))\n"
+    "print(json.dumps(info))\n"
+)
+
+
+def deps_hash(repo: str, install_cmd: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256(install_cmd.encode())
+    for name in DEP_FILES:
+        path = os.path.join(repo, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                h.update(name.encode() + b"\0" + fh.read())
+    return h.hexdigest()
+
+
+def mount_of(path: str, table: str):
+    """(mount point, fs type) of the deepest mount holding `path`, from a mounts-format table."""
+    best = ("", "")
+    path = os.path.abspath(path)
+    try:
+        with open(table, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                point = parts[1].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+                    best = (point, parts[2])
+    except OSError:
+        pass
+    return best
+
+
+def shards(directory: str):
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return [], []
+    train = [n for n in names if n.startswith("fineweb_train_") and n.endswith(".bin")]
+    val = [n for n in names if n.startswith("fineweb_val_") and n.endswith(".bin")]
+    return train, val
+
+
+def venv_torch_dirs(venv: str):
+    import glob
+
+    return sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "torch")))
+
+
+def cmd_facts(a) -> None:
+    repo, venv = a.repo, os.path.join(a.repo, ".venv")
+    facts = {"repo": {"path": repo, "exists": os.path.exists(repo)}}
+    r = facts["repo"]
+    r["is_git"] = os.path.isdir(os.path.join(repo, ".git"))
+    r["empty"] = r["exists"] and os.path.isdir(repo) and not os.listdir(repo)
+    if r["is_git"]:
+        r["head"] = run_out(["git", "-C", repo, "rev-parse", "HEAD"])[1] or None
+        r["branch"] = run_out(["git", "-C", repo, "symbolic-ref", "--short", "-q", "HEAD"])[1] or None
+        r["origin"] = run_out(["git", "-C", repo, "remote", "get-url", "origin"])[1] or None
+        code, out = run_out(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"])
+        r["dirty"] = [ln[3:] for ln in out.splitlines()] if code == 0 else []
+    r["deps_hash"] = deps_hash(repo, a.install_cmd) if r["is_git"] else None
+    cfg = {}
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as fh:
+            for line in fh:
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    cfg[k.strip()] = v.strip()
+    except OSError:
+        pass
+    marker = os.path.join(venv, ".wfops-installed")
+    facts["venv"] = {
+        "path": venv, "exists": os.path.isdir(venv),
+        "python_ok": os.access(os.path.join(venv, "bin", "python"), os.X_OK),
+        "system_site": cfg.get("include-system-site-packages", "").lower() == "true",
+        "home": cfg.get("home"),
+        "home_real": os.path.realpath(cfg["home"]) if cfg.get("home") else None,
+        "torch_inside": venv_torch_dirs(venv),
+        "installed_hash": open(marker, encoding="utf-8").read().strip() if os.path.isfile(marker) else None,
+    }
+    code, out = run_out([a.python, "-c", TORCH_PROBE], timeout=300)
+    try:
+        facts["python"] = json.loads(out.splitlines()[-1]) if code == 0 and out else {"found": False}
+        facts["python"].setdefault("found", True)
+    except ValueError:
+        facts["python"] = {"found": False}
+    if not facts["python"]["found"]:
+        facts["python"]["error"] = "exit %d running %s" % (code, a.python) if code != 127 else "%s not found" % a.python
+    code, out = run_out(["nvidia-smi", "-L"], timeout=60)
+    facts["gpus"] = [ln for ln in out.splitlines() if ln.startswith("GPU")] if code == 0 else []
+    train, val = shards(a.data_dir)
+    point, fstype = mount_of(a.data_dir, a.mounts)
+    facts["data"] = {"dir": a.data_dir, "exists": os.path.isdir(a.data_dir), "train": train, "val": val,
+                     "mount_point": point, "fs_type": fstype}
+    link_dir = os.path.join(repo, a.workdir, a.link_dir)
+    linked = []
+    for name in train + val:
+        target = os.path.join(link_dir, name)
+        if os.path.islink(target) and os.path.realpath(target) == os.path.realpath(os.path.join(a.data_dir, name)):
+            linked.append(name)
+    facts["link"] = {"dir": link_dir, "linked": linked}
+    emit(facts)
+
+
+def cmd_deps_hash(a) -> None:
+    print(deps_hash(a.repo, a.install_cmd))
+
+
+def cmd_kv(a) -> None:
+    """A JSON object from key=value arguments (values stay strings; `key:=json` parses): printed, or
+    merged into a file with --into."""
+    out = {}
+    for item in a.pairs:
+        key, _, value = item.partition("=")
+        if key.endswith(":"):
+            out[key[:-1]] = json.loads(value)
+        else:
+            out[key] = value
+    if a.into:
+        update_json(a.into, out, keep_terminal=False)
+    else:
+        emit(out)
+
+
+def cmd_fsm_state(a) -> None:
+    print(fsm_read(a.file)["state"])
+
+
+# ------------------------------------------------------------------ pod facts (pod.status)
+# and the pod side of pod.down. Read-only except `pod-down`, which resets the workflow state.
+
+def pf_unescape(text: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def pf_mounts(table: str = "/proc/self/mountinfo"):
+    """[(mount point, fs type, source)] in mount order (a later mount on the same point hides earlier ones)."""
+    out = []
+    try:
+        with open(table, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if "-" not in parts[6:] or len(parts) < 5:
+                    continue
+                sep = parts.index("-", 6)
+                if len(parts) < sep + 3:
+                    continue
+                out.append((pf_unescape(parts[4]), parts[sep + 1], pf_unescape(parts[sep + 2])))
+    except OSError:
+        pass
+    return out
+
+
+def pf_disk(path: str, mounts) -> dict:
+    """The disk holding `path` or, when it does not exist yet, its nearest existing parent."""
+    wanted = os.path.abspath(path)
+    probe = wanted
+    while not os.path.exists(probe) and probe != os.path.dirname(probe):
+        probe = os.path.dirname(probe)
+    real = os.path.realpath(probe)
+    point, fstype, source = "", "", ""
+    for mp, fs, src in mounts:
+        inside = real == mp or real.startswith(mp.rstrip("/") + "/")
+        if inside and len(mp) >= len(point):
+            point, fstype, source = mp, fs, src
+    out = {"path": path, "exists": probe == wanted, "existing": probe, "mount_point": point, "fs_type": fstype,
+           "source": source, "is_mount": bool(point) and real == point}
+    try:
+        st = os.statvfs(probe)
+        out.update(free_bytes=st.f_bavail * st.f_frsize, total_bytes=st.f_blocks * st.f_frsize)
+    except OSError as exc:
+        out.update(free_bytes=None, total_bytes=None, error=str(exc))
+    return out
+
+
+def pf_gpus() -> dict:
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return {"gpus": [], "gpu_error": "nvidia-smi not found"}
+    try:
+        p = subprocess.run([smi, "-L"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           timeout=30, universal_newlines=True)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"gpus": [], "gpu_error": "nvidia-smi -L: %s" % exc}
+    gpus = [ln.strip() for ln in p.stdout.splitlines() if ln.startswith("GPU ")]
+    error = None if p.returncode == 0 else "nvidia-smi -L exited %d: %s" % (p.returncode, p.stdout.strip()[-200:])
+    return {"gpus": gpus, "gpu_error": error}
+
+
+def cmd_pod_facts(a) -> None:
+    import pwd
+    import socket
+
+    mounts = pf_mounts()
+    facts = {"user": pwd.getpwuid(os.geteuid()).pw_name, "host": socket.gethostname(), "boot_id": boot_id(),
+             "mnt": pf_disk(a.mnt, mounts), "repo": pf_disk(a.repo, mounts), "state": fsm_read(a.state_file)["state"]}
+    facts.update(pf_gpus())
+    emit(facts)
+
+
+def cmd_pod_down(a) -> None:
+    """Refuse while a sweep runs (unless --force); otherwise reset the workflow state to INIT."""
+    with locked(a.file):
+        cur = fsm_read(a.file)
+        why = []
+        if cur["state"] == "SWEEP_RUNNING":
+            why.append("workflow state SWEEP_RUNNING")
+        if a.tmux_alive:
+            why.append("tmux session %s is alive" % a.session)
+        if why and not a.force:
+            fail(EXIT_CONFLICT, "a sweep is still running on the pod ({}); nothing was removed. pod.down --force "
+                 "removes the pod anyway (the sweep dies with it)".format(", ".join(why)))
+        fsm_write(a.file, cur, "INIT", "pod.down", a.reason)
+    emit({"state_before": cur["state"], "state": "INIT", "sweep_running": bool(why), "why": why, "file": a.file})
+
+
+def add_pod_parsers(sub) -> None:
+    s = sub.add_parser("pod-facts")
+    s.add_argument("--repo", required=True)
+    s.add_argument("--mnt", default="/mnt")
+    s.add_argument("--state-file", required=True)
+    s.set_defaults(fn=cmd_pod_facts)
+
+    s = sub.add_parser("pod-down")
+    s.add_argument("--file", required=True)
+    s.add_argument("--session", required=True)
+    s.add_argument("--tmux-alive", type=int, default=0)
+    s.add_argument("--force", type=int, default=0)
+    s.add_argument("--reason", default="pod removed (pod.down)")
+    s.set_defaults(fn=cmd_pod_down)
+
+
 # ------------------------------------------------------------------ entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,6 +1007,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allowed", required=True)
     s.add_argument("--enforce", type=int, default=1)
     s.add_argument("--promote", action="store_true")
+    s.add_argument("--dry-run", action="store_true")
     s.set_defaults(fn=cmd_fsm_gate)
 
     s = sub.add_parser("fsm-set")
@@ -483,6 +1017,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reason", default="")
     s.add_argument("--expect", default="")
     s.set_defaults(fn=cmd_fsm_set)
+
+    s = sub.add_parser("fsm-state")
+    s.add_argument("--file", required=True)
+    s.set_defaults(fn=cmd_fsm_state)
 
     s = sub.add_parser("fsm-show")
     s.add_argument("--file", required=True)
@@ -530,6 +1068,81 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", required=True)
     s.add_argument("--limit", type=int, default=0)
     s.set_defaults(fn=cmd_task_list)
+    s = sub.add_parser("facts")
+    for opt in ("--repo", "--python", "--data-dir", "--workdir", "--link-dir", "--mounts", "--install-cmd"):
+        s.add_argument(opt, required=True)
+    s.set_defaults(fn=cmd_facts)
+
+    s = sub.add_parser("deps-hash")
+    s.add_argument("--repo", required=True)
+    s.add_argument("--install-cmd", required=True)
+    s.set_defaults(fn=cmd_deps_hash)
+
+    s = sub.add_parser("kv")
+    s.add_argument("--into", default="")
+    s.add_argument("pairs", nargs="*")
+    s.set_defaults(fn=cmd_kv)
+    add_pod_parsers(sub)
+    s = sub.add_parser("summary-ok")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_summary_ok)
+
+    s = sub.add_parser("run-summary")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--sync-rc", default="")
+    s.set_defaults(fn=cmd_run_summary)
+
+    s = sub.add_parser("sync-loop")
+    s.add_argument("--src", required=True)
+    s.add_argument("--dst", required=True)
+    s.add_argument("--interval", type=float, required=True)
+    s.add_argument("--log", required=True)
+    s.set_defaults(fn=cmd_sync_loop)
+
+    s = sub.add_parser("sweep-mark")
+    s.add_argument("--file", required=True)
+    s.add_argument("--self-pid", action="store_true", help="record the calling shell as the queue runner")
+    s.add_argument("set", nargs="*")
+    s.set_defaults(fn=cmd_sweep_mark)
+
+    s = sub.add_parser("sweep-status")
+    s.add_argument("--out", required=True)
+    s.add_argument("--state-file", required=True)
+    s.set_defaults(fn=cmd_sweep_status)
+
+    s = sub.add_parser("sweep-guard")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_sweep_guard)
+
+    s = sub.add_parser("sweep-new")
+    s.add_argument("--out", required=True)
+    s.add_argument("--id", required=True)
+    s.add_argument("--session", required=True)
+    s.add_argument("--runs", type=int, required=True)
+    s.set_defaults(fn=cmd_sweep_new)
+
+    s = sub.add_parser("sweep-launched")
+    s.add_argument("--out", required=True)
+    s.add_argument("--id", required=True)
+    s.add_argument("--pid", required=True)
+    s.set_defaults(fn=cmd_sweep_launched)
+
+    s = sub.add_parser("sweep-stop")
+    s.add_argument("--out", required=True)
+    s.add_argument("--timeout", type=float, default=60)
+    s.set_defaults(fn=cmd_sweep_stop)
+
+    s = sub.add_parser("check-configs")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--script", required=True)
+    s.add_argument("configs", nargs="*")
+    s.set_defaults(fn=cmd_check_configs)
+
+    s = sub.add_parser("fetch-list")
+    s.add_argument("--out", required=True)
+    s.add_argument("--run", default="")
+    s.add_argument("--all", action="store_true")
+    s.set_defaults(fn=cmd_fetch_list)
     return p
 
 

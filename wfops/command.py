@@ -13,7 +13,8 @@ import sys
 
 from . import fsm
 from .config import Settings
-from .remote import ExecResult, Redactor, Session, StdoutSink, open_session
+from .errors import ConnectError
+from .remote import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
 from .render import helper, render
 from .target import Target, resolve_target
 
@@ -34,7 +35,18 @@ class PodCommand:
             self.target = resolve_target(self.settings)
         for note in self.target.notes:
             print(f"wfops: {note}", file=sys.stderr)
-        self.session = open_session(self.target, self.redact)
+        try:
+            self.session = open_session(self.target, self.redact)
+        except ConnectError:
+            from .pods import resolve_again  # a cached Lium address may be stale (the pod moved): look once more
+
+            fresh = resolve_again(self.settings, self.target)
+            if fresh is None:
+                raise
+            self.target = fresh
+            for note in fresh.notes:
+                print(f"wfops: {note}", file=sys.stderr)
+            self.session = open_session(self.target, self.redact)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,14 +68,16 @@ class PodCommand:
             "tmux_socket": s.values["WF_TMUX_SOCKET"],
             "helper": helper(),
             "lock_wait_secs": LOCK_WAIT_SECS,
+            "dry_run": False,
         }
 
     def script(self, template: str, **context: object) -> str:
-        return render(template, **self.context(), **context)
+        return render(template, **{**self.context(), **context})
 
-    def exec(self, template: str, stdout_sink: StdoutSink | None = None, **context: object) -> ExecResult:
+    def exec(self, template: str, stdout_sink: StdoutSink | None = None, meta: MetaSink | None = None,
+             **context: object) -> ExecResult:
         assert self.session is not None, "use PodCommand as a context manager"
-        return self.session.exec_script(self.script(template, **context), stdout_sink)
+        return self.session.exec_script(self.script(template, **context), stdout_sink, meta)
 
     def run(self, template: str, **context: object) -> dict:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""

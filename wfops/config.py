@@ -94,6 +94,8 @@ KEYS: tuple[Key, ...] = (
        "default timeout of task.run in seconds (0: no limit)"),
     _k("workflow", "KILL_GRACE_SECS", "20", "int", "seconds between TERM and KILL when a timeout hits"),
     # -- bootstrap
+    _k("bootstrap", "PREREQ_COMMANDS", "git tmux rsync curl python3", "words",
+       "bootstrap: commands the pod must have; each missing one is reported"),
     _k("bootstrap", "AUTO_INSTALL_PREREQS", "0", "bool", "bootstrap: apt-get install APT_PACKAGES if missing"),
     _k("bootstrap", "APT_PACKAGES", "git tmux rsync curl python3 python3-venv", "words",
        "bootstrap: packages installed when AUTO_INSTALL_PREREQS=1"),
@@ -118,6 +120,8 @@ KEYS: tuple[Key, ...] = (
     _k("checkout", "DOWNLOAD_FINEWEB", "0", "bool", "checkout: download a minimal shard pair if missing"),
     _k("checkout", "FINEWEB_DOWNLOAD_CMD", "python data/cached_fineweb10B.py 1", "str",
        "checkout: the repo's downloader, run in TRAIN_WORKDIR with WF_DOWNLOAD_DIR set"),
+    _k("checkout", "WF_MOUNT_TABLE", "/proc/self/mounts", "rpath",
+       "checkout: mount table used to tell whether DATA_DIR is on s3fs (tests point it elsewhere)"),
     _k("checkout", "DATA_LINK_DIR", "data/fineweb10B", "str",
        "checkout: where the shards are linked, relative to TRAIN_WORKDIR"),
     # -- sweeps
@@ -312,6 +316,8 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
             bad = [w for w in words if w not in _TRAIN_INJECT_WORDS]
             if bad:
                 return None, "space-separated words among: " + " ".join(_TRAIN_INJECT_WORDS)
+        if key.name == "PREREQ_COMMANDS" and any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", w) for w in words):
+            return None, "space-separated command names"
         if key.name == "APT_PACKAGES" and any(not re.fullmatch(r"[a-z0-9][a-z0-9.+:=~-]*", w) for w in words):
             return None, "space-separated Debian package names"
         return tuple(words), None

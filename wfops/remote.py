@@ -19,15 +19,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from .errors import ConnectError, RemoteError, WfopsError
 from .target import Target
 
 KEEPALIVE_SECS = 30
 _ERROR_RE = re.compile(r"^@wfops-error (\d+) (.*)$")
+_META_RE = re.compile(r"^@wfops-([a-z]+) (.*)$")
 
 StdoutSink = Callable[[bytes], None]
+MetaSink = Callable[[str, str], None]
 
 
 class Redactor:
@@ -75,7 +77,7 @@ class _StderrLines:
     """Turns stderr bytes into lines: errors are kept, the rest is shown (redacted) as it arrives."""
 
     redact: Redactor
-    out: BinaryIO | None = None
+    meta: MetaSink | None = None
     error: WfopsError | None = None
     buffer: bytes = b""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +99,11 @@ class _StderrLines:
         if m:
             self.error = WfopsError(self.redact(m.group(2)), int(m.group(1)))
             return
+        m = _META_RE.match(line)
+        if m:  # machine-readable side information (e.g. `@wfops-size N` before a fetch)
+            if self.meta is not None:
+                self.meta(m.group(1), m.group(2))
+            return
         stream = sys.stderr
         stream.write(self.redact(line) + "\n")
         stream.flush()
@@ -105,7 +112,8 @@ class _StderrLines:
 class Session(Protocol):
     target: Target
 
-    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None) -> ExecResult: ...
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult: ...
 
     def close(self) -> None: ...
 
@@ -134,12 +142,13 @@ class LocalSession:
         self.target = target
         self.redact = redact
 
-    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None) -> ExecResult:
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
         proc = subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin and proc.stdout and proc.stderr
         buf: list[bytes] = []
-        errs = _StderrLines(self.redact)
+        errs = _StderrLines(self.redact, meta)
         threads = [_pump(proc.stdout.read1, _collect(stdout_sink, buf)), _pump(proc.stderr.read1, errs.feed)]
         try:
             proc.stdin.write(script.encode())
@@ -164,7 +173,8 @@ class SSHSession:
         self.redact = redact
         self.conn = _connect(target)
 
-    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None) -> ExecResult:
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
         transport = self.conn.transport
         try:
             chan = transport.open_session(timeout=self.target.connect_timeout)
@@ -172,7 +182,7 @@ class SSHSession:
         except Exception as exc:  # paramiko raises several kinds here; all mean the same to the user
             raise ConnectError(f"lost the connection to {self.target.label}: {exc}") from None
         buf: list[bytes] = []
-        errs = _StderrLines(self.redact)
+        errs = _StderrLines(self.redact, meta)
         threads = [_pump(chan.recv, _collect(stdout_sink, buf)), _pump(chan.recv_stderr, errs.feed)]
         try:
             chan.sendall(script.encode())

@@ -44,6 +44,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        comment_start_string="{##",  # bash's ${#array[@]} must not open a Jinja comment
+        comment_end_string="##}",
     )
     env.filters["q"] = q
     env.filters["qpath"] = qpath

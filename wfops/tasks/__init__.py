@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import config, fsm, task
+from . import config, fsm, pod, prep, run, sweep, task
 
-ns = Collection("wfops")
-for _sub in (config.ns, fsm.ns, task.ns):
+ns = Collection("wfops", prep.bootstrap, prep.checkout)
+for _sub in (config.ns, fsm.ns, pod.ns, task.ns, sweep.ns, run.ns):
     ns.add_collection(_sub)
 ns.configure({"wfops": {"config": None}})
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from invoke import Exit, task
+from invoke import Exit, Task, task
+from invoke.parser.parser import ParseMachine
 
 from ..config import Settings, find_config, load_settings
 from ..errors import EXIT_FAILED, WfopsError
@@ -23,8 +24,36 @@ CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, in
 JSON_HELP = "print JSON instead of a table"
 
 
+class OptionalPositionalTask(Task):
+    """A task whose positional arguments may be left out (`inv fsm.reset` means INIT): invoke makes every
+    positional argument required; an argument marked here that was not given arrives as "" instead."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list:
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            if arg.positional:
+                arg.wfops_optional = True
+        return args
+
+
+_complete_context = ParseMachine.complete_context
+
+
+def _complete_context_allowing_optional(self: ParseMachine) -> None:
+    if self.context:
+        for arg in self.context.positional_args:
+            if arg.value is None and getattr(arg, "wfops_optional", False):
+                arg.value = ""
+    _complete_context(self)
+
+
+# Only arguments marked by OptionalPositionalTask are affected; every other task parses as before.
+ParseMachine.complete_context = _complete_context_allowing_optional  # type: ignore[method-assign]
+
+
 def wftask(*args: Any, **kwargs: Any) -> Any:
-    """`@wftask(help={...})`: an invoke task behind the error boundary; `config` help is added."""
+    """`@wftask(help={...})`: an invoke task behind the error boundary; `config` help is added.
+    Positional arguments (`positional=[...]`) are optional: a missing one arrives as ""."""
 
     def decorate(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
@@ -40,6 +69,8 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
 
         help_ = dict(kwargs.pop("help", {}))
         help_.setdefault("config", CONFIG_HELP)
+        if kwargs.get("positional"):
+            kwargs["klass"] = OptionalPositionalTask
         return task(boundary, help=help_, **kwargs)
 
     if args and callable(args[0]) and not kwargs:

@@ -1,0 +1,253 @@
+"""A fake Lium API on loopback, for driving the real `lium` CLI (`lium.io` 0.32) in tests.
+
+It serves exactly what the CLI requests for `ps`, `rm`, `exec` and `up NODE` (read from the installed
+package: `lium/sdk/client.py`, `lium/cli/up/*.py`, `lium/cli/rm/*.py`), keeps pods in memory, records
+every request, and can script the failures a test needs:
+
+- a pod PENDING for N polls of `GET /pods`, then RUNNING with an ssh command;
+- a rent that succeeds and a pod that then fails to start (`lium up` names the billing pod);
+- an API that refuses every call (401) or fails (500).
+
+Point the CLI at it with `LIUM_BASE_URL=<fake.base_url>` (the CLI appends paths such as `/pods` to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+API_PREFIX = "/api"
+ADJ = "swift brave calm eager gentle cosmic golden lunar zesty noble".split()
+NOUN = "hawk lion eagle fox wolf shark raven matrix comet orbit".split()
+TEMPLATE_ID = "1948937e-5049-47ad-8e26-bcf1a4549d70"
+
+
+def huid(pod_id: str) -> str:
+    """The CLI's human id of a UUID (lium.sdk.utils.generate_huid)."""
+    d = hashlib.md5(pod_id.encode()).hexdigest()
+    return f"{ADJ[int(d[:4], 16) % 10]}-{NOUN[int(d[4:8], 16) % 10]}-{d[-2:]}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class FakePod:
+    id: str
+    name: str
+    status: str
+    ssh_host: str
+    ssh_port: int
+    ssh_user: str = "root"
+    pending_polls: int = 0  # GET /pods answers PENDING this many more times, then RUNNING
+    fail_after_polls: int | None = None  # then FAILED instead of RUNNING
+    price: float = 2.5
+    gpu_count: int = 1
+    created_at: str = field(default_factory=now_iso)
+    removal_scheduled_at: str | None = None
+
+    @property
+    def huid(self) -> str:
+        return huid(self.id)
+
+    def row(self, executor: dict) -> dict[str, Any]:
+        ready = self.status == "RUNNING"
+        return {
+            "id": self.id,
+            "pod_name": self.name,
+            "status": self.status,
+            "ssh_connect_cmd": f"ssh {self.ssh_user}@{self.ssh_host} -p {self.ssh_port}" if ready else None,
+            "ports_mapping": {"22": self.ssh_port} if ready else {},
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+            "price": self.price,
+            "gpu_count": self.gpu_count,
+            "template": {"id": TEMPLATE_ID, "name": "Pytorch (Cuda)", "volumes": ["/root"]},
+            "removal_scheduled_at": self.removal_scheduled_at,
+            "local_volume_path": "/root",
+            "executor": executor,
+        }
+
+
+class FakeLium:
+    """The in-memory API. `start()` serves it on 127.0.0.1 at a free port; `stop()` shuts it down."""
+
+    def __init__(self, ssh_host: str = "127.0.0.1", ssh_port: int = 22) -> None:
+        self.ssh_host = ssh_host
+        self.ssh_port = ssh_port
+        self.pods: dict[str, FakePod] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        self.refuse_all: int | None = None  # answer every request with this HTTP status
+        self.rent_then: str = "RUNNING"  # status a rented pod reaches: RUNNING or FAILED
+        self.rent_pending_polls = 1
+        self.ssh_keys: list[dict[str, Any]] = []
+        self.executor = {
+            "id": "6f1c3a52-0b7e-4c1e-9a53-1d2f0c8e4b11",
+            "executor_ip_address": ssh_host,
+            "machine_name": "NVIDIA H100 80GB HBM3",
+            "gpu_count": 1,
+            "available_gpu_count": 1,
+            "price_per_gpu": 2.5,
+            "location": {"country_code": "US", "country": "US"},
+            "specs": {"gpu": {"count": 1, "details": [{"name": "NVIDIA H100 80GB HBM3", "capacity": 81559}]},
+                      "available_port_count": 10},
+            "status": "available",
+        }
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ test API
+
+    @property
+    def executor_huid(self) -> str:
+        return huid(self.executor["id"])
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None, "start() the fake first"
+        return f"http://127.0.0.1:{self.server.server_address[1]}{API_PREFIX}"
+
+    def add_pod(self, name: str, status: str = "RUNNING", pod_id: str | None = None, **kw: Any) -> FakePod:
+        pod = FakePod(id=pod_id or str(uuid.uuid4()), name=name, status=status,
+                      ssh_host=kw.pop("ssh_host", self.ssh_host), ssh_port=kw.pop("ssh_port", self.ssh_port), **kw)
+        with self.lock:
+            self.pods[pod.id] = pod
+        return pod
+
+    def count(self, method: str, path: str) -> int:
+        """How many times `METHOD /path` (without the /api prefix and query) was requested."""
+        with self.lock:
+            return self.counts[(method, path)]
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bodies.clear()
+            self.counts.clear()
+
+    def start(self) -> FakeLium:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # ------------------------------------------------------------------ the API
+
+    def _pods_listing(self) -> list[dict[str, Any]]:
+        rows = []
+        for pod in list(self.pods.values()):
+            if pod.status == "PENDING":
+                if pod.pending_polls > 0:
+                    pod.pending_polls -= 1
+                elif pod.fail_after_polls is not None:
+                    pod.status = "FAILED"
+                else:
+                    pod.status = "RUNNING"
+            rows.append(pod.row(self.executor))
+        return rows
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        with self.lock:
+            self.requests.append((method, path))
+            self.bodies.append((method, path, body))
+            self.counts[(method, path)] += 1
+            if self.refuse_all is not None:
+                return self.refuse_all, {"detail": "refused by the test", "code": "TEST_REFUSAL"}
+            return self._route(method, path, body)
+
+    def _route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        parts = [p for p in path.split("/") if p]
+        ex_id = self.executor["id"]
+        if (method, path) == ("GET", "/version"):
+            return 200, {"version": "fake", "features": []}
+        if (method, path) == ("GET", "/users/me"):
+            return 200, {"id": "user-1", "email": "tester@example.invalid"}
+        if (method, path) == ("GET", "/pods"):
+            return 200, self._pods_listing()
+        if method == "DELETE" and len(parts) == 2 and parts[0] == "pods":
+            if self.pods.pop(parts[1], None) is None:
+                return 404, {"detail": "Pod not found"}
+            return 200, {"success": True}
+        if method == "POST" and len(parts) == 3 and parts[0] == "pods" and parts[2] == "schedule-removal":
+            pod = self.pods.get(parts[1])
+            if pod is None:
+                return 404, {"detail": "Pod not found"}
+            pod.removal_scheduled_at = (body or {}).get("removal_scheduled_at") or now_iso()
+            return 200, {"success": True, "removal_scheduled_at": pod.removal_scheduled_at}
+        if (method, path) == ("GET", "/executors"):
+            return 200, [self.executor]
+        if (method, path) == ("GET", "/executors/default-docker-image"):
+            return 200, [{"docker_image": "daturaai/pytorch", "docker_image_tag": "2.6.0-py3.11-cuda12.5.1"}]
+        if (method, path) == ("GET", "/executors/deployment-estimate"):
+            return 200, {"estimated_seconds": 5, "docker_image_size": 1_000_000_000, "is_slow_machine": False}
+        if (method, path) == ("GET", "/templates"):
+            return 200, [self._template()]
+        if method == "GET" and len(parts) == 2 and parts[0] == "templates":
+            return (200, self._template()) if parts[1] == TEMPLATE_ID else (404, {"detail": "Template not found"})
+        if (method, path) == ("GET", "/ssh-keys"):
+            return 200, self.ssh_keys
+        if (method, path) == ("POST", "/ssh-keys"):
+            key = {"id": str(uuid.uuid4()), "name": body.get("name"), "public_key": body.get("public_key"),
+                   "created_at": now_iso()}
+            self.ssh_keys.append(key)
+            return 200, key
+        if method == "POST" and parts == ["executors", ex_id, "rent"]:
+            pod = FakePod(id=str(uuid.uuid4()), name=body.get("pod_name") or self.executor_huid, status="PENDING",
+                          ssh_host=self.ssh_host, ssh_port=self.ssh_port, pending_polls=self.rent_pending_polls,
+                          fail_after_polls=0 if self.rent_then == "FAILED" else None)
+            self.pods[pod.id] = pod
+            return 200, {"success": True, "pod_id": pod.id}
+        return 404, {"detail": f"the fake Lium API has no {method} {path}"}
+
+    def _template(self) -> dict[str, Any]:
+        return {"id": TEMPLATE_ID, "name": "Pytorch (Cuda) 2.6", "docker_image": "daturaai/pytorch",
+                "docker_image_tag": "2.6.0-py3.11-cuda12.5.1", "category": "PYTORCH", "status": "VERIFY_SUCCESS"}
+
+
+def _handler(fake: FakeLium) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep pytest's output clean
+            pass
+
+        def _serve(self) -> None:
+            url = urlsplit(self.path)
+            path = url.path
+            if path.startswith(API_PREFIX):
+                path = path[len(API_PREFIX):] or "/"
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            status, payload = fake.handle(self.command, path.rstrip("/") or "/", body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+
+    return Handler

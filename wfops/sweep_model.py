@@ -1,0 +1,209 @@
+"""Sweep CSVs -> validated run specs, filters, and the training command of a run. Pure.
+
+CSV: header `run_id,config,seed,overrides,notes` (any order; overrides and notes may be empty or
+absent); standard CSV quoting; `#` comment lines and blank lines are ignored; a UTF-8 BOM and CRLF line
+ends are fine. Every bad row is reported with its line number, and nothing is uploaded or started
+while any row is bad.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from .config import Settings
+from .errors import UsageError
+
+COLUMNS = ("run_id", "config", "seed", "overrides", "notes")
+REQUIRED = ("run_id", "config", "seed")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
+_INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
+                  "wandb_log": "wandb", "wandb_group": "wandb", "wandb_run_name": "wandb", "wandb_project": "wandb"}
+
+TEMPLATE_CSV = """\
+run_id,config,seed,overrides,notes
+# one row per training run; lines starting with # are ignored
+# overrides: space-separated key=value for train.py; quote the field if it contains a comma
+baseline-s1,config/train_tiny.py,1,,baseline
+lr1e-3-s1,config/train_tiny.py,1,learning_rate=1e-3,lower learning rate
+bigbatch-s2,config/train_tiny.py,2,"batch_size=8 learning_rate=2e-3","bigger batch, seed 2"
+"""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    line: int
+    run_id: str
+    config: str
+    seed: int
+    overrides: tuple[tuple[str, str], ...]  # (key, value) pairs, in order
+    notes: str = ""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["overrides"] = [f"{k}={v}" for k, v in self.overrides]
+        return d
+
+
+@dataclass
+class Problems:
+    items: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, message: str) -> None:
+        self.items.append((line, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def lines(self) -> list[str]:
+        return [f"line {line}: {msg}" for line, msg in sorted(self.items)]
+
+
+def check_run_id(run_id: str) -> str | None:
+    if not run_id:
+        return "run_id is empty"
+    if not RUN_ID_RE.match(run_id) or ".." in run_id:
+        return (f"run_id {run_id!r} is not valid: use letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit, no '..' (it names a directory on the pod)")
+    return None
+
+
+def _check_config(path: str) -> str | None:
+    if not path:
+        return "config is empty"
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or any(ch in path for ch in "\n\r\x00"):
+        return f"config {path!r} must be a path inside the training workdir (relative, no '..')"
+    return None
+
+
+def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    try:
+        words = shlex.split(text, comments=False, posix=True)
+    except ValueError as exc:
+        return (), f"overrides cannot be split into words ({exc}): {text!r}"
+    pairs = []
+    injected = set(injected)
+    for word in words:
+        m = _OVERRIDE_RE.match(word)
+        if not m:
+            return (), f"override {word!r} is not key=value"
+        key = m.group(1)
+        if _INJECTED_KEYS.get(key) in injected:
+            column = "the seed column" if key == "seed" else "wfops (TRAIN_INJECT)"
+            return (), f"override {key} is set by {column}; remove it from overrides"
+        pairs.append((key, m.group(2)))
+    return tuple(pairs), None
+
+
+def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed", "wandb")) -> list[RunSpec]:
+    """All runs of a sweep CSV, or UsageError listing every bad row with its line number."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    problems = Problems()
+    runs: list[RunSpec] = []
+    header: list[str] | None = None
+    seen: dict[str, int] = {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    injected = tuple(injected)
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.add(line, f"not valid CSV: {exc}")
+            break
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in row]
+            missing = [c for c in REQUIRED if c not in header]
+            unknown = [c for c in header if c not in COLUMNS]
+            dupes = {c for c in header if header.count(c) > 1}
+            if missing or unknown or dupes:
+                what = "; ".join(filter(None, [
+                    f"missing column(s) {', '.join(missing)}" if missing else "",
+                    f"unknown column(s) {', '.join(unknown)}" if unknown else "",
+                    f"repeated column(s) {', '.join(sorted(dupes))}" if dupes else "",
+                ]))
+                problems.add(line, f"header must name the columns {','.join(COLUMNS)}: {what}")
+                break
+            continue
+        if len(row) > len(header):
+            problems.add(line, f"{len(row)} fields for {len(header)} columns; quote any field that holds a comma")
+            continue
+        values = dict(zip(header, [c.strip() for c in row]))
+        before = len(problems.items)
+        run_id = values.get("run_id", "")
+        bad = check_run_id(run_id)
+        if bad:
+            problems.add(line, bad)
+        elif run_id in seen:
+            problems.add(line, f"run_id {run_id} repeats line {seen[run_id]}")
+        else:
+            seen[run_id] = line
+        config = values.get("config", "")
+        bad = _check_config(config)
+        if bad:
+            problems.add(line, bad)
+        seed_text = values.get("seed", "")
+        if not re.fullmatch(r"\d{1,18}", seed_text):
+            problems.add(line, f"seed {seed_text!r} is not a whole number")
+        overrides, bad = parse_overrides(values.get("overrides", ""), injected)
+        if bad:
+            problems.add(line, bad)
+        if len(problems.items) == before:
+            runs.append(RunSpec(line, run_id, config, int(seed_text), overrides, values.get("notes", "")))
+    if header is None and not problems:
+        problems.add(1, "the CSV is empty: it needs the header " + ",".join(COLUMNS))
+    if problems:
+        listing = problems.lines()
+        raise UsageError(f"the sweep CSV has {len(listing)} problem(s); nothing was uploaded or started\n  "
+                         + "\n  ".join(listing))
+    if not runs:
+        raise UsageError("the sweep CSV has a header but no runs")
+    return runs
+
+
+def select_runs(runs: list[RunSpec], match: str = "", start_at: str = "", limit: int | None = None) -> list[RunSpec]:
+    """SWEEP_START_AT (first run_id to run), then SWEEP_MATCH (substring), then SWEEP_LIMIT (count)."""
+    selected = runs
+    if start_at:
+        ids = [r.run_id for r in runs]
+        if start_at not in ids:
+            raise UsageError(f"SWEEP_START_AT={start_at!r} is not a run_id of the CSV")
+        selected = selected[ids.index(start_at):]
+    if match:
+        selected = [r for r in selected if match in r.run_id]
+    if limit is not None:
+        selected = selected[:limit]
+    if not selected:
+        raise UsageError("the filters (SWEEP_MATCH / SWEEP_START_AT / SWEEP_LIMIT) leave no run to start")
+    return selected
+
+
+def train_args(settings: Settings, run: RunSpec, wandb_group: str) -> list[str]:
+    """Arguments after `train.py CONFIG out_dir=.. data_dir=..` (the pod adds those two, whose values are
+    pod paths): seed, the W&B keys, then the row's overrides, in the seed's order and argument style."""
+    inject = set(settings["TRAIN_INJECT"])  # type: ignore[arg-type]
+    style = settings.values["TRAIN_ARG_STYLE"]
+    args: list[tuple[str, str]] = []
+    if "seed" in inject:
+        args.append(("seed", str(run.seed)))
+    if "wandb" in inject:
+        args += [("wandb_log", "True" if settings["SWEEP_WANDB"] else "False"), ("wandb_group", wandb_group),
+                 ("wandb_run_name", run.run_id)]
+        if settings.values["WANDB_PROJECT"]:
+            args.append(("wandb_project", settings.values["WANDB_PROJECT"]))
+    return [format_arg(style, k, v) for k, v in [*args, *run.overrides]]
+
+
+def format_arg(style: str, key: str, value: str) -> str:
+    return f"--{key}={value}" if style == "dashdash" else f"{key}={value}"

@@ -1,0 +1,477 @@
+"""Pods: `pod.up` rents a Lium pod, `pod.status` shows it and checks it from inside, `pod.wait` waits
+until SSH answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors.
+
+`pod.status` and `pod.wait` work for every target (Lium, OPS_DEFAULT_HOST, local); `pod.up` and
+`pod.down` rent and remove Lium pods through the lium CLI (wfops.lium). See docs/lium.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection
+
+from .. import pods
+from ..command import PodCommand
+from ..config import KEYS_BY_NAME, Settings
+from ..errors import ConnectError, LiumError, NotFoundError, UsageError
+from ..lium import INSTALL_HINT, LiumCLI, LiumFailure, LiumMissing, is_terminal, pod_words, row_items, up_argv
+from ..output import pairs
+from ..target import LOCAL, Target, parse_host, resolve_target
+from ._base import JSON_HELP, emit, settings_for, wftask
+
+UP_TIMEOUT_SECS = 900  # lium up's own default budget: find, rent, wait for the pod
+WAIT_TIMEOUT_SECS = 600
+POLL_FIRST_SECS = 1.0
+POLL_MAX_SECS = 10.0
+YES_HELP = "do not ask for confirmation (also LIUM_YES=1); required when stdin is not a terminal"
+SSH_CONFIG_FILE = "wfops_config"  # under ~/.ssh, included from ~/.ssh/config
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# ------------------------------------------------------------------ shared helpers
+
+def _resolve(settings: Settings, *, use_cache: bool, require_ready: bool) -> pods.Resolution:
+    """LIUM_TARGET through Lium (one `lium ps`, or the cache), else OPS_DEFAULT_HOST / local."""
+    if settings.values["LIUM_TARGET"].strip():
+        return pods.resolve(settings, use_cache=use_cache, require_ready=require_ready)
+    return pods.Resolution(resolve_target(settings))
+
+
+def _target_view(target: Target | None) -> dict[str, Any] | None:
+    if target is None:
+        return None
+    return {"kind": target.kind, "label": target.label, "user": target.user, "host": target.host or None,
+            "port": target.port, "pod_id": target.pod_id}
+
+
+def _confirm(question: str, yes: bool, command: str) -> None:
+    """Ask on a terminal; without one, only --yes (or LIUM_YES=1) approves."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{command}: not confirmed, nothing done: {question} needs --yes (or LIUM_YES=1) "
+                         "when stdin is not a terminal")
+    try:
+        answer = input(f"{question[0].upper()}{question[1:]}? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UsageError(f"{command}: not confirmed; nothing was done")
+
+
+def _lium_cli(command: str) -> LiumCLI:
+    try:
+        return LiumCLI.find()
+    except LiumMissing:
+        raise LiumMissing(f"{command} works through the lium CLI, which is not installed: {INSTALL_HINT}") from None
+
+
+def _gib(n: object) -> str:
+    return "?" if n is None else f"{int(n) / 2**30:.1f} GiB"  # type: ignore[call-overload]
+
+
+def _with_lium_target(settings: Settings, value: str) -> Settings:
+    return dataclasses.replace(settings, values={**settings.values, "LIUM_TARGET": value},
+                               typed={**settings.typed, "LIUM_TARGET": value})
+
+
+# ------------------------------------------------------------------ waiting until SSH answers
+
+class _NotYet(ConnectError):
+    """The pod exists but has no SSH yet: keep waiting."""
+
+
+class _Never(ConnectError):
+    """The pod reached a terminal status: it will never answer."""
+
+
+def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, first_row: Mapping[str, Any] | None = None,
+                  cli: LiumCLI | None = None) -> dict:
+    """Poll until the pod answers over SSH; then run the command's small script (FSM promotion, config sync).
+
+    A Lium target is looked up on every poll (one `lium ps`: its status and address change while it
+    starts; `first_row` skips the first lookup); a pod in a terminal status ends the wait at once.
+    """
+    deadline = time.monotonic() + max(0, timeout_secs)
+    interval = POLL_FIRST_SECS
+    last = shown = ""
+    row = first_row
+    while True:
+        target: Target | None = None
+        try:
+            if row is not None and cli is not None:
+                target, row = pods.target_for_row(settings, row, cli), None
+            elif settings.values["LIUM_TARGET"].strip():
+                res = pods.resolve(settings, use_cache=False, require_ready=False)
+                if res.target is None:
+                    raise (_Never if res.row is not None and is_terminal(res.row) else _NotYet)(str(res.problem))
+                target = res.target
+            else:
+                target = resolve_target(settings)
+            left = max(1, int(deadline - time.monotonic()) + 1)
+            target = dataclasses.replace(target, connect_timeout=min(target.connect_timeout, left))
+            with PodCommand(command, settings, target) as cmd:
+                state = cmd.run("pod_wait.sh.j2")
+            return {"target": _target_view(target), "state": state.get("state"),
+                    "waited_secs": round(timeout_secs - (deadline - time.monotonic()), 1)}
+        except _Never:
+            raise
+        except ConnectError as exc:
+            last = exc.message if target is None or isinstance(exc, _NotYet) else f"{target.label}: {exc.message}"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectError(f"{command}: gave up after {timeout_secs}s; last: {last}")
+        if last != shown:
+            print(f"wfops: waiting: {last}", file=sys.stderr)
+            shown = last
+        time.sleep(min(interval, remaining))
+        interval = min(interval * 2, POLL_MAX_SECS)
+
+
+# ------------------------------------------------------------------ pod.status
+
+def _disk_words(d: Mapping[str, Any] | None, mount_words: bool) -> str:
+    if not d:
+        return "-"
+    where = d.get("mount_point") or "?"
+    fs = d.get("fs_type") or "?"
+    space = f"{_gib(d.get('free_bytes'))} free of {_gib(d.get('total_bytes'))}"
+    if mount_words:
+        if not d.get("exists"):
+            return f"missing (its disk: {fs} on {where}, {space})"
+        if d.get("is_mount"):
+            return f"a mount: {fs} from {d.get('source') or '?'}, {space}"
+        return f"not a mount point (on {where}, {fs}), {space}"
+    place = d.get("path") if d.get("exists") else f"{d.get('path')} (not there yet; nearest: {d.get('existing')})"
+    return f"{place}: {fs} on {where}, {space}"
+
+
+def _status_human(data: dict) -> str:
+    t = data.get("target") or {}
+    blocks = []
+    head: list[tuple[str, object]] = [("target", t.get("label") if t else "-")]
+    row = data.get("lium")
+    if row:
+        head += row_items(row)
+    blocks.append(pairs(head))
+    facts = data.get("pod")
+    if not data.get("reachable"):
+        blocks.append(pairs([("reachable", f"no: {data.get('error')}")]))
+    elif facts:
+        gpus = facts.get("gpus") or []
+        gpu_text = "; ".join(gpus) if gpus else f"none ({facts.get('gpu_error') or 'nvidia-smi lists no GPU'})"
+        blocks.append(pairs([
+            ("reachable", "yes"),
+            ("user", facts.get("user")),
+            ("host", facts.get("host")),
+            ("gpus", gpu_text),
+            ("/mnt", _disk_words(facts.get("mnt"), mount_words=True)),
+            ("repo disk", _disk_words(facts.get("repo"), mount_words=False)),
+            ("state", facts.get("state")),
+        ]))
+    return "\n\n".join(blocks)
+
+
+@wftask(help={"json": JSON_HELP})
+def status(c, json=False, config=None):
+    """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
+    settings = settings_for(c, config)
+    res = _resolve(settings, use_cache=False, require_ready=False)
+    data: dict[str, Any] = {"target": _target_view(res.target), "lium": dict(res.row) if res.row else None,
+                            "reachable": False, "pod": None, "notes": list(res.target.notes) if res.target else []}
+    error: ConnectError | None = None
+    if res.target is None:
+        error = ConnectError(str(res.problem))
+    else:
+        try:
+            with PodCommand("pod.status", settings, res.target) as cmd:
+                data["pod"] = cmd.run("pod_status.sh.j2", repo=settings.values["OPS_REMOTE_REPO"], mnt="/mnt")
+            data["reachable"] = True
+        except ConnectError as exc:
+            error = exc
+    if error is not None:
+        data["error"] = error.message
+    emit(data, json, lambda: _status_human(data))
+    if error is not None:
+        raise error
+
+
+# ------------------------------------------------------------------ pod.wait
+
+@wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
+def wait(c, timeout_secs=WAIT_TIMEOUT_SECS, json=False, config=None):
+    """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
+    settings = settings_for(c, config)
+    data = _wait_for_ssh(settings, "pod.wait", int(timeout_secs))
+    emit(data, json, lambda: f"{data['target']['label']} answers over SSH (workflow state {data['state']})")
+
+
+# ------------------------------------------------------------------ pod.up
+
+def _rental_words(values: Mapping[str, str], ttl: str) -> str:
+    parts = [f"node {values.get('LIUM_EXECUTOR_ID') or 'picked by lium (cheapest match)'}"]
+    for key, label in (("LIUM_GPU", "gpu"), ("LIUM_COUNT", "gpus"), ("LIUM_COUNTRY", "country"),
+                       ("LIUM_POD_NAME", "name"), ("LIUM_VOLUME", "volume")):
+        if values.get(key):
+            parts.append(f"{label} {values[key]}")
+    return ", ".join(parts) + f", auto-removed after {ttl}"
+
+
+def _remove_after_failed_up(cli: LiumCLI, exc: LiumFailure) -> None:
+    """`lium up` failed after renting: the pod bills, so remove it, and say so either way."""
+    pod_id = str(exc.data["pod_id"])
+    name = exc.data.get("pod_name") or pod_id
+    cause = exc.message.split(". ")[0]
+    try:
+        cli.rm(pod_id)
+    except LiumError as rm_exc:
+        raise LiumFailure(f"pod.up rented pod {name} (id {pod_id}) but it failed ({cause}); removing it failed "
+                          f"too ({rm_exc.message}): it is billing, remove it now with `lium rm {pod_id}`") from None
+    pods.forget(pod_id=pod_id)
+    raise LiumFailure(f"pod.up rented pod {name} (id {pod_id}) but it failed ({cause}); wfops removed that pod, "
+                      "so it no longer bills") from None
+
+
+def _up_human(data: dict) -> str:
+    row = data["pod"]
+    price = f"${float(row['price_per_hour']):.2f}/h" if row.get("price_per_hour") is not None else "price unknown"
+    return (
+        f"rented Lium pod {pod_words(row)}: {row.get('config') or row.get('gpu_type') or '?'} at {price}; "
+        f"{dict(row_items(row))['ttl']}\n"
+        f"SSH answers at {data['ssh']} (workflow state {data['state']})\n\n"
+        f"put this line in your config ({data['config_file']}):\n{data['config_line']}\n"
+        f"(LIUM_TARGET={row.get('name')} works too while no other pod has that name)"
+    )
+
+
+@wftask(help={
+    "yes": YES_HELP,
+    "timeout_secs": f"budget for finding, renting and starting the pod, in seconds (default {UP_TIMEOUT_SECS})",
+    "json": JSON_HELP,
+})
+def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, json=False, config=None):
+    """Rent a Lium pod from the LIUM_* keys, wait until SSH answers, print the LIUM_TARGET line for the config."""
+    settings = settings_for(c, config)
+    argv, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
+    cli = _lium_cli("pod.up")
+    timeout = max(60, int(timeout_secs))
+    _confirm(f"rent a Lium pod ({_rental_words(settings.values, ttl)}); it bills per second until removed",
+             bool(yes or settings["LIUM_YES"]), "pod.up")
+    started = time.monotonic()
+    try:
+        out = cli.up([*argv, "--timeout", str(timeout)], timeout=timeout + 60)
+    except LiumFailure as exc:
+        if exc.data.get("pod_id"):
+            _remove_after_failed_up(cli, exc)
+        raise
+    row = out.get("pod") if isinstance(out, dict) else None
+    if not isinstance(row, dict) or not row.get("id"):
+        raise LiumFailure(f"lium up answered without a pod: {str(out)[:200]}; check `lium ps`")
+    settings = _with_lium_target(settings, str(row["id"]))
+    try:
+        left = max(60, int(timeout - (time.monotonic() - started)))
+        waited = _wait_for_ssh(settings, "pod.up", left, first_row=row, cli=cli)
+    except (ConnectError, LiumError) as exc:
+        raise ConnectError(f"pod {pod_words(row)} is rented and billing, but SSH does not answer ({exc.message}); "
+                           f"check it with pod.status (LIUM_TARGET={row['id']}), remove it with pod.down") from None
+    target = waited["target"]
+    data = {
+        "pod": row,
+        "termination_time": out.get("termination_time"),
+        "ssh": f"{target['user']}@{target['host']}:{target['port']}",
+        "state": waited["state"],
+        "config_line": f"LIUM_TARGET={row['id']}",
+        "config_file": str(settings.path) if settings.path else "workflow.env",
+    }
+    emit(data, json, lambda: _up_human(data))
+
+
+# ------------------------------------------------------------------ pod.down
+
+@wftask(help={
+    "yes": YES_HELP + "; with it an unreachable pod is removed unchecked",
+    "force": "remove even while a sweep is running on the pod (and an unreachable pod, unchecked)",
+    "json": JSON_HELP,
+})
+def down(c, yes=False, force=False, json=False, config=None):
+    """Remove the Lium pod: refuse while a sweep runs (unless --force), reset the workflow state to INIT, `lium rm`."""
+    settings = settings_for(c, config)
+    value = settings.values["LIUM_TARGET"].strip()
+    if not value:
+        raise UsageError("pod.down removes a Lium pod and LIUM_TARGET is not set (a host reached through "
+                         "OPS_DEFAULT_HOST was not rented by wfops: end it where you rented it)")
+    cli = _lium_cli("pod.down")
+    res = pods.resolve(settings, use_cache=False, require_ready=False, fallback=False)
+    row = res.row
+    assert row is not None
+    approved = bool(yes or settings["LIUM_YES"])
+    price = f", ${float(row['price_per_hour']):.2f}/h" if row.get("price_per_hour") is not None else ""
+    _confirm(f"remove Lium pod {pod_words(row)} ({row.get('status')}{price}); this cannot be undone",
+             approved, "pod.down")
+    pod_side: dict[str, Any] | None = None
+    warning = None
+    if res.target is None:
+        warning = f"{res.problem}: nothing to check on it"
+    else:
+        try:
+            with PodCommand("pod.down", settings, res.target) as cmd:
+                pod_side = cmd.run("pod_down.sh.j2", sweep_session=settings.values["SWEEP_TMUX_SESSION"],
+                                   force=bool(force), reason="pod removed (pod.down)")
+        except ConnectError as exc:
+            if not (approved or force):
+                raise ConnectError(f"cannot reach pod {pod_words(row)} ({exc.message}); nothing was removed. "
+                                   "pod.down --yes removes it without checking for a running sweep") from None
+            warning = (f"cannot reach pod {pod_words(row)} ({exc.message}): no check for a running sweep and "
+                       "the workflow state was not reset; removing it anyway")
+    if warning:
+        print(f"wfops: {warning}", file=sys.stderr)
+    try:
+        removed = cli.rm(str(row["id"]))
+    except LiumFailure as exc:
+        if exc.lium_exit == 5:
+            raise NotFoundError(f"pod {pod_words(row)} is already gone ({exc.message})") from None
+        raise
+    pods.forget(value, pod_id=str(row["id"]))
+    gone = (removed.get("removed") or [{}])[0] if isinstance(removed, dict) else {}
+    data = {"pod": dict(row), "removed": gone, "pod_side": pod_side, "warning": warning}
+    if isinstance(removed, dict) and removed.get("failed"):
+        raise LiumFailure(f"lium rm could not remove pod {pod_words(row)}; check `lium ps`")
+
+    def human() -> str:
+        spent = gone.get("spent_usd")
+        lines = [f"removed Lium pod {pod_words(row)}" + (f": up {gone.get('uptime')}" if gone.get("uptime") else "")
+                 + (f", spent ≈${float(spent):.2f}" if spent is not None else "")]
+        if pod_side:
+            lines.append(f"workflow state on the pod: INIT (was {pod_side.get('state_before')})")
+        lines.append(f"LIUM_TARGET={value} names no pod now: point it at the next one (pod.up prints the line)")
+        return "\n".join(lines)
+
+    emit(data, json, human)
+
+
+# ------------------------------------------------------------------ pod.ssh-config
+
+def _ssh_value(value: str) -> str:
+    if any(ch in value for ch in '"\n\r'):
+        raise UsageError(f"cannot write {value!r} into an ssh_config file")
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+def ssh_config_block(alias: str, target: Target, comment: str) -> str:
+    """The `Host ALIAS` block for a target, between markers that a later run replaces."""
+    lines = [f"# >>> wfops {alias}: {comment}", f"Host {alias}", f"    HostName {_ssh_value(target.host)}"]
+    if target.port:
+        lines.append(f"    Port {target.port}")
+    if target.user:
+        lines.append(f"    User {_ssh_value(target.user)}")
+    if target.key_filename:
+        lines += [f"    IdentityFile {_ssh_value(target.key_filename)}", "    IdentitiesOnly yes"]
+    if target.known_hosts:
+        lines += [f"    UserKnownHostsFile {_ssh_value(target.known_hosts)}", "    StrictHostKeyChecking yes"]
+    lines.append(f"# <<< wfops {alias}")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, alias: str, block: str) -> str:
+    """`text` with the block of `alias` replaced (or appended)."""
+    start, end = f"# >>> wfops {alias}:", f"# <<< wfops {alias}"
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith(start):
+            skipping = True
+            continue
+        if skipping:
+            if line.rstrip("\n") == end:
+                skipping = False
+            continue
+        out.append(line)
+    kept = "".join(out)
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    return kept + block
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.wfops.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _ensure_include(ssh_dir: Path, managed: Path) -> bool:
+    """Make ~/.ssh/config include the managed file (at its top, where an Include applies to every host)."""
+    main = ssh_dir / "config"
+    text = main.read_text(encoding="utf-8") if main.is_file() else ""
+    include = f"Include {_ssh_value(str(managed))}"
+    if any(line.strip() == include for line in text.splitlines()):
+        return False
+    _write_private(main, f"# added by wfops pod.ssh-config: Host blocks for pods\n{include}\n\n{text}")
+    return True
+
+
+def _default_alias(res: pods.Resolution, target: Target) -> str:
+    if res.row:
+        for candidate in (res.row.get("name"), res.row.get("huid")):
+            word = re.sub(r"[^A-Za-z0-9._-]+", "-", str(candidate or "")).strip("-.")
+            if word and _ALIAS_RE.match(word):
+                return word
+    return "wfops-" + re.sub(r"[^A-Za-z0-9._-]+", "-", target.host).strip("-.")
+
+
+@wftask(help={
+    "alias": "the ssh alias (default: the pod's name, else its huid)",
+    "file": f"ssh_config file for the block (default ~/.ssh/{SSH_CONFIG_FILE}, included from ~/.ssh/config)",
+    "print_": "only print the block; write nothing",
+    "json": JSON_HELP,
+})
+def ssh_config(c, alias=None, file=None, print_=False, json=False, config=None):
+    """Write an ssh_config block for the pod, so `ssh ALIAS`, rsync and editors reach it by name."""
+    settings = settings_for(c, config)
+    res = _resolve(settings, use_cache=True, require_ready=True)
+    target = res.target
+    assert target is not None
+    if target.kind == LOCAL:
+        raise UsageError("the target is `local` (this machine): it needs no ssh_config entry")
+    if target.kind == "ssh":
+        user, _host, port = parse_host(settings.values["OPS_DEFAULT_HOST"])
+        if user is None and port is None:
+            raise UsageError(f"OPS_DEFAULT_HOST={settings.values['OPS_DEFAULT_HOST']} is already an ssh alias or "
+                             "host name: `ssh` reaches it as it is")
+    name = alias or _default_alias(res, target)
+    if not _ALIAS_RE.match(name):
+        raise UsageError(f"--alias {name!r}: use letters, digits, '.', '_' or '-' (up to 64)")
+    comment = target.label + ("; host key pinned by lium" if target.known_hosts else "")
+    block = ssh_config_block(name, target, comment)
+    ssh_dir = Path.home() / ".ssh"
+    path = Path(file).expanduser() if file else ssh_dir / SSH_CONFIG_FILE
+    data: dict[str, Any] = {"alias": name, "file": None if print_ else str(path), "block": block,
+                            "include_added": False}
+    if not print_:
+        existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+        _write_private(path, replace_block(existing, name, block))
+        if path.resolve() != (ssh_dir / "config").resolve():
+            data["include_added"] = _ensure_include(ssh_dir, path.resolve())
+
+    def human() -> str:
+        if print_:
+            return block.rstrip("\n")
+        main = ssh_dir / "config"
+        added = f"\nadded `Include {path.resolve()}` at the top of {main}" if data["include_added"] else ""
+        return (f"wrote Host {name} to {path}{added}\n"
+                f"try: ssh {name}   |   rsync -a {name}:/mnt/pod_artifacts/ ./artifacts/   |   "
+                f"an editor's Remote-SSH: {name}")
+
+    emit(data, json, human)
+
+
+ns = Collection("pod", up, status, wait, down, ssh_config)

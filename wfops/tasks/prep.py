@@ -1,0 +1,61 @@
+"""`bootstrap` and `checkout`: prepare the pod (root-level tasks: `inv bootstrap`, `inv checkout`)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..command import PodCommand
+from ..output import pairs, to_json
+from ..prepare import plan_checkout, require_repo_url
+from ._base import JSON_HELP, emit, settings_for, wftask
+
+
+@wftask(help={"json": JSON_HELP})
+def bootstrap(c, json=False, config=None):
+    """Check the pod's prerequisites, run its bootstrap and W&B setup scripts.
+
+    Missing prerequisites are apt-installed when AUTO_INSTALL_PREREQS=1; BOOTSTRAP_SCRIPT runs if it exists
+    (a failure only warns); WANDB_SETUP_SCRIPT runs when SWEEP_WANDB=1 or RUN_WANDB_SETUP=1.
+    """
+    settings = settings_for(c, config)
+    run_wandb = bool(settings["SWEEP_WANDB"] or settings["RUN_WANDB_SETUP"])
+    with PodCommand("bootstrap", settings) as cmd:
+        data = cmd.run(
+            "bootstrap.sh.j2", prereqs=settings["PREREQ_COMMANDS"], auto_install=settings["AUTO_INSTALL_PREREQS"],
+            apt_packages=settings["APT_PACKAGES"], bootstrap_script=settings.values["BOOTSTRAP_SCRIPT"],
+            wandb_script=settings.values["WANDB_SETUP_SCRIPT"], run_wandb=run_wandb,
+        )
+    emit(data, json, lambda: "pod bootstrapped: state BOOTSTRAPPED"
+         + (f" (installed: {data['installed']})" if data.get("installed") else ""))
+
+
+@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP})
+def checkout(c, dry_run=False, json=False, config=None):
+    """Check out REPO_URL on the pod with a venv over the image's torch, its dependencies and data.
+
+    Probes the pod once, plans, and applies only what is missing: a second run changes nothing and says so.
+    """
+    settings = settings_for(c, config)
+    require_repo_url(settings)
+    v = settings.values
+    common = dict(repo=v["OPS_REMOTE_REPO"], data_dir=v["DATA_DIR"], train_workdir=v["TRAIN_WORKDIR"],
+                  link_dir=v["DATA_LINK_DIR"], install_cmd=v["REPO_INSTALL_CMD"])
+    with PodCommand("checkout", settings) as cmd:
+        facts = cmd.run("checkout_probe.sh.j2", mount_table=v["WF_MOUNT_TABLE"], dry_run=dry_run, **common)
+        plan = plan_checkout(settings, facts)
+        if dry_run:
+            if json:
+                print(to_json({"facts": facts, "steps": [s.__dict__ for s in plan.steps]}))
+            else:
+                print(f"checkout plan for {cmd.target.label} (dry run: nothing was changed)\n{plan.render()}")
+            return
+        print(f"checkout plan:\n{plan.render()}", file=sys.stderr)
+        data = cmd.run("checkout_apply.sh.j2", plan=plan, repo_url=v["REPO_URL"], cpu_only=settings["CPU_ONLY"],
+                       download_cmd=v["FINEWEB_DOWNLOAD_CMD"], **common)
+    emit(data, json, lambda: pairs([
+        ("state", data.get("state")),
+        ("HEAD", data.get("head")),
+        ("venv", "rebuilt" if data.get("venv_changed") else "unchanged"),
+        ("dependencies", "installed" if data.get("installed") else "unchanged"),
+        ("repo", data.get("repo")),
+    ]))
