@@ -36,6 +36,7 @@ LIUM_ENV = {
     "LIUM_OUTPUT": "json",
     "LIUM_SSH_PERSIST": "0",
     "LIUM_SELF_UPDATE_DISABLE": "1",
+    "COLUMNS": "160",  # lium narrates through Rich, which wraps a pipe at 80 columns
 }
 DEFAULT_BASE_URL = "https://lium.io/api"
 CALL_TIMEOUT_SECS = 60  # ps/rm/exec; lium retries a dead API for a few seconds before it gives up

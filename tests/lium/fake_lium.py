@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 API_PREFIX = "/api"
-ADJ = "swift brave calm eager gentle cosmic golden lunar zesty noble".split()
-NOUN = "hawk lion eagle fox wolf shark raven matrix comet orbit".split()
+ADJ = ["swift", "brave", "calm", "eager", "gentle", "cosmic", "golden", "lunar", "zesty", "noble"]
+NOUN = ["hawk", "lion", "eagle", "fox", "wolf", "shark", "raven", "matrix", "comet", "orbit"]
 TEMPLATE_ID = "1948937e-5049-47ad-8e26-bcf1a4549d70"
 
 
