@@ -65,11 +65,12 @@ class LiumFailure(LiumError):
     """A failed lium call: one line for the user, plus what lium said in its JSON error envelope."""
 
     def __init__(self, message: str, *, lium_code: str | None = None, lium_exit: int | None = None,
-                 data: Mapping[str, Any] | None = None) -> None:
+                 data: Mapping[str, Any] | None = None, lium_message: str | None = None) -> None:
         super().__init__(message, EXIT_LIUM)
         self.lium_code = lium_code
         self.lium_exit = lium_exit
         self.data: dict[str, Any] = dict(data or {})
+        self.lium_message = lium_message or message  # lium's own words, without what wfops added
 
 
 class LiumMissing(LiumFailure):
@@ -212,7 +213,7 @@ def error_from(what: str, rc: int, stderr: str, base_url: str = DEFAULT_BASE_URL
     text = f"{what}: {message}"
     if hint and hint.lower() not in message.lower():
         text += f" (hint: {hint})"
-    return LiumFailure(text, lium_code=code, lium_exit=rc, data=data)
+    return LiumFailure(text, lium_code=code, lium_exit=rc, data=data, lium_message=message)
 
 
 def _short_network_reason(message: str) -> str:

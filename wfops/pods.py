@@ -164,7 +164,8 @@ def _pin_through_lium(cli: LiumCLI, row: Mapping[str, Any], pin: Path, host: str
     except LiumUnreachable:
         raise
     except LiumFailure as exc:
-        raise ConnectError(f"cannot reach Lium pod {pod_words(row)} to pin its host key: {exc.message}") from None
+        raise ConnectError(f"cannot reach Lium pod {pod_words(row)} at {host}:{port} to pin its host key "
+                           f"through lium ({exc.lium_message})") from None
     if not is_pinned(pin, host, port):
         raise ConnectError(f"lium connected to pod {pod_words(row)} but recorded no host key for "
                            f"{known_hosts_name(host, port)} in {pin}; connect once with `lium ssh {row['id']}`")
@@ -231,7 +232,8 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
             environ: Mapping[str, str] | None = None) -> Resolution:
     """LIUM_TARGET -> Resolution, with at most one `lium ps` (none when the cache is warm).
 
-    `require_ready=False` returns a pod that is not RUNNING yet with `target=None` and the reason;
+    `require_ready=False` returns a pod that is not RUNNING yet, or that lium could not reach to pin its
+    host key, with `target=None` and the reason;
     `fallback=False` (pod.down) never swaps in OPS_DEFAULT_HOST.
     """
     environ = os.environ if environ is None else environ
@@ -253,7 +255,12 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
         if require_ready:
             raise ConnectError(f"Lium pod {pod_words(row)} {reason}")
         return Resolution(None, row, problem=f"Lium pod {pod_words(row)} {reason}")
-    target = target_for_row(settings, row, cli, environ)
+    try:
+        target = target_for_row(settings, row, cli, environ)
+    except ConnectError as exc:  # running, but lium could not reach it to pin its host key
+        if require_ready:
+            raise
+        return Resolution(None, row, problem=exc.message)
     _store(value, environ, target, row)
     return Resolution(target, row)
 

@@ -3,9 +3,11 @@ sshd as the pod."""
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 
-from tests.conftest import Pod
+from tests.conftest import WFOPS, Pod
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import free_port
@@ -72,6 +74,7 @@ def test_up_refuses_a_bare_executor_number_before_calling_lium(lpod: LiumPod, fa
     lpod.configure(LIUM_EXECUTOR_ID="3")
     res = lpod.wf("pod.up", "--yes")
     assert res.rc == 2
+    assert [ln for ln in res.err.splitlines() if ln] == [res.last_err]
     assert res.last_err == ("wfops: config: LIUM_EXECUTOR_ID=3 looks like a row number of `lium ls`, which names "
                             "another node in every shell; set the node's UUID or huid (lium ls --format json shows "
                             "both)")
@@ -148,6 +151,19 @@ def test_status_of_a_pending_pod_shows_the_row_and_exits_4(lpod: LiumPod, fake: 
     assert "reachable  no: Lium pod train" in res.out
     assert res.last_err == (f"wfops: Lium pod train ({pod.huid}, id {pod.id}) is PENDING, not RUNNING; "
                             "pod.wait waits until it is ready")
+
+
+def test_status_of_a_running_pod_that_lium_cannot_reach(lpod: LiumPod, fake: FakeLium):
+    port = free_port()
+    pod = fake.add_pod("train", ssh_port=port)  # never pinned: wfops asks lium to connect first
+    lpod.configure(LIUM_TARGET="train")
+    res = lpod.wf("pod.status")
+    assert res.rc == 4
+    assert res.out.splitlines()[0] == "target         LIUM_TARGET=train"
+    assert "status         RUNNING" in res.out
+    assert res.last_err.startswith(f"wfops: cannot reach Lium pod train ({pod.huid}, id {pod.id}) at "
+                                   f"127.0.0.1:{port} to pin its host key through lium (")
+    assert not lpod.pin_file(pod).exists() or str(port) not in lpod.pin_file(pod).read_text()
 
 
 def test_status_works_for_an_ssh_target_without_lium(ssh_pod: Pod):
@@ -230,8 +246,28 @@ def test_down_removes_an_unreachable_pod_when_told_to(lpod: LiumPod, fake: FakeL
     res = lpod.wf("pod.down", "--yes")
     assert res.rc == 0, res.err
     assert f"wfops: cannot reach pod train ({pod.huid}, id {pod.id}) (cannot connect to " in res.err
-    assert "no check for a running sweep and the workflow state was not reset; removing it anyway" in res.err
+    assert "no check for a running sweep and the workflow state was not reset; removing it" in res.err
     assert fake.pods == {}
+
+
+def test_down_asks_on_a_terminal(lpod: LiumPod, fake: FakeLium):
+    pod = fake.add_pod("train")
+    lpod.pin(pod)
+    lpod.configure(LIUM_TARGET="train")
+    for answer, rc in (("n", 2), ("y", 0)):
+        primary, secondary = pty.openpty()
+        os.write(primary, f"{answer}\n".encode())
+        proc = subprocess.run([str(WFOPS), "pod.down"], stdin=secondary, capture_output=True, text=True,
+                              env=lpod.env(), cwd=lpod.root.parent, timeout=60)
+        os.close(primary)
+        os.close(secondary)
+        assert proc.returncode == rc, proc.stderr
+        assert f"Remove Lium pod train ({pod.huid}, id {pod.id}) (RUNNING, $2.50/h); this cannot be undone? " \
+               "[y/N]" in proc.stdout
+        if answer == "n":
+            assert proc.stderr.splitlines()[-1] == "wfops: pod.down: not confirmed; nothing was done"
+            assert fake.pods != {} and not lpod.state_file.exists()
+    assert fake.pods == {} and lpod.state()["state"] == "INIT"
 
 
 def test_down_of_a_pending_pod_removes_it(lpod: LiumPod, fake: FakeLium):
@@ -281,6 +317,18 @@ def test_ssh_config_print_writes_nothing(lpod: LiumPod, fake: FakeLium):
     assert res.out.splitlines()[1] == "Host gpu1"
     assert f"    Port {lpod.sshd.port}" in res.out.splitlines()
     assert not (lpod.home / ".ssh").exists()
+
+
+def test_ssh_config_for_an_ssh_target(ssh_pod: Pod):
+    res = ssh_pod.ok("pod.ssh-config", "--print", "--alias", "box")
+    assert res.out.splitlines()[1:-1] == [
+        "Host box", "    HostName 127.0.0.1", f"    Port {ssh_pod.sshd.port}", f"    User {ssh_pod.sshd.user}",
+        f"    IdentityFile {ssh_pod.sshd.key}", "    IdentitiesOnly yes"]
+    ssh_pod.configure(OPS_DEFAULT_HOST="somealias")
+    res = ssh_pod.wf("pod.ssh-config")
+    assert res.rc == 2
+    assert res.last_err == ("wfops: OPS_DEFAULT_HOST=somealias is already an ssh alias or host name: "
+                            "`ssh` reaches it as it is")
 
 
 def test_ssh_config_refuses_the_local_target(tmp_path, local_pod: Pod):

@@ -11,6 +11,13 @@ from tests.lium.fake_lium import FakeLium
 from tests.realparts import SSHD, free_port
 
 
+def one_line(err: str) -> str:
+    """stderr must be exactly one line: the error."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def decoy(fake: FakeLium, name: str, **kw):
     """A listed pod that answers nowhere: resolving to it instead of the right one fails loudly."""
     return fake.add_pod(name, ssh_port=free_port(), **kw)
@@ -51,7 +58,7 @@ def test_row_number_out_of_range_is_refused(lpod: LiumPod, fake: FakeLium):
     lpod.configure(LIUM_TARGET="7")
     res = lpod.wf("fsm.status")
     assert res.rc == 5
-    assert res.last_err == "wfops: LIUM_TARGET=7 is a `lium ps` row number, but lium ps lists rows 1-1"
+    assert one_line(res.err) == "wfops: LIUM_TARGET=7 is a `lium ps` row number, but lium ps lists rows 1-1"
     assert not lpod.state_file.exists()
 
 
@@ -61,7 +68,7 @@ def test_ambiguous_name_lists_the_candidates_and_changes_nothing(lpod: LiumPod, 
     lpod.configure(LIUM_TARGET="train")
     res, conns, _ = lpod.count("fsm.status")
     assert res.rc == 2
-    assert res.last_err == (
+    assert one_line(res.err) == (
         f"wfops: LIUM_TARGET=train is ambiguous: 2 pods share it: train ({a.huid}, id {a.id}) RUNNING; "
         f"train ({b.huid}, id {b.id}) PENDING; set LIUM_TARGET to one of their UUIDs")
     assert conns == 0 and not lpod.state_file.exists()
@@ -72,9 +79,39 @@ def test_unknown_pod_is_not_found(lpod: LiumPod, fake: FakeLium):
     lpod.configure(LIUM_TARGET="nosuch")
     res, conns, _ = lpod.count("task.list")
     assert res.rc == 5
-    assert res.last_err == ("wfops: no Lium pod matches LIUM_TARGET=nosuch (by name, UUID, huid or row number); "
+    assert one_line(res.err) == ("wfops: no Lium pod matches LIUM_TARGET=nosuch (by name, UUID, huid or row number); "
                             "lium ps lists: train")
     assert conns == 0 and not lpod.state_file.exists()
+
+
+def test_a_pod_removed_with_lium_is_gone_even_with_a_warm_cache(lpod: LiumPod, fake: FakeLium):
+    pod = fake.add_pod("train")
+    lpod.pin(pod)
+    lpod.configure(LIUM_TARGET="train")
+    assert lpod.wf("fsm.status").rc == 0
+    removed = lpod.lium("rm", pod.id, "-y", "--name-only", "--format", "json")
+    assert removed.rc == 0, removed.err
+    res, conns, _ = lpod.count("fsm.status")
+    assert res.rc == 5 and conns == 0
+    assert one_line(res.err).startswith("wfops: no Lium pod matches LIUM_TARGET=train")
+
+
+def test_a_pod_removed_behind_wfops_back_is_found_gone_when_its_address_dies(lpod: LiumPod, fake: FakeLium,
+                                                                              sshd2: SSHD):
+    pod = fake.add_pod("train", ssh_host=sshd2.host, ssh_port=sshd2.port)
+    lpod.pin(pod, server=sshd2)
+    lpod.lium_config(sshd2.key)
+    lpod.configure(LIUM_TARGET="train", SSH_CONNECT_TIMEOUT="2", OPS_REMOTE_OUTPUTS_DIR=str(lpod.root / "out2"))
+    assert lpod.wf("fsm.status").rc == 0
+    del fake.pods[pod.id]  # removed in the web console: the pin stays, the cache still names the address
+    sshd2.proc.send_signal(19)  # SIGSTOP: the old address no longer answers
+    try:
+        res = lpod.wf("fsm.status")
+    finally:
+        sshd2.proc.send_signal(18)
+    assert res.rc == 5
+    assert res.last_err.startswith("wfops: no Lium pod matches LIUM_TARGET=train")
+    assert lpod.gets() == 2
 
 
 def test_pending_pod_is_refused_then_pod_wait_waits_until_running(lpod: LiumPod, fake: FakeLium):
@@ -83,7 +120,7 @@ def test_pending_pod_is_refused_then_pod_wait_waits_until_running(lpod: LiumPod,
     lpod.configure(LIUM_TARGET="train")
     res = lpod.wf("fsm.status")
     assert res.rc == 4
-    assert res.last_err == (f"wfops: Lium pod train ({pod.huid}, id {pod.id}) is PENDING, not RUNNING; "
+    assert one_line(res.err) == (f"wfops: Lium pod train ({pod.huid}, id {pod.id}) is PENDING, not RUNNING; "
                             "pod.wait waits until it is ready")
     assert not lpod.state_file.exists()
     waited = lpod.wf("pod.wait", "--timeout-secs", "30", "--json")
@@ -206,8 +243,7 @@ def test_lium_api_error_is_one_line_exit_11(lpod: LiumPod, fake: FakeLium):
     lpod.configure(LIUM_TARGET="train")
     res, conns, _ = lpod.count("fsm.status")
     assert res.rc == 11
-    assert res.last_err.startswith("wfops: lium ps: Invalid API key (key ")
-    assert len([ln for ln in res.err.splitlines() if ln.strip()]) == 1
+    assert one_line(res.err).startswith("wfops: lium ps: Invalid API key (key ")
     assert conns == 0 and not lpod.state_file.exists()
 
 

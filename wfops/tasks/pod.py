@@ -22,7 +22,17 @@ from .. import pods
 from ..command import PodCommand
 from ..config import KEYS_BY_NAME, Settings
 from ..errors import ConnectError, LiumError, NotFoundError, UsageError
-from ..lium import INSTALL_HINT, LiumCLI, LiumFailure, LiumMissing, is_terminal, pod_words, row_items, up_argv
+from ..lium import (
+    INSTALL_HINT,
+    LiumCLI,
+    LiumFailure,
+    LiumMissing,
+    is_terminal,
+    not_ready_reason,
+    pod_words,
+    row_items,
+    up_argv,
+)
 from ..output import pairs
 from ..target import LOCAL, Target, parse_host, resolve_target
 from ._base import JSON_HELP, emit, settings_for, wftask
@@ -157,7 +167,7 @@ def _disk_words(d: Mapping[str, Any] | None, mount_words: bool) -> str:
 def _status_human(data: dict) -> str:
     t = data.get("target") or {}
     blocks = []
-    head: list[tuple[str, object]] = [("target", t.get("label") if t else "-")]
+    head: list[tuple[str, object]] = [("target", t.get("label") if t else f"LIUM_TARGET={data.get('lium_target')}")]
     row = data.get("lium")
     if row:
         head += row_items(row)
@@ -185,7 +195,8 @@ def status(c, json=False, config=None):
     """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
     settings = settings_for(c, config)
     res = _resolve(settings, use_cache=False, require_ready=False)
-    data: dict[str, Any] = {"target": _target_view(res.target), "lium": dict(res.row) if res.row else None,
+    data: dict[str, Any] = {"target": _target_view(res.target), "lium_target": settings.values["LIUM_TARGET"],
+                            "lium": dict(res.row) if res.row else None,
                             "reachable": False, "pod": None, "notes": list(res.target.notes) if res.target else []}
     error: ConnectError | None = None
     if res.target is None:
@@ -317,20 +328,23 @@ def down(c, yes=False, force=False, json=False, config=None):
     _confirm(f"remove Lium pod {pod_words(row)} ({row.get('status')}{price}); this cannot be undone",
              approved, "pod.down")
     pod_side: dict[str, Any] | None = None
-    warning = None
-    if res.target is None:
+    warning = unreachable = None
+    if res.target is None and not_ready_reason(row):
         warning = f"{res.problem}: nothing to check on it"
+    elif res.target is None:
+        unreachable = str(res.problem)
     else:
         try:
             with PodCommand("pod.down", settings, res.target) as cmd:
                 pod_side = cmd.run("pod_down.sh.j2", sweep_session=settings.values["SWEEP_TMUX_SESSION"],
                                    force=bool(force), reason="pod removed (pod.down)")
         except ConnectError as exc:
-            if not (approved or force):
-                raise ConnectError(f"cannot reach pod {pod_words(row)} ({exc.message}); nothing was removed. "
-                                   "pod.down --yes removes it without checking for a running sweep") from None
-            warning = (f"cannot reach pod {pod_words(row)} ({exc.message}): no check for a running sweep and "
-                       "the workflow state was not reset; removing it anyway")
+            unreachable = f"cannot reach pod {pod_words(row)} ({exc.message})"
+    if unreachable is not None:
+        if not (approved or force):
+            raise ConnectError(f"{unreachable}; nothing was removed. pod.down --yes removes it without checking "
+                               "for a running sweep")
+        warning = f"{unreachable}: no check for a running sweep and the workflow state was not reset; removing it"
     if warning:
         print(f"wfops: {warning}", file=sys.stderr)
     try:
