@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -149,8 +150,6 @@ class LiumCLI:
 
 def _communicate_narrating(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
     """Like communicate(), but lium's progress lines reach our stderr as they come (`lium up` takes a while)."""
-    import threading
-
     assert proc.stdout is not None and proc.stderr is not None
     out: list[str] = []
     err: list[str] = []

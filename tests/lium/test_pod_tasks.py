@@ -263,9 +263,10 @@ def test_down_asks_on_a_terminal(lpod: LiumPod, fake: FakeLium):
         os.close(secondary)
         assert proc.returncode == rc, proc.stderr
         assert f"Remove Lium pod train ({pod.huid}, id {pod.id}) (RUNNING, $2.50/h); this cannot be undone? " \
-               "[y/N]" in proc.stdout
+               "[y/N]" in proc.stderr
         if answer == "n":
-            assert proc.stderr.splitlines()[-1] == "wfops: pod.down: not confirmed; nothing was done"
+            # the terminal echoes the answer and its newline; the pipe that stands for stderr here does not
+            assert proc.stderr.endswith("[y/N] wfops: pod.down: not confirmed; nothing was done\n")
             assert fake.pods != {} and not lpod.state_file.exists()
     assert fake.pods == {} and lpod.state()["state"] == "INIT"
 

@@ -69,10 +69,9 @@ def _confirm(question: str, yes: bool, command: str) -> None:
     if not sys.stdin.isatty():
         raise UsageError(f"{command}: not confirmed, nothing done: {question} needs --yes (or LIUM_YES=1) "
                          "when stdin is not a terminal")
-    try:
-        answer = input(f"{question[0].upper()}{question[1:]}? [y/N] ")
-    except EOFError:
-        answer = ""
+    sys.stderr.write(f"{question[0].upper()}{question[1:]}? [y/N] ")  # stderr: --json keeps stdout clean
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
     if answer.strip().lower() not in ("y", "yes"):
         raise UsageError(f"{command}: not confirmed; nothing was done")
 

@@ -1,0 +1,65 @@
+"""The pod side of pod.status and pod.down (remote_templates/wfops_pod.py, `pod facts` section), run in
+process on synthetic mount tables and real directories."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from wfops.render import templates_dir
+
+
+@pytest.fixture(scope="module")
+def helper():
+    spec = importlib.util.spec_from_file_location("wfops_pod_helper", templates_dir() / "wfops_pod.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mountinfo_is_parsed_with_its_escapes(helper, tmp_path: Path):
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "40 22 0:45 / /mnt/my\\040data rw,nosuid master:2 - fuse.s3fs s3fs rw,user_id=0\n"
+        "41 22 0:46 / /proc rw - proc proc rw\n"
+    )
+    assert helper.pf_mounts(str(table)) == [("/", "ext4", "/dev/vda"), ("/mnt/my data", "fuse.s3fs", "s3fs"),
+                                            ("/proc", "proc", "proc")]
+    assert helper.pf_mounts(str(tmp_path / "missing")) == []
+
+
+def test_a_mounted_dir_and_the_nearest_parent_of_a_missing_one(helper, tmp_path: Path):
+    mnt = tmp_path / "mnt"
+    (mnt / "repo").mkdir(parents=True)
+    mounts = [("/", "ext4", "/dev/vda"), (str(tmp_path), "tmpfs", "tmpfs"), (str(mnt), "fuse.s3fs", "s3fs")]
+    d = helper.pf_disk(str(mnt), mounts)
+    assert d["is_mount"] and d["exists"] and d["fs_type"] == "fuse.s3fs" and d["source"] == "s3fs"
+    assert d["free_bytes"] >= 0 and d["total_bytes"] > 0
+    missing = helper.pf_disk(str(mnt / "repo" / "a" / "b"), mounts)
+    assert not missing["exists"] and missing["existing"] == str(mnt / "repo")
+    assert missing["mount_point"] == str(mnt) and not missing["is_mount"]
+    other = helper.pf_disk(str(tmp_path / "elsewhere"), mounts)
+    assert other["fs_type"] == "tmpfs" and other["existing"] == str(tmp_path)
+
+
+def test_pod_down_refuses_a_running_sweep_then_resets(helper, tmp_path: Path, capsys):
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"state": "SWEEP_RUNNING", "history": []}))
+    args = helper.build_parser().parse_args(["pod-down", "--file", str(state), "--session", "sweeps"])
+    with pytest.raises(SystemExit) as exit_:
+        args.fn(args)
+    assert exit_.value.code == 10
+    assert "a sweep is still running on the pod (workflow state SWEEP_RUNNING)" in capsys.readouterr().err
+    assert json.loads(state.read_text())["state"] == "SWEEP_RUNNING"
+    args = helper.build_parser().parse_args(["pod-down", "--file", str(state), "--session", "sweeps",
+                                             "--force", "1", "--tmux-alive", "1"])
+    args.fn(args)
+    out = json.loads(capsys.readouterr().out)
+    assert out["state_before"] == "SWEEP_RUNNING" and out["sweep_running"] is True
+    assert out["why"] == ["workflow state SWEEP_RUNNING", "tmux session sweeps is alive"]
+    assert json.loads(state.read_text())["state"] == "INIT"
