@@ -486,6 +486,14 @@ OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FA
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
                      r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", re.S)
+STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
+
+
+def log_line(text: str, start: int, end: int) -> str:
+    """The whole log line around [start, end), without its time stamp."""
+    first = text.rfind("\n", 0, start) + 1
+    last = text.find("\n", end)
+    return STAMP_RE.sub("", text[first:last if last >= 0 else None]).strip()[:300]
 
 
 def read_tail(path: str, limit: int = 262144) -> str:
@@ -505,7 +513,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     if m:
         code = int(m.group(1))
         out["exit_code"] = 128 - code if code < 0 else code
-        out["evidence"] = m.group(0).splitlines()[-1].strip()
+        out["evidence"] = log_line(log_text, m.start(1), m.end(1))
     if state == "success":
         return out
     if state in ("timed_out", "cancelled", "lost"):
@@ -514,9 +522,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     for name, rx in (("oom", OOM_RE), ("nccl", NCCL_RE)):
         hit = rx.search(log_text)
         if hit:
-            start = log_text.rfind("\n", 0, hit.start()) + 1
-            end = log_text.find("\n", hit.end())
-            out.update(failure_class=name, evidence=log_text[start:end if end >= 0 else None].strip()[:300])
+            out.update(failure_class=name, evidence=log_line(log_text, hit.start(), hit.end()))
             return out
     out["failure_class"] = "nonzero_exit"
     return out
@@ -532,7 +538,9 @@ def cmd_run_summary(a) -> None:
     st_path = os.path.join(a.dir, "status.json")
     with locked(st_path):
         st = read_json(st_path) or {}
-        if st.get("state") not in TERMINAL:  # its runner vanished without recording an end
+        if st.get("state") not in TERMINAL:  # its supervisor vanished without recording an end
+            if st.get("child_pgid"):  # what it supervised must not run on unobserved
+                end_group(int(st["child_pgid"]), a.grace)
             st.update(state="lost", reason=st.get("reason") or "the run's supervisor ended without recording an end",
                       ended_at=now_iso())
             write_json(st_path, st)
@@ -732,8 +740,8 @@ def cmd_fetch_list(a) -> None:
 
 # ------------------------------------------------------------------ checkout facts (one probe)
 
-def run_out(argv, cwd=None, timeout=120):
-    """(exit code, stdout stripped); a missing program is exit 127."""
+def run_out(argv, cwd=None, timeout=120, strip=True):
+    """(exit code, stdout, stripped unless told); a missing program is exit 127."""
     try:
         p = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            stdin=subprocess.DEVNULL, timeout=timeout, universal_newlines=True)
@@ -741,7 +749,7 @@ def run_out(argv, cwd=None, timeout=120):
         return 127, ""
     except subprocess.TimeoutExpired:
         return 124, ""
-    return p.returncode, p.stdout.strip()
+    return p.returncode, p.stdout.strip() if strip else p.stdout
 
 
 DEP_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements.txt")
@@ -816,8 +824,8 @@ def cmd_facts(a) -> None:
         r["head"] = run_out(["git", "-C", repo, "rev-parse", "HEAD"])[1] or None
         r["branch"] = run_out(["git", "-C", repo, "symbolic-ref", "--short", "-q", "HEAD"])[1] or None
         r["origin"] = run_out(["git", "-C", repo, "remote", "get-url", "origin"])[1] or None
-        code, out = run_out(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"])
-        r["dirty"] = [ln[3:] for ln in out.splitlines()] if code == 0 else []
+        code, out = run_out(["git", "-C", repo, "status", "--porcelain", "-z", "--untracked-files=no"], strip=False)
+        r["dirty"] = [entry[3:] for entry in out.split("\0") if len(entry) > 3] if code == 0 else []
     r["deps_hash"] = deps_hash(repo, a.install_cmd) if r["is_git"] else None
     cfg = {}
     try:
@@ -1090,6 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run-summary")
     s.add_argument("--dir", required=True)
     s.add_argument("--sync-rc", default="")
+    s.add_argument("--grace", type=float, default=5)
     s.set_defaults(fn=cmd_run_summary)
 
     s = sub.add_parser("sync-loop")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -208,3 +209,80 @@ def wait_until(predicate, timeout: float = 20, interval: float = 0.05, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# ------------------------------------------------------------------ the training repo and the pod's python
+
+EXAMPLE_REPO = ROOT / "examples" / "nanogpt-repo"
+POD_PYTHON = os.environ.get("WFOPS_TEST_POD_PYTHON", "/usr/bin/python3")
+FAST_INSTALL = 'pip install -q --no-build-isolation --no-deps -e "$OPS_REMOTE_REPO[examples]"'
+
+
+@dataclass
+class TrainingRepo:
+    url: str
+    bare: Path
+    main_sha: str
+    feature_sha: str
+    pr: int
+    pr_sha: str
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def training_repo(tmp_path_factory: pytest.TempPathFactory) -> TrainingRepo:
+    """A bare repo of the example project (plus tests/fixtures/echo_train.py), with a `feature` branch and a
+    GitHub-style refs/pull/7/head."""
+    need("git", "apt-get install git")
+    base = tmp_path_factory.mktemp("training-repo")
+    work = base / "work"
+    shutil.copytree(EXAMPLE_REPO, work)
+    shutil.copy(ROOT / "tests" / "fixtures" / "echo_train.py", work / "examples" / "nanogpt" / "echo_train.py")
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "example project", cwd=work)
+    main_sha = git("rev-parse", "HEAD", cwd=work)
+    git("checkout", "-q", "-b", "feature", cwd=work)
+    (work / "examples" / "nanogpt" / "config" / "train_feature.py").write_text("max_iters = 4\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "feature config", cwd=work)
+    feature_sha = git("rev-parse", "HEAD", cwd=work)
+    git("checkout", "-q", "--detach", "main", cwd=work)
+    (work / "examples" / "nanogpt" / "config" / "train_pr.py").write_text("max_iters = 5\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "a pull request", cwd=work)
+    pr_sha = git("rev-parse", "HEAD", cwd=work)
+    bare = base / "repo.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=base)
+    git("update-ref", "refs/pull/7/head", pr_sha, cwd=bare)
+    return TrainingRepo(f"file://{bare}", bare, main_sha, feature_sha, 7, pr_sha)
+
+
+@pytest.fixture(scope="session")
+def pod_python() -> str:
+    """The pod image's python: it must have torch (scripts/setup.sh installs the pinned CPU build)."""
+    probe = subprocess.run([POD_PYTHON, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"{POD_PYTHON} has no torch: run scripts/setup.sh (it installs torch==2.13.0 CPU there), "
+                    f"or point WFOPS_TEST_POD_PYTHON at a python with torch\n{probe.stderr[-500:]}", pytrace=False)
+    return POD_PYTHON
+
+
+def write_shards(directory: Path) -> None:
+    """A real shard pair, written by the example's own downloader."""
+    script = EXAMPLE_REPO / "examples" / "nanogpt" / "data" / "cached_fineweb10B.py"
+    subprocess.run([sys.executable, str(script), "1"], check=True, capture_output=True,
+                   env={**os.environ, "WF_DOWNLOAD_DIR": str(directory)})
+
+
+def checkout_config(pod: Pod, repo: TrainingRepo, python: str, **extra: str) -> None:
+    """Configure `pod` for checkout/sweeps of the training repo, CPU-only, with a quick install command."""
+    pod.configure(**{"REPO_URL": repo.url, "REMOTE_PYTHON_BIN": python, "CPU_ONLY": "1", "TRAIN_NPROC": "2",
+                     "REPO_INSTALL_CMD": FAST_INSTALL, "BOOTSTRAP_SCRIPT": str(pod.root / "no-bootstrap.sh"), **extra})
