@@ -136,3 +136,17 @@ def test_unparseable_line_names_its_line(tmp_path):
     f.write_text("GOOD=1\nBAD LINE WITHOUT EQUALS 'x\n")
     with pytest.raises(ConfigError, match="line 2"):
         load_settings(f, environ={})
+
+
+def test_the_example_file_lists_every_key_with_its_default():
+    from pathlib import Path
+
+    from wfops.config import KEYS_BY_NAME, example_text
+
+    example = Path(__file__).resolve().parents[2] / "workflow.env.example"
+    assert example.read_text() == example_text(), "regenerate: python -m wfops.config > workflow.env.example"
+    s = parse_settings(example.read_text(), environ={})
+    assert s.warnings == ()
+    defaults = parse_settings("", environ={})
+    assert s.values == defaults.values
+    assert all(s.sources[k] != "default" for k in KEYS_BY_NAME)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The main job, on this machine (the `local` target): the bundled example becomes a git repo, then
+# bootstrap -> checkout (venv over the system torch, data download) -> a 3-run CPU sweep with torchrun
+# -> status table -> fetch. Everything lives in .wfops-demo/ (rebuilt on each run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+ROOT=$(pwd)
+DEMO="$ROOT/.wfops-demo"
+WFOPS="$ROOT/.venv/bin/wfops"
+POD_PYTHON=${WFOPS_TEST_POD_PYTHON:-/usr/bin/python3}
+
+tmux -L wfops-demo kill-server 2>/dev/null || true
+rm -rf "$DEMO"
+mkdir -p "$DEMO/pod"
+cp -r examples/nanogpt-repo "$DEMO/src"
+git -C "$DEMO/src" init -q -b main
+git -C "$DEMO/src" add -A
+git -C "$DEMO/src" -c user.name=wfops-demo -c user.email=demo@example.invalid commit -q -m "example project"
+git clone -q --bare "$DEMO/src" "$DEMO/training-repo.git"
+
+cat > "$DEMO/workflow.env" <<ENV
+# the demo's config: the pod is this machine (OPS_DEFAULT_HOST=local), CPU-only on purpose
+OPS_DEFAULT_HOST=local
+REPO_URL=file://$DEMO/training-repo.git
+OPS_REMOTE_REPO=$DEMO/pod/repo
+OPS_REMOTE_OUTPUTS_DIR=$DEMO/pod/outputs
+REMOTE_ENV_PATH=$DEMO/pod/project.env
+DATA_DIR=$DEMO/pod/data/fineweb10B
+BOOTSTRAP_SCRIPT=$DEMO/pod/bootstrap-pod.sh
+REMOTE_PYTHON_BIN=$POD_PYTHON
+CPU_ONLY=1
+TRAIN_NPROC=2
+DOWNLOAD_FINEWEB=1
+RUN_TIMEOUT_SECS=600
+WF_TMUX_SOCKET=wfops-demo
+SWEEP_CSV=$DEMO/src/sweeps/demo.csv
+LOCAL_ARTIFACTS_DIR=$DEMO/artifacts
+ENV
+export WORKFLOW_CONFIG="$DEMO/workflow.env"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step "wfops fsm.status"; "$WFOPS" fsm.status
+step "wfops bootstrap"; "$WFOPS" bootstrap
+step "wfops checkout"; "$WFOPS" checkout
+step "wfops sweep.start"; "$WFOPS" sweep.start
+step "wfops sweep.status (until the queue ends)"
+while :; do
+  state=$("$WFOPS" sweep.status --json | "$POD_PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["sweep"]["state"])')
+  [ "$state" = running ] || break
+  sleep 5
+done
+"$WFOPS" sweep.status
+step "wfops run.fetch --all"; "$WFOPS" run.fetch --all
+step "done"
+echo "artifacts: $DEMO/artifacts/<run_id>/ (metrics.jsonl, final.json, ckpt.pt, stdout.log, summary.json)"
+echo "config:    $DEMO/workflow.env (export WORKFLOW_CONFIG=$DEMO/workflow.env to keep going)"
