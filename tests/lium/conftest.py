@@ -99,7 +99,8 @@ class LiumPod(Pod):
 
     def lium(self, *args: str) -> Result:
         """Run the real lium CLI as the user would, with this pod's environment."""
-        proc = subprocess.run([str(LIUM), *args], capture_output=True, text=True, env=self.env(), timeout=60,
+        env = {**self.env(), "LIUM_SELF_UPDATE_DISABLE": "1", "LIUM_NONINTERACTIVE": "1", "LIUM_SSH_PERSIST": "0"}
+        proc = subprocess.run([str(LIUM), *args], capture_output=True, text=True, env=env, timeout=60,
                               stdin=subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

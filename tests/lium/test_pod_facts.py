@@ -63,3 +63,18 @@ def test_pod_down_refuses_a_running_sweep_then_resets(helper, tmp_path: Path, ca
     assert out["state_before"] == "SWEEP_RUNNING" and out["sweep_running"] is True
     assert out["why"] == ["workflow state SWEEP_RUNNING", "tmux session sweeps is alive"]
     assert json.loads(state.read_text())["state"] == "INIT"
+
+
+def test_gpus_come_from_nvidia_smi(helper, tmp_path: Path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n[ \"$1\" = -L ] || exit 9\n"
+                   "echo 'GPU 0: NVIDIA H200 (UUID: GPU-aaaa)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-bbbb)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert helper.pf_gpus() == {"gpus": ["GPU 0: NVIDIA H200 (UUID: GPU-aaaa)", "GPU 1: NVIDIA H200 (UUID: GPU-bbbb)"],
+                                "gpu_error": None}
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver'\nexit 9\n")
+    got = helper.pf_gpus()
+    assert got["gpus"] == [] and got["gpu_error"].startswith("nvidia-smi -L exited 9: NVIDIA-SMI has failed")
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert helper.pf_gpus() == {"gpus": [], "gpu_error": "nvidia-smi not found"}

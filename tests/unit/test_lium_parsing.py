@@ -207,3 +207,13 @@ def test_ttl_words():
     assert ttl_words({"removal_scheduled_at": "2026-01-01T18:00:00+00:00"}, now) == \
         "removal at 2026-01-01 18:00 UTC (in 6.0h)"
     assert ttl_words({"removal_scheduled_at": None}, now).startswith("none scheduled")
+
+
+def test_every_lium_call_is_non_interactive_json_without_a_lingering_master():
+    from wfops.lium import LiumCLI
+
+    env = LiumCLI("/x/lium", {"PATH": "/x", "LIUM_NONINTERACTIVE": "0", "LIUM_API_KEY": "k"}).env()
+    assert {k: env[k] for k in ("LIUM_NONINTERACTIVE", "LIUM_OUTPUT", "LIUM_SSH_PERSIST",
+                                "LIUM_SELF_UPDATE_DISABLE")} == {
+        "LIUM_NONINTERACTIVE": "1", "LIUM_OUTPUT": "json", "LIUM_SSH_PERSIST": "0", "LIUM_SELF_UPDATE_DISABLE": "1"}
+    assert env["LIUM_API_KEY"] == "k"  # lium's own settings pass through
