@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import realparts
-from wfops.command import PodCommand
-from wfops.config import parse_settings
-from wfops.target import Target
+from tests.unit import test_templates as all_templates
 
-HOSTILE = "x'; touch /tmp/wfops-pwned; echo \"$(id)\" `id` \\"
+HOSTILE = all_templates.HOSTILE
 
 CASES = {
     "pod_status.sh.j2": ("pod.status", {"repo": "~/r " + HOSTILE, "mnt": "/mnt"}),
@@ -24,23 +21,14 @@ CASES = {
 
 def render(name: str) -> str:
     command, context = CASES[name]
-    settings = parse_settings("OPS_DEFAULT_HOST=local\nWF_TMUX_SOCKET=sock\n", environ={})
-    return PodCommand(command, settings, Target(kind="local", label="local")).script(name, **context)
+    return all_templates._cmd(command).script(name, **context)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_pod_scripts_parse_and_pass_shellcheck(name: str, tmp_path: Path):
-    path = tmp_path / name.removesuffix(".j2")
-    path.write_text(render(name))
-    syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
-    assert syntax.returncode == 0, syntax.stderr
-    try:
-        shellcheck = realparts.need("shellcheck", "apt-get install shellcheck")
-    except realparts.MissingTool as exc:
-        pytest.fail(str(exc), pytrace=False)
-    res = subprocess.run([shellcheck, "-s", "bash", "-S", "warning", "-e", "SC1090,SC1091", str(path)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout
+def test_pod_scripts_parse_and_pass_shellcheck(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same check as every other template's (tests/unit/test_templates.py), on the pod_* cases here."""
+    monkeypatch.setitem(all_templates.CASES, name, CASES[name])
+    all_templates.test_rendered_scripts_parse_and_pass_shellcheck(name, tmp_path)
 
 
 def test_hostile_values_stay_one_word(tmp_path: Path):
