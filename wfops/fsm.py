@@ -31,6 +31,7 @@ class Rule:
     on_success: str | None = None  # state written when the command succeeds
     promote: bool = True  # INIT -> POD_READY when the pod answers
     mutating: bool = False  # holds the pod's command lock while it works
+    readonly: bool = False  # one helper call does the gate, the config sync and the work
 
     def allows(self, state: str) -> bool:
         return state in self.allowed
@@ -45,14 +46,14 @@ RULES: dict[str, Rule] = {
         Rule("pod.down", ANY, on_success=INIT, promote=False, mutating=True),
         Rule("bootstrap", _PREPARED, on_success=BOOTSTRAPPED, mutating=True),
         Rule("checkout", _PREPARED, on_success=CHECKED_OUT, mutating=True),
-        Rule("fsm.status", ANY, promote=False),
+        Rule("fsm.status", ANY, promote=False, readonly=True),
         Rule("fsm.reset", ANY, promote=False, mutating=True),
         Rule("task.run", tuple(s for s in STATES if s != INIT), mutating=True),
-        Rule("task.status", ANY),
-        Rule("task.wait", ANY),
-        Rule("task.list", ANY),
+        Rule("task.status", ANY, readonly=True),
+        Rule("task.wait", ANY, readonly=True),
+        Rule("task.list", ANY, readonly=True),
         Rule("sweep.start", (CHECKED_OUT, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
-        Rule("sweep.status", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED)),
+        Rule("sweep.status", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
         Rule("sweep.stop", (SWEEP_RUNNING, SWEEP_COMPLETED), mutating=True),
         Rule("run.fetch", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED)),
     )
@@ -69,11 +70,6 @@ def effective_state(current: str | None, rule_: Rule) -> str:
     if state == INIT and rule_.promote:
         return POD_READY
     return state
-
-
-def illegal_message(command: str, state: str, allowed: tuple[str, ...]) -> str:
-    return (f"{command} is not allowed in state {state} (allowed: {', '.join(allowed)}); "
-            f"see `fsm.status`, or `fsm.reset STATE` if the pod really is elsewhere")
 
 
 def parse_state(value: str) -> str:

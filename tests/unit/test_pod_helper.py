@@ -62,24 +62,46 @@ def test_failure_classes_and_the_workers_real_exit_code(log, state, code, expect
     assert (got["exit_code"], got["failure_class"]) == expected
 
 
-def test_mount_table_lookup(tmp_path):
+def test_mounts_format_table_lookup(tmp_path):
+    """WF_MOUNT_TABLE may be in /proc/mounts format (the tests' fake s3fs); mountinfo is covered in tests/lium."""
     table = tmp_path / "mounts"
     table.write_text("/dev/vda / ext4 rw 0 0\ns3fs /mnt fuse.s3fs rw 0 0\nnone /mnt/fast\\040disk tmpfs rw 0 0\n")
-    assert pod.mount_of("/mnt/data/fineweb", str(table)) == ("/mnt", "fuse.s3fs")
-    assert pod.mount_of("/root/x", str(table)) == ("/", "ext4")
-    assert pod.mount_of("/mnt/fast disk/x", str(table)) == ("/mnt/fast disk", "tmpfs")
+    mounts = pod.pf_mounts(str(table))
+    assert pod.deepest_mount("/mnt/data/fineweb", mounts) == ("/mnt", "fuse.s3fs", "s3fs")
+    assert pod.deepest_mount("/root/x", mounts) == ("/", "ext4", "/dev/vda")
+    assert pod.deepest_mount("/mnt/fast disk/x", mounts) == ("/mnt/fast disk", "tmpfs", "none")
 
 
 def test_fsm_gate_refuses_and_changes_nothing(tmp_path):
     state = tmp_path / "_control" / "workflow_state.json"
     assert run_helper("fsm-set", "--file", str(state), "--to", "SWEEP_RUNNING", "--command", "t").returncode == 0
     before = state.read_bytes()
-    res = run_helper("fsm-gate", "--file", str(state), "--command", "bootstrap", "--allowed",
-                     "POD_READY,BOOTSTRAPPED", "--promote")
+    env = tmp_path / "project.env"
+    res = run_helper("--gate-file", str(state), "--gate-command", "bootstrap", "--gate-allowed",
+                     "POD_READY:BOOTSTRAPPED", "--gate-promote", "--env-path", str(env), "--env-sha", "0" * 64,
+                     "--env-b64", "QT0xCg==", "noop")
     assert res.returncode == 3
-    assert res.stderr.strip() == ("@wfops-error 3 bootstrap is not allowed in state SWEEP_RUNNING (allowed: POD_READY, "
-                                  "BOOTSTRAPPED); see `fsm.status`, or `fsm.reset STATE` if the pod really is elsewhere")
+    assert res.stderr.strip() == (
+        "@wfops-error 3 bootstrap is not allowed in state SWEEP_RUNNING (allowed: POD_READY, "
+        "BOOTSTRAPPED); see `fsm.status`, or `fsm.reset STATE` if the pod really is elsewhere")
     assert state.read_bytes() == before
+    assert not env.exists()  # the config sync comes after the gate
+
+
+def test_config_sync_writes_mode_600_only_when_changed(tmp_path):
+    import base64
+    import hashlib
+
+    env = tmp_path / "deep" / "project.env"
+    payload = b"A='1 2 $x'\n"
+    args = ("--env-path", str(env), "--env-sha", hashlib.sha256(payload).hexdigest(), "--env-b64",
+            base64.b64encode(payload).decode(), "noop")
+    first = run_helper(*args)
+    assert first.returncode == 0 and first.stderr == f"wfops: config written to {env}\n"
+    assert env.read_bytes() == payload and oct(env.stat().st_mode & 0o777) == "0o600"
+    inode = env.stat().st_ino
+    second = run_helper(*args)
+    assert second.stderr == "" and env.stat().st_ino == inode
 
 
 def test_history_is_bounded(tmp_path):
@@ -96,7 +118,8 @@ def test_concurrent_transitions_from_two_processes_never_corrupt_the_file(tmp_pa
     state = tmp_path / "_control" / "workflow_state.json"
     script = (
         "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('p', {str(HELPER)!r}); p = importlib.util.module_from_spec(spec)\n"
+        f"spec = importlib.util.spec_from_file_location('p', {str(HELPER)!r})\n"
+        "p = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(p)\n"
         "for i in range(40):\n"
         "    with p.locked(sys.argv[1]):\n"
@@ -114,7 +137,7 @@ def test_concurrent_transitions_from_two_processes_never_corrupt_the_file(tmp_pa
     assert len(data["history"]) == pod.HISTORY_LIMIT
     assert sorted({h["to"] for h in data["history"]}) == ["BOOTSTRAPPED", "CHECKED_OUT"]
     # no lost update: every transition's "from" is the "to" of the one before it
-    assert all(a["to"] == b["from"] for a, b in zip(data["history"], data["history"][1:]))
+    assert all(a["to"] == b["from"] for a, b in zip(data["history"], data["history"][1:], strict=False))
     assert not list(state.parent.glob("*.tmp.*"))
 
 
@@ -130,4 +153,4 @@ def test_fsm_reset_from_parallel_cli_style_calls(tmp_path):
         assert set(pool.map(reset, range(24))) == {0}
     data = json.loads(state.read_text())
     assert len(data["history"]) == 24
-    assert all(a["to"] == b["from"] for a, b in zip(data["history"], data["history"][1:]))
+    assert all(a["to"] == b["from"] for a, b in zip(data["history"], data["history"][1:], strict=False))
