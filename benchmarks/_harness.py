@@ -29,7 +29,8 @@ def loopback_pod(kind: str = "ssh", **config: str):
         sshd = start_sshd(work / "sshd") if kind == "ssh" else None
         socket_name = f"wfops-bench-{os.getpid()}"
         cfg = {
-            "OPS_REMOTE_OUTPUTS_DIR": str(work / "pod" / "outputs"), "REMOTE_ENV_PATH": str(work / "pod" / "project.env"),
+            "OPS_REMOTE_OUTPUTS_DIR": str(work / "pod" / "outputs"),
+            "REMOTE_ENV_PATH": str(work / "pod" / "project.env"),
             "OPS_REMOTE_REPO": str(work / "pod" / "repo"), "DATA_DIR": str(work / "pod" / "data"),
             "WF_TMUX_SOCKET": socket_name, "LOCAL_ARTIFACTS_DIR": str(work / "artifacts"),
             "OPS_DEFAULT_HOST": sshd.address if sshd else "local",

@@ -2,7 +2,7 @@
 """wfops pod helper: state files, supervision and read-only reports on the pod.
 
 Shipped inside the wfops wheel and installed by every rendered command script at
-$OPS_REMOTE_OUTPUTS_DIR/_control/bin/wfops_pod-<sha>.py (the name carries its content hash, so a
+$OPS_REMOTE_OUTPUTS_DIR/_control/bin/wfops_pod_<sha>.py (the name carries its content hash, so a
 runner started by an older wfops keeps its own copy). Standard library only; Python >= 3.8.
 
 Every JSON file is written whole (temp file + rename) under an flock of its directory. Results for
@@ -210,19 +210,57 @@ def fsm_write(path: str, current: dict, to: str, command: str, reason: str) -> d
     return data
 
 
-def cmd_fsm_gate(a) -> None:
-    allowed = a.allowed.split(",")
-    with locked(a.file):
-        cur = fsm_read(a.file)
+def gate(file: str, command: str, allowed_csv: str, enforce: bool, promote: bool, dry_run: bool) -> None:
+    """Refuse a command the workflow state does not allow (exit 3, nothing changed); else promote
+    INIT -> POD_READY when asked (a reachable pod)."""
+    allowed = allowed_csv.split(":")
+    with locked(file):
+        cur = fsm_read(file)
         state = cur["state"]
-        effective = "POD_READY" if (state == "INIT" and a.promote) else state
+        effective = "POD_READY" if (state == "INIT" and promote) else state
         if effective not in allowed:
-            if a.enforce:
+            if enforce:
                 fail(EXIT_STATE, "{} is not allowed in state {} (allowed: {}); see `fsm.status`, or "
-                     "`fsm.reset STATE` if the pod really is elsewhere".format(a.command, state, ", ".join(allowed)))
-            sys.stderr.write("wfops: WF_FSM_ENFORCE=0: running {} in state {} (normally allowed: {})\n".format(a.command, state, ", ".join(allowed)))
-        if effective != state and not a.dry_run:
-            fsm_write(a.file, cur, effective, a.command, f"pod reachable (promoted by {a.command})")
+                     "`fsm.reset STATE` if the pod really is elsewhere".format(command, state, ", ".join(allowed)))
+            sys.stderr.write("wfops: WF_FSM_ENFORCE=0: running {} in state {} (normally allowed: {})\n".format(
+                command, state, ", ".join(allowed)))
+        if effective != state and not dry_run:
+            fsm_write(file, cur, effective, command, f"pod reachable (promoted by {command})")
+
+
+def sync_env(path: str, sha: str, payload_b64: str, dry_run: bool) -> None:
+    """Write the config file (mode 600) only when its content changed."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            if hashlib.sha256(fh.read()).hexdigest() == sha:
+                return
+    except OSError:
+        pass
+    if dry_run:
+        sys.stderr.write(f"wfops: dry run: the config on the pod ({path}) differs and would be rewritten\n")
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = "%s.wfops.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base64.b64decode(payload_b64))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    sys.stderr.write(f"wfops: config written to {path}\n")
+
+
+def prelude(a) -> None:
+    """What every command does first, in this order: the state gate, then the config sync."""
+    if a.gate_command:
+        gate(a.gate_file, a.gate_command, a.gate_allowed, bool(a.gate_enforce), a.gate_promote, a.dry_run)
+    if a.env_path:
+        sync_env(a.env_path, a.env_sha, a.env_b64, a.dry_run)
+
+
+def cmd_noop(a) -> None:
+    pass
 
 
 def cmd_fsm_set(a) -> None:
@@ -407,8 +445,10 @@ def cmd_task_new(a) -> None:
                 fail(EXIT_CONFLICT, "task {} already exists ({}); pick another --id or pass --force "
                      "(the old one is kept under _tasks/_backups/)".format(tid, view["state"]))
             if view["state"] in ("pending", "running"):
-                fail(EXIT_CONFLICT, "task {} is still {}; --force only replaces a task that has ended".format(tid, view["state"]))
-            backup = os.path.join(root, "_backups", "{}.{}".format(tid, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")))
+                fail(EXIT_CONFLICT, "task %s is still %s; --force only replaces a task that has ended"
+                     % (tid, view["state"]))
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
+            backup = os.path.join(root, "_backups", "%s.%s" % (tid, stamp))
             os.makedirs(os.path.dirname(backup), exist_ok=True)
             os.rename(d, backup)
             sys.stderr.write(f"wfops: kept the previous {tid} as {backup}\n")
@@ -552,7 +592,7 @@ def cmd_run_summary(a) -> None:
                    torchrun_exit_code=st.get("exit_code"), failure_class=info["failure_class"],
                    failure_evidence=info["evidence"], reason=st.get("reason"))
     if a.sync_rc != "":
-        summary["final_sync"] = "ok" if a.sync_rc == "0" else "failed (rsync exit %s)" % a.sync_rc
+        summary["final_sync"] = "ok" if a.sync_rc == "0" else f"failed (rsync exit {a.sync_rc})"
         if a.sync_rc != "0":
             summary["ok"] = False
     write_json(os.path.join(a.dir, "summary.json"), summary)
@@ -566,7 +606,7 @@ def cmd_sync_loop(a) -> None:
     signal.signal(signal.SIGHUP, lambda *_: stop.set())
     with open(a.log, "ab", buffering=0) as log:
         while not stop.wait(a.interval):
-            log.write(("%s periodic sync\n" % now_iso()).encode())
+            log.write((f"{now_iso()} periodic sync\n").encode())
             subprocess.call(["rsync", "-a", a.src, a.dst], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
 
@@ -592,7 +632,7 @@ def sweep_liveness(sw):
     if sw.get("boot_id") and sw["boot_id"] != boot_id():
         return "lost", "the pod rebooted during the sweep"
     if not pid_alive(sw.get("pid"), sw.get("pid_start")):
-        return "lost", "the queue runner (pid %s) is gone" % sw.get("pid")
+        return "lost", "the queue runner (pid {}) is gone".format(sw.get("pid"))
     return "running", ""
 
 
@@ -613,7 +653,7 @@ def run_row(out_dir: str, run: dict, sweep_id: str, sweep_state: str, force: boo
             row["duration_secs"] = round(time.time() - started, 1) if started else None
     elif summ and summ.get("ok") and not force:
         row.update(state="skipped", exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
-                   note="already ok (sweep %s)" % summ.get("sweep_id"))
+                   note="already ok (sweep {})".format(summ.get("sweep_id")))
     elif sweep_state in ("stopped", "completed"):
         row.update(state="cancelled", note="not started: the sweep %s first" % (
             "was stopped" if sweep_state == "stopped" else "ended"))
@@ -622,7 +662,7 @@ def run_row(out_dir: str, run: dict, sweep_id: str, sweep_state: str, force: boo
     else:
         row["state"] = "pending"
         if summ:
-            row["note"] = "previous attempt %s" % summ.get("state")
+            row["note"] = "previous attempt {}".format(summ.get("state"))
     return row
 
 
@@ -644,9 +684,9 @@ def cmd_sweep_status(a) -> None:
     with locked(a.state_file):
         cur = fsm_read(a.state_file)
         if cur["state"] == "SWEEP_RUNNING" and state != "running":
-            why = "sweep %s: %s" % (state, reason) if reason else "sweep %s" % state
+            why = f"sweep {state}: {reason}" if reason else f"sweep {state}"
             fsm_write(a.state_file, cur, "SWEEP_COMPLETED", "sweep.status", why)
-            reconciled = "SWEEP_RUNNING -> SWEEP_COMPLETED (%s)" % why
+            reconciled = f"SWEEP_RUNNING -> SWEEP_COMPLETED ({why})"
     emit({"sweep": dict(sw or {}, state=state, reason=reason), "plan": {k: (plan or {}).get(k) for k in (
         "sweep_id", "created_at", "git_sha", "filters", "csv")}, "runs": rows, "totals": totals,
         "reconciled": reconciled})
@@ -656,14 +696,14 @@ def cmd_sweep_guard(a) -> None:
     sw = read_json(os.path.join(a.out, "_control", "sweep.json"))
     state, _ = sweep_liveness(sw)
     if state == "running":
-        fail(EXIT_CONFLICT, "sweep %s is still running (queue pid %s, since %s); watch it with sweep.status or end it "
-             "with sweep.stop" % (sw.get("sweep_id"), sw.get("pid"), sw.get("started_at")))
+        fail(EXIT_CONFLICT, "sweep {} is still running (queue pid {}, since {}); watch it with sweep.status or end it "
+             "with sweep.stop".format(sw.get("sweep_id"), sw.get("pid"), sw.get("started_at")))
 
 
 def cmd_sweep_new(a) -> None:
     write_json(os.path.join(a.out, "_control", "sweep.json"), {
         "sweep_id": a.id, "state": "running", "started_at": now_iso(), "boot_id": boot_id(), "session": a.session,
-        "runs": a.runs, "plan": "_manifests/%s.json" % a.id, "runner_log": "_manifests/%s.log" % a.id})
+        "runs": a.runs, "plan": f"_manifests/{a.id}.json", "runner_log": f"_manifests/{a.id}.log"})
 
 
 def cmd_sweep_launched(a) -> None:
@@ -693,7 +733,7 @@ def cmd_sweep_stop(a) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         wait_for_exit(pid, 5)
-        update_json(path, {"state": "stopped", "reason": "killed by sweep.stop after %ss" % a.timeout,
+        update_json(path, {"state": "stopped", "reason": f"killed by sweep.stop after {a.timeout}s",
                            "ended_at": now_iso()}, keep_terminal=False)
     sw = read_json(path) or {}
     emit({"sweep_id": sw.get("sweep_id"), "state": sw.get("state"), "reason": sw.get("reason", ""),
@@ -703,12 +743,13 @@ def cmd_sweep_stop(a) -> None:
 def cmd_check_configs(a) -> None:
     missing = []
     if not os.path.isfile(os.path.join(a.workdir, a.script)):
-        fail(EXIT_NOT_FOUND, "the training script %s is not in %s; check TRAIN_WORKDIR / TRAIN_SCRIPT and run "
-             "checkout" % (a.script, a.workdir))
+        fail(EXIT_NOT_FOUND, f"the training script {a.script} is not in {a.workdir}; "
+             "check TRAIN_WORKDIR / TRAIN_SCRIPT and run "
+             "checkout")
     for item in a.configs:
         line, _, path = item.partition(":")
         if not os.path.isfile(os.path.join(a.workdir, path)):
-            missing.append("line %s: config %s does not exist in %s" % (line, path, a.workdir))
+            missing.append(f"line {line}: config {path} does not exist in {a.workdir}")
     if missing:
         fail(EXIT_USAGE, "the sweep CSV names %d missing config(s); nothing was uploaded or started: %s"
              % (len(missing), "; ".join(missing)))
@@ -726,7 +767,7 @@ def cmd_fetch_list(a) -> None:
             fail(EXIT_NOT_FOUND, "none of the sweep's runs has a run directory yet")
     else:
         if not os.path.isdir(os.path.join(a.out, a.run)):
-            fail(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status" % (a.run, a.out))
+            fail(EXIT_NOT_FOUND, f"run {a.run} is not in OPS_REMOTE_OUTPUTS_DIR ({a.out}); see sweep.status")
         ids = [a.run]
     total = 0
     for rid in ids:
@@ -743,8 +784,7 @@ def cmd_fetch_list(a) -> None:
 def run_out(argv, cwd=None, timeout=120, strip=True):
     """(exit code, stdout, stripped unless told); a missing program is exit 127."""
     try:
-        p = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, timeout=timeout, universal_newlines=True)
+        p = subprocess.run(argv, cwd=cwd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout, text=True)
     except FileNotFoundError:
         return 127, ""
     except subprocess.TimeoutExpired:
@@ -768,6 +808,14 @@ TORCH_PROBE = (
 )
 
 
+def read_text(path: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
 def deps_hash(repo: str, install_cmd: str) -> str:
     import hashlib
 
@@ -778,24 +826,6 @@ def deps_hash(repo: str, install_cmd: str) -> str:
             with open(path, "rb") as fh:
                 h.update(name.encode() + b"\0" + fh.read())
     return h.hexdigest()
-
-
-def mount_of(path: str, table: str):
-    """(mount point, fs type) of the deepest mount holding `path`, from a mounts-format table."""
-    best = ("", "")
-    path = os.path.abspath(path)
-    try:
-        with open(table, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                point = parts[1].replace("\\040", " ")
-                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
-                    best = (point, parts[2])
-    except OSError:
-        pass
-    return best
 
 
 def shards(directory: str):
@@ -844,7 +874,7 @@ def cmd_facts(a) -> None:
         "home": cfg.get("home"),
         "home_real": os.path.realpath(cfg["home"]) if cfg.get("home") else None,
         "torch_inside": venv_torch_dirs(venv),
-        "installed_hash": open(marker, encoding="utf-8").read().strip() if os.path.isfile(marker) else None,
+        "installed_hash": read_text(marker),
     }
     code, out = run_out([a.python, "-c", TORCH_PROBE], timeout=300)
     try:
@@ -853,11 +883,12 @@ def cmd_facts(a) -> None:
     except ValueError:
         facts["python"] = {"found": False}
     if not facts["python"]["found"]:
-        facts["python"]["error"] = "exit %d running %s" % (code, a.python) if code != 127 else "%s not found" % a.python
+        facts["python"]["error"] = "exit %d running %s" % (code, a.python) if code != 127 else f"{a.python} not found"
     code, out = run_out(["nvidia-smi", "-L"], timeout=60)
     facts["gpus"] = [ln for ln in out.splitlines() if ln.startswith("GPU")] if code == 0 else []
     train, val = shards(a.data_dir)
-    point, fstype = mount_of(a.data_dir, a.mounts)
+    disk = pf_disk(a.data_dir, pf_mounts(a.mounts))
+    point, fstype = disk["mount_point"], disk["fs_type"]
     facts["data"] = {"dir": a.data_dir, "exists": os.path.isdir(a.data_dir), "train": train, "val": val,
                      "mount_point": point, "fs_type": fstype}
     link_dir = os.path.join(repo, a.workdir, a.link_dir)
@@ -905,21 +936,31 @@ def pf_unescape(text: str) -> str:
 
 
 def pf_mounts(table: str = "/proc/self/mountinfo"):
-    """[(mount point, fs type, source)] in mount order (a later mount on the same point hides earlier ones)."""
+    """[(mount point, fs type, source)] in mount order (a later mount on the same point hides earlier ones),
+    from a mountinfo table or a mounts/fstab-format one (WF_MOUNT_TABLE)."""
     out = []
     try:
         with open(table, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 parts = line.split()
-                if "-" not in parts[6:] or len(parts) < 5:
-                    continue
-                sep = parts.index("-", 6)
-                if len(parts) < sep + 3:
-                    continue
-                out.append((pf_unescape(parts[4]), parts[sep + 1], pf_unescape(parts[sep + 2])))
+                if "-" in parts[6:]:  # mountinfo: ... mount-point ... - fstype source ...
+                    sep = parts.index("-", 6)
+                    if len(parts) >= sep + 3:
+                        out.append((pf_unescape(parts[4]), parts[sep + 1], pf_unescape(parts[sep + 2])))
+                elif len(parts) >= 3 and not parts[0].startswith("#"):  # mounts: source mount-point fstype ...
+                    out.append((pf_unescape(parts[1]), parts[2], pf_unescape(parts[0])))
     except OSError:
         pass
     return out
+
+
+def deepest_mount(path: str, mounts):
+    """(mount point, fs type, source) of the deepest mount holding the absolute, resolved `path`."""
+    best = ("", "", "")
+    for mp, fs, src in mounts:
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best[0]):
+            best = (mp, fs, src)
+    return best
 
 
 def pf_disk(path: str, mounts) -> dict:
@@ -929,11 +970,7 @@ def pf_disk(path: str, mounts) -> dict:
     while not os.path.exists(probe) and probe != os.path.dirname(probe):
         probe = os.path.dirname(probe)
     real = os.path.realpath(probe)
-    point, fstype, source = "", "", ""
-    for mp, fs, src in mounts:
-        inside = real == mp or real.startswith(mp.rstrip("/") + "/")
-        if inside and len(mp) >= len(point):
-            point, fstype, source = mp, fs, src
+    point, fstype, source = deepest_mount(real, mounts)
     out = {"path": path, "exists": probe == wanted, "existing": probe, "mount_point": point, "fs_type": fstype,
            "source": source, "is_mount": bool(point) and real == point}
     try:
@@ -952,9 +989,9 @@ def pf_gpus() -> dict:
         return {"gpus": [], "gpu_error": "nvidia-smi not found"}
     try:
         p = subprocess.run([smi, "-L"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                           timeout=30, universal_newlines=True)
+                           timeout=30, text=True)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"gpus": [], "gpu_error": "nvidia-smi -L: %s" % exc}
+        return {"gpus": [], "gpu_error": f"nvidia-smi -L: {exc}"}
     gpus = [ln.strip() for ln in p.stdout.splitlines() if ln.startswith("GPU ")]
     error = None if p.returncode == 0 else "nvidia-smi -L exited %d: %s" % (p.returncode, p.stdout.strip()[-200:])
     return {"gpus": gpus, "gpu_error": error}
@@ -979,7 +1016,7 @@ def cmd_pod_down(a) -> None:
         if cur["state"] == "SWEEP_RUNNING":
             why.append("workflow state SWEEP_RUNNING")
         if a.tmux_alive:
-            why.append("tmux session %s is alive" % a.session)
+            why.append(f"tmux session {a.session} is alive")
         if why and not a.force:
             fail(EXIT_CONFLICT, "a sweep is still running on the pod ({}); nothing was removed. pod.down --force "
                  "removes the pod anyway (the sweep dies with it)".format(", ".join(why)))
@@ -1007,16 +1044,20 @@ def add_pod_parsers(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wfops_pod")
+    g = p.add_argument_group("prelude (before the subcommand)")
+    g.add_argument("--gate-file", default="")
+    g.add_argument("--gate-command", default="")
+    g.add_argument("--gate-allowed", default="")
+    g.add_argument("--gate-enforce", type=int, default=1)
+    g.add_argument("--gate-promote", action="store_true")
+    g.add_argument("--env-path", default="")
+    g.add_argument("--env-sha", default="")
+    g.add_argument("--env-b64", default="")
+    g.add_argument("--dry-run", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("fsm-gate")
-    s.add_argument("--file", required=True)
-    s.add_argument("--command", required=True)
-    s.add_argument("--allowed", required=True)
-    s.add_argument("--enforce", type=int, default=1)
-    s.add_argument("--promote", action="store_true")
-    s.add_argument("--dry-run", action="store_true")
-    s.set_defaults(fn=cmd_fsm_gate)
+    s = sub.add_parser("noop", help="only the prelude (gate and config sync)")
+    s.set_defaults(fn=cmd_noop)
 
     s = sub.add_parser("fsm-set")
     s.add_argument("--file", required=True)
@@ -1157,6 +1198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    prelude(args)
     args.fn(args)
 
 

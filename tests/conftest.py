@@ -286,3 +286,19 @@ def checkout_config(pod: Pod, repo: TrainingRepo, python: str, **extra: str) -> 
     """Configure `pod` for checkout/sweeps of the training repo, CPU-only, with a quick install command."""
     pod.configure(**{"REPO_URL": repo.url, "REMOTE_PYTHON_BIN": python, "CPU_ONLY": "1", "TRAIN_NPROC": "2",
                      "REPO_INSTALL_CMD": FAST_INSTALL, "BOOTSTRAP_SCRIPT": str(pod.root / "no-bootstrap.sh"), **extra})
+
+
+@pytest.fixture(scope="session")
+def checked_out(tmp_path_factory: pytest.TempPathFactory, training_repo: TrainingRepo, pod_python: str,
+                tmux_socket: str) -> Path:
+    """One real `checkout` (local target) of the training repo, made once per session; sweep tests start from a
+    copy of this pod (repo, venv, data, state CHECKED_OUT) instead of paying for a checkout each."""
+    template = make_pod("local", tmp_path_factory.mktemp("checked-out"), None, tmux_socket)
+    checkout_config(template, training_repo, pod_python)
+    write_shards(template.root / "data")
+    template.ok("checkout")
+    return template.root
+
+
+def copy_checked_out(template: Path, pod: Pod) -> None:
+    shutil.copytree(template, pod.root, symlinks=True, dirs_exist_ok=True)

@@ -217,7 +217,11 @@ def _connect(target: Target):
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
     client = conn.client
     if target.known_hosts:
-        client.load_host_keys(target.known_hosts)
+        try:
+            client.load_host_keys(target.known_hosts)
+        except (OSError, paramiko.SSHException) as exc:
+            raise ConnectError(f"cannot read the pinned host key of {target.label} ({target.known_hosts}): "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     else:
         try:
@@ -230,10 +234,9 @@ def _connect(target: Target):
     try:
         conn.open()
     except paramiko.BadHostKeyException:
-        raise ConnectError(
-            f"the host key of {where} does not match the one on record; refused. If the pod was re-rented, "
-            f"remove the old entry (ssh-keygen -R '[{conn.host}]:{conn.port}')"
-        ) from None
+        fix = (f"the pin is {target.known_hosts}; remove it only if you trust the pod's new key" if target.known_hosts
+               else f"if the pod was re-rented, remove the old entry (ssh-keygen -R '[{conn.host}]:{conn.port}')")
+        raise ConnectError(f"the host key of {where} does not match the one on record; refused. {fix}") from None
     except paramiko.PasswordRequiredException:
         raise ConnectError(f"the SSH key for {where} needs a passphrase; load it into ssh-agent") from None
     except paramiko.AuthenticationException:

@@ -139,7 +139,7 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
         if len(row) > len(header):
             problems.add(line, f"{len(row)} fields for {len(header)} columns; quote any field that holds a comma")
             continue
-        values = dict(zip(header, [c.strip() for c in row]))
+        values = dict(zip(header, [c.strip() for c in row], strict=False))
         before = len(problems.items)
         run_id = values.get("run_id", "")
         bad = check_run_id(run_id)

@@ -72,8 +72,8 @@ def test_another_project_composes_the_collection(local_pod: Pod, tmp_path):
 
 def test_built_wheel_carries_and_finds_its_templates(local_pod: Pod, tmp_path):
     dist = tmp_path / "dist"
-    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
-                           capture_output=True, text=True)
+    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+                            str(ROOT)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(dist.glob("wfops-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -21,11 +21,26 @@ def state_bytes(pod: Pod) -> bytes:
     return pod.state_file.read_bytes() if pod.state_file.exists() else b""
 
 
-@pytest.fixture
-def ready(pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
+def _ready(pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
     checkout_config(pod, training_repo, pod_python)
     write_shards(pod.root / "data")
     return pod
+
+
+@pytest.fixture
+def ready(pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
+    """On both targets: for the behaviours where SSH and `local` could differ."""
+    return _ready(pod, training_repo, pod_python)
+
+
+@pytest.fixture
+def ssh_ready(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
+    return _ready(ssh_pod, training_repo, pod_python)
+
+
+@pytest.fixture
+def local_ready(local_pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
+    return _ready(local_pod, training_repo, pod_python)
 
 
 def test_checkout_branch_then_a_second_run_changes_nothing(ready: Pod, training_repo: TrainingRepo):
@@ -60,8 +75,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(ready: Pod):
     assert state_bytes(pod) == state
 
 
-def test_checkout_a_pull_request_and_a_branch(ready: Pod, training_repo: TrainingRepo):
-    pod = ready
+def test_checkout_a_pull_request_and_a_branch(ssh_ready: Pod, training_repo: TrainingRepo):
+    pod = ssh_ready
     pod.configure(CHECKOUT_PR=str(training_repo.pr))
     pod.ok("checkout")
     assert head(pod) == training_repo.pr_sha
@@ -70,8 +85,8 @@ def test_checkout_a_pull_request_and_a_branch(ready: Pod, training_repo: Trainin
     assert head(pod) == training_repo.feature_sha
 
 
-def test_wrong_sha_missing_branch_missing_pr_fail_and_keep_the_state(ready: Pod, training_repo: TrainingRepo):
-    pod = ready
+def test_wrong_sha_missing_branch_missing_pr_fail_and_keep_the_state(local_ready: Pod, training_repo: TrainingRepo):
+    pod = local_ready
     pod.ok("bootstrap")
     for overrides, message in (
         ({"EXPECT_GIT_SHA": "deadbeef"}, f"HEAD is {training_repo.main_sha}, not EXPECT_GIT_SHA=deadbeef"),
@@ -87,8 +102,8 @@ def test_wrong_sha_missing_branch_missing_pr_fail_and_keep_the_state(ready: Pod,
         assert pod.state()["state"] == "BOOTSTRAPPED"
 
 
-def test_tracked_modifications_refused_unless_force_clean(ready: Pod):
-    pod = ready
+def test_tracked_modifications_refused_unless_force_clean(ssh_ready: Pod):
+    pod = ssh_ready
     pod.ok("checkout")
     train = pod.root / "repo" / "examples" / "nanogpt" / "train.py"
     train.write_text(train.read_text() + "\n# local edit\n")
@@ -139,7 +154,8 @@ def _fake_torch_wheel(directory) -> str:
     name = "torch-99.0-py3-none-any.whl"
     files = {"torch/__init__.py": b"__version__ = '99.0'\n",
              "torch-99.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: torch\nVersion: 99.0\n",
-             "torch-99.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+             "torch-99.0.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
     record = "".join(
         f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
         for p, d in files.items()) + "torch-99.0.dist-info/RECORD,,\n"
@@ -151,8 +167,8 @@ def _fake_torch_wheel(directory) -> str:
     return str(path)
 
 
-def test_pip_pulling_torch_into_the_venv_is_refused(ready: Pod, tmp_path):
-    pod = ready
+def test_pip_pulling_torch_into_the_venv_is_refused(local_ready: Pod, tmp_path):
+    pod = local_ready
     wheel = _fake_torch_wheel(tmp_path)
     # PIP_CONFIG_FILE=/dev/null: this machine caps torch versions in its pip config
     pod.configure(REPO_INSTALL_CMD=f"PIP_CONFIG_FILE=/dev/null pip install -q --no-index --no-deps {wheel}")
@@ -171,13 +187,14 @@ def test_data_missing_without_download(ready: Pod):
     pod.ok("fsm.reset", "POD_READY")
     res = pod.wf("checkout")
     assert res.rc == 6
-    assert res.last_err == (f"wfops: no FineWeb shard pair in DATA_DIR={pod.root / 'empty-data'} (found 0 train, 0 val); "
+    assert res.last_err == (f"wfops: no FineWeb shard pair in DATA_DIR={pod.root / 'empty-data'} "
+                            "(found 0 train, 0 val); "
                             "put fineweb_train_*.bin and fineweb_val_*.bin there, or set DOWNLOAD_FINEWEB=1")
     assert pod.state()["state"] == "POD_READY"
 
 
-def test_download_with_the_repos_downloader(ready: Pod):
-    pod = ready
+def test_download_with_the_repos_downloader(ssh_ready: Pod):
+    pod = ssh_ready
     data = pod.root / "fresh-data"
     pod.configure(DATA_DIR=str(data), DOWNLOAD_FINEWEB="1")
     res = pod.ok("checkout")
@@ -187,9 +204,10 @@ def test_download_with_the_repos_downloader(ready: Pod):
     assert linked.is_symlink() and linked.resolve() == (data / "fineweb_val_000000.bin").resolve()
 
 
-def test_download_onto_s3fs_is_staged_on_local_disk(ready: Pod, tmp_path):
-    pod = ready
+def test_download_onto_s3fs_is_staged_on_local_disk(local_ready: Pod, tmp_path):
+    pod = local_ready
     data = pod.root / "mnt" / "data"
+    data.parent.mkdir()  # the (fake) s3fs mount point exists, as a real one would
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\ns3fs {pod.root / 'mnt'} fuse.s3fs rw,nosuid 0 0\n")
     pod.configure(DATA_DIR=str(data), DOWNLOAD_FINEWEB="1", WF_MOUNT_TABLE=str(mounts))

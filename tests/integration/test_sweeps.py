@@ -12,26 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pod, TrainingRepo, checkout_config, wait_until, write_shards
+from tests.conftest import Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
 
 HEADER = "run_id,config,seed,overrides,notes\n"
 
 
-@pytest.fixture
-def swept(pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
-    """A checked-out pod whose sweeps run echo_train.py."""
+def _swept(pod: Pod, training_repo: TrainingRepo, pod_python: str, template: Path) -> Pod:
+    """A checked-out pod (a copy of the session's real checkout) whose sweeps run echo_train.py."""
+    copy_checked_out(template, pod)
     checkout_config(pod, training_repo, pod_python, TRAIN_SCRIPT="echo_train.py", KILL_GRACE_SECS="2")
-    write_shards(pod.root / "data")
-    pod.ok("checkout")
+    assert pod.ok("fsm.status", "--json").json()["state"] == "CHECKED_OUT"
     return pod
 
 
 @pytest.fixture
-def ssh_swept(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str) -> Pod:
-    checkout_config(ssh_pod, training_repo, pod_python, TRAIN_SCRIPT="echo_train.py", KILL_GRACE_SECS="2")
-    write_shards(ssh_pod.root / "data")
-    ssh_pod.ok("checkout")
-    return ssh_pod
+def swept(pod: Pod, training_repo: TrainingRepo, pod_python: str, checked_out: Path) -> Pod:
+    return _swept(pod, training_repo, pod_python, checked_out)
+
+
+@pytest.fixture
+def ssh_swept(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str, checked_out: Path) -> Pod:
+    return _swept(ssh_pod, training_repo, pod_python, checked_out)
 
 
 def write_csv(pod: Pod, rows: str | list[list[str]], name: str = "sweep.csv") -> Path:
@@ -168,7 +169,7 @@ def test_stop_cancels_the_running_run_and_the_queue(swept: Pod):
     pod.configure(RUN_OUT_MODE="local_sync", RUN_OUT_LOCAL_ROOT=str(pod.root / "fast"), SYNC_INTERVAL_SECS="60")
     csv = write_csv(pod, "long,config/train_tiny.py,1,sleep=300,\nnext,config/train_tiny.py,2,,\n")
     pod.ok("sweep.start", "--csv", str(csv))
-    wait_until(lambda: (pod.root / "fast" / "long" / "args.json").exists(), what="the run to start")
+    wait_until(lambda: (pod.root / "fast" / "long" / "args.json").exists(), timeout=90, what="the run to start")
     assert not (pod.outputs / "long" / "args.json").exists()  # not synced yet: SYNC_INTERVAL_SECS=60
     res = pod.ok("sweep.stop")
     assert "stopped (stopped by sweep.stop)" in res.out
@@ -187,11 +188,11 @@ def test_killed_queue_runner_shows_lost(swept: Pod):
     pod = swept
     csv = write_csv(pod, "victim,config/train_tiny.py,1,sleep=300,\nafter,config/train_tiny.py,2,,\n")
     pod.ok("sweep.start", "--csv", str(csv))
-    wait_until(lambda: (pod.outputs / "victim" / "args.json").exists(), what="the run to start")
+    wait_until(lambda: (pod.outputs / "victim" / "args.json").exists(), timeout=90, what="the run to start")
     runner = json.loads((pod.outputs / "_control" / "sweep.json").read_text())["pid"]
     os.kill(runner, signal.SIGKILL)
     data = wait_until(lambda: (lambda s: s if s["runs"][0]["state"] == "lost" else None)(status(pod)),
-                      what="the run to be reported lost")
+                      timeout=60, what="the run to be reported lost")
     assert data["sweep"]["state"] == "lost" and "queue runner" in data["sweep"]["reason"]
     assert states(data) == {"victim": "lost", "after": "pending"}
     assert "queue runner is gone" in data["runs"][1]["note"]
@@ -206,7 +207,7 @@ def test_killed_run_supervisor_is_recorded_lost_and_the_queue_goes_on(swept: Pod
     csv = write_csv(pod, "victim,config/train_tiny.py,1,sleep=300,\nafter,config/train_tiny.py,2,,\n")
     pod.ok("sweep.start", "--csv", str(csv))
     st = wait_until(lambda: (lambda p: json.loads(p.read_text()) if p.exists() and "pid" in p.read_text() else None)(
-        pod.outputs / "victim" / "status.json"), what="the run's supervisor")
+        pod.outputs / "victim" / "status.json"), timeout=90, what="the run's supervisor")
     os.kill(st["pid"], signal.SIGKILL)
     data = wait_sweep(pod)
     assert states(data) == {"victim": "lost", "after": "success"}
@@ -229,7 +230,8 @@ def test_a_second_start_while_running_is_refused(swept: Pod):
 
 def test_bad_csv_changes_nothing_on_the_pod(ssh_swept: Pod):
     pod = ssh_swept
-    bad = write_csv(pod, "ok1,config/train_tiny.py,1,,\n../escape,config/train_tiny.py,x,,\nok1,,2,\"unbalanced 'q\",\n")
+    bad = write_csv(pod, "ok1,config/train_tiny.py,1,,\n../escape,config/train_tiny.py,x,,\n"
+                         "ok1,,2,\"unbalanced 'q\",\n")
     res, conns, _ = pod.count("sweep.start", "--csv", str(bad))
     assert res.rc == 2 and conns == 0
     assert res.err.splitlines() == [

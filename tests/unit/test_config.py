@@ -99,7 +99,8 @@ def test_pod_env_file_is_exact_when_sourced_by_bash(tmp_path):
     env_file = tmp_path / "project.env"
     env_file.write_text(s.pod_env_text())
     out = subprocess.run(["bash", "-c", f'set -a; . "{env_file}"; printf "%s\\n%s" "$MY_VALUE" "$OPS_REMOTE_REPO"'],
-                         cwd=tmp_path, capture_output=True, text=True, env={"HOME": "/home/pod", "PATH": "/usr/bin:/bin"})
+                         cwd=tmp_path, capture_output=True, text=True,
+                         env={"HOME": "/home/pod", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout == tricky + "\n/home/pod/r"
     assert not (tmp_path / "pwned").exists()

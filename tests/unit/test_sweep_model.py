@@ -79,7 +79,8 @@ def test_every_bad_row_is_reported_with_its_line():
 
 
 def test_hostile_overrides_are_words_never_shell_code():
-    runs = parse_csv(HEADER + "r1,cfg/a.py,1,\"a='$(touch /tmp/pwned)' b=`id` c='x; rm -rf /' d=\"\"q\"\" e=$HOME\",n\n")
+    overrides = "a='$(touch /tmp/pwned)' b=`id` c='x; rm -rf /' d=\"\"q\"\" e=$HOME"
+    runs = parse_csv(HEADER + f'r1,cfg/a.py,1,"{overrides}",n\n')
     assert runs[0].overrides == (("a", "$(touch /tmp/pwned)"), ("b", "`id`"), ("c", "x; rm -rf /"), ("d", "q"),
                                  ("e", "$HOME"))
 

@@ -91,5 +91,11 @@ def settings_for(c: Any, config: str | None) -> Settings:
     return settings
 
 
+def tmux_attach(settings: Settings, session: str) -> str:
+    """The command that attaches to a wfops tmux session on the pod."""
+    sock = settings.values["WF_TMUX_SOCKET"]
+    return f"tmux {'-L ' + sock + ' ' if sock else ''}attach -t {session}"
+
+
 def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
     print(to_json(data) if as_json else human())

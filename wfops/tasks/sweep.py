@@ -14,7 +14,7 @@ from ..command import PodCommand
 from ..errors import ConflictError, NotFoundError, UsageError
 from ..output import duration, table
 from ..sweep_model import TEMPLATE_CSV, parse_csv, select_runs, train_args
-from ._base import JSON_HELP, emit, settings_for, wftask
+from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
 TOTALS_ORDER = ("success", "failed", "timed_out", "running", "pending", "lost", "skipped", "cancelled")
@@ -110,7 +110,7 @@ def start(c, csv=None, json=False, config=None):
     skipped = len(runs) - len(queue)
     emit(data, json, lambda: (
         f"started {sweep_id}: {len(queue)} run(s) queued" + (f" ({skipped} left out by the filters)" if skipped else "")
-        + f"\n  watch:  inv sweep.status   |   tmux attach -t {session}\n  manifest: {data.get('manifest')}"
+        + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
     ))
 
 

@@ -7,7 +7,7 @@ from invoke import Collection, Exit
 from ..command import PodCommand
 from ..output import duration, pairs, table
 from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
-from ._base import JSON_HELP, emit, settings_for, wftask
+from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
 ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with a letter or digit"
 
@@ -53,7 +53,7 @@ def run(c, id=None, cmd=None, timeout_secs=-1, workdir="", force=False, json=Fal
         )
     emit(data, json, lambda: (
         f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
-        f"  watch:  inv task.status --id {task_id}   |   tmux attach -t {data.get('tmux_session')}\n"
+        f"  watch:  inv task.status --id {task_id}   |   {tmux_attach(settings, str(data.get('tmux_session')))}\n"
         f"  files:  {data.get('dir')}/"
     ))
 

@@ -11,7 +11,6 @@ import time
 
 import torch
 import torch.distributed as dist
-
 from model import GPT
 
 # ---- defaults: any of these can be set by the config file or by key=value

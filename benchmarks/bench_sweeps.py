@@ -1,0 +1,143 @@
+"""Sweep costs against the loopback sshd, each beside its plain-shell baseline, in the same run.
+
+    .venv/bin/python benchmarks/bench_sweeps.py [--runs 10] [--fetch-mb 500]
+
+1. Per-run overhead of the queue: N runs of a training script that exits at once, through the wfops
+   runner, versus the same N torchrun commands in a plain shell loop.
+2. `sweep.status` wall time for 10, 100 and 1,000 runs (synthetic run directories).
+3. `run.fetch` of one large run directory versus `ssh host tar c | tar x`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from _harness import ROOT, loopback_pod, ms, print_table, ssh_argv, timed, wf
+
+NOOP = "import sys\n# exits at once: the benchmark measures everything around the training\n"
+
+
+def make_repo(base: Path) -> str:
+    src = base / "src"
+    shutil.copytree(ROOT / "examples" / "nanogpt-repo", src)
+    (src / "examples" / "nanogpt" / "noop.py").write_text(NOOP)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x.invalid", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@x.invalid"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
+        subprocess.run(["git", *args], cwd=src, check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(src), str(base / "repo.git")], check=True)
+    return f"file://{base / 'repo.git'}"
+
+
+def wait_completed(sweep_json: Path, sweep_id: str) -> None:
+    while True:
+        try:
+            data = json.loads(sweep_json.read_text())
+            if data.get("sweep_id") == sweep_id and data.get("state") != "running":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--fetch-mb", type=int, default=500)
+    opts = ap.parse_args()
+    n = opts.runs
+    with tempfile.TemporaryDirectory(prefix="wfops-bench-repo-") as repo_tmp:
+        url = make_repo(Path(repo_tmp))
+        extra = {"REPO_URL": url, "REMOTE_PYTHON_BIN": os.environ.get("WFOPS_TEST_POD_PYTHON", "/usr/bin/python3"),
+                 "CPU_ONLY": "1", "TRAIN_NPROC": "2", "TRAIN_SCRIPT": "noop.py", "DOWNLOAD_FINEWEB": "1",
+                 "REPO_INSTALL_CMD": "true"}
+        with loopback_pod("ssh", **extra) as (work, sshd, env):
+            wf(env, "checkout")
+            outputs = work / "pod" / "outputs"
+            workdir = work / "pod" / "repo" / "examples" / "nanogpt"
+            venv_py = work / "pod" / "repo" / ".venv" / "bin" / "python"
+
+            # 1. per-run overhead
+            csv = work / "bench.csv"
+            csv.write_text("run_id,config,seed,overrides,notes\n"
+                           + "".join(f"r{i:03d},config/train_tiny.py,{i},," + "\n" for i in range(n)))
+            t0 = time.perf_counter()
+            started = wf(env, "sweep.start", "--csv", str(csv), "--json")
+            t_start = time.perf_counter() - t0
+            wait_completed(outputs / "_control" / "sweep.json", json.loads(started.stdout)["sweep_id"])
+            t_queue = time.perf_counter() - t0
+            loop = (f"export GLOO_SOCKET_IFNAME=lo; cd {workdir}; for i in $(seq {n}); do "
+                    f"{venv_py} -m torch.distributed.run --standalone --nproc_per_node=2 noop.py "
+                    f"config/train_tiny.py out_dir={work}/loop/$i seed=$i >/dev/null 2>&1 || exit 1; done")
+            t0 = time.perf_counter()
+            subprocess.run(["bash", "-c", loop], check=True)
+            t_loop = time.perf_counter() - t0
+            print_table(f"Per-run overhead of the queue ({n} runs of a script that exits at once, 2 processes each)",
+                        ["what", "total s", "per run ms"], [
+                            ["plain shell loop of the same torchrun commands", f"{t_loop:.2f}",
+                             f"{t_loop / n * 1000:.0f}"],
+                            ["wfops sweep.start → queue finished (incl. the sweep.start command)", f"{t_queue:.2f}",
+                             f"{t_queue / n * 1000:.0f}"],
+                            ["of which `wfops sweep.start` itself", f"{t_start:.2f}", "-"],
+                            ["overhead per run (queue - start - loop) / N", "-",
+                             f"{(t_queue - t_start - t_loop) / n * 1000:.0f}"],
+                        ])
+
+            # 2. sweep.status at 10, 100, 1000 runs
+            plan_path = outputs / "_manifests" / "sweep-latest.json"
+            plan = json.loads(plan_path.read_text())
+            rows = []
+            for size in (10, 100, 1000):
+                runs = []
+                for i in range(size):
+                    rid = f"s{i:04d}"
+                    d = outputs / rid
+                    d.mkdir(exist_ok=True)
+                    doc = json.dumps({"run_id": rid, "sweep_id": plan["sweep_id"], "state": "success", "ok": True,
+                                      "exit_code": 0, "duration_secs": 1.0})
+                    (d / "status.json").write_text(doc)
+                    (d / "summary.json").write_text(doc)
+                    runs.append({"run_id": rid, "selected": True, "notes": ""})
+                plan_path.write_text(json.dumps(dict(plan, runs=runs)))
+                samples = timed(lambda: wf(env, "sweep.status", "--json"), 7)
+                rows.append([f"wfops sweep.status, {size} runs", ms(samples)])
+            samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), 7)
+            rows.append(["floor: OpenSSH `ssh host true`", ms(samples)])
+            print_table("sweep.status: one connection, one exec, whatever the number of runs",
+                        ["what", "median ms"], rows)
+
+            # 3. run.fetch throughput
+            big = outputs / "big"
+            big.mkdir()
+            chunk = os.urandom(1 << 20)
+            for f in range(5):
+                with (big / f"blob{f}.bin").open("wb") as fh:
+                    for _ in range(opts.fetch_mb // 5):
+                        fh.write(chunk)
+            size_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
+            dest = work / "plain"
+
+            def plain() -> None:
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir()
+                cmd = " ".join(ssh_argv(sshd, f"tar -C {outputs} -cf - big")) + f" | tar -C {dest} -xf -"
+                subprocess.run(["bash", "-c", cmd], check=True)
+
+            fetch = timed(lambda: wf(env, "run.fetch", "big"), 3)
+            tar = timed(plain, 3)
+            med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
+            print_table(f"run.fetch of a {size_mb:.0f} MB run directory (median of 3)", ["what", "s", "MB/s"], [
+                ["wfops run.fetch big", f"{med(fetch):.2f}", f"{size_mb / med(fetch):.0f}"],
+                ["ssh host tar c | tar x", f"{med(tar):.2f}", f"{size_mb / med(tar):.0f}"],
+            ])
+
+
+if __name__ == "__main__":
+    main()
