@@ -82,3 +82,9 @@ class PodCommand:
     def run(self, template: str, **context: object) -> dict:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
         return self.exec(template, **context).json(self.command, self.redact)
+
+
+def run_once(command: str, settings: Settings, template: str, **context: object) -> dict:
+    """The common case: one command, one connection, one script, its JSON result."""
+    with PodCommand(command, settings) as cmd:
+        return cmd.run(template, **context)

@@ -51,7 +51,8 @@ def _k(group: str, name: str, default: str, kind: str, help: str, **kw: object) 
 KEYS: tuple[Key, ...] = (
     # -- target
     _k("target", "LIUM_TARGET", "", "str",
-       "Lium pod to use: name, UUID, huid or `lium ps` index; wins over OPS_DEFAULT_HOST", pod=False),
+       "Lium pod: name, UUID, huid or row number of `lium ps`; wins over OPS_DEFAULT_HOST (used instead when lium "
+       "is missing or its API is down)", pod=False),
     _k("target", "OPS_DEFAULT_HOST", "", "host",
        "SSH fallback: an ~/.ssh/config alias, user@host[:port], or `local` for this machine", pod=False),
     _k("target", "SSH_KEY_PATH", "", "lpath",
@@ -63,16 +64,17 @@ KEYS: tuple[Key, ...] = (
     # -- lium
     _k("lium", "LIUM_POD_NAME", "", "str", "pod.up: name of the pod to rent", pod=False),
     _k("lium", "LIUM_EXECUTOR_ID", "", "str",
-       "pod.up: executor UUID or huid to rent (a bare `lium ls` row number is refused)", pod=False),
+       "pod.up: node UUID or huid (`lium ls --format json`); a bare row number is refused", pod=False),
     _k("lium", "LIUM_GPU", "", "str", "pod.up: GPU type filter, e.g. H100", pod=False),
     _k("lium", "LIUM_COUNT", "", "optint", "pod.up: number of GPUs", pod=False),
     _k("lium", "LIUM_COUNTRY", "", "str", "pod.up: country code filter", pod=False),
     _k("lium", "LIUM_PORTS", "", "optint", "pod.up: number of extra ports", pod=False),
-    _k("lium", "LIUM_TTL", "6h", "str", "pod.up: auto-remove after this long (always passed; e.g. 90m, 6h)",
+    _k("lium", "LIUM_TTL", "6h", "str", "pod.up: auto-remove after this long (90m, 6h, 2d; always passed)",
        pod=False),
     _k("lium", "LIUM_VOLUME", "", "str", "pod.up: volume to attach at /mnt: id:<HUID> or new:name=<NAME>",
        pod=False),
-    _k("lium", "LIUM_YES", "0", "bool", "pod.up/pod.down: do not ask for confirmation", pod=False),
+    _k("lium", "LIUM_YES", "0", "bool",
+       "pod.up/pod.down: do not ask for confirmation (needed without a terminal, like --yes)", pod=False),
     # -- pod layout
     _k("layout", "REMOTE_ENV_PATH", "/mnt/project.env", "rpath",
        "where this config is written on the pod (mode 600); every remote step reads it"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..command import PodCommand
+from ..command import PodCommand, run_once
 from ..output import pairs, to_json
 from ..prepare import plan_checkout, require_repo_url
 from ._base import JSON_HELP, emit, settings_for, wftask
@@ -19,12 +19,12 @@ def bootstrap(c, json=False, config=None):
     """
     settings = settings_for(c, config)
     run_wandb = bool(settings["SWEEP_WANDB"] or settings["RUN_WANDB_SETUP"])
-    with PodCommand("bootstrap", settings) as cmd:
-        data = cmd.run(
-            "bootstrap.sh.j2", prereqs=settings["PREREQ_COMMANDS"], auto_install=settings["AUTO_INSTALL_PREREQS"],
-            apt_packages=settings["APT_PACKAGES"], bootstrap_script=settings.values["BOOTSTRAP_SCRIPT"],
-            wandb_script=settings.values["WANDB_SETUP_SCRIPT"], run_wandb=run_wandb,
-        )
+    data = run_once(
+        "bootstrap", settings, "bootstrap.sh.j2", prereqs=settings["PREREQ_COMMANDS"],
+        auto_install=settings["AUTO_INSTALL_PREREQS"], apt_packages=settings["APT_PACKAGES"],
+        bootstrap_script=settings.values["BOOTSTRAP_SCRIPT"], wandb_script=settings.values["WANDB_SETUP_SCRIPT"],
+        run_wandb=run_wandb,
+    )
     emit(data, json, lambda: "pod bootstrapped: state BOOTSTRAPPED"
          + (f" (installed: {data['installed']})" if data.get("installed") else ""))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from invoke import Collection
 
 from .. import __version__
-from ..command import PodCommand
+from ..command import PodCommand, run_once
 from ..errors import ConflictError, NotFoundError, UsageError
 from ..output import duration, table
 from ..sweep_model import TEMPLATE_CSV, parse_csv, select_runs, train_args
@@ -134,8 +134,7 @@ def _status_text(data: dict) -> str:
 def status(c, json=False, config=None):
     """One row per run of the latest sweep (state, exit code, duration, notes) and the totals."""
     settings = settings_for(c, config)
-    with PodCommand("sweep.status", settings) as cmd:
-        data = cmd.run("sweep_status.sh.j2")
+    data = run_once("sweep.status", settings, "sweep_status.sh.j2")
     emit(data, json, lambda: _status_text(data))
 
 
@@ -145,8 +144,8 @@ def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
     wait = int(timeout_secs) if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
-    with PodCommand("sweep.stop", settings) as cmd:
-        data = cmd.run("sweep_stop.sh.j2", timeout_secs=wait, session=settings.values["SWEEP_TMUX_SESSION"])
+    data = run_once("sweep.stop", settings, "sweep_stop.sh.j2", timeout_secs=wait,
+                    session=settings.values["SWEEP_TMUX_SESSION"])
     if not data.get("was_running"):
         raise ConflictError(f"no sweep is running (latest: {data.get('sweep_id')}, {data.get('state')})")
     emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")
