@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import RemoteError, WfopsError
 
 PROGRESS_MIN_BYTES = 20 * 1024 * 1024
+PROGRESS_EVERY_SECS = 1.0  # on a terminal (redrawn in place); every 2 s otherwise
 
 
 def _mb(n: float) -> str:
@@ -93,11 +94,11 @@ class TarReceiver:
     def _progress(self) -> None:
         last = 0.0
         tty = sys.stderr.isatty()
-        while not self.done.wait(1.0):
+        while not self.done.wait(PROGRESS_EVERY_SECS):
             if not self.show_progress or (self.total or 0) < PROGRESS_MIN_BYTES:
                 continue
             now = time.time()
-            if not tty and now - last < 5:
+            if not tty and now - last < 2 * PROGRESS_EVERY_SECS:
                 continue
             last = now
             rate = self.received / max(now - self.started, 1e-6)
