@@ -47,12 +47,99 @@ def wait_completed(sweep_json: Path, sweep_id: str) -> None:
         time.sleep(0.02)
 
 
+def run_sweep(env: dict, outputs: Path, csv: Path, n: int) -> tuple[float, float]:
+    """(seconds for `wfops sweep.start`, seconds until the queue finished), both from the start."""
+    csv.write_text("run_id,config,seed,overrides,notes\n"
+                   + "".join(f"r{i:03d},config/train_tiny.py,{i},,\n" for i in range(n)))
+    t0 = time.perf_counter()
+    started = wf(env, "sweep.start", "--csv", str(csv), "--json")
+    t_start = time.perf_counter() - t0
+    wait_completed(outputs / "_control" / "sweep.json", json.loads(started.stdout)["sweep_id"])
+    return t_start, time.perf_counter() - t0
+
+
+def bench_overhead(env: dict, work: Path, n: int) -> None:
+    outputs = work / "pod" / "outputs"
+    t_start, t_queue = run_sweep(env, outputs, work / "bench.csv", n)
+    workdir = work / "pod" / "repo" / "examples" / "nanogpt"
+    venv_py = work / "pod" / "repo" / ".venv" / "bin" / "python"
+    loop = (f"export GLOO_SOCKET_IFNAME=lo; cd {workdir}; for i in $(seq {n}); do "
+            f"{venv_py} -m torch.distributed.run --standalone --nproc_per_node=2 noop.py "
+            f"config/train_tiny.py out_dir={work}/loop/$i seed=$i >/dev/null 2>&1 || exit 1; done")
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", loop], check=True)
+    t_loop = time.perf_counter() - t0
+    per = lambda t: f"{t / n * 1000:.0f}"  # noqa: E731
+    print_table(f"Per-run overhead of the queue ({n} runs of a script that exits at once, 2 processes each)",
+                ["what", "total s", "per run ms"], [
+                    ["plain shell loop of the same torchrun commands", f"{t_loop:.2f}", per(t_loop)],
+                    ["wfops sweep.start → queue finished (incl. the sweep.start command)", f"{t_queue:.2f}",
+                     per(t_queue)],
+                    ["of which `wfops sweep.start` itself", f"{t_start:.2f}", "-"],
+                    ["overhead per run: (queue - start - loop) / N", "-", per(t_queue - t_start - t_loop)],
+                ])
+
+
+def bench_status(env: dict, work: Path, sshd) -> None:
+    outputs = work / "pod" / "outputs"
+    plan_path = outputs / "_manifests" / "sweep-latest.json"
+    if not plan_path.exists():
+        run_sweep(env, outputs, work / "one.csv", 1)
+    plan = json.loads(plan_path.read_text())
+    rows = []
+    for size in (10, 100, 1000):
+        runs = []
+        for i in range(size):
+            rid = f"s{i:04d}"
+            d = outputs / rid
+            d.mkdir(exist_ok=True)
+            doc = json.dumps({"run_id": rid, "sweep_id": plan["sweep_id"], "state": "success", "ok": True,
+                              "exit_code": 0, "duration_secs": 1.0})
+            (d / "status.json").write_text(doc)
+            (d / "summary.json").write_text(doc)
+            runs.append({"run_id": rid, "selected": True, "notes": ""})
+        plan_path.write_text(json.dumps(dict(plan, runs=runs)))
+        samples = timed(lambda: wf(env, "sweep.status", "--json"), 7)
+        rows.append([f"wfops sweep.status, {size} runs", ms(samples)])
+    samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), 7)
+    rows.append(["floor: OpenSSH `ssh host true`", ms(samples)])
+    print_table("sweep.status: one connection, one exec, whatever the number of runs", ["what", "median ms"], rows)
+
+
+def bench_fetch(env: dict, work: Path, sshd, megabytes: int) -> None:
+    outputs = work / "pod" / "outputs"
+    big = outputs / "big"
+    big.mkdir(parents=True)
+    chunk = os.urandom(1 << 20)
+    for f in range(5):
+        with (big / f"blob{f}.bin").open("wb") as fh:
+            for _ in range(megabytes // 5):
+                fh.write(chunk)
+    size_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
+    dest = work / "plain"
+
+    def plain() -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        cmd = " ".join(ssh_argv(sshd, f"tar -C {outputs} -cf - big")) + f" | tar -C {dest} -xf -"
+        subprocess.run(["bash", "-c", cmd], check=True)
+
+    fetch = timed(lambda: wf(env, "run.fetch", "big"), 3)
+    tar = timed(plain, 3)
+    med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
+    print_table(f"run.fetch of a {size_mb:.0f} MB run directory (median of 3)", ["what", "s", "MB/s"], [
+        ["wfops run.fetch big", f"{med(fetch):.2f}", f"{size_mb / med(fetch):.0f}"],
+        ["ssh host tar c | tar x", f"{med(tar):.2f}", f"{size_mb / med(tar):.0f}"],
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--fetch-mb", type=int, default=500)
+    ap.add_argument("--parts", default="overhead,status,fetch", help="a comma-separated subset")
     opts = ap.parse_args()
-    n = opts.runs
+    parts = set(opts.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="wfops-bench-repo-") as repo_tmp:
         url = make_repo(Path(repo_tmp))
         extra = {"REPO_URL": url, "REMOTE_PYTHON_BIN": os.environ.get("WFOPS_TEST_POD_PYTHON", "/usr/bin/python3"),
@@ -60,83 +147,12 @@ def main() -> None:
                  "REPO_INSTALL_CMD": "true"}
         with loopback_pod("ssh", **extra) as (work, sshd, env):
             wf(env, "checkout")
-            outputs = work / "pod" / "outputs"
-            workdir = work / "pod" / "repo" / "examples" / "nanogpt"
-            venv_py = work / "pod" / "repo" / ".venv" / "bin" / "python"
-
-            # 1. per-run overhead
-            csv = work / "bench.csv"
-            csv.write_text("run_id,config,seed,overrides,notes\n"
-                           + "".join(f"r{i:03d},config/train_tiny.py,{i},," + "\n" for i in range(n)))
-            t0 = time.perf_counter()
-            started = wf(env, "sweep.start", "--csv", str(csv), "--json")
-            t_start = time.perf_counter() - t0
-            wait_completed(outputs / "_control" / "sweep.json", json.loads(started.stdout)["sweep_id"])
-            t_queue = time.perf_counter() - t0
-            loop = (f"export GLOO_SOCKET_IFNAME=lo; cd {workdir}; for i in $(seq {n}); do "
-                    f"{venv_py} -m torch.distributed.run --standalone --nproc_per_node=2 noop.py "
-                    f"config/train_tiny.py out_dir={work}/loop/$i seed=$i >/dev/null 2>&1 || exit 1; done")
-            t0 = time.perf_counter()
-            subprocess.run(["bash", "-c", loop], check=True)
-            t_loop = time.perf_counter() - t0
-            print_table(f"Per-run overhead of the queue ({n} runs of a script that exits at once, 2 processes each)",
-                        ["what", "total s", "per run ms"], [
-                            ["plain shell loop of the same torchrun commands", f"{t_loop:.2f}",
-                             f"{t_loop / n * 1000:.0f}"],
-                            ["wfops sweep.start → queue finished (incl. the sweep.start command)", f"{t_queue:.2f}",
-                             f"{t_queue / n * 1000:.0f}"],
-                            ["of which `wfops sweep.start` itself", f"{t_start:.2f}", "-"],
-                            ["overhead per run (queue - start - loop) / N", "-",
-                             f"{(t_queue - t_start - t_loop) / n * 1000:.0f}"],
-                        ])
-
-            # 2. sweep.status at 10, 100, 1000 runs
-            plan_path = outputs / "_manifests" / "sweep-latest.json"
-            plan = json.loads(plan_path.read_text())
-            rows = []
-            for size in (10, 100, 1000):
-                runs = []
-                for i in range(size):
-                    rid = f"s{i:04d}"
-                    d = outputs / rid
-                    d.mkdir(exist_ok=True)
-                    doc = json.dumps({"run_id": rid, "sweep_id": plan["sweep_id"], "state": "success", "ok": True,
-                                      "exit_code": 0, "duration_secs": 1.0})
-                    (d / "status.json").write_text(doc)
-                    (d / "summary.json").write_text(doc)
-                    runs.append({"run_id": rid, "selected": True, "notes": ""})
-                plan_path.write_text(json.dumps(dict(plan, runs=runs)))
-                samples = timed(lambda: wf(env, "sweep.status", "--json"), 7)
-                rows.append([f"wfops sweep.status, {size} runs", ms(samples)])
-            samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), 7)
-            rows.append(["floor: OpenSSH `ssh host true`", ms(samples)])
-            print_table("sweep.status: one connection, one exec, whatever the number of runs",
-                        ["what", "median ms"], rows)
-
-            # 3. run.fetch throughput
-            big = outputs / "big"
-            big.mkdir()
-            chunk = os.urandom(1 << 20)
-            for f in range(5):
-                with (big / f"blob{f}.bin").open("wb") as fh:
-                    for _ in range(opts.fetch_mb // 5):
-                        fh.write(chunk)
-            size_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
-            dest = work / "plain"
-
-            def plain() -> None:
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                cmd = " ".join(ssh_argv(sshd, f"tar -C {outputs} -cf - big")) + f" | tar -C {dest} -xf -"
-                subprocess.run(["bash", "-c", cmd], check=True)
-
-            fetch = timed(lambda: wf(env, "run.fetch", "big"), 3)
-            tar = timed(plain, 3)
-            med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
-            print_table(f"run.fetch of a {size_mb:.0f} MB run directory (median of 3)", ["what", "s", "MB/s"], [
-                ["wfops run.fetch big", f"{med(fetch):.2f}", f"{size_mb / med(fetch):.0f}"],
-                ["ssh host tar c | tar x", f"{med(tar):.2f}", f"{size_mb / med(tar):.0f}"],
-            ])
+            if "overhead" in parts:
+                bench_overhead(env, work, opts.runs)
+            if "status" in parts:
+                bench_status(env, work, sshd)
+            if "fetch" in parts:
+                bench_fetch(env, work, sshd, opts.fetch_mb)
 
 
 if __name__ == "__main__":
