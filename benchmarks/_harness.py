@@ -44,6 +44,7 @@ def loopback_pod(kind: str = "ssh", **config: str):
             yield work, sshd, env
         finally:
             subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+            (Path("/tmp") / f"tmux-{os.getuid()}" / socket_name).unlink(missing_ok=True)
             if sshd:
                 stop_sshd(sshd)
 

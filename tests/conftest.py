@@ -50,7 +50,14 @@ def tmux_socket() -> Iterator[str]:
     need("tmux", "apt-get install tmux")
     name = f"wfops-test-{os.getpid()}"
     yield name
+    kill_tmux_server(name)
+
+
+def kill_tmux_server(name: str) -> None:
+    """End an isolated tmux server and remove its socket file (a killed server leaves it behind)."""
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+    sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name
+    sock.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ a pod per test

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Pod, wait_until
+from tests.conftest import Pod, kill_tmux_server, wait_until
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ")
 
@@ -94,6 +94,7 @@ def test_killed_tmux_server_is_reported_lost(pod: Pod, tmp_path):
     wait_until(lambda: status(pod, "hup")["state"] == "running", what="task running")
     subprocess.run(["tmux", "-L", own_socket, "kill-server"], check=True)
     res = pod.wf("task.wait", "--id", "hup", "--json")
+    kill_tmux_server(own_socket)
     assert res.rc == 8, res.err
     assert res.json()["state"] == "lost"
     wait_until(lambda: not procs_matching(marker), timeout=5, what="task processes stopped")
