@@ -53,10 +53,17 @@ def environment() -> jinja2.Environment:
     return env
 
 
+# How scripts call the installed helper: `python3 -I -S -c CALL HELPER_PATH args...`. Importing it (rather
+# than running it as a script) lets Python keep its bytecode: ~30 ms instead of ~80 ms a call here.
+HELPER_CALL = ("import sys, os, importlib; p = sys.argv.pop(1); sys.path.insert(0, os.path.dirname(p)); "
+               "importlib.import_module(os.path.basename(p)[:-3]).main()")
+
+
 @dataclass(frozen=True)
 class Helper:
     sha: str  # first 16 hex digits of the helper's sha256
     payload: str  # gzip + base64, unpacked on the pod with `base64 -d | gzip -dc`
+    call: str = HELPER_CALL
 
 
 @lru_cache(maxsize=1)
