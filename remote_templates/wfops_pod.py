@@ -352,8 +352,36 @@ def die_with_parent(sig: int) -> None:
         pass
 
 
-def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, cwd=None, extra=None) -> dict:
-    """Run argv in its own session; enforce the timeout on its whole process group; record the end."""
+class SyncLoop:
+    """local_sync: mirror the fast local output into the durable run dir with rsync every `interval` seconds,
+    and once more, always, at the end (`final()`, which returns rsync's exit code)."""
+
+    def __init__(self, src: str, dst: str, interval: float, log_path: str) -> None:
+        self.src, self.dst, self.interval, self.log_path = src, dst, interval, log_path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def sync(self, what: str) -> int:
+        with open(self.log_path, "ab", buffering=0) as log:
+            log.write(("%s %s\n" % (now_iso(), what)).encode())
+            return subprocess.call(["rsync", "-a", self.src, self.dst], stdout=log, stderr=log,
+                                   stdin=subprocess.DEVNULL)
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sync("periodic sync")
+
+    def final(self) -> int:
+        self.stop.set()
+        self.thread.join()
+        return self.sync("final sync")
+
+
+def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, cwd=None, extra=None,
+              sync=None) -> dict:
+    """Run argv in its own session; enforce the timeout on its whole process group; record the end.
+    `sync` = (src, dst, interval, log) runs the local_sync loop beside it; its final rc lands in `sync_rc`."""
     me = os.getpid()
     cancelled = {}
 
@@ -377,6 +405,7 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
                                          "duration_secs": 0.0, "reason": f"cannot start: {exc}"})
     update_json(status_path, {"child_pgid": proc.pid})
     stamper = Stamper(proc.stdout, log_path)
+    syncer = SyncLoop(*sync) if sync else None
     timed_out = False
     deadline = started + timeout if timeout > 0 else None
     while True:
@@ -396,6 +425,8 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
     rc = proc.returncode
     exit_code = rc if rc >= 0 else 128 - rc
     fields = {"exit_code": exit_code, "ended_at": now_iso(), "duration_secs": round(time.time() - started, 3)}
+    if syncer is not None:
+        fields["sync_rc"] = syncer.final()
     if rc < 0:
         fields["signal"] = signal.Signals(-rc).name
     if timed_out:
@@ -411,10 +442,19 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
     return update_json(status_path, fields)
 
 
+# how a supervisor's exit status tells its caller (the sweep queue) the run's final state, with no extra call
+STATE_CODES = {"success": 0, "failed": 1, "timed_out": 2, "cancelled": 3, "lost": 4}
+
+
 def cmd_supervise(a) -> None:
     argv = a.argv[1:] if a.argv and a.argv[0] == "--" else a.argv
-    st = supervise(argv, a.status, a.log, a.timeout, a.grace, cwd=a.cwd)
-    sys.exit(0 if st.get("state") == "success" else 1)
+    extra = dict(item.partition("=")[::2] for item in a.set)
+    extra.update((k, json.loads(v)) for k, v in (item.partition("=")[::2] for item in a.set_json))
+    sync = (a.sync_src, a.sync_dst, a.sync_interval, a.sync_log) if a.sync_src else None
+    st = supervise(argv, a.status, a.log, a.timeout, a.grace, cwd=a.cwd, extra=extra, sync=sync)
+    if a.summary:
+        write_summary(os.path.dirname(a.status), st)
+    sys.exit(STATE_CODES.get(st.get("state"), 1))
 
 
 # ------------------------------------------------------------------ tracked tasks
@@ -573,41 +613,38 @@ def cmd_summary_ok(a) -> None:
     sys.exit(0 if data.get("ok") is True else 1)
 
 
-def cmd_run_summary(a) -> None:
-    """Write summary.json for a run whose supervisor has returned; print its state."""
-    st_path = os.path.join(a.dir, "status.json")
-    with locked(st_path):
-        st = read_json(st_path) or {}
-        if st.get("state") not in TERMINAL:  # its supervisor vanished without recording an end
-            if st.get("child_pgid"):  # what it supervised must not run on unobserved
-                end_group(int(st["child_pgid"]), a.grace)
-            st.update(state="lost", reason=st.get("reason") or "the run's supervisor ended without recording an end",
-                      ended_at=now_iso())
-            write_json(st_path, st)
+def write_summary(run_dir: str, st: dict) -> dict:
+    """summary.json of an ended run: ok, state, the worker's real exit code, the failure class."""
     state = st["state"]
-    info = classify(read_tail(os.path.join(a.dir, "stdout.log")), st.get("exit_code"), state)
+    info = classify(read_tail(os.path.join(run_dir, "stdout.log")), st.get("exit_code"), state)
     summary = {k: st.get(k) for k in ("run_id", "sweep_id", "config", "seed", "notes", "out_dir",
                                       "mode", "git_sha", "started_at", "ended_at", "duration_secs", "signal")}
     summary.update(ok=state == "success", state=state, exit_code=info["exit_code"],
                    torchrun_exit_code=st.get("exit_code"), failure_class=info["failure_class"],
                    failure_evidence=info["evidence"], reason=st.get("reason"))
-    if a.sync_rc != "":
-        summary["final_sync"] = "ok" if a.sync_rc == "0" else f"failed (rsync exit {a.sync_rc})"
-        if a.sync_rc != "0":
+    if st.get("sync_rc") is not None:
+        summary["final_sync"] = "ok" if st["sync_rc"] == 0 else "failed (rsync exit %s)" % st["sync_rc"]
+        if st["sync_rc"] != 0:
             summary["ok"] = False
-    write_json(os.path.join(a.dir, "summary.json"), summary)
-    print(state)
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
 
 
-def cmd_sync_loop(a) -> None:
-    """Mirror src into dst with rsync every `interval` seconds until TERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: stop.set())
-    with open(a.log, "ab", buffering=0) as log:
-        while not stop.wait(a.interval):
-            log.write((f"{now_iso()} periodic sync\n").encode())
-            subprocess.call(["rsync", "-a", a.src, a.dst], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+def cmd_run_summary(a) -> None:
+    """For a run whose supervisor was killed before it recorded an end: end what it supervised, make the
+    final sync, record `lost`, write summary.json; print the state."""
+    st_path = os.path.join(a.dir, "status.json")
+    with locked(st_path):
+        st = read_json(st_path) or {}
+        if st.get("state") not in TERMINAL:
+            if st.get("child_pgid"):  # what it supervised must not run on unobserved
+                end_group(int(st["child_pgid"]), a.grace)
+            st.update(state="lost", reason=st.get("reason") or "the run's supervisor ended without recording an end",
+                      ended_at=now_iso())
+            if a.sync_src:
+                st["sync_rc"] = SyncLoop(a.sync_src, a.dir + "/", 1e9, a.sync_log).final()
+            write_json(st_path, st)
+    print(write_summary(a.dir, st)["state"])
 
 
 def cmd_sweep_mark(a) -> None:
@@ -1081,6 +1118,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=int, default=0)
     s.add_argument("--grace", type=int, default=20)
     s.add_argument("--cwd", default=None)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recorded in status.json")
+    s.add_argument("--set-json", action="append", default=[], metavar="KEY=JSON")
+    s.add_argument("--summary", action="store_true", help="write summary.json beside the status file at the end")
+    s.add_argument("--sync-src", default="")
+    s.add_argument("--sync-dst", default="")
+    s.add_argument("--sync-interval", type=float, default=60)
+    s.add_argument("--sync-log", default="")
     s.add_argument("argv", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_supervise)
 
@@ -1138,16 +1182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run-summary")
     s.add_argument("--dir", required=True)
-    s.add_argument("--sync-rc", default="")
     s.add_argument("--grace", type=float, default=5)
+    s.add_argument("--sync-src", default="")
+    s.add_argument("--sync-log", default="")
     s.set_defaults(fn=cmd_run_summary)
-
-    s = sub.add_parser("sync-loop")
-    s.add_argument("--src", required=True)
-    s.add_argument("--dst", required=True)
-    s.add_argument("--interval", type=float, required=True)
-    s.add_argument("--log", required=True)
-    s.set_defaults(fn=cmd_sync_loop)
 
     s = sub.add_parser("sweep-mark")
     s.add_argument("--file", required=True)
