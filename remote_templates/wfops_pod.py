@@ -162,8 +162,11 @@ def wait_for_exit(pid, timeout: float) -> None:
     if pid and hasattr(os, "pidfd_open"):
         try:
             fd = os.pidfd_open(int(pid))
-        except OSError:
+        except ProcessLookupError:
             return  # already gone
+        except OSError:  # an old kernel (ENOSYS) or no descriptors left: poll instead
+            time.sleep(min(timeout, 0.05))
+            return
         try:
             select.select([fd], [], [], timeout)
         finally:
@@ -415,11 +418,9 @@ def supervise(argv, status_path: str, log_path: str, timeout: int, grace: int, c
         if remaining is not None and remaining <= 0 and not timed_out:
             timed_out = True
             end_group(proc.pid, grace)
-        try:
-            proc.wait(timeout=0.2 if remaining is None else max(0.01, min(remaining, 0.2)))
+        if proc.poll() is not None:
             break
-        except subprocess.TimeoutExpired:
-            continue
+        wait_for_exit(proc.pid, 0.2 if remaining is None else max(0.01, min(remaining, 0.2)))  # wakes at its exit
     end_group(proc.pid, min(grace, 2))  # the task owns its group: nothing of it outlives the task
     stamper.thread.join(timeout=5)
     rc = proc.returncode
