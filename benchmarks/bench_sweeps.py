@@ -139,7 +139,7 @@ def bench_fetch(env: dict, work: Path, sshd, megabytes: int) -> None:
     med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
     print_table(f"run.fetch of a {size_mb:.0f} MB run directory (median of 3)", ["what", "s", "MB/s"], [
         ["wfops run.fetch big", f"{med(fetch):.2f}", f"{size_mb / med(fetch):.0f}"],
-        ["ssh host tar c | tar x", f"{med(tar):.2f}", f"{size_mb / med(tar):.0f}"],
+        ["ssh host tar c \\| tar x", f"{med(tar):.2f}", f"{size_mb / med(tar):.0f}"],
     ])
 
 
