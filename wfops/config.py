@@ -358,9 +358,6 @@ class Settings:
     def get(self, name: str, default: object = None) -> object:
         return self.typed.get(name, default)
 
-    @property
-    def extra_keys(self) -> list[str]:
-        return [k for k in self.values if k not in KEYS_BY_NAME]
 
     def secret_values(self) -> list[str]:
         """Values never to be shown (for redacting remote output too); longest first."""
@@ -389,9 +386,6 @@ class Settings:
     def state_file(self) -> str:
         return self.values["WF_STATE_FILE"] or self.values["OPS_REMOTE_OUTPUTS_DIR"] + "/_control/workflow_state.json"
 
-    @property
-    def control_dir(self) -> str:
-        return self.values["OPS_REMOTE_OUTPUTS_DIR"] + "/_control"
 
 
 def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str, str] | None = None,

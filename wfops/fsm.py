@@ -19,7 +19,6 @@ SWEEP_COMPLETED = "SWEEP_COMPLETED"
 
 STATES: tuple[str, ...] = (INIT, POD_READY, BOOTSTRAPPED, CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED)
 ANY: tuple[str, ...] = STATES
-HISTORY_LIMIT = 50
 
 _PREPARED = (POD_READY, BOOTSTRAPPED, CHECKED_OUT, SWEEP_COMPLETED)
 
@@ -32,9 +31,6 @@ class Rule:
     promote: bool = True  # INIT -> POD_READY when the pod answers
     mutating: bool = False  # holds the pod's command lock while it works
     readonly: bool = False  # one helper call does the gate, the config sync and the work
-
-    def allows(self, state: str) -> bool:
-        return state in self.allowed
 
 
 RULES: dict[str, Rule] = {
@@ -62,14 +58,6 @@ RULES: dict[str, Rule] = {
 
 def rule(command: str) -> Rule:
     return RULES[command]
-
-
-def effective_state(current: str | None, rule_: Rule) -> str:
-    """The state a command is judged against: a missing file is INIT; a reachable pod promotes INIT."""
-    state = current or INIT
-    if state == INIT and rule_.promote:
-        return POD_READY
-    return state
 
 
 def parse_state(value: str) -> str:

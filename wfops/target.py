@@ -1,8 +1,8 @@
 """Which machine a command talks to: LIUM_TARGET, else OPS_DEFAULT_HOST, else an error. Pure.
 
-A Target carries connection parameters only; wfops.remote turns it into a session. Commands work on
-one target today; `resolve_targets` returns a list so that fanning a sweep over several pods, or a
-multi-node torchrun, needs no new abstraction.
+A Target is a value that carries connection parameters only; wfops.remote turns it into a session and
+PodCommand accepts one explicitly, so a command over several pods (a sweep fanned out, a multi-node
+torchrun) is a loop over Targets, not a new abstraction.
 """
 
 from __future__ import annotations
@@ -80,6 +80,3 @@ def resolve_target(settings: Settings) -> Target:
         "(an ssh alias, user@host[:port], or `local`)"
     )
 
-
-def resolve_targets(settings: Settings) -> list[Target]:
-    return [resolve_target(settings)]

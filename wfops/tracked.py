@@ -11,7 +11,6 @@ from .errors import UsageError
 from .shell import qpath
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-TERMINAL = ("success", "failed", "timed_out", "cancelled", "lost")
 
 STATE_EXIT = {
     "success": errors.EXIT_OK,
