@@ -6,7 +6,16 @@ Every value that reaches a shell goes through `q` (or `qpath` for pod paths, whi
 
 from __future__ import annotations
 
+import re
 import shlex
+
+_POD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_pod_name(value: str) -> bool:
+    """A name that is safe as one directory on the pod (task ids, run ids): letters, digits, '.', '_', '-',
+    starting with a letter or digit, up to 128, and no '..'."""
+    return bool(_POD_NAME_RE.match(value)) and ".." not in value
 
 
 def q(value: object) -> str:

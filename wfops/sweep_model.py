@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 from .config import Settings
 from .errors import UsageError
+from .shell import is_pod_name
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes")
 REQUIRED = ("run_id", "config", "seed")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
 _INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
                   "wandb_log": "wandb", "wandb_group": "wandb", "wandb_run_name": "wandb", "wandb_project": "wandb"}
@@ -67,7 +67,7 @@ class Problems:
 def check_run_id(run_id: str) -> str | None:
     if not run_id:
         return "run_id is empty"
-    if not RUN_ID_RE.match(run_id) or ".." in run_id:
+    if not is_pod_name(run_id):
         return (f"run_id {run_id!r} is not valid: use letters, digits, '.', '_' or '-', starting with a "
                 "letter or digit, no '..' (it names a directory on the pod)")
     return None

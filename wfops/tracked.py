@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 from . import errors
 from .config import Settings
 from .errors import UsageError
-from .shell import qpath
-
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from .shell import is_pod_name, qpath
 
 STATE_EXIT = {
     "success": errors.EXIT_OK,
@@ -24,7 +21,7 @@ STATE_EXIT = {
 def check_task_id(task_id: str | None) -> str:
     if not task_id:
         raise UsageError("--id is required (letters, digits, '.', '_' or '-'; up to 128)")
-    if not TASK_ID_RE.match(task_id) or task_id.endswith((".", "..")) or ".." in task_id:
+    if not is_pod_name(task_id) or task_id.endswith("."):
         raise UsageError(
             f"invalid task id {task_id!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
