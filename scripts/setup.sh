@@ -29,7 +29,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import wfops, pytest, lium, hatchling' 2>/dev/null \
+if ! .venv/bin/python -c 'import wfops, pytest, lium, hatchling, vermin' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.wfops-setup ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,lium]"
   touch .venv/.wfops-setup

@@ -1,10 +1,12 @@
 """One wfops command against the pod: settings -> target -> one session -> rendered scripts.
 
     with PodCommand("task.status", settings) as cmd:
-        result = cmd.run("task_status.sh.j2", task_id=..., tail_lines=20)
+        result = cmd.call("task-show", id=..., tail=20)
 
-Every script rendered here extends `_command.sh.j2`, so the FSM gate for `cmd.rule`, the config
-sync and the command lock always travel in the same exec as the work.
+`call` sends one request to the pod agent (wfops/agent) in one exec: the agent runs the workflow gate for
+`cmd.command` and the config sync (its prelude), then the agent command with its arguments. The request
+travels on the agent's stdin, never in argv. Every script extends `_command.sh.j2` (agent install and the
+command lock).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import sys
 
 from . import fsm
+from .agent import states
 from .config import Settings
 from .errors import ConnectError
 from .remote import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
-from .render import helper, render
+from .render import agent, b64, render
 from .target import Target, resolve_target
 
 LOCK_WAIT_SECS = 10
@@ -58,17 +61,23 @@ class PodCommand:
         return {
             "command": self.command,
             "rule": self.rule,
-            "enforce": bool(s["WF_FSM_ENFORCE"]),
             "outputs_dir": s.values["OPS_REMOTE_OUTPUTS_DIR"],
-            "state_file": s.state_file,
-            "env_path": s.values["REMOTE_ENV_PATH"],
-            "env_text": s.pod_env_text(),
-            "env_sha": s.pod_env_sha256(),
             "remote_python": s.values["REMOTE_PYTHON_BIN"],
-            "tmux_socket": s.values["WF_TMUX_SOCKET"],
-            "helper": helper(),
+            "names": {"control": states.CONTROL_DIR, "agent": states.AGENT_DIR, "lock": states.LOCK_FILE},
+            "agent": agent(),
             "lock_wait_secs": LOCK_WAIT_SECS,
-            "dry_run": False,
+        }
+
+    def request(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> dict[str, object]:
+        """What the pod agent reads on stdin: the pod layout, the prelude (gate + config sync), the command."""
+        s = self.settings
+        return {
+            "cmd": agent_command,
+            "pod": {"out": s.values["OPS_REMOTE_OUTPUTS_DIR"], "state_file": s.state_file,
+                    "env_path": s.values["REMOTE_ENV_PATH"], "tmux_socket": s.values["WF_TMUX_SOCKET"]},
+            "prelude": {"command": self.command, "enforce": bool(s["WF_FSM_ENFORCE"]), "dry_run": dry_run,
+                        "env": {"sha": s.pod_env_sha256(), "b64": b64(s.pod_env_text())}},
+            "data": data,
         }
 
     def script(self, template: str, **context: object) -> str:
@@ -83,8 +92,12 @@ class PodCommand:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
         return self.exec(template, **context).json(self.command, self.redact)
 
+    def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict:
+        """One agent command in one exec; its JSON result."""
+        return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run))
 
-def run_once(command: str, settings: Settings, template: str, **context: object) -> dict:
-    """The common case: one command, one connection, one script, its JSON result."""
+
+def call_once(command: str, settings: Settings, agent_command: str, **data: object) -> dict:
+    """The common case: one command, one connection, one agent call, its JSON result."""
     with PodCommand(command, settings) as cmd:
-        return cmd.run(template, **context)
+        return cmd.call(agent_command, **data)

@@ -6,19 +6,21 @@ The task layer (wfops.tasks._base) is the one place that turns them into `invoke
 
 from __future__ import annotations
 
-# The documented exit-code table (README "Exit codes"). Keep the two in step.
-EXIT_OK = 0
-EXIT_FAILED = 1  # a task or run ended `failed`; also unexpected internal errors
-EXIT_USAGE = 2  # bad config, bad argument, bad CSV: nothing was changed
-EXIT_STATE = 3  # the workflow FSM does not allow this command now
-EXIT_CONNECT = 4  # host unreachable, authentication or host-key failure
-EXIT_NOT_FOUND = 5  # no such task, run, pod or file
-EXIT_REMOTE = 6  # a step on the pod failed (clone, venv, torch check, ...)
-EXIT_TIMED_OUT = 7  # a task or run ended `timed_out`
-EXIT_LOST = 8  # a task or run was `lost` (its runner died)
-EXIT_WAIT_TIMEOUT = 9  # task.wait gave up while the task was still running
-EXIT_CONFLICT = 10  # already exists / already running / the pod is busy with another command
-EXIT_LIUM = 11  # the lium CLI or its API failed
+# The documented exit-code table (README "Exit codes"), defined once in the pod agent's vocabulary.
+from .agent.states import (
+    EXIT_CONFLICT,
+    EXIT_CONNECT,
+    EXIT_FAILED,
+    EXIT_LIUM,
+    EXIT_LOST,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REMOTE,
+    EXIT_STATE,
+    EXIT_TIMED_OUT,
+    EXIT_USAGE,
+    EXIT_WAIT_TIMEOUT,
+)
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
+import json
+import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,15 +20,16 @@ from pathlib import Path
 import jinja2
 
 from . import __version__
+from .agent.launch import call_for
 from .shell import q, qpath
 
-HELPER_NAME = "wfops_pod.py"
+BASE_TEMPLATE = "_command.sh.j2"
 
 
 def templates_dir() -> Path:
     here = Path(__file__).resolve().parent
     for candidate in (here / "remote_templates", here.parent / "remote_templates"):
-        if (candidate / HELPER_NAME).is_file():
+        if (candidate / BASE_TEMPLATE).is_file():
             return candidate
     raise RuntimeError(f"wfops is installed without its remote_templates (looked beside {here})")
 
@@ -50,26 +54,45 @@ def environment() -> jinja2.Environment:
     env.filters["q"] = q
     env.filters["qpath"] = qpath
     env.filters["b64"] = b64
+    env.filters["json"] = json_line
     return env
 
 
-# How scripts call the installed helper: `python3 -I -S -c CALL HELPER_PATH args...`. Importing it (rather
-# than running it as a script) lets Python keep its bytecode: ~30 ms instead of ~80 ms a call here.
-HELPER_CALL = ("import sys, os, importlib; p = sys.argv.pop(1); sys.path.insert(0, os.path.dirname(p)); "
-               "importlib.import_module(os.path.basename(p)[:-3]).main()")
+AGENT_PACKAGE = "wfops_agent"  # the agent's package name on the pod (wfops.agent here)
+# How scripts call the installed agent: `python3 -I -S -c CALL AGENT_DIR`. Importing it (rather than running
+# a script) lets Python keep its bytecode in the agent's directory.
+AGENT_CALL = call_for(AGENT_PACKAGE)
 
 
 @dataclass(frozen=True)
-class Helper:
-    sha: str  # first 16 hex digits of the helper's sha256
-    payload: str  # gzip + base64, unpacked on the pod with `base64 -d | gzip -dc`
-    call: str = HELPER_CALL
+class Agent:
+    sha: str  # first 16 hex digits of the sha256 of the agent's sources (names and contents)
+    payload: str  # tar.gz + base64 of wfops_agent/*.py, unpacked on the pod with `base64 -d | tar -xz`
+    call: str = AGENT_CALL
+
+
+def agent_sources() -> list[Path]:
+    return sorted((Path(__file__).resolve().parent / "agent").glob("*.py"))
 
 
 @lru_cache(maxsize=1)
-def helper() -> Helper:
-    raw = (templates_dir() / HELPER_NAME).read_bytes()
-    return Helper(hashlib.sha256(raw).hexdigest()[:16], b64(gzip.compress(raw, mtime=0)))
+def agent() -> Agent:
+    """The agent as it travels: a deterministic tarball (fixed mtimes and owners), named by content hash."""
+    digest = hashlib.sha256()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in agent_sources():
+            data = path.read_bytes()
+            digest.update(path.name.encode() + b"\0" + data + b"\0")
+            info = tarfile.TarInfo(f"{AGENT_PACKAGE}/{path.name}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return Agent(digest.hexdigest()[:16], b64(gzip.compress(raw.getvalue(), mtime=0)))
+
+
+def json_line(value: object) -> str:
+    """A value as one line of JSON: safe inside a quoted heredoc (it can never equal the delimiter line)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def render(template: str, **context: object) -> str:

@@ -5,17 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from . import errors
+from .agent.states import STATE_EXIT
 from .config import Settings
 from .errors import UsageError
 from .shell import is_pod_name, qpath
-
-STATE_EXIT = {
-    "success": errors.EXIT_OK,
-    "failed": errors.EXIT_FAILED,
-    "cancelled": errors.EXIT_FAILED,
-    "timed_out": errors.EXIT_TIMED_OUT,
-    "lost": errors.EXIT_LOST,
-}
 
 
 def check_task_id(task_id: str | None) -> str:

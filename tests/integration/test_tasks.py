@@ -83,7 +83,7 @@ def test_killed_runner_is_reported_lost_not_running(pod: Pod):
     assert res.rc == 8 and res.last_err == "wfops: task victim ended lost"
     listed = {t["id"]: t["state"] for t in pod.ok("task.list", "--json").json()["tasks"]}
     assert listed["victim"] == "lost"
-    os.killpg(st["child_pgid"], signal.SIGKILL)  # the orphaned command itself; the test cleans it up
+    os.killpg(st["child_pid"], signal.SIGKILL)  # the orphaned command itself; the test cleans it up
 
 
 def test_killed_tmux_server_is_reported_lost(pod: Pod, tmp_path):

@@ -1,24 +1,23 @@
-"""The pod side of pod.status and pod.down (remote_templates/wfops_pod.py, `pod facts` section), run in
+"""The pod side of pod.status and pod.down (wfops/agent/facts.py), run in
 process on synthetic mount tables and real directories."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from wfops.render import templates_dir
+from tests.unit.test_agent import agent
 
 
 @pytest.fixture(scope="module")
 def helper():
-    spec = importlib.util.spec_from_file_location("wfops_pod_helper", templates_dir() / "wfops_pod.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from wfops.agent import facts
+
+    return facts
 
 
 def test_mountinfo_is_parsed_with_its_escapes(helper, tmp_path: Path):
@@ -47,21 +46,25 @@ def test_a_mounted_dir_and_the_nearest_parent_of_a_missing_one(helper, tmp_path:
     assert other["fs_type"] == "tmpfs" and other["existing"] == str(tmp_path)
 
 
-def test_pod_down_refuses_a_running_sweep_then_resets(helper, tmp_path: Path, capsys):
-    state = tmp_path / "state.json"
+def test_pod_down_refuses_a_running_sweep_then_resets(tmp_path: Path):
+    out = tmp_path / "out"
+    state = out / "_control" / "workflow_state.json"
+    state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"state": "SWEEP_RUNNING", "history": []}))
-    args = helper.build_parser().parse_args(["pod-down", "--file", str(state), "--session", "sweeps"])
-    with pytest.raises(SystemExit) as exit_:
-        args.fn(args)
-    assert exit_.value.code == 10
-    assert "a sweep is still running on the pod (workflow state SWEEP_RUNNING)" in capsys.readouterr().err
+    sock = f"wfops-pod-down-{os.getpid()}"
+    res = agent("pod-down", {"session": "sweeps"}, out, tmux_socket=sock)
+    assert res.returncode == 10
+    assert "a sweep is still running on the pod (workflow state SWEEP_RUNNING)" in res.stderr
     assert json.loads(state.read_text())["state"] == "SWEEP_RUNNING"
-    args = helper.build_parser().parse_args(["pod-down", "--file", str(state), "--session", "sweeps",
-                                             "--force", "1", "--tmux-alive", "1"])
-    args.fn(args)
-    out = json.loads(capsys.readouterr().out)
-    assert out["state_before"] == "SWEEP_RUNNING" and out["sweep_running"] is True
-    assert out["why"] == ["workflow state SWEEP_RUNNING", "tmux session sweeps is alive"]
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "sweeps", "sleep 60"], check=True)
+    try:
+        res = agent("pod-down", {"session": "sweeps", "force": True}, out, tmux_socket=sock)
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["state_before"] == "SWEEP_RUNNING" and got["sweep_running"] is True
+    assert got["why"] == ["workflow state SWEEP_RUNNING", "tmux session sweeps is alive"]
     assert json.loads(state.read_text())["state"] == "INIT"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import Collection
 
 from .. import fsm
-from ..command import run_once
+from ..command import call_once
 from ..output import pairs, table
 from ._base import JSON_HELP, emit, settings_for, wftask
 
@@ -29,7 +29,7 @@ def _human(data: dict) -> str:
 def status(c, json=False, config=None):
     """Show the workflow state on the pod, when and why it was set, and recent history."""
     settings = settings_for(c, config)
-    data = run_once("fsm.status", settings, "fsm_status.sh.j2")
+    data = call_once("fsm.status", settings, "fsm-show")
     emit(data, json, lambda: _human(data))
 
 
@@ -42,7 +42,7 @@ def reset(c, state=None, reason="", json=False, config=None):
     """Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)
     settings = settings_for(c, config)
-    data = run_once("fsm.reset", settings, "fsm_reset.sh.j2", to_state=to_state, reason=reason or "manual reset")
+    data = call_once("fsm.reset", settings, "fsm-reset", to=to_state, reason=reason or "manual reset")
     emit(data, json, lambda: f"workflow state is now {data.get('state')}")
 
 

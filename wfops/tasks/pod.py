@@ -128,7 +128,7 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, first_row
             left = max(1, int(deadline - time.monotonic()) + 1)
             target = dataclasses.replace(target, connect_timeout=min(target.connect_timeout, left))
             with PodCommand(command, settings, target) as cmd:
-                state = cmd.run("pod_wait.sh.j2")
+                state = cmd.call("fsm-show")
             return {"target": _target_view(target), "state": state.get("state"),
                     "waited_secs": round(timeout_secs - (deadline - time.monotonic()), 1)}
         except _Never:
@@ -203,7 +203,7 @@ def status(c, json=False, config=None):
     else:
         try:
             with PodCommand("pod.status", settings, res.target) as cmd:
-                data["pod"] = cmd.run("pod_status.sh.j2", repo=settings.values["OPS_REMOTE_REPO"], mnt="/mnt")
+                data["pod"] = cmd.call("pod-facts", repo=settings.values["OPS_REMOTE_REPO"], mnt="/mnt")
             data["reachable"] = True
         except ConnectError as exc:
             error = exc
@@ -335,8 +335,8 @@ def down(c, yes=False, force=False, json=False, config=None):
     else:
         try:
             with PodCommand("pod.down", settings, res.target) as cmd:
-                pod_side = cmd.run("pod_down.sh.j2", sweep_session=settings.values["SWEEP_TMUX_SESSION"],
-                                   force=bool(force), reason="pod removed (pod.down)")
+                pod_side = cmd.call("pod-down", session=settings.values["SWEEP_TMUX_SESSION"], force=bool(force),
+                                    reason="pod removed (pod.down)")
         except ConnectError as exc:
             unreachable = f"cannot reach pod {pod_words(row)} ({exc.message})"
     if unreachable is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from ..command import PodCommand, run_once
+from ..command import PodCommand, call_once
 from ..output import pairs, to_json
 from ..prepare import plan_checkout, require_repo_url
 from ._base import JSON_HELP, emit, settings_for, wftask
@@ -19,9 +20,9 @@ def bootstrap(c, json=False, config=None):
     """
     settings = settings_for(c, config)
     run_wandb = bool(settings["SWEEP_WANDB"] or settings["RUN_WANDB_SETUP"])
-    data = run_once(
-        "bootstrap", settings, "bootstrap.sh.j2", prereqs=settings["PREREQ_COMMANDS"],
-        auto_install=settings["AUTO_INSTALL_PREREQS"], apt_packages=settings["APT_PACKAGES"],
+    data = call_once(
+        "bootstrap", settings, "bootstrap", prereqs=list(settings["PREREQ_COMMANDS"]),
+        auto_install=bool(settings["AUTO_INSTALL_PREREQS"]), apt_packages=list(settings["APT_PACKAGES"]),
         bootstrap_script=settings.values["BOOTSTRAP_SCRIPT"], wandb_script=settings.values["WANDB_SETUP_SCRIPT"],
         run_wandb=run_wandb,
     )
@@ -41,7 +42,9 @@ def checkout(c, dry_run=False, json=False, config=None):
     common = dict(repo=v["OPS_REMOTE_REPO"], data_dir=v["DATA_DIR"], train_workdir=v["TRAIN_WORKDIR"],
                   link_dir=v["DATA_LINK_DIR"], install_cmd=v["REPO_INSTALL_CMD"])
     with PodCommand("checkout", settings) as cmd:
-        facts = cmd.run("checkout_probe.sh.j2", mount_table=v["WF_MOUNT_TABLE"], dry_run=dry_run, **common)
+        facts = cmd.call("checkout-facts", dry_run=dry_run, repo=common["repo"], python=v["REMOTE_PYTHON_BIN"],
+                         data_dir=common["data_dir"], workdir=common["train_workdir"], link_dir=common["link_dir"],
+                         mounts=v["WF_MOUNT_TABLE"], install_cmd=common["install_cmd"])
         plan = plan_checkout(settings, facts)
         if dry_run:
             if json:
@@ -50,8 +53,10 @@ def checkout(c, dry_run=False, json=False, config=None):
                 print(f"checkout plan for {cmd.target.label} (dry run: nothing was changed)\n{plan.render()}")
             return
         print(f"checkout plan:\n{plan.render()}", file=sys.stderr)
-        data = cmd.run("checkout_apply.sh.j2", plan=plan, repo_url=v["REPO_URL"], cpu_only=settings["CPU_ONLY"],
-                       download_cmd=v["FINEWEB_DOWNLOAD_CMD"], **common)
+        plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
+        data = cmd.call("checkout-apply", plan=plan_data, repo_url=v["REPO_URL"],
+                        remote_python=v["REMOTE_PYTHON_BIN"], cpu_only=bool(settings["CPU_ONLY"]),
+                        download_cmd=v["FINEWEB_DOWNLOAD_CMD"], **common)
     emit(data, json, lambda: pairs([
         ("state", data.get("state")),
         ("HEAD", data.get("head")),

@@ -32,8 +32,8 @@ def fetch(c, run_id=None, all=False, config=None):
     with PodCommand("run.fetch", settings) as cmd:
         receiver = TarReceiver(dest, {run_id} if run_id else None)
         try:
-            cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, run_id=run_id or "",
-                     all_runs=bool(all)).check("run.fetch")
+            request = cmd.request("fetch-list", {"run": run_id or "", "all": bool(all)})
+            cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
         except BaseException:
             receiver.abort()
             raise

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import json as jsonlib
 from datetime import datetime, timezone
 from pathlib import Path
 
 from invoke import Collection
 
 from .. import __version__
-from ..command import PodCommand, run_once
+from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from ..command import PodCommand, call_once
 from ..errors import ConflictError, NotFoundError, UsageError
 from ..output import duration, table
 from ..sweep_model import TEMPLATE_CSV, parse_csv, select_runs, train_args
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
-TOTALS_ORDER = ("success", "failed", "timed_out", "running", "pending", "lost", "skipped", "cancelled")
+TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
+ALWAYS_SHOWN = (SUCCESS, FAILED, RUNNING, PENDING, LOST)
 
 
 def _csv_path(settings, csv: str | None) -> Path:
@@ -91,22 +92,18 @@ def start(c, csv=None, json=False, config=None):
     queue = [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes,
               "args": train_args(settings, r, group)} for r in selected]
     inject = set(settings["TRAIN_INJECT"])
+    plan["queue"] = queue
+    plan["exec"] = {  # everything the pod's scheduler needs; the manifest is its only input
+        "repo": v["OPS_REMOTE_REPO"], "workdir": f"{v['OPS_REMOTE_REPO'].rstrip('/')}/{v['TRAIN_WORKDIR']}",
+        "train_script": v["TRAIN_SCRIPT"], "data_dir": v["DATA_DIR"], "local_root": v["RUN_OUT_LOCAL_ROOT"],
+        "cpu_only": bool(settings["CPU_ONLY"]), "nproc": settings["TRAIN_NPROC"], "arg_style": v["TRAIN_ARG_STYLE"],
+        "mode": v["RUN_OUT_MODE"], "sync_secs": settings["SYNC_INTERVAL_SECS"],
+        "timeout_secs": settings["RUN_TIMEOUT_SECS"], "grace_secs": settings["KILL_GRACE_SECS"],
+        "inject_out_dir": "out_dir" in inject, "inject_data_dir": "data_dir" in inject,
+    }
     session = v["SWEEP_TMUX_SESSION"]
     with PodCommand("sweep.start", settings) as cmd:
-        runner = cmd.script(
-            "sweep_runner.sh.j2", sweep_id=sweep_id, repo=v["OPS_REMOTE_REPO"], train_workdir=v["TRAIN_WORKDIR"],
-            train_script=v["TRAIN_SCRIPT"], data_dir=v["DATA_DIR"], local_root=v["RUN_OUT_LOCAL_ROOT"],
-            cpu_only=settings["CPU_ONLY"], nproc=settings["TRAIN_NPROC"], arg_style=v["TRAIN_ARG_STYLE"],
-            force=settings["SWEEP_FORCE"], fail_fast=settings["SWEEP_FAIL_FAST"], mode=v["RUN_OUT_MODE"],
-            sync_secs=settings["SYNC_INTERVAL_SECS"], timeout_secs=settings["RUN_TIMEOUT_SECS"],
-            grace_secs=settings["KILL_GRACE_SECS"], inject_out_dir="out_dir" in inject,
-            inject_data_dir="data_dir" in inject, runs=queue,
-        )
-        data = cmd.run(
-            "sweep_start.sh.j2", sweep_id=sweep_id, repo=v["OPS_REMOTE_REPO"], train_workdir=v["TRAIN_WORKDIR"],
-            train_script=v["TRAIN_SCRIPT"], config_refs=[f"{r.line}:{r.config}" for r in runs], csv_text=text,
-            plan_json=jsonlib.dumps(plan, indent=1), runner_text=runner, session=session, queued=len(queue),
-        )
+        data = cmd.call("sweep-start", manifest=plan, csv_text=text, session=session)
     skipped = len(runs) - len(queue)
     emit(data, json, lambda: (
         f"started {sweep_id}: {len(queue)} run(s) queued" + (f" ({skipped} left out by the filters)" if skipped else "")
@@ -120,13 +117,16 @@ def _status_text(data: dict) -> str:
     if sw.get("state") == "none":
         return "no sweep has been started on this pod (sweep.start)"
     head = f"{sw.get('sweep_id')}: {sw.get('state')}" + (f" ({sw['reason']})" if sw.get("reason") else "")
-    if data.get("reconciled"):
-        head += f"\nworkflow state reconciled: {data['reconciled']}"
+    note = (data.get("workflow") or {}).get("note")
+    if note:
+        head += f"\nworkflow state: {note}"
+    for problem in data.get("problems") or []:
+        head += f"\nwarning: {problem}"
     rows = [(r["run_id"], r["state"], r.get("exit_code"), duration(r.get("duration_secs")),
              " ".join(str(r.get("notes") or "").split())[:40], r.get("note")) for r in runs]
     totals = data.get("totals") or {}
-    line = " / ".join(f"{totals.get(k, 0)} {'ok' if k == 'success' else k}" for k in TOTALS_ORDER
-                      if totals.get(k) or k in ("success", "failed", "running", "pending", "lost"))
+    line = " / ".join(f"{totals.get(k, 0)} {'ok' if k == SUCCESS else k}" for k in TOTALS_ORDER
+                      if totals.get(k) or k in ALWAYS_SHOWN)
     return f"{head}\n\n" + table(("run_id", "state", "exit", "duration", "notes", "why"), rows) + f"\n\n{line}"
 
 
@@ -134,7 +134,7 @@ def _status_text(data: dict) -> str:
 def status(c, json=False, config=None):
     """One row per run of the latest sweep (state, exit code, duration, notes) and the totals."""
     settings = settings_for(c, config)
-    data = run_once("sweep.status", settings, "sweep_status.sh.j2")
+    data = call_once("sweep.status", settings, "sweep-status")
     emit(data, json, lambda: _status_text(data))
 
 
@@ -144,8 +144,7 @@ def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
     wait = int(timeout_secs) if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
-    data = run_once("sweep.stop", settings, "sweep_stop.sh.j2", timeout_secs=wait,
-                    session=settings.values["SWEEP_TMUX_SESSION"])
+    data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.values["SWEEP_TMUX_SESSION"])
     if not data.get("was_running"):
         raise ConflictError(f"no sweep is running (latest: {data.get('sweep_id')}, {data.get('state')})")
     emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")

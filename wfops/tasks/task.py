@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, Exit
 
-from ..command import run_once
+from ..command import call_once
 from ..output import duration, pairs, table
 from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
@@ -45,10 +45,10 @@ def run(c, id=None, cmd=None, timeout_secs=-1, workdir="", force=False, json=Fal
     check_workdir(workdir)
     settings = settings_for(c, config)
     timeout = settings["TASK_TIMEOUT_SECS"] if timeout_secs is None or int(timeout_secs) < 0 else int(timeout_secs)
-    data = run_once(
-        "task.run", settings, "task_run.sh.j2", task_id=task_id,
-        command_text=command_script(settings, task_id, cmd, workdir), timeout_secs=timeout, workdir=workdir,
-        grace_secs=settings["KILL_GRACE_SECS"], force=force, session=settings.values["WF_TMUX_SESSION"],
+    data = call_once(
+        "task.run", settings, "task-start", id=task_id, command_text=command_script(settings, task_id, cmd, workdir),
+        timeout=timeout, workdir=workdir, grace=settings["KILL_GRACE_SECS"], force=bool(force),
+        session=settings.values["WF_TMUX_SESSION"],
     )
     emit(data, json, lambda: (
         f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
@@ -62,7 +62,7 @@ def status(c, id=None, tail_lines=20, json=False, config=None):
     """Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    data = run_once("task.status", settings, "task_status.sh.j2", task_id=task_id, tail_lines=max(0, int(tail_lines)))
+    data = call_once("task.status", settings, "task-show", id=task_id, tail=max(0, int(tail_lines)))
 
     def human() -> str:
         tail = data.get("tail") or []
@@ -80,7 +80,7 @@ def wait(c, id=None, timeout_secs=0, json=False, config=None):
     """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    data = run_once("task.wait", settings, "task_wait.sh.j2", task_id=task_id, timeout_secs=max(0, int(timeout_secs)))
+    data = call_once("task.wait", settings, "task-wait", id=task_id, timeout=max(0, int(timeout_secs)))
     emit(data, json, lambda: _summary(data))
     if data.get("wait_timed_out"):
         raise Exit(f"wfops: task {task_id} is still {data.get('state')} after {timeout_secs}s", 9)
@@ -94,7 +94,7 @@ def wait(c, id=None, timeout_secs=0, json=False, config=None):
 def list_(c, limit=20, json=False, config=None):
     """List recent tracked tasks with their honest state."""
     settings = settings_for(c, config)
-    data = run_once("task.list", settings, "task_list.sh.j2", limit=max(0, int(limit)))
+    data = call_once("task.list", settings, "task-list", limit=max(0, int(limit)))
 
     def human() -> str:
         tasks = data.get("tasks") or []

@@ -1,0 +1,21 @@
+"""The wfops pod agent: the whole pod side, standard library only, Python >= 3.8.
+
+Shipped to the pod as `OPS_REMOTE_OUTPUTS_DIR/_control/agent/<content hash>/wfops_agent/` and run with the
+pod's system python as `python3 -I -S` (see launch.CALL). The client imports it as `wfops.agent` for the
+one vocabulary in states.py.
+
+    states      run/task/workflow states, the rule of every command, exit codes, the pod layout
+    store       atomic JSON writes, directory locks, the one validating JSON loader
+    procs       process ownership (subreaper, tree kill, owner marks), liveness, pidfd waits
+    registry    the command registry: a handler's signature declares its arguments
+    workflow    the state gate, transitions from the rule table, the config sync
+    supervisor  one run or task: log stamping, timeout, local_sync, ending every process it started
+    outcome     failure classes and summary.json
+    tasks       tracked tasks (start, show, wait, list)
+    sweeps      sweep start, status, stop, the fetch list
+    scheduler   the sweep queue
+    facts       what checkout and pod.status need to know about the pod
+    prepare     bootstrap and the checkout steps
+    launch      starting the agent again (runners, queue) and tmux windows
+    __main__    the entry point
+"""

@@ -1,0 +1,80 @@
+"""How the agent starts itself again (a task's runner, the sweep scheduler, a run's supervisor) and how it
+opens tmux windows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .registry import Refusal
+from .states import EXIT_REMOTE
+
+PACKAGE = __package__ or "wfops_agent"
+# the directory to put on sys.path so that `import PACKAGE` finds this copy of the agent
+HOME = os.path.dirname(os.path.abspath(__file__))
+for _ in PACKAGE.split("."):
+    HOME = os.path.dirname(HOME)
+
+
+def call_for(package: str) -> str:
+    """The `python3 -I -S -c` program that runs the agent installed as `package` in the directory argv[1]."""
+    return "import sys; sys.path.insert(0, sys.argv.pop(1)); from %s.__main__ import main; main()" % package
+
+
+CALL = call_for(PACKAGE)
+
+
+def agent_argv(*args: str) -> list:
+    """argv that runs this agent's command `args[0]` with the system python, isolated (-I -S)."""
+    return [sys.executable, "-I", "-S", "-c", CALL, HOME] + list(args)
+
+
+def write_argv_script(path: str, comment: str, argv: list) -> None:
+    """A bash script that execs argv exactly (each word quoted)."""
+    import shlex
+
+    from .store import write_bytes
+
+    text = "#!/usr/bin/env bash\n# %s\nexec %s\n" % (comment, " ".join(shlex.quote(w) for w in argv))
+    write_bytes(path, text.encode(), mode=0o755)
+
+
+def tmux_window(pod, session: str, window: str, shell_command: str, new_session: bool = False) -> tuple:
+    """Open a detached tmux window running `shell_command` (in `session`, made if missing); returns
+    (pane pid, window id). A fresh session replaces an old one when new_session is set."""
+    fmt = "#{pane_pid} #{window_id}"
+    tries = [["new-session", "-d", "-P", "-F", fmt, "-s", session, "-n", window, shell_command]]
+    if not new_session:
+        window_cmd = ["new-window", "-d", "-P", "-F", fmt, "-t", "=%s:" % session, "-n", window, shell_command]
+        tries = [window_cmd, tries[0], window_cmd]  # a racing command may create the session in between
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    err = ""
+    for args in tries:
+        try:
+            p = subprocess.run(pod.tmux(*args), capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            raise Refusal(EXIT_REMOTE, "tmux cannot run: %s (is tmux installed? see bootstrap)" % exc) from None
+        if p.returncode == 0 and p.stdout.split():
+            pid, wid = p.stdout.split()[:2]
+            return int(pid), wid
+        err = (p.stderr or p.stdout).strip()
+    raise Refusal(EXIT_REMOTE, "tmux could not open a window: %s" % err)
+
+
+def tmux_kill_session(pod, session: str) -> None:
+    subprocess.run(pod.tmux("kill-session", "-t", "=" + session), capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def tmux_has_session(pod, session: str) -> bool:
+    try:
+        return subprocess.run(pod.tmux("has-session", "-t", "=" + session), capture_output=True,
+                              stdin=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
+
+
+def shlex_quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)

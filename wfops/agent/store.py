@@ -1,0 +1,159 @@
+"""Files on the pod: atomic JSON writes, directory locks, and the one validating JSON loader.
+
+Every JSON file is written whole (temp file in the same directory, fsync, rename) so a reader never sees a
+torn file. Every JSON read goes through `load`: a file that does not parse, or has the wrong shape, is
+reported as damaged (`Damaged`), never silently treated as missing or replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from datetime import datetime, timezone
+
+from .states import TERMINAL
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def now_precise() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_iso(text):
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+class Damaged(Exception):
+    """A file that exists but cannot be used: `path` and a one-line `why`."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path} is damaged ({why})")
+        self.path, self.why = path, why
+
+
+def load(path: str, required=(), kind=dict):
+    """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
+    is not a `kind`, or lacks a `required` key."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Damaged(path, "unreadable: %s" % (getattr(exc, "strerror", None) or exc)) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise Damaged(path, "not valid JSON: %s" % exc) from None
+    if not isinstance(data, kind):
+        raise Damaged(path, "expected a JSON %s" % ("object" if kind is dict else kind.__name__))
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise Damaged(path, "no %s" % ", ".join(missing))
+    return data
+
+
+def load_or_note(path: str, required=(), kind=dict):
+    """(data or None, problem text or ""): for readers that show a damaged file instead of stopping."""
+    try:
+        return load(path, required, kind), ""
+    except Damaged as exc:
+        return None, str(exc)
+
+
+@contextlib.contextmanager
+def locked(path: str, create: bool = True):
+    """An exclusive flock on the directory holding `path` (created if `create`): no lock files lie around."""
+    directory = os.path.dirname(path) or "."
+    if create:
+        os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write whole or not at all: temp file in the same directory, fsync, rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj, mode: int = 0o644) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+
+
+def update_json(path: str, fields: dict, keep_terminal: bool = True) -> dict:
+    """Merge `fields` into a JSON status file under its lock. A terminal state is never left. A damaged
+    file is kept aside (`.damaged`) rather than merged into."""
+    with locked(path):
+        try:
+            data = load(path) or {}
+        except Damaged:
+            os.replace(path, path + ".damaged")
+            data = {}
+        if keep_terminal and data.get("state") in TERMINAL and fields.get("state") not in (None, data["state"]):
+            return data
+        data.update(fields)
+        write_json(path, data)
+        return data
+
+
+def tail_lines(path: str, n: int) -> list:
+    if n <= 0:
+        return []
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            block, data = 8192, b""
+            while size > 0 and data.count(b"\n") <= n:
+                step = min(block, size)
+                size -= step
+                fh.seek(size)
+                data = fh.read(step) + data
+                block *= 2
+    except OSError:
+        return []
+    return [ln.decode("utf-8", "replace") for ln in data.splitlines()[-n:]]
+
+
+def read_tail(path: str, limit: int = 262144) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def read_text(path: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None

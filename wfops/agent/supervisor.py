@@ -1,0 +1,222 @@
+"""One run or tracked task, supervised: start it, stamp its log, enforce its timeout, run the local_sync
+loop beside it, end every process it started, and only then record how it ended.
+
+The supervisor is a child subreaper and marks its tree with WFOPS_OWNER (procs.py), so training workers
+that torchrun moved to their own sessions, and daemons a task started with setsid, end with the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+
+from . import procs, store
+from .registry import command
+from .states import (
+    CANCELLED,
+    CODE_STATES,
+    FAILED,
+    LOST,
+    OWNER_ENV,
+    RUNNING,
+    STATE_CODES,
+    SUCCESS,
+    TERMINAL,
+    TIMED_OUT,
+)
+
+
+class Stamper:
+    """Copies a child's output into a log, each line prefixed by an ISO-8601 time."""
+
+    def __init__(self, src, log_path: str) -> None:
+        self.src = src
+        self.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the thread
+        self.at_line_start = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            while True:
+                chunk = os.read(self.src.fileno(), 65536)
+                if not chunk:
+                    break
+                out = bytearray()
+                for piece in chunk.splitlines(keepends=True):
+                    if self.at_line_start:
+                        out += datetime.now(timezone.utc).isoformat(timespec="milliseconds").encode() + b" "
+                    out += piece
+                    self.at_line_start = piece.endswith((b"\n", b"\r"))
+                self.log.write(bytes(out))
+        finally:
+            if not self.at_line_start:
+                self.log.write(b"\n")
+            self.log.close()
+
+
+class SyncLoop:
+    """local_sync: mirror the fast local output into the durable run dir with rsync every `interval`
+    seconds, and once more, always, at the end (`final()`, which returns rsync's exit code)."""
+
+    def __init__(self, src: str, dst: str, interval: float, log_path: str, start: bool = True) -> None:
+        self.src, self.dst, self.interval, self.log_path = src, dst, interval, log_path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        if start:
+            self.thread.start()
+
+    def sync(self, what: str) -> int:
+        with open(self.log_path, "ab", buffering=0) as log:
+            log.write(("%s %s\n" % (store.now_iso(), what)).encode())
+            try:
+                return subprocess.call(["rsync", "-a", self.src, self.dst], stdout=log, stderr=log,
+                                       stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                log.write(("rsync: %s\n" % exc).encode())
+                return 127
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sync("periodic sync")
+
+    def halt(self) -> None:
+        """End the periodic loop (waiting for a sync in progress) so no rsync runs while the tree is ended."""
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def final(self) -> int:
+        self.halt()
+        return self.sync("final sync")
+
+
+class Signals:
+    """TERM/INT mean "stop" (cancelled); HUP means tmux or the queue went away (lost)."""
+
+    def __init__(self) -> None:
+        self.got = None
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
+        parent = os.getppid()
+        procs.die_with_parent(signal.SIGHUP)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            self.got = signal.SIGHUP
+
+    def on_signal(self, signum, _frame) -> None:
+        if self.got is None:
+            self.got = signum
+
+
+def _start(spec: dict, token: str):
+    env = dict(os.environ, **{OWNER_ENV: token})
+    return subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=spec.get("cwd") or None, env=env)
+
+
+def _watch(proc, timeout: float, grace: float, token: str, signals: Signals, syncer) -> bool:
+    """Wait for the child; on timeout or a stop signal end the whole tree. Returns True when it timed out."""
+    me, timed_out, ended = os.getpid(), False, False
+    deadline = time.time() + timeout if timeout > 0 else None
+    while proc.poll() is None:
+        remaining = None if deadline is None else deadline - time.time()
+        if not ended and (signals.got is not None or (remaining is not None and remaining <= 0)):
+            timed_out = signals.got is None
+            if syncer is not None:
+                syncer.halt()
+            procs.end_tree(me, token, grace, keep={proc.pid})
+            ended = True
+        step = 0.2 if remaining is None or ended else max(0.01, min(remaining, 0.2))
+        procs.wait_for_exit(proc.pid, step)  # wakes at its exit
+    return timed_out
+
+
+def _ending(rc: int, timed_out: bool, signals: Signals, timeout: float) -> dict:
+    fields = {"exit_code": rc if rc >= 0 else 128 - rc}
+    if rc < 0:
+        fields["signal"] = signal.Signals(-rc).name
+    if timed_out:
+        fields.update(state=TIMED_OUT, reason="exceeded %ss; every process of it was ended" % timeout)
+    elif signals.got is not None:
+        name = signal.Signals(signals.got).name
+        lost = signals.got == signal.SIGHUP
+        fields.update(state=LOST if lost else CANCELLED, reason="runner got %s (%s); its processes were ended" % (
+            name, "its tmux window, tmux server or queue runner went away" if lost else "stopped"))
+    else:
+        fields["state"] = SUCCESS if rc == 0 else FAILED
+    return fields
+
+
+def supervise(spec: dict) -> dict:
+    """Run spec["argv"]; record status.json (spec["status"]) from start to end. Returns the final record."""
+    signals = Signals()
+    procs.become_subreaper()
+    me, token = os.getpid(), spec.get("token") or os.urandom(8).hex()
+    timeout, grace = float(spec.get("timeout") or 0), float(spec.get("grace", 20))
+    started = time.time()
+    store.update_json(spec["status"], dict(spec.get("extra") or {}, state=RUNNING, pid=me,
+                                           pid_start=procs.proc_start(me), boot_id=procs.boot_id(), owner=token,
+                                           started_at=store.now_iso(), timeout_secs=spec.get("timeout") or 0))
+    try:
+        proc = _start(spec, token)
+    except OSError as exc:
+        return store.update_json(spec["status"], {"state": FAILED, "exit_code": 127, "ended_at": store.now_iso(),
+                                                  "duration_secs": 0.0, "reason": "cannot start: %s" % exc})
+    store.update_json(spec["status"], {"child_pid": proc.pid})
+    stamper = Stamper(proc.stdout, spec["log"])
+    sync = spec.get("sync")
+    syncer = SyncLoop(sync["src"], sync["dst"], float(sync["interval"]), sync["log"]) if sync else None
+    timed_out = _watch(proc, timeout, grace, token, signals, syncer)
+    fields = _ending(proc.returncode, timed_out, signals, spec.get("timeout") or 0)
+    if syncer is not None:
+        syncer.halt()
+    killed = procs.end_tree(me, token, min(grace, 2))  # the run owns its processes: none outlives it
+    procs.reap()
+    if killed and fields["state"] == SUCCESS:
+        fields["note"] = "%d leftover process(es) ended after it exited" % len(killed)
+    stamper.thread.join(timeout=5)
+    fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
+    holders = procs.gpu_holders()
+    if holders:
+        fields["gpu_memory_held_by"] = holders
+    if syncer is not None:
+        fields["sync_rc"] = syncer.final()
+    return store.update_json(spec["status"], fields)
+
+
+def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
+    """A run whose supervisor died before it recorded an end: end whatever still carries its owner mark,
+    make the final sync, record `lost`."""
+    path = os.path.join(run_dir, "status.json")
+    with store.locked(path):
+        st = dict(status)
+        if st.get("state") not in TERMINAL:
+            if st.get("owner"):
+                procs.end_tree(int(st.get("pid") or 0), st["owner"], grace)
+                procs.reap()
+            st.update(state=LOST, reason=st.get("reason") or "the run's supervisor ended without recording an end",
+                      ended_at=store.now_iso())
+            if sync:
+                st["sync_rc"] = SyncLoop(sync["src"], sync["dst"], 1e9, sync["log"], start=False).final()
+            store.write_json(path, st)
+    return st
+
+
+@command("supervise")
+def supervise_command(pod, spec: str) -> None:
+    """Internal (runner.sh of a tracked task, the sweep scheduler): supervise what the spec file says; the
+    exit status is the final state (states.STATE_CODES)."""
+    data = store.load(spec, required=("argv", "status", "log"))
+    final = supervise(data)
+    if data.get("summary"):
+        from .outcome import write_summary
+
+        final = write_summary(os.path.dirname(data["status"]), final)
+    raise SystemExit(STATE_CODES.get(final.get("state"), 1))
+
+
+__all__ = ["CODE_STATES", "SyncLoop", "recover", "supervise"]
