@@ -196,10 +196,18 @@ def test_killed_queue_runner_shows_lost(swept: Pod):
     assert data["sweep"]["state"] == "lost" and "queue runner" in data["sweep"]["reason"]
     assert states(data) == {"victim": "lost", "after": "pending"}
     assert "queue runner is gone" in data["runs"][1]["note"]
-    assert pod.state()["state"] == "SWEEP_COMPLETED"
     wait_until(lambda: not venv_procs(pod), timeout=15, what="the orphaned run to be ended")
+    # read-only: sweep.status shows what happened and leaves the state file as it was, bytes and mtime
+    before = (pod.state_file.read_bytes(), pod.state_file.stat().st_mtime_ns)
     table = pod.ok("sweep.status").out
     assert "victim" in table and "lost" in table and "0 ok / 0 failed / 0 running / 1 pending / 1 lost" in table
+    assert "still SWEEP_RUNNING on record: the next command that changes the pod records SWEEP_COMPLETED" in table
+    assert (pod.state_file.read_bytes(), pod.state_file.stat().st_mtime_ns) == before
+    assert pod.ok("fsm.status", "--json").json()["effective"]["state"] == "SWEEP_COMPLETED"
+    assert (pod.state_file.read_bytes(), pod.state_file.stat().st_mtime_ns) == before
+    pod.ok("task.run", "--id", "after-the-sweep", "--cmd", "true")  # a mutating command records the end
+    assert pod.state()["state"] == "SWEEP_COMPLETED"
+    assert "sweep lost: the queue runner" in pod.state()["reason"]
 
 
 def test_killed_run_supervisor_is_recorded_lost_and_the_queue_goes_on(swept: Pod):

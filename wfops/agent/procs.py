@@ -198,25 +198,25 @@ def _signal_all(pids, sig: int) -> None:
 
 def end_tree(root: int, token: str, grace: float, keep=()) -> list:
     """TERM every process `root` owns, KILL what is left after `grace` seconds, and return only when none is
-    left (at most 10 s after the KILL). `keep`: children not to reap here. Returns the pids that needed a KILL."""
+    left (at most 10 s after the KILL). `keep`: children not to reap here. Returns every pid it ended."""
     pids = owned(root, token)
-    if not pids:
-        return []
+    seen = set(pids)
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
         time.sleep(0.05)
         reap(keep)
         pids = owned(root, token)
-        _signal_all(pids, signal.SIGTERM)  # newcomers (forked while we waited) get the same request
-    killed = sorted(pids)
+        _signal_all(pids - seen, signal.SIGTERM)  # newcomers (forked while we waited) get the same request
+        seen |= pids
     deadline = time.monotonic() + 10
     while pids and time.monotonic() < deadline:
         _signal_all(pids, signal.SIGKILL)
         time.sleep(0.02)
         reap(keep)
         pids = owned(root, token)
-    return killed
+        seen |= pids
+    return sorted(seen)
 
 
 def gpu_holders(timeout: float = 20) -> list:
