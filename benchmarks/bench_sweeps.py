@@ -6,6 +6,7 @@
    runner, versus the same N torchrun commands in a plain shell loop.
 2. `sweep.status` wall time for 10, 100 and 1,000 runs (synthetic run directories).
 3. `run.fetch` of one large run directory versus `ssh host tar c | tar x`.
+4. `sweep.start` wall time for 10, 1,000 and 10,000 runs (each sweep is stopped again, untimed).
 """
 
 from __future__ import annotations
@@ -116,6 +117,25 @@ def bench_status(env: dict, work: Path, sshd) -> None:
     print_table("sweep.status: one connection, one exec, whatever the number of runs", ["what", "median ms"], rows)
 
 
+def bench_start(env: dict, work: Path, sizes=(10, 1000, 10000), repeat: int = 3) -> None:
+    csv = work / "start.csv"
+    rows = []
+    for size in sizes:
+        csv.write_text("run_id,config,seed,overrides,notes\n"
+                       + "".join(f"s{i:05d},config/train_tiny.py,{i},lr=0.001 batch_size=8,row {i}\n"
+                                 for i in range(size)))
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            wf(env, "sweep.start", "--csv", str(csv))
+            samples.append(time.perf_counter() - t0)
+            wf(env, "sweep.stop")
+        rows.append([f"wfops sweep.start, {size:,} runs ({csv.stat().st_size / 1e3:.0f} kB CSV)",
+                     ms(samples)])
+    print_table(f"sweep.start: validate, upload the manifest, start the queue (median of {repeat})",
+                ["what", "median ms"], rows)
+
+
 def bench_fetch(env: dict, work: Path, sshd, megabytes: int) -> None:
     outputs = work / "pod" / "outputs"
     big = outputs / "big"
@@ -147,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--fetch-mb", type=int, default=500)
-    ap.add_argument("--parts", default="overhead,status,fetch", help="a comma-separated subset")
+    ap.add_argument("--parts", default="overhead,start,status,fetch", help="a comma-separated subset")
     opts = ap.parse_args()
     parts = set(opts.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="wfops-bench-repo-") as repo_tmp:
@@ -159,6 +179,8 @@ def main() -> None:
             wf(env, "checkout")
             if "overhead" in parts:
                 bench_overhead(env, work, opts.runs)
+            if "start" in parts:
+                bench_start(env, work)
             if "status" in parts:
                 bench_status(env, work, sshd)
             if "fetch" in parts:

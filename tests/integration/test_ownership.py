@@ -11,8 +11,12 @@ import signal
 from pathlib import Path
 
 from tests.conftest import Pod, wait_until
-from tests.integration.test_sweeps import states, wait_sweep, write_csv
-from tests.integration.test_sweeps import swept  # noqa: F401 - fixture
+from tests.integration.test_sweeps import (
+    states,
+    swept,  # noqa: F401 - fixture
+    wait_sweep,
+    write_csv,
+)
 
 
 def owned_by(token: str) -> list[int]:

@@ -333,3 +333,51 @@ def test_template_never_overwrites_and_validate_checks_locally(local_pod: Pod):
     res = pod.wf("sweep.validate", "--workdir", str(pod.root / "wd"))
     assert res.rc == 2 and "line 4: config config/train_tiny.py does not exist" in res.err
     assert not pod.outputs.exists()
+
+
+def test_a_1000_run_sweep_starts_in_one_exec_and_the_queue_walks_its_manifest(ssh_swept: Pod):
+    """sweep.start uploads the manifest (its only input) in one exec; the Python scheduler walks 1,000 runs
+    with no per-run script rendered: here every run already has an ok summary, so each is skipped."""
+    pod = ssh_swept
+    rows = [[f"r{i:04d}", "config/train_tiny.py", str(i), "", ""] for i in range(1000)]
+    for row in rows:
+        (pod.outputs / row[0]).mkdir(parents=True)
+        (pod.outputs / row[0] / "summary.json").write_text(json.dumps({"ok": True, "sweep_id": "sweep-old",
+                                                                      "state": "success", "exit_code": 0}))
+    res, conns, execs = pod.count("sweep.start", "--csv", str(write_csv(pod, rows)))
+    assert (res.rc, conns, execs) == (0, 1, 1), res.err
+    data = wait_sweep(pod)
+    assert data["sweep"]["state"] == "completed" and data["totals"] == {"skipped": 1000}
+    sweep_id = data["sweep"]["sweep_id"]
+    log = (pod.outputs / "_manifests" / f"{sweep_id}.log").read_text()
+    assert log.count(": its summary.json says ok") == 1000 and "sweep %s completed: queue finished" % sweep_id in log
+    assert sorted(p.name for p in (pod.outputs / "_manifests").iterdir()) == sorted([
+        f"{sweep_id}.csv", f"{sweep_id}.json", f"{sweep_id}.log", "sweep-latest.csv", "sweep-latest.json",
+        f"workflow-{sweep_id[len('sweep-'):]}.env"])
+    assert pod.state()["state"] == "SWEEP_COMPLETED"
+
+
+def test_read_only_commands_write_nothing(ssh_swept: Pod):
+    """fsm.status, task.list, task.status and sweep.status leave the state file (bytes and mtime) and the
+    control dir as they were."""
+    pod = ssh_swept
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, "quick,config/train_tiny.py,1,,\n")))
+    wait_sweep(pod)
+    pod.ok("task.run", "--id", "t1", "--cmd", "true")
+    pod.ok("task.wait", "--id", "t1")
+
+    def snapshot() -> list:
+        files = sorted(p for p in pod.outputs.rglob("*") if "__pycache__" not in p.parts)
+        return [(str(p), p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"") for p in files]
+
+    readonly = (("fsm.status",), ("task.list",), ("task.status", "--id", "t1"), ("task.wait", "--id", "t1"))
+    before = snapshot()
+    for args in (*readonly, ("sweep.status",)):
+        pod.ok(*args)
+    assert snapshot() == before
+    pod.ok("fsm.reset")  # INIT: a command that promotes a reachable pod must still not write when read-only
+    before = snapshot()
+    for args in readonly:
+        pod.ok(*args)
+    assert pod.wf("sweep.status").rc == 3
+    assert snapshot() == before and pod.state()["state"] == "INIT"
