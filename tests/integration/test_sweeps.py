@@ -350,7 +350,7 @@ def test_a_1000_run_sweep_starts_in_one_exec_and_the_queue_walks_its_manifest(ss
     assert data["sweep"]["state"] == "completed" and data["totals"] == {"skipped": 1000}
     sweep_id = data["sweep"]["sweep_id"]
     log = (pod.outputs / "_manifests" / f"{sweep_id}.log").read_text()
-    assert log.count(": its summary.json says ok") == 1000 and "sweep %s completed: queue finished" % sweep_id in log
+    assert log.count(": its summary.json says ok") == 1000 and f"sweep {sweep_id} completed: queue finished" in log
     assert sorted(p.name for p in (pod.outputs / "_manifests").iterdir()) == sorted([
         f"{sweep_id}.csv", f"{sweep_id}.json", f"{sweep_id}.log", "sweep-latest.csv", "sweep-latest.json",
         f"workflow-{sweep_id[len('sweep-'):]}.env"])
