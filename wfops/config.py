@@ -423,7 +423,22 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
             f"config: unknown key {name} at {source} line {entry.line}{hint}; it is passed to the pod "
             f"environment as is (list intended extras in EXTRA_ENV_KEYS)"
         )
+    _check_sizes(values, sources)
     return Settings(path, values, typed, sources, tuple(warnings))
+
+
+# Linux refuses to start a process with one environment string (KEY=value) of 128 KiB or more (MAX_ARG_STRLEN):
+# the pod env file is loaded into every run's environment, so a longer value is refused here, up front.
+ENV_STRING_LIMIT = 131072
+
+
+def _check_sizes(values: Mapping[str, str], sources: Mapping[str, str]) -> None:
+    for name, value in values.items():
+        size = len(name.encode()) + 1 + len(value.encode())
+        if size >= ENV_STRING_LIMIT:
+            raise ConfigError(f"config: {name} ({sources.get(name, 'default')}) is {size:,} bytes as KEY=value; "
+                              f"Linux refuses environment strings of {ENV_STRING_LIMIT:,} bytes or more, so no "
+                              "process on the pod could start with it. Keep big data in a file and pass its path")
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -9,6 +9,7 @@ import re
 
 from . import store
 from .states import (
+    FAIL_DISK,
     FAIL_EXIT,
     FAIL_NCCL,
     FAIL_OOM,
@@ -23,6 +24,7 @@ from .states import (
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc")
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
                      r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
+DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota exceeded")
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", re.S)
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
 SUMMARY_KEYS = ("run_id", "sweep_id", "config", "seed", "notes", "out_dir", "mode", "git_sha", "started_at",
@@ -49,7 +51,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     if state in FAILURE_OF_STATE:
         out["failure_class"] = FAILURE_OF_STATE[state]
         return out
-    for name, rx in ((FAIL_OOM, OOM_RE), (FAIL_NCCL, NCCL_RE)):
+    for name, rx in ((FAIL_DISK, DISK_RE), (FAIL_OOM, OOM_RE), (FAIL_NCCL, NCCL_RE)):
         hit = rx.search(log_text)
         if hit:
             out.update(failure_class=name, evidence=log_line(log_text, hit.start(), hit.end()))
@@ -58,7 +60,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     return out
 
 
-def write_summary(run_dir: str, st: dict) -> dict:
+def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
     """summary.json of an ended run. A run whose training succeeded but whose final sync failed is a failed
     run (class sync_failed): its durable copy is incomplete. Returns the status record as recorded."""
     state = st["state"]
@@ -68,7 +70,9 @@ def write_summary(run_dir: str, st: dict) -> dict:
             "state": FAILED, "reason": "the final sync to the run dir failed (rsync exit %s; see sync.log)" % sync_rc},
             keep_terminal=False)
         state = FAILED
-    info = classify(store.read_tail(os.path.join(run_dir, LOG_FILE)), st.get("exit_code"), state)
+    info = classify(store.read_tail(os.path.join(run_dir, LOG_FILE)) + "\n" + output_tail, st.get("exit_code"), state)
+    if st.get("failure_class") == FAIL_DISK:  # the supervisor saw the disk fill up
+        info.update(failure_class=FAIL_DISK, evidence=info["evidence"] or st.get("reason"))
     if state == FAILED and sync_rc not in (None, 0) and st.get("exit_code") == 0:
         info.update(failure_class=FAIL_SYNC, evidence="final sync: rsync exit %s" % sync_rc)
     summary = {k: st.get(k) for k in SUMMARY_KEYS if k in st or k != "gpu_memory_held_by"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from .registry import command
 from .states import (
     CODE_STATES,
     COMMAND_FILE,
+    FAILED,
     LOG_FILE,
     QUEUE_COMPLETED,
     QUEUE_STOPPED,
@@ -43,8 +45,11 @@ class QueueLog:
 
     def __call__(self, text: str) -> None:
         line = "%s %s\n" % (store.now_iso(), text)
-        self.fh.write(line)
-        self.fh.flush()
+        try:
+            self.fh.write(line)
+            self.fh.flush()
+        except OSError:  # a full disk: the tmux window still shows it
+            pass
         sys.stdout.write(line)
         sys.stdout.flush()
 
@@ -78,6 +83,7 @@ class Scheduler:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_term)
         procs.become_subreaper()  # orphans of a killed supervisor come here, and are ended by their mark
+        store.hold_reserve(self.pod.control)  # room to record the sweep's end on a full disk
         me = os.getpid()
         ex = self.ex
         if ex.get("nproc"):
@@ -98,14 +104,14 @@ class Scheduler:
         return bool(summ) and summ.get("ok") is True
 
     def fresh_dirs(self, run_id: str) -> tuple:
-        """(run dir, output dir), empty; an earlier attempt is kept in _previous/."""
+        """(run dir, output dir); an earlier attempt is kept in _previous/. The run dir is not made here:
+        `prepare` builds it whole and renames it into place."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         d = self.pod.run_dir(run_id)
         if os.path.lexists(d):
             os.makedirs(self.pod.previous, exist_ok=True)
             os.rename(d, os.path.join(self.pod.previous, "%s.%s" % (run_id, stamp)))
             self.log("%s: the previous attempt is kept in _previous/%s.%s" % (run_id, run_id, stamp))
-        os.makedirs(d)
         out = d
         if self.ex.get("mode") == "local_sync":
             out = os.path.join(self.ex["local_root"], run_id)
@@ -157,15 +163,34 @@ class Scheduler:
         self.child = None
         return rc
 
+    def prepare(self, run: dict) -> tuple:
+        """Make the run dir whole (command.sh, spec.json) in a hidden temp dir and rename it into place:
+        a run dir exists complete or not at all. Returns (run dir, spec)."""
+        d, out = self.fresh_dirs(run["run_id"])
+        tmp = os.path.join(self.pod.out, ".new-%s-%d" % (run["run_id"], os.getpid()))
+        try:
+            os.makedirs(tmp)
+            store.write_bytes(os.path.join(tmp, COMMAND_FILE), self.command_text(run, self.argv(run, out)).encode())
+            spec = self.spec(run, d, out)
+            store.write_json(os.path.join(tmp, SPEC_FILE), spec)
+            os.rename(tmp, d)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return d, spec
+
     def run_one(self, run: dict) -> str:
         rid = run["run_id"]
         if self.should_skip(self.pod.run_dir(rid)):
             self.log("skip %s: its summary.json says ok (SWEEP_FORCE=1 reruns it)" % rid)
             return SUCCESS
-        d, out = self.fresh_dirs(rid)
-        store.write_bytes(os.path.join(d, COMMAND_FILE), self.command_text(run, self.argv(run, out)).encode())
-        spec = self.spec(run, d, out)
-        store.write_json(os.path.join(d, SPEC_FILE), spec)
+        try:
+            d, spec = self.prepare(run)
+        except OSError as exc:
+            why = "disk full" if store.is_disk_full(exc) else "cannot prepare it"
+            self.stop_why = "%s: %s did not start (%s)" % (why, rid, exc.strerror or exc)
+            self.log(self.stop_why)
+            return FAILED
         self.log("start %s (seed %s, %d process(es))" % (rid, run.get("seed"), self.nproc))
         state = CODE_STATES.get(self.supervise(os.path.join(d, SPEC_FILE)))
         if state is None or not os.path.isfile(os.path.join(d, SUMMARY_FILE)):  # it died before recording the end
@@ -198,6 +223,7 @@ class Scheduler:
                           keep_terminal=False)
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))
         self.log("sweep %s %s: %s" % (self.sid, final, why))
+        store.release_reserve(all_of_them=True)
 
 
 @command("sweep-run")

@@ -20,6 +20,7 @@ ACTIVE = (PENDING, RUNNING)
 # failure classes (summary.json `failure_class`), Slurm-style: why a run did not succeed
 FAIL_TIMEOUT, FAIL_CANCELLED, FAIL_LOST = "timeout", "cancelled", "lost"
 FAIL_OOM, FAIL_NCCL, FAIL_EXIT, FAIL_SYNC = "oom", "nccl", "nonzero_exit", "sync_failed"
+FAIL_DISK = "disk_full"
 FAILURE_OF_STATE = {TIMED_OUT: FAIL_TIMEOUT, CANCELLED: FAIL_CANCELLED, LOST: FAIL_LOST}
 
 # a supervisor's exit status tells its caller (the scheduler) the run's final state with no extra read

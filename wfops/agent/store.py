@@ -8,6 +8,7 @@ reported as damaged (`Damaged`), never silently treated as missing or replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -84,8 +85,70 @@ def locked(path: str, create: bool = True):
         os.close(fd)
 
 
+RESERVE_NAME = ".wfops-reserve"
+_reserves = []  # reserve files this process holds: freed, one at a time, when a write meets a full disk
+
+
+def hold_reserve(directory: str, size: int = 256 * 1024) -> None:
+    """Set aside `size` bytes in `directory` while there is room, so that the final records of a run or task
+    (status.json, summary.json) can still be written when its disk fills up. Best effort."""
+    path = os.path.join(directory, RESERVE_NAME)
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _reserves.append(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def release_reserve(all_of_them: bool = False) -> bool:
+    """Free one held reserve (or all); True when something was freed."""
+    freed = False
+    while _reserves:
+        with contextlib.suppress(OSError):
+            os.unlink(_reserves.pop())
+            freed = True
+        if freed and not all_of_them:
+            break
+    return freed
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write whole or not at all: temp file in the same directory, fsync, rename."""
+    """Write whole or not at all: temp file in the same directory, fsync, rename. On a full disk, a held
+    reserve is freed and the write tried again."""
+    try:
+        _write_bytes(path, data, mode)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        if release_reserve():
+            _write_bytes(path, data, mode)
+        else:
+            _overwrite(path, data)
+
+
+def _overwrite(path: str, data: bytes) -> None:
+    """Last resort on a full disk, for a small record that exists already: rewrite it in place (its own
+    blocks are freed by the truncate and used again). Not atomic, but the end of a run gets recorded."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.truncate(0)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_bytes(path: str, data: bytes, mode: int) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)

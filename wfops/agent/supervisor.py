@@ -7,6 +7,7 @@ that torchrun moved to their own sessions, and daemons a task started with setsi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,11 +15,11 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from . import procs, store
+from . import outcome, procs, store
 from .registry import command
 from .states import (
     CANCELLED,
-    CODE_STATES,
+    FAIL_DISK,
     FAILED,
     LOST,
     OWNER_ENV,
@@ -31,14 +32,35 @@ from .states import (
 
 
 class Stamper:
-    """Copies a child's output into a log, each line prefixed by an ISO-8601 time."""
+    """Copies a child's output into a log, each line prefixed by an ISO-8601 time. It keeps the last 64 KB
+    in memory too, and keeps draining the pipe when the log cannot be written (a full disk): the child
+    never blocks on its output, and the end of its output can still be classified."""
+
+    TAIL = 65536
 
     def __init__(self, src, log_path: str) -> None:
         self.src = src
-        self.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the thread
+        self.write_error = None
+        try:
+            self.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the thread
+        except OSError as exc:
+            self.log, self.write_error = None, exc
+        self.tail = bytearray()
         self.at_line_start = True
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
+
+    def write(self, data: bytes) -> None:
+        self.tail += data
+        del self.tail[:-self.TAIL]
+        if self.log is not None and self.write_error is None:
+            try:
+                self.log.write(data)
+            except OSError as exc:
+                self.write_error = exc
+
+    def disk_full(self) -> bool:
+        return self.write_error is not None and store.is_disk_full(self.write_error)
 
     def run(self) -> None:
         try:
@@ -52,11 +74,13 @@ class Stamper:
                         out += datetime.now(timezone.utc).isoformat(timespec="milliseconds").encode() + b" "
                     out += piece
                     self.at_line_start = piece.endswith((b"\n", b"\r"))
-                self.log.write(bytes(out))
+                self.write(bytes(out))
         finally:
             if not self.at_line_start:
-                self.log.write(b"\n")
-            self.log.close()
+                self.write(b"\n")
+            if self.log is not None:
+                with contextlib.suppress(OSError):
+                    self.log.close()
 
 
 class SyncLoop:
@@ -151,8 +175,34 @@ def _ending(rc: int, timed_out: bool, signals: Signals, timeout: float) -> dict:
     return fields
 
 
+def _disk_full(stamper: Stamper) -> str:
+    """Why the run or task ran out of disk ("" when it did not, as far as can be told)."""
+    if stamper.disk_full():
+        return "its log could not be written: %s" % (stamper.write_error.strerror or stamper.write_error)
+    if outcome.DISK_RE.search(bytes(stamper.tail).decode("utf-8", "replace")):
+        return "its output says No space left on device"
+    return ""
+
+
+def _finish(spec: dict, fields: dict, stamper: Stamper, syncer, started: float) -> dict:
+    stamper.thread.join(timeout=5)
+    fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
+    full = _disk_full(stamper) if fields["state"] != SUCCESS else ""
+    if full:
+        fields.update(failure_class=FAIL_DISK, reason="the disk is full (%s); free space on it and run again" % full)
+    holders = procs.gpu_holders()
+    if holders:
+        fields["gpu_memory_held_by"] = holders
+    if syncer is not None:
+        fields["sync_rc"] = syncer.final()
+    final = store.update_json(spec["status"], fields)
+    final["output_tail"] = bytes(stamper.tail).decode("utf-8", "replace")
+    return final
+
+
 def supervise(spec: dict) -> dict:
-    """Run spec["argv"]; record status.json (spec["status"]) from start to end. Returns the final record."""
+    """Run spec["argv"]; record status.json (spec["status"]) from start to end. Returns the final record
+    (with `output_tail`, the end of the output as the supervisor saw it, which is not stored)."""
     signals = Signals()
     procs.become_subreaper()
     me, token = os.getpid(), spec.get("token") or os.urandom(8).hex()
@@ -161,6 +211,7 @@ def supervise(spec: dict) -> dict:
     store.update_json(spec["status"], dict(spec.get("extra") or {}, state=RUNNING, pid=me,
                                            pid_start=procs.proc_start(me), boot_id=procs.boot_id(), owner=token,
                                            started_at=store.now_iso(), timeout_secs=spec.get("timeout") or 0))
+    store.hold_reserve(os.path.dirname(spec["status"]))
     try:
         proc = _start(spec, token)
     except OSError as exc:
@@ -174,18 +225,11 @@ def supervise(spec: dict) -> dict:
     fields = _ending(proc.returncode, timed_out, signals, spec.get("timeout") or 0)
     if syncer is not None:
         syncer.halt()
-    killed = procs.end_tree(me, token, min(grace, 2))  # the run owns its processes: none outlives it
+    ended = procs.end_tree(me, token, min(grace, 2))  # the run owns its processes: none outlives it
     procs.reap()
-    if killed and fields["state"] == SUCCESS:
-        fields["note"] = "%d leftover process(es) ended after it exited" % len(killed)
-    stamper.thread.join(timeout=5)
-    fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
-    holders = procs.gpu_holders()
-    if holders:
-        fields["gpu_memory_held_by"] = holders
-    if syncer is not None:
-        fields["sync_rc"] = syncer.final()
-    return store.update_json(spec["status"], fields)
+    if ended and fields["state"] == SUCCESS:
+        fields["note"] = "%d leftover process(es) ended after it exited" % len(ended)
+    return _finish(spec, fields, stamper, syncer, started)
 
 
 def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
@@ -203,6 +247,8 @@ def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
             if sync:
                 st["sync_rc"] = SyncLoop(sync["src"], sync["dst"], 1e9, sync["log"], start=False).final()
             store.write_json(path, st)
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(run_dir, store.RESERVE_NAME))
     return st
 
 
@@ -213,10 +259,7 @@ def supervise_command(pod, spec: str) -> None:
     data = store.load(spec, required=("argv", "status", "log"))
     final = supervise(data)
     if data.get("summary"):
-        from .outcome import write_summary
-
-        final = write_summary(os.path.dirname(data["status"]), final)
+        final = outcome.write_summary(os.path.dirname(data["status"]), final, final.pop("output_tail", ""))
+    store.release_reserve(all_of_them=True)
     raise SystemExit(STATE_CODES.get(final.get("state"), 1))
 
-
-__all__ = ["CODE_STATES", "SyncLoop", "recover", "supervise"]

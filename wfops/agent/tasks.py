@@ -86,7 +86,9 @@ def _build(pod, tid: str, command_text: str, timeout: int, grace: int, workdir: 
         os.rename(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise Refusal(EXIT_REMOTE, "cannot create task %s in %s: %s" % (tid, pod.tasks, exc.strerror or exc)) from None
+        full = "the disk is full: " if store.is_disk_full(exc) else ""
+        raise Refusal(EXIT_REMOTE, "%scannot create task %s in %s (%s); nothing was left behind"
+                      % (full, tid, pod.tasks, exc.strerror or exc)) from None
     return final
 
 

@@ -11,8 +11,13 @@ from ._base import JSON_HELP, emit, settings_for, wftask
 
 
 def _human(data: dict) -> str:
+    if data.get("damaged"):
+        return pairs([("state", "unknown: the state file is damaged"), ("problem", data["damaged"]),
+                      ("file", data.get("file"))])
+    effective = data.get("effective") or {}
     head = pairs([
-        ("state", data.get("state")),
+        ("state", data.get("state") + (f" (commands see {effective['state']}: {effective['why']})"
+                                       if effective else "")),
         ("since", data.get("updated_at") or "never set (no state file yet)"),
         ("by", data.get("command")),
         ("reason", data.get("reason")),
