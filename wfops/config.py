@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,12 @@ KEYS: tuple[Key, ...] = (
     _k("target", "LIUM_TARGET", "", "str",
        "Lium pod: name, UUID, huid or row number of `lium ps`; wins over OPS_DEFAULT_HOST (used instead when lium "
        "is missing or its API is down)", pod=False),
+    _k("target", "LIUM_API_KEY", "", "str",
+       "Lium API key for every lium call, in lium's environment only (never argv, never the pod); empty: lium's "
+       "own (LIUM_API_KEY in the environment, ~/.lium/config.ini)", pod=False),
+    _k("target", "LIUM_LOOKUP_TIMEOUT_SECS", "20", "int",
+       "seconds a `lium ps` lookup of LIUM_TARGET may take before the Lium API counts as down (then "
+       "OPS_DEFAULT_HOST, and no lookup for 30 s)", pod=False),
     _k("target", "OPS_DEFAULT_HOST", "", "host",
        "SSH fallback: an ~/.ssh/config alias, user@host[:port], or `local` for this machine", pod=False),
     _k("target", "SSH_KEY_PATH", "", "lpath",
@@ -168,10 +174,21 @@ def is_secret(name: str) -> bool:
     return bool(_SECRET_RE.search(name))
 
 
+MASK = "********"
+_MIN_SECRET = 4  # shorter secret values are not masked inside other text (they would mask half the output)
+
+
 def redact(name: str, value: str) -> str:
     if is_secret(name) and value:
-        return "********"
+        return MASK
     return value
+
+
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value in it replaced by the mask, whichever key carried it."""
+    for secret in sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 # ---------------------------------------------------------------- file discovery
@@ -361,7 +378,7 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """Values never to be shown (for redacting remote output too); longest first."""
-        vals = {v for k, v in self.values.items() if is_secret(k) and len(v) >= 4}
+        vals = {v for k, v in self.values.items() if is_secret(k) and len(v) >= _MIN_SECRET}
         return sorted(vals, key=len, reverse=True)
 
     def pod_env_text(self) -> str:
@@ -380,7 +397,13 @@ class Settings:
         return hashlib.sha256(self.pod_env_text().encode()).hexdigest()
 
     def redacted_values(self) -> dict[str, str]:
-        return {k: redact(k, v) for k, v in self.values.items()}
+        """Every value as it may be shown: secret keys masked, and any secret value inside another value
+        (REPO_URL=https://u:${HF_TOKEN}@host/...) masked too."""
+        secrets = self.secret_values()
+        return {k: mask_secrets(redact(k, v), secrets) for k, v in self.values.items()}
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text, self.secret_values())
 
     @property
     def state_file(self) -> str:
@@ -397,6 +420,7 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
     typed: dict[str, object] = {}
     sources: dict[str, str] = {}
     errors: list[str] = []
+    secrets = [resolver.value(name) or "" for name in [*KEYS_BY_NAME, *entries] if is_secret(name)]
     for key in KEYS:
         value = resolver.value(key.name) or ""
         values[key.name] = value
@@ -404,7 +428,8 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
         result, expected = _check(key, value)
         if expected is not None:
             where = f" ({sources[key.name]})" if key.name in entries else ""
-            errors.append(f"config: {key.name}={redact(key.name, value)!r} is not valid{where}: expected {expected}")
+            shown = mask_secrets(redact(key.name, value), secrets)
+            errors.append(f"config: {key.name}={shown!r} is not valid{where}: expected {expected}")
         typed[key.name] = result
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))

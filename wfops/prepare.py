@@ -53,7 +53,7 @@ def require_repo_url(settings: Settings) -> str:
     if not url:
         raise ConfigError("config: REPO_URL is empty; checkout needs the git URL of your training repo")
     if url.startswith("-") or "\n" in url:
-        raise ConfigError(f"config: REPO_URL={url!r} is not a git URL")
+        raise ConfigError(f"config: REPO_URL={settings.mask(url)!r} is not a git URL")
     return url
 
 
@@ -66,8 +66,10 @@ def _short_list(items: list[str], n: int = 5) -> str:
 
 
 def _same_url(a: str, b: str) -> bool:
+    """Same repository: a trailing `/` or `.git` and credentials in an http(s) URL do not count (the pod keeps
+    the URL without them)."""
     def norm(u: str) -> str:
-        u = u.strip().rstrip("/")
+        u = re.sub(r"^(https?://)[^/@]*@", r"\1", u.strip()).rstrip("/")
         return u[:-4] if u.endswith(".git") else u
 
     return norm(a) == norm(b)

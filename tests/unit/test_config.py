@@ -47,14 +47,24 @@ def test_bad_values_name_key_value_and_form(line, fragment):
 
 
 def test_secret_values_never_appear_in_errors_or_redacted_views():
-    s = parse_settings("WANDB_API_KEY=sekrit-value-1\nMY_TOKEN=tok-123456\n", environ={})
+    s = parse_settings("WANDB_API_KEY=sekrit-value-1\nMY_TOKEN=tok-123456\n"
+                       "REPO_URL=https://u:${MY_TOKEN}@git.example.invalid/r.git\n"
+                       "NOTE_TEXT=see ${WANDB_API_KEY}\nEXTRA_ENV_KEYS=NOTE_TEXT\n", environ={})
     shown = s.redacted_values()
     assert shown["WANDB_API_KEY"] == "********" and shown["MY_TOKEN"] == "********"
+    assert shown["REPO_URL"] == "https://u:********@git.example.invalid/r.git"  # a secret inside another key
+    assert shown["NOTE_TEXT"] == "see ********"
+    assert not [v for v in shown.values() if "sekrit-value-1" in v or "tok-123456" in v]
     assert set(s.secret_values()) == {"sekrit-value-1", "tok-123456"}
-    with pytest.raises(ConfigError) as err:  # a secret-looking key with a bad value
-        parse_settings("HF_TOKEN=x\nRUN_TIMEOUT_SECS=${HF_TOKEN}\n", environ={})
-    assert "x" in err.value.message  # not a secret key itself: its value is shown
-    assert "HF_TOKEN=" not in err.value.message
+    assert s.mask("clone https://u:tok-123456@git.example.invalid") == "clone https://u:********@git.example.invalid"
+    for text in ("HF_TOKEN=tok-abcdef\nRUN_TIMEOUT_SECS=${HF_TOKEN}\n",
+                 "HF_TOKEN=tok-abcdef\nRUN_TIMEOUT_SECS=9${HF_TOKEN}\n",
+                 "MY_PASSWORD=hunter22\nSWEEP_LIMIT=${MY_PASSWORD}\n"):
+        with pytest.raises(ConfigError) as err:  # a type error never echoes a secret, whichever key carried it
+            parse_settings(text, environ={})
+        message = err.value.message
+        assert "tok-abcdef" not in message and "hunter22" not in message
+        assert "is not valid" in message and "********" in message, message
 
 
 def test_unknown_key_warns_with_closest_known_key():

@@ -16,6 +16,7 @@ one vocabulary in states.py.
     scheduler   the sweep queue
     facts       what checkout and pod.status need to know about the pod
     prepare     bootstrap and the checkout steps
+    steps       running those steps: children, notes, failures, env wrappers, git credentials out of argv
     launch      starting the agent again (runners, queue) and tmux windows
     __main__    the entry point
 """

@@ -16,52 +16,11 @@ import tempfile
 
 from . import facts, store, workflow
 from .registry import Refusal, command
-from .states import EXIT_REMOTE, EXIT_USAGE, pod_path
+from .states import EXIT_USAGE, pod_path
+from .steps import fail, git_credentials, in_venv, must, note, run, with_env
 
-# ENV_FILE ARGV...: run ARGV with the pod env loaded (like every step of a command)
-WITH_ENV = 'set -a; . "$1"; set +a; shift; exec "$@"'
-# ENV_FILE VENV SHELL_COMMAND: run a user's shell command with the pod env loaded and the venv active
-IN_VENV = 'set -a; . "$1"; set +a; . "$2/bin/activate"; exec bash -c "$3"'
 TORCH_CHECK = "import torch, sys; print(torch.__file__); print(int(torch.cuda.is_available()))"
 PLAN_KEYS = ("clone", "force_clean", "ref_kind", "ref", "expect_sha", "venv", "data", "link")
-
-
-def note(text: str) -> None:
-    sys.stderr.write("wfops: %s\n" % text)
-    sys.stderr.flush()
-
-
-def fail(message: str) -> None:
-    raise Refusal(EXIT_REMOTE, message.replace("\n", " "))
-
-
-def run(argv: list, cwd=None, env=None, stdout=None, stderr=None) -> int:
-    """Run a child (stdin /dev/null, output to our stderr); its status as bash has it (128+N: a signal)."""
-    sys.stderr.flush()
-    try:
-        err = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # sys.stderr replaced by something without an fd
-        err = 2
-    try:
-        rc = subprocess.call(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err if stdout is None else stdout,
-                             stderr=err if stderr is None else stderr)
-    except OSError as exc:
-        note("cannot run %s: %s" % (argv[0], exc.strerror or exc))
-        return 127
-    return 128 - rc if rc < 0 else rc
-
-
-def must(argv: list, message: str, cwd=None, env=None) -> None:
-    if run(argv, cwd=cwd, env=env) != 0:
-        fail(message)
-
-
-def with_env(pod, argv: list) -> list:
-    return ["bash", "-c", WITH_ENV, "wfops", pod.env_path or os.devnull] + list(argv)
-
-
-def in_venv(pod, venv: str, shell_command: str) -> list:
-    return ["bash", "-c", IN_VENV, "wfops", pod.env_path or os.devnull, venv, shell_command]
 
 
 def _mkdirs(path: str) -> None:
@@ -208,11 +167,12 @@ class Checkout:
         self.data = os.path.abspath(pod_path(data_dir))
         self.work = self.repo + "/" + train_workdir
         self.link = self.work + "/" + link_dir
-        self.install_cmd, self.url, self.pybin = install_cmd, repo_url, remote_python
+        self.install_cmd, self.pybin = install_cmd, remote_python
+        self.url, self.git_env, self.git_cfg = git_credentials(repo_url)
         self.cpu_only, self.download_cmd = cpu_only, download_cmd
 
     def git(self, args: list, message: str) -> None:
-        must(["git"] + args, message, cwd=self.repo)
+        must(["git"] + self.git_cfg + args, message, cwd=self.repo, env=self.git_env)
 
     def git_out(self, args: list):  # (exit code, stripped stdout)
         return facts.run_out(["git"] + args, cwd=self.repo, timeout=None)
@@ -221,8 +181,9 @@ class Checkout:
         if self.plan["clone"]:
             note("[clone] git clone %s %s" % (self.url, self.repo))
             _mkdirs(os.path.dirname(self.repo.rstrip("/")) or "/")
-            must(["git", "clone", "-q", "--", self.url, self.repo],
-                 "git clone of REPO_URL failed (see above); check the URL and that the pod can reach it")
+            must(["git"] + self.git_cfg + ["clone", "-q", "--", self.url, self.repo],
+                 "git clone of REPO_URL failed (see above); check the URL and that the pod can reach it",
+                 env=self.git_env)
         if not os.path.isdir(self.repo):
             fail("%s is not a directory; rerun checkout to clone REPO_URL there" % self.repo)
 

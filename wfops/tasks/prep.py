@@ -48,11 +48,12 @@ def checkout(c, dry_run=False, json=False, config=None):
         plan = plan_checkout(settings, facts)
         if dry_run:
             if json:
-                print(to_json({"facts": facts, "steps": [s.__dict__ for s in plan.steps]}))
+                print(settings.mask(to_json({"facts": facts, "steps": [s.__dict__ for s in plan.steps]})))
             else:
-                print(f"checkout plan for {cmd.target.label} (dry run: nothing was changed)\n{plan.render()}")
+                print(settings.mask(f"checkout plan for {cmd.target.label} (dry run: nothing was changed)\n"
+                                    f"{plan.render()}"))
             return
-        print(f"checkout plan:\n{plan.render()}", file=sys.stderr)
+        print(settings.mask(f"checkout plan:\n{plan.render()}"), file=sys.stderr)
         plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
         data = cmd.call("checkout-apply", plan=plan_data, repo_url=v["REPO_URL"],
                         remote_python=v["REMOTE_PYTHON_BIN"], cpu_only=bool(settings["CPU_ONLY"]),

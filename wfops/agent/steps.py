@@ -1,0 +1,76 @@
+"""Running the steps of bootstrap and checkout: children with their output on our stderr, progress notes,
+failures (exit 6), the fixed bash wrappers that load the pod env, and git credentials kept out of argv."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .registry import Refusal
+from .states import EXIT_REMOTE
+
+# ENV_FILE ARGV...: run ARGV with the pod env loaded (like every step of a command)
+WITH_ENV = 'set -a; . "$1"; set +a; shift; exec "$@"'
+# ENV_FILE VENV SHELL_COMMAND: run a user's shell command with the pod env loaded and the venv active
+IN_VENV = 'set -a; . "$1"; set +a; . "$2/bin/activate"; exec bash -c "$3"'
+
+
+def note(text: str) -> None:
+    sys.stderr.write("wfops: %s\n" % text)
+    sys.stderr.flush()
+
+
+def fail(message: str) -> None:
+    raise Refusal(EXIT_REMOTE, message.replace("\n", " "))
+
+
+def run(argv: list, cwd=None, env=None, stdout=None, stderr=None) -> int:
+    """Run a child (stdin /dev/null, output to our stderr); its status as bash has it (128+N: a signal)."""
+    sys.stderr.flush()
+    try:
+        err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # sys.stderr replaced by something without an fd
+        err = 2
+    try:
+        rc = subprocess.call(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err if stdout is None else stdout,
+                             stderr=err if stderr is None else stderr)
+    except OSError as exc:
+        note("cannot run %s: %s" % (argv[0], exc.strerror or exc))
+        return 127
+    return 128 - rc if rc < 0 else rc
+
+
+def must(argv: list, message: str, cwd=None, env=None) -> None:
+    if run(argv, cwd=cwd, env=env) != 0:
+        fail(message)
+
+
+# Credentials in REPO_URL (https://user:TOKEN@host/repo.git) never reach an argv (world-readable in
+# /proc/*/cmdline) nor .git/config: git gets the URL without them, and this helper hands them over from
+# the environment of the git process.
+CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; '
+                     'printf "username=%s\\npassword=%s\\n" "$WFOPS_GIT_USERNAME" "$WFOPS_GIT_PASSWORD"; }; f')
+
+
+def git_credentials(url: str) -> tuple:
+    """(URL without credentials, environment for git or None, git -c options)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None, []
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    env = dict(os.environ, WFOPS_GIT_USERNAME=unquote(user), WFOPS_GIT_PASSWORD=unquote(password),
+               GIT_TERMINAL_PROMPT="0")
+    cfg = ["-c", "credential.helper=", "-c", "credential.helper=" + CREDENTIAL_HELPER]
+    return urlunsplit(parts._replace(netloc=host)), env, cfg
+
+
+def with_env(pod, argv: list) -> list:
+    return ["bash", "-c", WITH_ENV, "wfops", pod.env_path or os.devnull] + list(argv)
+
+
+def in_venv(pod, venv: str, shell_command: str) -> list:
+    return ["bash", "-c", IN_VENV, "wfops", pod.env_path or os.devnull, venv, shell_command]
