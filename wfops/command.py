@@ -18,7 +18,7 @@ from .agent import states
 from .config import Settings
 from .errors import ConnectError
 from .remote import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
-from .render import agent, b64, render
+from .render import agent, b64, json_line, render
 from .target import Target, resolve_target
 
 LOCK_WAIT_SECS = 10
@@ -84,13 +84,17 @@ class PodCommand:
         return render(template, **{**self.context(), **context})
 
     def exec(self, template: str, stdout_sink: StdoutSink | None = None, meta: MetaSink | None = None,
-             **context: object) -> ExecResult:
+             request: dict[str, object] | None = None, **context: object) -> ExecResult:
+        """Render and run one script; `request` (for the agent) travels after it on the same stdin."""
         assert self.session is not None, "use PodCommand as a context manager"
-        return self.session.exec_script(self.script(template, **context), stdout_sink, meta)
+        text = self.script(template, **context)
+        if request is not None:
+            text += json_line(request) + "\n"
+        return self.session.exec_script(text, stdout_sink, meta)
 
-    def run(self, template: str, **context: object) -> dict:
+    def run(self, template: str, request: dict[str, object] | None = None, **context: object) -> dict:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
-        return self.exec(template, **context).json(self.command, self.redact)
+        return self.exec(template, request=request, **context).json(self.command, self.redact)
 
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict:
         """One agent command in one exec; its JSON result."""

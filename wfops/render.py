@@ -54,7 +54,6 @@ def environment() -> jinja2.Environment:
     env.filters["q"] = q
     env.filters["qpath"] = qpath
     env.filters["b64"] = b64
-    env.filters["json"] = json_line
     return env
 
 
@@ -91,7 +90,7 @@ def agent() -> Agent:
 
 
 def json_line(value: object) -> str:
-    """A value as one line of JSON: safe inside a quoted heredoc (it can never equal the delimiter line)."""
+    """A value as one line of JSON (the agent's request, sent after the script on the same stdin)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 

@@ -13,7 +13,7 @@ import io
 import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .config import Settings
 from .errors import UsageError
@@ -21,6 +21,7 @@ from .shell import is_pod_name
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes")
 REQUIRED = ("run_id", "config", "seed")
+_SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
 _OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
 _INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
                   "wandb_log": "wandb", "wandb_group": "wandb", "wandb_run_name": "wandb", "wandb_project": "wandb"}
@@ -45,9 +46,8 @@ class RunSpec:
     notes: str = ""
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["overrides"] = [f"{k}={v}" for k, v in self.overrides]
-        return d
+        return {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
+                "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes}
 
 
 @dataclass
@@ -84,7 +84,12 @@ def _check_config(path: str) -> str | None:
 
 def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tuple[str, str], ...], str | None]:
     try:
-        words = shlex.split(text, comments=False, posix=True)
+        # the common case (no quote or escape) splits like shlex, on its whitespace, without its per-char loop
+        plain = not any(ch in text for ch in "'\"\\")
+        if plain:
+            words = [w for w in _SHLEX_SPACE.split(text) if w]
+        else:
+            words = shlex.split(text, comments=False, posix=True)
     except ValueError as exc:
         return (), f"overrides cannot be split into words ({exc}): {text!r}"
     pairs = []

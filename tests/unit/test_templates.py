@@ -15,12 +15,11 @@ from tests import realparts
 from wfops import fsm
 from wfops.command import PodCommand
 from wfops.config import parse_settings
-from wfops.render import templates_dir
+from wfops.render import json_line, templates_dir
 from wfops.target import Target
 
 EXPR = re.compile(r"{{(.*?)}}", re.S)
-# `json` renders one line of JSON, only ever inside a quoted heredoc (<<'WF_IN'), where the shell reads it as data
-SAFE_FILTERS = ("| q", "| qpath", "| int", "| json")
+SAFE_FILTERS = ("| q", "| qpath", "| int")
 # constants of wfops itself, never user input: its version and command names
 TRUSTED = {"version", "command"}
 HOSTILE = "x'; touch /tmp/wfops-pwned; echo \"$(id)\" `id` \\"
@@ -38,7 +37,8 @@ def test_every_value_goes_through_a_quoting_filter():
 
 def _cmd(command: str) -> PodCommand:
     quoted = '"' + HOSTILE.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    settings = parse_settings(f"OPS_DEFAULT_HOST=local\nWF_TMUX_SOCKET=sock\nOPS_REMOTE_REPO=~/r\nMY_X={quoted}\n",
+    settings = parse_settings(f"OPS_DEFAULT_HOST=local\nWF_TMUX_SOCKET=sock\nOPS_REMOTE_REPO=~/r\nMY_X={quoted}\n"
+                              "OPS_REMOTE_OUTPUTS_DIR=~/out\n",
                               environ={})
     assert settings.values["MY_X"] == HOSTILE
     return PodCommand(command, settings, Target(kind="local", label="local"))
@@ -57,15 +57,20 @@ REQUESTS = {"agent.sh.j2": ("task-start", {"id": "t1", "command_text": HOSTILE, 
 
 
 def test_the_request_reaches_the_agent_verbatim(tmp_path):
-    """The whole request, hostile values included, arrives on the agent's stdin byte for byte."""
+    """The request travels after the script on bash's stdin; the agent (here a stand-in python3 that saves its
+    stdin) gets it byte for byte, hostile values included, and no other command of the script reads it."""
     command = "task.run"
     request = _request(command, *REQUESTS["agent.sh.j2"])
-    script = _cmd(command).script("agent.sh.j2", request=request)
-    start = script.index("wf_agent >&3")
-    body = script[start:script.index("\nWF_IN\n", start) + len("\nWF_IN\n")]
+    cmd = _cmd(command)
+    script = cmd.script("agent.sh.j2").replace("/usr/bin/python3", str(tmp_path / "python3"))
     got = tmp_path / "stdin.json"
-    stub = f"set -e\nexec 3>&1\nwf_agent() {{ cat > {got}; }}\n{body}"
-    subprocess.run(["bash", "-c", stub], check=True, cwd=tmp_path)
+    stand_in = tmp_path / "python3"
+    stand_in.write_text(f"#!/bin/sh\ncat > {got}\n")
+    stand_in.chmod(0o755)
+    text = script + json_line(request) + "\n"
+    res = subprocess.run(["bash", "-s"], input=text, capture_output=True, text=True, env={"HOME": str(tmp_path),
+                                                                                         "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
     assert json.loads(got.read_text()) == request
     assert not Path("/tmp/wfops-pwned").exists()
 
