@@ -86,10 +86,7 @@ def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tupl
     try:
         # the common case (no quote or escape) splits like shlex, on its whitespace, without its per-char loop
         plain = not any(ch in text for ch in "'\"\\")
-        if plain:
-            words = [w for w in _SHLEX_SPACE.split(text) if w]
-        else:
-            words = shlex.split(text, comments=False, posix=True)
+        words = [w for w in _SHLEX_SPACE.split(text) if w] if plain else shlex.split(text, posix=True)
     except ValueError as exc:
         return (), f"overrides cannot be split into words ({exc}): {text!r}"
     pairs = []
