@@ -166,3 +166,17 @@ def test_large_values_commands_and_notes_travel_without_argv_limits(swept: Pod):
     pod.ok("sweep.start", "--csv", str(write_csv(pod, [["noted", "config/train_tiny.py", "1", "", notes]])))
     data = wait_sweep(pod)
     assert states(data) == {"noted": "success"} and data["runs"][0]["notes"] == notes
+
+
+def test_a_killed_tmux_session_stops_the_queue_honestly_and_sweep_start_works_again(swept: Pod):  # noqa: F811
+    pod = swept
+    csv = write_csv(pod, "long,config/train_tiny.py,1,sleep=300,\nnext,config/train_tiny.py,2,,\n")
+    pod.ok("sweep.start", "--csv", str(csv))
+    wait_until(lambda: (pod.outputs / "long" / "args.json").exists(), timeout=90, what="the run to start")
+    pod.tmux("kill-session", "-t", f"={pod.session}-sw")
+    data = wait_sweep(pod)
+    assert data["sweep"]["state"] == "stopped" and "tmux session or server went away" in data["sweep"]["reason"]
+    assert states(data)["long"] in ("lost", "cancelled") and states(data)["next"] == "cancelled"
+    res = pod.ok("sweep.start", "--csv", str(write_csv(pod, "next,config/train_tiny.py,2,,\n", name="again.csv")))
+    assert "started sweep-" in res.out
+    assert states(wait_sweep(pod)) == {"next": "success"}

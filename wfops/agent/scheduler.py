@@ -35,6 +35,8 @@ from .states import (
 )
 
 STOPPED_WHY = "stopped by sweep.stop"
+STOP_REASONS = {signal.SIGTERM: STOPPED_WHY, signal.SIGINT: "interrupted (SIGINT)",
+                signal.SIGHUP: "its tmux session or server went away (SIGHUP)"}
 
 
 class QueueLog:
@@ -50,8 +52,11 @@ class QueueLog:
             self.fh.flush()
         except OSError:  # a full disk: the tmux window still shows it
             pass
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except OSError:  # the tmux window is gone (its terminal answers EIO): the log file still has it
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for the rest of the queue
 
 
 def _env_value(env_path: str, key: str) -> str:
@@ -74,8 +79,8 @@ class Scheduler:
         self.nproc = 0
 
     # ---------------------------------------------------------------- signals
-    def on_term(self, _signum, _frame) -> None:
-        self.stop_why = self.stop_why or STOPPED_WHY
+    def on_term(self, signum, _frame) -> None:
+        self.stop_why = self.stop_why or STOP_REASONS.get(signum, STOPPED_WHY)
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
 
@@ -218,7 +223,7 @@ class Scheduler:
 
     def finish(self) -> None:
         why = self.stop_why or "queue finished"
-        final = QUEUE_STOPPED if why == STOPPED_WHY else QUEUE_COMPLETED
+        final = QUEUE_STOPPED if why in STOP_REASONS.values() else QUEUE_COMPLETED
         store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso()},
                           keep_terminal=False)
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))
