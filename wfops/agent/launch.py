@@ -4,6 +4,7 @@ opens tmux windows."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -30,14 +31,16 @@ def agent_argv(*args: str) -> list:
     return [sys.executable, "-I", "-S", "-c", CALL, HOME] + list(args)
 
 
-def write_argv_script(path: str, comment: str, argv: list) -> None:
-    """A bash script that execs argv exactly (each word quoted)."""
-    import shlex
+def shell_words(argv: list) -> str:
+    """argv as one shell command line, each word quoted."""
+    return " ".join(shlex.quote(w) for w in argv)
 
+
+def write_argv_script(path: str, comment: str, argv: list) -> None:
+    """A bash script that execs argv exactly."""
     from .store import write_bytes
 
-    text = "#!/usr/bin/env bash\n# %s\nexec %s\n" % (comment, " ".join(shlex.quote(w) for w in argv))
-    write_bytes(path, text.encode(), mode=0o755)
+    write_bytes(path, ("#!/usr/bin/env bash\n# %s\nexec %s\n" % (comment, shell_words(argv))).encode(), mode=0o755)
 
 
 def tmux_window(pod, session: str, window: str, shell_command: str, new_session: bool = False) -> tuple:
@@ -72,9 +75,3 @@ def tmux_has_session(pod, session: str) -> bool:
                               stdin=subprocess.DEVNULL).returncode == 0
     except OSError:
         return False
-
-
-def shlex_quote(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)

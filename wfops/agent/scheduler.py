@@ -142,7 +142,7 @@ class Scheduler:
     def command_text(self, run: dict, argv: list) -> str:
         return ("#!/usr/bin/env bash\n# wfops run %s of %s: the exact command, as run\nset -a; . %s; set +a\n"
                 "cd %s || exit 2\nexec %s\n" % (run["run_id"], self.sid, shlex.quote(self.pod.env_path),
-                                               shlex.quote(self.ex["workdir"]), " ".join(shlex.quote(w) for w in argv)))
+                                               shlex.quote(self.ex["workdir"]), launch.shell_words(argv)))
 
     def spec(self, run: dict, d: str, out: str) -> dict:
         ex = self.ex

@@ -99,7 +99,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
     before = workflow.read_state(pod.state_file)["state"]
     workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
     launch.tmux_kill_session(pod, session)
-    shell = "exec " + " ".join(launch.shlex_quote(w) for w in launch.agent_argv("sweep-run", path))
+    shell = "exec " + launch.shell_words(launch.agent_argv("sweep-run", path))
     try:
         pid, _ = launch.tmux_window(pod, session, "sweep", shell, new_session=True)
     except Refusal as exc:

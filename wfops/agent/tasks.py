@@ -101,8 +101,8 @@ def task_start(pod, id: str, command_text: str, session: str, timeout: int = 0, 
         d = _build(pod, id, command_text, timeout, grace, workdir)
     status = os.path.join(d, STATUS_FILE)
     try:
-        pid, window = launch.tmux_window(pod, session, id, "exec bash " + launch.shlex_quote(
-            os.path.join(d, RUNNER_FILE)))
+        pid, window = launch.tmux_window(pod, session, id, "exec " + launch.shell_words(
+            ["bash", os.path.join(d, RUNNER_FILE)]))
     except Refusal as exc:
         store.update_json(status, {"state": FAILED, "reason": exc.message, "ended_at": store.now_iso()})
         raise Refusal(exc.code, "could not start task %s: %s" % (id, exc.message)) from None
