@@ -74,7 +74,8 @@ VOCABULARY = [*states.STATES, *states.TERMINAL, states.PENDING, states.RUNNING, 
                                          *(ROOT / "remote_templates").glob("*.j2")]), ids=lambda p: p.name)
 def test_states_and_pod_names_are_imported_not_repeated(path: Path):
     text = path.read_text()
-XX
+    # pod.py speaks of Lium pods: "running" is a pod's status there and "failed" a key of lium's `rm` answer
+    allowed = {"pod.py": {"failed", "running"}}.get(path.name, set())
     found = [word for word in set(VOCABULARY) - allowed if re.search(rf"""["'/]{re.escape(word)}["'/]""", text)]
     assert found == [], f"{path.name} spells {found}; import them from wfops.agent.states"
 
