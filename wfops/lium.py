@@ -3,11 +3,13 @@ what it prints.
 
 `LiumCLI` runs `lium` as a subprocess with an argv list (never a shell), in JSON mode and without
 prompts, under a timeout. Failures become `LiumError` (exit 11) carrying lium's message and hint on
-one line; `LiumMissing` (lium not on PATH) and `LiumUnreachable` (the API did not answer) are the two
-failures a target may fall back from. Everything below the CLI class is pure: `lium ps` rows ->
-the pod a LIUM_TARGET names, `ssh_cmd` -> user/host/port, where lium keeps its key and its per-pod
-host-key pins, and the `lium up` argument list from the config. Facts behind the choices:
-shared/notes/lium.md and the installed package (`lium/sdk/client.py`, `lium/cli/utils.py`).
+one line; `LiumMissing` (lium not on PATH) and `LiumUnreachable` (the API did not answer, answered
+5xx or 429, or took too long) are the two failures a target may fall back from. `LIUM_API_KEY` from
+the config reaches lium in its environment (`lium_environ`), never in argv. A `lium up` stopped by
+Ctrl-C raises `UpInterrupted` with the pod lium said it had created. Everything below the CLI class
+is pure: `lium ps` rows -> the pod a LIUM_TARGET names, `ssh_cmd` -> user/host/port, where lium
+keeps its key and its per-pod host-key pins, and the `lium up` argument list from the config. Facts
+behind the choices: shared/notes/lium.md and the installed package (`lium/sdk/client.py`, `lium/cli/utils.py`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +59,15 @@ _UNREACHABLE_RE = re.compile(
     r"ConnectTimeout|ConnectionError|Read timed out|Temporary failure in name resolution|Network is unreachable",
     re.IGNORECASE,
 )
+# An API that answers but does not serve: a gateway/server error or rate limiting, after lium's own
+# retries (lium.sdk.client._raise_for_status words them so; the API's own code may replace lium's).
+_UNAVAILABLE_CODES = frozenset({"server_error", "rate_limited"})
+_UNAVAILABLE_RE = re.compile(r"^(Server error: 5\d\d|Rate limit exceeded)\b")
+# `lium up` progress lines (lium/cli/up/command.py): the node it rents, then the pod it created.
+_RENTING_RE = re.compile(r"^renting (\S+?)(?:…|\.\.\.)")
+_CREATED_RE = re.compile(r"\bpod (.+?) \(id: ([A-Za-z0-9._-]+)\) created\b")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+STOP_GRACE_SECS = 3.0  # how long an interrupted lium gets to end on its own, then after SIGINT
 _SSH_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _SSH_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _POD_ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]")
@@ -79,7 +92,50 @@ class LiumMissing(LiumFailure):
 
 
 class LiumUnreachable(LiumFailure):
-    """The lium CLI could not reach the Lium API (or did not answer in time)."""
+    """The Lium API did not serve the call: unreachable, 5xx, 429 (after lium's retries), or too slow."""
+
+
+class UpInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while `lium up` ran; lium has been stopped. What its progress lines said it had done."""
+
+    def __init__(self, pod_id: str | None, pod_name: str | None, renting: str | None,
+                 cause: BaseException | None = None) -> None:
+        super().__init__()
+        self.pod_id = pod_id  # the pod lium said it created (None: it had not said so)
+        self.pod_name = pod_name
+        self.renting = renting  # the node lium started renting (None: it had not started)
+        self.cause = cause  # the KeyboardInterrupt (or its SIGTERM subclass) that stopped wfops
+
+
+# ------------------------------------------------------------------ the environment of lium
+
+def lium_environ(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment lium runs in: ours, plus the config's LIUM_API_KEY when it sets one.
+
+    lium reads LIUM_API_API_KEY before LIUM_API_KEY (lium.sdk.config.Config.load), so a key from the
+    config drops an inherited LIUM_API_API_KEY: the key the config names is the key lium sends.
+    """
+    env = dict(os.environ if environ is None else environ)
+    key = (values.get("LIUM_API_KEY") or "").strip()
+    if key:
+        env.pop("LIUM_API_API_KEY", None)
+        env["LIUM_API_KEY"] = key
+    return env
+
+
+@contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM do nothing inside (cleanup that must finish); children started inside ignore them too."""
+    try:
+        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------ running the CLI
@@ -125,14 +181,14 @@ class LiumCLI:
             proc.wait()
             raise LiumUnreachable(f"{what} did not finish within {limit:.0f}s (Lium API at {self.base_url})") from None
         if proc.returncode != 0:
-            raise error_from(what, proc.returncode, stderr, self.base_url)
+            raise error_from(what, proc.returncode, stderr, self.base_url, stdout=stdout)
         try:
             return json.loads(stdout)
         except ValueError:
             raise LiumFailure(f"{what} printed something that is not JSON: {stdout.strip()[:200]!r}") from None
 
-    def ps(self) -> list[dict[str, Any]]:
-        rows = self.run(["ps", "--format", "json"])
+    def ps(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        rows = self.run(["ps", "--format", "json"], timeout=timeout)
         if not isinstance(rows, list):
             raise LiumFailure(f"lium ps printed a {type(rows).__name__}, not a list of pods")
         return [r for r in rows if isinstance(r, dict)]
@@ -145,11 +201,16 @@ class LiumCLI:
         return self.run(["exec", pod_id, "--json", command])
 
     def up(self, argv: Sequence[str], timeout: float) -> dict[str, Any]:
+        """`lium up ARGV`; Ctrl-C stops lium and raises UpInterrupted naming what it had rented."""
         return self.run(["up", *argv], timeout=timeout, narrate=True)
 
 
 def _communicate_narrating(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
-    """Like communicate(), but lium's progress lines reach our stderr as they come (`lium up` takes a while)."""
+    """Like communicate(), but lium's progress lines reach our stderr as they come (`lium up` takes a while).
+
+    Ctrl-C: lium is stopped (it got the terminal's SIGINT too, or gets one now), its last lines are read,
+    and UpInterrupted says which pod it had created, from those lines.
+    """
     assert proc.stdout is not None and proc.stderr is not None
     out: list[str] = []
     err: list[str] = []
@@ -167,10 +228,47 @@ def _communicate_narrating(proc: subprocess.Popen, timeout: float) -> tuple[str,
     threads = [threading.Thread(target=pump_out, daemon=True), threading.Thread(target=pump_err, daemon=True)]
     for t in threads:
         t.start()
-    proc.wait(timeout=timeout)
+    try:
+        proc.wait(timeout=timeout)
+    except KeyboardInterrupt as exc:
+        with interrupts_ignored():
+            _stop(proc)
+            for t in threads:
+                t.join(timeout=5)
+        stop = up_interrupted("".join(err))
+        stop.cause = exc
+        raise stop from None
     for t in threads:
         t.join(timeout=5)
     return "".join(out), "".join(err)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End an interrupted lium: a moment to end on its own, then SIGINT (Ctrl-C), then SIGKILL."""
+    for sig in (None, signal.SIGINT, signal.SIGKILL):
+        if sig is not None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=STOP_GRACE_SECS)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def up_interrupted(stderr: str) -> UpInterrupted:
+    """What an interrupted `lium up` had done, from its progress lines (and an error envelope, if any)."""
+    pod_id = pod_name = renting = None
+    for line in stderr.splitlines():
+        line = _ANSI_RE.sub("", line).strip()
+        if m := _RENTING_RE.match(line):
+            renting = m.group(1)
+        if m := _CREATED_RE.search(line):
+            pod_name, pod_id = m.group(1), m.group(2)
+    envelope = parse_envelope(stderr)
+    data = envelope.get("data") if envelope and isinstance(envelope.get("data"), dict) else {}
+    if not pod_id and data.get("pod_id"):
+        pod_id, pod_name = str(data["pod_id"]), data.get("pod_name")
+    return UpInterrupted(pod_id, pod_name, renting)
 
 
 # ------------------------------------------------------------------ errors (pure)
@@ -194,13 +292,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def error_from(what: str, rc: int, stderr: str, base_url: str = DEFAULT_BASE_URL) -> LiumFailure:
+def error_from(what: str, rc: int, stderr: str, base_url: str = DEFAULT_BASE_URL, stdout: str = "") -> LiumFailure:
     """A failed lium call -> LiumFailure with lium's message and hint on one line (unreachable: LiumUnreachable)."""
     envelope = parse_envelope(stderr)
     if envelope is None:
         tail = [ln for ln in stderr.splitlines() if ln.strip()]
-        return LiumFailure(f"{what} failed (exit {rc})" + (f": {one_line(tail[-1])[:300]}" if tail else ""),
-                           lium_exit=rc)
+        reason = one_line(tail[-1])[:300] if tail else _not_removed(stdout)
+        return LiumFailure(f"{what} failed (exit {rc})" + (f": {reason}" if reason else ""), lium_exit=rc)
     error = envelope["error"]
     code = str(error.get("code") or "")
     message = one_line(error.get("message") or "")
@@ -209,10 +307,23 @@ def error_from(what: str, rc: int, stderr: str, base_url: str = DEFAULT_BASE_URL
     if code in ("unexpected_error", "api_timeout", "server_error") and _UNREACHABLE_RE.search(message):
         return LiumUnreachable(f"{what}: the Lium API at {base_url} is unreachable ({_short_network_reason(message)})",
                                lium_code=code, lium_exit=rc, data=data)
+    if code in _UNAVAILABLE_CODES or _UNAVAILABLE_RE.match(message):
+        return LiumUnreachable(f"{what}: the Lium API at {base_url} is unavailable ({message[:120]})",
+                               lium_code=code, lium_exit=rc, data=data, lium_message=message)
     text = f"{what}: {message}"
     if hint and hint.lower() not in message.lower():
         text += f" (hint: {hint})"
     return LiumFailure(text, lium_code=code, lium_exit=rc, data=data, lium_message=message)
+
+
+def _not_removed(stdout: str) -> str:
+    """`lium rm --format json` that failed says only which pods it could not remove, on stdout."""
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        return ""
+    failed = data.get("failed") if isinstance(data, dict) else None
+    return f"lium could not remove {', '.join(map(str, failed))}" if isinstance(failed, list) and failed else ""
 
 
 def _short_network_reason(message: str) -> str:

@@ -11,8 +11,13 @@ A resolution is cached for CACHE_TTL_SECS (60 s) in `$XDG_CACHE_HOME/wfops/lium-
 fingerprint, so a burst of commands does not call lium each time. A command whose cached address
 does not answer looks the pod up once more (`resolve_again`: pods can move after a reboot).
 
-When lium is not installed or the Lium API does not answer and OPS_DEFAULT_HOST is set, the target
-falls back to OPS_DEFAULT_HOST with a one-line note; otherwise the error says what to install or set.
+When lium is not installed or the Lium API does not serve the lookup (unreachable, 5xx, 429, or no
+answer within LIUM_LOOKUP_TIMEOUT_SECS) and OPS_DEFAULT_HOST is set, the target falls back to
+OPS_DEFAULT_HOST with a one-line note; otherwise the error says what to install or set. A failed
+lookup is remembered for DOWN_TTL_SECS (30 s) in the same cache file, keyed by the API's URL and the
+key's fingerprint, so an outage costs one lookup, not one per command.
+
+lium runs with the config's LIUM_API_KEY in its environment when the config sets one (`lium_environ`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .lium import (
     LiumUnreachable,
     find_ssh_key,
     known_hosts_name,
+    lium_environ,
     not_ready_reason,
     parse_ssh_cmd,
     pin_path,
@@ -46,6 +52,7 @@ from .lium import (
 from .target import Target, ssh_target
 
 CACHE_TTL_SECS = 60
+DOWN_TTL_SECS = 30  # a failed lookup (API down) is remembered this long: an outage costs once
 CACHE_FILE = "lium-targets.json"
 _CACHE_VERSION = 1
 _TARGET_FIELDS = ("label", "host", "user", "port", "key_filename", "known_hosts", "strict_host_keys", "pod_id")
@@ -74,9 +81,13 @@ def cache_path(environ: Mapping[str, str] | None = None, home: Path | None = Non
 
 def cache_key(value: str, environ: Mapping[str, str]) -> str:
     """LIUM_TARGET + the API it was resolved against + which key (a fingerprint, never the key)."""
+    return json.dumps([value, environ.get("LIUM_BASE_URL") or "", _key_fingerprint(environ),
+                       environ.get("LIUM_WORKSPACE") or ""])
+
+
+def _key_fingerprint(environ: Mapping[str, str]) -> str:
     api_key = environ.get("LIUM_API_API_KEY") or environ.get("LIUM_API_KEY") or ""
-    fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:12] if api_key else ""
-    return json.dumps([value, environ.get("LIUM_BASE_URL") or "", fingerprint, environ.get("LIUM_WORKSPACE") or ""])
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12] if api_key else ""
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -113,6 +124,38 @@ def _store(value: str, environ: Mapping[str, str], target: Target, row: Mapping[
         "target": {f: getattr(target, f) for f in _TARGET_FIELDS},
     }
     _write_cache(path, entries, now)
+
+
+def _down_key(environ: Mapping[str, str]) -> str:
+    """Per API and key: a 429 may limit one key only."""
+    return json.dumps(["lium-api-down", environ.get("LIUM_BASE_URL") or "", _key_fingerprint(environ)])
+
+
+def _remember_down(environ: Mapping[str, str], exc: LiumUnreachable) -> None:
+    """A lookup the API did not serve: remembered for DOWN_TTL_SECS, so the next commands skip it."""
+    path = cache_path(environ)
+    now = time.time()
+    entries = _read_cache(path)
+    entries[_down_key(environ)] = {"resolved_at": now, "down": exc.message}
+    _write_cache(path, entries, now)
+
+
+def _forget_down(environ: Mapping[str, str]) -> None:
+    path = cache_path(environ)
+    entries = _read_cache(path)
+    if entries.pop(_down_key(environ), None) is not None:
+        _write_cache(path, entries, time.time())
+
+
+def _known_down(environ: Mapping[str, str]) -> LiumUnreachable | None:
+    """The remembered failure of a lookup less than DOWN_TTL_SECS ago, as the error to fall back from."""
+    entry = _read_cache(cache_path(environ)).get(_down_key(environ))
+    if not entry or not entry.get("down"):
+        return None
+    age = time.time() - float(entry.get("resolved_at", 0))
+    if not 0 <= age < DOWN_TTL_SECS:
+        return None
+    return LiumUnreachable(f"{entry['down']}, {age:.0f}s ago (wfops asks again in {DOWN_TTL_SECS - age:.0f}s)")
 
 
 def _cached(value: str, environ: Mapping[str, str], settings: Settings) -> Resolution | None:
@@ -228,23 +271,47 @@ def _fallback(settings: Settings, exc: LiumFailure) -> Resolution:
     return Resolution(ssh_target(settings, notes=(note,)))
 
 
+def lookup_timeout(settings: Settings) -> int:
+    secs = int(settings["LIUM_LOOKUP_TIMEOUT_SECS"])  # type: ignore[arg-type]
+    if secs < 1:
+        raise ConfigError(f"config: LIUM_LOOKUP_TIMEOUT_SECS={secs} is not valid: expected at least 1 second")
+    return secs
+
+
+def _list_pods(settings: Settings, environ: Mapping[str, str], use_cache: bool) -> tuple[LiumCLI, list[dict]]:
+    """One `lium ps` within LIUM_LOOKUP_TIMEOUT_SECS; a failure the API caused is remembered (DOWN_TTL_SECS)
+    and, with `use_cache`, a remembered one is raised again without asking."""
+    timeout = lookup_timeout(settings)
+    cli = LiumCLI.find(environ)
+    down = _known_down(environ) if use_cache else None
+    if down is not None:
+        raise down
+    try:
+        rows = cli.ps(timeout=timeout)
+    except LiumUnreachable as exc:
+        _remember_down(environ, exc)
+        raise
+    _forget_down(environ)
+    return cli, rows
+
+
 def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool = True, fallback: bool = True,
             environ: Mapping[str, str] | None = None) -> Resolution:
     """LIUM_TARGET -> Resolution, with at most one `lium ps` (none when the cache is warm).
 
     `require_ready=False` returns a pod that is not RUNNING yet, or that lium could not reach to pin its
     host key, with `target=None` and the reason;
-    `fallback=False` (pod.down) never swaps in OPS_DEFAULT_HOST.
+    `fallback=False` (pod.down) never swaps in OPS_DEFAULT_HOST;
+    `use_cache=False` (pod.status, pod.wait, pod.down) asks lium even after a lookup failed just now.
     """
-    environ = os.environ if environ is None else environ
+    environ = lium_environ(settings.values, environ)
     value = settings.values["LIUM_TARGET"].strip()
     if use_cache:
         cached = _cached(value, environ, settings)
         if cached is not None:
             return cached
     try:
-        cli = LiumCLI.find(environ)
-        rows = cli.ps()
+        cli, rows = _list_pods(settings, environ, use_cache)
     except (LiumMissing, LiumUnreachable) as exc:
         if not fallback:
             raise
@@ -278,7 +345,7 @@ def resolve_again(settings: Settings, failed: Target) -> Target | None:
         return None
     _FROM_CACHE.discard(failed)
     value = settings.values["LIUM_TARGET"].strip()
-    forget(value)
+    forget(value, environ=lium_environ(settings.values))
     fresh = resolve(settings, use_cache=False).target
     assert fresh is not None
     note = f"the cached address of {failed.label} ({failed.host}:{failed.port}) did not answer; looked it up again"

@@ -6,7 +6,12 @@ every request, and can script the failures a test needs:
 
 - a pod PENDING for N polls of `GET /pods`, then RUNNING with an ssh command;
 - a rent that succeeds and a pod that then fails to start (`lium up` names the billing pod);
-- an API that refuses every call (401) or fails (500).
+- an API that refuses every call (401), fails (500), is down behind a gateway (502/503, an HTML body
+  as a proxy sends it) or rate-limits (429 with Retry-After);
+- one route that fails (`fail[(METHOD, PATH_PREFIX)] = STATUS`, e.g. a DELETE that answers 500);
+- a slow API (`delay_secs` before every answer, or `slow[(METHOD, PATH_PREFIX)] = SECS` for one route); the
+  request has been carried out by then, as when a reply is lost on the way back;
+- an API that checks the key (`api_key`): every request must carry it in `X-API-KEY`.
 
 Point the CLI at it with `LIUM_BASE_URL=<fake.base_url>` (the CLI appends paths such as `/pods` to it).
 """
@@ -90,6 +95,12 @@ class FakeLium:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
         self.refuse_all: int | None = None  # answer every request with this HTTP status
+        self.fail: dict[tuple[str, str], int] = {}  # (METHOD, path prefix) -> answer with this status
+        self.delay_secs = 0.0  # wait this long before every answer (a slow API)
+        self.slow: dict[tuple[str, str], float] = {}  # (METHOD, path prefix) -> answer this much later
+        self.api_key: str | None = None  # when set, a request without this X-API-KEY gets 401
+        self.keys_seen: list[str] = []  # the X-API-KEY of every request
+        self.stopping = threading.Event()
         self.rent_then: str = "RUNNING"  # status a rented pod reaches: RUNNING or FAILED
         self.rent_pending_polls = 1
         self.ssh_keys: list[dict[str, Any]] = []
@@ -140,11 +151,14 @@ class FakeLium:
     def start(self) -> FakeLium:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
+        # a client that gave up on a slow answer closed its socket: not worth a traceback in the test log
+        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        self.stopping.set()  # releases requests held by delay_secs
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -164,14 +178,28 @@ class FakeLium:
             rows.append(pod.row(self.executor))
         return rows
 
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, body: Any, api_key: str = "") -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
             self.bodies.append((method, path, body))
             self.counts[(method, path)] += 1
-            if self.refuse_all is not None:
-                return self.refuse_all, {"detail": "refused by the test", "code": "TEST_REFUSAL"}
-            return self._route(method, path, body)
+            self.keys_seen.append(api_key)
+            answer = self._answer(method, path, body, api_key)
+            delay = self.delay_secs + sum(s for (m, prefix), s in self.slow.items()
+                                          if m == method and path.startswith(prefix))
+        if delay:
+            self.stopping.wait(delay)
+        return answer
+
+    def _answer(self, method: str, path: str, body: Any, api_key: str) -> tuple[int, Any]:
+        status = self.refuse_all
+        if status is None:
+            status = next((s for (m, prefix), s in self.fail.items() if m == method and path.startswith(prefix)), None)
+        if status is not None:
+            return status, _failure_body(status)
+        if self.api_key is not None and api_key != self.api_key:
+            return 401, {"detail": "Invalid API key"}
+        return self._route(method, path, body)
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
@@ -222,6 +250,13 @@ class FakeLium:
                 "docker_image_tag": "2.6.0-py3.11-cuda12.5.1", "category": "PYTORCH", "status": "VERIFY_SUCCESS"}
 
 
+def _failure_body(status: int) -> Any:
+    """What a failing API sends: a gateway's HTML page for 502/503/504, JSON otherwise."""
+    if status in (502, 503, 504):
+        return f"<html><body><h1>{status} Service Unavailable</h1>nginx</body></html>"
+    return {"detail": "refused by the test", "code": "TEST_REFUSAL"}
+
+
 def _handler(fake: FakeLium) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -240,13 +275,20 @@ def _handler(fake: FakeLium) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = None
-            status, payload = fake.handle(self.command, path.rstrip("/") or "/", body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            status, payload = fake.handle(self.command, path.rstrip("/") or "/", body,
+                                          self.headers.get("X-API-KEY") or "")
+            text = isinstance(payload, str)
+            data = payload.encode() if text else json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html" if text else "application/json")
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up (a slow answer): nothing to tell it
+                pass
 
         do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 

@@ -102,7 +102,7 @@ def test_up_without_yes_and_without_a_terminal_rents_nothing(lpod: LiumPod, fake
         f"wfops: pod.up: not confirmed, nothing done: rent a Lium pod (node {fake.executor_huid}, name mypod, "
         "auto-removed after 6h); it bills per second until removed needs --yes (or LIUM_YES=1) when stdin is not "
         "a terminal")
-    assert fake.requests == []
+    assert fake.requests == [("GET", "/pods")] and fake.pods == {}  # only looked for a pod of that name
     lpod.configure(LIUM_YES="1")
     assert lpod.wf("pod.up", timeout=180).rc == 0
 

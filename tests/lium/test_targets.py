@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from tests.lium.conftest import API_KEY, LiumPod
@@ -277,6 +278,12 @@ def test_fallback_when_the_lium_api_is_unreachable(lpod: LiumPod, fake: FakeLium
     assert res.err.splitlines()[0] == (f"wfops: lium ps: the Lium API at {dead} is unreachable (Connection refused); "
                                        f"using OPS_DEFAULT_HOST={lpod.sshd.address} instead of LIUM_TARGET=train")
     lpod.configure(OPS_DEFAULT_HOST="")
+    res = lpod.wf("fsm.status")  # within 30 s: the failed lookup is remembered, lium is not run again
+    assert res.rc == 11
+    assert re.fullmatch(rf"wfops: lium ps: the Lium API at {re.escape(dead)} is unreachable \(Connection refused\), "
+                        r"\d+s ago \(wfops asks again in \d+s\); set OPS_DEFAULT_HOST to reach the pod without the "
+                        "Lium API", res.last_err), res.last_err
+    (lpod.home / ".cache" / "wfops" / "lium-targets.json").unlink()  # forgotten: lium is asked again
     res = lpod.wf("fsm.status")
     assert res.rc == 11
     assert res.last_err == (f"wfops: lium ps: the Lium API at {dead} is unreachable (Connection refused); "

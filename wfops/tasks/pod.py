@@ -21,13 +21,16 @@ from invoke import Collection
 from .. import pods
 from ..command import PodCommand
 from ..config import KEYS_BY_NAME, Settings
-from ..errors import ConnectError, LiumError, NotFoundError, UsageError
+from ..errors import ConflictError, ConnectError, LiumError, NotFoundError, UsageError, WfopsError
 from ..lium import (
     INSTALL_HINT,
     LiumCLI,
     LiumFailure,
     LiumMissing,
+    UpInterrupted,
+    interrupts_ignored,
     is_terminal,
+    lium_environ,
     not_ready_reason,
     pod_words,
     row_items,
@@ -35,9 +38,12 @@ from ..lium import (
 )
 from ..output import pairs
 from ..target import LOCAL, Target, parse_host, resolve_target
+from . import _base
 from ._base import JSON_HELP, emit, settings_for, wftask
 
 UP_TIMEOUT_SECS = 900  # lium up's own default budget: find, rent, wait for the pod
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the task boundary reports it
+EXIT_TERMINATED = 143  # SIGTERM, likewise
 WAIT_TIMEOUT_SECS = 600
 POLL_FIRST_SECS = 1.0
 POLL_MAX_SECS = 10.0
@@ -76,9 +82,10 @@ def _confirm(question: str, yes: bool, command: str) -> None:
         raise UsageError(f"{command}: not confirmed; nothing was done")
 
 
-def _lium_cli(command: str) -> LiumCLI:
+def _lium_cli(command: str, settings: Settings) -> LiumCLI:
+    """The lium CLI, run with the config's LIUM_API_KEY (when it sets one) in its environment."""
     try:
-        return LiumCLI.find()
+        return LiumCLI.find(lium_environ(settings.values))
     except LiumMissing:
         raise LiumMissing(f"{command} works through the lium CLI, which is not installed: {INSTALL_HINT}") from None
 
@@ -235,26 +242,128 @@ def _rental_words(values: Mapping[str, str], ttl: str) -> str:
     return ", ".join(parts) + f", auto-removed after {ttl}"
 
 
-def _remove_after_failed_up(cli: LiumCLI, exc: LiumFailure) -> None:
+def _remove(cli: LiumCLI, settings: Settings, pod_id: str) -> str | None:
+    """Remove a pod this pod.up rented; None when it is gone, else why removing it failed."""
+    try:
+        cli.rm(pod_id)
+    except LiumError as exc:
+        return exc.message
+    pods.forget(pod_id=pod_id, environ=lium_environ(settings.values))
+    return None
+
+
+def _remove_after_failed_up(cli: LiumCLI, settings: Settings, exc: LiumFailure) -> None:
     """`lium up` failed after renting: the pod bills, so remove it, and say so either way."""
     pod_id = str(exc.data["pod_id"])
     name = exc.data.get("pod_name") or pod_id
     cause = exc.message.split(". ")[0]
-    try:
-        cli.rm(pod_id)
-    except LiumError as rm_exc:
+    failed = _remove(cli, settings, pod_id)
+    if failed:
         raise LiumFailure(f"pod.up rented pod {name} (id {pod_id}) but it failed ({cause}); removing it failed "
-                          f"too ({rm_exc.message}): it is billing, remove it now with `lium rm {pod_id}`") from None
-    pods.forget(pod_id=pod_id)
+                          f"too ({failed}): it is billing, remove it now with `lium rm {pod_id} -y`") from None
     raise LiumFailure(f"pod.up rented pod {name} (id {pod_id}) but it failed ({cause}); wfops removed that pod, "
                       "so it no longer bills") from None
+
+
+# ------------------------------------------------------------------ pod.up: Ctrl-C
+
+def _interrupted(exc: BaseException | None, message: str) -> WfopsError:
+    """The last line of an interrupted pod.up, with the boundary's exit code (130 Ctrl-C, 143 SIGTERM)."""
+    terminated = getattr(_base, "Terminated", None)  # the boundary's SIGTERM, a KeyboardInterrupt subclass
+    if terminated is not None and isinstance(exc, terminated):
+        return WfopsError(f"pod.up terminated (SIGTERM): {message}", EXIT_TERMINATED)
+    return WfopsError(f"pod.up interrupted: {message}", EXIT_INTERRUPTED)
+
+
+def _remove_interrupted(cli: LiumCLI, settings: Settings, pod_id: str, name: object,
+                        exc: BaseException | None) -> WfopsError:
+    """Stopped after the pod was rented: remove it (another Ctrl-C cannot stop that), and name it if that fails."""
+    print(f"wfops: pod.up interrupted; removing pod {name} (id {pod_id}) that it rented "
+          "(Ctrl-C is ignored until that is done)", file=sys.stderr, flush=True)
+    with interrupts_ignored():
+        failed = _remove(cli, settings, pod_id)
+    if failed:
+        return _interrupted(exc, f"pod {name} (id {pod_id}) is rented and billing, and removing it failed "
+                                 f"({failed}); remove it now with `lium rm {pod_id} -y`")
+    return _interrupted(exc, f"removed pod {name} (id {pod_id}) that it had rented; nothing bills")
+
+
+def _rented_before_interrupt(cli: LiumCLI, stop: UpInterrupted, before: list[dict], name: str) -> list[dict]:
+    """The pods an interrupted `lium up` left: the one lium said it created, else any new pod of the name it
+    rents under (LIUM_POD_NAME, else lium's default, the node's huid) that `lium ps` did not list before."""
+    if stop.pod_id:
+        return [{"id": stop.pod_id, "name": stop.pod_name or stop.pod_id}]
+    if not stop.renting:
+        return []  # lium had not sent the rent yet
+    wanted = name or stop.renting
+    known = {r.get("id") for r in before}
+    with interrupts_ignored():
+        rows = cli.ps()
+    return [r for r in rows if r.get("id") not in known and wanted in (r.get("name"), r.get("huid"))]
+
+
+def _after_interrupted_up(cli: LiumCLI, settings: Settings, stop: UpInterrupted, before: list[dict],
+                          name: str) -> WfopsError:
+    try:
+        left = _rented_before_interrupt(cli, stop, before, name)
+    except LiumError as exc:
+        return _interrupted(stop.cause, f"lium was renting node {stop.renting} and wfops could not check whether a "
+                                        f"pod was created ({exc.message}); run `lium ps` and remove a new pod "
+                                        f"{name or stop.renting} with `lium rm <its id> -y`")
+    if not left:
+        return _interrupted(stop.cause, "no pod was rented; nothing bills")
+    if len(left) == 1:
+        return _remove_interrupted(cli, settings, str(left[0]["id"]), left[0].get("name"), stop.cause)
+    commands = "; ".join(f"`lium rm {r['id']} -y`" for r in left)
+    return _interrupted(stop.cause, f"{len(left)} new pods named {name or stop.renting} appeared while lium was "
+                                    f"renting and wfops cannot tell which is its own; they bill: remove yours with "
+                                    f"one of {commands}")
+
+
+# ------------------------------------------------------------------ pod.up: a name already in use
+
+def _pod_to_reuse(rows: list[dict], name: str) -> dict | None:
+    """The running pod that already has LIUM_POD_NAME (reused, like `sky launch -c NAME`), None when no pod has
+    it; refused (exit 10) when it is not running or several pods share it: LIUM_TARGET=NAME must stay one pod."""
+    same = [r for r in rows if name and name in (r.get("name"), r.get("huid"))]
+    if not same:
+        return None
+    if len(same) > 1:
+        listed = "; ".join(f"{pod_words(r)} {r.get('status')}" for r in same)
+        raise ConflictError(f"pod.up: {len(same)} pods already have the name {name} ({listed}), so wfops rents "
+                            "none: remove the extra ones with pod.down (LIUM_TARGET=<uuid>) or set another "
+                            "LIUM_POD_NAME")
+    row = same[0]
+    status = str(row.get("status") or "UNKNOWN").upper()
+    if status == "RUNNING":
+        return row
+    todo = "remove it with pod.down" if is_terminal(row) else "wait for it with pod.wait or remove it with pod.down"
+    raise ConflictError(f"pod.up: pod {pod_words(row)} already has the name {name} and is {status}, so wfops "
+                        f"rents none: {todo} (LIUM_TARGET={row.get('id')}), or set another LIUM_POD_NAME")
+
+
+def _rent(cli: LiumCLI, settings: Settings, argv: list[str], timeout: int, before: list[dict]) -> tuple[dict, dict]:
+    """`lium up`: the pod row and lium's answer. A failure after the rent, or Ctrl-C, removes the pod."""
+    try:
+        out = cli.up([*argv, "--timeout", str(timeout)], timeout=timeout + 60)
+    except UpInterrupted as stop:
+        raise _after_interrupted_up(cli, settings, stop, before, settings.values["LIUM_POD_NAME"].strip()) from None
+    except LiumFailure as exc:
+        if exc.data.get("pod_id"):
+            _remove_after_failed_up(cli, settings, exc)
+        raise
+    row = out.get("pod") if isinstance(out, dict) else None
+    if not isinstance(row, dict) or not row.get("id"):
+        raise LiumFailure(f"lium up answered without a pod: {str(out)[:200]}; check `lium ps`")
+    return row, out
 
 
 def _up_human(data: dict) -> str:
     row = data["pod"]
     price = f"${float(row['price_per_hour']):.2f}/h" if row.get("price_per_hour") is not None else "price unknown"
+    verb = "reusing the running" if data.get("reused") else "rented"
     return (
-        f"rented Lium pod {pod_words(row)}: {row.get('config') or row.get('gpu_type') or '?'} at {price}; "
+        f"{verb} Lium pod {pod_words(row)}: {row.get('config') or row.get('gpu_type') or '?'} at {price}; "
         f"{dict(row_items(row))['ttl']}\n"
         f"SSH answers at {data['ssh']} (workflow state {data['state']})\n\n"
         f"put this line in your config ({data['config_file']}):\n{data['config_line']}\n"
@@ -268,33 +377,39 @@ def _up_human(data: dict) -> str:
     "json": JSON_HELP,
 })
 def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, json=False, config=None):
-    """Rent a Lium pod from the LIUM_* keys, wait until SSH answers, print the LIUM_TARGET line for the config."""
+    """Rent a Lium pod from the LIUM_* keys (or reuse the running pod of that name), wait until SSH answers,
+    print the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
     argv, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
-    cli = _lium_cli("pod.up")
+    cli = _lium_cli("pod.up", settings)
     timeout = max(60, int(timeout_secs))
-    _confirm(f"rent a Lium pod ({_rental_words(settings.values, ttl)}); it bills per second until removed",
-             bool(yes or settings["LIUM_YES"]), "pod.up")
     started = time.monotonic()
-    try:
-        out = cli.up([*argv, "--timeout", str(timeout)], timeout=timeout + 60)
-    except LiumFailure as exc:
-        if exc.data.get("pod_id"):
-            _remove_after_failed_up(cli, exc)
-        raise
-    row = out.get("pod") if isinstance(out, dict) else None
-    if not isinstance(row, dict) or not row.get("id"):
-        raise LiumFailure(f"lium up answered without a pod: {str(out)[:200]}; check `lium ps`")
+    before = cli.ps()  # a pod with this name already? and, after a Ctrl-C, which pod is new
+    row = _pod_to_reuse(before, settings.values["LIUM_POD_NAME"].strip())
+    rented, out = row is None, {}
+    if row is not None:
+        print(f"wfops: pod.up: pod {pod_words(row)} already has this name and is running; using it, nothing "
+              "rented", file=sys.stderr)
+    else:
+        _confirm(f"rent a Lium pod ({_rental_words(settings.values, ttl)}); it bills per second until removed",
+                 bool(yes or settings["LIUM_YES"]), "pod.up")
+        row, out = _rent(cli, settings, argv, timeout, before)
     settings = _with_lium_target(settings, str(row["id"]))
     try:
         left = max(60, int(timeout - (time.monotonic() - started)))
         waited = _wait_for_ssh(settings, "pod.up", left, first_row=row, cli=cli)
+    except KeyboardInterrupt as exc:
+        if rented:  # rented by this pod.up: it goes; a reused pod stays as it was
+            raise _remove_interrupted(cli, settings, str(row["id"]), row.get("name") or row.get("huid"), exc) from None
+        raise
     except (ConnectError, LiumError) as exc:
-        raise ConnectError(f"pod {pod_words(row)} is rented and billing, but SSH does not answer ({exc.message}); "
+        billing = "rented and billing" if rented else "running"
+        raise ConnectError(f"pod {pod_words(row)} is {billing}, but SSH does not answer ({exc.message}); "
                            f"check it with pod.status (LIUM_TARGET={row['id']}), remove it with pod.down") from None
     target = waited["target"]
     data = {
         "pod": row,
+        "reused": not rented,
         "termination_time": out.get("termination_time"),
         "ssh": f"{target['user']}@{target['host']}:{target['port']}",
         "state": waited["state"],
@@ -318,7 +433,7 @@ def down(c, yes=False, force=False, json=False, config=None):
     if not value:
         raise UsageError("pod.down removes a Lium pod and LIUM_TARGET is not set (a host reached through "
                          "OPS_DEFAULT_HOST was not rented by wfops: end it where you rented it)")
-    cli = _lium_cli("pod.down")
+    cli = _lium_cli("pod.down", settings)
     res = pods.resolve(settings, use_cache=False, require_ready=False, fallback=False)
     row = res.row
     assert row is not None
@@ -352,7 +467,7 @@ def down(c, yes=False, force=False, json=False, config=None):
         if exc.lium_exit == 5:
             raise NotFoundError(f"pod {pod_words(row)} is already gone ({exc.message})") from None
         raise
-    pods.forget(value, pod_id=str(row["id"]))
+    pods.forget(value, pod_id=str(row["id"]), environ=lium_environ(settings.values))
     gone = (removed.get("removed") or [{}])[0] if isinstance(removed, dict) else {}
     data = {"pod": dict(row), "removed": gone, "pod_side": pod_side, "warning": warning}
     if isinstance(removed, dict) and removed.get("failed"):
