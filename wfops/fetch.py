@@ -7,11 +7,20 @@ the requested runs. A separate process, because paramiko's reader and the extrac
 in one process they share one GIL and ran at about a third of the speed. Everything lands in a staging folder
 first and replaces `LOCAL_ARTIFACTS_DIR/RUN_ID` only when the stream ended well, so an interrupted fetch never
 leaves a half-updated run behind.
+
+Staging folders (`.incoming-<pid>-<ns>`) are removed on every exit path Python sees (errors, Ctrl-C, SIGTERM:
+the task boundary turns it into an exception). A fetch killed outright (SIGKILL, a crash) cannot clean up, so
+each fetch holds an flock on its staging folder — the extractor inherits it — and the next fetch removes every
+staging folder whose lock it can take: the kernel released it, so its owners are gone. A concurrent fetch still
+holds its lock, and its folder is left alone.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -24,10 +33,82 @@ from .errors import RemoteError
 READ_SIZE = 1024 * 1024
 PROGRESS_MIN_BYTES = 20 * 1024 * 1024
 PROGRESS_EVERY_SECS = 1.0  # on a terminal (redrawn in place); every 2 s otherwise
+STAGING_PREFIX = ".incoming-"
+REPLACED = ".replaced"  # inside a staging folder: the copies being replaced, until the new ones are in place
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+def _lock(path: Path, wait: bool) -> int | None:
+    """An flock on the directory itself (an open fd); None when another process holds it and `wait` is False."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_same_dir(path: Path, fd: int) -> bool:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def claim_staging(dest_root: Path) -> tuple[Path, int]:
+    """A new staging folder in `dest_root` and the fd that holds its lock. A folder swept away by another fetch
+    between its mkdir and our lock (it looked abandoned) is made again under a new name."""
+    while True:
+        path = dest_root / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
+        path.mkdir()
+        try:
+            fd = _lock(path, wait=True)
+        except FileNotFoundError:
+            continue
+        except OSError:  # a filesystem without flock: no lock (and no sweeping either: every folder looks in use)
+            return path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is not None and _is_same_dir(path, fd):
+            return path, fd
+        if fd is not None:
+            os.close(fd)
+
+
+def _restore_replaced(staging: Path, dest_root: Path) -> None:
+    """A fetch stopped between moving the old copy of a run aside and moving the new one in: put the old back."""
+    replaced = staging / REPLACED
+    if replaced.is_dir():
+        for old in replaced.iterdir():
+            target = dest_root / old.name
+            if not (target.exists() or target.is_symlink()):
+                old.rename(target)
+
+
+def remove_abandoned_staging(dest_root: Path) -> list[Path]:
+    """Remove the staging folders of fetches that are gone (their lock is free); returns them."""
+    removed = []
+    for path in sorted(dest_root.glob(STAGING_PREFIX + "*")):
+        try:
+            fd = _lock(path, wait=False)
+        except OSError:  # not a folder, or gone already
+            continue
+        if fd is None:  # a fetch that is still running
+            continue
+        try:
+            _restore_replaced(path, dest_root)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 class TarReceiver:
@@ -42,12 +123,16 @@ class TarReceiver:
         self.show_progress = progress
         self.done = threading.Event()
         dest_root.mkdir(parents=True, exist_ok=True)
-        self.staging = dest_root / f".incoming-{int(time.time() * 1000)}"
-        self.staging.mkdir()
-        self.proc = subprocess.Popen([sys.executable, "-m", "wfops.fetch", str(self.staging), *sorted(expected or ())],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0)
+        remove_abandoned_staging(dest_root)
+        self.staging, self.lock_fd = claim_staging(dest_root)
         self.extractor_gone = False
+        try:  # the extractor inherits the lock: the folder counts as in use until it has exited too
+            self.proc = subprocess.Popen([sys.executable, "-m", "wfops.fetch", str(self.staging),
+                                          *sorted(expected or ())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, bufsize=0, pass_fds=(self.lock_fd,))
+        except BaseException:
+            self._discard()
+            raise
         try:  # a 1 MiB pipe lets the channel reader run ahead of the extractor (Linux; best effort)
             import fcntl
 
@@ -63,7 +148,7 @@ class TarReceiver:
             return  # it refused the stream; keep draining the channel so the pod's tar can end
         try:
             self.proc.stdin.write(chunk)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError):
+        except (OSError, ValueError):  # it exited, or abort() closed the pipe under this (reader) thread
             self.extractor_gone = True
 
     def meta(self, name: str, value: str) -> None:
@@ -96,8 +181,13 @@ class TarReceiver:
         return self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
     def abort(self) -> None:
-        self._end_extractor()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Stop now: the extractor is killed (not drained), and everything this fetch staged is removed."""
+        self.extractor_gone = True
+        self.proc.kill()
+        try:
+            self._end_extractor()
+        finally:
+            self._discard()
 
     def finish(self) -> list[Path]:
         """Wait for the extraction; move each run into place; return the run dirs."""
@@ -107,18 +197,30 @@ class TarReceiver:
                 lines = [ln for ln in err.splitlines() if ln.strip()]
                 raise RemoteError(lines[-1] if lines else f"the run data could not be unpacked (exit {code})")
             self.files = int(out.strip() or 0)
-            placed = []
-            for item in sorted(self.staging.iterdir()):
-                target = self.dest_root / item.name
-                old = self.dest_root / f".{item.name}.old-{int(time.time() * 1000)}"
-                if target.exists():
-                    target.rename(old)
-                item.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-                placed.append(target)
-            return placed
+            return [self._place(item) for item in sorted(self.staging.iterdir()) if item.name != REPLACED]
         finally:
+            self._discard()
+
+    def _place(self, item: Path) -> Path:
+        """Swap one run in: the old copy moves into the staging folder (removed with it), the new one into place."""
+        target = self.dest_root / item.name
+        if target.exists() or target.is_symlink():
+            replaced = self.staging / REPLACED
+            replaced.mkdir(exist_ok=True)
+            target.rename(replaced / item.name)
+        item.rename(target)
+        return target
+
+    def _discard(self) -> None:
+        """Remove the staging folder (an old copy caught between the two renames goes back first), then unlock."""
+        if self.lock_fd < 0:
+            return
+        try:
+            _restore_replaced(self.staging, self.dest_root)
             shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
 
 def extract(stream, staging: Path, expected: set[str]) -> int:
@@ -129,7 +231,7 @@ def extract(stream, staging: Path, expected: set[str]) -> int:
         tar.copybufsize = READ_SIZE
         for member in tar:
             top = member.name.split("/", 1)[0]
-            if expected and top not in expected:
+            if top.startswith(".") or (expected and top not in expected):  # run ids never start with a dot
                 raise RemoteError(f"the pod sent an unexpected path {member.name!r}; fetch aborted")
             try:
                 tar.extract(member, staging, filter="data")
@@ -141,6 +243,7 @@ def extract(stream, staging: Path, expected: set[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the fetch decides
     staging, expected = Path(argv[0]), set(argv[1:])
     try:
         files = extract(sys.stdin.buffer, staging, expected)

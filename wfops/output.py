@@ -1,14 +1,37 @@
-"""Tables and JSON for the user. Pure."""
+"""Tables and JSON for the user. Pure.
+
+Text that came from the pod (log tails, notes, reasons, error lines) can hold terminal control sequences;
+`visible` is the one function that makes them visible instead of letting the terminal execute them, and every
+human output goes through it: `table` and `pairs` per cell, `wfops.tasks._base.emit` on the whole text, the
+error boundary on its one line, and the remote layer on the pod's stderr lines. JSON output is exact JSON
+(json.dumps escapes control characters itself).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
+
+# C0 controls but tab and newline, DEL, and C1 controls (a lone 0x9b is a CSI on some terminals)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_LINE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def visible(text: object, one_line: bool = False) -> str:
+    """`text` safe for a terminal: control characters are shown as `\\xNN` (ESC as `\\x1b`, BEL as `\\x07`), never
+    sent raw. Tab and newline stay, unless `one_line` (a table cell), where a newline shows as `\\x0a` too."""
+    pattern = _CONTROL_OR_LINE if one_line else _CONTROL
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else visible(value, one_line=True)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces; None shows as '-'."""
-    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    """Left-aligned columns separated by two spaces; None shows as '-'; control characters are made visible."""
+    cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         for i, v in enumerate(row):
@@ -19,9 +42,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def pairs(items: Sequence[tuple[str, object]]) -> str:
-    """`key  value` lines with the keys aligned."""
+    """`key  value` lines with the keys aligned; control characters in values are made visible."""
     width = max((len(k) for k, _ in items), default=0)
-    return "\n".join(f"{k.ljust(width)}  {'-' if v is None or v == '' else v}" for k, v in items)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in items)
 
 
 def duration(secs: object) -> str:

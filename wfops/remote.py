@@ -1,30 +1,40 @@
 """The one place a connection is made, and how a rendered script runs: `bash -s` in ONE exec.
 
 `open_session(target)` is the factory: an SSH session over one Fabric connection (TCP_NODELAY on,
-keepalive every 30 s, host keys as documented in the README), or a local session that runs the same
-script with `bash -s` on this machine. A session runs scripts with `exec_script`: the script goes
+a keepalive that wants an answer, host keys as documented in the README), or a local session that runs the
+same script with `bash -s` on this machine. A session runs scripts with `exec_script`: the script goes
 to stdin; stdout is the result (JSON, or a byte stream for run.fetch); stderr lines are progress,
-shown to the user with secrets redacted, except `@wfops-error CODE message`, which becomes a
-WfopsError.
+shown to the user with secrets redacted and control characters made visible, except
+`@wfops-error CODE message`, which becomes a WfopsError.
+
+A peer that stops answering (a frozen pod, a dead network path: TCP itself may stay up for many minutes) is
+found by the keepalive: every KEEPALIVE_SECS the client asks the server for a reply, like OpenSSH's
+ServerAliveInterval; after KEEPALIVE_MISSED intervals without one the connection is closed and the command
+ends with a ConnectError (exit 4). `WFOPS_SSH_KEEPALIVE_SECS` overrides the interval (the tests shorten it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import ConnectError, RemoteError, WfopsError
+from .errors import ConfigError, ConnectError, RemoteError, WfopsError
+from .output import visible
 from .target import Target
 
-KEEPALIVE_SECS = 30
+KEEPALIVE_SECS = 15  # a keepalive that wants a reply, every 15 s ...
+KEEPALIVE_MISSED = 3  # ... and a peer silent for 3 of them is dead (found 45-55 s after it froze)
+KEEPALIVE_ENV = "WFOPS_SSH_KEEPALIVE_SECS"
 # paramiko's defaults (2 MiB window, 32 KiB packets) cost Python time per packet: a wider window and bigger
 # packets mean less of it per byte for bulk output (run.fetch)
 CHANNEL_WINDOW = 32 * 1024 * 1024
@@ -35,6 +45,19 @@ _META_RE = re.compile(r"^@wfops-([a-z]+) (.*)$")
 
 StdoutSink = Callable[[bytes], None]
 MetaSink = Callable[[str, str], None]
+
+_requests_sent = 0
+
+
+def requests_sent() -> int:
+    """How many scripts this process has started sending to a pod (or to local bash): the error boundary compares
+    it before and after an interruption to tell whether a mutating command's request may have arrived."""
+    return _requests_sent
+
+
+def _count_request() -> None:
+    global _requests_sent
+    _requests_sent += 1
 
 
 class Redactor:
@@ -110,7 +133,7 @@ class _StderrLines:
                 self.meta(m.group(1), m.group(2))
             return
         stream = sys.stderr
-        stream.write(self.redact(line) + "\n")
+        stream.write(visible(self.redact(line)) + "\n")
         stream.flush()
 
 
@@ -155,6 +178,7 @@ class LocalSession:
         buf: list[bytes] = []
         errs = _StderrLines(self.redact, meta)
         threads = [_pump(proc.stdout.read1, _collect(stdout_sink, buf)), _pump(proc.stderr.read1, errs.feed)]
+        _count_request()
         try:
             proc.stdin.write(script.encode())
             proc.stdin.close()
@@ -176,7 +200,9 @@ class SSHSession:
     def __init__(self, target: Target, redact: Redactor) -> None:
         self.target = target
         self.redact = redact
+        interval = keepalive_secs()
         self.conn = _connect(target)
+        self.liveness = _Liveness(self.conn.transport, interval)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult:
@@ -186,25 +212,86 @@ class SSHSession:
                                           timeout=self.target.connect_timeout)
             chan.exec_command("bash -s")
         except Exception as exc:  # paramiko raises several kinds here; all mean the same to the user
-            raise ConnectError(f"lost the connection to {self.target.label}: {exc}") from None
+            raise self._lost(f"lost the connection to {self.target.label}: {exc}") from None
         buf: list[bytes] = []
         errs = _StderrLines(self.redact, meta)
         threads = [_pump(chan.recv, _collect(stdout_sink, buf)), _pump(chan.recv_stderr, errs.feed)]
+        _count_request()
         try:
             chan.sendall(script.encode())
             chan.shutdown_write()
             code = chan.recv_exit_status()
             for t in threads:
                 t.join()
+        except Exception as exc:  # the socket closed under a send: the same as a close before the end
+            raise self._lost(f"lost the connection to {self.target.label}: {exc}") from None
         finally:
             chan.close()
         errs.close()
         if code == -1:
-            raise ConnectError(f"the connection to {self.target.label} closed before the command ended")
+            raise self._lost(f"the connection to {self.target.label} closed before the command ended")
         return ExecResult(code, b"".join(buf), errs.error)
 
+    def _lost(self, message: str) -> ConnectError:
+        if self.liveness.dead:  # we closed it: say why
+            message = (f"the connection to {self.target.label} stopped answering (no reply to a keepalive for "
+                       f"{self.liveness.limit:g}s: the pod or the network is frozen); wfops closed it")
+        return ConnectError(message)
+
     def close(self) -> None:
+        self.liveness.stop()
         self.conn.close()
+
+
+def keepalive_secs() -> float:
+    """The keepalive interval: KEEPALIVE_SECS, or $WFOPS_SSH_KEEPALIVE_SECS (seconds, > 0)."""
+    raw = os.environ.get(KEEPALIVE_ENV, "").strip()
+    if not raw:
+        return KEEPALIVE_SECS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{KEEPALIVE_ENV}={raw!r} is not valid: expected a number of seconds > 0")
+    return value
+
+
+class _Liveness:
+    """Asks the server for an answer every `interval` seconds (a global request it must reply to, as OpenSSH's
+    ServerAliveInterval does: TCP keepalives and paramiko's own keepalive never wait for one, so a frozen peer
+    looked alive forever). After KEEPALIVE_MISSED intervals without any answer the peer is taken for dead and
+    the connection closed, which ends every wait on it (recv, recv_exit_status) at once."""
+
+    def __init__(self, transport: object, interval: float) -> None:
+        self.transport = transport
+        self.interval = interval
+        self.limit = interval * KEEPALIVE_MISSED
+        self.answered = time.monotonic()
+        self.dead = False
+        self.stopped = threading.Event()
+        for loop in (self._ask, self._watch):
+            threading.Thread(target=loop, daemon=True).start()
+
+    def _ask(self) -> None:
+        transport = self.transport
+        while not self.stopped.wait(self.interval) and transport.is_active():  # type: ignore[attr-defined]
+            try:  # any answer counts, a refusal included (OpenSSH refuses requests it does not know: an answer)
+                transport.global_request("keepalive@openssh.com", wait=True)  # type: ignore[attr-defined]
+            except Exception:  # not sent (e.g. a key exchange that timed out): no answer this time
+                continue
+            self.answered = time.monotonic()
+
+    def _watch(self) -> None:
+        transport = self.transport
+        while not self.stopped.wait(self.interval / 2) and transport.is_active():  # type: ignore[attr-defined]
+            if time.monotonic() - self.answered > self.limit:
+                self.dead = True
+                transport.close()  # type: ignore[attr-defined]
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def _connect(target: Target):
@@ -260,7 +347,6 @@ def _connect(target: Target):
     sock = conn.transport.sock
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn.transport.set_keepalive(KEEPALIVE_SECS)
     return conn
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 
@@ -72,3 +76,75 @@ def test_progress_is_shown_for_large_runs(tmp_path, capsys, monkeypatch):
     receiver.finish()
     err = capsys.readouterr().err
     assert "wfops: fetching " in err and " MB of 0.3 MB (" in err and "MB/s" in err
+
+
+# ------------------------------------------------------------------ staging: every exit path, and killed fetches
+
+def staging_dirs(root) -> list:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(fetch.STAGING_PREFIX))
+
+
+@pytest.fixture
+def held_staging(tmp_path):
+    """A staging folder whose lock another live process holds: a fetch still running elsewhere."""
+    live = tmp_path / f"{fetch.STAGING_PREFIX}live"
+    live.mkdir()
+    (live / "partial.bin").write_bytes(b"p" * 1000)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()", str(live)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    yield live
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+def test_abandoned_staging_is_removed_and_a_live_one_is_kept(tmp_path, held_staging):
+    dead = tmp_path / f"{fetch.STAGING_PREFIX}123-456"  # a fetch killed with SIGKILL left it: nobody holds it
+    (dead / "r1").mkdir(parents=True)
+    (dead / "r1" / "blob").write_bytes(b"x" * 100_000)
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    assert not dead.exists() and held_staging.exists()
+    feed(receiver, tar_bytes({"r1/a": b"1"}))
+    receiver.finish()
+    assert staging_dirs(tmp_path) == [held_staging.name]
+    assert (held_staging / "partial.bin").is_file()
+
+
+def test_a_running_fetch_keeps_its_staging_from_other_fetches(tmp_path):
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    assert fetch.remove_abandoned_staging(tmp_path) == []  # its lock is held (by it and by its extractor)
+    assert staging_dirs(tmp_path) == [receiver.staging.name]
+    receiver.abort()
+    assert staging_dirs(tmp_path) == []
+
+
+def test_abort_removes_the_staging_even_with_a_stuck_extractor(tmp_path):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "old.txt").write_text("old")
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    feed(receiver, tar_bytes({"r1/new.txt": b"n" * 10_000}))
+    os.kill(receiver.proc.pid, signal.SIGSTOP)  # frozen: it would never read the end of the stream
+    receiver.abort()
+    assert receiver.proc.returncode is not None
+    assert staging_dirs(tmp_path) == [] and (tmp_path / "r1" / "old.txt").read_text() == "old"
+    assert not (tmp_path / "r1" / "new.txt").exists()
+
+
+def test_an_old_copy_caught_between_the_two_renames_goes_back(tmp_path):
+    """A fetch killed after moving the old copy aside and before moving the new one in: the next fetch (or the
+    interrupted one itself) puts the old copy back instead of deleting it with the staging folder."""
+    stale = tmp_path / f"{fetch.STAGING_PREFIX}1-2"
+    (stale / fetch.REPLACED / "r1").mkdir(parents=True)
+    (stale / fetch.REPLACED / "r1" / "old.txt").write_text("old")
+    assert fetch.remove_abandoned_staging(tmp_path) == [stale]
+    assert (tmp_path / "r1" / "old.txt").read_text() == "old" and staging_dirs(tmp_path) == []
+
+
+def test_a_top_level_dot_name_is_refused(tmp_path):
+    receiver = fetch.TarReceiver(tmp_path, None)
+    feed(receiver, tar_bytes({f"{fetch.REPLACED}/r1/x": b"1"}))
+    with pytest.raises(RemoteError, match="unexpected path"):
+        receiver.finish()
+    assert list(tmp_path.iterdir()) == []

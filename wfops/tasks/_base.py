@@ -1,41 +1,97 @@
-"""What every wfops task shares: the error boundary, config loading, and output helpers.
+"""What every wfops task shares: the error boundary, option checks, config loading, and output helpers.
 
 `wftask` is `invoke.task` plus the one place where WfopsError (and the few library exceptions a user
-can provoke) become `invoke.Exit(one line, documented code)`: no traceback for expected failures.
+can provoke) become `invoke.Exit(one line, documented code)`: no traceback for expected failures. The
+boundary also checks every whole-number option (`int_option`), turns SIGTERM into a clean exit, and says
+what an interrupted mutating command may have left behind (its `interrupted=` declaration).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import os
+import re
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from invoke import Exit, Task, task
+from invoke.parser import Argument
 from invoke.parser.parser import ParseMachine
 
+from .. import remote
 from ..config import Settings, find_config, load_settings
-from ..errors import EXIT_FAILED, WfopsError
-from ..output import to_json
+from ..errors import EXIT_FAILED, UsageError, WfopsError
+from ..output import to_json, visible
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
+CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
 JSON_HELP = "print JSON instead of a table"
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM
+_WHOLE = re.compile(r"[+-]?[0-9]+")
 
 
-class OptionalPositionalTask(Task):
-    """A task whose positional arguments may be left out (`inv fsm.reset` means INIT): invoke makes every
-    positional argument required; an argument marked here that was not given arrives as "" instead."""
+# ------------------------------------------------------------------ options
+
+def int_option(name: str, value: object, minimum: int = 0) -> int | None:
+    """The one check of a whole-number option (`--timeout-secs`, `--tail-lines`, `--limit`, ...): None stays None
+    (not given: the task's default applies); anything else is a whole number >= minimum, or a UsageError."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not _WHOLE.fullmatch(text) or int(text) < minimum:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag}={visible(text, one_line=True)!r} is not valid: expected a whole number >= {minimum}")
+    return int(text)
+
+
+class _IntText(Argument):
+    """An INT option (so `--help` says INT) whose text reaches the task unconverted: the boundary checks it with
+    `int_option`, so `--limit abc` is one line and exit 2 instead of invoke's ValueError traceback."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        super().set_value(value, cast=False)
+
+
+def _int_text(arg: Argument) -> Argument:
+    return _IntText(names=arg.names, kind=int, default=arg.default, help=arg.help, positional=arg.positional,
+                    optional=arg.optional, incrementable=arg.incrementable, attr_name=arg.attr_name)
+
+
+class WfTask(Task):
+    """A wfops task: `--config` is `-c` everywhere (invoke gives short flags first come, first served, so it was
+    `-c` in some tasks and `-o` in others), whole-number options are checked by the boundary, and positional
+    arguments may be left out (`inv fsm.reset` means INIT): they arrive as "" instead."""
+
+    def __init__(self, body: Callable, int_options: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.int_options = frozenset(int_options)
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        taken_names.add(CONFIG_SHORT)  # invoke passes one set for all arguments: no other option may take it
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "config":
+            opts["names"] = ["config", CONFIG_SHORT]
+        return opts
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list:
-        args = super().get_arguments(ignore_unknown_help)
+        args = [_int_text(a) if a.name in self.int_options else a for a in super().get_arguments(ignore_unknown_help)]
         for arg in args:
             if arg.positional:
                 arg.wfops_optional = True
         return args
 
 
+# Invoke makes every positional argument required and offers no hook for an optional one: the check and the
+# decision to take the next word as the positional read the same `value is None`. A Program subclass would
+# cover `wfops` but not `inv`, and options instead of positionals would break `fsm.reset STATE` and
+# `run.fetch RUN_ID`. So this one patch stays; it changes nothing for arguments other than those marked by
+# WfTask (`wfops_optional`), is installed once, and keeps invoke's own method underneath.
 _complete_context = ParseMachine.complete_context
 
 
@@ -47,31 +103,82 @@ def _complete_context_allowing_optional(self: ParseMachine) -> None:
     _complete_context(self)
 
 
-# Only arguments marked by OptionalPositionalTask are affected; every other task parses as before.
-ParseMachine.complete_context = _complete_context_allowing_optional  # type: ignore[method-assign]
+if not getattr(ParseMachine.complete_context, "wfops_patch", False):
+    _complete_context_allowing_optional.wfops_patch = True  # type: ignore[attr-defined]
+    ParseMachine.complete_context = _complete_context_allowing_optional  # type: ignore[method-assign]
 
+
+# ------------------------------------------------------------------ interruptions
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so every cleanup path (`finally`, `except BaseException`)
+    runs for it too: a terminated run.fetch removes its staging folder."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (a task called from a consumer's thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(exc: KeyboardInterrupt, hint: str | None, sent: bool) -> str:
+    """What an interrupted command knows: nothing reached the pod, or (for a mutating command) what to check."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    if hint is None:
+        return f"wfops: {what}"
+    if not sent:
+        return f"wfops: {what} before anything was sent to the pod; nothing was changed"
+    return f"wfops: {what} after the request was sent: {hint}"
+
+
+# ------------------------------------------------------------------ the boundary
 
 def wftask(*args: Any, **kwargs: Any) -> Any:
     """`@wftask(help={...})`: an invoke task behind the error boundary; `config` help is added.
-    Positional arguments (`positional=[...]`) are optional: a missing one arrives as ""."""
+
+    - Options whose default is a whole number, and those named in `int_options=[...]` (default None), are checked
+      with `int_option` before the task runs: the task gets an int (or None), a bad value exits 2.
+    - `interrupted="the sweep may have started: run sweep.status"`: a mutating task says what to check when Ctrl-C
+      or SIGTERM stops it after its request reached the pod; `{name}` is replaced by the task's argument.
+    - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "".
+    """
 
     def decorate(fn: Callable[..., Any]) -> Any:
+        params = inspect.signature(fn).parameters
+        int_options = {n for n, p in params.items() if type(p.default) is int} | set(kwargs.pop("int_options", ()))
+        hint = kwargs.pop("interrupted", None)
+
         @functools.wraps(fn)
         def boundary(c: Any, *a: Any, **kw: Any) -> Any:
+            sent_before = remote.requests_sent()
             try:
-                return fn(c, *a, **kw)
+                with _sigterm_as_exception():
+                    for name in [n for n in kw if n in int_options]:
+                        kw[name] = int_option(name, kw[name])
+                    return fn(c, *a, **kw)
             except WfopsError as exc:
-                raise Exit(f"wfops: {exc.message}", exc.code) from None
-            except KeyboardInterrupt:
-                raise Exit("wfops: interrupted", 130) from None
+                raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None
+            except KeyboardInterrupt as exc:
+                text = hint.format(**{**{n: p.default for n, p in params.items()}, **kw}) if hint else None
+                code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+                raise Exit(interrupted_message(exc, text, remote.requests_sent() > sent_before), code) from None
             except BrokenPipeError:
                 raise Exit(code=EXIT_FAILED) from None
 
         help_ = dict(kwargs.pop("help", {}))
         help_.setdefault("config", CONFIG_HELP)
-        if kwargs.get("positional"):
-            kwargs["klass"] = OptionalPositionalTask
-        return task(boundary, help=help_, **kwargs)
+        return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
 
     if args and callable(args[0]) and not kwargs:
         return decorate(args[0])
@@ -98,4 +205,5 @@ def tmux_attach(settings: Settings, session: str) -> str:
 
 
 def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
-    print(to_json(data) if as_json else human())
+    """Print JSON exactly, or the human text with control characters made visible (see wfops.output.visible)."""
+    print(to_json(data) if as_json else visible(human()))

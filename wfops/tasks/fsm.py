@@ -42,7 +42,7 @@ def status(c, json=False, config=None):
     "state": "state to force: " + ", ".join(fsm.STATES) + " (default INIT)",
     "reason": "why, recorded in the history",
     "json": JSON_HELP,
-})
+}, interrupted="the workflow state may have changed: run fsm.status")
 def reset(c, state=None, reason="", json=False, config=None):
     """Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)

@@ -6,12 +6,12 @@ import dataclasses
 import sys
 
 from ..command import PodCommand, call_once
-from ..output import pairs, to_json
+from ..output import pairs, to_json, visible
 from ..prepare import plan_checkout, require_repo_url
 from ._base import JSON_HELP, emit, settings_for, wftask
 
 
-@wftask(help={"json": JSON_HELP})
+@wftask(help={"json": JSON_HELP}, interrupted="bootstrap may be partly done: run fsm.status, then bootstrap again")
 def bootstrap(c, json=False, config=None):
     """Check the pod's prerequisites, run its bootstrap and W&B setup scripts.
 
@@ -30,7 +30,8 @@ def bootstrap(c, json=False, config=None):
          + (f" (installed: {data['installed']})" if data.get("installed") else ""))
 
 
-@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP})
+@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP},
+        interrupted="checkout may be partly done: run checkout --dry-run to see what is left")
 def checkout(c, dry_run=False, json=False, config=None):
     """Check out REPO_URL on the pod with a venv over the image's torch, its dependencies and data.
 
@@ -50,10 +51,10 @@ def checkout(c, dry_run=False, json=False, config=None):
             if json:
                 print(settings.mask(to_json({"facts": facts, "steps": [s.__dict__ for s in plan.steps]})))
             else:
-                print(settings.mask(f"checkout plan for {cmd.target.label} (dry run: nothing was changed)\n"
-                                    f"{plan.render()}"))
+                print(visible(settings.mask(f"checkout plan for {cmd.target.label} (dry run: nothing was "
+                                            f"changed)\n{plan.render()}")))
             return
-        print(settings.mask(f"checkout plan:\n{plan.render()}"), file=sys.stderr)
+        print(visible(settings.mask(f"checkout plan:\n{plan.render()}")), file=sys.stderr)
         plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
         data = cmd.call("checkout-apply", plan=plan_data, repo_url=v["REPO_URL"],
                         remote_python=v["REMOTE_PYTHON_BIN"], cpu_only=bool(settings["CPU_ONLY"]),

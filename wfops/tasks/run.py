@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def fetch(c, run_id=None, all=False, config=None):
         try:
             request = cmd.request("fetch-list", {"run": run_id or "", "all": bool(all)})
             cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
-        except BaseException:
+        except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing staged stays behind
             receiver.abort()
             raise
         placed = receiver.finish()
@@ -42,7 +43,7 @@ def fetch(c, run_id=None, all=False, config=None):
     for path in placed:
         print(path.resolve())
     print(f"wfops: fetched {len(placed)} run(s), {receiver.files} file(s), {receiver.received / 1e6:.1f} MB "
-          f"in {secs:.1f}s", file=__import__("sys").stderr)
+          f"in {secs:.1f}s", file=sys.stderr)
 
 
 ns = Collection("run", fetch)

@@ -70,7 +70,7 @@ def validate(c, csv=None, workdir=None, json=False, config=None):
     ) + f"\n{len(runs)} run(s) valid; {len(selected)} would be queued with the current filters")
 
 
-@wftask(help={"csv": CSV_HELP, "json": JSON_HELP})
+@wftask(help={"csv": CSV_HELP, "json": JSON_HELP}, interrupted="the sweep may have started: run sweep.status")
 def start(c, csv=None, json=False, config=None):
     """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod."""
     settings = settings_for(c, config)
@@ -139,11 +139,12 @@ def status(c, json=False, config=None):
 
 
 @wftask(help={"timeout_secs": "how long to wait for the queue to stop (default KILL_GRACE_SECS + 60)",
-              "json": JSON_HELP})
+              "json": JSON_HELP}, int_options=["timeout_secs"],
+        interrupted="the sweep may be stopping or stopped: run sweep.status")
 def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
-    wait = int(timeout_secs) if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
+    wait = timeout_secs if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
     data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.values["SWEEP_TMUX_SESSION"])
     if not data.get("was_running"):
         raise ConflictError(f"no sweep is running (latest: {data.get('sweep_id')}, {data.get('state')})")

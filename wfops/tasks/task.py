@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Exit
+from invoke import Collection
 
 from ..command import call_once
+from ..errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
 from ..output import duration, pairs, table
 from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
@@ -36,15 +37,15 @@ def _summary(t: dict) -> str:
     "workdir": "directory on the pod to run in (default OPS_REMOTE_REPO, else $HOME)",
     "force": "replace an ended task with the same id (the old one is kept under _tasks/_backups/)",
     "json": JSON_HELP,
-})
-def run(c, id=None, cmd=None, timeout_secs=-1, workdir="", force=False, json=False, config=None):
+}, int_options=["timeout_secs"], interrupted="task {id} may have started: see task.status --id {id}")
+def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=False, config=None):
     """Start a tracked task in its own tmux window; prints where to watch it."""
     task_id = check_task_id(id)
     if not cmd:
-        raise Exit("wfops: --cmd is required", 2)
+        raise UsageError("--cmd is required")
     check_workdir(workdir)
     settings = settings_for(c, config)
-    timeout = settings["TASK_TIMEOUT_SECS"] if timeout_secs is None or int(timeout_secs) < 0 else int(timeout_secs)
+    timeout = settings["TASK_TIMEOUT_SECS"] if timeout_secs is None else timeout_secs
     data = call_once(
         "task.run", settings, "task-start", id=task_id, command_text=command_script(settings, task_id, cmd, workdir),
         timeout=timeout, workdir=workdir, grace=settings["KILL_GRACE_SECS"], force=bool(force),
@@ -62,7 +63,7 @@ def status(c, id=None, tail_lines=20, json=False, config=None):
     """Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    data = call_once("task.status", settings, "task-show", id=task_id, tail=max(0, int(tail_lines)))
+    data = call_once("task.status", settings, "task-show", id=task_id, tail=tail_lines)
 
     def human() -> str:
         tail = data.get("tail") or []
@@ -80,21 +81,21 @@ def wait(c, id=None, timeout_secs=0, json=False, config=None):
     """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    data = call_once("task.wait", settings, "task-wait", id=task_id, timeout=max(0, int(timeout_secs)))
+    data = call_once("task.wait", settings, "task-wait", id=task_id, timeout=timeout_secs)
     emit(data, json, lambda: _summary(data))
     if data.get("wait_timed_out"):
-        raise Exit(f"wfops: task {task_id} is still {data.get('state')} after {timeout_secs}s", 9)
+        raise WfopsError(f"task {task_id} is still {data.get('state')} after {timeout_secs}s", EXIT_WAIT_TIMEOUT)
     code = exit_code_for(str(data.get("state")))
     if code:
-        raise Exit(f"wfops: task {task_id} ended {data.get('state')}"
-                   + (f" (exit {data['exit_code']})" if data.get("exit_code") is not None else ""), code)
+        raise WfopsError(f"task {task_id} ended {data.get('state')}"
+                         + (f" (exit {data['exit_code']})" if data.get("exit_code") is not None else ""), code)
 
 
 @wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP})
 def list_(c, limit=20, json=False, config=None):
     """List recent tracked tasks with their honest state."""
     settings = settings_for(c, config)
-    data = call_once("task.list", settings, "task-list", limit=max(0, int(limit)))
+    data = call_once("task.list", settings, "task-list", limit=limit)
 
     def human() -> str:
         tasks = data.get("tasks") or []
