@@ -444,10 +444,9 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
             continue
         close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        warnings.append(
-            f"config: unknown key {name} at {source} line {entry.line}{hint}; it is passed to the pod "
-            f"environment as is (list intended extras in EXTRA_ENV_KEYS)"
-        )
+        fate = ("it stays on this machine (LIUM_* keys never reach the pod)" if name.startswith("LIUM_")
+                else "it is passed to the pod environment as is (list intended extras in EXTRA_ENV_KEYS)")
+        warnings.append(f"config: unknown key {name} at {source} line {entry.line}{hint}; {fate}")
     _check_sizes(values, sources)
     return Settings(path, values, typed, sources, tuple(warnings))
 

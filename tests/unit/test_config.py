@@ -67,6 +67,13 @@ def test_secret_values_never_appear_in_errors_or_redacted_views():
         assert "is not valid" in message and "********" in message, message
 
 
+def test_an_unknown_lium_key_is_said_to_stay_here():
+    s = parse_settings("LIUM_BASE_URL=http://127.0.0.1:9\n", environ={})
+    assert s.warnings == ("config: unknown key LIUM_BASE_URL at workflow.env line 1; it stays on this machine "
+                          "(LIUM_* keys never reach the pod)",)
+    assert "LIUM_BASE_URL" not in s.pod_env_text()
+
+
 def test_unknown_key_warns_with_closest_known_key():
     s = parse_settings("RUN_TIMEOUT_SEC=10\nMY_THING=1\nEXTRA_ENV_KEYS=OK_EXTRA\nOK_EXTRA=2\n", environ={})
     assert len(s.warnings) == 2
