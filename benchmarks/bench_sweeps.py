@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -60,34 +61,34 @@ def run_sweep(env: dict, outputs: Path, csv: Path, n: int) -> tuple[float, float
 
 
 def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3) -> None:
-    """Queue and plain loop alternate `rounds` times; the best of each is compared (less noise than one go)."""
+    """Queue and plain loop alternate `rounds` times; every figure is the median over the rounds, each round's
+    figures taken from that round (no best-of per metric)."""
     outputs = work / "pod" / "outputs"
     workdir = work / "pod" / "repo" / "examples" / "nanogpt"
     venv_py = work / "pod" / "repo" / ".venv" / "bin" / "python"
     loop = (f"export GLOO_SOCKET_IFNAME=lo; cd {workdir}; for i in $(seq {n}); do "
             f"{venv_py} -m torch.distributed.run --standalone --nproc_per_node=2 noop.py "
             f"config/train_tiny.py out_dir={work}/loop/$i seed=$i >/dev/null 2>&1 || exit 1; done")
-    queues, loops, inside = [], [], []
+    per_round = []  # (start, queue, queue time outside the runs, loop), seconds
     for _ in range(rounds):  # SWEEP_FORCE=1 (see main): every round runs every row again
         t_start, t_queue = run_sweep(env, outputs, work / "bench.csv", n)
-        queues.append((t_start, t_queue))
         runs = sum(json.loads((outputs / f"r{i:03d}" / "status.json").read_text())["duration_secs"] for i in range(n))
-        inside.append(t_queue - t_start - runs)  # queue time spent outside the training commands
         t0 = time.perf_counter()
         subprocess.run(["bash", "-c", loop], check=True)
-        loops.append(time.perf_counter() - t0)
-    t_start, t_queue = min(queues, key=lambda q: q[1] - q[0])
-    t_loop = min(loops)
+        per_round.append((t_start, t_queue, t_queue - t_start - runs, time.perf_counter() - t0))
+    med = lambda i: statistics.median(r[i] for r in per_round)  # noqa: E731
+    against_loop = statistics.median((q - s - lp) / n for s, q, _, lp in per_round)
     per = lambda t: f"{t / n * 1000:.0f}"  # noqa: E731
     print_table(f"Per-run overhead of the queue ({n} runs of a script that exits at once, 2 processes each; "
-                f"best of {rounds})", ["what", "total s", "per run ms"], [
-                    ["plain shell loop of the same torchrun commands", f"{t_loop:.2f}", per(t_loop)],
-                    ["wfops sweep.start → queue finished (incl. the sweep.start command)", f"{t_queue:.2f}",
-                     per(t_queue)],
-                    ["of which `wfops sweep.start` itself", f"{t_start:.2f}", "-"],
-                    ["overhead per run: (queue - start - loop) / N", "-", per(t_queue - t_start - t_loop)],
-                    ["same, from the queue's own accounting: (queue - start - sum of run durations) / N", "-",
-                     per(min(inside))],
+                f"median of {rounds} rounds)", ["what", "total s", "per run ms"], [
+                    ["**overhead per run against a plain shell loop: (queue - start - loop) / N**", "-",
+                     f"**{against_loop * 1000:.0f}**"],
+                    ["plain shell loop of the same torchrun commands", f"{med(3):.2f}", per(med(3))],
+                    ["wfops sweep.start → queue finished (incl. the sweep.start command)", f"{med(1):.2f}",
+                     per(med(1))],
+                    ["of which `wfops sweep.start` itself", f"{med(0):.2f}", "-"],
+                    ["beside it, the queue's own accounting: (queue - start - sum of run durations) / N", "-",
+                     per(med(2))],
                 ])
 
 

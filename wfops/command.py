@@ -32,6 +32,7 @@ class PodCommand:
         self.target = target
         self.session: Session | None = None
         self.redact = Redactor(settings.secret_values())
+        self.installed: list[str] = []  # where this command installed the pod agent (first contact)
 
     def __enter__(self) -> PodCommand:
         if self.target is None:
@@ -66,6 +67,7 @@ class PodCommand:
             "names": {"control": states.CONTROL_DIR, "agent": states.AGENT_DIR, "lock": states.LOCK_FILE},
             "agent": agent(),
             "lock_wait_secs": LOCK_WAIT_SECS,
+            "dry_run": False,  # a dry run takes no command lock (it would create the lock file)
         }
 
     def request(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> dict[str, object]:
@@ -90,7 +92,15 @@ class PodCommand:
         text = self.script(template, **context)
         if request is not None:
             text += json_line(request) + "\n"
-        return self.session.exec_script(text, stdout_sink, meta)
+        return self.session.exec_script(text, stdout_sink, self._meta(meta))
+
+    def _meta(self, forward: MetaSink | None) -> MetaSink:
+        def sink(name: str, value: str) -> None:
+            if name == "installed":
+                self.installed.append(value)
+            elif forward is not None:
+                forward(name, value)
+        return sink
 
     def run(self, template: str, request: dict[str, object] | None = None, **context: object) -> dict:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
@@ -98,7 +108,7 @@ class PodCommand:
 
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict:
         """One agent command in one exec; its JSON result."""
-        return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run))
+        return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run), dry_run=dry_run)
 
 
 def call_once(command: str, settings: Settings, agent_command: str, **data: object) -> dict:

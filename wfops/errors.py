@@ -61,10 +61,6 @@ class UsageError(WfopsError):
     code = EXIT_USAGE
 
 
-class StateError(WfopsError):
-    code = EXIT_STATE
-
-
 class ConnectError(WfopsError):
     code = EXIT_CONNECT
 

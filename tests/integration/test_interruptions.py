@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -299,3 +301,19 @@ def test_an_interrupted_read_only_command_is_one_line(ssh_pod: Pod):
             proc.kill()
             proc.communicate()
     assert (proc.returncode, err.strip().splitlines()) == (130, ["wfops: interrupted"])
+
+
+def test_the_fetch_progress_line_carries_the_pods_size(big_run: Pod):
+    """End to end: the pod's `@wfops-size` message (the total, counted before the stream) reaches the client's
+    progress line while the transfer is held, and the fetch completes once it goes on."""
+    pod = big_run
+    total = f"of {BLOB_MB * 1024 * 1024 / 1e6:.1f} MB"
+    with _fetch_held_mid_stream(pod) as (proc, extractor):
+        time.sleep(3)  # held: the progress thread reports at least once (every 2 s when not on a terminal)
+        _resume(extractor)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    progress = [ln for ln in err.splitlines() if ln.startswith("wfops: fetching ")]
+    assert progress and all(total in ln and "MB/s" in ln for ln in progress), err
+    assert re.search(r"\(\d+%\)", progress[0])
+    assert (_artifacts(pod) / "big" / "blob.bin").stat().st_size == BLOB_MB * 1024 * 1024

@@ -67,6 +67,7 @@ def test_sweep_stop_ends_every_process(swept: Pod):  # noqa: F811
     pod.ok("sweep.stop")
     assert owned_by(token) == []  # sweep.stop returns only after the queue, and so the run, has ended
     assert states(wait_sweep(pod)) == {"long": "cancelled"}
+    assert summary(pod, "long")["failure_class"] == "cancelled"
 
 
 def test_kill_9_of_torchrun_ends_its_workers(swept: Pod):  # noqa: F811

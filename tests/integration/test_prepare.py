@@ -69,10 +69,23 @@ def test_dry_run_prints_the_plan_and_changes_nothing(ready: Pod):
     pod.ok("fsm.reset", "POD_READY")
     state = state_bytes(pod)
     res = pod.ok("checkout", "--dry-run")
-    assert "dry run: nothing was changed" in res.out
+    assert "dry run: nothing was changed)" in res.out  # the agent was installed by fsm.reset already
     assert "do     clone" in res.out and "do     venv      create" in res.out
     assert not (pod.root / "repo").exists()
     assert state_bytes(pod) == state
+
+
+def test_a_first_dry_run_says_exactly_what_it_did(ready: Pod):
+    """On a pod wfops never touched, a dry run installs only its own agent, says where, and takes no lock."""
+    pod = ready
+    control = pod.outputs / "_control"
+    assert not control.exists()
+    res = pod.ok("checkout", "--dry-run")
+    agents = list((control / "agent").iterdir())
+    assert len(agents) == 1 and f"dry run: nothing was changed but wfops' own pod agent, installed in {agents[0]})" \
+        in res.out
+    assert sorted(p.name for p in control.iterdir()) == ["agent"]  # no lock file, no state file
+    assert not (pod.root / "repo").exists() and not pod.env_path.exists()
 
 
 def test_checkout_a_pull_request_and_a_branch(ssh_ready: Pod, training_repo: TrainingRepo):

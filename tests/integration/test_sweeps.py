@@ -164,6 +164,23 @@ def test_local_sync_mirrors_and_always_syncs_at_the_end(swept: Pod):
     assert json.loads((run / "summary.json").read_text())["final_sync"] == "ok"
 
 
+def test_a_failed_final_sync_is_a_failed_run_everywhere(swept: Pod):
+    pod = swept
+    pod.configure(RUN_OUT_MODE="local_sync", RUN_OUT_LOCAL_ROOT=str(pod.root / "fast"), SYNC_INTERVAL_SECS="60",
+                  SWEEP_FAIL_FAST="1")
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, "gone,config/train_tiny.py,1,sleep=2 vanish=1,\n"
+                                                       "next,config/train_tiny.py,2,,\n")))
+    data = wait_sweep(pod)
+    assert states(data) == {"gone": "failed", "next": "cancelled"} and data["runs"][0]["note"] == "sync_failed"
+    assert data["sweep"]["reason"] == "fail-fast: gone ended failed"  # fail-fast saw it
+    st = json.loads((pod.outputs / "gone" / "status.json").read_text())
+    summary = json.loads((pod.outputs / "gone" / "summary.json").read_text())
+    assert st["state"] == "failed" and "final sync" in st["reason"] and st["exit_code"] == 0
+    assert summary["ok"] is False and summary["failure_class"] == "sync_failed"
+    assert summary["final_sync"].startswith("failed (rsync exit ")
+    assert "failed" in pod.ok("sweep.status").out
+
+
 def test_stop_cancels_the_running_run_and_the_queue(swept: Pod):
     pod = swept
     pod.configure(RUN_OUT_MODE="local_sync", RUN_OUT_LOCAL_ROOT=str(pod.root / "fast"), SYNC_INTERVAL_SECS="60")
@@ -171,6 +188,7 @@ def test_stop_cancels_the_running_run_and_the_queue(swept: Pod):
     pod.ok("sweep.start", "--csv", str(csv))
     wait_until(lambda: (pod.root / "fast" / "long" / "args.json").exists(), timeout=90, what="the run to start")
     assert not (pod.outputs / "long" / "args.json").exists()  # not synced yet: SYNC_INTERVAL_SECS=60
+    assert len(venv_procs(pod)) >= 3  # positive control: the matcher sees torchrun and its two workers
     res = pod.ok("sweep.stop")
     assert "stopped (stopped by sweep.stop)" in res.out
     data = status(pod)
@@ -190,6 +208,7 @@ def test_killed_queue_runner_shows_lost(swept: Pod):
     pod.ok("sweep.start", "--csv", str(csv))
     wait_until(lambda: (pod.outputs / "victim" / "args.json").exists(), timeout=90, what="the run to start")
     runner = json.loads((pod.outputs / "_control" / "sweep.json").read_text())["pid"]
+    assert len(venv_procs(pod)) >= 3  # positive control: the matcher sees torchrun and its two workers
     os.kill(runner, signal.SIGKILL)
     data = wait_until(lambda: (lambda s: s if s["runs"][0]["state"] == "lost" else None)(status(pod)),
                       timeout=60, what="the run to be reported lost")

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Pod, kill_tmux_server, wait_until
+from tests.conftest import WFOPS, Pod, kill_tmux_server, wait_until
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ")
 
@@ -61,11 +61,12 @@ def test_timeout_ends_the_whole_process_tree(pod: Pod):
     marker = f"wfops-tt-{uuid.uuid4().hex[:8]}"
     cmd = f"(exec -a {marker}-child sleep 300) & (exec -a {marker}-grandchild bash -c 'sleep 300; :') & " \
           f"exec -a {marker}-main sleep 300"
-    pod.ok("task.run", "--id", "slow", "--cmd", cmd, "--timeout-secs", "1")
+    pod.ok("task.run", "--id", "slow", "--cmd", cmd, "--timeout-secs", "3")
+    wait_until(lambda: len(procs_matching(marker)) >= 3, what="the matcher to see the task's 3 processes (control)")
     res = pod.wf("task.wait", "--id", "slow", "--json")
     assert res.rc == 7, res.err
     data = res.json()
-    assert data["state"] == "timed_out" and "exceeded 1s" in data["reason"]
+    assert data["state"] == "timed_out" and "exceeded 3s" in data["reason"]
     wait_until(lambda: not procs_matching(marker), timeout=5, what="no process of the task left")
 
 
@@ -92,6 +93,7 @@ def test_killed_tmux_server_is_reported_lost(pod: Pod, tmp_path):
     marker = f"wfops-hup-{uuid.uuid4().hex[:8]}"
     pod.ok("task.run", "--id", "hup", "--cmd", f"exec -a {marker} sleep 300")
     wait_until(lambda: status(pod, "hup")["state"] == "running", what="task running")
+    wait_until(lambda: procs_matching(marker), what="the matcher to see the task (positive control)")
     subprocess.run(["tmux", "-L", own_socket, "kill-server"], check=True)
     res = pod.wf("task.wait", "--id", "hup", "--json")
     kill_tmux_server(own_socket)
@@ -105,8 +107,16 @@ def test_wait_gives_up_with_its_own_exit_code_and_then_succeeds(pod: Pod):
     pod.ok("task.run", "--id", "gated", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done; echo done")
     res = pod.wf("task.wait", "--id", "gated", "--timeout-secs", "1")
     assert res.rc == 9 and res.last_err == "wfops: task gated is still running after 1s"
+    waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "gated", "--json"], env=pod.env(),
+                              cwd=pod.root.parent, stdout=subprocess.PIPE, text=True)
+    agent = str(pod.outputs / "_control" / "agent")  # the waiting agent: an agent process that is not a runner
+    wait_until(lambda: [ln for ln in procs_matching(agent) if "supervise" not in ln], what="the waiter on the pod")
     flag.touch()
-    assert pod.ok("task.wait", "--id", "gated", "--json").json()["state"] == "success"
+    out, _ = waiter.communicate(timeout=60)
+    data = json.loads(out)
+    assert data["state"] == "success"
+    # it woke on the runner's exit (a pidfd), not by polling: no wait step took the polling path
+    assert data["waited_by"].get("pidfd", 0) >= 1 and "poll" not in data["waited_by"]
 
 
 def test_duplicate_id_refused_unless_force_which_keeps_a_backup(pod: Pod):
@@ -217,3 +227,26 @@ def test_config_sync_is_skipped_when_unchanged(pod: Pod):
     pod.configure(SWEEP_MATCH="changed")
     assert "config written to" in pod.ok("fsm.status").err
     assert "SWEEP_MATCH=changed" in pod.env_path.read_text()
+
+
+def test_the_command_lock_makes_a_second_mutating_command_wait_and_then_refuse(ssh_pod: Pod):
+    """Two mutating commands never interleave: while another holds the pod's command lock, task.run waits
+    (nothing of it happens on the pod), goes on when the lock is free, and gives up with exit 10 after 10 s."""
+    import fcntl
+
+    pod = ssh_pod
+    pod.ok("fsm.reset", "POD_READY")
+    with (pod.outputs / "_control" / "command.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiter = subprocess.Popen([str(WFOPS), "task.run", "--id", "queued", "--cmd", "true"], env=pod.env(),
+                                  cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: procs_matching("flock -w 10 9"), what="the second command to wait for the lock")
+        assert not task_dir(pod, "queued").exists()  # it did nothing while the lock was held
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        _, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
+        assert pod.ok("task.wait", "--id", "queued", "--json").json()["state"] == "success"
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = pod.wf("task.run", "--id", "refused", "--cmd", "true")
+    assert res.rc == 10 and res.last_err.startswith("wfops: another wfops command is still working on this pod")
+    assert not task_dir(pod, "refused").exists()

@@ -221,10 +221,13 @@ def test_concurrent_transitions_from_two_processes_never_corrupt_the_file(tmp_pa
     )
     writers = [subprocess.Popen([POD_PYTHON, "-I", "-S", "-c", script, str(state), s])
                for s in ("BOOTSTRAPPED", "CHECKED_OUT")]
+    reads = 0
     while any(w.poll() is None for w in writers):
         if state.exists():
             json.loads(state.read_text())  # never a half-written file
+            reads += 1
     assert [w.returncode for w in writers] == [0, 0]
+    assert reads > 0, "the reader never read while the writers ran"
     data = json.loads(state.read_text())
     assert len(data["history"]) == states.HISTORY_LIMIT
     assert sorted({h["to"] for h in data["history"]}) == ["BOOTSTRAPPED", "CHECKED_OUT"]

@@ -51,8 +51,10 @@ def checkout(c, dry_run=False, json=False, config=None):
             if json:
                 print(settings.mask(to_json({"facts": facts, "steps": [s.__dict__ for s in plan.steps]})))
             else:
-                print(visible(settings.mask(f"checkout plan for {cmd.target.label} (dry run: nothing was "
-                                            f"changed)\n{plan.render()}")))
+                what = (f"nothing was changed but wfops' own pod agent, installed in {cmd.installed[0]}"
+                        if cmd.installed else "nothing was changed")
+                print(visible(settings.mask(f"checkout plan for {cmd.target.label} (dry run: {what})\n"
+                                            f"{plan.render()}")))
             return
         print(visible(settings.mask(f"checkout plan:\n{plan.render()}")), file=sys.stderr)
         plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
