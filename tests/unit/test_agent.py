@@ -246,3 +246,25 @@ def test_fsm_reset_from_parallel_calls(tmp_path):
     data = json.loads((tmp_path / "_control" / "workflow_state.json").read_text())
     assert len(data["history"]) == 24
     assert all(a["to"] == b["from"] for a, b in zip(data["history"], data["history"][1:], strict=False))
+
+
+def test_processes_holding_gpu_memory_are_named_in_the_summary(tmp_path, monkeypatch):
+    """With CUDA (here a stand-in nvidia-smi that answers like the real one), the processes still holding GPU
+    memory after a run are listed in its summary; without nvidia-smi there is nothing to list."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\n[ \"$1\" = --query-compute-apps=pid,process_name,used_memory ] || exit 9\n"
+                   "echo '4242, python3, 1024 MiB'\necho '4343, /usr/bin/python, 80 MiB'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    holders = procs.gpu_holders()
+    assert holders == [{"pid": 4242, "name": "python3", "used_memory": "1024 MiB"},
+                       {"pid": 4343, "name": "/usr/bin/python", "used_memory": "80 MiB"}]
+    run = tmp_path / "r1"
+    run.mkdir()
+    st = store.update_json(str(run / "status.json"), {"state": "failed", "exit_code": 1,
+                                                      "gpu_memory_held_by": holders})
+    outcome.write_summary(str(run), st)
+    assert json.loads((run / "summary.json").read_text())["gpu_memory_held_by"] == holders
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert procs.gpu_holders() == []
