@@ -6,7 +6,7 @@
    runner, versus the same N torchrun commands in a plain shell loop.
 2. `sweep.status` wall time for 10, 100 and 1,000 runs (synthetic run directories).
 3. `run.fetch` of one large run directory versus `ssh host tar c | tar x`.
-4. `sweep.start` wall time for 10, 1,000 and 10,000 runs (each sweep is stopped again, untimed).
+4. `sweep.start` wall time for 10, 1,000 and 10,000 runs (`--start-sizes`; each sweep is stopped again, untimed).
 """
 
 from __future__ import annotations
@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--fetch-mb", type=int, default=500)
     ap.add_argument("--parts", default="overhead,start,status,fetch", help="a comma-separated subset")
+    ap.add_argument("--start-sizes", default="10,1000,10000", help="sweep sizes for the sweep.start part")
     opts = ap.parse_args()
     parts = set(opts.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="wfops-bench-repo-") as repo_tmp:
@@ -181,7 +182,7 @@ def main() -> None:
             if "overhead" in parts:
                 bench_overhead(env, work, opts.runs)
             if "start" in parts:
-                bench_start(env, work)
+                bench_start(env, work, tuple(int(x) for x in opts.start_sizes.split(",")))
             if "status" in parts:
                 bench_status(env, work, sshd)
             if "fetch" in parts:
