@@ -29,6 +29,14 @@ def procs_matching(marker: str) -> list[str]:
     return [ln for ln in out.splitlines() if "pgrep" not in ln]
 
 
+def _blocked_in_select(pid: str) -> bool:
+    """The process sleeps in select()/poll() (its kernel wait channel says so)."""
+    try:
+        return open(f"/proc/{pid}/wchan").read().startswith(("poll_schedule_timeout", "do_select", "do_sys_poll"))
+    except OSError:
+        return False
+
+
 def test_success_logs_status_and_command_file(pod: Pod):
     res = pod.ok("task.run", "--id", "hello", "--cmd", "echo hi; echo there >&2")
     assert "started task hello" in res.out
@@ -110,7 +118,8 @@ def test_wait_gives_up_with_its_own_exit_code_and_then_succeeds(pod: Pod):
     waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "gated", "--json"], env=pod.env(),
                               cwd=pod.root.parent, stdout=subprocess.PIPE, text=True)
     agent = str(pod.outputs / "_control" / "agent")  # the waiting agent: an agent process that is not a runner
-    wait_until(lambda: [ln for ln in procs_matching(agent) if "supervise" not in ln], what="the waiter on the pod")
+    wait_until(lambda: [pid for pid in (ln.split()[0] for ln in procs_matching(agent) if "supervise" not in ln)
+                        if _blocked_in_select(pid)], what="the waiter on the pod to block in its wait")
     flag.touch()
     out, _ = waiter.communicate(timeout=60)
     data = json.loads(out)
