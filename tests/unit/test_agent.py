@@ -35,7 +35,8 @@ def agent(cmd: str, data: dict | None = None, out: Path | None = None, prelude: 
 
 
 def test_the_agent_needs_nothing_outside_the_standard_library():
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import agent.__main__\n"
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import agent.__main__ as m\n"
+             "[m.load(name) for name in m.MODULES]\n"
              "names = sorted(m for m in sys.modules if m.split('.')[0] == 'agent' or m == 'wfops')\n"
              "print(' '.join(names))")
     res = subprocess.run([POD_PYTHON, "-I", "-S", "-c", probe, str(WFOPS_DIR)], capture_output=True, text=True)
@@ -268,3 +269,17 @@ def test_processes_holding_gpu_memory_are_named_in_the_summary(tmp_path, monkeyp
     assert json.loads((run / "summary.json").read_text())["gpu_memory_held_by"] == holders
     monkeypatch.setenv("PATH", "/nonexistent")
     assert procs.gpu_holders() == []
+
+
+def test_the_entry_point_knows_which_module_registers_each_command():
+    """The agent imports only the module of the command it runs (MODULES); every registered command is there."""
+    import importlib
+
+    from wfops.agent import __main__ as entry
+    from wfops.agent.registry import COMMANDS
+
+    for module in {m for m in entry.MODULES.values() if m}:
+        importlib.import_module(f"wfops.agent.{module}")
+    assert set(COMMANDS) == set(entry.MODULES)
+    for name, fn in COMMANDS.items():
+        assert fn.__module__.rsplit(".", 1)[-1] == (entry.MODULES[name] or "__main__"), name

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import time
 
 from .states import LOST, OWNER_ENV, QUEUE_NONE, RUNNING, TERMINAL, UNKNOWN
@@ -222,6 +221,7 @@ def end_tree(root: int, token: str, grace: float, keep=()) -> list:
 def gpu_holders(timeout: float = 20) -> list:
     """Processes holding GPU memory now, from nvidia-smi ([] where there is none or no GPU)."""
     import shutil
+    import subprocess
 
     smi = shutil.which("nvidia-smi")
     if not smi:

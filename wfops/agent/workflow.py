@@ -7,8 +7,6 @@ recorded (as SWEEP_COMPLETED) by the next command that mutates.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import sys
 from datetime import datetime, timezone
@@ -139,6 +137,9 @@ def force(pod, to: str, command: str, reason: str) -> dict:
 def sync_env(path: str, sha: str, payload_b64: str, dry_run: bool, readonly: bool) -> None:
     """Write the config file (mode 600) only when its content changed. A read-only command that cannot
     write it (a full disk) warns and goes on."""
+    import base64
+    import hashlib
+
     try:
         with open(path, "rb") as fh:
             if hashlib.sha256(fh.read()).hexdigest() == sha:
