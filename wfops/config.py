@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
+from .agent.states import CONTROL_DIR, STATE_FILE
 from .errors import ConfigError
 from .shell import qpath
 
@@ -407,7 +408,8 @@ class Settings:
 
     @property
     def state_file(self) -> str:
-        return self.values["WF_STATE_FILE"] or self.values["OPS_REMOTE_OUTPUTS_DIR"] + "/_control/workflow_state.json"
+        outputs = self.values["OPS_REMOTE_OUTPUTS_DIR"]
+        return self.values["WF_STATE_FILE"] or f"{outputs}/{CONTROL_DIR}/{STATE_FILE}"
 
 
 

@@ -67,6 +67,15 @@ def _start(pod: Pod, *args: str, env: dict[str, str] | None = None) -> subproces
                             env={**pod.env(), **(env or {})}, cwd=pod.root.parent)
 
 
+def _clean_up(proc: subprocess.Popen, stopped: int | None) -> None:
+    """After a test: wfops ended (killed if still running) and the process the test stopped, resumed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    if stopped is not None:
+        _resume(stopped)
+
+
 def _resume(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGCONT)
@@ -111,11 +120,7 @@ def _fetch_held_mid_stream(pod: Pod) -> Iterator[tuple[subprocess.Popen, int]]:
         wait_until(lambda: _pod_tar(pod), timeout=60, what="the pod's tar to start streaming")
         yield proc, extractor
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        if extractor is not None:
-            _resume(extractor)
+        _clean_up(proc, extractor)
 
 
 def test_sigterm_during_a_fetch_removes_its_staging_and_says_so(big_run: Pod):
@@ -194,11 +199,7 @@ def test_a_frozen_pod_is_exit_4_with_one_line(ssh_pod: Pod):
         os.kill(session, signal.SIGSTOP)
         _, err = proc.communicate(timeout=120)  # generous: detection takes 3-4 keepalive intervals (1 s here)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        if session is not None:
-            _resume(session)
+        _clean_up(proc, session)
     assert proc.returncode == 4, err
     assert err.strip().splitlines() == [
         f"wfops: the connection to {pod.sshd.address} stopped answering (no reply to a keepalive for 3s: the pod "

@@ -98,19 +98,27 @@ class Running:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def interrupted_up(lpod: LiumPod, fake: FakeLium, waiting_for: str, whole_group: bool = True):
+    """`pod.up --yes`, given Ctrl-C once `waiting_for` shows on its stderr: (the pod it rented, how it ended)."""
+    with Running(lpod, "pod.up", "--yes") as run:
+        run.wait_for(waiting_for)
+        (pod,) = fake.pods.values()
+        run.ctrl_c(whole_group)
+        return pod, run.finish()
+
 
 @pytest.mark.parametrize("whole_group", [True, False], ids=["terminal-ctrl-c", "sigint-to-wfops-only"])
 def test_ctrl_c_while_lium_up_waits_removes_the_rented_pod(lpod: LiumPod, fake: FakeLium, whole_group: bool):
     fake.rent_pending_polls = 10**6  # the pod never starts: lium up is waiting when Ctrl-C comes
     up_config(lpod, fake)
-    run = Running(lpod, "pod.up", "--yes")
-    try:
-        run.wait_for(" created; waiting for it to become ready")
-        (pod,) = fake.pods.values()
-        run.ctrl_c(whole_group)
-        res = run.finish()
-    finally:
-        run.kill()
+    pod, res = interrupted_up(lpod, fake, " created; waiting for it to become ready", whole_group)
     assert res.rc == 130, res.err
     assert res.last_err == removed_line(pod.id)
     assert f"wfops: pod.up interrupted; removing pod mypod (id {pod.id}) that it rented" in res.err
@@ -122,14 +130,7 @@ def test_ctrl_c_when_removal_fails_names_the_pod_and_the_exact_command(lpod: Liu
     fake.rent_pending_polls = 10**6
     fake.fail[("DELETE", "/pods/")] = 500
     up_config(lpod, fake)
-    run = Running(lpod, "pod.up", "--yes")
-    try:
-        run.wait_for(" created; waiting for it to become ready")
-        (pod,) = fake.pods.values()
-        run.ctrl_c()
-        res = run.finish()
-    finally:
-        run.kill()
+    pod, res = interrupted_up(lpod, fake, " created; waiting for it to become ready")
     assert res.rc == 130, res.err
     assert res.last_err.startswith(f"wfops: pod.up interrupted: pod mypod (id {pod.id}) is rented and billing, and "
                                    f"removing it failed (lium rm failed (exit 1): lium could not remove {pod.huid}); ")
@@ -145,8 +146,7 @@ def test_ctrl_c_before_lium_names_the_pod_finds_the_new_pod_and_removes_it(lpod:
     other = fake.add_pod("other")  # there before pod.up: never touched
     fake.slow[("POST", "/executors/")] = 60  # the rent is carried out, but its answer never comes back in time
     up_config(lpod, fake)
-    run = Running(lpod, "pod.up", "--yes")
-    try:
+    with Running(lpod, "pod.up", "--yes") as run:
         run.wait_for("lium: renting ")
         deadline = time.monotonic() + 30
         while len(fake.pods) < 2 and time.monotonic() < deadline:
@@ -154,8 +154,6 @@ def test_ctrl_c_before_lium_names_the_pod_finds_the_new_pod_and_removes_it(lpod:
         (pod,) = [p for p in fake.pods.values() if p.name == "mypod"]
         run.ctrl_c()
         res = run.finish()
-    finally:
-        run.kill()
     assert res.rc == 130, res.err
     assert res.last_err == removed_line(pod.id)
     assert list(fake.pods) == [other.id]
@@ -164,14 +162,7 @@ def test_ctrl_c_before_lium_names_the_pod_finds_the_new_pod_and_removes_it(lpod:
 def test_ctrl_c_while_waiting_for_ssh_removes_the_rented_pod(lpod: LiumPod, fake: FakeLium):
     fake.ssh_port = free_port()  # the rented pod is RUNNING but its SSH never answers
     up_config(lpod, fake)
-    run = Running(lpod, "pod.up", "--yes")
-    try:
-        run.wait_for("wfops: waiting: ")
-        (pod,) = fake.pods.values()
-        run.ctrl_c()
-        res = run.finish()
-    finally:
-        run.kill()
+    pod, res = interrupted_up(lpod, fake, "wfops: waiting: ")
     assert res.rc == 130, res.err
     assert res.last_err == removed_line(pod.id)
     assert fake.pods == {}

@@ -75,3 +75,19 @@ def tmux_has_session(pod, session: str) -> bool:
                               stdin=subprocess.DEVNULL).returncode == 0
     except OSError:
         return False
+
+
+def record_runner(path: str, pid: int, belongs=lambda record: True, **fields) -> None:
+    """After tmux started a runner: record its pane pid (and start time) in the JSON record at `path`, unless
+    the runner recorded itself first; `fields` are recorded either way. Nothing when `belongs(record)` is
+    false (the record is another's by now)."""
+    from . import procs, store
+
+    with store.locked(path):
+        record = store.load(path) or {}
+        if not belongs(record):
+            return
+        if not record.get("pid"):
+            record.update(pid=pid, pid_start=procs.proc_start(pid))
+        record.update(fields)
+        store.write_json(path, record)

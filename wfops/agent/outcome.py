@@ -17,6 +17,7 @@ from .states import (
     FAILED,
     FAILURE_OF_STATE,
     LOG_FILE,
+    STATUS_FILE,
     SUCCESS,
     SUMMARY_FILE,
 )
@@ -66,7 +67,7 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
     state = st["state"]
     sync_rc = st.get("sync_rc")
     if state == SUCCESS and sync_rc not in (None, 0):
-        st = store.update_json(os.path.join(run_dir, "status.json"), {
+        st = store.update_json(os.path.join(run_dir, STATUS_FILE), {
             "state": FAILED, "reason": "the final sync to the run dir failed (rsync exit %s; see sync.log)" % sync_rc},
             keep_terminal=False)
         state = FAILED

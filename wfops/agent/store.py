@@ -165,8 +165,13 @@ def _write_bytes(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+def json_bytes(obj) -> bytes:
+    """How every JSON file on the pod is laid out."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: str, obj, mode: int = 0o644) -> None:
-    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+    write_bytes(path, json_bytes(obj), mode)
 
 
 def update_json(path: str, fields: dict, keep_terminal: bool = True) -> dict:

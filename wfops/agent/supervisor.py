@@ -25,6 +25,7 @@ from .states import (
     OWNER_ENV,
     RUNNING,
     STATE_CODES,
+    STATUS_FILE,
     SUCCESS,
     TERMINAL,
     TIMED_OUT,
@@ -235,7 +236,7 @@ def supervise(spec: dict) -> dict:
 def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
     """A run whose supervisor died before it recorded an end: end whatever still carries its owner mark,
     make the final sync, record `lost`."""
-    path = os.path.join(run_dir, "status.json")
+    path = os.path.join(run_dir, STATUS_FILE)
     with store.locked(path):
         st = dict(status)
         if st.get("state") not in TERMINAL:

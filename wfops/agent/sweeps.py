@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 
 from . import launch, procs, store, workflow
@@ -17,6 +16,7 @@ from .states import (
     EXIT_NOT_FOUND,
     EXIT_REMOTE,
     EXIT_USAGE,
+    LATEST_CSV,
     MANIFESTS_DIR,
     PENDING,
     QUEUE_ENDED,
@@ -62,22 +62,24 @@ def _check_workdir(ex: dict, runs: list) -> None:
 
 
 def _git_sha(repo: str) -> str:
-    p = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL)
-    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else "unknown"
+    from .facts import run_out  # imported here: sweep-status, a hot read-only command, does not need it
+
+    code, out = run_out(["git", "-C", repo, "rev-parse", "HEAD"])
+    return out if code == 0 and out else "unknown"
 
 
 def _write_manifests(pod, manifest: dict, csv_text: str) -> str:
     sid = manifest["sweep_id"]
     m = pod.manifests
     store.write_bytes(os.path.join(m, sid + ".csv"), csv_text.encode())
-    store.write_bytes(os.path.join(m, "sweep-latest.csv"), csv_text.encode())
+    store.write_bytes(os.path.join(m, LATEST_CSV), csv_text.encode())
     if pod.env_path and os.path.isfile(pod.env_path):
         with open(pod.env_path, "rb") as fh:
             store.write_bytes(os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), fh.read(), mode=0o600)
     path = os.path.join(m, sid + ".json")
-    store.write_json(path, manifest)
-    store.write_json(pod.latest_manifest, manifest)
+    data = store.json_bytes(manifest)  # serialized once: a 150,000-run manifest is tens of MB
+    store.write_bytes(path, data)
+    store.write_bytes(pod.latest_manifest, data)
     return path
 
 
@@ -107,11 +109,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
                                            + exc.message}, keep_terminal=False)
         workflow.force(pod, before, "sweep.start", "tmux failed to start")
         raise Refusal(EXIT_REMOTE, "tmux could not start the sweep: %s" % exc.message) from None
-    with store.locked(pod.sweep_file):
-        sw = store.load(pod.sweep_file) or {}
-        if sw.get("sweep_id") == sid and not sw.get("pid"):  # the scheduler may have recorded itself already
-            sw.update(pid=pid, pid_start=procs.proc_start(pid))
-            store.write_json(pod.sweep_file, sw)
+    launch.record_runner(pod.sweep_file, pid, belongs=lambda sw: sw.get("sweep_id") == sid)
     return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid,
             "manifest": os.path.join(pod.manifests, sid + ".csv")}
 

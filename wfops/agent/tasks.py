@@ -106,12 +106,7 @@ def task_start(pod, id: str, command_text: str, session: str, timeout: int = 0, 
     except Refusal as exc:
         store.update_json(status, {"state": FAILED, "reason": exc.message, "ended_at": store.now_iso()})
         raise Refusal(exc.code, "could not start task %s: %s" % (id, exc.message)) from None
-    with store.locked(status):
-        st = store.load(status) or {}
-        if not st.get("pid"):  # the runner may have recorded itself already
-            st.update(pid=pid, pid_start=procs.proc_start(pid))
-        st.update(tmux_session=session, tmux_window=window)
-        store.write_json(status, st)
+    launch.record_runner(status, pid, tmux_session=session, tmux_window=window)
     return dict(task_view(d), dir=d)
 
 
