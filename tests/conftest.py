@@ -97,6 +97,11 @@ class Pod:
         return self.root / "outputs"
 
     @property
+    def keeper_dir(self) -> Path:
+        """This test's own keeper directory (warm connections): its keepers are stopped at teardown."""
+        return self.root.parent / "keepers"
+
+    @property
     def env_path(self) -> Path:
         return self.root / "project.env"
 
@@ -119,6 +124,9 @@ class Pod:
             "SWEEP_TMUX_SESSION": self.session + "-sw",
             "KILL_GRACE_SECS": "2",
             "LOCAL_ARTIFACTS_DIR": str(self.root.parent / "artifacts"),
+            # no warm keeper unless a test asks for one (tests/integration/test_keeper.py): every command then
+            # makes its own connection, which the connection counts of the other tests rely on
+            "WF_PERSIST_SECS": "0",
         }
         if self.kind == "ssh":
             assert self.sshd
@@ -139,7 +147,8 @@ class Pod:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
-        env.update(HOME=str(self.home), WORKFLOW_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1")
+        env.update(HOME=str(self.home), WORKFLOW_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1",
+                   WFOPS_KEEPER_DIR=str(self.keeper_dir))
         return env
 
     def wf(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
@@ -170,6 +179,13 @@ class Pod:
         return subprocess.run(["tmux", "-L", self.tmux_socket, *args], capture_output=True, text=True)
 
 
+def stop_keepers(directory: Path) -> None:
+    """Stop every keeper a test left in its keeper directory (they would otherwise idle for WF_PERSIST_SECS)."""
+    if directory.is_dir():
+        subprocess.run([str(WFOPS), "disconnect", "--all"], capture_output=True, timeout=60,
+                       env={**os.environ, "WFOPS_KEEPER_DIR": str(directory)})
+
+
 def _dotenv_quote(value: str) -> str:
     if value == "" or all(ch.isalnum() or ch in "/._-@:+,=" for ch in value):
         return value
@@ -188,6 +204,7 @@ def make_pod(kind: str, tmp_path: Path, sshd: SSHD | None, tmux_socket: str) -> 
 def _pod_fixture(kind: str, tmp_path: Path, sshd: SSHD | None, tmux_socket: str) -> Iterator[Pod]:
     p = make_pod(kind, tmp_path, sshd, tmux_socket)
     yield p
+    stop_keepers(p.keeper_dir)
     for session in (p.session, p.session + "-sw"):
         p.tmux("kill-session", "-t", f"={session}")
 

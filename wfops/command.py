@@ -5,8 +5,11 @@
 
 `call` sends one request to the pod agent (wfops/agent) in one exec: the agent runs the workflow gate for
 `cmd.command` and the config sync (its prelude), then the agent command with its arguments. The request
-travels on the agent's stdin, never in argv. Every script extends `_command.sh.j2` (agent install and the
-command lock).
+travels on the agent's stdin, never in argv. Every script extends `_command.sh.j2` (python, the command lock).
+The agent itself is sent only to a pod that asks for it (`@wfops-need agent`), on the same stdin.
+
+The session is the target's warm keeper when WF_PERSIST_SECS > 0 (wfops.warm, wfops.keeper), else a connection
+of this process alone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .agent import states
 from .config import Settings
 from .errors import ConnectError
 from .remote import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
-from .render import agent, b64, json_line, render
+from .render import NEED_AGENT, agent, b64, json_line, render
 from .target import Target, resolve_target
 
 LOCK_WAIT_SECS = 10
@@ -40,7 +43,7 @@ class PodCommand:
         for note in self.target.notes:
             print(f"wfops: {note}", file=sys.stderr)
         try:
-            self.session = open_session(self.target, self.redact)
+            self.session = open_session(self.target, self.redact, self.persist)
         except ConnectError:
             from .pods import resolve_again  # a cached Lium address may be stale (the pod moved): look once more
 
@@ -50,8 +53,12 @@ class PodCommand:
             self.target = fresh
             for note in fresh.notes:
                 print(f"wfops: {note}", file=sys.stderr)
-            self.session = open_session(self.target, self.redact)
+            self.session = open_session(self.target, self.redact, self.persist)
         return self
+
+    @property
+    def persist(self) -> float:
+        return float(self.settings["WF_PERSIST_SECS"])
 
     def __exit__(self, *exc: object) -> None:
         if self.session is not None:
@@ -96,7 +103,10 @@ class PodCommand:
 
     def _meta(self, forward: MetaSink | None) -> MetaSink:
         def sink(name: str, value: str) -> None:
-            if name == "installed":
+            if name == NEED_AGENT:  # this pod lacks the agent: it follows on the same stdin
+                assert self.session is not None
+                self.session.send(agent().line())
+            elif name == "installed":
                 self.installed.append(value)
             elif forward is not None:
                 forward(name, value)

@@ -68,6 +68,9 @@ KEYS: tuple[Key, ...] = (
        "1: refuse hosts missing from ~/.ssh/known_hosts; 0: accept new hosts (a changed key is always refused)",
        pod=False),
     _k("target", "SSH_CONNECT_TIMEOUT", "15", "int", "seconds to wait for the SSH connection", pod=False),
+    _k("target", "WF_PERSIST_SECS", "300", "int",
+       "seconds the SSH connection stays open after a command (a background keeper, like ControlPersist); "
+       "0: none", pod=False),
     # -- lium
     _k("lium", "LIUM_POD_NAME", "", "str", "pod.up: name of the pod to rent", pod=False),
     _k("lium", "LIUM_EXECUTOR_ID", "", "str",

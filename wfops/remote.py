@@ -15,6 +15,7 @@ ends with a ConnectError (exit 4). `WFOPS_SSH_KEEPALIVE_SECS` overrides the inte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from . import warm
 from .errors import ConfigError, ConnectError, RemoteError, WfopsError
 from .output import visible
 from .target import Target
@@ -35,6 +37,7 @@ from .target import Target
 KEEPALIVE_SECS = 15  # a keepalive that wants a reply, every 15 s ...
 KEEPALIVE_MISSED = 3  # ... and a peer silent for 3 of them is dead (found 45-55 s after it froze)
 KEEPALIVE_ENV = "WFOPS_SSH_KEEPALIVE_SECS"
+VERBOSE_ENV = "WFOPS_VERBOSE"
 # paramiko's defaults (2 MiB window, 32 KiB packets) cost Python time per packet: a wider window and bigger
 # packets mean less of it per byte for bulk output (run.fetch)
 CHANNEL_WINDOW = 32 * 1024 * 1024
@@ -143,6 +146,8 @@ class Session(Protocol):
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult: ...
 
+    def send(self, data: bytes) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -163,12 +168,39 @@ def _collect(sink: StdoutSink | None, buf: list[bytes]) -> Callable[[bytes], Non
     return sink if sink is not None else buf.append
 
 
+def _verbose(how: str, sent: int, received: int) -> None:
+    """WFOPS_VERBOSE=1: one line per exec with the bytes it moved (how big the script was, what came back)."""
+    if os.environ.get(VERBOSE_ENV, "").strip() in ("1", "true", "yes", "on"):
+        print(f"wfops: exec {how}: sent {sent} bytes, received {received} bytes", file=sys.stderr, flush=True)
+
+
+class _Counted:
+    """Counts the bytes handed to a stdout sink (for WFOPS_VERBOSE)."""
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        self.sink, self.n = sink, 0
+
+    def __call__(self, data: bytes) -> None:
+        self.n += len(data)
+        self.sink(data)
+
+
 class LocalSession:
     """The `local` target: the same scripts, run by bash on this machine."""
 
     def __init__(self, target: Target, redact: Redactor) -> None:
         self.target = target
         self.redact = redact
+        self._stdin = None
+        self._lock = threading.Lock()
+        self.sent = 0  # bytes sent to the current script's stdin
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            assert self._stdin is not None, "send() only while a script runs"
+            self._stdin.write(data)
+            self._stdin.flush()
+            self.sent += len(data)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult:
@@ -177,62 +209,53 @@ class LocalSession:
         assert proc.stdin and proc.stdout and proc.stderr
         buf: list[bytes] = []
         errs = _StderrLines(self.redact, meta)
-        threads = [_pump(proc.stdout.read1, _collect(stdout_sink, buf)), _pump(proc.stderr.read1, errs.feed)]
+        out = _Counted(_collect(stdout_sink, buf))
+        threads = [_pump(proc.stdout.read1, out), _pump(proc.stderr.read1, errs.feed)]
         _count_request()
+        self._stdin, self.sent = proc.stdin, 0
+        data = script.encode()
         try:
-            proc.stdin.write(script.encode())
-            proc.stdin.close()
+            self.send(data)
         except BrokenPipeError:
             pass
         code = proc.wait()
         for t in threads:
             t.join()
+        with self._lock:
+            self._stdin = None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
         errs.close()
+        _verbose("local", self.sent, out.n)
         return ExecResult(code, b"".join(buf), errs.error)
 
     def close(self) -> None:
         pass
 
 
-class SSHSession:
-    """One Fabric connection; every script of the command runs over it."""
+class SSHLink:
+    """One Fabric connection and its liveness watch: opens `bash -s` channels on it."""
 
-    def __init__(self, target: Target, redact: Redactor) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
-        self.redact = redact
-        interval = keepalive_secs()
         self.conn = _connect(target)
-        self.liveness = _Liveness(self.conn.transport, interval)
+        self.liveness = _Liveness(self.conn.transport, keepalive_secs())
 
-    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult:
-        transport = self.conn.transport
+    @property
+    def active(self) -> bool:
+        return bool(self.conn.transport and self.conn.transport.is_active())
+
+    def open_exec(self):
+        """A channel running `bash -s` (stdin not yet sent: nothing has run on the pod if this raises)."""
         try:
-            chan = transport.open_session(window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET,
-                                          timeout=self.target.connect_timeout)
+            chan = self.conn.transport.open_session(window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET,
+                                                    timeout=self.target.connect_timeout)
             chan.exec_command("bash -s")
         except Exception as exc:  # paramiko raises several kinds here; all mean the same to the user
-            raise self._lost(f"lost the connection to {self.target.label}: {exc}") from None
-        buf: list[bytes] = []
-        errs = _StderrLines(self.redact, meta)
-        threads = [_pump(chan.recv, _collect(stdout_sink, buf)), _pump(chan.recv_stderr, errs.feed)]
-        _count_request()
-        try:
-            chan.sendall(script.encode())
-            chan.shutdown_write()
-            code = chan.recv_exit_status()
-            for t in threads:
-                t.join()
-        except Exception as exc:  # the socket closed under a send: the same as a close before the end
-            raise self._lost(f"lost the connection to {self.target.label}: {exc}") from None
-        finally:
-            chan.close()
-        errs.close()
-        if code == -1:
-            raise self._lost(f"the connection to {self.target.label} closed before the command ended")
-        return ExecResult(code, b"".join(buf), errs.error)
+            raise self.lost(f"lost the connection to {self.target.label}: {exc}") from None
+        return chan
 
-    def _lost(self, message: str) -> ConnectError:
+    def lost(self, message: str) -> ConnectError:
         if self.liveness.dead:  # we closed it: say why
             message = (f"the connection to {self.target.label} stopped answering (no reply to a keepalive for "
                        f"{self.liveness.limit:g}s: the pod or the network is frozen); wfops closed it")
@@ -241,6 +264,114 @@ class SSHSession:
     def close(self) -> None:
         self.liveness.stop()
         self.conn.close()
+
+
+def relay(link: SSHLink, chan, stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> int:
+    """Pump a running channel's stdout and stderr until it ends; its exit status (ConnectError if it broke)."""
+    threads = [_pump(chan.recv, stdout), _pump(chan.recv_stderr, stderr)]
+    try:
+        code = chan.recv_exit_status()
+        for t in threads:
+            t.join()
+    except Exception as exc:  # the socket closed under a send: the same as a close before the end
+        raise link.lost(f"lost the connection to {link.target.label}: {exc}") from None
+    finally:
+        chan.close()
+    if code == -1:
+        raise link.lost(f"the connection to {link.target.label} closed before the command ended")
+    return code
+
+
+class SSHSession:
+    """One Fabric connection in this process; every script of the command runs over it."""
+
+    def __init__(self, target: Target, redact: Redactor) -> None:
+        self.target = target
+        self.redact = redact
+        self.link = SSHLink(target)
+        self._chan = None
+        self._lock = threading.Lock()
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            assert self._chan is not None, "send() only while a script runs"
+            self._chan.sendall(data)
+            self.sent += len(data)
+
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
+        chan = self.link.open_exec()
+        buf: list[bytes] = []
+        errs = _StderrLines(self.redact, meta)
+        out = _Counted(_collect(stdout_sink, buf))
+        _count_request()
+        self._chan, self.sent = chan, 0
+        data = script.encode()
+        sender = threading.Thread(target=self._send_quietly, args=(data,), daemon=True)
+        sender.start()
+        try:
+            code = relay(self.link, chan, out, errs.feed)
+        finally:
+            with self._lock:
+                self._chan = None
+        errs.close()
+        _verbose("ssh", self.sent, out.n)
+        return ExecResult(code, b"".join(buf), errs.error)
+
+    def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(Exception):  # a broken channel is reported by relay()
+            self.send(data)
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class KeeperSession:
+    """Scripts run through the target's keeper (wfops/keeper.py), started if none answers: no SSH handshake when
+    it is warm, and no paramiko or fabric import in this process."""
+
+    def __init__(self, target: Target, redact: Redactor, persist: float) -> None:
+        self.target = target
+        self.redact = redact
+        self.persist = persist
+        self._exec: warm.KeeperExec | None = None
+        self.sent = 0
+        self._sock: socket.socket | None = warm.connect(target, persist)  # connect errors surface here, at once
+
+    def send(self, data: bytes) -> None:
+        assert self._exec is not None, "send() only while a script runs"
+        self._exec.send(data)
+        self.sent += len(data)
+
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
+        data = script.encode()
+        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        for _attempt in range(3):
+            buf: list[bytes] = []
+            errs = _StderrLines(self.redact, meta)
+            out = _Counted(_collect(stdout_sink, buf))
+            self.sent = len(data)
+            sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
+            self._exec = warm.KeeperExec(sock, on_start=_count_request)
+            try:
+                code = self._exec.run(header, data, out, errs.feed)
+            except warm.Retry:  # the keeper was gone (or stale) before anything ran: start another
+                continue
+            finally:
+                self._exec = None
+                sock.close()
+            errs.close()
+            _verbose("via the keeper", self.sent, out.n)
+            return ExecResult(code, b"".join(buf), errs.error)
+        raise ConnectError(f"the connection keeper for {self.target.label} kept going away; "
+                           "try again, or set WF_PERSIST_SECS=0")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def keepalive_secs() -> float:
@@ -350,8 +481,12 @@ def _connect(target: Target):
     return conn
 
 
-def open_session(target: Target, redact: Redactor | None = None) -> Session:
+def open_session(target: Target, redact: Redactor | None = None, persist: float = 0) -> Session:
+    """A local session, an SSH session through the target's keeper (persist > 0: WF_PERSIST_SECS), or an SSH
+    connection of this process alone (persist 0)."""
     redact = redact or Redactor()
     if target.is_local:
         return LocalSession(target, redact)
+    if persist > 0:
+        return KeeperSession(target, redact, persist)
     return SSHSession(target, redact)

@@ -2,7 +2,12 @@
 
 Templates live in `remote_templates/` at the top of the checkout and ship inside the wheel as
 `wfops/remote_templates/`. Every value a template puts into shell code goes through `q` or `qpath`
-(tests/unit/test_templates.py checks this for every `{{ ... }}` in every template).
+(tests/unit/test_templates.py checks this for every `{{ ... }}` in every template). Jinja is imported, and a
+template compiled, only when a script is rendered (a command that fails before that never pays for it).
+
+The agent travels only when the pod lacks it: scripts carry its content hash and a short boot program
+(BOOT); on a pod without that hash the boot program asks for it (`@wfops-need agent` on stderr) and reads the
+tarball (one base64 line, `Agent.line()`) from the same stdin, in the same exec.
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import jinja2
 
 from . import __version__
 from .agent.launch import call_for
@@ -40,7 +43,9 @@ def b64(text: str | bytes) -> str:
 
 
 @lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
+def environment():
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
@@ -61,13 +66,42 @@ AGENT_PACKAGE = "wfops_agent"  # the agent's package name on the pod (wfops.agen
 # How scripts call the installed agent: `python3 -I -S -c CALL AGENT_DIR`. Importing it (rather than running
 # a script) lets Python keep its bytecode in the agent's directory.
 AGENT_CALL = call_for(AGENT_PACKAGE)
+NEED_AGENT = "need"  # `@wfops-need agent`: the meta line of a pod that lacks this agent
+# What scripts run: AGENT_CALL, preceded by the install of a missing agent. The first stdin line is the request;
+# on a pod without the agent it is kept, `@wfops-need agent` goes to stderr, and the next line is the agent's
+# tar.gz in base64, unpacked next to its final place and renamed into it (a racing install keeps the other's).
+BOOT = (
+    "import os,sys\n"
+    "d=sys.argv[1]\n"
+    "if not os.path.isfile(d+'/.complete'):\n"
+    " import base64,io,shutil,tarfile,tempfile\n"
+    " r=sys.stdin.buffer.readline()\n"
+    " sys.stderr.write('@wfops-" + NEED_AGENT + " agent\\n');sys.stderr.flush()\n"
+    " p=sys.stdin.buffer.readline()\n"
+    " try:\n"
+    "  t=tempfile.mkdtemp(dir=os.path.dirname(d),prefix=os.path.basename(d)+'.new.')\n"
+    "  a=tarfile.open(fileobj=io.BytesIO(base64.b64decode(p)),mode='r:gz')\n"
+    "  a.extraction_filter=getattr(tarfile,'data_filter',None);a.extractall(t)\n"
+    "  open(t+'/.complete','w').close()\n"
+    " except Exception as e:\n"
+    "  sys.stderr.write('@wfops-error 6 cannot unpack the wfops agent in %s (disk full?): %s\\n'%(d,e));sys.exit(6)\n"
+    " try:\n"
+    "  os.rename(t,d);sys.stderr.write('@wfops-installed %s\\n'%d)\n"
+    " except OSError:\n"
+    "  shutil.rmtree(t,ignore_errors=True)\n"
+    " sys.stdin=io.TextIOWrapper(io.BytesIO(r))\n"
+    + AGENT_CALL.replace("; ", "\n")
+)
 
 
 @dataclass(frozen=True)
 class Agent:
     sha: str  # first 16 hex digits of the sha256 of the agent's sources (names and contents)
-    payload: str  # tar.gz + base64 of wfops_agent/*.py, unpacked on the pod with `base64 -d | tar -xz`
-    call: str = AGENT_CALL
+    call: str = BOOT
+
+    def line(self) -> bytes:
+        """The agent as the boot program reads it: its tar.gz in base64, one line (made only when a pod asks)."""
+        return agent_payload().encode("ascii") + b"\n"
 
 
 def agent_sources() -> list[Path]:
@@ -75,18 +109,29 @@ def agent_sources() -> list[Path]:
 
 
 @lru_cache(maxsize=1)
+def _sources() -> tuple[tuple[str, bytes], ...]:
+    return tuple((path.name, path.read_bytes()) for path in agent_sources())
+
+
+@lru_cache(maxsize=1)
 def agent() -> Agent:
-    """The agent as it travels: a deterministic tarball (fixed mtimes and owners), named by content hash."""
+    """The agent as scripts name it: by the content hash of its sources."""
     digest = hashlib.sha256()
+    for name, data in _sources():
+        digest.update(name.encode() + b"\0" + data + b"\0")
+    return Agent(digest.hexdigest()[:16])
+
+
+@lru_cache(maxsize=1)
+def agent_payload() -> str:
+    """The agent as it travels: a deterministic tarball (fixed mtimes and owners), gzip, base64."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in agent_sources():
-            data = path.read_bytes()
-            digest.update(path.name.encode() + b"\0" + data + b"\0")
-            info = tarfile.TarInfo(f"{AGENT_PACKAGE}/{path.name}")
+        for name, data in _sources():
+            info = tarfile.TarInfo(f"{AGENT_PACKAGE}/{name}")
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    return Agent(digest.hexdigest()[:16], b64(gzip.compress(raw.getvalue(), mtime=0)))
+    return b64(gzip.compress(raw.getvalue(), mtime=0))
 
 
 def json_line(value: object) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 
 from . import workflow
@@ -74,10 +75,13 @@ def _internal(argv: list):
 
 
 def _from_client(stream) -> object:
-    try:
-        payload = json.loads(stream.read())
+    try:  # one line: the client keeps stdin open (it may send more: the agent itself, see render.BOOT) ...
+        payload = json.loads(stream.readline())
     except ValueError as exc:
         raise Refusal(EXIT_USAGE, "the pod agent got no valid request on stdin: %s" % exc) from None
+    null = os.open(os.devnull, os.O_RDONLY)  # ... so no child of a command may wait on it
+    os.dup2(null, 0)
+    os.close(null)
     pod = Layout.from_dict(payload["pod"])
     load(payload["cmd"])
     fn, kwargs = bind(payload["cmd"], payload.get("data") or {})

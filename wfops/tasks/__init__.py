@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import config, fsm, pod, prep, run, sweep, task
+from . import config, connection, fsm, pod, prep, run, sweep, task
 
-ns = Collection("wfops", prep.bootstrap, prep.checkout)
+ns = Collection("wfops", prep.bootstrap, prep.checkout, connection.disconnect)
 for _sub in (config.ns, fsm.ns, pod.ns, task.ns, sweep.ns, run.ns):
     ns.add_collection(_sub)
 ns.configure({"wfops": {"config": None}})

@@ -1,0 +1,191 @@
+"""The keeper: a small background process that holds one Fabric connection to one target open.
+
+    python -m wfops.keeper SOCKET_PATH      (started by wfops.warm; the order arrives as JSON on stdin)
+
+It connects (through wfops.remote, the one connection factory), binds SOCKET_PATH (mode 600, in the private
+directory), prints `{"ok": true}` (or the connection error) on stdout and serves: every accepted client whose
+uid is ours gets one `bash -s` channel for one script, relayed frame by frame (wfops.warm). A connection that
+died under it (the pod rebooted, sshd restarted, the keepalive found it frozen) is made again for the next
+request — before anything was sent on it, so no script runs twice. It exits when idle for the persist time
+(the latest a client sent), when asked (`wfops disconnect`), or when a client's fingerprint says the target now
+resolves to another connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import remote, warm
+from .errors import ConnectError, WfopsError
+from .target import Target
+
+ACCEPT_POLL_SECS = 0.5
+
+
+class Keeper:
+    def __init__(self, target: Target, fp: str, persist: float, path: Path) -> None:
+        self.target, self.fp, self.persist, self.path = target, fp, persist, path
+        self.link: remote.SSHLink | None = None
+        self.link_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.active = 0
+        self.last_used = time.monotonic()
+        self.stopping = threading.Event()
+        self.inode: int | None = None
+
+    # -- the connection
+    def _link(self, fresh: bool) -> remote.SSHLink:
+        with self.link_lock:
+            if self.link is not None and (fresh or not self.link.active):
+                self.link.close()
+                self.link = None
+            if self.link is None:
+                self.link = remote.SSHLink(self.target)
+            return self.link
+
+    def open_exec(self):
+        """(link, channel); a dead connection is replaced once (nothing had been sent on it)."""
+        try:
+            link = self._link(fresh=False)
+            return link, link.open_exec()
+        except ConnectError:
+            link = self._link(fresh=True)
+            return link, link.open_exec()
+
+    # -- serving
+    def serve(self, server: socket.socket) -> None:
+        server.settimeout(ACCEPT_POLL_SECS)
+        while not self.stopping.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                if self._idle():
+                    break
+                continue
+            with self.state_lock:
+                self.active += 1
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+        server.close()
+        self._unlink()
+        with self.link_lock:
+            if self.link is not None:
+                self.link.close()
+
+    def _idle(self) -> bool:
+        with self.state_lock:
+            return self.active == 0 and time.monotonic() - self.last_used > self.persist
+
+    def stop(self) -> None:
+        self._unlink()  # from now on, new commands start a new keeper instead of reaching this one
+        self.stopping.set()
+
+    def _unlink(self) -> None:
+        try:
+            if self.inode is not None and self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            self._request(client)
+        except OSError:  # the client went away; its channel was closed with it
+            pass
+        finally:
+            client.close()
+            with self.state_lock:
+                self.active -= 1
+                self.last_used = time.monotonic()
+
+    def _request(self, client: socket.socket) -> None:
+        if warm.peer_uid(client) != os.getuid():
+            warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+            return
+        frame = warm.recv_frame(client)
+        if frame is None or frame[0] != b"h":
+            return
+        header = json.loads(frame[1])
+        if header.get("op") == "stop":
+            self.stop()
+            warm.send_frame(client, b"x", b"0")
+            return
+        if header.get("fp") != self.fp:
+            self.stop()
+            warm.send_frame(client, b"E", json.dumps({"stale": True, "code": 4, "message": "stale"}).encode())
+            return
+        self.persist = float(header.get("persist") or self.persist)
+        if header.get("op") == "ping":
+            warm.send_frame(client, b"x", b"0")
+            return
+        try:
+            link, chan = self.open_exec()
+        except WfopsError as exc:
+            warm.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
+            return
+        self._relay(client, link, chan)
+
+    def _relay(self, client: socket.socket, link: remote.SSHLink, chan) -> None:
+        write_lock = threading.Lock()
+
+        def to_client(kind: bytes):
+            def send(data: bytes) -> None:
+                with write_lock:
+                    warm.send_frame(client, kind, data)
+            return send
+
+        def from_client() -> None:
+            try:
+                while True:
+                    frame = warm.recv_frame(client)
+                    if frame is None:
+                        break
+                    if frame[0] == b"i":
+                        chan.sendall(frame[1])
+            except Exception:
+                pass
+            chan.close()  # the client is gone (or the command ended): the channel goes with it
+
+        to_client(b"s")(b"")
+        threading.Thread(target=from_client, daemon=True).start()
+        try:
+            code = remote.relay(link, chan, to_client(b"o"), to_client(b"e"))
+        except ConnectError as exc:
+            to_client(b"E")(json.dumps({"code": exc.code, "message": exc.message}).encode())
+            return
+        to_client(b"x")(str(code).encode())
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0])
+    order = json.loads(sys.stdin.read())
+    fields = dict(order["target"])
+    fields["notes"] = tuple(fields.get("notes") or ())
+    target = Target(**fields)
+    keeper = Keeper(target, order["fp"], float(order["persist"]), path)
+    try:
+        keeper.link = remote.SSHLink(target)
+        server = warm.bind_socket(path)
+    except WfopsError as exc:
+        print(json.dumps({"ok": False, "code": exc.code, "message": exc.message}), flush=True)
+        return 1
+    except OSError as exc:
+        print(json.dumps({"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
+                          f"{exc.strerror or exc}"}), flush=True)
+        return 1
+    keeper.inode = path.stat().st_ino
+    print(json.dumps({"ok": True, "pid": os.getpid()}), flush=True)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    keeper.serve(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

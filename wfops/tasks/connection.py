@@ -1,0 +1,24 @@
+"""`disconnect`: close warm connections now (a root-level task: `inv disconnect`, `wfops disconnect`)."""
+
+from __future__ import annotations
+
+from .. import warm
+from ..target import resolve_target
+from ._base import settings_for, wftask
+
+
+@wftask(help={"all": "close every warm connection of yours, whatever its target (no config needed)"})
+def disconnect(c, all=False, config=None):
+    """Close the warm SSH connection to the configured target (its keeper exits); see WF_PERSIST_SECS."""
+    if all:
+        closed = warm.stop_all()
+        print(f"closed {len(closed)} warm connection(s)" if closed else "no warm connections")
+        return
+    target = resolve_target(settings_for(c, config))
+    if target.is_local:
+        print("the target is local: there is no connection to close")
+        return
+    if warm.stop(warm.socket_path(target, warm.private_dir(create=False))):
+        print(f"closed the warm connection to {target.label}")
+    else:
+        print(f"no warm connection to {target.label}")
