@@ -7,11 +7,14 @@ Prints two markdown tables (the numbers of docs/lium.md and the README's Lium pa
 
 1. the cost of resolving `LIUM_TARGET`: one `lium ps --format json`, and `wfops fsm.status` (a fresh
    process each time, as a user runs it) with an `OPS_DEFAULT_HOST` target (the baseline), a Lium target
-   with a cold resolution cache (one `lium ps`) and a warm one (no lium call); then the resolution alone,
-   in this process (`wfops.pods.resolve`): a `lium ps` against the cache;
+   with a cold resolution cache (one `lium ps`) and a warm one (no lium call) -- each command making its
+   own SSH connection (`WF_PERSIST_SECS=0`), then the same with the connection kept warm between commands
+   (`WF_PERSIST_SECS=300`, the default); then the resolution alone, in this process
+   (`wfops.pods.resolve`): a `lium ps` against the cache;
 2. an outage: the API answers 502, 503 or 429 on every call, or hangs (`LIUM_LOOKUP_TIMEOUT_SECS=2`):
    the first `fsm.status` (it pays the failed lookup, then falls back to `OPS_DEFAULT_HOST`) and the next
-   one (the failure is remembered: no lium call), with the number of `GET /pods` each made on the API.
+   one (the failure is remembered: no lium call), with the number of `GET /pods` each made on the API
+   (`WF_PERSIST_SECS=0`).
 
 Every figure is a median over rounds; within a round every metric of a table is measured once, in turn,
 so a slow minute of this shared machine touches all of them alike. The fake API, the sshd and the pod
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from _harness import print_table  # also puts the repository root on sys.path
 
-from tests.conftest import kill_tmux_server, make_pod
+from tests.conftest import kill_tmux_server, make_pod, stop_keepers
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import start_sshd, stop_sshd
@@ -57,6 +60,7 @@ def spread(samples: list[float]) -> str:
 class Bench:
     def __init__(self, work: Path, fake: FakeLium, lpod: LiumPod) -> None:
         self.work, self.fake, self.lpod = work, fake, lpod
+        self.persist = "0"  # WF_PERSIST_SECS: 0, each command its own connection, unless a row says otherwise
 
     def wf_ok(self, *args: str) -> None:
         res = self.lpod.wf(*args)
@@ -70,18 +74,20 @@ class Bench:
         self.cache_file().unlink(missing_ok=True)
 
     def lium_target(self) -> None:
-        self.lpod.configure(LIUM_TARGET="train", OPS_DEFAULT_HOST="", SSH_KEY_PATH="", LIUM_LOOKUP_TIMEOUT_SECS="20")
+        self.lpod.configure(LIUM_TARGET="train", OPS_DEFAULT_HOST="", SSH_KEY_PATH="", LIUM_LOOKUP_TIMEOUT_SECS="20",
+                            WF_PERSIST_SECS=self.persist)
 
     def ssh_target(self) -> None:
         assert self.lpod.sshd is not None
         self.lpod.configure(LIUM_TARGET="", OPS_DEFAULT_HOST=self.lpod.sshd.address,
-                            SSH_KEY_PATH=str(self.lpod.sshd.key))
+                            SSH_KEY_PATH=str(self.lpod.sshd.key), WF_PERSIST_SECS=self.persist)
 
     def fallback_target(self, timeout: str = "20") -> None:
         """LIUM_TARGET with OPS_DEFAULT_HOST set; LIUM_LOOKUP_TIMEOUT_SECS=timeout (20: the default)."""
         assert self.lpod.sshd is not None
         self.lpod.configure(LIUM_TARGET="train", OPS_DEFAULT_HOST=self.lpod.sshd.address,
-                            SSH_KEY_PATH=str(self.lpod.sshd.key), LIUM_LOOKUP_TIMEOUT_SECS=timeout)
+                            SSH_KEY_PATH=str(self.lpod.sshd.key), LIUM_LOOKUP_TIMEOUT_SECS=timeout,
+                            WF_PERSIST_SECS=self.persist)
 
     def lium_ps(self) -> None:
         res = self.lpod.lium("ps", "--format", "json")
@@ -91,7 +97,8 @@ class Bench:
     # ------------------------------------------------------------------ table 1: resolution and the cache
 
     def resolution(self, rounds: int) -> None:
-        samples: dict[str, list[float]] = {k: [] for k in ("ps", "base", "cold", "warm", "inproc_ps", "inproc_cache")}
+        keys = ("ps", "base", "cold", "warm", "inproc_ps", "inproc_cache", "base_kept", "cold_kept", "warm_kept")
+        samples: dict[str, list[float]] = {k: [] for k in keys}
         settings = parse_settings("LIUM_TARGET=train\n", environ={})
         environ = {**self.lpod.env(), "LIUM_SELF_UPDATE_DISABLE": "1"}
         os.environ["HOME"] = str(self.lpod.home)  # lium's key and pins are found under the pod's HOME
@@ -109,10 +116,24 @@ class Bench:
             got["inproc_ps"] = clock(lambda: pods.resolve(settings, use_cache=False, environ=environ))
             got["inproc_cache"] = clock(lambda: pods.resolve(settings, environ=environ))
             assert self.fake.count("GET", "/pods") == gets + 2
+            # the same with the connection kept warm between commands (WF_PERSIST_SECS, default 300 s)
+            self.persist = "300"
+            self.ssh_target()
+            self.wf_ok("fsm.status")  # starts the keeper (or finds it)
+            got["base_kept"] = clock(lambda: self.wf_ok("fsm.status"))
+            self.lium_target()
+            self.cold()
+            self.wf_ok("fsm.status")  # the keeper follows the changed resolution (another key file)
+            self.cold()
+            got["cold_kept"] = clock(lambda: self.wf_ok("fsm.status"))
+            got["warm_kept"] = clock(lambda: self.wf_ok("fsm.status"))
+            assert self.fake.count("GET", "/pods") == gets + 4
+            self.persist = "0"
             if r:
                 for k, v in got.items():
                     samples[k].append(v)
-        print_table(f"Resolving LIUM_TARGET (fake Lium API and sshd on loopback; median of {rounds} rounds, "
+        print_table(f"Resolving LIUM_TARGET (fake Lium API and sshd on loopback; each command its own SSH connection "
+                    f"unless the row says otherwise; median of {rounds} rounds, "
                     f"{time.strftime('%Y-%m-%d')})", ["what", "median", "min-max"], [
             ["`lium ps --format json`", med(samples["ps"]), spread(samples["ps"])],
             ["`wfops fsm.status`, `OPS_DEFAULT_HOST` (baseline)", med(samples["base"]), spread(samples["base"])],
@@ -120,6 +141,12 @@ class Bench:
              spread(samples["cold"])],
             ["`wfops fsm.status`, Lium target, warm cache (no lium call)", med(samples["warm"]),
              spread(samples["warm"])],
+            ["with a warm connection (`WF_PERSIST_SECS=300`): `OPS_DEFAULT_HOST` (baseline)",
+             med(samples["base_kept"]), spread(samples["base_kept"])],
+            ["with a warm connection: Lium target, cold cache (one `lium ps`)", med(samples["cold_kept"]),
+             spread(samples["cold_kept"])],
+            ["with a warm connection: Lium target, warm cache (no lium call)", med(samples["warm_kept"]),
+             spread(samples["warm_kept"])],
             ["resolution in process (`wfops.pods.resolve`): `lium ps`", med(samples["inproc_ps"], "ms"), "-"],
             ["resolution in process (`wfops.pods.resolve`): warm cache", med(samples["inproc_cache"], "ms"), "-"],
         ])
@@ -180,6 +207,7 @@ def main() -> None:
         work = Path(tmp)
         sshd = start_sshd(work / "sshd")
         fake = FakeLium(ssh_host=sshd.host, ssh_port=sshd.port).start()
+        lpod = None
         try:
             (work / "p").mkdir()
             base = make_pod("ssh", work / "p", sshd, tmux)
@@ -194,6 +222,8 @@ def main() -> None:
             if "outage" in parts:
                 bench.outage(args.rounds)
         finally:
+            if lpod is not None:
+                stop_keepers(lpod.keeper_dir)
             fake.stop()
             stop_sshd(sshd)
             kill_tmux_server(tmux)
