@@ -5,7 +5,8 @@ playing the pod.
 
 Prints two markdown tables (the numbers of docs/lium.md and the README's Lium paragraph):
 
-1. the cost of resolving `LIUM_TARGET`: one `lium ps --format json`, and `wfops fsm.status` (a fresh
+1. the cost of resolving `LIUM_TARGET`: one `lium ps --format json` (and, beside it, one `lium exec`), and
+   `wfops fsm.status` (a fresh
    process each time, as a user runs it) with an `OPS_DEFAULT_HOST` target (the baseline), a Lium target
    with a cold resolution cache (one `lium ps`) and a warm one (no lium call) -- each command making its
    own SSH connection (`WF_PERSIST_SECS=0`), then the same with the connection kept warm between commands
@@ -24,6 +25,7 @@ set-up are the tests' own (tests/lium/fake_lium.py, tests/realparts.py, tests/li
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -60,6 +62,7 @@ def spread(samples: list[float]) -> str:
 class Bench:
     def __init__(self, work: Path, fake: FakeLium, lpod: LiumPod) -> None:
         self.work, self.fake, self.lpod = work, fake, lpod
+        self.pod_id = next(iter(fake.pods))
         self.persist = "0"  # WF_PERSIST_SECS: 0, each command its own connection, unless a row says otherwise
 
     def wf_ok(self, *args: str) -> None:
@@ -89,6 +92,11 @@ class Bench:
                             SSH_KEY_PATH=str(self.lpod.sshd.key), LIUM_LOOKUP_TIMEOUT_SECS=timeout,
                             WF_PERSIST_SECS=self.persist)
 
+    def lium_exec(self) -> None:
+        res = self.lpod.lium("exec", self.pod_id, "--json", "true")
+        if res.rc != 0 or not json.loads(res.out)["ok"]:
+            raise SystemExit(f"lium exec failed ({res.rc}): {res.out} {res.err}")
+
     def lium_ps(self) -> None:
         res = self.lpod.lium("ps", "--format", "json")
         if res.rc != 0:
@@ -97,13 +105,14 @@ class Bench:
     # ------------------------------------------------------------------ table 1: resolution and the cache
 
     def resolution(self, rounds: int) -> None:
-        keys = ("ps", "base", "cold", "warm", "inproc_ps", "inproc_cache", "base_kept", "cold_kept", "warm_kept")
+        keys = ("ps", "exec", "base", "cold", "warm", "inproc_ps", "inproc_cache", "base_kept", "cold_kept",
+                "warm_kept")
         samples: dict[str, list[float]] = {k: [] for k in keys}
         settings = parse_settings("LIUM_TARGET=train\n", environ={})
         environ = {**self.lpod.env(), "LIUM_SELF_UPDATE_DISABLE": "1"}
         os.environ["HOME"] = str(self.lpod.home)  # lium's key and pins are found under the pod's HOME
         for r in range(rounds + 1):  # round 0 warms up (page cache, bytecode) and is not counted
-            got = {"ps": clock(self.lium_ps)}
+            got = {"ps": clock(self.lium_ps), "exec": clock(self.lium_exec)}
             self.ssh_target()
             got["base"] = clock(lambda: self.wf_ok("fsm.status"))
             self.lium_target()
@@ -136,6 +145,8 @@ class Bench:
                     f"unless the row says otherwise; median of {rounds} rounds, "
                     f"{time.strftime('%Y-%m-%d')})", ["what", "median", "min-max"], [
             ["`lium ps --format json`", med(samples["ps"]), spread(samples["ps"])],
+            ["`lium exec <uuid> --json true` (what a step through lium would cost)", med(samples["exec"]),
+             spread(samples["exec"])],
             ["`wfops fsm.status`, `OPS_DEFAULT_HOST` (baseline)", med(samples["base"]), spread(samples["base"])],
             ["`wfops fsm.status`, Lium target, cold cache (one `lium ps`)", med(samples["cold"]),
              spread(samples["cold"])],
