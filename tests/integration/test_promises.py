@@ -26,7 +26,7 @@ from tests.integration.test_sweeps import (
     wait_sweep,
     write_csv,
 )
-from tests.realparts import SSHD
+from tests.realparts import SSHD, free_port
 from wfops.cli import program
 from wfops.tasks import ns
 
@@ -212,7 +212,27 @@ def test_the_connection_sets_tcp_nodelay(sshd: SSHD):
         session.close()
 
 
+def test_pod_wait_on_an_ssh_target_waits_for_ssh(ssh_pod: Pod):
+    """`pod.wait`: until SSH answers, for every target (the Lium path has its own tests)."""
+    res = ssh_pod.wf("pod.wait", "--timeout-secs", "30")
+    assert res.rc == 0, res.err
+    ssh_pod.configure(OPS_DEFAULT_HOST=f"{ssh_pod.sshd.user}@127.0.0.1:{free_port()}",  # type: ignore[union-attr]
+                      SSH_CONNECT_TIMEOUT="1")
+    res = ssh_pod.wf("pod.wait", "--timeout-secs", "2")
+    assert res.rc == 4 and "connection refused" in res.last_err, res.err
+
+
 # ------------------------------------------------------------------ configuration
+
+def test_a_bare_dollar_is_literal_and_single_quotes_are_literal():
+    from wfops.config import parse_settings
+
+    s = parse_settings("WANDB_PROJECT=cost$ 5$x\nWANDB_GROUP='${HOME} $x'\nWANDB_ENTITY=${HOME}\n",
+                       environ={"HOME": "/home/me", "x": "expanded"})
+    assert s.values["WANDB_ENTITY"] == "/home/me"  # control: a ${KEY} reference is expanded
+    assert s.values["WANDB_PROJECT"] == "cost$ 5$x"
+    assert s.values["WANDB_GROUP"] == "${HOME} $x"
+
 
 def test_an_unknown_key_warns_and_still_reaches_the_pod(pod: Pod):
     out = pod.root / "seen.txt"
