@@ -1,23 +1,27 @@
-"""Receiving run directories: one tar stream from the pod, extracted here as it arrives.
+"""Receiving run directories: only the files that are new or changed, in one tar stream, placed file by file.
 
-No tarball is written on either side: the pod's `tar c` goes straight into the SSH channel, and this
-side pipes it into an extractor process (`python -m wfops.fetch STAGING RUN_ID...`) that unpacks member by
-member with tarfile's `data` filter (no absolute paths, no `..`, no links out) and refuses anything outside
-the requested runs. A separate process, because paramiko's reader and the extraction both need Python time:
-in one process they share one GIL and ran at about a third of the speed. Everything lands in a staging folder
-first and replaces `LOCAL_ARTIFACTS_DIR/RUN_ID` only when the stream ended well, so an interrupted fetch never
-leaves a half-updated run behind.
+The client sends what it has of each run (size and mtime per file, or size and sha256 with `--hash`); the pod
+agent (wfops/agent/fetching.py) lists what differs and the pod's `tar c` streams those files into the SSH
+channel. This side pipes the stream into an extractor process (`python -m wfops.fetch STAGING DEST RUN_ID...`)
+that unpacks member by member with tarfile's `data` filter (no absolute paths, no `..`, no links), refuses
+anything outside the requested runs, and moves each complete file into place (one rename, with the pod's
+mtime): a fetch that is interrupted keeps every file it finished, and the next fetch sends only the rest.
+A separate process, because paramiko's reader and the extraction both need Python time.
 
-Staging folders (`.incoming-<pid>-<ns>`) are removed on every exit path Python sees (errors, Ctrl-C, SIGTERM:
-the task boundary turns it into an exception). A fetch killed outright (SIGKILL, a crash) cannot clean up, so
-each fetch holds an flock on its staging folder — the extractor inherits it — and the next fetch removes every
-staging folder whose lock it can take: the kernel released it, so its owners are gone. A concurrent fetch still
-holds its lock, and its folder is left alone.
+A file removed on the pod since it was fetched stays here (the local copy is an archive): the fetch names it.
+
+A file in flight lives in a staging folder (`.incoming-<pid>-<ns>`), removed on every exit path Python sees
+(errors, Ctrl-C, SIGTERM: the task boundary turns it into an exception). A fetch killed outright (SIGKILL, a
+crash) cannot clean up, so each fetch holds an flock on its staging folder — the extractor inherits it — and
+the next fetch removes every staging folder whose lock it can take: the kernel released it, so its owners are
+gone. A concurrent fetch still holds its lock, and its folder is left alone.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -34,7 +38,6 @@ READ_SIZE = 1024 * 1024
 PROGRESS_MIN_BYTES = 20 * 1024 * 1024
 PROGRESS_EVERY_SECS = 1.0  # on a terminal (redrawn in place); every 2 s otherwise
 STAGING_PREFIX = ".incoming-"
-REPLACED = ".replaced"  # inside a staging folder: the copies being replaced, until the new ones are in place
 
 
 def _mb(n: float) -> str:
@@ -82,16 +85,6 @@ def claim_staging(dest_root: Path) -> tuple[Path, int]:
             os.close(fd)
 
 
-def _restore_replaced(staging: Path, dest_root: Path) -> None:
-    """A fetch stopped between moving the old copy of a run aside and moving the new one in: put the old back."""
-    replaced = staging / REPLACED
-    if replaced.is_dir():
-        for old in replaced.iterdir():
-            target = dest_root / old.name
-            if not (target.exists() or target.is_symlink()):
-                old.rename(target)
-
-
 def remove_abandoned_staging(dest_root: Path) -> list[Path]:
     """Remove the staging folders of fetches that are gone (their lock is free); returns them."""
     removed = []
@@ -103,12 +96,38 @@ def remove_abandoned_staging(dest_root: Path) -> list[Path]:
         if fd is None:  # a fetch that is still running
             continue
         try:
-            _restore_replaced(path, dest_root)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
         finally:
             os.close(fd)
     return removed
+
+
+def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[str, dict[str, list]]:
+    """What this machine has: {run_id: {relative path: [size, mtime seconds | sha256]}} for `runs` (None: every
+    run directory in dest_root)."""
+    if runs is None:
+        runs = [p.name for p in dest_root.iterdir() if p.is_dir() and not p.name.startswith(".")] \
+            if dest_root.is_dir() else []
+    have: dict[str, dict[str, list]] = {}
+    for run in runs:
+        root = dest_root / run
+        files: dict[str, list] = {}
+        for path in sorted(root.rglob("*")) if root.is_dir() else ():
+            st = path.lstat()
+            if path.is_symlink() or not path.is_file():
+                continue
+            files[str(path.relative_to(root))] = [st.st_size, _sha256(path) if by_hash else int(st.st_mtime)]
+        have[run] = files
+    return have
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(READ_SIZE), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class TarReceiver:
@@ -118,6 +137,7 @@ class TarReceiver:
         self.dest_root = dest_root
         self.received = 0
         self.total: int | None = None
+        self.plan: dict = {}
         self.files = 0
         self.started = time.time()
         self.show_progress = progress
@@ -127,17 +147,15 @@ class TarReceiver:
         self.staging, self.lock_fd = claim_staging(dest_root)
         self.extractor_gone = False
         try:  # the extractor inherits the lock: the folder counts as in use until it has exited too
-            self.proc = subprocess.Popen([sys.executable, "-m", "wfops.fetch", str(self.staging),
+            self.proc = subprocess.Popen([sys.executable, "-m", "wfops.fetch", str(self.staging), str(dest_root),
                                           *sorted(expected or ())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=0, pass_fds=(self.lock_fd,))
         except BaseException:
             self._discard()
             raise
         try:  # a 1 MiB pipe lets the channel reader run ahead of the extractor (Linux; best effort)
-            import fcntl
-
             fcntl.fcntl(self.proc.stdin.fileno(), 1031, READ_SIZE)  # type: ignore[union-attr]  # F_SETPIPE_SZ
-        except (ImportError, OSError):
+        except OSError:
             pass
         self.progress_thread = threading.Thread(target=self._progress, daemon=True)
         self.progress_thread.start()
@@ -154,6 +172,11 @@ class TarReceiver:
     def meta(self, name: str, value: str) -> None:
         if name == "size" and value.isdigit():
             self.total = int(value)
+        elif name == "plan":
+            try:
+                self.plan = json.loads(value)
+            except ValueError:
+                pass
 
     def _progress(self) -> None:
         last = 0.0
@@ -190,63 +213,83 @@ class TarReceiver:
             self._discard()
 
     def finish(self) -> list[Path]:
-        """Wait for the extraction; move each run into place; return the run dirs."""
+        """Wait for the extraction (every file is in place by then); return the run dirs of the plan."""
         try:
             code, out, err = self._end_extractor()
             if code != 0:
                 lines = [ln for ln in err.splitlines() if ln.strip()]
                 raise RemoteError(lines[-1] if lines else f"the run data could not be unpacked (exit {code})")
             self.files = int(out.strip() or 0)
-            return [self._place(item) for item in sorted(self.staging.iterdir()) if item.name != REPLACED]
+            return [self.dest_root / run for run in self.plan.get("runs") or []]
         finally:
             self._discard()
 
-    def _place(self, item: Path) -> Path:
-        """Swap one run in: the old copy moves into the staging folder (removed with it), the new one into place."""
-        target = self.dest_root / item.name
-        if target.exists() or target.is_symlink():
-            replaced = self.staging / REPLACED
-            replaced.mkdir(exist_ok=True)
-            target.rename(replaced / item.name)
-        item.rename(target)
-        return target
-
     def _discard(self) -> None:
-        """Remove the staging folder (an old copy caught between the two renames goes back first), then unlock."""
+        """Remove the staging folder (only files still in flight are there), then unlock."""
         if self.lock_fd < 0:
             return
         try:
-            _restore_replaced(self.staging, self.dest_root)
             shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             os.close(self.lock_fd)
             self.lock_fd = -1
 
 
-def extract(stream, staging: Path, expected: set[str]) -> int:
-    """Unpack a tar stream into `staging`: only members under `expected` run dirs (when given), with the `data`
-    filter. Returns the number of files."""
+class _Peeked:
+    """A stream with its first bytes read already (to tell an empty stream: nothing changed, nothing sent)."""
+
+    def __init__(self, stream, head: bytes) -> None:
+        self.stream, self.head = stream, head
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(n)
+        if 0 <= n < len(self.head):
+            data, self.head = self.head[:n], self.head[n:]
+            return data
+        data, self.head = self.head, b""
+        return data
+
+
+def _place(staging: Path, dest: Path, name: str) -> None:
+    """Move one complete file from staging into place, never through a link out of `dest`."""
+    target = dest / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.realpath(target.parent).startswith(os.path.realpath(dest) + os.sep):
+        raise RemoteError(f"{target.parent} leads out of {dest}; fetch aborted")
+    try:
+        os.replace(staging / name, target)
+    except OSError as exc:
+        raise RemoteError(f"cannot put {target} in place: {exc.strerror or exc}") from None
+
+
+def extract(stream, staging: Path, dest: Path, expected: set[str]) -> int:
+    """Unpack a tar stream (regular files only, each under an `expected` run dir when given) with the `data`
+    filter into `staging`, moving each file into `dest` as soon as it is complete. Returns the number of files."""
+    head = stream.read(512)
+    if not head:
+        return 0
     files = 0
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=READ_SIZE) as tar:
+    with tarfile.open(fileobj=_Peeked(stream, head), mode="r|", bufsize=READ_SIZE) as tar:
         tar.copybufsize = READ_SIZE
         for member in tar:
             top = member.name.split("/", 1)[0]
-            if top.startswith(".") or (expected and top not in expected):  # run ids never start with a dot
+            if top.startswith(".") or (expected and top not in expected) or not member.isfile():
                 raise RemoteError(f"the pod sent an unexpected path {member.name!r}; fetch aborted")
             try:
                 tar.extract(member, staging, filter="data")
             except (tarfile.FilterError, OSError) as exc:
                 raise RemoteError(f"the run data could not be unpacked: {exc}") from None
-            if member.isfile():
-                files += 1
+            _place(staging, dest, member.name)
+            files += 1
     return files
 
 
 def _main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the fetch decides
-    staging, expected = Path(argv[0]), set(argv[1:])
+    staging, dest, expected = Path(argv[0]), Path(argv[1]), set(argv[2:])
     try:
-        files = extract(sys.stdin.buffer, staging, expected)
+        files = extract(sys.stdin.buffer, staging, dest, expected)
     except (RemoteError, tarfile.TarError) as exc:
         sys.stderr.write(f"{getattr(exc, 'message', None) or f'the run data could not be unpacked: {exc}'}\n")
         return 2

@@ -1,4 +1,5 @@
-"""The receiving side of run.fetch, fed a real tar stream by hand: placement, progress, refusals."""
+"""The receiving side of run.fetch, fed a real tar stream by hand: placement file by file, the local index,
+progress, refusals, staging on every exit path."""
 
 from __future__ import annotations
 
@@ -35,16 +36,37 @@ def feed(receiver: fetch.TarReceiver, data: bytes, chunk: int = 65536, pause: fl
             time.sleep(pause)
 
 
-def test_runs_land_in_place_and_replace_an_old_copy(tmp_path):
+def test_files_land_in_place_one_by_one_and_other_local_files_stay(tmp_path):
     (tmp_path / "r1").mkdir()
-    (tmp_path / "r1" / "stale.txt").write_text("old")
+    (tmp_path / "r1" / "kept.txt").write_text("fetched earlier, gone on the pod")
+    (tmp_path / "r1" / "summary.json").write_text("old")
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    receiver.meta("plan", '{"runs": ["r1"], "files": 2}')
     feed(receiver, tar_bytes({"r1/summary.json": b"{}", "r1/sub/ckpt.pt": b"x" * 1000}))
     placed = receiver.finish()
     assert placed == [tmp_path / "r1"]
-    assert sorted(p.name for p in (tmp_path / "r1").rglob("*")) == ["ckpt.pt", "sub", "summary.json"]
-    assert [p.name for p in tmp_path.iterdir()] == ["r1"]  # no staging or old copy left behind
+    assert sorted(str(p.relative_to(tmp_path / "r1")) for p in (tmp_path / "r1").rglob("*")) == [
+        "kept.txt", "sub", "sub/ckpt.pt", "summary.json"]
+    assert (tmp_path / "r1" / "summary.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["r1"]  # no staging left behind
     assert receiver.files == 2
+
+
+def test_an_empty_stream_is_nothing_to_do(tmp_path):
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    receiver.meta("plan", '{"runs": [], "files": 0}')
+    assert receiver.finish() == [] and receiver.files == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_the_local_index_has_size_and_mtime_or_hash(tmp_path):
+    (tmp_path / "r1" / "sub").mkdir(parents=True)
+    (tmp_path / "r1" / "sub" / "a.txt").write_bytes(b"abc")
+    os.utime(tmp_path / "r1" / "sub" / "a.txt", (1_700_000_000.7, 1_700_000_000.7))
+    (tmp_path / "r1" / "link").symlink_to("/etc/passwd")
+    (tmp_path / ".incoming-1-2").mkdir()
+    assert fetch.local_index(tmp_path, None, by_hash=False) == {"r1": {"sub/a.txt": [3, 1_700_000_000]}}
+    digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert fetch.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "other-run/x"])
@@ -54,16 +76,18 @@ def test_paths_outside_the_requested_run_are_refused(tmp_path, name):
     feed(receiver, tar_bytes({"r1/ok.txt": b"1", name: b"2"}))
     with pytest.raises(RemoteError):
         receiver.finish()
-    assert not (tmp_path / "escape.txt").exists() and list(dest.iterdir()) == []
+    assert not (tmp_path / "escape.txt").exists()
+    assert [p.name for p in dest.rglob("*")] in ([], ["r1", "ok.txt"])  # what came before the bad member stays
 
 
-def test_links_pointing_out_are_refused(tmp_path):
+def test_links_are_refused(tmp_path):
     link = tarfile.TarInfo("r1/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     receiver = fetch.TarReceiver(tmp_path, None)
     feed(receiver, tar_bytes({"r1/a": b"1"}, [link]))
-    with pytest.raises(RemoteError, match="could not be unpacked"):
+    with pytest.raises(RemoteError, match="unexpected path 'r1/link'"):
         receiver.finish()
+    assert not (tmp_path / "r1" / "link").exists()
 
 
 def test_progress_is_shown_for_large_runs(tmp_path, capsys, monkeypatch):
@@ -124,27 +148,30 @@ def test_abort_removes_the_staging_even_with_a_stuck_extractor(tmp_path):
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "old.txt").write_text("old")
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
-    feed(receiver, tar_bytes({"r1/new.txt": b"n" * 10_000}))
     os.kill(receiver.proc.pid, signal.SIGSTOP)  # frozen: it would never read the end of the stream
+    feed(receiver, tar_bytes({"r1/new.txt": b"n" * 10_000}))
     receiver.abort()
     assert receiver.proc.returncode is not None
     assert staging_dirs(tmp_path) == [] and (tmp_path / "r1" / "old.txt").read_text() == "old"
     assert not (tmp_path / "r1" / "new.txt").exists()
 
 
-def test_an_old_copy_caught_between_the_two_renames_goes_back(tmp_path):
-    """A fetch killed after moving the old copy aside and before moving the new one in: the next fetch (or the
-    interrupted one itself) puts the old copy back instead of deleting it with the staging folder."""
-    stale = tmp_path / f"{fetch.STAGING_PREFIX}1-2"
-    (stale / fetch.REPLACED / "r1").mkdir(parents=True)
-    (stale / fetch.REPLACED / "r1" / "old.txt").write_text("old")
-    assert fetch.remove_abandoned_staging(tmp_path) == [stale]
-    assert (tmp_path / "r1" / "old.txt").read_text() == "old" and staging_dirs(tmp_path) == []
+def test_a_local_link_out_of_the_artifacts_is_not_written_through(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "artifacts"
+    (dest / "r1").mkdir(parents=True)
+    (dest / "r1" / "sub").symlink_to(outside)
+    receiver = fetch.TarReceiver(dest, {"r1"})
+    feed(receiver, tar_bytes({"r1/sub/x.txt": b"1"}))
+    with pytest.raises(RemoteError, match="leads out of"):
+        receiver.finish()
+    assert list(outside.iterdir()) == []
 
 
 def test_a_top_level_dot_name_is_refused(tmp_path):
     receiver = fetch.TarReceiver(tmp_path, None)
-    feed(receiver, tar_bytes({f"{fetch.REPLACED}/r1/x": b"1"}))
+    feed(receiver, tar_bytes({".hidden/r1/x": b"1"}))
     with pytest.raises(RemoteError, match="unexpected path"):
         receiver.finish()
     assert list(tmp_path.iterdir()) == []

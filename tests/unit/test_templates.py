@@ -53,7 +53,7 @@ CASES = {
     "run_fetch.sh.j2": ("run.fetch", {"request": None}),
 }
 REQUESTS = {"agent.sh.j2": ("task-start", {"id": "t1", "command_text": HOSTILE, "session": "wf", "workdir": HOSTILE}),
-            "run_fetch.sh.j2": ("fetch-list", {"run": "r1", "all": False})}
+            "run_fetch.sh.j2": ("fetch-plan", {"have": {}, "run": "r1", "all": False})}
 
 
 def test_the_request_reaches_the_agent_verbatim(tmp_path):

@@ -12,7 +12,8 @@ one vocabulary in states.py.
     supervisor  one run or task: log stamping, timeout, local_sync, ending every process it started
     outcome     failure classes and summary.json
     tasks       tracked tasks (start, show, wait, list)
-    sweeps      sweep start, status, stop, the fetch list
+    sweeps      sweep start, status, stop
+    fetching    what run.fetch sends: the files the client lacks or has in another version
     scheduler   the sweep queue
     facts       what checkout and pod.status need to know about the pod
     prepare     bootstrap and the checkout steps

@@ -25,7 +25,7 @@ from .store import Damaged
 MODULES = {
     "noop": None, "fsm-show": None, "fsm-reset": None,
     "supervise": "supervisor", "sweep-run": "scheduler",
-    "sweep-start": "sweeps", "sweep-status": "sweeps", "sweep-stop": "sweeps", "fetch-list": "sweeps",
+    "sweep-start": "sweeps", "sweep-status": "sweeps", "sweep-stop": "sweeps", "fetch-plan": "fetching",
     "task-start": "tasks", "task-show": "tasks", "task-wait": "tasks", "task-list": "tasks",
     "checkout-facts": "facts", "pod-facts": "facts", "pod-down": "facts",
     "bootstrap": "prepare", "checkout-apply": "prepare",

@@ -205,32 +205,3 @@ def sweep_stop(pod, session: str, timeout: float = 60) -> dict:
     workflow.succeed(pod, "sweep.stop", "%s: %s" % (sw.get("sweep_id"), sw.get("reason") or "stopped"))
     return {"sweep_id": sw.get("sweep_id"), "state": sw.get("state"), "reason": sw.get("reason", ""),
             "was_running": True}
-
-
-@command("fetch-list")
-def fetch_list(pod, run: str = "", all: bool = False) -> str:
-    """Run dirs to fetch, one per line; their total size goes to stderr as `@wfops-size N`."""
-    if all:
-        plan = store.load(pod.latest_manifest, required=("runs",))
-        if not plan:
-            raise Refusal(EXIT_NOT_FOUND, "no sweep manifest on the pod (start a sweep first, or fetch one run by id)")
-        ids = [r["run_id"] for r in plan["runs"] if r.get("selected", True) and os.path.isdir(pod.run_dir(r["run_id"]))]
-        if not ids:
-            raise Refusal(EXIT_NOT_FOUND, "none of the sweep's runs has a run directory yet")
-    else:
-        if not run or "/" in run or run.startswith("."):
-            raise Refusal(EXIT_USAGE, "invalid run id %r" % run)
-        if not os.path.isdir(pod.run_dir(run)):
-            raise Refusal(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status"
-                          % (run, pod.out))
-        ids = [run]
-    total = 0
-    for rid in ids:
-        for root, _dirs, files in os.walk(pod.run_dir(rid)):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(root, name)).st_size
-    import sys
-
-    sys.stderr.write("@wfops-size %d\n" % total)
-    return "".join(rid + "\n" for rid in ids)

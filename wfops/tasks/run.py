@@ -1,49 +1,28 @@
-"""`run.fetch`: bring run directories home in one streamed transfer."""
+"""`run.fetch`: bring run directories home, only what changed, in one streamed transfer."""
 
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 from invoke import Collection
 
-from ..command import PodCommand
-from ..errors import UsageError
-from ..fetch import TarReceiver
-from ..sweep_model import check_run_id
+from ..transfer import check_request, fetch_runs, report
 from ._base import settings_for, wftask
 
 
 @wftask(positional=["run_id"], help={
     "run_id": "the run to fetch (a directory in OPS_REMOTE_OUTPUTS_DIR)",
-    "all": "fetch every run of the latest sweep manifest that has a run directory",
+    "all": "fetch every run of the latest sweep that has a run directory",
+    "sweep": "fetch the runs of this sweep (an id as sweep.status shows it) instead of the latest",
+    "hash": "compare files by size and sha256 instead of size and mtime (reads every file on both sides)",
 })
-def fetch(c, run_id=None, all=False, config=None):
-    """Copy a run directory (or all of the sweep's) to LOCAL_ARTIFACTS_DIR/RUN_ID/, streamed in one transfer."""
-    if bool(run_id) == bool(all):
-        raise UsageError("give one RUN_ID, or --all")
-    if run_id:
-        bad = check_run_id(run_id)
-        if bad:
-            raise UsageError(bad)
-    settings = settings_for(c, config)
-    dest = Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser()
-    t0 = time.time()
-    with PodCommand("run.fetch", settings) as cmd:
-        receiver = TarReceiver(dest, {run_id} if run_id else None)
-        try:
-            request = cmd.request("fetch-list", {"run": run_id or "", "all": bool(all)})
-            cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
-        except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing staged stays behind
-            receiver.abort()
-            raise
-        placed = receiver.finish()
-    secs = time.time() - t0
-    for path in placed:
+def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
+    """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
+    check_request(run_id or "", bool(all), sweep or "")
+    fetched = fetch_runs(settings_for(c, config), run_id or "", bool(all), sweep or "", bool(hash))
+    for path in fetched.runs:
         print(path.resolve())
-    print(f"wfops: fetched {len(placed)} run(s), {receiver.files} file(s), {receiver.received / 1e6:.1f} MB "
-          f"in {secs:.1f}s", file=sys.stderr)
+    print(report(fetched), file=sys.stderr)
 
 
 ns = Collection("run", fetch)

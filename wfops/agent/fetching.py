@@ -1,0 +1,109 @@
+"""What run.fetch sends: the files of the requested runs that the client lacks or has in another version.
+
+The client sends, per run, what it has: {relative path: [size, mtime seconds]} (or [size, sha256] when it
+asks for hashes). Every regular file of the run whose size differs, or whose mtime (or hash) differs, is
+listed on stdout (paths relative to the outputs dir, NUL-separated, for `tar --null -T -`); symlinks and
+other non-files are left out. On stderr: `@wfops-size N` (the bytes to send) and `@wfops-plan {json}`
+(runs, files to send, files unchanged, files the client has that are gone here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import sys
+
+from . import store
+from .registry import Refusal, command
+from .states import EXIT_NOT_FOUND, EXIT_USAGE
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SWEEP_ID = re.compile(r"^sweep-[0-9A-Za-z]{1,40}$")
+GONE_SHOWN = 20  # names of files gone on the pod, at most, in the plan (the count is always there)
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name or "")) and ".." not in name
+
+
+def sweep_runs(pod, sweep: str) -> list:
+    """The run ids of a sweep's manifest (the latest when `sweep` is empty) that have a run dir."""
+    if sweep and not _SWEEP_ID.match(sweep):
+        raise Refusal(EXIT_USAGE, "invalid sweep id %r (sweep.list shows the ids)" % sweep)
+    path = os.path.join(pod.manifests, sweep + ".json") if sweep else pod.latest_manifest
+    plan = store.load(path, required=("runs",))
+    if not plan:
+        raise Refusal(EXIT_NOT_FOUND, "no manifest of sweep %s on the pod (%s)" % (sweep, path) if sweep else
+                      "no sweep manifest on the pod (start a sweep first, or fetch one run by id)")
+    ids = [r["run_id"] for r in plan["runs"]
+           if r.get("selected", True) and valid_name(r.get("run_id", "")) and os.path.isdir(pod.run_dir(r["run_id"]))]
+    if not ids:
+        raise Refusal(EXIT_NOT_FOUND, "none of the runs of %s has a run directory yet" % (sweep or "the sweep"))
+    return ids
+
+
+def one_run(pod, run: str) -> list:
+    if not valid_name(run):
+        raise Refusal(EXIT_USAGE, "invalid run id %r" % run)
+    if not os.path.isdir(pod.run_dir(run)):
+        raise Refusal(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status" % (run, pod.out))
+    return [run]
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def same(path: str, st, mine, by_hash: bool) -> bool:
+    """Whether the client's [size, mtime|sha256] describes this file."""
+    if not isinstance(mine, list) or len(mine) != 2 or mine[0] != st.st_size:
+        return False
+    if by_hash:
+        try:
+            return mine[1] == sha256(path)
+        except OSError:
+            return False
+    return mine[1] == int(st.st_mtime)
+
+
+def run_files(root: str):
+    """(relative path, full path, stat) of every regular file under `root`, in a stable order."""
+    for here, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(here, name)
+            try:
+                st = os.lstat(full)
+            except OSError:  # gone meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield os.path.relpath(full, root), full, st
+
+
+@command("fetch-plan")
+def fetch_plan(pod, have: dict, run: str = "", all: bool = False, sweep: str = "", hash: bool = False) -> str:
+    ids = sweep_runs(pod, sweep) if (all or sweep) else one_run(pod, run)
+    send, gone = [], []
+    size = unchanged = 0
+    for rid in ids:
+        mine = have.get(rid) or {}
+        seen = set()
+        for rel, full, st in run_files(pod.run_dir(rid)):
+            seen.add(rel)
+            if same(full, st, mine.get(rel), hash):
+                unchanged += 1
+                continue
+            send.append(rid + "/" + rel)
+            size += st.st_size
+        gone += sorted(rid + "/" + rel for rel in set(mine) - seen)
+    plan = {"runs": ids, "files": len(send), "unchanged": unchanged, "gone": len(gone), "gone_names": gone[:GONE_SHOWN]}
+    sys.stderr.write("@wfops-size %d\n@wfops-plan %s\n" % (size, json.dumps(plan, sort_keys=True)))
+    sys.stderr.flush()
+    return "".join(p + "\0" for p in send)

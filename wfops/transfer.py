@@ -1,0 +1,78 @@
+"""run.fetch: what to ask the pod for, the one exec that streams it, and what to tell the user.
+
+One connection (the warm keeper's, or this command's own), one exec: the request carries this machine's index
+of the runs (wfops.fetch.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
+and the extractor puts each file in place as it completes (wfops.fetch.TarReceiver).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .command import PodCommand
+from .config import Settings
+from .errors import UsageError
+from .fetch import TarReceiver, local_index
+from .shell import is_pod_name
+
+SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z]{1,40}")
+
+
+@dataclass
+class Fetched:
+    runs: list[Path]
+    files: int  # new or changed files received
+    unchanged: int
+    wire_bytes: int  # the tar stream as it came over the connection
+    secs: float
+    gone: int = 0
+    gone_names: list[str] = field(default_factory=list)
+
+
+def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
+    """One RUN_ID, or --all (the latest sweep), or --sweep ID (with or without --all); UsageError otherwise."""
+    if run_id and (all_runs or sweep):
+        raise UsageError("give one RUN_ID, or --all / --sweep ID, not both")
+    if not (run_id or all_runs or sweep):
+        raise UsageError("give one RUN_ID, or --all (the latest sweep), or --sweep ID")
+    if run_id and not is_pod_name(run_id):
+        raise UsageError(f"run id {run_id!r} is not valid: use letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit, no '..'")
+    if sweep and not SWEEP_ID.fullmatch(sweep):
+        raise UsageError(f"sweep id {sweep!r} is not valid: expected sweep-<letters and digits>, as sweep.status "
+                         "shows it")
+
+
+def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
+               by_hash: bool = False) -> Fetched:
+    check_request(run_id, all_runs, sweep)
+    dest = Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser()
+    t0 = time.time()
+    with PodCommand("run.fetch", settings) as cmd:
+        have = local_index(dest, [run_id] if run_id else None, by_hash)
+        receiver = TarReceiver(dest, {run_id} if run_id else None)
+        try:
+            request = cmd.request("fetch-plan", {"have": have, "run": run_id, "all": bool(all_runs or sweep),
+                                                 "sweep": sweep, "hash": by_hash})
+            cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
+        except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
+            receiver.abort()
+            raise
+        runs = receiver.finish()
+    plan = receiver.plan
+    return Fetched([r for r in runs if r.is_dir()], receiver.files, int(plan.get("unchanged") or 0),
+                   receiver.received, time.time() - t0, int(plan.get("gone") or 0), list(plan.get("gone_names") or []))
+
+
+def report(f: Fetched) -> str:
+    """The summary line (stderr), and the files kept here that the pod no longer has."""
+    text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
+            f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
+    if f.gone:
+        more = f" (and {f.gone - len(f.gone_names)} more)" if f.gone > len(f.gone_names) else ""
+        text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
+                 + ", ".join(f.gone_names) + more)
+    return text
