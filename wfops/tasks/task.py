@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ..command import call_once
+from .. import watch as watching
+from ..agent.states import TERMINAL
+from ..command import PodCommand, call_once
 from ..errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
 from ..output import duration, pairs, table
 from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
@@ -58,21 +60,29 @@ def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=F
     ))
 
 
-@wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP})
-def status(c, id=None, tail_lines=20, json=False, config=None):
+@wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
+              "watch": "redraw every SECS (default 2) over one connection until the task ends"},
+        optional=["watch"])
+def status(c, id=None, tail_lines=20, json=False, watch=None, config=None):
     """Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
+    secs = watching.interval(watch)
     settings = settings_for(c, config)
+    if secs is not None:
+        with PodCommand("task.status", settings) as cmd:
+            watching.watch(lambda: cmd.call("task-show", id=task_id, tail=tail_lines), _status_text,
+                           lambda d: d.get("state") in TERMINAL, secs, json)
+        return
     data = call_once("task.status", settings, "task-show", id=task_id, tail=tail_lines)
+    emit(data, json, lambda: _status_text(data))
 
-    def human() -> str:
-        tail = data.get("tail") or []
-        text = _summary(data)
-        if tail:
-            text += f"\n\n--- stdout.log (last {len(tail)} lines)\n" + "\n".join(tail)
-        return text
 
-    emit(data, json, human)
+def _status_text(data: dict) -> str:
+    tail = data.get("tail") or []
+    text = _summary(data)
+    if tail:
+        text += f"\n\n--- stdout.log (last {len(tail)} lines)\n" + "\n".join(tail)
+    return text
 
 
 @wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",

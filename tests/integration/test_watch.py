@@ -1,0 +1,46 @@
+"""`--watch`: task.status and sweep.status refresh over one connection and end by themselves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Pod, TrainingRepo
+from tests.integration.test_sweeps import _swept, write_csv
+
+
+def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod):
+    pod = ssh_pod
+    pod.ok("task.run", "--id", "w", "--cmd", "echo first; sleep 2; echo last")
+    res, conns, execs = pod.count("task.status", "--id", "w", "--watch", "0.2")
+    assert res.rc == 0, res.err
+    assert (conns, execs >= 4) == (1, True), execs  # one connection, one exec per refresh
+    shown = [ln for ln in res.out.splitlines() if ln.startswith("state ")]  # a view is printed when it changed
+    assert shown[0] == "state      running" and shown[-1] == "state      success"
+    assert len(shown) < execs and res.out.rstrip().endswith("last")
+
+
+def test_task_status_watch_json_is_one_document_per_change(local_pod: Pod):
+    local_pod.ok("task.run", "--id", "j", "--cmd", "sleep 1")
+    res = local_pod.ok("task.status", "--id", "j", "--watch", "0.3", "--json")
+    docs = [json.loads(line) for line in res.out.splitlines() if line.strip()]
+    assert docs[0]["state"] in ("pending", "running") and docs[-1]["state"] == "success"
+
+
+def test_a_bad_watch_interval_is_one_line_and_no_connection(ssh_pod: Pod):
+    for value in ("abc", "0", "-1", "99999"):
+        res, conns, _ = ssh_pod.count("task.status", "--id", "w", "--watch", value)
+        assert res.rc == 2 and conns == 0
+        assert res.err.strip() == (f"wfops: --watch={value!r} is not valid: expected seconds between refreshes, "
+                                   "> 0 and <= 3600")
+
+
+def test_sweep_status_watch_ends_when_the_sweep_ends(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str,
+                                                     checked_out: Path):
+    pod = _swept(ssh_pod, training_repo, pod_python, checked_out)
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, "a,config/train_tiny.py,1,sleep=1,\nb,config/train_tiny.py,2,,\n")))
+    res, conns, execs = pod.count("sweep.status", "--watch", "0.3")
+    assert res.rc == 0, res.err
+    assert conns == 1 and execs >= 2
+    heads = [ln for ln in res.out.splitlines() if ln.startswith("sweep-")]
+    assert heads[-1].endswith(": completed") and res.out.rstrip().splitlines()[-1].startswith("2 ok")
