@@ -3,7 +3,7 @@
 #   - Debian packages: OpenSSH server and client, rsync, tmux, git, shellcheck, python3 with venv and pip
 #   - the "pod image" stand-in: torch==2.13.0 (CPU build) and numpy in the system python3 (/usr/bin/python3),
 #     because a pod's venv is made with --system-site-packages over the image's python
-#   - .venv: wfops itself (editable) with its dev and lium extras
+#   - .venv: wfops itself (editable) with its dev, lium and report (matplotlib, ~15 s more) extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -29,9 +29,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import wfops, pytest, lium, hatchling, vermin' 2>/dev/null \
+if ! .venv/bin/python -c 'import wfops, pytest, lium, hatchling, vermin, matplotlib' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.wfops-setup ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,lium]"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,lium,report]"
   touch .venv/.wfops-setup
 fi
 echo "setup: ready (.venv, $POD_PYTHON with torch $("$POD_PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null))"

@@ -135,7 +135,12 @@ KEYS: tuple[Key, ...] = (
     _k("checkout", "WF_MOUNT_TABLE", "/proc/self/mounts", "rpath",
        "checkout: mount table used to tell whether DATA_DIR is on s3fs (tests point it elsewhere)"),
     _k("checkout", "DATA_LINK_DIR", "data/fineweb10B", "str",
-       "checkout: where the shards are linked, relative to TRAIN_WORKDIR"),
+       "checkout: where the data appears, relative to TRAIN_WORKDIR (see DATA_LINK)"),
+    _k("checkout", "DATA_CHECK", "fineweb_train_*.bin fineweb_val_*.bin", "words",
+       "checkout: glob patterns that must each match a file in DATA_DIR (empty: no data check)"),
+    _k("checkout", "DATA_LINK", "shards", "choice",
+       "checkout: shards: link each file DATA_CHECK matches into DATA_LINK_DIR; dir: DATA_LINK_DIR becomes a link "
+       "to DATA_DIR; none: link nothing", choices=("shards", "dir", "none")),
     # -- sweeps
     _k("sweep", "SWEEP_CSV", "sweeps/sweep.csv", "lpath", "sweep CSV on this machine", pod=False),
     _k("sweep", "SWEEP_MATCH", "", "str", "only rows whose run_id contains this"),
@@ -158,9 +163,14 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "RUN_OUT_MODE", "durable", "choice",
        "durable: train into the run dir; local_sync: train on local disk, rsync into the run dir",
        choices=("durable", "local_sync")),
-    _k("sweep", "RUN_OUT_LOCAL_ROOT", "${OPS_REMOTE_REPO}/examples/nanogpt/out", "rpath",
+    _k("sweep", "RUN_OUT_LOCAL_ROOT", "${OPS_REMOTE_REPO}/${TRAIN_WORKDIR}/out", "rpath",
        "local_sync: fast local disk for training output"),
     _k("sweep", "SYNC_INTERVAL_SECS", "60", "int", "local_sync: seconds between rsync passes"),
+    _k("sweep", "METRIC_PATTERNS", r"iter (?P<step>\d+): loss (?P<loss>[\d.]+)", "patterns",
+       "metrics from log lines when a run writes no metrics.jsonl: regexes with named groups (step + metrics), "
+       "separated by ' ;; ' (empty: none)"),
+    _k("sweep", "METRIC_COLUMNS", "", "words",
+       "metrics shown by sweep.status and sweep.report (empty: the first metric found)"),
     # -- secrets the pod environment commonly needs (never printed)
     _k("secrets", "WANDB_API_KEY", "", "str", "W&B API key, written only into the pod env file (mode 600)"),
     _k("secrets", "HF_TOKEN", "", "str", "Hugging Face token, written only into the pod env file (mode 600)"),
@@ -171,6 +181,8 @@ KEYS: tuple[Key, ...] = (
 )
 
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
+# path keys where an empty value means "none" (BOOTSTRAP_SCRIPT= : no bootstrap script)
+OPTIONAL_PATHS = frozenset({"BOOTSTRAP_SCRIPT", "WANDB_SETUP_SCRIPT", "HF_HOME"})
 _TRAIN_INJECT_WORDS = ("out_dir", "data_dir", "seed", "wandb")
 
 
@@ -320,7 +332,7 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
             return value, None
         return None, "one of " + ", ".join(key.choices)
     if kind == "rpath":
-        if value == "" and key.default == "":
+        if value == "" and (key.default == "" or key.name in OPTIONAL_PATHS):
             return "", None
         if "\n" in value or not (value.startswith("/") or value == "~" or value.startswith("~/")):
             return None, "an absolute path on the pod (or ~/...)"
@@ -343,7 +355,11 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
             return None, "space-separated command names"
         if key.name == "APT_PACKAGES" and any(not re.fullmatch(r"[a-z0-9][a-z0-9.+:=~-]*", w) for w in words):
             return None, "space-separated Debian package names"
+        if key.name == "DATA_CHECK" and any(w.startswith("/") or ".." in w.split("/") for w in words):
+            return None, "glob patterns relative to DATA_DIR (no leading '/', no '..')"
         return tuple(words), None
+    if kind == "patterns":
+        return _check_patterns(value)
     if kind == "session":
         if value == "" and key.default == "":
             return "", None
@@ -361,6 +377,22 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
     if "\n" in value and key.kind == "str" and key.name not in ("REPO_INSTALL_CMD", "FINEWEB_DOWNLOAD_CMD"):
         return None, "a single line"
     return value, None
+
+
+PATTERN_SEPARATOR = ";;"
+
+
+def _check_patterns(value: str) -> tuple[object, str | None]:
+    """METRIC_PATTERNS: regexes separated by ';;', each with a named group other than `step` (a metric)."""
+    patterns = tuple(p.strip() for p in value.split(PATTERN_SEPARATOR) if p.strip())
+    for pattern in patterns:
+        try:
+            groups = re.compile(pattern).groupindex
+        except re.error as exc:
+            return None, f"regular expressions separated by ' ;; ' ({pattern!r}: {exc})"
+        if not set(groups) - {"step"}:
+            return None, f"regexes with a named group per metric, e.g. (?P<loss>[\\d.]+) ({pattern!r} has none)"
+    return patterns, None
 
 
 # ---------------------------------------------------------------- settings

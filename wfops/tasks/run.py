@@ -26,3 +26,7 @@ def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
 
 
 ns = Collection("run", fetch)
+
+from .results import logs  # noqa: E402 - run.logs
+
+ns.add_task(logs)

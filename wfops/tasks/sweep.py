@@ -152,3 +152,9 @@ def stop(c, timeout_secs=None, json=False, config=None):
 
 
 ns = Collection("sweep", template, validate, start, status, stop)
+
+from . import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)
+
+ns.add_task(_results.report)
+ns.add_task(_results.wait)
+ns.add_task(_results.sweep_attach, name="attach")

@@ -122,3 +122,8 @@ def list_(c, limit=20, json=False, config=None):
 
 ns = Collection("task", run, status, wait)
 ns.add_task(list_, name="list")
+
+from . import results as _results  # noqa: E402 - task.logs and task.attach
+
+ns.add_task(_results.task_logs, name="logs")
+ns.add_task(_results.task_attach, name="attach")

@@ -1,0 +1,160 @@
+"""Live logs: `run-logs` and `task-logs` write a run's or task's stdout.log to stdout as it grows, over the one
+exec of the command. With `follow` they end when the run or task ends (its state is terminal, or lost). Reads
+only.
+
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import procs, store
+from .metrics import line_rank
+from .registry import Refusal
+from .registry import command as agent_command
+from .states import EXIT_NOT_FOUND, EXIT_USAGE, LOG_FILE, QUEUE_RUNNING, STATUS_FILE, TERMINAL, UNKNOWN
+
+POLL_SECS = 0.25
+CHUNK = 65536
+
+
+def rank_filter(rank):
+    """Which lines `--rank R` keeps: a line with a rank prefix when it is R's; a line without one (one process,
+    or torchrun's own) only for rank 0. None keeps every line."""
+    if rank is None:
+        return lambda line: True
+    return lambda line: (line_rank(line) if line_rank(line) is not None else 0) == rank
+
+
+def tail_offset(path: str, lines: int, keep) -> int:
+    """Where the last `lines` kept lines of the file start (reading a growing span from its end)."""
+    try:
+        size = os.path.getsize(path)
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return 0
+    span = CHUNK
+    with fh:
+        while True:
+            start = max(0, size - span)
+            fh.seek(start)
+            data = fh.read(size - start)
+            first = 0 if start == 0 else data.find(b"\n") + 1  # the first line may be cut: skip it
+            offsets, at = [], first
+            for line in data[first:].split(b"\n") if start == 0 or first else []:
+                if line and keep(line):
+                    offsets.append(start + at)
+                at += len(line) + 1
+            if len(offsets) >= lines:
+                return offsets[-lines]
+            if start == 0:
+                return 0
+            span *= 2
+
+
+class Stream:
+    """Copies the kept lines of a log file to stdout from an offset; reopens a file that was replaced."""
+
+    def __init__(self, path: str, keep, start: int = 0) -> None:
+        self.path, self.keep, self.pos, self.partial, self.ino = path, keep, start, b"", None
+        self.out = sys.stdout.buffer
+
+    def pump(self) -> bool:
+        """Copy what is new; True when something was read."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        if self.ino is not None and st.st_ino != self.ino:  # a new attempt replaced the log
+            self.pos, self.partial = 0, b""
+        self.ino = st.st_ino
+        if st.st_size <= self.pos:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(self.pos)
+            data = fh.read(st.st_size - self.pos)
+        self.pos += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        kept = [ln + b"\n" for ln in lines if self.keep(ln)]
+        if kept:
+            self.out.write(b"".join(kept))
+            self.out.flush()
+        return True
+
+    def finish(self) -> None:
+        self.pump()
+        if self.partial and self.keep(self.partial):
+            self.out.write(self.partial + b"\n")
+            self.out.flush()
+
+
+def follow(stream: Stream, ended) -> None:
+    """Copy until `ended()` says the writer is done (checked before the last read: nothing is lost)."""
+    while True:
+        over = ended()
+        while stream.pump():
+            pass
+        if over:
+            break
+        time.sleep(POLL_SECS)
+    stream.finish()
+
+
+def show(path: str, keep, tail, follow_it: bool, ended) -> None:
+    start = tail_offset(path, int(tail), keep) if tail else 0
+    stream = Stream(path, keep, start)
+    if follow_it:
+        follow(stream, ended)
+    else:
+        stream.finish()
+
+
+def _state_ended(status_path: str) -> bool:
+    st, problem = store.load_or_note(status_path)
+    if problem:
+        return True
+    return bool(st) and procs.liveness(st)[0] in TERMINAL + (UNKNOWN,)
+
+
+def _queued(pod, run_id: str) -> bool:
+    """The run is in the latest sweep's queue and the queue still runs: it may yet start."""
+    sw, problem = store.load_or_note(pod.sweep_file)
+    if problem or procs.queue_liveness(sw)[0] != QUEUE_RUNNING:
+        return False
+    plan, _ = store.load_or_note(pod.latest_manifest)
+    return any(isinstance(r, dict) and r.get("run_id") == run_id for r in (plan or {}).get("queue") or [])
+
+
+def _wait_for_dir(pod, run_id: str, d: str) -> None:
+    while not os.path.isdir(d):
+        if not _queued(pod, run_id):
+            raise Refusal(EXIT_NOT_FOUND, "run %s has no directory on the pod and is not waiting in a running "
+                          "sweep (see sweep.status)" % run_id)
+        time.sleep(POLL_SECS)
+
+
+@agent_command("run-logs")
+def run_logs(pod, run_id: str, follow: bool = False, tail: int = 0, rank: int = -1) -> None:
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise Refusal(EXIT_USAGE, "invalid run id %r" % run_id)
+    d = pod.run_dir(run_id)
+    if follow:
+        _wait_for_dir(pod, run_id, d)
+    elif not os.path.isdir(d):
+        raise Refusal(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status"
+                      % (run_id, pod.out))
+    keep = rank_filter(None if rank < 0 else rank)
+    show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _state_ended(os.path.join(d, STATUS_FILE)))
+
+
+@agent_command("task-logs")
+def task_logs(pod, id: str, follow: bool = False, tail: int = 0) -> None:
+    d = pod.task_dir(id)
+    if not id or "/" in id or id.startswith(".") or not os.path.isdir(d):
+        raise Refusal(EXIT_NOT_FOUND, "no task %s on the pod (see task.list)" % id)
+    show(os.path.join(d, LOG_FILE), rank_filter(None), tail, follow,
+         lambda: _state_ended(os.path.join(d, STATUS_FILE)))

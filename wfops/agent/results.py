@@ -1,0 +1,76 @@
+"""What a sweep produced, for the client: `sweep-metrics` (every run's state, attempts, arguments and metric
+curves, for sweep.report: one exec, no fetch) and `sweep-wait` (until the queue ends, then the status).
+Both read only.
+
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import metrics, procs, store
+from .registry import command
+from .states import QUEUE_RUNNING, SUMMARY_FILE
+
+POINTS_LIMIT = 2000  # points per metric and run sent for the picture (min/max/last use them all)
+
+
+def attempts(run_dir: str) -> int:
+    """How many times the run was started: summary.json's `attempts` list when there is one, else 1 for a run
+    that has a directory, else 0."""
+    if not os.path.isdir(run_dir):
+        return 0
+    summ, _ = store.load_or_note(os.path.join(run_dir, SUMMARY_FILE))
+    tries = (summ or {}).get("attempts")
+    return len(tries) if isinstance(tries, list) and tries else 1
+
+
+def _status(pod) -> dict:
+    from .sweeps import sweep_status  # the one reader of the sweep's state
+
+    return sweep_status(pod)
+
+
+def _specs(pod) -> dict:
+    plan, _ = store.load_or_note(pod.latest_manifest)
+    runs = (plan or {}).get("runs")
+    return {r["run_id"]: r for r in runs if isinstance(r, dict) and "run_id" in r} if isinstance(runs, list) else {}
+
+
+@command("sweep-metrics")
+def sweep_metrics(pod, patterns: list, points: int = POINTS_LIMIT) -> dict:
+    """The status of the latest sweep, each run with its config, seed, overrides, attempts and metrics."""
+    data = _status(pod)
+    specs = _specs(pod)
+    compiled = metrics.compile_patterns(patterns)
+    for row in data.get("runs") or []:
+        d = pod.run_dir(row["run_id"])
+        spec = specs.get(row["run_id"]) or {}
+        source, series = metrics.run_series(d, compiled)
+        row.update(config=spec.get("config"), seed=spec.get("seed"), overrides=spec.get("overrides") or [],
+                   attempts=attempts(d), metrics_source=source, metrics=metrics.summary(series, points))
+    return data
+
+
+@command("sweep-wait")
+def sweep_wait(pod, timeout: int = 0) -> dict:
+    """Until the sweep's queue is no longer running (woken by its exit through a pidfd), or `timeout` seconds;
+    then the status of every run."""
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    while True:
+        sw, problem = store.load_or_note(pod.sweep_file)
+        if problem or procs.queue_liveness(sw)[0] != QUEUE_RUNNING:
+            break
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            data = _status(pod)
+            data["wait_timed_out"] = True
+            return data
+        step = 5.0 if left is None else min(left, 5.0)
+        if sw.get("pid"):
+            procs.wait_for_exit(int(sw["pid"]), step)
+        else:
+            time.sleep(min(step, 0.2))
+    return _status(pod)

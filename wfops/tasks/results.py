@@ -1,0 +1,226 @@
+"""What a researcher looks at: `sweep.report` (results.csv + curves.png here), `sweep.wait`, `sweep.attach`,
+`run.logs`, `task.logs` and `task.attach`. Registered in the sweep, run and task collections."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from ..agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
+from ..attach import attach
+from ..command import PodCommand
+from ..config import Settings
+from ..errors import EXIT_FAILED, NotFoundError, UsageError, WfopsError
+from ..fsm import RULES
+from ..output import duration, table, visible
+from ..results import fmt, report_columns, report_header, report_row, report_sort
+from ..sweep_model import check_run_id
+from ..tracked import check_task_id
+from ._base import JSON_HELP, emit, settings_for, wftask
+
+REPORT_EXTRA = "wfops[report]"
+
+
+def rule_of(command: str, fallback: str) -> str:
+    """The rule a new command runs under: its own once states.RULES has it, else the read-only command it
+    behaves like (the refusal then names that command)."""
+    return command if command in RULES else fallback
+
+
+class LineSink:
+    """Streamed log bytes -> whole lines on stdout, secrets masked, control characters made visible."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.buffer = settings, b""
+
+    def __call__(self, data: bytes) -> None:
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        if lines:
+            text = "".join(visible(self.settings.mask(ln.decode("utf-8", "replace"))) + "\n" for ln in lines)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.buffer:
+            self.buffer += b"\n"
+            self(b"")
+
+
+def _stream(settings: Settings, command: str, fallback: str, agent_command: str, **data: object) -> None:
+    sink = LineSink(settings)
+    with PodCommand(rule_of(command, fallback), settings) as cmd:
+        request = cmd.request(agent_command, data)
+        result = cmd.exec("agent.sh.j2", stdout_sink=sink, request=request, dry_run=False)
+        sink.close()
+        result.check(command)
+
+
+# ------------------------------------------------------------------ logs
+
+@wftask(positional=["run_id"], int_options=["tail", "rank"], help={
+    "run_id": "the run (a directory in OPS_REMOTE_OUTPUTS_DIR)",
+    "follow": "keep printing new lines until the run ends (waits for a queued run to start)",
+    "tail": "only the last N lines (default: the whole log)",
+    "rank": "only the lines of this rank (lines without a rank prefix belong to rank 0)",
+})
+def logs(c, run_id=None, follow=False, tail=None, rank=None, config=None):
+    """Print a run's stdout.log (each line time-stamped), or follow it live until the run ends."""
+    bad = check_run_id(run_id or "")
+    if bad:
+        raise UsageError(bad)
+    settings = settings_for(c, config)
+    _stream(settings, "run.logs", "sweep.status", "run-logs", run_id=run_id, follow=bool(follow), tail=tail or 0,
+            rank=-1 if rank is None else rank)
+
+
+@wftask(name="logs", positional=["id"], int_options=["tail"], help={
+    "id": "task id (also --id ID)", "follow": "keep printing new lines until the task ends",
+    "tail": "only the last N lines (default: the whole log)",
+})
+def task_logs(c, id=None, follow=False, tail=None, config=None):
+    """Print a tracked task's stdout.log, or follow it live until the task ends."""
+    task_id = check_task_id(id)
+    settings = settings_for(c, config)
+    _stream(settings, "task.logs", "task.status", "task-logs", id=task_id, follow=bool(follow), tail=tail or 0)
+
+
+# ------------------------------------------------------------------ attach
+
+@wftask(name="attach")
+def sweep_attach(c, config=None):
+    """Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
+    settings = settings_for(c, config)
+    attach(settings, settings.values["SWEEP_TMUX_SESSION"], what="no sweep")
+
+
+@wftask(name="attach", positional=["id"], help={"id": "task id (also --id ID)"})
+def task_attach(c, id=None, config=None):
+    """Open a tracked task's tmux window on the pod in this terminal (detach with Ctrl-b d; the task goes on)."""
+    task_id = check_task_id(id)
+    settings = settings_for(c, config)
+    attach(settings, settings.values["WF_TMUX_SESSION"], window=task_id, what=f"task {task_id}")
+
+
+# ------------------------------------------------------------------ wait
+
+def wait_code(data: dict) -> tuple[int, str]:
+    """(exit code, why) of sweep.wait: 0 when every run succeeded (or was already ok), 8 when the queue runner
+    died, 9 when waiting gave up, else 1."""
+    runs = data.get("runs") or []
+    sweep = data.get("sweep") or {}
+    if data.get("wait_timed_out"):
+        return EXIT_WAIT_TIMEOUT, f"{sweep.get('sweep_id')} is still running"
+    if sweep.get("state") == LOST:
+        return EXIT_LOST, f"{sweep.get('sweep_id')}: the queue was lost ({sweep.get('reason')})"
+    bad = [r["run_id"] for r in runs if r.get("state") not in (SUCCESS, SKIPPED)]
+    if bad:
+        return EXIT_FAILED, f"{len(bad)} of {len(runs)} run(s) did not succeed: {', '.join(bad[:10])}"
+    return 0, ""
+
+
+@wftask(int_options=["timeout_secs"], help={
+    "timeout_secs": "give up after this many seconds (exit 9; default: wait until the queue ends)",
+    "json": JSON_HELP,
+})
+def wait(c, timeout_secs=None, json=False, config=None):
+    """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
+
+    Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
+    9 gave up waiting (--timeout-secs); 5 no sweep was started.
+    """
+    from .sweep import _status_text
+
+    settings = settings_for(c, config)
+    with PodCommand(rule_of("sweep.wait", "sweep.status"), settings) as cmd:
+        data = cmd.call("sweep-wait", timeout=timeout_secs or 0)
+    if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
+        raise NotFoundError("no sweep has been started on this pod (sweep.start)")
+    emit(data, json, lambda: _status_text(data))
+    code, why = wait_code(data)
+    if code:
+        raise WfopsError(why, code)
+
+
+# ------------------------------------------------------------------ report
+
+def _write_csv(path: Path, runs: list[dict], keys: list[str], metrics: list[str]) -> None:
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(report_header(keys, metrics))
+        for run in runs:
+            out.writerow(["" if v is None else v for v in report_row(run, keys, metrics)])
+
+
+def _plot(path: Path, runs: list[dict], metrics: list[str]) -> str:
+    """curves.png: one panel per metric, value against step, one labelled line per run. Returns a note."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"curves.png not written: matplotlib is not installed (pip install '{REPORT_EXTRA}')"
+    shown = [m for m in metrics if any((r.get("metrics") or {}).get(m) for r in runs)]
+    if not shown:
+        return "curves.png not written: no run reported a metric"
+    cols = min(2, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, shown, strict=False):
+        for run in runs:
+            points = ((run.get("metrics") or {}).get(metric) or {}).get("points") or []
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=str(run.get("run_id")))
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return ""
+
+
+def _report_table(runs: list[dict], metrics: list[str]) -> str:
+    head = ["run_id", "state", "attempts", "duration"]
+    for m in metrics:
+        head += [m, f"best {m}"]
+    rows = []
+    for run in runs:
+        row = [run.get("run_id"), run.get("state"), run.get("attempts"), duration(run.get("duration_secs"))]
+        values = report_row(run, [], metrics)[6:]
+        rows.append(row + [fmt(v) for v in values])
+    return table(head, rows)
+
+
+@wftask(help={"out": "folder for results.csv and curves.png (default: LOCAL_ARTIFACTS_DIR/_reports/SWEEP_ID)",
+              "sort": "order the table by the best value of this metric (default: the first metric column)",
+              "json": JSON_HELP})
+def report(c, out=None, sort=None, json=False, config=None):
+    """Write results.csv and curves.png of the latest sweep here and print its runs sorted by a metric.
+
+    The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.
+    """
+    settings = settings_for(c, config)
+    with PodCommand(rule_of("sweep.report", "sweep.status"), settings) as cmd:
+        data = cmd.call("sweep-metrics", patterns=list(settings["METRIC_PATTERNS"]))
+    sweep_id = (data.get("sweep") or {}).get("sweep_id")
+    if (data.get("sweep") or {}).get("state") == QUEUE_NONE or not sweep_id:
+        raise NotFoundError("no sweep has been started on this pod (sweep.start)")
+    runs = data.get("runs") or []
+    keys, metrics = report_columns(runs, list(settings["METRIC_COLUMNS"]))
+    runs = report_sort(runs, sort or (metrics[0] if metrics else None))
+    folder = Path(out) if out else Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / "_reports" / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / "results.csv", runs, keys, metrics)
+    note = _plot(folder / "curves.png", runs, metrics)
+    if note:
+        print(f"wfops: {note}", file=sys.stderr)
+    files = {"csv": str((folder / "results.csv").resolve()),
+             "png": None if note else str((folder / "curves.png").resolve())}
+    emit({"sweep_id": sweep_id, "files": files, "runs": runs}, json, lambda: (
+        f"{sweep_id}: {len(runs)} run(s)" + (f", sorted by best {sort or metrics[0]}" if metrics else "")
+        + "\n\n" + _report_table(runs, metrics) + f"\n\nresults: {files['csv']}"
+        + (f"\ncurves:  {files['png']}" if files["png"] else "")))
