@@ -1,62 +1,186 @@
-"""Read-only commands against the loopback sshd, beside two floors measured in the same run.
+"""Commands as a user runs them, against the loopback sshd: warm (a keeper holds the connection) and cold, beside
+the floors measured in the same run; the pod agent's own start; a --watch refresh; run.fetch full and repeated.
 
-    .venv/bin/python benchmarks/bench_commands.py [--repeat 15]
+    .venv/bin/python benchmarks/bench_commands.py [--repeat 15] [--fetch-mb 200]
 
-Prints a markdown table: the median (and p90) wall time of `wfops fsm.status`, `task.status` and
-`task.list` as a user runs them (a fresh process each time), next to a fresh Fabric connection running
-`true` (in a fresh process, and in-process) and OpenSSH's `ssh host true`.
+Prints markdown tables (medians, p90). Every wfops row is a fresh `wfops` process, so Python's start and imports
+are included. "cold" is WF_PERSIST_SECS=0 (the command's own connection); "cold, keeper start" is the first
+command after `wfops disconnect` (it starts the keeper); "warm" finds the keeper.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from _harness import loopback_pod, ms, p90, print_table, ssh_argv, timed, wf
+from _harness import ROOT, loopback_pod, ms, p90, print_table, ssh_argv, timed, wf
+
+SWEEP_ID = "sweep-20261201T000000Z"
+
+
+def synthetic_sweep(outputs: Path, runs: int) -> None:
+    """A finished sweep of `runs` runs, written the way the pod agent writes one (for sweep.status)."""
+    manifests = outputs / "_manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    ids = [f"s{i:04d}" for i in range(runs)]
+    for rid in ids:
+        d = outputs / rid
+        d.mkdir(exist_ok=True)
+        doc = json.dumps({"run_id": rid, "sweep_id": SWEEP_ID, "state": "success", "ok": True, "exit_code": 0,
+                          "duration_secs": 1.0})
+        (d / "status.json").write_text(doc)
+        (d / "summary.json").write_text(doc)
+    plan = {"sweep_id": SWEEP_ID, "runs": [{"run_id": r, "selected": True, "notes": ""} for r in ids], "queue": []}
+    (manifests / "sweep-latest.json").write_text(json.dumps(plan))
+    (manifests / f"{SWEEP_ID}.json").write_text(json.dumps(plan))
+    (outputs / "_control" / "sweep.json").write_text(json.dumps({
+        "sweep_id": SWEEP_ID, "state": "completed", "reason": "queue finished", "pid": 0,
+        "started_at": "2026-12-01T00:00:00+00:00", "ended_at": "2026-12-01T00:01:00+00:00"}))
+
+
+def read_only(env: dict, cold_env: dict, n: int) -> list[list[str]]:
+    rows = []
+    samples = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n)
+    rows.append(["floor: `python -c pass`", ms(samples), p90(samples)])
+    for label, args in (("fsm.status", ["fsm.status"]), ("task.status", ["task.status", "--id", "bench"]),
+                        ("task.list", ["task.list"]), ("sweep.status, 1,000 runs", ["sweep.status"])):
+        warm = timed(lambda args=args: wf(env, *args), n)
+        cold = timed(lambda args=args: wf(cold_env, *args), n)
+
+        def keeper_start(args=args) -> None:
+            wf(env, "disconnect")
+            t0 = time.perf_counter()
+            wf(env, *args)
+            keeper_start.samples.append(time.perf_counter() - t0)
+
+        keeper_start.samples = []
+        for _ in range(max(3, n // 3)):
+            keeper_start()
+        rows.append([f"wfops {label}: warm", ms(warm), p90(warm)])
+        rows.append([f"wfops {label}: cold (WF_PERSIST_SECS=0)", ms(cold), p90(cold)])
+        rows.append([f"wfops {label}: cold, keeper start", ms(keeper_start.samples), p90(keeper_start.samples)])
+    return rows
+
+
+def agent_start(outputs: Path, n: int) -> list[list[str]]:
+    sys.path.insert(0, str(ROOT))
+    from wfops.render import AGENT_CALL, agent
+
+    home = outputs / "_control" / "agent" / agent().sha
+    request = json.dumps({"cmd": "noop", "pod": {"out": str(outputs)}, "prelude": {"command": "fsm.status"},
+                          "data": {}}) + "\n"
+    show = dict(json.loads(request), cmd="fsm-show")
+    py = "/usr/bin/python3"
+    rows = []
+    samples = timed(lambda: subprocess.run([py, "-I", "-S", "-c", "pass"], check=True), n)
+    rows.append(["floor: `python3 -I -S -c pass` on the pod", ms(samples), p90(samples)])
+    for label, req in (("agent noop (prelude only)", request), ("agent fsm-show", json.dumps(show) + "\n")):
+        argv = [py, "-I", "-S", "-c", AGENT_CALL, str(home)]
+        samples = timed(lambda req=req, argv=argv: subprocess.run(argv, input=req.encode(), check=True,
+                                                                  capture_output=True), n)
+        rows.append([label, ms(samples), p90(samples)])
+    return rows
+
+
+def watch_refresh(work: Path, n: int) -> list[list[str]]:
+    """What one --watch refresh costs: one more exec on the open session (here through the warm keeper)."""
+    sys.path.insert(0, str(ROOT))
+    from wfops.command import PodCommand
+    from wfops.config import load_settings
+
+    settings = load_settings(work / "workflow.env")
+    with PodCommand("sweep.status", settings) as cmd:
+        samples = timed(lambda: cmd.call("sweep-status"), n)
+    return [["sweep.status --watch: one refresh, 1,000 runs", ms(samples), p90(samples)]]
+
+
+def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int) -> list[list[str]]:
+    outputs = work / "pod" / "outputs"
+    big = outputs / "big"
+    big.mkdir(parents=True, exist_ok=True)
+    chunk = os.urandom(1 << 20)
+    for f in range(5):
+        with (big / f"blob{f}.bin").open("wb") as fh:
+            for _ in range(megabytes // 5):
+                fh.write(chunk)
+    plan_path = outputs / "_manifests" / "sweep-latest.json"
+    plan = json.loads(plan_path.read_text())
+    plan["runs"].append({"run_id": "big", "selected": True, "notes": ""})
+    plan_path.write_text(json.dumps(plan))
+    size_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
+    local, plain_dest = work / "artifacts", work / "plain"
+
+    def full() -> None:
+        shutil.rmtree(local / "big", ignore_errors=True)
+        wf(env, "run.fetch", "big")
+
+    def plain() -> None:
+        shutil.rmtree(plain_dest, ignore_errors=True)
+        plain_dest.mkdir()
+        cmd = " ".join(ssh_argv(sshd, f"tar -C {outputs} -cf - big")) + f" | tar -C {plain_dest} -xf -"
+        subprocess.run(["bash", "-c", cmd], check=True)
+
+    rounds = 3
+    fetch_s, tar_s = [], []
+    for _ in range(rounds):  # interleaved, so both see the same machine load
+        fetch_s += timed(full, 1, warmup=0)
+        tar_s += timed(plain, 1, warmup=0)
+    wf(env, "run.fetch", "--all")
+    wires = []
+
+    def again() -> None:
+        res = wf(env, "run.fetch", "--all")
+        wires.append(int(re.search(r"([\d,]+) bytes on the wire", res.stderr).group(1).replace(",", "")))
+
+    again_s = timed(again, n)
+    med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
+    return [
+        [f"wfops run.fetch big: full copy of {size_mb:.0f} MB (warm)", f"{med(fetch_s) * 1000:.0f}",
+         f"{size_mb / med(fetch_s):.0f} MB/s"],
+        [f"ssh host tar c \\| tar x, {size_mb:.0f} MB", f"{med(tar_s) * 1000:.0f}", f"{size_mb / med(tar_s):.0f} MB/s"],
+        ["wfops run.fetch --all again, nothing changed (1,001 runs, warm)", ms(again_s),
+         f"{max(wires)} bytes on the wire"],
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=15)
-    n = ap.parse_args().repeat
-    with loopback_pod("ssh") as (_work, sshd, env):
-        wf(env, "task.run", "--id", "bench", "--cmd", "echo hello")
-        wf(env, "task.wait", "--id", "bench")
-        rows = []
-        for label, args in (("wfops fsm.status", ["fsm.status"]),
-                            ("wfops task.status --id bench", ["task.status", "--id", "bench"]),
-                            ("wfops task.list", ["task.list"])):
-            samples = timed(lambda args=args: wf(env, *args), n)
-            rows.append([label, ms(samples), p90(samples)])
-        fabric_code = (
-            "from fabric import Config, Connection\n"
-            f"c = Connection({sshd.host!r}, user={sshd.user!r}, port={sshd.port}, "
-            "config=Config(overrides={'load_ssh_configs': False}), "
-            f"connect_kwargs={{'key_filename': {str(sshd.key)!r}, 'look_for_keys': False, 'allow_agent': False}})\n"
-            "c.run('true', hide=True, in_stream=False)\nc.close()\n"
-        )
-        samples = timed(lambda: subprocess.run([sys.executable, "-c", fabric_code], check=True, env=env), n)
-        rows.append(["floor: fresh python + Fabric connection + run('true')", ms(samples), p90(samples)])
-        from fabric import Config, Connection
-
-        def in_process() -> None:
-            c = Connection(sshd.host, user=sshd.user, port=sshd.port,
-                           config=Config(overrides={"load_ssh_configs": False}),
-                           connect_kwargs={"key_filename": str(sshd.key), "look_for_keys": False,
-                                           "allow_agent": False})
-            c.run("true", hide=True, in_stream=False)
-            c.close()
-
-        samples = timed(in_process, n)
-        rows.append(["floor: Fabric connection + run('true'), in-process", ms(samples), p90(samples)])
-        samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
-        rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
-        samples = timed(lambda: subprocess.run([sys.executable, "-c", "import wfops.tasks"], check=True), n)
-        rows.append(["context: python start + import wfops.tasks", ms(samples), p90(samples)])
-    print_table(f"Read-only commands vs floors (loopback sshd, {n} runs each, {time.strftime('%Y-%m-%d')})",
-                ["what", "median ms", "p90 ms"], rows)
+    ap.add_argument("--fetch-mb", type=int, default=200)
+    opts = ap.parse_args()
+    n = opts.repeat
+    with loopback_pod("ssh", WF_PERSIST_SECS="300") as (work, sshd, env):
+        env["WFOPS_KEEPER_DIR"] = os.environ["WFOPS_KEEPER_DIR"] = str(work / "keepers")
+        os.environ["HOME"] = env["HOME"]
+        cold_cfg = work / "cold.env"
+        cold_cfg.write_text((work / "workflow.env").read_text() + "WF_PERSIST_SECS=0\n")
+        cold_env = {**env, "WORKFLOW_CONFIG": str(cold_cfg)}
+        try:
+            wf(env, "task.run", "--id", "bench", "--cmd", "echo hello")
+            wf(env, "task.wait", "--id", "bench")
+            wf(env, "fsm.reset", "CHECKED_OUT")
+            synthetic_sweep(work / "pod" / "outputs", 1000)
+            assert len(json.loads(wf(env, "sweep.status", "--json").stdout)["runs"]) == 1000
+            rows = read_only(env, cold_env, n)
+            samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
+            rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
+            today = time.strftime("%Y-%m-%d")
+            print_table(f"Read-only commands, warm and cold (loopback sshd, {n} runs each, {today})",
+                        ["what", "median ms", "p90 ms"], rows)
+            print_table("The pod agent's own start (python3 -I -S, this machine's system python)",
+                        ["what", "median ms", "p90 ms"], agent_start(work / "pod" / "outputs", n))
+            print_table("--watch", ["what", "median ms", "p90 ms"], watch_refresh(work, n))
+            print_table("run.fetch (median of 3 interleaved rounds for the full copies)",
+                        ["what", "ms", "rate / bytes"], fetch_rows(env, work, sshd, opts.fetch_mb, max(5, n // 3)))
+        finally:
+            wf(env, "disconnect", "--all", check=False)
 
 
 if __name__ == "__main__":

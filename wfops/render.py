@@ -3,7 +3,8 @@
 Templates live in `remote_templates/` at the top of the checkout and ship inside the wheel as
 `wfops/remote_templates/`. Every value a template puts into shell code goes through `q` or `qpath`
 (tests/unit/test_templates.py checks this for every `{{ ... }}` in every template). Jinja is imported, and a
-template compiled, only when a script is rendered (a command that fails before that never pays for it).
+template compiled, only when a script is rendered and not found in the script cache (`render`): a rendered
+script is kept under the hash of the templates and its context, so a repeated command imports no Jinja.
 
 The agent travels only when the pod lacks it: scripts carry its content hash and a short boot program
 (BOOT); on a pod without that hash the boot program asks for it (`@wfops-need agent` on stderr) and reads the
@@ -17,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -140,5 +142,37 @@ def json_line(value: object) -> str:
 
 
 def render(template: str, **context: object) -> str:
+    """The rendered script; from the script cache when this template (and every template it may extend) was
+    rendered with the same context before, so a warm command imports no Jinja."""
     context.setdefault("version", __version__)
-    return environment().get_template(template).render(**context)
+    key = hashlib.sha256(_templates_digest() + template.encode() + b"\0"
+                         + json.dumps(context, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+    cache = script_cache_dir()
+    try:
+        return (cache / key).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
+    text = environment().get_template(template).render(**context)
+    try:  # write whole or not at all; a cache that cannot be written only costs the next command a render
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = cache / f".{key}.{os.getpid()}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, cache / key)
+    except OSError:
+        pass
+    return text
+
+
+def script_cache_dir() -> Path:
+    """Rendered scripts, named by the hash of the templates and the context: `$XDG_CACHE_HOME/wfops/scripts`."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wfops" / "scripts"
+
+
+@lru_cache(maxsize=1)
+def _templates_digest() -> bytes:
+    digest = hashlib.sha256()
+    for path in sorted(templates_dir().iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.digest()
