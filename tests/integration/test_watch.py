@@ -38,7 +38,8 @@ def test_a_bad_watch_interval_is_one_line_and_no_connection(ssh_pod: Pod):
 def test_sweep_status_watch_ends_when_the_sweep_ends(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str,
                                                      checked_out: Path):
     pod = _swept(ssh_pod, training_repo, pod_python, checked_out)
-    pod.ok("sweep.start", "--csv", str(write_csv(pod, "a,config/train_tiny.py,1,sleep=1,\nb,config/train_tiny.py,2,,\n")))
+    csv = write_csv(pod, "a,config/train_tiny.py,1,sleep=1,\nb,config/train_tiny.py,2,,\n")
+    pod.ok("sweep.start", "--csv", str(csv))
     res, conns, execs = pod.count("sweep.status", "--watch", "0.3")
     assert res.rc == 0, res.err
     assert conns == 1 and execs >= 2
