@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import ConfigError, ConnectError, WfopsError
+from .errors import EXIT_CONNECT, ConfigError, ConnectError, WfopsError
 from .target import Target
 
 DIR_ENV = "WFOPS_KEEPER_DIR"
@@ -213,7 +213,8 @@ def _spawn(target: Target, path: Path, persist: float) -> None:
         answer = {"code": 4, "message": f"the connection keeper for {target.label} did not start"}
     if not answer.get("ok"):
         proc.wait()
-        raise WfopsError(str(answer.get("message")), int(answer.get("code") or 4))
+        code = int(answer.get("code") or EXIT_CONNECT)
+        raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)
 
 
 def connect(target: Target, persist: float) -> socket.socket:

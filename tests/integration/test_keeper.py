@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pod, make_pod, stop_keepers, wait_until
-from tests.realparts import SSHD, start_sshd, stop_sshd
+from tests.realparts import SSHD, free_port, start_sshd, stop_sshd
 
 READ_ONLY = (("fsm.status",), ("task.list",), ("fsm.status", "--json"), ("task.list", "--json"))
 
@@ -138,6 +138,15 @@ def test_a_changed_resolution_replaces_the_keeper(ssh_pod: Pod):
     mark = ssh_pod.sshd.mark()
     ssh_pod.ok("task.list")
     assert ssh_pod.sshd.counts(mark) == (1, 1)
+
+
+def test_connection_errors_through_the_keeper_are_the_same_one_line(ssh_pod: Pod):
+    warm_pod(ssh_pod)
+    port = free_port()
+    ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="3")
+    res = ssh_pod.wf("task.list")
+    assert (res.rc, res.err.strip()) == (4, f"wfops: cannot connect to root@127.0.0.1:{port}: connection refused")
+    assert keepers(ssh_pod) == [] and not list(ssh_pod.keeper_dir.glob("*.sock"))
 
 
 # ------------------------------------------------------------------ the socket's privacy
