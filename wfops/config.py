@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
-from .agent.states import CONTROL_DIR, STATE_FILE
+from .agent.states import CONTROL_DIR, FAILURE_CLASSES, STATE_FILE
 from .errors import ConfigError
 from .shell import qpath
 
@@ -158,7 +158,22 @@ KEYS: tuple[Key, ...] = (
        choices=("bare", "dashdash")),
     _k("sweep", "TRAIN_INJECT", "out_dir data_dir seed wandb", "words",
        "injected arguments, any of: out_dir data_dir seed wandb"),
-    _k("sweep", "TRAIN_NPROC", "", "optint", "processes per run (empty: all visible GPUs)"),
+    _k("sweep", "TRAIN_NPROC", "", "optint", "torchrun processes per run (empty: one per GPU the run holds)"),
+    _k("sweep", "TRAIN_LAUNCHER", "torchrun", "choice",
+       "torchrun: torchrun --nproc-per-node; python: one plain python process (no RANK/WORLD_SIZE)",
+       choices=("torchrun", "python")),
+    _k("sweep", "RUN_GPUS", "all", "gpus", "GPUs a run holds unless its CSV `gpus` cell says: all, or a number"),
+    _k("sweep", "WF_FAKE_GPUS", "", "optint",
+       "pretend the pod has this many GPU slots (CPU targets, tests, the demo): packing without GPUs"),
+    _k("sweep", "RDZV_BASE_PORT", "29500", "int", "first rendezvous port; each running torchrun gets its own"),
+    _k("sweep", "RUN_RETRIES", "0", "int", "retries of a run that failed with a class in RETRY_ON"),
+    _k("sweep", "RETRY_ON", "lost nccl stalled", "words",
+       "failure classes that are retried: lost nccl stalled oom nonzero_exit timeout sync_failed disk_full"),
+    _k("sweep", "RETRY_BACKOFF_SECS", "30", "int", "wait before retry n: this times 2^(n-1), at most 10 minutes"),
+    _k("sweep", "RUN_STALL_SECS", "0", "int",
+       "end a run (class stalled) after this long with no log output and no change in its output dir (0: off)"),
+    _k("sweep", "KEEP_PREVIOUS", "3", "int", "replaced runs kept per run id in _previous/ (newest first)"),
+    _k("sweep", "SWEEP_COMMON_OVERRIDES", "", "str", "overrides added to every row (a row's own value wins)"),
     _k("sweep", "RUN_TIMEOUT_SECS", "43200", "int", "per-run wall-clock limit in seconds (0: no limit)"),
     _k("sweep", "RUN_OUT_MODE", "durable", "choice",
        "durable: train into the run dir; local_sync: train on local disk, rsync into the run dir",
@@ -327,6 +342,11 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
         if re.fullmatch(r"\d{1,12}", v):
             return int(v), None
         return None, "a whole number >= 0" + (" (or empty)" if kind == "optint" else "")
+    if kind == "gpus":
+        v = value.strip()
+        if v == "all" or re.fullmatch(r"[1-9]\d{0,3}", v):
+            return v, None
+        return None, "all, or a whole number >= 1"
     if kind == "choice":
         if value in key.choices:
             return value, None
@@ -351,6 +371,8 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
             bad = [w for w in words if w not in _TRAIN_INJECT_WORDS]
             if bad:
                 return None, "space-separated words among: " + " ".join(_TRAIN_INJECT_WORDS)
+        if key.name == "RETRY_ON" and any(w not in FAILURE_CLASSES for w in words):
+            return None, "space-separated failure classes among: " + " ".join(FAILURE_CLASSES)
         if key.name == "PREREQ_COMMANDS" and any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", w) for w in words):
             return None, "space-separated command names"
         if key.name == "APT_PACKAGES" and any(not re.fullmatch(r"[a-z0-9][a-z0-9.+:=~-]*", w) for w in words):

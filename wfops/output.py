@@ -60,5 +60,20 @@ def duration(secs: object) -> str:
     return f"{h}h{m:02d}m"
 
 
+QUIET_SHOWN_AFTER = 10.0  # seconds of silence before "quiet for" is worth a word
+
+
+def quiet_note(secs: object) -> str:
+    """`quiet for 12m` for a running run or task whose last output is that old; "" when recent or unknown."""
+    if secs is None or secs == "" or float(secs) < QUIET_SHOWN_AFTER:  # type: ignore[arg-type]
+        return ""
+    s = int(float(secs))  # type: ignore[arg-type]
+    if s < 60:
+        return f"quiet for {s}s"
+    if s < 3600:
+        return f"quiet for {s // 60}m"
+    return f"quiet for {s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def to_json(obj: object) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)

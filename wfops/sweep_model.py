@@ -1,15 +1,17 @@
 """Sweep CSVs -> validated run specs, filters, and the training command of a run. Pure.
 
-CSV: header `run_id,config,seed,overrides,notes` (any order; overrides and notes may be empty or
-absent); standard CSV quoting; `#` comment lines and blank lines are ignored; a UTF-8 BOM and CRLF line
-ends are fine. Every bad row is reported with its line number, and nothing is uploaded or started
-while any row is bad.
+CSV: header `run_id,config,seed,overrides,notes,gpus` (any order; overrides, notes and gpus may be empty
+or absent, and seed too when wfops does not inject it); standard CSV quoting; `#` comment lines and blank
+lines are ignored; a UTF-8 BOM and CRLF line ends are fine. Every bad row is reported with its line
+number, and nothing is uploaded or started while any row is bad.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
 import shlex
 from collections.abc import Iterable
@@ -19,8 +21,9 @@ from .config import Settings
 from .errors import UsageError
 from .shell import is_pod_name
 
-COLUMNS = ("run_id", "config", "seed", "overrides", "notes")
-REQUIRED = ("run_id", "config", "seed")
+COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus")
+REQUIRED = ("run_id", "config")
+ALL_GPUS = "all"
 _SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
 _OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
 _INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
@@ -41,13 +44,14 @@ class RunSpec:
     line: int
     run_id: str
     config: str
-    seed: int
+    seed: int | None  # None: no seed column (allowed when wfops does not inject seed)
     overrides: tuple[tuple[str, str], ...]  # (key, value) pairs, in order
     notes: str = ""
+    gpus: str = ""  # "" (RUN_GPUS decides), "all", or a whole number as text
 
     def as_dict(self) -> dict:
         return {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
-                "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes}
+                "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
 
 
 @dataclass
@@ -103,6 +107,55 @@ def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tupl
     return tuple(pairs), None
 
 
+def check_gpus(text: str) -> str | None:
+    """A `gpus` value (CSV column or RUN_GPUS): empty, `all`, or a whole number >= 1."""
+    if text in ("", ALL_GPUS) or re.fullmatch(r"[1-9]\d{0,3}", text):
+        return None
+    return f"gpus {text!r} is not a whole number >= 1 or 'all'"
+
+
+def _check_seed(text: str, injected: tuple[str, ...]) -> str | None:
+    if text == "" and "seed" not in injected:
+        return None
+    if not re.fullmatch(r"\d{1,18}", text):
+        return f"seed {text!r} is not a whole number" + (" (wfops injects seed: TRAIN_INJECT)" if not text else "")
+    return None
+
+
+def _header_problem(header: list[str], injected: tuple[str, ...]) -> str:
+    required = REQUIRED + (("seed",) if "seed" in injected else ())
+    missing = [c for c in required if c not in header]
+    unknown = [c for c in header if c not in COLUMNS]
+    dupes = {c for c in header if header.count(c) > 1}
+    return "; ".join(filter(None, [
+        f"missing column(s) {', '.join(missing)}" if missing else "",
+        f"unknown column(s) {', '.join(unknown)}" if unknown else "",
+        f"repeated column(s) {', '.join(sorted(dupes))}" if dupes else "",
+    ]))
+
+
+def _row_problems(values: dict, line: int, seen: dict, injected: tuple[str, ...], problems: Problems) -> tuple:
+    """Check one row; returns its (seed, overrides) when it is good, None when a problem was added."""
+    before = len(problems.items)
+    run_id = values.get("run_id", "")
+    bad = check_run_id(run_id)
+    if bad:
+        problems.add(line, bad)
+    elif run_id in seen:
+        problems.add(line, f"run_id {run_id} repeats line {seen[run_id]}")
+    else:
+        seen[run_id] = line
+    seed_text = values.get("seed", "")
+    overrides, bad_overrides = parse_overrides(values.get("overrides", ""), injected)
+    for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides,
+                check_gpus(values.get("gpus", ""))):
+        if bad:
+            problems.add(line, bad)
+    if len(problems.items) != before:
+        return None
+    return (int(seed_text) if seed_text else None), overrides
+
+
 def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed", "wandb")) -> list[RunSpec]:
     """All runs of a sweep CSV, or UsageError listing every bad row with its line number."""
     if text.startswith("\ufeff"):
@@ -126,15 +179,8 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
             continue
         if header is None:
             header = [c.strip().lower() for c in row]
-            missing = [c for c in REQUIRED if c not in header]
-            unknown = [c for c in header if c not in COLUMNS]
-            dupes = {c for c in header if header.count(c) > 1}
-            if missing or unknown or dupes:
-                what = "; ".join(filter(None, [
-                    f"missing column(s) {', '.join(missing)}" if missing else "",
-                    f"unknown column(s) {', '.join(unknown)}" if unknown else "",
-                    f"repeated column(s) {', '.join(sorted(dupes))}" if dupes else "",
-                ]))
+            what = _header_problem(header, injected)
+            if what:
                 problems.add(line, f"header must name the columns {','.join(COLUMNS)}: {what}")
                 break
             continue
@@ -142,27 +188,10 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
             problems.add(line, f"{len(row)} fields for {len(header)} columns; quote any field that holds a comma")
             continue
         values = dict(zip(header, [c.strip() for c in row], strict=False))
-        before = len(problems.items)
-        run_id = values.get("run_id", "")
-        bad = check_run_id(run_id)
-        if bad:
-            problems.add(line, bad)
-        elif run_id in seen:
-            problems.add(line, f"run_id {run_id} repeats line {seen[run_id]}")
-        else:
-            seen[run_id] = line
-        config = values.get("config", "")
-        bad = _check_config(config)
-        if bad:
-            problems.add(line, bad)
-        seed_text = values.get("seed", "")
-        if not re.fullmatch(r"\d{1,18}", seed_text):
-            problems.add(line, f"seed {seed_text!r} is not a whole number")
-        overrides, bad = parse_overrides(values.get("overrides", ""), injected)
-        if bad:
-            problems.add(line, bad)
-        if len(problems.items) == before:
-            runs.append(RunSpec(line, run_id, config, int(seed_text), overrides, values.get("notes", "")))
+        good = _row_problems(values, line, seen, injected, problems)
+        if good is not None:
+            runs.append(RunSpec(line, values["run_id"], values["config"], good[0], good[1], values.get("notes", ""),
+                                values.get("gpus", "")))
     if header is None and not problems:
         problems.add(1, "the CSV is empty: it needs the header " + ",".join(COLUMNS))
     if problems:
@@ -191,9 +220,17 @@ def select_runs(runs: list[RunSpec], match: str = "", start_at: str = "", limit:
     return selected
 
 
-def train_args(settings: Settings, run: RunSpec, wandb_group: str) -> list[str]:
+def with_common(run: RunSpec, common: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """SWEEP_COMMON_OVERRIDES then the row's own overrides; a key the row sets is the row's."""
+    own = {k for k, _ in run.overrides}
+    return tuple((k, v) for k, v in common if k not in own) + run.overrides
+
+
+def train_args(settings: Settings, run: RunSpec, wandb_group: str,
+               common: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """Arguments after `train.py CONFIG out_dir=.. data_dir=..` (the pod adds those two, whose values are
-    pod paths): seed, the W&B keys, then the row's overrides, in the seed's order and argument style."""
+    pod paths): seed, the W&B keys, then SWEEP_COMMON_OVERRIDES and the row's overrides, in the seed's
+    order and argument style."""
     inject = set(settings["TRAIN_INJECT"])  # type: ignore[arg-type]
     style = settings.values["TRAIN_ARG_STYLE"]
     args: list[tuple[str, str]] = []
@@ -204,8 +241,68 @@ def train_args(settings: Settings, run: RunSpec, wandb_group: str) -> list[str]:
                  ("wandb_run_name", run.run_id)]
         if settings.values["WANDB_PROJECT"]:
             args.append(("wandb_project", settings.values["WANDB_PROJECT"]))
-    return [format_arg(style, k, v) for k, v in [*args, *run.overrides]]
+    return [format_arg(style, k, v) for k, v in [*args, *with_common(run, common)]]
+
+
+def run_gpus(run: RunSpec, default: str) -> str:
+    """How many GPUs a run asks for: its `gpus` cell, else RUN_GPUS; `all` or a whole number as text."""
+    return run.gpus or default or ALL_GPUS
+
+
+def fingerprint(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...] = ()) -> str:
+    """What makes two runs of one run_id the same training: config, seed, overrides (common ones included),
+    the script, launcher, argument style, injected keys, data dir and GPU request. Not the output path, and
+    not the W&B group or run name (bookkeeping that changes every sweep). A run whose ok summary carries
+    the same fingerprint is skipped; any difference reruns it."""
+    v = settings.values
+    what = {"config": run.config, "seed": run.seed, "overrides": [f"{k}={x}" for k, x in with_common(run, common)],
+            "script": v["TRAIN_SCRIPT"], "workdir": v["TRAIN_WORKDIR"], "launcher": v["TRAIN_LAUNCHER"],
+            "arg_style": v["TRAIN_ARG_STYLE"], "inject": sorted(settings["TRAIN_INJECT"]),  # type: ignore[arg-type]
+            "data_dir": v["DATA_DIR"], "gpus": run_gpus(run, v["RUN_GPUS"]), "nproc": v["TRAIN_NPROC"]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def format_arg(style: str, key: str, value: str) -> str:
     return f"--{key}={value}" if style == "dashdash" else f"{key}={value}"
+
+
+def common_overrides(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """SWEEP_COMMON_OVERRIDES as (key, value) pairs; UsageError when it is not key=value words."""
+    pairs, bad = parse_overrides(settings.values["SWEEP_COMMON_OVERRIDES"], settings["TRAIN_INJECT"])  # type: ignore[arg-type]
+    if bad:
+        raise UsageError(f"SWEEP_COMMON_OVERRIDES: {bad}")
+    return pairs
+
+
+def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list[dict]:
+    """The manifest's `runs`: every CSV row, whether the filters chose it, its GPU request and fingerprint."""
+    common = common_overrides(settings)
+    default = settings.values["RUN_GPUS"]
+    return [dict(r.as_dict(), selected=r.run_id in chosen, gpus=run_gpus(r, default),
+                 fp=fingerprint(settings, r, common)) for r in runs]
+
+
+def queue_entries(settings: Settings, runs: list[RunSpec], group: str) -> list[dict]:
+    """What the pod's scheduler runs, in order: one entry per selected run."""
+    common = common_overrides(settings)
+    default = settings.values["RUN_GPUS"]
+    return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
+             "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
+             "fp": fingerprint(settings, r, common)} for r in runs]
+
+
+def exec_block(settings: Settings) -> dict:
+    """Everything the pod's scheduler needs besides the runs; the manifest is its only input."""
+    v, inject = settings.values, set(settings["TRAIN_INJECT"])  # type: ignore[arg-type]
+    return {
+        "repo": v["OPS_REMOTE_REPO"], "workdir": f"{v['OPS_REMOTE_REPO'].rstrip('/')}/{v['TRAIN_WORKDIR']}",
+        "train_script": v["TRAIN_SCRIPT"], "data_dir": v["DATA_DIR"], "local_root": v["RUN_OUT_LOCAL_ROOT"],
+        "cpu_only": bool(settings["CPU_ONLY"]), "nproc": settings["TRAIN_NPROC"], "arg_style": v["TRAIN_ARG_STYLE"],
+        "mode": v["RUN_OUT_MODE"], "sync_secs": settings["SYNC_INTERVAL_SECS"],
+        "timeout_secs": settings["RUN_TIMEOUT_SECS"], "grace_secs": settings["KILL_GRACE_SECS"],
+        "inject_out_dir": "out_dir" in inject, "inject_data_dir": "data_dir" in inject,
+        "launcher": v["TRAIN_LAUNCHER"], "fake_gpus": settings["WF_FAKE_GPUS"],
+        "rdzv_base_port": settings["RDZV_BASE_PORT"], "retries": settings["RUN_RETRIES"],
+        "retry_on": list(settings["RETRY_ON"]), "retry_backoff_secs": settings["RETRY_BACKOFF_SECS"],  # type: ignore[arg-type]
+        "stall_secs": settings["RUN_STALL_SECS"], "keep_previous": settings["KEEP_PREVIOUS"],
+    }

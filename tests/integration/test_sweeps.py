@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv as csv_module
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
+from wfops.config import load_settings
+from wfops.sweep_model import fingerprint, parse_csv
 
 HEADER = "run_id,config,seed,overrides,notes\n"
 
@@ -84,7 +87,9 @@ def test_the_seed_command_and_hostile_overrides_arrive_verbatim(swept: Pod):
                         f"note=$(touch {x})", f"tick=`touch {y}`", "semi=a;b", "q=it's", "spaced=two words"]
     assert not x.exists() and not y.exists() and not z.exists()
     command = (pod.outputs / "hostile" / "command.sh").read_text()
-    assert "-m torch.distributed.run --standalone --nproc_per_node=2 echo_train.py config/train_tiny.py" in command
+    assert re.search(r"-m torch\.distributed\.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d "
+                     r"--rdzv-endpoint=localhost:\d+ --rdzv-id=hostile-1 --tee=3 --log-dir=\S+/hostile/ranks "
+                     r"echo_train\.py config/train_tiny\.py", command), command
     assert json.loads((pod.outputs / "hostile" / "args.json").read_text())["world_size"] == 2
     assert pod.state()["state"] == "SWEEP_COMPLETED"
     manifests = sorted(p.name for p in (pod.outputs / "_manifests").iterdir())
@@ -171,7 +176,7 @@ def test_a_failed_final_sync_is_a_failed_run_everywhere(swept: Pod):
     pod.ok("sweep.start", "--csv", str(write_csv(pod, "gone,config/train_tiny.py,1,sleep=2 vanish=1,\n"
                                                        "next,config/train_tiny.py,2,,\n")))
     data = wait_sweep(pod)
-    assert states(data) == {"gone": "failed", "next": "cancelled"} and data["runs"][0]["note"] == "sync_failed"
+    assert states(data) == {"gone": "failed", "next": "cancelled"} and data["runs"][0]["note"] == "sync_failed: final sync: rsync exit 23"
     assert data["sweep"]["reason"] == "fail-fast: gone ended failed"  # fail-fast saw it
     st = json.loads((pod.outputs / "gone" / "status.json").read_text())
     summary = json.loads((pod.outputs / "gone" / "summary.json").read_text())
@@ -359,20 +364,23 @@ def test_a_1000_run_sweep_starts_in_one_exec_and_the_queue_walks_its_manifest(ss
     with no per-run script rendered: here every run already has an ok summary, so each is skipped."""
     pod = ssh_swept
     rows = [[f"r{i:04d}", "config/train_tiny.py", str(i), "", ""] for i in range(1000)]
-    for row in rows:
-        (pod.outputs / row[0]).mkdir(parents=True)
-        (pod.outputs / row[0] / "summary.json").write_text(json.dumps({"ok": True, "sweep_id": "sweep-old",
-                                                                      "state": "success", "exit_code": 0}))
-    res, conns, execs = pod.count("sweep.start", "--csv", str(write_csv(pod, rows)))
+    csv = write_csv(pod, rows)
+    settings = load_settings(pod.write_config())
+    for run in parse_csv(csv.read_text()):  # an ok summary of the very same command: each run is skipped
+        (pod.outputs / run.run_id).mkdir(parents=True)
+        (pod.outputs / run.run_id / "summary.json").write_text(json.dumps({
+            "ok": True, "sweep_id": "sweep-old", "state": "success", "exit_code": 0,
+            "fingerprint": fingerprint(settings, run)}))
+    res, conns, execs = pod.count("sweep.start", "--csv", str(csv))
     assert (res.rc, conns, execs) == (0, 1, 1), res.err
     data = wait_sweep(pod)
     assert data["sweep"]["state"] == "completed" and data["totals"] == {"skipped": 1000}
     sweep_id = data["sweep"]["sweep_id"]
     log = (pod.outputs / "_manifests" / f"{sweep_id}.log").read_text()
-    assert log.count(": its summary.json says ok") == 1000 and f"sweep {sweep_id} completed: queue finished" in log
+    assert log.count(": already ok in sweep-old with the same command") == 1000 and f"sweep {sweep_id} completed: queue finished" in log
     assert sorted(p.name for p in (pod.outputs / "_manifests").iterdir()) == sorted([
         f"{sweep_id}.csv", f"{sweep_id}.json", f"{sweep_id}.log", "sweep-latest.csv", "sweep-latest.json",
-        f"workflow-{sweep_id[len('sweep-'):]}.env"])
+        f"workflow-{sweep_id[len('sweep-'):]}.env", f"{sweep_id}.sweep.json"])
     assert pod.state()["state"] == "SWEEP_COMPLETED"
 
 

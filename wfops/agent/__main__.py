@@ -25,7 +25,8 @@ from .store import Damaged
 MODULES = {
     "noop": None, "fsm-show": None, "fsm-reset": None,
     "supervise": "supervisor", "sweep-run": "scheduler",
-    "sweep-start": "sweeps", "sweep-status": "sweeps", "sweep-stop": "sweeps", "fetch-plan": "fetching",
+    "sweep-start": "sweeps", "sweep-status": "sweeps", "sweep-stop": "sweeps", "sweep-list": "sweeps",
+    "sweep-add": "sweepedit", "sweep-retry": "sweepedit", "sweep-current": "sweepedit", "fetch-plan": "fetching",
     "task-start": "tasks", "task-show": "tasks", "task-wait": "tasks", "task-list": "tasks",
     "checkout-facts": "facts", "pod-facts": "facts", "pod-down": "facts",
     "bootstrap": "prepare", "checkout-apply": "prepare",

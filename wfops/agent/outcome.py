@@ -9,10 +9,12 @@ import re
 
 from . import store
 from .states import (
+    ATTEMPTS_DIR,
     FAIL_DISK,
     FAIL_EXIT,
     FAIL_NCCL,
     FAIL_OOM,
+    FAIL_STALLED,
     FAIL_SYNC,
     FAILED,
     FAILURE_OF_STATE,
@@ -26,10 +28,16 @@ OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FA
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
                      r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
 DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota exceeded")
-ROOT_CAUSE_RE = re.compile(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", re.S)
+ROOT_CAUSE_RE = re.compile(r"Root Cause.*?(?:rank\s*:\s*(\d+).*?)?exitcode\s*:\s*(-?\d+)", re.S)
+RANK_RE = re.compile(r"^(?:\[rank(\d+)\]:\s?)+")  # torchrun --tee's prefix (torch adds its own again)
+EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Failure|Warning)\b.*|^[A-Za-z_][\w.]*: \S.*")
+TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
 SUMMARY_KEYS = ("run_id", "sweep_id", "config", "seed", "notes", "out_dir", "mode", "git_sha", "started_at",
-                "ended_at", "duration_secs", "signal", "gpu_memory_held_by")
+                "ended_at", "duration_secs", "signal", "gpu_memory_held_by", "gpus", "launcher", "attempt",
+                "max_attempts", "fingerprint", "last_output_at")
+ATTEMPT_KEYS = ("attempt", "state", "failure_class", "failure_evidence", "exit_code", "started_at", "ended_at",
+                "duration_secs", "gpus")
 
 
 def log_line(text: str, start: int, end: int) -> str:
@@ -39,14 +47,39 @@ def log_line(text: str, start: int, end: int) -> str:
     return STAMP_RE.sub("", text[first:last if last >= 0 else None]).strip()[:300]
 
 
+def worker_error(log_text: str, rank=None) -> str:
+    """The failing worker's own error: the exception line that ends the last Python traceback of `rank`
+    (lines prefixed `[rankN]:`; with no prefixes, any traceback that is not torchrun's own). "" if none."""
+    found, in_tb = "", False
+    for raw in log_text.splitlines():
+        line = STAMP_RE.sub("", raw)
+        m = RANK_RE.match(line)
+        if rank is not None and m and int(m.group(1)) != rank:
+            continue
+        body = line[m.end():] if m else line
+        if rank is not None and not m and found:
+            continue  # torchrun's own lines after the worker's
+        if body.startswith("Traceback (most recent call last)"):
+            in_tb = True
+        elif in_tb and body and not body[0].isspace() and EXC_RE.match(body):
+            in_tb = False
+            if not any(own in body for own in TORCHRUN_OWN):
+                found = body.strip()[:300]
+    return found
+
+
 def classify(log_text: str, exit_code, state: str) -> dict:
-    """The worker's real exit code and a failure class where one can be told."""
+    """The worker's real exit code and a failure class where one can be told; the evidence is the failing
+    worker's own error line when the log has one, else torchrun's root-cause line."""
     out = {"exit_code": exit_code, "failure_class": None, "evidence": None}
     m = ROOT_CAUSE_RE.search(log_text)
     if m:
-        code = int(m.group(1))
+        code = int(m.group(2))
         out["exit_code"] = 128 - code if code < 0 else code
-        out["evidence"] = log_line(log_text, m.start(1), m.end(1))
+        out["evidence"] = log_line(log_text, m.start(2), m.end(2))
+    if state != SUCCESS:
+        own = worker_error(log_text, int(m.group(1)) if m and m.group(1) else None)
+        out["evidence"] = own or out["evidence"]
     if state == SUCCESS:
         return out
     if state in FAILURE_OF_STATE:
@@ -55,7 +88,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     for name, rx in ((FAIL_DISK, DISK_RE), (FAIL_OOM, OOM_RE), (FAIL_NCCL, NCCL_RE)):
         hit = rx.search(log_text)
         if hit:
-            out.update(failure_class=name, evidence=log_line(log_text, hit.start(), hit.end()))
+            out.update(failure_class=name, evidence=out["evidence"] or log_line(log_text, hit.start(), hit.end()))
             return out
     out["failure_class"] = FAIL_EXIT
     return out
@@ -72,8 +105,8 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
             keep_terminal=False)
         state = FAILED
     info = classify(store.read_tail(os.path.join(run_dir, LOG_FILE)) + "\n" + output_tail, st.get("exit_code"), state)
-    if st.get("failure_class") == FAIL_DISK:  # the supervisor saw the disk fill up
-        info.update(failure_class=FAIL_DISK, evidence=info["evidence"] or st.get("reason"))
+    if st.get("failure_class") in (FAIL_DISK, FAIL_STALLED):  # the supervisor saw the disk fill up / the silence
+        info.update(failure_class=st["failure_class"], evidence=st.get("reason") or info["evidence"])
     if state == FAILED and sync_rc not in (None, 0) and st.get("exit_code") == 0:
         info.update(failure_class=FAIL_SYNC, evidence="final sync: rsync exit %s" % sync_rc)
     summary = {k: st.get(k) for k in SUMMARY_KEYS if k in st or k != "gpu_memory_held_by"}
@@ -82,5 +115,33 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
                    failure_evidence=info["evidence"], reason=st.get("reason"))
     if sync_rc is not None:
         summary["final_sync"] = "ok" if sync_rc == 0 else "failed (rsync exit %s)" % sync_rc
+    summary["attempts"] = earlier_attempts(run_dir) + [{k: summary.get(k) for k in ATTEMPT_KEYS}]
     store.write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
     return st
+
+
+def earlier_attempts(run_dir: str) -> list:
+    """The recorded ends of the run's earlier attempts (attempts/<n>/summary.json), oldest first."""
+    base = os.path.join(run_dir, ATTEMPTS_DIR)
+    try:
+        names = sorted((n for n in os.listdir(base) if n.isdigit()), key=int)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        summ = store.load_or_note(os.path.join(base, name, SUMMARY_FILE))[0] or {}
+        out.append(dict({k: summ.get(k) for k in ATTEMPT_KEYS}, attempt=int(name), dir="%s/%s" % (ATTEMPTS_DIR, name)))
+    return out
+
+
+def skip_reason(run: dict, summ, force: bool) -> tuple:
+    """(skip?, why) for a run about to start, from the summary.json in its run dir."""
+    if not summ or summ.get("ok") is not True:
+        return False, ""
+    if force or run.get("force"):
+        return False, "forced rerun of the ok run of %s" % summ.get("sweep_id")
+    if not summ.get("fingerprint"):
+        return False, "the ok run of %s has no fingerprint to compare (older wfops)" % summ.get("sweep_id")
+    if summ.get("fingerprint") != run.get("fp"):
+        return False, "its row changed since the ok run of %s" % summ.get("sweep_id")
+    return True, "already ok in %s with the same command" % summ.get("sweep_id")

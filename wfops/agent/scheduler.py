@@ -1,42 +1,47 @@
 """The sweep queue: a Python scheduler started in the tmux `sweep` window as `agent sweep-run MANIFEST`.
 
-The manifest JSON that sweep.start uploaded is its only input. It walks the queue in CSV order: skips a
-run whose summary says ok (unless force), keeps an earlier attempt in _previous/, writes the exact command
-to command.sh, and runs each under its own supervisor process (supervisor.py), which owns every process of
-the run. It goes on past failures unless fail_fast, stops cleanly on TERM (sweep.stop), and at the end
-records the sweep's end and SWEEP_COMPLETED.
+The manifest JSON that sweep.start uploaded is its only input, plus the runs that sweep.add / sweep.retry
+drop into `_manifests/<sweep>.inbox/` while it runs. It keeps a table of the pod's GPU slots (slots.py) and
+starts runs in CSV order as soon as enough slots are free, each under its own supervisor process
+(supervisor.py) with its own CUDA_VISIBLE_DEVICES and rendezvous port (runs.py makes its files). A run
+whose ok summary has the same fingerprint is skipped. A run that failed with a class in RETRY_ON is
+started again after a back-off, up to RUN_RETRIES times. It goes on past failures unless fail_fast, stops
+cleanly on TERM (sweep.stop), and at the end records the sweep's end, its totals and SWEEP_COMPLETED.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import os
-import shlex
-import shutil
+import select
 import signal
 import subprocess
 import sys
 import time
 
-from . import facts, launch, outcome, procs, store, supervisor, workflow
+from . import launch, outcome, procs, runs, slots, store, supervisor, workflow
 from .registry import command
 from .states import (
     CODE_STATES,
-    COMMAND_FILE,
+    FAIL_NO_FIT,
     FAILED,
-    LOG_FILE,
+    INBOX,
     QUEUE_COMPLETED,
     QUEUE_STOPPED,
     SPEC_FILE,
     STATUS_FILE,
     SUCCESS,
     SUMMARY_FILE,
-    SYNC_LOG,
+    SWEEP_RECORD,
+    TRANSIENT,
     Layout,
 )
 
 STOPPED_WHY = "stopped by sweep.stop"
 STOP_REASONS = {signal.SIGTERM: STOPPED_WHY, signal.SIGINT: "interrupted (SIGINT)",
                 signal.SIGHUP: "its tmux session or server went away (SIGHUP)"}
+MAX_BACKOFF = 600.0
 
 
 class QueueLog:
@@ -68,6 +73,19 @@ def _env_value(env_path: str, key: str) -> str:
     return p.stdout
 
 
+class Running:
+    __slots__ = ("dir", "fd", "place", "proc", "run", "spec")
+
+    def __init__(self, run: dict, proc, place: dict, run_dir: str, spec: dict) -> None:
+        self.run, self.proc, self.place, self.dir, self.spec = run, proc, place, run_dir, spec
+        self.fd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(proc.pid)  # novermin - guarded by hasattr (Python >= 3.9)
+            except OSError:
+                self.fd = None
+
+
 class Scheduler:
     def __init__(self, manifest_path: str) -> None:
         m = store.load(manifest_path, required=("sweep_id", "queue", "exec", "pod"))
@@ -75,14 +93,35 @@ class Scheduler:
         self.pod = Layout.from_dict(m["pod"])
         self.log = QueueLog(os.path.join(self.pod.manifests, self.sid + ".log"))
         self.venv_python = os.path.join(self.ex["repo"], ".venv", "bin", "python")
-        self.stop_why, self.child = "", None
-        self.nproc = 0
+        self.inbox = os.path.join(self.pod.manifests, self.sid + INBOX)
+        self.stop_why = ""
+        self.running = {}  # run_id -> Running
+        self.waiting = []  # heap of (not_before, index, run): retries in their back-off
+        self.index = 0
+        self.max_attempts = 1 + int(self.ex.get("retries") or 0)
+        self.retry_on = set(self.ex.get("retry_on") if self.ex.get("retry_on") is not None else TRANSIENT)
+        self.slots = self.order = None
+        self.devices_visible = True
 
     # ---------------------------------------------------------------- signals
     def on_term(self, signum, _frame) -> None:
         self.stop_why = self.stop_why or STOP_REASONS.get(signum, STOPPED_WHY)
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+        for r in list(self.running.values()):
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGTERM)
+
+    def device_ids(self) -> list:
+        """The slot table's ids: WF_FAKE_GPUS pretend slots, one slot on a CPU target, else the pod's GPUs."""
+        ex = self.ex
+        if ex.get("fake_gpus"):
+            return [str(i) for i in range(int(ex["fake_gpus"]))]
+        if ex.get("cpu_only"):
+            self.devices_visible = False  # nothing to hand out: CUDA_VISIBLE_DEVICES is left alone
+            return ["cpu"]
+        visible = _env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES")
+        if visible.strip():
+            return [d.strip() for d in visible.split(",") if d.strip()]
+        return [str(i) for i in range(facts_gpu_count(self.venv_python))]
 
     def start(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -90,145 +129,223 @@ class Scheduler:
         procs.become_subreaper()  # orphans of a killed supervisor come here, and are ended by their mark
         store.hold_reserve(self.pod.control)  # room to record the sweep's end on a full disk
         me = os.getpid()
-        ex = self.ex
-        if ex.get("nproc"):
-            self.nproc = int(ex["nproc"])
-        else:
-            self.nproc = facts.gpu_count(self.venv_python, _env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES"))
-            if ex.get("cpu_only") and self.nproc < 1:
-                self.nproc = 1
+        self.slots = slots.Slots(self.device_ids())
+        self.order = slots.Order(self.slots.total, max(1, self.slots.total))
         store.update_json(self.pod.sweep_file, {"pid": me, "pid_start": procs.proc_start(me),
-                                                "boot_id": procs.boot_id(), "nproc": self.nproc,
+                                                "boot_id": procs.boot_id(), "slots": self.slots.ids,
                                                 "git_sha": self.m.get("git_sha")}, keep_terminal=False)
 
-    # ---------------------------------------------------------------- one run
-    def should_skip(self, run_dir: str) -> bool:
-        if self.m.get("force"):
-            return False
-        summ, _ = store.load_or_note(os.path.join(run_dir, SUMMARY_FILE))
-        return bool(summ) and summ.get("ok") is True
+    # ---------------------------------------------------------------- the order
+    def enqueue(self, run: dict) -> None:
+        self.index += 1
+        run["_index"] = self.index
+        run.setdefault("attempt", 1)
+        total = self.slots.total
+        self.order.push(self.index, slots.need_of(run.get("gpus"), total) if total else 1, run)
 
-    def fresh_dirs(self, run_id: str) -> tuple:
-        """(run dir, output dir); an earlier attempt is kept in _previous/. The run dir is not made here:
-        `prepare` builds it whole and renames it into place."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        d = self.pod.run_dir(run_id)
-        if os.path.lexists(d):
-            os.makedirs(self.pod.previous, exist_ok=True)
-            os.rename(d, os.path.join(self.pod.previous, "%s.%s" % (run_id, stamp)))
-            self.log("%s: the previous attempt is kept in _previous/%s.%s" % (run_id, run_id, stamp))
-        out = d
-        if self.ex.get("mode") == "local_sync":
-            out = os.path.join(self.ex["local_root"], run_id)
-            if os.path.lexists(out):
-                os.rename(out, "%s.previous.%s" % (out, stamp))
-            os.makedirs(out)
-        return d, out
-
-    def argv(self, run: dict, out: str) -> list:
-        ex = self.ex
-
-        def arg(key: str, value: str) -> str:
-            return "--%s=%s" % (key, value) if ex.get("arg_style") == "dashdash" else "%s=%s" % (key, value)
-
-        argv = [self.venv_python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=%d" % self.nproc,
-                ex["train_script"], run["config"]]
-        if ex.get("inject_out_dir"):
-            argv.append(arg("out_dir", out))
-        if ex.get("inject_data_dir"):
-            argv.append(arg("data_dir", ex["data_dir"]))
-        return argv + list(run.get("args") or [])
-
-    def command_text(self, run: dict, argv: list) -> str:
-        return ("#!/usr/bin/env bash\n# wfops run %s of %s: the exact command, as run\nset -a; . %s; set +a\n"
-                "cd %s || exit 2\nexec %s\n" % (run["run_id"], self.sid, shlex.quote(self.pod.env_path),
-                                               shlex.quote(self.ex["workdir"]), launch.shell_words(argv)))
-
-    def spec(self, run: dict, d: str, out: str) -> dict:
-        ex = self.ex
-        spec = {"argv": ["bash", os.path.join(d, COMMAND_FILE)], "status": os.path.join(d, STATUS_FILE),
-                "log": os.path.join(d, LOG_FILE), "timeout": ex.get("timeout_secs") or 0,
-                "grace": ex.get("grace_secs", 20), "summary": True,
-                "extra": {"run_id": run["run_id"], "sweep_id": self.sid, "config": run["config"],
-                          "notes": run.get("notes", ""), "out_dir": out, "mode": ex.get("mode"),
-                          "git_sha": self.m.get("git_sha"), "seed": run.get("seed"), "nproc": self.nproc}}
-        if ex.get("mode") == "local_sync":
-            spec["sync"] = {"src": out + "/", "dst": d + "/", "interval": ex.get("sync_secs", 60),
-                            "log": os.path.join(d, SYNC_LOG)}
-        return spec
-
-    def supervise(self, spec_path: str) -> int:
-        env = dict(os.environ)
-        if self.ex.get("cpu_only"):
-            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        self.child = subprocess.Popen(launch.agent_argv("supervise", spec_path), stdin=subprocess.DEVNULL, env=env)
-        if self.stop_why:  # a stop that came while it was starting
-            self.child.send_signal(signal.SIGTERM)
-        rc = self.child.wait()
-        self.child = None
-        return rc
-
-    def prepare(self, run: dict) -> tuple:
-        """Make the run dir whole (command.sh, spec.json) in a hidden temp dir and rename it into place:
-        a run dir exists complete or not at all. Returns (run dir, spec)."""
-        d, out = self.fresh_dirs(run["run_id"])
-        tmp = os.path.join(self.pod.out, ".new-%s-%d" % (run["run_id"], os.getpid()))
+    def take_inbox(self) -> int:
+        """Runs that sweep.add / sweep.retry dropped in the inbox: onto the end of the order."""
         try:
-            os.makedirs(tmp)
-            store.write_bytes(os.path.join(tmp, COMMAND_FILE), self.command_text(run, self.argv(run, out)).encode())
-            spec = self.spec(run, d, out)
-            store.write_json(os.path.join(tmp, SPEC_FILE), spec)
-            os.rename(tmp, d)
+            names = sorted(n for n in os.listdir(self.inbox) if n.endswith(".json"))
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return d, spec
+            return 0
+        count = 0
+        for name in names:
+            path = os.path.join(self.inbox, name)
+            doc, problem = store.load_or_note(path, required=("entries",))
+            if problem:
+                self.log("inbox: %s" % problem)
+            for run in (doc or {}).get("entries") or []:
+                self.enqueue(run)
+                count += 1
+            os.unlink(path)
+        if count:
+            self.log("%d run(s) added to the queue" % count)
+        return count
 
-    def run_one(self, run: dict) -> str:
+    def release_due(self) -> None:
+        now = time.time()
+        while self.waiting and self.waiting[0][0] <= now:
+            _, _, run = heapq.heappop(self.waiting)
+            self.order.push(run["_index"], slots.need_of(run.get("gpus"), self.slots.total), run)
+
+    def fill(self) -> None:
+        """Start every run the free slots allow, in the order's policy (slots.py)."""
+        self.release_due()
+        for run in self.order.pop_too_big():
+            self.no_fit(run)
+        while not self.stop_why:
+            run = self.order.pop_fitting(len(self.slots.free))
+            if run is None:
+                return
+            if run["attempt"] == 1 and self.skipped(run):
+                continue
+            self.launch(run)
+
+    # ---------------------------------------------------------------- one run
+    def skipped(self, run: dict) -> bool:
         rid = run["run_id"]
-        if self.should_skip(self.pod.run_dir(rid)):
-            self.log("skip %s: its summary.json says ok (SWEEP_FORCE=1 reruns it)" % rid)
-            return SUCCESS
+        summ, _ = store.load_or_note(os.path.join(self.pod.run_dir(rid), SUMMARY_FILE))
+        skip, why = outcome.skip_reason(run, summ, bool(self.m.get("force")))
+        if skip:
+            self.log("skip %s: %s" % (rid, why))
+        elif why:
+            self.log("rerun %s: %s" % (rid, why))
+            run["rerun_why"] = "rerun: " + why
+        return skip
+
+    def place(self, run: dict) -> dict:
+        need = slots.need_of(run.get("gpus"), self.slots.total)
+        ids = self.slots.take(need)
+        nproc = 1 if self.ex.get("launcher") == "python" else int(self.ex.get("nproc") or need)
+        taken = {r.place.get("port") for r in self.running.values()}
+        port = slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)
+        return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
+                "port": port, "attempt": run["attempt"], "max_attempts": self.max_attempts}
+
+    def launch(self, run: dict) -> None:
+        rid = run["run_id"]
+        where = self.place(run)
         try:
-            d, spec = self.prepare(run)
+            d, spec = runs.build(self.pod, self.ex, self.sid, run, where, self.venv_python, self.m.get("git_sha"),
+                                 self.log)
+            spec_path = os.path.join(d, SPEC_FILE)
         except OSError as exc:
+            self.slots.give(where["ids"])
             why = "disk full" if store.is_disk_full(exc) else "cannot prepare it"
             self.stop_why = "%s: %s did not start (%s)" % (why, rid, exc.strerror or exc)
             self.log(self.stop_why)
-            return FAILED
-        self.log("start %s (seed %s, %d process(es))" % (rid, run.get("seed"), self.nproc))
-        state = CODE_STATES.get(self.supervise(os.path.join(d, SPEC_FILE)))
-        if state is None or not os.path.isfile(os.path.join(d, SUMMARY_FILE)):  # it died before recording the end
-            st = store.load_or_note(spec["status"])[0] or {}
-            st = supervisor.recover(d, st, float(spec["grace"]), spec.get("sync"))
-            state = outcome.write_summary(d, st)["state"]
-        self.log("end %s: %s" % (rid, state))
+            return
+        env = dict(os.environ)
+        if self.ex.get("cpu_only"):
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        proc = subprocess.Popen(launch.agent_argv("supervise", spec_path), stdin=subprocess.DEVNULL, env=env)
+        self.running[rid] = Running(run, proc, where, d, spec)
+        self.log("start %s (attempt %d/%d, seed %s, %d process(es)%s)" % (
+            rid, run["attempt"], self.max_attempts, run.get("seed"), where["nproc"],
+            ", GPUs " + where["devices"] if where["devices"] is not None else ""))
+        if self.stop_why:  # a stop that came while it was starting
+            proc.send_signal(signal.SIGTERM)
+
+    def no_fit(self, run: dict) -> None:
+        """A run that asks more slots than the pod has: recorded failed (class no_fit), never started."""
+        rid, d = run["run_id"], self.pod.run_dir(run["run_id"])
+        why = "asks for %s GPU(s); the pod has %d slot(s)" % (run.get("gpus"), self.slots.total)
+        runs.keep_previous(self.pod, rid, int(self.ex.get("keep_previous", 3)), self.log)
+        st = {"run_id": rid, "sweep_id": self.sid, "config": run["config"], "seed": run.get("seed"),
+              "state": FAILED, "reason": why, "failure_class": FAIL_NO_FIT, "started_at": store.now_iso(),
+              "ended_at": store.now_iso(), "duration_secs": 0.0, "fingerprint": run.get("fp")}
+        store.write_json(os.path.join(d, STATUS_FILE), st)
+        summ = outcome.write_summary(d, st)
+        store.update_json(os.path.join(d, SUMMARY_FILE), {"failure_class": FAIL_NO_FIT, "failure_evidence": why})
+        self.log("end %s: %s (%s)" % (rid, summ["state"], why))
+        self.fail_fast(rid, FAILED)
+
+    def ended_state(self, r: Running) -> str:
+        state = CODE_STATES.get(r.proc.returncode)
+        if state is None or not os.path.isfile(os.path.join(r.dir, SUMMARY_FILE)):  # died before recording the end
+            st = store.load_or_note(r.spec["status"])[0] or {}
+            st = supervisor.recover(r.dir, st, float(r.spec["grace"]), r.spec.get("sync"))
+            state = outcome.write_summary(r.dir, st)["state"]
         return state
 
+    def after(self, r: Running) -> None:
+        """A run's supervisor ended: free its slots, then retry it or record its end."""
+        rid, run = r.run["run_id"], r.run
+        if r.fd is not None:
+            os.close(r.fd)
+        del self.running[rid]
+        self.slots.give(r.place["ids"])
+        state = self.ended_state(r)
+        summ = store.load_or_note(os.path.join(r.dir, SUMMARY_FILE))[0] or {}
+        cls = summ.get("failure_class")
+        self.log("end %s: %s%s (attempt %d/%d)" % (rid, state, " (%s)" % cls if cls else "", run["attempt"],
+                                                  self.max_attempts))
+        if state != SUCCESS and cls in self.retry_on and run["attempt"] < self.max_attempts and not self.stop_why:
+            self.retry_later(r, cls)
+            return
+        self.fail_fast(rid, state)
+
+    def retry_later(self, r: Running, cls: str) -> None:
+        run = r.run
+        delay = min(MAX_BACKOFF, float(self.ex.get("retry_backoff_secs") or 0) * 2 ** (run["attempt"] - 1))
+        at = time.time() + delay
+        store.update_json(r.spec["status"], {"retry_at": store.iso_of(at), "retry": "%d/%d after %s" % (
+            run["attempt"] + 1, self.max_attempts, cls)})
+        self.log("retry %s: attempt %d/%d in %ds (it ended %s)" % (run["run_id"], run["attempt"] + 1,
+                                                                   self.max_attempts, delay, cls))
+        run["attempt"] += 1
+        heapq.heappush(self.waiting, (at, run["_index"], run))
+
+    def fail_fast(self, rid: str, state: str) -> None:
+        if state != SUCCESS and self.m.get("fail_fast") and not self.stop_why:  # runs already running finish
+            self.stop_why = "fail-fast: %s ended %s" % (rid, state)
+
     # ---------------------------------------------------------------- the queue
+    def wait(self) -> None:
+        """Sleep until a run ends, a retry is due, or a second passes (the inbox is read every second)."""
+        timeout = 1.0
+        if self.waiting:
+            timeout = max(0.0, min(timeout, self.waiting[0][0] - time.time()))
+        fds = [r.fd for r in self.running.values() if r.fd is not None]
+        if fds and len(fds) == len(self.running):
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(min(timeout, 0.2))
+        for r in [r for r in self.running.values() if r.proc.poll() is not None]:
+            self.after(r)
+
+    def idle(self) -> bool:
+        return not self.running and (bool(self.stop_why) or (not len(self.order) and not self.waiting))
+
     def run(self) -> None:
         self.start()
-        queue = self.m["queue"]
-        if self.nproc < 1:
-            self.stop_why = "no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi, torch); set TRAIN_NPROC or CPU_ONLY=1"
+        for run in self.m["start"] if "start" in self.m else self.m["queue"]:  # "start": a resumed sweep's runs
+            self.enqueue(run)
+        self.log("sweep %s: %d run(s) queued on %d GPU slot(s)" % (self.sid, len(self.order), self.slots.total))
+        if self.slots.total < 1:
+            self.stop_why = ("no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi, torch); "
+                             "set CPU_ONLY=1 or WF_FAKE_GPUS")
             self.log(self.stop_why)
-        self.log("sweep %s: %d run(s) queued" % (self.sid, len(queue)))
-        for run in queue:
-            if self.stop_why:
-                break
-            state = self.run_one(run)
-            if state != SUCCESS and self.m.get("fail_fast") and not self.stop_why:
-                self.stop_why = "fail-fast: %s ended %s" % (run["run_id"], state)
-        self.finish()
+        while True:
+            self.take_inbox()
+            if not self.stop_why:
+                self.fill()
+            if self.idle():
+                with store.locked(self.inbox):  # the manifests dir; sweep.add holds it too: no run lands unseen
+                    if self.stop_why or not self.take_inbox():
+                        self.finish()
+                        return
+                continue
+            self.wait()
+
+    def totals(self, final: str) -> dict:
+        """The sweep's totals over all its runs (a resumed queue ran only some), as sweep.status counts them."""
+        from .sweeps import count, status_rows
+
+        plan, problem = store.load_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
+        if problem or not plan:
+            self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
+            return {}
+        return count(status_rows(self.pod, plan, final))
 
     def finish(self) -> None:
         why = self.stop_why or "queue finished"
         final = QUEUE_STOPPED if why in STOP_REASONS.values() else QUEUE_COMPLETED
-        store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso()},
-                          keep_terminal=False)
+        record = store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso(),
+                                                         "totals": self.totals(final)}, keep_terminal=False)
+        store.write_json(os.path.join(self.pod.manifests, self.sid + SWEEP_RECORD), record)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.inbox)  # empty by now; sweep.add makes it again if the sweep resumes
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))
         self.log("sweep %s %s: %s" % (self.sid, final, why))
         store.release_reserve(all_of_them=True)
+
+
+def facts_gpu_count(venv_python: str) -> int:
+    from .facts import gpu_count  # only on a GPU pod without WF_FAKE_GPUS: facts imports a lot
+
+    return gpu_count(venv_python, "")
 
 
 @command("sweep-run")

@@ -20,7 +20,11 @@ ACTIVE = (PENDING, RUNNING)
 # failure classes (summary.json `failure_class`), Slurm-style: why a run did not succeed
 FAIL_TIMEOUT, FAIL_CANCELLED, FAIL_LOST = "timeout", "cancelled", "lost"
 FAIL_OOM, FAIL_NCCL, FAIL_EXIT, FAIL_SYNC = "oom", "nccl", "nonzero_exit", "sync_failed"
-FAIL_DISK = "disk_full"
+FAIL_DISK, FAIL_STALLED, FAIL_NO_FIT = "disk_full", "stalled", "no_fit"
+# the failure classes RETRY_ON may name (and its default: the transient ones)
+FAILURE_CLASSES = (FAIL_TIMEOUT, FAIL_CANCELLED, FAIL_LOST, FAIL_OOM, FAIL_NCCL, FAIL_EXIT, FAIL_SYNC, FAIL_DISK,
+                   FAIL_STALLED)
+TRANSIENT = (FAIL_LOST, FAIL_NCCL, FAIL_STALLED)
 FAILURE_OF_STATE = {TIMED_OUT: FAIL_TIMEOUT, CANCELLED: FAIL_CANCELLED, LOST: FAIL_LOST}
 
 # a supervisor's exit status tells its caller (the scheduler) the run's final state with no extra read
@@ -70,6 +74,9 @@ RULES = {r.command: r for r in (
     _rule("sweep.status", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
     _rule("sweep.stop", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_COMPLETED, only_from=(SWEEP_RUNNING,),
           mutating=True),
+    _rule("sweep.add", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
+    _rule("sweep.retry", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
+    _rule("sweep.list", ANY, readonly=True),
     _rule("run.fetch", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED)),
     # the pod's own step: the sweep queue records the end of its sweep
     _rule("sweep.queue", ANY, on_success=SWEEP_COMPLETED, only_from=(SWEEP_RUNNING,), promote=False),
@@ -97,7 +104,9 @@ STATE_EXIT = {SUCCESS: EXIT_OK, FAILED: EXIT_FAILED, CANCELLED: EXIT_FAILED, TIM
 CONTROL_DIR = "_control"  # workflow state, sweep.json, locks, the agent itself
 TASKS_DIR = "_tasks"  # one dir per tracked task
 MANIFESTS_DIR = "_manifests"  # one manifest (+ CSV, env copy, queue log) per sweep
-PREVIOUS_DIR = "_previous"  # earlier attempts of a run
+PREVIOUS_DIR = "_previous"  # earlier runs of a run id (an older sweep's, or one replaced by a changed row)
+ATTEMPTS_DIR = "attempts"  # under a run dir: attempts/<n>/ keeps each earlier attempt's log and status
+RANKS_DIR = "ranks"  # under a run dir: torchrun's per-rank logs of a multi-process run
 BACKUPS_DIR = "_backups"  # replaced tasks, under _tasks/
 AGENT_DIR = "agent"  # under _control/: one directory per agent content hash
 STATE_FILE = "workflow_state.json"
@@ -112,6 +121,8 @@ SPEC_FILE = "spec.json"
 SYNC_LOG = "sync.log"
 LATEST_MANIFEST = "sweep-latest.json"
 LATEST_CSV = "sweep-latest.csv"
+SWEEP_RECORD = ".sweep.json"  # _manifests/<sweep_id>.sweep.json: a copy of sweep.json, kept after the sweep
+INBOX = ".inbox"  # _manifests/<sweep_id>.inbox/: runs added or requeued while the queue runs
 OWNER_ENV = "WFOPS_OWNER"  # set in every run's and task's environment: how leftovers are found
 
 

@@ -22,6 +22,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def iso_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def quiet_secs(record: dict, now: float):
+    """Seconds since a running run's or task's last output (or its start): what "quiet for" shows."""
+    last = parse_iso(record.get("last_output_at") or record.get("started_at"))
+    return round(now - last, 1) if last else None
+
+
 def now_precise() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 

@@ -20,6 +20,7 @@ from .registry import command
 from .states import (
     CANCELLED,
     FAIL_DISK,
+    FAIL_STALLED,
     FAILED,
     LOST,
     OWNER_ENV,
@@ -48,6 +49,7 @@ class Stamper:
             self.log, self.write_error = None, exc
         self.tail = bytearray()
         self.at_line_start = True
+        self.last_output = 0.0  # time.time() of the last output (0: none yet)
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
@@ -69,6 +71,7 @@ class Stamper:
                 chunk = os.read(self.src.fileno(), 65536)
                 if not chunk:
                     break
+                self.last_output = time.time()
                 out = bytearray()
                 for piece in chunk.splitlines(keepends=True):
                     if self.at_line_start:
@@ -120,6 +123,48 @@ class SyncLoop:
         return self.sync("final sync")
 
 
+class Quiet:
+    """Tells when a run has gone silent: no new log output and no change in its output dir for `limit`
+    seconds (0: never). Records `last_output_at` in status.json at most every 5 s while output flows."""
+
+    OWN = frozenset(("status.json", "summary.json", "spec.json", "command.sh", "sync.log", store.RESERVE_NAME))
+
+    def __init__(self, status_path: str, stamper: Stamper, limit: float, watch_dir: str) -> None:
+        self.status_path, self.stamper, self.limit, self.dir = status_path, stamper, limit, watch_dir
+        self.started = self.last_change = time.time()
+        self.recorded = 0.0
+        self.signature = None
+        self.next_scan = 0.0
+
+    def dir_signature(self):
+        newest, count = 0.0, 0
+        for root, dirs, files in os.walk(self.dir):
+            for name in files:
+                if name in self.OWN:
+                    continue
+                with contextlib.suppress(OSError):
+                    st = os.lstat(os.path.join(root, name))
+                    newest, count = max(newest, st.st_mtime, st.st_ctime), count + 1
+            dirs[:] = [d for d in dirs if not d.startswith(".new-")]
+        return newest, count
+
+    def check(self) -> bool:
+        """Record progress; True when the run has been quiet for `limit` seconds."""
+        now, out = time.time(), self.stamper.last_output
+        if out > self.recorded and now - self.recorded >= 5:
+            self.recorded = out
+            with contextlib.suppress(OSError):
+                store.update_json(self.status_path, {"last_output_at": store.iso_of(out)})
+        if self.limit <= 0:
+            return False
+        if self.dir and now >= self.next_scan:
+            self.next_scan = now + min(10.0, self.limit / 3)
+            sig = self.dir_signature()
+            if sig != self.signature:
+                self.signature, self.last_change = sig, now
+        return now - max(out, self.last_change, self.started) >= self.limit
+
+
 class Signals:
     """TERM/INT mean "stop" (cancelled); HUP means tmux or the queue went away (lost)."""
 
@@ -143,29 +188,38 @@ def _start(spec: dict, token: str):
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=spec.get("cwd") or None, env=env)
 
 
-def _watch(proc, timeout: float, grace: float, token: str, signals: Signals, syncer) -> bool:
-    """Wait for the child; on timeout or a stop signal end the whole tree. Returns True when it timed out."""
-    me, timed_out, ended = os.getpid(), False, False
+def _watch(proc, timeout: float, grace: float, token: str, signals: Signals, syncer, quiet: Quiet) -> str:
+    """Wait for the child; on timeout, silence or a stop signal end the whole tree. Returns why it ended
+    it: "timeout", "stalled", "signal", or "" when the child ended by itself."""
+    me, why = os.getpid(), ""
     deadline = time.time() + timeout if timeout > 0 else None
     while proc.poll() is None:
         remaining = None if deadline is None else deadline - time.time()
-        if not ended and (signals.got is not None or (remaining is not None and remaining <= 0)):
-            timed_out = signals.got is None
-            if syncer is not None:
-                syncer.halt()
-            procs.end_tree(me, token, grace, keep={proc.pid})
-            ended = True
-        step = 0.2 if remaining is None or ended else max(0.01, min(remaining, 0.2))
+        if not why:
+            if signals.got is not None:
+                why = "signal"
+            elif remaining is not None and remaining <= 0:
+                why = "timeout"
+            elif quiet.check():
+                why = "stalled"
+            if why:
+                if syncer is not None:
+                    syncer.halt()
+                procs.end_tree(me, token, grace, keep={proc.pid})
+        step = 0.2 if remaining is None or why else max(0.01, min(remaining, 0.2))
         procs.wait_for_exit(proc.pid, step)  # wakes at its exit
-    return timed_out
+    return why
 
 
-def _ending(rc: int, timed_out: bool, signals: Signals, timeout: float) -> dict:
+def _ending(rc: int, why: str, signals: Signals, spec: dict) -> dict:
     fields = {"exit_code": rc if rc >= 0 else 128 - rc}
     if rc < 0:
         fields["signal"] = signal.Signals(-rc).name
-    if timed_out:
-        fields.update(state=TIMED_OUT, reason="exceeded %ss; every process of it was ended" % timeout)
+    if why == "timeout":
+        fields.update(state=TIMED_OUT, reason="exceeded %ss; every process of it was ended" % spec.get("timeout"))
+    elif why == "stalled":
+        fields.update(state=FAILED, failure_class=FAIL_STALLED, reason="no log output and no change in its output "
+                      "dir for %ss (RUN_STALL_SECS); every process of it was ended" % spec.get("stall"))
     elif signals.got is not None:
         name = signal.Signals(signals.got).name
         lost = signals.got == signal.SIGHUP
@@ -222,8 +276,9 @@ def supervise(spec: dict) -> dict:
     stamper = Stamper(proc.stdout, spec["log"])
     sync = spec.get("sync")
     syncer = SyncLoop(sync["src"], sync["dst"], float(sync["interval"]), sync["log"]) if sync else None
-    timed_out = _watch(proc, timeout, grace, token, signals, syncer)
-    fields = _ending(proc.returncode, timed_out, signals, spec.get("timeout") or 0)
+    quiet = Quiet(spec["status"], stamper, float(spec.get("stall") or 0), spec.get("watch_dir") or "")
+    why = _watch(proc, timeout, grace, token, signals, syncer, quiet)
+    fields = _ending(proc.returncode, why, signals, spec)
     if syncer is not None:
         syncer.halt()
     ended = procs.end_tree(me, token, min(grace, 2))  # the run owns its processes: none outlives it

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 
-from . import launch, procs, store, workflow
+from . import launch, outcome, procs, store, workflow
 from .registry import Refusal, command
 from .states import (
     CANCELLED,
@@ -26,8 +27,11 @@ from .states import (
     RUNNING,
     SKIPPED,
     STATUS_FILE,
+    SUCCESS,
     SUMMARY_FILE,
+    SWEEP_RECORD,
     SWEEP_RUNNING,
+    TERMINAL,
     UNKNOWN,
     pod_path,
 )
@@ -71,11 +75,8 @@ def _git_sha(repo: str) -> str:
 def _write_manifests(pod, manifest: dict, csv_text: str) -> str:
     sid = manifest["sweep_id"]
     m = pod.manifests
-    store.write_bytes(os.path.join(m, sid + ".csv"), csv_text.encode())
-    store.write_bytes(os.path.join(m, LATEST_CSV), csv_text.encode())
-    if pod.env_path and os.path.isfile(pod.env_path):
-        with open(pod.env_path, "rb") as fh:
-            store.write_bytes(os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), fh.read(), mode=0o600)
+    if csv_text is not None:  # sweep.add / sweep.retry keep the sweep's own CSV and env copy
+        _write_first_files(pod, sid, csv_text)
     path = os.path.join(m, sid + ".json")
     data = store.json_bytes(manifest)  # serialized once: a 150,000-run manifest is tens of MB
     store.write_bytes(path, data)
@@ -83,23 +84,33 @@ def _write_manifests(pod, manifest: dict, csv_text: str) -> str:
     return path
 
 
-@command("sweep-start")
-def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
-    """Check, write the manifests, record the sweep, and start the scheduler in tmux (window `sweep`)."""
-    _guard(pod)
-    ex = manifest["exec"]
-    for key in ("repo", "workdir", "data_dir", "local_root"):
-        ex[key] = pod_path(ex[key])
-    _check_workdir(ex, manifest["runs"])
-    sid, queued = manifest["sweep_id"], len(manifest["queue"])
-    manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())
-    path = _write_manifests(pod, manifest, csv_text)
-    store.write_json(pod.sweep_file, {
-        "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
-        "session": session, "runs": queued, "plan": "%s/%s.json" % (MANIFESTS_DIR, sid),
-        "runner_log": "%s/%s.log" % (MANIFESTS_DIR, sid)})
-    before = workflow.read_state(pod.state_file)["state"]
-    workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
+def _write_first_files(pod, sid: str, csv_text: str) -> None:
+    m = pod.manifests
+    store.write_bytes(os.path.join(m, sid + ".csv"), csv_text.encode())
+    store.write_bytes(os.path.join(m, LATEST_CSV), csv_text.encode())
+    if pod.env_path and os.path.isfile(pod.env_path):
+        with open(pod.env_path, "rb") as fh:
+            store.write_bytes(os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), fh.read(), mode=0o600)
+
+
+def _check_fit(ex: dict, runs: list) -> None:
+    """Where the slot count is known before the queue starts (WF_FAKE_GPUS, or one slot on a CPU target),
+    a row that asks for more GPUs than that is refused now rather than failed later."""
+    known = int(ex.get("fake_gpus") or 0) or (1 if ex.get("cpu_only") else 0)
+    if not known:
+        return
+    bad = ["line %s: %s asks for %s GPU(s)" % (r.get("line"), r["run_id"], r["gpus"]) for r in runs
+           if str(r.get("gpus") or "all").isdigit() and int(r["gpus"]) > known]
+    if bad:
+        where = ("WF_FAKE_GPUS=%s" % ex["fake_gpus"] if ex.get("fake_gpus")
+                 else "CPU_ONLY=1 (set WF_FAKE_GPUS to pretend more)")
+        raise Refusal(EXIT_USAGE, "the pod has %d GPU slot(s) (%s); nothing was started: %s"
+                      % (known, where, "; ".join(bad)))
+
+
+def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
+    """Start the scheduler of sweep `sid` on manifest `path` in a fresh tmux session; on failure put the
+    workflow state back to `before`. Returns the pane pid."""
     launch.tmux_kill_session(pod, session)
     shell = "exec " + launch.shell_words(launch.agent_argv("sweep-run", path))
     try:
@@ -110,22 +121,82 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
         workflow.force(pod, before, "sweep.start", "tmux failed to start")
         raise Refusal(EXIT_REMOTE, "tmux could not start the sweep: %s" % exc.message) from None
     launch.record_runner(pod.sweep_file, pid, belongs=lambda sw: sw.get("sweep_id") == sid)
+    return pid
+
+
+def record_sweep(pod, record: dict) -> None:
+    """sweep.json, and its copy kept with the manifests (what sweep.list reads once the sweep is over)."""
+    store.write_json(pod.sweep_file, record)
+    store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
+
+
+@command("sweep-start")
+def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
+    """Check, write the manifests, record the sweep, and start the scheduler in tmux (window `sweep`)."""
+    _guard(pod)
+    ex = manifest["exec"]
+    for key in ("repo", "workdir", "data_dir", "local_root"):
+        ex[key] = pod_path(ex[key])
+    _check_workdir(ex, manifest["runs"])
+    _check_fit(ex, manifest["queue"])
+    sid, queued = manifest["sweep_id"], len(manifest["queue"])
+    manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())
+    path = _write_manifests(pod, manifest, csv_text)
+    record_sweep(pod, {
+        "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
+        "session": session, "runs": queued, "plan": "%s/%s.json" % (MANIFESTS_DIR, sid),
+        "runner_log": "%s/%s.log" % (MANIFESTS_DIR, sid)})
+    before = workflow.read_state(pod.state_file)["state"]
+    workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
+    pid = launch_queue(pod, sid, path, session, before)
     return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid,
             "manifest": os.path.join(pod.manifests, sid + ".csv")}
 
 
-def _current_row(row: dict, st: dict, summ, sweep_id: str, cb: str) -> None:
+def _current_row(row: dict, st: dict, summ, sweep_id: str, cb: str, queue_state: str) -> None:
     state, reason = procs.liveness(st, cb)
     src = summ if (summ and summ.get("sweep_id") == sweep_id) else st
     row.update(state=state, exit_code=src.get("exit_code"), duration_secs=src.get("duration_secs"),
-               note=(summ or {}).get("failure_class") or reason or "")
+               note=(summ or {}).get("failure_class") or reason or st.get("rerun_why") or "",
+               gpus=st.get("gpus"), attempt=st.get("attempt"), max_attempts=st.get("max_attempts"))
+    if (summ or {}).get("failure_evidence") and state not in (SUCCESS, RUNNING):
+        row["note"] = "%s: %s" % (summ["failure_class"], summ["failure_evidence"])
     if state == RUNNING and st.get("started_at"):
+        now = time.time()
         started = store.parse_iso(st["started_at"])
-        row["duration_secs"] = round(time.time() - started, 1) if started else None
+        row["duration_secs"] = round(now - started, 1) if started else None
+        row["quiet_secs"] = store.quiet_secs(st, now)
+    elif st.get("requeued_at") and state in TERMINAL:
+        if queue_state == QUEUE_RUNNING:
+            row.update(state=PENDING, note="requeued by sweep.retry (it ended %s)" % state)
+        else:
+            row["note"] += "; requeued, never started (the sweep %s first)" % queue_state
+    elif st.get("retry_at") and state in TERMINAL and state != SUCCESS:
+        if queue_state == QUEUE_RUNNING:
+            row.update(state=PENDING, note="retry %s at %s (%s)" % (st.get("retry"), st["retry_at"], row["note"]))
+        else:
+            row["note"] += "; retry %s never started (the sweep %s first)" % (st.get("retry"), queue_state)
+
+
+def _not_started_row(row: dict, run: dict, summ, queue_state: str, force: bool) -> None:
+    skip, why = outcome.skip_reason(run, summ, force)  # the scheduler's own rule: the table says what it will do
+    if skip:
+        row.update(state=SKIPPED, exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
+                   note=why)
+    elif queue_state in QUEUE_ENDED:
+        row.update(state=CANCELLED, note="not started: the sweep %s first" % (
+            "was stopped" if queue_state == QUEUE_STOPPED else "ended"))
+    elif queue_state == QUEUE_LOST:
+        row.update(state=PENDING, note="not started; the queue runner is gone (sweep.start resumes)")
+    else:
+        row["state"] = PENDING
+        row["note"] = ("will rerun: " + why) if why else (
+            "previous attempt {}".format(summ.get("state")) if summ else "")
 
 
 def run_row(pod, run: dict, sweep_id: str, queue_state: str, force: bool, cb: str) -> dict:
-    """One run's row: its honest state, exit code, duration and why; `unknown` for a damaged file."""
+    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged
+    file."""
     d = pod.run_dir(run["run_id"])
     row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None,
            "note": ""}
@@ -134,19 +205,9 @@ def run_row(pod, run: dict, sweep_id: str, queue_state: str, force: bool, cb: st
     if bad_st or bad_summ:
         row.update(state=UNKNOWN, note=bad_st or bad_summ)
     elif st and st.get("sweep_id") == sweep_id:
-        _current_row(row, st, summ, sweep_id, cb)
-    elif summ and summ.get("ok") is True and not force:
-        row.update(state=SKIPPED, exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
-                   note="already ok (sweep {})".format(summ.get("sweep_id")))
-    elif queue_state in QUEUE_ENDED:
-        row.update(state=CANCELLED, note="not started: the sweep %s first" % (
-            "was stopped" if queue_state == QUEUE_STOPPED else "ended"))
-    elif queue_state == QUEUE_LOST:
-        row.update(state=PENDING, note="not started; the queue runner is gone (sweep.start resumes)")
+        _current_row(row, st, summ, sweep_id, cb, queue_state)
     else:
-        row["state"] = PENDING
-        if summ:
-            row["note"] = "previous attempt {}".format(summ.get("state"))
+        _not_started_row(row, run, summ, queue_state, force)
     return row
 
 
@@ -161,24 +222,70 @@ def _workflow_note(pod, queue_state: str) -> dict:
     return {"state": recorded, "note": ""}
 
 
-@command("sweep-status")
-def sweep_status(pod) -> dict:
-    """The latest sweep: queue state, one row per selected run, totals. Reads only."""
-    sw, bad_sw = store.load_or_note(pod.sweep_file)
-    plan, bad_plan = store.load_or_note(pod.latest_manifest)
-    state, reason = (UNKNOWN, bad_sw) if bad_sw else procs.queue_liveness(sw)
-    rows = []
-    if plan and (sw or bad_sw):
-        cb, force = procs.boot_id(), bool(plan.get("force"))
-        runs = plan.get("runs") if isinstance(plan.get("runs"), list) else []
-        rows = [run_row(pod, run, plan.get("sweep_id"), state, force, cb) for run in runs
-                if isinstance(run, dict) and run.get("selected", True) and isinstance(run.get("run_id"), str)]
+def sweep_files(pod, sweep: str) -> tuple:
+    """(record path, manifest path) of sweep `sweep` ("" = the latest); Refusal when there is no such sweep."""
+    if not sweep:
+        return pod.sweep_file, pod.latest_manifest
+    if not re.fullmatch(r"sweep-[0-9A-Za-z]{1,40}", sweep):
+        raise Refusal(EXIT_USAGE, "invalid sweep id %r (sweep.list shows the ids)" % sweep)
+    plan = os.path.join(pod.manifests, sweep + ".json")
+    if not os.path.isfile(plan):
+        raise Refusal(EXIT_NOT_FOUND, "no sweep %s on this pod (sweep.list shows the sweeps)" % sweep)
+    current = (store.load_or_note(pod.sweep_file)[0] or {}).get("sweep_id")
+    record = pod.sweep_file if current == sweep else os.path.join(pod.manifests, sweep + SWEEP_RECORD)
+    return record, plan
+
+
+def status_rows(pod, plan: dict, state: str) -> list:
+    cb, force = procs.boot_id(), bool(plan.get("force"))
+    runs = plan.get("runs") if isinstance(plan.get("runs"), list) else []
+    return [run_row(pod, run, plan.get("sweep_id"), state, force, cb) for run in runs
+            if isinstance(run, dict) and run.get("selected", True) and isinstance(run.get("run_id"), str)]
+
+
+def count(rows: list) -> dict:
     totals = {}
     for row in rows:
         totals[row["state"]] = totals.get(row["state"], 0) + 1
+    return totals
+
+
+@command("sweep-status")
+def sweep_status(pod, sweep: str = "") -> dict:
+    """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only."""
+    record, manifest = sweep_files(pod, sweep)
+    sw, bad_sw = store.load_or_note(record)
+    plan, bad_plan = store.load_or_note(manifest)
+    state, reason = (UNKNOWN, bad_sw) if bad_sw else procs.queue_liveness(sw)
+    if sweep and not sw and not bad_sw:
+        state, reason = UNKNOWN, "no record of how this sweep ended (started by an older wfops)"
+    rows = status_rows(pod, plan, state) if plan and (sw or bad_sw or sweep) else []
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
-            "runs": rows, "totals": totals, "workflow": _workflow_note(pod, state)}
+            "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state)}
+
+
+@command("sweep-list")
+def sweep_list(pod) -> dict:
+    """Every sweep on the pod, newest first: id, started, state, totals. Reads only."""
+    try:
+        names = os.listdir(pod.manifests)
+    except OSError:
+        names = []
+    ids = sorted({n[:-len(".json")] for n in names if re.fullmatch(r"sweep-[0-9A-Za-z]+\.json", n)}, reverse=True)
+    current, _ = store.load_or_note(pod.sweep_file)
+    out = []
+    for sid in ids:
+        live = bool(current) and current.get("sweep_id") == sid
+        rec, problem = store.load_or_note(pod.sweep_file if live else os.path.join(pod.manifests, sid + SWEEP_RECORD))
+        state, reason = (UNKNOWN, problem) if problem else procs.queue_liveness(rec) if rec else (UNKNOWN, "no record")
+        totals = (rec or {}).get("totals")
+        if live and state == QUEUE_RUNNING:
+            plan = store.load_or_note(pod.latest_manifest)[0] or {}
+            totals = count(status_rows(pod, plan, state))
+        out.append({"sweep_id": sid, "started_at": (rec or {}).get("started_at"), "state": state,
+                    "reason": reason, "runs": (rec or {}).get("runs"), "totals": totals or {}})
+    return {"sweeps": out}
 
 
 @command("sweep-stop")

@@ -23,6 +23,7 @@ from .states import (
     MISSING,
     PENDING,
     RUNNER_FILE,
+    RUNNING,
     SPEC_FILE,
     STATUS_FILE,
     TERMINAL,
@@ -43,6 +44,8 @@ def task_view(task_dir: str, tail: int = 0, current_boot=None) -> dict:
     if state != st.get("state"):
         out["recorded_state"] = st.get("state")
     out["state"], out["reason"] = state, reason
+    if state == RUNNING:
+        out["quiet_secs"] = store.quiet_secs(st, time.time())
     if tail:
         out["tail"] = store.tail_lines(os.path.join(task_dir, LOG_FILE), tail)
     return out

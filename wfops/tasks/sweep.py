@@ -12,8 +12,8 @@ from .. import __version__
 from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from ..command import PodCommand, call_once
 from ..errors import ConflictError, NotFoundError, UsageError
-from ..output import duration, table
-from ..sweep_model import TEMPLATE_CSV, parse_csv, select_runs, train_args
+from ..output import duration, quiet_note, table
+from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
@@ -70,45 +70,100 @@ def validate(c, csv=None, workdir=None, json=False, config=None):
     ) + f"\n{len(runs)} run(s) valid; {len(selected)} would be queued with the current filters")
 
 
-@wftask(help={"csv": CSV_HELP, "json": JSON_HELP}, interrupted="the sweep may have started: run sweep.status")
-def start(c, csv=None, json=False, config=None):
+START_HELP = {"csv": CSV_HELP, "json": JSON_HELP,
+              "match": "only rows whose run_id contains this (wins over SWEEP_MATCH)",
+              "start_at": "skip rows before this run_id (wins over SWEEP_START_AT)",
+              "limit": "run at most this many rows (wins over SWEEP_LIMIT)",
+              "force": "rerun runs whose summary.json says ok (SWEEP_FORCE=1)",
+              "fail_fast": "stop starting runs at the first failure (SWEEP_FAIL_FAST=1)"}
+
+
+def _filters(settings, match, start_at, limit) -> dict:
+    v = settings.values
+    return {"match": v["SWEEP_MATCH"] if match is None else match,
+            "start_at": v["SWEEP_START_AT"] if start_at is None else start_at,
+            "limit": settings["SWEEP_LIMIT"] if limit is None else limit}
+
+
+@wftask(help=START_HELP, int_options=["limit"], interrupted="the sweep may have started: run sweep.status")
+def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_fast=False, json=False, config=None):
     """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod."""
     settings = settings_for(c, config)
     path = _csv_path(settings, csv)
     text, runs = _read_runs(settings, path)
-    v = settings.values
-    selected = select_runs(runs, v["SWEEP_MATCH"], v["SWEEP_START_AT"], settings["SWEEP_LIMIT"])
+    filters = _filters(settings, match, start_at, limit)
+    selected = select_runs(runs, filters["match"], filters["start_at"], filters["limit"])
     now = datetime.now(timezone.utc)
     sweep_id = "sweep-" + now.strftime("%Y%m%dT%H%M%SZ")
-    group = v["WANDB_GROUP"] or sweep_id
-    chosen = {r.run_id for r in selected}
+    group = settings.values["WANDB_GROUP"] or sweep_id
     plan = {
         "sweep_id": sweep_id, "created_at": now.isoformat(timespec="seconds"), "wfops_version": __version__,
-        "csv": {"name": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest()},
-        "filters": {"match": v["SWEEP_MATCH"], "start_at": v["SWEEP_START_AT"], "limit": settings["SWEEP_LIMIT"]},
-        "force": settings["SWEEP_FORCE"], "fail_fast": settings["SWEEP_FAIL_FAST"], "wandb_group": group,
-        "runs": [dict(r.as_dict(), selected=r.run_id in chosen) for r in runs],
+        "csv": {"name": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}, "filters": filters,
+        "force": bool(force or settings["SWEEP_FORCE"]), "fail_fast": bool(fail_fast or settings["SWEEP_FAIL_FAST"]),
+        "wandb_group": group, "runs": plan_runs(settings, runs, {r.run_id for r in selected}),
+        "queue": queue_entries(settings, selected, group), "exec": exec_block(settings),
     }
-    queue = [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes,
-              "args": train_args(settings, r, group)} for r in selected]
-    inject = set(settings["TRAIN_INJECT"])
-    plan["queue"] = queue
-    plan["exec"] = {  # everything the pod's scheduler needs; the manifest is its only input
-        "repo": v["OPS_REMOTE_REPO"], "workdir": f"{v['OPS_REMOTE_REPO'].rstrip('/')}/{v['TRAIN_WORKDIR']}",
-        "train_script": v["TRAIN_SCRIPT"], "data_dir": v["DATA_DIR"], "local_root": v["RUN_OUT_LOCAL_ROOT"],
-        "cpu_only": bool(settings["CPU_ONLY"]), "nproc": settings["TRAIN_NPROC"], "arg_style": v["TRAIN_ARG_STYLE"],
-        "mode": v["RUN_OUT_MODE"], "sync_secs": settings["SYNC_INTERVAL_SECS"],
-        "timeout_secs": settings["RUN_TIMEOUT_SECS"], "grace_secs": settings["KILL_GRACE_SECS"],
-        "inject_out_dir": "out_dir" in inject, "inject_data_dir": "data_dir" in inject,
-    }
-    session = v["SWEEP_TMUX_SESSION"]
+    session = settings.values["SWEEP_TMUX_SESSION"]
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call("sweep-start", manifest=plan, csv_text=text, session=session)
-    skipped = len(runs) - len(queue)
+    left = len(runs) - len(selected)
     emit(data, json, lambda: (
-        f"started {sweep_id}: {len(queue)} run(s) queued" + (f" ({skipped} left out by the filters)" if skipped else "")
+        f"started {sweep_id}: {len(selected)} run(s) queued" + (f" ({left} left out by the filters)" if left else "")
         + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
     ))
+
+
+@wftask(help={"csv": "CSV of the runs to add (same columns and checks as sweep.start's)", "json": JSON_HELP},
+        interrupted="the runs may have been added: run sweep.status")
+def add(c, csv=None, json=False, config=None):
+    """Append the runs of another CSV to the current sweep (a run_id it has already is refused); a finished
+    sweep's queue starts again with them."""
+    settings = settings_for(c, config)
+    if not csv:
+        raise UsageError("sweep.add needs --csv FILE with the runs to add")
+    _, runs = _read_runs(settings, _csv_path(settings, csv))
+    session = settings.values["SWEEP_TMUX_SESSION"]
+    with PodCommand("sweep.add", settings) as cmd:
+        current = cmd.call("sweep-current")
+        group = settings.values["WANDB_GROUP"] or current.get("wandb_group") or current["sweep_id"]
+        data = cmd.call("sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
+                        entries=queue_entries(settings, runs, group), session=session)
+    emit(data, json, lambda: _queued_text(data))
+
+
+def _queued_text(data: dict) -> str:
+    how = "its queue started again" if data.get("resumed") else "the running queue takes them next"
+    return f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how} (watch: inv sweep.status)"
+
+
+RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
+                  failed="requeue every run that ended failed, timed_out, lost or cancelled")
+
+
+@wftask(positional=["ids"], help=RETRY_HELP, interrupted="the runs may have been requeued: run sweep.status")
+def retry(c, ids=None, failed=False, json=False, config=None):
+    """Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
+    settings = settings_for(c, config)
+    names = [n for n in (ids or "").split(",") if n.strip()]
+    if bool(names) == bool(failed):
+        raise UsageError("sweep.retry needs run ids (r1,r2) or --failed, not both")
+    for name in names:
+        bad = check_run_id(name.strip())
+        if bad:
+            raise UsageError(bad)
+    data = call_once("sweep.retry", settings, "sweep-retry", run_ids=[n.strip() for n in names], failed=bool(failed),
+                     session=settings.values["SWEEP_TMUX_SESSION"])
+    emit(data, json, lambda: _queued_text(data))
+
+
+@wftask(help={"json": JSON_HELP})
+def list_(c, json=False, config=None):
+    """Every sweep on the pod, newest first: id, started, state, totals."""
+    settings = settings_for(c, config)
+    data = call_once("sweep.list", settings, "sweep-list")
+    rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
+             _totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
+    emit(data, json, lambda: table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod")
 
 
 def _status_text(data: dict) -> str:
@@ -122,19 +177,33 @@ def _status_text(data: dict) -> str:
         head += f"\nworkflow state: {note}"
     for problem in data.get("problems") or []:
         head += f"\nwarning: {problem}"
-    rows = [(r["run_id"], r["state"], r.get("exit_code"), duration(r.get("duration_secs")),
-             " ".join(str(r.get("notes") or "").split())[:40], r.get("note")) for r in runs]
-    totals = data.get("totals") or {}
-    line = " / ".join(f"{totals.get(k, 0)} {'ok' if k == SUCCESS else k}" for k in TOTALS_ORDER
+    rows = [(r["run_id"], r["state"], _attempt(r), r.get("gpus") or "", r.get("exit_code"),
+             duration(r.get("duration_secs")), " ".join(str(r.get("notes") or "").split())[:40], _why(r))
+            for r in runs]
+    return (f"{head}\n\n" + table(("run_id", "state", "attempt", "gpus", "exit", "duration", "notes", "why"), rows)
+            + f"\n\n{_totals_line(data.get('totals') or {})}")
+
+
+def _totals_line(totals: dict) -> str:
+    return " / ".join(f"{totals.get(k, 0)} {'ok' if k == SUCCESS else k}" for k in TOTALS_ORDER
                       if totals.get(k) or k in ALWAYS_SHOWN)
-    return f"{head}\n\n" + table(("run_id", "state", "exit", "duration", "notes", "why"), rows) + f"\n\n{line}"
 
 
-@wftask(help={"json": JSON_HELP})
-def status(c, json=False, config=None):
-    """One row per run of the latest sweep (state, exit code, duration, notes) and the totals."""
+def _attempt(row: dict) -> str:
+    """`2/3` once retries are possible or happened; empty otherwise."""
+    n, most = row.get("attempt"), row.get("max_attempts")
+    return f"{n}/{most}" if n and most and (most > 1 or n > 1) else ""
+
+
+def _why(row: dict) -> str:
+    return " ".join(filter(None, [quiet_note(row.get("quiet_secs")), str(row.get("note") or "")]))
+
+
+@wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP})
+def status(c, sweep="", json=False, config=None):
+    """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals."""
     settings = settings_for(c, config)
-    data = call_once("sweep.status", settings, "sweep-status")
+    data = call_once("sweep.status", settings, "sweep-status", sweep=sweep or "")
     emit(data, json, lambda: _status_text(data))
 
 
@@ -151,7 +220,8 @@ def stop(c, timeout_secs=None, json=False, config=None):
     emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")
 
 
-ns = Collection("sweep", template, validate, start, status, stop)
+ns = Collection("sweep", template, validate, start, add, retry, status, stop)
+ns.add_task(list_, name="list")
 
 from . import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)
 

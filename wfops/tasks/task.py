@@ -8,7 +8,7 @@ from .. import watch as watching
 from ..agent.states import TERMINAL
 from ..command import PodCommand, call_once
 from ..errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
-from ..output import duration, pairs, table
+from ..output import duration, pairs, quiet_note, table
 from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
@@ -27,6 +27,8 @@ def _summary(t: dict) -> str:
         ("timeout", f"{t['timeout_secs']}s" if t.get("timeout_secs") else "none"),
         ("tmux", f"{t.get('tmux_session')}:{t.get('tmux_window')}" if t.get("tmux_window") else None),
     ]
+    if quiet_note(t.get("quiet_secs")):
+        items.append(("output", quiet_note(t.get("quiet_secs"))))
     if t.get("reason"):
         items.append(("note", t["reason"]))
     return pairs(items)

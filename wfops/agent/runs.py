@@ -1,0 +1,178 @@
+"""One run of a sweep on the pod: its directories and attempts, its exact command (command.sh) and the spec
+its supervisor follows. The scheduler (scheduler.py) decides when; this module decides what.
+
+A run dir holds the current attempt at its top (status.json, summary.json, stdout.log, command.sh, ranks/);
+before a retry the previous attempt's files move to attempts/<n>/ while the training output stays (a
+retry may resume from its checkpoints). A run dir replaced by a new run of the same id (a changed row,
+SWEEP_FORCE, sweep.retry of an ok run) moves whole to _previous/<run_id>.<UTC stamp>; only the newest
+KEEP_PREVIOUS of those are kept per run id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+
+from . import launch, store
+from .states import (
+    ATTEMPTS_DIR,
+    COMMAND_FILE,
+    LOG_FILE,
+    RANKS_DIR,
+    SPEC_FILE,
+    STATUS_FILE,
+    SUMMARY_FILE,
+    SYNC_LOG,
+)
+
+ATTEMPT_FILES = (STATUS_FILE, SUMMARY_FILE, LOG_FILE, SYNC_LOG, COMMAND_FILE, SPEC_FILE, RANKS_DIR)
+RANK_PREFIX = "[rank${rank}]:"  # torchrun's TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE: global rank of each line
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def prune_previous(previous: str, run_id: str, keep: int) -> list:
+    """Remove all but the newest `keep` kept copies of `run_id` in _previous/; returns the names removed."""
+    pattern = re.compile(r"^%s\.(\d{8}T\d{6}Z)(?:\.(\d+))?$" % re.escape(run_id))
+    try:
+        found = [(m.group(1), int(m.group(2) or 0), n) for n in os.listdir(previous) for m in [pattern.match(n)] if m]
+    except OSError:
+        return []
+    gone = [n for _, _, n in sorted(found)[:max(0, len(found) - keep)]]
+    for name in gone:
+        shutil.rmtree(os.path.join(previous, name), ignore_errors=True)
+    return gone
+
+
+def keep_previous(pod, run_id: str, keep: int, log) -> None:
+    """Move the run dir of `run_id` (if any) to _previous/, then prune to `keep` copies."""
+    d = pod.run_dir(run_id)
+    if not os.path.lexists(d):
+        return
+    os.makedirs(pod.previous, exist_ok=True)
+    name, n = "%s.%s" % (run_id, _stamp()), 1
+    while os.path.lexists(os.path.join(pod.previous, name)):  # two replacements within one second
+        name, n = "%s.%s.%d" % (run_id, _stamp(), n), n + 1
+    os.rename(d, os.path.join(pod.previous, name))
+    log("%s: the previous run dir is kept in _previous/%s" % (run_id, name))
+    gone = prune_previous(pod.previous, run_id, keep)
+    if gone:
+        log("%s: removed %s from _previous/ (KEEP_PREVIOUS=%d)" % (run_id, ", ".join(gone), keep))
+
+
+def archive_attempt(run_dir: str, attempt: int) -> None:
+    """Before attempt `attempt` + 1: move the files of attempt `attempt` to attempts/<attempt>/."""
+    dest = os.path.join(run_dir, ATTEMPTS_DIR, str(attempt))
+    os.makedirs(dest, exist_ok=True)
+    for name in ATTEMPT_FILES:
+        src = os.path.join(run_dir, name)
+        if os.path.lexists(src):
+            os.rename(src, os.path.join(dest, name))
+
+
+def output_dir(ex: dict, run_id: str, run_dir: str, first: bool) -> str:
+    """Where the run trains into: its run dir, or (local_sync) a fresh dir on local disk for a first attempt
+    (an older one is renamed aside) and the same dir again for a retry."""
+    if ex.get("mode") != "local_sync":
+        return run_dir
+    out = os.path.join(ex["local_root"], run_id)
+    if first and os.path.lexists(out):
+        os.rename(out, "%s.previous.%s" % (out, _stamp()))
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+class Launch:
+    """What one attempt runs: argv and the environment lines of command.sh."""
+
+    def __init__(self, ex: dict, venv_python: str, run: dict, place: dict) -> None:
+        self.ex, self.python, self.run, self.place = ex, venv_python, run, place
+
+    def _arg(self, key: str, value: str) -> str:
+        return "--%s=%s" % (key, value) if self.ex.get("arg_style") == "dashdash" else "%s=%s" % (key, value)
+
+    def argv(self, out: str, run_dir: str) -> list:
+        ex, run, p = self.ex, self.run, self.place
+        if ex.get("launcher") == "python":
+            argv = [self.python, ex["train_script"], run["config"]]
+        else:
+            argv = [self.python, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=%d" % p["nproc"],
+                    "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:%d" % p["port"],
+                    "--rdzv-id=%s-%d" % (run["run_id"], p["attempt"])]
+            if p["nproc"] > 1:  # each worker line carries its rank; each rank's own log is kept too
+                argv += ["--tee=3", "--log-dir=" + os.path.join(run_dir, RANKS_DIR)]
+            argv += [ex["train_script"], run["config"]]
+        if ex.get("inject_out_dir"):
+            argv.append(self._arg("out_dir", out))
+        if ex.get("inject_data_dir"):
+            argv.append(self._arg("data_dir", ex["data_dir"]))
+        return argv + list(run.get("args") or [])
+
+    def env(self) -> list:
+        out = []
+        if self.place.get("devices") is not None:
+            out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
+        if self.ex.get("launcher") != "python" and self.place["nproc"] > 1:
+            out.append(("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", RANK_PREFIX))
+        return out
+
+    def command_text(self, pod, sid: str, argv: list) -> str:
+        p = self.place
+        lines = ["#!/usr/bin/env bash",
+                 "# wfops run %s of %s, attempt %d of %d: the exact command, as run"
+                 % (self.run["run_id"], sid, p["attempt"], p["max_attempts"]),
+                 "set -a; . %s; set +a" % launch.shell_words([pod.env_path]),
+                 "cd %s || exit 2" % launch.shell_words([self.ex["workdir"]])]
+        lines += ["export %s=%s" % (k, launch.shell_words([v])) for k, v in self.env()]
+        return "\n".join(lines + ["exec " + launch.shell_words(argv)]) + "\n"
+
+
+def spec(ex: dict, sid: str, run: dict, run_dir: str, out: str, place: dict, git_sha) -> dict:
+    """The supervisor's spec of one attempt."""
+    s = {"argv": ["bash", os.path.join(run_dir, COMMAND_FILE)], "status": os.path.join(run_dir, STATUS_FILE),
+         "log": os.path.join(run_dir, LOG_FILE), "timeout": ex.get("timeout_secs") or 0,
+         "grace": ex.get("grace_secs", 20), "summary": True, "stall": ex.get("stall_secs") or 0, "watch_dir": out,
+         "extra": {"run_id": run["run_id"], "sweep_id": sid, "config": run["config"], "notes": run.get("notes", ""),
+                   "out_dir": out, "mode": ex.get("mode"), "git_sha": git_sha, "seed": run.get("seed"),
+                   "nproc": place["nproc"], "gpus": place.get("devices"), "port": place.get("port"),
+                   "launcher": ex.get("launcher") or "torchrun", "attempt": place["attempt"],
+                   "max_attempts": place["max_attempts"], "fingerprint": run.get("fp"),
+                   "rerun_why": run.get("rerun_why") or ""}}
+    if ex.get("mode") == "local_sync":
+        s["sync"] = {"src": out + "/", "dst": run_dir + "/", "interval": ex.get("sync_secs", 60),
+                     "log": os.path.join(run_dir, SYNC_LOG)}
+    return s
+
+
+def build(pod, ex: dict, sid: str, run: dict, place: dict, venv_python: str, git_sha, log) -> tuple:
+    """Make the attempt's files. A first attempt builds its run dir whole in a hidden temp dir and renames it
+    into place (a run dir exists complete or not at all); a retry archives the last attempt first.
+    Returns (run dir, spec)."""
+    rid, d = run["run_id"], pod.run_dir(run["run_id"])
+    first = place["attempt"] == 1
+    if first:
+        keep_previous(pod, rid, int(ex.get("keep_previous", 3)), log)
+    else:
+        archive_attempt(d, place["attempt"] - 1)
+    out = output_dir(ex, rid, d, first)
+    how = Launch(ex, venv_python, run, place)
+    text = how.command_text(pod, sid, how.argv(out, d)).encode()
+    s = spec(ex, sid, run, d, out, place, git_sha)
+    if not first:
+        store.write_bytes(os.path.join(d, COMMAND_FILE), text)
+        store.write_json(os.path.join(d, SPEC_FILE), s)
+        return d, s
+    tmp = os.path.join(pod.out, ".new-%s-%d" % (rid, os.getpid()))
+    try:
+        os.makedirs(tmp)
+        store.write_bytes(os.path.join(tmp, COMMAND_FILE), text)
+        store.write_json(os.path.join(tmp, SPEC_FILE), s)
+        os.rename(tmp, d)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return d, s

@@ -1,0 +1,123 @@
+"""GPU slots and the order runs start in. Pure: no processes, no files.
+
+The pod's GPUs are slots. A run holds `need` of them (its `gpus` cell, else RUN_GPUS; `all` = every slot)
+while it runs and sees exactly those through CUDA_VISIBLE_DEVICES. The policy (README "GPU packing"):
+
+- runs start in CSV order whenever enough slots are free;
+- when the next run in order does not fit, later runs that fit start in front of it (backfill), but a
+  waiting run is overtaken at most `overtake_limit` times (the pod's slot count); after that nothing new
+  starts until it fits, so a big run waits at most for the runs already running and that many small ones;
+- a run that waits for a retry's back-off holds no place in the order until its time comes.
+
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import heapq
+import socket
+
+ALL = "all"
+
+
+def need_of(gpus, total: int) -> int:
+    """Slots a run asks for: `all` (or empty) = every slot; else its number (which may exceed `total`)."""
+    if gpus in (None, "", ALL):
+        return total
+    return int(gpus)
+
+
+class Slots:
+    """Which device ids are free. `ids` are what CUDA_VISIBLE_DEVICES will name (the pod's visible ids)."""
+
+    def __init__(self, ids: list) -> None:
+        self.ids = [str(i) for i in ids]
+        self.free = list(self.ids)
+
+    @property
+    def total(self) -> int:
+        return len(self.ids)
+
+    def take(self, n: int) -> list:
+        """The n lowest free ids (kept in the pod's order)."""
+        got = self.free[:n]
+        self.free = self.free[n:]
+        return got
+
+    def give(self, ids: list) -> None:
+        order = {d: i for i, d in enumerate(self.ids)}
+        self.free = sorted(set(self.free) | set(ids), key=order.__getitem__)
+
+
+class Order:
+    """The pending runs, in CSV order, grouped by how many slots they need: first fit in order is the
+    smallest order index among the groups that fit, found without walking the whole queue."""
+
+    def __init__(self, total: int, overtake_limit: int) -> None:
+        self.total = total
+        self.limit = overtake_limit
+        self.groups = {}  # need -> heap of (index, seq, entry)
+        self.overtaken = {}  # index of a waiting run -> times later runs started before it
+        self.seq = 0
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self.groups.values())
+
+    def push(self, index: int, need: int, entry) -> None:
+        self.seq += 1
+        heapq.heappush(self.groups.setdefault(need, []), (index, self.seq, entry))
+
+    def head(self):
+        """(need, index) of the first pending run in order, or None."""
+        heads = [(h[0][0], need) for need, h in self.groups.items() if h]
+        if not heads:
+            return None
+        index, need = min(heads)
+        return need, index
+
+    def pop_fitting(self, free: int):
+        """The next run to start with `free` slots free, or None. Counts the overtaking of a waiting head
+        and stops backfilling once the head has been overtaken `limit` times."""
+        head = self.head()
+        if head is None:
+            return None
+        fits = [(h[0][0], need) for need, h in self.groups.items() if h and need <= free]
+        if not fits:
+            return None
+        index, need = min(fits)
+        head_index = head[1]
+        if index != head_index:  # backfill: a later run starts in front of the waiting head
+            if self.overtaken.get(head_index, 0) >= self.limit:
+                return None
+            self.overtaken[head_index] = self.overtaken.get(head_index, 0) + 1
+        else:
+            self.overtaken.pop(head_index, None)
+        return heapq.heappop(self.groups[need])[2]
+
+    def pop_too_big(self) -> list:
+        """Runs that can never fit (they ask more slots than the pod has), removed from the order."""
+        out = []
+        for need in [n for n in self.groups if n > self.total]:
+            out += [item[2] for item in sorted(self.groups.pop(need))]
+        return out
+
+
+def port_is_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pick_port(base: int, taken, is_free=port_is_free) -> int:
+    """The first port from `base` that no running run of ours holds and nothing else listens on."""
+    port = base
+    while port < 65535:
+        if port not in taken and is_free(port):
+            return port
+        port += 1
+    raise OSError("no free rendezvous port from %d up" % base)

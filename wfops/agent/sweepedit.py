@@ -1,0 +1,127 @@
+"""Live edits of the current sweep: sweep.add appends runs, sweep.retry requeues finished ones.
+
+While the sweep's queue runs, the runs go to its inbox (`_manifests/<sweep>.inbox/`), which the scheduler
+reads every second; the inbox lock makes "the queue is running, drop it in" and "the queue saw an empty
+inbox and ended" exclusive. When the queue has ended, the sweep's queue starts again in tmux with just
+these runs (same sweep id, same manifest). Either way the manifest lists every run the sweep has.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import procs, store, workflow
+from .registry import Refusal, command
+from .states import (
+    CANCELLED,
+    EXIT_CONFLICT,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    FAILED,
+    INBOX,
+    LOST,
+    QUEUE_RUNNING,
+    RUNNING,
+    STATUS_FILE,
+    TIMED_OUT,
+)
+from .sweeps import _check_fit, _check_workdir, _write_manifests, launch_queue, record_sweep, status_rows
+
+NOT_OK = (FAILED, TIMED_OUT, LOST, CANCELLED)
+
+
+def _current(pod) -> tuple:
+    """(sweep record, manifest) of the current sweep; Refusal when there is none."""
+    sw, problem = store.load_or_note(pod.sweep_file)
+    if problem:
+        raise Refusal(EXIT_USAGE, problem + "; start a new sweep with sweep.start")
+    if not sw:
+        raise Refusal(EXIT_NOT_FOUND, "no sweep on this pod: start one with sweep.start")
+    plan = store.load(os.path.join(pod.manifests, sw["sweep_id"] + ".json"), required=("runs", "queue", "exec"))
+    if not plan:
+        raise Refusal(EXIT_NOT_FOUND, "the manifest of %s is gone; start a new sweep" % sw["sweep_id"])
+    return sw, plan
+
+
+@command("sweep-current")
+def sweep_current(pod) -> dict:
+    """What sweep.add needs to build rows like the sweep's own: its id, W&B group, state."""
+    sw, plan = _current(pod)
+    return {"sweep_id": sw["sweep_id"], "wandb_group": plan.get("wandb_group"),
+            "state": procs.queue_liveness(sw)[0]}
+
+
+def _enqueue(pod, sw: dict, plan: dict, entries: list, session: str, command_name: str) -> dict:
+    """Hand `entries` to the running queue, or start the sweep's queue again with them."""
+    sid = sw["sweep_id"]
+    inbox = os.path.join(pod.manifests, sid + INBOX)
+    with store.locked(inbox):  # the manifests dir: the scheduler takes it for its last look at the inbox
+        state = procs.queue_liveness(store.load(pod.sweep_file) or {})[0]
+        if state == QUEUE_RUNNING:
+            _write_plan(pod, plan, None)
+            name = "%s-%d.json" % (store.now_precise().replace(":", ""), os.getpid())
+            store.write_json(os.path.join(inbox, name), {"entries": entries})
+            workflow.succeed(pod, command_name, "%s: %d run(s) queued" % (sid, len(entries)))
+            return {"sweep_id": sid, "queued": len(entries), "resumed": False}
+        path = _write_plan(pod, plan, entries)
+        record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(entries), session=session,
+                      boot_id=procs.boot_id())
+        for key in ("pid", "pid_start", "ended_at", "reason", "totals"):
+            record.pop(key, None)
+        record_sweep(pod, record)
+        before = workflow.read_state(pod.state_file)["state"]
+        workflow.succeed(pod, command_name, "%s: %d run(s), queue started again" % (sid, len(entries)))
+        pid = launch_queue(pod, sid, path, session, before)
+    return {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
+
+
+def _write_plan(pod, plan: dict, start) -> str:
+    if start is not None:
+        plan["start"] = start
+    return _write_manifests(pod, plan, None)
+
+
+@command("sweep-add")
+def sweep_add(pod, runs: list, entries: list, session: str) -> dict:
+    """Append runs (checked like sweep.start's) to the current sweep; a run_id it has already is refused."""
+    sw, plan = _current(pod)
+    have = {r.get("run_id") for r in plan["runs"]}
+    dupes = ["line %s: run_id %s is already in %s" % (r.get("line"), r["run_id"], sw["sweep_id"])
+             for r in runs if r["run_id"] in have]
+    if dupes:
+        raise Refusal(EXIT_CONFLICT, "%d duplicate run id(s); nothing was added: %s" % (len(dupes), "; ".join(dupes)))
+    _check_workdir(plan["exec"], runs)
+    _check_fit(plan["exec"], entries)
+    plan["runs"] += runs
+    plan["queue"] += entries
+    return _enqueue(pod, sw, plan, entries, session, "sweep.add")
+
+
+@command("sweep-retry")
+def sweep_retry(pod, run_ids: list, failed: bool = False, session: str = "") -> dict:
+    """Requeue finished runs of the current sweep (each starts again at attempt 1; the old run dir goes
+    to _previous/): the named ones, or with `failed` every run that ended failed, timed_out, lost or
+    cancelled."""
+    sw, plan = _current(pod)
+    state = procs.queue_liveness(sw)[0]
+    rows = {r["run_id"]: r for r in status_rows(pod, plan, state)}
+    if failed:
+        run_ids = [rid for rid, r in rows.items() if r["state"] in NOT_OK]
+        if not run_ids:
+            raise Refusal(EXIT_NOT_FOUND, "no run of %s ended failed, timed_out, lost or cancelled" % sw["sweep_id"])
+    unknown = [rid for rid in run_ids if rid not in rows]
+    if unknown:
+        raise Refusal(EXIT_NOT_FOUND, "not a queued run of %s: %s" % (sw["sweep_id"], ", ".join(unknown)))
+    busy = ["%s (%s)" % (rid, rows[rid]["state"]) for rid in run_ids if rows[rid]["state"] in (RUNNING, "pending")]
+    if busy:
+        raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(busy))
+    queued = {e["run_id"]: e for e in plan["queue"]}
+    entries = [dict({k: v for k, v in queued[rid].items() if not k.startswith("_")}, attempt=1, force=True)
+               for rid in run_ids]
+    for entry in entries:
+        for key in ("rerun_why",):
+            entry.pop(key, None)
+        status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
+        if os.path.isfile(status):
+            store.update_json(status, {"requeued_at": store.now_iso()})
+    return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
