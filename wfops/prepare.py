@@ -15,6 +15,7 @@ from .config import Settings
 from .errors import ConfigError, RemoteError
 
 TORCH_MIN = (2, 3)
+FINEWEB_PAIR = ("fineweb_train_*.bin", "fineweb_val_*.bin")  # the default DATA_CHECK
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class CheckoutPlan:
     venv: str  # "keep" | "create" | "recreate"
     data: str  # "present" | "download" | "download_staged"
     steps: tuple[Step, ...] = field(default=())
+    env_site: tuple[str, ...] = ()  # REMOTE_PYTHON_BIN is in a venv: its site dirs, which our venv must see too
 
     def render(self) -> str:
         width = max(len(s.name) for s in self.steps)
@@ -84,8 +86,8 @@ def check_torch(settings: Settings, py: dict) -> str:
     if not py.get("importable"):
         hint = ""
         if py.get("is_venv"):
-            hint = (f" ({py.get('python')} is itself a virtualenv: --system-site-packages would see its base "
-                    f"interpreter in {py.get('base_prefix')}, not this venv's packages)")
+            hint = (f" ({py.get('python')} is itself a virtualenv over {py.get('base_prefix')}; the checkout's venv "
+                    "would see its packages, but torch is not among them)")
         raise RemoteError(f"torch does not import with REMOTE_PYTHON_BIN={bin_} ({py.get('error')}){hint}; "
                           "the pod image must provide torch: install it into that python or point "
                           "REMOTE_PYTHON_BIN at the one that has it")
@@ -94,6 +96,10 @@ def check_torch(settings: Settings, py: dict) -> str:
         raise RemoteError(f"torch {version} at {py.get('torch_file')} is older than "
                           f"{'.'.join(map(str, TORCH_MIN))}; use a newer pod image or REMOTE_PYTHON_BIN")
     where = f"torch {version} from {py.get('torch_file')}"
+    if py.get("is_venv") and not py.get("site"):
+        raise RemoteError(f"REMOTE_PYTHON_BIN={bin_} is a virtualenv whose site-packages cannot be found, so the "
+                          "checkout's venv could not see its packages; point REMOTE_PYTHON_BIN at the python that "
+                          "has torch outside a venv (the image's, or a conda env's)")
     if py.get("cuda"):
         return f"{where}, CUDA available ({py.get('cuda_devices')} device(s))"
     if settings["CPU_ONLY"]:
@@ -102,90 +108,135 @@ def check_torch(settings: Settings, py: dict) -> str:
                       "GPU driver, or set CPU_ONLY=1 if this target has no GPU on purpose")
 
 
-def plan_checkout(settings: Settings, facts: dict) -> CheckoutPlan:
-    url = require_repo_url(settings)
-    repo, venv, py, data, link = facts["repo"], facts["venv"], facts["python"], facts["data"], facts["link"]
+def _plan_clone(url: str, repo: dict, steps: list[Step]) -> bool:
     path = repo["path"]
-    steps: list[Step] = []
-
-    # clone
     if repo["is_git"]:
         origin = repo.get("origin") or ""
         if origin and not _same_url(origin, url):
             raise RemoteError(f"{path} is a checkout of {origin}, not REPO_URL={url}; "
                               "remove it or set OPS_REMOTE_REPO to another path")
-        clone = False
         steps.append(Step("clone", False, f"already cloned at {path} (HEAD {str(repo.get('head'))[:12]})"))
-    elif repo["exists"] and not repo.get("empty"):
+        return False
+    if repo["exists"] and not repo.get("empty"):
         raise RemoteError(f"OPS_REMOTE_REPO={path} exists and is not a git checkout; "
                           "move it away or set OPS_REMOTE_REPO to another path")
-    else:
-        clone = True
-        steps.append(Step("clone", True, f"git clone {url} {path}"))
-    steps.append(Step("fetch", True, "git fetch origin"))
+    steps.append(Step("clone", True, f"git clone {url} {path}"))
+    return True
 
-    # tracked modifications
-    dirty = list(repo.get("dirty") or [])
-    force_clean = bool(settings["CHECKOUT_FORCE_CLEAN"])
-    if dirty and not force_clean:
-        raise RemoteError(f"tracked modifications in {path}: {_short_list(dirty)}; commit or stash them on the "
-                          "pod, or set CHECKOUT_FORCE_CLEAN=1 to discard them")
-    steps.append(Step("clean", bool(dirty), f"discard modifications: {_short_list(dirty)}" if dirty
-                      else "no tracked modifications"))
 
-    # ref
+def _plan_ref(settings: Settings, facts: dict, url: str, steps: list[Step]) -> tuple[str, str]:
     pr = settings.values["CHECKOUT_PR"]
     ref_kind, ref = ("pr", pr) if pr else ("branch", settings.values["CHECKOUT_BRANCH"])
     if ref_kind == "branch" and (not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\")):
         raise ConfigError(f"config: CHECKOUT_BRANCH={ref!r} is not a valid branch name")
+    remote = facts.get("remote") or {}
+    if ref_kind == "branch" and remote.get("checked") and not remote.get("has_branch"):
+        default = remote.get("default")
+        known = (f"origin's default branch is {default}: set CHECKOUT_BRANCH={default}" if default else
+                 f"origin has {_short_list(list(remote.get('branches') or [])) or 'no branches'}")
+        raise RemoteError(f"branch {ref} is not on origin ({url}); {known}, or did you push it?")
     steps.append(Step("checkout", True, f"pull request #{ref} (pull/{ref}/head)" if pr else f"branch {ref}"))
-    expect = settings.values["EXPECT_GIT_SHA"].lower()
-    steps.append(Step("verify", False, f"HEAD must start with {expect}" if expect else "EXPECT_GIT_SHA unset",
-                      check=bool(expect)))
+    return ref_kind, ref
 
-    # torch first: it is the pod image's, and everything below needs it
-    torch_line = check_torch(settings, py)
+
+def _plan_venv(settings: Settings, venv: dict, py: dict, env_site: str) -> tuple[str, str]:
     inside = venv.get("torch_inside") or []
     if settings["VENV_RECREATE"] and venv["exists"]:
-        venv_action, why = "recreate", "VENV_RECREATE=1"
-    elif inside:
-        venv_action, why = "recreate", f"torch resolves inside the venv ({inside[0]})"
-    elif venv["exists"] and not (venv["python_ok"] and venv["system_site"]):
-        venv_action, why = "recreate", "the venv is broken or lacks --system-site-packages"
-    elif venv["exists"] and venv.get("home_real") and py.get("exe_dir") and venv["home_real"] != py["exe_dir"]:
-        venv_action, why = "recreate", f"the venv was made from another python ({venv.get('home')})"
-    elif venv["exists"]:
-        venv_action, why = "keep", f"{venv['path']} is fine"
-    else:
-        venv_action, why = "create", f"python -m venv --system-site-packages {venv['path']}"
-    steps.append(Step("venv", venv_action != "keep", f"{venv_action}: {why}"))
-    steps.append(Step("torch", False, torch_line, check=True))
-    install_cmd = settings.values["REPO_INSTALL_CMD"]
-    if not install_cmd:
-        steps.append(Step("install", False, "REPO_INSTALL_CMD is empty"))
-    elif venv_action == "keep" and venv.get("installed_hash") and venv["installed_hash"] == repo.get("deps_hash"):
-        steps.append(Step("install", False, "dependencies up to date (rechecked after the checkout)"))
-    else:
-        steps.append(Step("install", True, install_cmd))
+        return "recreate", "VENV_RECREATE=1"
+    if inside:
+        return "recreate", f"torch resolves inside the venv ({inside[0]})"
+    if venv["exists"] and not (venv["python_ok"] and venv["system_site"]):
+        return "recreate", "the venv is broken or lacks --system-site-packages"
+    if venv["exists"] and venv.get("home_real") and py.get("exe_dir") and venv["home_real"] != py["exe_dir"]:
+        return "recreate", f"the venv was made from another python ({venv.get('home')})"
+    if venv["exists"] and (venv.get("env_site") or "") != env_site:
+        return "recreate", "REMOTE_PYTHON_BIN's own venv changed"
+    if venv["exists"]:
+        return "keep", f"{venv['path']} is fine"
+    extra = " (+ the packages of REMOTE_PYTHON_BIN's venv)" if env_site else ""
+    return "create", f"python -m venv --system-site-packages {venv['path']}{extra}"
 
-    # data
-    data_dir = settings.values["DATA_DIR"]
-    have_pair = bool(data["train"]) and bool(data["val"])
-    if have_pair:
-        data_action = "present"
-        steps.append(Step("data", False, f"{len(data['train'])} train + {len(data['val'])} val shards in {data_dir}"))
-    elif settings["DOWNLOAD_FINEWEB"]:
+
+def _data_checks(data: dict) -> list[dict]:
+    if "checks" in data:
+        return list(data["checks"])
+    return [{"pattern": "fineweb_train_*.bin", "matches": data["train"]},
+            {"pattern": "fineweb_val_*.bin", "matches": data["val"]}]
+
+
+def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
+    data_dir, checks = settings.values["DATA_DIR"], _data_checks(data)
+    missing = [c["pattern"] for c in checks if not c["matches"]]
+    if not checks:
+        steps.append(Step("data", False, "DATA_CHECK is empty: the data is not checked"))
+        return "present"
+    if not missing:
+        found = sum(len(c["matches"]) for c in checks)
+        steps.append(Step("data", False, f"{found} file(s) in {data_dir} match DATA_CHECK"))
+        return "present"
+    if settings["DOWNLOAD_FINEWEB"]:
         staged = data.get("fs_type") == "fuse.s3fs"
-        data_action = "download_staged" if staged else "download"
         where = f"staged on local disk, then copied into {data_dir} (s3fs)" if staged else f"into {data_dir}"
-        steps.append(Step("data", True, f"download a minimal shard pair {where}"))
-    else:
+        steps.append(Step("data", True, f"download with FINEWEB_DOWNLOAD_CMD {where}"))
+        return "download_staged" if staged else "download"
+    if tuple(settings["DATA_CHECK"]) == FINEWEB_PAIR:
         raise RemoteError(
             f"no FineWeb shard pair in DATA_DIR={data_dir} (found {len(data['train'])} train, "
             f"{len(data['val'])} val); put fineweb_train_*.bin and fineweb_val_*.bin there, or set DOWNLOAD_FINEWEB=1"
         )
-    all_linked = have_pair and set(link["linked"]) >= set(data["train"]) | set(data["val"])
-    steps.append(Step("link", not all_linked, f"shards linked in {link['dir']}" if all_linked
-                      else f"link shards into {link['dir']}"))
+    raise RemoteError(f"nothing in DATA_DIR={data_dir} matches {' '.join(missing)} (DATA_CHECK); put the data "
+                      "there, set DATA_CHECK to what your data looks like (empty: no check), or DOWNLOAD_FINEWEB=1")
+
+
+def _plan_link(settings: Settings, checks: list[dict], link: dict, data_action: str) -> Step:
+    mode, link_dir = settings["DATA_LINK"], settings.values["DATA_LINK_DIR"]
+    if mode == "none":
+        return Step("link", False, "DATA_LINK=none: the data is not linked into the checkout")
+    if not link_dir or link_dir.startswith("/") or ".." in link_dir.split("/"):
+        raise ConfigError(f"config: DATA_LINK_DIR={link_dir!r} is not valid: expected a path inside TRAIN_WORKDIR")
+    if mode == "dir":
+        if link.get("is_data_link"):
+            return Step("link", False, f"{link['dir']} is a link to DATA_DIR")
+        if link.get("occupied"):
+            raise RemoteError(f"{link['dir']} exists in the checkout and is not a link; DATA_LINK=dir would replace "
+                              "it: pick another DATA_LINK_DIR, or DATA_LINK=shards")
+        return Step("link", True, f"link {link['dir']} to DATA_DIR")
+    wanted = {n for c in checks for n in c["matches"]}
+    if data_action == "present" and set(link.get("linked") or []) >= wanted:
+        return Step("link", False, f"data linked in {link['dir']}")
+    return Step("link", True, f"link the files DATA_CHECK matches into {link['dir']}")
+
+
+def plan_checkout(settings: Settings, facts: dict) -> CheckoutPlan:
+    url = require_repo_url(settings)
+    repo, venv, py, data = facts["repo"], facts["venv"], facts["python"], facts["data"]
+    steps: list[Step] = []
+    clone = _plan_clone(url, repo, steps)
+    steps.append(Step("fetch", True, "git fetch origin"))
+    dirty = list(repo.get("dirty") or [])
+    force_clean = bool(settings["CHECKOUT_FORCE_CLEAN"])
+    if dirty and not force_clean:
+        raise RemoteError(f"tracked modifications in {repo['path']}: {_short_list(dirty)}; commit or stash them on "
+                          "the pod, or set CHECKOUT_FORCE_CLEAN=1 to discard them")
+    steps.append(Step("clean", bool(dirty), f"discard modifications: {_short_list(dirty)}" if dirty
+                      else "no tracked modifications"))
+    ref_kind, ref = _plan_ref(settings, facts, url, steps)
+    expect = settings.values["EXPECT_GIT_SHA"].lower()
+    steps.append(Step("verify", False, f"HEAD must start with {expect}" if expect else "EXPECT_GIT_SHA unset",
+                      check=bool(expect)))
+    torch_line = check_torch(settings, py)  # torch first: it is the pod image's, and everything below needs it
+    env_site = tuple(py.get("site") or ()) if py.get("is_venv") else ()
+    venv_action, why = _plan_venv(settings, venv, py, "\n".join(env_site))
+    steps.append(Step("venv", venv_action != "keep", f"{venv_action}: {why}"))
+    steps.append(Step("torch", False, torch_line, check=True))
+    install_cmd = settings.values["REPO_INSTALL_CMD"]
+    if not install_cmd.strip():
+        steps.append(Step("install", False, "REPO_INSTALL_CMD is empty: nothing to install"))
+    elif venv_action == "keep" and venv.get("installed_hash") and venv["installed_hash"] == repo.get("deps_hash"):
+        steps.append(Step("install", False, "dependencies up to date (rechecked after the checkout)"))
+    else:
+        steps.append(Step("install", True, install_cmd))
+    data_action = _plan_data(settings, data, steps)
+    steps.append(_plan_link(settings, _data_checks(data), facts["link"], data_action))
     return CheckoutPlan(clone, bool(dirty) and force_clean, ref_kind, ref, expect, venv_action, data_action,
-                        tuple(steps))
+                        tuple(steps), env_site)

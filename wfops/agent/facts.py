@@ -16,6 +16,7 @@ import shutil
 import subprocess
 
 from . import launch, procs, store, workflow
+from .data import FINEWEB_CHECK
 from .registry import Refusal, command
 from .states import EXIT_CONFLICT, INIT, SWEEP_RUNNING, UNKNOWN, pod_path
 
@@ -33,9 +34,12 @@ TORCH_PROBE = (
     "                cuda=bool(torch.cuda.is_available()), cuda_devices=torch.cuda.device_count())\n"
     "except Exception as exc:\n"
     "    info.update(importable=False, error='%s: %s' % (type(exc).__name__, exc))\n"
+    "import site\n"
+    "info['site'] = [p for p in site.getsitepackages() if p.startswith(sys.prefix)] if info['is_venv'] else []\n"
     "print(json.dumps(info))\n"
 )
 INSTALLED_MARKER = ".wfops-installed"  # in the venv: the deps hash of the last successful install
+ENV_PTH_MARKER = ".wfops-env-site"  # in the venv: the site dirs of REMOTE_PYTHON_BIN's own venv it was made to see
 
 
 def run_out(argv, cwd=None, timeout=120, strip=True):
@@ -125,6 +129,7 @@ def _venv_facts(venv: str) -> dict:
         "home_real": os.path.realpath(cfg["home"]) if cfg.get("home") else None,
         "torch_inside": venv_torch_dirs(venv),
         "installed_hash": store.read_text(os.path.join(venv, INSTALLED_MARKER)),
+        "env_site": store.read_text(os.path.join(venv, ENV_PTH_MARKER)) or "",
     }
 
 
@@ -142,10 +147,44 @@ def _python_facts(python: str) -> dict:
     return facts
 
 
+def remote_branch(url: str, branch: str) -> dict:
+    """Whether origin has `branch`, and its default branch (`git ls-remote`, read-only); unchecked when origin
+    does not answer (the fetch then says why)."""
+    from .steps import git_credentials
+
+    if not url or not branch:
+        return {"checked": False}
+    bare_url, env, cfg = git_credentials(url)
+    env = dict(env or os.environ, GIT_TERMINAL_PROMPT="0")
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    try:
+        p = subprocess.run(["git"] + cfg + ["ls-remote", "--symref", bare_url, "HEAD", "refs/heads/*"],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"checked": False, "error": str(exc)}
+    if p.returncode != 0:
+        return {"checked": False, "error": p.stderr.strip()[-300:]}
+    default, head, heads = "", "", {}
+    for line in p.stdout.splitlines():
+        ref, _, name = line.partition("\t")
+        if ref.startswith("ref: refs/heads/") and name == "HEAD":
+            default = ref[len("ref: refs/heads/"):]
+        elif name == "HEAD":
+            head = ref
+        elif name.startswith("refs/heads/"):
+            heads[name[len("refs/heads/"):]] = ref
+    if not default:  # a HEAD that is no symref: the branch at its commit
+        default = next((b for b, sha in sorted(heads.items()) if sha == head), "")
+    return {"checked": True, "has_branch": branch in heads, "default": default, "branches": sorted(heads)[:10]}
+
+
 @command("checkout-facts")
 def checkout_facts(pod, repo: str, python: str, data_dir: str, workdir: str, link_dir: str, mounts: str,
-                   install_cmd: str) -> dict:
+                   install_cmd: str, data_check: list = FINEWEB_CHECK, data_link: str = "shards",
+                   repo_url: str = "", branch: str = "") -> dict:
     """One probe of everything `checkout` plans from (read-only)."""
+    from . import data
+
     repo, data_dir, mounts = pod_path(repo), pod_path(data_dir), pod_path(mounts)
     venv = os.path.join(repo, ".venv")
     facts = {"repo": _repo_facts(repo, install_cmd), "venv": _venv_facts(venv), "python": _python_facts(python)}
@@ -153,15 +192,11 @@ def checkout_facts(pod, repo: str, python: str, data_dir: str, workdir: str, lin
     facts["gpus"] = [ln for ln in out.splitlines() if ln.startswith("GPU")] if code == 0 else []
     train, val = shards(data_dir)
     disk = pf_disk(data_dir, pf_mounts(mounts))
+    checks = data.matches(data_dir, data_check)
     facts["data"] = {"dir": data_dir, "exists": os.path.isdir(data_dir), "train": train, "val": val,
-                     "mount_point": disk["mount_point"], "fs_type": disk["fs_type"]}
-    link = os.path.join(repo, workdir, link_dir)
-    linked = []
-    for name in train + val:
-        target = os.path.join(link, name)
-        if os.path.islink(target) and os.path.realpath(target) == os.path.realpath(os.path.join(data_dir, name)):
-            linked.append(name)
-    facts["link"] = {"dir": link, "linked": linked}
+                     "checks": checks, "mount_point": disk["mount_point"], "fs_type": disk["fs_type"]}
+    facts["link"] = data.link_facts(data_dir, os.path.join(repo, workdir, link_dir), data_link, checks)
+    facts["remote"] = remote_branch(repo_url, branch)
     return facts
 
 

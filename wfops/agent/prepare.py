@@ -8,13 +8,15 @@ Children read /dev/null and write to our stderr, as do the `wfops: [step] ...` n
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from . import facts, store, workflow
+from . import data, facts, store, workflow
+from .data import FINEWEB_CHECK
 from .registry import Refusal, command
 from .states import EXIT_USAGE, pod_path
 from .steps import fail, git_credentials, in_venv, must, note, run, with_env
@@ -46,21 +48,6 @@ def _unlink(path: str) -> None:  # rm -f
     except OSError as exc:
         if not isinstance(exc, FileNotFoundError):
             note("warning: cannot remove %s: %s" % (path, exc.strerror or exc))
-
-
-def _shards_in(directory: str) -> list:  # the train shards, then the val shards
-    return [os.path.join(directory, name) for names in facts.shards(directory) for name in names]
-
-
-def _symlink(target: str, dest: str) -> None:  # ln -sfn TARGET DEST, as a temp link renamed over DEST
-    tmp = "%s.wfops-link.%d" % (dest, os.getpid())
-    try:
-        _unlink(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        _unlink(tmp)
-        fail("cannot link %s to %s: %s" % (dest, target, exc.strerror or exc))
 
 
 # ------------------------------------------------------------------ bootstrap
@@ -103,6 +90,9 @@ def _prereqs(prereqs: list, auto_install: bool, apt_packages: list) -> str:
 
 
 def _bootstrap_script(pod, script: str) -> str:
+    if not script:
+        note("[bootstrap script] BOOTSTRAP_SCRIPT is empty: none to run")
+        return "skipped"
     if not os.path.isfile(script):
         note("[bootstrap script] %s not found; nothing to run" % script)
         return "skipped"
@@ -114,6 +104,9 @@ def _bootstrap_script(pod, script: str) -> str:
 
 
 def _wandb_setup(pod, script: str) -> str:  # its output may hold the key: a private log, never shown
+    if not script:
+        note("warning: W&B setup requested but WANDB_SETUP_SCRIPT is empty")
+        return "missing"
     if not os.path.isfile(script):
         note("warning: W&B setup requested but %s does not exist" % script)
         return "missing"
@@ -155,7 +148,8 @@ class Checkout:
     """The steps of one checkout plan, each stopping the command (exit 6) when it fails."""
 
     def __init__(self, pod, plan: dict, repo: str, data_dir: str, train_workdir: str, link_dir: str,
-                 install_cmd: str, repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str) -> None:
+                 install_cmd: str, repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
+                 data_check=FINEWEB_CHECK, data_link: str = "shards") -> None:
         missing = [k for k in PLAN_KEYS if k not in plan]
         if missing:
             raise Refusal(EXIT_USAGE, "checkout-apply: the plan lacks %s" % ", ".join(missing))
@@ -170,6 +164,8 @@ class Checkout:
         self.install_cmd, self.pybin = install_cmd, remote_python
         self.url, self.git_env, self.git_cfg = git_credentials(repo_url)
         self.cpu_only, self.download_cmd = cpu_only, download_cmd
+        self.data_check = [str(p) for p in data_check]
+        self.data_link, self.env_site = data_link, [str(d) for d in plan.get("env_site") or []]
 
     def git(self, args: list, message: str) -> None:
         must(["git"] + self.git_cfg + args, message, cwd=self.repo, env=self.git_env)
@@ -241,7 +237,21 @@ class Checkout:
              "cannot create the venv with REMOTE_PYTHON_BIN (on Debian/Ubuntu: apt-get install python3-venv)",
              cwd=self.repo)
         note("[venv] created %s (--system-site-packages)" % self.venv)
+        self.see_env()
         return 1
+
+    def see_env(self) -> None:
+        """REMOTE_PYTHON_BIN inside a venv: --system-site-packages sees only its base python, so a .pth file
+        adds that venv's own site dirs (its torch and packages) to ours."""
+        if not self.env_site:
+            return
+        sites = glob.glob(os.path.join(self.venv, "lib", "python*", "site-packages"))
+        if not sites:
+            fail("the new venv has no site-packages folder; cannot make it see %s" % " ".join(self.env_site))
+        with open(os.path.join(sites[0], "_wfops_env.pth"), "w", encoding="utf-8") as fh:
+            fh.write("".join(d + "\n" for d in self.env_site))
+        store.write_bytes(os.path.join(self.venv, facts.ENV_PTH_MARKER), "\n".join(self.env_site).encode())
+        note("[venv] it also sees the packages of REMOTE_PYTHON_BIN's venv (%s)" % ", ".join(self.env_site))
 
     def install(self, venv_changed: int) -> int:  # 1 when REPO_INSTALL_CMD ran (the deps hash changed)
         if not self.install_cmd:
@@ -285,30 +295,34 @@ class Checkout:
     def fetch_data(self) -> None:
         kind = self.plan["data"]
         if kind not in ("download", "download_staged"):
-            note("[data] shard pair present in %s" % self.data)
+            note("[data] present in %s" % self.data if self.data_check else "[data] DATA_CHECK is empty: not checked")
             return
         _mkdirs(self.data)
         staged = kind == "download_staged"
-        dl = tempfile.mkdtemp(prefix="wfops-fineweb.") if staged else self.data
+        dl = tempfile.mkdtemp(prefix="wfops-data.") if staged else self.data
         if staged:
             note("[data] DATA_DIR is on s3fs: downloading into %s on local disk first" % dl)
         try:
             note("[data] running FINEWEB_DOWNLOAD_CMD in %s" % self.work)
             must(in_venv(self.pod, self.venv, self.download_cmd),
-                 "the FineWeb downloader failed (FINEWEB_DOWNLOAD_CMD; see above)",
+                 "the data downloader failed (FINEWEB_DOWNLOAD_CMD; see above)",
                  cwd=self.work, env=dict(os.environ, WF_DOWNLOAD_DIR=dl))
             self.collect(dl)
         finally:
             if staged:
                 shutil.rmtree(dl, ignore_errors=True)
-        if not all(facts.shards(self.data)):
-            fail("the downloader finished but DATA_DIR has no fineweb_train_*.bin + fineweb_val_*.bin pair")
+        missing = [c["pattern"] for c in data.matches(self.data, self.data_check) if not c["matches"]]
+        if missing:
+            fail("the downloader finished but DATA_DIR has nothing matching %s (DATA_CHECK)" % " ".join(missing))
+
+    def _in(self, directory: str) -> list:  # files of `directory` that DATA_CHECK matches (absolute paths)
+        return [os.path.join(directory, n) for n in data.matched_files(data.matches(directory, self.data_check))]
 
     def collect(self, dl: str) -> None:
-        """Move the downloaded shards into DATA_DIR (copy to .NAME.part, rename, remove the original)."""
-        got = _shards_in(dl)
+        """Move the downloaded files into DATA_DIR (copy to .NAME.part, rename, remove the original)."""
+        got = self._in(dl)
         if not got:  # downloaders that write next to themselves (upstream's cached_fineweb10B.py)
-            got = [f for f in _shards_in(self.link) if not os.path.islink(f)]
+            got = [f for f in self._in(self.link) if not os.path.islink(f)]
         data_real = os.path.realpath(self.data)
         for f in got:
             name = os.path.basename(f)
@@ -325,26 +339,29 @@ class Checkout:
             _unlink(f)
             note("[data] %s -> %s/" % (name, self.data))
 
-    def link_shards(self) -> int:  # how many shards of DATA_DIR were linked into the training dir
-        if not self.plan["link"]:
-            note("[link] shards already linked in %s" % self.link)
-            return 0
-        _mkdirs(self.link)
-        linked = 0
-        if os.path.realpath(self.link) != os.path.realpath(self.data):
-            for f in _shards_in(self.data):
-                if os.path.exists(f):
-                    _symlink(f, os.path.join(self.link, os.path.basename(f)))
-                    linked += 1
-        note("[link] %d shard(s) linked in %s" % (linked, self.link))
-        return linked
+    def link_data(self) -> int:  # how many links were made; they and .venv are kept out of `git status`
+        made = []
+        if self.plan["link"]:
+            try:
+                made = data.link(self.data, self.link, self.data_link, self.data_check)
+            except OSError as exc:
+                fail("cannot link the data into %s: %s" % (self.link, exc.strerror or exc))
+            note("[link] %d link(s) to DATA_DIR in %s" % (len(made), self.link))
+        elif self.data_link == "none":
+            note("[link] DATA_LINK=none: the data is not linked into the checkout")
+        else:
+            note("[link] the data is already linked in %s" % self.link)
+        known = self._in(self.link) if self.data_link == "shards" else [self.link]
+        data.exclude(self.repo, [self.venv] + made + ([] if self.data_link == "none" else known))
+        return len(made)
 
 
 @command("checkout-apply")
 def checkout_apply(pod, plan: dict, repo: str, data_dir: str, train_workdir: str, link_dir: str, install_cmd: str,
-                   repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str) -> dict:
+                   repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
+                   data_check: list = FINEWEB_CHECK, data_link: str = "shards") -> dict:
     c = Checkout(pod, plan, repo, data_dir, train_workdir, link_dir, install_cmd, repo_url, remote_python,
-                 cpu_only, download_cmd)
+                 cpu_only, download_cmd, data_check, data_link)
     c.clone()
     target = c.fetch()
     c.clean()
@@ -354,7 +371,7 @@ def checkout_apply(pod, plan: dict, repo: str, data_dir: str, train_workdir: str
     if venv_changed or installed:
         c.check_torch()
     c.fetch_data()
-    linked = c.link_shards()
+    linked = c.link_data()
     state = workflow.succeed(pod, "checkout", "HEAD %s" % new)
     return {"head": new, "previous": old, "venv_changed": venv_changed, "installed": installed, "linked": linked,
             "repo": c.repo, "state": state}

@@ -41,11 +41,14 @@ def checkout(c, dry_run=False, json=False, config=None):
     require_repo_url(settings)
     v = settings.values
     common = dict(repo=v["OPS_REMOTE_REPO"], data_dir=v["DATA_DIR"], train_workdir=v["TRAIN_WORKDIR"],
-                  link_dir=v["DATA_LINK_DIR"], install_cmd=v["REPO_INSTALL_CMD"])
+                  link_dir=v["DATA_LINK_DIR"], install_cmd=v["REPO_INSTALL_CMD"],
+                  data_check=list(settings["DATA_CHECK"]), data_link=v["DATA_LINK"])
     with PodCommand("checkout", settings) as cmd:
         facts = cmd.call("checkout-facts", dry_run=dry_run, repo=common["repo"], python=v["REMOTE_PYTHON_BIN"],
                          data_dir=common["data_dir"], workdir=common["train_workdir"], link_dir=common["link_dir"],
-                         mounts=v["WF_MOUNT_TABLE"], install_cmd=common["install_cmd"])
+                         mounts=v["WF_MOUNT_TABLE"], install_cmd=common["install_cmd"],
+                         data_check=common["data_check"], data_link=common["data_link"], repo_url=v["REPO_URL"],
+                         branch="" if v["CHECKOUT_PR"] else v["CHECKOUT_BRANCH"])
         plan = plan_checkout(settings, facts)
         if dry_run:
             if json:

@@ -1,0 +1,111 @@
+"""The data step of checkout: what DATA_CHECK finds in DATA_DIR, how the data appears in the training workdir
+(DATA_LINK: each matched file linked into DATA_LINK_DIR, DATA_LINK_DIR itself a link to DATA_DIR, or nothing),
+and keeping wfops' own files (the links, .venv) out of `git status` through the repo's .git/info/exclude.
+
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+EXCLUDE_MARK = "# wfops: its venv and data links (checkout)"
+FINEWEB_CHECK = ("fineweb_train_*.bin", "fineweb_val_*.bin")
+
+
+def matches(data_dir: str, patterns) -> list:
+    """[{pattern, matches}] for each DATA_CHECK pattern: the files it matches, relative to DATA_DIR, sorted."""
+    out = []
+    for pattern in patterns or ():
+        found = sorted(os.path.relpath(p, data_dir) for p in glob.glob(os.path.join(data_dir, str(pattern)))
+                       if os.path.isfile(p) and not os.path.basename(p).startswith("."))
+        out.append({"pattern": str(pattern), "matches": found})
+    return out
+
+
+def matched_files(checks) -> list:
+    """Every file the checks matched, once, in order."""
+    seen = []
+    for check in checks:
+        for name in check["matches"]:
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
+def link_facts(data_dir: str, link: str, mode: str, checks) -> dict:
+    """What is linked already: shards mode, the matched files linked by name; dir mode, the link itself."""
+    facts = {"dir": link, "mode": mode, "linked": [], "is_data_link": False,
+             "occupied": os.path.lexists(link) and not os.path.islink(link)}
+    if mode == "dir":
+        facts["is_data_link"] = os.path.islink(link) and os.path.realpath(link) == os.path.realpath(data_dir)
+    elif mode == "shards":
+        for name in matched_files(checks):
+            target = os.path.join(link, os.path.basename(name))
+            if os.path.islink(target) and os.path.realpath(target) == os.path.realpath(os.path.join(data_dir, name)):
+                facts["linked"].append(name)
+    return facts
+
+
+def relink(target: str, dest: str) -> None:
+    """ln -sfn TARGET DEST, as a temp link renamed over DEST (never a half-made link)."""
+    tmp = "%s.wfops-link.%d" % (dest, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def link(data_dir: str, link_path: str, mode: str, patterns) -> list:
+    """Make the data appear in the training workdir; returns the links made (paths)."""
+    if mode == "dir":
+        os.makedirs(os.path.dirname(link_path.rstrip("/")) or "/", exist_ok=True)
+        relink(data_dir, link_path.rstrip("/"))
+        return [link_path.rstrip("/")]
+    if mode != "shards":
+        return []
+    made = []
+    if os.path.realpath(link_path) == os.path.realpath(data_dir):
+        return made
+    os.makedirs(link_path, exist_ok=True)
+    for name in matched_files(matches(data_dir, patterns)):
+        dest = os.path.join(link_path, os.path.basename(name))
+        relink(os.path.join(data_dir, name), dest)
+        made.append(dest)
+    return made
+
+
+def exclude(repo: str, paths) -> int:
+    """Add `paths` (inside the repo) to .git/info/exclude, once; returns how many were new."""
+    git_dir = os.path.join(repo, ".git")
+    if not os.path.isdir(git_dir):
+        return 0
+    info = os.path.join(git_dir, "info", "exclude")
+    try:
+        with open(info, encoding="utf-8") as fh:
+            have = fh.read()
+    except OSError:
+        have = ""
+    root = os.path.realpath(repo)
+    lines = set(have.splitlines())
+    new = []
+    for path in paths:
+        full = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+        rel = os.path.relpath(full, root)
+        if rel.startswith(".."):
+            continue  # outside the checkout: not git's business
+        entry = "/" + rel.replace(os.sep, "/").strip("/")
+        if entry not in lines and entry not in new:
+            new.append(entry)
+    if new:
+        os.makedirs(os.path.dirname(info), exist_ok=True)
+        text = "" if not have or have.endswith("\n") else "\n"
+        text += "" if EXCLUDE_MARK in lines else EXCLUDE_MARK + "\n"
+        with open(info, "a", encoding="utf-8") as fh:
+            fh.write(text + "".join(e + "\n" for e in new))
+    return len(new)
