@@ -171,15 +171,23 @@ def main(argv: list[str]) -> int:
     try:
         keeper.link = remote.SSHLink(target)
         server = warm.bind_socket(path)
+        keeper.inode = path.stat().st_ino
+        answer = {"ok": True, "pid": os.getpid()}
     except WfopsError as exc:
-        print(json.dumps({"ok": False, "code": exc.code, "message": exc.message}), flush=True)
-        return 1
+        answer = {"ok": False, "code": exc.code, "message": exc.message}
     except OSError as exc:
-        print(json.dumps({"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
-                          f"{exc.strerror or exc}"}), flush=True)
+        answer = {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
+                  f"{exc.strerror or exc}"}
+    if order.get("lock_fd") is not None:  # started ahead of its command (wfops.prewarm): the command may go on
+        if not answer["ok"]:  # and finds why this one could not connect, instead of trying again
+            warm.write_failure(path, order["fp"], answer)
+        os.close(int(order["lock_fd"]))
+    try:
+        print(json.dumps(answer), flush=True)
+    except OSError:  # nobody reads it (started ahead of its command)
+        pass
+    if not answer["ok"]:
         return 1
-    keeper.inode = path.stat().st_ino
-    print(json.dumps({"ok": True, "pid": os.getpid()}), flush=True)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -195,13 +196,8 @@ def _spawn(target: Target, path: Path, persist: float) -> None:
     """Start a keeper for `target` at `path` and wait until it is connected (or says why it could not)."""
     if path.exists() or path.is_symlink():
         path.unlink()
-    order = json.dumps({"target": asdict(target), "fp": fingerprint(target), "persist": persist})
-    proc = subprocess.Popen([sys.executable, "-m", "wfops.keeper", str(path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(order.encode())
-    proc.stdin.close()
+    proc = _popen(target, path, persist)
+    assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], SPAWN_TIMEOUT_SECS + target.connect_timeout)
     line = proc.stdout.readline() if ready else b""
     proc.stdout.close()
@@ -217,6 +213,62 @@ def _spawn(target: Target, path: Path, persist: float) -> None:
         raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)
 
 
+def prestart(target: Target, persist: float) -> None:
+    """Start a keeper for `target` unless one answers, without waiting for it: the keeper inherits the spawn lock
+    and lets go of it once it listens (or has failed), so the command's own `connect` waits for it there."""
+    path = socket_path(target)
+    sock = dial(path)
+    if sock is not None:
+        sock.close()
+        return
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another command is starting it right now
+            return
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        _popen(target, path, persist, lock_fd=fd).stdout.close()  # type: ignore[union-attr]
+    finally:
+        os.close(fd)
+
+
+def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = None) -> subprocess.Popen:
+    order = json.dumps({"target": asdict(target), "fp": fingerprint(target), "persist": persist, "lock_fd": lock_fd})
+    proc = subprocess.Popen([sys.executable, "-m", "wfops.keeper", str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                            close_fds=True, pass_fds=() if lock_fd is None else (lock_fd,))
+    assert proc.stdin is not None
+    proc.stdin.write(order.encode())
+    proc.stdin.close()
+    return proc
+
+
+FAILURE_FRESH_SECS = 30
+
+
+def write_failure(path: Path, fp: str, answer: dict) -> None:
+    """What a keeper started ahead of its command (prestart) could not do, for that command to report."""
+    tmp = path.with_suffix(f".err.{os.getpid()}")
+    tmp.write_text(json.dumps({"fp": fp, "answer": answer, "at": time.time()}))
+    os.replace(tmp, path.with_suffix(".err"))
+
+
+def _take_failure(path: Path, fp: str) -> None:
+    """Raise the failure a prestarted keeper left for this very resolution a moment ago, if any."""
+    err = path.with_suffix(".err")
+    try:
+        data = json.loads(err.read_text())
+        err.unlink()
+    except (OSError, ValueError):
+        return
+    if data.get("fp") == fp and time.time() - float(data.get("at") or 0) < FAILURE_FRESH_SECS:
+        answer = data.get("answer") or {}
+        code = int(answer.get("code") or EXIT_CONNECT)
+        raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)
+
+
 def connect(target: Target, persist: float) -> socket.socket:
     """A connection to a live keeper of `target`, starting one if none answers."""
     path = socket_path(target)
@@ -226,6 +278,7 @@ def connect(target: Target, persist: float) -> socket.socket:
     with _spawn_lock(path):
         sock = dial(path)  # another command may have started it while we waited for the lock
         if sock is None:
+            _take_failure(path, fingerprint(target))
             _spawn(target, path, persist)
             sock = dial(path)
     if sock is None:

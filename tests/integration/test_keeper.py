@@ -73,6 +73,14 @@ def test_the_agent_is_sent_once_without_a_keeper_too(ssh_pod: Pod):
     assert keepers(ssh_pod) == [] and not list(ssh_pod.keeper_dir.glob("*.sock"))
 
 
+def test_local_only_commands_start_no_keeper(ssh_pod: Pod):
+    warm_pod(ssh_pod)
+    mark = ssh_pod.sshd.mark()
+    for args in (("config.show",), ("sweep.template",), ("task.list", "--help"), ("--list",)):
+        ssh_pod.ok(*args)
+    assert ssh_pod.sshd.counts(mark) == (0, 0) and keepers(ssh_pod) == []
+
+
 def test_persist_zero_means_a_connection_per_command(ssh_pod: Pod):
     ssh_pod.configure(WF_PERSIST_SECS="0")
     mark = ssh_pod.sshd.mark()
@@ -146,7 +154,8 @@ def test_connection_errors_through_the_keeper_are_the_same_one_line(ssh_pod: Pod
     ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="3")
     res = ssh_pod.wf("task.list")
     assert (res.rc, res.err.strip()) == (4, f"wfops: cannot connect to root@127.0.0.1:{port}: connection refused")
-    assert keepers(ssh_pod) == [] and not list(ssh_pod.keeper_dir.glob("*.sock"))
+    wait_until(lambda: keepers(ssh_pod) == [], what="the keeper that could not connect to exit")
+    assert not list(ssh_pod.keeper_dir.glob("*.sock"))
 
 
 # ------------------------------------------------------------------ the socket's privacy
