@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, Pod, wait_until
+from tests.conftest import (
+    BIN,
+    ROOT,
+    Pod,
+    TrainingRepo,
+    checkout_config,
+    git,
+    wait_until,
+    write_shards,
+)
+from tests.integration.test_ownership import owned_by
 from tests.integration.test_sweeps import (
     ssh_swept,  # noqa: F401 - fixture
     states,
@@ -309,6 +319,17 @@ def test_a_task_dir_holds_the_documented_files(pod: Pod):
         assert st.get(key) not in (None, ""), (key, st)
 
 
+def test_task_status_shows_the_last_20_log_lines_unless_told(pod: Pod):
+    pod.ok("task.run", "--id", "x" * 128, "--cmd", "seq 1 30")  # the longest id the pattern allows
+    pod.ok("task.wait", "--id", "x" * 128)
+    tail = pod.ok("task.status", "--id", "x" * 128, "--json").json()["tail"]
+    assert [STAMP.sub("", ln) for ln in tail] == [str(i) for i in range(11, 31)]
+    more = pod.ok("task.status", "--id", "x" * 128, "--tail-lines", "25", "--json").json()["tail"]
+    assert len(more) == 25  # control: the option moves it, so 20 is the default and not a cap
+    human = pod.ok("task.status", "--id", "x" * 128).out
+    assert "--- stdout.log (last 20 lines)" in human and human.rstrip().endswith(" 30")
+
+
 # ------------------------------------------------------------------ bootstrap
 
 def test_wandb_setup_runs_only_when_asked_and_both_scripts_see_the_pod_env(pod: Pod):
@@ -327,6 +348,48 @@ def test_wandb_setup_runs_only_when_asked_and_both_scripts_see_the_pod_env(pod: 
         pod.ok("bootstrap")
         assert saw_wandb.read_text() == "from the config" and log.exists(), switch
         saw_wandb.unlink()
+
+
+# ------------------------------------------------------------------ checkout
+
+def test_checkout_follows_origin_and_reinstalls_only_when_dependencies_change(local_pod: Pod, tmp_path: Path,
+                                                                              training_repo: TrainingRepo,
+                                                                              pod_python: str):
+    """'The pod's checkout follows origin' and 'dependencies are reinstalled only when the install command or
+    the repo's pyproject.toml, setup.py, setup.cfg or requirements.txt changed' (hash on the pod)."""
+    pod = local_pod
+    origin = tmp_path / "origin.git"
+    git("clone", "-q", "--bare", str(training_repo.bare), str(origin), cwd=tmp_path)
+    work = tmp_path / "work"
+    git("clone", "-q", str(origin), str(work), cwd=tmp_path)
+    git("checkout", "-q", "-B", "main", "origin/main", cwd=work)
+    repo = TrainingRepo(f"file://{origin}", origin, training_repo.main_sha, training_repo.feature_sha,
+                        training_repo.pr, training_repo.pr_sha)
+    checkout_config(pod, repo, pod_python)
+    write_shards(pod.root / "data")
+    pod.ok("checkout")
+    marker = pod.root / "repo" / ".venv" / ".wfops-installed"
+    installed = marker.stat().st_mtime_ns
+
+    def push(path: str, message: str) -> str:
+        with (work / path).open("a") as fh:
+            fh.write(f"# {message}\n")
+        git("commit", "-q", "-am", message, cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
+    config_only = push("examples/nanogpt/config/train_tiny.py", "a config change")
+    res = pod.ok("checkout")
+    assert git("rev-parse", "HEAD", cwd=pod.root / "repo") == config_only  # followed origin/main
+    assert "dependencies  unchanged" in res.out and marker.stat().st_mtime_ns == installed  # no reinstall
+    deps = push("pyproject.toml", "a dependency file change")
+    res = pod.ok("checkout")
+    assert git("rev-parse", "HEAD", cwd=pod.root / "repo") == deps
+    assert "dependencies  installed" in res.out and marker.stat().st_mtime_ns != installed  # reinstalled
+    installed = marker.stat().st_mtime_ns
+    pod.configure(REPO_INSTALL_CMD="true")  # another install command: reinstalled too
+    res = pod.ok("checkout")
+    assert "dependencies  installed" in res.out and marker.stat().st_mtime_ns != installed
 
 
 # ------------------------------------------------------------------ the pod agent
@@ -406,6 +469,27 @@ def test_a_cpu_only_run_is_one_gloo_process_on_lo_in_the_sweep_window(swept: Pod
     assert states(wait_sweep(pod)) == {"cpu": "cancelled"}
 
 
+def test_a_killed_run_supervisor_leaves_no_process_and_the_final_sync_still_runs(swept: Pod):  # noqa: F811
+    """'A killed run supervisor (kill -9): the run is lost; the scheduler ends every process still carrying
+    the run's owner mark and makes the final sync.'"""
+    pod = swept
+    fast = pod.root / "fast"
+    pod.configure(RUN_OUT_MODE="local_sync", RUN_OUT_LOCAL_ROOT=str(fast), SYNC_INTERVAL_SECS="60")
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, "victim,config/train_tiny.py,1,sleep=300 daemon=300,\n"
+                                                       "after,config/train_tiny.py,2,,\n")))
+    wait_until(lambda: (fast / "victim" / "rank1.txt").exists() and (fast / "victim" / "args.json").exists(),
+               timeout=90, what="both workers to start")
+    st = json.loads((pod.outputs / "victim" / "status.json").read_text())
+    wait_until(lambda: len(owned_by(st["owner"])) >= 4, timeout=20,
+               what="the scan to find torchrun, its two workers and the daemon (positive control)")
+    assert not (pod.outputs / "victim" / "args.json").exists()  # not synced yet (SYNC_INTERVAL_SECS=60)
+    os.kill(st["pid"], 9)
+    data = wait_sweep(pod)
+    assert states(data) == {"victim": "lost", "after": "success"}
+    assert owned_by(st["owner"]) == []
+    assert (pod.outputs / "victim" / "args.json").is_file()  # the scheduler made the final sync
+
+
 def test_a_rerun_in_local_sync_moves_the_old_local_output_aside(swept: Pod):  # noqa: F811
     pod = swept
     fast = pod.root / "fast"
@@ -421,3 +505,5 @@ def test_a_rerun_in_local_sync_moves_the_old_local_output_aside(swept: Pod):  # 
     assert (aside / "args.json").read_text() == first_args  # nothing deleted: the old output is kept
     (previous,) = (pod.outputs / "_previous").iterdir()
     assert previous.name.startswith("again.") and (previous / "summary.json").is_file()
+    run_files = {p.name for p in (pod.outputs / "again").iterdir()}  # the layout the README lists for a run dir
+    assert {"command.sh", "spec.json", "stdout.log", "status.json", "summary.json", "sync.log"} <= run_files
