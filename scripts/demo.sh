@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, on this machine (the `local` target): the bundled example becomes a git repo, then
 # bootstrap -> checkout (venv over the system torch, data download) -> a 3-run CPU sweep with torchrun
-# -> status table -> fetch. Everything lives in .wfops-demo/ (rebuilt on each run).
+# -> wait -> status table -> fetch -> the results table and curves. Everything lives in .wfops-demo/ (rebuilt on
+# each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -36,6 +37,7 @@ RUN_TIMEOUT_SECS=600
 WF_TMUX_SOCKET=wfops-demo
 SWEEP_CSV=$DEMO/src/sweeps/demo.csv
 LOCAL_ARTIFACTS_DIR=$DEMO/artifacts
+METRIC_COLUMNS=val_loss
 ENV
 export WORKFLOW_CONFIG="$DEMO/workflow.env"
 
@@ -44,14 +46,12 @@ step "wfops fsm.status"; "$WFOPS" fsm.status
 step "wfops bootstrap"; "$WFOPS" bootstrap
 step "wfops checkout"; "$WFOPS" checkout
 step "wfops sweep.start"; "$WFOPS" sweep.start
-step "wfops sweep.status (until the queue ends)"
-while :; do
-  state=$("$WFOPS" sweep.status --json | "$POD_PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["sweep"]["state"])')
-  [ "$state" = running ] || break
-  sleep 5
-done
-"$WFOPS" sweep.status
+step "wfops sweep.wait (until the queue ends; exit 0 only if every run succeeded)"
+"$WFOPS" sweep.wait || echo "(a run did not succeed: see the table above)"
 step "wfops run.fetch --all"; "$WFOPS" run.fetch --all
-step "done"
+echo
 echo "artifacts: $DEMO/artifacts/<run_id>/ (metrics.jsonl, final.json, ckpt.pt, stdout.log, summary.json)"
-echo "config:    $DEMO/workflow.env (export WORKFLOW_CONFIG=$DEMO/workflow.env to keep going)"
+echo "keep going (from any directory): WORKFLOW_CONFIG=$DEMO/workflow.env $WFOPS sweep.status"
+echo "  (\`inv\` needs a tasks.py: it works from $ROOT only: cd $ROOT && WORKFLOW_CONFIG=$DEMO/workflow.env .venv/bin/inv sweep.status)"
+step "wfops sweep.report (results.csv and curves.png here, runs sorted by val_loss)"
+"$WFOPS" sweep.report

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import json
 import os
 import pty
 import select
@@ -219,22 +218,3 @@ def test_attach_opens_tmux_interactively_and_detaches(pod: Pod):
     piped = pod.wf("task.attach", "--id", "watch-me")
     assert piped.rc == 2 and "needs a terminal" in piped.last_err
 
-
-def test_metrics_parsing_on_the_pod_is_pure_python(tmp_path):
-    from wfops.agent import metrics
-
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "stdout.log").write_text(
-        "2026-01-01T00:00:00.000+00:00 [rank1]:iter 1: loss 9.0\n"
-        "2026-01-01T00:00:00.000+00:00 [rank0]:iter 1: loss 4.5\n"
-        "2026-01-01T00:00:00.000+00:00 iter 2: loss 2.25 and junk\n"
-        "2026-01-01T00:00:00.000+00:00 iter x: loss nan?\n")
-    pats = metrics.compile_patterns([r"iter (?P<step>\d+): loss (?P<loss>[\d.]+)"])
-    source, series = metrics.run_series(str(run), pats)
-    assert source == "stdout.log" and series.data == {"loss": [[1.0, 4.5], [2.0, 2.25]]}
-    (run / "metrics.jsonl").write_text('{"iter": 5, "loss": 1.5, "lr": 0.1}\nnot json\n{"iter": 6, "loss": 1.25}\n')
-    assert metrics.last_values(str(run), pats) == {"loss": 1.25, "lr": 0.1}
-    assert metrics.thin([[i, i] for i in range(100)], 5) == [[0, 0], [25, 25], [50, 50], [74, 74], [99, 99]]
-    data = json.loads(json.dumps(metrics.summary(series, 10)))
-    assert data["loss"]["min"] == 2.25 and data["loss"]["last"] == 2.25 and data["loss"]["n"] == 2

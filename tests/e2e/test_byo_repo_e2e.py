@@ -1,0 +1,71 @@
+"""Bring your own repo, for real: examples/chargpt-repo is shaped like the public nanoGPT (root train.py, a
+`--key=value` configurator that rejects unknown keys, data/<name>/*.bin next to its prepare.py, branch master,
+no packaging). It is checked out and swept over the loopback sshd with torchrun (2 processes, gloo) using only
+the keys of README's "Bring your own repo"; then sweep.wait, sweep.status's metric column and sweep.report."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, Pod, git
+
+pytestmark = pytest.mark.e2e
+
+PATTERNS = (r"iter (?P<step>\d+): loss (?P<loss>[\d.]+) ;; "
+            r"step (?P<step>\d+): train loss (?P<train_loss>[\d.]+), val loss (?P<val_loss>[\d.]+)")
+
+
+def chargpt_origin(tmp_path) -> str:
+    work = tmp_path / "chargpt"
+    shutil.copytree(ROOT / "examples" / "chargpt-repo", work)
+    git("init", "-q", "-b", "master", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "chargpt", cwd=work)
+    bare = tmp_path / "chargpt.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    return f"file://{bare}"
+
+
+def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_python: str, tmp_path):
+    pod = ssh_pod
+    url = chargpt_origin(tmp_path)
+    data = pod.root / "datasets" / "tiny"
+    subprocess.run([pod_python, str(ROOT / "examples" / "chargpt-repo" / "data" / "tiny" / "prepare.py"), str(data)],
+                   check=True, capture_output=True)
+    pod.configure(
+        REPO_URL=url, CHECKOUT_BRANCH="master", REMOTE_PYTHON_BIN=pod_python, CPU_ONLY="1", TRAIN_NPROC="2",
+        BOOTSTRAP_SCRIPT="", REPO_INSTALL_CMD="", TRAIN_WORKDIR=".", TRAIN_ARG_STYLE="dashdash",
+        TRAIN_INJECT="out_dir", DATA_DIR=str(data), DATA_CHECK="train.bin val.bin meta.pkl", DATA_LINK="shards",
+        DATA_LINK_DIR="data/tiny", METRIC_PATTERNS=PATTERNS, METRIC_COLUMNS="val_loss", RUN_TIMEOUT_SECS="600",
+    )
+    pod.ok("bootstrap")
+    pod.ok("checkout", timeout=600)
+    repo = pod.root / "repo"
+    assert (repo / "data" / "tiny" / "train.bin").is_symlink()
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=repo) == ""
+    sweep_csv = tmp_path / "lr.csv"
+    sweep_csv.write_text((ROOT / "examples" / "chargpt-repo" / "sweeps" / "lr.csv").read_text()
+                         + "typo,config/train_tiny.py,1,--learnin_rate=1e-3,a key the configurator rejects\n")
+    pod.ok("sweep.start", "--csv", str(sweep_csv))
+    waited = pod.wf("sweep.wait", timeout=900)
+    assert waited.rc == 1 and "1 of 3 run(s) did not succeed: typo" in waited.last_err, waited.err
+    assert "Unknown config key: learnin_rate" in pod.ok("run.logs", "typo").out
+    status = pod.ok("sweep.status", "--json").json()
+    assert {r["run_id"]: r["state"] for r in status["runs"]} == {"lr3e-3": "success", "lr1e-3": "success",
+                                                                "typo": "failed"}
+    for rid in ("lr3e-3", "lr1e-3"):
+        assert (pod.outputs / rid / "ckpt.pt").stat().st_size > 10_000
+    report = pod.ok("sweep.report", "--out", str(tmp_path / "report"))
+    rows = {r["run_id"]: r for r in csv.DictReader((tmp_path / "report" / "results.csv").open())}
+    assert set(rows) == {"lr3e-3", "lr1e-3", "typo"}
+    assert rows["lr1e-3"]["learning_rate"] == "1e-3" and rows["typo"]["learnin_rate"] == "1e-3"
+    for rid in ("lr3e-3", "lr1e-3"):
+        assert 0 < float(rows[rid]["val_loss_best"]) <= float(rows[rid]["val_loss_final"]) + 1e-9 < 5
+    assert rows["typo"]["val_loss_final"] == ""
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
+    table = report.out.splitlines()
+    assert table[0].endswith("3 run(s), sorted by best val_loss") and table[5].startswith("typo ")
