@@ -203,10 +203,12 @@ def test_add_during_a_run_retry_failed_list_and_an_older_sweep(ssh_swept: Pod):
         (newest, "completed", {"success": 1}), (sweep_id, "completed", {"success": 3})]
     older = pod.ok("sweep.status", "--sweep", sweep_id, "--json").json()
     assert states(older) == {"slow": "success", "flaky": "success", "extra": "success"}
-    res = pod.wf("sweep.status", "--sweep", "sweep-nope")
-    assert res.rc == 5 and res.last_err == "wfops: no sweep sweep-nope on this pod (sweep.list shows the sweeps)"
-    res = pod.wf("sweep.status", "--sweep", "../x")
-    assert res.rc == 2 and "invalid sweep id" in res.last_err
+    res = pod.wf("sweep.status", "--sweep", "sweep-20200101T000000Z")
+    assert res.rc == 5 and res.last_err == ("wfops: no sweep sweep-20200101T000000Z on this pod (sweep.list shows "
+                                            "the sweeps)")
+    for bad in ("../x", "sweep-latest"):
+        res = pod.wf("sweep.status", "--sweep", bad)
+        assert res.rc == 2 and res.last_err == f"wfops: invalid sweep id {bad!r} (sweep.list shows the ids)"
 
 
 def test_the_failing_workers_own_error_is_the_evidence(local_swept: Pod):

@@ -37,6 +37,9 @@ from .states import (
 )
 
 
+SWEEP_ID = re.compile(r"sweep-\d{8}T\d{6}Z(?:-[0-9A-Za-z]{1,20})?")  # sweep.start names them by UTC time
+
+
 def _guard(pod) -> None:
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
@@ -226,7 +229,7 @@ def sweep_files(pod, sweep: str) -> tuple:
     """(record path, manifest path) of sweep `sweep` ("" = the latest); Refusal when there is no such sweep."""
     if not sweep:
         return pod.sweep_file, pod.latest_manifest
-    if not re.fullmatch(r"sweep-[0-9A-Za-z]{1,40}", sweep):
+    if not SWEEP_ID.fullmatch(sweep):
         raise Refusal(EXIT_USAGE, "invalid sweep id %r (sweep.list shows the ids)" % sweep)
     plan = os.path.join(pod.manifests, sweep + ".json")
     if not os.path.isfile(plan):
@@ -272,7 +275,7 @@ def sweep_list(pod) -> dict:
         names = os.listdir(pod.manifests)
     except OSError:
         names = []
-    ids = sorted({n[:-len(".json")] for n in names if re.fullmatch(r"sweep-[0-9A-Za-z]+\.json", n)}, reverse=True)
+    ids = sorted({n[:-len(".json")] for n in names if SWEEP_ID.fullmatch(n[:-len(".json")])}, reverse=True)
     current, _ = store.load_or_note(pod.sweep_file)
     out = []
     for sid in ids:
