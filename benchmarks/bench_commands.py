@@ -46,26 +46,22 @@ def synthetic_sweep(outputs: Path, runs: int) -> None:
 
 
 def read_only(env: dict, cold_env: dict, n: int) -> list[list[str]]:
+    """Each round runs warm, cold and keeper-start one after the other, so that all three see the same load."""
     rows = []
     samples = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n)
     rows.append(["floor: `python -c pass`", ms(samples), p90(samples)])
     for label, args in (("fsm.status", ["fsm.status"]), ("task.status", ["task.status", "--id", "bench"]),
                         ("task.list", ["task.list"]), ("sweep.status, 1,000 runs", ["sweep.status"])):
-        warm = timed(lambda args=args: wf(env, *args), n)
-        cold = timed(lambda args=args: wf(cold_env, *args), n)
-
-        def keeper_start(args=args) -> None:
+        warm, cold, start = [], [], []
+        wf(env, *args)
+        for _ in range(n):
+            warm += timed(lambda args=args: wf(env, *args), 1, warmup=0)
+            cold += timed(lambda args=args: wf(cold_env, *args), 1, warmup=0)
             wf(env, "disconnect")
-            t0 = time.perf_counter()
-            wf(env, *args)
-            keeper_start.samples.append(time.perf_counter() - t0)
-
-        keeper_start.samples = []
-        for _ in range(max(3, n // 3)):
-            keeper_start()
+            start += timed(lambda args=args: wf(env, *args), 1, warmup=0)
         rows.append([f"wfops {label}: warm", ms(warm), p90(warm)])
         rows.append([f"wfops {label}: cold (WF_PERSIST_SECS=0)", ms(cold), p90(cold)])
-        rows.append([f"wfops {label}: cold, keeper start", ms(keeper_start.samples), p90(keeper_start.samples)])
+        rows.append([f"wfops {label}: cold, keeper start", ms(start), p90(start)])
     return rows
 
 
