@@ -55,8 +55,10 @@ def fetch_pod(pod: Pod) -> Pod:
     return pod
 
 
-def test_only_new_and_changed_files_move_and_a_deletion_stays_here(fetch_pod: Pod):
+@pytest.mark.parametrize("persist", ["0", "60"], ids=["own-connection", "warm-keeper"])
+def test_only_new_and_changed_files_move_and_a_deletion_stays_here(fetch_pod: Pod, persist: str):
     pod = fetch_pod
+    pod.configure(WF_PERSIST_SECS=persist)
     run, local = pod.outputs / "r1", artifacts(pod) / "r1"
     res = pod.ok("run.fetch", "r1")
     assert res.out.strip() == str(local) and summary(res)[:2] == (3, 0)
@@ -148,8 +150,10 @@ def _extractors(dest: Path) -> list[int]:
     return pids
 
 
-def test_a_killed_fetch_resumes_where_it_stopped(ssh_pod: Pod):
+@pytest.mark.parametrize("persist", ["0", "60"], ids=["own-connection", "warm-keeper"])
+def test_a_killed_fetch_resumes_where_it_stopped(ssh_pod: Pod, persist: str):
     pod = ssh_pod
+    pod.configure(WF_PERSIST_SECS=persist)
     pod.ok("fsm.reset", "CHECKED_OUT")
     total = 40
     for i in range(total):
