@@ -26,10 +26,12 @@ from _harness import ROOT, loopback_pod, ms, print_table, ssh_argv, timed, wf
 NOOP = "import sys\n# exits at once: the benchmark measures everything around the training\n"
 
 
-def make_repo(base: Path) -> str:
+def make_repo(base: Path, scripts: dict[str, str] | None = None) -> str:
+    """A bare git repo of the bundled example plus `scripts` (name -> text) in its training workdir."""
     src = base / "src"
     shutil.copytree(ROOT / "examples" / "nanogpt-repo", src)
-    (src / "examples" / "nanogpt" / "noop.py").write_text(NOOP)
+    for name, text in {"noop.py": NOOP, **(scripts or {})}.items():
+        (src / "examples" / "nanogpt" / name).write_text(text)
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x.invalid", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@x.invalid"}
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
