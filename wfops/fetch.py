@@ -30,6 +30,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import RemoteError
@@ -168,6 +169,13 @@ class TarReceiver:
             self.proc.stdin.write(chunk)  # type: ignore[union-attr]
         except (OSError, ValueError):  # it exited, or abort() closed the pipe under this (reader) thread
             self.extractor_gone = True
+
+    def direct(self) -> tuple[int, Callable[[int], None]]:
+        """For a keeper session: the extractor's stdin, which the keeper writes the stream into itself."""
+        return self.proc.stdin.fileno(), self._count  # type: ignore[union-attr]
+
+    def _count(self, n: int) -> None:
+        self.received += n
 
     def meta(self, name: str, value: str) -> None:
         if name == "size" and value.isdigit():

@@ -123,14 +123,22 @@ class Keeper:
         if header.get("op") == "ping":
             warm.send_frame(client, b"x", b"0")
             return
+        direct = None
+        if header.get("direct"):  # the client's pipe for stdout (run.fetch's extractor), passed with the request
+            _, fds, _, _ = socket.recv_fds(client, 1, 1)
+            direct = _Direct(fds[0]) if fds else None
         try:
-            link, chan = self.open_exec()
-        except WfopsError as exc:
-            warm.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
-            return
-        self._relay(client, link, chan)
+            try:
+                link, chan = self.open_exec()
+            except WfopsError as exc:
+                warm.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
+                return
+            self._relay(client, link, chan, direct)
+        finally:
+            if direct is not None:
+                direct.close()
 
-    def _relay(self, client: socket.socket, link: remote.SSHLink, chan) -> None:
+    def _relay(self, client: socket.socket, link: remote.SSHLink, chan, direct: _Direct | None = None) -> None:
         write_lock = threading.Lock()
 
         def to_client(kind: bytes):
@@ -153,12 +161,39 @@ class Keeper:
 
         to_client(b"s")(b"")
         threading.Thread(target=from_client, daemon=True).start()
+        if direct is not None:
+            direct.report = to_client(b"n")
         try:
-            code = remote.relay(link, chan, to_client(b"o"), to_client(b"e"))
+            code = remote.relay(link, chan, direct or to_client(b"o"), to_client(b"e"))
         except ConnectError as exc:
             to_client(b"E")(json.dumps({"code": exc.code, "message": exc.message}).encode())
             return
+        if direct is not None:  # the end of the stream for its reader, before the client hears the exit code
+            direct.close()
         to_client(b"x")(str(code).encode())
+
+
+class _Direct:
+    """stdout written straight into the client's pipe; the client hears how much (`n` frames). A reader that went
+    away (EPIPE) is not waited for: the rest is drained, so the pod's side can end."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.gone = fd, False
+        self.report = lambda data: None
+
+    def __call__(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.gone:
+            try:
+                view = view[os.write(self.fd, view):]
+            except OSError:
+                self.gone = True
+        self.report(str(len(data)).encode())
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd, self.gone = -1, True
 
 
 def main(argv: list[str]) -> int:

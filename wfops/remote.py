@@ -355,8 +355,9 @@ class KeeperSession:
             self.sent = len(data)
             sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
             self._exec = warm.KeeperExec(sock, on_start=_count_request)
+            direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
             try:
-                code = self._exec.run(header, data, out, errs.feed)
+                code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None)
             except warm.Retry:  # the keeper was gone (or stale) before anything ran: start another
                 continue
             finally:

@@ -18,7 +18,7 @@ from .errors import UsageError
 from .fetch import TarReceiver, local_index
 from .shell import is_pod_name
 
-SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z]{1,40}")
+SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}")  # sweep-<UTC time>[-suffix]: no '/', no '.'
 
 
 @dataclass
@@ -42,7 +42,7 @@ def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
         raise UsageError(f"run id {run_id!r} is not valid: use letters, digits, '.', '_' or '-', starting with a "
                          "letter or digit, no '..'")
     if sweep and not SWEEP_ID.fullmatch(sweep):
-        raise UsageError(f"sweep id {sweep!r} is not valid: expected sweep-<letters and digits>, as sweep.status "
+        raise UsageError(f"sweep id {sweep!r} is not valid: expected sweep-<letters, digits or '-'>, as sweep.status "
                          "shows it")
 
 

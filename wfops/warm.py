@@ -332,10 +332,14 @@ class KeeperExec:
             pass
 
     def run(self, header: dict, script: bytes, stdout: Callable[[bytes], None],
-            stderr: Callable[[bytes], None]) -> int:
-        """The exit code; raises Retry (nothing ran), or WfopsError/ConnectError."""
+            stderr: Callable[[bytes], None], direct: tuple[int, Callable[[int], None]] | None = None) -> int:
+        """The exit code; raises Retry (nothing ran), or WfopsError/ConnectError. `direct`: (fd, count): the
+        keeper writes stdout straight into fd (a pipe to run.fetch's extractor: one copy less) and reports how
+        much it wrote in `n` frames."""
         try:
-            send_frame(self.sock, b"h", json.dumps(header).encode())
+            send_frame(self.sock, b"h", json.dumps(dict(header, direct=direct is not None)).encode())
+            if direct is not None:
+                socket.send_fds(self.sock, [b"F"], [direct[0]])
         except OSError:
             raise Retry() from None
         started = False
@@ -356,6 +360,8 @@ class KeeperExec:
                 threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
             elif kind == b"o":
                 stdout(data)
+            elif kind == b"n" and direct is not None:
+                direct[1](int(data))
             elif kind == b"e":
                 stderr(data)
             elif kind == b"x":

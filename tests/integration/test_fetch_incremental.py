@@ -122,7 +122,7 @@ def test_fetch_all_and_an_older_sweep(ssh_pod: Pod):
 
 @pytest.mark.parametrize("args,message", [
     (("--sweep", "../../etc/passwd", "--all"), "wfops: sweep id '../../etc/passwd' is not valid: expected "
-                                               "sweep-<letters and digits>, as sweep.status shows it"),
+                                               "sweep-<letters, digits or '-'>, as sweep.status shows it"),
     (("--sweep", "sweep-x/../../y"), "wfops: sweep id 'sweep-x/../../y' is not valid"),
     (("r1", "--sweep", "sweep-1"), "wfops: give one RUN_ID, or --all / --sweep ID, not both"),
     (("r1", "--all"), "wfops: give one RUN_ID, or --all / --sweep ID, not both"),

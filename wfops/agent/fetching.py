@@ -21,7 +21,7 @@ from .registry import Refusal, command
 from .states import EXIT_NOT_FOUND, EXIT_USAGE
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SWEEP_ID = re.compile(r"^sweep-[0-9A-Za-z]{1,40}$")
+_SWEEP_ID = re.compile(r"^sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}$")  # sweep-<UTC time>[-suffix]: no '/', no '.'
 GONE_SHOWN = 20  # names of files gone on the pod, at most, in the plan (the count is always there)
 
 
