@@ -222,6 +222,16 @@ def test_the_connection_sets_tcp_nodelay(sshd: SSHD):
         session.close()
 
 
+def test_pod_status_works_on_the_local_target_and_promotes_init(local_pod: Pod):
+    """`pod.status`: on-pod checks for every target (the Lium and SSH paths have their own tests), INIT→POD_READY."""
+    data = local_pod.ok("pod.status", "--json").json()
+    assert data["lium"] is None and data["target"]["kind"] == "local"
+    facts = data["pod"]
+    assert facts["user"] == subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    assert facts["state"] == "POD_READY" and local_pod.state()["state"] == "POD_READY"
+    assert isinstance(facts["gpus"], list) and facts["mnt"]["path"] == "/mnt"
+
+
 def test_pod_wait_on_an_ssh_target_waits_for_ssh(ssh_pod: Pod):
     """`pod.wait`: until SSH answers, for every target (the Lium path has its own tests)."""
     res = ssh_pod.wf("pod.wait", "--timeout-secs", "30")
@@ -467,6 +477,17 @@ def test_a_cpu_only_run_is_one_gloo_process_on_lo_in_the_sweep_window(swept: Pod
     assert stat.S_IMODE(env_copy.stat().st_mode) == 0o600
     pod.ok("sweep.stop")
     assert states(wait_sweep(pod)) == {"cpu": "cancelled"}
+
+
+def test_runs_start_in_csv_order(swept: Pod):  # noqa: F811
+    pod = swept
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, "zeta,config/train_tiny.py,1,,\nalpha,config/train_tiny.py,2,,\n"
+                                                       "mid,config/train_tiny.py,3,,\n")))
+    data = wait_sweep(pod)
+    assert states(data) == {"zeta": "success", "alpha": "success", "mid": "success"}
+    log = (pod.outputs / "_manifests" / f"{data['sweep']['sweep_id']}.log").read_text().splitlines()
+    starts = [ln.split("start ", 1)[1].split()[0] for ln in log if " start " in f" {ln}" and "(attempt" in ln]
+    assert starts == ["zeta", "alpha", "mid"], log  # not sorted, not reversed: the order of the CSV
 
 
 def test_a_killed_run_supervisor_leaves_no_process_and_the_final_sync_still_runs(swept: Pod):  # noqa: F811
