@@ -39,10 +39,12 @@ def loopback_pod(kind: str = "ssh", **config: str):
             cfg["SSH_KEY_PATH"] = str(sshd.key)
         cfg.update(config)
         (work / "workflow.env").write_text("".join(f"{k}='{v}'\n" for k, v in cfg.items()))
-        env = {**os.environ, "WORKFLOW_CONFIG": str(work / "workflow.env"), "HOME": str(work)}
+        env = {**os.environ, "WORKFLOW_CONFIG": str(work / "workflow.env"), "HOME": str(work),
+               "WFOPS_KEEPER_DIR": str(work / "keepers")}  # warm connections of this run only, ended below
         try:
             yield work, sshd, env
         finally:
+            subprocess.run([str(WFOPS), "disconnect", "--all"], env=env, capture_output=True)
             subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
             (Path("/tmp") / f"tmux-{os.getuid()}" / socket_name).unlink(missing_ok=True)
             if sshd:

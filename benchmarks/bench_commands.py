@@ -153,30 +153,26 @@ def main() -> None:
     opts = ap.parse_args()
     n = opts.repeat
     with loopback_pod("ssh", WF_PERSIST_SECS="300") as (work, sshd, env):
-        env["WFOPS_KEEPER_DIR"] = os.environ["WFOPS_KEEPER_DIR"] = str(work / "keepers")
-        os.environ["HOME"] = env["HOME"]
+        os.environ.update(WFOPS_KEEPER_DIR=env["WFOPS_KEEPER_DIR"], HOME=env["HOME"])  # for watch_refresh
         cold_cfg = work / "cold.env"
         cold_cfg.write_text((work / "workflow.env").read_text() + "WF_PERSIST_SECS=0\n")
         cold_env = {**env, "WORKFLOW_CONFIG": str(cold_cfg)}
-        try:
-            wf(env, "task.run", "--id", "bench", "--cmd", "echo hello")
-            wf(env, "task.wait", "--id", "bench")
-            wf(env, "fsm.reset", "CHECKED_OUT")
-            synthetic_sweep(work / "pod" / "outputs", 1000)
-            assert len(json.loads(wf(env, "sweep.status", "--json").stdout)["runs"]) == 1000
-            rows = read_only(env, cold_env, n)
-            samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
-            rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
-            today = time.strftime("%Y-%m-%d")
-            print_table(f"Read-only commands, warm and cold (loopback sshd, {n} runs each, {today})",
-                        ["what", "median ms", "p90 ms"], rows)
-            print_table("The pod agent's own start (python3 -I -S, this machine's system python)",
-                        ["what", "median ms", "p90 ms"], agent_start(work / "pod" / "outputs", n))
-            print_table("--watch", ["what", "median ms", "p90 ms"], watch_refresh(work, n))
-            print_table("run.fetch (median of 3 interleaved rounds for the full copies)",
-                        ["what", "ms", "rate / bytes"], fetch_rows(env, work, sshd, opts.fetch_mb, max(5, n // 3)))
-        finally:
-            wf(env, "disconnect", "--all", check=False)
+        wf(env, "task.run", "--id", "bench", "--cmd", "echo hello")
+        wf(env, "task.wait", "--id", "bench")
+        wf(env, "fsm.reset", "CHECKED_OUT")
+        synthetic_sweep(work / "pod" / "outputs", 1000)
+        assert len(json.loads(wf(env, "sweep.status", "--json").stdout)["runs"]) == 1000
+        rows = read_only(env, cold_env, n)
+        samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
+        rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
+        today = time.strftime("%Y-%m-%d")
+        print_table(f"Read-only commands, warm and cold (loopback sshd, {n} runs each, {today})",
+                    ["what", "median ms", "p90 ms"], rows)
+        print_table("The pod agent's own start (python3 -I -S, this machine's system python)",
+                    ["what", "median ms", "p90 ms"], agent_start(work / "pod" / "outputs", n))
+        print_table("--watch", ["what", "median ms", "p90 ms"], watch_refresh(work, n))
+        print_table("run.fetch (median of 3 interleaved rounds for the full copies)",
+                    ["what", "ms", "rate / bytes"], fetch_rows(env, work, sshd, opts.fetch_mb, max(5, n // 3)))
 
 
 if __name__ == "__main__":
