@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -28,6 +29,7 @@ from tests.conftest import (
     wait_until,
     write_shards,
 )
+from tests.integration.test_interruptions import _command_lock_held, _start, _waiting_for
 from tests.integration.test_ownership import owned_by
 from tests.integration.test_sweeps import (
     ssh_swept,  # noqa: F401 - fixture
@@ -240,6 +242,29 @@ def test_pod_wait_on_an_ssh_target_waits_for_ssh(ssh_pod: Pod):
                       SSH_CONNECT_TIMEOUT="1")
     res = ssh_pod.wf("pod.wait", "--timeout-secs", "2")
     assert res.rc == 4 and "connection refused" in res.last_err, res.err
+
+
+@pytest.mark.parametrize("args,hint", [
+    (("task.run", "--id", "t1", "--cmd", "true"), "task t1 may have started: see task.status --id t1"),
+    (("fsm.reset", "CHECKED_OUT"), "the workflow state may have changed: run fsm.status"),
+    (("sweep.stop",), "the sweep may be stopping or stopped: run sweep.status"),
+])
+def test_interrupted_mutating_commands_say_what_to_check(pod: Pod, args: tuple[str, ...], hint: str):
+    """'for one that does (sweep.start, sweep.stop, task.run, fsm.reset) ... each names what to check':
+    the request arrives and waits on the pod's command lock when Ctrl-C comes."""
+    pod.ok("fsm.reset", "SWEEP_RUNNING", "--reason", "so that sweep.stop is allowed")
+    with _command_lock_held(pod) as lock:
+        proc = _start(pod, *args)
+        try:
+            wait_until(lambda: _waiting_for(lock), timeout=60, what=f"{args[0]} to wait for the command lock")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert (proc.returncode, err.strip().splitlines()) == (
+        130, [f"wfops: interrupted after the request was sent: {hint}"])
 
 
 # ------------------------------------------------------------------ configuration
