@@ -176,7 +176,8 @@ def test_a_failed_final_sync_is_a_failed_run_everywhere(swept: Pod):
     pod.ok("sweep.start", "--csv", str(write_csv(pod, "gone,config/train_tiny.py,1,sleep=2 vanish=1,\n"
                                                        "next,config/train_tiny.py,2,,\n")))
     data = wait_sweep(pod)
-    assert states(data) == {"gone": "failed", "next": "cancelled"} and data["runs"][0]["note"] == "sync_failed: final sync: rsync exit 23"
+    assert states(data) == {"gone": "failed", "next": "cancelled"}
+    assert data["runs"][0]["note"] == "sync_failed: final sync: rsync exit 23"
     assert data["sweep"]["reason"] == "fail-fast: gone ended failed"  # fail-fast saw it
     st = json.loads((pod.outputs / "gone" / "status.json").read_text())
     summary = json.loads((pod.outputs / "gone" / "summary.json").read_text())
@@ -377,7 +378,8 @@ def test_a_1000_run_sweep_starts_in_one_exec_and_the_queue_walks_its_manifest(ss
     assert data["sweep"]["state"] == "completed" and data["totals"] == {"skipped": 1000}
     sweep_id = data["sweep"]["sweep_id"]
     log = (pod.outputs / "_manifests" / f"{sweep_id}.log").read_text()
-    assert log.count(": already ok in sweep-old with the same command") == 1000 and f"sweep {sweep_id} completed: queue finished" in log
+    assert log.count(": already ok in sweep-old with the same command") == 1000
+    assert f"sweep {sweep_id} completed: queue finished" in log
     assert sorted(p.name for p in (pod.outputs / "_manifests").iterdir()) == sorted([
         f"{sweep_id}.csv", f"{sweep_id}.json", f"{sweep_id}.log", "sweep-latest.csv", "sweep-latest.json",
         f"workflow-{sweep_id[len('sweep-'):]}.env", f"{sweep_id}.sweep.json"])

@@ -230,19 +230,32 @@ def _ending(rc: int, why: str, signals: Signals, spec: dict) -> dict:
     return fields
 
 
-def _disk_full(stamper: Stamper) -> str:
-    """Why the run or task ran out of disk ("" when it did not, as far as can be told)."""
+FULL_BELOW = 1 << 20  # bytes free under which a failed run's disk counts as full
+
+
+def _disk_full(stamper: Stamper, dirs) -> str:
+    """Why the run or task ran out of disk ("" when it did not, as far as can be told): its log could not be
+    written, its output says so, or a disk it writes to is full now (a worker's own output may have gone to a
+    file on that disk, e.g. torchrun's per-rank logs, and be lost)."""
     if stamper.disk_full():
         return "its log could not be written: %s" % (stamper.write_error.strerror or stamper.write_error)
     if outcome.DISK_RE.search(bytes(stamper.tail).decode("utf-8", "replace")):
         return "its output says No space left on device"
+    for d in dirs:
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < FULL_BELOW:
+            return "%d bytes are free on the disk of %s" % (st.f_bavail * st.f_frsize, d)
     return ""
 
 
 def _finish(spec: dict, fields: dict, stamper: Stamper, syncer, started: float) -> dict:
     stamper.thread.join(timeout=5)
     fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
-    full = _disk_full(stamper) if fields["state"] != SUCCESS else ""
+    dirs = [d for d in (os.path.dirname(spec["status"]), spec.get("watch_dir")) if d]
+    full = _disk_full(stamper, dirs) if fields["state"] != SUCCESS else ""
     if full:
         fields.update(failure_class=FAIL_DISK, reason="the disk is full (%s); free space on it and run again" % full)
     holders = procs.gpu_holders()

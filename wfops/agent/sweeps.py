@@ -36,7 +36,6 @@ from .states import (
     pod_path,
 )
 
-
 SWEEP_ID = re.compile(r"sweep-\d{8}T\d{6}Z(?:-[0-9A-Za-z]{1,20})?")  # sweep.start names them by UTC time
 
 
