@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Settings
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # the keeper process needs Target alone, not the config machinery (dotenv) behind Settings
+    from .config import Settings
 
 LOCAL = "local"
 _HOSTPORT_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
