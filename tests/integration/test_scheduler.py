@@ -134,14 +134,26 @@ def test_a_silent_run_is_ended_as_stalled_with_nothing_left(local_swept: Pod):
     wait_until(lambda: not venv_procs(pod), timeout=10, what="no process of the run left")
 
 
-def test_quiet_for_is_shown_while_a_run_makes_no_output(local_swept: Pod):
+def test_quiet_for_while_silent_and_stop_cancels_every_running_run(local_swept: Pod):
+    """Two runs side by side on 2 pretend GPUs and a tracked task, all silent: sweep.status and task.status
+    say `quiet for`; sweep.stop then cancels both runs and leaves no process."""
     pod = local_swept
-    pod.ok("sweep.start", "--csv", str(csv_file(pod, "hush,config/train_tiny.py,1,sleep=30,,\n")))
-    row = wait_until(lambda: [r for r in status(pod)["runs"] if (r.get("quiet_secs") or 0) >= 11],
-                     timeout=90, interval=0.5, what="11 s of silence")[0]
-    assert row["state"] == "running"
-    assert re.search(r"^hush\s+running\s.*quiet for 1\ds", pod.ok("sweep.status").out, re.M)
+    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, "hush,config/train_tiny.py,1,sleep=60,,1\n"
+                                                     "mute,config/train_tiny.py,2,sleep=60,,1\n")))
+    pod.ok("task.run", "--id", "t1", "--cmd", "echo started; sleep 60", "--timeout-secs", "90")
+    rows = wait_until(lambda: (lambda rs: rs if len(rs) == 2 else None)(
+        [r for r in status(pod)["runs"] if (r.get("quiet_secs") or 0) >= 11]), timeout=90, interval=0.5,
+        what="11 s of silence in both runs")
+    assert {r["state"] for r in rows} == {"running"} and {r["gpus"] for r in rows} == {"0", "1"}
+    text = pod.ok("sweep.status").out
+    assert re.search(r"^hush\s+running\s.*quiet for 1\ds", text, re.M), text
+    assert re.search(r"^output\s+quiet for \d+s$", pod.ok("task.status", "--id", "t1").out, re.M)
+    assert pod.ok("task.status", "--id", "t1", "--json").json()["last_output_at"]
+    assert venv_procs(pod)  # positive control: the matcher sees the runs' processes
     pod.ok("sweep.stop")
+    assert states(status(pod)) == {"hush": "cancelled", "mute": "cancelled"}
+    wait_until(lambda: not venv_procs(pod), timeout=10, what="no process of either run left")
 
 
 def test_only_a_run_with_the_same_fingerprint_is_skipped(local_swept: Pod):
