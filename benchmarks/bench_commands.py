@@ -1,7 +1,10 @@
 """Commands as a user runs them, against the loopback sshd: warm (a keeper holds the connection) and cold, beside
 the floors measured in the same run; the pod agent's own start; a --watch refresh; run.fetch full and repeated.
 
-    .venv/bin/python benchmarks/bench_commands.py [--repeat 15] [--fetch-mb 200]
+    .venv/bin/python benchmarks/bench_commands.py [--repeat 15] [--fetch-mb 200] [--baseline DIR]
+
+`--baseline DIR`: a checkout of older code (`git archive 821df59 | tar -x -C DIR`), run as `python -m wfops`
+beside, in the same rounds (it has no keeper: its rows compare with "cold").
 
 Prints markdown tables (medians, p90). Every wfops row is a fresh `wfops` process, so Python's start and imports
 are included. "cold" is WF_PERSIST_SECS=0 (the command's own connection); "cold, keeper start" is the first
@@ -45,23 +48,37 @@ def synthetic_sweep(outputs: Path, runs: int) -> None:
         "started_at": "2026-12-01T00:00:00+00:00", "ended_at": "2026-12-01T00:01:00+00:00"}))
 
 
-def read_only(env: dict, cold_env: dict, n: int) -> list[list[str]]:
-    """Each round runs warm, cold and keeper-start one after the other, so that all three see the same load."""
+def baseline_run(checkout: Path, env: dict, *args: str) -> None:
+    """`wfops ARGS` with the code of another checkout (`--baseline`: e.g. `git archive 821df59 | tar -x -C DIR`)."""
+    res = subprocess.run([sys.executable, "-m", "wfops", *args], env={**env, "PYTHONPATH": str(checkout)},
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"baseline wfops {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+
+
+def read_only(env: dict, cold_env: dict, n: int, baseline: Path | None) -> list[list[str]]:
+    """Each round runs warm, cold, keeper-start (and the baseline) one after the other: the same load for all."""
     rows = []
     samples = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n)
     rows.append(["floor: `python -c pass`", ms(samples), p90(samples)])
     for label, args in (("fsm.status", ["fsm.status"]), ("task.status", ["task.status", "--id", "bench"]),
                         ("task.list", ["task.list"]), ("sweep.status, 1,000 runs", ["sweep.status"])):
-        warm, cold, start = [], [], []
+        warm, cold, start, base = [], [], [], []
         wf(env, *args)
+        if baseline:
+            baseline_run(baseline, cold_env, *args)
         for _ in range(n):
             warm += timed(lambda args=args: wf(env, *args), 1, warmup=0)
             cold += timed(lambda args=args: wf(cold_env, *args), 1, warmup=0)
             wf(env, "disconnect")
             start += timed(lambda args=args: wf(env, *args), 1, warmup=0)
+            if baseline:
+                base += timed(lambda args=args: baseline_run(baseline, cold_env, *args), 1, warmup=0)
         rows.append([f"wfops {label}: warm", ms(warm), p90(warm)])
         rows.append([f"wfops {label}: cold (WF_PERSIST_SECS=0)", ms(cold), p90(cold)])
         rows.append([f"wfops {label}: cold, keeper start", ms(start), p90(start)])
+        if baseline:
+            rows.append([f"baseline {label} ({baseline.name})", ms(base), p90(base)])
     return rows
 
 
@@ -150,6 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--fetch-mb", type=int, default=200)
+    ap.add_argument("--baseline", type=Path, help="a checkout of older code to measure beside (python -m wfops)")
     opts = ap.parse_args()
     n = opts.repeat
     with loopback_pod("ssh", WF_PERSIST_SECS="300") as (work, sshd, env):
@@ -162,7 +180,7 @@ def main() -> None:
         wf(env, "fsm.reset", "CHECKED_OUT")
         synthetic_sweep(work / "pod" / "outputs", 1000)
         assert len(json.loads(wf(env, "sweep.status", "--json").stdout)["runs"]) == 1000
-        rows = read_only(env, cold_env, n)
+        rows = read_only(env, cold_env, n, opts.baseline)
         samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
         rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
         today = time.strftime("%Y-%m-%d")
