@@ -77,6 +77,12 @@ def status_metrics(rows: list[dict], configured: Sequence[str], sort: str | None
     return cols, rows
 
 
+def metric_cells(row: dict, cols: Sequence[str]) -> list[str]:
+    """A status row's last value of each metric column ('' where the run has none)."""
+    values = row.get("metrics") or {}
+    return [fmt(values.get(c)) for c in cols]
+
+
 def split_overrides(overrides: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in overrides or ():
@@ -86,15 +92,15 @@ def split_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 
 def report_columns(runs: list[dict], configured: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(override keys, metrics) of a report: every override key in the order first seen; METRIC_COLUMNS or
-    every metric found."""
+    """(override keys, metrics) of a report: every override key in the order first seen; every metric, those of
+    METRIC_COLUMNS first (even when no run reported them: an empty column)."""
     keys: list[str] = []
     for run in runs:
         for key in split_overrides(run.get("overrides") or []):
             if key not in keys:
                 keys.append(key)
     found = metric_names(r.get("metrics") for r in runs)
-    return keys, (list(configured) if configured else found)
+    return keys, list(configured) + [m for m in found if m not in configured]
 
 
 def report_header(keys: Sequence[str], metrics: Sequence[str]) -> list[str]:

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT, Pod, git
+from tests.realparts import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +42,7 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
         BOOTSTRAP_SCRIPT="", REPO_INSTALL_CMD="", TRAIN_WORKDIR=".", TRAIN_ARG_STYLE="dashdash",
         TRAIN_INJECT="out_dir", DATA_DIR=str(data), DATA_CHECK="train.bin val.bin meta.pkl", DATA_LINK="shards",
         DATA_LINK_DIR="data/tiny", METRIC_PATTERNS=PATTERNS, METRIC_COLUMNS="val_loss", RUN_TIMEOUT_SECS="600",
+        RDZV_BASE_PORT=str(free_port()),  # not torchrun's usual 29500, which another torchrun may hold
     )
     pod.ok("bootstrap")
     pod.ok("checkout", timeout=600)

@@ -10,13 +10,16 @@ import os
 import pty
 import select
 import struct
+import subprocess
 import termios
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import WFOPS, Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
+from tests.realparts import free_port
 
 # a stand-in trainer: metrics as told, a log line per step from every rank (torchrun prefixes them with the rank)
 METRIC_TRAIN = '''
@@ -46,7 +49,7 @@ def _ready(pod: Pod, training_repo: TrainingRepo, pod_python: str, template: Pat
     copy_checked_out(template, pod)
     (pod.root / "repo" / "examples" / "nanogpt" / "metric_train.py").write_text(METRIC_TRAIN)
     checkout_config(pod, training_repo, pod_python, TRAIN_SCRIPT="metric_train.py", TRAIN_INJECT="out_dir",
-                    KILL_GRACE_SECS="2")
+                    KILL_GRACE_SECS="2", RDZV_BASE_PORT=str(free_port()))  # not 29500: other torchruns may use it
     return pod
 
 
@@ -77,7 +80,8 @@ def test_report_from_jsonl_and_patterns_with_files_and_order(ready: Pod):
     sweep(pod, "a,config/train_tiny.py,1,lr=2 steps=4 jsonl=1,jsonl run\n"
                "b,config/train_tiny.py,2,lr=1 steps=3,pattern run\n"
                "c,config/train_tiny.py,3,lr=3 steps=2 exit=3,fails\n")
-    wait_end(pod)
+    ended = wait_end(pod)
+    assert {r["run_id"]: r["state"] for r in ended["runs"]} == {"a": "success", "b": "success", "c": "failed"}, ended
     res = pod.ok("sweep.report")
     rows = list(csv.DictReader((pod.root.parent / "artifacts" / "_reports").glob("*/results.csv").__next__().open()))
     by_id = {r["run_id"]: r for r in rows}
@@ -100,6 +104,9 @@ def test_report_from_jsonl_and_patterns_with_files_and_order(ready: Pod):
     assert [r["run_id"] for r in in_csv] == ["b", "c", "a"]  # the CSV in the same order
     by_acc = pod.ok("sweep.report", "--sort", "acc", "--out", str(pod.root.parent / "r3")).out
     assert by_acc.splitlines()[3].startswith("a ")  # accuracy: higher is better
+    if pod.kind == "ssh":  # the metrics of every run in one exec (no fetch)
+        counted, conns, execs = pod.count("sweep.report", "--out", str(pod.root.parent / "r4"))
+        assert counted.rc == 0 and (conns, execs) == (1, 1)
 
 
 def test_a_pattern_that_matches_nothing_is_an_empty_column(local_ready: Pod):
@@ -112,6 +119,8 @@ def test_a_pattern_that_matches_nothing_is_an_empty_column(local_ready: Pod):
     assert rows == [dict(rows[0], nothing_final="", nothing_best="")] and rows[0]["state"] == "success"
     assert "curves.png not written: no run reported a metric" in res.err
     assert not (pod.root.parent / "rep" / "curves.png").exists()
+    unwritable = pod.wf("sweep.report", "--out", "/proc/wfops-report")
+    assert unwritable.rc == 2 and unwritable.last_err.startswith("wfops: cannot write the report in /proc/wfops-report")
     pod.configure(METRIC_PATTERNS="no named (group)")
     res = pod.wf("sweep.report")
     assert res.rc == 2 and "METRIC_PATTERNS" in res.last_err and "named group" in res.last_err
@@ -119,22 +128,26 @@ def test_a_pattern_that_matches_nothing_is_an_empty_column(local_ready: Pod):
 
 def test_run_logs_whole_tail_rank_and_follow_until_the_run_ends(ready: Pod):
     pod = ready
+    # torchrun --tee block-buffers its copy of the workers' lines when its stdout is a pipe (the run's log): the
+    # run's environment needs PYTHONUNBUFFERED for live logs (set here through the pod env until the runner does)
+    pod.configure(PYTHONUNBUFFERED="1", EXTRA_ENV_KEYS="PYTHONUNBUFFERED")
     flag = pod.root / "go"
     sweep(pod, f"r,config/train_tiny.py,1,steps=2 wait_for={flag},\n")
-    wait_until(lambda: (pod.outputs / "r" / "stdout.log").exists()
-               and "iter 2" in (pod.outputs / "r" / "stdout.log").read_text(), timeout=90, what="the run to log")
-    import subprocess
-
     follower = subprocess.Popen([str(WFOPS), "run.logs", "r", "--follow", "--rank", "1"], env=pod.env(),
                                 cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    assert follower.stdout is not None
+    guard = threading.Timer(120, follower.kill)  # a follower that hangs fails the test instead of blocking it
+    guard.start()
+    live = [follower.stdout.readline(), follower.stdout.readline()]  # arrives while the run still runs
+    assert [ln.split(" ", 1)[1] for ln in live] == ["[rank1]:iter 1: loss 10.0000 from rank 1\n",
+                                                    "[rank1]:iter 2: loss 5.0000 from rank 1\n"]
+    time.sleep(1)
     assert follower.poll() is None  # still following: the run waits for the flag
     flag.touch()
     out, err = follower.communicate(timeout=60)
+    guard.cancel()
     assert follower.returncode == 0, err
-    lines = out.splitlines()
-    assert [ln.split(" ", 1)[1] for ln in lines] == [
-        "[rank1]:iter 1: loss 10.0000 from rank 1", "[rank1]:iter 2: loss 5.0000 from rank 1", "[rank1]:done waiting"]
+    assert [ln.split(" ", 1)[1] for ln in out.splitlines()] == ["[rank1]:done waiting"]
     wait_end(pod)
     whole = pod.ok("run.logs", "r").out
     assert "[rank0]:iter 1" in whole and "[rank1]:iter 1" in whole

@@ -16,7 +16,7 @@ from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE
 
 METRICS_FILE = "metrics.jsonl"
 STEP_KEYS = ("step", "iter", "iteration", "it")
-TAIL_BYTES = 256 * 1024  # what sweep.status reads of each run for the last values
+TAIL_BYTES = 64 * 1024  # what sweep.status reads of each run's files for the last values
 # a worker's log line under torchrun --tee with a rank prefix: "<ISO time> [rankN]:..."
 RANK_RE = re.compile(rb"^\S+ \[rank(\d+)\]:")
 
@@ -138,6 +138,15 @@ def run_series(run_dir: str, patterns: list, tail: int = 0) -> tuple:
 def last_values(run_dir: str, patterns: list) -> dict:
     """{metric: last value} from the end of the run's files (what sweep.status shows)."""
     return {name: points[-1][1] for name, points in run_series(run_dir, patterns, TAIL_BYTES)[1].data.items()}
+
+
+def add_last_values(pod, rows: list, patterns) -> None:
+    """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}."""
+    compiled = compile_patterns(patterns)
+    for row in rows:
+        d = pod.run_dir(row["run_id"])
+        if os.path.isdir(d):
+            row["metrics"] = last_values(d, compiled)
 
 
 def thin(points: list, limit: int) -> list:

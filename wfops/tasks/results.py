@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import EXIT_FAILED, NotFoundError, UsageError, WfopsError
 from ..fsm import RULES
 from ..output import duration, table, visible
-from ..results import fmt, report_columns, report_header, report_row, report_sort
+from ..results import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from ..sweep_model import check_run_id
 from ..tracked import check_task_id
 from ._base import JSON_HELP, emit, settings_for, wftask
@@ -211,16 +211,20 @@ def report(c, out=None, sort=None, json=False, config=None):
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     runs = data.get("runs") or []
     keys, metrics = report_columns(runs, list(settings["METRIC_COLUMNS"]))
-    runs = report_sort(runs, sort or (metrics[0] if metrics else None))
+    shown = choose_columns(list(settings["METRIC_COLUMNS"]), metrics, sort)  # the table's; the files have all
+    runs = report_sort(runs, sort or (shown[0] if shown else None))
     folder = Path(out) if out else Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / "_reports" / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_csv(folder / "results.csv", runs, keys, metrics)
-    note = _plot(folder / "curves.png", runs, metrics)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(folder / "results.csv", runs, keys, metrics)
+        note = _plot(folder / "curves.png", runs, metrics)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report in {folder}: {exc.strerror or exc}") from None
     if note:
         print(f"wfops: {note}", file=sys.stderr)
     files = {"csv": str((folder / "results.csv").resolve()),
              "png": None if note else str((folder / "curves.png").resolve())}
     emit({"sweep_id": sweep_id, "files": files, "runs": runs}, json, lambda: (
-        f"{sweep_id}: {len(runs)} run(s)" + (f", sorted by best {sort or metrics[0]}" if metrics else "")
-        + "\n\n" + _report_table(runs, metrics) + f"\n\nresults: {files['csv']}"
+        f"{sweep_id}: {len(runs)} run(s)" + (f", sorted by best {sort or shown[0]}" if shown else "")
+        + "\n\n" + _report_table(runs, shown) + f"\n\nresults: {files['csv']}"
         + (f"\ncurves:  {files['png']}" if files["png"] else "")))
