@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -231,3 +233,31 @@ def test_attach_opens_tmux_interactively_and_detaches(pod: Pod):
     piped = pod.wf("task.attach", "--id", "watch-me")
     assert piped.rc == 2 and "needs a terminal" in piped.last_err
 
+
+
+def test_sweep_wait_says_when_the_queue_runner_died(local_ready: Pod):
+    pod = local_ready
+    flag = pod.root / "go"
+    sweep(pod, f"held,config/train_tiny.py,1,steps=1 wait_for={flag},\nnext,config/train_tiny.py,2,steps=1,\n")
+    record = pod.outputs / "_control" / "sweep.json"
+    pid = wait_until(lambda: json.loads(record.read_text()).get("pid") if record.exists() else None,
+                     what="the queue runner's pid")
+    wait_until(lambda: (pod.outputs / "held" / "stdout.log").exists(), timeout=60, what="the first run to start")
+    os.kill(int(pid), signal.SIGKILL)
+    try:
+        lost = pod.wf("sweep.wait")
+        assert lost.rc == 8 and "the queue was lost" in lost.last_err, lost.err
+    finally:
+        flag.touch()
+
+
+def test_shell_completion_works_from_any_directory(tmp_path):
+    script = subprocess.run([str(WFOPS), "--print-completion-script", "bash"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert script.returncode == 0 and "wfops --complete" in script.stdout
+    words = subprocess.run([str(WFOPS), "--complete", "--", "wfops", "run.logs", "-"], capture_output=True,
+                           text=True, cwd=tmp_path).stdout.split()
+    assert {"--follow", "--tail", "--rank"} <= set(words)
+    tasks = subprocess.run([str(WFOPS), "--complete", "--", "wfops"], capture_output=True, text=True,
+                           cwd=tmp_path).stdout.split()
+    assert {"sweep.report", "sweep.wait", "sweep.attach", "run.logs", "task.logs", "task.attach"} <= set(tasks)
