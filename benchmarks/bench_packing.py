@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from _harness import loopback_pod, print_table, wf
-from bench_sweeps import make_repo
+from bench_sweeps import make_repo, wait_completed
 
 SLEEPER = ("import json, os, sys, time\n"
            "t0 = time.time()\n"
@@ -45,14 +45,8 @@ def makespan(env: dict, work: Path, csv: Path) -> tuple[float, float, float]:
     t0, wall0 = time.perf_counter(), time.time()
     sweep_id = json.loads(wf(env, "sweep.start", "--csv", str(csv), "--json").stdout)["sweep_id"]
     record = work / "pod" / "outputs" / "_control" / "sweep.json"
-    while True:
-        try:
-            data = json.loads(record.read_text())
-            if data.get("sweep_id") == sweep_id and data.get("state") != "running":
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
+    wait_completed(record, sweep_id)
+    data = json.loads(record.read_text())
     took = time.perf_counter() - t0
     if data.get("totals") != {"success": len(DURATIONS)}:
         raise SystemExit(f"the sweep did not succeed: {data}")

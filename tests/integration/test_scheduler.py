@@ -12,22 +12,18 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import Pod, TrainingRepo, wait_until
-from tests.integration.test_sweeps import _swept, args_of, states, status, venv_procs, wait_sweep
+from tests.conftest import Pod, wait_until
+from tests.integration.test_sweeps import (
+    args_of,
+    local_swept,  # noqa: F401 - fixture
+    ssh_swept,  # noqa: F401 - fixture
+    states,
+    status,
+    venv_procs,
+    wait_sweep,
+)
 
 HEADER = "run_id,config,seed,overrides,notes,gpus\n"
-
-
-@pytest.fixture
-def local_swept(local_pod: Pod, training_repo: TrainingRepo, pod_python: str, checked_out: Path) -> Pod:
-    return _swept(local_pod, training_repo, pod_python, checked_out)
-
-
-@pytest.fixture
-def ssh_swept(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str, checked_out: Path) -> Pod:
-    return _swept(ssh_pod, training_repo, pod_python, checked_out)
 
 
 def csv_file(pod: Pod, rows: str, name: str = "sweep.csv") -> Path:
@@ -47,7 +43,7 @@ def span(pod: Pod, run_id: str) -> tuple[float, float, set[str]]:
     return args["started"], ended, set(args["cuda_visible_devices"].split(","))
 
 
-def test_packing_on_four_pretend_gpus_overlaps_runs_on_disjoint_devices(local_swept: Pod):
+def test_packing_on_four_pretend_gpus_overlaps_runs_on_disjoint_devices(local_swept: Pod):  # noqa: F811 - the fixture
     """1-, 2- and 4-GPU runs on 4 slots: runs overlap as the slot table allows, never share a device, each
     sees its own CUDA_VISIBLE_DEVICES and world size; two 2-process torchruns run at once and both succeed;
     sweep.status shows the GPUs a running run holds."""
@@ -85,7 +81,7 @@ def test_packing_on_four_pretend_gpus_overlaps_runs_on_disjoint_devices(local_sw
     assert "5 run(s) queued on 4 GPU slot(s)" in log
 
 
-def test_a_run_asking_more_gpus_than_the_pod_has_is_refused_before_anything_starts(local_swept: Pod):
+def test_a_run_asking_more_gpus_than_the_pod_has_is_refused_before_anything_starts(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
     pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="")
     rows = "ok,config/train_tiny.py,1,,,1\nbig,config/train_tiny.py,2,,,4\n"
@@ -97,7 +93,7 @@ def test_a_run_asking_more_gpus_than_the_pod_has_is_refused_before_anything_star
     assert res.rc == 2 and "line 2: gpus '0' is not a whole number >= 1 or 'all'" in res.err
 
 
-def test_a_transient_failure_is_retried_and_a_real_one_is_not(local_swept: Pod):
+def test_a_transient_failure_is_retried_and_a_real_one_is_not(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
     flag = pod.root / "failed-once"
     pod.configure(RUN_RETRIES="2", RETRY_BACKOFF_SECS="1")
@@ -120,7 +116,7 @@ def test_a_transient_failure_is_retried_and_a_real_one_is_not(local_swept: Pod):
     assert re.search(r"^flaky\s+success\s+2/3\s", text, re.M) and re.search(r"^broken\s+failed\s+1/3\s", text, re.M)
 
 
-def test_a_silent_run_is_ended_as_stalled_with_nothing_left(local_swept: Pod):
+def test_a_silent_run_is_ended_as_stalled_with_nothing_left(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
     pod.configure(RUN_STALL_SECS="3")
     pod.ok("sweep.start", "--csv", str(csv_file(pod, "quiet,config/train_tiny.py,1,sleep=120,,\n")))
@@ -134,7 +130,7 @@ def test_a_silent_run_is_ended_as_stalled_with_nothing_left(local_swept: Pod):
     wait_until(lambda: not venv_procs(pod), timeout=10, what="no process of the run left")
 
 
-def test_quiet_for_while_silent_and_stop_cancels_every_running_run(local_swept: Pod):
+def test_quiet_for_while_silent_and_stop_cancels_every_running_run(local_swept: Pod):  # noqa: F811 - the fixture
     """Two runs side by side on 2 pretend GPUs and a tracked task, all silent: sweep.status and task.status
     say `quiet for`; sweep.stop then cancels both runs and leaves no process."""
     pod = local_swept
@@ -156,7 +152,7 @@ def test_quiet_for_while_silent_and_stop_cancels_every_running_run(local_swept: 
     wait_until(lambda: not venv_procs(pod), timeout=10, what="no process of either run left")
 
 
-def test_only_a_run_with_the_same_fingerprint_is_skipped(local_swept: Pod):
+def test_only_a_run_with_the_same_fingerprint_is_skipped(local_swept: Pod):  # noqa: F811 - the fixture
     """Same row: skipped, and the table says why; changed overrides: rerun, the old run dir kept in _previous/
     (pruned to KEEP_PREVIOUS); the status says why it reran."""
     pod = local_swept
@@ -182,7 +178,7 @@ def test_only_a_run_with_the_same_fingerprint_is_skipped(local_swept: Pod):
     assert "removed r1." in log and "(KEEP_PREVIOUS=1)" in log
 
 
-def test_add_during_a_run_retry_failed_list_and_an_older_sweep(ssh_swept: Pod):
+def test_add_during_a_run_retry_failed_list_and_an_older_sweep(ssh_swept: Pod):  # noqa: F811 - the fixture
     pod = ssh_swept
     flag = pod.root / "retry-flag"
     pod.ok("sweep.start", "--csv", str(csv_file(pod, "slow,config/train_tiny.py,1,sleep=8,,\n"
@@ -223,10 +219,10 @@ def test_add_during_a_run_retry_failed_list_and_an_older_sweep(ssh_swept: Pod):
         assert res.rc == 2 and res.last_err == f"wfops: invalid sweep id {bad!r} (sweep.list shows the ids)"
 
 
-def test_the_failing_workers_own_error_is_the_evidence(local_swept: Pod):
+def test_the_failing_workers_own_error_is_the_evidence(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
-    pod.ok("sweep.start", "--csv", str(csv_file(pod, "bad,config/train_tiny.py,1,raise=Unknown config key: "
-                                                     "data_dir raise_rank=1,,\n")))
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, "bad,config/train_tiny.py,1,raise='Unknown config key: "
+                                                     "data_dir' raise_rank=1,,\n")))
     data = wait_sweep(pod)
     summ = summary(pod, "bad")
     assert summ["failure_evidence"] == "ValueError: Unknown config key: data_dir"
@@ -236,7 +232,7 @@ def test_the_failing_workers_own_error_is_the_evidence(local_swept: Pod):
     assert list((pod.outputs / "bad" / "ranks").rglob("stderr.log"))  # each rank's own log kept
 
 
-def test_python_launcher_cli_flags_optional_seed_and_common_overrides(local_swept: Pod):
+def test_python_launcher_cli_flags_optional_seed_and_common_overrides(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
     pod.configure(TRAIN_LAUNCHER="python", TRAIN_INJECT="out_dir data_dir", SWEEP_COMMON_OVERRIDES="lr=1 batch=2")
     csv = pod.root.parent / "noseed.csv"

@@ -38,6 +38,11 @@ def ssh_swept(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str, checke
     return _swept(ssh_pod, training_repo, pod_python, checked_out)
 
 
+@pytest.fixture
+def local_swept(local_pod: Pod, training_repo: TrainingRepo, pod_python: str, checked_out: Path) -> Pod:
+    return _swept(local_pod, training_repo, pod_python, checked_out)
+
+
 def write_csv(pod: Pod, rows: str | list[list[str]], name: str = "sweep.csv") -> Path:
     path = pod.root.parent / name
     if isinstance(rows, str):
