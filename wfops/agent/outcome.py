@@ -13,6 +13,7 @@ from .states import (
     FAIL_DISK,
     FAIL_EXIT,
     FAIL_NCCL,
+    FAIL_NO_FIT,
     FAIL_OOM,
     FAIL_STALLED,
     FAIL_SYNC,
@@ -105,7 +106,7 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
             keep_terminal=False)
         state = FAILED
     info = classify(store.read_tail(os.path.join(run_dir, LOG_FILE)) + "\n" + output_tail, st.get("exit_code"), state)
-    if st.get("failure_class") in (FAIL_DISK, FAIL_STALLED):  # the supervisor saw the disk fill up / the silence
+    if st.get("failure_class") in (FAIL_DISK, FAIL_STALLED, FAIL_NO_FIT):  # known before the log is read
         info.update(failure_class=st["failure_class"], evidence=st.get("reason") or info["evidence"])
     if state == FAILED and sync_rc not in (None, 0) and st.get("exit_code") == 0:
         info.update(failure_class=FAIL_SYNC, evidence="final sync: rsync exit %s" % sync_rc)

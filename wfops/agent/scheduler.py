@@ -236,9 +236,8 @@ class Scheduler:
               "state": FAILED, "reason": why, "failure_class": FAIL_NO_FIT, "started_at": store.now_iso(),
               "ended_at": store.now_iso(), "duration_secs": 0.0, "fingerprint": run.get("fp")}
         store.write_json(os.path.join(d, STATUS_FILE), st)
-        summ = outcome.write_summary(d, st)
-        store.update_json(os.path.join(d, SUMMARY_FILE), {"failure_class": FAIL_NO_FIT, "failure_evidence": why})
-        self.log("end %s: %s (%s)" % (rid, summ["state"], why))
+        outcome.write_summary(d, st)
+        self.log("end %s: %s (%s)" % (rid, FAILED, why))
         self.fail_fast(rid, FAILED)
 
     def ended_state(self, r: Running) -> str:
