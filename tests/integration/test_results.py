@@ -261,3 +261,27 @@ def test_shell_completion_works_from_any_directory(tmp_path):
     tasks = subprocess.run([str(WFOPS), "--complete", "--", "wfops"], capture_output=True, text=True,
                            cwd=tmp_path).stdout.split()
     assert {"sweep.report", "sweep.wait", "sweep.attach", "run.logs", "task.logs", "task.attach"} <= set(tasks)
+
+
+def test_run_logs_follow_goes_on_through_a_retry(local_ready: Pod):
+    pod = local_ready
+    pod.configure(RUN_RETRIES="1", RETRY_ON="nonzero_exit", RETRY_BACKOFF_SECS="1", PYTHONUNBUFFERED="1",
+                  EXTRA_ENV_KEYS="PYTHONUNBUFFERED")
+    marker = pod.root / "failed-once"
+    script = pod.root / "repo" / "examples" / "nanogpt" / "metric_train.py"
+    script.write_text(script.read_text().replace(  # the first attempt fails (exit 3), the retry succeeds
+        'if args.get("wait_for"):',
+        'if args.get("wait_for") and not os.path.exists(args["wait_for"]):\n'
+        '    time.sleep(6)\n    print("first attempt fails", flush=True)\n'
+        '    open(args["wait_for"] + ".%d" % rank, "w").close()\n    sys.exit(3)\n'
+        'if args.get("wait_for"):'))
+    sweep(pod, f"flaky,config/train_tiny.py,1,steps=1 wait_for={marker},\n")
+    follower = subprocess.Popen([str(WFOPS), "run.logs", "flaky", "--follow", "--rank", "0"], env=pod.env(),
+                                cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: (pod.root / "failed-once.0").exists(), timeout=60, what="the first attempt to fail")
+    marker.touch()
+    out, err = follower.communicate(timeout=180)
+    assert follower.returncode == 0, err
+    assert "first attempt fails" in out and "[rank0]:done waiting" in out, out
+    assert out.index("first attempt fails") < out.index("[rank0]:done waiting")
+    assert pod.ok("sweep.status", "--json").json()["runs"][0]["state"] == "success"

@@ -15,7 +15,7 @@ from . import procs, store
 from .metrics import line_rank
 from .registry import Refusal
 from .registry import command as agent_command
-from .states import EXIT_NOT_FOUND, EXIT_USAGE, LOG_FILE, QUEUE_RUNNING, STATUS_FILE, TERMINAL, UNKNOWN
+from .states import EXIT_NOT_FOUND, EXIT_USAGE, LOG_FILE, QUEUE_RUNNING, STATUS_FILE, SUCCESS, TERMINAL, UNKNOWN
 
 POLL_SECS = 0.25
 CHUNK = 65536
@@ -120,6 +120,19 @@ def _state_ended(status_path: str) -> bool:
     return bool(st) and procs.liveness(st)[0] in TERMINAL + (UNKNOWN,)
 
 
+def _run_ended(pod, status_path: str) -> bool:
+    """A run has ended when its state is terminal and no retry (or sweep.retry) of it waits in a running queue:
+    a retry starts a new log, which the stream then follows."""
+    if not _state_ended(status_path):
+        return False
+    st = store.load_or_note(status_path)[0] or {}
+    again = st.get("requeued_at") or (st.get("retry_at") and st.get("state") != SUCCESS)
+    if not again:
+        return True
+    sw, problem = store.load_or_note(pod.sweep_file)
+    return bool(problem) or procs.queue_liveness(sw)[0] != QUEUE_RUNNING
+
+
 def _queued(pod, run_id: str) -> bool:
     """The run is in the latest sweep's queue and the queue still runs: it may yet start."""
     sw, problem = store.load_or_note(pod.sweep_file)
@@ -148,7 +161,7 @@ def run_logs(pod, run_id: str, follow: bool = False, tail: int = 0, rank: int = 
         raise Refusal(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status"
                       % (run_id, pod.out))
     keep = rank_filter(None if rank < 0 else rank)
-    show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _state_ended(os.path.join(d, STATUS_FILE)))
+    show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _run_ended(pod, os.path.join(d, STATUS_FILE)))
 
 
 @agent_command("task-logs")
