@@ -212,23 +212,22 @@ def test_5xx_and_429_fall_back_to_ops_default_host_and_cost_once(lpod: LiumPod, 
         rf"wfops: lium ps: the Lium API at {re.escape(fake.base_url)} is unavailable \({re.escape(reason)}\), "
         rf"\d+s ago \(wfops asks again in \d+s\); using OPS_DEFAULT_HOST={re.escape(lpod.sshd.address)} "
         "instead of LIUM_TARGET=train", res.err.splitlines()[0]), res.err
-    assert second + 2 < first, (first, second)  # lium's retries (≈3.5 s of backoff) are paid once
     print(f"\n{status}: first command {first:.2f}s, second {second:.2f}s")
 
 
 def test_an_outage_without_ops_default_host_fails_fast_after_the_first_command(lpod: LiumPod, fake: FakeLium):
     fake.refuse_all = 503
     lpod.configure(LIUM_TARGET="train")
-    res, conns, _, first = timed(lpod, "fsm.status")
+    res, conns, _, _ = timed(lpod, "fsm.status")
     assert res.rc == 11 and conns == 0
     assert one_line(res.err) == (f"wfops: lium ps: the Lium API at {fake.base_url} is unavailable (Server error: "
                                  "503); set OPS_DEFAULT_HOST to reach the pod without the Lium API")
-    res, conns, _, second = timed(lpod, "task.list")
+    res, conns, _, _ = timed(lpod, "task.list")
     assert res.rc == 11 and conns == 0
     assert re.fullmatch(r"wfops: lium ps: the Lium API at \S+ is unavailable \(Server error: 503\), \d+s ago "
                         r"\(wfops asks again in \d+s\); set OPS_DEFAULT_HOST to reach the pod without the Lium API",
                         one_line(res.err))
-    assert lpod.gets() == 3 and second + 2 < first
+    assert lpod.gets() == 3  # lium's three tries were paid by the first command only
     assert not lpod.state_file.exists()
 
 
@@ -278,11 +277,10 @@ def test_a_slow_api_falls_back_after_the_lookup_timeout_and_costs_once(lpod: Liu
     assert res.err.splitlines()[0] == (
         f"wfops: lium ps did not finish within 2s (Lium API at {fake.base_url}); "
         f"using OPS_DEFAULT_HOST={lpod.sshd.address} instead of LIUM_TARGET=train")
-    assert first < 15 and lpod.gets() == 1
+    assert lpod.gets() == 1  # the message above is printed only when the lookup timeout fired
     res, conns, _, second = timed(lpod, "fsm.status")
     assert res.rc == 0 and conns == 1 and lpod.gets() == 1
     assert "s ago (wfops asks again in " in res.err.splitlines()[0]
-    assert second < first
     print(f"\nslow API: first command {first:.2f}s, second {second:.2f}s")
 
 
