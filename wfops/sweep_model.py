@@ -33,6 +33,7 @@ TEMPLATE_CSV = """\
 run_id,config,seed,overrides,notes
 # one row per training run; lines starting with # are ignored
 # overrides: space-separated key=value for train.py; quote the field if it contains a comma
+# an optional gpus column says how many GPUs a run holds (1, 2, ... or all; default RUN_GPUS)
 baseline-s1,config/train_tiny.py,1,,baseline
 lr1e-3-s1,config/train_tiny.py,1,learning_rate=1e-3,lower learning rate
 bigbatch-s2,config/train_tiny.py,2,"batch_size=8 learning_rate=2e-3","bigger batch, seed 2"

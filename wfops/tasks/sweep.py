@@ -63,9 +63,10 @@ def validate(c, csv=None, workdir=None, json=False, config=None):
     selected = {r.run_id for r in select_runs(runs, settings.values["SWEEP_MATCH"], settings.values["SWEEP_START_AT"],
                                              settings["SWEEP_LIMIT"])}
     data = {"csv": str(path), "runs": [dict(r.as_dict(), selected=r.run_id in selected) for r in runs]}
+    gpus = settings.values["RUN_GPUS"]
     emit(data, json, lambda: table(
-        ("line", "run_id", "config", "seed", "overrides", "queued"),
-        [(r.line, r.run_id, r.config, r.seed, " ".join(f"{k}={v}" for k, v in r.overrides),
+        ("line", "run_id", "config", "seed", "overrides", "gpus", "queued"),
+        [(r.line, r.run_id, r.config, r.seed, " ".join(f"{k}={v}" for k, v in r.overrides), r.gpus or gpus,
           "yes" if r.run_id in selected else "no (filters)") for r in runs],
     ) + f"\n{len(runs)} run(s) valid; {len(selected)} would be queued with the current filters")
 
