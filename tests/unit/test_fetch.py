@@ -52,10 +52,15 @@ def test_files_land_in_place_one_by_one_and_other_local_files_stay(tmp_path):
     assert receiver.files == 2
 
 
-def test_an_empty_stream_is_nothing_to_do(tmp_path):
+def test_an_empty_stream_is_nothing_to_do_and_starts_no_extractor(tmp_path):
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
     receiver.meta("plan", '{"runs": [], "files": 0}')
     assert receiver.finish() == [] and receiver.files == 0 and list(tmp_path.iterdir()) == []
+    assert receiver.proc is None
+    started = fetch.TarReceiver(tmp_path, {"r1"})
+    started.meta("plan", '{"runs": ["r1"], "files": 1}')  # the plan announces files: the extractor starts
+    assert started.proc is not None
+    started.abort()
 
 
 def test_the_local_index_has_size_and_mtime_or_hash(tmp_path):
@@ -138,7 +143,9 @@ def test_abandoned_staging_is_removed_and_a_live_one_is_kept(tmp_path, held_stag
 
 def test_a_running_fetch_keeps_its_staging_from_other_fetches(tmp_path):
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
-    assert fetch.remove_abandoned_staging(tmp_path) == []  # its lock is held (by it and by its extractor)
+    assert fetch.remove_abandoned_staging(tmp_path) == []  # its lock is held ...
+    receiver.start()
+    assert fetch.remove_abandoned_staging(tmp_path) == []  # ... by it and by its extractor
     assert staging_dirs(tmp_path) == [receiver.staging.name]
     receiver.abort()
     assert staging_dirs(tmp_path) == []
@@ -148,6 +155,7 @@ def test_abort_removes_the_staging_even_with_a_stuck_extractor(tmp_path):
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "old.txt").write_text("old")
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    receiver.start()
     os.kill(receiver.proc.pid, signal.SIGSTOP)  # frozen: it would never read the end of the stream
     feed(receiver, tar_bytes({"r1/new.txt": b"n" * 10_000}))
     receiver.abort()
