@@ -361,7 +361,7 @@ def test_template_never_overwrites_and_validate_checks_locally(local_pod: Pod):
     pod.ok("sweep.validate", "--workdir", str(workdir))
     (pod.root / "wd").mkdir()
     res = pod.wf("sweep.validate", "--workdir", str(pod.root / "wd"))
-    assert res.rc == 2 and "line 4: config config/train_tiny.py does not exist" in res.err
+    assert res.rc == 2 and "line 5: config config/train_tiny.py does not exist" in res.err
     assert not pod.outputs.exists()
 
 
