@@ -20,6 +20,7 @@ def test_metrics_from_the_log_keep_rank_0_and_skip_what_is_no_number(tmp_path):
     pats = metrics.compile_patterns([r"iter (?P<step>\d+): loss (?P<loss>[\d.]+)"])
     source, series = metrics.run_series(str(run), pats)
     assert source == "stdout.log" and series.data == {"loss": [[1.0, 4.5], [2.0, 2.25]]}
+    assert metrics.last_values(str(run), pats) == {"loss": 2.25}  # read backwards: the last match of rank 0
     data = json.loads(json.dumps(metrics.summary(series, 10)))
     assert (data["loss"]["min"], data["loss"]["max"], data["loss"]["last"], data["loss"]["n"]) == (2.25, 4.5, 2.25, 2)
     assert metrics.run_series(str(run), metrics.compile_patterns([r"never (?P<x>\d)"]))[1].data == {}

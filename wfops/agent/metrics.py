@@ -135,9 +135,36 @@ def run_series(run_dir: str, patterns: list, tail: int = 0) -> tuple:
     return "", Series()
 
 
+def _last_from_log(text: str, patterns: list) -> dict:
+    """The last value of each pattern's metrics, reading lines from the end and stopping once every pattern has
+    matched (sweep.status over many runs stays cheap)."""
+    found, waiting = {}, list(patterns)
+    for line in reversed(text.splitlines()):
+        if not waiting:
+            break
+        m = RANK_RE.match(line.encode("utf-8", "replace")[:64])
+        if m and m.group(1) != b"0":
+            continue
+        for pattern in list(waiting):
+            hit = pattern.search(line)
+            if hit:
+                waiting.remove(pattern)
+                for name, raw in hit.groupdict().items():
+                    value = _number(raw)
+                    if name != "step" and value is not None:
+                        found.setdefault(name, value)
+    return found
+
+
 def last_values(run_dir: str, patterns: list) -> dict:
     """{metric: last value} from the end of the run's files (what sweep.status shows)."""
-    return {name: points[-1][1] for name, points in run_series(run_dir, patterns, TAIL_BYTES)[1].data.items()}
+    for where in (_out_dir(run_dir), run_dir):
+        path = os.path.join(where, METRICS_FILE)
+        if os.path.isfile(path):
+            return {name: points[-1][1] for name, points in from_jsonl(read_text(path, TAIL_BYTES)).data.items()}
+    if not patterns:
+        return {}
+    return _last_from_log(read_text(os.path.join(run_dir, LOG_FILE), TAIL_BYTES), patterns)
 
 
 def add_last_values(pod, rows: list, patterns) -> None:
