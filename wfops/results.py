@@ -27,11 +27,12 @@ def best_of(metric: str, summary: dict) -> float | None:
     return summary.get("max") if higher_is_better(metric) else summary.get("min")
 
 
-def metric_names(per_run: Iterable[dict]) -> list[str]:
-    """Every metric name, in the order first seen (runs in order, metrics in the order the run reported them)."""
+def metric_names(runs: Iterable[dict]) -> list[str]:
+    """Every metric name, in the order first seen: runs in order, each run's metrics in the order it reported them
+    (`metric_order`; the pod's JSON answer has its keys sorted)."""
     names: list[str] = []
-    for metrics in per_run:
-        for name in metrics or {}:
+    for run in runs:
+        for name in run.get("metric_order") or list(run.get("metrics") or {}):
             if name not in names:
                 names.append(name)
     return names
@@ -71,7 +72,7 @@ def fmt(value: object) -> str:
 
 def status_metrics(rows: list[dict], configured: Sequence[str], sort: str | None) -> tuple[list[str], list[dict]]:
     """(metric columns, rows in display order) for sweep.status; each row's `metrics` is {name: last value}."""
-    cols = choose_columns(configured, metric_names(r.get("metrics") for r in rows), sort)
+    cols = choose_columns(configured, metric_names(rows), sort)
     if sort:
         rows = sort_rows(rows, sort, lambda r: (r.get("metrics") or {}).get(sort))
     return cols, rows
@@ -99,7 +100,7 @@ def report_columns(runs: list[dict], configured: Sequence[str]) -> tuple[list[st
         for key in split_overrides(run.get("overrides") or []):
             if key not in keys:
                 keys.append(key)
-    found = metric_names(r.get("metrics") for r in runs)
+    found = metric_names(runs)
     return keys, list(configured) + [m for m in found if m not in configured]
 
 

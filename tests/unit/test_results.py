@@ -65,6 +65,9 @@ def test_direction_columns_and_order():
     cols, ordered = results.status_metrics(rows, [], None)
     assert cols == ["loss"] and [r["run_id"] for r in ordered] == ["a", "b", "c"]
     assert results.fmt(3.0) == "3" and results.fmt(0.123456) == "0.1235" and results.fmt(None) == ""
+    sorted_keys = [{"metrics": {"acc": 1, "val_loss": 2}, "metric_order": ["val_loss", "acc"]}]  # as JSON sends it
+    assert results.metric_names(sorted_keys) == ["val_loss", "acc"]
+    assert results.metric_cells({"metrics": {"loss": 2.0}}, ["loss", "acc"]) == ["2", ""]
 
 
 def test_report_rows_have_an_override_per_column_and_final_and_best():

@@ -174,6 +174,7 @@ def add_last_values(pod, rows: list, patterns) -> None:
         d = pod.run_dir(row["run_id"])
         if os.path.isdir(d):
             row["metrics"] = last_values(d, compiled)
+            row["metric_order"] = list(row["metrics"])  # the JSON answer sorts keys: the order the run reported
 
 
 def thin(points: list, limit: int) -> list:

@@ -50,7 +50,8 @@ def sweep_metrics(pod, patterns: list, points: int = POINTS_LIMIT) -> dict:
         spec = specs.get(row["run_id"]) or {}
         source, series = metrics.run_series(d, compiled)
         row.update(config=spec.get("config"), seed=spec.get("seed"), overrides=spec.get("overrides") or [],
-                   attempts=attempts(d), metrics_source=source, metrics=metrics.summary(series, points))
+                   attempts=attempts(d), metrics_source=source, metrics=metrics.summary(series, points),
+                   metric_order=list(series.data))  # the JSON answer sorts keys: the order the run reported
     return data
 
 
