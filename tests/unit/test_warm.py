@@ -1,0 +1,94 @@
+"""The client side of warm connections without SSH: the private directory, long socket paths, the identity and
+fingerprint of a target. Real directories and Unix sockets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wfops import warm
+from wfops.errors import ConfigError, ConnectError
+from wfops.target import Target
+
+
+def ssh(**kw) -> Target:
+    return Target(**{"kind": "ssh", "label": "root@127.0.0.1:2222", "host": "127.0.0.1", "user": "root",
+                     "port": 2222, "key_filename": "/k", **kw})
+
+
+def test_the_private_directory_is_made_mode_700_and_anything_else_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(warm.DIR_ENV, str(tmp_path / "k"))
+    made = warm.private_dir()
+    assert made == tmp_path / "k" and (made.stat().st_mode & 0o777) == 0o700
+    made.chmod(0o755)
+    with pytest.raises(ConfigError, match="must be a directory of yours with mode 700 \\(it is mode 755"):
+        warm.private_dir()
+    made.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    made.symlink_to(tmp_path / "elsewhere")  # a link is not the directory itself
+    with pytest.raises(ConfigError, match="must be a directory of yours"):
+        warm.private_dir()
+
+
+def test_a_socket_path_too_long_for_sockaddr_un_still_works(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "0123456789abcdef.sock"
+    assert len(str(path)) > 108
+    server = warm.bind_socket(path)
+    try:
+        client = warm.dial(path)
+        assert client is not None
+        conn, _ = server.accept()
+        assert warm.peer_uid(conn) == os.getuid()
+        warm.send_frame(client, b"h", b"x" * 70_000)  # a frame bigger than one send
+        assert warm.recv_frame(conn) == (b"h", b"x" * 70_000)
+        client.close()
+        assert warm.recv_frame(conn) is None
+        conn.close()
+    finally:
+        server.close()
+    assert warm.dial(path) is None  # nobody listens: a dead keeper's socket reads as "none"
+
+
+def test_identity_is_the_name_and_the_fingerprint_everything_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    a = ssh()
+    moved = ssh(port=2223)
+    assert warm.identity(a) == warm.identity(moved) and warm.fingerprint(a) != warm.fingerprint(moved)
+    assert warm.identity(ssh(key_filename="/other")) != warm.identity(a)
+    before = warm.fingerprint(a)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host pod\n  HostName 10.0.0.1\n")
+    assert warm.fingerprint(a) != before  # an alias may now resolve elsewhere
+    assert warm.fingerprint(ssh(use_ssh_config=False)) == warm.fingerprint(ssh(use_ssh_config=False))
+    lium = Target(kind="lium", label="lium pod a (u1)", host="10.0.0.2", port=22, pod_id="u1")
+    assert warm.identity(lium) == warm.identity(Target(kind="lium", label="lium pod a (u1)", host="10.0.0.3",
+                                                       port=2200, pod_id="u1"))
+
+
+def test_a_keeper_of_another_user_is_refused_by_the_client(tmp_path):
+    """A socket in the keeper directory whose listener runs as another user (euid nobody; fsuid 0 lets it into the
+    directory): the client refuses to talk to it, with one line."""
+    path = tmp_path / "foreign.sock"
+    code = ("import ctypes, os, socket, sys\n"
+            "os.setresuid(0, 65534, 0)\n"
+            "ctypes.CDLL(None).setfsuid(0)\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.bind(sys.argv[1])\n"
+            "s.listen(1)\n"
+            "print('ready', flush=True)\n"
+            "c, _ = s.accept()\n"
+            "sys.stdin.read()\n")
+    listener = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        with pytest.raises(ConnectError, match=f"the connection keeper at {path} runs as another user; refused"):
+            warm.dial(path)
+    finally:
+        listener.stdin.close()
+        listener.wait(timeout=30)
