@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pod, make_pod, stop_keepers, wait_until
+from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
 from tests.realparts import SSHD, free_port, start_sshd, stop_sshd
 
 READ_ONLY = (("fsm.status",), ("task.list",), ("fsm.status", "--json"), ("task.list", "--json"))
@@ -62,6 +62,18 @@ def test_one_login_for_many_commands_and_the_agent_sent_once(ssh_pod: Pod):
     assert agent_sent[0] > 20_000 and small[0] < 8_000, (agent_sent, small)  # the agent travelled once
     assert "via the keeper" in second.err
     assert len(keepers(ssh_pod)) == 1
+
+
+def test_commands_started_together_share_one_new_keeper(ssh_pod: Pod):
+    warm_pod(ssh_pod)
+    ssh_pod.write_config()
+    mark = ssh_pod.sshd.mark()
+    procs = [subprocess.Popen([str(WFOPS), "task.list"], env=ssh_pod.env(), cwd=ssh_pod.root.parent,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    assert [rc for _, _, rc in results] == [0, 0, 0, 0], results
+    assert all("no tracked tasks" in out for out, _, _ in results)
+    assert ssh_pod.sshd.counts(mark) == (1, 4) and len(keepers(ssh_pod)) == 1
 
 
 def test_the_agent_is_sent_once_without_a_keeper_too(ssh_pod: Pod):
