@@ -38,6 +38,7 @@ KEEPALIVE_SECS = 15  # a keepalive that wants a reply, every 15 s ...
 KEEPALIVE_MISSED = 3  # ... and a peer silent for 3 of them is dead (found 45-55 s after it froze)
 KEEPALIVE_ENV = "WFOPS_SSH_KEEPALIVE_SECS"
 VERBOSE_ENV = "WFOPS_VERBOSE"
+KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
 # paramiko's defaults (2 MiB window, 32 KiB packets) cost Python time per packet: a wider window and bigger
 # packets mean less of it per byte for bulk output (run.fetch)
 CHANNEL_WINDOW = 32 * 1024 * 1024
@@ -357,7 +358,11 @@ class KeeperSession:
             self._exec = warm.KeeperExec(sock, on_start=_count_request)
             direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
             try:
-                code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None)
+                code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None,
+                                      start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+            except warm.Frozen:  # it accepted and said nothing: end it, then start another
+                warm.end_frozen(sock, warm.socket_path(self.target))
+                continue
             except warm.Retry:  # the keeper was gone (or stale) before anything ran: start another
                 continue
             finally:

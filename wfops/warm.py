@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import select
+import signal
 import socket
 import stat
 import struct
@@ -148,8 +149,12 @@ def _address(path: Path) -> Iterator[str]:
 
 
 def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    return _peer(sock)[1]
+
+
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the other end (SO_PEERCRED: a keeper's, as of its listen())."""
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
 
 
 def bind_socket(path: Path) -> socket.socket:
@@ -312,6 +317,24 @@ class Retry(Exception):
     """The keeper went away before it opened a channel: nothing reached the pod; start another and try again."""
 
 
+def end_frozen(sock: socket.socket, path: Path) -> None:
+    """A keeper that does not even open a channel in time (stopped, hung): end it and free its socket, so that the
+    retry starts another. Only a process of ours whose command line is a wfops keeper for this very socket."""
+    pid = _peer(sock)[0]
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"wfops.keeper" in argv and os.fsencode(path) in argv:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    if path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Frozen(Retry):
+    """The keeper accepted but said nothing within the start timeout (stopped, hung): nothing reached the pod."""
+
+
 class KeeperExec:
     """One script run through the keeper over an open socket: stdin frames out, stdout/stderr frames in."""
 
@@ -332,7 +355,8 @@ class KeeperExec:
             pass
 
     def run(self, header: dict, script: bytes, stdout: Callable[[bytes], None],
-            stderr: Callable[[bytes], None], direct: tuple[int, Callable[[int], None]] | None = None) -> int:
+            stderr: Callable[[bytes], None], direct: tuple[int, Callable[[int], None]] | None = None,
+            start_timeout: float | None = None) -> int:
         """The exit code; raises Retry (nothing ran), or WfopsError/ConnectError. `direct`: (fd, count): the
         keeper writes stdout straight into fd (a pipe to run.fetch's extractor: one copy less) and reports how
         much it wrote in `n` frames."""
@@ -343,9 +367,12 @@ class KeeperExec:
         except OSError:
             raise Retry() from None
         started = False
+        self.sock.settimeout(start_timeout)  # until the channel is open: a keeper silent that long is frozen
         while True:
             try:
                 frame = recv_frame(self.sock)
+            except TimeoutError:
+                raise Frozen() from None
             except OSError:
                 frame = None
             if frame is None:
@@ -356,6 +383,7 @@ class KeeperExec:
             kind, data = frame
             if kind == b"s":
                 started = True
+                self.sock.settimeout(None)
                 self.on_start()
                 threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
             elif kind == b"o":

@@ -129,6 +129,22 @@ def test_a_killed_keeper_is_replaced_within_the_command(ssh_pod: Pod):
     assert len(keepers(ssh_pod)) == 1
 
 
+def test_a_frozen_keeper_is_ended_and_replaced(ssh_pod: Pod):
+    ssh_pod.configure(WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="1")  # a keeper silent for 10 + 2 s is frozen
+    ssh_pod.ok("task.list")
+    [pid] = keepers(ssh_pod)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        mark = ssh_pod.sshd.mark()
+        res = ssh_pod.ok("task.list")
+        assert "no tracked tasks" in res.out and ssh_pod.sshd.counts(mark) == (1, 1)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the frozen keeper to be ended")
+        assert len(keepers(ssh_pod)) == 1
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_disconnect_closes_the_warm_connection(ssh_pod: Pod):
     warm_pod(ssh_pod)
     ssh_pod.ok("task.list")
