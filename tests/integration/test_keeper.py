@@ -186,6 +186,20 @@ def test_connection_errors_through_the_keeper_are_the_same_one_line(ssh_pod: Pod
     assert not list(ssh_pod.keeper_dir.glob("*.sock"))
 
 
+def test_no_secret_in_the_keepers_command_line_or_the_script_cache(ssh_pod: Pod):
+    secret = "wandb-secret-0123456789abcdef"
+    warm_pod(ssh_pod)
+    ssh_pod.configure(WANDB_API_KEY=secret)
+    ssh_pod.ok("task.list")
+    ssh_pod.ok("task.list")
+    [pid] = keepers(ssh_pod)
+    assert b"wfops.keeper" in Path(f"/proc/{pid}/cmdline").read_bytes()  # the scan reads the right process
+    assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    cached = [p for p in (ssh_pod.home / ".cache" / "wfops" / "scripts").iterdir() if p.is_file()]
+    assert cached and not [p for p in cached if secret in p.read_text()]
+    assert secret in ssh_pod.env_path.read_text()  # it did reach the pod, through the request
+
+
 # ------------------------------------------------------------------ the socket's privacy
 
 def test_socket_is_private_and_a_foreign_uid_is_refused(ssh_pod: Pod):
