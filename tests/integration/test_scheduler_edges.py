@@ -313,6 +313,15 @@ def test_progress_in_files_or_in_the_log_alone_is_not_a_stall(local_swept: Pod):
     assert (pod.outputs / "files" / "step10.txt").is_file()
 
 
+def test_ticks_into_the_run_dir_without_a_word_under_torchrun_are_not_a_stall(local_swept: Pod):  # noqa: F811
+    pod = local_swept
+    pod.configure(RUN_STALL_SECS="3")  # torchrun, 2 processes, the output in the run dir itself
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"ticking,{CFG},1,ticks=7,,\n")))
+    data = wait_sweep(pod, timeout=90)
+    assert states(data) == {"ticking": "success"}, data["runs"]
+    assert (pod.outputs / "ticking" / "tick6.txt").is_file()
+
+
 # ------------------------------------------------------------------ honest skips
 
 
