@@ -165,7 +165,8 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "RUN_GPUS", "all", "gpus", "GPUs a run holds unless its CSV `gpus` cell says: all, or a number"),
     _k("sweep", "WF_FAKE_GPUS", "", "optint",
        "pretend the pod has this many GPU slots (CPU targets, tests, the demo): packing without GPUs"),
-    _k("sweep", "RDZV_BASE_PORT", "29500", "int", "first rendezvous port; each running torchrun gets its own"),
+    _k("sweep", "RDZV_BASE_PORT", "29500", "int",
+       "rendezvous ports: each running torchrun gets a free one of the 500 from here"),
     _k("sweep", "RUN_RETRIES", "0", "int", "retries of a run that failed with a class in RETRY_ON"),
     _k("sweep", "RETRY_ON", "lost nccl stalled", "words",
        "failure classes that are retried: lost nccl stalled oom nonzero_exit timeout sync_failed disk_full"),
@@ -340,6 +341,8 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
         if v == "" and kind == "optint":
             return None, None
         if re.fullmatch(r"\d{1,12}", v):
+            if key.name == "RDZV_BASE_PORT" and not 1024 <= int(v) <= 65000:
+                return None, "a port from 1024 to 65000 (each running torchrun takes the next free one)"
             return int(v), None
         return None, "a whole number >= 0" + (" (or empty)" if kind == "optint" else "")
     if kind == "gpus":

@@ -93,7 +93,8 @@ def test_the_seed_command_and_hostile_overrides_arrive_verbatim(swept: Pod):
     assert not x.exists() and not y.exists() and not z.exists()
     command = (pod.outputs / "hostile" / "command.sh").read_text()
     assert re.search(r"-m torch\.distributed\.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d "
-                     r"--rdzv-endpoint=localhost:\d+ --rdzv-id=hostile-1 --tee=3 --log-dir=\S+/hostile/ranks "
+                     r"--rdzv-endpoint=localhost:\d+ --rdzv-id=hostile-1 --rdzv-conf=is_host=1 --tee=3 "
+                     r"--log-dir=\S+/hostile/ranks "
                      r"echo_train\.py config/train_tiny\.py", command), command
     assert json.loads((pod.outputs / "hostile" / "args.json").read_text())["world_size"] == 2
     assert pod.state()["state"] == "SWEEP_COMPLETED"

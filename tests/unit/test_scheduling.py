@@ -71,7 +71,10 @@ def test_slots_hand_out_the_lowest_free_ids_and_take_them_back():
 
 
 def test_ports_skip_our_own_and_busy_ones():
-    assert slots.pick_port(29500, {29500, 29501}, is_free=lambda p: p != 29502) == 29503
+    assert slots.pick_port(29500, {29500, 29501}, is_free=lambda p: p != 29502, start=0) == 29503
+    assert slots.pick_port(29500, {29510}, is_free=lambda p: p != 29511, start=10) == 29512
+    assert slots.pick_port(65000, set(), is_free=lambda p: p < 65200, start=300) == 65000  # wraps to the base
+    assert 29500 <= slots.pick_port(29500, set(), is_free=lambda p: True) < 29500 + slots.PORT_SPREAD
     assert slots.need_of("all", 4) == 4 and slots.need_of("2", 4) == 2 and slots.need_of("", 3) == 3
 
 

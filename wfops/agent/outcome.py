@@ -31,7 +31,8 @@ NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|In
 DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota exceeded")
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?(?:rank\s*:\s*(\d+).*?)?exitcode\s*:\s*(-?\d+)", re.S)
 RANK_RE = re.compile(r"^(?:\[rank(\d+)\]:\s?)+")  # torchrun --tee's prefix (torch adds its own again)
-EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Failure|Warning)\b.*|^[A-Za-z_][\w.]*: \S.*")
+COMPILE_RE = re.compile(r"^(?:SyntaxError|IndentationError|TabError): ")
+CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
 SUMMARY_KEYS = ("run_id", "sweep_id", "config", "seed", "notes", "out_dir", "mode", "git_sha", "started_at",
@@ -48,6 +49,17 @@ def log_line(text: str, start: int, end: int) -> str:
     return STAMP_RE.sub("", text[first:last if last >= 0 else None]).strip()[:300]
 
 
+def _exception_line(body: str, in_tb: bool) -> bool:
+    """Whether a worker line (prefix and stamp removed) is the line that names an exception: the first
+    unindented line after a traceback's frames (`KeyError: 'lr'`, a bare `StopIteration`), or a compile error
+    Python reports without a traceback (`SyntaxError: ...` of the main script)."""
+    if not body or body[0].isspace():
+        return False
+    if body.startswith(CHAINED):
+        return False
+    return in_tb or bool(COMPILE_RE.match(body))
+
+
 def worker_error(log_text: str, rank=None) -> str:
     """The failing worker's own error: the exception line that ends the last Python traceback of `rank`
     (lines prefixed `[rankN]:`; with no prefixes, any traceback that is not torchrun's own). "" if none."""
@@ -62,7 +74,7 @@ def worker_error(log_text: str, rank=None) -> str:
             continue  # torchrun's own lines after the worker's
         if body.startswith("Traceback (most recent call last)"):
             in_tb = True
-        elif in_tb and body and not body[0].isspace() and EXC_RE.match(body):
+        elif _exception_line(body, in_tb):
             in_tb = False
             if not any(own in body for own in TORCHRUN_OWN):
                 found = body.strip()[:300]

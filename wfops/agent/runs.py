@@ -102,7 +102,9 @@ class Launch:
         else:
             argv = [self.python, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=%d" % p["nproc"],
                     "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:%d" % p["port"],
-                    "--rdzv-id=%s-%d" % (run["run_id"], p["attempt"])]
+                    "--rdzv-id=%s-%d" % (run["run_id"], p["attempt"]),
+                    # host the store or fail: never join another job's rendezvous that took the port first
+                    "--rdzv-conf=is_host=1"]
             if p["nproc"] > 1:  # each worker line carries its rank; each rank's own log is kept too
                 argv += ["--tee=3", "--log-dir=" + os.path.join(run_dir, RANKS_DIR)]
             argv += [ex["train_script"], run["config"]]

@@ -29,6 +29,7 @@ from .states import (
     INBOX,
     QUEUE_COMPLETED,
     QUEUE_STOPPED,
+    RUNS_RECORD,
     SPEC_FILE,
     STATUS_FILE,
     SUCCESS,
@@ -68,7 +69,7 @@ def _env_value(env_path: str, key: str) -> str:
     """A variable as the pod env file sets it (the file is bash; bash reads it)."""
     if not env_path or not os.path.isfile(env_path):
         return os.environ.get(key, "")
-    p = subprocess.run(["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; printf %s "${%s-}"' % key, "wfops", env_path],
+    p = subprocess.run(["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; printf %%s "${%s-}"' % key, "wfops", env_path],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     return p.stdout
 
@@ -101,6 +102,7 @@ class Scheduler:
         self.max_attempts = 1 + int(self.ex.get("retries") or 0)
         self.retry_on = set(self.ex.get("retry_on") if self.ex.get("retry_on") is not None else TRANSIENT)
         self.slots = self.order = None
+        self.stop_recorded = False
         self.devices_visible = True
 
     # ---------------------------------------------------------------- signals
@@ -143,19 +145,26 @@ class Scheduler:
         total = self.slots.total
         self.order.push(self.index, slots.need_of(run.get("gpus"), total) if total else 1, run)
 
-    def take_inbox(self) -> int:
-        """Runs that sweep.add / sweep.retry dropped in the inbox: onto the end of the order."""
+    def inbox_files(self) -> list:
         try:
-            names = sorted(n for n in os.listdir(self.inbox) if n.endswith(".json"))
+            return sorted(os.path.join(self.inbox, n) for n in os.listdir(self.inbox) if n.endswith(".json"))
         except OSError:
+            return []
+
+    def take_inbox(self) -> int:
+        """Runs that sweep.add / sweep.retry dropped in the inbox: onto the end of the order. A stopping queue
+        leaves them there (finish() says so); an entry without a run id and config is logged and dropped."""
+        if self.stop_why:
             return 0
         count = 0
-        for name in names:
-            path = os.path.join(self.inbox, name)
+        for path in self.inbox_files():
             doc, problem = store.load_or_note(path, required=("entries",))
             if problem:
                 self.log("inbox: %s" % problem)
             for run in (doc or {}).get("entries") or []:
+                if not (isinstance(run, dict) and isinstance(run.get("run_id"), str) and run.get("config")):
+                    self.log("inbox: %s: an entry without run_id and config was dropped: %.200r" % (path, run))
+                    continue
                 self.enqueue(run)
                 count += 1
             os.unlink(path)
@@ -205,15 +214,16 @@ class Scheduler:
 
     def launch(self, run: dict) -> None:
         rid = run["run_id"]
-        where = self.place(run)
+        where = {"ids": []}
         try:
+            where = self.place(run)
             d, spec = runs.build(self.pod, self.ex, self.sid, run, where, self.venv_python, self.m.get("git_sha"),
                                  self.log)
             spec_path = os.path.join(d, SPEC_FILE)
         except OSError as exc:
             self.slots.give(where["ids"])
             why = "disk full" if store.is_disk_full(exc) else "cannot prepare it"
-            self.stop_why = "%s: %s did not start (%s)" % (why, rid, exc.strerror or exc)
+            self.stop("%s: %s did not start (%s)" % (why, rid, exc.strerror or exc))
             self.log(self.stop_why)
             return
         env = dict(os.environ)
@@ -278,7 +288,15 @@ class Scheduler:
 
     def fail_fast(self, rid: str, state: str) -> None:
         if state != SUCCESS and self.m.get("fail_fast") and not self.stop_why:  # runs already running finish
-            self.stop_why = "fail-fast: %s ended %s" % (rid, state)
+            self.stop("fail-fast: %s ended %s" % (rid, state))
+
+    def stop(self, why: str = "") -> None:
+        """Start no new run; record it in sweep.json, so that sweep.add refuses instead of queueing runs that
+        would never start. (The signal handler only sets stop_why; the main loop records it.)"""
+        self.stop_why = self.stop_why or why
+        if not self.stop_recorded:
+            self.stop_recorded = True
+            store.update_json(self.pod.sweep_file, {"stopping": self.stop_why})
 
     # ---------------------------------------------------------------- the queue
     def wait(self) -> None:
@@ -308,7 +326,9 @@ class Scheduler:
             self.log(self.stop_why)
         while True:
             self.take_inbox()
-            if not self.stop_why:
+            if self.stop_why:
+                self.stop()
+            else:
                 self.fill()
             if self.idle():
                 with store.locked(self.inbox):  # the manifests dir; sweep.add holds it too: no run lands unseen
@@ -319,14 +339,18 @@ class Scheduler:
             self.wait()
 
     def totals(self, final: str) -> dict:
-        """The sweep's totals over all its runs (a resumed queue ran only some), as sweep.status counts them."""
+        """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept
+        in _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and
+        their totals."""
         from .sweeps import count, status_rows
 
         plan, problem = store.load_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
         if problem or not plan:
             self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
             return {}
-        return count(status_rows(self.pod, plan, final))
+        rows = status_rows(self.pod, plan, final)
+        store.write_json(os.path.join(self.pod.manifests, self.sid + RUNS_RECORD), {"runs": rows})
+        return count(rows)
 
     def finish(self) -> None:
         why = self.stop_why or "queue finished"
@@ -334,6 +358,11 @@ class Scheduler:
         record = store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso(),
                                                          "totals": self.totals(final)}, keep_terminal=False)
         store.write_json(os.path.join(self.pod.manifests, self.sid + SWEEP_RECORD), record)
+        for path in self.inbox_files():  # added while the queue was stopping: never started, and the log says so
+            self.log("not started, added while the queue was stopping: %s (sweep.add or sweep.retry them again)"
+                     % ", ".join(r.get("run_id", "?") for r in (store.load_or_note(path)[0] or {}).get("entries") or []
+                                 if isinstance(r, dict)))
+            os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(self.inbox)  # empty by now; sweep.add makes it again if the sweep resumes
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))

@@ -15,6 +15,7 @@ Standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import heapq
+import random
 import socket
 
 ALL = "all"
@@ -113,11 +114,15 @@ def port_is_free(port: int) -> bool:
         s.close()
 
 
-def pick_port(base: int, taken, is_free=port_is_free) -> int:
-    """The first port from `base` that no running run of ours holds and nothing else listens on."""
-    port = base
-    while port < 65535:
+PORT_SPREAD = 500  # ports are looked for from a random point of [base, base + PORT_SPREAD)
+
+
+def pick_port(base: int, taken, is_free=port_is_free, start=None) -> int:
+    """A port from `base` up that no running run of ours holds and nothing else listens on, looked for from a
+    random point of the first PORT_SPREAD (another job on the pod, e.g. a hand-started torchrun on 29500, or a
+    second queue, is unlikely to race for the same one); then from `base` itself."""
+    first = base + (random.randrange(PORT_SPREAD) if start is None else start)
+    for port in list(range(first, 65536)) + list(range(base, first)):
         if port not in taken and is_free(port):
             return port
-        port += 1
     raise OSError("no free rendezvous port from %d up" % base)

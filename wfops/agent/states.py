@@ -122,6 +122,7 @@ SYNC_LOG = "sync.log"
 LATEST_MANIFEST = "sweep-latest.json"
 LATEST_CSV = "sweep-latest.csv"
 SWEEP_RECORD = ".sweep.json"  # _manifests/<sweep_id>.sweep.json: a copy of sweep.json, kept after the sweep
+RUNS_RECORD = ".runs.json"  # _manifests/<sweep_id>.runs.json: its rows as they were when its queue ended
 INBOX = ".inbox"  # _manifests/<sweep_id>.inbox/: runs added or requeued while the queue runs
 OWNER_ENV = "WFOPS_OWNER"  # set in every run's and task's environment: how leftovers are found
 

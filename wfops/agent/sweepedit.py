@@ -16,14 +16,16 @@ from .states import (
     CANCELLED,
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
-    EXIT_USAGE,
+    EXIT_REMOTE,
     FAILED,
     INBOX,
     LOST,
+    PENDING,
     QUEUE_RUNNING,
     RUNNING,
     STATUS_FILE,
     TIMED_OUT,
+    pod_path,
 )
 from .sweeps import _check_fit, _check_workdir, _write_manifests, launch_queue, record_sweep, status_rows
 
@@ -34,7 +36,7 @@ def _current(pod) -> tuple:
     """(sweep record, manifest) of the current sweep; Refusal when there is none."""
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
-        raise Refusal(EXIT_USAGE, problem + "; start a new sweep with sweep.start")
+        raise Refusal(EXIT_REMOTE, problem + "; start a new sweep with sweep.start")
     if not sw:
         raise Refusal(EXIT_NOT_FOUND, "no sweep on this pod: start one with sweep.start")
     plan = store.load(os.path.join(pod.manifests, sw["sweep_id"] + ".json"), required=("runs", "queue", "exec"))
@@ -56,7 +58,12 @@ def _enqueue(pod, sw: dict, plan: dict, entries: list, session: str, command_nam
     sid = sw["sweep_id"]
     inbox = os.path.join(pod.manifests, sid + INBOX)
     with store.locked(inbox):  # the manifests dir: the scheduler takes it for its last look at the inbox
-        state = procs.queue_liveness(store.load(pod.sweep_file) or {})[0]
+        now = store.load(pod.sweep_file) or {}
+        state = procs.queue_liveness(now)[0]
+        if state == QUEUE_RUNNING and now.get("stopping"):
+            raise Refusal(EXIT_CONFLICT, "the queue of %s is stopping (%s): it starts no new run; run %s again once "
+                          "it has ended (sweep.status), which starts its queue again" % (
+                              sid, now["stopping"], command_name))
         if state == QUEUE_RUNNING:
             _write_plan(pod, plan, None)
             name = "%s-%d.json" % (store.now_precise().replace(":", ""), os.getpid())
@@ -66,7 +73,7 @@ def _enqueue(pod, sw: dict, plan: dict, entries: list, session: str, command_nam
         path = _write_plan(pod, plan, entries)
         record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(entries), session=session,
                       boot_id=procs.boot_id())
-        for key in ("pid", "pid_start", "ended_at", "reason", "totals"):
+        for key in ("pid", "pid_start", "ended_at", "reason", "totals", "stopping"):
             record.pop(key, None)
         record_sweep(pod, record)
         before = workflow.read_state(pod.state_file)["state"]
@@ -81,18 +88,39 @@ def _write_plan(pod, plan: dict, start) -> str:
     return _write_manifests(pod, plan, None)
 
 
+# what the command of a run depends on: added runs must be built as the sweep's own were
+SAME_COMMAND = ("repo", "workdir", "train_script", "launcher", "arg_style", "inject_out_dir", "inject_data_dir",
+                "data_dir", "nproc", "fake_gpus", "cpu_only")
+
+
+def _check_same_command(plan: dict, ex: dict) -> None:
+    mine = plan["exec"]
+    changed = ["%s: %r -> %r" % (k, mine.get(k), ex.get(k)) for k in SAME_COMMAND if mine.get(k) != ex.get(k)]
+    if changed:
+        raise Refusal(EXIT_CONFLICT, "the config changed since %s started (%s): its runs are built the sweep's way; "
+                      "start a new sweep for these runs, or put the config back" % (plan["sweep_id"],
+                                                                                   "; ".join(changed)))
+
+
 @command("sweep-add")
-def sweep_add(pod, runs: list, entries: list, session: str) -> dict:
-    """Append runs (checked like sweep.start's) to the current sweep; a run_id it has already is refused."""
+def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict) -> dict:
+    """Append runs (checked like sweep.start's) to the current sweep; a run_id it has queued already is
+    refused (a row its filters left out may be added: it joins the sweep)."""
     sw, plan = _current(pod)
-    have = {r.get("run_id") for r in plan["runs"]}
+    _check_same_command(plan, dict(exec_block, **{k: pod_path(exec_block[k]) for k in ("repo", "workdir", "data_dir")
+                                                  if isinstance(exec_block.get(k), str)}))
+    known = {r.get("run_id"): i for i, r in enumerate(plan["runs"])}
     dupes = ["line %s: run_id %s is already in %s" % (r.get("line"), r["run_id"], sw["sweep_id"])
-             for r in runs if r["run_id"] in have]
+             for r in runs if r["run_id"] in known and plan["runs"][known[r["run_id"]]].get("selected", True)]
     if dupes:
         raise Refusal(EXIT_CONFLICT, "%d duplicate run id(s); nothing was added: %s" % (len(dupes), "; ".join(dupes)))
     _check_workdir(plan["exec"], runs)
     _check_fit(plan["exec"], entries)
-    plan["runs"] += runs
+    for run in runs:
+        if run["run_id"] in known:  # a row the filters left out: it is selected now
+            plan["runs"][known[run["run_id"]]] = run
+        else:
+            plan["runs"].append(run)
     plan["queue"] += entries
     return _enqueue(pod, sw, plan, entries, session, "sweep.add")
 
@@ -105,6 +133,7 @@ def sweep_retry(pod, run_ids: list, failed: bool = False, session: str = "") -> 
     sw, plan = _current(pod)
     state = procs.queue_liveness(sw)[0]
     rows = {r["run_id"]: r for r in status_rows(pod, plan, state)}
+    run_ids = list(dict.fromkeys(run_ids))  # r1,r1 is r1 once
     if failed:
         run_ids = [rid for rid, r in rows.items() if r["state"] in NOT_OK]
         if not run_ids:
@@ -112,7 +141,8 @@ def sweep_retry(pod, run_ids: list, failed: bool = False, session: str = "") -> 
     unknown = [rid for rid in run_ids if rid not in rows]
     if unknown:
         raise Refusal(EXIT_NOT_FOUND, "not a queued run of %s: %s" % (sw["sweep_id"], ", ".join(unknown)))
-    busy = ["%s (%s)" % (rid, rows[rid]["state"]) for rid in run_ids if rows[rid]["state"] in (RUNNING, "pending")]
+    busy = ["%s (%s)" % (rid, rows[rid]["state"]) for rid in run_ids
+            if rows[rid]["state"] in (RUNNING, PENDING) and state == QUEUE_RUNNING]  # a dead queue runs nothing
     if busy:
         raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(busy))
     queued = {e["run_id"]: e for e in plan["queue"]}

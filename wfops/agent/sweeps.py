@@ -25,6 +25,7 @@ from .states import (
     QUEUE_RUNNING,
     QUEUE_STOPPED,
     RUNNING,
+    RUNS_RECORD,
     SKIPPED,
     STATUS_FILE,
     SUCCESS,
@@ -132,6 +133,25 @@ def record_sweep(pod, record: dict) -> None:
     store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
 
 
+def _unique_id(pod, manifest: dict) -> None:
+    """Sweep ids are the UTC second sweep.start ran in: a second sweep within that second (one whose runs
+    are all skipped ends at once) gets `-2`, `-3`, ... instead of overwriting the first one's files. The W&B
+    group that defaulted to the id follows it."""
+    sid = base = manifest["sweep_id"]
+    n = 1
+    while os.path.exists(os.path.join(pod.manifests, sid + ".json")):
+        n += 1
+        sid = "%s-%d" % (base, n)
+    if sid == base:
+        return
+    manifest["sweep_id"] = sid
+    if manifest.get("wandb_group") == base:
+        manifest["wandb_group"] = sid
+        for run in manifest["queue"]:
+            run["args"] = [a.replace("wandb_group=" + base, "wandb_group=" + sid)
+                           if a.endswith("wandb_group=" + base) else a for a in run.get("args") or []]
+
+
 @command("sweep-start")
 def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
     """Check, write the manifests, record the sweep, and start the scheduler in tmux (window `sweep`)."""
@@ -141,6 +161,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
         ex[key] = pod_path(ex[key])
     _check_workdir(ex, manifest["runs"])
     _check_fit(ex, manifest["queue"])
+    _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
     manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())
     path = _write_manifests(pod, manifest, csv_text)
@@ -261,7 +282,12 @@ def sweep_status(pod, sweep: str = "") -> dict:
     state, reason = (UNKNOWN, bad_sw) if bad_sw else procs.queue_liveness(sw)
     if sweep and not sw and not bad_sw:
         state, reason = UNKNOWN, "no record of how this sweep ended (started by an older wfops)"
-    rows = status_rows(pod, plan, state) if plan and (sw or bad_sw or sweep) else []
+    frozen = store.load_or_note(os.path.join(pod.manifests, sweep + RUNS_RECORD))[0] if (
+        sweep and record != pod.sweep_file) else None
+    if frozen and isinstance(frozen.get("runs"), list):  # an older sweep: its rows as its queue left them
+        rows = frozen["runs"]
+    else:
+        rows = status_rows(pod, plan, state) if plan and (sw or bad_sw or sweep) else []
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state)}

@@ -107,9 +107,9 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
     session = settings.values["SWEEP_TMUX_SESSION"]
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call("sweep-start", manifest=plan, csv_text=text, session=session)
-    left = len(runs) - len(selected)
+    left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
     emit(data, json, lambda: (
-        f"started {sweep_id}: {len(selected)} run(s) queued" + (f" ({left} left out by the filters)" if left else "")
+        f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}"
         + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
     ))
 
@@ -128,7 +128,8 @@ def add(c, csv=None, json=False, config=None):
         current = cmd.call("sweep-current")
         group = settings.values["WANDB_GROUP"] or current.get("wandb_group") or current["sweep_id"]
         data = cmd.call("sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
-                        entries=queue_entries(settings, runs, group), session=session)
+                        entries=queue_entries(settings, runs, group), session=session,
+                        exec_block=exec_block(settings))
     emit(data, json, lambda: _queued_text(data))
 
 
@@ -145,7 +146,7 @@ RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
 def retry(c, ids=None, failed=False, json=False, config=None):
     """Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
     settings = settings_for(c, config)
-    names = [n for n in (ids or "").split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in (ids or "").split(",") if n.strip()))
     if bool(names) == bool(failed):
         raise UsageError("sweep.retry needs run ids (r1,r2) or --failed, not both")
     for name in names:
