@@ -205,10 +205,10 @@ class Scheduler:
 
     def place(self, run: dict) -> dict:
         need = slots.need_of(run.get("gpus"), self.slots.total)
-        ids = self.slots.take(need)
         nproc = 1 if self.ex.get("launcher") == "python" else int(self.ex.get("nproc") or need)
         taken = {r.place.get("port") for r in self.running.values()}
-        port = slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)
+        port = slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)  # before the slots: it may raise
+        ids = self.slots.take(need)
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
                 "port": port, "attempt": run["attempt"], "max_attempts": self.max_attempts}
 
@@ -279,8 +279,8 @@ class Scheduler:
         run = r.run
         delay = min(MAX_BACKOFF, float(self.ex.get("retry_backoff_secs") or 0) * 2 ** (run["attempt"] - 1))
         at = time.time() + delay
-        store.update_json(r.spec["status"], {"retry_at": store.iso_of(at), "retry": "%d/%d after %s" % (
-            run["attempt"] + 1, self.max_attempts, cls)})
+        store.update_json(r.spec["status"], {"retry_at": store.iso_of(at), "retry": "%d/%d" % (
+            run["attempt"] + 1, self.max_attempts)})
         self.log("retry %s: attempt %d/%d in %ds (it ended %s)" % (run["run_id"], run["attempt"] + 1,
                                                                    self.max_attempts, delay, cls))
         run["attempt"] += 1

@@ -95,7 +95,8 @@ SAME_COMMAND = ("repo", "workdir", "train_script", "launcher", "arg_style", "inj
 
 def _check_same_command(plan: dict, ex: dict) -> None:
     mine = plan["exec"]
-    changed = ["%s: %r -> %r" % (k, mine.get(k), ex.get(k)) for k in SAME_COMMAND if mine.get(k) != ex.get(k)]
+    changed = ["%s: %r -> %r" % (k, mine[k], ex.get(k)) for k in SAME_COMMAND  # keys an older manifest lacks pass
+               if k in mine and mine[k] != ex.get(k)]
     if changed:
         raise Refusal(EXIT_CONFLICT, "the config changed since %s started (%s): its runs are built the sweep's way; "
                       "start a new sweep for these runs, or put the config back" % (plan["sweep_id"],
