@@ -285,3 +285,26 @@ def test_run_logs_follow_goes_on_through_a_retry(local_ready: Pod):
     assert "first attempt fails" in out and "[rank0]:done waiting" in out, out
     assert out.index("first attempt fails") < out.index("[rank0]:done waiting")
     assert pod.ok("sweep.status", "--json").json()["runs"][0]["state"] == "success"
+
+
+def test_sweep_status_shows_the_last_metric_values_and_sorts_by_one(ready: Pod):
+    pod = ready
+    sweep(pod, "a,config/train_tiny.py,1,lr=2 steps=4 jsonl=1,\n"
+               "b,config/train_tiny.py,2,lr=1 steps=3,\n"
+               "c,config/train_tiny.py,3,lr=3 steps=2,\n")
+    wait_end(pod)
+    lines = pod.ok("sweep.status").out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("run_id"))
+    assert lines[head].split()[:7] == ["run_id", "state", "attempt", "gpus", "exit", "duration", "val_loss"]
+    cells = {ln.split()[0]: ln.split()[6] for ln in lines[head + 1:head + 4]}
+    assert cells == {"a": "6", "b": "-", "c": "-"}  # the first metric found: a's val_loss (last 10/4+1)
+    by_loss = pod.ok("sweep.status", "--sort", "loss").out.splitlines()
+    head = next(i for i, ln in enumerate(by_loss) if ln.startswith("run_id"))
+    assert "loss" in by_loss[head].split() and [ln.split()[0] for ln in by_loss[head + 1:head + 4]] == ["b", "c", "a"]
+    pod.configure(METRIC_COLUMNS="acc loss")
+    data = pod.ok("sweep.status", "--json").json()
+    assert {r["run_id"]: r["metrics"] for r in data["runs"]} == {  # --json: every metric's last value
+        "a": {"val_loss": 6.0, "acc": 0.4}, "b": {"loss": round(10 / 3, 4)}, "c": {"loss": 15.0}}
+    cols = pod.ok("sweep.status").out.splitlines()
+    assert [w for w in cols[next(i for i, ln in enumerate(cols) if ln.startswith("run_id"))].split()][6:8] == [
+        "acc", "loss"]

@@ -27,10 +27,10 @@ def attempts(run_dir: str) -> int:
     return len(tries) if isinstance(tries, list) and tries else 1
 
 
-def _status(pod) -> dict:
+def _status(pod, patterns=None) -> dict:
     from .sweeps import sweep_status  # the one reader of the sweep's state
 
-    return sweep_status(pod)
+    return sweep_status(pod, metric_patterns=patterns)
 
 
 def _specs(pod) -> dict:
@@ -56,7 +56,7 @@ def sweep_metrics(pod, patterns: list, points: int = POINTS_LIMIT) -> dict:
 
 
 @command("sweep-wait")
-def sweep_wait(pod, timeout: int = 0) -> dict:
+def sweep_wait(pod, timeout: int = 0, patterns=None) -> dict:
     """Until the sweep's queue is no longer running (woken by its exit through a pidfd), or `timeout` seconds;
     then the status of every run."""
     deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -66,7 +66,7 @@ def sweep_wait(pod, timeout: int = 0) -> dict:
             break
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            data = _status(pod)
+            data = _status(pod, patterns)
             data["wait_timed_out"] = True
             return data
         step = 5.0 if left is None else min(left, 5.0)
@@ -74,4 +74,4 @@ def sweep_wait(pod, timeout: int = 0) -> dict:
             procs.wait_for_exit(int(sw["pid"]), step)
         else:
             time.sleep(min(step, 0.2))
-    return _status(pod)
+    return _status(pod, patterns)

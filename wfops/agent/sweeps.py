@@ -274,7 +274,7 @@ def count(rows: list) -> dict:
 
 
 @command("sweep-status")
-def sweep_status(pod, sweep: str = "") -> dict:
+def sweep_status(pod, sweep: str = "", metric_patterns=None) -> dict:
     """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only."""
     record, manifest = sweep_files(pod, sweep)
     sw, bad_sw = store.load_or_note(record)
@@ -288,6 +288,10 @@ def sweep_status(pod, sweep: str = "") -> dict:
         rows = frozen["runs"]
     else:
         rows = status_rows(pod, plan, state) if plan and (sw or bad_sw or sweep) else []
+    if metric_patterns is not None:  # each run's last metric values (wfops/agent/metrics.py)
+        from .metrics import add_last_values
+
+        add_last_values(pod, rows, metric_patterns)
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state)}

@@ -133,10 +133,10 @@ def wait(c, timeout_secs=None, json=False, config=None):
 
     settings = settings_for(c, config)
     with PodCommand(rule_of("sweep.wait", "sweep.status"), settings) as cmd:
-        data = cmd.call("sweep-wait", timeout=timeout_secs or 0)
+        data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings["METRIC_PATTERNS"]))
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
-    emit(data, json, lambda: _status_text(data))
+    emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"]))
     code, why = wait_code(data)
     if code:
         raise WfopsError(why, code)

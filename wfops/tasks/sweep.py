@@ -13,6 +13,7 @@ from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, S
 from ..command import PodCommand, call_once
 from ..errors import ConflictError, NotFoundError, UsageError
 from ..output import duration, quiet_note, table
+from ..results import metric_cells, status_metrics
 from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
 
@@ -168,9 +169,9 @@ def list_(c, json=False, config=None):
     emit(data, json, lambda: table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod")
 
 
-def _status_text(data: dict) -> str:
+def _status_text(data: dict, metric_columns=(), sort=None) -> str:
     sw = data.get("sweep") or {}
-    runs = data.get("runs") or []
+    cols, runs = status_metrics(data.get("runs") or [], metric_columns, sort)  # metric columns, their order
     if sw.get("state") == "none":
         return "no sweep has been started on this pod (sweep.start)"
     head = f"{sw.get('sweep_id')}: {sw.get('state')}" + (f" ({sw['reason']})" if sw.get("reason") else "")
@@ -180,9 +181,10 @@ def _status_text(data: dict) -> str:
     for problem in data.get("problems") or []:
         head += f"\nwarning: {problem}"
     rows = [(r["run_id"], r["state"], _attempt(r), r.get("gpus") or "", r.get("exit_code"),
-             duration(r.get("duration_secs")), " ".join(str(r.get("notes") or "").split())[:40], _why(r))
-            for r in runs]
-    return (f"{head}\n\n" + table(("run_id", "state", "attempt", "gpus", "exit", "duration", "notes", "why"), rows)
+             duration(r.get("duration_secs")), *metric_cells(r, cols), " ".join(str(r.get("notes") or "").split())[:40],
+             _why(r)) for r in runs]
+    return (f"{head}\n\n" + table(("run_id", "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
+                                   "why"), rows)
             + f"\n\n{_totals_line(data.get('totals') or {})}")
 
 
@@ -201,12 +203,14 @@ def _why(row: dict) -> str:
     return " ".join(filter(None, [quiet_note(row.get("quiet_secs")), str(row.get("note") or "")]))
 
 
-@wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP})
-def status(c, sweep="", json=False, config=None):
+@wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
+              "sort": "order the runs by this metric's last value, best first (METRIC_COLUMNS shows it too)"})
+def status(c, sweep="", sort=None, json=False, config=None):
     """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals."""
     settings = settings_for(c, config)
-    data = call_once("sweep.status", settings, "sweep-status", sweep=sweep or "")
-    emit(data, json, lambda: _status_text(data))
+    data = call_once("sweep.status", settings, "sweep-status", sweep=sweep or "",
+                     metric_patterns=list(settings["METRIC_PATTERNS"]))
+    emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"], sort))
 
 
 @wftask(help={"timeout_secs": "how long to wait for the queue to stop (default KILL_GRACE_SECS + 60)",
