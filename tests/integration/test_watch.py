@@ -44,4 +44,5 @@ def test_sweep_status_watch_ends_when_the_sweep_ends(ssh_pod: Pod, training_repo
     assert res.rc == 0, res.err
     assert conns == 1 and execs >= 2
     heads = [ln for ln in res.out.splitlines() if ln.startswith("sweep-")]
-    assert heads[-1].endswith(": completed") and res.out.rstrip().splitlines()[-1].startswith("2 ok")
+    assert heads[0].endswith(": running") and heads[-1].startswith(heads[0].split(":")[0] + ": completed")
+    assert res.out.rstrip().splitlines()[-1].startswith("2 ok")

@@ -9,6 +9,7 @@ from pathlib import Path
 from invoke import Collection
 
 from .. import __version__
+from .. import watch as watching
 from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from ..command import PodCommand, call_once
 from ..errors import ConflictError, NotFoundError, UsageError
@@ -204,12 +205,20 @@ def _why(row: dict) -> str:
 
 
 @wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
-              "sort": "order the runs by this metric's last value, best first (METRIC_COLUMNS shows it too)"})
-def status(c, sweep="", sort=None, json=False, config=None):
+              "sort": "order the runs by this metric's last value, best first (METRIC_COLUMNS shows it too)",
+              "watch": "redraw every SECS (default 2) over one connection until the sweep ends"}, optional=["watch"])
+def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals."""
+    secs = watching.interval(watch)
     settings = settings_for(c, config)
-    data = call_once("sweep.status", settings, "sweep-status", sweep=sweep or "",
-                     metric_patterns=list(settings["METRIC_PATTERNS"]))
+    args = {"sweep": sweep or "", "metric_patterns": list(settings["METRIC_PATTERNS"])}
+    if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
+        with PodCommand("sweep.status", settings) as cmd:
+            watching.watch(lambda: cmd.call("sweep-status", **args),
+                           lambda d: _status_text(d, settings["METRIC_COLUMNS"], sort),
+                           lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
+        return
+    data = call_once("sweep.status", settings, "sweep-status", **args)
     emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"], sort))
 
 
