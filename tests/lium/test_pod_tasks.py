@@ -7,7 +7,7 @@ import os
 import pty
 import subprocess
 
-from tests.conftest import WFOPS, Pod
+from tests.conftest import WFOPS, Pod, wait_until
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import free_port
@@ -200,6 +200,16 @@ def test_down_resets_the_state_and_removes_the_pod(lpod: LiumPod, fake: FakeLium
     assert not lpod.pin_file(pod).exists()  # lium forgets the pin of a removed pod
     res = lpod.wf("fsm.status")  # no stale cache entry: the pod is gone
     assert res.rc == 5 and "no Lium pod matches LIUM_TARGET=train" in res.last_err
+
+
+def test_down_closes_the_warm_connection_to_the_removed_pod(lpod: LiumPod, fake: FakeLium):
+    pod = fake.add_pod("train")
+    lpod.pin(pod)
+    lpod.configure(LIUM_TARGET="train", WF_PERSIST_SECS="300")
+    lpod.ok("fsm.status")
+    assert list(lpod.keeper_dir.glob("*.sock"))  # positive control: the command left a warm connection
+    assert lpod.wf("pod.down", "--yes").rc == 0
+    wait_until(lambda: not list(lpod.keeper_dir.glob("*.sock")), timeout=10, what="the keeper to go")
 
 
 def test_down_refuses_while_a_sweep_runs_unless_forced(lpod: LiumPod, fake: FakeLium):

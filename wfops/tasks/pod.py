@@ -468,6 +468,10 @@ def down(c, yes=False, force=False, json=False, config=None):
             raise NotFoundError(f"pod {pod_words(row)} is already gone ({exc.message})") from None
         raise
     pods.forget(value, pod_id=str(row["id"]), environ=lium_environ(settings.values))
+    if res.target is not None:  # the keeper of a removed pod would idle for WF_PERSIST_SECS
+        from .. import warm
+
+        warm.stop(warm.socket_path(res.target, warm.private_dir(create=False)))
     gone = (removed.get("removed") or [{}])[0] if isinstance(removed, dict) else {}
     data = {"pod": dict(row), "removed": gone, "pod_side": pod_side, "warning": warning}
     if isinstance(removed, dict) and removed.get("failed"):
