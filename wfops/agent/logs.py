@@ -15,7 +15,18 @@ from . import procs, store
 from .metrics import line_rank
 from .registry import Refusal
 from .registry import command as agent_command
-from .states import EXIT_NOT_FOUND, EXIT_USAGE, LOG_FILE, QUEUE_RUNNING, STATUS_FILE, SUCCESS, TERMINAL, UNKNOWN
+from .states import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    LOG_FILE,
+    QUEUE_RUNNING,
+    STATUS_FILE,
+    SUCCESS,
+    SUMMARY_FILE,
+    TERMINAL,
+    TRANSIENT,
+    UNKNOWN,
+)
 
 POLL_SECS = 0.25
 CHUNK = 65536
@@ -120,17 +131,32 @@ def _state_ended(status_path: str) -> bool:
     return bool(st) and procs.liveness(st)[0] in TERMINAL + (UNKNOWN,)
 
 
-def _run_ended(pod, status_path: str) -> bool:
+def _retry_coming(pod, st: dict, run_dir: str) -> bool:
+    """The queue will start this run again: it says so (retry_at, requeued_at), or it has yet to decide on an
+    attempt that failed with a class it retries (the scheduler's own rule, read from the manifest)."""
+    if st.get("requeued_at") or (st.get("retry_at") and st.get("state") != SUCCESS):
+        return True
+    if st.get("state") == SUCCESS or int(st.get("attempt") or 1) >= int(st.get("max_attempts") or 1):
+        return False
+    summ = store.load_or_note(os.path.join(run_dir, SUMMARY_FILE))[0] or {}
+    if summ.get("attempt") != st.get("attempt"):
+        return True  # this attempt's summary is not written yet: undecided
+    plan = store.load_or_note(pod.latest_manifest)[0] or {}
+    retry_on = (plan.get("exec") or {}).get("retry_on")
+    return summ.get("failure_class") in (TRANSIENT if retry_on is None else retry_on)
+
+
+def _run_ended(pod, run_dir: str) -> bool:
     """A run has ended when its state is terminal and no retry (or sweep.retry) of it waits in a running queue:
     a retry starts a new log, which the stream then follows."""
+    status_path = os.path.join(run_dir, STATUS_FILE)
     if not _state_ended(status_path):
         return False
     st = store.load_or_note(status_path)[0] or {}
-    again = st.get("requeued_at") or (st.get("retry_at") and st.get("state") != SUCCESS)
-    if not again:
+    if not _retry_coming(pod, st, run_dir):
         return True
     sw, problem = store.load_or_note(pod.sweep_file)
-    return bool(problem) or procs.queue_liveness(sw)[0] != QUEUE_RUNNING
+    return bool(problem) or procs.queue_liveness(sw)[0] != QUEUE_RUNNING or bool((sw or {}).get("stopping"))
 
 
 def _queued(pod, run_id: str) -> bool:
@@ -161,7 +187,7 @@ def run_logs(pod, run_id: str, follow: bool = False, tail: int = 0, rank: int = 
         raise Refusal(EXIT_NOT_FOUND, "run %s is not in OPS_REMOTE_OUTPUTS_DIR (%s); see sweep.status"
                       % (run_id, pod.out))
     keep = rank_filter(None if rank < 0 else rank)
-    show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _run_ended(pod, os.path.join(d, STATUS_FILE)))
+    show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _run_ended(pod, d))
 
 
 @agent_command("task-logs")
