@@ -388,7 +388,7 @@ def test_a_1000_run_sweep_starts_in_one_exec_and_the_queue_walks_its_manifest(ss
     assert f"sweep {sweep_id} completed: queue finished" in log
     assert sorted(p.name for p in (pod.outputs / "_manifests").iterdir()) == sorted([
         f"{sweep_id}.csv", f"{sweep_id}.json", f"{sweep_id}.log", "sweep-latest.csv", "sweep-latest.json",
-        f"workflow-{sweep_id[len('sweep-'):]}.env", f"{sweep_id}.sweep.json"])
+        f"workflow-{sweep_id[len('sweep-'):]}.env", f"{sweep_id}.sweep.json", f"{sweep_id}.runs.json"])
     assert pod.state()["state"] == "SWEEP_COMPLETED"
 
 
