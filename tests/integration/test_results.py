@@ -130,9 +130,8 @@ def test_a_pattern_that_matches_nothing_is_an_empty_column(local_ready: Pod):
 
 def test_run_logs_whole_tail_rank_and_follow_until_the_run_ends(ready: Pod):
     pod = ready
-    # torchrun --tee block-buffers its copy of the workers' lines when its stdout is a pipe (the run's log): the
-    # run's environment needs PYTHONUNBUFFERED for live logs (set here through the pod env until the runner does)
-    pod.configure(PYTHONUNBUFFERED="1", EXTRA_ENV_KEYS="PYTHONUNBUFFERED")
+    # the lines must arrive while the run runs: torchrun --tee's copy of them would sit in a block buffer (its
+    # stdout is a pipe) but for the PYTHONUNBUFFERED=1 every run's command.sh exports
     flag = pod.root / "go"
     sweep(pod, f"r,config/train_tiny.py,1,steps=2 wait_for={flag},\n")
     follower = subprocess.Popen([str(WFOPS), "run.logs", "r", "--follow", "--rank", "1"], env=pod.env(),
@@ -265,8 +264,7 @@ def test_shell_completion_works_from_any_directory(tmp_path):
 
 def test_run_logs_follow_goes_on_through_a_retry(local_ready: Pod):
     pod = local_ready
-    pod.configure(RUN_RETRIES="1", RETRY_ON="nonzero_exit", RETRY_BACKOFF_SECS="1", PYTHONUNBUFFERED="1",
-                  EXTRA_ENV_KEYS="PYTHONUNBUFFERED")
+    pod.configure(RUN_RETRIES="1", RETRY_ON="nonzero_exit", RETRY_BACKOFF_SECS="1")
     marker = pod.root / "failed-once"
     script = pod.root / "repo" / "examples" / "nanogpt" / "metric_train.py"
     script.write_text(script.read_text().replace(  # the first attempt fails (exit 3), the retry succeeds

@@ -115,7 +115,7 @@ class Launch:
         return argv + list(run.get("args") or [])
 
     def env(self) -> list:
-        out = []
+        out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
         if self.place.get("devices") is not None:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
         if self.ex.get("launcher") != "python" and self.place["nproc"] > 1:

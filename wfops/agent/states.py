@@ -77,6 +77,10 @@ RULES = {r.command: r for r in (
     _rule("sweep.add", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.retry", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.list", ANY, readonly=True),
+    _rule("sweep.wait", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
+    _rule("sweep.report", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
+    _rule("run.logs", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
+    _rule("task.logs", ANY, readonly=True),
     _rule("run.fetch", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED)),
     # the pod's own step: the sweep queue records the end of its sweep
     _rule("sweep.queue", ANY, on_success=SWEEP_COMPLETED, only_from=(SWEEP_RUNNING,), promote=False),

@@ -12,7 +12,6 @@ from ..attach import attach
 from ..command import PodCommand
 from ..config import Settings
 from ..errors import EXIT_FAILED, NotFoundError, UsageError, WfopsError
-from ..fsm import RULES
 from ..output import duration, table, visible
 from ..results import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from ..sweep_model import check_run_id
@@ -20,12 +19,6 @@ from ..tracked import check_task_id
 from ._base import JSON_HELP, emit, settings_for, wftask
 
 REPORT_EXTRA = "wfops[report]"
-
-
-def rule_of(command: str, fallback: str) -> str:
-    """The rule a new command runs under: its own once states.RULES has it, else the read-only command it
-    behaves like (the refusal then names that command)."""
-    return command if command in RULES else fallback
 
 
 class LineSink:
@@ -47,9 +40,9 @@ class LineSink:
             self(b"")
 
 
-def _stream(settings: Settings, command: str, fallback: str, agent_command: str, **data: object) -> None:
+def _stream(settings: Settings, command: str, agent_command: str, **data: object) -> None:
     sink = LineSink(settings)
-    with PodCommand(rule_of(command, fallback), settings) as cmd:
+    with PodCommand(command, settings) as cmd:
         request = cmd.request(agent_command, data)
         result = cmd.exec("agent.sh.j2", stdout_sink=sink, request=request, dry_run=False)
         sink.close()
@@ -70,7 +63,7 @@ def logs(c, run_id=None, follow=False, tail=None, rank=None, config=None):
     if bad:
         raise UsageError(bad)
     settings = settings_for(c, config)
-    _stream(settings, "run.logs", "sweep.status", "run-logs", run_id=run_id, follow=bool(follow), tail=tail or 0,
+    _stream(settings, "run.logs", "run-logs", run_id=run_id, follow=bool(follow), tail=tail or 0,
             rank=-1 if rank is None else rank)
 
 
@@ -82,7 +75,7 @@ def task_logs(c, id=None, follow=False, tail=None, config=None):
     """Print a tracked task's stdout.log, or follow it live until the task ends."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    _stream(settings, "task.logs", "task.status", "task-logs", id=task_id, follow=bool(follow), tail=tail or 0)
+    _stream(settings, "task.logs", "task-logs", id=task_id, follow=bool(follow), tail=tail or 0)
 
 
 # ------------------------------------------------------------------ attach
@@ -132,7 +125,7 @@ def wait(c, timeout_secs=None, json=False, config=None):
     from .sweep import _status_text
 
     settings = settings_for(c, config)
-    with PodCommand(rule_of("sweep.wait", "sweep.status"), settings) as cmd:
+    with PodCommand("sweep.wait", settings) as cmd:
         data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings["METRIC_PATTERNS"]))
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
@@ -204,7 +197,7 @@ def report(c, out=None, sort=None, json=False, config=None):
     The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.
     """
     settings = settings_for(c, config)
-    with PodCommand(rule_of("sweep.report", "sweep.status"), settings) as cmd:
+    with PodCommand("sweep.report", settings) as cmd:
         data = cmd.call("sweep-metrics", patterns=list(settings["METRIC_PATTERNS"]))
     sweep_id = (data.get("sweep") or {}).get("sweep_id")
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE or not sweep_id:
