@@ -31,7 +31,8 @@ DATA_DIR=$DEMO/pod/data/fineweb10B
 BOOTSTRAP_SCRIPT=$DEMO/pod/bootstrap-pod.sh
 REMOTE_PYTHON_BIN=$POD_PYTHON
 CPU_ONLY=1
-TRAIN_NPROC=2
+# pretend 4 GPU slots: the runs of demo.csv (gpus 2, 1, 1) run side by side, one process per slot held
+WF_FAKE_GPUS=4
 DOWNLOAD_FINEWEB=1
 RUN_TIMEOUT_SECS=600
 WF_TMUX_SOCKET=wfops-demo
