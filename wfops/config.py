@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
-from .agent.states import CONTROL_DIR, FAILURE_CLASSES, STATE_FILE
+from .agent.states import ALL_GPUS, CONTROL_DIR, FAILURE_CLASSES, STATE_FILE
 from .errors import ConfigError
 from .shell import qpath
 
@@ -319,6 +319,11 @@ class _Resolver:
 
 # ---------------------------------------------------------------- typed validation
 
+def is_gpus_request(text: str) -> bool:
+    """A run's GPU request (RUN_GPUS, a CSV `gpus` cell): `all` or a whole number from 1 to 9999."""
+    return text == ALL_GPUS or bool(re.fullmatch(r"[1-9]\d{0,3}", text))
+
+
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
@@ -347,7 +352,7 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
         return None, "a whole number >= 0" + (" (or empty)" if kind == "optint" else "")
     if kind == "gpus":
         v = value.strip()
-        if v == "all" or re.fullmatch(r"[1-9]\d{0,3}", v):
+        if is_gpus_request(v):
             return v, None
         return None, "all, or a whole number >= 1"
     if kind == "choice":

@@ -17,13 +17,13 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .config import Settings
+from .agent.states import ALL_GPUS
+from .config import Settings, is_gpus_request
 from .errors import UsageError
 from .shell import is_pod_name
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus")
 REQUIRED = ("run_id", "config")
-ALL_GPUS = "all"
 _SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
 _OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
 _INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
@@ -110,7 +110,7 @@ def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tupl
 
 def check_gpus(text: str) -> str | None:
     """A `gpus` value (CSV column or RUN_GPUS): empty, `all`, or a whole number >= 1."""
-    if text in ("", ALL_GPUS) or re.fullmatch(r"[1-9]\d{0,3}", text):
+    if text == "" or is_gpus_request(text):
         return None
     return f"gpus {text!r} is not a whole number >= 1 or 'all'"
 

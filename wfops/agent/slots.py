@@ -18,12 +18,12 @@ import heapq
 import random
 import socket
 
-ALL = "all"
+from .states import ALL_GPUS
 
 
 def need_of(gpus, total: int) -> int:
     """Slots a run asks for: `all` (or empty) = every slot; else its number (which may exceed `total`)."""
-    if gpus in (None, "", ALL):
+    if gpus in (None, "", ALL_GPUS):
         return total
     return int(gpus)
 

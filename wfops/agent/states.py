@@ -27,6 +27,8 @@ FAILURE_CLASSES = (FAIL_TIMEOUT, FAIL_CANCELLED, FAIL_LOST, FAIL_OOM, FAIL_NCCL,
 TRANSIENT = (FAIL_LOST, FAIL_NCCL, FAIL_STALLED)
 FAILURE_OF_STATE = {TIMED_OUT: FAIL_TIMEOUT, CANCELLED: FAIL_CANCELLED, LOST: FAIL_LOST}
 
+ALL_GPUS = "all"  # a run's `gpus` request for every GPU slot of the pod (CSV column, RUN_GPUS)
+
 # a supervisor's exit status tells its caller (the scheduler) the run's final state with no extra read
 STATE_CODES = {SUCCESS: 0, FAILED: 1, TIMED_OUT: 2, CANCELLED: 3, LOST: 4}
 CODE_STATES = {v: k for k, v in STATE_CODES.items()}

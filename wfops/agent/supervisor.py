@@ -19,15 +19,19 @@ from . import outcome, procs, store
 from .registry import command
 from .states import (
     CANCELLED,
+    COMMAND_FILE,
     FAIL_DISK,
     FAIL_STALLED,
     FAILED,
     LOST,
     OWNER_ENV,
     RUNNING,
+    SPEC_FILE,
     STATE_CODES,
     STATUS_FILE,
     SUCCESS,
+    SUMMARY_FILE,
+    SYNC_LOG,
     TERMINAL,
     TIMED_OUT,
 )
@@ -127,7 +131,7 @@ class Quiet:
     """Tells when a run has gone silent: no new log output and no change in its output dir for `limit`
     seconds (0: never). Records `last_output_at` in status.json at most every 5 s while output flows."""
 
-    OWN = frozenset(("status.json", "summary.json", "spec.json", "command.sh", "sync.log", store.RESERVE_NAME))
+    OWN = frozenset((STATUS_FILE, SUMMARY_FILE, SPEC_FILE, COMMAND_FILE, SYNC_LOG, store.RESERVE_NAME))
 
     def __init__(self, status_path: str, stamper: Stamper, limit: float, watch_dir: str) -> None:
         self.status_path, self.stamper, self.limit, self.dir = status_path, stamper, limit, watch_dir

@@ -12,6 +12,7 @@ import time
 from . import launch, outcome, procs, store, workflow
 from .registry import Refusal, command
 from .states import (
+    ALL_GPUS,
     CANCELLED,
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
@@ -20,6 +21,7 @@ from .states import (
     LATEST_CSV,
     MANIFESTS_DIR,
     PENDING,
+    QUEUE_COMPLETED,
     QUEUE_ENDED,
     QUEUE_LOST,
     QUEUE_RUNNING,
@@ -103,7 +105,7 @@ def _check_fit(ex: dict, runs: list) -> None:
     if not known:
         return
     bad = ["line %s: %s asks for %s GPU(s)" % (r.get("line"), r["run_id"], r["gpus"]) for r in runs
-           if str(r.get("gpus") or "all").isdigit() and int(r["gpus"]) > known]
+           if str(r.get("gpus") or ALL_GPUS).isdigit() and int(r["gpus"]) > known]
     if bad:
         where = ("WF_FAKE_GPUS=%s" % ex["fake_gpus"] if ex.get("fake_gpus")
                  else "CPU_ONLY=1 (set WF_FAKE_GPUS to pretend more)")
@@ -119,7 +121,7 @@ def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
     try:
         pid, _ = launch.tmux_window(pod, session, "sweep", shell, new_session=True)
     except Refusal as exc:
-        store.update_json(pod.sweep_file, {"state": "completed", "reason": "tmux could not start the queue: "
+        store.update_json(pod.sweep_file, {"state": QUEUE_COMPLETED, "reason": "tmux could not start the queue: "
                                            + exc.message}, keep_terminal=False)
         workflow.force(pod, before, "sweep.start", "tmux failed to start")
         raise Refusal(EXIT_REMOTE, "tmux could not start the sweep: %s" % exc.message) from None
