@@ -16,6 +16,8 @@ one vocabulary in states.py.
     fetching    what run.fetch sends: the files the client lacks or has in another version
     scheduler   the sweep queue
     facts       what checkout and pod.status need to know about the pod
+    fleet       a sweep over several pods: this pod's slots and load, withdrawing runs that have not started
+    netcheck    the reachability check before a multi-node run (listen here, probe from the other pods)
     prepare     bootstrap and the checkout steps
     steps       running those steps: children, notes, failures, env wrappers, git credentials out of argv
     launch      starting the agent again (runners, queue) and tmux windows

@@ -30,6 +30,7 @@ MODULES = {
     "task-start": "tasks", "task-show": "tasks", "task-wait": "tasks", "task-list": "tasks",
     "checkout-facts": "facts", "pod-facts": "facts", "pod-down": "facts",
     "bootstrap": "prepare", "checkout-apply": "prepare",
+    "fleet-facts": "fleet", "sweep-withdraw": "fleet", "net-listen": "netcheck", "net-probe": "netcheck",
     "sweep-metrics": "results", "sweep-wait": "results", "run-logs": "logs", "task-logs": "logs",
 }
 

@@ -91,3 +91,12 @@ def record_runner(path: str, pid: int, belongs=lambda record: True, **fields) ->
             record.update(pid=pid, pid_start=procs.proc_start(pid))
         record.update(fields)
         store.write_json(path, record)
+
+
+def env_value(env_path: str, key: str) -> str:
+    """A variable as the pod env file sets it (the file is bash; bash reads it)."""
+    if not env_path or not os.path.isfile(env_path):
+        return os.environ.get(key, "")
+    p = subprocess.run(["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; printf %%s "${%s-}"' % key, "wfops", env_path],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return p.stdout

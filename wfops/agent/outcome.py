@@ -37,7 +37,8 @@ TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
 SUMMARY_KEYS = ("run_id", "sweep_id", "config", "seed", "notes", "out_dir", "mode", "git_sha", "started_at",
                 "ended_at", "duration_secs", "signal", "gpu_memory_held_by", "gpus", "launcher", "attempt",
-                "max_attempts", "fingerprint", "last_output_at")
+                "max_attempts", "fingerprint", "last_output_at", "nodes", "node_rank")
+ONLY_IF_SET = ("gpu_memory_held_by", "nodes", "node_rank")  # in summary.json only when the status has them
 ATTEMPT_KEYS = ("attempt", "state", "failure_class", "failure_evidence", "exit_code", "started_at", "ended_at",
                 "duration_secs", "gpus")
 
@@ -122,7 +123,7 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
         info.update(failure_class=st["failure_class"], evidence=st.get("reason") or info["evidence"])
     if state == FAILED and sync_rc not in (None, 0) and st.get("exit_code") == 0:
         info.update(failure_class=FAIL_SYNC, evidence="final sync: rsync exit %s" % sync_rc)
-    summary = {k: st.get(k) for k in SUMMARY_KEYS if k in st or k != "gpu_memory_held_by"}
+    summary = {k: st.get(k) for k in SUMMARY_KEYS if k in st or k not in ONLY_IF_SET}
     summary.update(ok=state == SUCCESS, state=state, exit_code=info["exit_code"],
                    torchrun_exit_code=st.get("exit_code"), failure_class=info["failure_class"],
                    failure_evidence=info["evidence"], reason=st.get("reason"))

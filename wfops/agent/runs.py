@@ -86,6 +86,35 @@ def output_dir(ex: dict, run_id: str, run_dir: str, first: bool) -> str:
     return out
 
 
+def _number(x) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def node_flags(node: dict, nproc: int) -> list:
+    """torchrun's flags for one node of a multi-node run (a queue entry's "node"): every node meets at the
+    shared c10d endpoint, which node 0 hosts (is_host=1) and the others join (is_host=0) within join_timeout.
+    c10d assigns the ranks at the rendezvous; --node-rank is passed all the same (logs, other backends)."""
+    host = 1 if int(node["rank"]) == 0 else 0
+    flags = ["--nnodes=%d" % int(node["nnodes"]), "--node-rank=%d" % int(node["rank"]), "--nproc-per-node=%d" % nproc,
+             "--rdzv-backend=c10d", "--rdzv-endpoint=%s" % node["endpoint"], "--rdzv-id=%s" % node["rdzv_id"],
+             "--rdzv-conf=is_host=%d,join_timeout=%s" % (host, _number(node.get("join_timeout") or 600))]
+    if node.get("local_addr"):
+        flags.append("--local-addr=%s" % node["local_addr"])
+    return flags
+
+
+def node_port(node: dict) -> int:
+    """The rendezvous port of a multi-node run: its endpoint's (every node uses the same one)."""
+    return int(str(node["endpoint"]).rsplit(":", 1)[1])
+
+
+def node_note(run: dict) -> str:
+    node = run["node"]
+    return ("%s: node %d of %d of multi-node run %s (rendezvous %s); one attempt only: a retry on one node alone "
+            "would wait for peers that are gone" % (run["run_id"], int(node["rank"]), int(node["nnodes"]),
+                                                    node["rdzv_id"], node["endpoint"]))
+
+
 class Launch:
     """What one attempt runs: argv and the environment lines of command.sh."""
 
@@ -95,17 +124,24 @@ class Launch:
     def _arg(self, key: str, value: str) -> str:
         return "--%s=%s" % (key, value) if self.ex.get("arg_style") == "dashdash" else "%s=%s" % (key, value)
 
+    def tee(self) -> bool:
+        """Several worker processes (on this node, or across nodes): each line carries its global rank."""
+        return self.place["nproc"] > 1 or bool(self.run.get("node"))
+
     def argv(self, out: str, run_dir: str) -> list:
         ex, run, p = self.ex, self.run, self.place
         if ex.get("launcher") == "python":
             argv = [self.python, ex["train_script"], run["config"]]
+        elif run.get("node"):
+            argv = [self.python, "-m", "torch.distributed.run"] + node_flags(run["node"], p["nproc"])
         else:
             argv = [self.python, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=%d" % p["nproc"],
                     "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:%d" % p["port"],
                     "--rdzv-id=%s-%d" % (run["run_id"], p["attempt"]),
                     # host the store or fail: never join another job's rendezvous that took the port first
                     "--rdzv-conf=is_host=1"]
-            if p["nproc"] > 1:  # each worker line carries its rank; each rank's own log is kept too
+        if ex.get("launcher") != "python":
+            if self.tee():  # each worker line carries its rank; each rank's own log is kept too
                 argv += ["--tee=3", "--log-dir=" + os.path.join(run_dir, RANKS_DIR)]
             argv += [ex["train_script"], run["config"]]
         if ex.get("inject_out_dir"):
@@ -118,7 +154,7 @@ class Launch:
         out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
         if self.place.get("devices") is not None:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
-        if self.ex.get("launcher") != "python" and self.place["nproc"] > 1:
+        if self.ex.get("launcher") != "python" and self.tee():
             out.append(("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", RANK_PREFIX))
         return out
 
@@ -144,6 +180,8 @@ def spec(ex: dict, sid: str, run: dict, run_dir: str, out: str, place: dict, git
                    "launcher": ex.get("launcher") or "torchrun", "attempt": place["attempt"],
                    "max_attempts": place["max_attempts"], "fingerprint": run.get("fp"),
                    "rerun_why": run.get("rerun_why") or ""}}
+    if run.get("node"):
+        s["extra"].update(nodes=run["node"].get("nodes") or [], node_rank=int(run["node"]["rank"]))
     if ex.get("mode") == "local_sync":
         s["sync"] = {"src": out + "/", "dst": run_dir + "/", "interval": ex.get("sync_secs", 60),
                      "log": os.path.join(run_dir, SYNC_LOG)}

@@ -36,6 +36,7 @@ from .states import (
     SUMMARY_FILE,
     SWEEP_RECORD,
     TRANSIENT,
+    WITHDRAW_REQUEST,
     Layout,
 )
 
@@ -65,15 +66,6 @@ class QueueLog:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for the rest of the queue
 
 
-def _env_value(env_path: str, key: str) -> str:
-    """A variable as the pod env file sets it (the file is bash; bash reads it)."""
-    if not env_path or not os.path.isfile(env_path):
-        return os.environ.get(key, "")
-    p = subprocess.run(["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; printf %%s "${%s-}"' % key, "wfops", env_path],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    return p.stdout
-
-
 class Running:
     __slots__ = ("dir", "fd", "place", "proc", "run", "spec")
 
@@ -98,6 +90,7 @@ class Scheduler:
         self.stop_why = ""
         self.running = {}  # run_id -> Running
         self.waiting = []  # heap of (not_before, index, run): retries in their back-off
+        self.backoff = set()  # their run ids
         self.index = 0
         self.max_attempts = 1 + int(self.ex.get("retries") or 0)
         self.retry_on = set(self.ex.get("retry_on") if self.ex.get("retry_on") is not None else TRANSIENT)
@@ -120,7 +113,7 @@ class Scheduler:
         if ex.get("cpu_only"):
             self.devices_visible = False  # nothing to hand out: CUDA_VISIBLE_DEVICES is left alone
             return ["cpu"]
-        visible = _env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES")
+        visible = launch.env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES")
         if visible.strip():
             return [d.strip() for d in visible.split(",") if d.strip()]
         return [str(i) for i in range(facts_gpu_count(self.venv_python))]
@@ -172,10 +165,24 @@ class Scheduler:
             self.log("%d run(s) added to the queue" % count)
         return count
 
+    def take_withdrawals(self) -> None:
+        """sweep-withdraw's requests in the inbox (fleet.py answers them): waiting runs leave the order."""
+        try:
+            names = sorted(n for n in os.listdir(self.inbox) if n.endswith(WITHDRAW_REQUEST))
+        except OSError:
+            return
+        if names:
+            from .fleet import answer_withdrawal
+
+            with store.locked(self.inbox):  # the asking command checks, under it, whether it was answered
+                for name in names:
+                    answer_withdrawal(self, os.path.join(self.inbox, name))
+
     def release_due(self) -> None:
         now = time.time()
         while self.waiting and self.waiting[0][0] <= now:
             _, _, run = heapq.heappop(self.waiting)
+            self.backoff.discard(run["run_id"])
             self.order.push(run["_index"], slots.need_of(run.get("gpus"), self.slots.total), run)
 
     def fill(self) -> None:
@@ -207,10 +214,11 @@ class Scheduler:
         need = slots.need_of(run.get("gpus"), self.slots.total)
         nproc = 1 if self.ex.get("launcher") == "python" else int(self.ex.get("nproc") or need)
         taken = {r.place.get("port") for r in self.running.values()}
-        port = slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)  # before the slots: it may raise
+        node = run.get("node")  # one node of a multi-node run: its endpoint's port, and no retry (runs.node_note)
+        port = runs.node_port(node) if node else slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)
         ids = self.slots.take(need)
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
-                "port": port, "attempt": run["attempt"], "max_attempts": self.max_attempts}
+                "port": port, "attempt": run["attempt"], "max_attempts": 1 if node else self.max_attempts}
 
     def launch(self, run: dict) -> None:
         rid = run["run_id"]
@@ -232,8 +240,10 @@ class Scheduler:
         proc = subprocess.Popen(launch.agent_argv("supervise", spec_path), stdin=subprocess.DEVNULL, env=env)
         self.running[rid] = Running(run, proc, where, d, spec)
         self.log("start %s (attempt %d/%d, seed %s, %d process(es)%s)" % (
-            rid, run["attempt"], self.max_attempts, run.get("seed"), where["nproc"],
+            rid, run["attempt"], where["max_attempts"], run.get("seed"), where["nproc"],
             ", GPUs " + where["devices"] if where["devices"] is not None else ""))
+        if run.get("node"):
+            self.log(runs.node_note(run))
         if self.stop_why:  # a stop that came while it was starting
             proc.send_signal(signal.SIGTERM)
 
@@ -268,9 +278,9 @@ class Scheduler:
         state = self.ended_state(r)
         summ = store.load_or_note(os.path.join(r.dir, SUMMARY_FILE))[0] or {}
         cls = summ.get("failure_class")
-        self.log("end %s: %s%s (attempt %d/%d)" % (rid, state, " (%s)" % cls if cls else "", run["attempt"],
-                                                  self.max_attempts))
-        if state != SUCCESS and cls in self.retry_on and run["attempt"] < self.max_attempts and not self.stop_why:
+        most = r.place["max_attempts"]
+        self.log("end %s: %s%s (attempt %d/%d)" % (rid, state, " (%s)" % cls if cls else "", run["attempt"], most))
+        if state != SUCCESS and cls in self.retry_on and run["attempt"] < most and not self.stop_why:
             self.retry_later(r, cls)
             return
         self.fail_fast(rid, state)
@@ -278,6 +288,7 @@ class Scheduler:
     def retry_later(self, r: Running, cls: str) -> None:
         run = r.run
         delay = min(MAX_BACKOFF, float(self.ex.get("retry_backoff_secs") or 0) * 2 ** (run["attempt"] - 1))
+        self.backoff.add(run["run_id"])
         at = time.time() + delay
         store.update_json(r.spec["status"], {"retry_at": store.iso_of(at), "retry": "%d/%d" % (
             run["attempt"] + 1, self.max_attempts)})
@@ -326,6 +337,7 @@ class Scheduler:
             self.log(self.stop_why)
         while True:
             self.take_inbox()
+            self.take_withdrawals()
             if self.stop_why:
                 self.stop()
             else:

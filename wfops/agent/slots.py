@@ -95,6 +95,19 @@ class Order:
             self.overtaken.pop(head_index, None)
         return heapq.heappop(self.groups[need])[2]
 
+    def remove(self, run_ids) -> list:
+        """Take the waiting entries of `run_ids` out of the order; returns them."""
+        out = []
+        for need, heap in self.groups.items():
+            gone = [item for item in heap if item[2]["run_id"] in run_ids]
+            if gone:
+                self.groups[need] = [item for item in heap if item[2]["run_id"] not in run_ids]
+                heapq.heapify(self.groups[need])
+                out += gone
+        for item in out:
+            self.overtaken.pop(item[0], None)
+        return [item[2] for item in sorted(out)]
+
     def pop_too_big(self) -> list:
         """Runs that can never fit (they ask more slots than the pod has), removed from the order."""
         out = []

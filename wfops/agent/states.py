@@ -78,6 +78,8 @@ RULES = {r.command: r for r in (
           mutating=True),
     _rule("sweep.add", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.retry", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
+    # a fleet moves runs that have not started between its pods (sweep-withdraw here, sweep-add there)
+    _rule("sweep.rebalance", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.list", ANY, readonly=True),
     _rule("sweep.wait", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
     _rule("sweep.report", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), readonly=True),
@@ -130,6 +132,8 @@ LATEST_CSV = "sweep-latest.csv"
 SWEEP_RECORD = ".sweep.json"  # _manifests/<sweep_id>.sweep.json: a copy of sweep.json, kept after the sweep
 RUNS_RECORD = ".runs.json"  # _manifests/<sweep_id>.runs.json: its rows as they were when its queue ended
 INBOX = ".inbox"  # _manifests/<sweep_id>.inbox/: runs added or requeued while the queue runs
+WITHDRAW_REQUEST = ".withdraw"  # in the inbox: sweep-withdraw asks the running queue to drop waiting runs ...
+WITHDRAW_ANSWER = ".withdrawn"  # ... and the queue answers with the ones it dropped (same name, this suffix)
 OWNER_ENV = "WFOPS_OWNER"  # set in every run's and task's environment: how leftovers are found
 
 

@@ -27,7 +27,7 @@ from .states import (
     TIMED_OUT,
     pod_path,
 )
-from .sweeps import _check_fit, _check_workdir, _write_manifests, launch_queue, record_sweep, status_rows
+from .sweeps import _check_fit, _check_nodes, _check_workdir, _write_manifests, launch_queue, record_sweep, status_rows
 
 NOT_OK = (FAILED, TIMED_OUT, LOST, CANCELLED)
 
@@ -104,10 +104,14 @@ def _check_same_command(plan: dict, ex: dict) -> None:
 
 
 @command("sweep-add")
-def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict) -> dict:
+def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict, sweep_id: str = "") -> dict:
     """Append runs (checked like sweep.start's) to the current sweep; a run_id it has queued already is
-    refused (a row its filters left out may be added: it joins the sweep)."""
+    refused (a row its filters left out may be added: it joins the sweep). With `sweep_id` (a fleet's pod)
+    the current sweep must be that one."""
     sw, plan = _current(pod)
+    if sweep_id and sw["sweep_id"] != sweep_id:
+        raise Refusal(EXIT_CONFLICT, "the current sweep of this pod is %s, not %s; nothing was added"
+                      % (sw["sweep_id"], sweep_id))
     _check_same_command(plan, dict(exec_block, **{k: pod_path(exec_block[k]) for k in ("repo", "workdir", "data_dir")
                                                   if isinstance(exec_block.get(k), str)}))
     known = {r.get("run_id"): i for i, r in enumerate(plan["runs"])}
@@ -117,6 +121,7 @@ def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict) ->
         raise Refusal(EXIT_CONFLICT, "%d duplicate run id(s); nothing was added: %s" % (len(dupes), "; ".join(dupes)))
     _check_workdir(plan["exec"], runs)
     _check_fit(plan["exec"], entries)
+    _check_nodes(plan["exec"], entries)
     for run in runs:
         if run["run_id"] in known:  # a row the filters left out: it is selected now
             plan["runs"][known[run["run_id"]]] = run

@@ -113,6 +113,14 @@ def _check_fit(ex: dict, runs: list) -> None:
                       % (known, where, "; ".join(bad)))
 
 
+def _check_nodes(ex: dict, entries: list) -> None:
+    """A node of a multi-node run (a queue entry's "node") needs torchrun: its rendezvous joins the nodes."""
+    bad = [e["run_id"] for e in entries if e.get("node")]
+    if bad and ex.get("launcher") == "python":
+        raise Refusal(EXIT_USAGE, "multi-node needs torchrun (TRAIN_LAUNCHER=torchrun), not launcher python: %s; "
+                      "nothing was started" % ", ".join(bad))
+
+
 def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
     """Start the scheduler of sweep `sid` on manifest `path` in a fresh tmux session; on failure put the
     workflow state back to `before`. Returns the pane pid."""
@@ -163,6 +171,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
         ex[key] = pod_path(ex[key])
     _check_workdir(ex, manifest["runs"])
     _check_fit(ex, manifest["queue"])
+    _check_nodes(ex, manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
     manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())
