@@ -326,3 +326,27 @@ def checked_out(tmp_path_factory: pytest.TempPathFactory, training_repo: Trainin
 
 def copy_checked_out(template: Path, pod: Pod) -> None:
     shutil.copytree(template, pod.root, symlinks=True, dirs_exist_ok=True)
+
+
+# ------------------------------------------------------------------ a local fleet (tests/fleet.py)
+
+@pytest.fixture(scope="session")
+def fleet3(tmp_path_factory: pytest.TempPathFactory):
+    """Three loopback sshd pods (127.0.0.2-4), each with its own HOME; stopped (every process of theirs) at the
+    end of the session. Tests that change it (kill, files in the homes) should use `fresh_fleet3`."""
+    from tests.fleet import Fleet
+
+    try:
+        fleet = Fleet.start(tmp_path_factory.mktemp("fleet3"), 3)
+    except (realparts.MissingTool, RuntimeError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def fresh_fleet3(fleet3):
+    """`fleet3` with every pod up and every home empty; what the test left running on the pods is ended after."""
+    fleet3.reset()
+    yield fleet3
+    fleet3.end_leftovers()

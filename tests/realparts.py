@@ -1,15 +1,17 @@
 """Real parts shared by the tests and the benchmarks: an OpenSSH server on loopback, started and
-stopped by its own PID. Nothing here skips: a missing tool fails with what to install."""
+stopped by its own PID, and a fleet of such servers ("pods"), each on its own loopback address with its own
+HOME. Nothing here skips: a missing tool fails with what to install."""
 
 from __future__ import annotations
 
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -39,6 +41,8 @@ class SSHD:
     host_key_pub: Path
     log: Path
     proc: subprocess.Popen
+    config: Path | None = None
+    home: Path | None = None  # the HOME its sessions get (None: the user's own, from passwd)
 
     @property
     def address(self) -> str:
@@ -59,15 +63,38 @@ class SSHD:
         return text.count("Accepted publickey for"), text.count("req exec")
 
 
-def start_sshd(workdir: Path, host: str = "127.0.0.1") -> SSHD:
-    sshd_bin = need("sshd", "apt-get install openssh-server")
+def _keygen(key: Path) -> None:
     keygen = need("ssh-keygen", "apt-get install openssh-client")
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+
+
+def start_sshd(workdir: Path, host: str = "127.0.0.1", *, port: int | None = None, home: Path | None = None,
+               client_key: Path | None = None, host_key: Path | None = None,
+               setenv: dict[str, str] | None = None, new_session: bool = False) -> SSHD:
+    """An sshd on `host`:`port` (a free one by default), configured and logging under `workdir`.
+
+    `home`: every session gets `HOME=home` (sshd_config `SetEnv`, which sshd applies after the passwd HOME, so
+    `~` and `$HOME` of a non-interactive `bash -s` are `home`), and `TMUX_TMPDIR=home/.tmux` so that a tmux
+    server named by `-L` is per home, not shared with the other pods. `client_key`/`host_key`: reuse existing
+    keys (private key paths); by default new ones are made in `workdir`. `new_session`: the sshd in a session
+    of its own (it outlives a closed terminal: scripts/local_fleet.py)."""
+    sshd_bin = need("sshd", "apt-get install openssh-server")
     workdir.mkdir(parents=True, exist_ok=True)
-    host_key, client_key = workdir / "host_ed25519", workdir / "client_ed25519"
-    for key in (host_key, client_key):
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    if host_key is None:
+        host_key = workdir / "host_ed25519"
+        _keygen(host_key)
+    if client_key is None:
+        client_key = workdir / "client_ed25519"
+        _keygen(client_key)
     (workdir / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
-    port = free_port(host)
+    env = dict(setenv or {})
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / ".tmux").mkdir(mode=0o700, exist_ok=True)
+        env = {"HOME": str(home), "TMUX_TMPDIR": str(home / ".tmux"), **env}
+    if any(ch.isspace() or ch == '"' for item in env.items() for ch in "".join(item)):
+        raise ValueError(f"SetEnv values must not contain spaces or quotes: {env}")
+    port = port or free_port(host)
     cfg = workdir / "sshd_config"
     cfg.write_text(
         "\n".join([
@@ -75,15 +102,27 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1") -> SSHD:
             f"AuthorizedKeysFile {workdir}/authorized_keys", "PermitRootLogin prohibit-password",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
             "UseDNS no", "MaxSessions 64", "MaxStartups 64:30:128", "Subsystem sftp internal-sftp",
-            "AcceptEnv LANG LC_*", "SetEnv SHLVL=1", "LogLevel DEBUG1",
+            "AcceptEnv LANG LC_*", " ".join(["SetEnv SHLVL=1", *(f"{k}={v}" for k, v in env.items())]),
+            "LogLevel DEBUG1",
         ]) + "\n"
     )
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    try:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # the privilege separation dir (root only)
+    except PermissionError:
+        pass  # a normal user's sshd runs without privilege separation
     log = workdir / "sshd.log"
     log.touch()
+    server = SSHD(host, port, getpass.getuser(), client_key, host_key.with_suffix(".pub"), log,
+                  None, cfg, home)  # type: ignore[arg-type]
+    server.proc = _spawn_sshd(sshd_bin, cfg, log, host, port, new_session)
+    return server
+
+
+def _spawn_sshd(sshd_bin: str, cfg: Path, log: Path, host: str, port: int,
+                new_session: bool = False) -> subprocess.Popen:
     # -E: log to our file (with -e, DEBUG lines of the session child would reach the client's stderr)
     proc = subprocess.Popen([sshd_bin, "-D", "-E", str(log), "-f", str(cfg)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session)
     deadline = time.time() + 10
     while True:
         try:
@@ -94,9 +133,10 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1") -> SSHD:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            raise RuntimeError(f"sshd did not start: {log.read_text()[-2000:]}")
+            proc.wait()
+            raise RuntimeError(f"sshd did not start on {host}:{port}: {log.read_text()[-2000:]}")
         time.sleep(0.05)
-    return SSHD(host, port, getpass.getuser(), client_key, host_key.with_suffix(".pub"), log, proc)
+    return proc
 
 
 def stop_sshd(sshd: SSHD) -> None:
@@ -106,3 +146,186 @@ def stop_sshd(sshd: SSHD) -> None:
     except subprocess.TimeoutExpired:
         sshd.proc.kill()
         sshd.proc.wait()
+
+
+# ------------------------------------------------------------------ a pod dies, a pod comes back
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for p in _pids():
+        parents.setdefault(_ppid(p), []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Processes whose environment (as they were started) has `name=value` exactly; never this process."""
+    entry = f"{name}={value}".encode()
+    found = []
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if entry in env.split(b"\0") and running(pid):
+            found.append(pid)
+    return found
+
+
+def pod_pids(sshd: SSHD) -> list[int]:
+    """The processes of a pod: its sshd, the sshd's children (connections) and, for an sshd with its own home,
+    every process started with HOME=that home (shells, tmux servers, runs that left the tree)."""
+    pids = []
+    if sshd.proc is not None and sshd.proc.poll() is None:
+        pids = [sshd.proc.pid, *descendants(sshd.proc.pid)]
+    if sshd.home is not None:
+        pids += [p for p in pids_with_env("HOME", str(sshd.home)) if p not in pids]
+    return pids
+
+
+def kill_sshd(sshd: SSHD, everything: bool = True) -> list[int]:
+    """The pod dies: SIGKILL its sshd (by its own PID) and, with `everything`, every process of the pod
+    (pod_pids). The listening port is closed when this returns. Returns the PIDs it signalled."""
+    pids = pod_pids(sshd) if everything else [sshd.proc.pid]
+    for _ in range(3):  # a process may fork while we kill: look again
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sshd.proc.wait()
+        if not everything:
+            break
+        more = [p for p in pod_pids(sshd) if p not in pids]
+        if not more:
+            break
+        pids += more
+    _wait_gone(pids)
+    return pids
+
+
+def running(pid: int) -> bool:
+    """A live process, not a zombie (an orphan that nobody reaps is gone for our purposes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _wait_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while any(running(p) for p in pids):
+        if time.time() > deadline:
+            raise RuntimeError(f"still running after SIGKILL: {[p for p in pids if running(p)]}")
+        time.sleep(0.02)
+
+
+def revive_sshd(sshd: SSHD) -> SSHD:
+    """Start a stopped sshd again, with its own config (same address, port, keys, home)."""
+    if sshd.proc is not None and sshd.proc.poll() is None:
+        raise RuntimeError(f"sshd {sshd.host}:{sshd.port} is still running (pid {sshd.proc.pid})")
+    assert sshd.config is not None
+    sshd.proc = _spawn_sshd(need("sshd", "apt-get install openssh-server"), sshd.config, sshd.log, sshd.host,
+                            sshd.port)
+    return sshd
+
+
+@dataclass
+class FleetPod:
+    index: int
+    home: Path
+    sshd: SSHD
+
+    @property
+    def host(self) -> str:
+        return self.sshd.host
+
+    @property
+    def port(self) -> int:
+        return self.sshd.port
+
+    @property
+    def address(self) -> str:
+        return self.sshd.address
+
+    @property
+    def alive(self) -> bool:
+        return self.sshd.proc is not None and self.sshd.proc.poll() is None
+
+
+@dataclass
+class LocalFleet:
+    """N sshd "pods" on 127.0.0.2, 127.0.0.3, ... each with its own HOME under `root`, one client key."""
+
+    root: Path
+    key: Path
+    pods: list[FleetPod] = field(default_factory=list)
+
+    def hosts_line(self) -> str:
+        """The value for OPS_HOSTS: `user@127.0.0.2:PORT,user@127.0.0.3:PORT,...`."""
+        return ",".join(p.address for p in self.pods)
+
+    def kill(self, i: int, everything: bool = True) -> list[int]:
+        return kill_sshd(self.pods[i].sshd, everything)
+
+    def revive(self, i: int) -> FleetPod:
+        revive_sshd(self.pods[i].sshd)
+        return self.pods[i]
+
+    def stop(self) -> None:
+        """Stop every pod and everything it runs (a pod already killed: whatever of it is left)."""
+        for pod in self.pods:
+            kill_sshd(pod.sshd)
+
+    def pids(self) -> list[int]:
+        return [pid for pod in self.pods for pid in pod_pids(pod.sshd)]
+
+
+def fleet_host(i: int) -> str:
+    """The loopback address of pod `i`: 127.0.0.2 for pod 0, ... (127.0.0.1 stays the single sshd's)."""
+    n = i + 2
+    if not 2 <= n < 255 * 255:
+        raise ValueError(f"pod index {i} out of range")
+    return f"127.0.{n // 255}.{n % 255}" if n >= 255 else f"127.0.0.{n}"
+
+
+def start_fleet(root: Path, n: int, new_session: bool = False) -> LocalFleet:
+    """Start `n` pods under `root` (root/podI/home is pod I's HOME, root/podI/sshd its sshd files)."""
+    root.mkdir(parents=True, exist_ok=True)
+    key = root / "client_ed25519"
+    if not key.exists():
+        _keygen(key)
+    host_key = root / "host_ed25519"
+    if not host_key.exists():
+        _keygen(host_key)
+    fleet = LocalFleet(root, key)
+    try:
+        for i in range(n):
+            base = root / f"pod{i}"
+            home = base / "home"
+            server = start_sshd(base / "sshd", fleet_host(i), home=home, client_key=key, host_key=host_key,
+                                new_session=new_session)
+            fleet.pods.append(FleetPod(i, home, server))
+    except BaseException:
+        fleet.stop()
+        raise
+    return fleet

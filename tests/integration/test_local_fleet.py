@@ -1,0 +1,144 @@
+"""The local fleet harness itself (tests/fleet.py, tests/realparts.py start_fleet): loopback sshd pods on
+127.0.0.2, 127.0.0.3, ... each with its own HOME; one dies (kill) and comes back (revive) on the same port;
+nothing of a stopped fleet is left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.fleet import Fleet, FleetPod
+from tests.realparts import pids_with_env
+from wfops.config import load_settings
+
+PROBE = 'echo "$HOME"; cd ~ && pwd; python3 -c "import os; print(os.path.expanduser(\'~\'))"\n'
+
+
+def ssh(fleet: Fleet, pod: FleetPod, command: str, stdin: str = "", timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-i", str(fleet.key), "-p", str(pod.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+         f"{pod.sshd.user}@{pod.host}", command],
+        input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def refuses(pod: FleetPod) -> bool:
+    try:
+        with socket.create_connection((pod.host, pod.port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_three_pods_on_their_own_addresses_each_with_its_own_home(fresh_fleet3: Fleet):
+    fleet = fresh_fleet3
+    assert [p.host for p in fleet.pods] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert fleet.hosts_line() == ",".join(f"{fleet.user}@127.0.0.{i + 2}:{p.port}" for i, p in enumerate(fleet.pods))
+    assert len({p.home for p in fleet.pods}) == 3
+    for pod in fleet.pods:
+        res = ssh(fleet, pod, "bash -s", PROBE)
+        assert res.returncode == 0, res.stderr
+        # $HOME, the shell's ~ and python's expanduser (what the agent's pod_path uses) are the pod's home
+        assert res.stdout.splitlines() == [str(pod.home)] * 3
+    res = ssh(fleet, fleet.pods[0], "bash -s", "mkdir -p ~/outputs && echo pod0 > ~/outputs/mark\n")
+    assert res.returncode == 0, res.stderr
+    assert (fleet.pods[0].home / "outputs" / "mark").read_text() == "pod0\n"
+    for pod in fleet.pods[1:]:
+        res = ssh(fleet, pod, "bash -s", "test -e ~/outputs/mark && echo seen || echo absent\n")
+        assert res.stdout == "absent\n", res.stderr
+
+
+def test_a_killed_pod_refuses_connections_and_its_processes_are_gone_until_it_is_revived(fresh_fleet3: Fleet):
+    fleet = fresh_fleet3
+    pod1 = fleet.pods[1]
+    port = pod1.port
+    # something running on pod 1, outside the connection that started it: a tmux server and a detached sleep
+    res = ssh(fleet, pod1, "bash -s", "tmux -L fleet new-session -d -s s 'sleep 300'\n"
+                                      "setsid sleep 301 >/dev/null 2>&1 < /dev/null &\necho started\n")
+    assert res.stdout == "started\n", res.stderr
+    running = pids_with_env("HOME", str(pod1.home))
+    assert len(running) >= 3  # tmux server, its sleep, the detached sleep: the scan finds them while they run
+    sshd_pid = pod1.sshd.proc.pid
+
+    killed = fleet.kill(1)
+    assert sshd_pid in killed and set(running) <= set(killed)
+    assert not any(alive(pid) for pid in killed)
+    assert not pod1.alive and refuses(pod1)
+    for pod in (fleet.pods[0], fleet.pods[2]):
+        assert ssh(fleet, pod, "echo up").stdout == "up\n"
+    assert ssh(fleet, pod1, "echo up").returncode == 255
+
+    fleet.revive(1)
+    assert pod1.alive and pod1.port == port and pod1.sshd.proc.pid != sshd_pid
+    res = ssh(fleet, pod1, "bash -s", PROBE)
+    assert res.stdout.splitlines() == [str(pod1.home)] * 3, res.stderr
+
+
+def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
+    fleet = Fleet.start(tmp_path / "fleet", 2)
+    try:
+        for pod in fleet.pods:
+            res = ssh(fleet, pod, "bash -s", "setsid sleep 302 >/dev/null 2>&1 < /dev/null &\n"
+                                             "tmux -L fleet new-session -d 'sleep 303'\necho ok\n")
+            assert res.stdout == "ok\n", res.stderr
+        # a connection still open while the fleet stops
+        hanging = subprocess.Popen(
+            ["ssh", "-i", str(fleet.key), "-p", str(fleet.pods[0].port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             f"{fleet.user}@{fleet.pods[0].host}", "sleep 304"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not any(b"sleep\x00304" in _cmdline(p) for p in fleet.pids()) and time.time() < deadline:
+            time.sleep(0.05)
+        before = fleet.pids()
+        assert {p.sshd.proc.pid for p in fleet.pods} <= set(before) and len(before) >= 2 + 2 * 3 + 1
+    finally:
+        fleet.stop()
+    assert fleet.pids() == []
+    assert not any(alive(pid) for pid in before)
+    assert all(refuses(p) for p in fleet.pods)
+    assert hanging.wait(timeout=10) == 255  # the client saw its connection end
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_the_fleet_config_names_every_pod_with_home_relative_paths(tmp_path: Path, fleet3: Fleet):
+    path = fleet3.config(tmp_path, WF_FAKE_GPUS="4")
+    text = path.read_text()
+    assert f"OPS_HOSTS={fleet3.hosts_line()}\n" in text and "OPS_DEFAULT_HOST" not in text
+    settings = load_settings(path, environ={})
+    assert settings.values["OPS_REMOTE_OUTPUTS_DIR"] == "~/outputs"
+    assert settings.values["WF_FAKE_GPUS"] == "4" and settings.values["TRAIN_LAUNCHER"] == "python"
+    assert fleet3.config(tmp_path, name="other.env").read_text() != text  # its own tmux socket and session
+    one = load_settings(fleet3.config(tmp_path, pod=2, name="pod2.env"), environ={})
+    assert one.values["OPS_DEFAULT_HOST"] == fleet3.pods[2].address and not one.values["OPS_HOSTS"]
+
+
+def test_a_checked_out_copy_makes_every_pod_checked_out(tmp_path: Path, fresh_fleet3: Fleet, checked_out: Path,
+                                                        training_repo):
+    fleet = fresh_fleet3
+    fleet.checked_out(checked_out)
+    for pod in fleet.pods:
+        assert (pod.home / "repo" / ".git").exists() and (pod.home / "outputs").is_dir()
+        cfg = fleet.config(tmp_path, pod=pod.index, name=f"pod{pod.index}.env", REPO_URL=training_repo.url)
+        res = fleet.wf(cfg, "fsm.status", "--json")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["state"] == "CHECKED_OUT"
+    assert os.path.isdir(fleet.pods[0].home / "data")
