@@ -38,7 +38,7 @@ _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class Key:
     name: str
     default: str
-    kind: str  # str | bool | int | optint | choice | rpath | lpath | host | words | session | sha | pr
+    kind: str  # str | bool | int | optint | choice | rpath | lpath | host | targets | words | session | sha | pr
     help: str
     group: str
     choices: tuple[str, ...] = ()
@@ -62,6 +62,12 @@ KEYS: tuple[Key, ...] = (
        "OPS_DEFAULT_HOST, and no lookup for 30 s)", pod=False),
     _k("target", "OPS_DEFAULT_HOST", "", "host",
        "SSH fallback: an ~/.ssh/config alias, user@host[:port], or `local` for this machine", pod=False),
+    _k("target", "LIUM_TARGETS", "", "targets",
+       "a fleet of Lium pods, comma-separated, each named as LIUM_TARGET is; commands run on all of them "
+       "(WF_POD=NAME picks one); wins over LIUM_TARGET", pod=False),
+    _k("target", "OPS_HOSTS", "", "targets",
+       "a fleet of SSH hosts, comma-separated, each as OPS_DEFAULT_HOST is (with LIUM_TARGETS: both join the "
+       "fleet); wins over OPS_DEFAULT_HOST", pod=False),
     _k("target", "SSH_KEY_PATH", "", "lpath",
        "private key for OPS_DEFAULT_HOST (empty: ssh_config IdentityFile, then ~/.ssh defaults)", pod=False),
     _k("target", "SSH_STRICT_HOST_KEYS", "0", "bool",
@@ -167,6 +173,14 @@ KEYS: tuple[Key, ...] = (
        "pretend the pod has this many GPU slots (CPU targets, tests, the demo): packing without GPUs"),
     _k("sweep", "RDZV_BASE_PORT", "29500", "int",
        "rendezvous ports: each running torchrun gets a free one of the 500 from here"),
+    _k("sweep", "RDZV_HOST", "", "str",
+       "multi-node runs (CSV `nodes`): the address the other pods reach the first pod at (empty: the address "
+       "wfops reaches it at over SSH)", pod=False),
+    _k("sweep", "RDZV_PORT", "29400", "int",
+       "multi-node runs: the c10d rendezvous port on the first pod (the k-th multi-node run of a sweep: +k)",
+       pod=False),
+    _k("sweep", "RDZV_JOIN_SECS", "600", "int",
+       "multi-node runs: how long a node waits for the others at the rendezvous before the run fails", pod=False),
     _k("sweep", "RUN_RETRIES", "0", "int", "retries of a run that failed with a class in RETRY_ON"),
     _k("sweep", "RETRY_ON", "lost nccl stalled", "words",
        "failure classes that are retried: lost nccl stalled oom nonzero_exit timeout sync_failed disk_full"),
@@ -346,7 +360,7 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
         if v == "" and kind == "optint":
             return None, None
         if re.fullmatch(r"\d{1,12}", v):
-            if key.name == "RDZV_BASE_PORT" and not 1024 <= int(v) <= 65000:
+            if key.name in ("RDZV_BASE_PORT", "RDZV_PORT") and not 1024 <= int(v) <= 65000:
                 return None, "a port from 1024 to 65000 (each running torchrun takes the next free one)"
             return int(v), None
         return None, "a whole number >= 0" + (" (or empty)" if kind == "optint" else "")
@@ -373,6 +387,8 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
         if value == "" or value == "local" or _HOST_RE.match(value):
             return value, None
         return None, "`local`, an ssh_config alias, or user@host[:port]"
+    if kind == "targets":
+        return _check_targets(key, value)
     if kind == "words":
         words = value.split()
         if key.name == "TRAIN_INJECT":
@@ -407,6 +423,21 @@ def _check(key: Key, value: str) -> tuple[object, str | None]:
     if "\n" in value and key.kind == "str" and key.name not in ("REPO_INSTALL_CMD", "FINEWEB_DOWNLOAD_CMD"):
         return None, "a single line"
     return value, None
+
+
+def _check_targets(key: Key, value: str) -> tuple[object, str | None]:
+    """LIUM_TARGETS / OPS_HOSTS: comma-separated entries, each valid as its singular key, none twice."""
+    entries = tuple(e.strip() for e in value.split(",") if e.strip())
+    if key.name == "OPS_HOSTS":
+        bad = [e for e in entries if not (e == "local" or _HOST_RE.match(e))]
+        if bad:
+            return None, f"comma-separated hosts, each `local`, an ssh_config alias or user@host[:port] ({bad[0]!r})"
+    elif any(c.isspace() or c in "'\"$`;" for e in entries for c in e):
+        return None, "comma-separated Lium pod names, UUIDs or huids"
+    twice = sorted({e for e in entries if entries.count(e) > 1})
+    if twice:
+        return None, f"each pod once ({twice[0]} is listed twice)"
+    return entries, None
 
 
 PATTERN_SEPARATOR = ";;"
@@ -543,7 +574,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 
 _GROUP_TITLES = {
-    "target": "Which machine: LIUM_TARGET wins, else OPS_DEFAULT_HOST (`local` = this machine)",
+    "target": "Which machine: LIUM_TARGET wins, else OPS_DEFAULT_HOST (`local` = this machine); a fleet: "
+              "LIUM_TARGETS and/or OPS_HOSTS",
     "lium": "Renting with pod.up (Lium)",
     "layout": "Where things live on the pod (absolute paths, or ~/...)",
     "workflow": "Workflow state machine and tracked tasks",

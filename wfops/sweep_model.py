@@ -1,7 +1,7 @@
 """Sweep CSVs -> validated run specs, filters, and the training command of a run. Pure.
 
-CSV: header `run_id,config,seed,overrides,notes,gpus` (any order; overrides, notes and gpus may be empty
-or absent, and seed too when wfops does not inject it); standard CSV quoting; `#` comment lines and blank
+CSV: header `run_id,config,seed,overrides,notes,gpus,nodes` (any order; overrides, notes, gpus and nodes may
+be empty or absent, and seed too when wfops does not inject it); standard CSV quoting; `#` comment lines and blank
 lines are ignored; a UTF-8 BOM and CRLF line ends are fine. Every bad row is reported with its line
 number, and nothing is uploaded or started while any row is bad.
 """
@@ -22,7 +22,9 @@ from .config import Settings, is_gpus_request
 from .errors import UsageError
 from .shell import is_pod_name
 
-COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus")
+COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus", "nodes")
+MAX_NODES = 64
+NODE_SUFFIX = ".node"  # the entry of a multi-node run on the pod of node k >= 1: RUN_ID.nodeK
 REQUIRED = ("run_id", "config")
 _SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
 _OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
@@ -49,10 +51,14 @@ class RunSpec:
     overrides: tuple[tuple[str, str], ...]  # (key, value) pairs, in order
     notes: str = ""
     gpus: str = ""  # "" (RUN_GPUS decides), "all", or a whole number as text
+    nodes: int = 1  # pods one run spans (multi-node torchrun; a fleet only)
 
     def as_dict(self) -> dict:
-        return {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
-                "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
+        out = {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
+               "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
+        if self.nodes > 1:
+            out["nodes"] = self.nodes
+        return out
 
 
 @dataclass
@@ -115,6 +121,12 @@ def check_gpus(text: str) -> str | None:
     return f"gpus {text!r} is not a whole number >= 1 or 'all'"
 
 
+def check_nodes(text: str) -> str | None:
+    if text == "" or (re.fullmatch(r"[1-9]\d{0,2}", text) and int(text) <= MAX_NODES):
+        return None
+    return f"nodes {text!r} is not a whole number from 1 to {MAX_NODES}"
+
+
 def _check_seed(text: str, injected: tuple[str, ...]) -> str | None:
     if text == "" and "seed" not in injected:
         return None
@@ -149,7 +161,7 @@ def _row_problems(values: dict, line: int, seen: dict, injected: tuple[str, ...]
     seed_text = values.get("seed", "")
     overrides, bad_overrides = parse_overrides(values.get("overrides", ""), injected)
     for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides,
-                check_gpus(values.get("gpus", ""))):
+                check_gpus(values.get("gpus", "")), check_nodes(values.get("nodes", ""))):
         if bad:
             problems.add(line, bad)
     if len(problems.items) != before:
@@ -192,7 +204,8 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
         good = _row_problems(values, line, seen, injected, problems)
         if good is not None:
             runs.append(RunSpec(line, values["run_id"], values["config"], good[0], good[1], values.get("notes", ""),
-                                values.get("gpus", "")))
+                                values.get("gpus", ""), int(values.get("nodes") or 1)))
+    _node_ids_taken(runs, seen, problems)
     if header is None and not problems:
         problems.add(1, "the CSV is empty: it needs the header " + ",".join(COLUMNS))
     if problems:
@@ -202,6 +215,15 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
     if not runs:
         raise UsageError("the sweep CSV has a header but no runs")
     return runs
+
+
+def _node_ids_taken(runs: list[RunSpec], seen: dict, problems: Problems) -> None:
+    """A multi-node run's node k >= 1 is RUN_ID.nodeK on its pod: no other row may be called that."""
+    for run in runs:
+        for k in range(1, run.nodes):
+            name = f"{run.run_id}{NODE_SUFFIX}{k}"
+            if name in seen:
+                problems.add(seen[name], f"run_id {name} is taken by node {k} of {run.run_id} (nodes {run.nodes})")
 
 
 def select_runs(runs: list[RunSpec], match: str = "", start_at: str = "", limit: int | None = None) -> list[RunSpec]:
@@ -260,6 +282,8 @@ def fingerprint(settings: Settings, run: RunSpec, common: tuple[tuple[str, str],
             "script": v["TRAIN_SCRIPT"], "workdir": v["TRAIN_WORKDIR"], "launcher": v["TRAIN_LAUNCHER"],
             "arg_style": v["TRAIN_ARG_STYLE"], "inject": sorted(settings["TRAIN_INJECT"]),  # type: ignore[arg-type]
             "data_dir": v["DATA_DIR"], "gpus": run_gpus(run, v["RUN_GPUS"]), "nproc": v["TRAIN_NPROC"]}
+    if run.nodes > 1:  # absent for one node: fingerprints of runs from before the column stay the same
+        what["nodes"] = run.nodes
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -289,7 +313,7 @@ def queue_entries(settings: Settings, runs: list[RunSpec], group: str) -> list[d
     default = settings.values["RUN_GPUS"]
     return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
              "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
-             "fp": fingerprint(settings, r, common)} for r in runs]
+             "fp": fingerprint(settings, r, common), **({"nodes": r.nodes} if r.nodes > 1 else {})} for r in runs]
 
 
 def exec_block(settings: Settings) -> dict:

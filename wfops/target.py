@@ -72,6 +72,10 @@ def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
 
 
 def resolve_target(settings: Settings) -> Target:
+    if settings.get("LIUM_TARGETS") or settings.get("OPS_HOSTS"):
+        from .fleet import one_pod_only
+
+        raise one_pod_only(settings)
     if settings.values["LIUM_TARGET"]:
         from .pods import resolve_lium_target  # the lium path needs the CLI; keep it out of pure imports
 

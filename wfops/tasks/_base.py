@@ -9,8 +9,10 @@ what an interrupted mutating command may have left behind (its `interrupted=` de
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
+import json as jsonlib
 import os
 import re
 import signal
@@ -23,7 +25,7 @@ from invoke import Exit, Task, task
 from invoke.parser import Argument
 from invoke.parser.parser import ParseMachine
 
-from .. import remote
+from .. import fleet, remote
 from ..config import Settings, find_config, load_settings
 from ..errors import EXIT_FAILED, UsageError, WfopsError
 from ..output import to_json, visible
@@ -34,6 +36,7 @@ JSON_HELP = "print JSON instead of a table"
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM
 _WHOLE = re.compile(r"[+-]?[0-9]+")
+_MEMBER: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("wfops_member", default=None)
 
 
 # ------------------------------------------------------------------ options
@@ -152,12 +155,16 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     - `interrupted="the sweep may have started: run sweep.status"`: a mutating task says what to check when Ctrl-C
       or SIGTERM stops it after its request reached the pod; `{name}` is replaced by the task's argument.
     - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "".
+    - `fleet=True`: on a config that names a fleet (LIUM_TARGETS / OPS_HOSTS, no WF_POD), the task runs on every
+      pod at once (wfops.fleet.run_each) and prints one section per pod (`--json`: {"pods": [...]}); the exit
+      code is the worst pod's. A task without it refuses a fleet config unless WF_POD picks a pod.
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:
         params = inspect.signature(fn).parameters
         int_options = {n for n, p in params.items() if type(p.default) is int} | set(kwargs.pop("int_options", ()))
         hint = kwargs.pop("interrupted", None)
+        fan_out = kwargs.pop("fleet", False)
 
         @functools.wraps(fn)
         def boundary(c: Any, *a: Any, **kw: Any) -> Any:
@@ -166,6 +173,9 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
                 with _sigterm_as_exception():
                     for name in [n for n in kw if n in int_options]:
                         kw[name] = int_option(name, kw[name])
+                    fleet_settings = kw.pop("_wfops_fleet", None)
+                    if fleet_settings is not None:
+                        return run_on_fleet(fn, c, a, kw, fleet_settings)
                     return fn(c, *a, **kw)
             except WfopsError as exc:
                 raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None
@@ -176,6 +186,9 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
             except BrokenPipeError:
                 raise Exit(code=EXIT_FAILED) from None
 
+        if fan_out:  # on a fleet config: the same task on every pod at once, its output in one section each
+            boundary = _fleet_boundary(fn, boundary)
+
         help_ = dict(kwargs.pop("help", {}))
         help_.setdefault("config", CONFIG_HELP)
         return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
@@ -185,8 +198,69 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
+def _fleet_boundary(fn: Callable[..., Any], boundary: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def fan_out(c: Any, *a: Any, **kw: Any) -> Any:
+        if _MEMBER.get() is not None:
+            return boundary(c, *a, **kw)
+        try:
+            settings = settings_for(c, kw.get("config"))
+        except WfopsError:
+            return boundary(c, *a, **kw)  # the boundary reports it
+        if fleet.is_fleet(settings):
+            return boundary(c, *a, **dict(kw, _wfops_fleet=settings))
+        token = _MEMBER.set(settings)  # loaded once: the task's own settings_for gets these
+        try:
+            return boundary(c, *a, **kw)
+        finally:
+            _MEMBER.reset(token)
+
+    return fan_out
+
+
+def run_on_fleet(fn: Callable[..., Any], c: Any, a: tuple, kw: dict, settings: Settings) -> None:
+    """The task body once per pod, in parallel; then one section per pod, or one JSON document."""
+    if kw.get("watch") is not None:
+        raise UsageError(f"--watch redraws one pod's view: choose the pod with {fleet.POD_ENV}=NAME "
+                         f"(fleet: {', '.join(fleet.names(settings))})")
+    def work(member: fleet.Member) -> None:
+        _MEMBER.set(member.settings)
+        fn(c, *a, **kw)
+
+    outcomes = fleet.run_each(fleet.members(settings), work)
+    if kw.get("json"):
+        print(to_json({"pods": [_pod_json(o) for o in outcomes]}))
+    else:
+        for o in outcomes:
+            print(f"== pod {o.member.name} ==")
+            if o.out.strip():
+                print(o.out.rstrip("\n"))
+            if o.error is not None:
+                print(visible(f"failed (exit {o.code}): {o.error.message}"))
+    code = fleet.worst(outcomes)
+    if code:
+        raise WfopsError(fleet.failures_line(outcomes), code)
+
+
+def _pod_json(o: fleet.Outcome) -> dict[str, Any]:
+    doc: dict[str, Any] = {"pod": o.member.name, "ok": o.error is None, "exit_code": o.code}
+    text = o.out.strip()
+    if text:
+        try:
+            doc["data"] = jsonlib.loads(text)
+        except ValueError:
+            doc["output"] = text
+    if o.error is not None:
+        doc["error"] = o.error.message
+    return doc
+
+
 def settings_for(c: Any, config: str | None) -> Settings:
-    """Find and load the dotenv file; print its warnings (unknown keys) to stderr."""
+    """Find and load the dotenv file; print its warnings (unknown keys) to stderr. In a fleet command's pod thread:
+    that pod's settings; with WF_POD=NAME: that pod of the fleet."""
+    member = _MEMBER.get()
+    if member is not None:
+        return member
     consumer_default = None
     wf_conf = c.config.get("wfops") if hasattr(c, "config") else None
     if wf_conf:
@@ -195,7 +269,7 @@ def settings_for(c: Any, config: str | None) -> Settings:
     settings = load_settings(path)
     for warning in settings.warnings:
         print(f"wfops: {warning}", file=sys.stderr)
-    return settings
+    return fleet.chosen_member(settings)
 
 
 def tmux_attach(settings: Settings, session: str) -> str:

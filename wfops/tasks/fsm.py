@@ -30,7 +30,7 @@ def _human(data: dict) -> str:
     return head + "\n\nrecent transitions (oldest first)\n" + table(("at", "from", "to", "command", "reason"), rows)
 
 
-@wftask(help={"json": JSON_HELP})
+@wftask(help={"json": JSON_HELP}, fleet=True)
 def status(c, json=False, config=None):
     """Show the workflow state on the pod, when and why it was set, and recent history."""
     settings = settings_for(c, config)
@@ -42,7 +42,7 @@ def status(c, json=False, config=None):
     "state": "state to force: " + ", ".join(fsm.STATES) + " (default INIT)",
     "reason": "why, recorded in the history",
     "json": JSON_HELP,
-}, interrupted="the workflow state may have changed: run fsm.status")
+}, fleet=True, interrupted="the workflow state may have changed: run fsm.status")
 def reset(c, state=None, reason="", json=False, config=None):
     """Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)

@@ -196,7 +196,7 @@ def _status_human(data: dict) -> str:
     return "\n\n".join(blocks)
 
 
-@wftask(help={"json": JSON_HELP})
+@wftask(help={"json": JSON_HELP}, fleet=True)
 def status(c, json=False, config=None):
     """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
     settings = settings_for(c, config)
@@ -223,7 +223,8 @@ def status(c, json=False, config=None):
 
 # ------------------------------------------------------------------ pod.wait
 
-@wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
+@wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP},
+        fleet=True)
 def wait(c, timeout_secs=WAIT_TIMEOUT_SECS, json=False, config=None):
     """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
     settings = settings_for(c, config)

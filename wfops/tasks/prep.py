@@ -11,7 +11,8 @@ from ..prepare import plan_checkout, require_repo_url
 from ._base import JSON_HELP, emit, settings_for, wftask
 
 
-@wftask(help={"json": JSON_HELP}, interrupted="bootstrap may be partly done: run fsm.status, then bootstrap again")
+@wftask(help={"json": JSON_HELP}, fleet=True,
+        interrupted="bootstrap may be partly done: run fsm.status, then bootstrap again")
 def bootstrap(c, json=False, config=None):
     """Check the pod's prerequisites, run its bootstrap and W&B setup scripts.
 
@@ -30,7 +31,7 @@ def bootstrap(c, json=False, config=None):
          + (f" (installed: {data['installed']})" if data.get("installed") else ""))
 
 
-@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP},
+@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP}, fleet=True,
         interrupted="checkout may be partly done: run checkout --dry-run to see what is left")
 def checkout(c, dry_run=False, json=False, config=None):
     """Check out REPO_URL on the pod with a venv over the image's torch, its dependencies and data.

@@ -7,6 +7,7 @@ import csv
 import sys
 from pathlib import Path
 
+from .. import fleet, fleet_sweep
 from ..agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
 from ..attach import attach
 from ..command import PodCommand
@@ -125,8 +126,11 @@ def wait(c, timeout_secs=None, json=False, config=None):
     from .sweep import _status_text
 
     settings = settings_for(c, config)
-    with PodCommand("sweep.wait", settings) as cmd:
-        data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings["METRIC_PATTERNS"]))
+    if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.fleet_sweep.wait)
+        data = fleet_sweep.wait(settings, timeout_secs, list(settings["METRIC_PATTERNS"]))
+    else:
+        with PodCommand("sweep.wait", settings) as cmd:
+            data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings["METRIC_PATTERNS"]))
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"]))

@@ -15,7 +15,7 @@ from ._base import settings_for, wftask
     "all": "fetch every run of the latest sweep that has a run directory",
     "sweep": "fetch the runs of this sweep (an id as sweep.status shows it) instead of the latest",
     "hash": "compare files by size and sha256 instead of size and mtime (reads every file on both sides)",
-})
+}, fleet=True)
 def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
     """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
     check_request(run_id or "", bool(all), sweep or "")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from invoke import Collection
 
-from .. import __version__
+from .. import __version__, fleet, fleet_sweep
 from .. import watch as watching
 from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from ..command import PodCommand, call_once
-from ..errors import ConflictError, NotFoundError, UsageError
+from ..errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
 from ..output import duration, quiet_note, table
 from ..results import metric_cells, status_metrics
 from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
@@ -107,13 +107,41 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
         "queue": queue_entries(settings, selected, group), "exec": exec_block(settings),
     }
     session = settings.values["SWEEP_TMUX_SESSION"]
+    left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
+    if fleet.is_fleet(settings):
+        _start_fleet(settings, plan, text, session, json, left)
+        return
+    wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
+    if wide:
+        raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
+                         f"{', '.join(wide[:5])}; nothing was started")
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call("sweep-start", manifest=plan, csv_text=text, session=session)
-    left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
     emit(data, json, lambda: (
         f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}"
         + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
     ))
+
+
+def _start_fleet(settings, plan: dict, text: str, session: str, json: bool, left: str) -> None:
+    data = fleet_sweep.start(settings, plan, text, session)
+    share = {n: [] for n in data["pods"]}
+    for rid, where in data["placed"].items():
+        for n in where:
+            share[n].append(rid)
+
+    def human() -> str:
+        lines = [f"started {data['sweep_id']} on {len(data['pods'])} pod(s): {len(data['placed'])} run(s){left}"]
+        for name, ids in share.items():
+            fail = data["failed"].get(name)
+            lines.append(f"  {name}: {len(ids)} run(s)" + (f" NOT STARTED: {fail}" if fail else ""))
+        lines.append("  watch:  inv sweep.status   |   move waiting runs: inv sweep.rebalance")
+        return "\n".join(lines)
+
+    emit(data, json, human)
+    if data["failed"]:
+        raise WfopsError(f"{len(data['failed'])} pod(s) did not start their share; sweep.rebalance queues those "
+                         "runs on the others", data["worst"])
 
 
 @wftask(help={"csv": "CSV of the runs to add (same columns and checks as sweep.start's)", "json": JSON_HELP},
@@ -126,6 +154,15 @@ def add(c, csv=None, json=False, config=None):
         raise UsageError("sweep.add needs --csv FILE with the runs to add")
     _, runs = _read_runs(settings, _csv_path(settings, csv))
     session = settings.values["SWEEP_TMUX_SESSION"]
+    if fleet.is_fleet(settings):
+        ledger = fleet_sweep.load_ledger(settings)
+        group = settings.values["WANDB_GROUP"] or ledger.get("wandb_group") or ledger["sweep_id"]
+        data = fleet_sweep.add(settings, runs, queue_entries(settings, runs, group),
+                               plan_runs(settings, runs, {r.run_id for r in runs}))
+        emit(data, json, lambda: f"{data['sweep_id']}: {len(data['placed'])} run(s) queued: " + ", ".join(
+            f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + _fleet_failures(data))
+        _fleet_exit(data)
+        return
     with PodCommand("sweep.add", settings) as cmd:
         current = cmd.call("sweep-current")
         group = settings.values["WANDB_GROUP"] or current.get("wandb_group") or current["sweep_id"]
@@ -155,12 +192,26 @@ def retry(c, ids=None, failed=False, json=False, config=None):
         bad = check_run_id(name.strip())
         if bad:
             raise UsageError(bad)
+    if fleet.is_fleet(settings):
+        data = fleet_sweep.retry(settings, [n.strip() for n in names], bool(failed))
+        emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued" + _fleet_failures(data))
+        _fleet_exit(data)
+        return
     data = call_once("sweep.retry", settings, "sweep-retry", run_ids=[n.strip() for n in names], failed=bool(failed),
                      session=settings.values["SWEEP_TMUX_SESSION"])
     emit(data, json, lambda: _queued_text(data))
 
 
-@wftask(help={"json": JSON_HELP})
+def _fleet_failures(data: dict) -> str:
+    return "".join(f"\n  {n}: {why}" for n, why in {**data.get("failed", {}), **data.get("down", {})}.items())
+
+
+def _fleet_exit(data: dict) -> None:
+    if data.get("worst"):
+        raise WfopsError(f"{len(data.get('failed') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
+
+
+@wftask(help={"json": JSON_HELP}, fleet=True)
 def list_(c, json=False, config=None):
     """Every sweep on the pod, newest first: id, started, state, totals."""
     settings = settings_for(c, config)
@@ -181,10 +232,11 @@ def _status_text(data: dict, metric_columns=(), sort=None) -> str:
         head += f"\nworkflow state: {note}"
     for problem in data.get("problems") or []:
         head += f"\nwarning: {problem}"
-    rows = [(r["run_id"], r["state"], _attempt(r), r.get("gpus") or "", r.get("exit_code"),
-             duration(r.get("duration_secs")), *metric_cells(r, cols), " ".join(str(r.get("notes") or "").split())[:40],
-             _why(r)) for r in runs]
-    return (f"{head}\n\n" + table(("run_id", "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
+    pods = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
+    rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
+             r.get("exit_code"), duration(r.get("duration_secs")), *metric_cells(r, cols),
+             " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
+    return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
                                    "why"), rows)
             + f"\n\n{_totals_line(data.get('totals') or {})}")
 
@@ -212,6 +264,9 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     secs = watching.interval(watch)
     settings = settings_for(c, config)
     args = {"sweep": sweep or "", "metric_patterns": list(settings["METRIC_PATTERNS"])}
+    if fleet.is_fleet(settings):
+        _fleet_status(settings, sweep or "", sort, json, secs)
+        return
     if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
         with PodCommand("sweep.status", settings) as cmd:
             watching.watch(lambda: cmd.call("sweep-status", **args),
@@ -222,9 +277,47 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"], sort))
 
 
+def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
+    patterns = list(settings["METRIC_PATTERNS"])
+    text = lambda d: _status_text(d, settings["METRIC_COLUMNS"], sort)  # noqa: E731
+    if secs is not None:
+        ledger = fleet_sweep.load_ledger(settings, sweep)
+        with fleet_sweep.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
+            watching.watch(lambda: fleet_sweep.status(settings, ledger["sweep_id"], patterns, pods), text,
+                           lambda d: d["sweep"]["state"] != RUNNING, secs, json)
+        return
+    data = fleet_sweep.status(settings, sweep, patterns)
+    emit(data, json, lambda: text(data))
+    if data["problems"]:
+        raise ConnectError(f"{len(data['problems'])} pod(s) of the fleet did not answer; their runs show as unknown")
+
+
+@wftask(help={"sweep": "the fleet sweep (default: the latest)", "json": JSON_HELP},
+        interrupted="runs may have moved: run sweep.status")
+def rebalance(c, sweep="", json=False, config=None):
+    """Fleet sweeps: move runs that have not started off unreachable pods and from busy pods to pods with free
+    slots (runs an unreachable pod was running become lost; retried elsewhere when RETRY_ON has lost)."""
+    settings = settings_for(c, config)
+    if not fleet.is_fleet(settings):
+        raise UsageError("sweep.rebalance moves runs between the pods of a fleet; the config names one target "
+                         "(set LIUM_TARGETS or OPS_HOSTS)")
+    data = fleet_sweep.rebalance_fleet(settings, sweep or "")
+
+    def human() -> str:
+        lines = [f"{data['sweep_id']}: {sum(m['moved'] for m in data['moves'])} run(s) moved"]
+        lines += [f"  {m['run_id']}: {m['from']} -> {m['to']} ({m['why']})" + ("" if m["moved"] else
+                  f" NOT MOVED: {m['error'] or 'it started meanwhile'}") for m in data["moves"]]
+        lines += [f"  {rid}: lost (its pod stopped answering while it ran)" for rid in data["lost"]]
+        lines += [f"  {rid}: taken back out of a returned pod's queue" for rid in data["reclaimed"]]
+        lines += [f"  pod {n} does not answer: {why}" for n, why in data["down"].items()]
+        return "\n".join(lines)
+
+    emit(data, json, human)
+
+
 @wftask(help={"timeout_secs": "how long to wait for the queue to stop (default KILL_GRACE_SECS + 60)",
               "json": JSON_HELP}, int_options=["timeout_secs"],
-        interrupted="the sweep may be stopping or stopped: run sweep.status")
+        fleet=True, interrupted="the sweep may be stopping or stopped: run sweep.status")
 def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
@@ -235,7 +328,7 @@ def stop(c, timeout_secs=None, json=False, config=None):
     emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")
 
 
-ns = Collection("sweep", template, validate, start, add, retry, status, stop)
+ns = Collection("sweep", template, validate, start, add, retry, status, stop, rebalance)
 ns.add_task(list_, name="list")
 
 from . import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)

@@ -41,7 +41,7 @@ def _summary(t: dict) -> str:
     "workdir": "directory on the pod to run in (default OPS_REMOTE_REPO, else $HOME)",
     "force": "replace an ended task with the same id (the old one is kept under _tasks/_backups/)",
     "json": JSON_HELP,
-}, int_options=["timeout_secs"], interrupted="task {id} may have started: see task.status --id {id}")
+}, int_options=["timeout_secs"], fleet=True, interrupted="task {id} may have started: see task.status --id {id}")
 def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=False, config=None):
     """Start a tracked task in its own tmux window; prints where to watch it."""
     task_id = check_task_id(id)
@@ -64,7 +64,7 @@ def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=F
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
               "watch": "redraw every SECS (default 2) over one connection until the task ends"},
-        optional=["watch"])
+        optional=["watch"], fleet=True)
 def status(c, id=None, tail_lines=20, json=False, watch=None, config=None):
     """Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
@@ -88,7 +88,7 @@ def _status_text(data: dict) -> str:
 
 
 @wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
-              "json": JSON_HELP})
+              "json": JSON_HELP}, fleet=True)
 def wait(c, id=None, timeout_secs=0, json=False, config=None):
     """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
@@ -103,7 +103,7 @@ def wait(c, id=None, timeout_secs=0, json=False, config=None):
                          + (f" (exit {data['exit_code']})" if data.get("exit_code") is not None else ""), code)
 
 
-@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP})
+@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP}, fleet=True)
 def list_(c, limit=20, json=False, config=None):
     """List recent tracked tasks with their honest state."""
     settings = settings_for(c, config)

@@ -1,0 +1,516 @@
+"""One sweep over a fleet: each pod's agent runs its share; this machine keeps the ledger of who runs what.
+
+sweep.start asks every pod for its free GPU slots (`fleet-facts`), spreads the runs (wfops.fleet_plan), checks
+that the pods of a multi-node run reach its rendezvous (`net-listen` on node 0, `net-probe` on the others), and
+starts each pod's share under one sweep id. The ledger, `LOCAL_ARTIFACTS_DIR/.fleet/<sweep id>.json`, records
+each run's pod, its queue entry and its last seen state: sweep.status joins the pods' rows by it, and
+sweep.rebalance moves runs that have not started (from an unreachable pod, or stuck behind a busy one) with
+`sweep-withdraw` on the pod they leave and `sweep-add` on the pod they join. One connection per pod per command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import fleet
+from .agent.states import LOST, RUNNING, TERMINAL, UNKNOWN
+from .command import PodCommand
+from .config import Settings
+from .errors import ConflictError, ConnectError, NotFoundError, WfopsError
+from .fleet_plan import PodLoad, PodQueue, Want, fold_nodes, need_on, node_run_id, rebalance, shares, spread, totals
+from .sweep_model import exec_block
+
+LEDGER_DIR = ".fleet"
+LATEST = "latest"
+LISTEN_SECS = 20
+PROBE_SECS = 5
+
+
+# ------------------------------------------------------------------ the ledger (this machine)
+
+def _ledger_dir(settings: Settings) -> Path:
+    return Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / LEDGER_DIR
+
+
+def save_ledger(settings: Settings, doc: dict) -> None:
+    d = _ledger_dir(settings)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in ((f"{doc['sweep_id']}.json", json.dumps(doc, indent=1)), (LATEST, doc["sweep_id"])):
+        tmp = d / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, d / name)
+
+
+def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
+    d = _ledger_dir(settings)
+    try:
+        sid = sweep_id or (d / LATEST).read_text().strip()
+        return json.loads((d / f"{sid}.json").read_text())
+    except (OSError, ValueError):
+        which = f"sweep {sweep_id}" if sweep_id else "a fleet sweep"
+        raise NotFoundError(f"no ledger of {which} in {d} (sweep.start on the fleet writes it)") from None
+
+
+# ------------------------------------------------------------------ sessions to the pods
+
+class Pods:
+    """One open PodCommand per pod (opened in parallel); pods that did not answer are in `down`."""
+
+    def __init__(self, settings: Settings, command: str, only: list[str] | None = None) -> None:
+        self.members = [m for m in fleet.members(settings) if only is None or m.name in only]
+        missing = sorted(set(only or ()) - {m.name for m in self.members})
+        if missing:
+            raise NotFoundError(f"the ledger names pod(s) the config does not: {', '.join(missing)} (put them back "
+                                "in LIUM_TARGETS / OPS_HOSTS)")
+        self.command = command
+        self.cmds: dict[str, PodCommand] = {}
+        self.down: dict[str, str] = {}
+
+    def __enter__(self) -> Pods:
+        def open_one(m: fleet.Member) -> PodCommand:
+            return PodCommand(self.command, m.settings).__enter__()
+
+        for o in fleet.run_each(self.members, open_one):
+            if o.error is None:
+                self.cmds[o.member.name] = o.value
+            else:
+                self.down[o.member.name] = o.error.message
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for cmd in self.cmds.values():
+            cmd.__exit__(None, None, None)
+
+    def call(self, agent_command: str, args: Callable[[str], dict] | dict,
+             names: list[str] | None = None) -> dict[str, fleet.Outcome]:
+        """The agent command on each open pod (or on `names`) at once; a pod whose connection breaks moves to
+        `down`."""
+        live = [m for m in self.members if m.name in self.cmds and (names is None or m.name in names)]
+
+        def one(m: fleet.Member) -> dict:
+            return self.cmds[m.name].call(agent_command, **(args(m.name) if callable(args) else args))
+
+        out = {o.member.name: o for o in fleet.run_each(live, one)}
+        for name, o in out.items():
+            if isinstance(o.error, ConnectError):
+                self.down[name] = o.error.message
+                self.cmds.pop(name).__exit__(None, None, None)
+        return out
+
+
+def _check_all(outcomes: Mapping[str, fleet.Outcome], what: str) -> dict[str, dict]:
+    bad = [o for o in outcomes.values() if o.error is not None]
+    if bad:
+        first = bad[0]
+        raise WfopsError(f"{what}: {first.member.name}: {first.error.message}", first.code)  # type: ignore[union-attr]
+    return {name: o.value for name, o in outcomes.items()}
+
+
+def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, fleet.Outcome]:
+    args = {"fake_gpus": settings["WF_FAKE_GPUS"], "cpu_only": bool(settings["CPU_ONLY"])}
+    if sweep_id:
+        args["sweep_id"] = sweep_id
+    return pods.call("fleet-facts", {k: v for k, v in args.items() if v is not None})
+
+
+# ------------------------------------------------------------------ sweep.start
+
+def start(settings: Settings, plan: dict, csv_text: str, session: str) -> dict:
+    """Spread `plan`'s queue over the fleet and start every pod's share; the ledger is written before the
+    first pod starts (what was sent where), and again with what each pod answered."""
+    with Pods(settings, "sweep.start") as pods:
+        if pods.down:
+            name, why = next(iter(pods.down.items()))
+            raise ConnectError(f"sweep.start: pod {name} does not answer ({why}); nothing was started (bring it "
+                               "back, or take it out of LIUM_TARGETS / OPS_HOSTS)")
+        facts = _check_all(_facts(pods, settings), "sweep.start")
+        running = [f"{n} ({f.get('sweep_id')})" for n, f in facts.items() if f.get("queue_state") == RUNNING]
+        if running:
+            raise ConflictError(f"a sweep is still running on {', '.join(running)}; nothing was started "
+                                "(sweep.status, or sweep.stop)")
+        loads = [PodLoad(n, int(facts[n].get("slots") or 0), int(facts[n].get("busy") or 0)) for n in pods.cmds]
+        wants = [Want(e["run_id"], str(e["gpus"]), int(e.get("nodes") or 1)) for e in plan["queue"]]
+        placed = spread([p for p in loads if p.name in pods.cmds], wants)
+        entries = _node_entries(settings, plan, placed, pods)
+        _check_reach(pods, entries)
+        ledger = _new_ledger(plan, placed, entries, {n: facts[n].get("slots") for n in pods.cmds})
+        save_ledger(settings, ledger)
+        answers = pods.call("sweep-start", lambda n: {"manifest": _share(plan, entries, placed, n),
+                                                      "csv_text": csv_text, "session": session})
+    for name, o in answers.items():
+        ledger["pods"][name].update(sweep_id=(o.value or {}).get("sweep_id") or plan["sweep_id"],
+                                    started=o.error is None, error=o.error.message if o.error else None)
+    save_ledger(settings, ledger)
+    return {"sweep_id": plan["sweep_id"], "pods": ledger["pods"], "placed": placed,
+            "failed": {n: o.error.message for n, o in answers.items() if o.error is not None},
+            "worst": fleet.worst(list(answers.values()))}
+
+
+def _new_ledger(plan: dict, placed: dict, entries: dict, slots: dict) -> dict:
+    rows = {r["run_id"]: r for r in plan["runs"]}
+    return {"sweep_id": plan["sweep_id"], "created_at": plan["created_at"], "wandb_group": plan.get("wandb_group"),
+            "pods": {n: {"slots": s, "sweep_id": plan["sweep_id"]} for n, s in slots.items()},
+            "order": list(placed),
+            "runs": {rid: {"pods": where, "entry": entries[rid][0], "nodes": [e for e in entries[rid]],
+                           "row": rows.get(rid), "moves": []} for rid, where in placed.items()}}
+
+
+def _node_entries(settings: Settings, plan: dict, placed: dict, pods: Pods) -> dict[str, list[dict]]:
+    """run_id -> its queue entry per node: one for a one-node run; node k of a multi-node run is RUN.nodeK
+    with the rendezvous of node 0's pod (RDZV_HOST or the address wfops reaches it at, RDZV_PORT + k)."""
+    out: dict[str, list[dict]] = {}
+    k = 0
+    by_id = {e["run_id"]: e for e in plan["queue"]}
+    for rid, where in placed.items():
+        entry = by_id[rid]
+        if len(where) == 1:
+            out[rid] = [entry]
+            continue
+        port = int(settings["RDZV_PORT"]) + k  # type: ignore[call-overload]
+        k += 1
+        own = settings.values["RDZV_HOST"]
+        addrs = [_address(pods.cmds[n]) for n in where]
+        host = own or addrs[0]
+        nodes = [{"rank": i, "pod": n, "addr": a} for i, (n, a) in enumerate(zip(where, addrs, strict=True))]
+        out[rid] = [dict(entry, run_id=node_run_id(rid, i), node={
+            "rank": i, "nnodes": len(where), "endpoint": f"{host}:{port}", "rdzv_id": f"{plan['sweep_id']}-{rid}",
+            "local_addr": (host if i == 0 else "") if own else addrs[i], "nodes": nodes,
+            "join_timeout": settings["RDZV_JOIN_SECS"]}) for i in range(len(where))]
+    return out
+
+
+def _address(cmd: PodCommand) -> str:
+    target = cmd.target
+    assert target is not None
+    return target.host or "127.0.0.1"  # `local` in a fleet: this machine
+
+
+def _share(plan: dict, entries: dict, placed: dict, pod: str) -> dict:
+    """The manifest one pod gets: its runs and queue entries only (node k of a multi-node run as RUN.nodeK)."""
+    rows = {r["run_id"]: r for r in plan["runs"]}
+    mine = [(rid, rank) for rid, rank in shares(placed).get(pod, [])]
+    queue = [entries[rid][rank] for rid, rank in mine]
+    runs = [dict(rows[rid], run_id=node_run_id(rid, rank)) for rid, rank in mine]
+    return dict(plan, runs=runs, queue=queue)
+
+
+def _check_reach(pods: Pods, entries: dict[str, list[dict]]) -> None:
+    """Before anything starts: node 0's pod listens on each rendezvous port, the other nodes' pods connect."""
+    hosting: dict[str, list[tuple[int, str, list[str]]]] = {}
+    for nodes in entries.values():
+        if len(nodes) > 1:
+            first = nodes[0]["node"]
+            host, port = first["endpoint"].rsplit(":", 1)
+            hosting.setdefault(first["nodes"][0]["pod"], []).append(
+                (int(port), host, [n["pod"] for n in first["nodes"][1:]]))
+    for pod, ports in hosting.items():
+        _listen_and_probe(pods, pod, ports)
+
+
+def _listen_and_probe(pods: Pods, pod: str, ports: list[tuple[int, str, list[str]]]) -> None:
+    cmd, ready, got = pods.cmds[pod], threading.Event(), {}
+    expect = max(len(p[2]) for p in ports)
+
+    def listen() -> None:
+        try:
+            request = cmd.request("net-listen", {"ports": [p for p, _, _ in ports], "secs": LISTEN_SECS,
+                                                 "expect": expect})
+            got["answer"] = cmd.exec("agent.sh.j2", meta=lambda k, v: ready.set() if k == "listening" else None,
+                                     request=request).json(cmd.command, cmd.redact)
+        except WfopsError as exc:
+            got["error"] = exc
+        finally:
+            ready.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    ready.wait(LISTEN_SECS + 30)
+    if "error" in got:
+        raise WfopsError(f"sweep.start: the rendezvous check on {pod} failed: {got['error'].message}; nothing was "
+                         "started", got["error"].code)
+    probers = sorted({n for _, _, names in ports for n in names})
+    reached = pods.call("net-probe", lambda n: {"host": ports[0][1], "timeout": PROBE_SECS,
+                                                 "ports": [p for p, _, names in ports if n in names]}, probers)
+    listener.join(LISTEN_SECS + 30)
+    bad = [f"{n} -> {ports[0][1]}:{port}: {ok}" for n, o in reached.items()
+           for port, ok in ((o.value or {}).get("reached") or {}).items() if ok is not True]
+    bad += [f"{n}: {o.error.message}" for n, o in reached.items() if o.error is not None]
+    if bad:
+        raise ConnectError(f"sweep.start: the pods of a multi-node run cannot reach its rendezvous on {pod} "
+                           f"({'; '.join(bad)}); nothing was started. The pods must reach each other: set RDZV_HOST "
+                           f"to an address of {pod} they can reach, and open RDZV_PORT and the ports after it")
+
+
+# ------------------------------------------------------------------ sweep.status: the pods' rows joined
+
+def status(settings: Settings, sweep_id: str = "", patterns: list | None = None, pods: Pods | None = None) -> dict:
+    ledger = load_ledger(settings, sweep_id)
+    if pods is None:
+        with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
+            return status(settings, sweep_id, patterns, own)
+    answers = pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
+                                                   "metric_patterns": patterns or []})
+    data = joined(ledger, answers, pods.down)
+    _remember(ledger, data["runs"])
+    save_ledger(settings, ledger)
+    return data
+
+
+def joined(ledger: dict, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict:
+    """One table: each run's row from the pod the ledger has it on (its nodes folded into one row)."""
+    multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
+    pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
+                for row in (o.value or {}).get("runs") or []]
+    folded = fold_nodes(pod_rows, multi)
+    unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
+    rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable) for rid in ledger["order"]]
+    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": RUNNING if any(
+                r["state"] not in TERMINAL for r in rows) else "completed", "fleet": list(ledger["pods"])},
+            "runs": rows, "totals": totals(rows),
+            "pods": {n: {"reachable": n not in unreachable, "error": unreachable.get(n),
+                         "queue": ((answers[n].value or {}).get("sweep") or {}).get("state")
+                         if n in answers and answers[n].error is None else None} for n in ledger["pods"]},
+            "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()]}
+
+
+def _row(rid: str, run: dict, row: dict | None, unreachable: Mapping[str, str]) -> dict:
+    where = "+".join(run["pods"])
+    dead = [p for p in run["pods"] if p in unreachable]
+    if run.get("lost"):
+        return {"run_id": rid, "pod": where, "state": LOST, "note": run["lost"]}
+    if dead:
+        last = run.get("last") or {}
+        seen = f"; last seen {last['state']} at {last['at']}" if last else ""
+        return {"run_id": rid, "pod": where, "state": UNKNOWN,
+                "note": f"pod {dead[0]} does not answer{seen} (sweep.rebalance moves what has not started)"}
+    if row is None:
+        return {"run_id": rid, "pod": where, "state": UNKNOWN, "note": f"not in the sweep on {where}"}
+    return dict(row, pod=where, run_id=rid)
+
+
+def _remember(ledger: dict, rows: list[dict]) -> None:
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for row in rows:
+        if row["state"] != UNKNOWN and row["run_id"] in ledger["runs"]:
+            ledger["runs"][row["run_id"]]["last"] = {"state": row["state"], "at": at}
+
+
+# ------------------------------------------------------------------ sweep.rebalance
+
+def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
+    """Move runs that have not started: off unreachable pods (their runs seen running become lost, retried
+    elsewhere when RETRY_ON has `lost` and RUN_RETRIES > 0), and from a pod whose queue is stuck to one with
+    free slots; take back from a returned pod the runs that were moved off it."""
+    ledger = load_ledger(settings, sweep_id)
+    with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
+        facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.error is None}
+        orphans, lost = _orphans(settings, ledger, pods.down)
+        queues = _queues(ledger, facts)
+        moves = rebalance([q for q in queues if q.name in pods.cmds], orphans)
+        reclaimed = _reclaim(pods, ledger, facts)
+        done = _apply(settings, pods, ledger, moves)
+    save_ledger(settings, ledger)
+    return {"sweep_id": ledger["sweep_id"], "moves": done, "lost": lost, "reclaimed": reclaimed,
+            "down": dict(pods.down)}
+
+
+def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple[list, list]:
+    retry_lost = LOST in (settings["RETRY_ON"] or ()) and int(settings["RUN_RETRIES"] or 0) > 0  # type: ignore[arg-type]
+    orphans, lost = [], []
+    for rid, run in ledger["runs"].items():
+        if run.get("lost") or len(run["pods"]) > 1 or run["pods"][0] not in down:
+            continue
+        last = (run.get("last") or {}).get("state")
+        if last in TERMINAL:
+            continue
+        if last == RUNNING and not retry_lost:
+            run["lost"] = f"pod {run['pods'][0]} stopped answering while it ran ({down[run['pods'][0]]})"
+            lost.append(rid)
+            continue
+        need = need_on(str(run["entry"].get("gpus")), int(ledger["pods"][run["pods"][0]].get("slots") or 1))
+        orphans.append((rid, run["pods"][0], need))
+    return orphans, lost
+
+
+def _queues(ledger: dict, facts: Mapping[str, dict]) -> list[PodQueue]:
+    out = []
+    for name, f in facts.items():
+        slots = int(f.get("slots") or 0)
+        waiting = [(rid, need_on(str(ledger["runs"][rid]["entry"].get("gpus")), slots))
+                   for rid in f.get("pending_runs") or []
+                   if rid in ledger["runs"] and len(ledger["runs"][rid]["pods"]) == 1
+                   and ledger["runs"][rid]["pods"][0] == name]
+        out.append(PodQueue(name, slots, int(f.get("busy") or 0), waiting))
+    return out
+
+
+def _reclaim(pods: Pods, ledger: dict, facts: Mapping[str, dict]) -> list[str]:
+    """Runs queued on a pod that the ledger moved elsewhere (it was unreachable then): take them back out."""
+    stray = {n: [rid for rid in f.get("pending_runs") or [] if rid in ledger["runs"]
+                 and n not in ledger["runs"][rid]["pods"]] for n, f in facts.items()}
+    stray = {n: ids for n, ids in stray.items() if ids}
+    if not stray:
+        return []
+    got = pods.call("sweep-withdraw", lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"], "run_ids": stray[n]},
+                    list(stray))
+    return [rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []]
+
+
+def _apply(settings: Settings, pods: Pods, ledger: dict, moves: list) -> list[dict]:
+    from_live = {}
+    for m in moves:
+        if m.src in pods.cmds:
+            from_live.setdefault(m.src, []).append(m.run_id)
+    freed = set()
+    if from_live:
+        got = pods.call("sweep-withdraw", lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"],
+                                                     "run_ids": from_live[n]}, list(from_live))
+        freed = {rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []}
+    going = [m for m in moves if m.src not in pods.cmds or m.run_id in freed]
+    by_dst: dict[str, list] = {}
+    for m in going:
+        by_dst.setdefault(m.dst, []).append(m)
+    answers = pods.call("sweep-add", lambda n: _add_args(settings, ledger, n, [m.run_id for m in by_dst[n]]),
+                        list(by_dst))
+    done = []
+    for m in going:
+        o = answers.get(m.dst)
+        ok = o is not None and o.error is None
+        run = ledger["runs"][m.run_id]
+        if ok:
+            run["pods"] = [m.dst]
+            run.pop("last", None)
+            run["moves"].append({"from": m.src, "to": m.dst, "why": m.why,
+                                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        done.append({"run_id": m.run_id, "from": m.src, "to": m.dst, "why": m.why, "moved": ok,
+                     "error": o.error.message if o is not None and o.error is not None else None})
+    return done
+
+
+def _add_args(settings: Settings, ledger: dict, pod: str, ids: list[str]) -> dict:
+    rows = [dict(ledger["runs"][rid]["row"] or {"run_id": rid, "config": ledger["runs"][rid]["entry"]["config"]},
+                 selected=True) for rid in ids]
+    entries = [dict(ledger["runs"][rid]["entry"], attempt=1) for rid in ids]
+    return {"runs": rows, "entries": entries, "session": settings.values["SWEEP_TMUX_SESSION"],
+            "exec_block": exec_block(settings), "sweep_id": ledger["pods"][pod]["sweep_id"]}
+
+
+# ------------------------------------------------------------------ sweep.add and sweep.retry
+
+def add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -> dict:
+    """Spread more runs over the pods that answer, by their free slots, into the fleet sweep."""
+    ledger = load_ledger(settings)
+    taken = [r.run_id for r in runs if r.run_id in ledger["runs"]]
+    if taken:
+        raise ConflictError(f"{len(taken)} run id(s) already in {ledger['sweep_id']}; nothing was added: "
+                            + ", ".join(taken[:10]))
+    wide = [r.run_id for r in runs if r.nodes > 1]
+    if wide:
+        raise WfopsError(f"multi-node runs join a fleet sweep only at sweep.start: {', '.join(wide[:5])}", 2)
+    with Pods(settings, "sweep.add", only=list(ledger["pods"])) as pods:
+        facts = _check_all(_facts(pods, settings, ledger["sweep_id"]), "sweep.add")
+        loads = [PodLoad(n, int(f.get("slots") or 0), int(f.get("busy") or 0) + int(f.get("pending") or 0))
+                 for n, f in facts.items()]
+        placed = spread(loads, [Want(e["run_id"], str(e["gpus"])) for e in entries])
+        by_id = {e["run_id"]: e for e in entries}
+        row_of = {r["run_id"]: r for r in rows}
+        for rid, where in placed.items():
+            ledger["runs"][rid] = {"pods": where, "entry": by_id[rid], "nodes": [by_id[rid]], "row": row_of[rid],
+                                   "moves": []}
+        targets = sorted({w[0] for w in placed.values()})
+        answers = pods.call("sweep-add", lambda n: _add_args(settings, ledger, n, [
+            rid for rid, w in placed.items() if w[0] == n]), targets)
+    failed = {n: o.error.message for n, o in answers.items() if o.error is not None}
+    for rid, where in placed.items():
+        if where[0] in failed or where[0] not in answers:
+            del ledger["runs"][rid]
+        else:
+            ledger["order"].append(rid)
+    save_ledger(settings, ledger)
+    return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]},
+            "failed": failed, "down": dict(pods.down), "worst": fleet.worst(list(answers.values()))}
+
+
+def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
+    """sweep-retry on the pod each run is on (`failed`: on every pod, each requeues its own)."""
+    ledger = load_ledger(settings)
+    unknown = [rid for rid in run_ids if rid not in ledger["runs"]]
+    if unknown:
+        raise NotFoundError(f"not a run of {ledger['sweep_id']}: {', '.join(unknown)}")
+    wide = [rid for rid in run_ids if len(ledger["runs"][rid]["pods"]) > 1]
+    if wide:
+        raise WfopsError(f"a multi-node run is retried by a new sweep.start: {', '.join(wide)}", 2)
+    by_pod: dict[str, list[str]] = {}
+    for rid in run_ids:
+        by_pod.setdefault(ledger["runs"][rid]["pods"][0], []).append(rid)
+    names = list(ledger["pods"]) if failed else list(by_pod)
+    session = settings.values["SWEEP_TMUX_SESSION"]
+    with Pods(settings, "sweep.retry", only=names) as pods:
+        answers = pods.call("sweep-retry", lambda n: {"run_ids": by_pod.get(n, []), "failed": failed,
+                                                      "session": session})
+    quiet_none = {n for n, o in answers.items() if failed and o.error is not None and o.code == 5}
+    errors = {n: o.error.message for n, o in answers.items() if o.error is not None and n not in quiet_none}
+    errors.update(pods.down)
+    queued = sum(int((o.value or {}).get("queued") or 0) for o in answers.values() if o.error is None)
+    return {"sweep_id": ledger["sweep_id"], "queued": queued, "failed": errors,
+            "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
+
+
+# ------------------------------------------------------------------ sweep.wait
+
+def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 2.0) -> dict:
+    """Poll the joined status until every run has ended; an unreachable pod (twice in a row) or a stuck queue
+    next to free slots is rebalanced on the way."""
+    ledger = load_ledger(settings)
+    deadline = time.monotonic() + timeout if timeout else None
+    strikes: dict[str, int] = {}
+    with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
+        while True:
+            data = status(settings, ledger["sweep_id"], patterns, pods)
+            if data["sweep"]["state"] != RUNNING:
+                return data
+            if deadline is not None and time.monotonic() > deadline:
+                return dict(data, wait_timed_out=True)
+            for name, info in data["pods"].items():
+                strikes[name] = 0 if info["reachable"] else strikes.get(name, 0) + 1
+            if any(n >= 2 for n in strikes.values()) or _stuck_next_to_free(ledger, data):
+                moved = rebalance_fleet(settings, ledger["sweep_id"])
+                for m in moved["moves"]:
+                    print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,
+                          flush=True)
+                ledger = load_ledger(settings, ledger["sweep_id"])
+            time.sleep(every)
+
+
+def _stuck_next_to_free(ledger: dict, data: dict) -> bool:
+    """From the status rows alone: a pod with runs waiting while another has slots nobody uses or waits for."""
+    use: dict[str, int] = {n: 0 for n in ledger["pods"]}
+    waiting: dict[str, int] = {n: 0 for n in ledger["pods"]}
+    for row in data["runs"]:
+        pod = row.get("pod")
+        if pod not in use:
+            continue
+        need = need_on(str(ledger["runs"][row["run_id"]]["entry"].get("gpus")), int(ledger["pods"][pod]["slots"]))
+        if row["state"] == RUNNING:
+            use[pod] += need
+        elif row["state"] == "pending" and not row.get("note"):
+            waiting[pod] += need
+    free = {n: int(p["slots"]) - use[n] - waiting[n] for n, p in ledger["pods"].items()
+            if data["pods"][n]["reachable"]}
+    blocked = [n for n in free if waiting[n] and use[n] + waiting[n] > int(ledger["pods"][n]["slots"])]
+    return bool(blocked) and any(f > 0 for n, f in free.items() if n not in blocked)
+
+
+def pods_line(data: dict[str, Any]) -> str:
+    parts = []
+    for name, info in data.get("pods", {}).items():
+        parts.append(f"{name}: " + (info.get("queue") or "?" if info.get("reachable") else "DOES NOT ANSWER"))
+    return "pods: " + "; ".join(parts)
