@@ -30,7 +30,7 @@ from .sweep_model import exec_block
 
 LEDGER_DIR = ".fleet"
 LATEST = "latest"
-LISTEN_SECS = 20
+LISTEN_SECS = 10  # node 0 waits this long for the others to connect (a failed check waits it out)
 PROBE_SECS = 5
 
 

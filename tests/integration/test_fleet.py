@@ -5,6 +5,7 @@ Each pod runs its own agent scheduler; the client's ledger (LOCAL_ARTIFACTS_DIR/
 from __future__ import annotations
 
 import json
+import socket
 import re
 from pathlib import Path
 
@@ -115,3 +116,59 @@ def test_a_pod_killed_mid_sweep_leaves_its_pending_runs_to_the_others(tmp_path: 
     others = [rid for rid in state if rid not in on_1]
     assert all(state[rid][0] == "success" for rid in others), state
     assert done.returncode == (1 if lost else 0), done.stderr
+
+
+def test_one_run_across_two_pods_with_multi_node_torchrun(tmp_path: Path, fleet_ready: Fleet):
+    """2 nodes x 2 processes, gloo, c10d rendezvous on the first pod: the four ranks meet (an all_reduce over
+    all of them), the run succeeds on both pods, and its summary.json names both nodes."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", WF_FAKE_GPUS="2", RDZV_JOIN_SECS="120")
+    csv = _csv(tmp_path, ["mn,config/train_tiny.py,7,allreduce=1,,2,2", "solo,config/train_tiny.py,8,,,1,"])
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    done = fleet.wf(cfg, "sweep.wait", "--json", timeout=240)
+    data = json.loads(done.stdout)
+    rows = {r["run_id"]: r for r in data["runs"]}
+    assert done.returncode == 0 and rows["mn"]["state"] == "success", (rows, done.stderr)
+    p0, p1 = (fleet.pods[0], fleet.pods[1])
+    assert rows["mn"]["pod"] == f"{p0.address}+{p1.address}"
+    assert {n["state"] for n in rows["mn"]["nodes"]} == {"success"}
+    first, second = p0.home / "outputs" / "mn", p1.home / "outputs" / "mn.node1"
+    summary = json.loads((first / "summary.json").read_text())
+    assert [n["pod"] for n in summary["nodes"]] == [p0.address, p1.address] and summary["node_rank"] == 0
+    assert json.loads((second / "summary.json").read_text())["node_rank"] == 1
+    reduced = [json.loads(p.read_text()) for p in (first / "allreduce.json", second / "allreduce.json")
+               if p.exists()]
+    assert reduced == [{"sum": 10.0, "world_size": 4}]  # ranks 1+2+3+4, once, on whichever node got rank 0
+    command = (first / "command.sh").read_text()
+    assert "--nnodes=2" in command and f"--rdzv-endpoint={p0.host}:29400" in command and "is_host=1" in command
+    assert "is_host=0" in (second / "command.sh").read_text()
+    assert (first / "stdout.log").is_file() and (second / "stdout.log").is_file()  # each node's log is kept
+
+
+def test_a_multi_node_run_is_refused_before_anything_starts_when_its_rendezvous_cannot_be_reached(
+        tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    csv = _csv(tmp_path, ["mn,config/train_tiny.py,7,,,1,2", "solo,config/train_tiny.py,8,,,1,"])
+    nothing = lambda: [p for pod in fleet.pods for p in (pod.home / "outputs" / "_manifests").glob("sweep-*")]  # noqa: E731
+    # the first pod listens on IPv4 only: the others cannot reach it at ::1
+    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", RDZV_HOST="::1")
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 4, (res.stdout, res.stderr)
+    assert "cannot reach its rendezvous" in res.stderr and "nothing was started" in res.stderr
+    assert nothing() == [] and not (tmp_path / "artifacts" / ".fleet").exists()
+    with socket.socket() as busy:  # someone holds the rendezvous port on the first pod's machine
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", RDZV_PORT=str(busy.getsockname()[1]),
+                      name="busy.env")
+        res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 10 and "in use" in res.stderr, (res.stdout, res.stderr)
+    assert nothing() == []
+    single = fleet.config(tmp_path, pod=0, name="one.env", TRAIN_SCRIPT="echo_train.py", TRAIN_LAUNCHER="torchrun")
+    res = fleet.wf(single, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 2 and "multi-node runs need a fleet" in res.stderr, res.stderr
+    cfg = _config(fleet, tmp_path, name="py.env")  # TRAIN_LAUNCHER=python cannot span pods
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 2 and "torchrun" in res.stderr, res.stderr
+    assert nothing() == []

@@ -108,10 +108,12 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
     }
     session = settings.values["SWEEP_TMUX_SESSION"]
     left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
+    wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
+    if wide and settings.values["TRAIN_LAUNCHER"] != "torchrun":
+        raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was started")
     if fleet.is_fleet(settings):
         _start_fleet(settings, plan, text, session, json, left)
         return
-    wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
     if wide:
         raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
                          f"{', '.join(wide[:5])}; nothing was started")
