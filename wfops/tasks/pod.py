@@ -375,14 +375,53 @@ def _up_human(data: dict) -> str:
 @wftask(help={
     "yes": YES_HELP,
     "timeout_secs": f"budget for finding, renting and starting the pod, in seconds (default {UP_TIMEOUT_SECS})",
+    "count": "rent this many pods, one after another (named LIUM_POD_NAME-1, -2, ...; each with LIUM_TTL); "
+             "prints the LIUM_TARGETS line of the fleet",
     "json": JSON_HELP,
 })
-def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, json=False, config=None):
+def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, count=1, json=False, config=None):
     """Rent a Lium pod from the LIUM_* keys (or reuse the running pod of that name), wait until SSH answers,
     print the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
-    argv, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
+    if count < 1:
+        raise UsageError("--count must be 1 or more")
     cli = _lium_cli("pod.up", settings)
+    if count > 1:
+        _up_fleet(settings, cli, count, bool(yes or settings["LIUM_YES"]), int(timeout_secs), json)
+        return
+    data = _up_one(settings, cli, bool(yes), int(timeout_secs))
+    emit(data, json, lambda: _up_human(data))
+
+
+def _up_fleet(settings: Settings, cli: LiumCLI, count: int, yes: bool, timeout_secs: int, json: bool) -> None:
+    """N pods, rented one after another (a Ctrl-C removes the pod being rented, as for one pod); the ones up
+    before a failure stay and are named, with their LIUM_TARGETS line."""
+    name = settings.values["LIUM_POD_NAME"].strip()
+    _, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
+    _confirm(f"rent {count} Lium pods ({_rental_words(settings.values, ttl)} each); they bill per second until "
+             "removed", yes, "pod.up")
+    up: list[dict] = []
+    for i in range(1, count + 1):
+        one = dataclasses.replace(settings, values={**settings.values, "LIUM_POD_NAME": f"{name}-{i}" if name else ""})
+        try:
+            data = _up_one(one, cli, True, timeout_secs)
+        except (WfopsError, KeyboardInterrupt) as exc:
+            if up:
+                ids = ",".join(str(d["pod"]["id"]) for d in up)
+                print(f"wfops: pod.up --count {count}: {len(up)} pod(s) are up and billing before this failure: "
+                      f"LIUM_TARGETS={ids}", file=sys.stderr)
+            raise exc
+        print(f"wfops: pod {i}/{count}: {pod_words(data['pod'])} answers at {data['ssh']}", file=sys.stderr)
+        up.append(data)
+    line = "LIUM_TARGETS=" + ",".join(str(d["pod"]["id"]) for d in up)
+    result = {"pods": up, "config_line": line, "config_file": up[0]["config_file"]}
+    emit(result, json, lambda: "\n".join(
+        [f"{'reusing' if d['reused'] else 'rented'} {pod_words(d['pod'])} at {d['ssh']}" for d in up]
+        + ["", f"put this line in your config ({result['config_file']}):", line]))
+
+
+def _up_one(settings: Settings, cli: LiumCLI, yes: bool, timeout_secs: int) -> dict:
+    argv, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
     timeout = max(60, int(timeout_secs))
     started = time.monotonic()
     before = cli.ps()  # a pod with this name already? and, after a Ctrl-C, which pod is new
@@ -417,7 +456,7 @@ def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, json=False, config=None):
         "config_line": f"LIUM_TARGET={row['id']}",
         "config_file": str(settings.path) if settings.path else "workflow.env",
     }
-    emit(data, json, lambda: _up_human(data))
+    return data
 
 
 # ------------------------------------------------------------------ pod.down
