@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import ConfigError, WfopsError
+from .output import visible
 
 POD_ENV = "WF_POD"  # pick one member for a command: WF_POD=NAME inv run.logs r1
 LIUM = "lium"
@@ -53,6 +54,9 @@ def members(settings: Settings) -> list[Member]:
     """The fleet's pods in config order (Lium pods first); [] when the config names one target."""
     out = [_member(settings, n, LIUM) for n in settings.get("LIUM_TARGETS") or ()]
     out += [_member(settings, n, SSH) for n in settings.get("OPS_HOSTS") or ()]
+    both = sorted({m.name for m in out if [o.name for o in out].count(m.name) > 1})
+    if both:  # one name, two pods: they would share a ledger entry, a `pod` column and WF_POD
+        raise ConfigError(f"{both[0]!r} is in both LIUM_TARGETS and OPS_HOSTS: name each pod once")
     return out
 
 
@@ -107,7 +111,7 @@ class _Routed(io.TextIOBase):
         *lines, _where.err = pending.split("\n")
         if lines:
             with self.lock:
-                self.real.write("".join(f"{prefix}{line}\n" for line in lines))
+                self.real.write("".join(visible(f"{prefix}{line}") + "\n" for line in lines))
                 self.real.flush()
         return len(text)
 

@@ -51,12 +51,24 @@ def save_ledger(settings: Settings, doc: dict) -> None:
 
 def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
     d = _ledger_dir(settings)
+    which = f"sweep {sweep_id!r}" if sweep_id else "a fleet sweep"
     try:
         sid = sweep_id or (d / LATEST).read_text().strip()
-        return json.loads((d / f"{sid}.json").read_text())
-    except (OSError, ValueError):
-        which = f"sweep {sweep_id}" if sweep_id else "a fleet sweep"
+        if not sid or "/" in sid or sid.startswith("."):  # a sweep id names a file in d, nothing else
+            raise OSError(sid)
+        text = (d / f"{sid}.json").read_text()
+    except OSError:
         raise NotFoundError(f"no ledger of {which} in {d} (sweep.start on the fleet writes it)") from None
+    try:
+        doc = json.loads(text)
+        ok = (isinstance(doc, dict) and isinstance(doc.get("sweep_id"), str) and isinstance(doc.get("pods"), dict)
+              and isinstance(doc.get("runs"), dict) and isinstance(doc.get("order"), list))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise WfopsError(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
+                         "sweep.status on each pod (WF_POD=NAME) still works")
+    return doc
 
 
 # ------------------------------------------------------------------ sessions to the pods

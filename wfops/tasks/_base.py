@@ -232,9 +232,9 @@ def run_on_fleet(fn: Callable[..., Any], c: Any, a: tuple, kw: dict, settings: S
         print(to_json({"pods": [_pod_json(o) for o in outcomes]}))
     else:
         for o in outcomes:
-            print(f"== pod {o.member.name} ==")
+            print(visible(f"== pod {o.member.name} =="))
             if o.out.strip():
-                print(o.out.rstrip("\n"))
+                print(visible(o.out.rstrip("\n")))  # a pod's own output: what it printed raw stays harmless
             if o.error is not None:
                 print(visible(f"failed (exit {o.code}): {o.error.message}"))
     code = fleet.worst(outcomes)
