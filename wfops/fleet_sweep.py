@@ -476,9 +476,29 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
             "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
 
 
+# ------------------------------------------------------------------ sweep.report
+
+def metrics(settings: Settings, patterns: list) -> dict:
+    """Every pod's `sweep-metrics` at once; each run's row from the pod the ledger has it on (node 0's for a
+    multi-node run). Pods that do not answer are listed in `down`."""
+    ledger = load_ledger(settings)
+    with Pods(settings, "sweep.report", only=list(ledger["pods"])) as pods:
+        answers = pods.call("sweep-metrics", {"patterns": patterns})
+    runs = []
+    for name, o in answers.items():
+        for row in (o.value or {}).get("runs") or [] if o.error is None else []:
+            run = ledger["runs"].get(row["run_id"])
+            if run is not None and run["pods"][0] == name:
+                runs.append(dict(row, pod="+".join(run["pods"])))
+    order = {rid: i for i, rid in enumerate(ledger["order"])}
+    runs.sort(key=lambda r: order.get(r["run_id"], len(order)))
+    down = {**pods.down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
+    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": RUNNING}, "runs": runs, "down": down}
+
+
 # ------------------------------------------------------------------ sweep.wait
 
-def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 2.0) -> dict:
+def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 1.0) -> dict:
     """Poll the joined status until every run has ended; an unreachable pod (twice in a row) or a stuck queue
     next to free slots is rebalanced on the way."""
     ledger = load_ledger(settings)

@@ -5,8 +5,8 @@ Each pod runs its own agent scheduler; the client's ledger (LOCAL_ARTIFACTS_DIR/
 from __future__ import annotations
 
 import json
-import socket
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -87,10 +87,13 @@ def test_a_twelve_run_sweep_over_three_pods_runs_every_run_exactly_once_and_fetc
     assert all(len(ids) == 4 for ids in ran.values()), ran
     table = fleet.wf(cfg, "sweep.status").stdout
     assert re.search(r"^r00\s+\S+:\d+\s+success", table, re.M), table
+    report = fleet.wf(cfg, "sweep.report", "--json")
+    assert report.returncode == 0, report.stderr
+    assert sorted(r["run_id"] for r in json.loads(report.stdout)["runs"]) == [f"r{i:02d}" for i in range(12)]
     fetched = fleet.wf(cfg, "run.fetch", "--all")
     assert fetched.returncode == 0, fetched.stderr
     local = tmp_path / "artifacts"
-    assert sorted(d.name for d in local.iterdir() if not d.name.startswith(".")) == [f"r{i:02d}" for i in range(12)]
+    assert sorted(d.name for d in local.iterdir() if d.name[0] not in "._") == [f"r{i:02d}" for i in range(12)]
     assert all((local / f"r{i:02d}" / "summary.json").is_file() for i in range(12))
 
 

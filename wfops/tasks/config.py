@@ -7,6 +7,7 @@ from typing import Any
 import yaml as pyyaml
 from invoke import Collection
 
+from .. import fleet
 from ..errors import WfopsError
 from ..output import table, to_json
 from ..target import resolve_target
@@ -14,6 +15,10 @@ from ._base import JSON_HELP, settings_for, wftask
 
 
 def _describe_target(settings: Any) -> dict[str, object]:
+    if fleet.is_fleet(settings):
+        names = fleet.names(settings)
+        return {"kind": "fleet", "label": f"a fleet of {len(names)} pods: {', '.join(names)}",
+                "from": "LIUM_TARGETS / OPS_HOSTS", "pods": names, "notes": []}
     try:
         target = resolve_target(settings)
     except WfopsError as exc:

@@ -12,7 +12,7 @@ from ..agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPP
 from ..attach import attach
 from ..command import PodCommand
 from ..config import Settings
-from ..errors import EXIT_FAILED, NotFoundError, UsageError, WfopsError
+from ..errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
 from ..output import duration, table, visible
 from ..results import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from ..sweep_model import check_run_id
@@ -201,8 +201,13 @@ def report(c, out=None, sort=None, json=False, config=None):
     The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.
     """
     settings = settings_for(c, config)
-    with PodCommand("sweep.report", settings) as cmd:
-        data = cmd.call("sweep-metrics", patterns=list(settings["METRIC_PATTERNS"]))
+    if fleet.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
+        data = fleet_sweep.metrics(settings, list(settings["METRIC_PATTERNS"]))
+        for name, why in data["down"].items():
+            print(f"wfops: pod {name} does not answer ({why}): its runs are not in the report", file=sys.stderr)
+    else:
+        with PodCommand("sweep.report", settings) as cmd:
+            data = cmd.call("sweep-metrics", patterns=list(settings["METRIC_PATTERNS"]))
     sweep_id = (data.get("sweep") or {}).get("sweep_id")
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE or not sweep_id:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
@@ -225,3 +230,5 @@ def report(c, out=None, sort=None, json=False, config=None):
         f"{sweep_id}: {len(runs)} run(s)" + (f", sorted by best {sort or shown[0]}" if shown else "")
         + "\n\n" + _report_table(runs, shown) + f"\n\nresults: {files['csv']}"
         + (f"\ncurves:  {files['png']}" if files["png"] else "")))
+    if data.get("down"):
+        raise ConnectError(f"{len(data['down'])} pod(s) of the fleet did not answer; the report lacks their runs")
