@@ -162,7 +162,7 @@ def start(settings: Settings, plan: dict, csv_text: str, session: str) -> dict:
                                     started=o.error is None, error=o.error.message if o.error else None)
     save_ledger(settings, ledger)
     return {"sweep_id": plan["sweep_id"], "pods": ledger["pods"], "placed": placed,
-            "failed": {n: o.error.message for n, o in answers.items() if o.error is not None},
+            "errors": {n: o.error.message for n, o in answers.items() if o.error is not None},
             "worst": fleet.worst(list(answers.values()))}
 
 
@@ -330,7 +330,7 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
         reclaimed = _reclaim(pods, ledger, facts)
         done = _apply(settings, pods, ledger, moves)
     save_ledger(settings, ledger)
-    return {"sweep_id": ledger["sweep_id"], "moves": done, "lost": lost, "reclaimed": reclaimed,
+    return {"sweep_id": ledger["sweep_id"], "moves": done, "lost_runs": lost, "reclaimed": reclaimed,
             "down": dict(pods.down)}
 
 
@@ -448,7 +448,7 @@ def add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -
             ledger["order"].append(rid)
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]},
-            "failed": failed, "down": dict(pods.down), "worst": fleet.worst(list(answers.values()))}
+            "errors": failed, "down": dict(pods.down), "worst": fleet.worst(list(answers.values()))}
 
 
 def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
@@ -472,7 +472,7 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
     errors = {n: o.error.message for n, o in answers.items() if o.error is not None and n not in quiet_none}
     errors.update(pods.down)
     queued = sum(int((o.value or {}).get("queued") or 0) for o in answers.values() if o.error is None)
-    return {"sweep_id": ledger["sweep_id"], "queued": queued, "failed": errors,
+    return {"sweep_id": ledger["sweep_id"], "queued": queued, "errors": errors,
             "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
 
 

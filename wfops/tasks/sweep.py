@@ -135,14 +135,14 @@ def _start_fleet(settings, plan: dict, text: str, session: str, json: bool, left
     def human() -> str:
         lines = [f"started {data['sweep_id']} on {len(data['pods'])} pod(s): {len(data['placed'])} run(s){left}"]
         for name, ids in share.items():
-            fail = data["failed"].get(name)
+            fail = data["errors"].get(name)
             lines.append(f"  {name}: {len(ids)} run(s)" + (f" NOT STARTED: {fail}" if fail else ""))
         lines.append("  watch:  inv sweep.status   |   move waiting runs: inv sweep.rebalance")
         return "\n".join(lines)
 
     emit(data, json, human)
-    if data["failed"]:
-        raise WfopsError(f"{len(data['failed'])} pod(s) did not start their share; sweep.rebalance queues those "
+    if data["errors"]:
+        raise WfopsError(f"{len(data['errors'])} pod(s) did not start their share; sweep.rebalance queues those "
                          "runs on the others", data["worst"])
 
 
@@ -205,12 +205,12 @@ def retry(c, ids=None, failed=False, json=False, config=None):
 
 
 def _fleet_failures(data: dict) -> str:
-    return "".join(f"\n  {n}: {why}" for n, why in {**data.get("failed", {}), **data.get("down", {})}.items())
+    return "".join(f"\n  {n}: {why}" for n, why in {**data.get("errors", {}), **data.get("down", {})}.items())
 
 
 def _fleet_exit(data: dict) -> None:
     if data.get("worst"):
-        raise WfopsError(f"{len(data.get('failed') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
+        raise WfopsError(f"{len(data.get('errors') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
 
 
 @wftask(help={"json": JSON_HELP}, fleet=True)
@@ -309,7 +309,7 @@ def rebalance(c, sweep="", json=False, config=None):
         lines = [f"{data['sweep_id']}: {sum(m['moved'] for m in data['moves'])} run(s) moved"]
         lines += [f"  {m['run_id']}: {m['from']} -> {m['to']} ({m['why']})" + ("" if m["moved"] else
                   f" NOT MOVED: {m['error'] or 'it started meanwhile'}") for m in data["moves"]]
-        lines += [f"  {rid}: lost (its pod stopped answering while it ran)" for rid in data["lost"]]
+        lines += [f"  {rid}: lost (its pod stopped answering while it ran)" for rid in data["lost_runs"]]
         lines += [f"  {rid}: taken back out of a returned pod's queue" for rid in data["reclaimed"]]
         lines += [f"  pod {n} does not answer: {why}" for n, why in data["down"].items()]
         return "\n".join(lines)
