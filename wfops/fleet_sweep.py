@@ -296,7 +296,7 @@ def joined(ledger: dict, answers: Mapping[str, fleet.Outcome], down: Mapping[str
 def _row(rid: str, run: dict, row: dict | None, unreachable: Mapping[str, str]) -> dict:
     where = "+".join(run["pods"])
     dead = [p for p in run["pods"] if p in unreachable]
-    if run.get("lost"):
+    if run.get("lost") and (dead or row is None):  # a pod that answers again says how its run went
         return {"run_id": rid, "pod": where, "state": LOST, "note": run["lost"]}
     if dead:
         last = run.get("last") or {}

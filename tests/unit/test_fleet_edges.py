@@ -151,3 +151,14 @@ def test_a_pod_without_gpu_slots_takes_no_run_and_says_so():
     with pytest.raises(WfopsError, match="fit no pod"):
         spread([PodLoad("a", 0), PodLoad("b", 0)], [Want("r", "all")])
     assert spread([PodLoad("a", 0), PodLoad("b", 2)], [Want("r", "all"), Want("q", "1")]) == {"r": ["b"], "q": ["b"]}
+
+
+def test_a_run_marked_lost_while_its_pod_was_away_shows_the_pods_row_once_the_pod_answers():
+    ledger = {"sweep_id": "s", "order": ["r"], "pods": {"a": {"slots": 1, "sweep_id": "s"}},
+              "runs": {"r": {"pods": ["a"], "entry": {"gpus": "1"}, "lost": "pod a stopped answering", "moves": []}}}
+    row = {"run_id": "r", "state": "running"}
+    back = fleet_sweep.joined(ledger, {"a": fleet.Outcome(fleet.members(settings("OPS_HOSTS=a,b\n"))[0],
+                                                          {"runs": [row]})}, {})
+    assert back["runs"][0]["state"] == "running" and back["sweep"]["state"] == "running"
+    away = fleet_sweep.joined(ledger, {}, {"a": "connection refused"})
+    assert away["runs"][0]["state"] == "lost"
