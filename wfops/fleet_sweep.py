@@ -40,10 +40,12 @@ def _ledger_dir(settings: Settings) -> Path:
     return Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / LEDGER_DIR
 
 
-def save_ledger(settings: Settings, doc: dict) -> None:
+def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:
+    """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use."""
     d = _ledger_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
-    for name, text in ((f"{doc['sweep_id']}.json", json.dumps(doc, indent=1)), (LATEST, doc["sweep_id"])):
+    files = [(f"{doc['sweep_id']}.json", json.dumps(doc, indent=1))] + ([(LATEST, doc["sweep_id"])] if latest else [])
+    for name, text in files:
         tmp = d / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(text)
         os.replace(tmp, d / name)
@@ -154,7 +156,7 @@ def start(settings: Settings, plan: dict, csv_text: str, session: str) -> dict:
         entries = _node_entries(settings, plan, placed, pods)
         _check_reach(pods, entries)
         ledger = _new_ledger(plan, placed, entries, {n: facts[n].get("slots") for n in pods.cmds})
-        save_ledger(settings, ledger)
+        save_ledger(settings, ledger, latest=True)
         answers = pods.call("sweep-start", lambda n: {"manifest": _share(plan, entries, placed, n),
                                                       "csv_text": csv_text, "session": session})
     for name, o in answers.items():
@@ -271,8 +273,10 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
     answers = pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
                                                    "metric_patterns": patterns or []})
     data = joined(ledger, answers, pods.down)
-    _remember(ledger, data["runs"])
-    save_ledger(settings, ledger)
+    fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep its moves
+    _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
+                      and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
+    save_ledger(settings, fresh)
     return data
 
 

@@ -162,3 +162,38 @@ def test_a_run_marked_lost_while_its_pod_was_away_shows_the_pods_row_once_the_po
     assert back["runs"][0]["state"] == "running" and back["sweep"]["state"] == "running"
     away = fleet_sweep.joined(ledger, {}, {"a": "connection refused"})
     assert away["runs"][0]["state"] == "lost"
+
+
+class _FakePods:
+    """Pods for fleet_sweep.status: every pod answers with `rows`; `meanwhile` runs during the call."""
+
+    def __init__(self, rows: dict, meanwhile=lambda: None) -> None:
+        self.rows, self.meanwhile, self.down = rows, meanwhile, {}
+
+    def call(self, command: str, args) -> dict:
+        self.meanwhile()
+        pods = fleet.members(settings("OPS_HOSTS=a,b\n"))
+        return {m.name: fleet.Outcome(m, {"runs": self.rows.get(m.name, [])}) for m in pods}
+
+
+def _ledger(sid: str, where: str = "a") -> dict:
+    return {"sweep_id": sid, "created_at": "", "order": ["r"], "pods": {n: {"slots": 1, "sweep_id": sid} for n in "ab"},
+            "runs": {"r": {"pods": [where], "entry": {"gpus": "1"}, "moves": []}}}
+
+
+def test_looking_at_an_older_sweep_does_not_make_it_the_latest(tmp_path: Path):
+    s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
+    fleet_sweep.save_ledger(s, _ledger("sweep-old"), latest=True)
+    fleet_sweep.save_ledger(s, _ledger("sweep-new"), latest=True)
+    fleet_sweep.status(s, "sweep-old", [], _FakePods({"a": [{"run_id": "r", "state": "success"}]}))
+    assert fleet_sweep.load_ledger(s)["sweep_id"] == "sweep-new"  # sweep.add / retry / wait act on this one
+
+
+def test_a_status_during_a_rebalance_keeps_the_moves_it_made(tmp_path: Path):
+    """sweep.status in one terminal, sweep.wait (rebalancing) in another: status must not write back the
+    ledger it read before the move."""
+    s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
+    fleet_sweep.save_ledger(s, _ledger("sweep-1", "a"), latest=True)
+    moved = lambda: fleet_sweep.save_ledger(s, _ledger("sweep-1", "b"))  # noqa: E731 - the rebalance
+    fleet_sweep.status(s, "", [], _FakePods({"a": [{"run_id": "r", "state": "pending"}]}, moved))
+    assert fleet_sweep.load_ledger(s)["runs"]["r"]["pods"] == ["b"]
