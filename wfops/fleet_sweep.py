@@ -328,14 +328,22 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
     ledger = load_ledger(settings, sweep_id)
     with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
         facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.error is None}
-        orphans, lost = _orphans(settings, ledger, pods.down)
+        unstarted = _unstarted(ledger)  # pods that refused their share at sweep.start: their runs go elsewhere
+        orphans, lost = _orphans(settings, ledger, {**unstarted, **pods.down})
         queues = _queues(ledger, facts)
-        moves = rebalance([q for q in queues if q.name in pods.cmds], orphans)
+        moves = rebalance([q for q in queues if q.name in pods.cmds and q.name not in unstarted], orphans)
         reclaimed = _reclaim(pods, ledger, facts)
-        done = _apply(settings, pods, ledger, moves)
+        done = _apply(settings, pods, ledger, moves, set(unstarted))
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "moves": done, "lost_runs": lost, "reclaimed": reclaimed,
             "down": dict(pods.down)}
+
+
+def _unstarted(ledger: dict) -> dict[str, str]:
+    """Pods whose share did not start at sweep.start and that still hold runs of the ledger."""
+    return {n: f"its share did not start: {p.get('error')}" for n, p in ledger["pods"].items()
+            if p.get("started") is False and any(r["pods"] == [n] and not r.get("lost")
+                                                 for r in ledger["runs"].values())}
 
 
 def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple[list, list]:
@@ -380,17 +388,17 @@ def _reclaim(pods: Pods, ledger: dict, facts: Mapping[str, dict]) -> list[str]:
     return [rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []]
 
 
-def _apply(settings: Settings, pods: Pods, ledger: dict, moves: list) -> list[dict]:
+def _apply(settings: Settings, pods: Pods, ledger: dict, moves: list, never_queued: set = frozenset()) -> list[dict]:
     from_live = {}
     for m in moves:
-        if m.src in pods.cmds:
+        if m.src in pods.cmds and m.src not in never_queued:
             from_live.setdefault(m.src, []).append(m.run_id)
     freed = set()
     if from_live:
         got = pods.call("sweep-withdraw", lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"],
                                                      "run_ids": from_live[n]}, list(from_live))
         freed = {rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []}
-    going = [m for m in moves if m.src not in pods.cmds or m.run_id in freed]
+    going = [m for m in moves if m.src not in pods.cmds or m.src in never_queued or m.run_id in freed]
     by_dst: dict[str, list] = {}
     for m in going:
         by_dst.setdefault(m.dst, []).append(m)
@@ -508,6 +516,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list, every: float =
     ledger = load_ledger(settings)
     deadline = time.monotonic() + timeout if timeout else None
     strikes: dict[str, int] = {}
+    unstarted_tried = False  # runs of a pod that refused its share: rebalanced once
     with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
         while True:
             data = status(settings, ledger["sweep_id"], patterns, pods)
@@ -517,7 +526,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list, every: float =
                 return dict(data, wait_timed_out=True)
             for name, info in data["pods"].items():
                 strikes[name] = 0 if info["reachable"] else strikes.get(name, 0) + 1
-            if any(n >= 2 for n in strikes.values()) or _stuck_next_to_free(ledger, data):
+            refused = not unstarted_tried and bool(_unstarted(ledger))
+            unstarted_tried = unstarted_tried or refused
+            if any(n >= 2 for n in strikes.values()) or refused or _stuck_next_to_free(ledger, data):
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
                     print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,

@@ -5,6 +5,7 @@ sweep.retry on a fleet; a missing or damaged ledger; --json and --watch on fan-o
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -215,3 +216,25 @@ def test_sigterm_of_a_fan_out_exits_143_at_once_and_leaves_no_client_process(tmp
     doc = json.loads(mixed.stdout)
     assert [p["pod"] for p in doc["pods"]] == ["local", fleet.pods[0].address], doc
     assert doc["pods"][1]["data"]["state"] == "CHECKED_OUT", doc
+
+
+def test_runs_of_a_pod_that_refused_its_share_at_sweep_start_are_moved_and_sweep_wait_ends(
+        tmp_path: Path, fresh_fleet3: Fleet, checked_out: Path):
+    """sweep.start says "sweep.rebalance queues those runs on the others" when one pod refuses its share (here:
+    pod 2 cannot write its manifests): it must, and sweep.wait must not wait forever on them."""
+    fleet = fresh_fleet3
+    fleet.checked_out(checked_out)
+    manifests = fleet.pods[2].home / "outputs" / "_manifests"
+    shutil.rmtree(manifests, ignore_errors=True)
+    manifests.write_text("not a folder")
+    cfg = _config(fleet, tmp_path)
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"u{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(6)])))
+    assert res.returncode != 0 and "sweep.rebalance" in res.stderr, (res.stdout, res.stderr)
+    refused = fleet.pods[2].address
+    assert "NOT STARTED" in res.stdout
+    done = fleet.wf(cfg, "sweep.wait", "--json", timeout=120)  # rebalances the refused share on the way
+    states = {r["run_id"]: (r["state"], r["pod"]) for r in json.loads(done.stdout)["runs"]}
+    assert done.returncode == 0 and all(s == "success" and p != refused for s, p in states.values()), states
+    assert "moved u2" in done.stderr and "moved u5" in done.stderr, done.stderr
+    assert sorted(_ended_on(fleet)) == [f"u{i}" for i in range(6)] and set(_ended_on(fleet).values()) == {1}
