@@ -350,10 +350,16 @@ def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple
     retry_lost = LOST in (settings["RETRY_ON"] or ()) and int(settings["RUN_RETRIES"] or 0) > 0  # type: ignore[arg-type]
     orphans, lost = [], []
     for rid, run in ledger["runs"].items():
-        if run.get("lost") or len(run["pods"]) > 1 or run["pods"][0] not in down:
+        gone = [p for p in run["pods"] if p in down]
+        if run.get("lost") or not gone:
             continue
         last = (run.get("last") or {}).get("state")
         if last in TERMINAL:
+            continue
+        if len(run["pods"]) > 1:  # cannot move, and cannot run without that node: the others would wait forever
+            run["lost"] = (f"pod {gone[0]} of this multi-node run stopped answering ({down[gone[0]]}); "
+                           "a new sweep.start runs it again")
+            lost.append(rid)
             continue
         if last == RUNNING and not retry_lost:
             run["lost"] = f"pod {run['pods'][0]} stopped answering while it ran ({down[run['pods'][0]]})"

@@ -197,3 +197,17 @@ def test_a_status_during_a_rebalance_keeps_the_moves_it_made(tmp_path: Path):
     moved = lambda: fleet_sweep.save_ledger(s, _ledger("sweep-1", "b"))  # noqa: E731 - the rebalance
     fleet_sweep.status(s, "", [], _FakePods({"a": [{"run_id": "r", "state": "pending"}]}, moved))
     assert fleet_sweep.load_ledger(s)["runs"]["r"]["pods"] == ["b"]
+
+
+def test_a_multi_node_run_with_a_pod_down_ends_as_lost_instead_of_unknown_forever():
+    """It cannot move (its nodes start together) and cannot go on without that node: sweep.wait must end."""
+    s = settings("OPS_HOSTS=a,b,c\n")
+    ledger = _ledger("s")
+    ledger["pods"]["c"] = {"slots": 1, "sweep_id": "s"}
+    ledger["runs"]["mn"] = {"pods": ["a", "b"], "entry": {"gpus": "1"}, "moves": [], "last": {"state": "pending"}}
+    ledger["runs"]["r"]["last"] = {"state": "success", "at": ""}
+    ledger["order"].append("mn")
+    orphans, lost = fleet_sweep._orphans(s, ledger, {"b": "connection refused"})
+    assert orphans == [] and lost == ["mn"]
+    data = fleet_sweep.joined(ledger, {}, {"b": "connection refused"})
+    assert [r["state"] for r in data["runs"] if r["run_id"] == "mn"] == ["lost"]
