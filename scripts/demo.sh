@@ -14,11 +14,7 @@ POD_PYTHON=${WFOPS_TEST_POD_PYTHON:-/usr/bin/python3}
 tmux -L wfops-demo kill-server 2>/dev/null || true
 rm -rf "$DEMO"
 mkdir -p "$DEMO/pod"
-cp -r examples/nanogpt-repo "$DEMO/src"
-git -C "$DEMO/src" init -q -b main
-git -C "$DEMO/src" add -A
-git -C "$DEMO/src" -c user.name=wfops-demo -c user.email=demo@example.invalid commit -q -m "example project"
-git clone -q --bare "$DEMO/src" "$DEMO/training-repo.git"
+scripts/example_repo.sh "$DEMO"
 
 cat > "$DEMO/workflow.env" <<ENV
 # the demo's config: the pod is this machine (OPS_DEFAULT_HOST=local), CPU-only on purpose

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.fleet import Fleet
+from tests.realparts import free_port
 
 HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
 
@@ -125,7 +126,9 @@ def test_one_run_across_two_pods_with_multi_node_torchrun(tmp_path: Path, fleet_
     """2 nodes x 2 processes, gloo, c10d rendezvous on the first pod: the four ranks meet (an all_reduce over
     all of them), the run succeeds on both pods, and its summary.json names both nodes."""
     fleet = fleet_ready
-    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", WF_FAKE_GPUS="2", RDZV_JOIN_SECS="120")
+    port = free_port()  # not the default 29400: tests in other workers may run a multi-node run at the same time
+    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", WF_FAKE_GPUS="2", RDZV_JOIN_SECS="120",
+                  RDZV_PORT=str(port))
     csv = _csv(tmp_path, ["mn,config/train_tiny.py,7,allreduce=1,,2,2", "solo,config/train_tiny.py,8,,,1,"])
     res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
     assert res.returncode == 0, (res.stdout, res.stderr)
@@ -144,7 +147,7 @@ def test_one_run_across_two_pods_with_multi_node_torchrun(tmp_path: Path, fleet_
                if p.exists()]
     assert reduced == [{"sum": 10.0, "world_size": 4}]  # ranks 1+2+3+4, once, on whichever node got rank 0
     command = (first / "command.sh").read_text()
-    assert "--nnodes=2" in command and f"--rdzv-endpoint={p0.host}:29400" in command and "is_host=1" in command
+    assert "--nnodes=2" in command and f"--rdzv-endpoint={p0.host}:{port}" in command and "is_host=1" in command
     assert "is_host=0" in (second / "command.sh").read_text()
     assert (first / "stdout.log").is_file() and (second / "stdout.log").is_file()  # each node's log is kept
 
@@ -155,7 +158,7 @@ def test_a_multi_node_run_is_refused_before_anything_starts_when_its_rendezvous_
     csv = _csv(tmp_path, ["mn,config/train_tiny.py,7,,,1,2", "solo,config/train_tiny.py,8,,,1,"])
     nothing = lambda: [p for pod in fleet.pods for p in (pod.home / "outputs" / "_manifests").glob("sweep-*")]  # noqa: E731
     # the first pod listens on IPv4 only: the others cannot reach it at ::1
-    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", RDZV_HOST="::1")
+    cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", RDZV_HOST="::1", RDZV_PORT=str(free_port()))
     res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
     assert res.returncode == 4, (res.stdout, res.stderr)
     assert "cannot reach its rendezvous" in res.stderr and "nothing was started" in res.stderr
