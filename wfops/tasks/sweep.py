@@ -90,7 +90,8 @@ def _filters(settings, match, start_at, limit) -> dict:
 
 @wftask(help=START_HELP, int_options=["limit"], interrupted="the sweep may have started: run sweep.status")
 def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_fast=False, json=False, config=None):
-    """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod."""
+    """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod (a fleet: the runs are
+    spread over the pods by free GPU slots, each pod runs its share)."""
     settings = settings_for(c, config)
     path = _csv_path(settings, csv)
     text, runs = _read_runs(settings, path)
@@ -262,7 +263,8 @@ def _why(row: dict) -> str:
               "sort": "order the runs by this metric's last value, best first (METRIC_COLUMNS shows it too)",
               "watch": "redraw every SECS (default 2) over one connection until the sweep ends"}, optional=["watch"])
 def status(c, sweep="", sort=None, json=False, watch=None, config=None):
-    """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals."""
+    """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals (a fleet:
+    every pod's rows in one table with a pod column)."""
     secs = watching.interval(watch)
     settings = settings_for(c, config)
     args = {"sweep": sweep or "", "metric_patterns": list(settings["METRIC_PATTERNS"])}
