@@ -178,3 +178,23 @@ def test_a_multi_node_run_is_refused_before_anything_starts_when_its_rendezvous_
     res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
     assert res.returncode == 2 and "torchrun" in res.stderr, res.stderr
     assert nothing() == []
+
+
+def test_sweep_stop_on_a_fleet_cancels_every_pods_runs_and_a_pod_with_nothing_running_is_no_failure(
+        tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    rows = [f"s{i},config/train_tiny.py,{i},sleep=60,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows))).returncode == 0
+    wait_until(lambda: {r["state"] for r in _status(fleet, cfg)["runs"]} == {"running"}, timeout=60,
+               what="a run on every pod")
+    res = fleet.wf(cfg, "sweep.stop", "--timeout-secs", "30")
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert res.stdout.count("== pod ") == 3
+    data = _status(fleet, cfg)
+    assert {r["state"] for r in data["runs"]} == {"cancelled"} and data["sweep"]["state"] == "completed"
+    assert {r["pod"] for r in data["runs"]} == {p.address for p in fleet.pods}
+    again = fleet.wf(cfg, "sweep.stop")
+    assert again.returncode == 0 and again.stdout.count("nothing to stop here") == 3, again.stdout
+    one = fleet.wf(cfg, "sweep.stop", env={"WF_POD": fleet.pods[0].address})  # one pod alone: as before, exit 10
+    assert one.returncode == 10 and "no sweep is running" in one.stderr

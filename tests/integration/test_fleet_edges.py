@@ -17,24 +17,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
-
-HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
-
-
-def _csv(tmp_path: Path, rows: list[str], name: str = "sweep.csv") -> Path:
-    path = tmp_path / name
-    path.write_text(HEADER + "".join(r + "\n" for r in rows))
-    return path
-
-
-def _config(fleet: Fleet, tmp_path: Path, **over: str) -> Path:
-    return fleet.config(tmp_path, TRAIN_SCRIPT="echo_train.py", TRAIN_WORKDIR="examples/nanogpt", **over)
-
-
-def _status(fleet: Fleet, cfg: Path) -> dict:
-    res = fleet.wf(cfg, "sweep.status", "--json")
-    assert res.stdout.strip(), res.stderr
-    return json.loads(res.stdout)
+from tests.integration.test_fleet import _config, _csv, _status
 
 
 def _states(fleet: Fleet, cfg: Path) -> dict[str, tuple[str, str]]:

@@ -89,7 +89,8 @@ def test_header_problems():
     assert problems("run_id,config\nr,c\n") == ["line 1: header must name the columns "
                                                 "run_id,config,seed,overrides,notes,gpus,nodes: missing column(s) seed"]
     assert "unknown column(s) extra" in problems("run_id,config,seed,extra\n")[0]
-    assert problems("") == ["line 1: the CSV is empty: it needs the header run_id,config,seed,overrides,notes,gpus,nodes"]
+    assert problems("") == ["line 1: the CSV is empty: it needs the header "
+                            "run_id,config,seed,overrides,notes,gpus,nodes"]
     with pytest.raises(UsageError, match="has a header but no runs"):
         parse_csv(HEADER + "# only a comment\n")
 

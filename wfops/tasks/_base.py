@@ -37,6 +37,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _MEMBER: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("wfops_member", default=None)
+_ON_FLEET = contextvars.ContextVar("wfops_on_fleet", default=False)
+
+
+def on_fleet() -> bool:
+    """True in a fleet command's pod thread (one pod of several): a task may be lenient where one pod of a fleet
+    has nothing to do (sweep.stop on a pod whose share has ended)."""
+    return _ON_FLEET.get()
 
 
 # ------------------------------------------------------------------ options
@@ -225,6 +232,7 @@ def run_on_fleet(fn: Callable[..., Any], c: Any, a: tuple, kw: dict, settings: S
                          f"(fleet: {', '.join(fleet.names(settings))})")
     def work(member: fleet.Member) -> None:
         _MEMBER.set(member.settings)
+        _ON_FLEET.set(True)
         fn(c, *a, **kw)
 
     outcomes = fleet.run_each(fleet.members(settings), work)

@@ -16,7 +16,7 @@ from ..errors import ConflictError, ConnectError, NotFoundError, UsageError, Wfo
 from ..output import duration, quiet_note, table
 from ..results import metric_cells, status_metrics
 from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
-from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
+from ._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
 TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
@@ -328,6 +328,9 @@ def stop(c, timeout_secs=None, json=False, config=None):
     wait = timeout_secs if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
     data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.values["SWEEP_TMUX_SESSION"])
     if not data.get("was_running"):
+        if on_fleet():  # one pod of a fleet whose share has ended: nothing to stop there is not a failure
+            emit(data, json, lambda: f"nothing to stop here (latest: {data.get('sweep_id')}, {data.get('state')})")
+            return
         raise ConflictError(f"no sweep is running (latest: {data.get('sweep_id')}, {data.get('state')})")
     emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")
 
