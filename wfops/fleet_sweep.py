@@ -30,6 +30,8 @@ from .sweep_model import exec_block
 
 LEDGER_DIR = ".fleet"
 LATEST = "latest"
+GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
+REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
 LISTEN_SECS = 10  # node 0 waits this long for the others to connect (a failed check waits it out)
 PROBE_SECS = 5
 
@@ -517,30 +519,49 @@ def metrics(settings: Settings, patterns: list) -> dict:
 # ------------------------------------------------------------------ sweep.wait
 
 def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 1.0) -> dict:
-    """Poll the joined status until every run has ended; an unreachable pod (twice in a row) or a stuck queue
-    next to free slots is rebalanced on the way."""
+    """Poll the joined status until every run has ended, rebalancing on the way: once for a pod that has not
+    answered for GONE_SECS (a short blip moves nothing: its runs would run twice if it came back), once for the
+    runs of a pod that refused its share, and at most every REBALANCE_EVERY_SECS while runs wait on one pod next
+    to free slots on another."""
     ledger = load_ledger(settings)
     deadline = time.monotonic() + timeout if timeout else None
-    strikes: dict[str, int] = {}
+    down_since: dict[str, float] = {}
+    handled: set[str] = set()  # pods whose outage was rebalanced already
     unstarted_tried = False  # runs of a pod that refused its share: rebalanced once
+    last = 0.0
     with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
         while True:
             data = status(settings, ledger["sweep_id"], patterns, pods)
             if data["sweep"]["state"] != RUNNING:
                 return data
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 return dict(data, wait_timed_out=True)
-            for name, info in data["pods"].items():
-                strikes[name] = 0 if info["reachable"] else strikes.get(name, 0) + 1
+            gone = _gone(data, down_since, handled, now)
             refused = not unstarted_tried and bool(_unstarted(ledger))
             unstarted_tried = unstarted_tried or refused
-            if any(n >= 2 for n in strikes.values()) or refused or _stuck_next_to_free(ledger, data):
+            stuck = now - last >= REBALANCE_EVERY_SECS and _stuck_next_to_free(ledger, data)
+            if gone or refused or stuck:
+                last = now
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
                     print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,
                           flush=True)
                 ledger = load_ledger(settings, ledger["sweep_id"])
             time.sleep(every)
+
+
+def _gone(data: dict, down_since: dict[str, float], handled: set[str], now: float) -> list[str]:
+    """Pods silent for GONE_SECS whose outage has not been rebalanced yet (marked handled now)."""
+    for name, info in data["pods"].items():
+        if info["reachable"]:
+            down_since.pop(name, None)
+            handled.discard(name)
+        else:
+            down_since.setdefault(name, now)
+    gone = [n for n, since in down_since.items() if now - since >= GONE_SECS and n not in handled]
+    handled.update(gone)
+    return gone
 
 
 def _stuck_next_to_free(ledger: dict, data: dict) -> bool:
