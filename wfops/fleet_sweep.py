@@ -496,6 +496,20 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
             "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
 
 
+# ------------------------------------------------------------------ run.fetch
+
+def runs_on(settings: Settings, sweep_id: str = "") -> list[str] | None:
+    """The run dirs the ledger has on this fleet pod (`settings` is the pod's; node K of a multi-node run is
+    RUN.nodeK); None when there is no ledger of that sweep (everything the pod has is fetched)."""
+    try:
+        ledger = load_ledger(settings, sweep_id)
+    except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has (a damaged ledger raises)
+        return None
+    me = settings.values["LIUM_TARGET"] or settings.values["OPS_DEFAULT_HOST"]
+    return [node_run_id(rid, rank) for rid, run in ledger["runs"].items()
+            for rank, pod in enumerate(run["pods"]) if pod == me]
+
+
 # ------------------------------------------------------------------ sweep.report
 
 def metrics(settings: Settings, patterns: list) -> dict:

@@ -47,7 +47,7 @@ def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
 
 
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
-               by_hash: bool = False) -> Fetched:
+               by_hash: bool = False, only: list[str] | None = None) -> Fetched:
     check_request(run_id, all_runs, sweep)
     dest = Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser()
     t0 = time.time()
@@ -55,8 +55,8 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
         have = local_index(dest, [run_id] if run_id else None, by_hash)
         receiver = TarReceiver(dest, {run_id} if run_id else None)
         try:
-            request = cmd.request("fetch-plan", {"have": have, "run": run_id, "all": bool(all_runs or sweep),
-                                                 "sweep": sweep, "hash": by_hash})
+            ask = {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash}
+            request = cmd.request("fetch-plan", ask if only is None else dict(ask, only=only))
             cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
         except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
             receiver.abort()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -91,8 +92,19 @@ def test_a_twelve_run_sweep_over_three_pods_runs_every_run_exactly_once_and_fetc
     report = fleet.wf(cfg, "sweep.report", "--json")
     assert report.returncode == 0, report.stderr
     assert sorted(r["run_id"] for r in json.loads(report.stdout)["runs"]) == [f"r{i:02d}" for i in range(12)]
+    # a stale copy: pod 0 also has r01, which the ledger has on another pod (a lost run retried elsewhere, its pod
+    # back): run.fetch takes each run from the pod the ledger names, never two copies into one folder
+    ledger = json.loads(next((tmp_path / "artifacts" / ".fleet").glob("sweep-*.json")).read_text())
+    owner = next(p for p in fleet.pods if [p.address] == ledger["runs"]["r01"]["pods"])
+    stray = fleet.pods[0] if owner is not fleet.pods[0] else fleet.pods[1]
+    shutil.copytree(owner.home / "outputs" / "r01", stray.home / "outputs" / "r01")
+    (stray.home / "outputs" / "r01" / "STALE").write_text("the other copy")
+    manifest = stray.home / "outputs" / "_manifests" / "sweep-latest.json"
+    plan = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(dict(plan, runs=[*plan["runs"], {"run_id": "r01", "config": "c"}])))
     fetched = fleet.wf(cfg, "run.fetch", "--all")
     assert fetched.returncode == 0, fetched.stderr
+    assert not (tmp_path / "artifacts" / "r01" / "STALE").exists()
     local = tmp_path / "artifacts"
     assert sorted(d.name for d in local.iterdir() if d.name[0] not in "._") == [f"r{i:02d}" for i in range(12)]
     assert all((local / f"r{i:02d}" / "summary.json").is_file() for i in range(12))

@@ -88,8 +88,12 @@ def run_files(root: str):
 
 
 @command("fetch-plan")
-def fetch_plan(pod, have: dict, run: str = "", all: bool = False, sweep: str = "", hash: bool = False) -> str:
+def fetch_plan(pod, have: dict, run: str = "", all: bool = False, sweep: str = "", hash: bool = False,
+               only=None) -> str:
+    """`only` (a fleet): of the sweep's runs, just these (the ones the client's ledger has on this pod)."""
     ids = sweep_runs(pod, sweep) if (all or sweep) else one_run(pod, run)
+    if isinstance(only, list):
+        ids = [rid for rid in ids if rid in set(only)]
     send, gone = [], []
     size = unchanged = 0
     for rid in ids:

@@ -6,8 +6,9 @@ import sys
 
 from invoke import Collection
 
+from .. import fleet_sweep
 from ..transfer import check_request, fetch_runs, report
-from ._base import settings_for, wftask
+from ._base import on_fleet, settings_for, wftask
 
 
 @wftask(positional=["run_id"], help={
@@ -19,7 +20,11 @@ from ._base import settings_for, wftask
 def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
     """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
     check_request(run_id or "", bool(all), sweep or "")
-    fetched = fetch_runs(settings_for(c, config), run_id or "", bool(all), sweep or "", bool(hash))
+    settings = settings_for(c, config)
+    only = None
+    if on_fleet() and (all or sweep):  # each pod sends the runs the ledger has on it: no stale copy of a moved run
+        only = fleet_sweep.runs_on(settings, sweep or "")
+    fetched = fetch_runs(settings, run_id or "", bool(all), sweep or "", bool(hash), only)
     for path in fetched.runs:
         print(path.resolve())
     print(report(fetched), file=sys.stderr)
