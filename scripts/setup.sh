@@ -29,7 +29,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import wfops, pytest, lium, hatchling, vermin, matplotlib' 2>/dev/null \
+if ! .venv/bin/python -c 'import wfops, pytest, xdist, lium, hatchling, vermin, matplotlib' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.wfops-setup ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,lium,report]"
   touch .venv/.wfops-setup

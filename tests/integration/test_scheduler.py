@@ -118,14 +118,16 @@ def test_a_transient_failure_is_retried_and_a_real_one_is_not(local_swept: Pod):
 
 def test_a_silent_run_is_ended_as_stalled_with_nothing_left(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
-    pod.configure(RUN_STALL_SECS="3")
+    # 8 s: torchrun and the worker must start and print before the run is silent for that long (on a machine busy
+    # with other tests, startup alone took over 3 s)
+    pod.configure(RUN_STALL_SECS="8")
     pod.ok("sweep.start", "--csv", str(csv_file(pod, "quiet,config/train_tiny.py,1,sleep=120,,\n")))
     wait_until(lambda: venv_procs(pod), timeout=60, what="the run's processes")  # positive control for the matcher
     data = wait_sweep(pod, timeout=90)
     assert states(data) == {"quiet": "failed"}
     summ = summary(pod, "quiet")
     assert summ["failure_class"] == "stalled" and "RUN_STALL_SECS" in summ["failure_evidence"]
-    assert data["runs"][0]["note"].startswith("stalled: no log output and no change in its output dir for 3s")
+    assert data["runs"][0]["note"].startswith("stalled: no log output and no change in its output dir for 8s")
     assert summ["last_output_at"]  # the last output it did make is on record
     wait_until(lambda: not venv_procs(pod), timeout=10, what="no process of the run left")
 

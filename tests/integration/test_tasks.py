@@ -29,6 +29,18 @@ def procs_matching(marker: str) -> list[str]:
     return [ln for ln in out.splitlines() if "pgrep" not in ln]
 
 
+def _waits_for_lock(lock) -> bool:
+    """A `flock -w 10 9` waits on this very lock file (its fd 9): tests running beside this one (pytest -n) have
+    their own pods and command locks."""
+    for line in procs_matching("flock -w 10 9"):
+        try:
+            if os.readlink(f"/proc/{line.split()[0]}/fd/9") == str(lock):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _blocked_in_select(pid: str) -> bool:
     """The process sleeps in select()/poll() (its kernel wait channel says so)."""
     try:
@@ -249,7 +261,8 @@ def test_the_command_lock_makes_a_second_mutating_command_wait_and_then_refuse(s
         fcntl.flock(lock, fcntl.LOCK_EX)
         waiter = subprocess.Popen([str(WFOPS), "task.run", "--id", "queued", "--cmd", "true"], env=pod.env(),
                                   cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: procs_matching("flock -w 10 9"), what="the second command to wait for the lock")
+        wait_until(lambda: _waits_for_lock(pod.outputs / "_control" / "command.lock"),
+                   what="the second command to wait for the lock")
         assert not task_dir(pod, "queued").exists()  # it did nothing while the lock was held
         fcntl.flock(lock, fcntl.LOCK_UN)
         _, err = waiter.communicate(timeout=60)

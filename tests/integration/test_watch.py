@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+import select
+import subprocess
 from pathlib import Path
 
-from tests.conftest import Pod, TrainingRepo
+from tests.conftest import WFOPS, Pod, Result, TrainingRepo, wait_until
 from tests.integration.test_sweeps import _swept, write_csv
+
+
+def _watch(pod: Pod, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(WFOPS), *args], env=pod.env(), cwd=pod.root.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod):
     pod = ssh_pod
-    pod.ok("task.run", "--id", "w", "--cmd", "echo first; sleep 2; echo last")
-    res, conns, execs = pod.count("task.status", "--id", "w", "--watch", "0.2")
+    assert pod.sshd is not None
+    flag = pod.root / "go"  # the task ends when the test says so, not after a sleep a loaded machine may outlast
+    pod.ok("task.run", "--id", "w", "--cmd", f"echo first; while [ ! -e {flag} ]; do sleep 0.05; done; echo last")
+    mark = pod.sshd.mark()
+    watch = _watch(pod, "task.status", "--id", "w", "--watch", "0.2")
+    wait_until(lambda: pod.sshd.counts(mark)[1] >= 4, timeout=60, what="the watch to refresh 4 times")
+    flag.touch()
+    out, err = watch.communicate(timeout=120)
+    res = Result(watch.returncode, out, err)
+    conns, execs = pod.sshd.counts(mark)
     assert res.rc == 0, res.err
     assert (conns, execs >= 4) == (1, True), execs  # one connection, one exec per refresh
     shown = [ln for ln in res.out.splitlines() if ln.startswith("state ")]  # a view is printed when it changed
@@ -21,9 +36,16 @@ def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod):
 
 
 def test_task_status_watch_json_is_one_document_per_change(local_pod: Pod):
-    local_pod.ok("task.run", "--id", "j", "--cmd", "sleep 1")
-    res = local_pod.ok("task.status", "--id", "j", "--watch", "0.3", "--json")
-    docs = [json.loads(line) for line in res.out.splitlines() if line.strip()]
+    flag = local_pod.root / "go"
+    local_pod.ok("task.run", "--id", "j", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
+    watch = _watch(local_pod, "task.status", "--id", "j", "--watch", "0.3", "--json")
+    assert watch.stdout is not None
+    assert select.select([watch.stdout], [], [], 60)[0], "the watch printed no first document within 60 s"
+    first = watch.stdout.readline()
+    flag.touch()  # the task ends once the watch has shown it unfinished
+    rest, err = watch.communicate(timeout=120)
+    assert watch.returncode == 0, err
+    docs = [json.loads(line) for line in (first + rest).splitlines() if line.strip()]
     assert docs[0]["state"] in ("pending", "running") and docs[-1]["state"] == "success"
 
 
