@@ -10,12 +10,14 @@ sweep.rebalance moves runs that have not started (from an unreachable pod, or st
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,20 @@ def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:
         tmp = d / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(text)
         os.replace(tmp, d / name)
+
+
+@contextmanager
+def ledger_lock(settings: Settings) -> Iterator[None]:
+    """Held while a command reads, changes and writes the ledger (sweep.rebalance, sweep.add, the last-seen
+    states of sweep.status): two of them at once (a sweep.wait here, a sweep.add in another terminal) take turns
+    instead of one undoing the other's moves."""
+    d = _ledger_dir(settings)
+    if not d.is_dir():  # no ledger at all: nothing to guard (the command says so); leave no trace
+        yield
+        return
+    with open(d / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
@@ -275,10 +291,11 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
     answers = pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
                                                    "metric_patterns": patterns or []})
     data = joined(ledger, answers, pods.down)
-    fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep its moves
-    _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
-                      and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
-    save_ledger(settings, fresh)
+    with ledger_lock(settings):
+        fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep them
+        _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
+                          and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
+        save_ledger(settings, fresh)
     return data
 
 
@@ -327,6 +344,11 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
     """Move runs that have not started: off unreachable pods (their runs seen running become lost, retried
     elsewhere when RETRY_ON has `lost` and RUN_RETRIES > 0), and from a pod whose queue is stuck to one with
     free slots; take back from a returned pod the runs that were moved off it."""
+    with ledger_lock(settings):
+        return _rebalance(settings, sweep_id)
+
+
+def _rebalance(settings: Settings, sweep_id: str) -> dict:
     ledger = load_ledger(settings, sweep_id)
     with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
         facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.error is None}
@@ -439,6 +461,11 @@ def _add_args(settings: Settings, ledger: dict, pod: str, ids: list[str]) -> dic
 
 def add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -> dict:
     """Spread more runs over the pods that answer, by their free slots, into the fleet sweep."""
+    with ledger_lock(settings):
+        return _add(settings, runs, entries, rows)
+
+
+def _add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -> dict:
     ledger = load_ledger(settings)
     taken = [r.run_id for r in runs if r.run_id in ledger["runs"]]
     if taken:

@@ -123,3 +123,31 @@ def test_the_nodes_column_is_checked_and_node_ids_may_not_clash():
         parse_csv("run_id,config,seed,nodes\nw,c.py,1,0\n")
     with pytest.raises(UsageError, match="taken by node 1 of w"):
         parse_csv("run_id,config,seed,nodes\nw,c.py,1,2\nw.node1,c.py,1,\n")
+
+
+def test_ledger_changes_take_turns(tmp_path):
+    """Two commands changing one fleet's ledger (sweep.wait's rebalance here, sweep.add in another terminal): the
+    second waits for the first (one would otherwise write back a ledger without the other's moves)."""
+    import threading
+    import time
+
+    from wfops.fleet_sweep import ledger_lock
+
+    s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with ledger_lock(s):
+            order.append("first in")
+            inside.set()
+            time.sleep(0.5)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait(5)
+    with ledger_lock(s):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]
