@@ -32,6 +32,7 @@ from .sweep_model import exec_block
 
 LEDGER_DIR = ".fleet"
 LATEST = "latest"
+WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
 LISTEN_SECS = 10  # node 0 waits this long for the others to connect (a failed check waits it out)
@@ -283,13 +284,23 @@ def _listen_and_probe(pods: Pods, pod: str, ports: list[tuple[int, str, list[str
 
 # ------------------------------------------------------------------ sweep.status: the pods' rows joined
 
-def status(settings: Settings, sweep_id: str = "", patterns: list | None = None, pods: Pods | None = None) -> dict:
+def status(settings: Settings, sweep_id: str = "", patterns: list | None = None, pods: Pods | None = None,
+           wait_secs: int = 0) -> dict:
+    """The joined status. `wait_secs` (sweep.wait): each pod answers when its queue ends or after that long
+    (`sweep-wait`, woken by the queue's exit), so the end of the sweep is seen at once, not at the next poll."""
     ledger = load_ledger(settings, sweep_id)
     if pods is None:
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
-            return status(settings, sweep_id, patterns, own)
-    answers = pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
-                                                   "metric_patterns": patterns or []})
+            return status(settings, sweep_id, patterns, own, wait_secs)
+    answers = {}
+    if wait_secs:
+        answers = pods.call("sweep-wait", {"timeout": wait_secs, "patterns": patterns or []})
+        answers = {n: o for n, o in answers.items()  # a pod whose current sweep is another: asked below
+                   if o.error is not None or ((o.value or {}).get("sweep") or {}).get("sweep_id")
+                   == ledger["pods"][n]["sweep_id"]}
+    rest = [n for n in pods.cmds if n not in answers]
+    answers.update(pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
+                                                        "metric_patterns": patterns or []}, rest) if rest else {})
     data = joined(ledger, answers, pods.down)
     with ledger_lock(settings):
         fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep them
@@ -560,7 +571,8 @@ def metrics(settings: Settings, patterns: list) -> dict:
 # ------------------------------------------------------------------ sweep.wait
 
 def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 1.0) -> dict:
-    """Poll the joined status until every run has ended, rebalancing on the way: once for a pod that has not
+    """Rounds of the joined status (each pod's answer comes when its queue ends, or after WAIT_ROUND_SECS; at
+    least `every` seconds a round) until every run has ended, rebalancing on the way: once for a pod that has not
     answered for GONE_SECS (a short blip moves nothing: its runs would run twice if it came back), once for the
     runs of a pod that refused its share, and at most every REBALANCE_EVERY_SECS while runs wait on one pod next
     to free slots on another."""
@@ -572,7 +584,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list, every: float =
     last = 0.0
     with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
         while True:
-            data = status(settings, ledger["sweep_id"], patterns, pods)
+            begun = time.monotonic()
+            left = WAIT_ROUND_SECS if deadline is None else max(1, min(WAIT_ROUND_SECS, int(deadline - begun)))
+            data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
             if data["sweep"]["state"] != RUNNING:
                 return data
             now = time.monotonic()
@@ -589,7 +603,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list, every: float =
                     print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,
                           flush=True)
                 ledger = load_ledger(settings, ledger["sweep_id"])
-            time.sleep(every)
+            time.sleep(max(0.0, every - (time.monotonic() - begun)))  # queues that have ended answer at once
 
 
 def _gone(data: dict, down_since: dict[str, float], handled: set[str], now: float) -> list[str]:

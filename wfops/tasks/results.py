@@ -121,8 +121,8 @@ def wait(c, timeout_secs=None, json=False, config=None):
     """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
     Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
-    9 gave up waiting (--timeout-secs); 5 no sweep was started. On a fleet it polls every pod each second and
-    runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
+    9 gave up waiting (--timeout-secs); 5 no sweep was started. On a fleet it waits on every pod's queue at once
+    and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
     from .sweep import _status_text
 
