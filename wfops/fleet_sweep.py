@@ -5,21 +5,17 @@ that the pods of a multi-node run reach its rendezvous (`net-listen` on node 0, 
 starts each pod's share under one sweep id. The ledger, `LOCAL_ARTIFACTS_DIR/.fleet/<sweep id>.json`, records
 each run's pod, its queue entry and its last seen state: sweep.status joins the pods' rows by it, and
 sweep.rebalance moves runs that have not started (from an unreachable pod, or stuck behind a busy one) with
-`sweep-withdraw` on the pod they leave and `sweep-add` on the pod they join. One connection per pod per command.
+`sweep-withdraw` on the pod they leave and `sweep-add` on the pod they join (the ledger itself: wfops.fleet_ledger). One
+connection per pod per command.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from . import fleet
@@ -27,69 +23,15 @@ from .agent.states import LOST, RUNNING, TERMINAL, UNKNOWN
 from .command import PodCommand
 from .config import Settings
 from .errors import ConflictError, ConnectError, NotFoundError, WfopsError
+from .fleet_ledger import ledger_lock, load_ledger, save_ledger
 from .fleet_plan import PodLoad, PodQueue, Want, fold_nodes, need_on, node_run_id, rebalance, shares, spread, totals
 from .sweep_model import exec_block
 
-LEDGER_DIR = ".fleet"
-LATEST = "latest"
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
 LISTEN_SECS = 10  # node 0 waits this long for the others to connect (a failed check waits it out)
 PROBE_SECS = 5
-
-
-# ------------------------------------------------------------------ the ledger (this machine)
-
-def _ledger_dir(settings: Settings) -> Path:
-    return Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / LEDGER_DIR
-
-
-def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:
-    """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use."""
-    d = _ledger_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
-    files = [(f"{doc['sweep_id']}.json", json.dumps(doc, indent=1))] + ([(LATEST, doc["sweep_id"])] if latest else [])
-    for name, text in files:
-        tmp = d / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, d / name)
-
-
-@contextmanager
-def ledger_lock(settings: Settings) -> Iterator[None]:
-    """Held while a command reads, changes and writes the ledger (sweep.rebalance, sweep.add, the last-seen
-    states of sweep.status): two of them at once (a sweep.wait here, a sweep.add in another terminal) take turns
-    instead of one undoing the other's moves."""
-    d = _ledger_dir(settings)
-    if not d.is_dir():  # no ledger at all: nothing to guard (the command says so); leave no trace
-        yield
-        return
-    with open(d / ".lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
-    d = _ledger_dir(settings)
-    which = f"sweep {sweep_id!r}" if sweep_id else "a fleet sweep"
-    try:
-        sid = sweep_id or (d / LATEST).read_text().strip()
-        if not sid or "/" in sid or sid.startswith("."):  # a sweep id names a file in d, nothing else
-            raise OSError(sid)
-        text = (d / f"{sid}.json").read_text()
-    except OSError:
-        raise NotFoundError(f"no ledger of {which} in {d} (sweep.start on the fleet writes it)") from None
-    try:
-        doc = json.loads(text)
-        ok = (isinstance(doc, dict) and isinstance(doc.get("sweep_id"), str) and isinstance(doc.get("pods"), dict)
-              and isinstance(doc.get("runs"), dict) and isinstance(doc.get("order"), list))
-    except ValueError:
-        ok = False
-    if not ok:
-        raise WfopsError(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
-                         "sweep.status on each pod (WF_POD=NAME) still works")
-    return doc
 
 
 # ------------------------------------------------------------------ sessions to the pods
@@ -292,15 +234,18 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
     if pods is None:
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
             return status(settings, sweep_id, patterns, own, wait_secs)
-    answers = {}
+    def ask(names: list[str] | None = None) -> dict[str, fleet.Outcome]:
+        return pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
+                                                    "metric_patterns": patterns or []}, names)
+
     if wait_secs:
         answers = pods.call("sweep-wait", {"timeout": wait_secs, "patterns": patterns or []})
-        answers = {n: o for n, o in answers.items()  # a pod whose current sweep is another: asked below
-                   if o.error is not None or ((o.value or {}).get("sweep") or {}).get("sweep_id")
-                   == ledger["pods"][n]["sweep_id"]}
-    rest = [n for n in pods.cmds if n not in answers]
-    answers.update(pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
-                                                        "metric_patterns": patterns or []}, rest) if rest else {})
+        other = [n for n, o in answers.items() if o.error is None and  # its current sweep is another one
+                 ((o.value or {}).get("sweep") or {}).get("sweep_id") != ledger["pods"][n]["sweep_id"]]
+        if other:
+            answers.update(ask(other))
+    else:
+        answers = ask()
     data = joined(ledger, answers, pods.down)
     with ledger_lock(settings):
         fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep them

@@ -170,7 +170,7 @@ class _FakePods:
     def __init__(self, rows: dict, meanwhile=lambda: None) -> None:
         self.rows, self.meanwhile, self.down = rows, meanwhile, {}
 
-    def call(self, command: str, args) -> dict:
+    def call(self, command: str, args, names=None) -> dict:
         self.meanwhile()
         pods = fleet.members(settings("OPS_HOSTS=a,b\n"))
         return {m.name: fleet.Outcome(m, {"runs": self.rows.get(m.name, [])}) for m in pods}

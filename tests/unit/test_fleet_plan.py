@@ -134,6 +134,7 @@ def test_ledger_changes_take_turns(tmp_path):
     from wfops.fleet_sweep import ledger_lock
 
     s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
+    (tmp_path / ".fleet").mkdir()  # a fleet sweep's ledger is there (without one there is nothing to guard)
     order: list[str] = []
     inside = threading.Event()
 

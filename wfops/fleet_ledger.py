@@ -1,0 +1,70 @@
+"""The ledger of a fleet sweep, on this machine: `LOCAL_ARTIFACTS_DIR/.fleet/<sweep id>.json` (each run's pod,
+queue entry and last seen state) and `latest` (the sweep that commands without --sweep use). Written whole
+(a temp file renamed into place); changed under `ledger_lock` (an flock on `.fleet/.lock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import Settings
+from .errors import NotFoundError, WfopsError
+
+LEDGER_DIR = ".fleet"
+LATEST = "latest"
+
+
+def _ledger_dir(settings: Settings) -> Path:
+    return Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / LEDGER_DIR
+
+
+def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:
+    """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use."""
+    d = _ledger_dir(settings)
+    d.mkdir(parents=True, exist_ok=True)
+    files = [(f"{doc['sweep_id']}.json", json.dumps(doc, indent=1))] + ([(LATEST, doc["sweep_id"])] if latest else [])
+    for name, text in files:
+        tmp = d / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, d / name)
+
+
+@contextmanager
+def ledger_lock(settings: Settings) -> Iterator[None]:
+    """Held while a command reads, changes and writes the ledger (sweep.rebalance, sweep.add, the last-seen
+    states of sweep.status): two of them at once (a sweep.wait here, a sweep.add in another terminal) take turns
+    instead of one undoing the other's moves."""
+    d = _ledger_dir(settings)
+    if not d.is_dir():  # no ledger at all: nothing to guard (the command says so); leave no trace
+        yield
+        return
+    with open(d / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
+    d = _ledger_dir(settings)
+    which = f"sweep {sweep_id!r}" if sweep_id else "a fleet sweep"
+    try:
+        sid = sweep_id or (d / LATEST).read_text().strip()
+        if not sid or "/" in sid or sid.startswith("."):  # a sweep id names a file in d, nothing else
+            raise OSError(sid)
+        text = (d / f"{sid}.json").read_text()
+    except OSError:
+        raise NotFoundError(f"no ledger of {which} in {d} (sweep.start on the fleet writes it)") from None
+    try:
+        doc = json.loads(text)
+        ok = (isinstance(doc, dict) and isinstance(doc.get("sweep_id"), str) and isinstance(doc.get("pods"), dict)
+              and isinstance(doc.get("runs"), dict) and isinstance(doc.get("order"), list))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise WfopsError(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
+                         "sweep.status on each pod (WF_POD=NAME) still works")
+    return doc
