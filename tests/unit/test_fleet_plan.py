@@ -7,7 +7,7 @@ import pytest
 
 from wfops import fleet
 from wfops.config import parse_settings
-from wfops.errors import ConfigError, UsageError
+from wfops.errors import ConfigError, UsageError, WfopsError
 from wfops.fleet_plan import (
     PodLoad,
     PodQueue,
@@ -152,3 +152,32 @@ def test_ledger_changes_take_turns(tmp_path):
         order.append("second in")
     t.join()
     assert order == ["first in", "first out", "second in"]
+
+
+@pytest.mark.parametrize("line", ["RDZV_PORT=80", "RDZV_PORT=70000", "RDZV_PORT=abc", "RDZV_JOIN_SECS=-1"])
+def test_bad_rendezvous_keys_are_one_line(line: str):
+    with pytest.raises(ConfigError, match=line.split("=")[0]):
+        settings(line + "\n")
+
+
+def test_multi_node_runs_are_refused_by_sweep_add_and_sweep_retry_before_any_pod_is_asked(tmp_path):
+    """Both refusals come before a connection: the fleet's hosts here do not exist (127.0.0.1 port 1)."""
+    from wfops import fleet_sweep
+    from wfops.fleet_ledger import save_ledger
+
+    s = settings(f"OPS_HOSTS=root@127.0.0.1:1,root@127.0.0.1:2\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
+    save_ledger(s, {"sweep_id": "sweep-20261201T000000Z", "created_at": "", "order": ["mn"],
+                    "pods": {"root@127.0.0.1:1": {"slots": 1, "sweep_id": "sweep-20261201T000000Z"},
+                             "root@127.0.0.1:2": {"slots": 1, "sweep_id": "sweep-20261201T000000Z"}},
+                    "runs": {"mn": {"pods": ["root@127.0.0.1:1", "root@127.0.0.1:2"], "entry": {"gpus": "1"},
+                                    "moves": []}}}, latest=True)
+    with pytest.raises(WfopsError) as err:
+        fleet_sweep.retry(s, ["mn"], False)
+    assert err.value.code == 2 and "multi-node" in err.value.message
+    runs = parse_csv("run_id,config,seed,nodes\nwide,c.py,1,2\n")
+    with pytest.raises(WfopsError) as err:
+        fleet_sweep.add(s, runs, [], [])
+    assert err.value.code == 2 and "only at sweep.start" in err.value.message
+    with pytest.raises(WfopsError) as err:
+        fleet_sweep.retry(s, ["nope"], False)
+    assert err.value.code == 5 and "not a run of" in err.value.message
