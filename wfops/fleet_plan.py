@@ -18,6 +18,7 @@ from .agent.states import (
     FAILED,
     LOST,
     PENDING,
+    QUEUE_COMPLETED,
     RUNNING,
     SKIPPED,
     SUCCESS,
@@ -202,9 +203,7 @@ def totals(rows: Iterable[Mapping]) -> dict[str, int]:
     return out
 
 
-def ended(rows: Sequence[Mapping]) -> bool:
-    return all(r["state"] in TERMINAL for r in rows)
-
-
-def not_ok(rows: Sequence[Mapping]) -> list[str]:
-    return [r["run_id"] for r in rows if r["state"] not in (SUCCESS, SKIPPED)]
+def fleet_state(rows: Sequence[Mapping]) -> str:
+    """The fleet sweep's state: running while any run has not ended (an `unknown` row of a silent pod counts as
+    not ended), else completed."""
+    return RUNNING if any(r["state"] not in TERMINAL for r in rows) else QUEUE_COMPLETED

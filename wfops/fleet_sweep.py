@@ -16,15 +16,26 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
 
 from . import fleet
-from .agent.states import LOST, RUNNING, TERMINAL, UNKNOWN
+from .agent.states import LOST, PENDING, RUNNING, TERMINAL, UNKNOWN
 from .command import PodCommand
 from .config import Settings
 from .errors import ConflictError, ConnectError, NotFoundError, WfopsError
 from .fleet_ledger import ledger_lock, load_ledger, save_ledger
-from .fleet_plan import PodLoad, PodQueue, Want, fold_nodes, need_on, node_run_id, rebalance, shares, spread, totals
+from .fleet_plan import (
+    PodLoad,
+    PodQueue,
+    Want,
+    fleet_state,
+    fold_nodes,
+    need_on,
+    node_run_id,
+    rebalance,
+    shares,
+    spread,
+    totals,
+)
 from .sweep_model import exec_block
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
@@ -134,8 +145,12 @@ def _new_ledger(plan: dict, placed: dict, entries: dict, slots: dict) -> dict:
     return {"sweep_id": plan["sweep_id"], "created_at": plan["created_at"], "wandb_group": plan.get("wandb_group"),
             "pods": {n: {"slots": s, "sweep_id": plan["sweep_id"]} for n, s in slots.items()},
             "order": list(placed),
-            "runs": {rid: {"pods": where, "entry": entries[rid][0], "nodes": [e for e in entries[rid]],
-                           "row": rows.get(rid), "moves": []} for rid, where in placed.items()}}
+            "runs": {rid: _ledger_run(where, entries[rid][0], rows.get(rid)) for rid, where in placed.items()}}
+
+
+def _ledger_run(pods: list[str], entry: dict, row: dict | None) -> dict:
+    """A run in the ledger: its pods (node 0 first), its queue entry (node 0's), its CSV row, its moves."""
+    return {"pods": pods, "entry": entry, "row": row, "moves": []}
 
 
 def _node_entries(settings: Settings, plan: dict, placed: dict, pods: Pods) -> dict[str, list[dict]]:
@@ -263,8 +278,7 @@ def joined(ledger: dict, answers: Mapping[str, fleet.Outcome], down: Mapping[str
     folded = fold_nodes(pod_rows, multi)
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
     rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable) for rid in ledger["order"]]
-    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": RUNNING if any(
-                r["state"] not in TERMINAL for r in rows) else "completed", "fleet": list(ledger["pods"])},
+    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},
             "runs": rows, "totals": totals(rows),
             "pods": {n: {"reachable": n not in unreachable, "error": unreachable.get(n),
                          "queue": ((answers[n].value or {}).get("sweep") or {}).get("state")
@@ -438,8 +452,7 @@ def _add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) 
         by_id = {e["run_id"]: e for e in entries}
         row_of = {r["run_id"]: r for r in rows}
         for rid, where in placed.items():
-            ledger["runs"][rid] = {"pods": where, "entry": by_id[rid], "nodes": [by_id[rid]], "row": row_of[rid],
-                                   "moves": []}
+            ledger["runs"][rid] = _ledger_run(where, by_id[rid], row_of[rid])
         targets = sorted({w[0] for w in placed.values()})
         answers = pods.call("sweep-add", lambda n: _add_args(settings, ledger, n, [
             rid for rid, w in placed.items() if w[0] == n]), targets)
@@ -510,7 +523,7 @@ def metrics(settings: Settings, patterns: list) -> dict:
     order = {rid: i for i, rid in enumerate(ledger["order"])}
     runs.sort(key=lambda r: order.get(r["run_id"], len(order)))
     down = {**pods.down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": RUNNING}, "runs": runs, "down": down}
+    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(runs)}, "runs": runs, "down": down}
 
 
 # ------------------------------------------------------------------ sweep.wait
@@ -575,16 +588,9 @@ def _stuck_next_to_free(ledger: dict, data: dict) -> bool:
         need = need_on(str(ledger["runs"][row["run_id"]]["entry"].get("gpus")), int(ledger["pods"][pod]["slots"]))
         if row["state"] == RUNNING:
             use[pod] += need
-        elif row["state"] == "pending" and not row.get("note"):
+        elif row["state"] == PENDING and not row.get("note"):
             waiting[pod] += need
     free = {n: int(p["slots"]) - use[n] - waiting[n] for n, p in ledger["pods"].items()
             if data["pods"][n]["reachable"]}
     blocked = [n for n in free if waiting[n] and use[n] + waiting[n] > int(ledger["pods"][n]["slots"])]
     return bool(blocked) and any(f > 0 for n, f in free.items() if n not in blocked)
-
-
-def pods_line(data: dict[str, Any]) -> str:
-    parts = []
-    for name, info in data.get("pods", {}).items():
-        parts.append(f"{name}: " + (info.get("queue") or "?" if info.get("reachable") else "DOES NOT ANSWER"))
-    return "pods: " + "; ".join(parts)

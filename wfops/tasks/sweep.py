@@ -13,6 +13,7 @@ from .. import watch as watching
 from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from ..command import PodCommand, call_once
 from ..errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
+from ..fleet_plan import shares
 from ..output import duration, quiet_note, table
 from ..results import metric_cells, status_metrics
 from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
@@ -128,10 +129,7 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
 
 def _start_fleet(settings, plan: dict, text: str, session: str, json: bool, left: str) -> None:
     data = fleet_sweep.start(settings, plan, text, session)
-    share = {n: [] for n in data["pods"]}
-    for rid, where in data["placed"].items():
-        for n in where:
-            share[n].append(rid)
+    share = {n: shares(data["placed"]).get(n, []) for n in data["pods"]}
 
     def human() -> str:
         lines = [f"started {data['sweep_id']} on {len(data['pods'])} pod(s): {len(data['placed'])} run(s){left}"]
