@@ -350,3 +350,10 @@ def fresh_fleet3(fleet3):
     fleet3.reset()
     yield fleet3
     fleet3.end_leftovers()
+
+
+@pytest.fixture
+def fleet_ready(fresh_fleet3, checked_out: Path):
+    """`fresh_fleet3` with every pod a copy of the session's checked-out pod (repo, venv, data: CHECKED_OUT)."""
+    fresh_fleet3.checked_out(checked_out)
+    return fresh_fleet3

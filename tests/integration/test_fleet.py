@@ -10,8 +10,6 @@ import shutil
 import socket
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_until
 from tests.fleet import Fleet
 from tests.realparts import free_port
@@ -39,10 +37,6 @@ def _sshd_logins(fleet: Fleet) -> list[int]:
     return [len(re.findall(r"Accepted publickey", p.sshd.log.read_text())) for p in fleet.pods]
 
 
-@pytest.fixture
-def fleet_ready(fresh_fleet3: Fleet, checked_out: Path) -> Fleet:
-    fresh_fleet3.checked_out(checked_out)
-    return fresh_fleet3
 
 
 def test_fan_out_runs_on_every_pod_with_one_login_each_and_a_dead_pod_does_not_hide_the_others(

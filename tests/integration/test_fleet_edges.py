@@ -13,8 +13,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
 from tests.integration.test_fleet import _config, _csv, _status
@@ -34,10 +32,6 @@ def _one_line(res: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-@pytest.fixture
-def fleet_ready(fresh_fleet3: Fleet, checked_out: Path) -> Fleet:
-    fresh_fleet3.checked_out(checked_out)
-    return fresh_fleet3
 
 
 def test_a_pod_down_at_sweep_start_starts_nothing_and_ledger_troubles_are_one_line(

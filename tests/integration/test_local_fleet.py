@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.fleet import Fleet, FleetPod
-from tests.realparts import pids_with_env
+from tests.realparts import pids_with_env, running
 from wfops.config import load_settings
 
 PROBE = 'echo "$HOME"; cd ~ && pwd; python3 -c "import os; print(os.path.expanduser(\'~\'))"\n'
@@ -32,14 +32,6 @@ def refuses(pod: FleetPod) -> bool:
             return False
     except ConnectionRefusedError:
         return True
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_three_pods_on_their_own_addresses_each_with_its_own_home(fresh_fleet3: Fleet):
@@ -68,13 +60,13 @@ def test_a_killed_pod_refuses_connections_and_its_processes_are_gone_until_it_is
     res = ssh(fleet, pod1, "bash -s", "tmux -L fleet new-session -d -s s 'sleep 300'\n"
                                       "setsid sleep 301 >/dev/null 2>&1 < /dev/null &\necho started\n")
     assert res.stdout == "started\n", res.stderr
-    running = pids_with_env("HOME", str(pod1.home))
-    assert len(running) >= 3  # tmux server, its sleep, the detached sleep: the scan finds them while they run
+    found = pids_with_env("HOME", str(pod1.home))
+    assert len(found) >= 3  # tmux server, its sleep, the detached sleep: the scan finds them while they run
     sshd_pid = pod1.sshd.proc.pid
 
     killed = fleet.kill(1)
-    assert sshd_pid in killed and set(running) <= set(killed)
-    assert not any(alive(pid) for pid in killed)
+    assert sshd_pid in killed and set(found) <= set(killed)
+    assert not any(running(pid) for pid in killed)
     assert not pod1.alive and refuses(pod1)
     for pod in (fleet.pods[0], fleet.pods[2]):
         assert ssh(fleet, pod, "echo up").stdout == "up\n"
@@ -107,7 +99,7 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
     finally:
         fleet.stop()
     assert fleet.pids() == []
-    assert not any(alive(pid) for pid in before)
+    assert not any(running(pid) for pid in before)
     assert all(refuses(p) for p in fleet.pods)
     assert hanging.wait(timeout=10) == 255  # the client saw its connection end
 

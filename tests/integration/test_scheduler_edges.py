@@ -197,14 +197,19 @@ def test_add_racing_the_end_of_the_queue_always_runs(local_swept: Pod):  # noqa:
 # ------------------------------------------------------------------ the inbox, damaged
 
 
-def test_a_damaged_inbox_file_is_reported_and_the_queue_goes_on(local_swept: Pod):  # noqa: F811 - the fixture
-    pod = local_swept
+def _inbox_of_a_running_sweep(pod: Pod) -> Path:
+    """The inbox of a sweep whose one run (`slow`, 5 s) is running."""
     pod.configure(TRAIN_LAUNCHER="python")
     pod.ok("sweep.start", "--csv", str(csv_file(pod, f"slow,{CFG},1,sleep=5,,\n")))
     wait_until(lambda: (pod.outputs / "slow" / "args.json").exists(), timeout=60, what="the first run")
-    sid = status(pod)["sweep"]["sweep_id"]
-    inbox = pod.outputs / "_manifests" / f"{sid}.inbox"
+    inbox = pod.outputs / "_manifests" / f"{status(pod)['sweep']['sweep_id']}.inbox"
     inbox.mkdir(exist_ok=True)
+    return inbox
+
+
+def test_a_damaged_inbox_file_is_reported_and_the_queue_goes_on(local_swept: Pod):  # noqa: F811 - the fixture
+    pod = local_swept
+    inbox = _inbox_of_a_running_sweep(pod)
     (inbox / "0000-torn.json").write_text('{"entries": [{"run_id": "x", "conf')
     pod.ok("sweep.add", "--csv", str(csv_file(pod, f"extra,{CFG},2,,,\n", "more.csv")))
     data = wait_sweep(pod)
@@ -216,12 +221,7 @@ def test_an_inbox_entry_without_a_config_does_not_kill_the_queue(local_swept: Po
     # BUG: an inbox file that parses but whose entry lacks keys (run_id/config) crashes the scheduler: the sweep
     # is lost and its running run with it
     pod = local_swept
-    pod.configure(TRAIN_LAUNCHER="python")
-    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"slow,{CFG},1,sleep=5,,\n")))
-    wait_until(lambda: (pod.outputs / "slow" / "args.json").exists(), timeout=60, what="the first run")
-    sid = status(pod)["sweep"]["sweep_id"]
-    inbox = pod.outputs / "_manifests" / f"{sid}.inbox"
-    inbox.mkdir(exist_ok=True)
+    inbox = _inbox_of_a_running_sweep(pod)
     (inbox / "0000-odd.json").write_text('{"entries": [{"run_id": "ghost"}]}')
     data = wait_sweep(pod)
     assert data["sweep"]["state"] == "completed", data["sweep"]
