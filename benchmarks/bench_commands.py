@@ -84,7 +84,7 @@ def read_only(env: dict, cold_env: dict, n: int, baseline: Path | None) -> list[
 
 def agent_start(outputs: Path, n: int) -> list[list[str]]:
     sys.path.insert(0, str(ROOT))
-    from wfops.render import AGENT_CALL, agent
+    from wfops.transport.render import AGENT_CALL, agent
 
     home = outputs / "_control" / "agent" / agent().sha
     request = json.dumps({"cmd": "noop", "pod": {"out": str(outputs)}, "prelude": {"command": "fsm.status"},
@@ -105,8 +105,8 @@ def agent_start(outputs: Path, n: int) -> list[list[str]]:
 def watch_refresh(work: Path, n: int) -> list[list[str]]:
     """What one --watch refresh costs: one more exec on the open session (here through the warm keeper)."""
     sys.path.insert(0, str(ROOT))
-    from wfops.command import PodCommand
-    from wfops.config import load_settings
+    from wfops.settings.load import load_settings
+    from wfops.transport.command import PodCommand
 
     settings = load_settings(work / "workflow.env")
     with PodCommand("sweep.status", settings) as cmd:

@@ -11,7 +11,7 @@ Prints two markdown tables (the numbers of docs/lium.md and the README's Lium pa
    with a cold resolution cache (one `lium ps`) and a warm one (no lium call) -- each command making its
    own SSH connection (`WF_PERSIST_SECS=0`), then the same with the connection kept warm between commands
    (`WF_PERSIST_SECS=300`, the default); then the resolution alone, in this process
-   (`wfops.pods.resolve`): a `lium ps` against the cache;
+   (`wfops.targets.lium_pods.resolve`): a `lium ps` against the cache;
 2. an outage: the API answers 502, 503 or 429 on every call, or hangs (`LIUM_LOOKUP_TIMEOUT_SECS=2`):
    the first `fsm.status` (it pays the failed lookup, then falls back to `OPS_DEFAULT_HOST`) and the next
    one (the failure is remembered: no lium call), with the number of `GET /pods` each made on the API
@@ -40,8 +40,8 @@ from tests.conftest import kill_tmux_server, make_pod, stop_keepers
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import start_sshd, stop_sshd
-from wfops import pods
-from wfops.config import parse_settings
+from wfops.settings.load import parse_settings
+from wfops.targets import lium_pods as pods
 
 
 def clock(fn: Callable[[], object]) -> float:
@@ -158,8 +158,8 @@ class Bench:
              spread(samples["cold_kept"])],
             ["with a warm connection: Lium target, warm cache (no lium call)", med(samples["warm_kept"]),
              spread(samples["warm_kept"])],
-            ["resolution in process (`wfops.pods.resolve`): `lium ps`", med(samples["inproc_ps"], "ms"), "-"],
-            ["resolution in process (`wfops.pods.resolve`): warm cache", med(samples["inproc_cache"], "ms"), "-"],
+            ["resolution in process (`lium_pods.resolve`): `lium ps`", med(samples["inproc_ps"], "ms"), "-"],
+            ["resolution in process (`lium_pods.resolve`): warm cache", med(samples["inproc_cache"], "ms"), "-"],
         ])
 
     # ------------------------------------------------------------------ table 2: an outage costs once

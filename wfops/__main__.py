@@ -1,3 +1,3 @@
-from .cli import main
+from wfops.cli import main
 
 main()

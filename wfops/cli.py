@@ -1,6 +1,6 @@
 """The `wfops` console script. Light on purpose: before the task tree is imported (invoke and every task module,
 most of a command's start-up), `prewarm` may start the target's keeper so that its SSH connection is made while
-this process imports (wfops.warm.prestart). The program itself is wfops.program.
+this process imports (wfops.transport.warm.prestart). The program itself is wfops.program.
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import sys
 
 
 def main() -> None:
-    from .prewarm import prewarm
+    from wfops.prewarm import prewarm
 
     prewarm(sys.argv[1:])
-    from .program import program
+    from wfops.program import program
 
     program.run()
 
 
 def __getattr__(name: str) -> object:  # `from wfops.cli import program` (as before the split) still works
     if name in ("program", "WfopsProgram", "usage_error"):
-        from . import program as module
+        from wfops import program as module
 
         return getattr(module, name)
     raise AttributeError(name)

@@ -7,7 +7,7 @@ The task layer (wfops.tasks._base) is the one place that turns them into `invoke
 from __future__ import annotations
 
 # The documented exit-code table (README "Exit codes"), defined once in the pod agent's vocabulary.
-from .agent.states import (
+from wfops.agent.states import (
     EXIT_CONFLICT,
     EXIT_CONNECT,
     EXIT_FAILED,

@@ -47,9 +47,9 @@ def prewarm(argv: list[str]) -> None:
     if not wanted(task):
         return
     try:
-        from .config import find_config, load_settings
-        from .target import ssh_target
-        from .warm import prestart
+        from wfops.settings.load import find_config, load_settings
+        from wfops.targets.target import ssh_target
+        from wfops.transport.warm import prestart
 
         settings = load_settings(find_config(config, Path.cwd(), os.environ, None))
         if settings.values["LIUM_TARGET"] or not settings["WF_PERSIST_SECS"]:

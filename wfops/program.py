@@ -16,10 +16,10 @@ import re
 
 from invoke import Argument, Exit, ParseError, Program
 
-from . import __version__
-from .errors import EXIT_USAGE
-from .tasks import ns
-from .tasks._base import CONFIG_HELP, CONFIG_SHORT
+from wfops import __version__
+from wfops.errors import EXIT_USAGE
+from wfops.tasks import ns
+from wfops.tasks._base import CONFIG_HELP, CONFIG_SHORT
 
 _ARG_REPR = re.compile(r"<\w+: (\w+)[^>]*>")  # invoke names an option by its Argument's repr
 

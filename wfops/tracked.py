@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import errors
-from .agent.states import STATE_EXIT
-from .config import Settings
-from .errors import UsageError
-from .shell import is_pod_name, qpath
+from wfops import errors
+from wfops.agent.states import STATE_EXIT
+from wfops.errors import UsageError
+from wfops.settings.load import Settings
+from wfops.transport.shell import is_pod_name, qpath
 
 
 def check_task_id(task_id: str | None) -> str:

@@ -13,8 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from .errors import UsageError
-from .output import visible
+from wfops.errors import UsageError
+from wfops.output import visible
 
 DEFAULT_SECS = 2.0
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen

@@ -12,10 +12,10 @@ import pytest
 from tests.conftest import Pod, wait_until
 from tests.integration.test_sweeps import local_swept, states, status, wait_sweep  # noqa: F401 - fixture
 from wfops.agent.states import EXIT_CONFLICT
-from wfops.command import PodCommand
-from wfops.config import load_settings
 from wfops.errors import WfopsError
-from wfops.sweep_model import exec_block, parse_csv, plan_runs, queue_entries
+from wfops.settings.load import load_settings
+from wfops.sweeps.model import exec_block, parse_csv, plan_runs, queue_entries
+from wfops.transport.command import PodCommand
 
 HEADER = "run_id,config,seed,overrides,notes\n"
 

@@ -99,8 +99,8 @@ def test_data_check_and_link_modes_and_a_clean_git_status(ssh_pod: Pod, training
 
 
 def test_keys_for_any_repo_in_the_config():
-    from wfops.config import parse_settings
     from wfops.errors import ConfigError
+    from wfops.settings.load import parse_settings
 
     s = parse_settings("OPS_REMOTE_REPO=/r\nTRAIN_WORKDIR=.\nBOOTSTRAP_SCRIPT=\nWANDB_SETUP_SCRIPT=\n", environ={})
     assert s.values["RUN_OUT_LOCAL_ROOT"] == "/r/./out" and s["BOOTSTRAP_SCRIPT"] == ""

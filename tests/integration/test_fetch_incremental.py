@@ -145,7 +145,7 @@ def _extractors(dest: Path) -> list[int]:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"wfops.fetch" in argv and str(dest).encode() in argv:
+            if b"wfops.artifacts.fetch" in argv and str(dest).encode() in argv:
                 pids.append(int(entry.name))
     return pids
 

@@ -114,7 +114,7 @@ def _fetch_held_mid_stream(pod: Pod) -> Iterator[tuple[subprocess.Popen, int]]:
     proc = _start(pod, "run.fetch", "big")
     extractor = None
     try:
-        extractor = wait_until(lambda: _child(proc.pid, "wfops.fetch"), timeout=60, interval=0.005,
+        extractor = wait_until(lambda: _child(proc.pid, "wfops.artifacts.fetch"), timeout=60, interval=0.005,
                                what="the fetch's extractor")
         os.kill(extractor, signal.SIGSTOP)
         wait_until(lambda: _pod_tar(pod), timeout=60, what="the pod's tar to start streaming")

@@ -34,7 +34,7 @@ def keepers(pod: Pod) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"wfops.keeper" in argv and any(a.startswith(str(pod.keeper_dir).encode()) for a in argv):
+        if b"wfops.transport.keeper" in argv and any(a.startswith(str(pod.keeper_dir).encode()) for a in argv):
             found.append(int(entry.name))
     return found
 
@@ -193,7 +193,7 @@ def test_no_secret_in_the_keepers_command_line_or_the_script_cache(ssh_pod: Pod)
     ssh_pod.ok("task.list")
     ssh_pod.ok("task.list")
     [pid] = keepers(ssh_pod)
-    assert b"wfops.keeper" in Path(f"/proc/{pid}/cmdline").read_bytes()  # the scan reads the right process
+    assert b"wfops.transport.keeper" in Path(f"/proc/{pid}/cmdline").read_bytes()  # the scan reads the right process
     assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
     cached = [p for p in (ssh_pod.home / ".cache" / "wfops" / "scripts").iterdir() if p.is_file()]
     assert cached and not [p for p in cached if secret in p.read_text()]

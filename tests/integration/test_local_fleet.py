@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.fleet import Fleet, FleetPod
 from tests.realparts import pids_with_env, running
-from wfops.config import load_settings
+from wfops.settings.load import load_settings
 
 PROBE = 'echo "$HOME"; cd ~ && pwd; python3 -c "import os; print(os.path.expanduser(\'~\'))"\n'
 

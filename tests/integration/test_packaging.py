@@ -84,7 +84,7 @@ def test_built_wheel_carries_and_finds_its_templates(local_pod: Pod, tmp_path):
                               str(wheel)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
     env = {**local_pod.env(), "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import wfops, wfops.render as r; print(wfops.__file__); "
+    where = subprocess.run([sys.executable, "-c", "import wfops, wfops.transport.render as r; print(wfops.__file__); "
                             "print(r.templates_dir())"], capture_output=True, text=True, env=env, cwd=tmp_path)
     module, templates = where.stdout.split()
     assert module.startswith(str(site)) and templates == str(site / "wfops" / "remote_templates")

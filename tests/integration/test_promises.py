@@ -204,8 +204,8 @@ def test_the_connection_sets_tcp_nodelay(sshd: SSHD):
     """TCP_NODELAY on the connection's socket (paramiko leaves it off): in process, where the socket is."""
     from fabric import Config, Connection
 
-    from wfops.remote import open_session
-    from wfops.target import Target
+    from wfops.targets.target import Target
+    from wfops.transport.session import open_session
 
     plain = Connection(sshd.host, user=sshd.user, port=sshd.port, config=Config(overrides={"load_ssh_configs": False}),
                        connect_kwargs={"key_filename": str(sshd.key), "look_for_keys": False, "allow_agent": False})
@@ -270,7 +270,7 @@ def test_interrupted_mutating_commands_say_what_to_check(pod: Pod, args: tuple[s
 # ------------------------------------------------------------------ configuration
 
 def test_a_bare_dollar_is_literal_and_single_quotes_are_literal():
-    from wfops.config import parse_settings
+    from wfops.settings.load import parse_settings
 
     s = parse_settings("WANDB_PROJECT=cost$ 5$x\nWANDB_GROUP='${HOME} $x'\nWANDB_ENTITY=${HOME}\n",
                        environ={"HOME": "/home/me", "x": "expanded"})

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
-from wfops.config import load_settings
-from wfops.sweep_model import fingerprint, parse_csv
+from wfops.settings.load import load_settings
+from wfops.sweeps.model import fingerprint, parse_csv
 
 HEADER = "run_id,config,seed,overrides,notes\n"
 

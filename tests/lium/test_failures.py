@@ -25,7 +25,7 @@ from tests.conftest import WFOPS, Result
 from tests.lium.conftest import LIUM, LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import free_port
-from wfops.lium import LiumUnreachable, error_from, up_interrupted
+from wfops.targets.lium_cli import LiumUnreachable, error_from, up_interrupted
 
 
 def one_line(err: str) -> str:

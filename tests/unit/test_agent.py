@@ -71,7 +71,8 @@ VOCABULARY = [*states.STATES, *states.TERMINAL, states.PENDING, states.RUNNING, 
 
 
 @pytest.mark.parametrize("path", sorted([*(WFOPS_DIR / "tasks").glob("*.py"), WFOPS_DIR / "tracked.py",
-                                         WFOPS_DIR / "fsm.py", WFOPS_DIR / "command.py", WFOPS_DIR / "render.py",
+                                         WFOPS_DIR / "transport" / "rules.py", WFOPS_DIR / "transport" / "command.py",
+                                         WFOPS_DIR / "transport" / "render.py",
                                          *(ROOT / "remote_templates").glob("*.j2")]), ids=lambda p: p.name)
 def test_states_and_pod_names_are_imported_not_repeated(path: Path):
     text = path.read_text()

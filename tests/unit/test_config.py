@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wfops.config import KEYS, find_config, load_settings, parse_settings
 from wfops.errors import EXIT_USAGE, ConfigError
+from wfops.settings.load import KEYS, find_config, load_settings, parse_settings
 
 
 def test_defaults_of_an_empty_file():
@@ -159,10 +159,10 @@ def test_unparseable_line_names_its_line(tmp_path):
 def test_the_example_file_lists_every_key_with_its_default():
     from pathlib import Path
 
-    from wfops.config import KEYS_BY_NAME, example_text
+    from wfops.settings.load import KEYS_BY_NAME, example_text
 
     example = Path(__file__).resolve().parents[2] / "workflow.env.example"
-    assert example.read_text() == example_text(), "regenerate: python -m wfops.config > workflow.env.example"
+    assert example.read_text() == example_text(), "regenerate: python -m wfops.settings.load > workflow.env.example"
     s = parse_settings(example.read_text(), environ={})
     assert s.warnings == ()
     defaults = parse_settings("", environ={})

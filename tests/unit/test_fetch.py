@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wfops import fetch
+from wfops.artifacts import fetch
 from wfops.errors import RemoteError
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from wfops import fleet, fleet_sweep
-from wfops.config import parse_settings
 from wfops.errors import ConfigError, ConnectError, NotFoundError, WfopsError
-from wfops.fleet_plan import PodLoad, PodQueue, Want, rebalance, spread
+from wfops.settings.load import parse_settings
+from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps.plan import PodLoad, PodQueue, Want, rebalance, spread
+from wfops.targets import fleet
 from wfops.tasks import _base
 
 

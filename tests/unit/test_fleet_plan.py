@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from wfops import fleet
-from wfops.config import parse_settings
 from wfops.errors import ConfigError, UsageError, WfopsError
-from wfops.fleet_plan import (
+from wfops.settings.load import parse_settings
+from wfops.sweeps.model import parse_csv
+from wfops.sweeps.plan import (
     PodLoad,
     PodQueue,
     Want,
@@ -19,8 +19,8 @@ from wfops.fleet_plan import (
     spread,
     stuck,
 )
-from wfops.sweep_model import parse_csv
-from wfops.target import resolve_target
+from wfops.targets import fleet
+from wfops.targets.target import resolve_target
 
 
 def settings(text: str):
@@ -131,7 +131,7 @@ def test_ledger_changes_take_turns(tmp_path):
     import threading
     import time
 
-    from wfops.fleet_sweep import ledger_lock
+    from wfops.sweeps.fleet import ledger_lock
 
     s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
     (tmp_path / ".fleet").mkdir()  # a fleet sweep's ledger is there (without one there is nothing to guard)
@@ -162,8 +162,8 @@ def test_bad_rendezvous_keys_are_one_line(line: str):
 
 def test_multi_node_runs_are_refused_by_sweep_add_and_sweep_retry_before_any_pod_is_asked(tmp_path):
     """Both refusals come before a connection: the fleet's hosts here do not exist (127.0.0.1 port 1)."""
-    from wfops import fleet_sweep
-    from wfops.fleet_ledger import save_ledger
+    from wfops.sweeps import fleet as fleet_sweep
+    from wfops.sweeps.ledger import save_ledger
 
     s = settings(f"OPS_HOSTS=root@127.0.0.1:1,root@127.0.0.1:2\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
     save_ledger(s, {"sweep_id": "sweep-20261201T000000Z", "created_at": "", "order": ["mn"],

@@ -1,4 +1,4 @@
-"""The target cache and host-key pin checks of wfops.pods, and the ssh_config block of pod.ssh-config."""
+"""The target cache and host-key pin checks of wfops.targets.lium_pods, and the ssh_config block of pod.ssh-config."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from wfops import pods
-from wfops.config import parse_settings
-from wfops.target import Target
+from wfops.settings.load import parse_settings
+from wfops.targets import lium_pods as pods
+from wfops.targets.target import Target
 from wfops.tasks.pod import replace_block, ssh_config_block
 
 ROW = {"id": "11111111-1111-4111-8111-111111111111", "name": "train", "huid": "calm-fox-0a", "status": "RUNNING"}

@@ -1,4 +1,5 @@
-"""Pure helpers of wfops.lium: pod selection, ssh_cmd parsing, error envelopes, key discovery, pod.up args."""
+"""Pure helpers of wfops.targets.lium_cli: pod selection,
+ ssh_cmd parsing, error envelopes, key discovery, pod.up args."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wfops.errors import EXIT_LIUM, LiumError, NotFoundError, UsageError
-from wfops.lium import (
+from wfops.targets.lium_cli import (
     LiumFailure,
     LiumUnreachable,
     error_from,
@@ -210,7 +211,7 @@ def test_ttl_words():
 
 
 def test_every_lium_call_is_non_interactive_json_without_a_lingering_master():
-    from wfops.lium import LiumCLI
+    from wfops.targets.lium_cli import LiumCLI
 
     env = LiumCLI("/x/lium", {"PATH": "/x", "LIUM_NONINTERACTIVE": "0", "LIUM_API_KEY": "k"}).env()
     assert {k: env[k] for k in ("LIUM_NONINTERACTIVE", "LIUM_OUTPUT", "LIUM_SSH_PERSIST",

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from wfops.config import parse_settings
 from wfops.errors import ConfigError, RemoteError
-from wfops.prepare import plan_checkout
+from wfops.preparation import plan_checkout
+from wfops.settings.load import parse_settings
 
 FACTS = {
     "repo": {"path": "/r", "exists": True, "is_git": True, "empty": False, "head": "a" * 40, "branch": "main",

@@ -1,12 +1,13 @@
 """The pure parts of issue 12's results: metrics parsed on the pod (wfops/agent/metrics.py), the line filters of
-run.logs (wfops/agent/logs.py), and the metric columns, order and report rows of the client (wfops/results.py)."""
+run.logs (wfops/agent/logs.py), and the metric columns, order and report rows of the client
+(wfops/sweeps/metrics.py)."""
 
 from __future__ import annotations
 
 import json
 
-from wfops import results
 from wfops.agent import logs, metrics
+from wfops.sweeps import metrics as results
 
 
 def test_metrics_from_the_log_keep_rank_0_and_skip_what_is_no_number(tmp_path):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from wfops.agent import outcome, runs, slots
-from wfops.config import parse_settings
 from wfops.errors import UsageError
 from wfops.output import quiet_note
-from wfops.sweep_model import fingerprint, parse_csv, train_args
+from wfops.settings.load import parse_settings
+from wfops.sweeps.model import fingerprint, parse_csv, train_args
 
 
 def drain(order: slots.Order, table: slots.Slots, durations: dict[str, int]) -> list[tuple[int, str]]:
@@ -143,7 +143,7 @@ def test_gpus_column_optional_seed_and_common_overrides():
     assert parse_csv("run_id,config\na,c.py\n", injected=("out_dir",))[0].seed is None
     s = settings(SWEEP_COMMON_OVERRIDES="lr=1 batch=2", TRAIN_INJECT="seed")
     run = parse_csv("run_id,config,seed,overrides\na,c.py,7,batch=8\n")[0]
-    from wfops.sweep_model import common_overrides
+    from wfops.sweeps.model import common_overrides
 
     assert train_args(s, run, "g", common_overrides(s)) == ["seed=7", "lr=1", "batch=8"]
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from wfops.agent import outcome, slots
-from wfops.config import parse_settings
 from wfops.errors import UsageError
-from wfops.sweep_model import fingerprint, parse_csv
+from wfops.settings.load import parse_settings
+from wfops.sweeps.model import fingerprint, parse_csv
 
 HEADER = "run_id,config,seed,overrides,notes,gpus\n"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wfops.config import parse_settings
 from wfops.errors import UsageError
-from wfops.sweep_model import TEMPLATE_CSV, parse_csv, select_runs, train_args
+from wfops.settings.load import parse_settings
+from wfops.sweeps.model import TEMPLATE_CSV, parse_csv, select_runs, train_args
 
 HEADER = "run_id,config,seed,overrides,notes\n"
 

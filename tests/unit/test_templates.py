@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests import realparts
-from wfops import fsm
-from wfops.command import PodCommand
-from wfops.config import parse_settings
-from wfops.render import json_line, templates_dir
-from wfops.target import Target
+from wfops.settings.load import parse_settings
+from wfops.targets.target import Target
+from wfops.transport import rules as fsm
+from wfops.transport.command import PodCommand
+from wfops.transport.render import json_line, templates_dir
 
 EXPR = re.compile(r"{{(.*?)}}", re.S)
 SAFE_FILTERS = ("| q", "| qpath", "| int")

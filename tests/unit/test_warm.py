@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from wfops import warm
 from wfops.errors import ConfigError, ConnectError
-from wfops.target import Target
+from wfops.targets.target import Target
+from wfops.transport import warm
 
 
 def ssh(**kw) -> Target:

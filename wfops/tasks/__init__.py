@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import config, connection, fsm, pod, prep, run, sweep, task
+from wfops.tasks import config, connection, fsm, pod, prep, run, sweep, task
 
 ns = Collection("wfops", prep.bootstrap, prep.checkout, connection.disconnect)
 for _sub in (config.ns, fsm.ns, pod.ns, task.ns, sweep.ns, run.ns):

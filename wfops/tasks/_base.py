@@ -25,10 +25,11 @@ from invoke import Exit, Task, task
 from invoke.parser import Argument
 from invoke.parser.parser import ParseMachine
 
-from .. import fleet, remote
-from ..config import Settings, find_config, load_settings
-from ..errors import EXIT_FAILED, UsageError, WfopsError
-from ..output import to_json, visible
+from wfops.errors import EXIT_FAILED, UsageError, WfopsError
+from wfops.output import to_json, visible
+from wfops.settings.load import Settings, find_config, load_settings
+from wfops.targets import fleet
+from wfops.transport import session as remote
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
 CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
@@ -163,7 +164,7 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
       or SIGTERM stops it after its request reached the pod; `{name}` is replaced by the task's argument.
     - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "".
     - `fleet=True`: on a config that names a fleet (LIUM_TARGETS / OPS_HOSTS, no WF_POD), the task runs on every
-      pod at once (wfops.fleet.run_each) and prints one section per pod (`--json`: {"pods": [...]}); the exit
+      pod at once (wfops.targets.fleet.run_each) and prints one section per pod (`--json`: {"pods": [...]}); the exit
       code is the worst pod's. A task without it refuses a fleet config unless WF_POD picks a pod.
     """
 

@@ -7,11 +7,11 @@ from typing import Any
 import yaml as pyyaml
 from invoke import Collection
 
-from .. import fleet
-from ..errors import WfopsError
-from ..output import table, to_json
-from ..target import resolve_target
-from ._base import JSON_HELP, settings_for, wftask
+from wfops.errors import WfopsError
+from wfops.output import table, to_json
+from wfops.targets import fleet
+from wfops.targets.target import resolve_target
+from wfops.tasks._base import JSON_HELP, settings_for, wftask
 
 
 def _describe_target(settings: Any) -> dict[str, object]:

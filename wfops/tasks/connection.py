@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import warm
-from ..target import resolve_target
-from ._base import settings_for, wftask
+from wfops.targets.target import resolve_target
+from wfops.tasks._base import settings_for, wftask
+from wfops.transport import warm
 
 
 @wftask(help={"all": "close every warm connection of yours, whatever its target (no config needed)"})

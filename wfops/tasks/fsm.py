@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from .. import fsm
-from ..command import call_once
-from ..output import pairs, table
-from ._base import JSON_HELP, emit, settings_for, wftask
+from wfops.output import pairs, table
+from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.transport import rules as fsm
+from wfops.transport.command import call_once
 
 
 def _human(data: dict) -> str:

@@ -2,7 +2,7 @@
 until SSH answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors.
 
 `pod.status` and `pod.wait` work for every target (Lium, OPS_DEFAULT_HOST, local); `pod.up` and
-`pod.down` rent and remove Lium pods through the lium CLI (wfops.lium). See docs/lium.md.
+`pod.down` rent and remove Lium pods through the lium CLI (wfops.targets.lium_cli). See docs/lium.md.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 from invoke import Collection
 
-from .. import pods
-from ..command import PodCommand
-from ..config import KEYS_BY_NAME, Settings
-from ..errors import ConflictError, ConnectError, LiumError, NotFoundError, UsageError, WfopsError
-from ..lium import (
+from wfops.errors import ConflictError, ConnectError, LiumError, NotFoundError, UsageError, WfopsError
+from wfops.output import pairs
+from wfops.settings.load import KEYS_BY_NAME, Settings
+from wfops.targets import lium_pods as pods
+from wfops.targets.lium_cli import (
     INSTALL_HINT,
     LiumCLI,
     LiumFailure,
@@ -36,10 +36,10 @@ from ..lium import (
     row_items,
     up_argv,
 )
-from ..output import pairs
-from ..target import LOCAL, Target, parse_host, resolve_target
-from . import _base
-from ._base import JSON_HELP, emit, settings_for, wftask
+from wfops.targets.target import LOCAL, Target, parse_host, resolve_target
+from wfops.tasks import _base
+from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.transport.command import PodCommand
 
 UP_TIMEOUT_SECS = 900  # lium up's own default budget: find, rent, wait for the pod
 EXIT_INTERRUPTED = 130  # Ctrl-C, as the task boundary reports it
@@ -509,7 +509,7 @@ def down(c, yes=False, force=False, json=False, config=None):
         raise
     pods.forget(value, pod_id=str(row["id"]), environ=lium_environ(settings.values))
     if res.target is not None:  # the keeper of a removed pod would idle for WF_PERSIST_SECS
-        from .. import warm
+        from wfops.transport import warm
 
         warm.stop(warm.socket_path(res.target, warm.private_dir(create=False)))
     gone = (removed.get("removed") or [{}])[0] if isinstance(removed, dict) else {}

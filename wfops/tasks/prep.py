@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from ..command import PodCommand, call_once
-from ..output import pairs, to_json, visible
-from ..prepare import plan_checkout, require_repo_url
-from ._base import JSON_HELP, emit, settings_for, wftask
+from wfops.output import pairs, to_json, visible
+from wfops.preparation import plan_checkout, require_repo_url
+from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.transport.command import PodCommand, call_once
 
 
 @wftask(help={"json": JSON_HELP}, fleet=True,

@@ -7,17 +7,18 @@ import csv
 import sys
 from pathlib import Path
 
-from .. import fleet, fleet_sweep
-from ..agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
-from ..attach import attach
-from ..command import PodCommand
-from ..config import Settings
-from ..errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
-from ..output import duration, table, visible
-from ..results import choose_columns, fmt, report_columns, report_header, report_row, report_sort
-from ..sweep_model import check_run_id
-from ..tracked import check_task_id
-from ._base import JSON_HELP, emit, settings_for, wftask
+from wfops.agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
+from wfops.errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
+from wfops.output import duration, table, visible
+from wfops.settings.load import Settings
+from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps.metrics import choose_columns, fmt, report_columns, report_header, report_row, report_sort
+from wfops.sweeps.model import check_run_id
+from wfops.targets import fleet
+from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.tracked import check_task_id
+from wfops.transport.attach import attach
+from wfops.transport.command import PodCommand
 
 REPORT_EXTRA = "wfops[report]"
 
@@ -124,10 +125,10 @@ def wait(c, timeout_secs=None, json=False, config=None):
     9 gave up waiting (--timeout-secs); 5 no sweep was started. On a fleet it waits on every pod's queue at once
     and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
-    from .sweep import _status_text
+    from wfops.tasks.sweep import _status_text
 
     settings = settings_for(c, config)
-    if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.fleet_sweep.wait)
+    if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
         data = fleet_sweep.wait(settings, timeout_secs, list(settings["METRIC_PATTERNS"]))
     else:
         with PodCommand("sweep.wait", settings) as cmd:

@@ -6,9 +6,9 @@ import sys
 
 from invoke import Collection
 
-from .. import fleet_sweep
-from ..transfer import check_request, fetch_runs, report
-from ._base import on_fleet, settings_for, wftask
+from wfops.artifacts.transfer import check_request, fetch_runs, report
+from wfops.sweeps import fleet as fleet_sweep
+from wfops.tasks._base import on_fleet, settings_for, wftask
 
 
 @wftask(positional=["run_id"], help={
@@ -32,6 +32,6 @@ def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
 
 ns = Collection("run", fetch)
 
-from .results import logs  # noqa: E402 - run.logs
+from wfops.tasks.results import logs  # noqa: E402 - run.logs
 
 ns.add_task(logs)

@@ -8,16 +8,18 @@ from pathlib import Path
 
 from invoke import Collection
 
-from .. import __version__, fleet, fleet_sweep
-from .. import watch as watching
-from ..agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
-from ..command import PodCommand, call_once
-from ..errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
-from ..fleet_plan import shares
-from ..output import duration, quiet_note, table
-from ..results import metric_cells, status_metrics
-from ..sweep_model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
-from ._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
+from wfops import __version__
+from wfops import watch as watching
+from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
+from wfops.output import duration, quiet_note, table
+from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps.metrics import metric_cells, status_metrics
+from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
+from wfops.sweeps.plan import shares
+from wfops.targets import fleet
+from wfops.tasks._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
+from wfops.transport.command import PodCommand, call_once
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
 TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
@@ -336,7 +338,7 @@ def stop(c, timeout_secs=None, json=False, config=None):
 ns = Collection("sweep", template, validate, start, add, retry, status, stop, rebalance)
 ns.add_task(list_, name="list")
 
-from . import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)
+from wfops.tasks import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)
 
 ns.add_task(_results.report)
 ns.add_task(_results.wait)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from .. import watch as watching
-from ..agent.states import TERMINAL
-from ..command import PodCommand, call_once
-from ..errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
-from ..output import duration, pairs, quiet_note, table
-from ..tracked import check_task_id, check_workdir, command_script, exit_code_for
-from ._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
+from wfops import watch as watching
+from wfops.agent.states import TERMINAL
+from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
+from wfops.output import duration, pairs, quiet_note, table
+from wfops.tasks._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
+from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
+from wfops.transport.command import PodCommand, call_once
 
 ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with a letter or digit"
 
@@ -125,7 +125,7 @@ def list_(c, limit=20, json=False, config=None):
 ns = Collection("task", run, status, wait)
 ns.add_task(list_, name="list")
 
-from . import results as _results  # noqa: E402 - task.logs and task.attach
+from wfops.tasks import results as _results  # noqa: E402 - task.logs and task.attach
 
 ns.add_task(_results.task_logs, name="logs")
 ns.add_task(_results.task_attach, name="attach")

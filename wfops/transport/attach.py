@@ -1,5 +1,5 @@
 """An interactive terminal on the pod's tmux session (sweep.attach, task.attach), through the command's target:
-the same connection factory, host keys and Lium address as every other command (wfops.remote), or plain
+the same connection factory, host keys and Lium address as every other command (wfops.transport.session), or plain
 bash for the `local` target. Detach with tmux's own keys (Ctrl-b d); the sweep or task goes on.
 """
 
@@ -12,10 +12,10 @@ import signal
 import subprocess
 import sys
 
-from .config import Settings
-from .errors import NotFoundError, RemoteError, UsageError
-from .remote import SSHLink
-from .target import resolve_target
+from wfops.errors import NotFoundError, RemoteError, UsageError
+from wfops.settings.load import Settings
+from wfops.targets.target import resolve_target
+from wfops.transport.session import SSHLink
 
 NO_SESSION, NO_WINDOW = 65, 66  # exit codes of the attach script when there is nothing to attach to
 

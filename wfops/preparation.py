@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .config import Settings
-from .errors import ConfigError, RemoteError
+from wfops.errors import ConfigError, RemoteError
+from wfops.settings.load import Settings
 
 TORCH_MIN = (2, 3)
 FINEWEB_PAIR = ("fineweb_train_*.bin", "fineweb_val_*.bin")  # the default DATA_CHECK

@@ -1,10 +1,11 @@
 """The keeper: a small background process that holds one Fabric connection to one target open.
 
-    python -m wfops.keeper SOCKET_PATH      (started by wfops.warm; the order arrives as JSON on stdin)
+    python -m wfops.transport.keeper SOCKET_PATH   (started by wfops.transport.warm;
+    the order arrives as JSON on stdin)
 
-It connects (through wfops.remote, the one connection factory), binds SOCKET_PATH (mode 600, in the private
+It connects (through wfops.transport.session, the one connection factory), binds SOCKET_PATH (mode 600, in the private
 directory), prints `{"ok": true}` (or the connection error) on stdout and serves: every accepted client whose
-uid is ours gets one `bash -s` channel for one script, relayed frame by frame (wfops.warm). A connection that
+uid is ours gets one `bash -s` channel for one script, relayed frame by frame (wfops.transport.warm). A connection that
 died under it (the pod rebooted, sshd restarted, the keepalive found it frozen) is made again for the next
 request — before anything was sent on it, so no script runs twice. It exits when idle for the persist time
 (the latest a client sent), when asked (`wfops disconnect`), or when a client's fingerprint says the target now
@@ -21,9 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-from . import remote, warm
-from .errors import ConnectError, WfopsError
-from .target import Target
+from wfops.errors import ConnectError, WfopsError
+from wfops.targets.target import Target
+from wfops.transport import session as remote
+from wfops.transport import warm
 
 ACCEPT_POLL_SECS = 0.5
 

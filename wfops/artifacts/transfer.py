@@ -1,8 +1,8 @@
 """run.fetch: what to ask the pod for, the one exec that streams it, and what to tell the user.
 
 One connection (the warm keeper's, or this command's own), one exec: the request carries this machine's index
-of the runs (wfops.fetch.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
-and the extractor puts each file in place as it completes (wfops.fetch.TarReceiver).
+of the runs (wfops.artifacts.fetch.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
+and the extractor puts each file in place as it completes (wfops.artifacts.fetch.TarReceiver).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .command import PodCommand
-from .config import Settings
-from .errors import UsageError
-from .fetch import TarReceiver, local_index
-from .shell import is_pod_name
+from wfops.artifacts.fetch import TarReceiver, local_index
+from wfops.errors import UsageError
+from wfops.settings.load import Settings
+from wfops.transport.command import PodCommand
+from wfops.transport.shell import is_pod_name
 
 SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}")  # sweep-<UTC time>[-suffix]: no '/', no '.'
 

@@ -6,7 +6,7 @@ pod applies them under a lock. This module re-exports them for the task modules 
 
 from __future__ import annotations
 
-from .agent.states import (  # noqa: F401 - re-exported
+from wfops.agent.states import (  # noqa: F401 - re-exported
     ANY,
     BOOTSTRAPPED,
     CHECKED_OUT,
@@ -18,7 +18,7 @@ from .agent.states import (  # noqa: F401 - re-exported
     SWEEP_RUNNING,
     Rule,
 )
-from .errors import UsageError
+from wfops.errors import UsageError
 
 
 def rule(command: str) -> Rule:

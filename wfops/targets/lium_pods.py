@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .errors import ConfigError, ConnectError
-from .lium import (
+from wfops.errors import ConfigError, ConnectError
+from wfops.settings.load import Settings
+from wfops.targets.lium_cli import (
     INSTALL_HINT,
     LiumCLI,
     LiumFailure,
@@ -49,7 +49,7 @@ from .lium import (
     select_pod,
     ssh_insecure,
 )
-from .target import Target, ssh_target
+from wfops.targets.target import Target, ssh_target
 
 CACHE_TTL_SECS = 60
 DOWN_TTL_SECS = 30  # a failed lookup (API down) is remembered this long: an outage costs once
@@ -333,7 +333,7 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
 
 
 def resolve_lium_target(settings: Settings) -> Target:
-    """The target of every pod command when LIUM_TARGET is set (see wfops.target.resolve_target)."""
+    """The target of every pod command when LIUM_TARGET is set (see wfops.targets.target.resolve_target)."""
     target = resolve(settings).target
     assert target is not None
     return target

@@ -17,10 +17,10 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .agent.states import ALL_GPUS
-from .config import Settings, is_gpus_request
-from .errors import UsageError
-from .shell import is_pod_name
+from wfops.agent.states import ALL_GPUS
+from wfops.errors import UsageError
+from wfops.settings.load import Settings, is_gpus_request
+from wfops.transport.shell import is_pod_name
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus", "nodes")
 MAX_NODES = 64

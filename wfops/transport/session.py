@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import warm
-from .errors import ConfigError, ConnectError, RemoteError, WfopsError
-from .output import visible
-from .target import Target
+from wfops.errors import ConfigError, ConnectError, RemoteError, WfopsError
+from wfops.output import visible
+from wfops.targets.target import Target
+from wfops.transport import warm
 
 KEEPALIVE_SECS = 15  # a keepalive that wants a reply, every 15 s ...
 KEEPALIVE_MISSED = 3  # ... and a peer silent for 3 of them is dead (found 45-55 s after it froze)
@@ -329,7 +329,8 @@ class SSHSession:
 
 
 class KeeperSession:
-    """Scripts run through the target's keeper (wfops/keeper.py), started if none answers: no SSH handshake when
+    """Scripts run through the target's keeper (wfops/transport/keeper.py), started if none answers: no SSH handshake
+    when
     it is warm, and no paramiko or fabric import in this process."""
 
     def __init__(self, target: Target, redact: Redactor, persist: float) -> None:

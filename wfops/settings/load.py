@@ -19,9 +19,9 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
-from .agent.states import ALL_GPUS, CONTROL_DIR, FAILURE_CLASSES, STATE_FILE
-from .errors import ConfigError
-from .shell import qpath
+from wfops.agent.states import ALL_GPUS, CONTROL_DIR, FAILURE_CLASSES, STATE_FILE
+from wfops.errors import ConfigError
+from wfops.transport.shell import qpath
 
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"
 DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
@@ -243,7 +243,7 @@ def find_config(explicit: str | None, cwd: Path, environ: Mapping[str, str],
                 consumer_default: str | None = None) -> Path:
     """--config > $WORKFLOW_CONFIG > the consumer's invoke config > ./workflow.env > infra_scripts/workflow.env."""
     for origin, candidate in (("--config", explicit), (CONFIG_ENV_VAR, environ.get(CONFIG_ENV_VAR)),
-                              ("wfops.config", consumer_default)):
+                              ("wfops.settings.load", consumer_default)):
         if candidate:
             path = (cwd / os.path.expanduser(candidate)).resolve()
             if not path.is_file():
@@ -610,5 +610,5 @@ def example_text() -> str:
     return "\n".join(out) + "\n"
 
 
-if __name__ == "__main__":  # python -m wfops.config > workflow.env.example
+if __name__ == "__main__":  # python -m wfops.settings.load > workflow.env.example
     print(example_text(), end="")

@@ -1,11 +1,12 @@
 """One sweep over a fleet: each pod's agent runs its share; this machine keeps the ledger of who runs what.
 
-sweep.start asks every pod for its free GPU slots (`fleet-facts`), spreads the runs (wfops.fleet_plan), checks
+sweep.start asks every pod for its free GPU slots (`fleet-facts`), spreads the runs (wfops.sweeps.plan), checks
 that the pods of a multi-node run reach its rendezvous (`net-listen` on node 0, `net-probe` on the others), and
 starts each pod's share under one sweep id. The ledger, `LOCAL_ARTIFACTS_DIR/.fleet/<sweep id>.json`, records
 each run's pod, its queue entry and its last seen state: sweep.status joins the pods' rows by it, and
 sweep.rebalance moves runs that have not started (from an unreachable pod, or stuck behind a busy one) with
-`sweep-withdraw` on the pod they leave and `sweep-add` on the pod they join (the ledger itself: wfops.fleet_ledger). One
+`sweep-withdraw` on the pod they leave and `sweep-add` on the pod they join (the ledger itself: wfops.sweeps.ledger).
+One
 connection per pod per command.
 """
 
@@ -17,13 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
-from . import fleet
-from .agent.states import LOST, PENDING, RUNNING, TERMINAL, UNKNOWN
-from .command import PodCommand
-from .config import Settings
-from .errors import ConflictError, ConnectError, NotFoundError, WfopsError
-from .fleet_ledger import ledger_lock, load_ledger, save_ledger
-from .fleet_plan import (
+from wfops.agent.states import LOST, PENDING, RUNNING, TERMINAL, UNKNOWN
+from wfops.errors import ConflictError, ConnectError, NotFoundError, WfopsError
+from wfops.settings.load import Settings
+from wfops.sweeps.ledger import ledger_lock, load_ledger, save_ledger
+from wfops.sweeps.model import exec_block
+from wfops.sweeps.plan import (
     PodLoad,
     PodQueue,
     Want,
@@ -36,7 +36,8 @@ from .fleet_plan import (
     spread,
     totals,
 )
-from .sweep_model import exec_block
+from wfops.targets import fleet
+from wfops.transport.command import PodCommand
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)

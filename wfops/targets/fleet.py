@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Settings
-from .errors import ConfigError, WfopsError
-from .output import visible
+from wfops.errors import ConfigError, WfopsError
+from wfops.output import visible
+from wfops.settings.load import Settings
 
 POD_ENV = "WF_POD"  # pick one member for a command: WF_POD=NAME inv run.logs r1
 LIUM = "lium"

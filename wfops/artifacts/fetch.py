@@ -2,7 +2,7 @@
 
 The client sends what it has of each run (size and mtime per file, or size and sha256 with `--hash`); the pod
 agent (wfops/agent/fetching.py) lists what differs and the pod's `tar c` streams those files into the SSH
-channel. This side pipes the stream into an extractor process (`python -m wfops.fetch STAGING DEST RUN_ID...`)
+channel. This side pipes the stream into an extractor process (`python -m wfops.artifacts.fetch STAGING DEST RUN_ID...`)
 that unpacks member by member with tarfile's `data` filter (no absolute paths, no `..`, no links), refuses
 anything outside the requested runs, and moves each complete file into place (one rename, with the pod's
 mtime): a fetch that is interrupted keeps every file it finished, and the next fetch sends only the rest.
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import RemoteError
+from wfops.errors import RemoteError
 
 READ_SIZE = 1024 * 1024
 PROGRESS_MIN_BYTES = 20 * 1024 * 1024
@@ -157,7 +157,8 @@ class TarReceiver:
         dest_root.mkdir(parents=True, exist_ok=True)
         remove_abandoned_staging(dest_root)
         self.staging, self.lock_fd = claim_staging(dest_root)
-        self.argv = [sys.executable, "-m", "wfops.fetch", str(self.staging), str(dest_root), *sorted(expected or ())]
+        self.argv = [sys.executable, "-m", "wfops.artifacts.fetch", str(self.staging), str(dest_root),
+                     *sorted(expected or ())]
         self.proc: subprocess.Popen | None = None  # started when there is something to unpack (`start`)
         self.start_lock = threading.Lock()
         self.extractor_gone = False

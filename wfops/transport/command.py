@@ -8,7 +8,8 @@
 travels on the agent's stdin, never in argv. Every script extends `_command.sh.j2` (python, the command lock).
 The agent itself is sent only to a pod that asks for it (`@wfops-need agent`), on the same stdin.
 
-The session is the target's warm keeper when WF_PERSIST_SECS > 0 (wfops.warm, wfops.keeper), else a connection
+The session is the target's warm keeper when WF_PERSIST_SECS > 0 (wfops.transport.warm, wfops.transport.keeper), else a
+connection
 of this process alone.
 """
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import sys
 
-from . import fsm
-from .agent import states
-from .config import Settings
-from .errors import ConnectError
-from .remote import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
-from .render import NEED_AGENT, agent, b64, json_line, render
-from .target import Target, resolve_target
+from wfops.agent import states
+from wfops.errors import ConnectError
+from wfops.settings.load import Settings
+from wfops.targets.target import Target, resolve_target
+from wfops.transport import rules as fsm
+from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
+from wfops.transport.session import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
 
 LOCK_WAIT_SECS = 10
 
@@ -45,7 +46,9 @@ class PodCommand:
         try:
             self.session = open_session(self.target, self.redact, self.persist)
         except ConnectError:
-            from .pods import resolve_again  # a cached Lium address may be stale (the pod moved): look once more
+            from wfops.targets.lium_pods import (
+                resolve_again,  # a cached Lium address may be stale (the pod moved): look once more
+            )
 
             fresh = resolve_again(self.settings, self.target)
             if fresh is None:

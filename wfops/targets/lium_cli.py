@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_LIUM, LiumError, NotFoundError, UsageError
+from wfops.errors import EXIT_LIUM, LiumError, NotFoundError, UsageError
 
 # The environment every lium call gets on top of ours: JSON in and out, no prompts, no lingering
 # ControlMaster, no self-update check.

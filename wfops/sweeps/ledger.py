@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import Settings
-from .errors import NotFoundError, WfopsError
+from wfops.errors import NotFoundError, WfopsError
+from wfops.settings.load import Settings
 
 LEDGER_DIR = ".fleet"
 LATEST = "latest"

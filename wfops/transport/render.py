@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__
-from .agent.launch import call_for
-from .shell import q, qpath
+from wfops import __version__
+from wfops.agent.launch import call_for
+from wfops.transport.shell import q, qpath
 
 BASE_TEMPLATE = "_command.sh.j2"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # wfops/
 
 
 def templates_dir() -> Path:
-    here = Path(__file__).resolve().parent
+    here = PACKAGE_DIR
     for candidate in (here / "remote_templates", here.parent / "remote_templates"):
         if (candidate / BASE_TEMPLATE).is_file():
             return candidate
@@ -107,7 +108,7 @@ class Agent:
 
 
 def agent_sources() -> list[Path]:
-    return sorted((Path(__file__).resolve().parent / "agent").glob("*.py"))
+    return sorted((PACKAGE_DIR / "agent").glob("*.py"))
 
 
 @lru_cache(maxsize=1)

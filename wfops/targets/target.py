@@ -1,6 +1,6 @@
 """Which machine a command talks to: LIUM_TARGET, else OPS_DEFAULT_HOST, else an error. Pure.
 
-A Target is a value that carries connection parameters only; wfops.remote turns it into a session and
+A Target is a value that carries connection parameters only; wfops.transport.session turns it into a session and
 PodCommand accepts one explicitly, so a command over several pods (a sweep fanned out, a multi-node
 torchrun) is a loop over Targets, not a new abstraction.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from wfops.errors import ConfigError
 
 if TYPE_CHECKING:  # the keeper process needs Target alone, not the config machinery (dotenv) behind Settings
-    from .config import Settings
+    from wfops.settings.load import Settings
 
 LOCAL = "local"
 _HOSTPORT_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
@@ -73,11 +73,13 @@ def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
 
 def resolve_target(settings: Settings) -> Target:
     if settings.get("LIUM_TARGETS") or settings.get("OPS_HOSTS"):
-        from .fleet import one_pod_only
+        from wfops.targets.fleet import one_pod_only
 
         raise one_pod_only(settings)
     if settings.values["LIUM_TARGET"]:
-        from .pods import resolve_lium_target  # the lium path needs the CLI; keep it out of pure imports
+        from wfops.targets.lium_pods import (
+            resolve_lium_target,  # the lium path needs the CLI; keep it out of pure imports
+        )
 
         return resolve_lium_target(settings)
     if settings.values["OPS_DEFAULT_HOST"]:

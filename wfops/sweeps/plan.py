@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .agent.states import (
+from wfops.agent.states import (
     ALL_GPUS,
     CANCELLED,
     FAILED,
@@ -26,8 +26,8 @@ from .agent.states import (
     TIMED_OUT,
     UNKNOWN,
 )
-from .errors import UsageError
-from .sweep_model import NODE_SUFFIX
+from wfops.errors import UsageError
+from wfops.sweeps.model import NODE_SUFFIX
 
 WORST_FIRST = (FAILED, TIMED_OUT, LOST, CANCELLED, UNKNOWN, PENDING, RUNNING, SKIPPED, SUCCESS)
 

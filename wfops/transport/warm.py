@@ -1,9 +1,9 @@
 """Warm connections, the client side: find (or start) the keeper of a target and run scripts through it.
 
-A keeper (`python -m wfops.keeper`, see wfops/keeper.py) holds one Fabric connection to one target open for
-WF_PERSIST_SECS after its last use, like OpenSSH's ControlPersist. Commands reach it over a Unix socket in a
-private directory: `$WFOPS_KEEPER_DIR`, else `$XDG_RUNTIME_DIR/wfops`, else `/tmp/wfops-<uid>`; the directory
-must be ours and mode 700 (anything else is refused), and each side checks the other's uid (SO_PEERCRED).
+A keeper (`python -m wfops.transport.keeper`, see wfops/transport/keeper.py) holds one Fabric connection to one
+target open for WF_PERSIST_SECS after its last use, like OpenSSH's ControlPersist. Commands reach it over a
+Unix socket in a private directory: `$WFOPS_KEEPER_DIR`, else `$XDG_RUNTIME_DIR/wfops`, else `/tmp/wfops-<uid>`; the
+directory must be ours and mode 700 (anything else is refused), and each side checks the other's uid (SO_PEERCRED).
 
 This module never imports paramiko or fabric: a warm command pays for neither. Standard library only.
 
@@ -38,8 +38,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import EXIT_CONNECT, ConfigError, ConnectError, WfopsError
-from .target import Target
+from wfops.errors import EXIT_CONNECT, ConfigError, ConnectError, WfopsError
+from wfops.targets.target import Target
 
 DIR_ENV = "WFOPS_KEEPER_DIR"
 HEADER = struct.Struct(">cI")
@@ -241,7 +241,7 @@ def prestart(target: Target, persist: float) -> None:
 
 def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = None) -> subprocess.Popen:
     order = json.dumps({"target": asdict(target), "fp": fingerprint(target), "persist": persist, "lock_fd": lock_fd})
-    proc = subprocess.Popen([sys.executable, "-m", "wfops.keeper", str(path)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "wfops.transport.keeper", str(path)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
                             close_fds=True, pass_fds=() if lock_fd is None else (lock_fd,))
     assert proc.stdin is not None
@@ -323,7 +323,7 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
     pid = _peer(sock)[0]
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"wfops.keeper" in argv and os.fsencode(path) in argv:
+        if b"wfops.transport.keeper" in argv and os.fsencode(path) in argv:
             os.kill(pid, signal.SIGKILL)
     except (OSError, ValueError):
         pass

@@ -1,0 +1,1 @@
+"""Artifacts: bringing run directories home (run.fetch)."""
