@@ -20,6 +20,7 @@ import sys
 from wfops.agent import states
 from wfops.errors import ConnectError
 from wfops.settings.load import Settings
+from wfops.targets.fleet import Member
 from wfops.targets.target import Target, resolve_target
 from wfops.transport import rules as fsm
 from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
@@ -29,9 +30,12 @@ LOCK_WAIT_SECS = 10
 
 
 class PodCommand:
-    def __init__(self, command: str, settings: Settings, target: Target | None = None) -> None:
+    def __init__(self, command: str, settings: Settings, target: Target | None = None,
+                 member: Member | None = None) -> None:
+        """`member`: one pod of wfops.targets.resolve.pods(settings) (a fleet command's pod); `target`: an address
+        already resolved; neither: the config's one target."""
         self.command = command
-        self.settings = settings
+        self.settings = member.settings if member is not None else settings
         self.rule = fsm.rule(command)
         self.target = target
         self.session: Session | None = None
