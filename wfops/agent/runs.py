@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 
-from . import launch, store
+from . import runscript, store
 from .states import (
     ATTEMPTS_DIR,
     COMMAND_FILE,
@@ -116,7 +116,7 @@ def node_note(run: dict) -> str:
 
 
 class Launch:
-    """What one attempt runs: argv and the environment lines of command.sh."""
+    """What one attempt runs: argv and the environment lines of command.sh (runscript.py writes it)."""
 
     def __init__(self, ex: dict, venv_python: str, run: dict, place: dict) -> None:
         self.ex, self.python, self.run, self.place = ex, venv_python, run, place
@@ -158,16 +158,6 @@ class Launch:
             out.append(("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", RANK_PREFIX))
         return out
 
-    def command_text(self, pod, sid: str, argv: list) -> str:
-        p = self.place
-        lines = ["#!/usr/bin/env bash",
-                 "# wfops run %s of %s, attempt %d of %d: the exact command, as run"
-                 % (self.run["run_id"], sid, p["attempt"], p["max_attempts"]),
-                 "set -a; . %s; set +a" % launch.shell_words([pod.env_path]),
-                 "cd %s || exit 2" % launch.shell_words([self.ex["workdir"]])]
-        lines += ["export %s=%s" % (k, launch.shell_words([v])) for k, v in self.env()]
-        return "\n".join(lines + ["exec " + launch.shell_words(argv)]) + "\n"
-
 
 def spec(ex: dict, sid: str, run: dict, run_dir: str, out: str, place: dict, git_sha) -> dict:
     """The supervisor's spec of one attempt."""
@@ -200,7 +190,7 @@ def build(pod, ex: dict, sid: str, run: dict, place: dict, venv_python: str, git
         archive_attempt(d, place["attempt"] - 1)
     out = output_dir(ex, rid, d, first)
     how = Launch(ex, venv_python, run, place)
-    text = how.command_text(pod, sid, how.argv(out, d)).encode()
+    text = runscript.command_text(how, pod, sid, how.argv(out, d), d, out).encode()
     s = spec(ex, sid, run, d, out, place, git_sha)
     if not first:
         store.write_bytes(os.path.join(d, COMMAND_FILE), text)

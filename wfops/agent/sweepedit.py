@@ -27,7 +27,16 @@ from .states import (
     TIMED_OUT,
     pod_path,
 )
-from .sweeps import _check_fit, _check_nodes, _check_workdir, _write_manifests, launch_queue, record_sweep, status_rows
+from .sweeps import (
+    _check_fit,
+    _check_nodes,
+    _check_scripts,
+    _check_workdir,
+    _write_manifests,
+    launch_queue,
+    record_sweep,
+    status_rows,
+)
 
 NOT_OK = (FAILED, TIMED_OUT, LOST, CANCELLED)
 
@@ -122,6 +131,7 @@ def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict, sw
     _check_workdir(plan["exec"], runs)
     _check_fit(plan["exec"], entries)
     _check_nodes(plan["exec"], entries)
+    _check_scripts(entries)
     for run in runs:
         if run["run_id"] in known:  # a row the filters left out: it is selected now
             plan["runs"][known[run["run_id"]]] = run

@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from . import launch, outcome, procs, store, workflow
+from . import launch, outcome, procs, runscript, store, workflow
 from .registry import Refusal, command
 from .states import (
     ALL_GPUS,
@@ -121,6 +121,14 @@ def _check_nodes(ex: dict, entries: list) -> None:
                       "nothing was started" % ", ".join(bad))
 
 
+def _check_scripts(entries: list) -> None:
+    """Each entry's launch script (runscript.py) is one the queue can fill in, or nothing starts."""
+    bad = ["%s: %s" % (e.get("run_id"), runscript.problem(e.get("script"))) for e in entries
+           if runscript.problem(e.get("script"))]
+    if bad:
+        raise Refusal(EXIT_USAGE, "%s; nothing was started" % "; ".join(bad[:5]))
+
+
 def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
     """Start the scheduler of sweep `sid` on manifest `path` in a fresh tmux session; on failure put the
     workflow state back to `before`. Returns the pane pid."""
@@ -172,6 +180,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
     _check_workdir(ex, manifest["runs"])
     _check_fit(ex, manifest["queue"])
     _check_nodes(ex, manifest["queue"])
+    _check_scripts(manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
     manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())

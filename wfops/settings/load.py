@@ -168,6 +168,9 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "TRAIN_LAUNCHER", "torchrun", "choice",
        "torchrun: torchrun --nproc-per-node; python: one plain python process (no RANK/WORLD_SIZE)",
        choices=("torchrun", "python")),
+    _k("sweep", "RUN_TEMPLATE", "", "lpath",
+       "Jinja template of each run's launch script, command.sh (empty: run_command.sh.j2 beside this file if "
+       "there is one, else wfops' own remote_templates/run_command.sh.j2); README: Launch script", pod=False),
     _k("sweep", "RUN_GPUS", "all", "gpus", "GPUs a run holds unless its CSV `gpus` cell says: all, or a number"),
     _k("sweep", "WF_FAKE_GPUS", "", "optint",
        "pretend the pod has this many GPU slots (CPU targets, tests, the demo): packing without GPUs"),

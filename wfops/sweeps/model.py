@@ -307,13 +307,19 @@ def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list
                  fp=fingerprint(settings, r, common)) for r in runs]
 
 
-def queue_entries(settings: Settings, runs: list[RunSpec], group: str) -> list[dict]:
-    """What the pod's scheduler runs, in order: one entry per selected run."""
+def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: dict | None = None) -> list[dict]:
+    """What the pod's scheduler runs, in order: one entry per selected run, with its launch script
+    (`scripts`: launch_script.scripts() of these runs, rendered now when not given)."""
+    if scripts is None:
+        from wfops.sweeps.launch_script import scripts as render_scripts
+
+        scripts = render_scripts(settings, runs)
     common = common_overrides(settings)
     default = settings.values["RUN_GPUS"]
     return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
              "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
-             "fp": fingerprint(settings, r, common), **({"nodes": r.nodes} if r.nodes > 1 else {})} for r in runs]
+             "fp": fingerprint(settings, r, common), "script": scripts[r.run_id],
+             **({"nodes": r.nodes} if r.nodes > 1 else {})} for r in runs]
 
 
 def exec_block(settings: Settings) -> dict:

@@ -14,6 +14,7 @@ from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPE
 from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
 from wfops.output import duration, quiet_note, table
 from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps import launch_script
 from wfops.sweeps.metrics import metric_cells, status_metrics
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
@@ -166,11 +167,12 @@ def add(c, csv=None, json=False, config=None):
             f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + _fleet_failures(data))
         _fleet_exit(data)
         return
+    scripts = launch_script.scripts(settings, runs)  # a template error is one line before the pod is asked
     with PodCommand("sweep.add", settings) as cmd:
         current = cmd.call("sweep-current")
         group = settings.values["WANDB_GROUP"] or current.get("wandb_group") or current["sweep_id"]
         data = cmd.call("sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
-                        entries=queue_entries(settings, runs, group), session=session,
+                        entries=queue_entries(settings, runs, group, scripts), session=session,
                         exec_block=exec_block(settings))
     emit(data, json, lambda: _queued_text(data))
 

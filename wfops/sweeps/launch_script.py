@@ -1,0 +1,196 @@
+"""A run's launch script (command.sh) from a Jinja template the user may replace. Pure (no pod, no SSH).
+
+sweep.start and sweep.add render one script per run here, before any pod is asked, and it travels in the run's
+queue entry as "script" ({text, mark, source}); sweep.retry and the queue's own retries reuse it. The
+template is RUN_TEMPLATE, else `run_command.sh.j2` beside the config file, else the one wfops ships
+(remote_templates/run_command.sh.j2), which renders exactly the command.sh of wfops before templates.
+
+What the template sees (RunContext): render-time values from the CSV and the config, and `rt`, the values only
+the pod knows at launch (wfops/agent/runscript.py: RUNTIME). Each `rt.NAME` renders as a marker that the pod
+replaces with the value, already quoted. Every `{{ ... }}` is a quoted shell word: values are quoted by
+the same `q` as every other script (whether or not the template says `| q`), so a hostile override stays one
+word. A template that cannot be read, does not parse, names an unknown variable or puts a run-time value
+inside a string is one line (UsageError) and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+from wfops.agent.runscript import RUNTIME, marker
+from wfops.errors import UsageError
+from wfops.settings.load import Settings
+from wfops.sweeps.model import RunSpec, run_gpus
+from wfops.transport import shell
+from wfops.transport.render import templates_dir
+
+if TYPE_CHECKING:
+    import jinja2
+
+TEMPLATE_NAME = "run_command.sh.j2"  # the shipped default, and the name of a project's own beside its config
+
+
+class Quoted(str):
+    """Shell text that is already quoted (a `q` result, or a run-time marker): printed as it is."""
+
+
+class RunContext(TypedDict):
+    """The variables a run template sees (README: Launch script)."""
+
+    run_id: str  # the CSV's run_id
+    config: str  # the CSV's config, relative to the workdir
+    seed: int | None  # the CSV's seed (None when the CSV has no seed)
+    overrides: list[tuple[str, str]]  # SWEEP_COMMON_OVERRIDES then the row's own, (key, value) in order
+    gpus: str  # the GPU request: a whole number as text, or "all"
+    nodes: int  # pods the run spans (CSV `nodes`; 1 for most runs)
+    launcher_kind: str  # TRAIN_LAUNCHER: torchrun or python
+    train_script: str  # TRAIN_SCRIPT, relative to the workdir
+    train_workdir: str  # TRAIN_WORKDIR, relative to OPS_REMOTE_REPO
+    version: str  # wfops' version
+    rt: dict[str, Quoted]  # run-time values, filled in on the pod (runscript.RUNTIME)
+
+
+class Script(TypedDict):
+    """A queue entry's "script": the rendered text, the mark of its run-time markers, and its template."""
+
+    text: str
+    mark: str
+    source: str
+
+
+class _Quoter:
+    """`q` and `qpath` of a run template, and what every `{{ ... }}` goes through (Jinja's finalize): a value
+    comes out as one quoted shell word unless it is one already (Quoted). A value that holds a marker of the
+    run being rendered would be filled in inside its own quotes: refused."""
+
+    def __init__(self) -> None:
+        self.mark = ""
+
+    def _check(self, value: object) -> None:
+        if self.mark and f"@wfops-{self.mark}:" in str(value):
+            raise _Misplaced
+
+    def q(self, value: object) -> Quoted:
+        if isinstance(value, Quoted):
+            return value
+        self._check(value)
+        return Quoted(shell.q(value))
+
+    def qpath(self, value: object) -> Quoted:
+        if isinstance(value, Quoted):
+            return value
+        self._check(value)
+        return Quoted(shell.qpath(value))
+
+
+@dataclass(frozen=True)
+class RunTemplate:
+    path: Path
+    text: str
+    compiled: jinja2.Template
+    quoter: _Quoter
+
+
+class _Misplaced(Exception):
+    """A run-time marker met outside a Quoted value: it would be filled in inside someone else's quotes."""
+
+
+def template_path(settings: Settings) -> Path:
+    """RUN_TEMPLATE (relative to the current directory, as SWEEP_CSV), else run_command.sh.j2 beside the
+    config file, else the shipped one."""
+    named = settings.values.get("RUN_TEMPLATE") or ""
+    if named:
+        return Path(named).expanduser()
+    if settings.path is not None and (settings.path.parent / TEMPLATE_NAME).is_file():
+        return settings.path.parent / TEMPLATE_NAME
+    return templates_dir() / TEMPLATE_NAME
+
+
+def _environment(folder: Path, quoter: _Quoter) -> jinja2.Environment:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             comment_start_string="{##", comment_end_string="##}", finalize=quoter.q)
+    env.filters["q"] = quoter.q
+    env.filters["qpath"] = quoter.qpath
+    return env
+
+
+def _one_line(path: Path, line: int | None, what: str) -> UsageError:
+    where = f"{path}:{line}" if line else str(path)
+    text = " ".join(str(what).split())
+    return UsageError(f"run template {where}: {text}; nothing was started (RUN_TEMPLATE, README: Launch script)")
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line a render error came from (Jinja rewrites its traceback frames to template lines; a
+    template made by from_string is `<template>`)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def load(settings: Settings) -> RunTemplate:
+    """The run template, compiled; UsageError (one line) when it cannot be read or does not parse."""
+    import jinja2
+
+    path = template_path(settings)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _one_line(path, None, f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _one_line(path, None, "it is not UTF-8 text") from None
+    quoter = _Quoter()
+    try:
+        compiled = _environment(path.resolve().parent, quoter).from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _one_line(path, exc.lineno, exc.message or "syntax error") from None
+    return RunTemplate(path, text, compiled, quoter)
+
+
+def context(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...]) -> RunContext:
+    from wfops import __version__
+    from wfops.sweeps.model import with_common
+
+    v = settings.values
+    return RunContext(run_id=run.run_id, config=run.config, seed=run.seed, overrides=list(with_common(run, common)),
+                      gpus=run_gpus(run, v["RUN_GPUS"]), nodes=run.nodes, launcher_kind=v["TRAIN_LAUNCHER"],
+                      train_script=v["TRAIN_SCRIPT"], train_workdir=v["TRAIN_WORKDIR"], version=__version__, rt={})
+
+
+def render(template: RunTemplate, ctx: RunContext) -> Script:
+    """One run's script. Its mark is a hash of the template and the run's values: no value can spell it."""
+    import jinja2
+
+    plain = {k: v for k, v in ctx.items() if k != "rt"}
+    mark = hashlib.sha256(template.text.encode() + b"\0" + json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+    ctx["rt"] = {name: Quoted(marker(mark, name)) for name in RUNTIME}
+    template.quoter.mark = mark
+    try:
+        text = template.compiled.render(**ctx)
+    except _Misplaced as exc:
+        raise _one_line(template.path, _template_line(exc),
+                        "a run-time value ({{ rt.NAME }}) must stand alone as a shell word, not inside a string "
+                        "or through another filter") from None
+    except jinja2.TemplateError as exc:
+        raise _one_line(template.path, _template_line(exc), exc.message or repr(exc)) from None
+    shipped = template.path == templates_dir() / TEMPLATE_NAME
+    return Script(text=text, mark=mark, source=f"wfops {TEMPLATE_NAME}" if shipped else str(template.path))
+
+
+def scripts(settings: Settings, runs: list[RunSpec]) -> dict[str, Script]:
+    """run_id -> its rendered launch script, for every run (the first error stops it: one line)."""
+    from wfops.sweeps.model import common_overrides
+
+    template = load(settings)
+    common = common_overrides(settings)
+    return {r.run_id: render(template, context(settings, r, common)) for r in runs}
