@@ -61,7 +61,7 @@ def test_a_template_error_is_one_line_and_the_pod_is_not_asked(ssh_swept: Pod, t
     path = pod.config_path.parent / "run_command.sh.j2"
     path.write_text(template)
     csv = write_csv(pod, "r1,config/train_tiny.py,1,,\n")
-    for command in ("sweep.start", "sweep.add"):
+    for command in ("sweep.validate", "sweep.start", "sweep.add"):
         res, conns, _ = pod.count(command, "--csv", str(csv))
         assert (res.rc, conns) == (2, 0), res.err
         assert res.err.splitlines() == [res.last_err]

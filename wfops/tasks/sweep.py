@@ -61,6 +61,7 @@ def validate(c, csv=None, workdir=None, json=False, config=None):
     settings = settings_for(c, config)
     path = _csv_path(settings, csv)
     _, runs = _read_runs(settings, path)
+    launch_script.scripts(settings, runs)  # the run template renders for every row (one line if not)
     if workdir:
         missing = [f"line {r.line}: config {r.config} does not exist in {workdir}" for r in runs
                    if not (Path(workdir) / r.config).is_file()]
