@@ -122,6 +122,7 @@ def _error(tmp_path: Path, template: str | bytes, name: str = "run_command.sh.j2
     ("#!/bin/bash\n\nexport X={{ no_such_thing }}\n", ":3: 'no_such_thing' is undefined"),
     ("#!/bin/bash\nexec {{ rt.no_such_value }}\n", ":2: 'dict object' has no attribute 'no_such_value'"),
     ("#!/bin/bash\nexec {{ rt.run_dir ~ '/x' }}\n", ":2: a run-time value ({{ rt.NAME }}) must stand alone"),
+    ("#!/bin/bash\n{% set x = seed + 'x' %}\n", ":2: TypeError: unsupported operand"),
     (b"#!/bin/bash\n\xff\n", ": it is not UTF-8 text"),
 ])
 def test_a_template_error_is_one_line_with_where(template, says, tmp_path):

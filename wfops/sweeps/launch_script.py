@@ -183,6 +183,8 @@ def render(template: RunTemplate, ctx: RunContext) -> Script:
                         "or through another filter") from None
     except jinja2.TemplateError as exc:
         raise _one_line(template.path, _template_line(exc), exc.message or repr(exc)) from None
+    except Exception as exc:  # the template's own expressions ({{ seed + 'x' }}): still one line
+        raise _one_line(template.path, _template_line(exc), f"{type(exc).__name__}: {exc}") from None
     shipped = template.path == templates_dir() / TEMPLATE_NAME
     return Script(text=text, mark=mark, source=f"wfops {TEMPLATE_NAME}" if shipped else str(template.path))
 
