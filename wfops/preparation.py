@@ -51,7 +51,7 @@ class CheckoutPlan:
 
 
 def require_repo_url(settings: Settings) -> str:
-    url = settings.values["REPO_URL"]
+    url = settings.repo_url
     if not url:
         raise ConfigError("config: REPO_URL is empty; checkout needs the git URL of your training repo")
     if url.startswith("-") or "\n" in url:
@@ -79,7 +79,7 @@ def _same_url(a: str, b: str) -> bool:
 
 def check_torch(settings: Settings, py: dict) -> str:
     """Refuse a pod whose REMOTE_PYTHON_BIN has no usable torch; return a one-line description."""
-    bin_ = settings.values["REMOTE_PYTHON_BIN"]
+    bin_ = settings.remote_python_bin
     if not py.get("found"):
         raise RemoteError(f"REMOTE_PYTHON_BIN={bin_}: {py.get('error', 'not found')} on the pod; "
                           "set it to the python of the image's torch")
@@ -102,7 +102,7 @@ def check_torch(settings: Settings, py: dict) -> str:
                           "has torch outside a venv (the image's, or a conda env's)")
     if py.get("cuda"):
         return f"{where}, CUDA available ({py.get('cuda_devices')} device(s))"
-    if settings["CPU_ONLY"]:
+    if settings.cpu_only:
         return f"{where}, no CUDA (CPU_ONLY=1: running on CPU on purpose)"
     raise RemoteError(f"torch.cuda.is_available() is False on this pod ({where}); use a pod with a working "
                       "GPU driver, or set CPU_ONLY=1 if this target has no GPU on purpose")
@@ -125,8 +125,8 @@ def _plan_clone(url: str, repo: dict, steps: list[Step]) -> bool:
 
 
 def _plan_ref(settings: Settings, facts: dict, url: str, steps: list[Step]) -> tuple[str, str]:
-    pr = settings.values["CHECKOUT_PR"]
-    ref_kind, ref = ("pr", pr) if pr else ("branch", settings.values["CHECKOUT_BRANCH"])
+    pr = settings.checkout_pr
+    ref_kind, ref = ("pr", pr) if pr else ("branch", settings.checkout_branch)
     if ref_kind == "branch" and (not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\")):
         raise ConfigError(f"config: CHECKOUT_BRANCH={ref!r} is not a valid branch name")
     remote = facts.get("remote") or {}
@@ -141,7 +141,7 @@ def _plan_ref(settings: Settings, facts: dict, url: str, steps: list[Step]) -> t
 
 def _plan_venv(settings: Settings, venv: dict, py: dict, env_site: str) -> tuple[str, str]:
     inside = venv.get("torch_inside") or []
-    if settings["VENV_RECREATE"] and venv["exists"]:
+    if settings.venv_recreate and venv["exists"]:
         return "recreate", "VENV_RECREATE=1"
     if inside:
         return "recreate", f"torch resolves inside the venv ({inside[0]})"
@@ -165,7 +165,7 @@ def _data_checks(data: dict) -> list[dict]:
 
 
 def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
-    data_dir, checks = settings.values["DATA_DIR"], _data_checks(data)
+    data_dir, checks = settings.data_dir, _data_checks(data)
     missing = [c["pattern"] for c in checks if not c["matches"]]
     if not checks:
         steps.append(Step("data", False, "DATA_CHECK is empty: the data is not checked"))
@@ -174,12 +174,12 @@ def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
         found = sum(len(c["matches"]) for c in checks)
         steps.append(Step("data", False, f"{found} file(s) in {data_dir} match DATA_CHECK"))
         return "present"
-    if settings["DOWNLOAD_FINEWEB"]:
+    if settings.download_fineweb:
         staged = data.get("fs_type") == "fuse.s3fs"
         where = f"staged on local disk, then copied into {data_dir} (s3fs)" if staged else f"into {data_dir}"
         steps.append(Step("data", True, f"download with FINEWEB_DOWNLOAD_CMD {where}"))
         return "download_staged" if staged else "download"
-    if tuple(settings["DATA_CHECK"]) == FINEWEB_PAIR:
+    if tuple(settings.data_check) == FINEWEB_PAIR:
         raise RemoteError(
             f"no FineWeb shard pair in DATA_DIR={data_dir} (found {len(data['train'])} train, "
             f"{len(data['val'])} val); put fineweb_train_*.bin and fineweb_val_*.bin there, or set DOWNLOAD_FINEWEB=1"
@@ -189,7 +189,7 @@ def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
 
 
 def _plan_link(settings: Settings, checks: list[dict], link: dict, data_action: str) -> Step:
-    mode, link_dir = settings["DATA_LINK"], settings.values["DATA_LINK_DIR"]
+    mode, link_dir = settings.data_link, settings.data_link_dir
     if mode == "none":
         return Step("link", False, "DATA_LINK=none: the data is not linked into the checkout")
     if not link_dir or link_dir.startswith("/") or ".." in link_dir.split("/"):
@@ -214,14 +214,14 @@ def plan_checkout(settings: Settings, facts: dict) -> CheckoutPlan:
     clone = _plan_clone(url, repo, steps)
     steps.append(Step("fetch", True, "git fetch origin"))
     dirty = list(repo.get("dirty") or [])
-    force_clean = bool(settings["CHECKOUT_FORCE_CLEAN"])
+    force_clean = settings.checkout_force_clean
     if dirty and not force_clean:
         raise RemoteError(f"tracked modifications in {repo['path']}: {_short_list(dirty)}; commit or stash them on "
                           "the pod, or set CHECKOUT_FORCE_CLEAN=1 to discard them")
     steps.append(Step("clean", bool(dirty), f"discard modifications: {_short_list(dirty)}" if dirty
                       else "no tracked modifications"))
     ref_kind, ref = _plan_ref(settings, facts, url, steps)
-    expect = settings.values["EXPECT_GIT_SHA"].lower()
+    expect = settings.expect_git_sha.lower()
     steps.append(Step("verify", False, f"HEAD must start with {expect}" if expect else "EXPECT_GIT_SHA unset",
                       check=bool(expect)))
     torch_line = check_torch(settings, py)  # torch first: it is the pod image's, and everything below needs it
@@ -229,7 +229,7 @@ def plan_checkout(settings: Settings, facts: dict) -> CheckoutPlan:
     venv_action, why = _plan_venv(settings, venv, py, "\n".join(env_site))
     steps.append(Step("venv", venv_action != "keep", f"{venv_action}: {why}"))
     steps.append(Step("torch", False, torch_line, check=True))
-    install_cmd = settings.values["REPO_INSTALL_CMD"]
+    install_cmd = settings.repo_install_cmd
     if not install_cmd.strip():
         steps.append(Step("install", False, "REPO_INSTALL_CMD is empty: nothing to install"))
     elif venv_action == "keep" and venv.get("installed_hash") and venv["installed_hash"] == repo.get("deps_hash"):

@@ -52,10 +52,10 @@ def prewarm(argv: list[str]) -> None:
         from wfops.transport.warm import prestart
 
         settings = load_settings(find_config(config, Path.cwd(), os.environ, None))
-        if settings.values["LIUM_TARGET"] or not settings["WF_PERSIST_SECS"]:
+        if settings.lium_target or not settings.wf_persist_secs:
             return
         target = ssh_target(settings)
         if not target.is_local:
-            prestart(target, float(settings["WF_PERSIST_SECS"]))
+            prestart(target, float(settings.wf_persist_secs))
     except Exception:  # the command reports every problem itself, in its own words
         return

@@ -29,12 +29,12 @@ def check_workdir(workdir: str) -> str:
 
 def command_script(settings: Settings, task_id: str, command: str, workdir: str) -> str:
     """command.sh: load the pod env, enter the workdir, then the user's command exactly as given."""
-    env_path = qpath(settings.values["REMOTE_ENV_PATH"])
+    env_path = qpath(settings.remote_env_path)
     if workdir:
         wd = qpath(workdir)
         enter = f"cd {wd} || {{ printf 'wfops: workdir %s does not exist\\n' {wd} >&2; exit 2; }}"
     else:
-        repo = qpath(settings.values["OPS_REMOTE_REPO"])
+        repo = qpath(settings.ops_remote_repo)
         enter = f'cd {repo} 2>/dev/null || cd "$HOME"'
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (

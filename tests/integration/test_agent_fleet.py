@@ -39,14 +39,14 @@ def start(pod: Pod, rows: str, **plan_extra: object) -> str:
             "fail_fast": False, "wandb_group": sid, "runs": plan_runs(settings, runs, {r.run_id for r in runs}),
             "queue": queue_entries(settings, runs, sid), "exec": exec_block(settings), **plan_extra}
     got = call(pod, "sweep.start", "sweep-start", manifest=plan, csv_text=HEADER + rows,
-               session=settings.values["SWEEP_TMUX_SESSION"])
+               session=settings.sweep_tmux_session)
     return got["sweep_id"]
 
 
 def add(pod: Pod, rows: str, sweep_id: str) -> dict:
     settings, runs = rows_of(pod, rows)
     return call(pod, "sweep.rebalance", "sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
-                entries=queue_entries(settings, runs, sweep_id), session=settings.values["SWEEP_TMUX_SESSION"],
+                entries=queue_entries(settings, runs, sweep_id), session=settings.sweep_tmux_session,
                 exec_block=exec_block(settings), sweep_id=sweep_id)
 
 

@@ -103,8 +103,8 @@ def test_keys_for_any_repo_in_the_config():
     from wfops.settings.load import parse_settings
 
     s = parse_settings("OPS_REMOTE_REPO=/r\nTRAIN_WORKDIR=.\nBOOTSTRAP_SCRIPT=\nWANDB_SETUP_SCRIPT=\n", environ={})
-    assert s.values["RUN_OUT_LOCAL_ROOT"] == "/r/./out" and s["BOOTSTRAP_SCRIPT"] == ""
-    assert parse_settings("", environ={}).values["RUN_OUT_LOCAL_ROOT"] == "~/repo/examples/nanogpt/out"
+    assert s.run_out_local_root == "/r/./out" and s.bootstrap_script == ""
+    assert parse_settings("", environ={}).run_out_local_root == "~/repo/examples/nanogpt/out"
     for bad in ("DATA_CHECK=../etc/*", "DATA_LINK=copy", "METRIC_PATTERNS=no groups", "METRIC_PATTERNS=(?P<x"):
         try:
             parse_settings(bad + "\n", environ={})

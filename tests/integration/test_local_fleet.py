@@ -116,11 +116,11 @@ def test_the_fleet_config_names_every_pod_with_home_relative_paths(tmp_path: Pat
     text = path.read_text()
     assert f"OPS_HOSTS={fleet3.hosts_line()}\n" in text and "OPS_DEFAULT_HOST" not in text
     settings = load_settings(path, environ={})
-    assert settings.values["OPS_REMOTE_OUTPUTS_DIR"] == "~/outputs"
-    assert settings.values["WF_FAKE_GPUS"] == "4" and settings.values["TRAIN_LAUNCHER"] == "python"
+    assert settings.ops_remote_outputs_dir == "~/outputs"
+    assert settings.wf_fake_gpus == 4 and settings.train_launcher == "python"
     assert fleet3.config(tmp_path, name="other.env").read_text() != text  # its own tmux socket and session
     one = load_settings(fleet3.config(tmp_path, pod=2, name="pod2.env"), environ={})
-    assert one.values["OPS_DEFAULT_HOST"] == fleet3.pods[2].address and not one.values["OPS_HOSTS"]
+    assert one.ops_default_host == fleet3.pods[2].address and not one.ops_hosts
 
 
 def test_a_checked_out_copy_makes_every_pod_checked_out(tmp_path: Path, fresh_fleet3: Fleet, checked_out: Path,

@@ -13,10 +13,10 @@ from wfops.settings.load import KEYS, find_config, load_settings, parse_settings
 
 def test_defaults_of_an_empty_file():
     s = parse_settings("", environ={})
-    assert s["WF_FSM_ENFORCE"] is True
-    assert s["RUN_TIMEOUT_SECS"] == 43200
-    assert s["SWEEP_LIMIT"] is None
-    assert s.values["RUN_OUT_LOCAL_ROOT"] == "~/repo/examples/nanogpt/out"
+    assert s.wf_fsm_enforce is True
+    assert s.run_timeout_secs == 43200
+    assert s.sweep_limit is None
+    assert s.run_out_local_root == "~/repo/examples/nanogpt/out"
     assert s.state_file == "/mnt/pod_artifacts/outputs/_control/workflow_state.json"
     assert s.warnings == ()
 
@@ -24,7 +24,7 @@ def test_defaults_of_an_empty_file():
 @pytest.mark.parametrize("word,expected", [("1", True), ("TRUE", True), ("yes", True), ("On", True),
                                            ("0", False), ("false", False), ("NO", False), ("off", False)])
 def test_booleans(word, expected):
-    assert parse_settings(f"SWEEP_FORCE={word}\n", environ={})["SWEEP_FORCE"] is expected
+    assert parse_settings(f"SWEEP_FORCE={word}\n", environ={}).sweep_force is expected
 
 
 @pytest.mark.parametrize("line,fragment", [
@@ -79,7 +79,7 @@ def test_unknown_key_warns_with_closest_known_key():
     assert len(s.warnings) == 2
     assert "unknown key RUN_TIMEOUT_SEC at workflow.env line 1 (did you mean RUN_TIMEOUT_SECS?)" in s.warnings[0]
     assert "unknown key MY_THING" in s.warnings[1] and "did you mean" not in s.warnings[1]
-    assert s.values["MY_THING"] == "1" and s.values["OK_EXTRA"] == "2"
+    assert s.raw("MY_THING") == "1" and s.raw("OK_EXTRA") == "2"
 
 
 def test_expansion_from_file_defaults_and_environment():
@@ -93,12 +93,12 @@ def test_expansion_from_file_defaults_and_environment():
         "MY_NOTE=${OPS_REMOTE_OUTPUTS_DIR}\n"
     )
     s = parse_settings(text, environ={"FROM_ENV": "/env"})
-    assert s.values["DATA_DIR"] == "/srv/data"  # a later key of the file
-    assert s.values["RUN_OUT_LOCAL_ROOT"] == "/work/repo/examples/nanogpt/out"  # a default referring to the file
-    assert s.values["HF_HOME"] == "/env/hf"
-    assert s.values["WANDB_GROUP"] == "fallback"
-    assert s.values["WANDB_PROJECT"] == "${NOT_EXPANDED} $literal"
-    assert s.values["MY_NOTE"] == "/mnt/pod_artifacts/outputs"
+    assert s.data_dir == "/srv/data"  # a later key of the file
+    assert s.run_out_local_root == "/work/repo/examples/nanogpt/out"  # a default referring to the file
+    assert s.hf_home == "/env/hf"
+    assert s.wandb_group == "fallback"
+    assert s.wandb_project == "${NOT_EXPANDED} $literal"
+    assert s.raw("MY_NOTE") == "/mnt/pod_artifacts/outputs"
 
 
 def test_undefined_and_circular_references_fail_clearly():
@@ -112,7 +112,7 @@ def test_pod_env_file_is_exact_when_sourced_by_bash(tmp_path):
     tricky = "a b  $HOME `x` $(touch pwned) \"q\" it's \\ end"
     s = parse_settings("MY_VALUE='" + tricky.replace("'", "\\'") + "'\nOPS_REMOTE_REPO=~/r\nLIUM_API_KEY=zzzz\n",
                        environ={})
-    assert s.values["MY_VALUE"] == tricky
+    assert s.raw("MY_VALUE") == tricky
     env_file = tmp_path / "project.env"
     env_file.write_text(s.pod_env_text())
     out = subprocess.run(["bash", "-c", f'set -a; . "{env_file}"; printf "%s\\n%s" "$MY_VALUE" "$OPS_REMOTE_REPO"'],
@@ -126,7 +126,7 @@ def test_pod_env_file_is_exact_when_sourced_by_bash(tmp_path):
 
 def test_every_key_default_is_valid():
     s = parse_settings("", environ={})
-    assert set(s.values) == {k.name for k in KEYS}
+    assert set(s.redacted_values()) == {k.name for k in KEYS} and s.extras == {}
 
 
 def test_find_config_precedence(tmp_path: Path):
@@ -159,12 +159,14 @@ def test_unparseable_line_names_its_line(tmp_path):
 def test_the_example_file_lists_every_key_with_its_default():
     from pathlib import Path
 
-    from wfops.settings.load import KEYS_BY_NAME, example_text
+    from wfops.settings.example import example_text
+    from wfops.settings.load import KEYS_BY_NAME
 
     example = Path(__file__).resolve().parents[2] / "workflow.env.example"
-    assert example.read_text() == example_text(), "regenerate: python -m wfops.settings.load > workflow.env.example"
+    assert example.read_text() == example_text(), "regenerate: python -m wfops.settings > workflow.env.example"
     s = parse_settings(example.read_text(), environ={})
     assert s.warnings == ()
     defaults = parse_settings("", environ={})
-    assert s.values == defaults.values
+    assert s.redacted_values() == defaults.redacted_values()
+    assert [getattr(s, k.attr) for k in KEYS] == [getattr(defaults, k.attr) for k in KEYS]
     assert all(s.sources[k] != "default" for k in KEYS_BY_NAME)

@@ -32,13 +32,13 @@ def test_the_fleet_keys_name_each_pod_once_and_members_are_single_target_configs
     members = fleet.members(s)
     assert [(m.name, m.kind) for m in members] == [("pod-a", "lium"), ("pod-b", "lium"),
                                                     ("root@127.0.0.2:22", "ssh"), ("local", "ssh")]
-    assert members[0].settings.values["LIUM_TARGET"] == "pod-a" and not members[0].settings.values["OPS_DEFAULT_HOST"]
-    assert members[2].settings.values["OPS_DEFAULT_HOST"] == "root@127.0.0.2:22"
+    assert members[0].settings.lium_target == "pod-a" and not members[0].settings.ops_default_host
+    assert members[2].settings.ops_default_host == "root@127.0.0.2:22"
     assert not fleet.is_fleet(members[2].settings)
     assert resolve_target(members[3].settings).is_local
     with pytest.raises(ConfigError, match="WF_POD=NAME"):
         resolve_target(s)  # a one-pod command on a fleet config says how to pick one
-    assert fleet.chosen_member(s, {"WF_POD": "local"}).values["OPS_DEFAULT_HOST"] == "local"
+    assert fleet.chosen_member(s, {"WF_POD": "local"}).ops_default_host == "local"
     with pytest.raises(ConfigError, match="not a pod of the fleet"):
         fleet.chosen_member(s, {"WF_POD": "pod-c"})
     assert fleet.chosen_member(s, {}) is s

@@ -47,7 +47,7 @@ def _cmd(command: str) -> PodCommand:
     settings = parse_settings(f"OPS_DEFAULT_HOST=local\nWF_TMUX_SOCKET=sock\nOPS_REMOTE_REPO=~/r\nMY_X={quoted}\n"
                               "OPS_REMOTE_OUTPUTS_DIR=~/out\n",
                               environ={})
-    assert settings.values["MY_X"] == HOSTILE
+    assert settings.raw("MY_X") == HOSTILE
     return PodCommand(command, settings, Target(kind="local", label="local"))
 
 

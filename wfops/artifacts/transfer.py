@@ -49,7 +49,7 @@ def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
                by_hash: bool = False, only: list[str] | None = None) -> Fetched:
     check_request(run_id, all_runs, sweep)
-    dest = Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser()
+    dest = Path(settings.local_artifacts_dir).expanduser()
     t0 = time.time()
     with PodCommand("run.fetch", settings) as cmd:
         have = local_index(dest, [run_id] if run_id else None, by_hash)

@@ -102,7 +102,7 @@ def _check_all(outcomes: Mapping[str, fleet.Outcome], what: str) -> dict[str, di
 
 
 def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, fleet.Outcome]:
-    args = {"fake_gpus": settings["WF_FAKE_GPUS"], "cpu_only": bool(settings["CPU_ONLY"])}
+    args: dict[str, object] = {"fake_gpus": settings.wf_fake_gpus, "cpu_only": settings.cpu_only}
     if sweep_id:
         args["sweep_id"] = sweep_id
     return pods.call("fleet-facts", {k: v for k, v in args.items() if v is not None})
@@ -165,16 +165,16 @@ def _node_entries(settings: Settings, plan: dict, placed: dict, pods: Pods) -> d
         if len(where) == 1:
             out[rid] = [entry]
             continue
-        port = int(settings["RDZV_PORT"]) + k  # type: ignore[call-overload]
+        port = settings.rdzv_port + k
         k += 1
-        own = settings.values["RDZV_HOST"]
+        own = settings.rdzv_host
         addrs = [_address(pods.cmds[n]) for n in where]
         host = own or addrs[0]
         nodes = [{"rank": i, "pod": n, "addr": a} for i, (n, a) in enumerate(zip(where, addrs, strict=True))]
         out[rid] = [dict(entry, run_id=node_run_id(rid, i), node={
             "rank": i, "nnodes": len(where), "endpoint": f"{host}:{port}", "rdzv_id": f"{plan['sweep_id']}-{rid}",
             "local_addr": (host if i == 0 else "") if own else addrs[i], "nodes": nodes,
-            "join_timeout": settings["RDZV_JOIN_SECS"]}) for i in range(len(where))]
+            "join_timeout": settings.rdzv_join_secs}) for i in range(len(where))]
     return out
 
 
@@ -342,7 +342,7 @@ def _unstarted(ledger: dict) -> dict[str, str]:
 
 
 def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple[list, list]:
-    retry_lost = LOST in (settings["RETRY_ON"] or ()) and int(settings["RUN_RETRIES"] or 0) > 0  # type: ignore[arg-type]
+    retry_lost = LOST in settings.retry_on and settings.run_retries > 0
     orphans, lost = [], []
     for rid, run in ledger["runs"].items():
         gone = [p for p in run["pods"] if p in down]
@@ -424,7 +424,7 @@ def _add_args(settings: Settings, ledger: dict, pod: str, ids: list[str]) -> dic
     rows = [dict(ledger["runs"][rid]["row"] or {"run_id": rid, "config": ledger["runs"][rid]["entry"]["config"]},
                  selected=True) for rid in ids]
     entries = [dict(ledger["runs"][rid]["entry"], attempt=1) for rid in ids]
-    return {"runs": rows, "entries": entries, "session": settings.values["SWEEP_TMUX_SESSION"],
+    return {"runs": rows, "entries": entries, "session": settings.sweep_tmux_session,
             "exec_block": exec_block(settings), "sweep_id": ledger["pods"][pod]["sweep_id"]}
 
 
@@ -481,7 +481,7 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
     for rid in run_ids:
         by_pod.setdefault(ledger["runs"][rid]["pods"][0], []).append(rid)
     names = list(ledger["pods"]) if failed else list(by_pod)
-    session = settings.values["SWEEP_TMUX_SESSION"]
+    session = settings.sweep_tmux_session
     with Pods(settings, "sweep.retry", only=names) as pods:
         answers = pods.call("sweep-retry", lambda n: {"run_ids": by_pod.get(n, []), "failed": failed,
                                                       "session": session})
@@ -502,7 +502,7 @@ def runs_on(settings: Settings, sweep_id: str = "") -> list[str] | None:
         ledger = load_ledger(settings, sweep_id)
     except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has (a damaged ledger raises)
         return None
-    me = settings.values["LIUM_TARGET"] or settings.values["OPS_DEFAULT_HOST"]
+    me = settings.lium_target or settings.ops_default_host
     return [node_run_id(rid, rank) for rid, run in ledger["runs"].items()
             for rank, pod in enumerate(run["pods"]) if pod == me]
 

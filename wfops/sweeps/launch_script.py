@@ -102,7 +102,7 @@ class _Misplaced(Exception):
 def template_path(settings: Settings) -> Path:
     """RUN_TEMPLATE (relative to the current directory, as SWEEP_CSV), else run_command.sh.j2 beside the
     config file, else the shipped one."""
-    named = settings.values.get("RUN_TEMPLATE") or ""
+    named = settings.run_template or ""
     if named:
         return Path(named).expanduser()
     if settings.path is not None and (settings.path.parent / TEMPLATE_NAME).is_file():
@@ -161,10 +161,10 @@ def context(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...
     from wfops import __version__
     from wfops.sweeps.model import with_common
 
-    v = settings.values
+    v = settings
     return RunContext(run_id=run.run_id, config=run.config, seed=run.seed, overrides=list(with_common(run, common)),
-                      gpus=run_gpus(run, v["RUN_GPUS"]), nodes=run.nodes, launcher_kind=v["TRAIN_LAUNCHER"],
-                      train_script=v["TRAIN_SCRIPT"], train_workdir=v["TRAIN_WORKDIR"], version=__version__, rt={})
+                      gpus=run_gpus(run, v.run_gpus), nodes=run.nodes, launcher_kind=v.train_launcher,
+                      train_script=v.train_script, train_workdir=v.train_workdir, version=__version__, rt={})
 
 
 def render(template: RunTemplate, ctx: RunContext) -> Script:

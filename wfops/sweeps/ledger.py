@@ -20,7 +20,7 @@ LATEST = "latest"
 
 
 def _ledger_dir(settings: Settings) -> Path:
-    return Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / LEDGER_DIR
+    return Path(settings.local_artifacts_dir).expanduser() / LEDGER_DIR
 
 
 def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:

@@ -254,16 +254,16 @@ def train_args(settings: Settings, run: RunSpec, wandb_group: str,
     """Arguments after `train.py CONFIG out_dir=.. data_dir=..` (the pod adds those two, whose values are
     pod paths): seed, the W&B keys, then SWEEP_COMMON_OVERRIDES and the row's overrides, in the seed's
     order and argument style."""
-    inject = set(settings["TRAIN_INJECT"])  # type: ignore[arg-type]
-    style = settings.values["TRAIN_ARG_STYLE"]
+    inject = set(settings.train_inject)
+    style = settings.train_arg_style
     args: list[tuple[str, str]] = []
     if "seed" in inject:
         args.append(("seed", str(run.seed)))
     if "wandb" in inject:
-        args += [("wandb_log", "True" if settings["SWEEP_WANDB"] else "False"), ("wandb_group", wandb_group),
+        args += [("wandb_log", "True" if settings.sweep_wandb else "False"), ("wandb_group", wandb_group),
                  ("wandb_run_name", run.run_id)]
-        if settings.values["WANDB_PROJECT"]:
-            args.append(("wandb_project", settings.values["WANDB_PROJECT"]))
+        if settings.wandb_project:
+            args.append(("wandb_project", settings.wandb_project))
     return [format_arg(style, k, v) for k, v in [*args, *with_common(run, common)]]
 
 
@@ -277,11 +277,11 @@ def fingerprint(settings: Settings, run: RunSpec, common: tuple[tuple[str, str],
     the script, launcher, argument style, injected keys, data dir and GPU request. Not the output path, and
     not the W&B group or run name (bookkeeping that changes every sweep). A run whose ok summary carries
     the same fingerprint is skipped; any difference reruns it."""
-    v = settings.values
+    s = settings  # nproc: the text as written, as fingerprints always had it ("" for one per GPU)
     what = {"config": run.config, "seed": run.seed, "overrides": [f"{k}={x}" for k, x in with_common(run, common)],
-            "script": v["TRAIN_SCRIPT"], "workdir": v["TRAIN_WORKDIR"], "launcher": v["TRAIN_LAUNCHER"],
-            "arg_style": v["TRAIN_ARG_STYLE"], "inject": sorted(settings["TRAIN_INJECT"]),  # type: ignore[arg-type]
-            "data_dir": v["DATA_DIR"], "gpus": run_gpus(run, v["RUN_GPUS"]), "nproc": v["TRAIN_NPROC"]}
+            "script": s.train_script, "workdir": s.train_workdir, "launcher": s.train_launcher,
+            "arg_style": s.train_arg_style, "inject": sorted(s.train_inject),
+            "data_dir": s.data_dir, "gpus": run_gpus(run, s.run_gpus), "nproc": s.raw("TRAIN_NPROC")}
     if run.nodes > 1:  # absent for one node: fingerprints of runs from before the column stay the same
         what["nodes"] = run.nodes
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
@@ -293,7 +293,7 @@ def format_arg(style: str, key: str, value: str) -> str:
 
 def common_overrides(settings: Settings) -> tuple[tuple[str, str], ...]:
     """SWEEP_COMMON_OVERRIDES as (key, value) pairs; UsageError when it is not key=value words."""
-    pairs, bad = parse_overrides(settings.values["SWEEP_COMMON_OVERRIDES"], settings["TRAIN_INJECT"])  # type: ignore[arg-type]
+    pairs, bad = parse_overrides(settings.sweep_common_overrides, settings.train_inject)
     if bad:
         raise UsageError(f"SWEEP_COMMON_OVERRIDES: {bad}")
     return pairs
@@ -302,7 +302,7 @@ def common_overrides(settings: Settings) -> tuple[tuple[str, str], ...]:
 def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list[dict]:
     """The manifest's `runs`: every CSV row, whether the filters chose it, its GPU request and fingerprint."""
     common = common_overrides(settings)
-    default = settings.values["RUN_GPUS"]
+    default = settings.run_gpus
     return [dict(r.as_dict(), selected=r.run_id in chosen, gpus=run_gpus(r, default),
                  fp=fingerprint(settings, r, common)) for r in runs]
 
@@ -315,7 +315,7 @@ def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: 
 
         scripts = render_scripts(settings, runs)
     common = common_overrides(settings)
-    default = settings.values["RUN_GPUS"]
+    default = settings.run_gpus
     return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
              "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
              "fp": fingerprint(settings, r, common), "script": scripts[r.run_id],
@@ -324,16 +324,16 @@ def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: 
 
 def exec_block(settings: Settings) -> dict:
     """Everything the pod's scheduler needs besides the runs; the manifest is its only input."""
-    v, inject = settings.values, set(settings["TRAIN_INJECT"])  # type: ignore[arg-type]
+    v, inject = settings, set(settings.train_inject)
     return {
-        "repo": v["OPS_REMOTE_REPO"], "workdir": f"{v['OPS_REMOTE_REPO'].rstrip('/')}/{v['TRAIN_WORKDIR']}",
-        "train_script": v["TRAIN_SCRIPT"], "data_dir": v["DATA_DIR"], "local_root": v["RUN_OUT_LOCAL_ROOT"],
-        "cpu_only": bool(settings["CPU_ONLY"]), "nproc": settings["TRAIN_NPROC"], "arg_style": v["TRAIN_ARG_STYLE"],
-        "mode": v["RUN_OUT_MODE"], "sync_secs": settings["SYNC_INTERVAL_SECS"],
-        "timeout_secs": settings["RUN_TIMEOUT_SECS"], "grace_secs": settings["KILL_GRACE_SECS"],
+        "repo": v.ops_remote_repo, "workdir": f"{v.ops_remote_repo.rstrip('/')}/{v.train_workdir}",
+        "train_script": v.train_script, "data_dir": v.data_dir, "local_root": v.run_out_local_root,
+        "cpu_only": settings.cpu_only, "nproc": settings.train_nproc, "arg_style": v.train_arg_style,
+        "mode": v.run_out_mode, "sync_secs": settings.sync_interval_secs,
+        "timeout_secs": settings.run_timeout_secs, "grace_secs": settings.kill_grace_secs,
         "inject_out_dir": "out_dir" in inject, "inject_data_dir": "data_dir" in inject,
-        "launcher": v["TRAIN_LAUNCHER"], "fake_gpus": settings["WF_FAKE_GPUS"],
-        "rdzv_base_port": settings["RDZV_BASE_PORT"], "retries": settings["RUN_RETRIES"],
-        "retry_on": list(settings["RETRY_ON"]), "retry_backoff_secs": settings["RETRY_BACKOFF_SECS"],  # type: ignore[arg-type]
-        "stall_secs": settings["RUN_STALL_SECS"], "keep_previous": settings["KEEP_PREVIOUS"],
+        "launcher": v.train_launcher, "fake_gpus": settings.wf_fake_gpus,
+        "rdzv_base_port": settings.rdzv_base_port, "retries": settings.run_retries,
+        "retry_on": list(settings.retry_on), "retry_backoff_secs": settings.retry_backoff_secs,
+        "stall_secs": settings.run_stall_secs, "keep_previous": settings.keep_previous,
     }

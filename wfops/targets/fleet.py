@@ -12,7 +12,6 @@ joined, is the task layer's business (wfops.tasks._base `fleet=`).
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import io
 import os
 import sys
@@ -39,21 +38,19 @@ class Member:
 
 
 def is_fleet(settings: Settings) -> bool:
-    return bool(settings.get("LIUM_TARGETS") or settings.get("OPS_HOSTS"))
+    return bool(settings.lium_targets or settings.ops_hosts)
 
 
 def _member(settings: Settings, name: str, kind: str) -> Member:
     single = {"LIUM_TARGETS": "", "OPS_HOSTS": "", "LIUM_TARGET": name if kind == LIUM else "",
               "OPS_DEFAULT_HOST": name if kind == SSH else ""}
-    typed = {**single, "LIUM_TARGETS": (), "OPS_HOSTS": ()}
-    return Member(name, kind, dataclasses.replace(settings, values={**settings.values, **single},
-                                                  typed={**settings.typed, **typed}))
+    return Member(name, kind, settings.override(single))
 
 
 def members(settings: Settings) -> list[Member]:
     """The fleet's pods in config order (Lium pods first); [] when the config names one target."""
-    out = [_member(settings, n, LIUM) for n in settings.get("LIUM_TARGETS") or ()]
-    out += [_member(settings, n, SSH) for n in settings.get("OPS_HOSTS") or ()]
+    out = [_member(settings, n, LIUM) for n in settings.lium_targets]
+    out += [_member(settings, n, SSH) for n in settings.ops_hosts]
     both = sorted({m.name for m in out if [o.name for o in out].count(m.name) > 1})
     if both:  # one name, two pods: they would share a ledger entry, a `pod` column and WF_POD
         raise ConfigError(f"{both[0]!r} is in both LIUM_TARGETS and OPS_HOSTS: name each pod once")

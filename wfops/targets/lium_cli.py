@@ -109,14 +109,14 @@ class UpInterrupted(KeyboardInterrupt):
 
 # ------------------------------------------------------------------ the environment of lium
 
-def lium_environ(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment lium runs in: ours, plus the config's LIUM_API_KEY when it sets one.
+def lium_environ(api_key: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment lium runs in: ours, plus the config's LIUM_API_KEY (`api_key`) when it sets one.
 
     lium reads LIUM_API_API_KEY before LIUM_API_KEY (lium.sdk.config.Config.load), so a key from the
     config drops an inherited LIUM_API_API_KEY: the key the config names is the key lium sends.
     """
     env = dict(os.environ if environ is None else environ)
-    key = (values.get("LIUM_API_KEY") or "").strip()
+    key = api_key.strip()
     if key:
         env.pop("LIUM_API_API_KEY", None)
         env["LIUM_API_KEY"] = key
@@ -474,6 +474,10 @@ def ssh_insecure(environ: Mapping[str, str]) -> bool:
 
 
 # ------------------------------------------------------------------ pod.up (pure)
+
+UP_KEYS = ("LIUM_EXECUTOR_ID", "LIUM_TTL", "LIUM_VOLUME", "LIUM_POD_NAME", "LIUM_GPU", "LIUM_COUNT", "LIUM_COUNTRY",
+           "LIUM_PORTS")  # the config keys `up_argv` reads, as text
+
 
 def up_argv(values: Mapping[str, str], ttl_default: str) -> tuple[list[str], str]:
     """The `lium up` arguments for the config's LIUM_* keys, and the TTL used. Bad values -> UsageError.

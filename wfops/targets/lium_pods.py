@@ -218,7 +218,7 @@ def _pin_through_lium(cli: LiumCLI, row: Mapping[str, Any], pin: Path, host: str
 # ------------------------------------------------------------------ resolution
 
 def _connect_timeout(settings: Settings) -> int:
-    return int(settings["SSH_CONNECT_TIMEOUT"])  # type: ignore[arg-type]
+    return settings.ssh_connect_timeout
 
 
 def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
@@ -259,8 +259,8 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
 
 
 def _fallback(settings: Settings, exc: LiumFailure) -> Resolution:
-    value = settings.values["LIUM_TARGET"]
-    host = settings.values["OPS_DEFAULT_HOST"]
+    value = settings.lium_target
+    host = settings.ops_default_host
     if not host:
         if isinstance(exc, LiumMissing):
             raise LiumMissing(f"LIUM_TARGET={value} needs the lium CLI, which is not installed: {INSTALL_HINT}, "
@@ -272,7 +272,7 @@ def _fallback(settings: Settings, exc: LiumFailure) -> Resolution:
 
 
 def lookup_timeout(settings: Settings) -> int:
-    secs = int(settings["LIUM_LOOKUP_TIMEOUT_SECS"])  # type: ignore[arg-type]
+    secs = settings.lium_lookup_timeout_secs
     if secs < 1:
         raise ConfigError(f"config: LIUM_LOOKUP_TIMEOUT_SECS={secs} is not valid: expected at least 1 second")
     return secs
@@ -304,8 +304,8 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
     `fallback=False` (pod.down) never swaps in OPS_DEFAULT_HOST;
     `use_cache=False` (pod.status, pod.wait, pod.down) asks lium even after a lookup failed just now.
     """
-    environ = lium_environ(settings.values, environ)
-    value = settings.values["LIUM_TARGET"].strip()
+    environ = lium_environ(settings.lium_api_key, environ)
+    value = settings.lium_target.strip()
     if use_cache:
         cached = _cached(value, environ, settings)
         if cached is not None:
@@ -344,8 +344,8 @@ def resolve_again(settings: Settings, failed: Target) -> Target | None:
     if failed.kind != "lium" or failed not in _FROM_CACHE:
         return None
     _FROM_CACHE.discard(failed)
-    value = settings.values["LIUM_TARGET"].strip()
-    forget(value, environ=lium_environ(settings.values))
+    value = settings.lium_target.strip()
+    forget(value, environ=lium_environ(settings.lium_api_key))
     fresh = resolve(settings, use_cache=False).target
     assert fresh is not None
     note = f"the cached address of {failed.label} ({failed.host}:{failed.port}) did not answer; looked it up again"

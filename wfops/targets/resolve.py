@@ -26,9 +26,9 @@ def _chosen(environ: Mapping[str, str] | None) -> str:
 
 
 def _single(settings: Settings) -> Member:
-    if settings.values["LIUM_TARGET"].strip():
-        return Member(settings.values["LIUM_TARGET"].strip(), fleet.LIUM, settings)
-    return Member(settings.values["OPS_DEFAULT_HOST"].strip(), fleet.SSH, settings)
+    if settings.lium_target.strip():
+        return Member(settings.lium_target.strip(), fleet.LIUM, settings)
+    return Member(settings.ops_default_host.strip(), fleet.SSH, settings)
 
 
 def pods(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Member]:

@@ -53,11 +53,11 @@ def parse_host(value: str) -> tuple[str | None, str, int | None]:
 
 
 def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
-    value = settings.values["OPS_DEFAULT_HOST"]
+    value = settings.ops_default_host
     if value == LOCAL:
         return Target(kind=LOCAL, label=LOCAL, notes=notes)
     user, host, port = parse_host(value)
-    key = settings.values["SSH_KEY_PATH"]
+    key = settings.ssh_key_path
     return Target(
         kind="ssh",
         label=value,
@@ -65,24 +65,24 @@ def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
         user=user,
         port=port,
         key_filename=str(Path(key).expanduser()) if key else None,
-        strict_host_keys=bool(settings["SSH_STRICT_HOST_KEYS"]),
-        connect_timeout=int(settings["SSH_CONNECT_TIMEOUT"]),  # type: ignore[arg-type]
+        strict_host_keys=settings.ssh_strict_host_keys,
+        connect_timeout=settings.ssh_connect_timeout,
         notes=notes,
     )
 
 
 def resolve_target(settings: Settings) -> Target:
-    if settings.get("LIUM_TARGETS") or settings.get("OPS_HOSTS"):
+    if settings.lium_targets or settings.ops_hosts:
         from wfops.targets.fleet import one_pod_only
 
         raise one_pod_only(settings)
-    if settings.values["LIUM_TARGET"]:
+    if settings.lium_target:
         from wfops.targets.lium_pods import (
             resolve_lium_target,  # the lium path needs the CLI; keep it out of pure imports
         )
 
         return resolve_lium_target(settings)
-    if settings.values["OPS_DEFAULT_HOST"]:
+    if settings.ops_default_host:
         return ssh_target(settings)
     raise ConfigError(
         "config: no target: set LIUM_TARGET (a Lium pod) or OPS_DEFAULT_HOST "

@@ -283,7 +283,7 @@ def settings_for(c: Any, config: str | None) -> Settings:
 
 def tmux_attach(settings: Settings, session: str) -> str:
     """The command that attaches to a wfops tmux session on the pod."""
-    sock = settings.values["WF_TMUX_SOCKET"]
+    sock = settings.wf_tmux_socket
     return f"tmux {'-L ' + sock + ' ' if sock else ''}attach -t {session}"
 
 

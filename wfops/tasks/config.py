@@ -23,7 +23,7 @@ def _describe_target(settings: Any) -> dict[str, object]:
         target = resolve_target(settings)
     except WfopsError as exc:
         return {"error": exc.message}
-    source = "LIUM_TARGET" if settings.values["LIUM_TARGET"] else "OPS_DEFAULT_HOST"
+    source = "LIUM_TARGET" if settings.lium_target else "OPS_DEFAULT_HOST"
     return {"kind": target.kind, "label": target.label, "from": source, "notes": list(target.notes)}
 
 

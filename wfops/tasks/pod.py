@@ -24,6 +24,7 @@ from wfops.settings.load import KEYS_BY_NAME, Settings
 from wfops.targets import lium_pods as pods
 from wfops.targets.lium_cli import (
     INSTALL_HINT,
+    UP_KEYS,
     LiumCLI,
     LiumFailure,
     LiumMissing,
@@ -56,7 +57,7 @@ _ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def _resolve(settings: Settings, *, use_cache: bool, require_ready: bool) -> pods.Resolution:
     """LIUM_TARGET through Lium (one `lium ps`, or the cache), else OPS_DEFAULT_HOST / local."""
-    if settings.values["LIUM_TARGET"].strip():
+    if settings.lium_target.strip():
         return pods.resolve(settings, use_cache=use_cache, require_ready=require_ready)
     return pods.Resolution(resolve_target(settings))
 
@@ -85,7 +86,7 @@ def _confirm(question: str, yes: bool, command: str) -> None:
 def _lium_cli(command: str, settings: Settings) -> LiumCLI:
     """The lium CLI, run with the config's LIUM_API_KEY (when it sets one) in its environment."""
     try:
-        return LiumCLI.find(lium_environ(settings.values))
+        return LiumCLI.find(lium_environ(settings.lium_api_key))
     except LiumMissing:
         raise LiumMissing(f"{command} works through the lium CLI, which is not installed: {INSTALL_HINT}") from None
 
@@ -95,8 +96,12 @@ def _gib(n: object) -> str:
 
 
 def _with_lium_target(settings: Settings, value: str) -> Settings:
-    return dataclasses.replace(settings, values={**settings.values, "LIUM_TARGET": value},
-                               typed={**settings.typed, "LIUM_TARGET": value})
+    return settings.override({"LIUM_TARGET": value})
+
+
+def _up_values(settings: Settings) -> dict[str, str]:
+    """The LIUM_* keys of `lium up` as the file wrote them (up_argv checks and passes them as text)."""
+    return {name: settings.raw(name) for name in UP_KEYS}
 
 
 # ------------------------------------------------------------------ waiting until SSH answers
@@ -125,7 +130,7 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, first_row
         try:
             if row is not None and cli is not None:
                 target, row = pods.target_for_row(settings, row, cli), None
-            elif settings.values["LIUM_TARGET"].strip():
+            elif settings.lium_target.strip():
                 res = pods.resolve(settings, use_cache=False, require_ready=False)
                 if res.target is None:
                     raise (_Never if res.row is not None and is_terminal(res.row) else _NotYet)(str(res.problem))
@@ -201,7 +206,7 @@ def status(c, json=False, config=None):
     """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
     settings = settings_for(c, config)
     res = _resolve(settings, use_cache=False, require_ready=False)
-    data: dict[str, Any] = {"target": _target_view(res.target), "lium_target": settings.values["LIUM_TARGET"],
+    data: dict[str, Any] = {"target": _target_view(res.target), "lium_target": settings.lium_target,
                             "lium": dict(res.row) if res.row else None,
                             "reachable": False, "pod": None, "notes": list(res.target.notes) if res.target else []}
     error: ConnectError | None = None
@@ -210,7 +215,7 @@ def status(c, json=False, config=None):
     else:
         try:
             with PodCommand("pod.status", settings, res.target) as cmd:
-                data["pod"] = cmd.call("pod-facts", repo=settings.values["OPS_REMOTE_REPO"], mnt="/mnt")
+                data["pod"] = cmd.call("pod-facts", repo=settings.ops_remote_repo, mnt="/mnt")
             data["reachable"] = True
         except ConnectError as exc:
             error = exc
@@ -249,7 +254,7 @@ def _remove(cli: LiumCLI, settings: Settings, pod_id: str) -> str | None:
         cli.rm(pod_id)
     except LiumError as exc:
         return exc.message
-    pods.forget(pod_id=pod_id, environ=lium_environ(settings.values))
+    pods.forget(pod_id=pod_id, environ=lium_environ(settings.lium_api_key))
     return None
 
 
@@ -348,7 +353,7 @@ def _rent(cli: LiumCLI, settings: Settings, argv: list[str], timeout: int, befor
     try:
         out = cli.up([*argv, "--timeout", str(timeout)], timeout=timeout + 60)
     except UpInterrupted as stop:
-        raise _after_interrupted_up(cli, settings, stop, before, settings.values["LIUM_POD_NAME"].strip()) from None
+        raise _after_interrupted_up(cli, settings, stop, before, settings.lium_pod_name.strip()) from None
     except LiumFailure as exc:
         if exc.data.get("pod_id"):
             _remove_after_failed_up(cli, settings, exc)
@@ -387,7 +392,7 @@ def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, count=1, json=False, config=N
         raise UsageError("--count must be 1 or more")
     cli = _lium_cli("pod.up", settings)
     if count > 1:
-        _up_fleet(settings, cli, count, bool(yes or settings["LIUM_YES"]), int(timeout_secs), json)
+        _up_fleet(settings, cli, count, bool(yes or settings.lium_yes), int(timeout_secs), json)
         return
     data = _up_one(settings, cli, bool(yes), int(timeout_secs))
     emit(data, json, lambda: _up_human(data))
@@ -396,13 +401,13 @@ def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, count=1, json=False, config=N
 def _up_fleet(settings: Settings, cli: LiumCLI, count: int, yes: bool, timeout_secs: int, json: bool) -> None:
     """N pods, rented one after another (a Ctrl-C removes the pod being rented, as for one pod); the ones up
     before a failure stay and are named, with their LIUM_TARGETS line."""
-    name = settings.values["LIUM_POD_NAME"].strip()
-    _, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
-    _confirm(f"rent {count} Lium pods ({_rental_words(settings.values, ttl)} each); they bill per second until "
+    name = settings.lium_pod_name.strip()
+    _, ttl = up_argv(_up_values(settings), KEYS_BY_NAME["LIUM_TTL"].default)
+    _confirm(f"rent {count} Lium pods ({_rental_words(_up_values(settings), ttl)} each); they bill per second until "
              "removed", yes, "pod.up")
     up: list[dict] = []
     for i in range(1, count + 1):
-        one = dataclasses.replace(settings, values={**settings.values, "LIUM_POD_NAME": f"{name}-{i}" if name else ""})
+        one = settings.override({"LIUM_POD_NAME": f"{name}-{i}" if name else ""})
         try:
             data = _up_one(one, cli, True, timeout_secs)
         except (WfopsError, KeyboardInterrupt) as exc:
@@ -421,18 +426,18 @@ def _up_fleet(settings: Settings, cli: LiumCLI, count: int, yes: bool, timeout_s
 
 
 def _up_one(settings: Settings, cli: LiumCLI, yes: bool, timeout_secs: int) -> dict:
-    argv, ttl = up_argv(settings.values, KEYS_BY_NAME["LIUM_TTL"].default)
+    argv, ttl = up_argv(_up_values(settings), KEYS_BY_NAME["LIUM_TTL"].default)
     timeout = max(60, int(timeout_secs))
     started = time.monotonic()
     before = cli.ps()  # a pod with this name already? and, after a Ctrl-C, which pod is new
-    row = _pod_to_reuse(before, settings.values["LIUM_POD_NAME"].strip())
+    row = _pod_to_reuse(before, settings.lium_pod_name.strip())
     rented, out = row is None, {}
     if row is not None:
         print(f"wfops: pod.up: pod {pod_words(row)} already has this name and is running; using it, nothing "
               "rented", file=sys.stderr)
     else:
-        _confirm(f"rent a Lium pod ({_rental_words(settings.values, ttl)}); it bills per second until removed",
-                 bool(yes or settings["LIUM_YES"]), "pod.up")
+        _confirm(f"rent a Lium pod ({_rental_words(_up_values(settings), ttl)}); it bills per second until removed",
+                 bool(yes or settings.lium_yes), "pod.up")
         row, out = _rent(cli, settings, argv, timeout, before)
     settings = _with_lium_target(settings, str(row["id"]))
     try:
@@ -469,7 +474,7 @@ def _up_one(settings: Settings, cli: LiumCLI, yes: bool, timeout_secs: int) -> d
 def down(c, yes=False, force=False, json=False, config=None):
     """Remove the Lium pod: refuse while a sweep runs (unless --force), reset the workflow state to INIT, `lium rm`."""
     settings = settings_for(c, config)
-    value = settings.values["LIUM_TARGET"].strip()
+    value = settings.lium_target.strip()
     if not value:
         raise UsageError("pod.down removes a Lium pod and LIUM_TARGET is not set (a host reached through "
                          "OPS_DEFAULT_HOST was not rented by wfops: end it where you rented it)")
@@ -477,7 +482,7 @@ def down(c, yes=False, force=False, json=False, config=None):
     res = pods.resolve(settings, use_cache=False, require_ready=False, fallback=False)
     row = res.row
     assert row is not None
-    approved = bool(yes or settings["LIUM_YES"])
+    approved = bool(yes or settings.lium_yes)
     price = f", ${float(row['price_per_hour']):.2f}/h" if row.get("price_per_hour") is not None else ""
     _confirm(f"remove Lium pod {pod_words(row)} ({row.get('status')}{price}); this cannot be undone",
              approved, "pod.down")
@@ -490,7 +495,7 @@ def down(c, yes=False, force=False, json=False, config=None):
     else:
         try:
             with PodCommand("pod.down", settings, res.target) as cmd:
-                pod_side = cmd.call("pod-down", session=settings.values["SWEEP_TMUX_SESSION"], force=bool(force),
+                pod_side = cmd.call("pod-down", session=settings.sweep_tmux_session, force=bool(force),
                                     reason="pod removed (pod.down)")
         except ConnectError as exc:
             unreachable = f"cannot reach pod {pod_words(row)} ({exc.message})"
@@ -507,7 +512,7 @@ def down(c, yes=False, force=False, json=False, config=None):
         if exc.lium_exit == 5:
             raise NotFoundError(f"pod {pod_words(row)} is already gone ({exc.message})") from None
         raise
-    pods.forget(value, pod_id=str(row["id"]), environ=lium_environ(settings.values))
+    pods.forget(value, pod_id=str(row["id"]), environ=lium_environ(settings.lium_api_key))
     if res.target is not None:  # the keeper of a removed pod would idle for WF_PERSIST_SECS
         from wfops.transport import warm
 
@@ -615,9 +620,9 @@ def ssh_config(c, alias=None, file=None, print_=False, json=False, config=None):
     if target.kind == LOCAL:
         raise UsageError("the target is `local` (this machine): it needs no ssh_config entry")
     if target.kind == "ssh":
-        user, _host, port = parse_host(settings.values["OPS_DEFAULT_HOST"])
+        user, _host, port = parse_host(settings.ops_default_host)
         if user is None and port is None:
-            raise UsageError(f"OPS_DEFAULT_HOST={settings.values['OPS_DEFAULT_HOST']} is already an ssh alias or "
+            raise UsageError(f"OPS_DEFAULT_HOST={settings.ops_default_host} is already an ssh alias or "
                              "host name: `ssh` reaches it as it is")
     name = alias or _default_alias(res, target)
     if not _ALIAS_RE.match(name):

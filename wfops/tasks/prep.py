@@ -20,11 +20,11 @@ def bootstrap(c, json=False, config=None):
     (a failure only warns); WANDB_SETUP_SCRIPT runs when SWEEP_WANDB=1 or RUN_WANDB_SETUP=1.
     """
     settings = settings_for(c, config)
-    run_wandb = bool(settings["SWEEP_WANDB"] or settings["RUN_WANDB_SETUP"])
+    run_wandb = bool(settings.sweep_wandb or settings.run_wandb_setup)
     data = call_once(
-        "bootstrap", settings, "bootstrap", prereqs=list(settings["PREREQ_COMMANDS"]),
-        auto_install=bool(settings["AUTO_INSTALL_PREREQS"]), apt_packages=list(settings["APT_PACKAGES"]),
-        bootstrap_script=settings.values["BOOTSTRAP_SCRIPT"], wandb_script=settings.values["WANDB_SETUP_SCRIPT"],
+        "bootstrap", settings, "bootstrap", prereqs=list(settings.prereq_commands),
+        auto_install=settings.auto_install_prereqs, apt_packages=list(settings.apt_packages),
+        bootstrap_script=settings.bootstrap_script, wandb_script=settings.wandb_setup_script,
         run_wandb=run_wandb,
     )
     emit(data, json, lambda: "pod bootstrapped: state BOOTSTRAPPED"
@@ -40,16 +40,16 @@ def checkout(c, dry_run=False, json=False, config=None):
     """
     settings = settings_for(c, config)
     require_repo_url(settings)
-    v = settings.values
-    common = dict(repo=v["OPS_REMOTE_REPO"], data_dir=v["DATA_DIR"], train_workdir=v["TRAIN_WORKDIR"],
-                  link_dir=v["DATA_LINK_DIR"], install_cmd=v["REPO_INSTALL_CMD"],
-                  data_check=list(settings["DATA_CHECK"]), data_link=v["DATA_LINK"])
+    v = settings
+    common = dict(repo=v.ops_remote_repo, data_dir=v.data_dir, train_workdir=v.train_workdir,
+                  link_dir=v.data_link_dir, install_cmd=v.repo_install_cmd,
+                  data_check=list(settings.data_check), data_link=v.data_link)
     with PodCommand("checkout", settings) as cmd:
-        facts = cmd.call("checkout-facts", dry_run=dry_run, repo=common["repo"], python=v["REMOTE_PYTHON_BIN"],
+        facts = cmd.call("checkout-facts", dry_run=dry_run, repo=common["repo"], python=v.remote_python_bin,
                          data_dir=common["data_dir"], workdir=common["train_workdir"], link_dir=common["link_dir"],
-                         mounts=v["WF_MOUNT_TABLE"], install_cmd=common["install_cmd"],
-                         data_check=common["data_check"], data_link=common["data_link"], repo_url=v["REPO_URL"],
-                         branch="" if v["CHECKOUT_PR"] else v["CHECKOUT_BRANCH"])
+                         mounts=v.wf_mount_table, install_cmd=common["install_cmd"],
+                         data_check=common["data_check"], data_link=common["data_link"], repo_url=v.repo_url,
+                         branch="" if v.checkout_pr else v.checkout_branch)
         plan = plan_checkout(settings, facts)
         if dry_run:
             if json:
@@ -62,9 +62,9 @@ def checkout(c, dry_run=False, json=False, config=None):
             return
         print(visible(settings.mask(f"checkout plan:\n{plan.render()}")), file=sys.stderr)
         plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
-        data = cmd.call("checkout-apply", plan=plan_data, repo_url=v["REPO_URL"],
-                        remote_python=v["REMOTE_PYTHON_BIN"], cpu_only=bool(settings["CPU_ONLY"]),
-                        download_cmd=v["FINEWEB_DOWNLOAD_CMD"], **common)
+        data = cmd.call("checkout-apply", plan=plan_data, repo_url=v.repo_url,
+                        remote_python=v.remote_python_bin, cpu_only=settings.cpu_only,
+                        download_cmd=v.fineweb_download_cmd, **common)
     emit(data, json, lambda: pairs([
         ("state", data.get("state")),
         ("HEAD", data.get("head")),

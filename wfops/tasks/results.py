@@ -86,7 +86,7 @@ def task_logs(c, id=None, follow=False, tail=None, config=None):
 def sweep_attach(c, config=None):
     """Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
     settings = settings_for(c, config)
-    attach(settings, settings.values["SWEEP_TMUX_SESSION"], what="no sweep")
+    attach(settings, settings.sweep_tmux_session, what="no sweep")
 
 
 @wftask(name="attach", positional=["id"], help={"id": "task id (also --id ID)"})
@@ -94,7 +94,7 @@ def task_attach(c, id=None, config=None):
     """Open a tracked task's tmux window on the pod in this terminal (detach with Ctrl-b d; the task goes on)."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
-    attach(settings, settings.values["WF_TMUX_SESSION"], window=task_id, what=f"task {task_id}")
+    attach(settings, settings.wf_tmux_session, window=task_id, what=f"task {task_id}")
 
 
 # ------------------------------------------------------------------ wait
@@ -129,13 +129,13 @@ def wait(c, timeout_secs=None, json=False, config=None):
 
     settings = settings_for(c, config)
     if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
-        data = fleet_sweep.wait(settings, timeout_secs, list(settings["METRIC_PATTERNS"]))
+        data = fleet_sweep.wait(settings, timeout_secs, list(settings.metric_patterns))
     else:
         with PodCommand("sweep.wait", settings) as cmd:
-            data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings["METRIC_PATTERNS"]))
+            data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings.metric_patterns))
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
-    emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"]))
+    emit(data, json, lambda: _status_text(data, settings.metric_columns))
     code, why = wait_code(data)
     if code:
         raise WfopsError(why, code)
@@ -204,20 +204,20 @@ def report(c, out=None, sort=None, json=False, config=None):
     """
     settings = settings_for(c, config)
     if fleet.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
-        data = fleet_sweep.metrics(settings, list(settings["METRIC_PATTERNS"]))
+        data = fleet_sweep.metrics(settings, list(settings.metric_patterns))
         for name, why in data["down"].items():
             print(f"wfops: pod {name} does not answer ({why}): its runs are not in the report", file=sys.stderr)
     else:
         with PodCommand("sweep.report", settings) as cmd:
-            data = cmd.call("sweep-metrics", patterns=list(settings["METRIC_PATTERNS"]))
+            data = cmd.call("sweep-metrics", patterns=list(settings.metric_patterns))
     sweep_id = (data.get("sweep") or {}).get("sweep_id")
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE or not sweep_id:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     runs = data.get("runs") or []
-    keys, metrics = report_columns(runs, list(settings["METRIC_COLUMNS"]))
-    shown = choose_columns(list(settings["METRIC_COLUMNS"]), metrics, sort)  # the table's; the files have all
+    keys, metrics = report_columns(runs, list(settings.metric_columns))
+    shown = choose_columns(list(settings.metric_columns), metrics, sort)  # the table's; the files have all
     runs = report_sort(runs, sort or (shown[0] if shown else None))
-    folder = Path(out) if out else Path(settings.values["LOCAL_ARTIFACTS_DIR"]).expanduser() / "_reports" / sweep_id
+    folder = Path(out) if out else Path(settings.local_artifacts_dir).expanduser() / "_reports" / sweep_id
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write_csv(folder / "results.csv", runs, keys, metrics)

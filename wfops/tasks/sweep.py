@@ -28,7 +28,7 @@ ALWAYS_SHOWN = (SUCCESS, FAILED, RUNNING, PENDING, LOST)
 
 
 def _csv_path(settings, csv: str | None) -> Path:
-    path = Path(csv or settings.values["SWEEP_CSV"]).expanduser()
+    path = Path(csv or settings.sweep_csv).expanduser()
     if not path.is_file():
         raise NotFoundError(f"sweep CSV not found: {path} (write a starter with sweep.template)")
     return path
@@ -39,14 +39,14 @@ def _read_runs(settings, path: Path):
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
-    return text, parse_csv(text, settings["TRAIN_INJECT"])
+    return text, parse_csv(text, settings.train_inject)
 
 
 @wftask(help={"csv": CSV_HELP})
 def template(c, csv=None, config=None):
     """Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
     settings = settings_for(c, config)
-    path = Path(csv or settings.values["SWEEP_CSV"]).expanduser()
+    path = Path(csv or settings.sweep_csv).expanduser()
     if path.exists():
         raise ConflictError(f"{path} exists; not overwritten (remove it or pass --csv with another path)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,10 +67,10 @@ def validate(c, csv=None, workdir=None, json=False, config=None):
                    if not (Path(workdir) / r.config).is_file()]
         if missing:
             raise UsageError(f"{len(missing)} missing config(s)\n  " + "\n  ".join(missing))
-    selected = {r.run_id for r in select_runs(runs, settings.values["SWEEP_MATCH"], settings.values["SWEEP_START_AT"],
-                                             settings["SWEEP_LIMIT"])}
+    selected = {r.run_id for r in select_runs(runs, settings.sweep_match, settings.sweep_start_at,
+                                             settings.sweep_limit)}
     data = {"csv": str(path), "runs": [dict(r.as_dict(), selected=r.run_id in selected) for r in runs]}
-    gpus = settings.values["RUN_GPUS"]
+    gpus = settings.run_gpus
     emit(data, json, lambda: table(
         ("line", "run_id", "config", "seed", "overrides", "gpus", "queued"),
         [(r.line, r.run_id, r.config, r.seed, " ".join(f"{k}={v}" for k, v in r.overrides), r.gpus or gpus,
@@ -87,10 +87,9 @@ START_HELP = {"csv": CSV_HELP, "json": JSON_HELP,
 
 
 def _filters(settings, match, start_at, limit) -> dict:
-    v = settings.values
-    return {"match": v["SWEEP_MATCH"] if match is None else match,
-            "start_at": v["SWEEP_START_AT"] if start_at is None else start_at,
-            "limit": settings["SWEEP_LIMIT"] if limit is None else limit}
+    return {"match": settings.sweep_match if match is None else match,
+            "start_at": settings.sweep_start_at if start_at is None else start_at,
+            "limit": settings.sweep_limit if limit is None else limit}
 
 
 @wftask(help=START_HELP, int_options=["limit"], interrupted="the sweep may have started: run sweep.status")
@@ -104,18 +103,18 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
     selected = select_runs(runs, filters["match"], filters["start_at"], filters["limit"])
     now = datetime.now(timezone.utc)
     sweep_id = "sweep-" + now.strftime("%Y%m%dT%H%M%SZ")
-    group = settings.values["WANDB_GROUP"] or sweep_id
+    group = settings.wandb_group or sweep_id
     plan = {
         "sweep_id": sweep_id, "created_at": now.isoformat(timespec="seconds"), "wfops_version": __version__,
         "csv": {"name": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}, "filters": filters,
-        "force": bool(force or settings["SWEEP_FORCE"]), "fail_fast": bool(fail_fast or settings["SWEEP_FAIL_FAST"]),
+        "force": bool(force or settings.sweep_force), "fail_fast": bool(fail_fast or settings.sweep_fail_fast),
         "wandb_group": group, "runs": plan_runs(settings, runs, {r.run_id for r in selected}),
         "queue": queue_entries(settings, selected, group), "exec": exec_block(settings),
     }
-    session = settings.values["SWEEP_TMUX_SESSION"]
+    session = settings.sweep_tmux_session
     left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
     wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
-    if wide and settings.values["TRAIN_LAUNCHER"] != "torchrun":
+    if wide and settings.train_launcher != "torchrun":
         raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was started")
     if fleet.is_fleet(settings):
         _start_fleet(settings, plan, text, session, json, left)
@@ -158,10 +157,10 @@ def add(c, csv=None, json=False, config=None):
     if not csv:
         raise UsageError("sweep.add needs --csv FILE with the runs to add")
     _, runs = _read_runs(settings, _csv_path(settings, csv))
-    session = settings.values["SWEEP_TMUX_SESSION"]
+    session = settings.sweep_tmux_session
     if fleet.is_fleet(settings):
         ledger = fleet_sweep.load_ledger(settings)
-        group = settings.values["WANDB_GROUP"] or ledger.get("wandb_group") or ledger["sweep_id"]
+        group = settings.wandb_group or ledger.get("wandb_group") or ledger["sweep_id"]
         data = fleet_sweep.add(settings, runs, queue_entries(settings, runs, group),
                                plan_runs(settings, runs, {r.run_id for r in runs}))
         emit(data, json, lambda: f"{data['sweep_id']}: {len(data['placed'])} run(s) queued: " + ", ".join(
@@ -171,7 +170,7 @@ def add(c, csv=None, json=False, config=None):
     scripts = launch_script.scripts(settings, runs)  # a template error is one line before the pod is asked
     with PodCommand("sweep.add", settings) as cmd:
         current = cmd.call("sweep-current")
-        group = settings.values["WANDB_GROUP"] or current.get("wandb_group") or current["sweep_id"]
+        group = settings.wandb_group or current.get("wandb_group") or current["sweep_id"]
         data = cmd.call("sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
                         entries=queue_entries(settings, runs, group, scripts), session=session,
                         exec_block=exec_block(settings))
@@ -204,7 +203,7 @@ def retry(c, ids=None, failed=False, json=False, config=None):
         _fleet_exit(data)
         return
     data = call_once("sweep.retry", settings, "sweep-retry", run_ids=[n.strip() for n in names], failed=bool(failed),
-                     session=settings.values["SWEEP_TMUX_SESSION"])
+                     session=settings.sweep_tmux_session)
     emit(data, json, lambda: _queued_text(data))
 
 
@@ -270,23 +269,23 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     every pod's rows in one table with a pod column)."""
     secs = watching.interval(watch)
     settings = settings_for(c, config)
-    args = {"sweep": sweep or "", "metric_patterns": list(settings["METRIC_PATTERNS"])}
+    args = {"sweep": sweep or "", "metric_patterns": list(settings.metric_patterns)}
     if fleet.is_fleet(settings):
         _fleet_status(settings, sweep or "", sort, json, secs)
         return
     if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
         with PodCommand("sweep.status", settings) as cmd:
             watching.watch(lambda: cmd.call("sweep-status", **args),
-                           lambda d: _status_text(d, settings["METRIC_COLUMNS"], sort),
+                           lambda d: _status_text(d, settings.metric_columns, sort),
                            lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
         return
     data = call_once("sweep.status", settings, "sweep-status", **args)
-    emit(data, json, lambda: _status_text(data, settings["METRIC_COLUMNS"], sort))
+    emit(data, json, lambda: _status_text(data, settings.metric_columns, sort))
 
 
 def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
-    patterns = list(settings["METRIC_PATTERNS"])
-    text = lambda d: _status_text(d, settings["METRIC_COLUMNS"], sort)  # noqa: E731
+    patterns = list(settings.metric_patterns)
+    text = lambda d: _status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
         ledger = fleet_sweep.load_ledger(settings, sweep)
         with fleet_sweep.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
@@ -328,8 +327,8 @@ def rebalance(c, sweep="", json=False, config=None):
 def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
-    wait = timeout_secs if timeout_secs is not None else int(settings["KILL_GRACE_SECS"]) + 60
-    data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.values["SWEEP_TMUX_SESSION"])
+    wait = timeout_secs if timeout_secs is not None else settings.kill_grace_secs + 60
+    data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.sweep_tmux_session)
     if not data.get("was_running"):
         if on_fleet():  # one pod of a fleet whose share has ended: nothing to stop there is not a failure
             emit(data, json, lambda: f"nothing to stop here (latest: {data.get('sweep_id')}, {data.get('state')})")

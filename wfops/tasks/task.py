@@ -49,11 +49,11 @@ def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=F
         raise UsageError("--cmd is required")
     check_workdir(workdir)
     settings = settings_for(c, config)
-    timeout = settings["TASK_TIMEOUT_SECS"] if timeout_secs is None else timeout_secs
+    timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
     data = call_once(
         "task.run", settings, "task-start", id=task_id, command_text=command_script(settings, task_id, cmd, workdir),
-        timeout=timeout, workdir=workdir, grace=settings["KILL_GRACE_SECS"], force=bool(force),
-        session=settings.values["WF_TMUX_SESSION"],
+        timeout=timeout, workdir=workdir, grace=settings.kill_grace_secs, force=bool(force),
+        session=settings.wf_tmux_session,
     )
     emit(data, json, lambda: (
         f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"

@@ -22,7 +22,7 @@ NO_SESSION, NO_WINDOW = 65, 66  # exit codes of the attach script when there is 
 
 def attach_script(settings: Settings, session: str, window: str | None = None) -> str:
     """bash: check the session (and window), then replace itself with `tmux attach`."""
-    sock = settings.values["WF_TMUX_SOCKET"]
+    sock = settings.wf_tmux_socket
     tmux = "tmux" + (f" -L {shlex.quote(sock)}" if sock else "")
     target = shlex.quote("=" + session)
     lines = ["unset TMUX", f"{tmux} has-session -t {target} 2>/dev/null || exit {NO_SESSION}"]

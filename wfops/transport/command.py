@@ -65,7 +65,7 @@ class PodCommand:
 
     @property
     def persist(self) -> float:
-        return float(self.settings["WF_PERSIST_SECS"])
+        return float(self.settings.wf_persist_secs)
 
     def __exit__(self, *exc: object) -> None:
         if self.session is not None:
@@ -76,8 +76,8 @@ class PodCommand:
         return {
             "command": self.command,
             "rule": self.rule,
-            "outputs_dir": s.values["OPS_REMOTE_OUTPUTS_DIR"],
-            "remote_python": s.values["REMOTE_PYTHON_BIN"],
+            "outputs_dir": s.ops_remote_outputs_dir,
+            "remote_python": s.remote_python_bin,
             "names": {"control": states.CONTROL_DIR, "agent": states.AGENT_DIR, "lock": states.LOCK_FILE},
             "agent": agent(),
             "lock_wait_secs": LOCK_WAIT_SECS,
@@ -89,9 +89,9 @@ class PodCommand:
         s = self.settings
         return {
             "cmd": agent_command,
-            "pod": {"out": s.values["OPS_REMOTE_OUTPUTS_DIR"], "state_file": s.state_file,
-                    "env_path": s.values["REMOTE_ENV_PATH"], "tmux_socket": s.values["WF_TMUX_SOCKET"]},
-            "prelude": {"command": self.command, "enforce": bool(s["WF_FSM_ENFORCE"]), "dry_run": dry_run,
+            "pod": {"out": s.ops_remote_outputs_dir, "state_file": s.state_file,
+                    "env_path": s.remote_env_path, "tmux_socket": s.wf_tmux_socket},
+            "prelude": {"command": self.command, "enforce": s.wf_fsm_enforce, "dry_run": dry_run,
                         "env": {"sha": s.pod_env_sha256(), "b64": b64(s.pod_env_text())}},
             "data": data,
         }
