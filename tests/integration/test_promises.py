@@ -205,7 +205,7 @@ def test_the_connection_sets_tcp_nodelay(sshd: SSHD):
     from fabric import Config, Connection
 
     from wfops.targets.target import Target
-    from wfops.transport.session import open_session
+    from wfops.transport.connect import open_session
 
     plain = Connection(sshd.host, user=sshd.user, port=sshd.port, config=Config(overrides={"load_ssh_configs": False}),
                        connect_kwargs={"key_filename": str(sshd.key), "look_for_keys": False, "allow_agent": False})
