@@ -462,7 +462,8 @@ def test_the_agent_is_installed_once_under_its_content_hash(ssh_pod: Pod):
     assert main.is_file() and not marker.exists()
 
 
-PURE = ("config", "fsm", "sweep_model", "prepare", "tracked", "shell", "render", "output")
+PURE = ("settings.load", "transport.rules", "sweeps.model", "sweeps.metrics", "sweeps.status", "preparation", "tracked",
+        "transport.shell", "transport.render", "transport.session", "transport.warm", "output")
 
 
 def test_pure_modules_import_neither_fabric_nor_invoke():
