@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, QUEUE_NONE, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from wfops.output import duration, quiet_note, table
 from wfops.sweeps.metrics import Row, metric_cells, status_metrics
 
@@ -21,7 +21,7 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
     """A pod's (or a fleet's joined) `sweep-status` answer as the table the user reads."""
     sw = data.get("sweep") or {}
     cols, runs = status_metrics(data.get("runs") or [], metric_columns, sort)  # metric columns, their order
-    if sw.get("state") == "none":
+    if sw.get("state") == QUEUE_NONE:
         return "no sweep has been started on this pod (sweep.start)"
     head = f"{sw.get('sweep_id')}: {sw.get('state')}" + (f" ({sw['reason']})" if sw.get("reason") else "")
     note = (data.get("workflow") or {}).get("note")
