@@ -1,5 +1,5 @@
 """What TCP_NODELAY saves per exec: Fabric `run("true")` on an open connection to the loopback sshd, with
-paramiko's default socket (Nagle on) and with TCP_NODELAY set as wfops.transport.session sets it.
+paramiko's default socket (Nagle on) and with TCP_NODELAY set as wfops.transport.ssh sets it.
 
     .venv/bin/python benchmarks/bench_nodelay.py [--rounds 7 --execs 20]
 
@@ -59,7 +59,7 @@ def main() -> None:
     print_table(f"One exec on an open Fabric connection (loopback sshd; median of {args.rounds} rounds of "
                 f"{args.execs} execs, {time.strftime('%Y-%m-%d')})", ["socket", "ms per exec"], [
         ["paramiko's default (Nagle on)", f"{p:.1f}"],
-        ["TCP_NODELAY set (as wfops.transport.session does)", f"{f:.1f}"],
+        ["TCP_NODELAY set (as wfops.transport.ssh does)", f"{f:.1f}"],
         ["saved per exec", f"{p - f:.1f}"],
     ])
 

@@ -3,7 +3,8 @@
 #   - Debian packages: OpenSSH server and client, rsync, tmux, git, shellcheck, python3 with venv and pip
 #   - the "pod image" stand-in: torch==2.13.0 (CPU build) and numpy in the system python3 (/usr/bin/python3),
 #     because a pod's venv is made with --system-site-packages over the image's python
-#   - .venv: wfops itself (editable) with its dev, lium and report (matplotlib, ~15 s more) extras
+#   - .venv: wfops itself (editable) with its dev (pytest, ruff, mypy, pre-commit), lium and report (matplotlib,
+#     ~15 s more) extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -29,7 +30,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import wfops, pytest, xdist, lium, hatchling, vermin, matplotlib' 2>/dev/null \
+if ! .venv/bin/python -c 'import wfops, pytest, xdist, lium, hatchling, vermin, matplotlib, mypy' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.wfops-setup ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,lium,report]"
   touch .venv/.wfops-setup

@@ -1,4 +1,94 @@
-"""wfops: run ML experiments on rented GPU pods with Invoke tasks."""
+"""wfops: run ML experiments on rented GPU pods with Invoke tasks.
+
+The module map: one line per package and module (tests/unit/test_layout.py checks that it names every one of
+them and nothing that is gone). Data flows one way: options + workflow.env -> settings -> target(s) -> a pure
+plan -> one rendered script in one exec on the pod, where the agent does the work -> a JSON answer -> a table.
+
+    __main__.py               `python -m wfops`: the console script
+    cli.py                    the `wfops` console script, light on purpose (prewarm first, then the task tree)
+    program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
+    prewarm.py                start the target's keeper before the task tree is imported
+    errors.py                 typed errors (WfopsError and kin) and the exit-code table
+    output.py                 tables, durations and JSON for the user; control characters made visible
+    watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
+    tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code
+    preparation.py            bootstrap/checkout planned in pure Python from one probe of the pod ("facts")
+    settings/                 workflow.env -> typed, validated settings
+    settings/keys.py          the KEYS table: each key's default, check, meaning, group, whether it reaches the pod
+    settings/checks.py        the checks keys use: text -> typed value, or what was expected
+    settings/model.py         Settings: one typed attribute per key; raw text via raw() / extras
+    settings/load.py          find the dotenv file, parse it, expand ${}, check every key -> Settings
+    settings/secrets.py       which keys are secret; redaction and masking
+    settings/example.py       workflow.env.example from the table (`python -m wfops.settings`)
+    settings/__main__.py      `python -m wfops.settings > workflow.env.example`
+    targets/                  which pod(s) a command talks to, and the providers behind them
+    targets/target.py         the Target value (connection parameters) and the single-pod resolution
+    targets/resolve.py        THE one way from settings to a command's pod(s): pods, is_fleet, one
+    targets/fleet.py          a fleet (LIUM_TARGETS / OPS_HOSTS) and one command on all of its pods
+    targets/lium_pods.py      Lium pods as targets: one `lium ps` -> a direct SSH connection, host-key pin
+    targets/lium_cli.py       the one place the `lium` CLI runs, and the pure helpers for its output
+    transport/                one connection per command, one exec per script, rendered scripts
+    transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
+    transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
+    transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
+    transport/local.py        the `local` target's session: `bash -s` on this machine
+    transport/warm.py         warm connections, client side: find or start a keeper; the frames
+    transport/keeper.py       the keeper process: holds one target's connection open between commands
+    transport/command.py      PodCommand: one command against one pod, agent requests over one session
+    transport/render.py       the Jinja environment, the rendered-script cache, the agent tarball
+    transport/shell.py        shell quoting for every value that enters a script
+    transport/rules.py        the workflow rules, client side: a command's rule, state parsing
+    transport/attach.py       an interactive terminal on the pod's tmux session (sweep.attach, task.attach)
+    sweeps/                   sweeps, client side
+    sweeps/model.py           sweep CSV -> validated run specs, filters, a run's training command
+    sweeps/plan.py            a fleet sweep's spread over pods, moves of runs not started, joined tables
+    sweeps/ledger.py          the ledger of a fleet sweep on this machine (which run went to which pod)
+    sweeps/fleet.py           one sweep over a fleet: start, joined status, wait, rebalance
+    sweeps/metrics.py         metric columns, best values and the rows of results.csv
+    sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template
+    sweeps/status.py          the text of sweep.status and sweep.wait: the run table and the totals line
+    artifacts/                bringing run directories home (run.fetch)
+    artifacts/transfer.py     run.fetch: what to ask for, the one exec that streams it, what to tell the user
+    artifacts/fetch.py        receiving the tar stream: an extractor process that places file by file
+    tasks/                    the invoke task tree: thin adapters (options -> the layer below -> output, exit)
+    tasks/_base.py            what every task shares: the error boundary, option checks, settings, output
+    tasks/config.py           config.show
+    tasks/connection.py       disconnect: close warm connections now
+    tasks/fsm.py              fsm.status and fsm.reset
+    tasks/pod.py              pod.up / down / status / wait / ssh-config (Lium and SSH pods)
+    tasks/prep.py             bootstrap and checkout
+    tasks/task.py             task.run / status / wait / list (logs and attach from results.py): tracked tasks
+    tasks/sweep.py            sweep.template / validate / start / add / retry / status / stop / list / rebalance
+    tasks/results.py          sweep.report / wait / attach, run.logs, task.logs / attach: what one looks at
+    tasks/run.py              run.fetch (and run.logs from results.py)
+    agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
+    agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
+    agent/registry.py         the command registry: a handler's signature declares its arguments
+    agent/states.py           THE vocabulary: states, failure classes, workflow rules, exit codes, pod layout
+    agent/store.py            files on the pod: atomic JSON writes, locks, the one validating loader
+    agent/procs.py            process ownership and liveness: subreaper, owner marks, tree kill, pidfd waits
+    agent/workflow.py         the workflow gate every command passes, transitions, config sync
+    agent/steps.py            running bootstrap/checkout steps with progress on stderr
+    agent/prepare.py          bootstrap and checkout-apply on the pod
+    agent/facts.py            read-only facts: the checkout probe, pod.status checks
+    agent/data.py             checkout's data step: DATA_CHECK in DATA_DIR, linking it into the workdir
+    agent/tasks.py            tracked tasks: a command in its own tmux window, supervised
+    agent/supervisor.py       one run or task, supervised: start, log, timeout, stall, final sync
+    agent/outcome.py          how a run ended, in words a researcher can act on
+    agent/launch.py           how the agent starts itself again (runner, scheduler, supervisor)
+    agent/runscript.py        a run's rendered launch script: run-time values filled in, quoted, on the pod
+    agent/runs.py             one run of a sweep: its directories, attempts and exact command
+    agent/slots.py            GPU slots and the order runs start in (pure)
+    agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
+    agent/sweeps.py           sweeps on the pod: start, the status table, stop, the list
+    agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
+    agent/fleet.py            this pod's part in a fleet sweep: facts, its share, node placement
+    agent/netcheck.py         the reachability check before a multi-node run
+    agent/metrics.py          a run's metrics from its metrics.jsonl (or its log)
+    agent/results.py          what a sweep produced: sweep-metrics for sweep.report
+    agent/logs.py             live logs of a run or task over the one connection
+    agent/fetching.py         what run.fetch sends: the files the client lacks or has in another version
+"""
 
 import os as _os
 import sys as _sys

@@ -22,6 +22,13 @@ from wfops.agent.states import (
     EXIT_WAIT_TIMEOUT,
 )
 
+__all__ = [  # the exit codes are re-exported from the agent's vocabulary: the client imports them from here
+    "EXIT_CODES", "EXIT_CONFLICT", "EXIT_CONNECT", "EXIT_FAILED", "EXIT_LIUM", "EXIT_LOST", "EXIT_NOT_FOUND",
+    "EXIT_OK", "EXIT_REMOTE", "EXIT_STATE", "EXIT_TIMED_OUT", "EXIT_USAGE", "EXIT_WAIT_TIMEOUT",
+    "ConfigError", "ConflictError", "ConnectError", "LiumError", "NotFoundError", "RemoteError", "UsageError",
+    "WfopsError",
+]
+
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILED: "a task or run failed (or an unexpected internal error)",

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from wfops.errors import ConfigError, RemoteError
 from wfops.settings.load import Settings
 
 TORCH_MIN = (2, 3)
 FINEWEB_PAIR = ("fineweb_train_*.bin", "fineweb_val_*.bin")  # the default DATA_CHECK
+
+Facts = dict[str, Any]  # the pod's answer to `checkout-facts` (wfops/agent/facts.py), or one part of it
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _same_url(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def check_torch(settings: Settings, py: dict) -> str:
+def check_torch(settings: Settings, py: Facts) -> str:
     """Refuse a pod whose REMOTE_PYTHON_BIN has no usable torch; return a one-line description."""
     bin_ = settings.remote_python_bin
     if not py.get("found"):
@@ -108,7 +111,7 @@ def check_torch(settings: Settings, py: dict) -> str:
                       "GPU driver, or set CPU_ONLY=1 if this target has no GPU on purpose")
 
 
-def _plan_clone(url: str, repo: dict, steps: list[Step]) -> bool:
+def _plan_clone(url: str, repo: Facts, steps: list[Step]) -> bool:
     path = repo["path"]
     if repo["is_git"]:
         origin = repo.get("origin") or ""
@@ -124,7 +127,7 @@ def _plan_clone(url: str, repo: dict, steps: list[Step]) -> bool:
     return True
 
 
-def _plan_ref(settings: Settings, facts: dict, url: str, steps: list[Step]) -> tuple[str, str]:
+def _plan_ref(settings: Settings, facts: Facts, url: str, steps: list[Step]) -> tuple[str, str]:
     pr = settings.checkout_pr
     ref_kind, ref = ("pr", pr) if pr else ("branch", settings.checkout_branch)
     if ref_kind == "branch" and (not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\")):
@@ -139,7 +142,7 @@ def _plan_ref(settings: Settings, facts: dict, url: str, steps: list[Step]) -> t
     return ref_kind, ref
 
 
-def _plan_venv(settings: Settings, venv: dict, py: dict, env_site: str) -> tuple[str, str]:
+def _plan_venv(settings: Settings, venv: Facts, py: Facts, env_site: str) -> tuple[str, str]:
     inside = venv.get("torch_inside") or []
     if settings.venv_recreate and venv["exists"]:
         return "recreate", "VENV_RECREATE=1"
@@ -157,14 +160,14 @@ def _plan_venv(settings: Settings, venv: dict, py: dict, env_site: str) -> tuple
     return "create", f"python -m venv --system-site-packages {venv['path']}{extra}"
 
 
-def _data_checks(data: dict) -> list[dict]:
+def _data_checks(data: Facts) -> list[Facts]:
     if "checks" in data:
         return list(data["checks"])
     return [{"pattern": "fineweb_train_*.bin", "matches": data["train"]},
             {"pattern": "fineweb_val_*.bin", "matches": data["val"]}]
 
 
-def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
+def _plan_data(settings: Settings, data: Facts, steps: list[Step]) -> str:
     data_dir, checks = settings.data_dir, _data_checks(data)
     missing = [c["pattern"] for c in checks if not c["matches"]]
     if not checks:
@@ -188,7 +191,7 @@ def _plan_data(settings: Settings, data: dict, steps: list[Step]) -> str:
                       "there, set DATA_CHECK to what your data looks like (empty: no check), or DOWNLOAD_FINEWEB=1")
 
 
-def _plan_link(settings: Settings, checks: list[dict], link: dict, data_action: str) -> Step:
+def _plan_link(settings: Settings, checks: list[Facts], link: Facts, data_action: str) -> Step:
     mode, link_dir = settings.data_link, settings.data_link_dir
     if mode == "none":
         return Step("link", False, "DATA_LINK=none: the data is not linked into the checkout")
@@ -207,7 +210,7 @@ def _plan_link(settings: Settings, checks: list[dict], link: dict, data_action: 
     return Step("link", True, f"link the files DATA_CHECK matches into {link['dir']}")
 
 
-def plan_checkout(settings: Settings, facts: dict) -> CheckoutPlan:
+def plan_checkout(settings: Settings, facts: Facts) -> CheckoutPlan:
     url = require_repo_url(settings)
     repo, venv, py, data = facts["repo"], facts["venv"], facts["python"], facts["data"]
     steps: list[Step] = []

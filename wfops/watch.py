@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any, TextIO
 
 from wfops.errors import UsageError
 from wfops.output import visible
@@ -37,8 +38,9 @@ def interval(value: object) -> float | None:
     return secs
 
 
-def watch(fetch: Callable[[], dict], render: Callable[[dict], str], done: Callable[[dict], bool], secs: float,
-          as_json: bool = False, out=None) -> dict:
+def watch(fetch: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str],
+          done: Callable[[dict[str, Any]], bool], secs: float, as_json: bool = False,
+          out: TextIO | None = None) -> dict[str, Any]:
     """Fetch and show until `done(data)`; returns the last data."""
     out = out or sys.stdout
     tty = out.isatty() and not as_json

@@ -14,6 +14,7 @@ from tests.integration.test_sweeps import local_swept, states, status, wait_swee
 from wfops.agent.states import EXIT_CONFLICT
 from wfops.errors import WfopsError
 from wfops.settings.load import load_settings
+from wfops.sweeps.launch_script import scripts
 from wfops.sweeps.model import exec_block, parse_csv, plan_runs, queue_entries
 from wfops.transport.command import PodCommand
 
@@ -37,7 +38,8 @@ def start(pod: Pod, rows: str, **plan_extra: object) -> str:
     sid = "sweep-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     plan = {"sweep_id": sid, "created_at": "now", "csv": {"name": "fleet.csv"}, "filters": {}, "force": False,
             "fail_fast": False, "wandb_group": sid, "runs": plan_runs(settings, runs, {r.run_id for r in runs}),
-            "queue": queue_entries(settings, runs, sid), "exec": exec_block(settings), **plan_extra}
+            "queue": queue_entries(settings, runs, sid, scripts(settings, runs)), "exec": exec_block(settings),
+            **plan_extra}
     got = call(pod, "sweep.start", "sweep-start", manifest=plan, csv_text=HEADER + rows,
                session=settings.sweep_tmux_session)
     return got["sweep_id"]
@@ -46,7 +48,8 @@ def start(pod: Pod, rows: str, **plan_extra: object) -> str:
 def add(pod: Pod, rows: str, sweep_id: str) -> dict:
     settings, runs = rows_of(pod, rows)
     return call(pod, "sweep.rebalance", "sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
-                entries=queue_entries(settings, runs, sweep_id), session=settings.sweep_tmux_session,
+                entries=queue_entries(settings, runs, sweep_id, scripts(settings, runs)),
+                session=settings.sweep_tmux_session,
                 exec_block=exec_block(settings), sweep_id=sweep_id)
 
 

@@ -205,7 +205,7 @@ def test_the_connection_sets_tcp_nodelay(sshd: SSHD):
     from fabric import Config, Connection
 
     from wfops.targets.target import Target
-    from wfops.transport.session import open_session
+    from wfops.transport.connect import open_session
 
     plain = Connection(sshd.host, user=sshd.user, port=sshd.port, config=Config(overrides={"load_ssh_configs": False}),
                        connect_kwargs={"key_filename": str(sshd.key), "look_for_keys": False, "allow_agent": False})
@@ -463,7 +463,8 @@ def test_the_agent_is_installed_once_under_its_content_hash(ssh_pod: Pod):
 
 
 PURE = ("settings.load", "settings.keys", "settings.checks", "settings.model", "settings.example", "transport.rules",
-        "sweeps.model", "preparation", "tracked", "transport.shell", "transport.render", "output")
+        "sweeps.model", "sweeps.metrics", "sweeps.status", "preparation", "tracked", "transport.shell",
+        "transport.render", "transport.session", "transport.warm", "output")
 
 
 def test_pure_modules_import_neither_fabric_nor_invoke():

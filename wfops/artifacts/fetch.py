@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -32,10 +33,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from wfops.errors import RemoteError
 
 READ_SIZE = 1024 * 1024
+FileEntry = list[int | str]  # [size, mtime seconds] or [size, sha256]: local_index, as the pod compares
 PROGRESS_MIN_BYTES = 20 * 1024 * 1024
 PROGRESS_EVERY_SECS = 1.0  # on a terminal (redrawn in place); every 2 s otherwise
 STAGING_PREFIX = ".incoming-"
@@ -104,7 +107,7 @@ def remove_abandoned_staging(dest_root: Path) -> list[Path]:
     return removed
 
 
-def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[str, dict[str, list]]:
+def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[str, dict[str, FileEntry]]:
     """What this machine has: {run_id: {relative path: [size, mtime seconds | sha256]}} for `runs` (None: every
     run directory in dest_root). Regular files only (os.scandir: one stat a file, thousands of runs in ms)."""
     if runs is None:
@@ -113,15 +116,15 @@ def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[
                 runs = [e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
         except FileNotFoundError:
             runs = []
-    have: dict[str, dict[str, list]] = {}
+    have: dict[str, dict[str, FileEntry]] = {}
     for run in runs:
-        files: dict[str, list] = {}
+        files: dict[str, FileEntry] = {}
         _index_dir(str(dest_root / run), "", files, by_hash)
         have[run] = files
     return have
 
 
-def _index_dir(path: str, prefix: str, files: dict[str, list], by_hash: bool) -> None:
+def _index_dir(path: str, prefix: str, files: dict[str, FileEntry], by_hash: bool) -> None:
     try:
         entries = list(os.scandir(path))
     except (FileNotFoundError, NotADirectoryError):
@@ -149,7 +152,7 @@ class TarReceiver:
         self.dest_root = dest_root
         self.received = 0
         self.total: int | None = None
-        self.plan: dict = {}
+        self.plan: dict[str, Any] = {}  # the pod's `@wfops-plan` line: {"files": N, "runs": [...]}
         self.files = 0
         self.started = time.time()
         self.show_progress = progress
@@ -159,7 +162,7 @@ class TarReceiver:
         self.staging, self.lock_fd = claim_staging(dest_root)
         self.argv = [sys.executable, "-m", "wfops.artifacts.fetch", str(self.staging), str(dest_root),
                      *sorted(expected or ())]
-        self.proc: subprocess.Popen | None = None  # started when there is something to unpack (`start`)
+        self.proc: subprocess.Popen[bytes] | None = None  # started when there is something to unpack (`start`)
         self.start_lock = threading.Lock()
         self.extractor_gone = False
         self.rfd, self.wfd = os.pipe()  # the stream: written here (or by the keeper, `direct`), read by the extractor
@@ -286,13 +289,20 @@ class TarReceiver:
             self.lock_fd = -1
 
 
-class _Peeked:
-    """A stream with its first bytes read already (to tell an empty stream: nothing changed, nothing sent)."""
+class _Peeked(io.BufferedIOBase):
+    """A stream with its first bytes read already (to tell an empty stream: nothing changed, nothing sent).
+    Read-only and not seekable: tarfile's stream mode ("r|") only ever calls read()."""
 
-    def __init__(self, stream, head: bytes) -> None:
+    def __init__(self, stream: BinaryIO, head: bytes) -> None:
+        super().__init__()
         self.stream, self.head = stream, head
 
-    def read(self, n: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1, /) -> bytes:
+        if n is None:
+            n = -1
         if not self.head:
             return self.stream.read(n)
         if 0 <= n < len(self.head):
@@ -314,7 +324,7 @@ def _place(staging: Path, dest: Path, name: str) -> None:
         raise RemoteError(f"cannot put {target} in place: {exc.strerror or exc}") from None
 
 
-def extract(stream, staging: Path, dest: Path, expected: set[str]) -> int:
+def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str]) -> int:
     """Unpack a tar stream (regular files only, each under an `expected` run dir when given) with the `data`
     filter into `staging`, moving each file into `dest` as soon as it is complete. Returns the number of files."""
     head = stream.read(512)
@@ -322,7 +332,7 @@ def extract(stream, staging: Path, dest: Path, expected: set[str]) -> int:
         return 0
     files = 0
     with tarfile.open(fileobj=_Peeked(stream, head), mode="r|", bufsize=READ_SIZE) as tar:
-        tar.copybufsize = READ_SIZE
+        tar.copybufsize = READ_SIZE  # type: ignore[attr-defined]  # real, undocumented: typeshed leaves it out
         for member in tar:
             top = member.name.split("/", 1)[0]
             if top.startswith(".") or (expected and top not in expected) or not member.isfile():

@@ -9,10 +9,15 @@ error rates, times).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "auc", "bleu", "rouge", "score", "reward", "return", "precision",
                     "recall", "mfu", "throughput", "tokens_per_sec", "tok_per_sec")
+
+
+Row = dict[str, Any]  # a run as the pod's JSON answer has it (sweep-status rows, report runs)
+Summary = dict[str, Any]  # one metric of a run: {last, min, max, ...}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -20,14 +25,15 @@ def higher_is_better(metric: str) -> bool:
     return any(word in name for word in HIGHER_IS_BETTER)
 
 
-def best_of(metric: str, summary: dict) -> float | None:
+def best_of(metric: str, summary: Summary) -> float | None:
     """The best value of a metric summary {last, min, max, ...} by the metric's direction."""
     if not summary:
         return None
-    return summary.get("max") if higher_is_better(metric) else summary.get("min")
+    best: float | None = summary.get("max") if higher_is_better(metric) else summary.get("min")
+    return best
 
 
-def metric_names(runs: Iterable[dict]) -> list[str]:
+def metric_names(runs: Iterable[Row]) -> list[str]:
     """Every metric name, in the order first seen: runs in order, each run's metrics in the order it reported them
     (`metric_order`; the pod's JSON answer has its keys sorted)."""
     names: list[str] = []
@@ -52,12 +58,12 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def sort_rows(rows: list[dict], metric: str, value_of) -> list[dict]:
+def sort_rows(rows: list[Row], metric: str, value_of: Callable[[Row], object]) -> list[Row]:
     """Rows by `value_of(row)` for `metric`, best first (direction by its name); rows without it last, in order."""
-    have = [r for r in rows if _number(value_of(r)) is not None]
+    have = [(number, r) for r in rows if (number := _number(value_of(r))) is not None]
     rest = [r for r in rows if _number(value_of(r)) is None]
-    have.sort(key=lambda r: _number(value_of(r)), reverse=higher_is_better(metric))  # type: ignore[arg-type,return-value]
-    return have + rest
+    have.sort(key=lambda pair: pair[0], reverse=higher_is_better(metric))
+    return [r for _, r in have] + rest
 
 
 def fmt(value: object) -> str:
@@ -70,7 +76,7 @@ def fmt(value: object) -> str:
     return f"{number:.4g}"
 
 
-def status_metrics(rows: list[dict], configured: Sequence[str], sort: str | None) -> tuple[list[str], list[dict]]:
+def status_metrics(rows: list[Row], configured: Sequence[str], sort: str | None) -> tuple[list[str], list[Row]]:
     """(metric columns, rows in display order) for sweep.status; each row's `metrics` is {name: last value}."""
     cols = choose_columns(configured, metric_names(rows), sort)
     if sort:
@@ -78,7 +84,7 @@ def status_metrics(rows: list[dict], configured: Sequence[str], sort: str | None
     return cols, rows
 
 
-def metric_cells(row: dict, cols: Sequence[str]) -> list[str]:
+def metric_cells(row: Row, cols: Sequence[str]) -> list[str]:
     """A status row's last value of each metric column ('' where the run has none)."""
     values = row.get("metrics") or {}
     return [fmt(values.get(c)) for c in cols]
@@ -92,7 +98,7 @@ def split_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def report_columns(runs: list[dict], configured: Sequence[str]) -> tuple[list[str], list[str]]:
+def report_columns(runs: list[Row], configured: Sequence[str]) -> tuple[list[str], list[str]]:
     """(override keys, metrics) of a report: every override key in the order first seen; every metric, those of
     METRIC_COLUMNS first (even when no run reported them: an empty column)."""
     keys: list[str] = []
@@ -111,7 +117,7 @@ def report_header(keys: Sequence[str], metrics: Sequence[str]) -> list[str]:
     return head
 
 
-def report_row(run: dict, keys: Sequence[str], metrics: Sequence[str]) -> list[object]:
+def report_row(run: Row, keys: Sequence[str], metrics: Sequence[str]) -> list[object]:
     overrides = split_overrides(run.get("overrides") or [])
     row: list[object] = [run.get("run_id"), run.get("state"), run.get("attempts"), run.get("duration_secs"),
                          run.get("config"), run.get("seed"), *[overrides.get(k, "") for k in keys]]
@@ -121,7 +127,7 @@ def report_row(run: dict, keys: Sequence[str], metrics: Sequence[str]) -> list[o
     return row
 
 
-def report_sort(runs: list[dict], metric: str | None) -> list[dict]:
+def report_sort(runs: list[Row], metric: str | None) -> list[Row]:
     """Runs by the best value of `metric` (best first); unchanged without one."""
     if not metric:
         return runs

@@ -307,13 +307,9 @@ def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list
                  fp=fingerprint(settings, r, common)) for r in runs]
 
 
-def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: dict | None = None) -> list[dict]:
+def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: dict) -> list[dict]:
     """What the pod's scheduler runs, in order: one entry per selected run, with its launch script
-    (`scripts`: launch_script.scripts() of these runs, rendered now when not given)."""
-    if scripts is None:
-        from wfops.sweeps.launch_script import scripts as render_scripts
-
-        scripts = render_scripts(settings, runs)
+    (`scripts`: wfops.sweeps.launch_script.scripts() of these runs)."""
     common = common_overrides(settings)
     default = settings.run_gpus
     return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,

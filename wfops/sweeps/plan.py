@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from wfops.agent.states import (
     ALL_GPUS,
@@ -158,12 +159,12 @@ def rebalance(queues: Sequence[PodQueue], orphans: Sequence[tuple[str, str, int]
         moves.append(Move(rid, src, dst.name, f"{src} is unreachable"))
     for q in live:
         for rid, need in reversed(stuck(q)):
-            dst = max((o for o in live if o.name != q.name and need <= min(o.slots, idle[o.name])),
-                      key=lambda o: idle[o.name], default=None)
-            if dst is None:
+            free = max((o for o in live if o.name != q.name and need <= min(o.slots, idle[o.name])),
+                       key=lambda o: idle[o.name], default=None)
+            if free is None:
                 continue
-            idle[dst.name] -= need
-            moves.append(Move(rid, q.name, dst.name, f"{q.name} has no free slot for it; {dst.name} has"))
+            idle[free.name] -= need
+            moves.append(Move(rid, q.name, free.name, f"{q.name} has no free slot for it; {free.name} has"))
     return moves
 
 
@@ -174,11 +175,11 @@ def worst_state(states: Iterable[str]) -> str:
     return min(states, key=lambda s: WORST_FIRST.index(s) if s in WORST_FIRST else 4) if states else UNKNOWN
 
 
-def fold_nodes(rows: Sequence[Mapping], multi: Iterable[str]) -> dict[str, dict]:
+def fold_nodes(rows: Sequence[Mapping[str, Any]], multi: Iterable[str]) -> dict[str, dict[str, Any]]:
     """run_id -> its row; a multi-node run's node rows (RUN.nodeK, on other pods) fold into RUN's row, whose
     state is the worst node's and whose `nodes` lists each node's pod and state."""
     multi = set(multi)
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["run_id"]):
         rid = base_run_id(row["run_id"], multi)
         if rid not in multi:
@@ -196,14 +197,14 @@ def fold_nodes(rows: Sequence[Mapping], multi: Iterable[str]) -> dict[str, dict]
     return out
 
 
-def totals(rows: Iterable[Mapping]) -> dict[str, int]:
+def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for row in rows:
         out[row["state"]] = out.get(row["state"], 0) + 1
     return out
 
 
-def fleet_state(rows: Sequence[Mapping]) -> str:
+def fleet_state(rows: Sequence[Mapping[str, Any]]) -> str:
     """The fleet sweep's state: running while any run has not ended (an `unknown` row of a silent pod counts as
     not ended), else completed."""
     return RUNNING if any(r["state"] not in TERMINAL for r in rows) else QUEUE_COMPLETED

@@ -1,6 +1,6 @@
 """Which machine a command talks to: LIUM_TARGET, else OPS_DEFAULT_HOST, else an error. Pure.
 
-A Target is a value that carries connection parameters only; wfops.transport.session turns it into a session and
+A Target is a value that carries connection parameters only; wfops.transport.connect turns it into a session and
 PodCommand accepts one explicitly, so a command over several pods (a sweep fanned out, a multi-node
 torchrun) is a loop over Targets, not a new abstraction.
 """

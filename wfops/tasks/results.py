@@ -14,6 +14,7 @@ from wfops.settings.load import Settings
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps.metrics import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from wfops.sweeps.model import check_run_id
+from wfops.sweeps.status import status_text
 from wfops.targets import fleet
 from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
 from wfops.tracked import check_task_id
@@ -125,8 +126,6 @@ def wait(c, timeout_secs=None, json=False, config=None):
     9 gave up waiting (--timeout-secs); 5 no sweep was started. On a fleet it waits on every pod's queue at once
     and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
-    from wfops.tasks.sweep import _status_text
-
     settings = settings_for(c, config)
     if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
         data = fleet_sweep.wait(settings, timeout_secs, list(settings.metric_patterns))
@@ -135,7 +134,7 @@ def wait(c, timeout_secs=None, json=False, config=None):
             data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings.metric_patterns))
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
-    emit(data, json, lambda: _status_text(data, settings.metric_columns))
+    emit(data, json, lambda: status_text(data, settings.metric_columns))
     code, why = wait_code(data)
     if code:
         raise WfopsError(why, code)

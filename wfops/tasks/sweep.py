@@ -10,21 +10,20 @@ from invoke import Collection
 
 from wfops import __version__
 from wfops import watch as watching
-from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
-from wfops.output import duration, quiet_note, table
+from wfops.output import table
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps import launch_script
-from wfops.sweeps.metrics import metric_cells, status_metrics
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
+from wfops.sweeps.status import status_text, totals_line
 from wfops.targets import fleet
+from wfops.tasks import results as _results  # report, wait and attach live there
 from wfops.tasks._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
 from wfops.transport.command import PodCommand, call_once
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
-TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
-ALWAYS_SHOWN = (SUCCESS, FAILED, RUNNING, PENDING, LOST)
 
 
 def _csv_path(settings, csv: str | None) -> Path:
@@ -109,7 +108,8 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
         "csv": {"name": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}, "filters": filters,
         "force": bool(force or settings.sweep_force), "fail_fast": bool(fail_fast or settings.sweep_fail_fast),
         "wandb_group": group, "runs": plan_runs(settings, runs, {r.run_id for r in selected}),
-        "queue": queue_entries(settings, selected, group), "exec": exec_block(settings),
+        "queue": queue_entries(settings, selected, group, launch_script.scripts(settings, selected)),
+        "exec": exec_block(settings),
     }
     session = settings.sweep_tmux_session
     left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
@@ -161,7 +161,8 @@ def add(c, csv=None, json=False, config=None):
     if fleet.is_fleet(settings):
         ledger = fleet_sweep.load_ledger(settings)
         group = settings.wandb_group or ledger.get("wandb_group") or ledger["sweep_id"]
-        data = fleet_sweep.add(settings, runs, queue_entries(settings, runs, group),
+        entries = queue_entries(settings, runs, group, launch_script.scripts(settings, runs))
+        data = fleet_sweep.add(settings, runs, entries,
                                plan_runs(settings, runs, {r.run_id for r in runs}))
         emit(data, json, lambda: f"{data['sweep_id']}: {len(data['placed'])} run(s) queued: " + ", ".join(
             f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + _fleet_failures(data))
@@ -222,43 +223,8 @@ def list_(c, json=False, config=None):
     settings = settings_for(c, config)
     data = call_once("sweep.list", settings, "sweep-list")
     rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
-             _totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
+             totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
     emit(data, json, lambda: table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod")
-
-
-def _status_text(data: dict, metric_columns=(), sort=None) -> str:
-    sw = data.get("sweep") or {}
-    cols, runs = status_metrics(data.get("runs") or [], metric_columns, sort)  # metric columns, their order
-    if sw.get("state") == "none":
-        return "no sweep has been started on this pod (sweep.start)"
-    head = f"{sw.get('sweep_id')}: {sw.get('state')}" + (f" ({sw['reason']})" if sw.get("reason") else "")
-    note = (data.get("workflow") or {}).get("note")
-    if note:
-        head += f"\nworkflow state: {note}"
-    for problem in data.get("problems") or []:
-        head += f"\nwarning: {problem}"
-    pods = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
-    rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
-             r.get("exit_code"), duration(r.get("duration_secs")), *metric_cells(r, cols),
-             " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
-    return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
-                                   "why"), rows)
-            + f"\n\n{_totals_line(data.get('totals') or {})}")
-
-
-def _totals_line(totals: dict) -> str:
-    return " / ".join(f"{totals.get(k, 0)} {'ok' if k == SUCCESS else k}" for k in TOTALS_ORDER
-                      if totals.get(k) or k in ALWAYS_SHOWN)
-
-
-def _attempt(row: dict) -> str:
-    """`2/3` once retries are possible or happened; empty otherwise."""
-    n, most = row.get("attempt"), row.get("max_attempts")
-    return f"{n}/{most}" if n and most and (most > 1 or n > 1) else ""
-
-
-def _why(row: dict) -> str:
-    return " ".join(filter(None, [quiet_note(row.get("quiet_secs")), str(row.get("note") or "")]))
 
 
 @wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
@@ -276,16 +242,16 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
         with PodCommand("sweep.status", settings) as cmd:
             watching.watch(lambda: cmd.call("sweep-status", **args),
-                           lambda d: _status_text(d, settings.metric_columns, sort),
+                           lambda d: status_text(d, settings.metric_columns, sort),
                            lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
         return
     data = call_once("sweep.status", settings, "sweep-status", **args)
-    emit(data, json, lambda: _status_text(data, settings.metric_columns, sort))
+    emit(data, json, lambda: status_text(data, settings.metric_columns, sort))
 
 
 def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
     patterns = list(settings.metric_patterns)
-    text = lambda d: _status_text(d, settings.metric_columns, sort)  # noqa: E731
+    text = lambda d: status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
         ledger = fleet_sweep.load_ledger(settings, sweep)
         with fleet_sweep.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
@@ -339,8 +305,6 @@ def stop(c, timeout_secs=None, json=False, config=None):
 
 ns = Collection("sweep", template, validate, start, add, retry, status, stop, rebalance)
 ns.add_task(list_, name="list")
-
-from wfops.tasks import results as _results  # noqa: E402 - report, wait and attach live there (it imports this module late)
 
 ns.add_task(_results.report)
 ns.add_task(_results.wait)

@@ -1,5 +1,5 @@
 """An interactive terminal on the pod's tmux session (sweep.attach, task.attach), through the command's target:
-the same connection factory, host keys and Lium address as every other command (wfops.transport.session), or plain
+the same connection factory, host keys and Lium address as every other command (wfops.transport.ssh), or plain
 bash for the `local` target. Detach with tmux's own keys (Ctrl-b d); the sweep or task goes on.
 """
 
@@ -15,7 +15,7 @@ import sys
 from wfops.errors import NotFoundError, RemoteError, UsageError
 from wfops.settings.load import Settings
 from wfops.targets.target import resolve_target
-from wfops.transport.session import SSHLink
+from wfops.transport.ssh import SSHLink
 
 NO_SESSION, NO_WINDOW = 65, 66  # exit codes of the attach script when there is nothing to attach to
 

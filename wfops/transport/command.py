@@ -23,8 +23,9 @@ from wfops.settings.load import Settings
 from wfops.targets.fleet import Member
 from wfops.targets.target import Target, resolve_target
 from wfops.transport import rules as fsm
+from wfops.transport.connect import open_session
 from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
-from wfops.transport.session import ExecResult, MetaSink, Redactor, Session, StdoutSink, open_session
+from wfops.transport.session import ExecResult, MetaSink, Redactor, Session, StdoutSink
 
 LOCK_WAIT_SECS = 10
 

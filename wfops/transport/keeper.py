@@ -3,7 +3,7 @@
     python -m wfops.transport.keeper SOCKET_PATH   (started by wfops.transport.warm;
     the order arrives as JSON on stdin)
 
-It connects (through wfops.transport.session, the one connection factory), binds SOCKET_PATH (mode 600, in the private
+It connects (through wfops.transport.ssh, the one connection factory), binds SOCKET_PATH (mode 600, in the private
 directory), prints `{"ok": true}` (or the connection error) on stdout and serves: every accepted client whose
 uid is ours gets one `bash -s` channel for one script, relayed frame by frame (wfops.transport.warm). A connection that
 died under it (the pod rebooted, sshd restarted, the keepalive found it frozen) is made again for the next
@@ -20,12 +20,16 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from wfops.errors import ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport import session as remote
-from wfops.transport import warm
+from wfops.transport import ssh, warm
+
+if TYPE_CHECKING:
+    from paramiko import Channel
 
 ACCEPT_POLL_SECS = 0.5
 
@@ -33,7 +37,7 @@ ACCEPT_POLL_SECS = 0.5
 class Keeper:
     def __init__(self, target: Target, fp: str, persist: float, path: Path) -> None:
         self.target, self.fp, self.persist, self.path = target, fp, persist, path
-        self.link: remote.SSHLink | None = None
+        self.link: ssh.SSHLink | None = None
         self.link_lock = threading.Lock()
         self.state_lock = threading.Lock()
         self.active = 0
@@ -42,16 +46,16 @@ class Keeper:
         self.inode: int | None = None
 
     # -- the connection
-    def _link(self, fresh: bool) -> remote.SSHLink:
+    def _link(self, fresh: bool) -> ssh.SSHLink:
         with self.link_lock:
             if self.link is not None and (fresh or not self.link.active):
                 self.link.close()
                 self.link = None
             if self.link is None:
-                self.link = remote.SSHLink(self.target)
+                self.link = ssh.SSHLink(self.target)
             return self.link
 
-    def open_exec(self):
+    def open_exec(self) -> tuple[ssh.SSHLink, Channel]:
         """(link, channel); a dead connection is replaced once (nothing had been sent on it)."""
         try:
             link = self._link(fresh=False)
@@ -140,10 +144,10 @@ class Keeper:
             if direct is not None:
                 direct.close()
 
-    def _relay(self, client: socket.socket, link: remote.SSHLink, chan, direct: _Direct | None = None) -> None:
+    def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, direct: _Direct | None = None) -> None:
         write_lock = threading.Lock()
 
-        def to_client(kind: bytes):
+        def to_client(kind: bytes) -> Callable[[bytes], None]:
             def send(data: bytes) -> None:
                 with write_lock:
                     warm.send_frame(client, kind, data)
@@ -166,7 +170,7 @@ class Keeper:
         if direct is not None:
             direct.report = to_client(b"n")
         try:
-            code = remote.relay(link, chan, direct or to_client(b"o"), to_client(b"e"))
+            code = ssh.relay(link, chan, direct or to_client(b"o"), to_client(b"e"))
         except ConnectError as exc:
             to_client(b"E")(json.dumps({"code": exc.code, "message": exc.message}).encode())
             return
@@ -181,7 +185,7 @@ class _Direct:
 
     def __init__(self, fd: int) -> None:
         self.fd, self.gone = fd, False
-        self.report = lambda data: None
+        self.report: Callable[[bytes], None] = lambda data: None
 
     def __call__(self, data: bytes) -> None:
         view = memoryview(data)
@@ -206,10 +210,10 @@ def main(argv: list[str]) -> int:
     target = Target(**fields)
     keeper = Keeper(target, order["fp"], float(order["persist"]), path)
     try:
-        keeper.link = remote.SSHLink(target)
+        keeper.link = ssh.SSHLink(target)
         server = warm.bind_socket(path)
         keeper.inode = path.stat().st_ino
-        answer = {"ok": True, "pid": os.getpid()}
+        answer: dict[str, Any] = {"ok": True, "pid": os.getpid()}
     except WfopsError as exc:
         answer = {"ok": False, "code": exc.code, "message": exc.message}
     except OSError as exc:

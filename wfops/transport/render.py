@@ -23,10 +23,14 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wfops import __version__
 from wfops.agent.launch import call_for
 from wfops.transport.shell import q, qpath
+
+if TYPE_CHECKING:
+    import jinja2
 
 BASE_TEMPLATE = "_command.sh.j2"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # wfops/
@@ -46,7 +50,7 @@ def b64(text: str | bytes) -> str:
 
 
 @lru_cache(maxsize=1)
-def environment():
+def environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(

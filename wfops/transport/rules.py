@@ -1,28 +1,21 @@
 """The workflow state machine (SPEC §2), client side. Pure.
 
 The states and the rule of every command are defined once, in the pod agent (wfops/agent/states.py); the
-pod applies them under a lock. This module re-exports them for the task modules and parses user input.
+pod applies them under a lock. This module looks up a command's rule, parses user input, and re-exports the
+two names tasks/fsm.py shows (`X as X`: an explicit re-export).
 """
 
 from __future__ import annotations
 
-from wfops.agent.states import (  # noqa: F401 - re-exported
-    ANY,
-    BOOTSTRAPPED,
-    CHECKED_OUT,
-    INIT,
-    POD_READY,
-    RULES,
-    STATES,
-    SWEEP_COMPLETED,
-    SWEEP_RUNNING,
-    Rule,
-)
+from wfops.agent.states import INIT as INIT
+from wfops.agent.states import RULES, Rule
+from wfops.agent.states import STATES as STATES
 from wfops.errors import UsageError
 
 
 def rule(command: str) -> Rule:
-    return RULES[command]
+    found: Rule = RULES[command]
+    return found
 
 
 def parse_state(value: str) -> str:

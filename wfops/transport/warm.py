@@ -1,4 +1,5 @@
-"""Warm connections, the client side: find (or start) the keeper of a target and run scripts through it.
+"""Warm connections, the client side: find (or start) the keeper of a target; the frames scripts travel in
+(wfops.transport.connect runs a script through the keeper: KeeperExec, KeeperSession).
 
 A keeper (`python -m wfops.transport.keeper`, see wfops/transport/keeper.py) holds one Fabric connection to one
 target open for WF_PERSIST_SECS after its last use, like OpenSSH's ControlPersist. Commands reach it over a
@@ -31,12 +32,12 @@ import stat
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from wfops.errors import EXIT_CONNECT, ConfigError, ConnectError, WfopsError
 from wfops.targets.target import Target
@@ -45,6 +46,7 @@ DIR_ENV = "WFOPS_KEEPER_DIR"
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 1 << 20
 SPAWN_TIMEOUT_SECS = 120  # the keeper connects within the target's own connect timeout; this is a backstop
+FAILURE_FRESH_SECS = 30  # how long what a prestarted keeper could not do stays news for its command
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd
 
 
@@ -234,12 +236,14 @@ def prestart(target: Target, persist: float) -> None:
             return
         if path.exists() or path.is_symlink():
             path.unlink()
-        _popen(target, path, persist, lock_fd=fd).stdout.close()  # type: ignore[union-attr]
+        proc = _popen(target, path, persist, lock_fd=fd)
+        if proc.stdout is not None:  # (always: a pipe)
+            proc.stdout.close()
     finally:
         os.close(fd)
 
 
-def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = None) -> subprocess.Popen:
+def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = None) -> subprocess.Popen[bytes]:
     order = json.dumps({"target": asdict(target), "fp": fingerprint(target), "persist": persist, "lock_fd": lock_fd})
     proc = subprocess.Popen([sys.executable, "-m", "wfops.transport.keeper", str(path)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -250,10 +254,7 @@ def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = Non
     return proc
 
 
-FAILURE_FRESH_SECS = 30
-
-
-def write_failure(path: Path, fp: str, answer: dict) -> None:
+def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
     """What a keeper started ahead of its command (prestart) could not do, for that command to report."""
     tmp = path.with_suffix(f".err.{os.getpid()}")
     tmp.write_text(json.dumps({"fp": fp, "answer": answer, "at": time.time()}))
@@ -311,12 +312,6 @@ def stop_all() -> list[Path]:
     return [p for p in sorted(directory.glob("*.sock")) if stop(p)]
 
 
-# ------------------------------------------------------------------ one exec through the keeper
-
-class Retry(Exception):
-    """The keeper went away before it opened a channel: nothing reached the pod; start another and try again."""
-
-
 def end_frozen(sock: socket.socket, path: Path) -> None:
     """A keeper that does not even open a channel in time (stopped, hung): end it and free its socket, so that the
     retry starts another. Only a process of ours whose command line is a wfops keeper for this very socket."""
@@ -329,73 +324,3 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
         pass
     if path.exists() or path.is_symlink():
         path.unlink()
-
-
-class Frozen(Retry):
-    """The keeper accepted but said nothing within the start timeout (stopped, hung): nothing reached the pod."""
-
-
-class KeeperExec:
-    """One script run through the keeper over an open socket: stdin frames out, stdout/stderr frames in."""
-
-    def __init__(self, sock: socket.socket, on_start: Callable[[], None] = lambda: None) -> None:
-        self.sock = sock
-        self.lock = threading.Lock()
-        self.on_start = on_start
-
-    def send(self, data: bytes) -> None:
-        with self.lock:
-            for i in range(0, len(data), MAX_FRAME):
-                send_frame(self.sock, b"i", data[i:i + MAX_FRAME])
-
-    def _send_quietly(self, data: bytes) -> None:
-        try:
-            self.send(data)
-        except OSError:  # the keeper went away: run() reports it
-            pass
-
-    def run(self, header: dict, script: bytes, stdout: Callable[[bytes], None],
-            stderr: Callable[[bytes], None], direct: tuple[int, Callable[[int], None]] | None = None,
-            start_timeout: float | None = None) -> int:
-        """The exit code; raises Retry (nothing ran), or WfopsError/ConnectError. `direct`: (fd, count): the
-        keeper writes stdout straight into fd (a pipe to run.fetch's extractor: one copy less) and reports how
-        much it wrote in `n` frames."""
-        try:
-            send_frame(self.sock, b"h", json.dumps(dict(header, direct=direct is not None)).encode())
-            if direct is not None:
-                socket.send_fds(self.sock, [b"F"], [direct[0]])
-        except OSError:
-            raise Retry() from None
-        started = False
-        self.sock.settimeout(start_timeout)  # until the channel is open: a keeper silent that long is frozen
-        while True:
-            try:
-                frame = recv_frame(self.sock)
-            except TimeoutError:
-                raise Frozen() from None
-            except OSError:
-                frame = None
-            if frame is None:
-                if not started:
-                    raise Retry()
-                raise ConnectError("the connection keeper went away before the command ended; "
-                                   "the command may or may not have run")
-            kind, data = frame
-            if kind == b"s":
-                started = True
-                self.sock.settimeout(None)
-                self.on_start()
-                threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
-            elif kind == b"o":
-                stdout(data)
-            elif kind == b"n" and direct is not None:
-                direct[1](int(data))
-            elif kind == b"e":
-                stderr(data)
-            elif kind == b"x":
-                return int(data)
-            elif kind == b"E":
-                err = json.loads(data)
-                if err.get("stale") or (err.get("retry") and not started):
-                    raise Retry()
-                raise WfopsError(str(err.get("message")), int(err.get("code") or 4))

@@ -1,0 +1,53 @@
+"""The text of sweep.status and sweep.wait: one row per run (state, attempt, GPUs, exit code, duration, metric
+columns, notes, why) and the totals line; a fleet's joined status gets a pod column. Pure.
+
+tasks/sweep.py (sweep.status, sweep.list) and tasks/results.py (sweep.wait) both show it from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, QUEUE_NONE, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from wfops.output import duration, quiet_note, table
+from wfops.sweeps.metrics import Row, metric_cells, status_metrics
+
+TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
+ALWAYS_SHOWN = (SUCCESS, FAILED, RUNNING, PENDING, LOST)
+
+
+def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: str | None = None) -> str:
+    """A pod's (or a fleet's joined) `sweep-status` answer as the table the user reads."""
+    sw = data.get("sweep") or {}
+    cols, runs = status_metrics(data.get("runs") or [], metric_columns, sort)  # metric columns, their order
+    if sw.get("state") == QUEUE_NONE:
+        return "no sweep has been started on this pod (sweep.start)"
+    head = f"{sw.get('sweep_id')}: {sw.get('state')}" + (f" ({sw['reason']})" if sw.get("reason") else "")
+    note = (data.get("workflow") or {}).get("note")
+    if note:
+        head += f"\nworkflow state: {note}"
+    for problem in data.get("problems") or []:
+        head += f"\nwarning: {problem}"
+    pods: tuple[str, ...] = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
+    rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
+             r.get("exit_code"), duration(r.get("duration_secs")), *metric_cells(r, cols),
+             " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
+    return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
+                                   "why"), rows)
+            + f"\n\n{totals_line(data.get('totals') or {})}")
+
+
+def totals_line(totals: dict[str, int]) -> str:
+    return " / ".join(f"{totals.get(k, 0)} {'ok' if k == SUCCESS else k}" for k in TOTALS_ORDER
+                      if totals.get(k) or k in ALWAYS_SHOWN)
+
+
+def _attempt(row: Row) -> str:
+    """`2/3` once retries are possible or happened; empty otherwise."""
+    n, most = row.get("attempt"), row.get("max_attempts")
+    return f"{n}/{most}" if n and most and (most > 1 or n > 1) else ""
+
+
+def _why(row: Row) -> str:
+    return " ".join(filter(None, [quiet_note(row.get("quiet_secs")), str(row.get("note") or "")]))

@@ -1,0 +1,173 @@
+"""`open_session(target)`: the factory of sessions, and the session that goes through a warm keeper.
+
+A local session (wfops.transport.local) for the `local` target; a session through the target's keeper
+(`KeeperSession`, persist > 0: WF_PERSIST_SECS; no SSH handshake when it is warm, no paramiko or fabric import in
+this process; one script = one `KeeperExec`: stdin frames out, stdout/stderr frames in, wfops.transport.warm
+says how they look); else an SSH connection of this process alone (wfops.transport.ssh, where the one SSH
+connection factory lives).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from wfops.errors import ConnectError, WfopsError
+from wfops.targets.target import Target
+from wfops.transport import warm
+from wfops.transport.local import LocalSession
+from wfops.transport.session import (
+    Counted,
+    ExecResult,
+    MetaSink,
+    Redactor,
+    Session,
+    StderrLines,
+    StdoutSink,
+    collect,
+    count_request,
+    verbose,
+)
+from wfops.transport.ssh import SSHSession
+
+KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
+
+
+class Retry(Exception):
+    """The keeper went away before it opened a channel: nothing reached the pod; start another and try again."""
+
+
+class Frozen(Retry):
+    """The keeper accepted but said nothing within the start timeout (stopped, hung): nothing reached the pod."""
+
+
+class KeeperExec:
+    """One script run through the keeper over an open socket: stdin frames out, stdout/stderr frames in."""
+
+    def __init__(self, sock: socket.socket, on_start: Callable[[], None] = lambda: None) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.on_start = on_start
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            for i in range(0, len(data), warm.MAX_FRAME):
+                warm.send_frame(self.sock, b"i", data[i:i + warm.MAX_FRAME])
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.send(data)
+        except OSError:  # the keeper went away: run() reports it
+            pass
+
+    def run(self, header: dict[str, Any], script: bytes, stdout: Callable[[bytes], None],
+            stderr: Callable[[bytes], None], direct: tuple[int, Callable[[int], None]] | None = None,
+            start_timeout: float | None = None) -> int:
+        """The exit code; raises Retry (nothing ran), or WfopsError/ConnectError. `direct`: (fd, count): the
+        keeper writes stdout straight into fd (a pipe to run.fetch's extractor: one copy less) and reports how
+        much it wrote in `n` frames."""
+        try:
+            warm.send_frame(self.sock, b"h", json.dumps(dict(header, direct=direct is not None)).encode())
+            if direct is not None:
+                socket.send_fds(self.sock, [b"F"], [direct[0]])
+        except OSError:
+            raise Retry() from None
+        started = False
+        self.sock.settimeout(start_timeout)  # until the channel is open: a keeper silent that long is frozen
+        while True:
+            try:
+                frame = warm.recv_frame(self.sock)
+            except TimeoutError:
+                raise Frozen() from None
+            except OSError:
+                frame = None
+            if frame is None:
+                if not started:
+                    raise Retry()
+                raise ConnectError("the connection keeper went away before the command ended; "
+                                   "the command may or may not have run")
+            kind, data = frame
+            if kind == b"s":
+                started = True
+                self.sock.settimeout(None)
+                self.on_start()
+                threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
+            elif kind == b"o":
+                stdout(data)
+            elif kind == b"n" and direct is not None:
+                direct[1](int(data))
+            elif kind == b"e":
+                stderr(data)
+            elif kind == b"x":
+                return int(data)
+            elif kind == b"E":
+                err = json.loads(data)
+                if err.get("stale") or (err.get("retry") and not started):
+                    raise Retry()
+                raise WfopsError(str(err.get("message")), int(err.get("code") or 4))
+
+
+class KeeperSession:
+    """Scripts run through the target's keeper (wfops/transport/keeper.py), started if none answers: no SSH handshake
+    when it is warm, and no paramiko or fabric import in this process."""
+
+    def __init__(self, target: Target, redact: Redactor, persist: float) -> None:
+        self.target = target
+        self.redact = redact
+        self.persist = persist
+        self._exec: KeeperExec | None = None
+        self.sent = 0
+        self._sock: socket.socket | None = warm.connect(target, persist)  # connect errors surface here, at once
+
+    def send(self, data: bytes) -> None:
+        assert self._exec is not None, "send() only while a script runs"
+        self._exec.send(data)
+        self.sent += len(data)
+
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
+        data = script.encode()
+        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        for _attempt in range(3):
+            buf: list[bytes] = []
+            errs = StderrLines(self.redact, meta)
+            out = Counted(collect(stdout_sink, buf))
+            self.sent = len(data)
+            sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
+            self._exec = KeeperExec(sock, on_start=count_request)
+            direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
+            try:
+                code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None,
+                                      start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+            except Frozen:  # it accepted and said nothing: end it, then start another
+                warm.end_frozen(sock, warm.socket_path(self.target))
+                continue
+            except Retry:  # the keeper was gone (or stale) before anything ran: start another
+                continue
+            finally:
+                self._exec = None
+                sock.close()
+            errs.close()
+            verbose("via the keeper", self.sent, out.n)
+            return ExecResult(code, b"".join(buf), errs.error)
+        raise ConnectError(f"the connection keeper for {self.target.label} kept going away; "
+                           "try again, or set WF_PERSIST_SECS=0")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def open_session(target: Target, redact: Redactor | None = None, persist: float = 0) -> Session:
+    """A local session, an SSH session through the target's keeper (persist > 0: WF_PERSIST_SECS), or an SSH
+    connection of this process alone (persist 0)."""
+    redact = redact or Redactor()
+    if target.is_local:
+        return LocalSession(target, redact)
+    if persist > 0:
+        return KeeperSession(target, redact, persist)
+    return SSHSession(target, redact)
