@@ -14,7 +14,7 @@ from wfops.agent import outcome, runs, slots
 from wfops.agent.scheduler import Scheduler
 
 EX = {"repo": "/r", "workdir": "/r/w", "train_script": "train.py", "launcher": "torchrun", "data_dir": "/d",
-      "retries": 3}
+      "local_root": "/l", "retries": 3}
 NODES = [{"rank": 0, "pod": "a", "addr": "10.0.0.1"}, {"rank": 1, "pod": "b", "addr": "10.0.0.2"}]
 
 
@@ -49,7 +49,7 @@ def test_a_node_gets_one_attempt_and_its_endpoints_port_and_its_summary_names_th
     pod = {"out": str(tmp_path / "out")}
     (tmp_path / "out" / "_manifests").mkdir(parents=True)
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"sweep_id": "sweep-x", "queue": [], "exec": dict(EX, fake_gpus=2), "pod": pod}))
+    manifest.write_text(json.dumps({"sweep_id": "sweep-x", "runs": [], "queue": [], "exec": dict(EX, fake_gpus=2), "pod": pod}))
     sched = Scheduler(str(manifest))
     sched.slots = slots.Slots(["0", "1"])
     where = sched.place(dict(node_run(1), attempt=1))

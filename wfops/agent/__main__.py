@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from . import workflow
+from . import wire, workflow
 from .registry import COMMANDS, Refusal, bind, command, parameters
 from .states import EXIT_REMOTE, EXIT_USAGE, Layout
 from .store import Damaged
@@ -82,6 +82,9 @@ def _from_client(stream) -> object:
         payload = json.loads(stream.readline())
     except ValueError as exc:
         raise Refusal(EXIT_USAGE, "the pod agent got no valid request on stdin: %s" % exc) from None
+    fault = wire.problem(payload, wire.REQUEST)
+    if fault:
+        raise Refusal(EXIT_USAGE, "request: " + fault)
     null = os.open(os.devnull, os.O_RDONLY)  # ... so no child of a command may wait on it
     os.dup2(null, 0)
     os.close(null)

@@ -11,6 +11,7 @@ JSON types) before it runs; a handler returns the JSON result (or text) for the 
 from __future__ import annotations
 
 from .states import EXIT_USAGE
+from .wire import argument_problem
 
 COMMANDS = {}
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
@@ -56,6 +57,9 @@ def bind(name: str, data: dict) -> tuple:
                 raise Refusal(EXIT_USAGE, "%s: missing argument %s" % (name, pname))
             continue
         value = data[pname]
+        fault = argument_problem(annotation, value, pname)  # a wire type (Manifest, List[QueueEntry], ...)
+        if fault:
+            raise Refusal(EXIT_USAGE, "%s: %s" % (name, fault))
         types = _TYPES.get(annotation)
         if types and value is not None and not isinstance(value, types):
             raise Refusal(EXIT_USAGE, "%s: argument %s must be %s, not %r" % (name, pname, annotation, value))

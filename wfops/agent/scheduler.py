@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from . import launch, outcome, procs, runs, slots, store, supervisor, workflow
+from . import launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
 from .registry import command
 from .states import (
     CODE_STATES,
@@ -81,7 +81,9 @@ class Running:
 
 class Scheduler:
     def __init__(self, manifest_path: str) -> None:
-        m = store.load(manifest_path, required=("sweep_id", "queue", "exec", "pod"))
+        from .sweeps import load_manifest
+
+        m = load_manifest(manifest_path)
         self.m, self.ex, self.sid = m, m["exec"], m["sweep_id"]
         self.pod = Layout.from_dict(m["pod"])
         self.log = QueueLog(os.path.join(self.pod.manifests, self.sid + ".log"))
@@ -154,9 +156,10 @@ class Scheduler:
             doc, problem = store.load_or_note(path, required=("entries",))
             if problem:
                 self.log("inbox: %s" % problem)
-            for run in (doc or {}).get("entries") or []:
-                if not (isinstance(run, dict) and isinstance(run.get("run_id"), str) and run.get("config")):
-                    self.log("inbox: %s: an entry without run_id and config was dropped: %.200r" % (path, run))
+            for i, run in enumerate((doc or {}).get("entries") or []):
+                fault = wire.problem(run, wire.QUEUE_ENTRY, "entries[%d]" % i)
+                if fault:  # sweep-add checked them at its door: only a hand-made file gets here
+                    self.log("inbox: %s: %s; that entry was dropped: %.200r" % (path, fault, run))
                     continue
                 self.enqueue(run)
                 count += 1

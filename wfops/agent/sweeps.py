@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from . import launch, outcome, procs, runscript, store, workflow
+from . import launch, outcome, procs, runscript, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     ALL_GPUS,
@@ -87,6 +87,18 @@ def _write_manifests(pod, manifest: dict, csv_text: str) -> str:
     store.write_bytes(path, data)
     store.write_bytes(pod.latest_manifest, data)
     return path
+
+
+def load_manifest(path: str) -> Manifest:
+    """The queue's manifest, checked like sweep-start checked it (and with the pod layout sweep-start added);
+    Refusal(EXIT_USAGE) naming the first bad field: the queue never starts on a manifest it cannot run."""
+    m = store.load(path, required=("pod",))
+    if m is None:
+        raise Refusal(EXIT_USAGE, "no manifest at %s; the queue did not start" % path)
+    fault = wire.problem(m, wire.MANIFEST)
+    if fault:
+        raise Refusal(EXIT_USAGE, "manifest %s: %s; the queue did not start" % (path, fault))
+    return m  # type: ignore[no-any-return]
 
 
 def _write_first_files(pod, sid: str, csv_text: str) -> None:
