@@ -49,7 +49,8 @@ def test_a_node_gets_one_attempt_and_its_endpoints_port_and_its_summary_names_th
     pod = {"out": str(tmp_path / "out")}
     (tmp_path / "out" / "_manifests").mkdir(parents=True)
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"sweep_id": "sweep-x", "runs": [], "queue": [], "exec": dict(EX, fake_gpus=2), "pod": pod}))
+    manifest.write_text(json.dumps({"sweep_id": "sweep-x", "runs": [], "queue": [], "exec": dict(EX, fake_gpus=2),
+                                    "pod": pod}))
     sched = Scheduler(str(manifest))
     sched.slots = slots.Slots(["0", "1"])
     where = sched.place(dict(node_run(1), attempt=1))

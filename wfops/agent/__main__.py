@@ -20,34 +20,42 @@ from . import wire, workflow
 from .registry import COMMANDS, Refusal, bind, command, parameters
 from .states import EXIT_REMOTE, EXIT_USAGE, Layout
 from .store import Damaged
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, TextIO
+
+    from .wire import Json, Request
 
 # which module registers each command: only that one is imported (the agent starts in a few ms more than python)
-MODULES = {
-    "noop": None, "fsm-show": None, "fsm-reset": None,
-    "supervise": "supervisor", "sweep-run": "scheduler",
-    "sweep-start": "sweeps", "sweep-status": "sweeps", "sweep-stop": "sweeps", "sweep-list": "sweeps",
-    "sweep-add": "sweepedit", "sweep-retry": "sweepedit", "sweep-current": "sweepedit", "fetch-plan": "fetching",
-    "task-start": "tasks", "task-show": "tasks", "task-wait": "tasks", "task-list": "tasks",
-    "checkout-facts": "facts", "pod-facts": "facts", "pod-down": "facts",
-    "bootstrap": "prepare", "checkout-apply": "prepare",
-    "fleet-facts": "fleet", "sweep-withdraw": "fleet", "net-listen": "netcheck", "net-probe": "netcheck",
-    "sweep-metrics": "results", "sweep-wait": "results", "run-logs": "logs", "task-logs": "logs",
+MODULES: Dict[str, Optional[str]] = {
+    wire.NOOP: None, wire.FSM_SHOW: None, wire.FSM_RESET: None,
+    wire.SUPERVISE: "supervisor", wire.SWEEP_RUN: "scheduler",
+    wire.SWEEP_START: "sweeps", wire.SWEEP_STATUS: "sweeps", wire.SWEEP_STOP: "sweeps", wire.SWEEP_LIST: "sweeps",
+    wire.SWEEP_ADD: "sweepedit", wire.SWEEP_RETRY: "sweepedit", wire.SWEEP_CURRENT: "sweepedit",
+    wire.FETCH_PLAN: "fetching",
+    wire.TASK_START: "tasks", wire.TASK_SHOW: "tasks", wire.TASK_WAIT: "tasks", wire.TASK_LIST: "tasks",
+    wire.CHECKOUT_FACTS: "facts", wire.POD_FACTS: "facts", wire.POD_DOWN: "facts",
+    wire.BOOTSTRAP: "prepare", wire.CHECKOUT_APPLY: "prepare",
+    wire.FLEET_FACTS: "fleet", wire.SWEEP_WITHDRAW: "fleet", wire.NET_LISTEN: "netcheck", wire.NET_PROBE: "netcheck",
+    wire.SWEEP_METRICS: "results", wire.SWEEP_WAIT: "results", wire.RUN_LOGS: "logs", wire.TASK_LOGS: "logs",
 }
 
 
 def load(name: str) -> None:
     """Import the module that registers command `name` (an unknown name is refused by `bind`)."""
-    if MODULES.get(name):
-        importlib.import_module("." + MODULES[name], __package__)
+    module = MODULES.get(name)
+    if module:
+        importlib.import_module("." + module, __package__)
 
 
-@command("noop")
-def noop(pod) -> None:
+@command(wire.NOOP)
+def noop(pod: Layout) -> None:
     """Only the prelude (gate and config sync)."""
 
 
-@command("fsm-show")
-def fsm_show(pod) -> dict:
+@command(wire.FSM_SHOW)
+def fsm_show(pod: Layout) -> Json:
     """The workflow state as recorded, what commands see now, and the history. Always works: a damaged file
     is shown as damaged."""
     try:
@@ -61,14 +69,14 @@ def fsm_show(pod) -> dict:
     return data
 
 
-@command("fsm-reset")
-def fsm_reset(pod, to: str, reason: str = "manual reset") -> dict:
+@command(wire.FSM_RESET)
+def fsm_reset(pod: Layout, to: str, reason: str = "manual reset") -> Json:
     data = workflow.force(pod, to, "fsm.reset", reason)
     data["file"] = pod.state_file
     return data
 
 
-def _internal(argv: list):
+def _internal(argv: List[str]) -> Any:
     name = argv[0]
     load(name)
     fn = COMMANDS.get(name)
@@ -77,7 +85,7 @@ def _internal(argv: list):
     return fn(None, **dict(zip([p[0] for p in parameters(fn)], argv[1:])))
 
 
-def _from_client(stream) -> object:
+def _from_client(stream: TextIO) -> Any:
     try:  # one line: the client keeps stdin open (it may send more: the agent itself, see render.BOOT) ...
         payload = json.loads(stream.readline())
     except ValueError as exc:
@@ -88,14 +96,15 @@ def _from_client(stream) -> object:
     null = os.open(os.devnull, os.O_RDONLY)  # ... so no child of a command may wait on it
     os.dup2(null, 0)
     os.close(null)
-    pod = Layout.from_dict(payload["pod"])
-    load(payload["cmd"])
-    fn, kwargs = bind(payload["cmd"], payload.get("data") or {})
-    workflow.prelude(pod, payload.get("prelude") or {})
+    request: Request = payload
+    pod = Layout.from_dict(request["pod"])
+    load(request["cmd"])
+    fn, kwargs = bind(request["cmd"], request.get("data") or {})
+    workflow.prelude(pod, request.get("prelude") or {})
     return fn(pod, **kwargs)
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         result = _internal(argv) if argv else _from_client(sys.stdin)

@@ -10,11 +10,18 @@ from __future__ import annotations
 import glob
 import os
 
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Iterable, List, Optional
+
+    from .wire import Json
+
 EXCLUDE_MARK = "# wfops: its venv and data links (checkout)"
 FINEWEB_CHECK = ("fineweb_train_*.bin", "fineweb_val_*.bin")
 
 
-def matches(data_dir: str, patterns) -> list:
+def matches(data_dir: str, patterns: Optional[Iterable[Any]]) -> List[Json]:
     """[{pattern, matches}] for each DATA_CHECK pattern: the files it matches, relative to DATA_DIR, sorted."""
     out = []
     for pattern in patterns or ():
@@ -24,9 +31,9 @@ def matches(data_dir: str, patterns) -> list:
     return out
 
 
-def matched_files(checks) -> list:
+def matched_files(checks: Iterable[Json]) -> List[str]:
     """Every file the checks matched, once, in order."""
-    seen = []
+    seen: List[str] = []
     for check in checks:
         for name in check["matches"]:
             if name not in seen:
@@ -34,9 +41,9 @@ def matched_files(checks) -> list:
     return seen
 
 
-def link_facts(data_dir: str, link: str, mode: str, checks) -> dict:
+def link_facts(data_dir: str, link: str, mode: str, checks: Iterable[Json]) -> Json:
     """What is linked already: shards mode, the matched files linked by name; dir mode, the link itself."""
-    facts = {"dir": link, "mode": mode, "linked": [], "is_data_link": False,
+    facts: Json = {"dir": link, "mode": mode, "linked": [], "is_data_link": False,
              "occupied": os.path.lexists(link) and not os.path.islink(link)}
     if mode == "dir":
         facts["is_data_link"] = os.path.islink(link) and os.path.realpath(link) == os.path.realpath(data_dir)
@@ -61,7 +68,7 @@ def relink(target: str, dest: str) -> None:
         raise
 
 
-def link(data_dir: str, link_path: str, mode: str, patterns) -> list:
+def link(data_dir: str, link_path: str, mode: str, patterns: Optional[Iterable[Any]]) -> List[str]:
     """Make the data appear in the training workdir; returns the links made (paths)."""
     if mode == "dir":
         os.makedirs(os.path.dirname(link_path.rstrip("/")) or "/", exist_ok=True)
@@ -69,7 +76,7 @@ def link(data_dir: str, link_path: str, mode: str, patterns) -> list:
         return [link_path.rstrip("/")]
     if mode != "shards":
         return []
-    made = []
+    made: List[str] = []
     if os.path.realpath(link_path) == os.path.realpath(data_dir):
         return made
     os.makedirs(link_path, exist_ok=True)
@@ -80,7 +87,7 @@ def link(data_dir: str, link_path: str, mode: str, patterns) -> list:
     return made
 
 
-def exclude(repo: str, paths) -> int:
+def exclude(repo: str, paths: Iterable[str]) -> int:
     """Add `paths` (inside the repo) to .git/info/exclude, once; returns how many were new."""
     git_dir = os.path.join(repo, ".git")
     if not os.path.isdir(git_dir):

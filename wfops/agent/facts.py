@@ -15,10 +15,17 @@ import re
 import shutil
 import subprocess
 
-from . import launch, procs, store, workflow
+from . import launch, procs, store, wire, workflow
 from .data import FINEWEB_CHECK
 from .registry import Refusal, command
 from .states import EXIT_CONFLICT, INIT, SWEEP_RUNNING, UNKNOWN, pod_path
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 # ------------------------------------------------------------------ checkout facts (one probe)
 
@@ -42,7 +49,8 @@ INSTALLED_MARKER = ".wfops-installed"  # in the venv: the deps hash of the last 
 ENV_PTH_MARKER = ".wfops-env-site"  # in the venv: the site dirs of REMOTE_PYTHON_BIN's own venv it was made to see
 
 
-def run_out(argv, cwd=None, timeout=120, strip=True):
+def run_out(argv: List[str], cwd: Optional[str] = None, timeout: Optional[float] = 120,
+            strip: bool = True) -> Tuple[int, str]:
     """(exit code, stdout, stripped unless told); a missing program is exit 127, a timeout 124."""
     try:
         p = subprocess.run(argv, cwd=cwd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout, text=True)
@@ -66,7 +74,7 @@ def deps_hash(repo: str, install_cmd: str) -> str:
     return h.hexdigest()
 
 
-def shards(directory: str):
+def shards(directory: str) -> Tuple[List[str], List[str]]:
     """(train shard names, val shard names) in `directory`, sorted; ([], []) when it cannot be listed."""
     try:
         names = sorted(os.listdir(directory))
@@ -77,7 +85,7 @@ def shards(directory: str):
     return train, val
 
 
-def venv_torch_dirs(venv: str):
+def venv_torch_dirs(venv: str) -> List[str]:
     """torch packages installed inside the venv itself (the image's torch must stay in charge)."""
     return sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "torch")))
 
@@ -97,7 +105,7 @@ def gpu_count(venv_python: str, env_cuda_visible: str) -> int:
         return 0
 
 
-def _repo_facts(repo: str, install_cmd: str) -> dict:
+def _repo_facts(repo: str, install_cmd: str) -> Json:
     r = {"path": repo, "exists": os.path.exists(repo)}
     r["is_git"] = os.path.isdir(os.path.join(repo, ".git"))
     r["empty"] = r["exists"] and os.path.isdir(repo) and not os.listdir(repo)
@@ -111,7 +119,7 @@ def _repo_facts(repo: str, install_cmd: str) -> dict:
     return r
 
 
-def _venv_facts(venv: str) -> dict:
+def _venv_facts(venv: str) -> Json:
     cfg = {}
     try:
         with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as fh:
@@ -133,7 +141,7 @@ def _venv_facts(venv: str) -> dict:
     }
 
 
-def _python_facts(python: str) -> dict:
+def _python_facts(python: str) -> Json:
     code, out = run_out([python, "-c", TORCH_PROBE], timeout=300)
     try:
         facts = json.loads(out.splitlines()[-1]) if code == 0 and out else {"found": False}
@@ -147,7 +155,7 @@ def _python_facts(python: str) -> dict:
     return facts
 
 
-def remote_branch(url: str, branch: str) -> dict:
+def remote_branch(url: str, branch: str) -> Json:
     """Whether origin has `branch`, and its default branch (`git ls-remote`, read-only); unchecked when origin
     does not answer (the fetch then says why)."""
     from .steps import git_credentials
@@ -178,16 +186,16 @@ def remote_branch(url: str, branch: str) -> dict:
     return {"checked": True, "has_branch": branch in heads, "default": default, "branches": sorted(heads)[:10]}
 
 
-@command("checkout-facts")
-def checkout_facts(pod, repo: str, python: str, data_dir: str, workdir: str, link_dir: str, mounts: str,
-                   install_cmd: str, data_check: list = FINEWEB_CHECK, data_link: str = "shards",
-                   repo_url: str = "", branch: str = "") -> dict:
+@command(wire.CHECKOUT_FACTS)
+def checkout_facts(pod: Layout, repo: str, python: str, data_dir: str, workdir: str, link_dir: str, mounts: str,
+                   install_cmd: str, data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards",
+                   repo_url: str = "", branch: str = "") -> Json:
     """One probe of everything `checkout` plans from (read-only)."""
     from . import data
 
     repo, data_dir, mounts = pod_path(repo), pod_path(data_dir), pod_path(mounts)
     venv = os.path.join(repo, ".venv")
-    facts = {"repo": _repo_facts(repo, install_cmd), "venv": _venv_facts(venv), "python": _python_facts(python)}
+    facts: Json = {"repo": _repo_facts(repo, install_cmd), "venv": _venv_facts(venv), "python": _python_facts(python)}
     code, out = run_out(["nvidia-smi", "-L"], timeout=60)
     facts["gpus"] = [ln for ln in out.splitlines() if ln.startswith("GPU")] if code == 0 else []
     train, val = shards(data_dir)
@@ -208,7 +216,7 @@ def pf_unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
-def pf_mounts(table: str = "/proc/self/mountinfo"):
+def pf_mounts(table: str = "/proc/self/mountinfo") -> List[Tuple[str, str, str]]:
     """[(mount point, fs type, source)] in mount order (a later mount on the same point hides earlier ones),
     from a mountinfo table or a mounts/fstab-format one (WF_MOUNT_TABLE)."""
     out = []
@@ -227,7 +235,7 @@ def pf_mounts(table: str = "/proc/self/mountinfo"):
     return out
 
 
-def deepest_mount(path: str, mounts):
+def deepest_mount(path: str, mounts: Iterable[Tuple[str, str, str]]) -> Tuple[str, str, str]:
     """(mount point, fs type, source) of the deepest mount holding the absolute, resolved `path`."""
     best = ("", "", "")
     for mp, fs, src in mounts:
@@ -236,7 +244,7 @@ def deepest_mount(path: str, mounts):
     return best
 
 
-def pf_disk(path: str, mounts) -> dict:
+def pf_disk(path: str, mounts: Iterable[Tuple[str, str, str]]) -> Json:
     """The disk holding `path` or, when it does not exist yet, its nearest existing parent."""
     wanted = os.path.abspath(path)
     probe = wanted
@@ -254,7 +262,7 @@ def pf_disk(path: str, mounts) -> dict:
     return out
 
 
-def pf_gpus() -> dict:
+def pf_gpus() -> Json:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return {"gpus": [], "gpu_error": "nvidia-smi not found"}
@@ -277,8 +285,8 @@ def _user() -> str:
         return str(os.geteuid())
 
 
-@command("pod-facts")
-def pod_facts(pod, repo: str, mnt: str = "/mnt") -> dict:
+@command(wire.POD_FACTS)
+def pod_facts(pod: Layout, repo: str, mnt: str = "/mnt") -> Json:
     """pod.status: who and where, the disks of /mnt and the repo, the GPUs, the workflow state. Never fails
     on a damaged state file: it is reported instead."""
     import socket
@@ -294,8 +302,8 @@ def pod_facts(pod, repo: str, mnt: str = "/mnt") -> dict:
     return facts
 
 
-@command("pod-down")
-def pod_down(pod, session: str, force: bool = False, reason: str = "pod removed (pod.down)") -> dict:
+@command(wire.POD_DOWN)
+def pod_down(pod: Layout, session: str, force: bool = False, reason: str = "pod removed (pod.down)") -> Json:
     """Refuse while a sweep runs (unless force); otherwise reset the workflow state to INIT (it may live on a
     /mnt volume that outlives the pod). A damaged state file is kept aside by the reset."""
     try:

@@ -16,9 +16,16 @@ import re
 import stat
 import sys
 
-from . import store
+from . import store, wire
 from .registry import Refusal, command
 from .states import EXIT_NOT_FOUND, EXIT_USAGE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SWEEP_ID = re.compile(r"^sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}$")  # sweep-<UTC time>[-suffix]: no '/', no '.'
@@ -29,7 +36,7 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name or "")) and ".." not in name
 
 
-def sweep_runs(pod, sweep: str) -> list:
+def sweep_runs(pod: Layout, sweep: str) -> List[Any]:
     """The run ids of a sweep's manifest (the latest when `sweep` is empty) that have a run dir."""
     if sweep and not _SWEEP_ID.match(sweep):
         raise Refusal(EXIT_USAGE, "invalid sweep id %r (sweep.list shows the ids)" % sweep)
@@ -45,7 +52,7 @@ def sweep_runs(pod, sweep: str) -> list:
     return ids
 
 
-def one_run(pod, run: str) -> list:
+def one_run(pod: Layout, run: str) -> List[Any]:
     if not valid_name(run):
         raise Refusal(EXIT_USAGE, "invalid run id %r" % run)
     if not os.path.isdir(pod.run_dir(run)):
@@ -61,19 +68,19 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def same(path: str, st, mine, by_hash: bool) -> bool:
+def same(path: str, st: os.stat_result, mine: Any, by_hash: bool) -> bool:
     """Whether the client's [size, mtime|sha256] describes this file."""
     if not isinstance(mine, list) or len(mine) != 2 or mine[0] != st.st_size:
         return False
     if by_hash:
         try:
-            return mine[1] == sha256(path)
+            return bool(mine[1] == sha256(path))
         except OSError:
             return False
-    return mine[1] == int(st.st_mtime)
+    return bool(mine[1] == int(st.st_mtime))
 
 
-def run_files(root: str):
+def run_files(root: str) -> Iterator[Tuple[str, str, os.stat_result]]:
     """(relative path, full path, stat) of every regular file under `root`, in a stable order."""
     for here, dirs, files in os.walk(root):
         dirs.sort()
@@ -87,9 +94,9 @@ def run_files(root: str):
                 yield os.path.relpath(full, root), full, st
 
 
-@command("fetch-plan")
-def fetch_plan(pod, have: dict, run: str = "", all: bool = False, sweep: str = "", hash: bool = False,
-               only=None) -> str:
+@command(wire.FETCH_PLAN)
+def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep: str = "", hash: bool = False,
+               only: Optional[List[str]] = None) -> str:
     """`only` (a fleet): of the sweep's runs, just these (the ones the client's ledger has on this pod)."""
     ids = sweep_runs(pod, sweep) if (all or sweep) else one_run(pod, run)
     if isinstance(only, list):

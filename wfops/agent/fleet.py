@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import procs, slots, store
+from . import procs, slots, store, wire
 from .registry import Refusal, command
 from .states import (
     EXIT_CONFLICT,
@@ -27,12 +27,20 @@ from .states import (
     WITHDRAW_ANSWER,
     WITHDRAW_REQUEST,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set, Tuple
+
+    from .scheduler import Scheduler
+    from .states import Layout
+    from .wire import FleetFacts, Json, Manifest, WithdrawAnswer, Withdrawn
 
 ANSWER_WAIT_SECS = 10.0
 KEPT_RUNNING, KEPT_ENDED, KEPT_UNKNOWN = RUNNING, "ended", UNKNOWN
 
 
-def slot_count(pod, fake_gpus, cpu_only: bool, repo: str) -> int:
+def slot_count(pod: Layout, fake_gpus: Optional[int], cpu_only: bool, repo: str) -> int:
     """The scheduler's slot count (Scheduler.device_ids) without starting it: WF_FAKE_GPUS, one on a CPU
     target, CUDA_VISIBLE_DEVICES of the pod env file, else `nvidia-smi -L`, else torch in the venv; 0 = none."""
     if fake_gpus:
@@ -46,34 +54,35 @@ def slot_count(pod, fake_gpus, cpu_only: bool, repo: str) -> int:
     return gpu_count(python, env_value(pod.env_path, "CUDA_VISIBLE_DEVICES").strip())
 
 
-def _started_here(pod, sid: str, run_id: str) -> bool:
+def _started_here(pod: Layout, sid: str, run_id: str) -> bool:
     """Whether `run_id` has a status of sweep `sid` (it started in this sweep on this pod)."""
     st = store.load_or_note(os.path.join(pod.run_dir(run_id), STATUS_FILE))[0]
     return bool(st) and st.get("sweep_id") == sid
 
 
-def _load_current(pod) -> tuple:
+def _load_current(pod: Layout) -> Tuple[Json, Json, str]:
     """(sweep record or {}, manifest or {}, queue state); Refusal for a damaged sweep.json."""
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
         raise Refusal(EXIT_REMOTE, problem)
-    plan = {}
+    plan: Json = {}
     if sw:
         plan = store.load_or_note(os.path.join(pod.manifests, sw["sweep_id"] + ".json"))[0] or {}
     return sw or {}, plan, procs.queue_liveness(sw)[0]
 
 
-@command("fleet-facts")
-def fleet_facts(pod, fake_gpus: int = 0, cpu_only: bool = False, sweep_id: str = "", repo: str = "") -> dict:
+@command(wire.FLEET_FACTS)
+def fleet_facts(pod: Layout, fake_gpus: int = 0, cpu_only: bool = False, sweep_id: str = "",
+                repo: str = "") -> FleetFacts:
     """What the client needs to spread runs over pods: the slots this pod's queue would use, and the load of
     its current sweep (slots held by running runs, slot demand and ids of runs queued but not started).
     Reads only."""
     sw, plan, state = _load_current(pod)
     repo = repo or (plan.get("exec") or {}).get("repo") or ""
     total = slot_count(pod, fake_gpus, bool(cpu_only), repo)
-    out = {"slots": total, "sweep_id": sw.get("sweep_id"), "queue_state": state, "busy": 0, "pending": 0,
+    out: FleetFacts = {"slots": total, "sweep_id": sw.get("sweep_id"), "queue_state": state, "busy": 0, "pending": 0,
            "pending_runs": []}
-    sid = sw.get("sweep_id")
+    sid: Any = sw.get("sweep_id")
     if not plan or (sweep_id and sweep_id != sid):
         return out
     from .sweeps import status_rows
@@ -92,7 +101,7 @@ def fleet_facts(pod, fake_gpus: int = 0, cpu_only: bool = False, sweep_id: str =
 
 
 # ---------------------------------------------------------------- the queue's side (scheduler.py calls it)
-def answer_withdrawal(sched, path: str) -> None:
+def answer_withdrawal(sched: Scheduler, path: str) -> None:
     """Answer one withdraw request: runs waiting in the order leave it; running ones and retries in their
     back-off stay (reported as running). The request file goes once the answer is written."""
     if not os.path.exists(path):  # its command gave up waiting and took it back
@@ -111,7 +120,7 @@ def answer_withdrawal(sched, path: str) -> None:
 
 
 # ---------------------------------------------------------------- the command
-def _ask_queue(pod, sid: str, run_ids: list):
+def _ask_queue(pod: Layout, sid: str, run_ids: List[str]) -> Optional[WithdrawAnswer]:
     """Hand the running queue a withdraw request; its answer, or None when the queue is not running (then the
     caller withdraws directly). Refusal when a running queue does not answer in time."""
     inbox = os.path.join(pod.manifests, sid + INBOX)
@@ -123,7 +132,7 @@ def _ask_queue(pod, sid: str, run_ids: list):
         store.write_json(request, {"run_ids": run_ids})
     deadline = time.monotonic() + ANSWER_WAIT_SECS
     while True:
-        got = store.load_or_note(answer)[0]
+        got: Optional[WithdrawAnswer] = store.load_or_note(answer)[0]
         if got is not None:
             os.unlink(answer)
             return got
@@ -139,18 +148,26 @@ def _ask_queue(pod, sid: str, run_ids: list):
         time.sleep(0.1)
 
 
-def _drop(pod, plan: dict, withdrawn: set) -> None:
+def _drop(pod: Layout, plan: Manifest, withdrawn: Set[str]) -> None:
     """The withdrawn runs leave the manifest (runs, queue, a resumed queue's start), as if never added here."""
     from .sweeps import _write_manifests
 
-    for key in ("runs", "queue", "start"):
-        if isinstance(plan.get(key), list):
-            plan[key] = [r for r in plan[key] if not (isinstance(r, dict) and r.get("run_id") in withdrawn)]
+    runs, queue, start = plan.get("runs"), plan.get("queue"), plan.get("start")
+    if isinstance(runs, list):
+        plan["runs"] = [r for r in runs if _stays(r, withdrawn)]
+    if isinstance(queue, list):
+        plan["queue"] = [r for r in queue if _stays(r, withdrawn)]
+    if isinstance(start, list):
+        plan["start"] = [r for r in start if _stays(r, withdrawn)]
     _write_manifests(pod, plan, None)
 
 
-@command("sweep-withdraw")
-def sweep_withdraw(pod, sweep_id: str, run_ids: list) -> dict:
+def _stays(run: Any, withdrawn: Set[str]) -> bool:
+    return not (isinstance(run, dict) and run.get("run_id") in withdrawn)
+
+
+@command(wire.SWEEP_WITHDRAW)
+def sweep_withdraw(pod: Layout, sweep_id: str, run_ids: List[str]) -> Withdrawn:
     """Take runs that have not started out of this pod's share of sweep `sweep_id` (the client queues them
     on another pod). Returns the ids withdrawn and why the others were kept (running / ended / unknown)."""
     from .sweepedit import _current
@@ -163,8 +180,10 @@ def sweep_withdraw(pod, sweep_id: str, run_ids: list) -> dict:
     run_ids = [r for r in dict.fromkeys(run_ids) if isinstance(r, str)]
     queued = {e.get("run_id") for e in plan["queue"] if isinstance(e, dict)}
     answer = _ask_queue(pod, sid, [r for r in run_ids if r in queued])
-    taken, held = set((answer or {}).get("withdrawn") or []), set((answer or {}).get("running") or [])
-    withdrawn, kept = [], {}
+    taken: Set[str] = set(answer.get("withdrawn") or []) if answer else set()
+    held: Set[str] = set(answer.get("running") or []) if answer else set()
+    withdrawn: List[str] = []
+    kept: Dict[str, str] = {}
     for rid in run_ids:
         if rid in held:
             kept[rid] = KEPT_RUNNING

@@ -10,6 +10,13 @@ import sys
 
 from .registry import Refusal
 from .states import EXIT_REMOTE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 PACKAGE = __package__ or "wfops_agent"
 # the directory to put on sys.path so that `import PACKAGE` finds this copy of the agent
@@ -26,24 +33,25 @@ def call_for(package: str) -> str:
 CALL = call_for(PACKAGE)
 
 
-def agent_argv(*args: str) -> list:
+def agent_argv(*args: str) -> List[Any]:
     """argv that runs this agent's command `args[0]` with the system python, isolated (-I -S)."""
     return [sys.executable, "-I", "-S", "-c", CALL, HOME] + list(args)
 
 
-def shell_words(argv: list) -> str:
+def shell_words(argv: List[Any]) -> str:
     """argv as one shell command line, each word quoted."""
     return " ".join(shlex.quote(w) for w in argv)
 
 
-def write_argv_script(path: str, comment: str, argv: list) -> None:
+def write_argv_script(path: str, comment: str, argv: List[Any]) -> None:
     """A bash script that execs argv exactly."""
     from .store import write_bytes
 
     write_bytes(path, ("#!/usr/bin/env bash\n# %s\nexec %s\n" % (comment, shell_words(argv))).encode(), mode=0o755)
 
 
-def tmux_window(pod, session: str, window: str, shell_command: str, new_session: bool = False) -> tuple:
+def tmux_window(pod: Layout, session: str, window: str, shell_command: str,
+                new_session: bool = False) -> Tuple[int, str]:
     """Open a detached tmux window running `shell_command` (in `session`, made if missing); returns
     (pane pid, window id). A fresh session replaces an old one when new_session is set."""
     fmt = "#{pane_pid} #{window_id}"
@@ -65,11 +73,11 @@ def tmux_window(pod, session: str, window: str, shell_command: str, new_session:
     raise Refusal(EXIT_REMOTE, "tmux could not open a window: %s" % err)
 
 
-def tmux_kill_session(pod, session: str) -> None:
+def tmux_kill_session(pod: Layout, session: str) -> None:
     subprocess.run(pod.tmux("kill-session", "-t", "=" + session), capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def tmux_has_session(pod, session: str) -> bool:
+def tmux_has_session(pod: Layout, session: str) -> bool:
     try:
         return subprocess.run(pod.tmux("has-session", "-t", "=" + session), capture_output=True,
                               stdin=subprocess.DEVNULL).returncode == 0
@@ -77,7 +85,8 @@ def tmux_has_session(pod, session: str) -> bool:
         return False
 
 
-def record_runner(path: str, pid: int, belongs=lambda record: True, **fields) -> None:
+def record_runner(path: str, pid: int, belongs: Callable[[Json], bool] = lambda record: True,
+                  **fields: Any) -> None:
     """After tmux started a runner: record its pane pid (and start time) in the JSON record at `path`, unless
     the runner recorded itself first; `fields` are recorded either way. Nothing when `belongs(record)` is
     false (the record is another's by now)."""

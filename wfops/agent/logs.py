@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import procs, store
+from . import procs, store, wire
 from .metrics import line_rank
 from .registry import Refusal
 from .registry import command as agent_command
@@ -27,12 +27,19 @@ from .states import (
     TRANSIENT,
     UNKNOWN,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .states import Layout
+    from .wire import Json
 
 POLL_SECS = 0.25
 CHUNK = 65536
 
 
-def rank_filter(rank):
+def rank_filter(rank: Optional[int]) -> Callable[[bytes], bool]:
     """Which lines `--rank R` keeps: a line with a rank prefix when it is R's; a line without one (one process,
     or torchrun's own) only for rank 0. None keeps every line."""
     if rank is None:
@@ -40,7 +47,7 @@ def rank_filter(rank):
     return lambda line: (line_rank(line) if line_rank(line) is not None else 0) == rank
 
 
-def tail_offset(path: str, lines: int, keep) -> int:
+def tail_offset(path: str, lines: int, keep: Callable[[bytes], bool]) -> int:
     """Where the last `lines` kept lines of the file start (reading a growing span from its end)."""
     try:
         size = os.path.getsize(path)
@@ -69,8 +76,9 @@ def tail_offset(path: str, lines: int, keep) -> int:
 class Stream:
     """Copies the kept lines of a log file to stdout from an offset; reopens a file that was replaced."""
 
-    def __init__(self, path: str, keep, start: int = 0) -> None:
-        self.path, self.keep, self.pos, self.partial, self.ino = path, keep, start, b"", None
+    def __init__(self, path: str, keep: Callable[[bytes], bool], start: int = 0) -> None:
+        self.path, self.keep, self.pos, self.partial = path, keep, start, b""
+        self.ino: Optional[int] = None
         self.out = sys.stdout.buffer
 
     def pump(self) -> bool:
@@ -103,7 +111,7 @@ class Stream:
             self.out.flush()
 
 
-def follow(stream: Stream, ended) -> None:
+def follow(stream: Stream, ended: Callable[[], bool]) -> None:
     """Copy until `ended()` says the writer is done (checked before the last read: nothing is lost)."""
     while True:
         over = ended()
@@ -115,7 +123,7 @@ def follow(stream: Stream, ended) -> None:
     stream.finish()
 
 
-def show(path: str, keep, tail, follow_it: bool, ended) -> None:
+def show(path: str, keep: Callable[[bytes], bool], tail: int, follow_it: bool, ended: Callable[[], bool]) -> None:
     start = tail_offset(path, int(tail), keep) if tail else 0
     stream = Stream(path, keep, start)
     if follow_it:
@@ -131,7 +139,7 @@ def _state_ended(status_path: str) -> bool:
     return bool(st) and procs.liveness(st)[0] in TERMINAL + (UNKNOWN,)
 
 
-def _retry_coming(pod, st: dict, run_dir: str) -> bool:
+def _retry_coming(pod: Layout, st: Json, run_dir: str) -> bool:
     """The queue will start this run again: it says so (retry_at, requeued_at), or it has yet to decide on an
     attempt that failed with a class it retries (the scheduler's own rule, read from the manifest)."""
     if st.get("requeued_at") or (st.get("retry_at") and st.get("state") != SUCCESS):
@@ -146,7 +154,7 @@ def _retry_coming(pod, st: dict, run_dir: str) -> bool:
     return summ.get("failure_class") in (TRANSIENT if retry_on is None else retry_on)
 
 
-def _run_ended(pod, run_dir: str) -> bool:
+def _run_ended(pod: Layout, run_dir: str) -> bool:
     """A run has ended when its state is terminal and no retry (or sweep.retry) of it waits in a running queue:
     a retry starts a new log, which the stream then follows."""
     status_path = os.path.join(run_dir, STATUS_FILE)
@@ -159,7 +167,7 @@ def _run_ended(pod, run_dir: str) -> bool:
     return bool(problem) or procs.queue_liveness(sw)[0] != QUEUE_RUNNING or bool((sw or {}).get("stopping"))
 
 
-def _queued(pod, run_id: str) -> bool:
+def _queued(pod: Layout, run_id: str) -> bool:
     """The run is in the latest sweep's queue and the queue still runs: it may yet start."""
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem or procs.queue_liveness(sw)[0] != QUEUE_RUNNING:
@@ -168,7 +176,7 @@ def _queued(pod, run_id: str) -> bool:
     return any(isinstance(r, dict) and r.get("run_id") == run_id for r in (plan or {}).get("queue") or [])
 
 
-def _wait_for_dir(pod, run_id: str, d: str) -> None:
+def _wait_for_dir(pod: Layout, run_id: str, d: str) -> None:
     while not os.path.isdir(d):
         if not _queued(pod, run_id):
             raise Refusal(EXIT_NOT_FOUND, "run %s has no directory on the pod and is not waiting in a running "
@@ -176,8 +184,8 @@ def _wait_for_dir(pod, run_id: str, d: str) -> None:
         time.sleep(POLL_SECS)
 
 
-@agent_command("run-logs")
-def run_logs(pod, run_id: str, follow: bool = False, tail: int = 0, rank: int = -1) -> None:
+@agent_command(wire.RUN_LOGS)
+def run_logs(pod: Layout, run_id: str, follow: bool = False, tail: int = 0, rank: int = -1) -> None:
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise Refusal(EXIT_USAGE, "invalid run id %r" % run_id)
     d = pod.run_dir(run_id)
@@ -190,8 +198,8 @@ def run_logs(pod, run_id: str, follow: bool = False, tail: int = 0, rank: int = 
     show(os.path.join(d, LOG_FILE), keep, tail, follow, lambda: _run_ended(pod, d))
 
 
-@agent_command("task-logs")
-def task_logs(pod, id: str, follow: bool = False, tail: int = 0) -> None:
+@agent_command(wire.TASK_LOGS)
+def task_logs(pod: Layout, id: str, follow: bool = False, tail: int = 0) -> None:
     d = pod.task_dir(id)
     if not id or "/" in id or id.startswith(".") or not os.path.isdir(d):
         raise Refusal(EXIT_NOT_FOUND, "no task %s on the pod (see task.list)" % id)

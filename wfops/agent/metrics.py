@@ -13,6 +13,13 @@ import os
 import re
 
 from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 METRICS_FILE = "metrics.jsonl"
 STEP_KEYS = ("step", "iter", "iteration", "it")
@@ -21,13 +28,13 @@ TAIL_BYTES = 64 * 1024  # what sweep.status reads of each run's files for the la
 RANK_RE = re.compile(rb"^\S+ \[rank(\d+)\]:")
 
 
-def line_rank(line: bytes):
+def line_rank(line: bytes) -> Optional[int]:
     """The rank prefix of a log line, or None (one process, or torchrun's own lines)."""
     m = RANK_RE.match(line)
     return int(m.group(1)) if m else None
 
 
-def _number(value):
+def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
@@ -56,9 +63,9 @@ class Series:
     """metric -> [[step, value], ...], metrics in the order first seen."""
 
     def __init__(self) -> None:
-        self.data = {}
+        self.data: Dict[str, List[List[Any]]] = {}
 
-    def add(self, name: str, step, value) -> None:
+    def add(self, name: str, step: Any, value: Any) -> None:
         points = self.data.setdefault(name, [])
         points.append([len(points) if step is None else step, value])
 
@@ -81,7 +88,7 @@ def from_jsonl(text: str) -> Series:
     return series
 
 
-def compile_patterns(patterns) -> list:
+def compile_patterns(patterns: Optional[Iterable[Any]]) -> List[Pattern[str]]:
     out = []
     for p in patterns or ():
         try:
@@ -91,7 +98,7 @@ def compile_patterns(patterns) -> list:
     return out
 
 
-def from_log(text: str, patterns: list) -> Series:
+def from_log(text: str, patterns: List[Any]) -> Series:
     """Metrics from log lines; lines of ranks other than 0 are ignored (they repeat rank 0's)."""
     series = Series()
     for line in text.splitlines():
@@ -120,11 +127,12 @@ def _out_dir(run_dir: str) -> str:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and isinstance(record.get("out_dir"), str):
-            return record["out_dir"]
+            out_dir: str = record["out_dir"]
+            return out_dir
     return run_dir
 
 
-def run_series(run_dir: str, patterns: list, tail: int = 0) -> tuple:
+def run_series(run_dir: str, patterns: List[Any], tail: int = 0) -> Tuple[Any, ...]:
     """(source, Series) of one run: metrics.jsonl first, else its log through the patterns."""
     for where in (_out_dir(run_dir), run_dir):
         path = os.path.join(where, METRICS_FILE)
@@ -135,10 +143,11 @@ def run_series(run_dir: str, patterns: list, tail: int = 0) -> tuple:
     return "", Series()
 
 
-def _last_from_log(text: str, patterns: list) -> dict:
+def _last_from_log(text: str, patterns: List[Any]) -> Json:
     """The last value of each pattern's metrics, reading lines from the end and stopping once every pattern has
     matched (sweep.status over many runs stays cheap)."""
-    found, waiting = {}, list(patterns)
+    found: Json = {}
+    waiting = list(patterns)
     for line in reversed(text.splitlines()):
         if not waiting:
             break
@@ -156,7 +165,7 @@ def _last_from_log(text: str, patterns: list) -> dict:
     return found
 
 
-def last_values(run_dir: str, patterns: list) -> dict:
+def last_values(run_dir: str, patterns: List[Any]) -> Json:
     """{metric: last value} from the end of the run's files (what sweep.status shows)."""
     for where in (_out_dir(run_dir), run_dir):
         path = os.path.join(where, METRICS_FILE)
@@ -167,7 +176,7 @@ def last_values(run_dir: str, patterns: list) -> dict:
     return _last_from_log(read_text(os.path.join(run_dir, LOG_FILE), TAIL_BYTES), patterns)
 
 
-def add_last_values(pod, rows: list, patterns) -> None:
+def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[Any]]) -> None:
     """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}."""
     compiled = compile_patterns(patterns)
     for row in rows:
@@ -177,7 +186,7 @@ def add_last_values(pod, rows: list, patterns) -> None:
             row["metric_order"] = list(row["metrics"])  # the JSON answer sorts keys: the order the run reported
 
 
-def thin(points: list, limit: int) -> list:
+def thin(points: List[Any], limit: int) -> List[Any]:
     """At most `limit` points, evenly spread, the first and the last kept."""
     if limit <= 1 or len(points) <= limit:
         return points
@@ -185,7 +194,7 @@ def thin(points: list, limit: int) -> list:
     return [points[round(i * stride)] for i in range(limit)]
 
 
-def summary(series: Series, limit: int) -> dict:
+def summary(series: Series, limit: int) -> Json:
     """{metric: {last, min, max, n, points}} with the points thinned to `limit` for a picture."""
     out = {}
     for name, points in series.data.items():

@@ -15,8 +15,16 @@ import socket
 import sys
 import time
 
+from . import wire
 from .registry import Refusal, command
 from .states import EXIT_CONFLICT, EXIT_USAGE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Union
+
+    from .states import Layout
+    from .wire import Json
 
 LISTENING_META = "@wfops-listening"
 
@@ -36,15 +44,15 @@ def _bind(port: int) -> socket.socket:
     return s
 
 
-def _ports(ports: list) -> list:
+def _ports(ports: List[Any]) -> List[Any]:
     bad = [p for p in ports if not isinstance(p, int) or isinstance(p, bool) or not 0 < p < 65536]
     if bad or not ports:
         raise Refusal(EXIT_USAGE, "ports must be a non-empty list of port numbers (1-65535), not %r" % (ports,))
     return list(dict.fromkeys(ports))
 
 
-@command("net-listen")
-def net_listen(pod, ports: list, secs: float, expect: int = 1) -> dict:
+@command(wire.NET_LISTEN)
+def net_listen(pod: Layout, ports: List[Any], secs: float, expect: int = 1) -> Json:
     """Listen on 0.0.0.0:PORT for each port and accept connections until each port had `expect` of them or
     `secs` passed; returns {"accepted": {"PORT": count}}."""
     ports = _ports(ports)
@@ -61,7 +69,7 @@ def net_listen(pod, ports: list, secs: float, expect: int = 1) -> dict:
     return {"accepted": {str(p): counts[p] for p in ports}}
 
 
-def _accept(socks: dict, secs: float, expect: int) -> dict:
+def _accept(socks: Json, secs: float, expect: int) -> Json:
     counts = {p: 0 for p in socks}
     by_fd = {s.fileno(): p for p, s in socks.items()}
     deadline = time.monotonic() + secs
@@ -79,10 +87,10 @@ def _accept(socks: dict, secs: float, expect: int) -> dict:
     return counts
 
 
-@command("net-probe")
-def net_probe(pod, host: str, ports: list, timeout: float = 5) -> dict:
+@command(wire.NET_PROBE)
+def net_probe(pod: Layout, host: str, ports: List[Any], timeout: float = 5) -> Json:
     """Connect to host:PORT for each port; returns {"reached": {"PORT": true or "error text"}}."""
-    reached = {}
+    reached: Dict[str, Union[bool, str]] = {}
     for port in _ports(ports):
         try:
             with socket.create_connection((host, port), timeout=float(timeout)):

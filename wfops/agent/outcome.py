@@ -24,6 +24,12 @@ from .states import (
     SUCCESS,
     SUMMARY_FILE,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple, Union
+
+    from .wire import Json, QueueEntry, RunRow
 
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc")
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
@@ -61,7 +67,7 @@ def _exception_line(body: str, in_tb: bool) -> bool:
     return in_tb or bool(COMPILE_RE.match(body))
 
 
-def worker_error(log_text: str, rank=None) -> str:
+def worker_error(log_text: str, rank: Optional[int] = None) -> str:
     """The failing worker's own error: the exception line that ends the last Python traceback of `rank`
     (lines prefixed `[rankN]:`; with no prefixes, any traceback that is not torchrun's own). "" if none."""
     found, in_tb = "", False
@@ -82,10 +88,10 @@ def worker_error(log_text: str, rank=None) -> str:
     return found
 
 
-def classify(log_text: str, exit_code, state: str) -> dict:
+def classify(log_text: str, exit_code: Optional[int], state: str) -> Json:
     """The worker's real exit code and a failure class where one can be told; the evidence is the failing
     worker's own error line when the log has one, else torchrun's root-cause line."""
-    out = {"exit_code": exit_code, "failure_class": None, "evidence": None}
+    out: Json = {"exit_code": exit_code, "failure_class": None, "evidence": None}
     m = ROOT_CAUSE_RE.search(log_text)
     if m:
         code = int(m.group(2))
@@ -108,7 +114,7 @@ def classify(log_text: str, exit_code, state: str) -> dict:
     return out
 
 
-def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
+def write_summary(run_dir: str, st: Json, output_tail: str = "") -> Json:
     """summary.json of an ended run. A run whose training succeeded but whose final sync failed is a failed
     run (class sync_failed): its durable copy is incomplete. Returns the status record as recorded."""
     state = st["state"]
@@ -134,7 +140,7 @@ def write_summary(run_dir: str, st: dict, output_tail: str = "") -> dict:
     return st
 
 
-def earlier_attempts(run_dir: str) -> list:
+def earlier_attempts(run_dir: str) -> List[Any]:
     """The recorded ends of the run's earlier attempts (attempts/<n>/summary.json), oldest first."""
     base = os.path.join(run_dir, ATTEMPTS_DIR)
     try:
@@ -148,7 +154,7 @@ def earlier_attempts(run_dir: str) -> list:
     return out
 
 
-def skip_reason(run: dict, summ, force: bool) -> tuple:
+def skip_reason(run: Union[QueueEntry, RunRow], summ: Optional[Json], force: bool) -> Tuple[bool, str]:
     """(skip?, why) for a run about to start, from the summary.json in its run dir."""
     if not summ or summ.get("ok") is not True:
         return False, ""

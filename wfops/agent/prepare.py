@@ -15,11 +15,18 @@ import subprocess
 import sys
 import tempfile
 
-from . import data, facts, store, workflow
+from . import data, facts, store, wire, workflow
 from .data import FINEWEB_CHECK
 from .registry import Refusal, command
 from .states import EXIT_USAGE, pod_path
 from .steps import fail, git_credentials, in_venv, must, note, run, with_env
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, List, Sequence, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 TORCH_CHECK = "import torch, sys; print(torch.__file__); print(int(torch.cuda.is_available()))"
 PLAN_KEYS = ("clone", "force_clean", "ref_kind", "ref", "expect_sha", "venv", "data", "link")
@@ -52,11 +59,11 @@ def _unlink(path: str) -> None:  # rm -f
 
 # ------------------------------------------------------------------ bootstrap
 
-def _missing(prereqs: list) -> str:  # each followed by a space, as the shell's messages had them
+def _missing(prereqs: List[Any]) -> str:  # each followed by a space, as the shell's messages had them
     return "".join("%s " % c for c in prereqs if not shutil.which(c))
 
 
-def _apt_install(missing: str, apt_packages: list) -> None:
+def _apt_install(missing: str, apt_packages: List[Any]) -> None:
     sudo = []
     if os.geteuid() != 0:
         if not shutil.which("sudo"):
@@ -71,7 +78,7 @@ def _apt_install(missing: str, apt_packages: list) -> None:
          "apt-get install failed (see above)", env=env)
 
 
-def _prereqs(prereqs: list, auto_install: bool, apt_packages: list) -> str:
+def _prereqs(prereqs: List[Any], auto_install: bool, apt_packages: List[Any]) -> str:
     """Check (and with auto_install, apt-get install) the prerequisites; returns what was installed."""
     missing = _missing(prereqs)
     if not missing:
@@ -89,7 +96,7 @@ def _prereqs(prereqs: list, auto_install: bool, apt_packages: list) -> str:
     return installed.rstrip(" ")
 
 
-def _bootstrap_script(pod, script: str) -> str:
+def _bootstrap_script(pod: Layout, script: str) -> str:
     if not script:
         note("[bootstrap script] BOOTSTRAP_SCRIPT is empty: none to run")
         return "skipped"
@@ -103,7 +110,7 @@ def _bootstrap_script(pod, script: str) -> str:
     return str(rc)
 
 
-def _wandb_setup(pod, script: str) -> str:  # its output may hold the key: a private log, never shown
+def _wandb_setup(pod: Layout, script: str) -> str:  # its output may hold the key: a private log, never shown
     if not script:
         note("warning: W&B setup requested but WANDB_SETUP_SCRIPT is empty")
         return "missing"
@@ -127,9 +134,9 @@ def _wandb_setup(pod, script: str) -> str:  # its output may hold the key: a pri
     return str(rc)
 
 
-@command("bootstrap")
-def bootstrap(pod, prereqs: list, auto_install: bool, apt_packages: list, bootstrap_script: str, wandb_script: str,
-              run_wandb: bool) -> dict:
+@command(wire.BOOTSTRAP)
+def bootstrap(pod: Layout, prereqs: List[Any], auto_install: bool, apt_packages: List[Any], bootstrap_script: str,
+              wandb_script: str, run_wandb: bool) -> Json:
     prereqs, apt_packages = [str(c) for c in prereqs], [str(p) for p in apt_packages]
     installed = _prereqs(prereqs, auto_install, apt_packages)
     boot_rc = _bootstrap_script(pod, pod_path(bootstrap_script))
@@ -147,9 +154,9 @@ def bootstrap(pod, prereqs: list, auto_install: bool, apt_packages: list, bootst
 class Checkout:
     """The steps of one checkout plan, each stopping the command (exit 6) when it fails."""
 
-    def __init__(self, pod, plan: dict, repo: str, data_dir: str, train_workdir: str, link_dir: str,
+    def __init__(self, pod: Layout, plan: Json, repo: str, data_dir: str, train_workdir: str, link_dir: str,
                  install_cmd: str, repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
-                 data_check=FINEWEB_CHECK, data_link: str = "shards") -> None:
+                 data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards") -> None:
         missing = [k for k in PLAN_KEYS if k not in plan]
         if missing:
             raise Refusal(EXIT_USAGE, "checkout-apply: the plan lacks %s" % ", ".join(missing))
@@ -167,10 +174,10 @@ class Checkout:
         self.data_check = [str(p) for p in data_check]
         self.data_link, self.env_site = data_link, [str(d) for d in plan.get("env_site") or []]
 
-    def git(self, args: list, message: str) -> None:
+    def git(self, args: List[Any], message: str) -> None:
         must(["git"] + self.git_cfg + args, message, cwd=self.repo, env=self.git_env)
 
-    def git_out(self, args: list):  # (exit code, stripped stdout)
+    def git_out(self, args: List[str]) -> Tuple[int, str]:  # (exit code, stripped stdout)
         return facts.run_out(["git"] + args, cwd=self.repo, timeout=None)
 
     def clone(self) -> None:
@@ -206,7 +213,7 @@ class Checkout:
         note("[clean] CHECKOUT_FORCE_CLEAN=1: discarding tracked modifications")
         self.git(["reset", "-q", "--hard"], "git reset --hard in %s failed (see above)" % self.repo)
 
-    def checkout(self, target: str) -> tuple:  # and verify EXPECT_GIT_SHA: (previous HEAD or "", new HEAD)
+    def checkout(self, target: str) -> Tuple[Any, ...]:  # and verify EXPECT_GIT_SHA: (previous HEAD or "", new HEAD)
         code, old = self.git_out(["rev-parse", "-q", "--verify", "HEAD"])
         old = old if code == 0 else ""
         code, new = self.git_out(["rev-parse", target + "^{commit}"])
@@ -315,7 +322,7 @@ class Checkout:
         if missing:
             fail("the downloader finished but DATA_DIR has nothing matching %s (DATA_CHECK)" % " ".join(missing))
 
-    def _in(self, directory: str) -> list:  # files of `directory` that DATA_CHECK matches (absolute paths)
+    def _in(self, directory: str) -> List[Any]:  # files of `directory` that DATA_CHECK matches (absolute paths)
         return [os.path.join(directory, n) for n in data.matched_files(data.matches(directory, self.data_check))]
 
     def collect(self, dl: str) -> None:
@@ -356,10 +363,11 @@ class Checkout:
         return len(made)
 
 
-@command("checkout-apply")
-def checkout_apply(pod, plan: dict, repo: str, data_dir: str, train_workdir: str, link_dir: str, install_cmd: str,
+@command(wire.CHECKOUT_APPLY)
+def checkout_apply(pod: Layout, plan: Json, repo: str, data_dir: str, train_workdir: str, link_dir: str,
+                   install_cmd: str,
                    repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
-                   data_check: list = FINEWEB_CHECK, data_link: str = "shards") -> dict:
+                   data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards") -> Json:
     c = Checkout(pod, plan, repo, data_dir, train_workdir, link_dir, install_cmd, repo_url, remote_python,
                  cpu_only, download_cmd, data_check, data_link)
     c.clone()

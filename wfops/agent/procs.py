@@ -16,6 +16,12 @@ import signal
 import time
 
 from .states import LOST, OWNER_ENV, QUEUE_NONE, RUNNING, TERMINAL, UNKNOWN
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Container, Dict, Iterable, List, Optional, Set, Tuple
+
+    from .wire import Json
 
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
@@ -28,7 +34,7 @@ def boot_id() -> str:
         return ""
 
 
-def _stat_fields(pid: int):
+def _stat_fields(pid: int) -> Optional[List[bytes]]:
     try:
         with open("/proc/%d/stat" % pid, "rb") as fh:
             data = fh.read()
@@ -37,7 +43,7 @@ def _stat_fields(pid: int):
     return data[data.rfind(b")") + 2:].split()
 
 
-def proc_start(pid: int):
+def proc_start(pid: int) -> Optional[int]:
     """Start time of a live process in clock ticks since boot, or None (gone, or a zombie)."""
     fields = _stat_fields(pid)
     try:
@@ -48,14 +54,14 @@ def proc_start(pid: int):
         return None
 
 
-def pid_alive(pid, start) -> bool:
+def pid_alive(pid: Any, start: Optional[int]) -> bool:
     if not pid:
         return False
     got = proc_start(int(pid))
     return got is not None and (start is None or got == start)
 
 
-def liveness(st, current_boot=None):
+def liveness(st: Optional[Json], current_boot: Optional[str] = None) -> Tuple[str, str]:
     """(state, reason) of a status record: a non-terminal state whose runner is gone is reported `lost`."""
     if not st:
         return "missing", ""
@@ -73,7 +79,7 @@ def liveness(st, current_boot=None):
     return state, st.get("reason", "")
 
 
-def queue_liveness(sw):
+def queue_liveness(sw: Optional[Json]) -> Tuple[str, str]:
     """(state, reason) of a sweep queue record (_control/sweep.json)."""
     if not sw:
         return QUEUE_NONE, ""
@@ -87,7 +93,7 @@ def queue_liveness(sw):
     return state, reason
 
 
-def wait_for_exit(pid, timeout: float) -> str:
+def wait_for_exit(pid: int, timeout: float) -> str:
     """Block until `pid` exits or `timeout` passes; event-driven where pidfd_open exists. Returns how it
     waited ("pidfd" or "poll"), which the tests use to prove the event path was taken."""
     timeout = max(0.0, timeout)
@@ -113,7 +119,7 @@ def _prctl(option: int, arg: int) -> bool:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, arg, 0, 0, 0) == 0
+        return bool(libc.prctl(option, arg, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -128,7 +134,7 @@ def die_with_parent(sig: int) -> None:
     _prctl(PR_SET_PDEATHSIG, int(sig))
 
 
-def _parents():
+def _parents() -> Dict[int, int]:
     """{pid: ppid} of every live, non-zombie process."""
     out = {}
     for name in os.listdir("/proc"):
@@ -151,14 +157,14 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
-def owned(root: int, token: str = "") -> set:
+def owned(root: int, token: str = "") -> Set[int]:
     """Live processes of a tree: descendants of `root`, plus any process whose environment carries
     WFOPS_OWNER=`token` (one that escaped the tree, e.g. after its supervisor was killed)."""
     parents = _parents()
-    children = {}
+    children: Dict[int, List[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
-    found, todo = set(), list(children.get(root, []))
+    found, todo = set(), list(children.get(root, []))  # type: Set[int], List[int]
     while todo:
         pid = todo.pop()
         if pid not in found:
@@ -172,7 +178,7 @@ def owned(root: int, token: str = "") -> set:
     return found
 
 
-def reap(keep=()) -> None:
+def reap(keep: Container[int] = ()) -> None:
     """Collect ended children of ours (orphans re-parented to this subreaper included), except `keep`
     (a child whose status subprocess.Popen still has to collect)."""
     me = os.getpid()
@@ -187,7 +193,7 @@ def reap(keep=()) -> None:
             pass
 
 
-def _signal_all(pids, sig: int) -> None:
+def _signal_all(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -195,7 +201,7 @@ def _signal_all(pids, sig: int) -> None:
             pass
 
 
-def end_tree(root: int, token: str, grace: float, keep=()) -> list:
+def end_tree(root: int, token: str, grace: float, keep: Container[int] = ()) -> List[int]:
     """TERM every process `root` owns, KILL what is left after `grace` seconds, and return only when none is
     left (at most 10 s after the KILL). `keep`: children not to reap here. Returns every pid it ended."""
     pids = owned(root, token)
@@ -218,7 +224,7 @@ def end_tree(root: int, token: str, grace: float, keep=()) -> list:
     return sorted(seen)
 
 
-def gpu_holders(timeout: float = 20) -> list:
+def gpu_holders(timeout: float = 20) -> List[Any]:
     """Processes holding GPU memory now, from nvidia-smi ([] where there is none or no GPU)."""
     import shutil
     import subprocess

@@ -1,7 +1,7 @@
 """The command registry: each pod command is a function whose signature declares its arguments.
 
-    @command("task-show")
-    def task_show(pod: Layout, id: str, tail: int = 0) -> dict: ...
+    @command(wire.TASK_SHOW)
+    def task_show(pod: Layout, id: str, tail: int = 0) -> Json: ...
 
 The client sends one JSON document on stdin: {"cmd": NAME, "pod": {...layout...}, "prelude": {...},
 "data": {...arguments...}}. Arguments are checked against the handler's parameters (names, required,
@@ -11,10 +11,19 @@ JSON types) before it runs; a handler returns the JSON result (or text) for the 
 from __future__ import annotations
 
 from .states import EXIT_USAGE
-from .wire import argument_problem
+from .wire import TYPE_CHECKING, argument_problem
 
-COMMANDS = {}
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Tuple, TypeVar
+
+    from .wire import Json
+
+    Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+COMMANDS: Dict[str, Callable[..., Any]] = {}
+# a handler argument's annotation -> the JSON types it takes (wire types: wire.ARGUMENTS)
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,),
+          "List[Any]": (list,), "Sequence[Any]": (list,), "Json": (dict,)}
 
 
 class Refusal(Exception):
@@ -25,14 +34,14 @@ class Refusal(Exception):
         self.code, self.message = code, message
 
 
-def command(name: str):
-    def register(fn):
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
         COMMANDS[name] = fn
         return fn
     return register
 
 
-def parameters(fn) -> list:
+def parameters(fn: Callable[..., Any]) -> List[Tuple[str, bool, str]]:
     """[(name, required, annotation)] of a handler's arguments after the pod layout (read from its code
     object: `inspect` alone would cost the agent ~10 ms of imports on every call)."""
     code = fn.__code__
@@ -41,7 +50,7 @@ def parameters(fn) -> list:
     return [(n, i < first_optional, str(fn.__annotations__.get(n, ""))) for i, n in enumerate(names)]
 
 
-def bind(name: str, data: dict) -> tuple:
+def bind(name: str, data: Json) -> Tuple[Callable[..., Any], Json]:
     """(handler, keyword arguments) for a command, or Refusal(EXIT_USAGE) naming what is wrong."""
     fn = COMMANDS.get(name)
     if fn is None:

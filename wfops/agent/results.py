@@ -10,9 +10,16 @@ from __future__ import annotations
 import os
 import time
 
-from . import metrics, procs, store
+from . import metrics, procs, store, wire
 from .registry import command
 from .states import QUEUE_RUNNING, SUMMARY_FILE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
+
+    from .states import Layout
+    from .wire import Json
 
 POINTS_LIMIT = 2000  # points per metric and run sent for the picture (min/max/last use them all)
 
@@ -27,20 +34,20 @@ def attempts(run_dir: str) -> int:
     return len(tries) if isinstance(tries, list) and tries else 1
 
 
-def _status(pod, patterns=None) -> dict:
+def _status(pod: Layout, patterns: Optional[List[str]] = None) -> Json:
     from .sweeps import sweep_status  # the one reader of the sweep's state
 
     return sweep_status(pod, metric_patterns=patterns)
 
 
-def _specs(pod) -> dict:
+def _specs(pod: Layout) -> Json:
     plan, _ = store.load_or_note(pod.latest_manifest)
     runs = (plan or {}).get("runs")
     return {r["run_id"]: r for r in runs if isinstance(r, dict) and "run_id" in r} if isinstance(runs, list) else {}
 
 
-@command("sweep-metrics")
-def sweep_metrics(pod, patterns: list, points: int = POINTS_LIMIT) -> dict:
+@command(wire.SWEEP_METRICS)
+def sweep_metrics(pod: Layout, patterns: List[Any], points: int = POINTS_LIMIT) -> Json:
     """The status of the latest sweep, each run with its config, seed, overrides, attempts and metrics."""
     data = _status(pod)
     specs = _specs(pod)
@@ -55,8 +62,8 @@ def sweep_metrics(pod, patterns: list, points: int = POINTS_LIMIT) -> dict:
     return data
 
 
-@command("sweep-wait")
-def sweep_wait(pod, timeout: int = 0, patterns=None) -> dict:
+@command(wire.SWEEP_WAIT)
+def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = None) -> Json:
     """Until the sweep's queue is no longer running (woken by its exit through a pidfd), or `timeout` seconds;
     then the status of every run."""
     deadline = time.monotonic() + timeout if timeout > 0 else None

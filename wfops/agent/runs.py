@@ -26,6 +26,13 @@ from .states import (
     SUMMARY_FILE,
     SYNC_LOG,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Tuple
+
+    from .states import Layout
+    from .wire import ExecBlock, Json, NodeInfo, QueueEntry
 
 ATTEMPT_FILES = (STATUS_FILE, SUMMARY_FILE, LOG_FILE, SYNC_LOG, COMMAND_FILE, SPEC_FILE, RANKS_DIR)
 RANK_PREFIX = "[rank${rank}]:"  # torchrun's TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE: global rank of each line
@@ -35,7 +42,7 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def prune_previous(previous: str, run_id: str, keep: int) -> list:
+def prune_previous(previous: str, run_id: str, keep: int) -> List[str]:
     """Remove all but the newest `keep` kept copies of `run_id` in _previous/; returns the names removed."""
     pattern = re.compile(r"^%s\.(\d{8}T\d{6}Z)(?:\.(\d+))?$" % re.escape(run_id))
     try:
@@ -48,7 +55,7 @@ def prune_previous(previous: str, run_id: str, keep: int) -> list:
     return gone
 
 
-def keep_previous(pod, run_id: str, keep: int, log) -> None:
+def keep_previous(pod: Layout, run_id: str, keep: int, log: Callable[[str], None]) -> None:
     """Move the run dir of `run_id` (if any) to _previous/, then prune to `keep` copies."""
     d = pod.run_dir(run_id)
     if not os.path.lexists(d):
@@ -74,7 +81,7 @@ def archive_attempt(run_dir: str, attempt: int) -> None:
             os.rename(src, os.path.join(dest, name))
 
 
-def output_dir(ex: dict, run_id: str, run_dir: str, first: bool) -> str:
+def output_dir(ex: ExecBlock, run_id: str, run_dir: str, first: bool) -> str:
     """Where the run trains into: its run dir, or (local_sync) a fresh dir on local disk for a first attempt
     (an older one is renamed aside) and the same dir again for a retry."""
     if ex.get("mode") != "local_sync":
@@ -86,11 +93,11 @@ def output_dir(ex: dict, run_id: str, run_dir: str, first: bool) -> str:
     return out
 
 
-def _number(x) -> str:
+def _number(x: Any) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def node_flags(node: dict, nproc: int) -> list:
+def node_flags(node: NodeInfo, nproc: int) -> List[str]:
     """torchrun's flags for one node of a multi-node run (a queue entry's "node"): every node meets at the
     shared c10d endpoint, which node 0 hosts (is_host=1) and the others join (is_host=0) within join_timeout.
     c10d assigns the ranks at the rendezvous; --node-rank is passed all the same (logs, other backends)."""
@@ -103,12 +110,12 @@ def node_flags(node: dict, nproc: int) -> list:
     return flags
 
 
-def node_port(node: dict) -> int:
+def node_port(node: NodeInfo) -> int:
     """The rendezvous port of a multi-node run: its endpoint's (every node uses the same one)."""
     return int(str(node["endpoint"]).rsplit(":", 1)[1])
 
 
-def node_note(run: dict) -> str:
+def node_note(run: QueueEntry) -> str:
     node = run["node"]
     return ("%s: node %d of %d of multi-node run %s (rendezvous %s); one attempt only: a retry on one node alone "
             "would wait for peers that are gone" % (run["run_id"], int(node["rank"]), int(node["nnodes"]),
@@ -118,7 +125,7 @@ def node_note(run: dict) -> str:
 class Launch:
     """What one attempt runs: argv and the environment lines of command.sh (runscript.py writes it)."""
 
-    def __init__(self, ex: dict, venv_python: str, run: dict, place: dict) -> None:
+    def __init__(self, ex: ExecBlock, venv_python: str, run: QueueEntry, place: Json) -> None:
         self.ex, self.python, self.run, self.place = ex, venv_python, run, place
 
     def _arg(self, key: str, value: str) -> str:
@@ -128,7 +135,7 @@ class Launch:
         """Several worker processes (on this node, or across nodes): each line carries its global rank."""
         return self.place["nproc"] > 1 or bool(self.run.get("node"))
 
-    def argv(self, out: str, run_dir: str) -> list:
+    def argv(self, out: str, run_dir: str) -> List[str]:
         ex, run, p = self.ex, self.run, self.place
         if ex.get("launcher") == "python":
             argv = [self.python, ex["train_script"], run["config"]]
@@ -150,7 +157,7 @@ class Launch:
             argv.append(self._arg("data_dir", ex["data_dir"]))
         return argv + list(run.get("args") or [])
 
-    def env(self) -> list:
+    def env(self) -> List[Any]:
         out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
         if self.place.get("devices") is not None:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
@@ -159,9 +166,10 @@ class Launch:
         return out
 
 
-def spec(ex: dict, sid: str, run: dict, run_dir: str, out: str, place: dict, git_sha) -> dict:
+def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place: Json,
+         git_sha: Optional[str]) -> Json:
     """The supervisor's spec of one attempt."""
-    s = {"argv": ["bash", os.path.join(run_dir, COMMAND_FILE)], "status": os.path.join(run_dir, STATUS_FILE),
+    s: Json = {"argv": ["bash", os.path.join(run_dir, COMMAND_FILE)], "status": os.path.join(run_dir, STATUS_FILE),
          "log": os.path.join(run_dir, LOG_FILE), "timeout": ex.get("timeout_secs") or 0,
          "grace": ex.get("grace_secs", 20), "summary": True, "stall": ex.get("stall_secs") or 0, "watch_dir": out,
          "extra": {"run_id": run["run_id"], "sweep_id": sid, "config": run["config"], "notes": run.get("notes", ""),
@@ -178,7 +186,8 @@ def spec(ex: dict, sid: str, run: dict, run_dir: str, out: str, place: dict, git
     return s
 
 
-def build(pod, ex: dict, sid: str, run: dict, place: dict, venv_python: str, git_sha, log) -> tuple:
+def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, venv_python: str,
+          git_sha: Optional[str], log: Callable[[str], None]) -> Tuple[str, Json]:
     """Make the attempt's files. A first attempt builds its run dir whole in a hidden temp dir and renames it
     into place (a run dir exists complete or not at all); a retry archives the last attempt first.
     Returns (run dir, spec)."""

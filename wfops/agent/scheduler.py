@@ -17,10 +17,10 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 
 from . import launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
+from .queuelog import QueueLog
 from .registry import command
 from .states import (
     CODE_STATES,
@@ -39,39 +39,29 @@ from .states import (
     WITHDRAW_REQUEST,
     Layout,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from subprocess import Popen
+    from types import FrameType
+    from typing import Any, Dict, List, Optional, Set, Tuple
+
+    from .wire import ExecBlock, Json, Manifest, QueueEntry
+
+    Place = Dict[str, Any]  # where a run runs: ids, devices, nproc, port, attempt, max_attempts
 
 STOPPED_WHY = "stopped by sweep.stop"
-STOP_REASONS = {signal.SIGTERM: STOPPED_WHY, signal.SIGINT: "interrupted (SIGINT)",
+STOP_REASONS: Dict[int, str] = {signal.SIGTERM: STOPPED_WHY, signal.SIGINT: "interrupted (SIGINT)",
                 signal.SIGHUP: "its tmux session or server went away (SIGHUP)"}
 MAX_BACKOFF = 600.0
-
-
-class QueueLog:
-    """The queue's log: the tmux window and _manifests/<sweep>.log."""
-
-    def __init__(self, path: str) -> None:
-        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the queue
-
-    def __call__(self, text: str) -> None:
-        line = "%s %s\n" % (store.now_iso(), text)
-        try:
-            self.fh.write(line)
-            self.fh.flush()
-        except OSError:  # a full disk: the tmux window still shows it
-            pass
-        try:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        except OSError:  # the tmux window is gone (its terminal answers EIO): the log file still has it
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for the rest of the queue
 
 
 class Running:
     __slots__ = ("dir", "fd", "place", "proc", "run", "spec")
 
-    def __init__(self, run: dict, proc, place: dict, run_dir: str, spec: dict) -> None:
+    def __init__(self, run: QueueEntry, proc: Popen[bytes], place: Place, run_dir: str, spec: Json) -> None:
         self.run, self.proc, self.place, self.dir, self.spec = run, proc, place, run_dir, spec
-        self.fd = None
+        self.fd: Optional[int] = None
         if hasattr(os, "pidfd_open"):
             try:
                 self.fd = os.pidfd_open(proc.pid)  # novermin - guarded by hasattr (Python >= 3.9)
@@ -84,34 +74,40 @@ class Scheduler:
         from .sweeps import load_manifest
 
         m = load_manifest(manifest_path)
-        self.m, self.ex, self.sid = m, m["exec"], m["sweep_id"]
+        self.m: Manifest = m
+        self.ex: ExecBlock = m["exec"]
+        self.sid = m["sweep_id"]
         self.pod = Layout.from_dict(m["pod"])
         self.log = QueueLog(os.path.join(self.pod.manifests, self.sid + ".log"))
         self.venv_python = os.path.join(self.ex["repo"], ".venv", "bin", "python")
         self.inbox = os.path.join(self.pod.manifests, self.sid + INBOX)
         self.stop_why = ""
-        self.running = {}  # run_id -> Running
-        self.waiting = []  # heap of (not_before, index, run): retries in their back-off
-        self.backoff = set()  # their run ids
+        self.running: Dict[str, Running] = {}  # run_id -> Running
+        # heap of (not_before, index, run): retries in their back-off
+        self.waiting: List[Tuple[float, int, QueueEntry]] = []
+        self.backoff: Set[str] = set()  # their run ids
         self.index = 0
         self.max_attempts = 1 + int(self.ex.get("retries") or 0)
-        self.retry_on = set(self.ex.get("retry_on") if self.ex.get("retry_on") is not None else TRANSIENT)
-        self.slots = self.order = None
+        retry_on = self.ex.get("retry_on")
+        self.retry_on = set(retry_on if retry_on is not None else TRANSIENT)
+        self.slots: slots.Slots  # by start(): the pod's slots
+        self.order: slots.Order
         self.stop_recorded = False
         self.devices_visible = True
 
     # ---------------------------------------------------------------- signals
-    def on_term(self, signum, _frame) -> None:
+    def on_term(self, signum: int, _frame: Optional[FrameType]) -> None:
         self.stop_why = self.stop_why or STOP_REASONS.get(signum, STOPPED_WHY)
         for r in list(self.running.values()):
             if r.proc.poll() is None:
                 r.proc.send_signal(signal.SIGTERM)
 
-    def device_ids(self) -> list:
+    def device_ids(self) -> List[str]:
         """The slot table's ids: WF_FAKE_GPUS pretend slots, one slot on a CPU target, else the pod's GPUs."""
         ex = self.ex
-        if ex.get("fake_gpus"):
-            return [str(i) for i in range(int(ex["fake_gpus"]))]
+        fake = ex.get("fake_gpus")
+        if fake:
+            return [str(i) for i in range(int(fake))]
         if ex.get("cpu_only"):
             self.devices_visible = False  # nothing to hand out: CUDA_VISIBLE_DEVICES is left alone
             return ["cpu"]
@@ -133,14 +129,14 @@ class Scheduler:
                                                 "git_sha": self.m.get("git_sha")}, keep_terminal=False)
 
     # ---------------------------------------------------------------- the order
-    def enqueue(self, run: dict) -> None:
+    def enqueue(self, run: QueueEntry) -> None:
         self.index += 1
         run["_index"] = self.index
         run.setdefault("attempt", 1)
         total = self.slots.total
         self.order.push(self.index, slots.need_of(run.get("gpus"), total) if total else 1, run)
 
-    def inbox_files(self) -> list:
+    def inbox_files(self) -> List[str]:
         try:
             return sorted(os.path.join(self.inbox, n) for n in os.listdir(self.inbox) if n.endswith(".json"))
         except OSError:
@@ -191,8 +187,8 @@ class Scheduler:
     def fill(self) -> None:
         """Start every run the free slots allow, in the order's policy (slots.py)."""
         self.release_due()
-        for run in self.order.pop_too_big():
-            self.no_fit(run)
+        for too_big in self.order.pop_too_big():
+            self.no_fit(too_big)
         while not self.stop_why:
             run = self.order.pop_fitting(len(self.slots.free))
             if run is None:
@@ -202,7 +198,7 @@ class Scheduler:
             self.launch(run)
 
     # ---------------------------------------------------------------- one run
-    def skipped(self, run: dict) -> bool:
+    def skipped(self, run: QueueEntry) -> bool:
         rid = run["run_id"]
         summ, _ = store.load_or_note(os.path.join(self.pod.run_dir(rid), SUMMARY_FILE))
         skip, why = outcome.skip_reason(run, summ, bool(self.m.get("force")))
@@ -213,7 +209,7 @@ class Scheduler:
             run["rerun_why"] = "rerun: " + why
         return skip
 
-    def place(self, run: dict) -> dict:
+    def place(self, run: QueueEntry) -> Place:
         need = slots.need_of(run.get("gpus"), self.slots.total)
         nproc = 1 if self.ex.get("launcher") == "python" else int(self.ex.get("nproc") or need)
         taken = {r.place.get("port") for r in self.running.values()}
@@ -223,9 +219,9 @@ class Scheduler:
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
                 "port": port, "attempt": run["attempt"], "max_attempts": 1 if node else self.max_attempts}
 
-    def launch(self, run: dict) -> None:
+    def launch(self, run: QueueEntry) -> None:
         rid = run["run_id"]
-        where = {"ids": []}
+        where: Place = {"ids": []}
         try:
             where = self.place(run)
             d, spec = runs.build(self.pod, self.ex, self.sid, run, where, self.venv_python, self.m.get("git_sha"),
@@ -240,7 +236,7 @@ class Scheduler:
         env = dict(os.environ)
         if self.ex.get("cpu_only"):
             env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        proc = subprocess.Popen(launch.agent_argv("supervise", spec_path), stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(launch.agent_argv(wire.SUPERVISE, spec_path), stdin=subprocess.DEVNULL, env=env)
         self.running[rid] = Running(run, proc, where, d, spec)
         self.log("start %s (attempt %d/%d, seed %s, %d process(es)%s)" % (
             rid, run["attempt"], where["max_attempts"], run.get("seed"), where["nproc"],
@@ -250,7 +246,7 @@ class Scheduler:
         if self.stop_why:  # a stop that came while it was starting
             proc.send_signal(signal.SIGTERM)
 
-    def no_fit(self, run: dict) -> None:
+    def no_fit(self, run: QueueEntry) -> None:
         """A run that asks more slots than the pod has: recorded failed (class no_fit), never started."""
         rid, d = run["run_id"], self.pod.run_dir(run["run_id"])
         why = "asks for %s GPU(s); the pod has %d slot(s)" % (run.get("gpus"), self.slots.total)
@@ -279,8 +275,8 @@ class Scheduler:
         del self.running[rid]
         self.slots.give(r.place["ids"])
         state = self.ended_state(r)
-        summ = store.load_or_note(os.path.join(r.dir, SUMMARY_FILE))[0] or {}
-        cls = summ.get("failure_class")
+        summ: Json = store.load_or_note(os.path.join(r.dir, SUMMARY_FILE))[0] or {}
+        cls: Optional[str] = summ.get("failure_class")
         most = r.place["max_attempts"]
         self.log("end %s: %s%s (attempt %d/%d)" % (rid, state, " (%s)" % cls if cls else "", run["attempt"], most))
         if state != SUCCESS and cls in self.retry_on and run["attempt"] < most and not self.stop_why:
@@ -288,7 +284,7 @@ class Scheduler:
             return
         self.fail_fast(rid, state)
 
-    def retry_later(self, r: Running, cls: str) -> None:
+    def retry_later(self, r: Running, cls: Optional[str]) -> None:
         run = r.run
         delay = min(MAX_BACKOFF, float(self.ex.get("retry_backoff_secs") or 0) * 2 ** (run["attempt"] - 1))
         self.backoff.add(run["run_id"])
@@ -353,7 +349,7 @@ class Scheduler:
                 continue
             self.wait()
 
-    def totals(self, final: str) -> dict:
+    def totals(self, final: str) -> Dict[str, int]:
         """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept
         in _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and
         their totals."""
@@ -391,7 +387,7 @@ def facts_gpu_count(venv_python: str) -> int:
     return gpu_count(venv_python, "")
 
 
-@command("sweep-run")
-def sweep_run(pod, manifest: str) -> None:
+@command(wire.SWEEP_RUN)
+def sweep_run(pod: Layout, manifest: str) -> None:
     """Internal: the queue of one sweep (started by sweep-start in tmux)."""
     Scheduler(manifest).run()

@@ -19,9 +19,15 @@ import random
 import socket
 
 from .states import ALL_GPUS
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Container, Dict, List, Optional, Tuple
+
+    from .wire import QueueEntry
 
 
-def need_of(gpus, total: int) -> int:
+def need_of(gpus: Optional[str], total: int) -> int:
     """Slots a run asks for: `all` (or empty) = every slot; else its number (which may exceed `total`)."""
     if gpus in (None, "", ALL_GPUS):
         return total
@@ -31,7 +37,7 @@ def need_of(gpus, total: int) -> int:
 class Slots:
     """Which device ids are free. `ids` are what CUDA_VISIBLE_DEVICES will name (the pod's visible ids)."""
 
-    def __init__(self, ids: list) -> None:
+    def __init__(self, ids: List[str]) -> None:
         self.ids = [str(i) for i in ids]
         self.free = list(self.ids)
 
@@ -39,13 +45,13 @@ class Slots:
     def total(self) -> int:
         return len(self.ids)
 
-    def take(self, n: int) -> list:
+    def take(self, n: int) -> List[str]:
         """The n lowest free ids (kept in the pod's order)."""
         got = self.free[:n]
         self.free = self.free[n:]
         return got
 
-    def give(self, ids: list) -> None:
+    def give(self, ids: List[str]) -> None:
         order = {d: i for i, d in enumerate(self.ids)}
         self.free = sorted(set(self.free) | set(ids), key=order.__getitem__)
 
@@ -57,18 +63,18 @@ class Order:
     def __init__(self, total: int, overtake_limit: int) -> None:
         self.total = total
         self.limit = overtake_limit
-        self.groups = {}  # need -> heap of (index, seq, entry)
-        self.overtaken = {}  # index of a waiting run -> times later runs started before it
+        self.groups: Dict[int, List[Tuple[int, int, QueueEntry]]] = {}  # need -> heap of (index, seq, entry)
+        self.overtaken: Dict[int, int] = {}  # index of a waiting run -> times later runs started before it
         self.seq = 0
 
     def __len__(self) -> int:
         return sum(len(h) for h in self.groups.values())
 
-    def push(self, index: int, need: int, entry) -> None:
+    def push(self, index: int, need: int, entry: QueueEntry) -> None:
         self.seq += 1
         heapq.heappush(self.groups.setdefault(need, []), (index, self.seq, entry))
 
-    def head(self):
+    def head(self) -> Optional[Tuple[int, int]]:
         """(need, index) of the first pending run in order, or None."""
         heads = [(h[0][0], need) for need, h in self.groups.items() if h]
         if not heads:
@@ -76,7 +82,7 @@ class Order:
         index, need = min(heads)
         return need, index
 
-    def pop_fitting(self, free: int):
+    def pop_fitting(self, free: int) -> Optional[QueueEntry]:
         """The next run to start with `free` slots free, or None. Counts the overtaking of a waiting head
         and stops backfilling once the head has been overtaken `limit` times."""
         head = self.head()
@@ -95,7 +101,7 @@ class Order:
             self.overtaken.pop(head_index, None)
         return heapq.heappop(self.groups[need])[2]
 
-    def remove(self, run_ids) -> list:
+    def remove(self, run_ids: Container[str]) -> List[QueueEntry]:
         """Take the waiting entries of `run_ids` out of the order; returns them."""
         out = []
         for need, heap in self.groups.items():
@@ -108,7 +114,7 @@ class Order:
             self.overtaken.pop(item[0], None)
         return [item[2] for item in sorted(out)]
 
-    def pop_too_big(self) -> list:
+    def pop_too_big(self) -> List[QueueEntry]:
         """Runs that can never fit (they ask more slots than the pod has), removed from the order."""
         out = []
         for need in [n for n in self.groups if n > self.total]:
@@ -130,7 +136,8 @@ def port_is_free(port: int) -> bool:
 PORT_SPREAD = 500  # ports are looked for from a random point of [base, base + PORT_SPREAD)
 
 
-def pick_port(base: int, taken, is_free=port_is_free, start=None) -> int:
+def pick_port(base: int, taken: Container[Any], is_free: Callable[[int], bool] = port_is_free,
+              start: Optional[int] = None) -> int:
     """A port from `base` up that no running run of ours holds and nothing else listens on, looked for from a
     random point of the first PORT_SPREAD (another job on the pod, e.g. a hand-started torchrun on 29500, or a
     second queue, is unlikely to race for the same one); then from `base` itself."""

@@ -10,6 +10,13 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional, Tuple
+
+    from .wire import PodLayout
+
 # ------------------------------------------------------------------ runs and tracked tasks
 PENDING, RUNNING = "pending", "running"
 SUCCESS, FAILED, TIMED_OUT, CANCELLED, LOST, SKIPPED = "success", "failed", "timed_out", "cancelled", "lost", "skipped"
@@ -55,7 +62,9 @@ HISTORY_LIMIT = 50
 Rule = namedtuple("Rule", "command allowed on_success only_from promote mutating readonly")
 
 
-def _rule(command, allowed, on_success=None, only_from=None, promote=True, mutating=False, readonly=False):
+def _rule(command: str, allowed: Iterable[str], on_success: Optional[str] = None,
+          only_from: Optional[Tuple[str, ...]] = None, promote: bool = True, mutating: bool = False,
+          readonly: bool = False) -> Rule:
     return Rule(command, tuple(allowed), on_success, only_from, promote, mutating, readonly)
 
 
@@ -160,10 +169,10 @@ class Layout:
         self.latest_manifest = os.path.join(self.manifests, LATEST_MANIFEST)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Layout:
+    def from_dict(cls, d: PodLayout) -> Layout:
         return cls(d["out"], d.get("state_file", ""), d.get("env_path", ""), d.get("tmux_socket", ""))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> PodLayout:
         return {"out": self.out, "state_file": self.state_file, "env_path": self.env_path,
                 "tmux_socket": self.tmux_socket}
 
@@ -173,5 +182,5 @@ class Layout:
     def task_dir(self, task_id: str) -> str:
         return os.path.join(self.tasks, task_id)
 
-    def tmux(self, *args: str) -> list:
+    def tmux(self, *args: str) -> List[str]:
         return ["tmux"] + (["-L", self.tmux_socket] if self.tmux_socket else []) + list(args)

@@ -9,6 +9,12 @@ import sys
 
 from .registry import Refusal
 from .states import EXIT_REMOTE
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, NoReturn, Optional, Tuple
+
+    from .states import Layout
 
 # ENV_FILE ARGV...: run ARGV with the pod env loaded (like every step of a command)
 WITH_ENV = 'set -a; . "$1"; set +a; shift; exec "$@"'
@@ -21,11 +27,12 @@ def note(text: str) -> None:
     sys.stderr.flush()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise Refusal(EXIT_REMOTE, message.replace("\n", " "))
 
 
-def run(argv: list, cwd=None, env=None, stdout=None, stderr=None) -> int:
+def run(argv: List[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, stdout: Optional[int] = None,
+        stderr: Optional[int] = None) -> int:
     """Run a child (stdin /dev/null, output to our stderr); its status as bash has it (128+N: a signal)."""
     sys.stderr.flush()
     try:
@@ -41,7 +48,7 @@ def run(argv: list, cwd=None, env=None, stdout=None, stderr=None) -> int:
     return 128 - rc if rc < 0 else rc
 
 
-def must(argv: list, message: str, cwd=None, env=None) -> None:
+def must(argv: List[str], message: str, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> None:
     if run(argv, cwd=cwd, env=env) != 0:
         fail(message)
 
@@ -53,7 +60,7 @@ CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; '
                      'printf "username=%s\\npassword=%s\\n" "$WFOPS_GIT_USERNAME" "$WFOPS_GIT_PASSWORD"; }; f')
 
 
-def git_credentials(url: str) -> tuple:
+def git_credentials(url: str) -> Tuple[Any, ...]:
     """(URL without credentials, environment for git or None, git -c options)."""
     from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -68,9 +75,9 @@ def git_credentials(url: str) -> tuple:
     return urlunsplit(parts._replace(netloc=host)), env, cfg
 
 
-def with_env(pod, argv: list) -> list:
+def with_env(pod: Layout, argv: List[Any]) -> List[Any]:
     return ["bash", "-c", WITH_ENV, "wfops", pod.env_path or os.devnull] + list(argv)
 
 
-def in_venv(pod, venv: str, shell_command: str) -> list:
+def in_venv(pod: Layout, venv: str, shell_command: str) -> List[Any]:
     return ["bash", "-c", IN_VENV, "wfops", pod.env_path or os.devnull, venv, shell_command]

@@ -16,6 +16,12 @@ import threading
 from datetime import datetime, timezone
 
 from .states import TERMINAL
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional, Tuple
+
+    from .wire import Json
 
 
 def now_iso() -> str:
@@ -26,7 +32,7 @@ def iso_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
-def quiet_secs(record: dict, now: float):
+def quiet_secs(record: Json, now: float) -> Optional[float]:
     """Seconds since a running run's or task's last output (or its start): what "quiet for" shows."""
     last = parse_iso(record.get("last_output_at") or record.get("started_at"))
     return round(now - last, 1) if last else None
@@ -36,7 +42,7 @@ def now_precise() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def parse_iso(text):
+def parse_iso(text: Any) -> Optional[float]:
     try:
         return datetime.fromisoformat(text).timestamp()
     except (TypeError, ValueError):
@@ -51,7 +57,7 @@ class Damaged(Exception):
         self.path, self.why = path, why
 
 
-def load(path: str, required=(), kind=dict):
+def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
     """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
     is not a `kind`, or lacks a `required` key."""
     try:
@@ -62,7 +68,7 @@ def load(path: str, required=(), kind=dict):
     except (OSError, UnicodeDecodeError) as exc:
         raise Damaged(path, "unreadable: %s" % (getattr(exc, "strerror", None) or exc)) from None
     try:
-        data = json.loads(text)
+        data: Any = json.loads(text)
     except ValueError as exc:
         raise Damaged(path, "not valid JSON: %s" % exc) from None
     if not isinstance(data, kind):
@@ -73,7 +79,7 @@ def load(path: str, required=(), kind=dict):
     return data
 
 
-def load_or_note(path: str, required=(), kind=dict):
+def load_or_note(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Tuple[Any, str]:
     """(data or None, problem text or ""): for readers that show a damaged file instead of stopping."""
     try:
         return load(path, required, kind), ""
@@ -82,7 +88,7 @@ def load_or_note(path: str, required=(), kind=dict):
 
 
 @contextlib.contextmanager
-def locked(path: str, create: bool = True):
+def locked(path: str, create: bool = True) -> Iterator[None]:
     """An exclusive flock on the directory holding `path` (created if `create`): no lock files lie around."""
     directory = os.path.dirname(path) or "."
     if create:
@@ -96,7 +102,7 @@ def locked(path: str, create: bool = True):
 
 
 RESERVE_NAME = ".wfops-reserve"
-_reserves = []  # reserve files this process holds: freed, one at a time, when a write meets a full disk
+_reserves: List[str] = []  # reserve files this process holds: freed, one at a time, when a write meets a full disk
 
 
 def hold_reserve(directory: str, size: int = 256 * 1024) -> None:
@@ -175,16 +181,16 @@ def _write_bytes(path: str, data: bytes, mode: int) -> None:
         raise
 
 
-def json_bytes(obj) -> bytes:
+def json_bytes(obj: object) -> bytes:
     """How every JSON file on the pod is laid out."""
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
 
-def write_json(path: str, obj, mode: int = 0o644) -> None:
+def write_json(path: str, obj: object, mode: int = 0o644) -> None:
     write_bytes(path, json_bytes(obj), mode)
 
 
-def update_json(path: str, fields: dict, keep_terminal: bool = True) -> dict:
+def update_json(path: str, fields: Json, keep_terminal: bool = True) -> Json:
     """Merge `fields` into a JSON status file under its lock. A terminal state is never left. A damaged
     file is kept aside (`.damaged`) rather than merged into."""
     with locked(path):
@@ -200,7 +206,7 @@ def update_json(path: str, fields: dict, keep_terminal: bool = True) -> dict:
         return data
 
 
-def tail_lines(path: str, n: int) -> list:
+def tail_lines(path: str, n: int) -> List[str]:
     if n <= 0:
         return []
     try:
@@ -229,7 +235,7 @@ def read_tail(path: str, limit: int = 262144) -> str:
         return ""
 
 
-def read_text(path: str):
+def read_text(path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read().strip()

@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from . import outcome, procs, store
+from . import outcome, procs, store, wire
 from .registry import command
 from .states import (
     CANCELLED,
@@ -35,6 +35,15 @@ from .states import (
     TERMINAL,
     TIMED_OUT,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from subprocess import Popen
+    from types import FrameType
+    from typing import IO, List, Optional, Tuple
+
+    from .states import Layout
+    from .wire import Json
 
 
 class Stamper:
@@ -44,9 +53,10 @@ class Stamper:
 
     TAIL = 65536
 
-    def __init__(self, src, log_path: str) -> None:
+    def __init__(self, src: IO[bytes], log_path: str) -> None:
         self.src = src
-        self.write_error = None
+        self.write_error: Optional[OSError] = None
+        self.log: Optional[IO[bytes]]
         try:
             self.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the thread
         except OSError as exc:
@@ -137,10 +147,10 @@ class Quiet:
         self.status_path, self.stamper, self.limit, self.dir = status_path, stamper, limit, watch_dir
         self.started = self.last_change = time.time()
         self.recorded = 0.0
-        self.signature = None
+        self.signature: Optional[Tuple[float, int]] = None
         self.next_scan = 0.0
 
-    def dir_signature(self):
+    def dir_signature(self) -> Tuple[float, int]:
         newest, count = 0.0, 0
         for root, dirs, files in os.walk(self.dir):
             for name in files:
@@ -173,7 +183,7 @@ class Signals:
     """TERM/INT mean "stop" (cancelled); HUP means tmux or the queue went away (lost)."""
 
     def __init__(self) -> None:
-        self.got = None
+        self.got: Optional[int] = None
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, self.on_signal)
         parent = os.getppid()
@@ -181,18 +191,19 @@ class Signals:
         if os.getppid() != parent:  # the parent died before the request took effect
             self.got = signal.SIGHUP
 
-    def on_signal(self, signum, _frame) -> None:
+    def on_signal(self, signum: int, _frame: Optional[FrameType]) -> None:
         if self.got is None:
             self.got = signum
 
 
-def _start(spec: dict, token: str):
+def _start(spec: Json, token: str) -> Popen[bytes]:
     env = dict(os.environ, **{OWNER_ENV: token})
     return subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=spec.get("cwd") or None, env=env)
 
 
-def _watch(proc, timeout: float, grace: float, token: str, signals: Signals, syncer, quiet: Quiet) -> str:
+def _watch(proc: Popen[bytes], timeout: float, grace: float, token: str, signals: Signals, syncer: Optional[SyncLoop],
+           quiet: Quiet) -> str:
     """Wait for the child; on timeout, silence or a stop signal end the whole tree. Returns why it ended
     it: "timeout", "stalled", "signal", or "" when the child ended by itself."""
     me, why = os.getpid(), ""
@@ -215,8 +226,8 @@ def _watch(proc, timeout: float, grace: float, token: str, signals: Signals, syn
     return why
 
 
-def _ending(rc: int, why: str, signals: Signals, spec: dict) -> dict:
-    fields = {"exit_code": rc if rc >= 0 else 128 - rc}
+def _ending(rc: int, why: str, signals: Signals, spec: Json) -> Json:
+    fields: Json = {"exit_code": rc if rc >= 0 else 128 - rc}
     if rc < 0:
         fields["signal"] = signal.Signals(-rc).name
     if why == "timeout":
@@ -237,12 +248,13 @@ def _ending(rc: int, why: str, signals: Signals, spec: dict) -> dict:
 FULL_BELOW = 1 << 20  # bytes free under which a failed run's disk counts as full
 
 
-def _disk_full(stamper: Stamper, dirs) -> str:
+def _disk_full(stamper: Stamper, dirs: List[str]) -> str:
     """Why the run or task ran out of disk ("" when it did not, as far as can be told): its log could not be
     written, its output says so, or a disk it writes to is full now (a worker's own output may have gone to a
     file on that disk, e.g. torchrun's per-rank logs, and be lost)."""
-    if stamper.disk_full():
-        return "its log could not be written: %s" % (stamper.write_error.strerror or stamper.write_error)
+    error = stamper.write_error
+    if error is not None and stamper.disk_full():
+        return "its log could not be written: %s" % (error.strerror or error)
     if outcome.DISK_RE.search(bytes(stamper.tail).decode("utf-8", "replace")):
         return "its output says No space left on device"
     for d in dirs:
@@ -255,7 +267,7 @@ def _disk_full(stamper: Stamper, dirs) -> str:
     return ""
 
 
-def _finish(spec: dict, fields: dict, stamper: Stamper, syncer, started: float) -> dict:
+def _finish(spec: Json, fields: Json, stamper: Stamper, syncer: Optional[SyncLoop], started: float) -> Json:
     stamper.thread.join(timeout=5)
     fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
     dirs = [d for d in (os.path.dirname(spec["status"]), spec.get("watch_dir")) if d]
@@ -272,7 +284,7 @@ def _finish(spec: dict, fields: dict, stamper: Stamper, syncer, started: float) 
     return final
 
 
-def supervise(spec: dict) -> dict:
+def supervise(spec: Json) -> Json:
     """Run spec["argv"]; record status.json (spec["status"]) from start to end. Returns the final record
     (with `output_tail`, the end of the output as the supervisor saw it, which is not stored)."""
     signals = Signals()
@@ -290,6 +302,7 @@ def supervise(spec: dict) -> dict:
         return store.update_json(spec["status"], {"state": FAILED, "exit_code": 127, "ended_at": store.now_iso(),
                                                   "duration_secs": 0.0, "reason": "cannot start: %s" % exc})
     store.update_json(spec["status"], {"child_pid": proc.pid})
+    assert proc.stdout is not None  # stdout=PIPE
     stamper = Stamper(proc.stdout, spec["log"])
     sync = spec.get("sync")
     syncer = SyncLoop(sync["src"], sync["dst"], float(sync["interval"]), sync["log"]) if sync else None
@@ -305,7 +318,7 @@ def supervise(spec: dict) -> dict:
     return _finish(spec, fields, stamper, syncer, started)
 
 
-def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
+def recover(run_dir: str, status: Json, grace: float, sync: Optional[Json] = None) -> Json:
     """A run whose supervisor died before it recorded an end: end whatever still carries its owner mark,
     make the final sync, record `lost`."""
     path = os.path.join(run_dir, STATUS_FILE)
@@ -325,8 +338,8 @@ def recover(run_dir: str, status: dict, grace: float, sync=None) -> dict:
     return st
 
 
-@command("supervise")
-def supervise_command(pod, spec: str) -> None:
+@command(wire.SUPERVISE)
+def supervise_command(pod: Layout, spec: str) -> None:
     """Internal (runner.sh of a tracked task, the sweep scheduler): supervise what the spec file says; the
     exit status is the final state (states.STATE_CODES)."""
     data = store.load(spec, required=("argv", "status", "log"))
@@ -334,5 +347,5 @@ def supervise_command(pod, spec: str) -> None:
     if data.get("summary"):
         final = outcome.write_summary(os.path.dirname(data["status"]), final, final.pop("output_tail", ""))
     store.release_reserve(all_of_them=True)
-    raise SystemExit(STATE_CODES.get(final.get("state"), 1))
+    raise SystemExit(STATE_CODES.get(str(final.get("state")), 1))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import procs, store, workflow
+from . import procs, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     CANCELLED,
@@ -37,11 +37,18 @@ from .sweeps import (
     record_sweep,
     status_rows,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, List, Mapping, Optional, Tuple
+
+    from .states import Layout
+    from .wire import ExecBlock, Json, Manifest, QueueEntry, RunRow, SweepQueued
 
 NOT_OK = (FAILED, TIMED_OUT, LOST, CANCELLED)
 
 
-def _current(pod) -> tuple:
+def _current(pod: Layout) -> Tuple[Json, Manifest]:
     """(sweep record, manifest) of the current sweep; Refusal when there is none."""
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
@@ -54,15 +61,16 @@ def _current(pod) -> tuple:
     return sw, plan
 
 
-@command("sweep-current")
-def sweep_current(pod) -> dict:
+@command(wire.SWEEP_CURRENT)
+def sweep_current(pod: Layout) -> Json:
     """What sweep.add needs to build rows like the sweep's own: its id, W&B group, state."""
     sw, plan = _current(pod)
     return {"sweep_id": sw["sweep_id"], "wandb_group": plan.get("wandb_group"),
             "state": procs.queue_liveness(sw)[0]}
 
 
-def _enqueue(pod, sw: dict, plan: dict, entries: list, session: str, command_name: str) -> dict:
+def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], session: str,
+             command_name: str) -> SweepQueued:
     """Hand `entries` to the running queue, or start the sweep's queue again with them."""
     sid = sw["sweep_id"]
     inbox = os.path.join(pod.manifests, sid + INBOX)
@@ -91,7 +99,7 @@ def _enqueue(pod, sw: dict, plan: dict, entries: list, session: str, command_nam
     return {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
 
 
-def _write_plan(pod, plan: dict, start) -> str:
+def _write_plan(pod: Layout, plan: Manifest, start: Optional[List[QueueEntry]]) -> str:
     if start is not None:
         plan["start"] = start
     return _write_manifests(pod, plan, None)
@@ -102,8 +110,8 @@ SAME_COMMAND = ("repo", "workdir", "train_script", "launcher", "arg_style", "inj
                 "data_dir", "nproc", "fake_gpus", "cpu_only")
 
 
-def _check_same_command(plan: dict, ex: dict) -> None:
-    mine = plan["exec"]
+def _check_same_command(plan: Manifest, ex: Mapping[str, Any]) -> None:
+    mine: Mapping[str, Any] = plan["exec"]
     changed = ["%s: %r -> %r" % (k, mine[k], ex.get(k)) for k in SAME_COMMAND  # keys an older manifest lacks pass
                if k in mine and mine[k] != ex.get(k)]
     if changed:
@@ -112,8 +120,9 @@ def _check_same_command(plan: dict, ex: dict) -> None:
                                                                                    "; ".join(changed)))
 
 
-@command("sweep-add")
-def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict, sweep_id: str = "") -> dict:
+@command(wire.SWEEP_ADD)
+def sweep_add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], session: str, exec_block: ExecBlock,
+              sweep_id: str = "") -> SweepQueued:
     """Append runs (checked like sweep.start's) to the current sweep; a run_id it has queued already is
     refused (a row its filters left out may be added: it joins the sweep). With `sweep_id` (a fleet's pod)
     the current sweep must be that one."""
@@ -141,8 +150,8 @@ def sweep_add(pod, runs: list, entries: list, session: str, exec_block: dict, sw
     return _enqueue(pod, sw, plan, entries, session, "sweep.add")
 
 
-@command("sweep-retry")
-def sweep_retry(pod, run_ids: list, failed: bool = False, session: str = "") -> dict:
+@command(wire.SWEEP_RETRY)
+def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: str = "") -> SweepQueued:
     """Requeue finished runs of the current sweep (each starts again at attempt 1; the old run dir goes
     to _previous/): the named ones, or with `failed` every run that ended failed, timed_out, lost or
     cancelled."""
@@ -162,11 +171,11 @@ def sweep_retry(pod, run_ids: list, failed: bool = False, session: str = "") -> 
     if busy:
         raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(busy))
     queued = {e["run_id"]: e for e in plan["queue"]}
-    entries = [dict({k: v for k, v in queued[rid].items() if not k.startswith("_")}, attempt=1, force=True)
-               for rid in run_ids]
+    entries = [queued[rid].copy() for rid in run_ids]
     for entry in entries:
-        for key in ("rerun_why",):
-            entry.pop(key, None)
+        entry.pop("_index", None)  # the queue's own (wire.QueueEntry): the entry as sweep.start sent it
+        entry.pop("rerun_why", None)
+        entry["attempt"], entry["force"] = 1, True
         status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
         if os.path.isfile(status):
             store.update_json(status, {"requeued_at": store.now_iso()})

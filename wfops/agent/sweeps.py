@@ -38,11 +38,18 @@ from .states import (
     UNKNOWN,
     pod_path,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+    from .states import Layout
+    from .wire import ExecBlock, Json, Manifest, QueueEntry, RunRow, SweepStarted
 
 SWEEP_ID = re.compile(r"sweep-\d{8}T\d{6}Z(?:-[0-9A-Za-z]{1,20})?")  # sweep.start names them by UTC time
 
 
-def _guard(pod) -> None:
+def _guard(pod: Layout) -> None:
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
         raise Refusal(EXIT_REMOTE, problem + "; if no sweep runs, remove it and start again")
@@ -51,7 +58,7 @@ def _guard(pod) -> None:
                       "or end it with sweep.stop".format(sw.get("sweep_id"), sw.get("pid"), sw.get("started_at")))
 
 
-def _check_workdir(ex: dict, runs: list) -> None:
+def _check_workdir(ex: ExecBlock, runs: List[RunRow]) -> None:
     if not os.access(os.path.join(ex["repo"], ".venv", "bin", "python"), os.X_OK):
         raise Refusal(EXIT_REMOTE, "no venv at %s/.venv; run checkout first" % ex["repo"])
     if not os.path.isfile(os.path.join(ex["workdir"], ex["train_script"])):
@@ -77,7 +84,7 @@ def _git_sha(repo: str) -> str:
     return out if code == 0 and out else "unknown"
 
 
-def _write_manifests(pod, manifest: dict, csv_text: str) -> str:
+def _write_manifests(pod: Layout, manifest: Manifest, csv_text: Optional[str]) -> str:
     sid = manifest["sweep_id"]
     m = pod.manifests
     if csv_text is not None:  # sweep.add / sweep.retry keep the sweep's own CSV and env copy
@@ -101,7 +108,7 @@ def load_manifest(path: str) -> Manifest:
     return m  # type: ignore[no-any-return]
 
 
-def _write_first_files(pod, sid: str, csv_text: str) -> None:
+def _write_first_files(pod: Layout, sid: str, csv_text: str) -> None:
     m = pod.manifests
     store.write_bytes(os.path.join(m, sid + ".csv"), csv_text.encode())
     store.write_bytes(os.path.join(m, LATEST_CSV), csv_text.encode())
@@ -110,7 +117,7 @@ def _write_first_files(pod, sid: str, csv_text: str) -> None:
             store.write_bytes(os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), fh.read(), mode=0o600)
 
 
-def _check_fit(ex: dict, runs: list) -> None:
+def _check_fit(ex: ExecBlock, runs: List[QueueEntry]) -> None:
     """Where the slot count is known before the queue starts (WF_FAKE_GPUS, or one slot on a CPU target),
     a row that asks for more GPUs than that is refused now rather than failed later."""
     known = int(ex.get("fake_gpus") or 0) or (1 if ex.get("cpu_only") else 0)
@@ -125,7 +132,7 @@ def _check_fit(ex: dict, runs: list) -> None:
                       % (known, where, "; ".join(bad)))
 
 
-def _check_nodes(ex: dict, entries: list) -> None:
+def _check_nodes(ex: ExecBlock, entries: List[QueueEntry]) -> None:
     """A node of a multi-node run (a queue entry's "node") needs torchrun: its rendezvous joins the nodes."""
     bad = [e["run_id"] for e in entries if e.get("node")]
     if bad and ex.get("launcher") == "python":
@@ -133,7 +140,7 @@ def _check_nodes(ex: dict, entries: list) -> None:
                       "nothing was started" % ", ".join(bad))
 
 
-def _check_scripts(entries: list) -> None:
+def _check_scripts(entries: List[QueueEntry]) -> None:
     """Each entry's launch script (runscript.py) is one the queue can fill in, or nothing starts."""
     bad = ["%s: %s" % (e.get("run_id"), runscript.problem(e.get("script"))) for e in entries
            if runscript.problem(e.get("script"))]
@@ -141,11 +148,11 @@ def _check_scripts(entries: list) -> None:
         raise Refusal(EXIT_USAGE, "%s; nothing was started" % "; ".join(bad[:5]))
 
 
-def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
+def launch_queue(pod: Layout, sid: str, path: str, session: str, before: str) -> int:
     """Start the scheduler of sweep `sid` on manifest `path` in a fresh tmux session; on failure put the
     workflow state back to `before`. Returns the pane pid."""
     launch.tmux_kill_session(pod, session)
-    shell = "exec " + launch.shell_words(launch.agent_argv("sweep-run", path))
+    shell = "exec " + launch.shell_words(launch.agent_argv(wire.SWEEP_RUN, path))
     try:
         pid, _ = launch.tmux_window(pod, session, "sweep", shell, new_session=True)
     except Refusal as exc:
@@ -157,13 +164,13 @@ def launch_queue(pod, sid: str, path: str, session: str, before: str) -> int:
     return pid
 
 
-def record_sweep(pod, record: dict) -> None:
+def record_sweep(pod: Layout, record: Json) -> None:
     """sweep.json, and its copy kept with the manifests (what sweep.list reads once the sweep is over)."""
     store.write_json(pod.sweep_file, record)
     store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
 
 
-def _unique_id(pod, manifest: dict) -> None:
+def _unique_id(pod: Layout, manifest: Manifest) -> None:
     """Sweep ids are the UTC second sweep.start ran in: a second sweep within that second (one whose runs
     are all skipped ends at once) gets `-2`, `-3`, ... instead of overwriting the first one's files. The W&B
     group that defaulted to the id follows it."""
@@ -182,8 +189,8 @@ def _unique_id(pod, manifest: dict) -> None:
                            if a.endswith("wandb_group=" + base) else a for a in run.get("args") or []]
 
 
-@command("sweep-start")
-def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
+@command(wire.SWEEP_START)
+def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) -> SweepStarted:
     """Check, write the manifests, record the sweep, and start the scheduler in tmux (window `sweep`)."""
     _guard(pod)
     ex = manifest["exec"]
@@ -195,7 +202,7 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
     _check_scripts(manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
-    manifest.update(git_sha=_git_sha(ex["repo"]), pod=pod.as_dict())
+    manifest["git_sha"], manifest["pod"] = _git_sha(ex["repo"]), pod.as_dict()
     path = _write_manifests(pod, manifest, csv_text)
     record_sweep(pod, {
         "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
@@ -208,13 +215,13 @@ def sweep_start(pod, manifest: dict, csv_text: str, session: str) -> dict:
             "manifest": os.path.join(pod.manifests, sid + ".csv")}
 
 
-def _current_row(row: dict, st: dict, summ, sweep_id: str, cb: str, queue_state: str) -> None:
+def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: str, queue_state: str) -> None:
     state, reason = procs.liveness(st, cb)
     src = summ if (summ and summ.get("sweep_id") == sweep_id) else st
     row.update(state=state, exit_code=src.get("exit_code"), duration_secs=src.get("duration_secs"),
                note=(summ or {}).get("failure_class") or reason or st.get("rerun_why") or "",
                gpus=st.get("gpus"), attempt=st.get("attempt"), max_attempts=st.get("max_attempts"))
-    if (summ or {}).get("failure_evidence") and state not in (SUCCESS, RUNNING):
+    if summ and summ.get("failure_evidence") and state not in (SUCCESS, RUNNING):
         row["note"] = "%s: %s" % (summ["failure_class"], summ["failure_evidence"])
     if state == RUNNING and st.get("started_at"):
         now = time.time()
@@ -233,8 +240,9 @@ def _current_row(row: dict, st: dict, summ, sweep_id: str, cb: str, queue_state:
             row["note"] += "; retry %s never started (the sweep %s first)" % (st.get("retry"), queue_state)
 
 
-def _not_started_row(row: dict, run: dict, summ, queue_state: str, force: bool) -> None:
+def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: str, force: bool) -> None:
     skip, why = outcome.skip_reason(run, summ, force)  # the scheduler's own rule: the table says what it will do
+    summ = summ or {}
     if skip:
         row.update(state=SKIPPED, exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
                    note=why)
@@ -249,7 +257,7 @@ def _not_started_row(row: dict, run: dict, summ, queue_state: str, force: bool) 
             "previous attempt {}".format(summ.get("state")) if summ else "")
 
 
-def run_row(pod, run: dict, sweep_id: str, queue_state: str, force: bool, cb: str) -> dict:
+def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bool, cb: str) -> Json:
     """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged
     file."""
     d = pod.run_dir(run["run_id"])
@@ -266,7 +274,7 @@ def run_row(pod, run: dict, sweep_id: str, queue_state: str, force: bool, cb: st
     return row
 
 
-def _workflow_note(pod, queue_state: str) -> dict:
+def _workflow_note(pod: Layout, queue_state: str) -> Json:
     try:
         recorded = workflow.read_state(pod.state_file)["state"]
     except store.Damaged as exc:
@@ -277,7 +285,7 @@ def _workflow_note(pod, queue_state: str) -> dict:
     return {"state": recorded, "note": ""}
 
 
-def sweep_files(pod, sweep: str) -> tuple:
+def sweep_files(pod: Layout, sweep: str) -> Tuple[str, str]:
     """(record path, manifest path) of sweep `sweep` ("" = the latest); Refusal when there is no such sweep."""
     if not sweep:
         return pod.sweep_file, pod.latest_manifest
@@ -291,22 +299,27 @@ def sweep_files(pod, sweep: str) -> tuple:
     return record, plan
 
 
-def status_rows(pod, plan: dict, state: str) -> list:
+def status_rows(pod: Layout, plan: Mapping[str, Any], state: str) -> List[Json]:
+    """One row per selected run of a manifest (read as it is: a damaged one shows what it still has)."""
     cb, force = procs.boot_id(), bool(plan.get("force"))
-    runs = plan.get("runs") if isinstance(plan.get("runs"), list) else []
-    return [run_row(pod, run, plan.get("sweep_id"), state, force, cb) for run in runs
-            if isinstance(run, dict) and run.get("selected", True) and isinstance(run.get("run_id"), str)]
+    runs: List[Any] = plan["runs"] if isinstance(plan.get("runs"), list) else []
+    sid: Any = plan.get("sweep_id")
+    return [run_row(pod, run, sid, state, force, cb) for run in runs if _selected_row(run)]
 
 
-def count(rows: list) -> dict:
-    totals = {}
+def _selected_row(run: Any) -> bool:
+    return isinstance(run, dict) and bool(run.get("selected", True)) and isinstance(run.get("run_id"), str)
+
+
+def count(rows: List[Json]) -> Dict[str, int]:
+    totals: Dict[str, int] = {}
     for row in rows:
         totals[row["state"]] = totals.get(row["state"], 0) + 1
     return totals
 
 
-@command("sweep-status")
-def sweep_status(pod, sweep: str = "", metric_patterns=None) -> dict:
+@command(wire.SWEEP_STATUS)
+def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[str]] = None) -> Json:
     """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only."""
     record, manifest = sweep_files(pod, sweep)
     sw, bad_sw = store.load_or_note(record)
@@ -329,8 +342,8 @@ def sweep_status(pod, sweep: str = "", metric_patterns=None) -> dict:
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state)}
 
 
-@command("sweep-list")
-def sweep_list(pod) -> dict:
+@command(wire.SWEEP_LIST)
+def sweep_list(pod: Layout) -> Json:
     """Every sweep on the pod, newest first: id, started, state, totals. Reads only."""
     try:
         names = os.listdir(pod.manifests)
@@ -352,8 +365,8 @@ def sweep_list(pod) -> dict:
     return {"sweeps": out}
 
 
-@command("sweep-stop")
-def sweep_stop(pod, session: str, timeout: float = 60) -> dict:
+@command(wire.SWEEP_STOP)
+def sweep_stop(pod: Layout, session: str, timeout: float = 60) -> Json:
     """TERM the queue (it cancels the current run, final sync included); KILL it after `timeout`."""
     sw, problem = store.load_or_note(pod.sweep_file)
     state, reason = (UNKNOWN, problem) if problem else procs.queue_liveness(sw)

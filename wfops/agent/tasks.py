@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import launch, procs, store
+from . import launch, procs, store, wire
 from .registry import Refusal, command
 from .states import (
     ACTIVE,
@@ -29,9 +29,16 @@ from .states import (
     TERMINAL,
     UNKNOWN,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Dict, Optional
+
+    from .states import Layout
+    from .wire import Json
 
 
-def task_view(task_dir: str, tail: int = 0, current_boot=None) -> dict:
+def task_view(task_dir: str, tail: int = 0, current_boot: Optional[str] = None) -> Json:
     """A task's record with its honest state (a dead runner reads `lost`; a damaged file `unknown`)."""
     tid = os.path.basename(task_dir)
     st, problem = store.load_or_note(os.path.join(task_dir, STATUS_FILE))
@@ -51,7 +58,7 @@ def task_view(task_dir: str, tail: int = 0, current_boot=None) -> dict:
     return out
 
 
-def _make_room(pod, tid: str, force: bool) -> None:
+def _make_room(pod: Layout, tid: str, force: bool) -> None:
     """Refuse an existing id unless --force, which keeps the old task under _tasks/_backups/."""
     d = pod.task_dir(tid)
     if not os.path.exists(d):
@@ -70,7 +77,7 @@ def _make_room(pod, tid: str, force: bool) -> None:
     sys.stderr.write("wfops: kept the previous %s as %s\n" % (tid, backup))
 
 
-def _build(pod, tid: str, command_text: str, timeout: int, grace: int, workdir: str) -> str:
+def _build(pod: Layout, tid: str, command_text: str, timeout: int, grace: int, workdir: str) -> str:
     """Make the task dir whole in a hidden temp dir, then rename it into place: all or nothing."""
     final = pod.task_dir(tid)
     tmp = os.path.join(pod.tasks, ".new-%s-%d" % (tid, os.getpid()))
@@ -81,7 +88,7 @@ def _build(pod, tid: str, command_text: str, timeout: int, grace: int, workdir: 
                 "log": os.path.join(final, LOG_FILE), "timeout": timeout, "grace": grace}
         store.write_json(os.path.join(tmp, SPEC_FILE), spec)
         launch.write_argv_script(os.path.join(tmp, RUNNER_FILE), "wfops tracked-task runner: supervises "
-                                 "command.sh, records status.json", launch.agent_argv("supervise", os.path.join(
+                                 "command.sh, records status.json", launch.agent_argv(wire.SUPERVISE, os.path.join(
                                      final, SPEC_FILE)))
         store.write_json(os.path.join(tmp, STATUS_FILE), {
             "id": tid, "state": PENDING, "created_at": store.now_iso(), "created_ns": time.time_ns(),
@@ -95,9 +102,9 @@ def _build(pod, tid: str, command_text: str, timeout: int, grace: int, workdir: 
     return final
 
 
-@command("task-start")
-def task_start(pod, id: str, command_text: str, session: str, timeout: int = 0, grace: int = 20,
-               workdir: str = "", force: bool = False) -> dict:
+@command(wire.TASK_START)
+def task_start(pod: Layout, id: str, command_text: str, session: str, timeout: int = 0, grace: int = 20,
+               workdir: str = "", force: bool = False) -> Json:
     """Create the task (refusing an existing id unless force) and start its runner in a tmux window."""
     with store.locked(os.path.join(pod.tasks, STATUS_FILE)):  # the _tasks directory itself
         _make_room(pod, id, force)
@@ -113,24 +120,24 @@ def task_start(pod, id: str, command_text: str, session: str, timeout: int = 0, 
     return dict(task_view(d), dir=d)
 
 
-def _existing(pod, tid: str) -> str:
+def _existing(pod: Layout, tid: str) -> str:
     d = pod.task_dir(tid)
     if not os.path.isdir(d):
         raise Refusal(EXIT_NOT_FOUND, "no task %s on the pod (see task.list)" % tid)
     return d
 
 
-@command("task-show")
-def task_show(pod, id: str, tail: int = 0) -> dict:
+@command(wire.TASK_SHOW)
+def task_show(pod: Layout, id: str, tail: int = 0) -> Json:
     return task_view(_existing(pod, id), tail)
 
 
-@command("task-wait")
-def task_wait(pod, id: str, timeout: int = 0) -> dict:
+@command(wire.TASK_WAIT)
+def task_wait(pod: Layout, id: str, timeout: int = 0) -> Json:
     """Until the task ends (woken by its runner's exit through a pidfd), or `timeout` seconds."""
     d = _existing(pod, id)
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    ways = {}
+    ways: Dict[str, int] = {}
     while True:
         view = task_view(d)
         if view["state"] in TERMINAL or view["state"] in (MISSING, UNKNOWN):
@@ -140,14 +147,18 @@ def task_wait(pod, id: str, timeout: int = 0) -> dict:
             view["wait_timed_out"] = True
             break
         step = 2.0 if remaining is None else min(remaining, 2.0)
-        how = procs.wait_for_exit(view["pid"], step) if view.get("pid") else time.sleep(min(step, 0.1)) or "poll"
+        if view.get("pid"):
+            how = procs.wait_for_exit(view["pid"], step)
+        else:
+            time.sleep(min(step, 0.1))
+            how = "poll"
         ways[how] = ways.get(how, 0) + 1
     view["waited_by"] = ways
     return view
 
 
-@command("task-list")
-def task_list(pod, limit: int = 0) -> dict:
+@command(wire.TASK_LIST)
+def task_list(pod: Layout, limit: int = 0) -> Json:
     """Tasks, newest first (by creation time to the nanosecond; older records by their second)."""
     items, cb = [], procs.boot_id()
     try:

@@ -27,9 +27,11 @@ FLEET_FACTS, SWEEP_WITHDRAW, NET_LISTEN, NET_PROBE = "fleet-facts", "sweep-withd
 SWEEP_METRICS, SWEEP_WAIT, RUN_LOGS, TASK_LOGS = "sweep-metrics", "sweep-wait", "run-logs", "task-logs"
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, TypedDict, Union
+    from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
 
     Json = Dict[str, Any]  # a JSON object the wire does not type (results, status files)
+    Types = Tuple[type, ...]
+    Schema = Dict[str, Tuple[Types, bool, Any]]  # field: (accepted types, required, nested)
 
     class _PodLayoutReq(TypedDict):  # the required fields (3.8's TypedDict has no Required[])
         out: str
@@ -205,18 +207,18 @@ _S, _I, _B, _L, _D = (str,), (int,), (bool,), (list,), (dict,)
 _NONE = type(None)
 _F = (int, float)
 
-POD_LAYOUT = {"out": (_S, True, None), "state_file": (_S, False, None), "env_path": (_S, False, None),
+POD_LAYOUT: Schema = {"out": (_S, True, None), "state_file": (_S, False, None), "env_path": (_S, False, None),
               "tmux_socket": (_S, False, None)}
-POD_ENV = {"sha": (_S, True, None), "b64": (_S, True, None)}
-PRELUDE = {"command": (_S, False, None), "enforce": (_B, False, None), "dry_run": (_B, False, None),
+POD_ENV: Schema = {"sha": (_S, True, None), "b64": (_S, True, None)}
+PRELUDE: Schema = {"command": (_S, False, None), "enforce": (_B, False, None), "dry_run": (_B, False, None),
            "env": (_D, False, POD_ENV)}
-REQUEST = {"cmd": (_S, True, None), "pod": (_D, True, POD_LAYOUT), "prelude": (_D, False, PRELUDE),
+REQUEST: Schema = {"cmd": (_S, True, None), "pod": (_D, True, POD_LAYOUT), "prelude": (_D, False, PRELUDE),
            "data": (_D, False, None)}
-NODE_PEER = {"rank": (_I, True, None), "pod": (_S, True, None), "addr": (_S, True, None)}
-NODE_INFO = {"rank": (_I, True, None), "nnodes": (_I, True, None), "endpoint": (_S, True, None),
+NODE_PEER: Schema = {"rank": (_I, True, None), "pod": (_S, True, None), "addr": (_S, True, None)}
+NODE_INFO: Schema = {"rank": (_I, True, None), "nnodes": (_I, True, None), "endpoint": (_S, True, None),
              "rdzv_id": (_S, True, None), "local_addr": (_S, True, None), "nodes": (_L, True, NODE_PEER)}
-LAUNCH_SCRIPT = {"text": (_S, True, None), "mark": (_S, True, None), "source": (_S, True, None)}
-QUEUE_ENTRY = {
+LAUNCH_SCRIPT: Schema = {"text": (_S, True, None), "mark": (_S, True, None), "source": (_S, True, None)}
+QUEUE_ENTRY: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "seed": ((int, _NONE), False, None),
     "notes": (_S, False, None), "line": (_I, False, None), "args": (_L, False, _S), "gpus": (_S, False, None),
     "fp": (_S, False, None), "nodes": (_I, False, None), "node": (_D, False, NODE_INFO),
@@ -224,12 +226,12 @@ QUEUE_ENTRY = {
     "attempt": (_I, False, None), "force": (_B, False, None), "rerun_why": (_S, False, None),
     "_index": (_I, False, None),
 }
-RUN_ROW = {
+RUN_ROW: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "line": (_I, False, None),
     "seed": ((int, _NONE), False, None), "overrides": (_L, False, _S), "notes": (_S, False, None),
     "gpus": (_S, False, None), "nodes": (_I, False, None), "selected": (_B, False, None), "fp": (_S, False, None),
 }
-EXEC_BLOCK = {
+EXEC_BLOCK: Schema = {
     "repo": (_S, True, None), "workdir": (_S, True, None), "train_script": (_S, True, None),
     "data_dir": (_S, True, None), "local_root": (_S, True, None), "cpu_only": (_B, False, None),
     "nproc": ((int, _NONE), False, None), "arg_style": (_S, False, None), "mode": (_S, False, None),
@@ -239,36 +241,38 @@ EXEC_BLOCK = {
     "retry_on": (_L, False, _S), "retry_backoff_secs": (_F, False, None), "stall_secs": (_I, False, None),
     "keep_previous": (_I, False, None),
 }
-CSV_INFO = {"name": (_S, False, None), "sha256": (_S, False, None)}
-FILTERS = {"match": (_S, False, None), "start_at": (_S, False, None), "limit": ((int, _NONE), False, None)}
-MANIFEST = {
+CSV_INFO: Schema = {"name": (_S, False, None), "sha256": (_S, False, None)}
+FILTERS: Schema = {"match": (_S, False, None), "start_at": (_S, False, None), "limit": ((int, _NONE), False, None)}
+MANIFEST: Schema = {
     "sweep_id": (_S, True, None), "runs": (_L, True, RUN_ROW), "queue": (_L, True, QUEUE_ENTRY),
     "exec": (_D, True, EXEC_BLOCK), "created_at": (_S, False, None), "wfops_version": (_S, False, None),
     "csv": (_D, False, CSV_INFO), "filters": (_D, False, FILTERS), "force": (_B, False, None),
     "fail_fast": (_B, False, None), "wandb_group": (_S, False, None), "git_sha": (_S, False, None),
     "pod": (_D, False, POD_LAYOUT), "start": (_L, False, QUEUE_ENTRY),
 }
-INBOX = {"entries": (_L, True, QUEUE_ENTRY)}
+INBOX: Schema = {"entries": (_L, True, QUEUE_ENTRY)}
 
 # a handler argument annotated with one of these (registry.bind) is checked against it at the door
-ARGUMENTS = {"Manifest": (_D, MANIFEST), "ExecBlock": (_D, EXEC_BLOCK), "List[QueueEntry]": (_L, QUEUE_ENTRY),
-             "List[RunRow]": (_L, RUN_ROW), "List[str]": (_L, _S)}
+ARGUMENTS: Dict[str, Tuple[Types, Any]] = {
+    "Manifest": (_D, MANIFEST), "ExecBlock": (_D, EXEC_BLOCK), "List[QueueEntry]": (_L, QUEUE_ENTRY),
+    "List[RunRow]": (_L, RUN_ROW), "List[str]": (_L, _S),
+}
 
 _NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict", _NONE: "null"}
 
 
-def _fits(value: object, types: tuple) -> bool:
+def _fits(value: object, types: Types) -> bool:
     """isinstance, except that a bool is not an int (JSON's true is no count)."""
     return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
-def _wrong(where: str, types: tuple, value: object) -> str:
+def _wrong(where: str, types: Types, value: object) -> str:
     shown = repr(value)
     return "%s must be %s, not %s" % (where, " or ".join(_NAMES.get(t, t.__name__) for t in types),
                                       shown if len(shown) <= 60 else shown[:57] + "...")
 
 
-def problem(value: object, schema: dict, where: str = "") -> str:
+def problem(value: object, schema: Schema, where: str = "") -> str:
     """The first fault of `value` against `schema` as one line naming the field ("queue[3].run_id is missing",
     "prelude.enforce must be bool, not 'yes'", "exec.repoo is not a known field"); "" when there is none."""
     if not isinstance(value, dict):
@@ -291,20 +295,20 @@ def problem(value: object, schema: dict, where: str = "") -> str:
     return ""
 
 
-def items_problem(values: list, nested: object, where: str) -> str:
+def items_problem(values: List[Any], nested: Any, where: str) -> str:
     """The first fault of a list's items: each a `nested` schema (a dict) or one of `nested`'s types."""
     for i, item in enumerate(values):
         at = "%s[%d]" % (where, i)
         if isinstance(nested, dict):
             fault = problem(item, nested, at)
         else:
-            fault = "" if _fits(item, nested) else _wrong(at, nested, item)  # type: ignore[arg-type]
+            fault = "" if _fits(item, nested) else _wrong(at, nested, item)
         if fault:
             return fault
     return ""
 
 
-def argument_problem(annotation: str, value: object, where: str) -> str | None:
+def argument_problem(annotation: str, value: Any, where: str) -> Optional[str]:
     """The first fault of a handler argument annotated with a wire type (ARGUMENTS); None when the annotation
     is not one (registry.bind checks the plain ones)."""
     spec = ARGUMENTS.get(annotation)
@@ -313,4 +317,4 @@ def argument_problem(annotation: str, value: object, where: str) -> str | None:
     kind, nested = spec
     if not _fits(value, kind):
         return _wrong(where, kind, value)
-    return problem(value, nested, where) if kind is _D else items_problem(value, nested, where)  # type: ignore
+    return problem(value, nested, where) if kind is _D else items_problem(value, nested, where)

@@ -26,11 +26,18 @@ from .states import (
     SWEEP_COMPLETED,
     SWEEP_RUNNING,
 )
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Optional, Tuple
+
+    from .states import Layout, Rule
+    from .wire import Json, Prelude
 
 
-def read_state(path: str) -> dict:
+def read_state(path: str) -> Json:
     """The state document; INIT with `exists: False` when there is no file. Raises store.Damaged."""
-    data = store.load(path, required=("state",))
+    data: Optional[Json] = store.load(path, required=("state",))
     if data is None:
         return {"state": INIT, "history": [], "exists": False}
     if data["state"] not in STATES:
@@ -41,7 +48,7 @@ def read_state(path: str) -> dict:
     return data
 
 
-def write_state(path: str, current: dict, to: str, command: str, reason: str) -> dict:
+def write_state(path: str, current: Json, to: str, command: str, reason: str) -> Json:
     entry = {"from": current.get("state", INIT), "to": to, "at": store.now_iso(), "command": command,
              "reason": reason}
     history = (current.get("history") or []) + [entry]
@@ -56,7 +63,7 @@ def damaged_message(exc: store.Damaged) -> str:
             "it aside and starts again" % exc)
 
 
-def queue_gone(pod) -> str:
+def queue_gone(pod: Layout) -> str:
     """Why the sweep queue is not running any more ("" when it is, or when there is no record to tell)."""
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem or not sw:
@@ -65,7 +72,7 @@ def queue_gone(pod) -> str:
     return "" if state == QUEUE_RUNNING else "sweep %s%s" % (state, ": " + reason if reason else "")
 
 
-def effective(pod, current: dict, promote: bool) -> tuple:
+def effective(pod: Layout, current: Json, promote: bool) -> Tuple[Any, ...]:
     """(state the command sees, why it differs from the recorded one or "")."""
     state = current["state"]
     if state == SWEEP_RUNNING:
@@ -77,7 +84,7 @@ def effective(pod, current: dict, promote: bool) -> tuple:
     return state, ""
 
 
-def _check(rule, state: str, enforce: bool) -> None:
+def _check(rule: Rule, state: str, enforce: bool) -> None:
     if state in rule.allowed:
         return
     allowed = ", ".join(rule.allowed)
@@ -88,7 +95,7 @@ def _check(rule, state: str, enforce: bool) -> None:
                      % (rule.command, state, allowed))
 
 
-def gate(pod, command: str, enforce: bool, dry_run: bool) -> None:
+def gate(pod: Layout, command: str, enforce: bool, dry_run: bool) -> None:
     """Refuse a command the workflow state does not allow (exit 3, nothing changed). A mutating command
     records what it found (promotion, a finished sweep); a read-only one writes nothing, not even a lock dir."""
     rule = RULES[command]
@@ -110,17 +117,19 @@ def gate(pod, command: str, enforce: bool, dry_run: bool) -> None:
         raise Refusal(EXIT_REMOTE, damaged_message(exc)) from None
 
 
-def succeed(pod, command: str, reason: str) -> str:
+def succeed(pod: Layout, command: str, reason: str) -> str:
     """Apply the command's on_success transition from the rule table; returns the state now."""
     rule = RULES[command]
     with store.locked(pod.state_file):
         current = read_state(pod.state_file)
         if rule.on_success and (rule.only_from is None or current["state"] in rule.only_from):
-            return write_state(pod.state_file, current, rule.on_success, command, reason)["state"]
-        return current["state"]
+            now: str = write_state(pod.state_file, current, rule.on_success, command, reason)["state"]
+            return now
+        recorded: str = current["state"]
+        return recorded
 
 
-def force(pod, to: str, command: str, reason: str) -> dict:
+def force(pod: Layout, to: str, command: str, reason: str) -> Json:
     """fsm.reset: set any state; a damaged file is kept aside (returned as `kept`) instead of read."""
     kept = None
     with store.locked(pod.state_file):
@@ -160,7 +169,7 @@ def sync_env(path: str, sha: str, payload_b64: str, dry_run: bool, readonly: boo
     sys.stderr.write("wfops: config written to %s\n" % path)
 
 
-def prelude(pod, pre: dict) -> None:
+def prelude(pod: Layout, pre: Prelude) -> None:
     """What every client command does first, in this order: the state gate, then the config sync."""
     command = pre.get("command")
     if command:
