@@ -64,13 +64,16 @@ if TYPE_CHECKING:
         pod: str
         addr: str
 
-    class NodeInfo(TypedDict):
+    class _NodeInfoReq(TypedDict):
         rank: int
         nnodes: int
         endpoint: str
         rdzv_id: str
         local_addr: str
         nodes: List[NodePeer]
+
+    class NodeInfo(_NodeInfoReq, total=False):  # a queue entry's "node": one node of a multi-node run
+        join_timeout: Union[int, float]  # RDZV_JOIN_SECS
 
     class LaunchScript(TypedDict):  # a queue entry's "script": its command.sh as the client rendered it (runscript.py)
         text: str
@@ -216,7 +219,8 @@ REQUEST: Schema = {"cmd": (_S, True, None), "pod": (_D, True, POD_LAYOUT), "prel
            "data": (_D, False, None)}
 NODE_PEER: Schema = {"rank": (_I, True, None), "pod": (_S, True, None), "addr": (_S, True, None)}
 NODE_INFO: Schema = {"rank": (_I, True, None), "nnodes": (_I, True, None), "endpoint": (_S, True, None),
-             "rdzv_id": (_S, True, None), "local_addr": (_S, True, None), "nodes": (_L, True, NODE_PEER)}
+             "rdzv_id": (_S, True, None), "local_addr": (_S, True, None), "nodes": (_L, True, NODE_PEER),
+             "join_timeout": (_F, False, None)}
 LAUNCH_SCRIPT: Schema = {"text": (_S, True, None), "mark": (_S, True, None), "source": (_S, True, None)}
 QUEUE_ENTRY: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "seed": ((int, _NONE), False, None),

@@ -15,13 +15,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
+from wfops.agent import wire
 from wfops.agent.states import LOST, PENDING, RUNNING, TERMINAL, UNKNOWN
 from wfops.errors import ConflictError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import Settings
-from wfops.sweeps.ledger import ledger_lock, load_ledger, save_ledger
+from wfops.sweeps.ledger import Ledger, LedgerRun, ledger_lock, load_ledger, save_ledger
 from wfops.sweeps.model import exec_block
 from wfops.sweeps.plan import (
     PodLoad,
@@ -38,6 +40,9 @@ from wfops.sweeps.plan import (
 )
 from wfops.targets import fleet
 from wfops.transport.command import PodCommand
+
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+    from wfops.agent.wire import FleetFacts, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
@@ -93,7 +98,7 @@ class Pods:
         return out
 
 
-def _check_all(outcomes: Mapping[str, fleet.Outcome], what: str) -> dict[str, dict]:
+def _check_all(outcomes: Mapping[str, fleet.Outcome], what: str) -> dict[str, FleetFacts]:
     bad = [o for o in outcomes.values() if o.error is not None]
     if bad:
         first = bad[0]
@@ -105,12 +110,12 @@ def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, flee
     args: dict[str, object] = {"fake_gpus": settings.wf_fake_gpus, "cpu_only": settings.cpu_only}
     if sweep_id:
         args["sweep_id"] = sweep_id
-    return pods.call("fleet-facts", {k: v for k, v in args.items() if v is not None})
+    return pods.call(wire.FLEET_FACTS, {k: v for k, v in args.items() if v is not None})
 
 
 # ------------------------------------------------------------------ sweep.start
 
-def start(settings: Settings, plan: dict, csv_text: str, session: str) -> dict:
+def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> dict:
     """Spread `plan`'s queue over the fleet and start every pod's share; the ledger is written before the
     first pod starts (what was sent where), and again with what each pod answered."""
     with Pods(settings, "sweep.start") as pods:
@@ -128,20 +133,22 @@ def start(settings: Settings, plan: dict, csv_text: str, session: str) -> dict:
         placed = spread([p for p in loads if p.name in pods.cmds], wants)
         entries = _node_entries(settings, plan, placed, pods)
         _check_reach(pods, entries)
-        ledger = _new_ledger(plan, placed, entries, {n: facts[n].get("slots") for n in pods.cmds})
+        ledger = _new_ledger(plan, placed, entries, {n: facts[n]["slots"] for n in pods.cmds})
         save_ledger(settings, ledger, latest=True)
-        answers = pods.call("sweep-start", lambda n: {"manifest": _share(plan, entries, placed, n),
+        answers = pods.call(wire.SWEEP_START, lambda n: {"manifest": _share(plan, entries, placed, n),
                                                       "csv_text": csv_text, "session": session})
     for name, o in answers.items():
-        ledger["pods"][name].update(sweep_id=(o.value or {}).get("sweep_id") or plan["sweep_id"],
-                                    started=o.error is None, error=o.error.message if o.error else None)
+        share = ledger["pods"][name]
+        share["sweep_id"] = (o.value or {}).get("sweep_id") or plan["sweep_id"]
+        share["started"], share["error"] = o.error is None, o.error.message if o.error else None
     save_ledger(settings, ledger)
     return {"sweep_id": plan["sweep_id"], "pods": ledger["pods"], "placed": placed,
             "errors": {n: o.error.message for n, o in answers.items() if o.error is not None},
             "worst": fleet.worst(list(answers.values()))}
 
 
-def _new_ledger(plan: dict, placed: dict, entries: dict, slots: dict) -> dict:
+def _new_ledger(plan: Manifest, placed: dict[str, list[str]], entries: dict[str, list[QueueEntry]],
+                slots: dict[str, int]) -> Ledger:
     rows = {r["run_id"]: r for r in plan["runs"]}
     return {"sweep_id": plan["sweep_id"], "created_at": plan["created_at"], "wandb_group": plan.get("wandb_group"),
             "pods": {n: {"slots": s, "sweep_id": plan["sweep_id"]} for n, s in slots.items()},
@@ -149,15 +156,16 @@ def _new_ledger(plan: dict, placed: dict, entries: dict, slots: dict) -> dict:
             "runs": {rid: _ledger_run(where, entries[rid][0], rows.get(rid)) for rid, where in placed.items()}}
 
 
-def _ledger_run(pods: list[str], entry: dict, row: dict | None) -> dict:
+def _ledger_run(pods: list[str], entry: QueueEntry, row: RunRow | None) -> LedgerRun:
     """A run in the ledger: its pods (node 0 first), its queue entry (node 0's), its CSV row, its moves."""
     return {"pods": pods, "entry": entry, "row": row, "moves": []}
 
 
-def _node_entries(settings: Settings, plan: dict, placed: dict, pods: Pods) -> dict[str, list[dict]]:
+def _node_entries(settings: Settings, plan: Manifest, placed: dict[str, list[str]],
+                  pods: Pods) -> dict[str, list[QueueEntry]]:
     """run_id -> its queue entry per node: one for a one-node run; node k of a multi-node run is RUN.nodeK
     with the rendezvous of node 0's pod (RDZV_HOST or the address wfops reaches it at, RDZV_PORT + k)."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[QueueEntry]] = {}
     k = 0
     by_id = {e["run_id"]: e for e in plan["queue"]}
     for rid, where in placed.items():
@@ -170,11 +178,17 @@ def _node_entries(settings: Settings, plan: dict, placed: dict, pods: Pods) -> d
         own = settings.rdzv_host
         addrs = [_address(pods.cmds[n]) for n in where]
         host = own or addrs[0]
-        nodes = [{"rank": i, "pod": n, "addr": a} for i, (n, a) in enumerate(zip(where, addrs, strict=True))]
-        out[rid] = [dict(entry, run_id=node_run_id(rid, i), node={
-            "rank": i, "nnodes": len(where), "endpoint": f"{host}:{port}", "rdzv_id": f"{plan['sweep_id']}-{rid}",
-            "local_addr": (host if i == 0 else "") if own else addrs[i], "nodes": nodes,
-            "join_timeout": settings.rdzv_join_secs}) for i in range(len(where))]
+        nodes: list[NodePeer] = [{"rank": i, "pod": n, "addr": a}
+                                 for i, (n, a) in enumerate(zip(where, addrs, strict=True))]
+        out[rid] = []
+        for i in range(len(where)):
+            node: NodeInfo = {
+                "rank": i, "nnodes": len(where), "endpoint": f"{host}:{port}", "rdzv_id": f"{plan['sweep_id']}-{rid}",
+                "local_addr": (host if i == 0 else "") if own else addrs[i], "nodes": nodes,
+                "join_timeout": settings.rdzv_join_secs}
+            one = entry.copy()
+            one["run_id"], one["node"] = node_run_id(rid, i), node
+            out[rid].append(one)
     return out
 
 
@@ -184,16 +198,21 @@ def _address(cmd: PodCommand) -> str:
     return target.host or "127.0.0.1"  # `local` in a fleet: this machine
 
 
-def _share(plan: dict, entries: dict, placed: dict, pod: str) -> dict:
+def _share(plan: Manifest, entries: dict[str, list[QueueEntry]], placed: dict[str, list[str]], pod: str) -> Manifest:
     """The manifest one pod gets: its runs and queue entries only (node k of a multi-node run as RUN.nodeK)."""
     rows = {r["run_id"]: r for r in plan["runs"]}
     mine = [(rid, rank) for rid, rank in shares(placed).get(pod, [])]
-    queue = [entries[rid][rank] for rid, rank in mine]
-    runs = [dict(rows[rid], run_id=node_run_id(rid, rank)) for rid, rank in mine]
-    return dict(plan, runs=runs, queue=queue)
+    share = plan.copy()
+    share["queue"] = [entries[rid][rank] for rid, rank in mine]
+    share["runs"] = []
+    for rid, rank in mine:
+        row = rows[rid].copy()
+        row["run_id"] = node_run_id(rid, rank)
+        share["runs"].append(row)
+    return share
 
 
-def _check_reach(pods: Pods, entries: dict[str, list[dict]]) -> None:
+def _check_reach(pods: Pods, entries: dict[str, list[QueueEntry]]) -> None:
     """Before anything starts: node 0's pod listens on each rendezvous port, the other nodes' pods connect."""
     hosting: dict[str, list[tuple[int, str, list[str]]]] = {}
     for nodes in entries.values():
@@ -207,12 +226,13 @@ def _check_reach(pods: Pods, entries: dict[str, list[dict]]) -> None:
 
 
 def _listen_and_probe(pods: Pods, pod: str, ports: list[tuple[int, str, list[str]]]) -> None:
-    cmd, ready, got = pods.cmds[pod], threading.Event(), {}
+    cmd, ready = pods.cmds[pod], threading.Event()
+    got: dict[str, Any] = {}
     expect = max(len(p[2]) for p in ports)
 
     def listen() -> None:
         try:
-            request = cmd.request("net-listen", {"ports": [p for p, _, _ in ports], "secs": LISTEN_SECS,
+            request = cmd.request(wire.NET_LISTEN, {"ports": [p for p, _, _ in ports], "secs": LISTEN_SECS,
                                                  "expect": expect})
             got["answer"] = cmd.exec("agent.sh.j2", meta=lambda k, v: ready.set() if k == "listening" else None,
                                      request=request).json(cmd.command, cmd.redact)
@@ -251,7 +271,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
             return status(settings, sweep_id, patterns, own, wait_secs)
     def ask(names: list[str] | None = None) -> dict[str, fleet.Outcome]:
-        return pods.call("sweep-status", lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
+        return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
                                                     "metric_patterns": patterns or []}, names)
 
     if wait_secs:
@@ -271,7 +291,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
     return data
 
 
-def joined(ledger: dict, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict:
+def joined(ledger: Ledger, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict:
     """One table: each run's row from the pod the ledger has it on (its nodes folded into one row)."""
     multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
     pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
@@ -287,13 +307,13 @@ def joined(ledger: dict, answers: Mapping[str, fleet.Outcome], down: Mapping[str
             "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()]}
 
 
-def _row(rid: str, run: dict, row: dict | None, unreachable: Mapping[str, str]) -> dict:
+def _row(rid: str, run: LedgerRun, row: dict | None, unreachable: Mapping[str, str]) -> dict:
     where = "+".join(run["pods"])
     dead = [p for p in run["pods"] if p in unreachable]
     if run.get("lost") and (dead or row is None):  # a pod that answers again says how its run went
         return {"run_id": rid, "pod": where, "state": LOST, "note": run["lost"]}
     if dead:
-        last = run.get("last") or {}
+        last = run.get("last")
         seen = f"; last seen {last['state']} at {last['at']}" if last else ""
         return {"run_id": rid, "pod": where, "state": UNKNOWN,
                 "note": f"pod {dead[0]} does not answer{seen} (sweep.rebalance moves what has not started)"}
@@ -302,7 +322,7 @@ def _row(rid: str, run: dict, row: dict | None, unreachable: Mapping[str, str]) 
     return dict(row, pod=where, run_id=rid)
 
 
-def _remember(ledger: dict, rows: list[dict]) -> None:
+def _remember(ledger: Ledger, rows: list[dict]) -> None:
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for row in rows:
         if row["state"] != UNKNOWN and row["run_id"] in ledger["runs"]:
@@ -334,21 +354,22 @@ def _rebalance(settings: Settings, sweep_id: str) -> dict:
             "down": dict(pods.down)}
 
 
-def _unstarted(ledger: dict) -> dict[str, str]:
+def _unstarted(ledger: Ledger) -> dict[str, str]:
     """Pods whose share did not start at sweep.start and that still hold runs of the ledger."""
     return {n: f"its share did not start: {p.get('error')}" for n, p in ledger["pods"].items()
             if p.get("started") is False and any(r["pods"] == [n] and not r.get("lost")
                                                  for r in ledger["runs"].values())}
 
 
-def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple[list, list]:
+def _orphans(settings: Settings, ledger: Ledger, down: Mapping[str, str]) -> tuple[list, list]:
     retry_lost = LOST in settings.retry_on and settings.run_retries > 0
     orphans, lost = [], []
     for rid, run in ledger["runs"].items():
         gone = [p for p in run["pods"] if p in down]
         if run.get("lost") or not gone:
             continue
-        last = (run.get("last") or {}).get("state")
+        seen = run.get("last")
+        last = seen["state"] if seen else None
         if last in TERMINAL:
             continue
         if len(run["pods"]) > 1:  # cannot move, and cannot run without that node: the others would wait forever
@@ -365,7 +386,7 @@ def _orphans(settings: Settings, ledger: dict, down: Mapping[str, str]) -> tuple
     return orphans, lost
 
 
-def _queues(ledger: dict, facts: Mapping[str, dict]) -> list[PodQueue]:
+def _queues(ledger: Ledger, facts: Mapping[str, dict]) -> list[PodQueue]:
     out = []
     for name, f in facts.items():
         slots = int(f.get("slots") or 0)
@@ -377,33 +398,34 @@ def _queues(ledger: dict, facts: Mapping[str, dict]) -> list[PodQueue]:
     return out
 
 
-def _reclaim(pods: Pods, ledger: dict, facts: Mapping[str, dict]) -> list[str]:
+def _reclaim(pods: Pods, ledger: Ledger, facts: Mapping[str, dict]) -> list[str]:
     """Runs queued on a pod that the ledger moved elsewhere (it was unreachable then): take them back out."""
     stray = {n: [rid for rid in f.get("pending_runs") or [] if rid in ledger["runs"]
                  and n not in ledger["runs"][rid]["pods"]] for n, f in facts.items()}
     stray = {n: ids for n, ids in stray.items() if ids}
     if not stray:
         return []
-    got = pods.call("sweep-withdraw", lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"], "run_ids": stray[n]},
+    got = pods.call(wire.SWEEP_WITHDRAW, lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"], "run_ids": stray[n]},
                     list(stray))
     return [rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []]
 
 
-def _apply(settings: Settings, pods: Pods, ledger: dict, moves: list, never_queued: set = frozenset()) -> list[dict]:
-    from_live = {}
+def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list,
+           never_queued: Set[str] = frozenset()) -> list[dict]:
+    from_live: dict[str, list[str]] = {}
     for m in moves:
         if m.src in pods.cmds and m.src not in never_queued:
             from_live.setdefault(m.src, []).append(m.run_id)
     freed = set()
     if from_live:
-        got = pods.call("sweep-withdraw", lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"],
+        got = pods.call(wire.SWEEP_WITHDRAW, lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"],
                                                      "run_ids": from_live[n]}, list(from_live))
         freed = {rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []}
     going = [m for m in moves if m.src not in pods.cmds or m.src in never_queued or m.run_id in freed]
     by_dst: dict[str, list] = {}
     for m in going:
         by_dst.setdefault(m.dst, []).append(m)
-    answers = pods.call("sweep-add", lambda n: _add_args(settings, ledger, n, [m.run_id for m in by_dst[n]]),
+    answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [m.run_id for m in by_dst[n]]),
                         list(by_dst))
     done = []
     for m in going:
@@ -420,23 +442,31 @@ def _apply(settings: Settings, pods: Pods, ledger: dict, moves: list, never_queu
     return done
 
 
-def _add_args(settings: Settings, ledger: dict, pod: str, ids: list[str]) -> dict:
-    rows = [dict(ledger["runs"][rid]["row"] or {"run_id": rid, "config": ledger["runs"][rid]["entry"]["config"]},
-                 selected=True) for rid in ids]
-    entries = [dict(ledger["runs"][rid]["entry"], attempt=1) for rid in ids]
+def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str]) -> dict[str, object]:
+    """sweep-add's arguments for runs that move to `pod` (their rows and queue entries from the ledger)."""
+    rows: list[RunRow] = []
+    entries: list[QueueEntry] = []
+    for rid in ids:
+        run = ledger["runs"][rid]
+        row: RunRow = dict(run["row"] or {"run_id": rid, "config": run["entry"]["config"]})  # type: ignore[assignment]
+        row["selected"] = True
+        entry = run["entry"].copy()
+        entry["attempt"] = 1
+        rows.append(row)
+        entries.append(entry)
     return {"runs": rows, "entries": entries, "session": settings.sweep_tmux_session,
             "exec_block": exec_block(settings), "sweep_id": ledger["pods"][pod]["sweep_id"]}
 
 
 # ------------------------------------------------------------------ sweep.add and sweep.retry
 
-def add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -> dict:
+def add(settings: Settings, runs: list, entries: list[QueueEntry], rows: list[RunRow]) -> dict:
     """Spread more runs over the pods that answer, by their free slots, into the fleet sweep."""
     with ledger_lock(settings):
         return _add(settings, runs, entries, rows)
 
 
-def _add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) -> dict:
+def _add(settings: Settings, runs: list, entries: list[QueueEntry], rows: list[RunRow]) -> dict:
     ledger = load_ledger(settings)
     taken = [r.run_id for r in runs if r.run_id in ledger["runs"]]
     if taken:
@@ -455,7 +485,7 @@ def _add(settings: Settings, runs: list, entries: list[dict], rows: list[dict]) 
         for rid, where in placed.items():
             ledger["runs"][rid] = _ledger_run(where, by_id[rid], row_of[rid])
         targets = sorted({w[0] for w in placed.values()})
-        answers = pods.call("sweep-add", lambda n: _add_args(settings, ledger, n, [
+        answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
             rid for rid, w in placed.items() if w[0] == n]), targets)
     failed = {n: o.error.message for n, o in answers.items() if o.error is not None}
     for rid, where in placed.items():
@@ -578,7 +608,7 @@ def _gone(data: dict, down_since: dict[str, float], handled: set[str], now: floa
     return gone
 
 
-def _stuck_next_to_free(ledger: dict, data: dict) -> bool:
+def _stuck_next_to_free(ledger: Ledger, data: dict) -> bool:
     """From the status rows alone: a pod with runs waiting while another has slots nobody uses or waits for."""
     use: dict[str, int] = {n: 0 for n in ledger["pods"]}
     waiting: dict[str, int] = {n: 0 for n in ledger["pods"]}

@@ -11,19 +11,64 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from wfops.errors import NotFoundError, WfopsError
 from wfops.settings.load import Settings
 
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+    from wfops.agent.wire import QueueEntry, RunRow
+
 LEDGER_DIR = ".fleet"
 LATEST = "latest"
+
+
+# ------------------------------------------------------------------ the ledger's shape (it never goes to a pod)
+class LedgerPod(TypedDict, total=False):
+    slots: int  # its GPU slots when the sweep started (fleet-facts)
+    sweep_id: str  # the sweep id its share runs under (the pod may have made it unique)
+    started: bool  # whether its sweep-start succeeded
+    error: str | None  # why not
+
+
+# one move of a run that had not started, from one pod's queue to another's ("from" is a keyword: this form)
+LedgerMove = TypedDict("LedgerMove", {"from": str, "to": str, "why": str, "at": str})
+
+
+class LastSeen(TypedDict):
+    state: str
+    at: str
+
+
+class _LedgerRunReq(TypedDict):
+    pods: list[str]  # node 0's pod first
+    entry: QueueEntry  # its queue entry (node 0's)
+    row: RunRow | None  # its CSV row
+    moves: list[LedgerMove]
+
+
+class LedgerRun(_LedgerRunReq, total=False):
+    last: LastSeen  # its state when sweep.status last saw it
+    lost: str  # why it can run nowhere (a pod of a multi-node run is gone)
+
+
+class _LedgerReq(TypedDict):
+    sweep_id: str
+    pods: dict[str, LedgerPod]
+    order: list[str]  # run ids in CSV order
+    runs: dict[str, LedgerRun]
+
+
+class Ledger(_LedgerReq, total=False):
+    created_at: str
+    wandb_group: str | None
 
 
 def _ledger_dir(settings: Settings) -> Path:
     return Path(settings.local_artifacts_dir).expanduser() / LEDGER_DIR
 
 
-def save_ledger(settings: Settings, doc: dict, latest: bool = False) -> None:
+def save_ledger(settings: Settings, doc: Ledger, latest: bool = False) -> None:
     """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use."""
     d = _ledger_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
@@ -48,7 +93,7 @@ def ledger_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def load_ledger(settings: Settings, sweep_id: str = "") -> dict:
+def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
     d = _ledger_dir(settings)
     which = f"sweep {sweep_id!r}" if sweep_id else "a fleet sweep"
     try:

@@ -14,13 +14,18 @@ import io
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wfops.agent.states import ALL_GPUS
 from wfops.errors import UsageError
 from wfops.settings.load import Settings, is_gpus_request
 from wfops.transport.shell import is_pod_name
+
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+    from wfops.agent.wire import ExecBlock, QueueEntry, RunRow
+    from wfops.sweeps.launch_script import Script
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus", "nodes")
 MAX_NODES = 64
@@ -53,9 +58,9 @@ class RunSpec:
     gpus: str = ""  # "" (RUN_GPUS decides), "all", or a whole number as text
     nodes: int = 1  # pods one run spans (multi-node torchrun; a fleet only)
 
-    def as_dict(self) -> dict:
-        out = {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
-               "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
+    def as_dict(self) -> RunRow:
+        out: RunRow = {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
+                       "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
         if self.nodes > 1:
             out["nodes"] = self.nodes
         return out
@@ -147,7 +152,8 @@ def _header_problem(header: list[str], injected: tuple[str, ...]) -> str:
     ]))
 
 
-def _row_problems(values: dict, line: int, seen: dict, injected: tuple[str, ...], problems: Problems) -> tuple:
+def _row_problems(values: dict, line: int, seen: dict, injected: tuple[str, ...],
+                  problems: Problems) -> tuple | None:
     """Check one row; returns its (seed, overrides) when it is good, None when a problem was added."""
     before = len(problems.items)
     run_id = values.get("run_id", "")
@@ -299,26 +305,37 @@ def common_overrides(settings: Settings) -> tuple[tuple[str, str], ...]:
     return pairs
 
 
-def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list[dict]:
+def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list[RunRow]:
     """The manifest's `runs`: every CSV row, whether the filters chose it, its GPU request and fingerprint."""
     common = common_overrides(settings)
     default = settings.run_gpus
-    return [dict(r.as_dict(), selected=r.run_id in chosen, gpus=run_gpus(r, default),
-                 fp=fingerprint(settings, r, common)) for r in runs]
+    out = []
+    for r in runs:
+        row = r.as_dict()
+        row["selected"], row["gpus"] = r.run_id in chosen, run_gpus(r, default)
+        row["fp"] = fingerprint(settings, r, common)
+        out.append(row)
+    return out
 
 
-def queue_entries(settings: Settings, runs: list[RunSpec], group: str, scripts: dict) -> list[dict]:
+def queue_entries(settings: Settings, runs: list[RunSpec], group: str,
+                  scripts: Mapping[str, Script]) -> list[QueueEntry]:
     """What the pod's scheduler runs, in order: one entry per selected run, with its launch script
     (`scripts`: wfops.sweeps.launch_script.scripts() of these runs)."""
     common = common_overrides(settings)
     default = settings.run_gpus
-    return [{"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
-             "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
-             "fp": fingerprint(settings, r, common), "script": scripts[r.run_id],
-             **({"nodes": r.nodes} if r.nodes > 1 else {})} for r in runs]
+    out = []
+    for r in runs:
+        entry: QueueEntry = {"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
+                             "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
+                             "fp": fingerprint(settings, r, common), "script": scripts[r.run_id]}
+        if r.nodes > 1:
+            entry["nodes"] = r.nodes
+        out.append(entry)
+    return out
 
 
-def exec_block(settings: Settings) -> dict:
+def exec_block(settings: Settings) -> ExecBlock:
     """Everything the pod's scheduler needs besides the runs; the manifest is its only input."""
     v, inject = settings, set(settings.train_inject)
     return {

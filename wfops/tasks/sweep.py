@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import Collection
 
 from wfops import __version__
 from wfops import watch as watching
+from wfops.agent import wire
 from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
 from wfops.output import table
@@ -22,6 +24,11 @@ from wfops.targets import fleet
 from wfops.tasks import results as _results  # report, wait and attach live there
 from wfops.tasks._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
 from wfops.transport.command import PodCommand, call_once
+
+if TYPE_CHECKING:
+    from wfops.agent.wire import Filters, Manifest
+    from wfops.settings.load import Settings
+    from wfops.sweeps.model import RunSpec
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
 
@@ -85,7 +92,7 @@ START_HELP = {"csv": CSV_HELP, "json": JSON_HELP,
               "fail_fast": "stop starting runs at the first failure (SWEEP_FAIL_FAST=1)"}
 
 
-def _filters(settings, match, start_at, limit) -> dict:
+def _filters(settings, match, start_at, limit) -> Filters:
     return {"match": settings.sweep_match if match is None else match,
             "start_at": settings.sweep_start_at if start_at is None else start_at,
             "limit": settings.sweep_limit if limit is None else limit}
@@ -100,17 +107,8 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
     text, runs = _read_runs(settings, path)
     filters = _filters(settings, match, start_at, limit)
     selected = select_runs(runs, filters["match"], filters["start_at"], filters["limit"])
-    now = datetime.now(timezone.utc)
-    sweep_id = "sweep-" + now.strftime("%Y%m%dT%H%M%SZ")
-    group = settings.wandb_group or sweep_id
-    plan = {
-        "sweep_id": sweep_id, "created_at": now.isoformat(timespec="seconds"), "wfops_version": __version__,
-        "csv": {"name": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}, "filters": filters,
-        "force": bool(force or settings.sweep_force), "fail_fast": bool(fail_fast or settings.sweep_fail_fast),
-        "wandb_group": group, "runs": plan_runs(settings, runs, {r.run_id for r in selected}),
-        "queue": queue_entries(settings, selected, group, launch_script.scripts(settings, selected)),
-        "exec": exec_block(settings),
-    }
+    plan = _manifest(settings, path.name, text, runs, selected, filters, bool(force or settings.sweep_force),
+                     bool(fail_fast or settings.sweep_fail_fast))
     session = settings.sweep_tmux_session
     left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
     wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
@@ -123,14 +121,31 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
         raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
                          f"{', '.join(wide[:5])}; nothing was started")
     with PodCommand("sweep.start", settings) as cmd:
-        data = cmd.call("sweep-start", manifest=plan, csv_text=text, session=session)
+        data = cmd.call(wire.SWEEP_START, manifest=plan, csv_text=text, session=session)
     emit(data, json, lambda: (
         f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}"
         + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
     ))
 
 
-def _start_fleet(settings, plan: dict, text: str, session: str, json: bool, left: str) -> None:
+def _manifest(settings: Settings, csv_name: str, text: str, runs: list[RunSpec], selected: list[RunSpec],
+              filters: Filters, force: bool, fail_fast: bool) -> Manifest:
+    """What sweep.start sends (wfops.agent.wire.Manifest): the CSV's provenance, every row, the queue, the exec
+    block; the sweep id is the UTC second (the pod makes it unique)."""
+    now = datetime.now(timezone.utc)
+    sweep_id = "sweep-" + now.strftime("%Y%m%dT%H%M%SZ")
+    group = settings.wandb_group or sweep_id
+    return {
+        "sweep_id": sweep_id, "created_at": now.isoformat(timespec="seconds"), "wfops_version": __version__,
+        "csv": {"name": csv_name, "sha256": hashlib.sha256(text.encode()).hexdigest()}, "filters": filters,
+        "force": force, "fail_fast": fail_fast, "wandb_group": group,
+        "runs": plan_runs(settings, runs, {r.run_id for r in selected}),
+        "queue": queue_entries(settings, selected, group, launch_script.scripts(settings, selected)),
+        "exec": exec_block(settings),
+    }
+
+
+def _start_fleet(settings, plan: Manifest, text: str, session: str, json: bool, left: str) -> None:
     data = fleet_sweep.start(settings, plan, text, session)
     share = {n: shares(data["placed"]).get(n, []) for n in data["pods"]}
 
@@ -170,9 +185,9 @@ def add(c, csv=None, json=False, config=None):
         return
     scripts = launch_script.scripts(settings, runs)  # a template error is one line before the pod is asked
     with PodCommand("sweep.add", settings) as cmd:
-        current = cmd.call("sweep-current")
+        current = cmd.call(wire.SWEEP_CURRENT)
         group = settings.wandb_group or current.get("wandb_group") or current["sweep_id"]
-        data = cmd.call("sweep-add", runs=plan_runs(settings, runs, {r.run_id for r in runs}),
+        data = cmd.call(wire.SWEEP_ADD, runs=plan_runs(settings, runs, {r.run_id for r in runs}),
                         entries=queue_entries(settings, runs, group, scripts), session=session,
                         exec_block=exec_block(settings))
     emit(data, json, lambda: _queued_text(data))
@@ -203,8 +218,8 @@ def retry(c, ids=None, failed=False, json=False, config=None):
         emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued" + _fleet_failures(data))
         _fleet_exit(data)
         return
-    data = call_once("sweep.retry", settings, "sweep-retry", run_ids=[n.strip() for n in names], failed=bool(failed),
-                     session=settings.sweep_tmux_session)
+    data = call_once("sweep.retry", settings, wire.SWEEP_RETRY, run_ids=[n.strip() for n in names],
+                     failed=bool(failed), session=settings.sweep_tmux_session)
     emit(data, json, lambda: _queued_text(data))
 
 
@@ -221,7 +236,7 @@ def _fleet_exit(data: dict) -> None:
 def list_(c, json=False, config=None):
     """Every sweep on the pod, newest first: id, started, state, totals."""
     settings = settings_for(c, config)
-    data = call_once("sweep.list", settings, "sweep-list")
+    data = call_once("sweep.list", settings, wire.SWEEP_LIST)
     rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
              totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
     emit(data, json, lambda: table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod")
@@ -241,11 +256,11 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
         return
     if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
         with PodCommand("sweep.status", settings) as cmd:
-            watching.watch(lambda: cmd.call("sweep-status", **args),
+            watching.watch(lambda: cmd.call(wire.SWEEP_STATUS, **args),
                            lambda d: status_text(d, settings.metric_columns, sort),
                            lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
         return
-    data = call_once("sweep.status", settings, "sweep-status", **args)
+    data = call_once("sweep.status", settings, wire.SWEEP_STATUS, **args)
     emit(data, json, lambda: status_text(data, settings.metric_columns, sort))
 
 
@@ -294,7 +309,7 @@ def stop(c, timeout_secs=None, json=False, config=None):
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     settings = settings_for(c, config)
     wait = timeout_secs if timeout_secs is not None else settings.kill_grace_secs + 60
-    data = call_once("sweep.stop", settings, "sweep-stop", timeout=wait, session=settings.sweep_tmux_session)
+    data = call_once("sweep.stop", settings, wire.SWEEP_STOP, timeout=wait, session=settings.sweep_tmux_session)
     if not data.get("was_running"):
         if on_fleet():  # one pod of a fleet whose share has ended: nothing to stop there is not a failure
             emit(data, json, lambda: f"nothing to stop here (latest: {data.get('sweep_id')}, {data.get('state')})")

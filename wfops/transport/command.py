@@ -16,6 +16,7 @@ of this process alone.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from wfops.agent import states
 from wfops.errors import ConnectError
@@ -26,6 +27,9 @@ from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
 from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
 from wfops.transport.session import ExecResult, MetaSink, Redactor, Session, StdoutSink
+
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+    from wfops.agent.wire import PodLayout, Prelude, Request
 
 LOCK_WAIT_SECS = 10
 
@@ -85,23 +89,21 @@ class PodCommand:
             "dry_run": False,  # a dry run takes no command lock (it would create the lock file)
         }
 
-    def request(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> dict[str, object]:
-        """What the pod agent reads on stdin: the pod layout, the prelude (gate + config sync), the command."""
+    def request(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> Request:
+        """What the pod agent reads on stdin (wfops.agent.wire.Request): the pod layout, the prelude (gate + config
+        sync), the command and its arguments."""
         s = self.settings
-        return {
-            "cmd": agent_command,
-            "pod": {"out": s.ops_remote_outputs_dir, "state_file": s.state_file,
-                    "env_path": s.remote_env_path, "tmux_socket": s.wf_tmux_socket},
-            "prelude": {"command": self.command, "enforce": s.wf_fsm_enforce, "dry_run": dry_run,
-                        "env": {"sha": s.pod_env_sha256(), "b64": b64(s.pod_env_text())}},
-            "data": data,
-        }
+        pod: PodLayout = {"out": s.ops_remote_outputs_dir, "state_file": s.state_file,
+                          "env_path": s.remote_env_path, "tmux_socket": s.wf_tmux_socket}
+        prelude: Prelude = {"command": self.command, "enforce": s.wf_fsm_enforce, "dry_run": dry_run,
+                            "env": {"sha": s.pod_env_sha256(), "b64": b64(s.pod_env_text())}}
+        return {"cmd": agent_command, "pod": pod, "prelude": prelude, "data": data}
 
     def script(self, template: str, **context: object) -> str:
         return render(template, **{**self.context(), **context})
 
     def exec(self, template: str, stdout_sink: StdoutSink | None = None, meta: MetaSink | None = None,
-             request: dict[str, object] | None = None, **context: object) -> ExecResult:
+             request: Request | None = None, **context: object) -> ExecResult:
         """Render and run one script; `request` (for the agent) travels after it on the same stdin."""
         assert self.session is not None, "use PodCommand as a context manager"
         text = self.script(template, **context)
@@ -120,9 +122,9 @@ class PodCommand:
                 forward(name, value)
         return sink
 
-    def run(self, template: str, request: dict[str, object] | None = None, **context: object) -> dict:
+    def run(self, template: str, request: Request | None = None, **context: object) -> dict:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
-        return self.exec(template, request=request, **context).json(self.command, self.redact)
+        return self.exec(template, None, None, request, **context).json(self.command, self.redact)
 
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict:
         """One agent command in one exec; its JSON result."""
