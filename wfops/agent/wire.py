@@ -279,6 +279,8 @@ def _wrong(where: str, types: Types, value: object) -> str:
 def problem(value: object, schema: Schema, where: str = "") -> str:
     """The first fault of `value` against `schema` as one line naming the field ("queue[3].run_id is missing",
     "prelude.enforce must be bool, not 'yes'", "exec.repoo is not a known field"); "" when there is none."""
+    if _ok(value, schema):  # the common case, without building a path per field (a manifest may hold 150,000 runs)
+        return ""
     if not isinstance(value, dict):
         return _wrong(where or "it", _D, value)
     for key, item in value.items():
@@ -301,6 +303,8 @@ def problem(value: object, schema: Schema, where: str = "") -> str:
 
 def items_problem(values: List[Any], nested: Any, where: str) -> str:
     """The first fault of a list's items: each a `nested` schema (a dict) or one of `nested`'s types."""
+    if _items_ok(values, nested):
+        return ""
     for i, item in enumerate(values):
         at = "%s[%d]" % (where, i)
         if isinstance(nested, dict):
@@ -310,6 +314,38 @@ def items_problem(values: List[Any], nested: Any, where: str) -> str:
         if fault:
             return fault
     return ""
+
+
+def _ok(value: object, schema: Schema) -> bool:
+    """problem(value, schema) == "", faster: no message, no path."""
+    if not isinstance(value, dict):
+        return False
+    for key, item in value.items():
+        spec = schema.get(key)
+        if spec is None:
+            return False
+        types, _, nested = spec
+        if not isinstance(item, types) or (item.__class__ is bool and bool not in types):
+            return False
+        if nested is not None and item is not None and not _nested_ok(item, nested):
+            return False
+    required = _REQUIRED.get(id(schema))
+    if required is None:
+        required = _REQUIRED[id(schema)] = tuple(k for k, spec in schema.items() if spec[1])
+    return all(k in value for k in required)
+
+
+def _nested_ok(item: Any, nested: Any) -> bool:
+    return _ok(item, nested) if isinstance(item, dict) else _items_ok(item, nested)
+
+
+def _items_ok(values: List[Any], nested: Any) -> bool:
+    if isinstance(nested, dict):
+        return all(_ok(item, nested) for item in values)
+    return all(isinstance(item, nested) and (item.__class__ is not bool or bool in nested) for item in values)
+
+
+_REQUIRED: Dict[int, Tuple[str, ...]] = {}  # id(schema) -> its required fields (schemas live as long as the module)
 
 
 def argument_problem(annotation: str, value: Any, where: str) -> Optional[str]:
