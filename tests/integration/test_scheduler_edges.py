@@ -226,6 +226,7 @@ def test_an_inbox_entry_without_a_config_does_not_kill_the_queue(local_swept: Po
     data = wait_sweep(pod)
     assert data["sweep"]["state"] == "completed", data["sweep"]
     assert states(data) == {"slow": "success"}
+    assert "0000-odd.json: entries[0].config is missing; that entry was dropped" in queue_log(pod)  # wire.QUEUE_ENTRY
 
 
 def test_damaged_manifest_and_sweep_record_are_reported_and_change_nothing(local_swept: Pod):  # noqa: F811

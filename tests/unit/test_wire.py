@@ -87,6 +87,15 @@ def manifest() -> dict:
 
 def test_a_manifest_as_the_client_builds_it_passes():
     assert wire.problem(manifest(), wire.MANIFEST) == ""
+    from wfops.tasks.sweep import _manifest  # what sweep.start sends, multi-node rows and filters included
+
+    settings = parse_settings("TRAIN_NPROC=2\nWF_FAKE_GPUS=2\nCPU_ONLY=1\nRETRY_ON=lost\n", environ={})
+    runs = parse_csv("run_id,config,seed,overrides,notes,gpus,nodes\nr1,c.py,1,lr=1,a,2,\nbig,c.py,2,,,all,2\n")
+    built = _manifest(settings, "s.csv", "text", runs, runs[:1], {"match": "", "start_at": "", "limit": None}, True,
+                      False)
+    assert wire.problem(built, wire.MANIFEST) == "" and built["queue"][0]["gpus"] == "2"
+    assert wire.problem(_manifest(settings, "s.csv", "text", runs, runs, {"match": "b", "start_at": "", "limit": 3},
+                                  False, True), wire.MANIFEST) == ""
     assert wire.problem({"cmd": "noop", "pod": {"out": "/o"}, "prelude": {"command": "pod.status", "enforce": True,
                          "dry_run": False, "env": {"sha": "x", "b64": ""}}, "data": {}}, wire.REQUEST) == ""
 
