@@ -42,7 +42,7 @@ from wfops.targets import fleet
 from wfops.transport.command import PodCommand
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
-    from wfops.agent.wire import FleetFacts, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow
+    from wfops.agent.wire import FleetFacts, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow, Withdrawn
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
@@ -407,7 +407,13 @@ def _reclaim(pods: Pods, ledger: Ledger, facts: Mapping[str, dict]) -> list[str]
         return []
     got = pods.call(wire.SWEEP_WITHDRAW, lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"], "run_ids": stray[n]},
                     list(stray))
-    return [rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []]
+    return _withdrawn(got)
+
+
+def _withdrawn(got: Mapping[str, fleet.Outcome]) -> list[str]:
+    """The run ids the pods' sweep-withdraw answers (wire.Withdrawn) say they took out of their queues."""
+    answers: list[Withdrawn] = [o.value for o in got.values() if o.error is None and o.value]
+    return [rid for answer in answers for rid in answer.get("withdrawn") or []]
 
 
 def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list,
@@ -416,11 +422,11 @@ def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list,
     for m in moves:
         if m.src in pods.cmds and m.src not in never_queued:
             from_live.setdefault(m.src, []).append(m.run_id)
-    freed = set()
+    freed: set[str] = set()
     if from_live:
         got = pods.call(wire.SWEEP_WITHDRAW, lambda n: {"sweep_id": ledger["pods"][n]["sweep_id"],
                                                      "run_ids": from_live[n]}, list(from_live))
-        freed = {rid for o in got.values() if o.error is None for rid in (o.value or {}).get("withdrawn") or []}
+        freed = set(_withdrawn(got))
     going = [m for m in moves if m.src not in pods.cmds or m.src in never_queued or m.run_id in freed]
     by_dst: dict[str, list] = {}
     for m in going:
