@@ -64,6 +64,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
     agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
     agent/registry.py         the command registry: a handler's signature declares its arguments
+    agent/wire.py             THE wire: command names, TypedDicts of request/manifest/answers, the door's checker
     agent/states.py           THE vocabulary: states, failure classes, workflow rules, exit codes, pod layout
     agent/store.py            files on the pod: atomic JSON writes, locks, the one validating loader
     agent/procs.py            process ownership and liveness: subreaper, owner marks, tree kill, pidfd waits
@@ -80,6 +81,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/runs.py             one run of a sweep: its directories, attempts and exact command
     agent/slots.py            GPU slots and the order runs start in (pure)
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
+    agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log
     agent/sweeps.py           sweeps on the pod: start, the status table, stop, the list
     agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
     agent/fleet.py            this pod's part in a fleet sweep: facts, its share, node placement

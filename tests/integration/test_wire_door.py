@@ -14,6 +14,7 @@ from tests.integration.test_sweeps import HEADER, ssh_swept, wait_sweep  # noqa:
 from wfops.agent import wire
 from wfops.agent.states import EXIT_USAGE
 from wfops.settings.load import load_settings
+from wfops.sweeps.launch_script import scripts
 from wfops.sweeps.model import exec_block, parse_csv, plan_runs, queue_entries
 from wfops.transport.command import PodCommand
 
@@ -47,8 +48,8 @@ def good_manifest(pod: Pod) -> dict:
     runs = parse_csv(HEADER + ROWS)
     sid = "sweep-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return {"sweep_id": sid, "csv": {"name": "s.csv"}, "wandb_group": sid, "force": False, "fail_fast": False,
-            "runs": plan_runs(settings, runs, {r.run_id for r in runs}), "queue": queue_entries(settings, runs, sid),
-            "exec": exec_block(settings)}
+            "runs": plan_runs(settings, runs, {r.run_id for r in runs}),
+            "queue": queue_entries(settings, runs, sid, scripts(settings, runs)), "exec": exec_block(settings)}
 
 
 def test_a_bad_request_or_manifest_is_refused_at_the_door_and_changes_nothing(ssh_swept: Pod):  # noqa: F811
@@ -84,7 +85,7 @@ def test_a_bad_sweep_add_entry_is_refused_and_the_running_sweep_keeps_its_manife
     kept = manifest_file.read_bytes()
     settings = load_settings(pod.write_config(), environ={})
     runs = parse_csv(HEADER + "r3,config/train_tiny.py,3,,\n")
-    entries = queue_entries(settings, runs, sid)
+    entries = queue_entries(settings, runs, sid, scripts(settings, runs))
     entries[0]["node"] = {"rank": 0, "nnodes": 2}
     request = request_for(pod, "sweep.add", wire.SWEEP_ADD, runs=plan_runs(settings, runs, {"r3"}), entries=entries,
                           session=pod.session + "-sw", exec_block=exec_block(settings))

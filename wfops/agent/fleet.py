@@ -30,11 +30,20 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Set, Tuple
 
-    from .scheduler import Scheduler
     from .states import Layout
     from .wire import FleetFacts, Json, Manifest, WithdrawAnswer, Withdrawn
+
+    class Queue(Protocol):  # scheduler.Scheduler, as a withdraw request sees it (it imports this module)
+        @property
+        def running(self) -> Mapping[str, object]: ...
+        @property
+        def backoff(self) -> Set[str]: ...
+        @property
+        def order(self) -> slots.Order: ...
+        @property
+        def log(self) -> Callable[[str], None]: ...
 
 ANSWER_WAIT_SECS = 10.0
 KEPT_RUNNING, KEPT_ENDED, KEPT_UNKNOWN = RUNNING, "ended", UNKNOWN
@@ -101,7 +110,7 @@ def fleet_facts(pod: Layout, fake_gpus: int = 0, cpu_only: bool = False, sweep_i
 
 
 # ---------------------------------------------------------------- the queue's side (scheduler.py calls it)
-def answer_withdrawal(sched: Scheduler, path: str) -> None:
+def answer_withdrawal(sched: Queue, path: str) -> None:
     """Answer one withdraw request: runs waiting in the order leave it; running ones and retries in their
     back-off stay (reported as running). The request file goes once the answer is written."""
     if not os.path.exists(path):  # its command gave up waiting and took it back
@@ -162,6 +171,10 @@ def _drop(pod: Layout, plan: Manifest, withdrawn: Set[str]) -> None:
     _write_manifests(pod, plan, None)
 
 
+def _run_id(entry: Any) -> Any:
+    return entry.get("run_id") if isinstance(entry, dict) else None  # a hand-edited manifest: no crash
+
+
 def _stays(run: Any, withdrawn: Set[str]) -> bool:
     return not (isinstance(run, dict) and run.get("run_id") in withdrawn)
 
@@ -177,8 +190,8 @@ def sweep_withdraw(pod: Layout, sweep_id: str, run_ids: List[str]) -> Withdrawn:
     if sid != sweep_id:
         raise Refusal(EXIT_CONFLICT, "the current sweep of this pod is %s, not %s; nothing was withdrawn"
                       % (sid, sweep_id))
-    run_ids = [r for r in dict.fromkeys(run_ids) if isinstance(r, str)]
-    queued = {e.get("run_id") for e in plan["queue"] if isinstance(e, dict)}
+    run_ids = list(dict.fromkeys(run_ids))  # strings: checked at the door (wire.ARGUMENTS)
+    queued = {_run_id(e) for e in plan["queue"]}
     answer = _ask_queue(pod, sid, [r for r in run_ids if r in queued])
     taken: Set[str] = set(answer.get("withdrawn") or []) if answer else set()
     held: Set[str] = set(answer.get("running") or []) if answer else set()

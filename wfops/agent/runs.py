@@ -157,7 +157,7 @@ class Launch:
             argv.append(self._arg("data_dir", ex["data_dir"]))
         return argv + list(run.get("args") or [])
 
-    def env(self) -> List[Any]:
+    def env(self) -> List[Tuple[str, str]]:
         out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
         if self.place.get("devices") is not None:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))

@@ -15,6 +15,21 @@ from __future__ import annotations
 import re
 
 from .launch import shell_words
+from .wire import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Match, Protocol, Tuple
+
+    from .states import Layout
+    from .wire import ExecBlock, Json, QueueEntry
+
+    class Launch(Protocol):  # runs.Launch (runs imports this module: no import back)
+        ex: ExecBlock
+        python: str
+        run: QueueEntry
+        place: Json
+
+        def env(self) -> List[Tuple[str, str]]: ...
 
 # the values filled in at launch, and what each one is (the README's table says the same)
 RUNTIME = {
@@ -58,7 +73,7 @@ def _default() -> str:
 DEFAULT = _default()
 
 
-def problem(script) -> str:
+def problem(script: Any) -> str:
     """Why a queue entry's "script" cannot be run ("" when it can): checked before a sweep takes the entry."""
     if script is None:
         return ""
@@ -71,17 +86,18 @@ def problem(script) -> str:
     return ""
 
 
-def fill(text: str, mark: str, values: dict) -> str:
+def fill(text: str, mark: str, values: Dict[str, str]) -> str:
     """`text` with each of its markers (those with this mark) replaced by its value."""
-    def one(m) -> str:
+    def one(m: Match[str]) -> str:
         return values[m.group(2)] if m.group(1) == mark else m.group(0)
 
     return MARKER_RE.sub(one, text)
 
 
-def values(how, pod, sid: str, argv: list, run_dir: str, out: str) -> dict:
+def values(how: Launch, pod: Layout, sid: str, argv: List[str], run_dir: str, out: str) -> Dict[str, str]:
     """Every RUNTIME value of one attempt, as shell text (`how` is runs.Launch)."""
-    p, node = how.place, how.run.get("node") or {}
+    node: Mapping[str, Any] = how.run.get("node") or {}
+    p = how.place
     devices = p.get("devices")
     return {
         "name": shell_words([how.run["run_id"]]), "sweep_id": shell_words([sid]),
@@ -96,7 +112,7 @@ def values(how, pod, sid: str, argv: list, run_dir: str, out: str) -> dict:
     }
 
 
-def command_text(how, pod, sid: str, argv: list, run_dir: str, out: str) -> str:
+def command_text(how: Launch, pod: Layout, sid: str, argv: List[str], run_dir: str, out: str) -> str:
     """command.sh of one attempt: the entry's rendered script (else DEFAULT) with its run-time values."""
-    script = how.run.get("script") or {"text": DEFAULT, "mark": DEFAULT_MARK}
+    script: Mapping[str, Any] = how.run.get("script") or {"text": DEFAULT, "mark": DEFAULT_MARK}
     return fill(script["text"], script["mark"], values(how, pod, sid, argv, run_dir, out))

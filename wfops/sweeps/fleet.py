@@ -81,13 +81,13 @@ class Pods:
         for cmd in self.cmds.values():
             cmd.__exit__(None, None, None)
 
-    def call(self, agent_command: str, args: Callable[[str], dict] | dict,
+    def call(self, agent_command: str, args: Callable[[str], dict[str, Any]] | dict[str, Any],
              names: list[str] | None = None) -> dict[str, fleet.Outcome]:
         """The agent command on each open pod (or on `names`) at once; a pod whose connection breaks moves to
         `down`."""
         live = [m for m in self.members if m.name in self.cmds and (names is None or m.name in names)]
 
-        def one(m: fleet.Member) -> dict:
+        def one(m: fleet.Member) -> dict[str, Any]:
             return self.cmds[m.name].call(agent_command, **(args(m.name) if callable(args) else args))
 
         out = {o.member.name: o for o in fleet.run_each(live, one)}
@@ -115,7 +115,7 @@ def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, flee
 
 # ------------------------------------------------------------------ sweep.start
 
-def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> dict:
+def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> dict[str, Any]:
     """Spread `plan`'s queue over the fleet and start every pod's share; the ledger is written before the
     first pod starts (what was sent where), and again with what each pod answered."""
     with Pods(settings, "sweep.start") as pods:
@@ -262,8 +262,8 @@ def _listen_and_probe(pods: Pods, pod: str, ports: list[tuple[int, str, list[str
 
 # ------------------------------------------------------------------ sweep.status: the pods' rows joined
 
-def status(settings: Settings, sweep_id: str = "", patterns: list | None = None, pods: Pods | None = None,
-           wait_secs: int = 0) -> dict:
+def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = None, pods: Pods | None = None,
+           wait_secs: int = 0) -> dict[str, Any]:
     """The joined status. `wait_secs` (sweep.wait): each pod answers when its queue ends or after that long
     (`sweep-wait`, woken by the queue's exit), so the end of the sweep is seen at once, not at the next poll."""
     ledger = load_ledger(settings, sweep_id)
@@ -291,7 +291,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list | None = None,
     return data
 
 
-def joined(ledger: Ledger, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict:
+def joined(ledger: Ledger, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict[str, Any]:
     """One table: each run's row from the pod the ledger has it on (its nodes folded into one row)."""
     multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
     pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
@@ -307,7 +307,7 @@ def joined(ledger: Ledger, answers: Mapping[str, fleet.Outcome], down: Mapping[s
             "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()]}
 
 
-def _row(rid: str, run: LedgerRun, row: dict | None, unreachable: Mapping[str, str]) -> dict:
+def _row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: Mapping[str, str]) -> dict[str, Any]:
     where = "+".join(run["pods"])
     dead = [p for p in run["pods"] if p in unreachable]
     if run.get("lost") and (dead or row is None):  # a pod that answers again says how its run went
@@ -322,7 +322,7 @@ def _row(rid: str, run: LedgerRun, row: dict | None, unreachable: Mapping[str, s
     return dict(row, pod=where, run_id=rid)
 
 
-def _remember(ledger: Ledger, rows: list[dict]) -> None:
+def _remember(ledger: Ledger, rows: list[dict[str, Any]]) -> None:
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for row in rows:
         if row["state"] != UNKNOWN and row["run_id"] in ledger["runs"]:
@@ -331,7 +331,7 @@ def _remember(ledger: Ledger, rows: list[dict]) -> None:
 
 # ------------------------------------------------------------------ sweep.rebalance
 
-def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
+def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict[str, Any]:
     """Move runs that have not started: off unreachable pods (their runs seen running become lost, retried
     elsewhere when RETRY_ON has `lost` and RUN_RETRIES > 0), and from a pod whose queue is stuck to one with
     free slots; take back from a returned pod the runs that were moved off it."""
@@ -339,7 +339,7 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict:
         return _rebalance(settings, sweep_id)
 
 
-def _rebalance(settings: Settings, sweep_id: str) -> dict:
+def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
     ledger = load_ledger(settings, sweep_id)
     with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
         facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.error is None}
@@ -361,7 +361,7 @@ def _unstarted(ledger: Ledger) -> dict[str, str]:
                                                  for r in ledger["runs"].values())}
 
 
-def _orphans(settings: Settings, ledger: Ledger, down: Mapping[str, str]) -> tuple[list, list]:
+def _orphans(settings: Settings, ledger: Ledger, down: Mapping[str, str]) -> tuple[list[Any], list[Any]]:
     retry_lost = LOST in settings.retry_on and settings.run_retries > 0
     orphans, lost = [], []
     for rid, run in ledger["runs"].items():
@@ -386,7 +386,7 @@ def _orphans(settings: Settings, ledger: Ledger, down: Mapping[str, str]) -> tup
     return orphans, lost
 
 
-def _queues(ledger: Ledger, facts: Mapping[str, dict]) -> list[PodQueue]:
+def _queues(ledger: Ledger, facts: Mapping[str, dict[str, Any]]) -> list[PodQueue]:
     out = []
     for name, f in facts.items():
         slots = int(f.get("slots") or 0)
@@ -398,7 +398,7 @@ def _queues(ledger: Ledger, facts: Mapping[str, dict]) -> list[PodQueue]:
     return out
 
 
-def _reclaim(pods: Pods, ledger: Ledger, facts: Mapping[str, dict]) -> list[str]:
+def _reclaim(pods: Pods, ledger: Ledger, facts: Mapping[str, dict[str, Any]]) -> list[str]:
     """Runs queued on a pod that the ledger moved elsewhere (it was unreachable then): take them back out."""
     stray = {n: [rid for rid in f.get("pending_runs") or [] if rid in ledger["runs"]
                  and n not in ledger["runs"][rid]["pods"]] for n, f in facts.items()}
@@ -416,8 +416,8 @@ def _withdrawn(got: Mapping[str, fleet.Outcome]) -> list[str]:
     return [rid for answer in answers for rid in answer.get("withdrawn") or []]
 
 
-def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list,
-           never_queued: Set[str] = frozenset()) -> list[dict]:
+def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list[Any],
+           never_queued: Set[str] = frozenset()) -> list[dict[str, Any]]:
     from_live: dict[str, list[str]] = {}
     for m in moves:
         if m.src in pods.cmds and m.src not in never_queued:
@@ -428,7 +428,7 @@ def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list,
                                                      "run_ids": from_live[n]}, list(from_live))
         freed = set(_withdrawn(got))
     going = [m for m in moves if m.src not in pods.cmds or m.src in never_queued or m.run_id in freed]
-    by_dst: dict[str, list] = {}
+    by_dst: dict[str, list[Any]] = {}
     for m in going:
         by_dst.setdefault(m.dst, []).append(m)
     answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [m.run_id for m in by_dst[n]]),
@@ -466,13 +466,13 @@ def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str]) -> d
 
 # ------------------------------------------------------------------ sweep.add and sweep.retry
 
-def add(settings: Settings, runs: list, entries: list[QueueEntry], rows: list[RunRow]) -> dict:
+def add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: list[RunRow]) -> dict[str, Any]:
     """Spread more runs over the pods that answer, by their free slots, into the fleet sweep."""
     with ledger_lock(settings):
         return _add(settings, runs, entries, rows)
 
 
-def _add(settings: Settings, runs: list, entries: list[QueueEntry], rows: list[RunRow]) -> dict:
+def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: list[RunRow]) -> dict[str, Any]:
     ledger = load_ledger(settings)
     taken = [r.run_id for r in runs if r.run_id in ledger["runs"]]
     if taken:
@@ -504,7 +504,7 @@ def _add(settings: Settings, runs: list, entries: list[QueueEntry], rows: list[R
             "errors": failed, "down": dict(pods.down), "worst": fleet.worst(list(answers.values()))}
 
 
-def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict:
+def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any]:
     """sweep-retry on the pod each run is on (`failed`: on every pod, each requeues its own)."""
     ledger = load_ledger(settings)
     unknown = [rid for rid in run_ids if rid not in ledger["runs"]]
@@ -545,7 +545,7 @@ def runs_on(settings: Settings, sweep_id: str = "") -> list[str] | None:
 
 # ------------------------------------------------------------------ sweep.report
 
-def metrics(settings: Settings, patterns: list) -> dict:
+def metrics(settings: Settings, patterns: list[Any]) -> dict[str, Any]:
     """Every pod's `sweep-metrics` at once; each run's row from the pod the ledger has it on (node 0's for a
     multi-node run). Pods that do not answer are listed in `down`."""
     ledger = load_ledger(settings)
@@ -565,7 +565,7 @@ def metrics(settings: Settings, patterns: list) -> dict:
 
 # ------------------------------------------------------------------ sweep.wait
 
-def wait(settings: Settings, timeout: int | None, patterns: list, every: float = 1.0) -> dict:
+def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: float = 1.0) -> dict[str, Any]:
     """Rounds of the joined status (each pod's answer comes when its queue ends, or after WAIT_ROUND_SECS; at
     least `every` seconds a round) until every run has ended, rebalancing on the way: once for a pod that has not
     answered for GONE_SECS (a short blip moves nothing: its runs would run twice if it came back), once for the
@@ -601,7 +601,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list, every: float =
             time.sleep(max(0.0, every - (time.monotonic() - begun)))  # queues that have ended answer at once
 
 
-def _gone(data: dict, down_since: dict[str, float], handled: set[str], now: float) -> list[str]:
+def _gone(data: dict[str, Any], down_since: dict[str, float], handled: set[str], now: float) -> list[str]:
     """Pods silent for GONE_SECS whose outage has not been rebalanced yet (marked handled now)."""
     for name, info in data["pods"].items():
         if info["reachable"]:
@@ -614,7 +614,7 @@ def _gone(data: dict, down_since: dict[str, float], handled: set[str], now: floa
     return gone
 
 
-def _stuck_next_to_free(ledger: Ledger, data: dict) -> bool:
+def _stuck_next_to_free(ledger: Ledger, data: dict[str, Any]) -> bool:
     """From the status rows alone: a pod with runs waiting while another has slots nobody uses or waits for."""
     use: dict[str, int] = {n: 0 for n in ledger["pods"]}
     waiting: dict[str, int] = {n: 0 for n in ledger["pods"]}

@@ -112,4 +112,5 @@ def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
     if not ok:
         raise WfopsError(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
                          "sweep.status on each pod (WF_POD=NAME) still works")
-    return doc
+    ledger: Ledger = doc
+    return ledger

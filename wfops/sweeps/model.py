@@ -24,8 +24,7 @@ from wfops.settings.load import Settings, is_gpus_request
 from wfops.transport.shell import is_pod_name
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
-    from wfops.agent.wire import ExecBlock, QueueEntry, RunRow
-    from wfops.sweeps.launch_script import Script
+    from wfops.agent.wire import ExecBlock, LaunchScript, QueueEntry, RunRow
 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus", "nodes")
 MAX_NODES = 64
@@ -152,8 +151,8 @@ def _header_problem(header: list[str], injected: tuple[str, ...]) -> str:
     ]))
 
 
-def _row_problems(values: dict, line: int, seen: dict, injected: tuple[str, ...],
-                  problems: Problems) -> tuple | None:
+def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injected: tuple[str, ...],
+                  problems: Problems) -> tuple[int | None, tuple[tuple[str, str], ...]] | None:
     """Check one row; returns its (seed, overrides) when it is good, None when a problem was added."""
     before = len(problems.items)
     run_id = values.get("run_id", "")
@@ -223,7 +222,7 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
     return runs
 
 
-def _node_ids_taken(runs: list[RunSpec], seen: dict, problems: Problems) -> None:
+def _node_ids_taken(runs: list[RunSpec], seen: dict[str, int], problems: Problems) -> None:
     """A multi-node run's node k >= 1 is RUN_ID.nodeK on its pod: no other row may be called that."""
     for run in runs:
         for k in range(1, run.nodes):
@@ -319,7 +318,7 @@ def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list
 
 
 def queue_entries(settings: Settings, runs: list[RunSpec], group: str,
-                  scripts: Mapping[str, Script]) -> list[QueueEntry]:
+                  scripts: Mapping[str, LaunchScript]) -> list[QueueEntry]:
     """What the pod's scheduler runs, in order: one entry per selected run, with its launch script
     (`scripts`: wfops.sweeps.launch_script.scripts() of these runs)."""
     common = common_overrides(settings)

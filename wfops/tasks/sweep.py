@@ -17,6 +17,7 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.output import table
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps import launch_script
+from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
@@ -174,7 +175,7 @@ def add(c, csv=None, json=False, config=None):
     _, runs = _read_runs(settings, _csv_path(settings, csv))
     session = settings.sweep_tmux_session
     if fleet.is_fleet(settings):
-        ledger = fleet_sweep.load_ledger(settings)
+        ledger = load_ledger(settings)
         group = settings.wandb_group or ledger.get("wandb_group") or ledger["sweep_id"]
         entries = queue_entries(settings, runs, group, launch_script.scripts(settings, runs))
         data = fleet_sweep.add(settings, runs, entries,
@@ -268,7 +269,7 @@ def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
     patterns = list(settings.metric_patterns)
     text = lambda d: status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
-        ledger = fleet_sweep.load_ledger(settings, sweep)
+        ledger = load_ledger(settings, sweep)
         with fleet_sweep.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
             watching.watch(lambda: fleet_sweep.status(settings, ledger["sweep_id"], patterns, pods), text,
                            lambda d: d["sweep"]["state"] != RUNNING, secs, json)

@@ -16,7 +16,7 @@ of this process alone.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wfops.agent import states
 from wfops.errors import ConnectError
@@ -122,16 +122,16 @@ class PodCommand:
                 forward(name, value)
         return sink
 
-    def run(self, template: str, request: Request | None = None, **context: object) -> dict:
+    def run(self, template: str, request: Request | None = None, **context: object) -> dict[str, Any]:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
         return self.exec(template, None, None, request, **context).json(self.command, self.redact)
 
-    def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict:
+    def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict[str, Any]:
         """One agent command in one exec; its JSON result."""
         return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run), dry_run=dry_run)
 
 
-def call_once(command: str, settings: Settings, agent_command: str, **data: object) -> dict:
+def call_once(command: str, settings: Settings, agent_command: str, **data: object) -> dict[str, Any]:
     """The common case: one command, one connection, one agent call, its JSON result."""
     with PodCommand(command, settings) as cmd:
-        return cmd.call(agent_command, **data)
+        return cmd.call(agent_command, **data)  # type: ignore[arg-type]  # the agent's arguments: none is dry_run
