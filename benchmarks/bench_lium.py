@@ -42,6 +42,7 @@ from tests.lium.fake_lium import FakeLium
 from tests.realparts import start_sshd, stop_sshd
 from wfops.settings.load import parse_settings
 from wfops.targets import lium_pods as pods
+from wfops.targets import resolve
 
 
 def clock(fn: Callable[[], object]) -> float:
@@ -110,6 +111,7 @@ class Bench:
         samples: dict[str, list[float]] = {k: [] for k in keys}
         settings = parse_settings("LIUM_TARGET=train\n", environ={})
         environ = {**self.lpod.env(), "LIUM_SELF_UPDATE_DISABLE": "1"}
+        name = resolve.one(settings, {}).name
         os.environ["HOME"] = str(self.lpod.home)  # lium's key and pins are found under the pod's HOME
         for r in range(rounds + 1):  # round 0 warms up (page cache, bytecode) and is not counted
             got = {"ps": clock(self.lium_ps), "exec": clock(self.lium_exec)}
@@ -122,8 +124,8 @@ class Bench:
             assert self.fake.count("GET", "/pods") == gets + 1, "a cold cache makes one lium ps"
             got["warm"] = clock(lambda: self.wf_ok("fsm.status"))
             assert self.fake.count("GET", "/pods") == gets + 1, "a warm cache makes no lium call"
-            got["inproc_ps"] = clock(lambda: pods.resolve(settings, use_cache=False, environ=environ))
-            got["inproc_cache"] = clock(lambda: pods.resolve(settings, environ=environ))
+            got["inproc_ps"] = clock(lambda: pods.resolve(settings, name, use_cache=False, environ=environ))
+            got["inproc_cache"] = clock(lambda: pods.resolve(settings, name, environ=environ))
             assert self.fake.count("GET", "/pods") == gets + 2
             # the same with the connection kept warm between commands (WF_PERSIST_SECS, default 300 s)
             self.persist = "300"

@@ -22,11 +22,18 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     settings/example.py       workflow.env.example from the table (`python -m wfops.settings`)
     settings/__main__.py      `python -m wfops.settings > workflow.env.example`
     targets/                  which pod(s) a command talks to, and the providers behind them
-    targets/target.py         the Target value (connection parameters) and the single-pod resolution
-    targets/resolve.py        THE one way from settings to a command's pod(s): pods, is_fleet, one
-    targets/fleet.py          a fleet (LIUM_TARGETS / OPS_HOSTS) and one command on all of its pods
-    targets/lium_pods.py      Lium pods as targets: one `lium ps` -> a direct SSH connection, host-key pin
-    targets/lium_cli.py       the one place the `lium` CLI runs, and the pure helpers for its output
+    targets/target.py         the typed Target (provider, name, address, user, key, pin) and Member (a named pod)
+    targets/resolve.py        THE one way from settings to a command's pod(s): pods, is_fleet, one, target
+    targets/providers/        providers routed by name (resolve, describe; Lium also rents and removes)
+    targets/providers/base.py  the one small interface of a provider, and Resolved (a Target, or why none yet)
+    targets/providers/lium.py  Lium pods: resolve through lium_pods, rent (pod.up) and remove (pod.down, Ctrl-C)
+    targets/providers/ssh.py  an ssh_config alias or user@host[:port] (OPS_DEFAULT_HOST, OPS_HOSTS)
+    targets/providers/local.py  `local`: this machine, no SSH
+    targets/fleet.py          one command on all of a fleet's pods (the fan-out)
+    targets/lium_pods.py      a Lium pod's name -> one `lium ps` -> a direct SSH connection, cache, host-key pin
+    targets/lium_cli.py       the one place the `lium` CLI runs, and its errors
+    targets/lium_rows.py      what `lium ps` rows mean (pure): the pod a name selects, ssh_cmd, pins, `lium up` argv
+    targets/ssh_config.py     pod.ssh-config's Host blocks and the files they go in
     transport/                one connection per command, one exec per script, rendered scripts
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
     transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
@@ -56,6 +63,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     tasks/connection.py       disconnect: close warm connections now
     tasks/fsm.py              fsm.status and fsm.reset
     tasks/pod.py              pod.up / down / status / wait / ssh-config (Lium and SSH pods)
+    tasks/pod_text.py         what pod.status / up / down print for people
     tasks/prep.py             bootstrap and checkout
     tasks/task.py             task.run / status / wait / list (logs and attach from results.py): tracked tasks
     tasks/sweep.py            sweep.template / validate / start / add / retry / status / stop / list / rebalance

@@ -48,14 +48,15 @@ def prewarm(argv: list[str]) -> None:
         return
     try:
         from wfops.settings.load import find_config, load_settings
-        from wfops.targets.target import ssh_target
+        from wfops.targets import resolve
+        from wfops.targets.target import SSH
         from wfops.transport.warm import prestart
 
         settings = load_settings(find_config(config, Path.cwd(), os.environ, None))
-        if settings.lium_target or not settings.wf_persist_secs:
+        if not settings.wf_persist_secs:
             return
-        target = ssh_target(settings)
-        if not target.is_local:
-            prestart(target, float(settings.wf_persist_secs))
+        member = resolve.one(settings)  # the command's pod, as the command will resolve it (WF_POD included)
+        if member.provider == SSH:
+            prestart(resolve.target(settings, member), float(settings.wf_persist_secs))
     except Exception:  # the command reports every problem itself, in its own words
         return

@@ -464,7 +464,8 @@ def test_the_agent_is_installed_once_under_its_content_hash(ssh_pod: Pod):
 
 PURE = ("settings.load", "settings.keys", "settings.checks", "settings.model", "settings.example", "transport.rules",
         "sweeps.model", "sweeps.metrics", "sweeps.status", "preparation", "tracked", "transport.shell",
-        "transport.render", "transport.session", "transport.warm", "output")
+        "transport.render", "transport.session", "transport.warm", "output", "targets.target", "targets.resolve",
+        "targets.lium_rows", "targets.ssh_config")
 
 
 def test_pure_modules_import_neither_fabric_nor_invoke():

@@ -293,7 +293,8 @@ def test_down_of_a_pending_pod_removes_it(lpod: LiumPod, fake: FakeLium):
 def test_down_needs_a_lium_target(ssh_pod: Pod):
     res = ssh_pod.wf("pod.down", "--yes")
     assert res.rc == 2
-    assert res.last_err.startswith("wfops: pod.down removes a Lium pod and LIUM_TARGET is not set")
+    assert res.last_err == (f"wfops: pod.down removes a Lium pod and OPS_DEFAULT_HOST={ssh_pod.sshd.address} is "
+                            "reached over SSH (a host wfops did not rent: end it where you rented it)")
 
 
 # ------------------------------------------------------------------ pod.ssh-config

@@ -14,7 +14,7 @@ from wfops.errors import ConfigError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import parse_settings
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps.plan import PodLoad, PodQueue, Want, rebalance, spread
-from wfops.targets import fleet
+from wfops.targets import fleet, resolve
 from wfops.tasks import _base
 
 
@@ -32,7 +32,7 @@ def test_one_name_in_both_lium_targets_and_ops_hosts_is_refused():
 def test_a_hostile_wf_pod_is_shown_escaped_and_never_matches():
     s = settings("OPS_HOSTS=root@127.0.0.2:22,root@127.0.0.3:22\n")
     with pytest.raises(ConfigError) as err:
-        fleet.chosen_member(s, {"WF_POD": "\x1b[2J$(touch /tmp/wfops-pwned)\x07"})
+        resolve.pods(s, {"WF_POD": "\x1b[2J$(touch /tmp/wfops-pwned)\x07"})
     assert "\x1b" not in err.value.message and "\x07" not in err.value.message
     assert "\\x1b" in err.value.message and "not a pod of the fleet" in err.value.message
     assert not Path("/tmp/wfops-pwned").exists()

@@ -19,29 +19,38 @@ from wfops.sweeps.plan import (
     spread,
     stuck,
 )
-from wfops.targets import fleet
-from wfops.targets.target import resolve_target
+from wfops.targets import resolve
 
 
 def settings(text: str):
     return parse_settings(text, environ={})
 
 
-def test_the_fleet_keys_name_each_pod_once_and_members_are_single_target_configs():
-    s = settings("LIUM_TARGETS=pod-a, pod-b\nOPS_HOSTS=root@127.0.0.2:22,local\nOPS_DEFAULT_HOST=other\n")
-    members = fleet.members(s)
-    assert [(m.name, m.kind) for m in members] == [("pod-a", "lium"), ("pod-b", "lium"),
-                                                    ("root@127.0.0.2:22", "ssh"), ("local", "ssh")]
-    assert members[0].settings.lium_target == "pod-a" and not members[0].settings.ops_default_host
-    assert members[2].settings.ops_default_host == "root@127.0.0.2:22"
-    assert not fleet.is_fleet(members[2].settings)
-    assert resolve_target(members[3].settings).is_local
+def test_the_fleet_keys_name_each_pod_once_and_members_are_named_specs_of_one_provider():
+    s = settings("LIUM_TARGETS=pod-a, pod-b\nOPS_HOSTS=root@127.0.0.2:22,local\n")
+    members = resolve.pods(s, {})
+    assert [(m.name, m.provider, m.source) for m in members] == [
+        ("pod-a", "lium", "LIUM_TARGETS"), ("pod-b", "lium", "LIUM_TARGETS"),
+        ("root@127.0.0.2:22", "ssh", "OPS_HOSTS"), ("local", "local", "OPS_HOSTS")]
+    assert resolve.target(s, members[3]).is_local  # a member resolves through its provider, no settings copied
+    two = resolve.target(s, members[2])
+    assert (two.user, two.host, two.port, two.name) == ("root", "127.0.0.2", 22, "root@127.0.0.2:22")
     with pytest.raises(ConfigError, match="WF_POD=NAME"):
-        resolve_target(s)  # a one-pod command on a fleet config says how to pick one
-    assert fleet.chosen_member(s, {"WF_POD": "local"}).ops_default_host == "local"
+        resolve.one(s, {})  # a one-pod command on a fleet config says how to pick one
+    assert resolve.one(s, {"WF_POD": "local"}) == members[3] and not resolve.is_fleet(s, {"WF_POD": "local"})
     with pytest.raises(ConfigError, match="not a pod of the fleet"):
-        fleet.chosen_member(s, {"WF_POD": "pod-c"})
-    assert fleet.chosen_member(s, {}) is s
+        resolve.pods(s, {"WF_POD": "pod-c"})
+    assert resolve.is_fleet(s, {})
+
+
+def test_a_target_beside_a_fleet_is_refused_at_load():
+    """Issue 19: LIUM_TARGET=victim beside LIUM_TARGETS=fa,fb let pod.down remove victim; now no config says both."""
+    with pytest.raises(ConfigError, match=r"^config: OPS_DEFAULT_HOST=other and LIUM_TARGETS=pod-a both name"):
+        settings("LIUM_TARGETS=pod-a\nOPS_DEFAULT_HOST=other\n")
+    with pytest.raises(ConfigError, match=r"^config: LIUM_TARGET=v and OPS_HOSTS=a,b both name the target"):
+        settings("OPS_HOSTS=a,b\nLIUM_TARGET=v\n")
+    single = settings("LIUM_TARGET=v\nOPS_DEFAULT_HOST=h\n")  # the SSH fallback of one Lium pod stays allowed
+    assert resolve.one(single, {}).fallback == "h"
 
 
 @pytest.mark.parametrize("line, why", [

@@ -13,8 +13,8 @@ import pytest
 
 from wfops.settings.load import parse_settings
 from wfops.targets import lium_pods as pods
+from wfops.targets.ssh_config import replace_block, ssh_config_block
 from wfops.targets.target import Target
-from wfops.tasks.pod import replace_block, ssh_config_block
 
 ROW = {"id": "11111111-1111-4111-8111-111111111111", "name": "train", "huid": "calm-fox-0a", "status": "RUNNING"}
 

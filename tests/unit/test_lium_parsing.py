@@ -10,14 +10,11 @@ from pathlib import Path
 import pytest
 
 from wfops.errors import EXIT_LIUM, LiumError, NotFoundError, UsageError
-from wfops.targets.lium_cli import (
-    LiumFailure,
-    LiumUnreachable,
-    error_from,
+from wfops.targets.lium_cli import LiumFailure, LiumUnreachable, error_from, parse_envelope
+from wfops.targets.lium_rows import (
     find_ssh_key,
     known_hosts_name,
     not_ready_reason,
-    parse_envelope,
     parse_ssh_cmd,
     pin_path,
     select_pod,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from wfops.settings.keys import KEYS
 
 _GROUP_TITLES = {
-    "target": "Which machine: LIUM_TARGET wins, else OPS_DEFAULT_HOST (`local` = this machine); a fleet: "
-              "LIUM_TARGETS and/or OPS_HOSTS",
+    "target": "Which machine: LIUM_TARGET wins, else OPS_DEFAULT_HOST (`local` = this machine); or a fleet: "
+              "LIUM_TARGETS and/or OPS_HOSTS (never both kinds)",
     "lium": "Renting with pod.up (Lium)",
     "layout": "Where things live on the pod (absolute paths, or ~/...)",
     "workflow": "Workflow state machine and tracked tasks",

@@ -69,10 +69,10 @@ KEYS: tuple[Key, ...] = (
        "SSH fallback: an ~/.ssh/config alias, user@host[:port], or `local` for this machine", pod=False),
     _k("target", "LIUM_TARGETS", "", c.lium_names,
        "a fleet of Lium pods, comma-separated, each named as LIUM_TARGET is; commands run on all of them "
-       "(WF_POD=NAME picks one); wins over LIUM_TARGET", pod=False),
+       "(WF_POD=NAME picks one); never beside LIUM_TARGET / OPS_DEFAULT_HOST", pod=False),
     _k("target", "OPS_HOSTS", "", c.hosts,
        "a fleet of SSH hosts, comma-separated, each as OPS_DEFAULT_HOST is (with LIUM_TARGETS: both join the "
-       "fleet); wins over OPS_DEFAULT_HOST", pod=False),
+       "fleet); never beside LIUM_TARGET / OPS_DEFAULT_HOST", pod=False),
     _k("target", "SSH_KEY_PATH", "", c.local_path,
        "private key for OPS_DEFAULT_HOST (empty: ssh_config IdentityFile, then ~/.ssh defaults)", pod=False),
     _k("target", "SSH_STRICT_HOST_KEYS", "0", c.boolean,

@@ -142,6 +142,7 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
         sources[key.name] = f"{source} line {entries[key.name].line}" if key.name in entries else "default"
     secrets = [resolver.value(name) or "" for name in [*KEYS_BY_NAME, *entries] if is_secret(name)]
     typed = _typed(values, sources, secrets)
+    _one_or_a_fleet(values)
     warnings: list[str] = []
     for name, entry in entries.items():
         if name in KEYS_BY_NAME:
@@ -169,6 +170,17 @@ def _typed(values: Mapping[str, str], sources: Mapping[str, str], secrets: list[
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return typed
+
+
+def _one_or_a_fleet(values: Mapping[str, str]) -> None:
+    """A config names one target (LIUM_TARGET / OPS_DEFAULT_HOST) or a fleet (LIUM_TARGETS / OPS_HOSTS), never both:
+    with both, a one-pod command (pod.down) and a fleet command would disagree on which pods the config means."""
+    single = [k for k in ("LIUM_TARGET", "OPS_DEFAULT_HOST") if values[k].strip()]
+    fleet = [k for k in ("LIUM_TARGETS", "OPS_HOSTS") if values[k].strip()]
+    if single and fleet:
+        one, many = single[0], fleet[0]
+        raise ConfigError(f"config: {one}={values[one].strip()} and {many}={values[many].strip()} both name the "
+                          f"target: set {one} (one pod) or {many} (a fleet), not both")
 
 
 def _unknown_key_warning(name: str, source: str, line: int) -> str:

@@ -38,7 +38,7 @@ from wfops.sweeps.plan import (
     spread,
     totals,
 )
-from wfops.targets import fleet
+from wfops.targets import fleet, resolve
 from wfops.transport.command import PodCommand
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
@@ -57,7 +57,8 @@ class Pods:
     """One open PodCommand per pod (opened in parallel); pods that did not answer are in `down`."""
 
     def __init__(self, settings: Settings, command: str, only: list[str] | None = None) -> None:
-        self.members = [m for m in fleet.members(settings) if only is None or m.name in only]
+        self.settings = settings
+        self.members = [m for m in resolve.members(settings) if only is None or m.name in only]
         missing = sorted(set(only or ()) - {m.name for m in self.members})
         if missing:
             raise NotFoundError(f"the ledger names pod(s) the config does not: {', '.join(missing)} (put them back "
@@ -68,7 +69,7 @@ class Pods:
 
     def __enter__(self) -> Pods:
         def open_one(m: fleet.Member) -> PodCommand:
-            return PodCommand(self.command, m.settings).__enter__()
+            return PodCommand(self.command, self.settings, member=m).__enter__()
 
         for o in fleet.run_each(self.members, open_one):
             if o.error is None:
@@ -538,7 +539,7 @@ def runs_on(settings: Settings, sweep_id: str = "") -> list[str] | None:
         ledger = load_ledger(settings, sweep_id)
     except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has (a damaged ledger raises)
         return None
-    me = settings.lium_target or settings.ops_default_host
+    me = resolve.one(settings).name  # in a fleet command's pod thread: that pod
     return [node_run_id(rid, rank) for rid, run in ledger["runs"].items()
             for rank, pod in enumerate(run["pods"]) if pod == me]
 

@@ -1,8 +1,8 @@
 """A fleet: several pods named by LIUM_TARGETS / OPS_HOSTS, and running one command on all of them at once.
 
-A fleet member is the config with its singular target key set to one entry (LIUM_TARGET=pod-a, or
-OPS_DEFAULT_HOST=user@host:port), so every single-pod code path works on a member unchanged: a fleet command is
-the single-pod command run once per member, each in its own thread with its own connection.
+The members are wfops.targets.resolve's (a named Member: provider and name, no copied settings); a fleet command is
+the single-pod command run once per member, each in its own thread (where resolve.picked(member) makes it the
+command's pod) with its own connection.
 
 `run_each` is the fan-out: each member's output is captured (stdout) or prefixed with `[pod] ` (stderr, as it
 arrives), and a failing member never hides the others' results. Which commands fan out, and how their output is
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import io
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -21,68 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from wfops.errors import ConfigError, WfopsError
+from wfops.errors import WfopsError
 from wfops.output import visible
-from wfops.settings.load import Settings
+from wfops.targets.resolve import POD_ENV, Member, is_fleet, members, names, pick
 
-POD_ENV = "WF_POD"  # pick one member for a command: WF_POD=NAME inv run.logs r1
-LIUM = "lium"
-SSH = "ssh"
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str  # the entry as written in LIUM_TARGETS / OPS_HOSTS: the `pod` column
-    kind: str  # lium | ssh
-    settings: Settings
-
-
-def is_fleet(settings: Settings) -> bool:
-    return bool(settings.lium_targets or settings.ops_hosts)
-
-
-def _member(settings: Settings, name: str, kind: str) -> Member:
-    single = {"LIUM_TARGETS": "", "OPS_HOSTS": "", "LIUM_TARGET": name if kind == LIUM else "",
-              "OPS_DEFAULT_HOST": name if kind == SSH else ""}
-    return Member(name, kind, settings.override(single))
-
-
-def members(settings: Settings) -> list[Member]:
-    """The fleet's pods in config order (Lium pods first); [] when the config names one target."""
-    out = [_member(settings, n, LIUM) for n in settings.lium_targets]
-    out += [_member(settings, n, SSH) for n in settings.ops_hosts]
-    both = sorted({m.name for m in out if [o.name for o in out].count(m.name) > 1})
-    if both:  # one name, two pods: they would share a ledger entry, a `pod` column and WF_POD
-        raise ConfigError(f"{both[0]!r} is in both LIUM_TARGETS and OPS_HOSTS: name each pod once")
-    return out
-
-
-def names(settings: Settings) -> list[str]:
-    return [m.name for m in members(settings)]
-
-
-def pick(settings: Settings, name: str) -> Member:
-    """The member called `name` (WF_POD); a name the fleet lacks is a ConfigError that lists the fleet."""
-    for m in members(settings):
-        if m.name == name:
-            return m
-    known = ", ".join(names(settings)) or "none: the config names one target (LIUM_TARGET / OPS_DEFAULT_HOST)"
-    raise ConfigError(f"{POD_ENV}={name!r} is not a pod of the fleet (fleet: {known})")
-
-
-def one_pod_only(settings: Settings) -> ConfigError:
-    """What a one-pod command says when the config names a fleet."""
-    return ConfigError(f"the config names a fleet of {len(members(settings))} pods ({', '.join(names(settings))}) "
-                       f"and this command works on one: choose it with {POD_ENV}=NAME (e.g. "
-                       f"{POD_ENV}={names(settings)[0]} inv ...)")
-
-
-def chosen_member(settings: Settings, environ=os.environ) -> Settings:
-    """$WF_POD picks one member of a fleet; without it the settings stay as they are."""
-    name = environ.get(POD_ENV, "").strip()
-    if not name:
-        return settings
-    return pick(settings, name).settings
+# The member model lives in wfops.targets.resolve (named here for the fan-out's callers).
+__all__ = ["POD_ENV", "Member", "Outcome", "failures_line", "is_fleet", "members", "names", "pick", "run_each",
+           "worst"]
 
 
 # ------------------------------------------------------------------ output of parallel members
@@ -101,9 +45,9 @@ class _Routed(io.TextIOBase):
     def write(self, text: str) -> int:
         prefix = getattr(_where, "prefix", None)
         if prefix is None:
-            return self.real.write(text)
+            return int(self.real.write(text))
         if self.capture:
-            return _where.out.write(text)
+            return int(_where.out.write(text))
         pending = getattr(_where, "err", "") + text
         *lines, _where.err = pending.split("\n")
         if lines:
@@ -140,7 +84,7 @@ def _routed() -> Iterator[None]:
         with _routing_lock:
             _routing_depth -= 1
             if _routing_depth == 0:
-                sys.stdout, sys.stderr = sys.stdout.real, sys.stderr.real  # type: ignore[attr-defined]
+                sys.stdout, sys.stderr = sys.stdout.real, sys.stderr.real  # type: ignore[union-attr]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Lium pods as targets: LIUM_TARGET -> one `lium ps` -> the parameters of a direct SSH connection.
+"""Lium pods as targets: a pod's name (LIUM_TARGET, an entry of LIUM_TARGETS) -> one `lium ps` -> the parameters
+of a direct SSH connection. The lium provider (wfops.targets.providers.lium) calls it; nothing else does.
 
 The pod is looked up with ONE `lium ps --format json` (row numbers are resolved here, never through
 lium's per-shell snapshot); wfops then connects with Fabric straight to the host, port and user of
@@ -7,14 +8,14 @@ refused on mismatch). A pod lium never connected to has no pin yet: wfops asks l
 (`lium exec <uuid> true`), which pins the key by lium's own trust-on-first-use rule.
 
 A resolution is cached for CACHE_TTL_SECS (60 s) in `$XDG_CACHE_HOME/wfops/lium-targets.json`
-(default `~/.cache/wfops/`), keyed by the LIUM_TARGET value, LIUM_BASE_URL and the API key's
+(default `~/.cache/wfops/`), keyed by the pod's name as configured, LIUM_BASE_URL and the API key's
 fingerprint, so a burst of commands does not call lium each time. A command whose cached address
 does not answer looks the pod up once more (`resolve_again`: pods can move after a reboot).
 
 When lium is not installed or the Lium API does not serve the lookup (unreachable, 5xx, 429, or no
-answer within LIUM_LOOKUP_TIMEOUT_SECS) and OPS_DEFAULT_HOST is set, the target falls back to
-OPS_DEFAULT_HOST with a one-line note; otherwise the error says what to install or set. A failed
-lookup is remembered for DOWN_TTL_SECS (30 s) in the same cache file, keyed by the API's URL and the
+answer within LIUM_LOOKUP_TIMEOUT_SECS) and the member has a fallback host (OPS_DEFAULT_HOST beside
+LIUM_TARGET), the target falls back to it with a one-line note; otherwise the error says what to install or
+set. A failed lookup is remembered for DOWN_TTL_SECS (30 s) in the same cache file, keyed by the API's URL and the
 key's fingerprint, so an outage costs one lookup, not one per command.
 
 lium runs with the config's LIUM_API_KEY in its environment when the config sets one (`lium_environ`).
@@ -33,15 +34,10 @@ from typing import Any
 
 from wfops.errors import ConfigError, ConnectError
 from wfops.settings.load import Settings
-from wfops.targets.lium_cli import (
-    INSTALL_HINT,
-    LiumCLI,
-    LiumFailure,
-    LiumMissing,
-    LiumUnreachable,
+from wfops.targets.lium_cli import INSTALL_HINT, LiumCLI, LiumFailure, LiumMissing, LiumUnreachable, lium_environ
+from wfops.targets.lium_rows import (
     find_ssh_key,
     known_hosts_name,
-    lium_environ,
     not_ready_reason,
     parse_ssh_cmd,
     pin_path,
@@ -49,7 +45,8 @@ from wfops.targets.lium_cli import (
     select_pod,
     ssh_insecure,
 )
-from wfops.targets.target import Target, ssh_target
+from wfops.targets.providers.ssh import ssh_target
+from wfops.targets.target import Target
 
 CACHE_TTL_SECS = 60
 DOWN_TTL_SECS = 30  # a failed lookup (API down) is remembered this long: an outage costs once
@@ -97,7 +94,8 @@ def _read_cache(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION or not isinstance(data.get("entries"), dict):
         return {}
-    return data["entries"]
+    entries: dict[str, Any] = data["entries"]
+    return entries
 
 
 def _write_cache(path: Path, entries: dict[str, Any], now: float) -> None:
@@ -166,7 +164,8 @@ def _cached(value: str, environ: Mapping[str, str], settings: Settings) -> Resol
         fields = {f: entry["target"][f] for f in _TARGET_FIELDS}
     except (KeyError, TypeError):
         return None
-    target = Target(kind="lium", connect_timeout=_connect_timeout(settings), use_ssh_config=False, **fields)
+    target = Target(kind="lium", connect_timeout=_connect_timeout(settings), use_ssh_config=False, name=value,
+                    **fields)
     if target.known_hosts and not is_pinned(Path(target.known_hosts), target.host, target.port or 22):
         return None  # the pin went away (pod removed, or the user deleted it): look again
     _FROM_CACHE.add(target)
@@ -191,7 +190,7 @@ def is_pinned(pin: Path, host: str, port: int) -> bool:
     """Whether lium's pin file holds a key for host:port (hashed OpenSSH entries included)."""
     if not pin.is_file():
         return False
-    import paramiko
+    import paramiko  # type: ignore[import-untyped]
 
     try:
         keys = paramiko.HostKeys(str(pin))
@@ -222,7 +221,7 @@ def _connect_timeout(settings: Settings) -> int:
 
 
 def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
-                   environ: Mapping[str, str] | None = None, home: Path | None = None) -> Target:
+                   environ: Mapping[str, str] | None = None, home: Path | None = None, name: str = "") -> Target:
     """Connection parameters for a ready pod: ssh_cmd's user@host:port, lium's key and lium's pin."""
     environ = os.environ if environ is None else environ
     home = home or Path.home()
@@ -241,10 +240,10 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
         notes = (f"LIUM_SSH_INSECURE=1: the host key of pod {pod_words(row)} is not checked",)
     elif not is_pinned(pin, host, port):
         notes = (_pin_through_lium(cli, row, pin, host, port),)
-    name = row.get("name") or row.get("huid")
+    shown = row.get("name") or row.get("huid")
     return Target(
         kind="lium",
-        label=f"lium pod {name} ({row['id']})",
+        label=f"lium pod {shown} ({row['id']})",
         host=host,
         user=user,
         port=port,
@@ -255,12 +254,11 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
         use_ssh_config=False,  # the pod's address comes from Lium, not from an ssh_config alias
         notes=notes,
         pod_id=str(row["id"]),
+        name=name or str(row["id"]),
     )
 
 
-def _fallback(settings: Settings, exc: LiumFailure) -> Resolution:
-    value = settings.lium_target
-    host = settings.ops_default_host
+def _fallback(settings: Settings, value: str, host: str, exc: LiumFailure) -> Resolution:
     if not host:
         if isinstance(exc, LiumMissing):
             raise LiumMissing(f"LIUM_TARGET={value} needs the lium CLI, which is not installed: {INSTALL_HINT}, "
@@ -268,7 +266,7 @@ def _fallback(settings: Settings, exc: LiumFailure) -> Resolution:
         raise LiumUnreachable(f"{exc.message}; set OPS_DEFAULT_HOST to reach the pod without the Lium API") from None
     why = "lium is not installed" if isinstance(exc, LiumMissing) else exc.message
     note = f"{why}; using OPS_DEFAULT_HOST={host} instead of LIUM_TARGET={value}"
-    return Resolution(ssh_target(settings, notes=(note,)))
+    return Resolution(ssh_target(settings, host, notes=(note,), name=value))
 
 
 def lookup_timeout(settings: Settings) -> int:
@@ -278,7 +276,8 @@ def lookup_timeout(settings: Settings) -> int:
     return secs
 
 
-def _list_pods(settings: Settings, environ: Mapping[str, str], use_cache: bool) -> tuple[LiumCLI, list[dict]]:
+def _list_pods(settings: Settings, environ: Mapping[str, str],
+               use_cache: bool) -> tuple[LiumCLI, list[dict[str, Any]]]:
     """One `lium ps` within LIUM_LOOKUP_TIMEOUT_SECS; a failure the API caused is remembered (DOWN_TTL_SECS)
     and, with `use_cache`, a remembered one is raised again without asking."""
     timeout = lookup_timeout(settings)
@@ -295,17 +294,18 @@ def _list_pods(settings: Settings, environ: Mapping[str, str], use_cache: bool) 
     return cli, rows
 
 
-def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool = True, fallback: bool = True,
-            environ: Mapping[str, str] | None = None) -> Resolution:
-    """LIUM_TARGET -> Resolution, with at most one `lium ps` (none when the cache is warm).
+def resolve(settings: Settings, value: str, *, use_cache: bool = True, require_ready: bool = True,
+            fallback: str | None = None, environ: Mapping[str, str] | None = None) -> Resolution:
+    """The pod named `value` -> Resolution, with at most one `lium ps` (none when the cache is warm).
 
     `require_ready=False` returns a pod that is not RUNNING yet, or that lium could not reach to pin its
     host key, with `target=None` and the reason;
-    `fallback=False` (pod.down) never swaps in OPS_DEFAULT_HOST;
+    `fallback`: the host (OPS_DEFAULT_HOST) used when lium is missing or its API is down ("": none is set, and
+    the error says to set it); None (pod.down, a fleet member): never another host;
     `use_cache=False` (pod.status, pod.wait, pod.down) asks lium even after a lookup failed just now.
     """
     environ = lium_environ(settings.lium_api_key, environ)
-    value = settings.lium_target.strip()
+    value = value.strip()
     if use_cache:
         cached = _cached(value, environ, settings)
         if cached is not None:
@@ -313,9 +313,9 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
     try:
         cli, rows = _list_pods(settings, environ, use_cache)
     except (LiumMissing, LiumUnreachable) as exc:
-        if not fallback:
+        if fallback is None:
             raise
-        return _fallback(settings, exc)
+        return _fallback(settings, value, fallback, exc)
     row = select_pod(rows, value)
     reason = not_ready_reason(row)
     if reason:
@@ -323,7 +323,7 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
             raise ConnectError(f"Lium pod {pod_words(row)} {reason}")
         return Resolution(None, row, problem=f"Lium pod {pod_words(row)} {reason}")
     try:
-        target = target_for_row(settings, row, cli, environ)
+        target = target_for_row(settings, row, cli, environ, name=value)
     except ConnectError as exc:  # running, but lium could not reach it to pin its host key
         if require_ready:
             raise
@@ -332,21 +332,13 @@ def resolve(settings: Settings, *, use_cache: bool = True, require_ready: bool =
     return Resolution(target, row)
 
 
-def resolve_lium_target(settings: Settings) -> Target:
-    """The target of every pod command when LIUM_TARGET is set (see wfops.targets.target.resolve_target)."""
-    target = resolve(settings).target
-    assert target is not None
-    return target
-
-
-def resolve_again(settings: Settings, failed: Target) -> Target | None:
+def resolve_again(settings: Settings, failed: Target, fallback: str | None = None) -> Target | None:
     """A cached address that did not answer: forget it and look the pod up once more (None: not cached)."""
     if failed.kind != "lium" or failed not in _FROM_CACHE:
         return None
     _FROM_CACHE.discard(failed)
-    value = settings.lium_target.strip()
-    forget(value, environ=lium_environ(settings.lium_api_key))
-    fresh = resolve(settings, use_cache=False).target
+    forget(failed.name, environ=lium_environ(settings.lium_api_key))
+    fresh = resolve(settings, failed.name, use_cache=False, fallback=fallback).target
     assert fresh is not None
     note = f"the cached address of {failed.label} ({failed.host}:{failed.port}) did not answer; looked it up again"
     return replace(fresh, notes=(note, *fresh.notes))

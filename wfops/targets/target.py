@@ -1,29 +1,52 @@
-"""Which machine a command talks to: LIUM_TARGET, else OPS_DEFAULT_HOST, else an error. Pure.
+"""The target model, pure: a Target (where one command connects) and a Member (a named pod of the config).
 
-A Target is a value that carries connection parameters only; wfops.transport.connect turns it into a session and
-PodCommand accepts one explicitly, so a command over several pods (a sweep fanned out, a multi-node
-torchrun) is a loop over Targets, not a new abstraction.
+A Member is what the config names: `LIUM_TARGET=train`, an entry of `LIUM_TARGETS` / `OPS_HOSTS`, or
+`OPS_DEFAULT_HOST`; its provider (`lium`, `ssh`, `local`: wfops.targets.providers) resolves it to a Target, the
+connection parameters wfops.transport.connect opens. wfops.targets.resolve is the one way from settings to them.
+
+Target fields: `kind` is the provider (also `.provider`), `label` what the user sees, `name` the Member it was
+resolved from; `host`/`user`/`port` the address (`.address`), `key_filename` the key (`.key`), `known_hosts` a
+pinned host-key file (`.pin`, Lium), `pod_id` the provider's own id of the pod. The field names are the ones the
+transport (session, keeper, warm) has always read.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from wfops.errors import ConfigError
 
-if TYPE_CHECKING:  # the keeper process needs Target alone, not the config machinery (dotenv) behind Settings
-    from wfops.settings.load import Settings
-
 LOCAL = "local"
+SSH = "ssh"
+LIUM = "lium"
 _HOSTPORT_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
 
 
 @dataclass(frozen=True)
+class Member:
+    """One pod the config names: `name` as written (the `pod` column, WF_POD), its provider, and the key it came
+    from (LIUM_TARGET, LIUM_TARGETS, OPS_DEFAULT_HOST or OPS_HOSTS)."""
+
+    name: str
+    provider: str  # lium | ssh | local
+    source: str = ""
+    # A Lium pod's SSH host while lium or its API is down: OPS_DEFAULT_HOST beside LIUM_TARGET ("" when unset: the
+    # error then says to set it); None: never another host (a fleet member, the pod pod.down removes).
+    fallback: str | None = None
+
+    @property
+    def kind(self) -> str:  # the provider, by its older name
+        return self.provider
+
+    @property
+    def in_fleet(self) -> bool:
+        return self.source.endswith("S")
+
+
+@dataclass(frozen=True)
 class Target:
-    kind: str  # "local" | "ssh" | "lium"
+    kind: str  # the provider: "local" | "ssh" | "lium"
     label: str  # what the user sees: "local", "user@host:port", "lium pod NAME (uuid)"
     host: str = ""
     user: str | None = None
@@ -35,6 +58,25 @@ class Target:
     use_ssh_config: bool = True  # resolve aliases through ~/.ssh/config
     notes: tuple[str, ...] = field(default=())  # one-line messages for the user (fallbacks)
     pod_id: str | None = None
+    name: str = ""  # the Member this target was resolved from ("" when made by hand)
+
+    @property
+    def provider(self) -> str:
+        return self.kind
+
+    @property
+    def address(self) -> str:
+        """`host:port` as connected to (`host` alone when the port is ssh_config's or 22's)."""
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+    @property
+    def key(self) -> str | None:
+        return self.key_filename
+
+    @property
+    def pin(self) -> str | None:
+        """The pinned host-key file (Lium: lium's per-pod pin); None: ~/.ssh/known_hosts."""
+        return self.known_hosts
 
     @property
     def is_local(self) -> bool:
@@ -50,42 +92,3 @@ def parse_host(value: str) -> tuple[str | None, str, int | None]:
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"config: OPS_DEFAULT_HOST={value!r}: port {port} is out of range")
     return m.group("user"), m.group("host").strip("[]"), port
-
-
-def ssh_target(settings: Settings, notes: tuple[str, ...] = ()) -> Target:
-    value = settings.ops_default_host
-    if value == LOCAL:
-        return Target(kind=LOCAL, label=LOCAL, notes=notes)
-    user, host, port = parse_host(value)
-    key = settings.ssh_key_path
-    return Target(
-        kind="ssh",
-        label=value,
-        host=host,
-        user=user,
-        port=port,
-        key_filename=str(Path(key).expanduser()) if key else None,
-        strict_host_keys=settings.ssh_strict_host_keys,
-        connect_timeout=settings.ssh_connect_timeout,
-        notes=notes,
-    )
-
-
-def resolve_target(settings: Settings) -> Target:
-    if settings.lium_targets or settings.ops_hosts:
-        from wfops.targets.fleet import one_pod_only
-
-        raise one_pod_only(settings)
-    if settings.lium_target:
-        from wfops.targets.lium_pods import (
-            resolve_lium_target,  # the lium path needs the CLI; keep it out of pure imports
-        )
-
-        return resolve_lium_target(settings)
-    if settings.ops_default_host:
-        return ssh_target(settings)
-    raise ConfigError(
-        "config: no target: set LIUM_TARGET (a Lium pod) or OPS_DEFAULT_HOST "
-        "(an ssh alias, user@host[:port], or `local`)"
-    )
-

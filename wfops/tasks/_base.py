@@ -28,7 +28,7 @@ from invoke.parser.parser import ParseMachine
 from wfops.errors import EXIT_FAILED, UsageError, WfopsError
 from wfops.output import to_json, visible
 from wfops.settings.load import Settings, find_config, load_settings
-from wfops.targets import fleet
+from wfops.targets import fleet, resolve
 from wfops.transport import session as remote
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
@@ -232,9 +232,10 @@ def run_on_fleet(fn: Callable[..., Any], c: Any, a: tuple, kw: dict, settings: S
         raise UsageError(f"--watch redraws one pod's view: choose the pod with {fleet.POD_ENV}=NAME "
                          f"(fleet: {', '.join(fleet.names(settings))})")
     def work(member: fleet.Member) -> None:
-        _MEMBER.set(member.settings)
+        _MEMBER.set(settings)
         _ON_FLEET.set(True)
-        fn(c, *a, **kw)
+        with resolve.picked(member):  # this thread's pod: resolve.one(settings) is `member` in here
+            fn(c, *a, **kw)
 
     outcomes = fleet.run_each(fleet.members(settings), work)
     if kw.get("json"):
@@ -266,7 +267,7 @@ def _pod_json(o: fleet.Outcome) -> dict[str, Any]:
 
 def settings_for(c: Any, config: str | None) -> Settings:
     """Find and load the dotenv file; print its warnings (unknown keys) to stderr. In a fleet command's pod thread:
-    that pod's settings; with WF_POD=NAME: that pod of the fleet."""
+    the settings loaded once for all pods (resolve.one(settings) is that thread's pod)."""
     member = _MEMBER.get()
     if member is not None:
         return member
@@ -278,7 +279,9 @@ def settings_for(c: Any, config: str | None) -> Settings:
     settings = load_settings(path)
     for warning in settings.warnings:
         print(f"wfops: {warning}", file=sys.stderr)
-    return fleet.chosen_member(settings)
+    if os.environ.get(resolve.POD_ENV, "").strip():
+        resolve.pods(settings)  # WF_POD=NAME must name a pod of the config: the error lists the fleet
+    return settings
 
 
 def tmux_attach(settings: Settings, session: str) -> str:

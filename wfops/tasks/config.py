@@ -9,22 +9,15 @@ from invoke import Collection
 
 from wfops.errors import WfopsError
 from wfops.output import table, to_json
-from wfops.targets import fleet
-from wfops.targets.target import resolve_target
+from wfops.targets import resolve
 from wfops.tasks._base import JSON_HELP, settings_for, wftask
 
 
 def _describe_target(settings: Any) -> dict[str, object]:
-    if fleet.is_fleet(settings):
-        names = fleet.names(settings)
-        return {"kind": "fleet", "label": f"a fleet of {len(names)} pods: {', '.join(names)}",
-                "from": "LIUM_TARGETS / OPS_HOSTS", "pods": names, "notes": []}
     try:
-        target = resolve_target(settings)
+        return resolve.describe(settings)
     except WfopsError as exc:
         return {"error": exc.message}
-    source = "LIUM_TARGET" if settings.lium_target else "OPS_DEFAULT_HOST"
-    return {"kind": target.kind, "label": target.label, "from": source, "notes": list(target.notes)}
 
 
 @wftask(help={"json": JSON_HELP, "yaml": "print YAML instead of a table",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wfops.targets.target import resolve_target
+from wfops.targets import resolve
 from wfops.tasks._base import settings_for, wftask
 from wfops.transport import warm
 
@@ -14,7 +14,7 @@ def disconnect(c, all=False, config=None):
         closed = warm.stop_all()
         print(f"closed {len(closed)} warm connection(s)" if closed else "no warm connections")
         return
-    target = resolve_target(settings_for(c, config))
+    target = resolve.target(settings_for(c, config))
     if target.is_local:
         print("the target is local: there is no connection to close")
         return

@@ -14,7 +14,7 @@ import sys
 
 from wfops.errors import NotFoundError, RemoteError, UsageError
 from wfops.settings.load import Settings
-from wfops.targets.target import resolve_target
+from wfops.targets import resolve
 from wfops.transport.ssh import SSHLink
 
 NO_SESSION, NO_WINDOW = 65, 66  # exit codes of the attach script when there is nothing to attach to
@@ -85,7 +85,7 @@ def attach(settings: Settings, session: str, window: str | None = None, what: st
     """Attach this terminal to `session` (selecting `window`) on the pod; returns when the user detaches."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("attach needs a terminal (run it from an interactive shell, not a pipe or a script)")
-    target = resolve_target(settings)
+    target = resolve.target(settings)
     for note in target.notes:
         print(f"wfops: {note}", file=sys.stderr)
     script = attach_script(settings, session, window)

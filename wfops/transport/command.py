@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from wfops.agent import states
 from wfops.errors import ConnectError
 from wfops.settings.load import Settings
-from wfops.targets.fleet import Member
-from wfops.targets.target import Target, resolve_target
+from wfops.targets import resolve
+from wfops.targets.target import Member, Target
 from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
 from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
@@ -38,9 +38,10 @@ class PodCommand:
     def __init__(self, command: str, settings: Settings, target: Target | None = None,
                  member: Member | None = None) -> None:
         """`member`: one pod of wfops.targets.resolve.pods(settings) (a fleet command's pod); `target`: an address
-        already resolved; neither: the config's one target."""
+        already resolved; neither: resolve.one(settings), the command's one pod."""
         self.command = command
-        self.settings = member.settings if member is not None else settings
+        self.settings = settings
+        self.member = member
         self.rule = fsm.rule(command)
         self.target = target
         self.session: Session | None = None
@@ -49,17 +50,15 @@ class PodCommand:
 
     def __enter__(self) -> PodCommand:
         if self.target is None:
-            self.target = resolve_target(self.settings)
+            if self.member is None:
+                self.member = resolve.one(self.settings)
+            self.target = resolve.target(self.settings, self.member)
         for note in self.target.notes:
             print(f"wfops: {note}", file=sys.stderr)
         try:
             self.session = open_session(self.target, self.redact, self.persist)
         except ConnectError:
-            from wfops.targets.lium_pods import (
-                resolve_again,  # a cached Lium address may be stale (the pod moved): look once more
-            )
-
-            fresh = resolve_again(self.settings, self.target)
+            fresh = resolve.again(self.settings, self.target, self.member)  # a cached Lium address may be stale
             if fresh is None:
                 raise
             self.target = fresh

@@ -123,6 +123,7 @@ def fingerprint(target: Target) -> str:
     """Everything the connection is made from; a keeper made from another resolution is stale."""
     fields = asdict(target)
     fields.pop("notes", None)
+    fields.pop("name", None)  # the configured name of the pod: the same address is the same connection
     ssh_config = b""
     if target.use_ssh_config:
         try:
