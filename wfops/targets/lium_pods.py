@@ -190,7 +190,7 @@ def is_pinned(pin: Path, host: str, port: int) -> bool:
     """Whether lium's pin file holds a key for host:port (hashed OpenSSH entries included)."""
     if not pin.is_file():
         return False
-    import paramiko  # type: ignore[import-untyped]
+    import paramiko
 
     try:
         keys = paramiko.HostKeys(str(pin))

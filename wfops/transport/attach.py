@@ -11,11 +11,17 @@ import shlex
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
 
 from wfops.errors import NotFoundError, RemoteError, UsageError
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.transport.ssh import SSHLink
+
+if TYPE_CHECKING:
+    from paramiko import Channel
+
+    from wfops.targets.target import Target
 
 NO_SESSION, NO_WINDOW = 65, 66  # exit codes of the attach script when there is nothing to attach to
 
@@ -40,11 +46,12 @@ def _size(fd: int) -> tuple[int, int]:
         return 80, 24
 
 
-def _pump(chan, fd: int) -> None:
+def _pump(chan: Channel, fd: int) -> None:
     """Copy keys to the channel and its output to the terminal until it closes."""
     out = sys.stdout.fileno()
     while True:
-        ready = select.select([chan, fd], [], [])[0]
+        watched: list[Any] = [chan, fd]  # select takes the channel (it has fileno()) and the terminal's fd
+        ready = select.select(watched, [], [])[0]
         if chan in ready:
             data = chan.recv(65536)
             if not data:
@@ -57,7 +64,7 @@ def _pump(chan, fd: int) -> None:
             chan.sendall(keys)
 
 
-def _over_ssh(target, script: str) -> int:
+def _over_ssh(target: Target, script: str) -> int:
     import termios
     import tty
 
@@ -76,7 +83,8 @@ def _over_ssh(target, script: str) -> int:
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, previous)
-        return chan.recv_exit_status()
+        code: int = chan.recv_exit_status()
+        return code
     finally:
         link.close()
 
