@@ -152,3 +152,77 @@ def test_the_agent_refuses_a_script_it_cannot_fill():
 
 def test_the_shipped_template_is_in_remote_templates():
     assert (templates_dir() / launch_script.TEMPLATE_NAME).is_file()
+
+
+def _hostile_row(tmp_path: Path) -> list:
+    """One run whose override holds a newline, then a command, then a comment: harmless as one quoted word,
+    but it runs wherever the quoting of its word does not hold."""
+    value = f"a\n touch {tmp_path / 'pwned'} #"
+    text = io.StringIO()
+    rows = [["run_id", "config", "seed", "overrides"], ["r1", "c.py", "1", f"k={shlex.quote(value)}"]]
+    csv.writer(text).writerows(rows)
+    return parse_csv(text.getvalue())
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    ("# overrides: {% for k, v in overrides %}{{ v }}{% endfor %}\n", "inside a comment"),
+    ("# {{ rt.launcher }}\n", "inside a comment"),
+    ('echo "{% for k, v in overrides %}{{ v }}{% endfor %}"\n', "inside double quotes"),
+    ("echo '{{ run_id }}'\n", "inside single quotes"),
+    ("echo `echo {{ config }}`\n", "inside backquotes"),
+    ("echo ${X:-{{ config }}}\n", "inside a ${...}"),
+    ("cat <<EOF\n{% for k, v in overrides %}{{ v }}{% endfor %}\nEOF\n", "line 3 of the script it renders has "
+     "a {{ ... }} value inside a here-document"),
+    ("cat <<'EOF' >x.yaml\nlr: {{ overrides[0][1] }}\nEOF\n", "line 3 of the script it renders has a {{ ... }} "
+     "value inside a here-document"),
+])
+def test_a_value_where_its_quoting_does_not_hold_is_one_line_and_nothing_runs(body, where, tmp_path):
+    """Each `{{ }}` is one quoted word, but quotes, comments and here-documents of the template's own undo that
+    (a newline ends a comment, `$(...)` runs inside double quotes): such a template is refused, not rendered."""
+    (tmp_path / "run_command.sh.j2").write_text("#!/usr/bin/env bash\n" + body + "exec {{ rt.launcher }}\n")
+    with pytest.raises(UsageError) as exc:
+        launch_script.scripts(_settings(tmp_path), _hostile_row(tmp_path))
+    message = str(exc.value)
+    assert "\n" not in message and exc.value.code == 2
+    assert message.startswith(f"run template {tmp_path / 'run_command.sh.j2'}: line ")
+    assert ("line 3" in where) or "line 2 of the script it renders" in message
+    assert where in message
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("body", [
+    "x=$(echo {{ run_id }})\necho \"$(echo {{ config }})\" # {{ rt.name }} of {{ run_id }}\n( echo {{ config }} )\n",
+    "cat <<'EOF' >notes\nliteral $x and 'quotes\nEOF\necho {{ config }} x#{{ run_id }} $((1 + 2))\n",
+    "cat <<-EOF\n\thi\n\tEOF\necho a\\\"{{ config }} 'it''s' # a comment ' \"\n",
+    "exec nsys profile -o {{ rt.run_dir }}/profile {{ rt.launcher }}\n",
+])
+def test_values_outside_quotes_still_render_around_comments_quotes_and_heredocs(body, tmp_path):
+    (tmp_path / "run_command.sh.j2").write_text("#!/usr/bin/env bash\n" + body)
+    script = launch_script.scripts(_settings(tmp_path), _hostile_row(tmp_path))["r1"]
+    assert "\ue000" not in script["text"] and "\ue001" not in script["text"]
+    subprocess.run(["bash", "-n"], input=script["text"], text=True, check=True)
+
+
+def test_a_template_that_is_no_regular_file_or_too_big_is_one_line_and_a_bom_is_dropped(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo.j2"
+    os.mkfifo(fifo)
+    got: list[str] = []
+
+    def render() -> None:  # before: reading the FIFO blocked for ever
+        got.append(_error(tmp_path / "sub", "", config=f"RUN_TEMPLATE={fifo}\n"))
+
+    (tmp_path / "sub").mkdir()
+    worker = threading.Thread(target=render, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert got and got[0].startswith(f"run template {fifo}: it is not a regular file;")
+    big = tmp_path / "big.j2"
+    big.write_text("#!/bin/bash\n" + "#" * launch_script.MAX_TEMPLATE + "\n")
+    assert f"a run template may have {launch_script.MAX_TEMPLATE:,}" in _error(
+        tmp_path / "sub", "", config=f"RUN_TEMPLATE={big}\n")
+    (tmp_path / "run_command.sh.j2").write_bytes(b"\xef\xbb\xbf#!/usr/bin/env bash\nexec {{ rt.launcher }}\n")
+    script = launch_script.scripts(_settings(tmp_path), parse_csv("run_id,config,seed\nr1,c.py,1\n"))["r1"]
+    assert script["text"].startswith("#!/usr/bin/env bash\n")  # a BOM before #! would be a command of its own

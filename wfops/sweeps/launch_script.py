@@ -9,19 +9,23 @@ What the template sees (RunContext): render-time values from the CSV and the con
 the pod knows at launch (wfops/agent/runscript.py: RUNTIME). Each `rt.NAME` renders as a marker that the pod
 replaces with the value, already quoted. Every `{{ ... }}` is a quoted shell word: values are quoted by
 the same `q` as every other script (whether or not the template says `| q`), so a hostile override stays one
-word. A template that cannot be read, does not parse, names an unknown variable or puts a run-time value
-inside a string is one line (UsageError) and nothing is sent.
+word; _Scan refuses a value where that word's quoting would not hold (inside the template's own quotes, a
+here-document, or a comment it could end with a newline). A template that cannot be read, does not parse,
+names an unknown variable, puts a run-time value inside a string or a value in such a place is one line
+(UsageError) and nothing is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from wfops.agent.runscript import RUNTIME, marker
+from wfops.agent.runscript import MARKER_RE, RUNTIME, marker
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
 from wfops.sweeps.model import RunSpec, run_gpus
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
     import jinja2
 
 TEMPLATE_NAME = "run_command.sh.j2"  # the shipped default, and the name of a project's own beside its config
+MAX_TEMPLATE = 256 * 1024  # bytes of a run template (the shipped one is under 1 KiB)
 
 
 class Quoted(str):
@@ -86,6 +91,15 @@ class _Quoter:
         self._check(value)
         return Quoted(shell.qpath(value))
 
+    def emit(self, value: object) -> str:
+        """What a `{{ ... }}` prints: its quoted word, fenced so that _Scan can tell where it landed (a constant
+        that Jinja folds when it compiles, with no mark yet, is the template's own text: not fenced)."""
+        word = self.q(value)
+        if not self.mark:
+            return word
+        start, end = _fences(self.mark)
+        return start + word + end
+
 
 @dataclass(frozen=True)
 class RunTemplate:
@@ -115,7 +129,7 @@ def _environment(folder: Path, quoter: _Quoter) -> jinja2.Environment:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                             comment_start_string="{##", comment_end_string="##}", finalize=quoter.q)
+                             comment_start_string="{##", comment_end_string="##}", finalize=quoter.emit)
     env.filters["q"] = quoter.q
     env.filters["qpath"] = quoter.qpath
     return env
@@ -143,18 +157,29 @@ def load(settings: Settings) -> RunTemplate:
     import jinja2
 
     path = template_path(settings)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _one_line(path, None, f"cannot read it: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise _one_line(path, None, "it is not UTF-8 text") from None
+    text = _read(path)
     quoter = _Quoter()
     try:
         compiled = _environment(path.resolve().parent, quoter).from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise _one_line(path, exc.lineno, exc.message or "syntax error") from None
     return RunTemplate(path, text, compiled, quoter)
+
+
+def _read(path: Path) -> str:
+    """The template's text: a regular file (a FIFO would block, a device never end) of at most MAX_TEMPLATE
+    bytes (its rendered text travels in every run's queue entry), UTF-8 with or without a BOM."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise _one_line(path, None, "it is not a regular file")
+        if info.st_size > MAX_TEMPLATE:
+            raise _one_line(path, None, f"it is {info.st_size:,} bytes; a run template may have {MAX_TEMPLATE:,}")
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise _one_line(path, None, f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _one_line(path, None, "it is not UTF-8 text") from None
 
 
 def context(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...]) -> RunContext:
@@ -176,7 +201,11 @@ def render(template: RunTemplate, ctx: RunContext) -> Script:
     ctx["rt"] = {name: Quoted(marker(mark, name)) for name in RUNTIME}
     template.quoter.mark = mark
     try:
-        text = template.compiled.render(**ctx)
+        text = _Scan(template.compiled.render(**ctx), mark).run()
+    except _Unsafe as exc:
+        raise _one_line(template.path, None,
+                        f"line {exc.line} of the script it renders has a {{{{ ... }}}} value inside {exc.where}, "
+                        "where its quoting does not hold: put it outside quotes, as a shell word of its own") from None
     except _Misplaced as exc:
         raise _one_line(template.path, _template_line(exc),
                         "a run-time value ({{ rt.NAME }}) must stand alone as a shell word, not inside a string "
@@ -196,3 +225,133 @@ def scripts(settings: Settings, runs: list[RunSpec]) -> dict[str, Script]:
     template = load(settings)
     common = common_overrides(settings)
     return {r.run_id: render(template, context(settings, r, common)) for r in runs}
+
+
+# ---------------------------------------------------------------- where a `{{ ... }}` value lands in the script
+
+_WORD_START = frozenset(" \t\n;&|()<>")
+_WHERE = {"'": "single quotes", '"': "double quotes", "`": "backquotes", "${": "a ${...}",
+          "<<": "a here-document", "#": "a comment (where a newline in it would end the comment)"}
+_ONE_LINE_RT = frozenset(RUNTIME) - {"exports", "launcher"}  # run-time values that never hold a newline
+
+
+class _Unsafe(Exception):
+    def __init__(self, line: int, where: str) -> None:
+        super().__init__(where)
+        self.line, self.where = line, where
+
+
+class _Scan:
+    """The rendered script, read as bash reads it, just far enough to know the quoting context of each `{{ }}`
+    value: one is safe only where bash splits words (not inside quotes, backquotes, ${...} or a here-document,
+    nor in a comment unless it is one line)."""
+
+    def __init__(self, text: str, mark: str) -> None:
+        self.text, self.mark, self.i, self.line = text, mark, 0, 1
+        self.open, self.close = _fences(mark)
+        self.stack: list[str] = ["top"]
+        self.heredocs: list[tuple[str, bool]] = []  # delimiters of the here-documents that start after this line
+        self.out: list[str] = []
+
+    def run(self) -> str:
+        while self.i < len(self.text):
+            ch = self.text[self.i]
+            if self.text.startswith(self.open, self.i):
+                self._value()
+            elif self.stack[-1] == "<<":
+                self._heredoc_line()
+            else:
+                self._char(ch)
+        return "".join(self.out)
+
+    def _value(self) -> None:
+        end = self.text.index(self.close, self.i)
+        value, context = self.text[self.i + len(self.open):end], self.stack[-1]
+        one_line = "\n" not in value and all(name in _ONE_LINE_RT for name in _rt_names(value, self.mark))
+        if context not in ("top", "$(", "(") and not (context == "#" and one_line):
+            raise _Unsafe(self.line, _WHERE[context])
+        self.out.append(value)
+        self.line += value.count("\n")
+        self.i = end + len(self.close)
+
+    def _char(self, ch: str) -> None:
+        ctx, two = self.stack[-1], self.text[self.i:self.i + 2]
+        prev = self.out[-1][-1:] if self.out else "\n"
+        self.out.append(ch)
+        self.i += 1
+        if ch == "\n":
+            self.line += 1
+            if ctx == "#":
+                self.stack.pop()
+            if self.heredocs and self.stack[-1] in ("top", "$(", "("):
+                self.stack.append("<<")
+            return
+        if ctx == "'":
+            if ch == "'":
+                self.stack.pop()
+        elif ctx == "#":
+            pass
+        elif ch == "\\":
+            self._take(1)
+        elif ch == "`":
+            self.stack.pop() if ctx == "`" else self.stack.append("`")
+        elif ctx == "${":
+            if ch == "}":
+                self.stack.pop()
+        elif two in ("$(", "${"):
+            self.stack.append(two)
+            self._take(1)
+        elif ctx == '"':
+            if ch == '"':
+                self.stack.pop()
+        else:
+            self._code(ch, ctx, two, prev)
+
+    def _code(self, ch: str, ctx: str, two: str, prev: str) -> None:
+        """A character outside quotes (top level, $(...) or (...))."""
+        if ch in "'\"":
+            self.stack.append(ch)
+        elif ch == "#" and prev in _WORD_START:
+            self.stack.append("#")
+        elif ch == "(":
+            self.stack.append("(")
+        elif ch == ")" and ctx in ("$(", "("):
+            self.stack.pop()
+        elif two == "<<" and self.text[self.i + 1:self.i + 2] != "<":
+            self._take(1)
+            strip = self.text[self.i:self.i + 1] == "-"
+            self._take(1 if strip else 0)
+            word = re.match(r"[ \t]*((?:[^\s;&|<>()]|\\.)+)", self.text[self.i:])
+            if word:
+                self.heredocs.append((re.sub(r"['\"\\]", "", word.group(1)), strip))
+
+    def _take(self, n: int) -> None:
+        chunk = self.text[self.i:self.i + n]
+        self.out.append(chunk)
+        self.line += chunk.count("\n")
+        self.i += n
+
+    def _heredoc_line(self) -> None:
+        """One line of a here-document's body (a value there is refused by _value)."""
+        end = self.text.find("\n", self.i)
+        end = len(self.text) if end < 0 else end
+        body = self.text[self.i:end]
+        if self.open in body:
+            self.i += body.index(self.open)
+            self._value()
+        delimiter, strip = self.heredocs[0]
+        self._take(end - self.i + 1)
+        if (body.lstrip("\t") if strip else body) == delimiter:
+            self.heredocs.pop(0)
+            if not self.heredocs:
+                self.stack.pop()
+
+
+def _rt_names(value: str, mark: str) -> list[str]:
+    return [name for m, name in MARKER_RE.findall(value) if m == mark]
+
+
+def _fences(mark: str) -> tuple[str, str]:
+    """What a `{{ ... }}` value is wrapped in while its run renders: private-use characters and the run's mark,
+    which no value can spell (the mark is a hash of the values)."""
+    return "\ue000" + mark, mark + "\ue001"
