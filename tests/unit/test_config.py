@@ -67,6 +67,22 @@ def test_secret_values_never_appear_in_errors_or_redacted_views():
         assert "is not valid" in message and "********" in message, message
 
 
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("WANDB_API_KEY='sekrit-value-1\n", "workflow.env line 1: cannot parse \"WANDB_API_KEY='********\""),
+    ('export HF_TOKEN="tok-abcdef\nX=1\n', "workflow.env line 1: cannot parse 'export HF_TOKEN=\"********'"),
+    ("MY_TOKEN=tok-123456\nREPO_URL='https://u:tok-123456@git.example.invalid/r.git\n",
+     "workflow.env line 2: cannot parse \"REPO_URL='https://u:********@git.example.invalid/r.git\""),
+    ("RUN_GPUS='oops\nHF_TOKEN=tok-abcdef\n", "workflow.env line 1: cannot parse \"RUN_GPUS='oops\""),
+    ("REPO_URL='https://u:tok-123456@h/r.git\nMY_TOKEN=tok-123456\n",  # the secret comes after the bad line
+     "workflow.env line 1: cannot parse \"REPO_URL='https://u:********@h/r.git\""),
+])
+def test_a_line_that_cannot_be_parsed_is_shown_with_secrets_masked(text, shown):
+    """Before: the unparsable line was echoed whole, secret value and all (`WANDB_API_KEY='abc` unterminated)."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text, environ={})
+    assert err.value.message == shown
+
 def test_an_unknown_lium_key_is_said_to_stay_here():
     s = parse_settings("LIUM_BASE_URL=http://127.0.0.1:9\n", environ={})
     assert s.warnings == ("config: unknown key LIUM_BASE_URL at workflow.env line 1; it stays on this machine "

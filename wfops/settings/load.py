@@ -22,7 +22,7 @@ from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid, is_gpus_request
 from wfops.settings.keys import KEYS, KEYS_BY_NAME, Key
 from wfops.settings.model import Settings
-from wfops.settings.secrets import is_secret, mask_secrets, redact
+from wfops.settings.secrets import MASK, is_secret, mask_secrets, redact
 
 __all__ = ["KEYS", "KEYS_BY_NAME", "Key", "Settings", "find_config", "is_gpus_request", "load_settings",
            "parse_settings"]
@@ -68,17 +68,34 @@ def _parse(text: str, source: str) -> dict[str, _Entry]:
     import io
 
     entries: dict[str, _Entry] = {}
+    unparsed: tuple[int, str] | None = None  # the first line that does not parse (said after the rest is read)
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            raise ConfigError(f"{source} line {line}: cannot parse {binding.original.string.strip()!r}")
+            unparsed = unparsed or (line, binding.original.string.strip())
+            continue
         if binding.key is None:
             continue
         if not _KEY_NAME_RE.match(binding.key):
+            if unparsed is not None:
+                break
             raise ConfigError(f"{source} line {line}: invalid key name {binding.key!r}")
         raw_rhs = binding.original.string.split("=", 1)[1].lstrip() if "=" in binding.original.string else ""
         entries[binding.key] = _Entry(binding.value or "", raw_rhs.startswith("'"), line)
+    if unparsed is not None:
+        secrets = [e.value for name, e in entries.items() if is_secret(name)]
+        raise ConfigError(f"{source} line {unparsed[0]}: cannot parse {_masked_line(unparsed[1], secrets)!r}")
     return entries
+
+
+def _masked_line(line: str, secrets: list[str]) -> str:
+    """A config line as an error may show it: the value of a secret key masked (its opening quote kept, which
+    is often what went wrong), and any secret value of the file masked wherever it stands."""
+    name, eq, rest = line.partition("=")
+    if eq and is_secret(name.split()[-1] if name.split() else name):  # `export KEY=...` too
+        quote = rest.lstrip()[:1]
+        line = name + "=" + (quote if quote in ("'", '"') else "") + MASK
+    return mask_secrets(line, secrets)
 
 
 class _Resolver:
