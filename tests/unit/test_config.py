@@ -83,6 +83,23 @@ def test_a_line_that_cannot_be_parsed_is_shown_with_secrets_masked(text, shown):
         parse_settings(text, environ={})
     assert err.value.message == shown
 
+
+def test_a_secret_from_the_environment_is_masked_where_a_key_refers_to_it():
+    """Before: REPO_URL=https://u:${GITHUB_TOKEN}@... with the token in the environment showed it in full in
+    config.show (redacted_values), in type errors and in remote output (secret_values): only the file's own
+    secret keys were known."""
+    environ = {"GITHUB_TOKEN": "ghp-sekrit-123", "HOME_TOKEN_X": "unused-secret"}
+    s = parse_settings("REPO_URL=https://u:${GITHUB_TOKEN}@github.com/x/y.git\n", environ=environ)
+    assert s.redacted_values()["REPO_URL"] == "https://u:********@github.com/x/y.git"
+    assert s.secret_values() == ["ghp-sekrit-123"]  # only what a key refers to, not the whole environment
+    assert s.mask("remote: https://u:ghp-sekrit-123@github.com") == "remote: https://u:********@github.com"
+    assert "ghp-sekrit-123" in s.pod_env_text()  # the pod still gets the URL it needs (mode 600)
+    assert s.override({"SWEEP_MATCH": "x"}).secret_values() == ["ghp-sekrit-123"]
+    with pytest.raises(ConfigError) as err:
+        parse_settings("RUN_GPUS=${GITHUB_TOKEN}\n", environ=environ)
+    assert err.value.message == ("config: RUN_GPUS='********' is not valid (workflow.env line 1): expected all, "
+                                 "or a whole number >= 1")
+
 def test_an_unknown_lium_key_is_said_to_stay_here():
     s = parse_settings("LIUM_BASE_URL=http://127.0.0.1:9\n", environ={})
     assert s.warnings == ("config: unknown key LIUM_BASE_URL at workflow.env line 1; it stays on this machine "

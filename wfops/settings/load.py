@@ -105,6 +105,7 @@ class _Resolver:
         self.source = source
         self.done: dict[str, str] = {}
         self.active: list[str] = []
+        self.env_secrets: dict[str, str] = {}  # secret-named variables of the environment that a key refers to
 
     def value(self, name: str) -> str | None:
         if name in self.done:
@@ -115,6 +116,8 @@ class _Resolver:
         elif name in KEYS_BY_NAME:
             raw, literal, where = KEYS_BY_NAME[name].default, False, f"default of {name}"
         elif name in self.environ:
+            if is_secret(name):
+                self.env_secrets[name] = self.environ[name]
             return self.environ[name]
         else:
             return None
@@ -158,7 +161,7 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
         values[key.name] = resolver.value(key.name) or ""
         sources[key.name] = f"{source} line {entries[key.name].line}" if key.name in entries else "default"
     secrets = [resolver.value(name) or "" for name in [*KEYS_BY_NAME, *entries] if is_secret(name)]
-    typed = _typed(values, sources, secrets)
+    typed = _typed(values, sources, secrets + list(resolver.env_secrets.values()))
     _one_or_a_fleet(values)
     warnings: list[str] = []
     for name, entry in entries.items():
@@ -169,7 +172,8 @@ def parse_settings(text: str, source: str = "workflow.env", environ: Mapping[str
         if name not in typed["extra_env_keys"]:
             warnings.append(_unknown_key_warning(name, source, entry.line))
     _check_sizes(values, sources)
-    return Settings(path=path, sources=sources, warnings=tuple(warnings), _raw=values, **typed)
+    return Settings(path=path, sources=sources, warnings=tuple(warnings), _raw=values,
+                    _env_secrets=tuple(resolver.env_secrets.values()), **typed)
 
 
 def _typed(values: Mapping[str, str], sources: Mapping[str, str], secrets: list[str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from wfops.settings.keys import KEYS_BY_NAME
 from wfops.settings.secrets import MIN_SECRET, is_secret, mask_secrets, redact
 from wfops.transport.shell import qpath
 
-META_FIELDS = ("path", "sources", "warnings", "_raw")  # the fields of Settings that are no key
+META_FIELDS = ("path", "sources", "warnings", "_raw", "_env_secrets")  # the fields of Settings that are no key
 
 
 @dataclass(frozen=True, repr=False)
@@ -31,6 +31,7 @@ class Settings:
     sources: Mapping[str, str]  # every key and extra: "<file> line N" | "default"
     warnings: tuple[str, ...]
     _raw: Mapping[str, str]  # resolved text: every known key, then the extra keys of the file
+    _env_secrets: tuple[str, ...]  # values of secret-named environment variables that a key refers to (${..})
     # -- target
     lium_target: str
     lium_api_key: str
@@ -158,6 +159,7 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Values never to be shown (for redacting remote output too); longest first."""
         vals = {v for k, v in self._raw.items() if is_secret(k) and len(v) >= MIN_SECRET}
+        vals |= {v for v in self._env_secrets if len(v) >= MIN_SECRET}
         return sorted(vals, key=len, reverse=True)
 
     def pod_env_text(self) -> str:
