@@ -195,6 +195,7 @@ def test_a_value_where_its_quoting_does_not_hold_is_one_line_and_nothing_runs(bo
     "cat <<'EOF' >notes\nliteral $x and 'quotes\nEOF\necho {{ config }} x#{{ run_id }} $((1 + 2))\n",
     "cat <<-EOF\n\thi\n\tEOF\necho a\\\"{{ config }} 'it''s' # a comment ' \"\n",
     "exec nsys profile -o {{ rt.run_dir }}/profile {{ rt.launcher }}\n",
+    "cat <<< {{ config }}\necho {{ run_id }}\n",  # a here-string is no here-document
 ])
 def test_values_outside_quotes_still_render_around_comments_quotes_and_heredocs(body, tmp_path):
     (tmp_path / "run_command.sh.j2").write_text("#!/usr/bin/env bash\n" + body)

@@ -275,7 +275,7 @@ class _Scan:
         self.i = end + len(self.close)
 
     def _char(self, ch: str) -> None:
-        ctx, two = self.stack[-1], self.text[self.i:self.i + 2]
+        ctx, two = self.stack[-1], self.text[self.i:self.i + (3 if self.text.startswith("<<<", self.i) else 2)]
         prev = self.out[-1][-1:] if self.out else "\n"
         self.out.append(ch)
         self.i += 1
@@ -317,7 +317,9 @@ class _Scan:
             self.stack.append("(")
         elif ch == ")" and ctx in ("$(", "("):
             self.stack.pop()
-        elif two == "<<" and self.text[self.i + 1:self.i + 2] != "<":
+        elif two == "<<<":
+            self._take(2)  # a here-string: a word like any other
+        elif two == "<<":
             self._take(1)
             strip = self.text[self.i:self.i + 1] == "-"
             self._take(1 if strip else 0)
