@@ -227,3 +227,17 @@ def test_a_template_that_is_no_regular_file_or_too_big_is_one_line_and_a_bom_is_
     (tmp_path / "run_command.sh.j2").write_bytes(b"\xef\xbb\xbf#!/usr/bin/env bash\nexec {{ rt.launcher }}\n")
     script = launch_script.scripts(_settings(tmp_path), parse_csv("run_id,config,seed\nr1,c.py,1\n"))["r1"]
     assert script["text"].startswith("#!/usr/bin/env bash\n")  # a BOM before #! would be a command of its own
+
+
+@pytest.mark.parametrize("body", [
+    "export LEAK={{ lipsum.__globals__['os'].environ['WFT_SECRET_TOKEN'] }}\n",
+    "export LEAK={{ cycler.__init__.__globals__.os.environ['WFT_SECRET_TOKEN'] }}\n",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}\n",
+])
+def test_a_template_cannot_reach_this_machines_python(body, tmp_path, monkeypatch):
+    """The template sees its values, not this machine: before, Jinja's globals led to os.environ (a token of
+    the shell went into command.sh, the manifest and the pod) and to any code. Now a sandbox: one line."""
+    monkeypatch.setenv("WFT_SECRET_TOKEN", "tok-sekrit-123456")
+    message = _error(tmp_path, "#!/usr/bin/env bash\n" + body)
+    assert ":2: access to attribute" in message and "is unsafe" in message, message
+    assert "tok-sekrit-123456" not in message

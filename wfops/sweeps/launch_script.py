@@ -126,8 +126,10 @@ def template_path(settings: Settings) -> Path:
 
 def _environment(folder: Path, quoter: _Quoter) -> jinja2.Environment:
     import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+    # sandboxed: a template reaches its values, not this machine's Python (os.environ, files, code)
+    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              comment_start_string="{##", comment_end_string="##}", finalize=quoter.emit)
     env.filters["q"] = quoter.q
