@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.conftest import wait_until
 from tests.fleet import Fleet
 from tests.realparts import free_port
+from wfops.transport.render import templates_dir
 
 HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
 
@@ -133,8 +134,12 @@ def test_one_run_across_two_pods_with_multi_node_torchrun(tmp_path: Path, fleet_
     all of them), the run succeeds on both pods, and its summary.json names both nodes."""
     fleet = fleet_ready
     port = free_port()  # not the default 29400: tests in other workers may run a multi-node run at the same time
+    template = tmp_path / "multi.j2"  # a project's launch script: each node fills in its own run-time values
+    template.write_text((templates_dir() / "run_command.sh.j2").read_text().replace(
+        "exec {{ rt.launcher }}", "export WFT_NODE={{ rt.name }}:{{ rt.node_rank }}/{{ rt.nnodes }}:{{ nodes }}\n"
+        "exec {{ rt.launcher }}"))
     cfg = _config(fleet, tmp_path, TRAIN_LAUNCHER="torchrun", WF_FAKE_GPUS="2", RDZV_JOIN_SECS="120",
-                  RDZV_PORT=str(port))
+                  RDZV_PORT=str(port), RUN_TEMPLATE=str(template))
     csv = _csv(tmp_path, ["mn,config/train_tiny.py,7,allreduce=1,,2,2", "solo,config/train_tiny.py,8,,,1,"])
     res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
     assert res.returncode == 0, (res.stdout, res.stderr)
@@ -155,6 +160,8 @@ def test_one_run_across_two_pods_with_multi_node_torchrun(tmp_path: Path, fleet_
     command = (first / "command.sh").read_text()
     assert "--nnodes=2" in command and f"--rdzv-endpoint={p0.host}:{port}" in command and "is_host=1" in command
     assert "is_host=0" in (second / "command.sh").read_text()
+    assert "\nexport WFT_NODE=mn:0/2:2\n" in command
+    assert "\nexport WFT_NODE=mn.node1:1/2:2\n" in (second / "command.sh").read_text()
     assert (first / "stdout.log").is_file() and (second / "stdout.log").is_file()  # each node's log is kept
 
 
