@@ -168,13 +168,14 @@ def _hostile_row(tmp_path: Path) -> list:
     ("# overrides: {% for k, v in overrides %}{{ v }}{% endfor %}\n", "inside a comment"),
     ("# {{ rt.launcher }}\n", "inside a comment"),
     ('echo "{% for k, v in overrides %}{{ v }}{% endfor %}"\n', "inside double quotes"),
-    ("echo '{{ run_id }}'\n", "inside single quotes"),
-    ("echo `echo {{ config }}`\n", "inside backquotes"),
-    ("echo ${X:-{{ config }}}\n", "inside a ${...}"),
-    ("cat <<EOF\n{% for k, v in overrides %}{{ v }}{% endfor %}\nEOF\n", "line 3 of the script it renders has "
-     "a {{ ... }} value inside a here-document"),
-    ("cat <<'EOF' >x.yaml\nlr: {{ overrides[0][1] }}\nEOF\n", "line 3 of the script it renders has a {{ ... }} "
-     "value inside a here-document"),
+    ("echo '{{ overrides[0][1] }}'\n", "inside single quotes"),
+    ("echo `echo {{ overrides[0][1] }}`\n", "inside backquotes"),
+    ("echo ${X:-{{ overrides[0][1] }}}\n", "inside a ${...}"),
+    ('echo "{{ rt.run_dir }}"\n', "inside double quotes"),  # a pod path may need quoting
+    ("cat <<EOF\n{% for k, v in overrides %}{{ v }}{% endfor %}\nEOF\n", "line 3 of the script it renders for "
+     "run r1 has a {{ ... }} value that needs quoting inside a here-document"),
+    ("cat <<'EOF' >x.yaml\nlr: {{ overrides[0][1] }}\nEOF\n", "line 3 of the script it renders for run r1 has a "
+     "{{ ... }} value that needs quoting inside a here-document"),
 ])
 def test_a_value_where_its_quoting_does_not_hold_is_one_line_and_nothing_runs(body, where, tmp_path):
     """Each `{{ }}` is one quoted word, but quotes, comments and here-documents of the template's own undo that
@@ -185,7 +186,8 @@ def test_a_value_where_its_quoting_does_not_hold_is_one_line_and_nothing_runs(bo
     message = str(exc.value)
     assert "\n" not in message and exc.value.code == 2
     assert message.startswith(f"run template {tmp_path / 'run_command.sh.j2'}: line ")
-    assert ("line 3" in where) or "line 2 of the script it renders" in message
+    assert ("line 3" in where) or "line 2 of the script it renders for run r1 has a {{ ... }} value that needs " \
+        "quoting inside" in message
     assert where in message
     assert not (tmp_path / "pwned").exists()
 
@@ -196,6 +198,10 @@ def test_a_value_where_its_quoting_does_not_hold_is_one_line_and_nothing_runs(bo
     "cat <<-EOF\n\thi\n\tEOF\necho a\\\"{{ config }} 'it''s' # a comment ' \"\n",
     "exec nsys profile -o {{ rt.run_dir }}/profile {{ rt.launcher }}\n",
     "cat <<< {{ config }}\necho {{ run_id }}\n",  # a here-string is no here-document
+    # a value no quoting changes is the same inside quotes, a comment or a here-document: allowed there
+    "export WANDB_NAME=\"{{ run_id }}\" X='{{ seed }}' # {{ overrides[0][0] }}\n"
+    "echo \"{{ rt.name }}/{{ rt.attempt }}\"\n"
+    "cat <<EOF\n{{ config }} {{ rt.node_rank }}\nEOF\n",
 ])
 def test_values_outside_quotes_still_render_around_comments_quotes_and_heredocs(body, tmp_path):
     (tmp_path / "run_command.sh.j2").write_text("#!/usr/bin/env bash\n" + body)

@@ -206,8 +206,9 @@ def render(template: RunTemplate, ctx: RunContext) -> Script:
         text = _Scan(template.compiled.render(**ctx), mark).run()
     except _Unsafe as exc:
         raise _one_line(template.path, None,
-                        f"line {exc.line} of the script it renders has a {{{{ ... }}}} value inside {exc.where}, "
-                        "where its quoting does not hold: put it outside quotes, as a shell word of its own") from None
+                        f"line {exc.line} of the script it renders for run {ctx['run_id']} has a {{{{ ... }}}} value "
+                        f"that needs quoting inside {exc.where}, where its quoting does not hold: put it outside "
+                        "quotes, as a shell word of its own") from None
     except _Misplaced as exc:
         raise _one_line(template.path, _template_line(exc),
                         "a run-time value ({{ rt.NAME }}) must stand alone as a shell word, not inside a string "
@@ -235,6 +236,8 @@ _WORD_START = frozenset(" \t\n;&|()<>")
 _WHERE = {"'": "single quotes", '"': "double quotes", "`": "backquotes", "${": "a ${...}",
           "<<": "a here-document", "#": "a comment (where a newline in it would end the comment)"}
 _ONE_LINE_RT = frozenset(RUNTIME) - {"exports", "launcher"}  # run-time values that never hold a newline
+_PLAIN_RT = frozenset({"name", "sweep_id", "attempt", "max_attempts", "port", "nproc", "node_rank", "nnodes"})
+_PLAIN_RE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)  # a word shlex.quote leaves as it is: safe in any quotes
 
 
 class _Unsafe(Exception):
@@ -245,8 +248,8 @@ class _Unsafe(Exception):
 
 class _Scan:
     """The rendered script, read as bash reads it, just far enough to know the quoting context of each `{{ }}`
-    value: one is safe only where bash splits words (not inside quotes, backquotes, ${...} or a here-document,
-    nor in a comment unless it is one line)."""
+    value: one is safe where bash splits words, or when no quoting changes it (an id, a number); not inside
+    quotes, backquotes, ${...} or a here-document, nor in a comment unless it is one line."""
 
     def __init__(self, text: str, mark: str) -> None:
         self.text, self.mark, self.i, self.line = text, mark, 0, 1
@@ -269,8 +272,11 @@ class _Scan:
     def _value(self) -> None:
         end = self.text.index(self.close, self.i)
         value, context = self.text[self.i + len(self.open):end], self.stack[-1]
-        one_line = "\n" not in value and all(name in _ONE_LINE_RT for name in _rt_names(value, self.mark))
-        if context not in ("top", "$(", "(") and not (context == "#" and one_line):
+        names = _rt_names(value, self.mark)
+        one_line = "\n" not in value and all(name in _ONE_LINE_RT for name in names)
+        plain = (value == marker(self.mark, names[0]) and names[0] in _PLAIN_RT) if names else bool(
+            _PLAIN_RE.fullmatch(value))  # a value no quoting changes (an id, a number): fine inside quotes too
+        if context not in ("top", "$(", "(") and not plain and not (context == "#" and one_line):
             raise _Unsafe(self.line, _WHERE[context])
         self.out.append(value)
         self.line += value.count("\n")
