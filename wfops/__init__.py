@@ -13,6 +13,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
     tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code
     preparation.py            bootstrap/checkout planned in pure Python from one probe of the pod ("facts")
+    fanout.py                 run one callable on N pods at once -> a GroupResult (a value or an error per pod)
     settings/                 workflow.env -> typed, validated settings
     settings/keys.py          the KEYS table: each key's default, check, meaning, group, whether it reaches the pod
     settings/checks.py        the checks keys use: text -> typed value, or what was expected
@@ -29,7 +30,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     targets/providers/lium.py  Lium pods: resolve through lium_pods, rent (pod.up) and remove (pod.down, Ctrl-C)
     targets/providers/ssh.py  an ssh_config alias or user@host[:port] (OPS_DEFAULT_HOST, OPS_HOSTS)
     targets/providers/local.py  `local`: this machine, no SSH
-    targets/fleet.py          one command on all of a fleet's pods (the fan-out)
+    targets/fleet.py          a fleet (LIUM_TARGETS / OPS_HOSTS): its members' names, from resolve
     targets/lium_pods.py      a Lium pod's name -> one `lium ps` -> a direct SSH connection, cache, host-key pin
     targets/lium_cli.py       the one place the `lium` CLI runs, and its errors
     targets/lium_rows.py      what `lium ps` rows mean (pure): the pod a name selects, ssh_cmd, pins, `lium up` argv

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from wfops import fanout
 from wfops.errors import ConfigError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import parse_settings
 from wfops.sweeps import fleet as fleet_sweep
@@ -38,13 +39,13 @@ def test_a_hostile_wf_pod_is_shown_escaped_and_never_matches():
     assert not Path("/tmp/wfops-pwned").exists()
 
 
-def _fan_out(s, work, json_out: bool = False) -> tuple[str, str, WfopsError | None]:
+def _fan_out(s, work: _base.PodWork, json_out: bool = False) -> tuple[str, str, WfopsError | None]:
     out, err = io.StringIO(), io.StringIO()
     old = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
     error = None
     try:
-        _base.run_on_fleet(lambda c, **kw: work(), None, (), {"json": json_out}, s)
+        _base.run_on_fleet(s, work, json_out)
     except WfopsError as exc:
         error = exc
     finally:
@@ -64,11 +65,11 @@ def test_a_lium_name_with_a_bell_in_it_is_shown_escaped_in_sections_and_progress
     """The config takes LIUM_TARGETS=a<BEL>b (as it takes LIUM_TARGET): the fan-out shows it as a\\x07b."""
     s = settings("LIUM_TARGETS=a\x07b,plain\n")
 
-    def work() -> None:
-        print("hi")
-        print("progress", file=sys.stderr)
+    def body(s, member, log) -> str:
+        log("progress")
+        return "hi"
 
-    out, err, _ = _fan_out(s, work)
+    out, err, _ = _fan_out(s, _base.PodWork(body, str))
     assert "\x07" not in out + err
     assert "== pod a\\x07b ==" in out and "[a\\x07b] progress" in err
 
@@ -76,11 +77,11 @@ def test_a_lium_name_with_a_bell_in_it_is_shown_escaped_in_sections_and_progress
 def test_sections_and_progress_name_each_pod_and_output_is_captured_per_pod():
     s = settings("OPS_HOSTS=root@127.0.0.2:22,local\n")
 
-    def work() -> None:
-        print("hello \x1b[31m")
-        print("progress\x1b]0;x\x07", file=sys.stderr)
+    def body(s, member, log) -> str:
+        log("progress\x1b]0;x\x07")
+        return "hello \x1b[31m"
 
-    out, err, error = _fan_out(s, work)
+    out, err, error = _fan_out(s, _base.PodWork(body, str))
     assert error is None
     assert "\x1b" not in err and "\x07" not in err, err
     err = err.replace("\\x1b]0;x\\x07", "")
@@ -93,15 +94,13 @@ def test_the_exit_code_is_the_worst_pods_and_json_names_every_pod():
     s = settings("OPS_HOSTS=a,b,c\n")
     codes = iter([0, 5, 4])
 
-    def work() -> None:
-        code = next(codes)
-        print(json.dumps({"n": code}))
-        if code == 5:
-            raise NotFoundError("no such task")
-        if code == 4:
-            raise ConnectError("down")
+    def body(s, member, log) -> dict:
+        return {"n": next(codes)}
 
-    out, _, error = _fan_out(s, work, json_out=True)
+    def verdict(data: dict) -> WfopsError | None:  # data, and the failure it shows (as pod.status, task.wait)
+        return {5: NotFoundError("no such task"), 4: ConnectError("down")}.get(data["n"])
+
+    out, _, error = _fan_out(s, _base.PodWork(body, json.dumps, verdict=verdict), json_out=True)
     doc = json.loads(out)
     assert error is not None and error.code == 5
     assert sorted(p["exit_code"] for p in doc["pods"]) == [0, 4, 5]
@@ -112,7 +111,8 @@ def test_watch_is_refused_on_a_fleet_before_any_pod_is_touched():
     s = settings("OPS_HOSTS=a,b\n")
     touched = []
     with pytest.raises(WfopsError, match="WF_POD=NAME") as err:
-        _base.run_on_fleet(lambda c, **kw: touched.append(1), None, (), {"watch": True}, s)
+        _base.refuse_watch_on_fleet(s)  # task.status --watch asks this before it opens anything
+        touched.append(1)
     assert err.value.code == 2 and touched == []
 
 
@@ -158,7 +158,7 @@ def test_a_run_marked_lost_while_its_pod_was_away_shows_the_pods_row_once_the_po
     ledger = {"sweep_id": "s", "order": ["r"], "pods": {"a": {"slots": 1, "sweep_id": "s"}},
               "runs": {"r": {"pods": ["a"], "entry": {"gpus": "1"}, "lost": "pod a stopped answering", "moves": []}}}
     row = {"run_id": "r", "state": "running"}
-    back = fleet_sweep.joined(ledger, {"a": fleet.Outcome(fleet.members(settings("OPS_HOSTS=a,b\n"))[0],
+    back = fleet_sweep.joined(ledger, {"a": fanout.Outcome(fleet.members(settings("OPS_HOSTS=a,b\n"))[0],
                                                           {"runs": [row]})}, {})
     assert back["runs"][0]["state"] == "running" and back["sweep"]["state"] == "running"
     away = fleet_sweep.joined(ledger, {}, {"a": "connection refused"})
@@ -174,7 +174,7 @@ class _FakePods:
     def call(self, command: str, args, names=None) -> dict:
         self.meanwhile()
         pods = fleet.members(settings("OPS_HOSTS=a,b\n"))
-        return {m.name: fleet.Outcome(m, {"runs": self.rows.get(m.name, [])}) for m in pods}
+        return {m.name: fanout.Outcome(m, {"runs": self.rows.get(m.name, [])}) for m in pods}
 
 
 def _ledger(sid: str, where: str = "a") -> dict:

@@ -15,7 +15,9 @@ from pathlib import Path
 from wfops.artifacts.fetch import TarReceiver, local_index
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
+from wfops.targets.resolve import Member
 from wfops.transport.command import PodCommand
+from wfops.transport.session import LineSink, stderr_line
 from wfops.transport.shell import is_pod_name
 
 SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}")  # sweep-<UTC time>[-suffix]: no '/', no '.'
@@ -47,11 +49,13 @@ def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
 
 
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
-               by_hash: bool = False, only: list[str] | None = None) -> Fetched:
+               by_hash: bool = False, only: list[str] | None = None, member: Member | None = None,
+               log: LineSink = stderr_line) -> Fetched:
+    """`member`: the pod to fetch from (default: the config's one target); `log`: where its progress lines go."""
     check_request(run_id, all_runs, sweep)
     dest = Path(settings.local_artifacts_dir).expanduser()
     t0 = time.time()
-    with PodCommand("run.fetch", settings) as cmd:
+    with PodCommand("run.fetch", settings, member=member, log=log) as cmd:
         have = local_index(dest, [run_id] if run_id else None, by_hash)
         receiver = TarReceiver(dest, {run_id} if run_id else None)
         try:

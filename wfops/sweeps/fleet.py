@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Set
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from wfops import fanout
 from wfops.agent import wire
 from wfops.agent.states import LOST, PENDING, RUNNING, TERMINAL, UNKNOWN
 from wfops.errors import ConflictError, ConnectError, NotFoundError, WfopsError
@@ -44,6 +45,7 @@ from wfops.transport.command import PodCommand
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
     from wfops.agent.wire import FleetFacts, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow, Withdrawn
 
+Answer = fanout.Outcome[fleet.Member, Any]  # one pod's answer to an agent command
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
@@ -68,14 +70,14 @@ class Pods:
         self.down: dict[str, str] = {}
 
     def __enter__(self) -> Pods:
-        def open_one(m: fleet.Member) -> PodCommand:
+        def open_one(m: fleet.Member, log: fanout.Log) -> PodCommand:
             return PodCommand(self.command, self.settings, member=m).__enter__()
 
-        for o in fleet.run_each(self.members, open_one):
-            if o.error is None:
-                self.cmds[o.member.name] = o.value
-            else:
+        for o in fanout.run_each(self.members, open_one):
+            if o.error is not None:
                 self.down[o.member.name] = o.error.message
+            elif o.value is not None:
+                self.cmds[o.member.name] = o.value
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,15 +85,15 @@ class Pods:
             cmd.__exit__(None, None, None)
 
     def call(self, agent_command: str, args: Callable[[str], dict[str, Any]] | dict[str, Any],
-             names: list[str] | None = None) -> dict[str, fleet.Outcome]:
+             names: list[str] | None = None) -> dict[str, Answer]:
         """The agent command on each open pod (or on `names`) at once; a pod whose connection breaks moves to
         `down`."""
         live = [m for m in self.members if m.name in self.cmds and (names is None or m.name in names)]
 
-        def one(m: fleet.Member) -> dict[str, Any]:
+        def one(m: fleet.Member, log: fanout.Log) -> dict[str, Any]:
             return self.cmds[m.name].call(agent_command, **(args(m.name) if callable(args) else args))
 
-        out = {o.member.name: o for o in fleet.run_each(live, one)}
+        out = {o.member.name: o for o in fanout.run_each(live, one)}
         for name, o in out.items():
             if isinstance(o.error, ConnectError):
                 self.down[name] = o.error.message
@@ -99,15 +101,15 @@ class Pods:
         return out
 
 
-def _check_all(outcomes: Mapping[str, fleet.Outcome], what: str) -> dict[str, FleetFacts]:
+def _check_all(outcomes: Mapping[str, Answer], what: str) -> dict[str, FleetFacts]:
     bad = [o for o in outcomes.values() if o.error is not None]
     if bad:
         first = bad[0]
         raise WfopsError(f"{what}: {first.member.name}: {first.error.message}", first.code)  # type: ignore[union-attr]
-    return {name: o.value for name, o in outcomes.items()}
+    return {name: o.value for name, o in outcomes.items() if o.value is not None}
 
 
-def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, fleet.Outcome]:
+def _facts(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, Answer]:
     args: dict[str, object] = {"fake_gpus": settings.wf_fake_gpus, "cpu_only": settings.cpu_only}
     if sweep_id:
         args["sweep_id"] = sweep_id
@@ -145,7 +147,7 @@ def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> di
     save_ledger(settings, ledger)
     return {"sweep_id": plan["sweep_id"], "pods": ledger["pods"], "placed": placed,
             "errors": {n: o.error.message for n, o in answers.items() if o.error is not None},
-            "worst": fleet.worst(list(answers.values()))}
+            "worst": fanout.worst(list(answers.values()))}
 
 
 def _new_ledger(plan: Manifest, placed: dict[str, list[str]], entries: dict[str, list[QueueEntry]],
@@ -271,7 +273,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     if pods is None:
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
             return status(settings, sweep_id, patterns, own, wait_secs)
-    def ask(names: list[str] | None = None) -> dict[str, fleet.Outcome]:
+    def ask(names: list[str] | None = None) -> dict[str, Answer]:
         return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
                                                     "metric_patterns": patterns or []}, names)
 
@@ -292,7 +294,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     return data
 
 
-def joined(ledger: Ledger, answers: Mapping[str, fleet.Outcome], down: Mapping[str, str]) -> dict[str, Any]:
+def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str]) -> dict[str, Any]:
     """One table: each run's row from the pod the ledger has it on (its nodes folded into one row)."""
     multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
     pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
@@ -343,7 +345,7 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict[str, Any]:
 def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
     ledger = load_ledger(settings, sweep_id)
     with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
-        facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.error is None}
+        facts = {n: o.value for n, o in _facts(pods, settings, ledger["sweep_id"]).items() if o.value is not None}
         unstarted = _unstarted(ledger)  # pods that refused their share at sweep.start: their runs go elsewhere
         orphans, lost = _orphans(settings, ledger, {**unstarted, **pods.down})
         queues = _queues(ledger, facts)
@@ -411,7 +413,7 @@ def _reclaim(pods: Pods, ledger: Ledger, facts: Mapping[str, dict[str, Any]]) ->
     return _withdrawn(got)
 
 
-def _withdrawn(got: Mapping[str, fleet.Outcome]) -> list[str]:
+def _withdrawn(got: Mapping[str, Answer]) -> list[str]:
     """The run ids the pods' sweep-withdraw answers (wire.Withdrawn) say they took out of their queues."""
     answers: list[Withdrawn] = [o.value for o in got.values() if o.error is None and o.value]
     return [rid for answer in answers for rid in answer.get("withdrawn") or []]
@@ -502,7 +504,7 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
             ledger["order"].append(rid)
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]},
-            "errors": failed, "down": dict(pods.down), "worst": fleet.worst(list(answers.values()))}
+            "errors": failed, "down": dict(pods.down), "worst": fanout.worst(list(answers.values()))}
 
 
 def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any]:
@@ -532,16 +534,15 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any
 
 # ------------------------------------------------------------------ run.fetch
 
-def runs_on(settings: Settings, sweep_id: str = "") -> list[str] | None:
-    """The run dirs the ledger has on this fleet pod (`settings` is the pod's; node K of a multi-node run is
-    RUN.nodeK); None when there is no ledger of that sweep (everything the pod has is fetched)."""
+def runs_on(settings: Settings, sweep_id: str, pod: str) -> list[str] | None:
+    """The run dirs the ledger has on the fleet pod named `pod` (node K of a multi-node run is RUN.nodeK); None
+    when there is no ledger of that sweep (everything the pod has is fetched)."""
     try:
         ledger = load_ledger(settings, sweep_id)
     except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has (a damaged ledger raises)
         return None
-    me = resolve.one(settings).name  # in a fleet command's pod thread: that pod
     return [node_run_id(rid, rank) for rid, run in ledger["runs"].items()
-            for rank, pod in enumerate(run["pods"]) if pod == me]
+            for rank, pod_name in enumerate(run["pods"]) if pod_name == pod]
 
 
 # ------------------------------------------------------------------ sweep.report

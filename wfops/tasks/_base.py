@@ -4,32 +4,56 @@
 can provoke) become `invoke.Exit(one line, documented code)`: no traceback for expected failures. The
 boundary also checks every whole-number option (`int_option`), turns SIGTERM into a clean exit, and says
 what an interrupted mutating command may have left behind (its `interrupted=` declaration).
+
+Commands that run on every pod of a fleet (fsm.status, task.list, checkout, ...) are a body and a formatter:
+the body takes the settings and one pod (`member`, from wfops.targets.resolve) and returns data, the same data
+`--json` prints; the formatter turns that data into the human text. `on_pods` runs the body on the config's
+one pod, or on every pod of a fleet at once (wfops.fanout), and shows the results the same way for both: one
+`== pod NAME ==` section per pod (its text, or `failed (exit N): why`), or `{"pods": [...]}` with `--json`,
+the exit code the worst pod's. A body is a plain function, so Python code can call it and get the data:
+
+    from pathlib import Path
+
+    from wfops.settings.load import load_settings
+    from wfops.targets import resolve
+    from wfops.tasks.fsm import read_state
+
+    settings = load_settings(Path("workflow.env"))
+    states = {pod.name: read_state(settings, pod)["state"] for pod in resolve.pods(settings)}
+
+(each call opens its own connection; wfops.fanout.run_each runs them at once). A body's progress lines go
+to its `log` argument (default: stderr; on a fleet: `[pod] line`); nothing replaces `sys.stdout`. The bodies:
+fsm.read_state / reset_state, task.start_task / show_task / wait_task / list_tasks, sweep.list_sweeps /
+stop_sweep, prep.bootstrap_pod / checkout_pod, run.fetch_from, pod.pod_status / wait_for_pod.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import inspect
-import json as jsonlib
 import os
 import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from invoke import Exit, Task, task
 from invoke.parser import Argument
 from invoke.parser.parser import ParseMachine
 
+from wfops import fanout
 from wfops.errors import EXIT_FAILED, UsageError, WfopsError
+from wfops.fanout import Log, to_stderr
 from wfops.output import to_json, visible
 from wfops.settings.load import Settings, find_config, load_settings
-from wfops.targets import fleet, resolve
+from wfops.targets import resolve
+from wfops.targets.resolve import Member
 from wfops.transport import session as remote
+from wfops.transport.command import PodCommand
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
 CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
@@ -37,14 +61,7 @@ JSON_HELP = "print JSON instead of a table"
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM
 _WHOLE = re.compile(r"[+-]?[0-9]+")
-_MEMBER: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("wfops_member", default=None)
-_ON_FLEET = contextvars.ContextVar("wfops_on_fleet", default=False)
-
-
-def on_fleet() -> bool:
-    """True in a fleet command's pod thread (one pod of several): a task may be lenient where one pod of a fleet
-    has nothing to do (sweep.stop on a pod whose share has ended)."""
-    return _ON_FLEET.get()
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ options
@@ -94,7 +111,7 @@ class WfTask(Task):
         args = [_int_text(a) if a.name in self.int_options else a for a in super().get_arguments(ignore_unknown_help)]
         for arg in args:
             if arg.positional:
-                arg.wfops_optional = True
+                arg.wfops_optional = True  # type: ignore[attr-defined]  # read by the parser patch below
         return args
 
 
@@ -163,16 +180,14 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     - `interrupted="the sweep may have started: run sweep.status"`: a mutating task says what to check when Ctrl-C
       or SIGTERM stops it after its request reached the pod; `{name}` is replaced by the task's argument.
     - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "".
-    - `fleet=True`: on a config that names a fleet (LIUM_TARGETS / OPS_HOSTS, no WF_POD), the task runs on every
-      pod at once (wfops.targets.fleet.run_each) and prints one section per pod (`--json`: {"pods": [...]}); the exit
-      code is the worst pod's. A task without it refuses a fleet config unless WF_POD picks a pod.
+    A task that runs on every pod of a fleet says so by calling `on_pods` (see the module docstring); any other
+    task refuses a fleet config unless WF_POD picks a pod.
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:
         params = inspect.signature(fn).parameters
         int_options = {n for n, p in params.items() if type(p.default) is int} | set(kwargs.pop("int_options", ()))
         hint = kwargs.pop("interrupted", None)
-        fan_out = kwargs.pop("fleet", False)
 
         @functools.wraps(fn)
         def boundary(c: Any, *a: Any, **kw: Any) -> Any:
@@ -181,9 +196,6 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
                 with _sigterm_as_exception():
                     for name in [n for n in kw if n in int_options]:
                         kw[name] = int_option(name, kw[name])
-                    fleet_settings = kw.pop("_wfops_fleet", None)
-                    if fleet_settings is not None:
-                        return run_on_fleet(fn, c, a, kw, fleet_settings)
                     return fn(c, *a, **kw)
             except WfopsError as exc:
                 raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None
@@ -194,9 +206,6 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
             except BrokenPipeError:
                 raise Exit(code=EXIT_FAILED) from None
 
-        if fan_out:  # on a fleet config: the same task on every pod at once, its output in one section each
-            boundary = _fleet_boundary(fn, boundary)
-
         help_ = dict(kwargs.pop("help", {}))
         help_.setdefault("config", CONFIG_HELP)
         return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
@@ -206,71 +215,9 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
-def _fleet_boundary(fn: Callable[..., Any], boundary: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def fan_out(c: Any, *a: Any, **kw: Any) -> Any:
-        if _MEMBER.get() is not None:
-            return boundary(c, *a, **kw)
-        try:
-            settings = settings_for(c, kw.get("config"))
-        except WfopsError:
-            return boundary(c, *a, **kw)  # the boundary reports it
-        if fleet.is_fleet(settings):
-            return boundary(c, *a, **dict(kw, _wfops_fleet=settings))
-        token = _MEMBER.set(settings)  # loaded once: the task's own settings_for gets these
-        try:
-            return boundary(c, *a, **kw)
-        finally:
-            _MEMBER.reset(token)
-
-    return fan_out
-
-
-def run_on_fleet(fn: Callable[..., Any], c: Any, a: tuple, kw: dict, settings: Settings) -> None:
-    """The task body once per pod, in parallel; then one section per pod, or one JSON document."""
-    if kw.get("watch") is not None:
-        raise UsageError(f"--watch redraws one pod's view: choose the pod with {fleet.POD_ENV}=NAME "
-                         f"(fleet: {', '.join(fleet.names(settings))})")
-    def work(member: fleet.Member) -> None:
-        _MEMBER.set(settings)
-        _ON_FLEET.set(True)
-        with resolve.picked(member):  # this thread's pod: resolve.one(settings) is `member` in here
-            fn(c, *a, **kw)
-
-    outcomes = fleet.run_each(fleet.members(settings), work)
-    if kw.get("json"):
-        print(to_json({"pods": [_pod_json(o) for o in outcomes]}))
-    else:
-        for o in outcomes:
-            print(visible(f"== pod {o.member.name} =="))
-            if o.out.strip():
-                print(visible(o.out.rstrip("\n")))  # a pod's own output: what it printed raw stays harmless
-            if o.error is not None:
-                print(visible(f"failed (exit {o.code}): {o.error.message}"))
-    code = fleet.worst(outcomes)
-    if code:
-        raise WfopsError(fleet.failures_line(outcomes), code)
-
-
-def _pod_json(o: fleet.Outcome) -> dict[str, Any]:
-    doc: dict[str, Any] = {"pod": o.member.name, "ok": o.error is None, "exit_code": o.code}
-    text = o.out.strip()
-    if text:
-        try:
-            doc["data"] = jsonlib.loads(text)
-        except ValueError:
-            doc["output"] = text
-    if o.error is not None:
-        doc["error"] = o.error.message
-    return doc
-
-
-def settings_for(c: Any, config: str | None) -> Settings:
-    """Find and load the dotenv file; print its warnings (unknown keys) to stderr. In a fleet command's pod thread:
-    the settings loaded once for all pods (resolve.one(settings) is that thread's pod)."""
-    member = _MEMBER.get()
-    if member is not None:
-        return member
+def load_config(c: Any, config: str | None) -> Settings:
+    """Find and load the dotenv file, the whole of it (a fleet stays a fleet: wfops.targets.resolve picks the
+    pods); print its warnings (unknown keys) to stderr."""
     consumer_default = None
     wf_conf = c.config.get("wfops") if hasattr(c, "config") else None
     if wf_conf:
@@ -282,6 +229,100 @@ def settings_for(c: Any, config: str | None) -> Settings:
     if os.environ.get(resolve.POD_ENV, "").strip():
         resolve.pods(settings)  # WF_POD=NAME must name a pod of the config: the error lists the fleet
     return settings
+
+
+def settings_for(c: Any, config: str | None) -> Settings:
+    """The settings of a one-pod command (the same as load_config: resolve.one(settings) is its pod, the one
+    WF_POD=NAME picks on a fleet)."""
+    return load_config(c, config)
+
+
+# ------------------------------------------------------------------ commands on every pod
+
+def _no_verdict(data: Any) -> WfopsError | None:
+    return None
+
+
+def _same(data: Any) -> Any:
+    return data
+
+
+def _nothing(data: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PodWork(Generic[T]):
+    """What a command does on one pod, and how its result shows (the same on one pod and on a fleet).
+
+    body(settings, member, log) -> data  the work; progress lines go to `log`
+    text(data) -> str                    the human text of one pod's data
+    verdict(data) -> WfopsError | None   a failure the data shows (shown after the data: pod.status, task.wait)
+    view(data) -> JSON                   what --json prints of the data (default: the data itself)
+    alone(data)                          one pod only, before anything is shown: may refuse (sweep.stop)
+    """
+
+    body: Callable[[Settings, Member, Log], T]
+    text: Callable[[T], str]
+    verdict: Callable[[T], WfopsError | None] = _no_verdict
+    view: Callable[[T], Any] = _same
+    alone: Callable[[T], None] = _nothing
+
+
+def on_pods(settings: Settings, as_json: bool, work: PodWork[T]) -> None:
+    """`work` on the config's pod, or on every pod of its fleet at once (WF_POD=NAME picks one); `settings`:
+    the whole config (load_config)."""
+    if resolve.is_fleet(settings):
+        run_on_fleet(settings, work, as_json)
+        return
+    data = work.body(settings, resolve.one(settings), to_stderr)
+    work.alone(data)
+    emit(work.view(data), as_json, lambda: work.text(data))
+    error = work.verdict(data)
+    if error is not None:
+        raise error
+
+
+def run_on_fleet(settings: Settings, work: PodWork[T], as_json: bool) -> None:
+    """The body on every pod at once; then one section per pod, or one JSON document; the worst pod's exit."""
+    outcomes = fanout.run_each(resolve.pods(settings), lambda m, log: work.body(settings, m, log))
+    for o in outcomes:
+        if o.error is None and o.value is not None:
+            o.error = work.verdict(o.value)
+    if as_json:
+        print(to_json({"pods": [_pod_json(o, work) for o in outcomes]}))
+    else:
+        for o in outcomes:
+            print(visible(f"== pod {o.member.name} =="))
+            text = work.text(o.value) if o.value is not None else ""
+            if text.strip():
+                print(visible(text.rstrip("\n")))
+            if o.error is not None:
+                print(visible(f"failed (exit {o.code}): {o.error.message}"))
+    if outcomes.worst:
+        raise WfopsError(outcomes.failures_line(), outcomes.worst)
+
+
+def _pod_json(o: fanout.Outcome[Member, T], work: PodWork[T]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"pod": o.member.name, "ok": o.error is None, "exit_code": o.code}
+    if o.value is not None:
+        doc["data"] = work.view(o.value)
+    if o.error is not None:
+        doc["error"] = o.error.message
+    return doc
+
+
+def refuse_watch_on_fleet(settings: Settings) -> None:
+    """--watch redraws one pod's view: on a fleet (no WF_POD) a UsageError naming the pods."""
+    if resolve.is_fleet(settings):
+        raise UsageError(f"--watch redraws one pod's view: choose the pod with {resolve.POD_ENV}=NAME "
+                         f"(fleet: {', '.join(p.name for p in resolve.pods(settings))})")
+
+
+def call_pod(command: str, settings: Settings, member: Member, log: Log, agent_command: str, **data: Any) -> dict:
+    """One agent command on one pod, over its own connection: its JSON result."""
+    with PodCommand(command, settings, member=member, log=log) as cmd:
+        return cmd.call(agent_command, **data)
 
 
 def tmux_attach(settings: Settings, session: str) -> str:

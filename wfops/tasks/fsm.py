@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import Collection
 
+from wfops.fanout import Log, to_stderr
 from wfops.output import pairs, table
-from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.settings.load import Settings
+from wfops.targets.resolve import Member
+from wfops.tasks._base import JSON_HELP, PodWork, call_pod, load_config, on_pods, wftask
 from wfops.transport import rules as fsm
-from wfops.transport.command import call_once
 
 
 def _human(data: dict) -> str:
@@ -16,8 +20,8 @@ def _human(data: dict) -> str:
                       ("file", data.get("file"))])
     effective = data.get("effective") or {}
     head = pairs([
-        ("state", data.get("state") + (f" (commands see {effective['state']}: {effective['why']})"
-                                       if effective else "")),
+        ("state", f"{data.get('state')}" + (f" (commands see {effective['state']}: {effective['why']})"
+                                            if effective else "")),
         ("since", data.get("updated_at") or "never set (no state file yet)"),
         ("by", data.get("command")),
         ("reason", data.get("reason")),
@@ -30,25 +34,34 @@ def _human(data: dict) -> str:
     return head + "\n\nrecent transitions (oldest first)\n" + table(("at", "from", "to", "command", "reason"), rows)
 
 
-@wftask(help={"json": JSON_HELP}, fleet=True)
-def status(c, json=False, config=None):
+def read_state(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
+    """The workflow state on one pod (what `fsm.status --json` prints for it)."""
+    return call_pod("fsm.status", settings, member, log, "fsm-show")
+
+
+def reset_state(settings: Settings, member: Member, to_state: str, reason: str, log: Log = to_stderr) -> dict:
+    """Force one pod's workflow state (a state of fsm.STATES), recording the reason."""
+    return call_pod("fsm.reset", settings, member, log, "fsm-reset", to=to_state, reason=reason)
+
+
+@wftask(help={"json": JSON_HELP})
+def status(c: Any, json: bool = False, config: str | None = None) -> None:
     """Show the workflow state on the pod, when and why it was set, and recent history."""
-    settings = settings_for(c, config)
-    data = call_once("fsm.status", settings, "fsm-show")
-    emit(data, json, lambda: _human(data))
+    settings = load_config(c, config)
+    on_pods(settings, json, PodWork(read_state, _human))
 
 
 @wftask(positional=["state"], help={
     "state": "state to force: " + ", ".join(fsm.STATES) + " (default INIT)",
     "reason": "why, recorded in the history",
     "json": JSON_HELP,
-}, fleet=True, interrupted="the workflow state may have changed: run fsm.status")
-def reset(c, state=None, reason="", json=False, config=None):
+}, interrupted="the workflow state may have changed: run fsm.status")
+def reset(c: Any, state: str | None = None, reason: str = "", json: bool = False, config: str | None = None) -> None:
     """Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)
-    settings = settings_for(c, config)
-    data = call_once("fsm.reset", settings, "fsm-reset", to=to_state, reason=reason or "manual reset")
-    emit(data, json, lambda: f"workflow state is now {data.get('state')}")
+    settings = load_config(c, config)
+    on_pods(settings, json, PodWork(lambda s, m, log: reset_state(s, m, to_state, reason or "manual reset", log),
+                                     lambda data: f"workflow state is now {data.get('state')}"))
 
 
 ns = Collection("fsm", status, reset)

@@ -17,6 +17,7 @@ from typing import Any
 from invoke import Collection
 
 from wfops.errors import ConfigError, ConnectError, LiumError, UsageError, WfopsError
+from wfops.fanout import Log, to_stderr
 from wfops.settings.load import KEYS_BY_NAME, Settings
 from wfops.targets import resolve
 from wfops.targets import ssh_config as sshcfg
@@ -27,7 +28,7 @@ from wfops.targets.providers import lium
 from wfops.targets.providers.ssh import is_alias
 from wfops.targets.target import LIUM, LOCAL, SSH, Member, Target
 from wfops.tasks import _base, pod_text
-from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
+from wfops.tasks._base import JSON_HELP, PodWork, emit, load_config, on_pods, settings_for, wftask
 from wfops.transport import warm
 from wfops.transport.command import PodCommand
 
@@ -75,7 +76,8 @@ class _Never(ConnectError):
 
 
 def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, member: Member,
-                  first_row: Mapping[str, Any] | None = None, cli: LiumCLI | None = None) -> dict[str, Any]:
+                  first_row: Mapping[str, Any] | None = None, cli: LiumCLI | None = None,
+                  log: Log = to_stderr) -> dict[str, Any]:
     """Poll until the pod answers over SSH; then run the command's small script (FSM promotion, config sync).
 
     A Lium target is looked up on every poll (one `lium ps`: its status and address change while it
@@ -97,7 +99,7 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, member: M
                 target = res.target
             left = max(1, int(deadline - time.monotonic()) + 1)
             target = dataclasses.replace(target, connect_timeout=min(target.connect_timeout, left))
-            with PodCommand(command, settings, target) as cmd:
+            with PodCommand(command, settings, target, log=log) as cmd:
                 state = cmd.call("fsm-show")
             return {"target": _target_view(target), "state": state.get("state"),
                     "waited_secs": round(timeout_secs - (deadline - time.monotonic()), 1)}
@@ -109,7 +111,7 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, member: M
         if remaining <= 0:
             raise ConnectError(f"{command}: gave up after {timeout_secs}s; last: {last}")
         if last != shown:
-            print(f"wfops: waiting: {last}", file=sys.stderr)
+            log(f"wfops: waiting: {last}")
             shown = last
         time.sleep(min(interval, remaining))
         interval = min(interval * 2, POLL_MAX_SECS)
@@ -117,42 +119,51 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, member: M
 
 # ------------------------------------------------------------------ pod.status
 
-@wftask(help={"json": JSON_HELP}, fleet=True)
-def status(c, json=False, config=None):
-    """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
-    settings = settings_for(c, config)
-    member = resolve.one(settings)
+def pod_status(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
+    """One pod: its `lium ps` row (Lium), then checks on the pod (user, host, GPUs, /mnt, free space); what
+    `pod.status --json` prints. Unreachable: `reachable` false and `error` says why."""
     res = resolve.resolve(settings, member, use_cache=False, require_ready=False)
     data: dict[str, Any] = {"target": _target_view(res.target),
                             "lium_target": member.name if member.provider == LIUM else "",
                             "lium": dict(res.row) if res.row else None,
                             "reachable": False, "pod": None, "notes": list(res.target.notes) if res.target else []}
-    error: ConnectError | None = None
     if res.target is None:
-        error = ConnectError(str(res.problem))
-    else:
-        try:
-            with PodCommand("pod.status", settings, res.target) as cmd:
-                data["pod"] = cmd.call("pod-facts", repo=settings.ops_remote_repo, mnt="/mnt")
-            data["reachable"] = True
-        except ConnectError as exc:
-            error = exc
-    if error is not None:
-        data["error"] = error.message
-    emit(data, json, lambda: pod_text.status_human(data))
-    if error is not None:
-        raise error
+        data["error"] = ConnectError(str(res.problem)).message
+        return data
+    try:
+        with PodCommand("pod.status", settings, res.target, log=log) as cmd:
+            data["pod"] = cmd.call("pod-facts", repo=settings.ops_remote_repo, mnt="/mnt")
+        data["reachable"] = True
+    except ConnectError as exc:
+        data["error"] = exc.message
+    return data
+
+
+def _unreachable(data: dict) -> WfopsError | None:
+    return ConnectError(data["error"]) if "error" in data else None
+
+
+@wftask(help={"json": JSON_HELP})
+def status(c: Any, json: bool = False, config: str | None = None) -> None:
+    """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
+    on_pods(load_config(c, config), json, PodWork(pod_status, pod_text.status_human, verdict=_unreachable))
 
 
 # ------------------------------------------------------------------ pod.wait
 
-@wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP},
-        fleet=True)
-def wait(c, timeout_secs=WAIT_TIMEOUT_SECS, json=False, config=None):
+def wait_for_pod(settings: Settings, member: Member, timeout_secs: int = WAIT_TIMEOUT_SECS,
+                 log: Log = to_stderr) -> dict:
+    """Wait until one pod answers over SSH (a Lium pod: until it is RUNNING first): what `pod.wait --json`
+    prints; a ConnectError (exit 4) when it gives up."""
+    return _wait_for_ssh(settings, "pod.wait", int(timeout_secs), member, log=log)
+
+
+@wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
+def wait(c: Any, timeout_secs: int = WAIT_TIMEOUT_SECS, json: bool = False, config: str | None = None) -> None:
     """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
-    settings = settings_for(c, config)
-    data = _wait_for_ssh(settings, "pod.wait", int(timeout_secs), resolve.one(settings))
-    emit(data, json, lambda: f"{data['target']['label']} answers over SSH (workflow state {data['state']})")
+    on_pods(load_config(c, config), json, PodWork(
+        lambda s, m, log: wait_for_pod(s, m, timeout_secs, log),
+        lambda data: f"{data['target']['label']} answers over SSH (workflow state {data['state']})"))
 
 
 # ------------------------------------------------------------------ pod.up

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 from invoke import Collection
 
 from wfops.artifacts.transfer import check_request, fetch_runs, report
+from wfops.fanout import Log, to_stderr
+from wfops.settings.load import Settings
 from wfops.sweeps import fleet as fleet_sweep
-from wfops.tasks._base import on_fleet, settings_for, wftask
+from wfops.targets import resolve
+from wfops.targets.resolve import Member
+from wfops.tasks._base import PodWork, load_config, on_pods, wftask
+
+
+def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool = False, sweep: str = "",
+               hash: bool = False, log: Log = to_stderr) -> dict:
+    """Bring runs from one pod to LOCAL_ARTIFACTS_DIR: {"runs": [local folders]}; the summary goes to `log`.
+    On a fleet (no WF_POD) each pod sends the runs the fleet ledger has on it: no stale copy of a moved run."""
+    only = fleet_sweep.runs_on(settings, sweep, member.name) if resolve.is_fleet(settings) and (all or sweep) else None
+    fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log)
+    log(report(fetched))
+    return {"runs": [str(path.resolve()) for path in fetched.runs]}
 
 
 @wftask(positional=["run_id"], help={
@@ -16,18 +30,14 @@ from wfops.tasks._base import on_fleet, settings_for, wftask
     "all": "fetch every run of the latest sweep that has a run directory",
     "sweep": "fetch the runs of this sweep (an id as sweep.status shows it) instead of the latest",
     "hash": "compare files by size and sha256 instead of size and mtime (reads every file on both sides)",
-}, fleet=True)
-def fetch(c, run_id=None, all=False, sweep=None, hash=False, config=None):
+})
+def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | None = None, hash: bool = False,
+          config: str | None = None) -> None:
     """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
     check_request(run_id or "", bool(all), sweep or "")
-    settings = settings_for(c, config)
-    only = None
-    if on_fleet() and (all or sweep):  # each pod sends the runs the ledger has on it: no stale copy of a moved run
-        only = fleet_sweep.runs_on(settings, sweep or "")
-    fetched = fetch_runs(settings, run_id or "", bool(all), sweep or "", bool(hash), only)
-    for path in fetched.runs:
-        print(path.resolve())
-    print(report(fetched), file=sys.stderr)
+    on_pods(load_config(c, config), False, PodWork(
+        lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log),
+        lambda data: "\n".join(data["runs"])))
 
 
 ns = Collection("run", fetch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
 
@@ -14,7 +14,9 @@ from wfops import watch as watching
 from wfops.agent import wire
 from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
+from wfops.fanout import Log, to_stderr
 from wfops.output import table
+from wfops.settings.load import Settings
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps import launch_script
 from wfops.sweeps.ledger import load_ledger
@@ -22,13 +24,23 @@ from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
 from wfops.targets import fleet
+from wfops.targets.resolve import Member
 from wfops.tasks import results as _results  # report, wait and attach live there
-from wfops.tasks._base import JSON_HELP, emit, on_fleet, settings_for, tmux_attach, wftask
+from wfops.tasks._base import (
+    JSON_HELP,
+    PodWork,
+    call_pod,
+    emit,
+    load_config,
+    on_pods,
+    settings_for,
+    tmux_attach,
+    wftask,
+)
 from wfops.transport.command import PodCommand, call_once
 
 if TYPE_CHECKING:
     from wfops.agent.wire import Filters, Manifest
-    from wfops.settings.load import Settings
     from wfops.sweeps.model import RunSpec
 
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
@@ -233,14 +245,21 @@ def _fleet_exit(data: dict) -> None:
         raise WfopsError(f"{len(data.get('errors') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
 
 
-@wftask(help={"json": JSON_HELP}, fleet=True)
-def list_(c, json=False, config=None):
-    """Every sweep on the pod, newest first: id, started, state, totals."""
-    settings = settings_for(c, config)
-    data = call_once("sweep.list", settings, wire.SWEEP_LIST)
+def list_sweeps(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
+    """Every sweep on one pod, newest first (what `sweep.list --json` prints)."""
+    return call_pod("sweep.list", settings, member, log, wire.SWEEP_LIST)
+
+
+def _list_text(data: dict) -> str:
     rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
              totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
-    emit(data, json, lambda: table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod")
+    return table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod"
+
+
+@wftask(help={"json": JSON_HELP})
+def list_(c: Any, json: bool = False, config: str | None = None) -> None:
+    """Every sweep on the pod, newest first: id, started, state, totals."""
+    on_pods(load_config(c, config), json, PodWork(list_sweeps, _list_text))
 
 
 @wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
@@ -305,18 +324,31 @@ def rebalance(c, sweep="", json=False, config=None):
 
 @wftask(help={"timeout_secs": "how long to wait for the queue to stop (default KILL_GRACE_SECS + 60)",
               "json": JSON_HELP}, int_options=["timeout_secs"],
-        fleet=True, interrupted="the sweep may be stopping or stopped: run sweep.status")
-def stop(c, timeout_secs=None, json=False, config=None):
+        interrupted="the sweep may be stopping or stopped: run sweep.status")
+def stop(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
-    settings = settings_for(c, config)
-    wait = timeout_secs if timeout_secs is not None else settings.kill_grace_secs + 60
-    data = call_once("sweep.stop", settings, wire.SWEEP_STOP, timeout=wait, session=settings.sweep_tmux_session)
+    on_pods(load_config(c, config), json, PodWork(lambda s, m, log: stop_sweep(s, m, timeout_secs, log), _stopped_text,
+                                                  alone=_refuse_idle))
+
+
+def stop_sweep(settings: Settings, member: Member, timeout_secs: int | None = None, log: Log = to_stderr) -> dict:
+    """Stop the sweep running on one pod (waiting up to `timeout_secs`, default KILL_GRACE_SECS + 60): what
+    `sweep.stop --json` prints; `was_running` false: nothing ran there, nothing changed."""
+    wait = timeout_secs if timeout_secs is not None else int(settings.kill_grace_secs) + 60
+    return call_pod("sweep.stop", settings, member, log, wire.SWEEP_STOP, timeout=wait,
+                    session=settings.sweep_tmux_session)
+
+
+def _stopped_text(data: dict) -> str:
+    if not data.get("was_running"):  # one pod of a fleet whose share has ended: nothing to stop there is no failure
+        return f"nothing to stop here (latest: {data.get('sweep_id')}, {data.get('state')})"
+    return f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})"
+
+
+def _refuse_idle(data: dict) -> None:
+    """One pod alone: nothing running is a conflict (exit 10)."""
     if not data.get("was_running"):
-        if on_fleet():  # one pod of a fleet whose share has ended: nothing to stop there is not a failure
-            emit(data, json, lambda: f"nothing to stop here (latest: {data.get('sweep_id')}, {data.get('state')})")
-            return
         raise ConflictError(f"no sweep is running (latest: {data.get('sweep_id')}, {data.get('state')})")
-    emit(data, json, lambda: f"{data.get('sweep_id')}: {data.get('state')} ({data.get('reason')})")
 
 
 ns = Collection("sweep", template, validate, start, add, retry, status, stop, rebalance)

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import Collection
 
 from wfops import watch as watching
 from wfops.agent.states import TERMINAL
 from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
+from wfops.fanout import Log, to_stderr
 from wfops.output import duration, pairs, quiet_note, table
-from wfops.tasks._base import JSON_HELP, emit, settings_for, tmux_attach, wftask
+from wfops.settings.load import Settings
+from wfops.targets import resolve
+from wfops.targets.resolve import Member
+from wfops.tasks._base import (
+    JSON_HELP,
+    PodWork,
+    call_pod,
+    load_config,
+    on_pods,
+    refuse_watch_on_fleet,
+    tmux_attach,
+    wftask,
+)
 from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
-from wfops.transport.command import PodCommand, call_once
+from wfops.transport.command import PodCommand
 
 ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with a letter or digit"
 
@@ -18,7 +33,7 @@ ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with 
 def _summary(t: dict) -> str:
     items = [
         ("task", t.get("id")),
-        ("state", t.get("state") + (f" (recorded: {t['recorded_state']})" if t.get("recorded_state") else "")),
+        ("state", f"{t.get('state')}" + (f" (recorded: {t['recorded_state']})" if t.get("recorded_state") else "")),
         ("exit code", t.get("exit_code")),
         ("created", t.get("created_at")),
         ("started", t.get("started_at")),
@@ -34,6 +49,21 @@ def _summary(t: dict) -> str:
     return pairs(items)
 
 
+def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeout_secs: int | None = None,
+               workdir: str = "", force: bool = False, log: Log = to_stderr) -> dict:
+    """Start tracked task `task_id` (checked: tracked.check_task_id) on one pod; what `task.run --json` prints."""
+    timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
+    return call_pod("task.run", settings, member, log, "task-start", id=task_id,
+                    command_text=command_script(settings, task_id, cmd, workdir), timeout=timeout, workdir=workdir,
+                    grace=settings.kill_grace_secs, force=bool(force), session=settings.wf_tmux_session)
+
+
+def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) -> str:
+    return (f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
+            f"  watch:  inv task.status --id {task_id}   |   {tmux_attach(settings, str(data.get('tmux_session')))}\n"
+            f"  files:  {data.get('dir')}/")
+
+
 @wftask(help={
     "id": ID_HELP,
     "cmd": "the command, run by bash on the pod exactly as given (after loading the pod env file)",
@@ -41,42 +71,42 @@ def _summary(t: dict) -> str:
     "workdir": "directory on the pod to run in (default OPS_REMOTE_REPO, else $HOME)",
     "force": "replace an ended task with the same id (the old one is kept under _tasks/_backups/)",
     "json": JSON_HELP,
-}, int_options=["timeout_secs"], fleet=True, interrupted="task {id} may have started: see task.status --id {id}")
-def run(c, id=None, cmd=None, timeout_secs=None, workdir="", force=False, json=False, config=None):
+}, int_options=["timeout_secs"], interrupted="task {id} may have started: see task.status --id {id}")
+def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int | None = None, workdir: str = "",
+        force: bool = False, json: bool = False, config: str | None = None) -> None:
     """Start a tracked task in its own tmux window; prints where to watch it."""
     task_id = check_task_id(id)
     if not cmd:
         raise UsageError("--cmd is required")
     check_workdir(workdir)
-    settings = settings_for(c, config)
+    settings = load_config(c, config)
     timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
-    data = call_once(
-        "task.run", settings, "task-start", id=task_id, command_text=command_script(settings, task_id, cmd, workdir),
-        timeout=timeout, workdir=workdir, grace=settings.kill_grace_secs, force=bool(force),
-        session=settings.wf_tmux_session,
-    )
-    emit(data, json, lambda: (
-        f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
-        f"  watch:  inv task.status --id {task_id}   |   {tmux_attach(settings, str(data.get('tmux_session')))}\n"
-        f"  files:  {data.get('dir')}/"
-    ))
+    on_pods(settings, json, PodWork(lambda s, m, log: start_task(s, m, task_id, cmd, timeout, workdir, force, log),
+                                    lambda data: _started_text(settings, task_id, timeout, data)))
+
+
+def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int = 20, log: Log = to_stderr) -> dict:
+    """One pod's tracked task: state, exit code, times, the tail of its log (what `task.status --json` prints)."""
+    return call_pod("task.status", settings, member, log, "task-show", id=task_id, tail=tail_lines)
 
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
               "watch": "redraw every SECS (default 2) over one connection until the task ends"},
-        optional=["watch"], fleet=True)
-def status(c, id=None, tail_lines=20, json=False, watch=None, config=None):
+        optional=["watch"])
+def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = False, watch: str | None = None,
+           config: str | None = None) -> None:
     """Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
     secs = watching.interval(watch)
-    settings = settings_for(c, config)
     if secs is not None:
-        with PodCommand("task.status", settings) as cmd:
+        settings = load_config(c, config)
+        refuse_watch_on_fleet(settings)
+        with PodCommand("task.status", settings, member=resolve.one(settings)) as cmd:
             watching.watch(lambda: cmd.call("task-show", id=task_id, tail=tail_lines), _status_text,
                            lambda d: d.get("state") in TERMINAL, secs, json)
         return
-    data = call_once("task.status", settings, "task-show", id=task_id, tail=tail_lines)
-    emit(data, json, lambda: _status_text(data))
+    settings = load_config(c, config)
+    on_pods(settings, json, PodWork(lambda s, m, log: show_task(s, m, task_id, tail_lines, log), _status_text))
 
 
 def _status_text(data: dict) -> str:
@@ -87,39 +117,53 @@ def _status_text(data: dict) -> str:
     return text
 
 
-@wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
-              "json": JSON_HELP}, fleet=True)
-def wait(c, id=None, timeout_secs=0, json=False, config=None):
-    """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
-    task_id = check_task_id(id)
-    settings = settings_for(c, config)
-    data = call_once("task.wait", settings, "task-wait", id=task_id, timeout=timeout_secs)
-    emit(data, json, lambda: _summary(data))
+def wait_task(settings: Settings, member: Member, task_id: str, timeout_secs: int = 0, log: Log = to_stderr) -> dict:
+    """Wait on one pod until a task ends (or `timeout_secs` pass; 0: no limit); what `task.wait --json` prints."""
+    return call_pod("task.wait", settings, member, log, "task-wait", id=task_id, timeout=timeout_secs)
+
+
+def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | None:
+    """How the wait ended, as an exit code: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     if data.get("wait_timed_out"):
-        raise WfopsError(f"task {task_id} is still {data.get('state')} after {timeout_secs}s", EXIT_WAIT_TIMEOUT)
+        return WfopsError(f"task {task_id} is still {data.get('state')} after {timeout_secs}s", EXIT_WAIT_TIMEOUT)
     code = exit_code_for(str(data.get("state")))
     if code:
-        raise WfopsError(f"task {task_id} ended {data.get('state')}"
-                         + (f" (exit {data['exit_code']})" if data.get("exit_code") is not None else ""), code)
+        return WfopsError(f"task {task_id} ended {data.get('state')}"
+                          + (f" (exit {data['exit_code']})" if data.get("exit_code") is not None else ""), code)
+    return None
 
 
-@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP}, fleet=True)
-def list_(c, limit=20, json=False, config=None):
+@wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
+              "json": JSON_HELP})
+def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = False, config: str | None = None) -> None:
+    """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
+    task_id = check_task_id(id)
+    settings = load_config(c, config)
+    on_pods(settings, json, PodWork(lambda s, m, log: wait_task(s, m, task_id, timeout_secs, log), _summary,
+                                     verdict=lambda data: _wait_verdict(task_id, timeout_secs, data)))
+
+
+def list_tasks(settings: Settings, member: Member, limit: int = 20, log: Log = to_stderr) -> dict:
+    """One pod's recent tracked tasks, newest first (`limit` 0: all); what `task.list --json` prints."""
+    return call_pod("task.list", settings, member, log, "task-list", limit=limit)
+
+
+def _list_text(data: dict) -> str:
+    tasks = data.get("tasks") or []
+    if not tasks:
+        return "no tracked tasks on the pod yet (start one with task.run)"
+    rows = [(t.get("id"), t.get("state"), t.get("exit_code"), t.get("started_at"),
+             duration(t.get("duration_secs")), t.get("reason")) for t in tasks]
+    more = data.get("total", 0) - len(tasks)
+    return table(("id", "state", "exit", "started", "duration", "note"), rows) + (
+        f"\n({more} older not shown; --limit 0 shows all)" if more > 0 else "")
+
+
+@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP})
+def list_(c: Any, limit: int = 20, json: bool = False, config: str | None = None) -> None:
     """List recent tracked tasks with their honest state."""
-    settings = settings_for(c, config)
-    data = call_once("task.list", settings, "task-list", limit=limit)
-
-    def human() -> str:
-        tasks = data.get("tasks") or []
-        if not tasks:
-            return "no tracked tasks on the pod yet (start one with task.run)"
-        rows = [(t.get("id"), t.get("state"), t.get("exit_code"), t.get("started_at"),
-                 duration(t.get("duration_secs")), t.get("reason")) for t in tasks]
-        more = data.get("total", 0) - len(tasks)
-        return table(("id", "state", "exit", "started", "duration", "note"), rows) + (
-            f"\n({more} older not shown; --limit 0 shows all)" if more > 0 else "")
-
-    emit(data, json, human)
+    settings = load_config(c, config)
+    on_pods(settings, json, PodWork(lambda s, m, log: list_tasks(s, m, limit, log), _list_text))
 
 
 ns = Collection("task", run, status, wait)

@@ -15,7 +15,6 @@ of this process alone.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 from wfops.agent import states
@@ -26,7 +25,7 @@ from wfops.targets.target import Member, Target
 from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
 from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
-from wfops.transport.session import ExecResult, MetaSink, Redactor, Session, StdoutSink
+from wfops.transport.session import ExecResult, LineSink, MetaSink, Redactor, Session, StdoutSink, stderr_line
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
     from wfops.agent.wire import PodLayout, Prelude, Request
@@ -36,10 +35,12 @@ LOCK_WAIT_SECS = 10
 
 class PodCommand:
     def __init__(self, command: str, settings: Settings, target: Target | None = None,
-                 member: Member | None = None) -> None:
+                 member: Member | None = None, log: LineSink = stderr_line) -> None:
         """`member`: one pod of wfops.targets.resolve.pods(settings) (a fleet command's pod); `target`: an address
-        already resolved; neither: resolve.one(settings), the command's one pod."""
+        already resolved; neither: resolve.one(settings), the command's one pod. `log`: where progress lines go
+        (notes, the pod's stderr): a fleet pod's is wfops.fanout.PodLog (`[pod] line`)."""
         self.command = command
+        self.log = log
         self.settings = settings
         self.member = member
         self.rule = fsm.rule(command)
@@ -54,17 +55,17 @@ class PodCommand:
                 self.member = resolve.one(self.settings)
             self.target = resolve.target(self.settings, self.member)
         for note in self.target.notes:
-            print(f"wfops: {note}", file=sys.stderr)
+            self.log(f"wfops: {note}")
         try:
-            self.session = open_session(self.target, self.redact, self.persist)
+            self.session = open_session(self.target, self.redact, self.persist, self.log)
         except ConnectError:
             fresh = resolve.again(self.settings, self.target, self.member)  # a cached Lium address may be stale
             if fresh is None:
                 raise
             self.target = fresh
             for note in fresh.notes:
-                print(f"wfops: {note}", file=sys.stderr)
-            self.session = open_session(self.target, self.redact, self.persist)
+                self.log(f"wfops: {note}")
+            self.session = open_session(self.target, self.redact, self.persist, self.log)
         return self
 
     @property

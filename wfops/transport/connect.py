@@ -22,6 +22,7 @@ from wfops.transport.local import LocalSession
 from wfops.transport.session import (
     Counted,
     ExecResult,
+    LineSink,
     MetaSink,
     Redactor,
     Session,
@@ -29,6 +30,7 @@ from wfops.transport.session import (
     StdoutSink,
     collect,
     count_request,
+    stderr_line,
     verbose,
 )
 from wfops.transport.ssh import SSHSession
@@ -114,10 +116,11 @@ class KeeperSession:
     """Scripts run through the target's keeper (wfops/transport/keeper.py), started if none answers: no SSH handshake
     when it is warm, and no paramiko or fabric import in this process."""
 
-    def __init__(self, target: Target, redact: Redactor, persist: float) -> None:
+    def __init__(self, target: Target, redact: Redactor, persist: float, show: LineSink = stderr_line) -> None:
         self.target = target
         self.redact = redact
         self.persist = persist
+        self.show = show
         self._exec: KeeperExec | None = None
         self.sent = 0
         self._sock: socket.socket | None = warm.connect(target, persist)  # connect errors surface here, at once
@@ -133,7 +136,7 @@ class KeeperSession:
         header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
         for _attempt in range(3):
             buf: list[bytes] = []
-            errs = StderrLines(self.redact, meta)
+            errs = StderrLines(self.redact, meta, self.show)
             out = Counted(collect(stdout_sink, buf))
             self.sent = len(data)
             sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
@@ -162,12 +165,13 @@ class KeeperSession:
             self._sock = None
 
 
-def open_session(target: Target, redact: Redactor | None = None, persist: float = 0) -> Session:
+def open_session(target: Target, redact: Redactor | None = None, persist: float = 0,
+                 show: LineSink = stderr_line) -> Session:
     """A local session, an SSH session through the target's keeper (persist > 0: WF_PERSIST_SECS), or an SSH
-    connection of this process alone (persist 0)."""
+    connection of this process alone (persist 0). The pod's progress lines (its stderr) go to `show`."""
     redact = redact or Redactor()
     if target.is_local:
-        return LocalSession(target, redact)
+        return LocalSession(target, redact, show)
     if persist > 0:
-        return KeeperSession(target, redact, persist)
-    return SSHSession(target, redact)
+        return KeeperSession(target, redact, persist, show)
+    return SSHSession(target, redact, show)

@@ -13,6 +13,7 @@ from wfops.targets.target import Target
 from wfops.transport.session import (
     Counted,
     ExecResult,
+    LineSink,
     MetaSink,
     Redactor,
     StderrLines,
@@ -20,6 +21,7 @@ from wfops.transport.session import (
     collect,
     count_request,
     pump,
+    stderr_line,
     verbose,
 )
 
@@ -27,9 +29,10 @@ from wfops.transport.session import (
 class LocalSession:
     """The `local` target: the same scripts, run by bash on this machine."""
 
-    def __init__(self, target: Target, redact: Redactor) -> None:
+    def __init__(self, target: Target, redact: Redactor, show: LineSink = stderr_line) -> None:
         self.target = target
         self.redact = redact
+        self.show = show
         self._stdin: IO[bytes] | None = None
         self._lock = threading.Lock()
         self.sent = 0  # bytes sent to the current script's stdin
@@ -49,7 +52,7 @@ class LocalSession:
         # pipes in binary mode with the default buffering: buffered readers, whose read1 returns what is there
         assert stdin and isinstance(stdout, io.BufferedReader) and isinstance(stderr, io.BufferedReader)
         buf: list[bytes] = []
-        errs = StderrLines(self.redact, meta)
+        errs = StderrLines(self.redact, meta, self.show)
         out = Counted(collect(stdout_sink, buf))
         threads = [pump(stdout.read1, out), pump(stderr.read1, errs.feed)]
         count_request()

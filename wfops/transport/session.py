@@ -32,6 +32,7 @@ _META_RE = re.compile(r"^@wfops-([a-z]+) (.*)$")
 
 StdoutSink = Callable[[bytes], None]
 MetaSink = Callable[[str, str], None]
+LineSink = Callable[[str], None]  # where a progress line goes (a fleet pod's: wfops.fanout.PodLog, `[pod] line`)
 
 _requests_sent = 0
 
@@ -89,12 +90,19 @@ class ExecResult:
         return answer
 
 
+def stderr_line(text: str) -> None:
+    """The default progress sink: the line on this process's stderr, at once."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 @dataclass
 class StderrLines:
-    """Turns stderr bytes into lines: errors are kept, the rest is shown (redacted) as it arrives."""
+    """Turns stderr bytes into lines: errors are kept, the rest is shown (redacted) as it arrives, on `show`."""
 
     redact: Redactor
     meta: MetaSink | None = None
+    show: LineSink = stderr_line
     error: WfopsError | None = None
     buffer: bytes = b""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -121,9 +129,7 @@ class StderrLines:
             if self.meta is not None:
                 self.meta(m.group(1), m.group(2))
             return
-        stream = sys.stderr
-        stream.write(visible(self.redact(line)) + "\n")
-        stream.flush()
+        self.show(visible(self.redact(line)))
 
 
 class Session(Protocol):

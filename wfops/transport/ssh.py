@@ -30,6 +30,7 @@ from wfops.targets.target import Target
 from wfops.transport.session import (
     Counted,
     ExecResult,
+    LineSink,
     MetaSink,
     Redactor,
     StderrLines,
@@ -37,6 +38,7 @@ from wfops.transport.session import (
     collect,
     count_request,
     pump,
+    stderr_line,
     verbose,
 )
 
@@ -105,9 +107,10 @@ def relay(link: SSHLink, chan: Channel, stdout: Callable[[bytes], None], stderr:
 class SSHSession:
     """One Fabric connection in this process; every script of the command runs over it."""
 
-    def __init__(self, target: Target, redact: Redactor) -> None:
+    def __init__(self, target: Target, redact: Redactor, show: LineSink = stderr_line) -> None:
         self.target = target
         self.redact = redact
+        self.show = show
         self.link = SSHLink(target)
         self._chan: Channel | None = None
         self._lock = threading.Lock()
@@ -123,7 +126,7 @@ class SSHSession:
                     meta: MetaSink | None = None) -> ExecResult:
         chan = self.link.open_exec()
         buf: list[bytes] = []
-        errs = StderrLines(self.redact, meta)
+        errs = StderrLines(self.redact, meta, self.show)
         out = Counted(collect(stdout_sink, buf))
         count_request()
         self._chan, self.sent = chan, 0
