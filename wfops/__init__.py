@@ -30,7 +30,6 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     targets/providers/lium.py  Lium pods: resolve through lium_pods, rent (pod.up) and remove (pod.down, Ctrl-C)
     targets/providers/ssh.py  an ssh_config alias or user@host[:port] (OPS_DEFAULT_HOST, OPS_HOSTS)
     targets/providers/local.py  `local`: this machine, no SSH
-    targets/fleet.py          a fleet (LIUM_TARGETS / OPS_HOSTS): its members' names, from resolve
     targets/lium_pods.py      a Lium pod's name -> one `lium ps` -> a direct SSH connection, cache, host-key pin
     targets/lium_cli.py       the one place the `lium` CLI runs, and its errors
     targets/lium_rows.py      what `lium ps` rows mean (pure): the pod a name selects, ssh_cmd, pins, `lium up` argv

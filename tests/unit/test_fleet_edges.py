@@ -15,7 +15,7 @@ from wfops.errors import ConfigError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import parse_settings
 from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps.plan import PodLoad, PodQueue, Want, rebalance, spread
-from wfops.targets import fleet, resolve
+from wfops.targets import resolve
 from wfops.tasks import _base
 
 
@@ -27,7 +27,7 @@ def test_one_name_in_both_lium_targets_and_ops_hosts_is_refused():
     """Two members with one name would share a ledger entry, a `pod` column and WF_POD: refuse the config."""
     s = settings("LIUM_TARGETS=gpu-box\nOPS_HOSTS=gpu-box,root@127.0.0.2:22\n")
     with pytest.raises(ConfigError, match="gpu-box"):
-        fleet.members(s)
+        resolve.members(s)
 
 
 def test_a_hostile_wf_pod_is_shown_escaped_and_never_matches():
@@ -158,7 +158,7 @@ def test_a_run_marked_lost_while_its_pod_was_away_shows_the_pods_row_once_the_po
     ledger = {"sweep_id": "s", "order": ["r"], "pods": {"a": {"slots": 1, "sweep_id": "s"}},
               "runs": {"r": {"pods": ["a"], "entry": {"gpus": "1"}, "lost": "pod a stopped answering", "moves": []}}}
     row = {"run_id": "r", "state": "running"}
-    back = fleet_sweep.joined(ledger, {"a": fanout.Outcome(fleet.members(settings("OPS_HOSTS=a,b\n"))[0],
+    back = fleet_sweep.joined(ledger, {"a": fanout.Outcome(resolve.members(settings("OPS_HOSTS=a,b\n"))[0],
                                                           {"runs": [row]})}, {})
     assert back["runs"][0]["state"] == "running" and back["sweep"]["state"] == "running"
     away = fleet_sweep.joined(ledger, {}, {"a": "connection refused"})
@@ -173,7 +173,7 @@ class _FakePods:
 
     def call(self, command: str, args, names=None) -> dict:
         self.meanwhile()
-        pods = fleet.members(settings("OPS_HOSTS=a,b\n"))
+        pods = resolve.members(settings("OPS_HOSTS=a,b\n"))
         return {m.name: fanout.Outcome(m, {"runs": self.rows.get(m.name, [])}) for m in pods}
 
 

@@ -39,13 +39,13 @@ from wfops.sweeps.plan import (
     spread,
     totals,
 )
-from wfops.targets import fleet, resolve
+from wfops.targets import resolve
 from wfops.transport.command import PodCommand
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
     from wfops.agent.wire import FleetFacts, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow, Withdrawn
 
-Answer = fanout.Outcome[fleet.Member, Any]  # one pod's answer to an agent command
+Answer = fanout.Outcome[resolve.Member, Any]  # one pod's answer to an agent command
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
@@ -70,7 +70,7 @@ class Pods:
         self.down: dict[str, str] = {}
 
     def __enter__(self) -> Pods:
-        def open_one(m: fleet.Member, log: fanout.Log) -> PodCommand:
+        def open_one(m: resolve.Member, log: fanout.Log) -> PodCommand:
             return PodCommand(self.command, self.settings, member=m).__enter__()
 
         for o in fanout.run_each(self.members, open_one):
@@ -90,7 +90,7 @@ class Pods:
         `down`."""
         live = [m for m in self.members if m.name in self.cmds and (names is None or m.name in names)]
 
-        def one(m: fleet.Member, log: fanout.Log) -> dict[str, Any]:
+        def one(m: resolve.Member, log: fanout.Log) -> dict[str, Any]:
             return self.cmds[m.name].call(agent_command, **(args(m.name) if callable(args) else args))
 
         out = {o.member.name: o for o in fanout.run_each(live, one)}

@@ -15,10 +15,8 @@ connection to it. Resolving a Member to an address (Lium: `lium ps`) happens whe
 
 from __future__ import annotations
 
-import contextvars
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 from wfops.errors import ConfigError
 from wfops.settings.load import Settings
@@ -27,25 +25,13 @@ from wfops.targets.providers.base import Resolved
 from wfops.targets.target import LIUM, LOCAL, SSH, Member, Target
 
 __all__ = ["POD_ENV", "Member", "again", "is_fleet", "members", "names", "one", "one_pod_only",
-           "pick", "picked", "pods", "resolve", "target"]
+           "pick", "pods", "resolve", "target"]
 
 POD_ENV = "WF_POD"  # pick one member for a command: WF_POD=NAME inv run.logs r1
-# The pod a fan-out thread works on (wfops.tasks._base): in that thread it counts as WF_POD.
-_PICKED: contextvars.ContextVar[str] = contextvars.ContextVar("wfops_picked_pod", default="")
-
-
-@contextmanager
-def picked(member: Member) -> Iterator[None]:
-    """Inside: `member` is this thread's pod, as if WF_POD named it (a fleet command's pod thread)."""
-    token = _PICKED.set(member.name)
-    try:
-        yield
-    finally:
-        _PICKED.reset(token)
 
 
 def _chosen(environ: Mapping[str, str] | None) -> str:
-    return _PICKED.get() or (os.environ if environ is None else environ).get(POD_ENV, "").strip()
+    return (os.environ if environ is None else environ).get(POD_ENV, "").strip()
 
 
 def _ssh_kind(name: str) -> str:

@@ -15,7 +15,7 @@ from wfops.sweeps import fleet as fleet_sweep
 from wfops.sweeps.metrics import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from wfops.sweeps.model import check_run_id
 from wfops.sweeps.status import status_text
-from wfops.targets import fleet
+from wfops.targets import resolve
 from wfops.tasks._base import JSON_HELP, emit, settings_for, wftask
 from wfops.tracked import check_task_id
 from wfops.transport.attach import attach
@@ -127,7 +127,7 @@ def wait(c, timeout_secs=None, json=False, config=None):
     and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
     settings = settings_for(c, config)
-    if fleet.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
+    if resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
         data = fleet_sweep.wait(settings, timeout_secs, list(settings.metric_patterns))
     else:
         with PodCommand("sweep.wait", settings) as cmd:
@@ -202,7 +202,7 @@ def report(c, out=None, sort=None, json=False, config=None):
     The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.
     """
     settings = settings_for(c, config)
-    if fleet.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
+    if resolve.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
         data = fleet_sweep.metrics(settings, list(settings.metric_patterns))
         for name, why in data["down"].items():
             print(f"wfops: pod {name} does not answer ({why}): its runs are not in the report", file=sys.stderr)

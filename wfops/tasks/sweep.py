@@ -23,7 +23,7 @@ from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
-from wfops.targets import fleet
+from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks import results as _results  # report, wait and attach live there
 from wfops.tasks._base import (
@@ -127,7 +127,7 @@ def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_
     wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
     if wide and settings.train_launcher != "torchrun":
         raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was started")
-    if fleet.is_fleet(settings):
+    if resolve.is_fleet(settings):
         _start_fleet(settings, plan, text, session, json, left)
         return
     if wide:
@@ -186,7 +186,7 @@ def add(c, csv=None, json=False, config=None):
         raise UsageError("sweep.add needs --csv FILE with the runs to add")
     _, runs = _read_runs(settings, _csv_path(settings, csv))
     session = settings.sweep_tmux_session
-    if fleet.is_fleet(settings):
+    if resolve.is_fleet(settings):
         ledger = load_ledger(settings)
         group = settings.wandb_group or ledger.get("wandb_group") or ledger["sweep_id"]
         entries = queue_entries(settings, runs, group, launch_script.scripts(settings, runs))
@@ -226,7 +226,7 @@ def retry(c, ids=None, failed=False, json=False, config=None):
         bad = check_run_id(name.strip())
         if bad:
             raise UsageError(bad)
-    if fleet.is_fleet(settings):
+    if resolve.is_fleet(settings):
         data = fleet_sweep.retry(settings, [n.strip() for n in names], bool(failed))
         emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued" + _fleet_failures(data))
         _fleet_exit(data)
@@ -271,7 +271,7 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     secs = watching.interval(watch)
     settings = settings_for(c, config)
     args = {"sweep": sweep or "", "metric_patterns": list(settings.metric_patterns)}
-    if fleet.is_fleet(settings):
+    if resolve.is_fleet(settings):
         _fleet_status(settings, sweep or "", sort, json, secs)
         return
     if secs is not None:  # the loop is wfops/watch.py: one exec per refresh on one session
@@ -305,7 +305,7 @@ def rebalance(c, sweep="", json=False, config=None):
     """Fleet sweeps: move runs that have not started off unreachable pods and from busy pods to pods with free
     slots (runs an unreachable pod was running become lost; retried elsewhere when RETRY_ON has lost)."""
     settings = settings_for(c, config)
-    if not fleet.is_fleet(settings):
+    if not resolve.is_fleet(settings):
         raise UsageError("sweep.rebalance moves runs between the pods of a fleet; the config names one target "
                          "(set LIUM_TARGETS or OPS_HOSTS)")
     data = fleet_sweep.rebalance_fleet(settings, sweep or "")
