@@ -50,7 +50,10 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/model.py           sweep CSV -> validated run specs, filters, a run's training command
     sweeps/plan.py            a fleet sweep's spread over pods, moves of runs not started, joined tables
     sweeps/ledger.py          the ledger of a fleet sweep on this machine (which run went to which pod)
-    sweeps/fleet.py           one sweep over a fleet: start, joined status, wait, rebalance
+    sweeps/fleet_pods.py      one sweep over a fleet: a session per pod, an agent command on each at once
+    sweeps/fleet_start.py     ... its start: spread, rendezvous check, each pod's share, the ledger
+    sweeps/fleet_status.py    ... what is seen: the joined status, the metrics of every pod, sweep.wait
+    sweeps/fleet_moves.py     ... the moves: sweep.rebalance, sweep.add and sweep.retry on a fleet
     sweeps/metrics.py         metric columns, best values and the rows of results.csv
     sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template
     sweeps/status.py          the text of sweep.status and sweep.wait: the run table and the totals line

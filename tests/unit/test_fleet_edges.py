@@ -13,7 +13,7 @@ import pytest
 from wfops import fanout
 from wfops.errors import ConfigError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import parse_settings
-from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps import fleet_moves, fleet_status, ledger
 from wfops.sweeps.plan import PodLoad, PodQueue, Want, rebalance, spread
 from wfops.targets import resolve
 from wfops.tasks import _base
@@ -126,7 +126,7 @@ def test_a_missing_or_damaged_ledger_is_one_clear_error(tmp_path: Path, text: st
     if text:
         (d / "s.json").write_text(text)
     with pytest.raises(WfopsError) as err:
-        fleet_sweep.load_ledger(s)
+        ledger.load_ledger(s)
     assert err.value.code != 0 and "\n" not in err.value.message
     assert str(d) in err.value.message
 
@@ -137,7 +137,7 @@ def test_a_sweep_id_cannot_point_the_ledger_outside_its_folder(tmp_path: Path):
     outside.write_text(json.dumps({"sweep_id": "x", "pods": {}, "runs": {}, "order": []}))
     (tmp_path / "art" / ".fleet").mkdir(parents=True)
     with pytest.raises(WfopsError):
-        fleet_sweep.load_ledger(s, "../../secret")
+        ledger.load_ledger(s, "../../secret")
 
 
 def test_orphans_and_stuck_runs_never_overfill_one_idle_pod():
@@ -158,15 +158,15 @@ def test_a_run_marked_lost_while_its_pod_was_away_shows_the_pods_row_once_the_po
     ledger = {"sweep_id": "s", "order": ["r"], "pods": {"a": {"slots": 1, "sweep_id": "s"}},
               "runs": {"r": {"pods": ["a"], "entry": {"gpus": "1"}, "lost": "pod a stopped answering", "moves": []}}}
     row = {"run_id": "r", "state": "running"}
-    back = fleet_sweep.joined(ledger, {"a": fanout.Outcome(resolve.members(settings("OPS_HOSTS=a,b\n"))[0],
+    back = fleet_status.joined(ledger, {"a": fanout.Outcome(resolve.members(settings("OPS_HOSTS=a,b\n"))[0],
                                                           {"runs": [row]})}, {})
     assert back["runs"][0]["state"] == "running" and back["sweep"]["state"] == "running"
-    away = fleet_sweep.joined(ledger, {}, {"a": "connection refused"})
+    away = fleet_status.joined(ledger, {}, {"a": "connection refused"})
     assert away["runs"][0]["state"] == "lost"
 
 
 class _FakePods:
-    """Pods for fleet_sweep.status: every pod answers with `rows`; `meanwhile` runs during the call."""
+    """Pods for fleet_status.status: every pod answers with `rows`; `meanwhile` runs during the call."""
 
     def __init__(self, rows: dict, meanwhile=lambda: None) -> None:
         self.rows, self.meanwhile, self.down = rows, meanwhile, {}
@@ -184,20 +184,20 @@ def _ledger(sid: str, where: str = "a") -> dict:
 
 def test_looking_at_an_older_sweep_does_not_make_it_the_latest(tmp_path: Path):
     s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
-    fleet_sweep.save_ledger(s, _ledger("sweep-old"), latest=True)
-    fleet_sweep.save_ledger(s, _ledger("sweep-new"), latest=True)
-    fleet_sweep.status(s, "sweep-old", [], _FakePods({"a": [{"run_id": "r", "state": "success"}]}))
-    assert fleet_sweep.load_ledger(s)["sweep_id"] == "sweep-new"  # sweep.add / retry / wait act on this one
+    ledger.save_ledger(s, _ledger("sweep-old"), latest=True)
+    ledger.save_ledger(s, _ledger("sweep-new"), latest=True)
+    fleet_status.status(s, "sweep-old", [], _FakePods({"a": [{"run_id": "r", "state": "success"}]}))
+    assert ledger.load_ledger(s)["sweep_id"] == "sweep-new"  # sweep.add / retry / wait act on this one
 
 
 def test_a_status_during_a_rebalance_keeps_the_moves_it_made(tmp_path: Path):
     """sweep.status in one terminal, sweep.wait (rebalancing) in another: status must not write back the
     ledger it read before the move."""
     s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
-    fleet_sweep.save_ledger(s, _ledger("sweep-1", "a"), latest=True)
-    moved = lambda: fleet_sweep.save_ledger(s, _ledger("sweep-1", "b"))  # noqa: E731 - the rebalance
-    fleet_sweep.status(s, "", [], _FakePods({"a": [{"run_id": "r", "state": "pending"}]}, moved))
-    assert fleet_sweep.load_ledger(s)["runs"]["r"]["pods"] == ["b"]
+    ledger.save_ledger(s, _ledger("sweep-1", "a"), latest=True)
+    moved = lambda: ledger.save_ledger(s, _ledger("sweep-1", "b"))  # noqa: E731 - the rebalance
+    fleet_status.status(s, "", [], _FakePods({"a": [{"run_id": "r", "state": "pending"}]}, moved))
+    assert ledger.load_ledger(s)["runs"]["r"]["pods"] == ["b"]
 
 
 def test_a_multi_node_run_with_a_pod_down_ends_as_lost_instead_of_unknown_forever():
@@ -208,7 +208,7 @@ def test_a_multi_node_run_with_a_pod_down_ends_as_lost_instead_of_unknown_foreve
     ledger["runs"]["mn"] = {"pods": ["a", "b"], "entry": {"gpus": "1"}, "moves": [], "last": {"state": "pending"}}
     ledger["runs"]["r"]["last"] = {"state": "success", "at": ""}
     ledger["order"].append("mn")
-    orphans, lost = fleet_sweep._orphans(s, ledger, {"b": "connection refused"})
+    orphans, lost = fleet_moves._orphans(s, ledger, {"b": "connection refused"})
     assert orphans == [] and lost == ["mn"]
-    data = fleet_sweep.joined(ledger, {}, {"b": "connection refused"})
+    data = fleet_status.joined(ledger, {}, {"b": "connection refused"})
     assert [r["state"] for r in data["runs"] if r["run_id"] == "mn"] == ["lost"]

@@ -140,7 +140,7 @@ def test_ledger_changes_take_turns(tmp_path):
     import threading
     import time
 
-    from wfops.sweeps.fleet import ledger_lock
+    from wfops.sweeps.ledger import ledger_lock
 
     s = settings(f"OPS_HOSTS=a,b\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
     (tmp_path / ".fleet").mkdir()  # a fleet sweep's ledger is there (without one there is nothing to guard)
@@ -171,7 +171,7 @@ def test_bad_rendezvous_keys_are_one_line(line: str):
 
 def test_multi_node_runs_are_refused_by_sweep_add_and_sweep_retry_before_any_pod_is_asked(tmp_path):
     """Both refusals come before a connection: the fleet's hosts here do not exist (127.0.0.1 port 1)."""
-    from wfops.sweeps import fleet as fleet_sweep
+    from wfops.sweeps import fleet_moves
     from wfops.sweeps.ledger import save_ledger
 
     s = settings(f"OPS_HOSTS=root@127.0.0.1:1,root@127.0.0.1:2\nLOCAL_ARTIFACTS_DIR={tmp_path}\n")
@@ -181,12 +181,12 @@ def test_multi_node_runs_are_refused_by_sweep_add_and_sweep_retry_before_any_pod
                     "runs": {"mn": {"pods": ["root@127.0.0.1:1", "root@127.0.0.1:2"], "entry": {"gpus": "1"},
                                     "moves": []}}}, latest=True)
     with pytest.raises(WfopsError) as err:
-        fleet_sweep.retry(s, ["mn"], False)
+        fleet_moves.retry(s, ["mn"], False)
     assert err.value.code == 2 and "multi-node" in err.value.message
     runs = parse_csv("run_id,config,seed,nodes\nwide,c.py,1,2\n")
     with pytest.raises(WfopsError) as err:
-        fleet_sweep.add(s, runs, [], [])
+        fleet_moves.add(s, runs, [], [])
     assert err.value.code == 2 and "only at sweep.start" in err.value.message
     with pytest.raises(WfopsError) as err:
-        fleet_sweep.retry(s, ["nope"], False)
+        fleet_moves.retry(s, ["nope"], False)
     assert err.value.code == 5 and "not a run of" in err.value.message

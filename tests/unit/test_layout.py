@@ -16,19 +16,6 @@ PKG = Path(wfops.__file__).resolve().parent
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
-# The offenders of today that are being split in other branches (settings, targets, fanout; sweeps/fleet.py is
-# shared). Each entry is exactly one current offender, `path` for a module over MAX_MODULE_LINES or
-# `path::qualname` for a function over MAX_FUNCTION_LINES; the test fails on an entry that is no longer an
-# offender, so this list only shrinks. Empty it as the splits land; never add to it.
-PENDING_SPLIT = {
-    "wfops/sweeps/fleet.py",  # 597 lines (fleet start / status / moves)
-}
-
-# Import cycles of today that another branch is taking apart (targets: the one way to a Target), as the set of
-# modules tied together. Same rule as PENDING_SPLIT: the test fails on an entry that is no longer a cycle.
-PENDING_CYCLES = [
-]
-
 
 def _modules() -> dict[str, Path]:
     """Every module of the tree by dotted name (a package by its own name, for its __init__.py)."""
@@ -130,10 +117,8 @@ def _a_cycle(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 def test_no_import_cycle_among_wfops_modules():
     graph = _graph()
     groups = _groups(graph)
-    cycles = [" -> ".join(_a_cycle(graph, g)) for g in groups if g not in PENDING_CYCLES]
+    cycles = [" -> ".join(_a_cycle(graph, g)) for g in groups]
     assert cycles == [], "import cycles (imports inside functions count):\n" + "\n".join(cycles)
-    stale = [sorted(g) for g in PENDING_CYCLES if g not in groups]
-    assert stale == [], f"no longer a cycle: remove them from PENDING_CYCLES in {__file__}: {stale}"
 
 
 def test_the_cycle_finder_finds_one_hidden_in_a_function(tmp_path):
@@ -183,11 +168,8 @@ def _offenders() -> dict[str, int]:
 
 def test_no_client_module_over_400_lines_and_no_function_over_60():
     offenders = _offenders()
-    new = {k: v for k, v in sorted(offenders.items()) if k not in PENDING_SPLIT}
-    assert new == {}, ("over the limits (a module: 400 lines, a function: 60); split them:\n"
-                       + "\n".join(f"{k}: {v} lines" for k, v in new.items()))
-    stale = sorted(PENDING_SPLIT - set(offenders))
-    assert stale == [], f"no longer over the limits: remove them from PENDING_SPLIT in {__file__}: {stale}"
+    assert offenders == {}, ("over the limits (a module: 400 lines, a function: 60); split them:\n"
+                             + "\n".join(f"{k}: {v} lines" for k, v in sorted(offenders.items())))
 
 
 def test_the_size_guard_counts_methods_and_nested_functions(tmp_path):

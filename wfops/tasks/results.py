@@ -11,7 +11,7 @@ from wfops.agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, S
 from wfops.errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
 from wfops.output import duration, table, visible
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps import fleet_status
 from wfops.sweeps.metrics import choose_columns, fmt, report_columns, report_header, report_row, report_sort
 from wfops.sweeps.model import check_run_id
 from wfops.sweeps.status import status_text
@@ -127,8 +127,8 @@ def wait(c, timeout_secs=None, json=False, config=None):
     and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
     settings = settings_for(c, config)
-    if resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (wfops.sweeps.fleet.wait)
-        data = fleet_sweep.wait(settings, timeout_secs, list(settings.metric_patterns))
+    if resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (fleet_status.wait)
+        data = fleet_status.wait(settings, timeout_secs, list(settings.metric_patterns))
     else:
         with PodCommand("sweep.wait", settings) as cmd:
             data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings.metric_patterns))
@@ -203,7 +203,7 @@ def report(c, out=None, sort=None, json=False, config=None):
     """
     settings = settings_for(c, config)
     if resolve.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
-        data = fleet_sweep.metrics(settings, list(settings.metric_patterns))
+        data = fleet_status.metrics(settings, list(settings.metric_patterns))
         for name, why in data["down"].items():
             print(f"wfops: pod {name} does not answer ({why}): its runs are not in the report", file=sys.stderr)
     else:

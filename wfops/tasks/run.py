@@ -9,7 +9,7 @@ from invoke import Collection
 from wfops.artifacts.transfer import check_request, fetch_runs, report
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet as fleet_sweep
+from wfops.sweeps import fleet_status
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks._base import PodWork, load_config, on_pods, wftask
@@ -19,7 +19,7 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
                hash: bool = False, log: Log = to_stderr) -> dict:
     """Bring runs from one pod to LOCAL_ARTIFACTS_DIR: {"runs": [local folders]}; the summary goes to `log`.
     On a fleet (no WF_POD) each pod sends the runs the fleet ledger has on it: no stale copy of a moved run."""
-    only = fleet_sweep.runs_on(settings, sweep, member.name) if resolve.is_fleet(settings) and (all or sweep) else None
+    only = fleet_status.runs_on(settings, sweep, member.name) if resolve.is_fleet(settings) and (all or sweep) else None
     fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log)
     log(report(fetched))
     return {"runs": [str(path.resolve()) for path in fetched.runs]}

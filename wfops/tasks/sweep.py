@@ -17,8 +17,7 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet as fleet_sweep
-from wfops.sweeps import launch_script
+from wfops.sweeps import fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script
 from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
@@ -159,7 +158,7 @@ def _manifest(settings: Settings, csv_name: str, text: str, runs: list[RunSpec],
 
 
 def _start_fleet(settings, plan: Manifest, text: str, session: str, json: bool, left: str) -> None:
-    data = fleet_sweep.start(settings, plan, text, session)
+    data = fleet_start.start(settings, plan, text, session)
     share = {n: shares(data["placed"]).get(n, []) for n in data["pods"]}
 
     def human() -> str:
@@ -190,7 +189,7 @@ def add(c, csv=None, json=False, config=None):
         ledger = load_ledger(settings)
         group = settings.wandb_group or ledger.get("wandb_group") or ledger["sweep_id"]
         entries = queue_entries(settings, runs, group, launch_script.scripts(settings, runs))
-        data = fleet_sweep.add(settings, runs, entries,
+        data = fleet_moves.add(settings, runs, entries,
                                plan_runs(settings, runs, {r.run_id for r in runs}))
         emit(data, json, lambda: f"{data['sweep_id']}: {len(data['placed'])} run(s) queued: " + ", ".join(
             f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + _fleet_failures(data))
@@ -227,7 +226,7 @@ def retry(c, ids=None, failed=False, json=False, config=None):
         if bad:
             raise UsageError(bad)
     if resolve.is_fleet(settings):
-        data = fleet_sweep.retry(settings, [n.strip() for n in names], bool(failed))
+        data = fleet_moves.retry(settings, [n.strip() for n in names], bool(failed))
         emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued" + _fleet_failures(data))
         _fleet_exit(data)
         return
@@ -289,11 +288,11 @@ def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
     text = lambda d: status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
         ledger = load_ledger(settings, sweep)
-        with fleet_sweep.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
-            watching.watch(lambda: fleet_sweep.status(settings, ledger["sweep_id"], patterns, pods), text,
+        with fleet_pods.Pods(settings, "sweep.status", only=list(ledger["pods"])) as pods:
+            watching.watch(lambda: fleet_status.status(settings, ledger["sweep_id"], patterns, pods), text,
                            lambda d: d["sweep"]["state"] != RUNNING, secs, json)
         return
-    data = fleet_sweep.status(settings, sweep, patterns)
+    data = fleet_status.status(settings, sweep, patterns)
     emit(data, json, lambda: text(data))
     if data["problems"]:
         raise ConnectError(f"{len(data['problems'])} pod(s) of the fleet did not answer; their runs show as unknown")
@@ -308,7 +307,7 @@ def rebalance(c, sweep="", json=False, config=None):
     if not resolve.is_fleet(settings):
         raise UsageError("sweep.rebalance moves runs between the pods of a fleet; the config names one target "
                          "(set LIUM_TARGETS or OPS_HOSTS)")
-    data = fleet_sweep.rebalance_fleet(settings, sweep or "")
+    data = fleet_moves.rebalance_fleet(settings, sweep or "")
 
     def human() -> str:
         lines = [f"{data['sweep_id']}: {sum(m['moved'] for m in data['moves'])} run(s) moved"]

@@ -1,0 +1,82 @@
+"""One sweep over a fleet, the sessions: one open PodCommand per pod (opened in parallel), an agent command on
+each at once (wfops.fanout), and the pods that did not answer. One connection per pod per command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from wfops import fanout
+from wfops.agent import wire
+from wfops.errors import ConnectError, NotFoundError, WfopsError
+from wfops.settings.load import Settings
+from wfops.targets import resolve
+from wfops.transport.command import PodCommand
+
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+    from wfops.agent.wire import FleetFacts
+
+
+Answer = fanout.Outcome[resolve.Member, Any]  # one pod's answer to an agent command
+
+
+class Pods:
+    """One open PodCommand per pod (opened in parallel); pods that did not answer are in `down`."""
+
+    def __init__(self, settings: Settings, command: str, only: list[str] | None = None) -> None:
+        self.settings = settings
+        self.members = [m for m in resolve.members(settings) if only is None or m.name in only]
+        missing = sorted(set(only or ()) - {m.name for m in self.members})
+        if missing:
+            raise NotFoundError(f"the ledger names pod(s) the config does not: {', '.join(missing)} (put them back "
+                                "in LIUM_TARGETS / OPS_HOSTS)")
+        self.command = command
+        self.cmds: dict[str, PodCommand] = {}
+        self.down: dict[str, str] = {}
+
+    def __enter__(self) -> Pods:
+        def open_one(m: resolve.Member, log: fanout.Log) -> PodCommand:
+            return PodCommand(self.command, self.settings, member=m).__enter__()
+
+        for o in fanout.run_each(self.members, open_one):
+            if o.error is not None:
+                self.down[o.member.name] = o.error.message
+            elif o.value is not None:
+                self.cmds[o.member.name] = o.value
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for cmd in self.cmds.values():
+            cmd.__exit__(None, None, None)
+
+    def call(self, agent_command: str, args: Callable[[str], dict[str, Any]] | dict[str, Any],
+             names: list[str] | None = None) -> dict[str, Answer]:
+        """The agent command on each open pod (or on `names`) at once; a pod whose connection breaks moves to
+        `down`."""
+        live = [m for m in self.members if m.name in self.cmds and (names is None or m.name in names)]
+
+        def one(m: resolve.Member, log: fanout.Log) -> dict[str, Any]:
+            return self.cmds[m.name].call(agent_command, **(args(m.name) if callable(args) else args))
+
+        out = {o.member.name: o for o in fanout.run_each(live, one)}
+        for name, o in out.items():
+            if isinstance(o.error, ConnectError):
+                self.down[name] = o.error.message
+                self.cmds.pop(name).__exit__(None, None, None)
+        return out
+
+
+def check_all(outcomes: Mapping[str, Answer], what: str) -> dict[str, FleetFacts]:
+    bad = [o for o in outcomes.values() if o.error is not None]
+    if bad:
+        first = bad[0]
+        raise WfopsError(f"{what}: {first.member.name}: {first.error.message}", first.code)  # type: ignore[union-attr]
+    return {name: o.value for name, o in outcomes.items() if o.value is not None}
+
+
+def facts_of(pods: Pods, settings: Settings, sweep_id: str = "") -> dict[str, Answer]:
+    args: dict[str, object] = {"fake_gpus": settings.wf_fake_gpus, "cpu_only": settings.cpu_only}
+    if sweep_id:
+        args["sweep_id"] = sweep_id
+    return pods.call(wire.FLEET_FACTS, {k: v for k, v in args.items() if v is not None})
