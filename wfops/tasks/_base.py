@@ -124,7 +124,7 @@ _complete_context = ParseMachine.complete_context
 
 
 def _complete_context_allowing_optional(self: ParseMachine) -> None:
-    if self.context:
+    if self.context is not None:
         for arg in self.context.positional_args:
             if arg.value is None and getattr(arg, "wfops_optional", False):
                 arg.value = ""

@@ -22,12 +22,12 @@ def _describe_target(settings: Any) -> dict[str, object]:
 
 @wftask(help={"json": JSON_HELP, "yaml": "print YAML instead of a table",
               "only_set": "show only the keys the file sets"})
-def show(c, json=False, yaml=False, only_set=False, config=None):
+def show(c: Any, json: bool = False, yaml: bool = False, only_set: bool = False, config: str | None = None) -> None:
     """Print the effective config (secrets redacted) and which target it resolves to."""
     settings = settings_for(c, config)
     values = settings.redacted_values()
     keys = [k for k in values if not only_set or settings.sources[k] != "default"]
-    data = {
+    data: dict[str, Any] = {
         "config_file": str(settings.path),
         "target": _describe_target(settings),
         "values": {k: values[k] for k in keys},

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from wfops.targets import resolve
 from wfops.tasks._base import settings_for, wftask
 from wfops.transport import warm
 
 
 @wftask(help={"all": "close every warm connection of yours, whatever its target (no config needed)"})
-def disconnect(c, all=False, config=None):
+def disconnect(c: Any, all: bool = False, config: str | None = None) -> None:
     """Close the warm SSH connection to the configured target (its keeper exits); see WF_PERSIST_SECS."""
     if all:
         closed = warm.stop_all()

@@ -1,8 +1,6 @@
-"""Pods: `pod.up` rents a Lium pod, `pod.status` shows it and checks it from inside, `pod.wait` waits
-until SSH answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors.
-
-`pod.status` and `pod.wait` work for every target (Lium, OPS_DEFAULT_HOST, local); `pod.up` and
-`pod.down` rent and remove Lium pods through the lium CLI (wfops.targets.lium_cli). See docs/lium.md.
+"""Pods: `pod.up` rents a Lium pod, `pod.status` shows it and checks it from inside, `pod.wait` waits until SSH
+answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors. `pod.status` and
+`pod.wait` work for every target; `pod.up` / `pod.down` rent and remove Lium pods (wfops.targets.providers.lium).
 """
 
 from __future__ import annotations
@@ -185,7 +183,8 @@ def _interrupted(stop: lium.Stopped) -> WfopsError:
              "prints the LIUM_TARGETS line of the fleet; Ctrl-C removes every pod it rented",
     "json": JSON_HELP,
 })
-def up(c, yes=False, timeout_secs=UP_TIMEOUT_SECS, count=1, json=False, config=None):
+def up(c: Any, yes: bool = False, timeout_secs: int = UP_TIMEOUT_SECS, count: int = 1, json: bool = False,
+       config: str | None = None) -> None:
     """Rent a Lium pod from the LIUM_* keys (or reuse the running pod of that name), wait until SSH answers,
     print the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
@@ -323,7 +322,7 @@ def _check_before_removal(settings: Settings, res: Any, row: Mapping[str, Any], 
     "force": "remove even while a sweep is running on the pod (and an unreachable pod, unchecked)",
     "json": JSON_HELP,
 })
-def down(c, yes=False, force=False, json=False, config=None):
+def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, config: str | None = None) -> None:
     """Remove the Lium pod (a fleet's: the one WF_POD names): refuse while a sweep runs, reset its state, `lium rm`.
 
     --force removes it while a sweep runs; the workflow state is reset to INIT first."""
@@ -357,7 +356,8 @@ def down(c, yes=False, force=False, json=False, config=None):
     "print_": "only print the block; write nothing",
     "json": JSON_HELP,
 })
-def ssh_config(c, alias=None, file=None, print_=False, json=False, config=None):
+def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_: bool = False, json: bool = False,
+               config: str | None = None) -> None:
     """Write an ssh_config block for the pod, so `ssh ALIAS`, rsync and editors reach it by name."""
     settings = settings_for(c, config)
     member = resolve.one(settings)

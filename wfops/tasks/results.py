@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 from wfops.agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
 from wfops.errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
@@ -60,7 +61,8 @@ def _stream(settings: Settings, command: str, agent_command: str, **data: object
     "tail": "only the last N lines (default: the whole log)",
     "rank": "only the lines of this rank (lines without a rank prefix belong to rank 0)",
 })
-def logs(c, run_id=None, follow=False, tail=None, rank=None, config=None):
+def logs(c: Any, run_id: str | None = None, follow: bool = False, tail: int | None = None, rank: int | None = None,
+         config: str | None = None) -> None:
     """Print a run's stdout.log (each line time-stamped), or follow it live until the run ends."""
     bad = check_run_id(run_id or "")
     if bad:
@@ -74,7 +76,8 @@ def logs(c, run_id=None, follow=False, tail=None, rank=None, config=None):
     "id": "task id (also --id ID)", "follow": "keep printing new lines until the task ends",
     "tail": "only the last N lines (default: the whole log)",
 })
-def task_logs(c, id=None, follow=False, tail=None, config=None):
+def task_logs(c: Any, id: str | None = None, follow: bool = False, tail: int | None = None,
+              config: str | None = None) -> None:
     """Print a tracked task's stdout.log, or follow it live until the task ends."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
@@ -84,14 +87,14 @@ def task_logs(c, id=None, follow=False, tail=None, config=None):
 # ------------------------------------------------------------------ attach
 
 @wftask(name="attach")
-def sweep_attach(c, config=None):
+def sweep_attach(c: Any, config: str | None = None) -> None:
     """Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
     settings = settings_for(c, config)
     attach(settings, settings.sweep_tmux_session, what="no sweep")
 
 
 @wftask(name="attach", positional=["id"], help={"id": "task id (also --id ID)"})
-def task_attach(c, id=None, config=None):
+def task_attach(c: Any, id: str | None = None, config: str | None = None) -> None:
     """Open a tracked task's tmux window on the pod in this terminal (detach with Ctrl-b d; the task goes on)."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
@@ -119,7 +122,7 @@ def wait_code(data: dict) -> tuple[int, str]:
     "timeout_secs": "give up after this many seconds (exit 9; default: wait until the queue ends)",
     "json": JSON_HELP,
 })
-def wait(c, timeout_secs=None, json=False, config=None):
+def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
     """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
     Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
@@ -196,7 +199,8 @@ def _report_table(runs: list[dict], metrics: list[str]) -> str:
 @wftask(help={"out": "folder for results.csv and curves.png (default: LOCAL_ARTIFACTS_DIR/_reports/SWEEP_ID)",
               "sort": "order the table by the best value of this metric (default: the first metric column)",
               "json": JSON_HELP})
-def report(c, out=None, sort=None, json=False, config=None):
+def report(c: Any, out: str | None = None, sort: str | None = None, json: bool = False,
+           config: str | None = None) -> None:
     """Write results.csv and curves.png of the latest sweep here and print its runs sorted by a metric.
 
     The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.

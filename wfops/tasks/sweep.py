@@ -45,14 +45,14 @@ if TYPE_CHECKING:
 CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
 
 
-def _csv_path(settings, csv: str | None) -> Path:
+def _csv_path(settings: Settings, csv: str | None) -> Path:
     path = Path(csv or settings.sweep_csv).expanduser()
     if not path.is_file():
         raise NotFoundError(f"sweep CSV not found: {path} (write a starter with sweep.template)")
     return path
 
 
-def _read_runs(settings, path: Path):
+def _read_runs(settings: Settings, path: Path) -> tuple[str, list[RunSpec]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -61,7 +61,7 @@ def _read_runs(settings, path: Path):
 
 
 @wftask(help={"csv": CSV_HELP})
-def template(c, csv=None, config=None):
+def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
     """Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
     settings = settings_for(c, config)
     path = Path(csv or settings.sweep_csv).expanduser()
@@ -74,7 +74,8 @@ def template(c, csv=None, config=None):
 
 @wftask(help={"csv": CSV_HELP, "workdir": "a local copy of the training workdir: also check that every config exists",
               "json": JSON_HELP})
-def validate(c, csv=None, workdir=None, json=False, config=None):
+def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: bool = False,
+             config: str | None = None) -> None:
     """Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
     settings = settings_for(c, config)
     path = _csv_path(settings, csv)
@@ -104,14 +105,16 @@ START_HELP = {"csv": CSV_HELP, "json": JSON_HELP,
               "fail_fast": "stop starting runs at the first failure (SWEEP_FAIL_FAST=1)"}
 
 
-def _filters(settings, match, start_at, limit) -> Filters:
+def _filters(settings: Settings, match: str | None, start_at: str | None, limit: int | None) -> Filters:
     return {"match": settings.sweep_match if match is None else match,
             "start_at": settings.sweep_start_at if start_at is None else start_at,
             "limit": settings.sweep_limit if limit is None else limit}
 
 
 @wftask(help=START_HELP, int_options=["limit"], interrupted="the sweep may have started: run sweep.status")
-def start(c, csv=None, match=None, start_at=None, limit=None, force=False, fail_fast=False, json=False, config=None):
+def start(c: Any, csv: str | None = None, match: str | None = None, start_at: str | None = None,
+          limit: int | None = None, force: bool = False, fail_fast: bool = False, json: bool = False,
+          config: str | None = None) -> None:
     """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod (a fleet: the runs are
     spread over the pods by free GPU slots, each pod runs its share)."""
     settings = settings_for(c, config)
@@ -157,7 +160,7 @@ def _manifest(settings: Settings, csv_name: str, text: str, runs: list[RunSpec],
     }
 
 
-def _start_fleet(settings, plan: Manifest, text: str, session: str, json: bool, left: str) -> None:
+def _start_fleet(settings: Settings, plan: Manifest, text: str, session: str, json: bool, left: str) -> None:
     data = fleet_start.start(settings, plan, text, session)
     share = {n: shares(data["placed"]).get(n, []) for n in data["pods"]}
 
@@ -177,7 +180,7 @@ def _start_fleet(settings, plan: Manifest, text: str, session: str, json: bool, 
 
 @wftask(help={"csv": "CSV of the runs to add (same columns and checks as sweep.start's)", "json": JSON_HELP},
         interrupted="the runs may have been added: run sweep.status")
-def add(c, csv=None, json=False, config=None):
+def add(c: Any, csv: str | None = None, json: bool = False, config: str | None = None) -> None:
     """Append the runs of another CSV to the current sweep (a run_id it has already is refused); a finished
     sweep's queue starts again with them."""
     settings = settings_for(c, config)
@@ -215,7 +218,7 @@ RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
 
 
 @wftask(positional=["ids"], help=RETRY_HELP, interrupted="the runs may have been requeued: run sweep.status")
-def retry(c, ids=None, failed=False, json=False, config=None):
+def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = False, config: str | None = None) -> None:
     """Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
     settings = settings_for(c, config)
     names = list(dict.fromkeys(n.strip() for n in (ids or "").split(",") if n.strip()))
@@ -264,12 +267,13 @@ def list_(c: Any, json: bool = False, config: str | None = None) -> None:
 @wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
               "sort": "order the runs by this metric's last value, best first (METRIC_COLUMNS shows it too)",
               "watch": "redraw every SECS (default 2) over one connection until the sweep ends"}, optional=["watch"])
-def status(c, sweep="", sort=None, json=False, watch=None, config=None):
+def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False, watch: str | None = None,
+           config: str | None = None) -> None:
     """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals (a fleet:
     every pod's rows in one table with a pod column)."""
     secs = watching.interval(watch)
     settings = settings_for(c, config)
-    args = {"sweep": sweep or "", "metric_patterns": list(settings.metric_patterns)}
+    args: dict[str, Any] = {"sweep": sweep or "", "metric_patterns": list(settings.metric_patterns)}
     if resolve.is_fleet(settings):
         _fleet_status(settings, sweep or "", sort, json, secs)
         return
@@ -283,7 +287,7 @@ def status(c, sweep="", sort=None, json=False, watch=None, config=None):
     emit(data, json, lambda: status_text(data, settings.metric_columns, sort))
 
 
-def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
+def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, secs: float | None) -> None:
     patterns = list(settings.metric_patterns)
     text = lambda d: status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
@@ -300,7 +304,7 @@ def _fleet_status(settings, sweep: str, sort, json: bool, secs) -> None:
 
 @wftask(help={"sweep": "the fleet sweep (default: the latest)", "json": JSON_HELP},
         interrupted="runs may have moved: run sweep.status")
-def rebalance(c, sweep="", json=False, config=None):
+def rebalance(c: Any, sweep: str = "", json: bool = False, config: str | None = None) -> None:
     """Fleet sweeps: move runs that have not started off unreachable pods and from busy pods to pods with free
     slots (runs an unreachable pod was running become lost; retried elsewhere when RETRY_ON has lost)."""
     settings = settings_for(c, config)
