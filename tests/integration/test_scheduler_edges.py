@@ -517,3 +517,24 @@ def test_list_and_status_on_a_pod_with_no_sweep(local_swept: Pod):  # noqa: F811
         assert res.rc == 2 and "invalid sweep id" in res.last_err, (bad, res.err)
     res = pod.wf("sweep.status", "--sweep", "sweep-20200101T000000Z")
     assert res.rc == 5
+
+
+def test_an_inbox_file_of_the_wrong_shape_or_script_does_not_kill_the_queue(local_swept: Pod):  # noqa: F811
+    # BUG (review of the typed wire): an inbox file whose "entries" is not a list (5, true) crashed the queue with
+    # a TypeError, and an entry whose launch script names an unknown run-time value passed the door check and
+    # crashed it with a KeyError when its run started: the sweep was lost with its running run
+    pod = local_swept
+    inbox = _inbox_of_a_running_sweep(pod)
+    (inbox / "0000-five.json").write_text('{"entries": 5}')
+    (inbox / "0001-true.json").write_text('{"entries": true}')
+    bad = {"run_id": "odd", "config": CFG, "script": {"text": "@wfops-%s:nosuch@\n" % ("a" * 16),
+                                                      "mark": "a" * 16, "source": "x"}}
+    (inbox / "0002-script.json").write_text(json.dumps({"entries": [bad]}))
+    data = wait_sweep(pod)
+    assert data["sweep"]["state"] == "completed", data["sweep"]
+    assert states(data) == {"slow": "success"}
+    log = queue_log(pod)
+    assert "0000-five.json: entries must be list, not 5; that file was dropped" in log, log
+    assert "0001-true.json: entries must be list, not True; that file was dropped" in log, log
+    assert ("0002-script.json: entries[0]: its launch script names unknown run-time value(s): nosuch; "
+            "that entry was dropped") in log, log
