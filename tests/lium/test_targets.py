@@ -288,3 +288,22 @@ def test_fallback_when_the_lium_api_is_unreachable(lpod: LiumPod, fake: FakeLium
     assert res.rc == 11
     assert res.last_err == (f"wfops: lium ps: the Lium API at {dead} is unreachable (Connection refused); "
                             "set OPS_DEFAULT_HOST to reach the pod without the Lium API")
+
+
+def test_ssh_config_and_config_show_while_lium_is_missing_speak_of_the_fallback(lpod: LiumPod, fake: FakeLium):
+    # BUG (review of issue 19 part 1): with LIUM_TARGET=train and OPS_DEFAULT_HOST as the fallback, lium missing,
+    # pod.ssh-config said "LIUM_TARGET=train is already an ssh alias or host name" (the Lium pod's name checked as
+    # if it were the host), and config.show's table said "ssh, from LIUM_TARGET" without saying why
+    fake.add_pod("train")
+    lpod.lium_on_path = False
+    lpod.configure(LIUM_TARGET="train", OPS_DEFAULT_HOST=lpod.sshd.address, SSH_KEY_PATH=str(lpod.sshd.key))
+    note = f"lium is not installed; using OPS_DEFAULT_HOST={lpod.sshd.address} instead of LIUM_TARGET=train"
+    res = lpod.wf("pod.ssh-config", "--print")
+    assert res.rc == 2 and res.out == ""
+    assert res.last_err == (f"wfops: pod.ssh-config writes the block of Lium pod train, and {note}: run it again "
+                            "once lium answers")
+    assert not (lpod.home / ".ssh").exists() or not list((lpod.home / ".ssh").glob("wfops*"))
+    res = lpod.wf("config.show")
+    assert res.rc == 0, res.err
+    assert f"target:      {lpod.sshd.address} (ssh, from LIUM_TARGET; {note})" in res.out.splitlines()
+    assert fake.requests == []

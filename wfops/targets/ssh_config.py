@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import UsageError
-from wfops.targets.target import Target
+from wfops.targets.providers.ssh import is_alias
+from wfops.targets.target import LIUM, LOCAL, SSH, Member, Target
 
 ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -83,3 +84,15 @@ def default_alias(row: Mapping[str, Any] | None, target: Target) -> str:
             if word and ALIAS_RE.match(word):
                 return word
     return "wfops-" + re.sub(r"[^A-Za-z0-9._-]+", "-", target.host).strip("-.")
+
+
+def check_wanted(member: Member, target: Target) -> None:
+    """UsageError when pod.ssh-config has no block to write for `member`, resolved to `target`."""
+    if member.provider == LIUM and target.kind != LIUM:  # lium missing or its API down: OPS_DEFAULT_HOST instead
+        raise UsageError(f"pod.ssh-config writes the block of Lium pod {member.name}, and {'; '.join(target.notes)}: "
+                         "run it again once lium answers")
+    if target.kind == LOCAL:
+        raise UsageError("the target is `local` (this machine): it needs no ssh_config entry")
+    if target.kind == SSH and is_alias(member.name):
+        raise UsageError(f"{member.source}={member.name} is already an ssh alias or host name: `ssh` reaches it "
+                         "as it is")

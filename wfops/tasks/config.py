@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import yaml as pyyaml
 from invoke import Collection
@@ -27,9 +27,10 @@ def show(c: Any, json: bool = False, yaml: bool = False, only_set: bool = False,
     settings = settings_for(c, config)
     values = settings.redacted_values()
     keys = [k for k in values if not only_set or settings.sources[k] != "default"]
+    target = _describe_target(settings)
     data: dict[str, Any] = {
         "config_file": str(settings.path),
-        "target": _describe_target(settings),
+        "target": target,
         "values": {k: values[k] for k in keys},
         "sources": {k: settings.sources[k] for k in keys},
     }
@@ -38,8 +39,8 @@ def show(c: Any, json: bool = False, yaml: bool = False, only_set: bool = False,
     elif yaml:
         print(pyyaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
     else:
-        t = data["target"]
-        target_line = t.get("error") or f"{t['label']} ({t['kind']}, from {t['from']})"
+        notes = "".join(f"; {n}" for n in cast("list[str]", target.get("notes") or []))  # e.g. a Lium fallback
+        target_line = target.get("error") or f"{target['label']} ({target['kind']}, from {target['from']}{notes})"
         print(f"config file: {data['config_file']}\ntarget:      {target_line}\n")
         print(table(("key", "value", "source"), [(k, values[k], settings.sources[k]) for k in keys]))
 

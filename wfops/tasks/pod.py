@@ -23,8 +23,7 @@ from wfops.targets.lium_cli import LiumCLI
 from wfops.targets.lium_pods import target_for_row
 from wfops.targets.lium_rows import is_terminal, not_ready_reason, pod_words, up_argv
 from wfops.targets.providers import lium
-from wfops.targets.providers.ssh import is_alias
-from wfops.targets.target import LIUM, LOCAL, SSH, Member, Target
+from wfops.targets.target import LIUM, Member, Target
 from wfops.tasks import _base, pod_text
 from wfops.tasks._base import JSON_HELP, PodWork, emit, load_config, on_pods, settings_for, wftask
 from wfops.transport import warm
@@ -364,11 +363,7 @@ def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_
     res = resolve.resolve(settings, member)
     target = res.target
     assert target is not None
-    if target.kind == LOCAL:
-        raise UsageError("the target is `local` (this machine): it needs no ssh_config entry")
-    if target.kind == SSH and is_alias(member.name):
-        raise UsageError(f"{member.source}={member.name} is already an ssh alias or host name: `ssh` reaches it "
-                         "as it is")
+    sshcfg.check_wanted(member, target)
     name = alias or sshcfg.default_alias(res.row, target)
     if not sshcfg.ALIAS_RE.match(name):
         raise UsageError(f"--alias {name!r}: use letters, digits, '.', '_' or '-' (up to 64)")
