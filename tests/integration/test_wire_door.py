@@ -94,3 +94,37 @@ def test_a_bad_sweep_add_entry_is_refused_and_the_running_sweep_keeps_its_manife
     assert errors == ["@wfops-error 2 sweep-add: entries[0].node.endpoint is missing"]
     assert manifest_file.read_bytes() == kept
     assert not Path(pod.outputs / "r3").exists()
+
+
+def test_bools_for_numbers_non_finite_numbers_and_unknown_states_are_refused_at_the_door(ssh_swept: Pod):  # noqa: F811
+    # BUG (review of the typed wire): a handler's plain int/float argument took a bool (`tail: true`), NaN or
+    # Infinity (net-probe's timeout NaN or -1 was a ValueError traceback, exit 1), the manifest's numbers took
+    # NaN/Infinity (JSON's NaN parses in Python), and fsm-reset wrote any string as the workflow state
+    pod = ssh_swept
+    before = snapshot(pod)
+    cases = [
+        ("run.logs", wire.RUN_LOGS, {"run_id": "r1", "tail": True},
+         "run-logs: argument tail must be int, not True"),
+        ("run.logs", wire.RUN_LOGS, {"run_id": "r1", "rank": False},
+         "run-logs: argument rank must be int, not False"),
+        ("sweep.start", wire.NET_PROBE, {"host": "127.0.0.1", "ports": [1], "timeout": float("nan")},
+         "net-probe: argument timeout must be a finite number, not nan"),
+        ("sweep.start", wire.NET_PROBE, {"host": "127.0.0.1", "ports": [1], "timeout": -1},
+         "net-probe: timeout must be more than 0 seconds, not -1"),
+        ("sweep.start", wire.NET_LISTEN, {"ports": [40000], "secs": float("inf")},
+         "net-listen: argument secs must be a finite number, not inf"),
+        ("fsm.reset", wire.FSM_RESET, {"to": "NOPE"},
+         "fsm-reset: NOPE is not a workflow state (INIT, POD_READY, BOOTSTRAPPED, CHECKED_OUT, SWEEP_RUNNING, "
+         "SWEEP_COMPLETED)"),
+    ]
+    for command, agent_command, data, line in cases:
+        code, out, errors = send(pod, command, request_for(pod, command, agent_command, **data))
+        assert (code, out, errors) == (EXIT_USAGE, b"", [f"@wfops-error 2 {line}"]), (data, out, errors)
+    manifest = good_manifest(pod)
+    manifest["exec"]["retry_backoff_secs"] = float("nan")
+    request = request_for(pod, "sweep.start", wire.SWEEP_START, manifest=manifest, csv_text=HEADER + ROWS,
+                          session=pod.session + "-sw")
+    assert send(pod, "sweep.start", request)[2] == [
+        "@wfops-error 2 sweep-start: manifest.exec.retry_backoff_secs must be a finite number, not nan"]
+    assert snapshot(pod) == before
+    assert pod.state()["state"] == "CHECKED_OUT"

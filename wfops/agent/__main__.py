@@ -18,7 +18,7 @@ import sys
 
 from . import wire, workflow
 from .registry import COMMANDS, Refusal, bind, command, parameters
-from .states import EXIT_REMOTE, EXIT_USAGE, Layout
+from .states import EXIT_REMOTE, EXIT_USAGE, STATES, Layout
 from .store import Damaged
 from .wire import TYPE_CHECKING
 
@@ -71,6 +71,8 @@ def fsm_show(pod: Layout) -> Json:
 
 @command(wire.FSM_RESET)
 def fsm_reset(pod: Layout, to: str, reason: str = "manual reset") -> Json:
+    if to not in STATES:  # the client's fsm.reset checks it too: a hand-made request gets here
+        raise Refusal(EXIT_USAGE, "fsm-reset: %s is not a workflow state (%s)" % (to, ", ".join(STATES)))
     data = workflow.force(pod, to, "fsm.reset", reason)
     data["file"] = pod.state_file
     return data

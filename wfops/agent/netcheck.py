@@ -91,6 +91,8 @@ def _accept(socks: Json, secs: float, expect: int) -> Json:
 def net_probe(pod: Layout, host: str, ports: List[Any], timeout: float = 5) -> Json:
     """Connect to host:PORT for each port; returns {"reached": {"PORT": true or "error text"}}."""
     reached: Dict[str, Union[bool, str]] = {}
+    if timeout <= 0:
+        raise Refusal(EXIT_USAGE, "net-probe: timeout must be more than 0 seconds, not %r" % timeout)
     for port in _ports(ports):
         try:
             with socket.create_connection((host, port), timeout=float(timeout)):

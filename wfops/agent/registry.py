@@ -11,7 +11,7 @@ JSON types) before it runs; a handler returns the JSON result (or text) for the 
 from __future__ import annotations
 
 from .states import EXIT_USAGE
-from .wire import TYPE_CHECKING, argument_problem
+from .wire import TYPE_CHECKING, argument_problem, plain_problem
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Tuple, TypeVar
@@ -70,7 +70,8 @@ def bind(name: str, data: Json) -> Tuple[Callable[..., Any], Json]:
         if fault:
             raise Refusal(EXIT_USAGE, "%s: %s" % (name, fault))
         types = _TYPES.get(annotation)
-        if types and value is not None and not isinstance(value, types):
-            raise Refusal(EXIT_USAGE, "%s: argument %s must be %s, not %r" % (name, pname, annotation, value))
+        fault = plain_problem(types, value, "argument " + pname) if types else None  # true is no int, NaN no number
+        if fault:
+            raise Refusal(EXIT_USAGE, "%s: %s" % (name, fault))
         kwargs[pname] = value
     return fn, kwargs

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 
-from . import launch, outcome, procs, runs, runscript, slots, store, supervisor, wire, workflow
+from . import launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
 from .queuelog import QueueLog
 from .registry import command
 from .states import (
@@ -39,6 +39,7 @@ from .states import (
     WITHDRAW_REQUEST,
     Layout,
 )
+from .sweepedit import read_inbox
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -149,33 +150,16 @@ class Scheduler:
             return 0
         count = 0
         for path in self.inbox_files():
-            for run in self.inbox_entries(path):
+            entries, faults = read_inbox(path)
+            for line in faults:
+                self.log("inbox: " + line)
+            for run in entries:
                 self.enqueue(run)
                 count += 1
             os.unlink(path)
         if count:
             self.log("%d run(s) added to the queue" % count)
         return count
-
-    def inbox_entries(self, path: str) -> List[QueueEntry]:
-        """The entries of one inbox file the queue can run; the rest logged and dropped. sweep-add checked them at
-        its door: only a hand-made file gets a line here."""
-        doc, problem = store.load_or_note(path, required=("entries",))
-        entries = (doc or {}).get("entries")
-        if problem or not isinstance(entries, list):
-            self.log("inbox: %s; that file was dropped" % (problem or "%s: entries must be list, not %.60r"
-                                                              % (path, entries)))
-            return []
-        out: List[QueueEntry] = []
-        for i, run in enumerate(entries):
-            fault = wire.problem(run, wire.QUEUE_ENTRY, "entries[%d]" % i)
-            if not fault and runscript.problem(run.get("script")):
-                fault = "entries[%d]: %s" % (i, runscript.problem(run.get("script")))
-            if fault:
-                self.log("inbox: %s: %s; that entry was dropped: %.200r" % (path, fault, run))
-                continue
-            out.append(run)
-        return out
 
     def take_withdrawals(self) -> None:
         """sweep-withdraw's requests in the inbox (fleet.py answers them): waiting runs leave the order."""
@@ -384,18 +368,13 @@ class Scheduler:
         store.write_json(os.path.join(self.pod.manifests, self.sid + SWEEP_RECORD), record)
         for path in self.inbox_files():  # added while the queue was stopping: never started, and the log says so
             self.log("not started, added while the queue was stopping: %s (sweep.add or sweep.retry them again)"
-                     % ", ".join(str(r.get("run_id", "?")) for r in _listed((store.load_or_note(path)[0] or {})
-                                                                              .get("entries")) if isinstance(r, dict)))
+                     % ", ".join(r["run_id"] for r in read_inbox(path)[0]))
             os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(self.inbox)  # empty by now; sweep.add makes it again if the sweep resumes
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))
         self.log("sweep %s %s: %s" % (self.sid, final, why))
         store.release_reserve(all_of_them=True)
-
-
-def _listed(value: Any) -> List[Any]:
-    return value if isinstance(value, list) else []
 
 
 def facts_gpu_count(venv_python: str) -> int:

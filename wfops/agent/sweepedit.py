@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import procs, store, wire, workflow
+from . import procs, runscript, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     CANCELLED,
@@ -180,3 +180,23 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
         if os.path.isfile(status):
             store.update_json(status, {"requeued_at": store.now_iso()})
     return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
+
+
+def read_inbox(path: str) -> Tuple[List[QueueEntry], List[str]]:
+    """The entries of one inbox file (_enqueue writes them) the queue can run, and a line for each entry or file it
+    cannot (dropped). sweep-add checked them at its door: only a hand-made file gets a line here."""
+    doc, problem = store.load_or_note(path, required=("entries",))
+    entries = (doc or {}).get("entries")
+    if problem or not isinstance(entries, list):
+        return [], ["%s; that file was dropped" % (problem or "%s: entries must be list, not %.60r" % (path, entries))]
+    out: List[QueueEntry] = []
+    faults: List[str] = []
+    for i, run in enumerate(entries):
+        fault = wire.problem(run, wire.QUEUE_ENTRY, "entries[%d]" % i)
+        if not fault and runscript.problem(run.get("script")):
+            fault = "entries[%d]: %s" % (i, runscript.problem(run.get("script")))
+        if fault:
+            faults.append("%s: %s; that entry was dropped: %.200r" % (path, fault, run))
+        else:
+            out.append(run)
+    return out, faults

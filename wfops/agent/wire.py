@@ -265,12 +265,22 @@ ARGUMENTS: Dict[str, Tuple[Types, Any]] = {
 _NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict", _NONE: "null"}
 
 
+_INF = float("inf")
+
+
+def _odd_float(value: object) -> bool:
+    """NaN or an infinity (Python's json reads NaN, Infinity and 1e400): no count, port or number of seconds."""
+    return value.__class__ is float and (value != value or value in (_INF, -_INF))
+
+
 def _fits(value: object, types: Types) -> bool:
-    """isinstance, except that a bool is not an int (JSON's true is no count)."""
-    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    """isinstance, except that a bool is not an int (JSON's true is no count) and a number is finite."""
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool)) and not _odd_float(value)
 
 
 def _wrong(where: str, types: Types, value: object) -> str:
+    if _odd_float(value):
+        return "%s must be a finite number, not %r" % (where, value)
     shown = repr(value)
     return "%s must be %s, not %s" % (where, " or ".join(_NAMES.get(t, t.__name__) for t in types),
                                       shown if len(shown) <= 60 else shown[:57] + "...")
@@ -325,7 +335,7 @@ def _ok(value: object, schema: Schema) -> bool:
         if spec is None:
             return False
         types, _, nested = spec
-        if not isinstance(item, types) or (item.__class__ is bool and bool not in types):
+        if not isinstance(item, types) or (item.__class__ is bool and bool not in types) or _odd_float(item):
             return False
         if nested is not None and item is not None and not _nested_ok(item, nested):
             return False
@@ -342,10 +352,16 @@ def _nested_ok(item: Any, nested: Any) -> bool:
 def _items_ok(values: List[Any], nested: Any) -> bool:
     if isinstance(nested, dict):
         return all(_ok(item, nested) for item in values)
-    return all(isinstance(item, nested) and (item.__class__ is not bool or bool in nested) for item in values)
+    return all(isinstance(item, nested) and (item.__class__ is not bool or bool in nested) and not _odd_float(item)
+               for item in values)
 
 
 _REQUIRED: Dict[int, Tuple[str, ...]] = {}  # id(schema) -> its required fields (schemas live as long as the module)
+
+
+def plain_problem(types: Types, value: Any, where: str) -> Optional[str]:
+    """The fault of a plain argument (registry.bind: str, int, float, bool, list, dict; None passes), or None."""
+    return None if value is None or _fits(value, types) else _wrong(where, types, value)
 
 
 def argument_problem(annotation: str, value: Any, where: str) -> Optional[str]:
