@@ -538,3 +538,30 @@ def test_an_inbox_file_of_the_wrong_shape_or_script_does_not_kill_the_queue(loca
     assert "0001-true.json: entries must be list, not True; that file was dropped" in log, log
     assert ("0002-script.json: entries[0]: its launch script names unknown run-time value(s): nosuch; "
             "that entry was dropped") in log, log
+
+
+def test_a_manifest_edited_on_the_pod_is_refused_by_add_and_retry_and_never_starts_a_queue(local_swept: Pod):  # noqa: F811
+    # BUG (review of the typed wire): a manifest edited on the pod after sweep.start (a field of the wrong type, or a
+    # launch script the queue cannot fill) was taken by sweep.retry / sweep.add, which started the queue again on
+    # it: sweep-run refused it in its tmux window (the sweep ended 'lost', no word why) or, for the script, the queue
+    # died of a KeyError when the run started
+    pod = local_swept
+    pod.configure(TRAIN_LAUNCHER="python")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"r1,{CFG},1,exit=2,,\n")))
+    sid = wait_sweep(pod)["sweep"]["sweep_id"]
+    manifest = pod.outputs / "_manifests" / f"{sid}.json"
+    good = json.loads(manifest.read_text())
+    typed = json.loads(json.dumps(good))
+    typed["exec"]["retries"] = "3"
+    script = json.loads(json.dumps(good))
+    script["queue"][0]["script"] = {"text": "@wfops-%s:nosuch@\n" % ("a" * 16), "mark": "a" * 16, "source": "x"}
+    more = csv_file(pod, f"extra,{CFG},2,,,\n", "more.csv")
+    for edited, why in ((typed, "exec.retries must be int, not '3'"),
+                        (script, "queue[0]: its launch script names unknown run-time value(s): nosuch")):
+        manifest.write_text(json.dumps(edited))
+        for args in (("sweep.retry", "r1"), ("sweep.add", "--csv", str(more))):
+            res = pod.wf(*args)
+            assert res.rc == 6, (args, res.err)
+            assert res.last_err.endswith(f"{sid}.json is damaged ({why}); start a new sweep with sweep.start"), res.err
+    assert not (pod.outputs / "extra").exists() and not (pod.outputs / "_previous").exists()
+    assert status(pod)["sweep"]["state"] == "completed"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from . import wire
 from .launch import shell_words
 from .wire import TYPE_CHECKING
 
@@ -84,6 +85,18 @@ def problem(script: Any) -> str:
     if unknown:
         return "its launch script names unknown run-time value(s): %s" % ", ".join(unknown)
     return ""
+
+
+def manifest_problem(m: Any) -> str:
+    """The first fault of a manifest on the pod (it may have been edited since sweep-start checked it): its wire
+    shape, then each queue entry's launch script; "" when a queue can run it."""
+    fault = wire.problem(m, wire.MANIFEST)
+    for key in ("queue", "start") if not fault else ():
+        fault = next(("%s[%d]: %s" % (key, i, problem(e.get("script")))
+                      for i, e in enumerate(m.get(key) or []) if problem(e.get("script"))), "")
+        if fault:
+            break
+    return fault
 
 
 def fill(text: str, mark: str, values: Dict[str, str]) -> str:

@@ -58,6 +58,10 @@ def _current(pod: Layout) -> Tuple[Json, Manifest]:
     plan = store.load(os.path.join(pod.manifests, sw["sweep_id"] + ".json"), required=("runs", "queue", "exec"))
     if not plan:
         raise Refusal(EXIT_NOT_FOUND, "the manifest of %s is gone; start a new sweep" % sw["sweep_id"])
+    fault = runscript.manifest_problem(plan)  # edited on the pod since sweep-start: never start its queue again on it
+    if fault:
+        raise Refusal(EXIT_REMOTE, "%s is damaged (%s); start a new sweep with sweep.start" % (
+            os.path.join(pod.manifests, sw["sweep_id"] + ".json"), fault))
     return sw, plan
 
 

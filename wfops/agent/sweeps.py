@@ -102,10 +102,11 @@ def load_manifest(path: str) -> Manifest:
     m = store.load(path, required=("pod",))
     if m is None:
         raise Refusal(EXIT_USAGE, "no manifest at %s; the queue did not start" % path)
-    fault = wire.problem(m, wire.MANIFEST)
+    fault = runscript.manifest_problem(m)
     if fault:
         raise Refusal(EXIT_USAGE, "manifest %s: %s; the queue did not start" % (path, fault))
     return m  # type: ignore[no-any-return]
+
 
 
 def _write_first_files(pod: Layout, sid: str, csv_text: str) -> None:
