@@ -207,30 +207,34 @@ def _up_fleet(settings: Settings, cli: LiumCLI, count: int, yes: bool, timeout_s
     _, ttl = up_argv(lium.up_values(settings), KEYS_BY_NAME["LIUM_TTL"].default)
     _confirm(f"rent {count} Lium pods ({lium.rental_words(lium.up_values(settings), ttl)} each); they bill per second "
              "until removed", yes, "pod.up")
-    up: list[dict[str, Any]] = []
-    for i in range(1, count + 1):
-        one = settings.override({"LIUM_POD_NAME": f"{name}-{i}" if name else ""})
-        rented = [lium.Rented(str(d["pod"].get("name") or d["pod"]["id"]), str(d["pod"]["id"]))
-                  for d in up if not d["reused"]]
-        try:
-            data = _up_one(one, cli, True, timeout_secs)
-        except lium.Stopped as stop:
-            raise stop.after(lium.remove_rented(cli, settings, rented)) from None
-        except KeyboardInterrupt as exc:
-            raise lium.Stopped(exc, lium.remove_rented(cli, settings, rented)) from None
-        except WfopsError:
-            if up:
-                ids = ",".join(str(d["pod"]["id"]) for d in up)
-                print(f"wfops: pod.up --count {count}: {len(up)} pod(s) are up and billing before this failure: "
-                      f"LIUM_TARGETS={ids}", file=sys.stderr)
-            raise
-        print(f"wfops: pod {i}/{count}: {pod_words(data['pod'])} answers at {data['ssh']}", file=sys.stderr)
-        up.append(data)
+    up: list[dict[str, Any]] = []  # a pod is in it as soon as _up_one returns: no Ctrl-C window loses one
+    try:
+        for i in range(1, count + 1):
+            one = settings.override({"LIUM_POD_NAME": f"{name}-{i}" if name else ""})
+            try:
+                up.append(_up_one(one, cli, True, timeout_secs))
+            except lium.Stopped:
+                raise
+            except WfopsError:
+                if up:
+                    print(f"wfops: pod.up --count {count}: {len(up)} pod(s) are up and billing before this failure: "
+                          f"LIUM_TARGETS={','.join(str(d['pod']['id']) for d in up)}", file=sys.stderr)
+                raise
+            print(f"wfops: pod {i}/{count}: {pod_words(up[-1]['pod'])} answers at {up[-1]['ssh']}", file=sys.stderr)
+    except lium.Stopped as stop:
+        raise stop.after(lium.remove_rented(cli, settings, _rented(up))) from None
+    except KeyboardInterrupt as exc:
+        raise lium.Stopped(exc, lium.remove_rented(cli, settings, _rented(up))) from None
     line = "LIUM_TARGETS=" + ",".join(str(d["pod"]["id"]) for d in up)
     result = {"pods": up, "config_line": line, "config_file": up[0]["config_file"]}
     emit(result, json, lambda: "\n".join(
         [f"{'reusing' if d['reused'] else 'rented'} {pod_words(d['pod'])} at {d['ssh']}" for d in up]
         + ["", f"put this line in your config ({result['config_file']}):", line]))
+
+
+def _rented(up: list[dict[str, Any]]) -> list[lium.Rented]:
+    return [lium.Rented(str(d["pod"].get("name") or d["pod"]["id"]), str(d["pod"]["id"]))
+            for d in up if not d["reused"]]
 
 
 def _up_one(settings: Settings, cli: LiumCLI, yes: bool, timeout_secs: int) -> dict[str, Any]:
@@ -248,8 +252,8 @@ def _up_one(settings: Settings, cli: LiumCLI, yes: bool, timeout_secs: int) -> d
                  "removed",
                  bool(yes or settings.lium_yes), "pod.up")
         row, out = lium.rent(cli, settings, argv, timeout, before)
-    member = resolve.lium_pod(str(row["id"]))
     try:
+        member = resolve.lium_pod(str(row["id"]))
         left = max(60, int(timeout - (time.monotonic() - started)))
         waited = _wait_for_ssh(settings, "pod.up", left, member, first_row=row, cli=cli)
     except KeyboardInterrupt as exc:
