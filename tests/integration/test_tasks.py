@@ -93,8 +93,11 @@ def test_timeout_ends_the_whole_process_tree(pod: Pod):
 def test_killed_runner_is_reported_lost_not_running(pod: Pod):
     marker = f"wfops-lost-{uuid.uuid4().hex[:8]}"
     pod.ok("task.run", "--id", "victim", "--cmd", f"exec -a {marker} sleep 300")
-    st = wait_until(lambda: status(pod, "victim") if status(pod, "victim")["state"] == "running" else None,
-                    what="task running")
+    def running() -> dict | None:  # the runner records the command's pid just after it says running
+        st = status(pod, "victim")
+        return st if st["state"] == "running" and "child_pid" in st else None
+
+    st = wait_until(running, what="task running, its command's pid recorded")
     os.kill(st["pid"], signal.SIGKILL)
     wait_until(lambda: not os.path.exists(f"/proc/{st['pid']}"), what="runner gone")
     shown = pod.ok("task.status", "--id", "victim", "--json").json()
