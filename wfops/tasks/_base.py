@@ -53,7 +53,6 @@ from wfops.settings.load import Settings, find_config, load_settings
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.transport import session as remote
-from wfops.transport.command import PodCommand
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
 CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
@@ -317,12 +316,6 @@ def refuse_watch_on_fleet(settings: Settings) -> None:
     if resolve.is_fleet(settings):
         raise UsageError(f"--watch redraws one pod's view: choose the pod with {resolve.POD_ENV}=NAME "
                          f"(fleet: {', '.join(p.name for p in resolve.pods(settings))})")
-
-
-def call_pod(command: str, settings: Settings, member: Member, log: Log, agent_command: str, **data: Any) -> dict:
-    """One agent command on one pod, over its own connection: its JSON result."""
-    with PodCommand(command, settings, member=member, log=log) as cmd:
-        return cmd.call(agent_command, **data)
 
 
 def tmux_attach(settings: Settings, session: str) -> str:

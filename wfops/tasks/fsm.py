@@ -10,8 +10,9 @@ from wfops.fanout import Log, to_stderr
 from wfops.output import pairs, table
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
-from wfops.tasks._base import JSON_HELP, PodWork, call_pod, load_config, on_pods, wftask
+from wfops.tasks._base import JSON_HELP, PodWork, load_config, on_pods, wftask
 from wfops.transport import rules as fsm
+from wfops.transport.command import call_once
 
 
 def _human(data: dict) -> str:
@@ -36,12 +37,12 @@ def _human(data: dict) -> str:
 
 def read_state(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
     """The workflow state on one pod (what `fsm.status --json` prints for it)."""
-    return call_pod("fsm.status", settings, member, log, "fsm-show")
+    return call_once("fsm.status", settings, "fsm-show", member=member, log=log)
 
 
 def reset_state(settings: Settings, member: Member, to_state: str, reason: str, log: Log = to_stderr) -> dict:
     """Force one pod's workflow state (a state of fsm.STATES), recording the reason."""
-    return call_pod("fsm.reset", settings, member, log, "fsm-reset", to=to_state, reason=reason)
+    return call_once("fsm.reset", settings, "fsm-reset", member=member, log=log, to=to_state, reason=reason)
 
 
 @wftask(help={"json": JSON_HELP})

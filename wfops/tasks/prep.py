@@ -11,15 +11,15 @@ from wfops.output import pairs, visible
 from wfops.preparation import plan_checkout, require_repo_url
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
-from wfops.tasks._base import JSON_HELP, PodWork, call_pod, load_config, on_pods, wftask
-from wfops.transport.command import PodCommand
+from wfops.tasks._base import JSON_HELP, PodWork, load_config, on_pods, wftask
+from wfops.transport.command import PodCommand, call_once
 
 
 def bootstrap_pod(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
     """Bootstrap one pod (prerequisites, BOOTSTRAP_SCRIPT, W&B setup); what `bootstrap --json` prints."""
     run_wandb = bool(settings.sweep_wandb or settings.run_wandb_setup)
-    return call_pod(
-        "bootstrap", settings, member, log, "bootstrap", prereqs=list(settings.prereq_commands),
+    return call_once(
+        "bootstrap", settings, "bootstrap", member=member, log=log, prereqs=list(settings.prereq_commands),
         auto_install=bool(settings.auto_install_prereqs), apt_packages=list(settings.apt_packages),
         bootstrap_script=settings.bootstrap_script, wandb_script=settings.wandb_setup_script,
         run_wandb=run_wandb,

@@ -28,7 +28,6 @@ from wfops.tasks import results as _results  # report, wait and attach live ther
 from wfops.tasks._base import (
     JSON_HELP,
     PodWork,
-    call_pod,
     emit,
     load_config,
     on_pods,
@@ -249,7 +248,7 @@ def _fleet_exit(data: dict) -> None:
 
 def list_sweeps(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
     """Every sweep on one pod, newest first (what `sweep.list --json` prints)."""
-    return call_pod("sweep.list", settings, member, log, wire.SWEEP_LIST)
+    return call_once("sweep.list", settings, wire.SWEEP_LIST, member=member, log=log)
 
 
 def _list_text(data: dict) -> str:
@@ -338,8 +337,8 @@ def stop_sweep(settings: Settings, member: Member, timeout_secs: int | None = No
     """Stop the sweep running on one pod (waiting up to `timeout_secs`, default KILL_GRACE_SECS + 60): what
     `sweep.stop --json` prints; `was_running` false: nothing ran there, nothing changed."""
     wait = timeout_secs if timeout_secs is not None else int(settings.kill_grace_secs) + 60
-    return call_pod("sweep.stop", settings, member, log, wire.SWEEP_STOP, timeout=wait,
-                    session=settings.sweep_tmux_session)
+    return call_once("sweep.stop", settings, wire.SWEEP_STOP, member=member, log=log, timeout=wait,
+                     session=settings.sweep_tmux_session)
 
 
 def _stopped_text(data: dict) -> str:

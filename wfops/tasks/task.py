@@ -17,7 +17,6 @@ from wfops.targets.resolve import Member
 from wfops.tasks._base import (
     JSON_HELP,
     PodWork,
-    call_pod,
     load_config,
     on_pods,
     refuse_watch_on_fleet,
@@ -25,7 +24,7 @@ from wfops.tasks._base import (
     wftask,
 )
 from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
-from wfops.transport.command import PodCommand
+from wfops.transport.command import PodCommand, call_once
 
 ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with a letter or digit"
 
@@ -53,9 +52,9 @@ def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeo
                workdir: str = "", force: bool = False, log: Log = to_stderr) -> dict:
     """Start tracked task `task_id` (checked: tracked.check_task_id) on one pod; what `task.run --json` prints."""
     timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
-    return call_pod("task.run", settings, member, log, "task-start", id=task_id,
-                    command_text=command_script(settings, task_id, cmd, workdir), timeout=timeout, workdir=workdir,
-                    grace=settings.kill_grace_secs, force=bool(force), session=settings.wf_tmux_session)
+    return call_once("task.run", settings, "task-start", member=member, log=log, id=task_id,
+                     command_text=command_script(settings, task_id, cmd, workdir), timeout=timeout, workdir=workdir,
+                     grace=settings.kill_grace_secs, force=bool(force), session=settings.wf_tmux_session)
 
 
 def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) -> str:
@@ -87,7 +86,7 @@ def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int
 
 def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int = 20, log: Log = to_stderr) -> dict:
     """One pod's tracked task: state, exit code, times, the tail of its log (what `task.status --json` prints)."""
-    return call_pod("task.status", settings, member, log, "task-show", id=task_id, tail=tail_lines)
+    return call_once("task.status", settings, "task-show", member=member, log=log, id=task_id, tail=tail_lines)
 
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
@@ -119,7 +118,7 @@ def _status_text(data: dict) -> str:
 
 def wait_task(settings: Settings, member: Member, task_id: str, timeout_secs: int = 0, log: Log = to_stderr) -> dict:
     """Wait on one pod until a task ends (or `timeout_secs` pass; 0: no limit); what `task.wait --json` prints."""
-    return call_pod("task.wait", settings, member, log, "task-wait", id=task_id, timeout=timeout_secs)
+    return call_once("task.wait", settings, "task-wait", member=member, log=log, id=task_id, timeout=timeout_secs)
 
 
 def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | None:
@@ -145,7 +144,7 @@ def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = Fals
 
 def list_tasks(settings: Settings, member: Member, limit: int = 20, log: Log = to_stderr) -> dict:
     """One pod's recent tracked tasks, newest first (`limit` 0: all); what `task.list --json` prints."""
-    return call_pod("task.list", settings, member, log, "task-list", limit=limit)
+    return call_once("task.list", settings, "task-list", member=member, log=log, limit=limit)
 
 
 def _list_text(data: dict) -> str:

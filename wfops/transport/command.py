@@ -131,7 +131,9 @@ class PodCommand:
         return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run), dry_run=dry_run)
 
 
-def call_once(command: str, settings: Settings, agent_command: str, **data: object) -> dict[str, Any]:
-    """The common case: one command, one connection, one agent call, its JSON result."""
-    with PodCommand(command, settings) as cmd:
+def call_once(command: str, settings: Settings, agent_command: str, *, member: Member | None = None,
+              log: LineSink = stderr_line, **data: object) -> dict[str, Any]:
+    """The common case: one command, one connection, one agent call, its JSON result (`member`: a fleet command's
+    pod; default: the command's one pod)."""
+    with PodCommand(command, settings, member=member, log=log) as cmd:
         return cmd.call(agent_command, **data)  # type: ignore[arg-type]  # the agent's arguments: none is dry_run
