@@ -214,9 +214,10 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
-def load_config(c: Any, config: str | None) -> Settings:
+def settings_for(c: Any, config: str | None) -> Settings:
     """Find and load the dotenv file, the whole of it (a fleet stays a fleet: wfops.targets.resolve picks the
-    pods); print its warnings (unknown keys) to stderr."""
+    pods: `resolve.one(settings)` is a one-pod command's, the one WF_POD=NAME picks on a fleet); print its
+    warnings (unknown keys) to stderr."""
     consumer_default = None
     wf_conf = c.config.get("wfops") if hasattr(c, "config") else None
     if wf_conf:
@@ -228,12 +229,6 @@ def load_config(c: Any, config: str | None) -> Settings:
     if os.environ.get(resolve.POD_ENV, "").strip():
         resolve.pods(settings)  # WF_POD=NAME must name a pod of the config: the error lists the fleet
     return settings
-
-
-def settings_for(c: Any, config: str | None) -> Settings:
-    """The settings of a one-pod command (the same as load_config: resolve.one(settings) is its pod, the one
-    WF_POD=NAME picks on a fleet)."""
-    return load_config(c, config)
 
 
 # ------------------------------------------------------------------ commands on every pod
@@ -270,7 +265,7 @@ class PodWork(Generic[T]):
 
 def on_pods(settings: Settings, as_json: bool, work: PodWork[T]) -> None:
     """`work` on the config's pod, or on every pod of its fleet at once (WF_POD=NAME picks one); `settings`:
-    the whole config (load_config)."""
+    the whole config (settings_for)."""
     if resolve.is_fleet(settings):
         run_on_fleet(settings, work, as_json)
         return

@@ -10,7 +10,7 @@ from wfops.fanout import Log, to_stderr
 from wfops.output import pairs, table
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
-from wfops.tasks._base import JSON_HELP, PodWork, load_config, on_pods, wftask
+from wfops.tasks._base import JSON_HELP, PodWork, on_pods, settings_for, wftask
 from wfops.transport import rules as fsm
 from wfops.transport.command import call_once
 
@@ -48,7 +48,7 @@ def reset_state(settings: Settings, member: Member, to_state: str, reason: str, 
 @wftask(help={"json": JSON_HELP})
 def status(c: Any, json: bool = False, config: str | None = None) -> None:
     """Show the workflow state on the pod, when and why it was set, and recent history."""
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     on_pods(settings, json, PodWork(read_state, _human))
 
 
@@ -60,7 +60,7 @@ def status(c: Any, json: bool = False, config: str | None = None) -> None:
 def reset(c: Any, state: str | None = None, reason: str = "", json: bool = False, config: str | None = None) -> None:
     """Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: reset_state(s, m, to_state, reason or "manual reset", log),
                                      lambda data: f"workflow state is now {data.get('state')}"))
 

@@ -25,7 +25,7 @@ from wfops.targets.lium_rows import is_terminal, not_ready_reason, pod_words, up
 from wfops.targets.providers import lium
 from wfops.targets.target import LIUM, Member, Target
 from wfops.tasks import _base, pod_text
-from wfops.tasks._base import JSON_HELP, PodWork, emit, load_config, on_pods, settings_for, wftask
+from wfops.tasks._base import JSON_HELP, PodWork, emit, on_pods, settings_for, wftask
 from wfops.transport import warm
 from wfops.transport.command import PodCommand
 
@@ -143,7 +143,7 @@ def _unreachable(data: dict) -> WfopsError | None:
 @wftask(help={"json": JSON_HELP})
 def status(c: Any, json: bool = False, config: str | None = None) -> None:
     """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
-    on_pods(load_config(c, config), json, PodWork(pod_status, pod_text.status_human, verdict=_unreachable))
+    on_pods(settings_for(c, config), json, PodWork(pod_status, pod_text.status_human, verdict=_unreachable))
 
 
 # ------------------------------------------------------------------ pod.wait
@@ -158,7 +158,7 @@ def wait_for_pod(settings: Settings, member: Member, timeout_secs: int = WAIT_TI
 @wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
 def wait(c: Any, timeout_secs: int = WAIT_TIMEOUT_SECS, json: bool = False, config: str | None = None) -> None:
     """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
-    on_pods(load_config(c, config), json, PodWork(
+    on_pods(settings_for(c, config), json, PodWork(
         lambda s, m, log: wait_for_pod(s, m, timeout_secs, log),
         lambda data: f"{data['target']['label']} answers over SSH (workflow state {data['state']})"))
 

@@ -11,7 +11,7 @@ from wfops.output import pairs, visible
 from wfops.preparation import plan_checkout, require_repo_url
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
-from wfops.tasks._base import JSON_HELP, PodWork, load_config, on_pods, wftask
+from wfops.tasks._base import JSON_HELP, PodWork, on_pods, settings_for, wftask
 from wfops.transport.command import PodCommand, call_once
 
 
@@ -39,7 +39,7 @@ def bootstrap(c: Any, json: bool = False, config: str | None = None) -> None:
     Missing prerequisites are apt-installed when AUTO_INSTALL_PREREQS=1; BOOTSTRAP_SCRIPT runs if it exists
     (a failure only warns); WANDB_SETUP_SCRIPT runs when SWEEP_WANDB=1 or RUN_WANDB_SETUP=1.
     """
-    on_pods(load_config(c, config), json, PodWork(bootstrap_pod, _bootstrapped_text))
+    on_pods(settings_for(c, config), json, PodWork(bootstrap_pod, _bootstrapped_text))
 
 
 @dataclass(frozen=True)
@@ -124,5 +124,5 @@ def checkout(c: Any, dry_run: bool = False, json: bool = False, config: str | No
 
     Probes the pod once, plans, and applies only what is missing: a second run changes nothing and says so.
     """
-    on_pods(load_config(c, config), json, PodWork(lambda s, m, log: checkout_pod(s, m, bool(dry_run), log),
+    on_pods(settings_for(c, config), json, PodWork(lambda s, m, log: checkout_pod(s, m, bool(dry_run), log),
                                                   _checkout_text, view=_checkout_json))

@@ -12,7 +12,7 @@ from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
-from wfops.tasks._base import PodWork, load_config, on_pods, wftask
+from wfops.tasks._base import PodWork, on_pods, settings_for, wftask
 
 
 def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool = False, sweep: str = "",
@@ -35,7 +35,7 @@ def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | Non
           config: str | None = None) -> None:
     """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
     check_request(run_id or "", bool(all), sweep or "")
-    on_pods(load_config(c, config), False, PodWork(
+    on_pods(settings_for(c, config), False, PodWork(
         lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log),
         lambda data: "\n".join(data["runs"])))
 

@@ -29,7 +29,6 @@ from wfops.tasks._base import (
     JSON_HELP,
     PodWork,
     emit,
-    load_config,
     on_pods,
     settings_for,
     tmux_attach,
@@ -260,7 +259,7 @@ def _list_text(data: dict) -> str:
 @wftask(help={"json": JSON_HELP})
 def list_(c: Any, json: bool = False, config: str | None = None) -> None:
     """Every sweep on the pod, newest first: id, started, state, totals."""
-    on_pods(load_config(c, config), json, PodWork(list_sweeps, _list_text))
+    on_pods(settings_for(c, config), json, PodWork(list_sweeps, _list_text))
 
 
 @wftask(help={"sweep": "an older sweep's id (sweep.list shows them; default: the latest)", "json": JSON_HELP,
@@ -329,7 +328,7 @@ def rebalance(c: Any, sweep: str = "", json: bool = False, config: str | None = 
         interrupted="the sweep may be stopping or stopped: run sweep.status")
 def stop(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
     """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
-    on_pods(load_config(c, config), json, PodWork(lambda s, m, log: stop_sweep(s, m, timeout_secs, log), _stopped_text,
+    on_pods(settings_for(c, config), json, PodWork(lambda s, m, log: stop_sweep(s, m, timeout_secs, log), _stopped_text,
                                                   alone=_refuse_idle))
 
 

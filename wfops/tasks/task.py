@@ -17,9 +17,9 @@ from wfops.targets.resolve import Member
 from wfops.tasks._base import (
     JSON_HELP,
     PodWork,
-    load_config,
     on_pods,
     refuse_watch_on_fleet,
+    settings_for,
     tmux_attach,
     wftask,
 )
@@ -78,7 +78,7 @@ def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int
     if not cmd:
         raise UsageError("--cmd is required")
     check_workdir(workdir)
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
     on_pods(settings, json, PodWork(lambda s, m, log: start_task(s, m, task_id, cmd, timeout, workdir, force, log),
                                     lambda data: _started_text(settings, task_id, timeout, data)))
@@ -98,13 +98,13 @@ def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = Fal
     task_id = check_task_id(id)
     secs = watching.interval(watch)
     if secs is not None:
-        settings = load_config(c, config)
+        settings = settings_for(c, config)
         refuse_watch_on_fleet(settings)
         with PodCommand("task.status", settings, member=resolve.one(settings)) as cmd:
             watching.watch(lambda: cmd.call("task-show", id=task_id, tail=tail_lines), _status_text,
                            lambda d: d.get("state") in TERMINAL, secs, json)
         return
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: show_task(s, m, task_id, tail_lines, log), _status_text))
 
 
@@ -137,7 +137,7 @@ def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | N
 def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = False, config: str | None = None) -> None:
     """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: wait_task(s, m, task_id, timeout_secs, log), _summary,
                                      verdict=lambda data: _wait_verdict(task_id, timeout_secs, data)))
 
@@ -161,7 +161,7 @@ def _list_text(data: dict) -> str:
 @wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP})
 def list_(c: Any, limit: int = 20, json: bool = False, config: str | None = None) -> None:
     """List recent tracked tasks with their honest state."""
-    settings = load_config(c, config)
+    settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: list_tasks(s, m, limit, log), _list_text))
 
 
