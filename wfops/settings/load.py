@@ -21,8 +21,8 @@ from dotenv.parser import parse_stream
 from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid, is_gpus_request
 from wfops.settings.keys import KEYS, KEYS_BY_NAME, Key
-from wfops.settings.model import Settings
-from wfops.settings.secrets import MASK, is_secret, mask_secrets, redact
+from wfops.settings.model import Settings, invalid_line
+from wfops.settings.secrets import MASK, is_secret, mask_secrets
 
 __all__ = ["KEYS", "KEYS_BY_NAME", "Key", "Settings", "find_config", "is_gpus_request", "load_settings",
            "parse_settings"]
@@ -186,8 +186,7 @@ def _typed(values: Mapping[str, str], sources: Mapping[str, str], secrets: list[
             typed[key.attr] = key.typed(value)
         except Invalid as exc:
             where = f" ({sources[key.name]})" if sources[key.name] != "default" else ""
-            shown = mask_secrets(redact(key.name, value), secrets)
-            errors.append(f"config: {key.name}={shown!r} is not valid{where}: expected {exc.expected}")
+            errors.append(invalid_line(key.name, value, exc, secrets, where))
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return typed

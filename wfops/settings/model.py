@@ -25,6 +25,12 @@ from wfops.transport.shell import qpath
 META_FIELDS = ("path", "sources", "warnings", "_raw", "_env_secrets")  # the fields of Settings that are no key
 
 
+def invalid_line(name: str, value: str, exc: Invalid, secrets: list[str], where: str = "") -> str:
+    """The one line of a key whose text its check refused: the value shown with every secret masked."""
+    shown = mask_secrets(redact(name, value), secrets)
+    return f"config: {name}={shown!r} is not valid{where}: expected {exc.expected}"
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     path: Path | None
@@ -152,8 +158,7 @@ class Settings:
             try:
                 typed[key.attr] = key.typed(value)
             except Invalid as exc:
-                shown = mask_secrets(redact(name, value), self.secret_values())
-                raise ConfigError(f"config: {name}={shown!r} is not valid: expected {exc.expected}") from None
+                raise ConfigError(invalid_line(name, value, exc, self.secret_values())) from None
         return dataclasses.replace(self, _raw={**self._raw, **changes}, **typed)
 
     def secret_values(self) -> list[str]:
