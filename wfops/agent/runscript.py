@@ -91,12 +91,14 @@ def manifest_problem(m: Any) -> str:
     """The first fault of a manifest on the pod (it may have been edited since sweep-start checked it): its wire
     shape, then each queue entry's launch script; "" when a queue can run it."""
     fault = wire.problem(m, wire.MANIFEST)
-    for key in ("queue", "start") if not fault else ():
-        fault = next(("%s[%d]: %s" % (key, i, problem(e.get("script")))
-                      for i, e in enumerate(m.get(key) or []) if problem(e.get("script"))), "")
-        if fault:
-            break
-    return fault
+    if fault:
+        return fault
+    for key in ("queue", "start"):
+        for i, entry in enumerate(m.get(key) or []):
+            why = problem(entry.get("script"))
+            if why:
+                return "%s[%d]: %s" % (key, i, why)
+    return ""
 
 
 def fill(text: str, mark: str, values: Dict[str, str]) -> str:
