@@ -21,14 +21,16 @@ import hashlib
 import json
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
+from wfops import __version__
 from wfops.agent.runscript import MARKER_RE, RUNTIME, marker
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
-from wfops.sweeps.model import RunSpec, run_gpus
+from wfops.sweeps.model import RunSpec, common_overrides, run_gpus, with_common
 from wfops.transport import shell
 from wfops.transport.render import templates_dir
 
@@ -79,17 +81,17 @@ class _Quoter:
         if self.mark and f"@wfops-{self.mark}:" in str(value):
             raise _Misplaced
 
-    def q(self, value: object) -> Quoted:
+    def _word(self, value: object, quote: Callable[[object], str]) -> Quoted:
         if isinstance(value, Quoted):
             return value
         self._check(value)
-        return Quoted(shell.q(value))
+        return Quoted(quote(value))
+
+    def q(self, value: object) -> Quoted:
+        return self._word(value, shell.q)
 
     def qpath(self, value: object) -> Quoted:
-        if isinstance(value, Quoted):
-            return value
-        self._check(value)
-        return Quoted(shell.qpath(value))
+        return self._word(value, shell.qpath)
 
     def emit(self, value: object) -> str:
         """What a `{{ ... }}` prints: its quoted word, fenced so that _Scan can tell where it landed (a constant
@@ -185,13 +187,10 @@ def _read(path: Path) -> str:
 
 
 def context(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...]) -> RunContext:
-    from wfops import __version__
-    from wfops.sweeps.model import with_common
-
-    v = settings
     return RunContext(run_id=run.run_id, config=run.config, seed=run.seed, overrides=list(with_common(run, common)),
-                      gpus=run_gpus(run, v.run_gpus), nodes=run.nodes, launcher_kind=v.train_launcher,
-                      train_script=v.train_script, train_workdir=v.train_workdir, version=__version__, rt={})
+                      gpus=run_gpus(run, settings.run_gpus), nodes=run.nodes, launcher_kind=settings.train_launcher,
+                      train_script=settings.train_script, train_workdir=settings.train_workdir, version=__version__,
+                      rt={})
 
 
 def render(template: RunTemplate, ctx: RunContext) -> Script:
@@ -223,8 +222,6 @@ def render(template: RunTemplate, ctx: RunContext) -> Script:
 
 def scripts(settings: Settings, runs: list[RunSpec]) -> dict[str, Script]:
     """run_id -> its rendered launch script, for every run (the first error stops it: one line)."""
-    from wfops.sweeps.model import common_overrides
-
     template = load(settings)
     common = common_overrides(settings)
     return {r.run_id: render(template, context(settings, r, common)) for r in runs}
