@@ -229,12 +229,17 @@ def test_an_inbox_entry_without_a_config_does_not_kill_the_queue(local_swept: Po
     assert "0000-odd.json: entries[0].config is missing; that entry was dropped" in queue_log(pod)  # wire.QUEUE_ENTRY
 
 
-def test_damaged_manifest_and_sweep_record_are_reported_and_change_nothing(local_swept: Pod):  # noqa: F811
-    pod = local_swept
+def _one_failed_run(pod: Pod) -> tuple[str, Path]:
+    """A sweep of one run, r1, that failed and ended: its id and its manifest on the pod."""
     pod.configure(TRAIN_LAUNCHER="python")
     pod.ok("sweep.start", "--csv", str(csv_file(pod, f"r1,{CFG},1,exit=2,,\n")))
     sid = wait_sweep(pod)["sweep"]["sweep_id"]
-    manifest = pod.outputs / "_manifests" / f"{sid}.json"
+    return sid, pod.outputs / "_manifests" / f"{sid}.json"
+
+
+def test_damaged_manifest_and_sweep_record_are_reported_and_change_nothing(local_swept: Pod):  # noqa: F811
+    pod = local_swept
+    sid, manifest = _one_failed_run(pod)
     manifest.write_text('{"sweep_id": "' + sid + '", "runs": [')
     more = csv_file(pod, f"extra,{CFG},2,,,\n", "more.csv")
     for args in (("sweep.add", "--csv", str(more)), ("sweep.retry", "r1"), ("sweep.retry", "--failed")):
@@ -546,10 +551,7 @@ def test_a_manifest_edited_on_the_pod_is_refused_by_add_and_retry_and_never_star
     # it: sweep-run refused it in its tmux window (the sweep ended 'lost', no word why) or, for the script, the queue
     # died of a KeyError when the run started
     pod = local_swept
-    pod.configure(TRAIN_LAUNCHER="python")
-    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"r1,{CFG},1,exit=2,,\n")))
-    sid = wait_sweep(pod)["sweep"]["sweep_id"]
-    manifest = pod.outputs / "_manifests" / f"{sid}.json"
+    sid, manifest = _one_failed_run(pod)
     good = json.loads(manifest.read_text())
     typed = json.loads(json.dumps(good))
     typed["exec"]["retries"] = "3"
