@@ -46,7 +46,7 @@ from wfops.targets.lium_rows import (
     ssh_insecure,
 )
 from wfops.targets.providers.ssh import ssh_target
-from wfops.targets.target import Target
+from wfops.targets.target import LIUM, Target
 
 CACHE_TTL_SECS = 60
 DOWN_TTL_SECS = 30  # a failed lookup (API down) is remembered this long: an outage costs once
@@ -164,7 +164,7 @@ def _cached(value: str, environ: Mapping[str, str], settings: Settings) -> Resol
         fields = {f: entry["target"][f] for f in _TARGET_FIELDS}
     except (KeyError, TypeError):
         return None
-    target = Target(kind="lium", connect_timeout=_connect_timeout(settings), use_ssh_config=False, name=value,
+    target = Target(kind=LIUM, connect_timeout=settings.ssh_connect_timeout, use_ssh_config=False, name=value,
                     **fields)
     if target.known_hosts and not is_pinned(Path(target.known_hosts), target.host, target.port or 22):
         return None  # the pin went away (pod removed, or the user deleted it): look again
@@ -216,10 +216,6 @@ def _pin_through_lium(cli: LiumCLI, row: Mapping[str, Any], pin: Path, host: str
 
 # ------------------------------------------------------------------ resolution
 
-def _connect_timeout(settings: Settings) -> int:
-    return settings.ssh_connect_timeout
-
-
 def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
                    environ: Mapping[str, str] | None = None, home: Path | None = None, name: str = "") -> Target:
     """Connection parameters for a ready pod: ssh_cmd's user@host:port, lium's key and lium's pin."""
@@ -242,7 +238,7 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
         notes = (_pin_through_lium(cli, row, pin, host, port),)
     shown = row.get("name") or row.get("huid")
     return Target(
-        kind="lium",
+        kind=LIUM,
         label=f"lium pod {shown} ({row['id']})",
         host=host,
         user=user,
@@ -250,7 +246,7 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
         key_filename=str(key),
         known_hosts=None if insecure else str(pin),
         strict_host_keys=not insecure,
-        connect_timeout=_connect_timeout(settings),
+        connect_timeout=settings.ssh_connect_timeout,
         use_ssh_config=False,  # the pod's address comes from Lium, not from an ssh_config alias
         notes=notes,
         pod_id=str(row["id"]),
@@ -334,7 +330,7 @@ def resolve(settings: Settings, value: str, *, use_cache: bool = True, require_r
 
 def resolve_again(settings: Settings, failed: Target, fallback: str | None = None) -> Target | None:
     """A cached address that did not answer: forget it and look the pod up once more (None: not cached)."""
-    if failed.kind != "lium" or failed not in _FROM_CACHE:
+    if failed.kind != LIUM or failed not in _FROM_CACHE:
         return None
     _FROM_CACHE.discard(failed)
     forget(failed.name, environ=lium_environ(settings.lium_api_key))
