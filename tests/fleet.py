@@ -15,10 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.realparts import FleetPod, LocalFleet, kill_sshd, pids_with_env, start_fleet
+from tests.realparts import FleetPod, LocalFleet, descendants, kill_sshd, pids_with_env, running, start_fleet
 
 BIN = Path(sys.executable).parent
 WFOPS = BIN / "wfops"
@@ -33,6 +34,8 @@ class Fleet:
     """A running local fleet (tests/realparts.LocalFleet) with the tests' helpers."""
 
     local: LocalFleet
+    keeper_dirs: set[Path] = field(default_factory=set)  # where this fleet's commands started warm keepers
+    frozen: list[int] = field(default_factory=list)  # processes a partition stopped (thawed at the end)
 
     @classmethod
     def start(cls, root: Path, n: int) -> Fleet:
@@ -58,11 +61,42 @@ class Fleet:
         """Pod `i` dies: its sshd, its connections and (with `everything`) every process with its HOME."""
         return self.local.kill(i, everything)
 
+    def cut(self, i: int) -> list[int]:
+        """Pod `i`'s sshd and every connection to it die (keepers' included); what it runs (its queue in tmux)
+        goes on: the pod is alive but unreachable until `revive`."""
+        pids = _sshd_tree(self.pods[i])
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.pods[i].sshd.proc.wait()
+        return pids
+
+    def freeze(self, i: int) -> list[int]:
+        """A partition: pod `i`'s sshd and its session tree stop (SIGSTOP); its queue and runs go on."""
+        pids = _sshd_tree(self.pods[i])
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.frozen += pids
+        return pids
+
+    def thaw(self) -> None:
+        """The partition ends: every stopped process goes on."""
+        for pid in self.frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.frozen.clear()
+
     def revive(self, i: int) -> FleetPod:
         """Pod `i` comes back on the same address and port, with the same host key and home."""
         return self.local.revive(i)
 
     def stop(self) -> None:
+        self.thaw()
+        self.end_keepers()
         self.local.stop()
 
     def pids(self) -> list[int]:
@@ -71,9 +105,35 @@ class Fleet:
 
     # -- between tests
 
-    def end_leftovers(self) -> list[int]:
-        """End what the pods still run (tmux servers, runs), but not their sshd servers or connections."""
+    def end_keepers(self) -> list[int]:
+        """End, by PID, every warm keeper this fleet's commands started (a keeper of a frozen or dead pod may not
+        answer `wfops disconnect`): the processes whose command line is a keeper with a socket in those dirs."""
         ended = []
+        dirs = [os.fsencode(d) for d in self.keeper_dirs]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"wfops.transport.keeper" in argv and any(a.startswith(d + b"/") for a in argv for d in dirs):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    ended.append(int(entry.name))
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while any(running(p) for p in ended) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.keeper_dirs.clear()
+        return ended
+
+    def end_leftovers(self) -> list[int]:
+        """End what the pods still run (tmux servers, runs) and the warm keepers, but not their sshd servers or
+        connections."""
+        self.thaw()
+        ended = self.end_keepers()
         for pod in self.pods:
             for pid in pids_with_env("HOME", str(pod.home)):
                 try:
@@ -124,7 +184,6 @@ class Fleet:
             "SWEEP_TMUX_SESSION": f"f{tag}-sw",
             "KILL_GRACE_SECS": "2",
             "LOCAL_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-            "WF_PERSIST_SECS": "0",
             "REMOTE_PYTHON_BIN": POD_PYTHON,
             "CPU_ONLY": "1",
             "TRAIN_NPROC": "",
@@ -151,10 +210,17 @@ class Fleet:
         home = config.parent / "client-home"
         home.mkdir(exist_ok=True)
         keepers = config.parent / "keepers"
+        self.keeper_dirs.add(keepers)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
         base.update(HOME=str(home), WORKFLOW_CONFIG=str(config), PYTHONUNBUFFERED="1", WFOPS_KEEPER_DIR=str(keepers))
         return subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=timeout,
                               env={**base, **(env or {})}, cwd=config.parent)
+
+
+def _sshd_tree(pod: FleetPod) -> list[int]:
+    """A pod's sshd and everything below it (its connections and the commands they run), not its tmux server."""
+    assert pod.sshd.proc is not None
+    return [pod.sshd.proc.pid, *descendants(pod.sshd.proc.pid)]
 
 
 def _dotenv_quote(value: str) -> str:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from wfops.errors import ConnectError, WfopsError
+from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import warm
 from wfops.transport.local import LocalSession
@@ -109,7 +109,10 @@ class KeeperExec:
                 err = json.loads(data)
                 if err.get("stale") or (err.get("retry") and not started):
                     raise Retry()
-                raise WfopsError(str(err.get("message")), int(err.get("code") or 4))
+                code = int(err.get("code") or EXIT_CONNECT)
+                # the keeper could not reach the pod (its connection died and a new one failed): the same
+                # ConnectError a cold connect raises, so a fleet counts the pod as silent either way
+                raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(err.get("message")), code)
 
 
 class KeeperSession:
