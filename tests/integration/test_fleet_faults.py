@@ -6,11 +6,14 @@ damaged, unwritable or deleted ledger is one line and loses nothing."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from tests.conftest import wait_until
-from tests.fleet import Fleet
+from tests.fleet import WFOPS, Fleet
 from tests.integration.test_fleet import _config, _csv, _status
+from tests.integration.test_fleet_edges import _ended_on
 
 
 def _ledger(tmp_path: Path, cfg: Path) -> dict:
@@ -63,3 +66,96 @@ def test_a_dead_pods_runs_are_moved_and_lost_the_same_with_and_without_keepers(
         fleet.checked_out(checked_out)
     assert got["warm"] == got["cold"]
 
+
+# ------------------------------------------------------------------ partitions (issue 23 #1)
+
+FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1"}  # a frozen peer is found after 3 s (keepers inherit it)
+
+
+def _start_wait(fleet: Fleet, cfg: Path, env: dict[str, str]) -> subprocess.Popen:
+    """sweep.wait in the background, as a user leaves it running (fleet.wf's environment)."""
+    home = cfg.parent / "client-home"
+    home.mkdir(exist_ok=True)
+    fleet.keeper_dirs.add(cfg.parent / "keepers")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+    base.update(HOME=str(home), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
+                WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"), **env)
+    return subprocess.Popen([str(WFOPS), "sweep.wait", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=base, cwd=cfg.parent)
+
+
+def _partitioned_sweep(fleet: Fleet, tmp_path: Path, gone: str) -> tuple[Path, dict[str, str], list[str]]:
+    """Nine runs over three pods of one slot each; pod 1's first run running. (config, env, pod 1's runs)."""
+    env = {**FAST_SILENCE, "WFOPS_FLEET_GONE_SECS": gone}
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    rows = [f"k{i},config/train_tiny.py,{i},sleep=6,,1," for i in range(9)]
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows)), env=env)
+    assert res.returncode == 0, res.stderr
+    on_1 = _on(_ledger(tmp_path, cfg), fleet.pods[1].address)
+    assert on_1 == ["k1", "k4", "k7"], on_1
+    wait_until(lambda: (fleet.pods[1].home / "outputs" / "k1" / "status.json").exists(), timeout=60,
+               interval=0.2, what="k1 started on pod 1")
+    return cfg, env, on_1
+
+
+def _seen_silent(fleet: Fleet, cfg: Path, env: dict[str, str], i: int) -> bool:
+    data = json.loads(fleet.wf(cfg, "sweep.status", "--json", env=env, timeout=60).stdout)
+    return data["pods"][fleet.pods[i].address]["reachable"] is False
+
+
+def test_a_short_partition_moves_nothing_and_every_run_runs_once(tmp_path: Path, fleet_ready: Fleet):
+    """Pod 1 cut off (its sshd and session tree stopped) until the client has seen it silent, but for less than
+    the silence that moves runs: nothing moves, every run runs once, sweep.wait ends 0."""
+    fleet = fleet_ready
+    cfg, env, on_1 = _partitioned_sweep(fleet, tmp_path, gone="60")
+    waiting = _start_wait(fleet, cfg, env)
+    fleet.freeze(1)
+    wait_until(lambda: _seen_silent(fleet, cfg, env, 1), timeout=60, interval=0.5, what="pod 1 seen silent")
+    fleet.thaw()
+    out, err = waiting.communicate(timeout=180)
+    assert waiting.returncode == 0, (out[-2000:], err)
+    data = json.loads(out)
+    assert {r["run_id"]: r["state"] for r in data["runs"]} == {f"k{i}": "success" for i in range(9)}
+    assert data["duplicates"] == {} and "moved" not in err, err
+    assert all(r["pod"] == fleet.pods[1].address for r in data["runs"] if r["run_id"] in on_1)
+    assert sorted(_ended_on(fleet).items()) == [(f"k{i}", 1) for i in range(9)]
+
+
+def test_a_long_partition_never_runs_a_run_twice_without_saying_so(tmp_path: Path, fleet_ready: Fleet):
+    """Issue 23 #1: pod 1 cut off longer than the silence that moves its waiting runs, while its queue goes on:
+    the moved runs it started meanwhile are duplicates, shown (`ran on A and B`), counted once, and sweep.wait
+    exits 10; the moved runs it had not started are withdrawn there as soon as it answers again; run.fetch
+    takes the ledger's copy."""
+    fleet = fleet_ready
+    cfg, env, _ = _partitioned_sweep(fleet, tmp_path, gone="4")
+    cut = fleet.pods[1].address
+    waiting = _start_wait(fleet, cfg, env)
+    fleet.freeze(1)
+
+    def moved_and_ran_there() -> bool:
+        runs = _ledger(tmp_path, cfg)["runs"]
+        return runs["k4"]["pods"] != [cut] and (fleet.pods[1].home / "outputs" / "k4" / "status.json").exists()
+
+    wait_until(moved_and_ran_there, timeout=120, interval=0.2, what="k4 moved off pod 1 and started there too")
+    fleet.thaw()
+    out, err = waiting.communicate(timeout=240)
+    data = json.loads(out)
+    ended = _ended_on(fleet)
+    twice = data["duplicates"]
+    assert "k4" in twice and twice["k4"]["pods"][0] == cut, (twice, err)
+    assert waiting.returncode == 10 and "ran on two pods" in err, (waiting.returncode, err)
+    # every execution beyond the first is reported, and each run is counted once
+    assert {rid: n for rid, n in ended.items() if n > 1} == {rid: 2 for rid in twice}, (ended, twice)
+    assert sorted(r["run_id"] for r in data["runs"]) == [f"k{i}" for i in range(9)]
+    assert sum(data["totals"].values()) == 9, data["totals"]
+    row = next(r for r in data["runs"] if r["run_id"] == "k4")
+    owner = twice["k4"]["fetched_from"]
+    assert row["pod"] == owner != cut and f"k4 ran on {cut} and {owner}" in row["note"], row
+    table = fleet.wf(cfg, "sweep.status", env=env)
+    assert table.returncode == 0 and f"k4 ran on {cut} and {owner}" in table.stdout, (table.stdout, table.stderr)
+    assert "ran twice" in table.stdout, table.stdout
+    (fleet.pods[1].home / "outputs" / "k4" / "STRAY").write_text("the duplicate")
+    fetched = fleet.wf(cfg, "run.fetch", "--all", env=env, timeout=120)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
+    assert not (tmp_path / "artifacts" / "k4" / "STRAY").exists()

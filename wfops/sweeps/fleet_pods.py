@@ -36,15 +36,26 @@ class Pods:
         self.down: dict[str, str] = {}
 
     def __enter__(self) -> Pods:
+        self._open(self.members)
+        return self
+
+    def _open(self, members: list[resolve.Member]) -> list[str]:
         def open_one(m: resolve.Member, log: fanout.Log) -> PodCommand:
             return PodCommand(self.command, self.settings, member=m).__enter__()
 
-        for o in fanout.run_each(self.members, open_one):
+        opened = []
+        for o in fanout.run_each(members, open_one):
             if o.error is not None:
                 self.down[o.member.name] = o.error.message
             elif o.value is not None:
                 self.cmds[o.member.name] = o.value
-        return self
+                self.down.pop(o.member.name, None)
+                opened.append(o.member.name)
+        return opened
+
+    def reopen(self) -> list[str]:
+        """Try the pods in `down` again (a silent pod may answer again: sweep.wait); the names that opened."""
+        return self._open([m for m in self.members if m.name in self.down])
 
     def __exit__(self, *exc: object) -> None:
         for cmd in self.cmds.values():

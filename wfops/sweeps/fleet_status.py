@@ -5,6 +5,7 @@ once and moves runs off a silent pod or from behind a busy one (wfops.sweeps.fle
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -13,8 +14,9 @@ from typing import Any
 
 from wfops.agent import wire
 from wfops.agent.states import LOST, PENDING, RUNNING, UNKNOWN
-from wfops.errors import NotFoundError
+from wfops.errors import ConfigError, NotFoundError
 from wfops.settings.load import Settings
+from wfops.sweeps import fleet_copies
 from wfops.sweeps.fleet_moves import rebalance_fleet, unstarted_pods
 from wfops.sweeps.fleet_pods import Answer, Pods
 from wfops.sweeps.ledger import Ledger, LedgerRun, ledger_lock, load_ledger, save_ledger
@@ -22,6 +24,8 @@ from wfops.sweeps.plan import fleet_state, fold_nodes, need_on, node_run_id, tot
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
 GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (sweep.rebalance: at once)
+GONE_ENV = "WFOPS_FLEET_GONE_SECS"  # overrides GONE_SECS (seconds > 0; the tests shorten it)
+REOPEN_SECS = 5  # sweep.wait tries a silent pod again this often (its answer says what it ran meanwhile)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
 
 
@@ -50,6 +54,9 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
         fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep them
         _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
                           and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
+        for rid, twice in data["duplicates"].items():  # a duplicate stays known when its pod is silent again
+            if rid in fresh["runs"]:
+                fresh["runs"][rid]["copies"] = twice["copies"]
         save_ledger(settings, fresh)
     return data
 
@@ -59,18 +66,32 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
     pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
                 for row in (o.value or {}).get("runs") or []]
-    folded = fold_nodes(pod_rows, multi)
+    own, strays = fleet_copies.split_rows(ledger, pod_rows)  # a run's row is its ledger pod's; others are copies
+    folded = fold_nodes(own, multi)
+    twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
+        ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable) for rid in ledger["order"]]
+    rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},
-            "runs": rows, "totals": totals(rows),
+            "runs": rows, "totals": totals(rows), "duplicates": twice,
+            "strays": fleet_copies.waiting_strays(strays),
             "pods": {n: {"reachable": n not in unreachable, "error": unreachable.get(n),
                          "queue": ((answers[n].value or {}).get("sweep") or {}).get("state")
                          if n in answers and answers[n].error is None else None} for n in ledger["pods"]},
             "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()]}
 
 
-def _row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: Mapping[str, str]) -> dict[str, Any]:
+def _row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: Mapping[str, str],
+         twice: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run's row, counted once; a run that also ran on another pod says so (`duplicate`, its note)."""
+    out = _own_row(rid, run, row, unreachable)
+    if twice:
+        out["duplicate"] = twice["pods"]
+        out["note"] = " ".join(filter(None, [str(out.get("note") or ""), twice["note"]]))
+    return out
+
+
+def _own_row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: Mapping[str, str]) -> dict[str, Any]:
     where = "+".join(run["pods"])
     dead = [p for p in run["pods"] if p in unreachable]
     if run.get("lost") and (dead or row is None):  # a pod that answers again says how its run went
@@ -125,29 +146,37 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
     """Rounds of the joined status (each pod's answer comes when its queue ends, or after WAIT_ROUND_SECS; at
     least `every` seconds a round) until every run has ended, rebalancing on the way: once for a pod that has not
     answered for GONE_SECS (a short blip moves nothing: its runs would run twice if it came back), once for the
-    runs of a pod that refused its share, and at most every REBALANCE_EVERY_SECS while runs wait on one pod next
-    to free slots on another."""
+    runs of a pod that refused its share, at most every REBALANCE_EVERY_SECS while runs wait on one pod next
+    to free slots on another, and when a silent pod answers again with moved runs still in its queue (they are
+    withdrawn there: wfops.sweeps.fleet_copies). A silent pod is tried again every REOPEN_SECS."""
     ledger = load_ledger(settings)
     deadline = time.monotonic() + timeout if timeout else None
     down_since: dict[str, float] = {}
     handled: set[str] = set()  # pods whose outage was rebalanced already
     unstarted_tried = False  # runs of a pod that refused its share: rebalanced once
-    last = 0.0
+    last = tried = 0.0
+    silence = gone_secs()
     with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
         while True:
             begun = time.monotonic()
+            if pods.down and begun - tried >= REOPEN_SECS:  # a silent pod may answer again (a partition ended)
+                tried = begun
+                pods.reopen()
             left = WAIT_ROUND_SECS if deadline is None else max(1, min(WAIT_ROUND_SECS, int(deadline - begun)))
             data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
             if data["sweep"]["state"] != RUNNING:
+                if data["strays"]:  # moved runs a returned pod still queues: withdrawn before the wait says done
+                    rebalance_fleet(settings, ledger["sweep_id"])
                 return data
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 return dict(data, wait_timed_out=True)
-            gone = _gone(data, down_since, handled, now)
+            gone = _gone(data, down_since, handled, now, silence)
             refused = not unstarted_tried and bool(unstarted_pods(ledger))
             unstarted_tried = unstarted_tried or refused
             stuck = now - last >= REBALANCE_EVERY_SECS and _stuck_next_to_free(ledger, data)
-            if gone or refused or stuck:
+            back = bool(data["strays"]) and now - last >= REOPEN_SECS  # moved runs a returned pod still queues
+            if gone or refused or stuck or back:
                 last = now
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
@@ -157,15 +186,30 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
             time.sleep(max(0.0, every - (time.monotonic() - begun)))  # queues that have ended answer at once
 
 
-def _gone(data: dict[str, Any], down_since: dict[str, float], handled: set[str], now: float) -> list[str]:
-    """Pods silent for GONE_SECS whose outage has not been rebalanced yet (marked handled now)."""
+def gone_secs() -> float:
+    """How long a pod must be silent before sweep.wait moves its runs: GONE_SECS, or $WFOPS_FLEET_GONE_SECS."""
+    raw = os.environ.get(GONE_ENV, "").strip()
+    if not raw:
+        return GONE_SECS
+    try:
+        secs = float(raw)
+    except ValueError:
+        secs = 0
+    if not secs > 0:
+        raise ConfigError(f"{GONE_ENV}={raw!r} is not valid: expected a number of seconds > 0")
+    return secs
+
+
+def _gone(data: dict[str, Any], down_since: dict[str, float], handled: set[str], now: float,
+          silence: float = GONE_SECS) -> list[str]:
+    """Pods silent for `silence` seconds whose outage has not been rebalanced yet (marked handled now)."""
     for name, info in data["pods"].items():
         if info["reachable"]:
             down_since.pop(name, None)
             handled.discard(name)
         else:
             down_since.setdefault(name, now)
-    gone = [n for n, since in down_since.items() if now - since >= GONE_SECS and n not in handled]
+    gone = [n for n, since in down_since.items() if now - since >= silence and n not in handled]
     handled.update(gone)
     return gone
 

@@ -47,9 +47,17 @@ class _LedgerRunReq(TypedDict):
     moves: list[LedgerMove]
 
 
+class LedgerCopy(TypedDict):
+    """A copy of a run on a pod the ledger does not have it on (it ran there too: wfops.sweeps.fleet_copies)."""
+    state: str
+    secs: float | None  # how long it ran there (GPU time wasted)
+    at: str  # when it was seen
+
+
 class LedgerRun(_LedgerRunReq, total=False):
     last: LastSeen  # its state when sweep.status last saw it
     lost: str  # why it can run nowhere (a pod of a multi-node run is gone)
+    copies: dict[str, LedgerCopy]  # pod -> a duplicate that ran there (a partition: moved, yet it ran where it was)
 
 
 class _LedgerReq(TypedDict):

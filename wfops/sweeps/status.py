@@ -27,7 +27,7 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
     note = (data.get("workflow") or {}).get("note")
     if note:
         head += f"\nworkflow state: {note}"
-    for problem in data.get("problems") or []:
+    for problem in [*(data.get("problems") or []), *(d["note"] for d in (data.get("duplicates") or {}).values())]:
         head += f"\nwarning: {problem}"
     pods: tuple[str, ...] = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
     rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
@@ -35,7 +35,8 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
              " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
     return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
                                    "why"), rows)
-            + f"\n\n{totals_line(data.get('totals') or {})}")
+            + f"\n\n{totals_line(data.get('totals') or {})}"
+            + (f" / {len(data['duplicates'])} ran twice" if data.get("duplicates") else ""))
 
 
 def totals_line(totals: dict[str, int]) -> str:

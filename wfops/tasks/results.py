@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wfops.agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, SKIPPED, SUCCESS
-from wfops.errors import EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
+from wfops.errors import EXIT_CONFLICT, EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
 from wfops.output import duration, table, visible
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
@@ -105,7 +105,7 @@ def task_attach(c: Any, id: str | None = None, config: str | None = None) -> Non
 
 def wait_code(data: dict) -> tuple[int, str]:
     """(exit code, why) of sweep.wait: 0 when every run succeeded (or was already ok), 8 when the queue runner
-    died, 9 when waiting gave up, else 1."""
+    died, 9 when waiting gave up, 10 when every run succeeded but some ran twice (a fleet), else 1."""
     runs = data.get("runs") or []
     sweep = data.get("sweep") or {}
     if data.get("wait_timed_out"):
@@ -115,6 +115,10 @@ def wait_code(data: dict) -> tuple[int, str]:
     bad = [r["run_id"] for r in runs if r.get("state") not in (SUCCESS, SKIPPED)]
     if bad:
         return EXIT_FAILED, f"{len(bad)} of {len(runs)} run(s) did not succeed: {', '.join(bad[:10])}"
+    twice = data.get("duplicates") or {}
+    if twice:  # a fleet: a run moved off a cut-off pod ran there too (wfops.sweeps.fleet_copies)
+        return EXIT_CONFLICT, (f"{len(twice)} run(s) ran on two pods (GPU time wasted; each counted once): "
+                               + "; ".join(d["note"] for d in list(twice.values())[:3]))
     return 0, ""
 
 

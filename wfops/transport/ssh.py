@@ -246,6 +246,8 @@ def connect(target: Target) -> Connection:
             raise ConnectError(f"SSH key not found: {target.key_filename}")
         # paramiko ignores IdentitiesOnly: without these, agent keys can exhaust the server's MaxAuthTries
         connect_kwargs.update(key_filename=target.key_filename, look_for_keys=False, allow_agent=False)
+    # a stopped sshd (a partition) accepts the TCP connection and never says hello: wait as long as for the connect
+    connect_kwargs["banner_timeout"] = target.connect_timeout
     conn = Connection(target.host, user=target.user, port=target.port, config=config,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
     _host_keys(conn.client, target)
