@@ -159,3 +159,84 @@ def test_a_long_partition_never_runs_a_run_twice_without_saying_so(tmp_path: Pat
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
     assert not (tmp_path / "artifacts" / "k4" / "STRAY").exists()
+
+
+# ------------------------------------------------------------------ the ledger's faults (issue 23 #3)
+
+def _chattr(flag: str, *paths: Path) -> None:
+    """`chattr +i`: unwritable even for root (the tests run as root; ext4 here)."""
+    res = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+    assert res.returncode == 0, f"chattr {flag} (root on ext4) makes the ledger unwritable here: {res.stderr}"
+
+
+def _quiet(res: subprocess.CompletedProcess, lines: int = 1) -> None:
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == lines, res.stderr
+
+
+def _queued_anywhere(fleet: Fleet, run_id: str) -> list[str]:
+    """The pods whose manifests (every sweep's) or outputs know `run_id`."""
+    return [p.address for p in fleet.pods
+            if (p.home / "outputs" / run_id).exists()
+            or any(f'"{run_id}"' in m.read_text() for m in (p.home / "outputs" / "_manifests").glob("sweep-*.json"))]
+
+
+def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing(tmp_path: Path, fleet_ready: Fleet):
+    """Issue 23 #3: an unwritable ledger made sweep.status print a PermissionError traceback, and a sweep.add
+    that crashed on it had already queued its run (which status and fetch never showed); a truncated ledger made
+    run.fetch --all refuse on every pod."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"g{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    more = _csv(tmp_path, ["x0,config/train_tiny.py,7,,,1,"], "more.csv")
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    text = ledger.read_text()
+
+    _chattr("+i", folder, ledger, folder / "latest")  # the lock file stays usable: the ledger write itself fails
+    try:
+        shown = fleet.wf(cfg, "sweep.status")
+        assert shown.returncode == 0 and shown.stdout.count("success") == 3, (shown.stdout, shown.stderr)
+        _quiet(shown)
+        assert "cannot write the fleet ledger" in shown.stderr, shown.stderr
+        added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+        assert added.returncode == 1 and "nothing was added" in added.stderr, (added.stdout, added.stderr)
+        _quiet(added)
+        assert _queued_anywhere(fleet, "x0") == []  # no work a status cannot see
+        moved = fleet.wf(cfg, "sweep.rebalance")
+        assert moved.returncode == 1 and "nothing was moved" in moved.stderr, moved.stderr
+        _quiet(moved)
+        waited = fleet.wf(cfg, "sweep.wait", "--json", timeout=60)
+        assert waited.returncode == 0 and len(json.loads(waited.stdout)["runs"]) == 3, waited.stderr
+        _quiet(waited)
+        _chattr("+i", folder / ".lock")  # now not even its lock
+        shown = fleet.wf(cfg, "sweep.status", "--json")
+        assert shown.returncode == 0 and len(json.loads(shown.stdout)["runs"]) == 3, shown.stderr
+        _quiet(shown)
+        added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+        assert added.returncode == 1 and "cannot lock the fleet ledger" in added.stderr, added.stderr
+        _quiet(added)
+        assert _queued_anywhere(fleet, "x0") == []
+    finally:
+        _chattr("-i", folder, ledger, folder / "latest", folder / ".lock")
+    assert ledger.read_text() == text  # nothing was half-written
+
+    ledger.write_text(text[: len(text) // 2])  # truncated
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}"):
+        res = fleet.wf(cfg, *task.split())
+        assert res.returncode == 1 and "damaged" in res.stderr, (task, res.stderr)
+        _quiet(res)
+    assert _queued_anywhere(fleet, "x0") == []
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert "Traceback" not in fetched.stderr and fetched.stderr.count("each pod's own sweep records") == 1
+    assert sorted(d.name for d in (tmp_path / "artifacts").iterdir() if d.name[0] not in "._") == ["g0", "g1", "g2"]
+
+    ledger.unlink()  # deleted
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}"):
+        res = fleet.wf(cfg, *task.split())
+        assert res.returncode == 5 and "no ledger" in res.stderr, (task, res.stderr)
+        _quiet(res)
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr

@@ -16,7 +16,7 @@ from wfops.errors import ConflictError, NotFoundError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_pods import Answer, Pods, check_all, facts_of
 from wfops.sweeps.fleet_start import ledger_run
-from wfops.sweeps.ledger import Ledger, ledger_lock, load_ledger, save_ledger
+from wfops.sweeps.ledger import Ledger, LedgerUnwritable, ledger_lock, load_ledger, save_ledger
 from wfops.sweeps.model import exec_block
 from wfops.sweeps.plan import PodLoad, PodQueue, Want, need_on, rebalance, spread
 
@@ -34,6 +34,7 @@ def rebalance_fleet(settings: Settings, sweep_id: str = "") -> dict[str, Any]:
 
 def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
     ledger = load_ledger(settings, sweep_id)
+    _writable(settings, ledger, "nothing was moved")  # before any pod changes: each move must reach the ledger
     with Pods(settings, "sweep.rebalance", only=list(ledger["pods"])) as pods:
         facts = {n: o.value for n, o in facts_of(pods, settings, ledger["sweep_id"]).items() if o.value is not None}
         unstarted = unstarted_pods(ledger)  # pods that refused their share at sweep.start: their runs go elsewhere
@@ -45,6 +46,15 @@ def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "moves": done, "lost_runs": lost, "reclaimed": reclaimed,
             "down": dict(pods.down)}
+
+
+def _writable(settings: Settings, ledger: Ledger, nothing: str) -> None:
+    """Write the ledger as it is (or with what is about to be done: its intent) before a pod is changed; one
+    line and nothing changed on any pod when it cannot be written."""
+    try:
+        save_ledger(settings, ledger)
+    except LedgerUnwritable as exc:
+        raise LedgerUnwritable(f"{exc.message}; {nothing}") from None
 
 
 def unstarted_pods(ledger: Ledger) -> dict[str, str]:
@@ -181,6 +191,8 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
         row_of = {r["run_id"]: r for r in rows}
         for rid, where in placed.items():
             ledger["runs"][rid] = ledger_run(where, by_id[rid], row_of[rid])
+            ledger["order"].append(rid)
+        _writable(settings, ledger, "nothing was added")  # the intent first: no pod queues a run status cannot see
         targets = sorted({w[0] for w in placed.values()})
         answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
             rid for rid, w in placed.items() if w[0] == n]), targets)
@@ -188,8 +200,7 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
     for rid, where in placed.items():
         if where[0] in failed or where[0] not in answers:
             del ledger["runs"][rid]
-        else:
-            ledger["order"].append(rid)
+            ledger["order"].remove(rid)
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]},
             "errors": failed, "down": dict(pods.down), "worst": fanout.worst(list(answers.values()))}

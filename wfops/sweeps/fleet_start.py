@@ -15,7 +15,7 @@ from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_pods import Pods, check_all, facts_of
-from wfops.sweeps.ledger import Ledger, LedgerRun, save_ledger
+from wfops.sweeps.ledger import Ledger, LedgerRun, LedgerUnwritable, save_ledger
 from wfops.sweeps.plan import PodLoad, Want, node_run_id, shares, spread
 from wfops.transport.command import PodCommand
 
@@ -45,7 +45,10 @@ def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> di
         entries = _node_entries(settings, plan, placed, pods)
         _check_reach(pods, entries)
         ledger = _new_ledger(plan, placed, entries, {n: facts[n]["slots"] for n in pods.cmds})
-        save_ledger(settings, ledger, latest=True)
+        try:
+            save_ledger(settings, ledger, latest=True)  # before the first pod starts: what is sent where
+        except LedgerUnwritable as exc:
+            raise LedgerUnwritable(f"{exc.message}; nothing was started") from None
         answers = pods.call(wire.SWEEP_START, lambda n: {"manifest": _share(plan, entries, placed, n),
                                                       "csv_text": csv_text, "session": session})
     for name, o in answers.items():

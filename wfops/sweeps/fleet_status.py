@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -19,7 +20,15 @@ from wfops.settings.load import Settings
 from wfops.sweeps import fleet_copies
 from wfops.sweeps.fleet_moves import rebalance_fleet, unstarted_pods
 from wfops.sweeps.fleet_pods import Answer, Pods
-from wfops.sweeps.ledger import Ledger, LedgerRun, ledger_lock, load_ledger, save_ledger
+from wfops.sweeps.ledger import (
+    Ledger,
+    LedgerDamaged,
+    LedgerRun,
+    LedgerUnwritable,
+    ledger_lock,
+    load_ledger,
+    save_ledger,
+)
 from wfops.sweeps.plan import fleet_state, fold_nodes, need_on, node_run_id, totals
 
 WAIT_ROUND_SECS = 3  # sweep.wait: each round waits on every pod's queue this long at most (then checks, moves)
@@ -50,15 +59,36 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     else:
         answers = ask()
     data = joined(ledger, answers, pods.down)
+    try:
+        _record(settings, ledger["sweep_id"], data)
+    except (LedgerUnwritable, LedgerDamaged) as exc:  # status is still what the pods said: shown, with one line
+        say_once(f"wfops: {exc.message}; last-seen states and duplicates were not recorded")
+    return data
+
+
+def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> None:
+    """Last-seen states and duplicates into the ledger (under its lock)."""
     with ledger_lock(settings):
-        fresh = load_ledger(settings, ledger["sweep_id"])  # a rebalance may have moved runs meanwhile: keep them
+        fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
         _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
                           and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
         for rid, twice in data["duplicates"].items():  # a duplicate stays known when its pod is silent again
             if rid in fresh["runs"]:
                 fresh["runs"][rid]["copies"] = twice["copies"]
         save_ledger(settings, fresh)
-    return data
+
+
+_said: set[str] = set()
+_said_lock = threading.Lock()
+
+
+def say_once(line: str) -> None:
+    """A warning on stderr, once per command (sweep.wait's rounds, run.fetch's pods say it once)."""
+    with _said_lock:
+        if line in _said:
+            return
+        _said.add(line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str]) -> dict[str, Any]:
@@ -118,7 +148,11 @@ def runs_on(settings: Settings, sweep_id: str, pod: str) -> list[str] | None:
     when there is no ledger of that sweep (everything the pod has is fetched)."""
     try:
         ledger = load_ledger(settings, sweep_id)
-    except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has (a damaged ledger raises)
+    except NotFoundError:  # pods of a fleet, but no fleet sweep: fetch what the pod has
+        return None
+    except LedgerDamaged as exc:  # the pods' own records instead of refusing on every pod
+        say_once(f"wfops: {exc.message.split(';')[0]}: run.fetch takes the runs each pod's own sweep records "
+                 "(a run that ran on two pods may come from either)")
         return None
     return [node_run_id(rid, rank) for rid, run in ledger["runs"].items()
             for rank, pod_name in enumerate(run["pods"]) if pod_name == pod]

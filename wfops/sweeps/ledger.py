@@ -9,7 +9,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -72,19 +72,35 @@ class Ledger(_LedgerReq, total=False):
     wandb_group: str | None
 
 
+class LedgerDamaged(WfopsError):
+    """The ledger file is there but is not a fleet ledger (truncated, hand-edited)."""
+
+
+class LedgerUnwritable(WfopsError):
+    """The ledger cannot be written or locked (a read-only or immutable folder, a full disk)."""
+
+
 def _ledger_dir(settings: Settings) -> Path:
     return Path(settings.local_artifacts_dir).expanduser() / LEDGER_DIR
 
 
 def save_ledger(settings: Settings, doc: Ledger, latest: bool = False) -> None:
-    """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use."""
+    """Write the ledger; `latest` (sweep.start only): it becomes the sweep that commands without --sweep use.
+    LedgerUnwritable (one line) when it cannot: the ledger on disk is then as it was."""
     d = _ledger_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
     files = [(f"{doc['sweep_id']}.json", json.dumps(doc, indent=1))] + ([(LATEST, doc["sweep_id"])] if latest else [])
-    for name, text in files:
-        tmp = d / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, d / name)
+    tmp = d / "."
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        for name, text in files:
+            tmp = d / f".{name}.{os.getpid()}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, d / name)
+    except OSError as exc:
+        if tmp.name.endswith(".tmp"):
+            with suppress(OSError):
+                tmp.unlink()
+        raise LedgerUnwritable(f"cannot write the fleet ledger in {d}: {exc.strerror or exc}") from None
 
 
 @contextmanager
@@ -96,7 +112,11 @@ def ledger_lock(settings: Settings) -> Iterator[None]:
     if not d.is_dir():  # no ledger at all: nothing to guard (the command says so); leave no trace
         yield
         return
-    with open(d / ".lock", "a") as fh:
+    try:
+        fh = open(d / ".lock", "a")  # noqa: SIM115 - held for the whole block below
+    except OSError as exc:
+        raise LedgerUnwritable(f"cannot lock the fleet ledger in {d}: {exc.strerror or exc}") from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -118,7 +138,7 @@ def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
     except ValueError:
         ok = False
     if not ok:
-        raise WfopsError(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
-                         "sweep.status on each pod (WF_POD=NAME) still works")
+        raise LedgerDamaged(f"the ledger of {which} in {d} is damaged ({sid}.json is not a fleet ledger); "
+                            "sweep.status on each pod (WF_POD=NAME) still works")
     ledger: Ledger = doc
     return ledger
