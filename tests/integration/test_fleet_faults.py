@@ -67,6 +67,28 @@ def test_a_dead_pods_runs_are_moved_and_lost_the_same_with_and_without_keepers(
     assert got["warm"] == got["cold"]
 
 
+
+def test_a_pod_back_from_the_dead_without_its_queue_has_its_waiting_runs_moved(tmp_path: Path, fleet_ready: Fleet):
+    """Issue 23 #2: after the dead pod came back (its sshd and volume, not its processes) sweep.rebalance still
+    moved nothing: the pod answered, so it was not `down`, and its waiting runs never ran (nothing there starts
+    them). A pod whose queue runner is gone is now a source of moves like a silent one."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1")
+    rows = [f"q{i},config/train_tiny.py,{i},sleep=60,,1," for i in range(6)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows))).returncode == 0
+    back = fleet.pods[1].address
+    wait_until(lambda: [r["state"] for r in _status(fleet, cfg)["runs"] if r["pod"] == back] == ["running", "pending"],
+               timeout=60, interval=0.5, what="one run running and one waiting on pod 1")
+    fleet.kill(1)
+    fleet.revive(1)
+    res = fleet.wf(cfg, "sweep.rebalance", "--json", timeout=90)
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    moves = [(m["run_id"], m["from"], m["moved"], m["why"]) for m in json.loads(res.stdout)["moves"]]
+    assert moves == [("q4", back, True, f"the queue runner of {back} is gone")], moves
+    states = {r["run_id"]: (r["state"], r["pod"]) for r in _status(fleet, cfg)["runs"]}
+    assert states["q4"][1] != back and states["q1"] == ("lost", back), states
+    assert fleet.wf(cfg, "sweep.stop", timeout=90).returncode == 0
+
 # ------------------------------------------------------------------ partitions (issue 23 #1)
 
 FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1"}  # a frozen peer is found after 3 s (keepers inherit it)

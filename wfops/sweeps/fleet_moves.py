@@ -6,6 +6,7 @@ sweep.add and sweep.retry place new or failed runs on the pods by free slots; th
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,12 @@ def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
         facts = {n: o.value for n, o in facts_of(pods, settings, ledger["sweep_id"]).items() if o.value is not None}
         unstarted = unstarted_pods(ledger)  # pods that refused their share at sweep.start: their runs go elsewhere
         orphans, lost = _orphans(settings, ledger, {**unstarted, **pods.down})
+        dead = _dead_queue_orphans(ledger, facts)  # a pod back after it died: its queue runner is gone
         queues = _queues(ledger, facts)
-        moves = rebalance([q for q in queues if q.name in pods.cmds and q.name not in unstarted], orphans)
+        moves = rebalance([q for q in queues if q.name in pods.cmds and q.name not in unstarted
+                           and q.name not in {src for _, src, _ in dead}], orphans + dead)
+        moves = [replace(m, why=f"the queue runner of {m.src} is gone") if (m.run_id, m.src) in
+                 {(rid, src) for rid, src, _ in dead} else m for m in moves]
         reclaimed = _reclaim(pods, ledger, facts)
         done = _apply(settings, pods, ledger, moves, set(unstarted))
     save_ledger(settings, ledger)
@@ -87,6 +92,21 @@ def _orphans(settings: Settings, ledger: Ledger, down: Mapping[str, str]) -> tup
         need = need_on(str(run["entry"].get("gpus")), int(ledger["pods"][run["pods"][0]].get("slots") or 1))
         orphans.append((rid, run["pods"][0], need))
     return orphans, lost
+
+
+def _dead_queue_orphans(ledger: Ledger, facts: Mapping[str, dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """Runs waiting on a pod that answers but whose queue runner is gone (the pod died and came back, its
+    processes did not): nothing there would start them, so they go elsewhere like a silent pod's."""
+    out = []
+    for name, f in facts.items():
+        if f.get("queue_state") != LOST:
+            continue
+        slots = int(ledger["pods"][name].get("slots") or 1)
+        for rid in f.get("pending_runs") or []:
+            run = ledger["runs"].get(rid)
+            if run is not None and run["pods"] == [name] and not run.get("lost"):
+                out.append((rid, name, need_on(str(run["entry"].get("gpus")), slots)))
+    return out
 
 
 def _queues(ledger: Ledger, facts: Mapping[str, dict[str, Any]]) -> list[PodQueue]:

@@ -187,6 +187,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
     deadline = time.monotonic() + timeout if timeout else None
     down_since: dict[str, float] = {}
     handled: set[str] = set()  # pods whose outage was rebalanced already
+    dead_queues: set[str] = set()  # pods back after they died, their queue runner gone: rebalanced once
     unstarted_tried = False  # runs of a pod that refused its share: rebalanced once
     last = tried = 0.0
     silence = gone_secs()
@@ -210,7 +211,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
             unstarted_tried = unstarted_tried or refused
             stuck = now - last >= REBALANCE_EVERY_SECS and _stuck_next_to_free(ledger, data)
             back = bool(data["strays"]) and now - last >= REOPEN_SECS  # moved runs a returned pod still queues
-            if gone or refused or stuck or back:
+            dead = {n for n, p in data["pods"].items() if p["queue"] == LOST} - dead_queues
+            dead_queues |= dead
+            if gone or refused or stuck or back or dead:
                 last = now
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
