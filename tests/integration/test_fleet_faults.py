@@ -232,6 +232,10 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
         waited = fleet.wf(cfg, "sweep.wait", "--json", timeout=60)
         assert waited.returncode == 0 and len(json.loads(waited.stdout)["runs"]) == 3, waited.stderr
         _quiet(waited)
+        started = fleet.wf(cfg, "sweep.start", "--csv", str(more))
+        assert started.returncode == 1 and "nothing was started" in started.stderr, started.stderr
+        _quiet(started)
+        assert _queued_anywhere(fleet, "x0") == []
         _chattr("+i", folder / ".lock")  # now not even its lock
         shown = fleet.wf(cfg, "sweep.status", "--json")
         assert shown.returncode == 0 and len(json.loads(shown.stdout)["runs"]) == 3, shown.stderr
@@ -245,7 +249,8 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
     assert ledger.read_text() == text  # nothing was half-written
 
     ledger.write_text(text[: len(text) // 2])  # truncated
-    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}"):
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}", "sweep.report",
+                 "sweep.retry --failed"):
         res = fleet.wf(cfg, *task.split())
         assert res.returncode == 1 and "damaged" in res.stderr, (task, res.stderr)
         _quiet(res)
@@ -256,7 +261,8 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
     assert sorted(d.name for d in (tmp_path / "artifacts").iterdir() if d.name[0] not in "._") == ["g0", "g1", "g2"]
 
     ledger.unlink()  # deleted
-    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}"):
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}", "sweep.report",
+                 "sweep.retry --failed"):
         res = fleet.wf(cfg, *task.split())
         assert res.returncode == 5 and "no ledger" in res.stderr, (task, res.stderr)
         _quiet(res)

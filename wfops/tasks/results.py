@@ -130,7 +130,8 @@ def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: st
     """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
     Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
-    9 gave up waiting (--timeout-secs); 5 no sweep was started. On a fleet it waits on every pod's queue at once
+    9 gave up waiting (--timeout-secs); 5 no sweep was started; 10 (a fleet) every run succeeded but some ran on
+    two pods (a partition: docs/fleets.md). On a fleet it waits on every pod's queue at once
     and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
     """
     settings = settings_for(c, config)
