@@ -8,6 +8,11 @@ the same way):
   still works.
 - A command line invoke cannot parse (an unknown option, an option without its value) is one line and exit 2,
   like every other bad argument.
+- Only options that work are offered. Invoke's core options about its own `c.run()` (`-R/--dry`, `-e/--echo`,
+  `--hide`, `-p/--pty`, `-T/--command-timeout`, `-w/--warn-only`, `--prompt-for-sudo-password`) and
+  `--write-pyc` mean nothing for wfops tasks (they run no local shell commands through invoke): they are not
+  listed, and given, they are refused with one line (exit 2) before anything runs. A "dry" run that runs
+  would be the worst surprise of all.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from wfops.tasks import ns
 from wfops.tasks._base import CONFIG_HELP, CONFIG_SHORT
 
 _ARG_REPR = re.compile(r"<\w+: (\w+)[^>]*>")  # invoke names an option by its Argument's repr
+ABOUT = "wfops runs ML training sweeps on rented GPU pods, configured by one dotenv file."
+# invoke's core options that mean nothing for wfops tasks: not listed, refused when given
+NOT_OFFERED = ("command-timeout", "dry", "echo", "hide", "prompt-for-sudo-password", "pty", "warn-only", "write-pyc")
 
 
 def usage_error(exc: ParseError) -> Exit:
@@ -33,6 +41,27 @@ class WfopsProgram(Program):
     def core_args(self) -> list[Argument]:
         args = [arg for arg in super().core_args() if arg.name != "config"]
         return [*args, Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name")]
+
+    def parse_core_args(self) -> None:
+        super().parse_core_args()
+        given = [a for a in self.core[0].args.values() if a.name in NOT_OFFERED and a.got_value]
+        if given:
+            flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(given[0].names, key=len))
+            why = ("wfops has no dry run (previews: checkout --dry-run, sweep.validate)" if given[0].name == "dry"
+                   else "it is about invoke's own shell commands, and wfops tasks run none")
+            raise Exit(f"wfops: {flags} is not a wfops option: {why}; nothing was run", EXIT_USAGE)
+
+    def print_help(self) -> None:
+        print(ABOUT)
+        print(f"Usage: {self.binary} [--core-opts] <subcommand> [--subcommand-opts] ...\n\nCore options:\n")
+        self.print_columns([t for t in self.initial_context.help_tuples() if not _not_offered(t[0])])
+        self._about_said = True
+        self.list_tasks()
+
+    def list_tasks(self) -> None:
+        if not getattr(self, "_about_said", False) and self.list_format != "json":
+            print(ABOUT + "\n")
+        super().list_tasks()
 
     def parse_core(self, argv: list[str] | None) -> None:
         try:
@@ -60,6 +89,11 @@ class WfopsProgram(Program):
             super().update_config(merge)
         finally:
             self.args.config.set_value(ours, cast=False)
+
+
+def _not_offered(spec: str) -> bool:
+    """Whether a help line's flag spec (`-R, --dry`) is one of NOT_OFFERED."""
+    return any(w.lstrip("-").split("=")[0] in NOT_OFFERED for w in spec.replace(",", " ").split())
 
 
 program = WfopsProgram(namespace=ns, version=__version__, name="wfops", binary="wfops")

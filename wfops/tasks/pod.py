@@ -142,7 +142,7 @@ def _unreachable(data: dict) -> WfopsError | None:
 
 @wftask(help={"json": JSON_HELP})
 def status(c: Any, json: bool = False, config: str | None = None) -> None:
-    """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
+    """Show the pod: its Lium row, user, GPUs, /mnt, free space."""
     on_pods(settings_for(c, config), json, PodWork(pod_status, pod_text.status_human, verdict=_unreachable))
 
 
@@ -157,7 +157,7 @@ def wait_for_pod(settings: Settings, member: Member, timeout_secs: int = WAIT_TI
 
 @wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
 def wait(c: Any, timeout_secs: int = WAIT_TIMEOUT_SECS, json: bool = False, config: str | None = None) -> None:
-    """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
+    """Wait until the pod answers over SSH (exit 4: it gave up)."""
     on_pods(settings_for(c, config), json, PodWork(
         lambda s, m, log: wait_for_pod(s, m, timeout_secs, log),
         lambda data: f"{data['target']['label']} answers over SSH (workflow state {data['state']})"))
@@ -184,8 +184,10 @@ def _interrupted(stop: lium.Stopped) -> WfopsError:
 })
 def up(c: Any, yes: bool = False, timeout_secs: int = UP_TIMEOUT_SECS, count: int = 1, json: bool = False,
        config: str | None = None) -> None:
-    """Rent a Lium pod from the LIUM_* keys (or reuse the running pod of that name), wait until SSH answers,
-    print the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
+    """Rent a Lium pod (or reuse it) and wait until SSH answers.
+
+    The pod is rented from the LIUM_* keys (or the running pod of that name is reused); then the LIUM_TARGET
+    line for the config is printed. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
     if count < 1:
         raise UsageError("--count must be 1 or more")
@@ -326,9 +328,9 @@ def _check_before_removal(settings: Settings, res: Any, row: Mapping[str, Any], 
     "json": JSON_HELP,
 })
 def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Remove the Lium pod (a fleet's: the one WF_POD names): refuse while a sweep runs, reset its state, `lium rm`.
+    """Remove the Lium pod (refused while a sweep runs).
 
-    --force removes it while a sweep runs; the workflow state is reset to INIT first."""
+    A fleet's: the one WF_POD names. The state is reset to INIT, then `lium rm`; --force: even while a sweep runs."""
     settings = settings_for(c, config)
     member = _pod_to_remove(settings)
     cli = lium.cli("pod.down", settings)
@@ -361,7 +363,7 @@ def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, con
 })
 def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_: bool = False, json: bool = False,
                config: str | None = None) -> None:
-    """Write an ssh_config block for the pod, so `ssh ALIAS`, rsync and editors reach it by name."""
+    """Write an ssh_config block so ssh reaches the pod by name."""
     settings = settings_for(c, config)
     member = resolve.one(settings)
     res = resolve.resolve(settings, member)

@@ -73,7 +73,9 @@ def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) ->
 }, int_options=["timeout_secs"], interrupted="task {id} may have started: see task.status --id {id}")
 def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int | None = None, workdir: str = "",
         force: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Start a tracked task in its own tmux window; prints where to watch it."""
+    """Start a tracked task in its own tmux window.
+
+    Start a tracked task in its own tmux window; prints where to watch it."""
     task_id = check_task_id(id)
     if not cmd:
         raise UsageError("--cmd is required")
@@ -94,7 +96,9 @@ def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int 
         optional=["watch"])
 def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = False, watch: str | None = None,
            config: str | None = None) -> None:
-    """Show a task's state, exit code, times and the tail of its log."""
+    """Show a task's state, exit code, times and log tail.
+
+    Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
     secs = watching.interval(watch)
     if secs is not None:
@@ -135,7 +139,9 @@ def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | N
 @wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
               "json": JSON_HELP})
 def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = False, config: str | None = None) -> None:
-    """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
+    """Wait until a task ends; the exit code says how.
+
+    Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: wait_task(s, m, task_id, timeout_secs, log), _summary,
