@@ -1,8 +1,9 @@
 """The commands wfops prints as next steps ("watch: wfops sweep.status"), written so that they work when pasted
 in the same shell, from the same directory: the program as the user ran it (`wfops` or `inv` when PATH finds
 that very program, else its full path; `python -m wfops` as such), and `-c FILE` when the config in use is not
-the one wfops would find by itself there (WORKFLOW_CONFIG, ./workflow.env, ...), so a hint printed under
-`--config pod.env` keeps talking to the same pod.
+the one wfops finds by itself in this directory (./workflow.env, ./infra_scripts/workflow.env): a hint printed
+under `--config pod.env` or WORKFLOW_CONFIG (which a script may have set, and the user's shell lacks) keeps
+talking to the same pod.
 """
 
 from __future__ import annotations
@@ -37,17 +38,17 @@ def program() -> str:
 
 
 def command(task: str, *args: str, settings: Settings | None = None, config: Path | None = None) -> str:
-    """`PROGRAM TASK [-c CONFIG] ARGS...`: a task's command line as a user pastes it (args quoted); `-c` when the
+    """`PROGRAM TASK ARGS... [-c CONFIG]`: a task's command line as a user pastes it (args quoted); `-c` when the
     config file in use (`settings.path`, or `config`) is not the one wfops finds here by itself."""
     path = settings.path if settings is not None else config
-    words = [program(), task]
+    words = [program(), task, *(shlex.quote(a) for a in args)]
     if path is not None and path.resolve() != _found_here():
         words += ["-c", shlex.quote(str(path))]
-    return " ".join([*words, *(shlex.quote(a) for a in args)])
+    return " ".join(words)
 
 
 def _found_here() -> Path | None:
     try:
-        return find_config(None, Path.cwd(), os.environ)
+        return find_config(None, Path.cwd(), {})
     except WfopsError:
         return None

@@ -325,12 +325,6 @@ def refuse_watch_on_fleet(settings: Settings) -> None:
                          f"(fleet: {', '.join(p.name for p in resolve.pods(settings))})")
 
 
-def tmux_attach(settings: Settings, session: str) -> str:
-    """The command that attaches to a wfops tmux session on the pod."""
-    sock = settings.wf_tmux_socket
-    return f"tmux {'-L ' + sock + ' ' if sock else ''}attach -t {session}"
-
-
 def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
     """Print JSON exactly, or the human text with control characters made visible (see wfops.output.visible)."""
     print(to_json(data) if as_json else visible(human()))

@@ -1,7 +1,6 @@
 """Pods: `pod.up` rents a Lium pod, `pod.status` shows it and checks it from inside, `pod.wait` waits until SSH
 answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors. `pod.status` and
-`pod.wait` work for every target; `pod.up` / `pod.down` rent and remove Lium pods (wfops.targets.providers.lium).
-"""
+`pod.wait` work for every target; `pod.up` / `pod.down` rent and remove Lium pods (wfops.targets.providers.lium)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any
 
 from invoke import Collection
 
+from wfops import hints
 from wfops.errors import ConfigError, ConnectError, LiumError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import KEYS_BY_NAME, Settings
@@ -186,8 +186,7 @@ def up(c: Any, yes: bool = False, timeout_secs: int = UP_TIMEOUT_SECS, count: in
        config: str | None = None) -> None:
     """Rent a Lium pod (or reuse it) and wait until SSH answers.
 
-    The pod is rented from the LIUM_* keys (or the running pod of that name is reused); then the LIUM_TARGET
-    line for the config is printed. Ctrl-C removes a pod it rented."""
+    From the LIUM_* keys; prints the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
     if count < 1:
         raise UsageError("--count must be 1 or more")
@@ -290,9 +289,10 @@ def _pod_to_remove(settings: Settings) -> Member:
             raise
         listed = resolve.names(settings)
         keys = " / ".join(sorted({m.source for m in resolve.members(settings)}))
+        example = f"{resolve.POD_ENV}={listed[0]} {hints.command('pod.down', settings=settings)}"
         raise UsageError(f"pod.down removes one pod and the config names a fleet of {len(listed)} pods "
-                         f"({', '.join(listed)}): choose it with {resolve.POD_ENV}=NAME (e.g. {resolve.POD_ENV}="
-                         f"{listed[0]} inv pod.down), then take it out of {keys}") from None
+                         f"({', '.join(listed)}): choose it with {resolve.POD_ENV}=NAME (e.g. {example}), then take "
+                         f"it out of {keys}") from None
     if member.provider != LIUM:
         raise UsageError(f"pod.down removes a Lium pod and {member.source}={member.name} is reached over SSH (a "
                          "host wfops did not rent: end it where you rented it)")
@@ -330,7 +330,7 @@ def _check_before_removal(settings: Settings, res: Any, row: Mapping[str, Any], 
 def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, config: str | None = None) -> None:
     """Remove the Lium pod (refused while a sweep runs).
 
-    A fleet's: the one WF_POD names. The state is reset to INIT, then `lium rm`; --force: even while a sweep runs."""
+    On a fleet: the one WF_POD names. The state is reset to INIT, then `lium rm`; --force: even mid-sweep."""
     settings = settings_for(c, config)
     member = _pod_to_remove(settings)
     cli = lium.cli("pod.down", settings)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
 
-from wfops import __version__
+from wfops import __version__, hints
 from wfops import watch as watching
 from wfops.agent import wire
 from wfops.agent.states import RUNNING
@@ -31,7 +31,6 @@ from wfops.tasks._base import (
     emit,
     on_pods,
     settings_for,
-    tmux_attach,
     wftask,
 )
 from wfops.transport.command import PodCommand, call_once
@@ -70,7 +69,8 @@ def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
         raise ConflictError(f"{path} exists; not overwritten (remove it or pass --csv with another path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(TEMPLATE_CSV)
-    print(f"wrote {path}: edit it, check it with sweep.validate, start it with sweep.start")
+    csv_args = ["--csv", str(path)] if csv else []
+    print(f"wrote {path}: edit it, then check it: {hints.command('sweep.validate', *csv_args, settings=settings)}")
 
 
 @wftask(help={"csv": CSV_HELP, "workdir": "a local copy of the training workdir: also check that every config exists",
@@ -143,8 +143,10 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call(wire.SWEEP_START, manifest=plan, csv_text=text, session=session)
     emit(data, json, lambda: (
-        f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}"
-        + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
+        f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}\n"
+        f"  watch:    {hints.command('sweep.status', settings=settings)}\n"
+        f"  wait:     {hints.command('sweep.wait', settings=settings)}\n"
+        f"  manifest: {data.get('manifest')}"
     ))
 
 
@@ -174,7 +176,10 @@ def _start_fleet(settings: Settings, plan: Manifest, text: str, session: str, js
         for name, ids in share.items():
             fail = data["errors"].get(name)
             lines.append(f"  {name}: {len(ids)} run(s)" + (f" NOT STARTED: {fail}" if fail else ""))
-        lines.append("  watch:  inv sweep.status   |   move waiting runs: inv sweep.rebalance")
+        lines.append(f"  watch:    {hints.command('sweep.status', settings=settings)}")
+        lines.append(f"  wait:     {hints.command('sweep.wait', settings=settings)}")
+        lines.append(f"  move:     {hints.command('sweep.rebalance', settings=settings)}   # runs still waiting, "
+                     "off a pod gone or full")
         return "\n".join(lines)
 
     emit(data, json, human)
@@ -212,12 +217,13 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
         data = cmd.call(wire.SWEEP_ADD, runs=plan_runs(settings, runs, {r.run_id for r in runs}),
                         entries=queue_entries(settings, runs, group, scripts), session=session,
                         exec_block=exec_block(settings))
-    emit(data, json, lambda: _queued_text(data))
+    emit(data, json, lambda: _queued_text(settings, data))
 
 
-def _queued_text(data: dict) -> str:
+def _queued_text(settings: Settings, data: dict) -> str:
     how = "its queue started again" if data.get("resumed") else "the running queue takes them next"
-    return f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how} (watch: inv sweep.status)"
+    return (f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how}\n"
+            f"  watch: {hints.command('sweep.status', settings=settings)}")
 
 
 RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
@@ -244,7 +250,7 @@ def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = Fal
         return
     data = call_once("sweep.retry", settings, wire.SWEEP_RETRY, run_ids=[n.strip() for n in names],
                      failed=bool(failed), session=settings.sweep_tmux_session)
-    emit(data, json, lambda: _queued_text(data))
+    emit(data, json, lambda: _queued_text(settings, data))
 
 
 def _fleet_failures(data: dict) -> str:

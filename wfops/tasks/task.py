@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection
 
+from wfops import hints
 from wfops import watch as watching
 from wfops.agent.states import TERMINAL
 from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
@@ -20,7 +21,6 @@ from wfops.tasks._base import (
     on_pods,
     refuse_watch_on_fleet,
     settings_for,
-    tmux_attach,
     wftask,
 )
 from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
@@ -59,7 +59,8 @@ def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeo
 
 def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) -> str:
     return (f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
-            f"  watch:  inv task.status --id {task_id}   |   {tmux_attach(settings, str(data.get('tmux_session')))}\n"
+            f"  watch:  {hints.command('task.status', '--id', task_id, settings=settings)}\n"
+            f"  wait:   {hints.command('task.wait', '--id', task_id, settings=settings)}\n"
             f"  files:  {data.get('dir')}/")
 
 
