@@ -13,13 +13,21 @@ the same way):
   `--write-pyc` mean nothing for wfops tasks (they run no local shell commands through invoke): they are not
   listed, and given, they are refused with one line (exit 2) before anything runs. A "dry" run that runs
   would be the worst surprise of all.
+- `--print-completion-script SHELL` prints a script that calls this very `wfops` by its full path, so TAB works
+  in a shell whose PATH does not have the venv's bin (invoke's own script calls a bare `wfops`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import shlex
+import sys
 
 from invoke import Argument, Exit, ParseError, Program
+from invoke.completion.complete import print_completion_script
 
 from wfops import __version__
 from wfops.errors import EXIT_USAGE
@@ -44,6 +52,10 @@ class WfopsProgram(Program):
 
     def parse_core_args(self) -> None:
         super().parse_core_args()
+        shell = self.core[0].args["print-completion-script"].value
+        if shell:
+            print(completion_script(shell))
+            raise Exit
         given = [a for a in self.core[0].args.values() if a.name in NOT_OFFERED and a.got_value]
         if given:
             flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(given[0].names, key=len))
@@ -89,6 +101,22 @@ class WfopsProgram(Program):
             super().update_config(merge)
         finally:
             self.args.config.set_value(ours, cast=False)
+
+
+def completion_script(shell: str) -> str:
+    """invoke's completion script for `shell`, calling wfops by the full path of the program that prints it."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            print_completion_script(shell=shell, names=["wfops"])
+        except ParseError as exc:
+            raise usage_error(exc) from None
+    argv0 = sys.argv[0] if sys.argv else ""
+    me = shlex.quote(os.path.abspath(argv0)) if os.path.basename(argv0) == "wfops" and os.path.isfile(argv0) else ""
+    if not me:
+        return text.getvalue().rstrip("\n")
+    return re.sub(r"(?<=[`(\s])wfops(?= (--complete|\$\{=collection_arg\}))", me.replace("\\", "\\\\"),
+                  text.getvalue()).rstrip("\n")
 
 
 def _not_offered(spec: str) -> bool:

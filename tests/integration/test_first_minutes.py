@@ -141,3 +141,16 @@ def test_a_mistyped_secret_key_is_masked_in_config_show_and_flagged(tmp_path):
     assert "did you mean WANDB_API_KEY?" in res.stderr
     data = json.loads(_bare("config.show", "--json", cwd=tmp_path).stdout)
     assert data["unknown"] == ["WANDB_APIKEY"] and data["values"]["WANDB_APIKEY"] == "********"
+
+
+def test_the_completion_script_works_when_wfops_is_not_on_path(tmp_path):
+    """The README sources `<(.venv/bin/wfops --print-completion-script bash)`: TAB must work in a shell whose PATH
+    lacks the venv (the script calls wfops by its full path), typed as `wfops` or as `.venv/bin/wfops`."""
+    script = subprocess.run([str(WFOPS), "--print-completion-script", "bash"], capture_output=True, text=True).stdout
+    (tmp_path / "c.bash").write_text(script)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for typed in ("wfops", str(WFOPS)):
+        res = subprocess.run(["bash", "-c", f". {tmp_path}/c.bash; COMP_WORDS=({typed} sweep.sta); COMP_CWORD=1; "
+                              f"_complete_wfops {typed} sweep.sta; echo \"${{COMPREPLY[@]}}\""],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert (res.returncode, res.stderr) == (0, "") and res.stdout.split() == ["sweep.start", "sweep.status"]
