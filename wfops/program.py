@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Iterable
 
 from invoke import Argument, Exit, ParseError, Program
 from invoke.completion.complete import print_completion_script
@@ -33,6 +34,7 @@ from wfops import __version__
 from wfops.errors import EXIT_USAGE
 from wfops.tasks import ns
 from wfops.tasks._base import CONFIG_HELP, CONFIG_SHORT
+from wfops.tasks._parsing import did_you_mean
 
 _ARG_REPR = re.compile(r"<\w+: (\w+)[^>]*>")  # invoke names an option by its Argument's repr
 ABOUT = "wfops runs ML training sweeps on rented GPU pods, configured by one dotenv file."
@@ -40,8 +42,11 @@ ABOUT = "wfops runs ML training sweeps on rented GPU pods, configured by one dot
 NOT_OFFERED = ("command-timeout", "dry", "echo", "hide", "prompt-for-sudo-password", "pty", "warn-only", "write-pyc")
 
 
-def usage_error(exc: ParseError) -> Exit:
+def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
     text = _ARG_REPR.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+    unknown = re.fullmatch(r"No idea what '(.+)' is!", text)  # `--help NOSUCH` (the parser's own say it already)
+    if unknown:
+        text += did_you_mean(unknown.group(1), tasks)
     return Exit(f"wfops: {text}", EXIT_USAGE)
 
 
@@ -92,6 +97,19 @@ class WfopsProgram(Program):
             arg = context.args.get("config")
             if arg is not None and arg.value is None:
                 arg.value = path
+
+    def parse_cleanup(self) -> None:
+        """`--help NOSUCH` is one line with "did you mean", exit 2; `--complete` offers only the options offered."""
+        completing = bool(self.args.complete.value)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out) if completing else contextlib.nullcontext():
+                super().parse_cleanup()
+        except ParseError as exc:
+            raise usage_error(exc, self.parser.contexts) from None
+        finally:
+            if completing:
+                print("".join(ln for ln in out.getvalue().splitlines(keepends=True) if not _not_offered(ln)), end="")
 
     def update_config(self, merge: bool = True) -> None:
         """Invoke would load `--config` as its own runtime config file: it is ours, so hide it from invoke."""

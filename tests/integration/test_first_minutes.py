@@ -39,12 +39,13 @@ def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name):
     assert ready.state_file.read_text() == before
 
 
-def test_the_options_not_offered_are_not_listed():
+def test_the_options_not_offered_are_not_listed_nor_completed():
     out = subprocess.run([str(WFOPS), "--help"], capture_output=True, text=True).stdout
-    assert "--config" in out and "--list" in out
+    completed = subprocess.run([str(WFOPS), "--complete", "--", "wfops", "--"], capture_output=True, text=True).stdout
+    assert "--config" in out and "--list" in out and "--config" in completed.split()
     for word in ("--dry", "--echo", "--hide", "--pty", "--command-timeout", "--warn-only", "--prompt-for-sudo",
                  "--write-pyc"):
-        assert word not in out
+        assert word not in out and word not in completed
 
 
 def _inv(pod: Pod, *args: str) -> subprocess.CompletedProcess:
@@ -94,6 +95,9 @@ def test_an_unknown_task_gets_did_you_mean(local_pod: Pod):
     assert "(did you mean sweep.status?)" in _inv(local_pod, "sweep.stauts").stderr
     res = local_pod.wf("task.list", "--limt", "3")
     assert res.rc == 2 and "(did you mean --limit?)" in res.err
+    res = local_pod.wf("--help", "sweep.stauts")
+    assert (res.rc, res.err.splitlines()) == (
+        2, ["wfops: No idea what 'sweep.stauts' is! (did you mean sweep.status?)"])
 
 
 @pytest.mark.parametrize("args,usage", [
