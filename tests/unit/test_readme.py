@@ -42,3 +42,11 @@ def test_every_task_it_shows_exists():
     shown = set(re.findall(r"(?:^|[/ ])wfops ([a-z]+(?:\.[a-z-]+)?)\b", "\n".join(blocks + inline), re.MULTILINE))
     shown -= {"sweep.r", "tests"}  # `wfops sweep.r<TAB>` (completion), `ruff check wfops tests` (paths)
     assert len(shown) > 10 and shown <= set(ns.task_names), shown - set(ns.task_names)
+
+
+def test_the_exit_code_table_is_the_code_table():
+    from wfops.errors import EXIT_CODES
+
+    table = README.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    codes = {int(c) for row in table.splitlines()[2:] for c in row.split("|")[1].split("/")}
+    assert codes == set(EXIT_CODES) | {130, 141, 143}
