@@ -390,9 +390,8 @@ def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_
             return block.rstrip("\n")
         main = ssh_dir / "config"
         added = f"\nadded `Include {path.resolve()}` at the top of {main}" if data["include_added"] else ""
-        return (f"wrote Host {name} to {path}{added}\n"
-                f"try: ssh {name}   |   rsync -a {name}:/mnt/pod_artifacts/ ./artifacts/   |   "
-                f"an editor's Remote-SSH: {name}")
+        return (f"wrote Host {name} to {path}{added}\ntry: ssh {name}   # an editor's Remote-SSH finds it too\n"
+                f"     rsync -a {name}:{pod_text.pasteable_path(settings.ops_remote_outputs_dir)}/ ./artifacts/")
 
     emit(data, json, human)
 
