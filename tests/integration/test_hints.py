@@ -1,8 +1,8 @@
-"""Every next step a command prints works when pasted in the same shell, from the same directory: sweep.start's
-and task.run's watch/wait lines, sweep.template's and config.init's, and the demo's keep-going lines
-(scripts/demo_next.sh, which the demo prints last) — each run here through bash, expecting exit 0. The config
-is named with -c from a directory without a workflow.env, and WORKFLOW_CONFIG is not set: a hint that leaned on
-either would fail."""
+"""Every next step a command prints works when pasted in the same shell, from the same directory: the watch and
+wait lines of sweep.start (one pod and a fleet) and task.run, the hints of sweep.template and config.init, and the
+demo's keep-going lines (scripts/demo_next.sh, which the demo prints last) — each run here through bash,
+expecting exit 0. The config is named with -c from a directory without a workflow.env, and WORKFLOW_CONFIG is not
+set: a hint that leaned on either would fail."""
 
 from __future__ import annotations
 
@@ -96,3 +96,20 @@ def test_template_and_config_init_hints_work_as_pasted(tmp_path):
     hint = out.rsplit("check it: ", 1)[1].strip()
     assert hint == f"{WFOPS} sweep.validate --csv my.csv -c conf/pod.env"
     _paste(hint, tmp_path, env)
+
+
+def test_the_hints_of_a_fleet_sweep_start_work_as_pasted(tmp_path: Path, fleet_ready):
+    fleet = fleet_ready
+    cfg = fleet.config(tmp_path, TRAIN_SCRIPT="echo_train.py", TRAIN_WORKDIR="examples/nanogpt")
+    csv = tmp_path / "fleet.csv"
+    csv.write_text("run_id,config,seed,overrides,notes\nf1,config/train_tiny.py,1,,\nf2,config/train_tiny.py,2,,\n")
+    res = fleet.wf(cfg, "sweep.start", "--csv", str(csv))
+    assert res.returncode == 0, res.stderr
+    hints = _hints(res.stdout)
+    assert [h.split()[1] for h in hints] == ["sweep.status", "sweep.wait", "sweep.rebalance"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+    env.update(HOME=str(tmp_path / "client-home"), WFOPS_KEEPER_DIR=str(tmp_path / "keepers"))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    for hint in (hints[2], hints[1], hints[0]):  # rebalance (nothing to move), wait, then the finished table
+        _paste(hint, cwd, env)
