@@ -8,7 +8,7 @@ CONFIG=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 W=$(printf '%q' "$ROOT/.venv/bin/wfops")
 C=$(printf '%q' "$CONFIG")
 RUN=$("$ROOT/.venv/bin/wfops" sweep.status --json -c "$CONFIG" 2>/dev/null \
-  | "$ROOT/.venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["run_id"])')
+  | "$ROOT/.venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["run_id"])' 2>/dev/null) || RUN=RUN_ID
 echo "keep going: each line works as pasted, from any directory"
 echo "  $W sweep.status -c $C                # the run table again"
 echo "  $W run.logs $RUN --tail 5 -c $C     # the last lines of one run (--follow while it runs)"
