@@ -104,6 +104,10 @@ def test_an_unknown_task_gets_did_you_mean(local_pod: Pod):
     (["run.logs"], "run.logs RUN_ID [--follow] [--tail N] [--rank R]"),
     (["task.logs"], "task.logs ID [--follow] [--tail N]"),
     (["task.attach"], "task.attach ID"),
+    (["task.status"], "task.status --id ID [--tail-lines N] [--json] [--watch [SECS]]"),
+    (["task.wait", "--timeout-secs", "3"], "task.wait --id ID [--timeout-secs N] [--json]"),
+    (["task.run", "--id", "t1"], "task.run --id ID --cmd CMD [--timeout-secs N] [--workdir DIR] [--force]"),
+    (["sweep.add"], "sweep.add --csv FILE"),
 ])
 def test_a_missing_argument_prints_the_usage_line(local_pod: Pod, args, usage):
     res = local_pod.wf(*args)

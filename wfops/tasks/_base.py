@@ -182,11 +182,11 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
             sent_before = remote.requests_sent()
             try:
                 refuse_dry_run(c)
-                if any(not kw.get(name) for name in required):
-                    raise UsageError(f"usage: {hints.program()} {usage}")
                 with _sigterm_as_exception():
                     for name in [n for n in kw if n in int_options]:
                         kw[name] = int_option(name, kw[name])
+                    if any(not kw.get(name) for name in required):
+                        raise UsageError(f"usage: {hints.program()} {usage}")
                     return fn(c, *a, **kw)
             except WfopsError as exc:
                 raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None

@@ -189,7 +189,7 @@ def _start_fleet(settings: Settings, plan: Manifest, text: str, session: str, js
 
 
 @wftask(help={"csv": "CSV of the runs to add (same columns and checks as sweep.start's)", "json": JSON_HELP},
-        interrupted="the runs may have been added: run sweep.status")
+        interrupted="the runs may have been added: run sweep.status", required=["csv"], usage="sweep.add --csv FILE")
 def add(c: Any, csv: str | None = None, json: bool = False, config: str | None = None) -> None:
     """Append the runs of another CSV to the current sweep.
 

@@ -64,7 +64,7 @@ def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) ->
             f"  files:  {data.get('dir')}/")
 
 
-@wftask(help={
+@wftask(required=["id", "cmd"], usage="task.run --id ID --cmd CMD [--timeout-secs N] [--workdir DIR] [--force]", help={
     "id": ID_HELP,
     "cmd": "the command, run by bash on the pod exactly as given (after loading the pod env file)",
     "timeout_secs": "end the whole process tree after this many seconds (default TASK_TIMEOUT_SECS; 0: none)",
@@ -94,7 +94,7 @@ def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int 
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
               "watch": "redraw every SECS (default 2) over one connection until the task ends"},
-        optional=["watch"])
+        optional=["watch"], required=["id"], usage="task.status --id ID [--tail-lines N] [--json] [--watch [SECS]]")
 def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = False, watch: str | None = None,
            config: str | None = None) -> None:
     """Show a task's state, exit code, times and log tail.
@@ -138,7 +138,7 @@ def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | N
 
 
 @wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
-              "json": JSON_HELP})
+              "json": JSON_HELP}, required=["id"], usage="task.wait --id ID [--timeout-secs N] [--json]")
 def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = False, config: str | None = None) -> None:
     """Wait until a task ends; the exit code says how.
 
