@@ -94,7 +94,7 @@ def test_template_and_config_init_hints_work_as_pasted(tmp_path):
     _paste(hint, tmp_path, env)
     out = _run([str(WFOPS), "sweep.template", "-c", "conf/pod.env", "--csv", "my.csv"], tmp_path, env).stdout
     hint = out.rsplit("check it: ", 1)[1].strip()
-    assert hint == f"{WFOPS} sweep.validate --csv my.csv -c conf/pod.env"
+    assert hint == f"{WFOPS} sweep.validate --csv my.csv -c {tmp_path / 'conf' / 'pod.env'}"
     _paste(hint, tmp_path, env)
 
 
