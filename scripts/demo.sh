@@ -48,7 +48,7 @@ step "wfops sweep.wait (until the queue ends; exit 0 only if every run succeeded
 step "wfops run.fetch --all"; "$WFOPS" run.fetch --all
 echo
 echo "artifacts: $DEMO/artifacts/<run_id>/ (metrics.jsonl, final.json, ckpt.pt, stdout.log, summary.json)"
-echo "keep going (from any directory): WORKFLOW_CONFIG=$DEMO/workflow.env $WFOPS sweep.status"
-echo "  (\`inv\` needs a tasks.py: it works from $ROOT only: cd $ROOT && WORKFLOW_CONFIG=$DEMO/workflow.env .venv/bin/inv sweep.status)"
-step "wfops sweep.report (results.csv and curves.png here, runs sorted by val_loss)"
+step "wfops sweep.report (results.csv and curves.png, runs sorted by val_loss)"
 "$WFOPS" sweep.report
+echo
+scripts/demo_next.sh "$DEMO/workflow.env"

@@ -9,6 +9,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
+    hints.py                  the next-step commands wfops prints, as they paste: the program as run, its -c
     output.py                 tables, durations and JSON for the user; control characters made visible
     watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
     tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code
@@ -63,6 +64,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     artifacts/fetch.py        receiving the tar stream: an extractor process that places file by file
     tasks/                    the invoke task tree: thin adapters (options -> the layer below -> output, exit)
     tasks/_base.py            what every task shares: the error boundary, option checks, settings, output
+    tasks/_parsing.py         invoke's command line, for wfops and inv: optional positionals, did you mean, pipes
     tasks/config.py           config.show
     tasks/connection.py       disconnect: close warm connections now
     tasks/fsm.py              fsm.status and fsm.reset

@@ -14,7 +14,16 @@ def main() -> None:
     prewarm(sys.argv[1:])
     from wfops.program import program
 
-    program.run()
+    try:
+        try:
+            program.run()
+        finally:
+            sys.stdout.flush()  # inside the try: a reader gone (`wfops --list | head`) shows here at the latest
+    except BrokenPipeError:  # `wfops --list | head`: no traceback, no "Exception ignored" at exit, the shell's 141
+        from wfops.tasks._parsing import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+
+        exit_quietly_on_broken_pipe()
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 def __getattr__(name: str) -> object:  # `from wfops.cli import program` (as before the split) still works

@@ -8,24 +8,45 @@ the same way):
   still works.
 - A command line invoke cannot parse (an unknown option, an option without its value) is one line and exit 2,
   like every other bad argument.
+- Only options that work are offered. Invoke's core options about its own `c.run()` (`-R/--dry`, `-e/--echo`,
+  `--hide`, `-p/--pty`, `-T/--command-timeout`, `-w/--warn-only`, `--prompt-for-sudo-password`) and
+  `--write-pyc` mean nothing for wfops tasks (they run no local shell commands through invoke): they are not
+  listed, and given, they are refused with one line (exit 2) before anything runs. A "dry" run that runs
+  would be the worst surprise of all.
+- `--print-completion-script SHELL` prints a script that calls this very `wfops` by its full path, so TAB works
+  in a shell whose PATH does not have the venv's bin (invoke's own script calls a bare `wfops`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import shlex
+import sys
+from collections.abc import Iterable
 
 from invoke import Argument, Exit, ParseError, Program
+from invoke.completion.complete import print_completion_script
 
 from wfops import __version__
 from wfops.errors import EXIT_USAGE
 from wfops.tasks import ns
 from wfops.tasks._base import CONFIG_HELP, CONFIG_SHORT
+from wfops.tasks._parsing import did_you_mean
 
 _ARG_REPR = re.compile(r"<\w+: (\w+)[^>]*>")  # invoke names an option by its Argument's repr
+ABOUT = "wfops runs ML training sweeps on rented GPU pods, configured by one dotenv file."
+# invoke's core options that mean nothing for wfops tasks: not listed, refused when given
+NOT_OFFERED = ("command-timeout", "dry", "echo", "hide", "prompt-for-sudo-password", "pty", "warn-only", "write-pyc")
 
 
-def usage_error(exc: ParseError) -> Exit:
+def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
     text = _ARG_REPR.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+    unknown = re.fullmatch(r"No idea what '(.+)' is!", text)  # `--help NOSUCH` (the parser's own say it already)
+    if unknown:
+        text += did_you_mean(unknown.group(1), tasks)
     return Exit(f"wfops: {text}", EXIT_USAGE)
 
 
@@ -33,6 +54,31 @@ class WfopsProgram(Program):
     def core_args(self) -> list[Argument]:
         args = [arg for arg in super().core_args() if arg.name != "config"]
         return [*args, Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name")]
+
+    def parse_core_args(self) -> None:
+        super().parse_core_args()
+        shell = self.core[0].args["print-completion-script"].value
+        if shell:
+            print(completion_script(shell))
+            raise Exit
+        given = [a for a in self.core[0].args.values() if a.name in NOT_OFFERED and a.got_value]
+        if given:
+            flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(given[0].names, key=len))
+            why = ("wfops has no dry run (previews: checkout --dry-run, sweep.validate)" if given[0].name == "dry"
+                   else "it is about invoke's own shell commands, and wfops tasks run none")
+            raise Exit(f"wfops: {flags} is not a wfops option: {why}; nothing was run", EXIT_USAGE)
+
+    def print_help(self) -> None:
+        print(ABOUT)
+        print(f"Usage: {self.binary} [--core-opts] <subcommand> [--subcommand-opts] ...\n\nCore options:\n")
+        self.print_columns([t for t in self.initial_context.help_tuples() if not _not_offered(t[0])])
+        self._about_said = True
+        self.list_tasks()
+
+    def list_tasks(self) -> None:
+        if not getattr(self, "_about_said", False) and self.list_format != "json":
+            print(ABOUT + "\n")
+        super().list_tasks()
 
     def parse_core(self, argv: list[str] | None) -> None:
         try:
@@ -52,6 +98,19 @@ class WfopsProgram(Program):
             if arg is not None and arg.value is None:
                 arg.value = path
 
+    def parse_cleanup(self) -> None:
+        """`--help NOSUCH` is one line with "did you mean", exit 2; `--complete` offers only the options offered."""
+        completing = bool(self.args.complete.value)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out) if completing else contextlib.nullcontext():
+                super().parse_cleanup()
+        except ParseError as exc:
+            raise usage_error(exc, self.parser.contexts) from None
+        finally:
+            if completing:
+                print("".join(ln for ln in out.getvalue().splitlines(keepends=True) if not _not_offered(ln)), end="")
+
     def update_config(self, merge: bool = True) -> None:
         """Invoke would load `--config` as its own runtime config file: it is ours, so hide it from invoke."""
         ours = self.args.config.value
@@ -60,6 +119,27 @@ class WfopsProgram(Program):
             super().update_config(merge)
         finally:
             self.args.config.set_value(ours, cast=False)
+
+
+def completion_script(shell: str) -> str:
+    """invoke's completion script for `shell`, calling wfops by the full path of the program that prints it."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            print_completion_script(shell=shell, names=["wfops"])
+        except ParseError as exc:
+            raise usage_error(exc) from None
+    argv0 = sys.argv[0] if sys.argv else ""
+    me = shlex.quote(os.path.abspath(argv0)) if os.path.basename(argv0) == "wfops" and os.path.isfile(argv0) else ""
+    if not me:
+        return text.getvalue().rstrip("\n")
+    return re.sub(r"(?<=[`(\s])wfops(?= (--complete|\$\{=collection_arg\}))", me.replace("\\", "\\\\"),
+                  text.getvalue()).rstrip("\n")
+
+
+def _not_offered(spec: str) -> bool:
+    """Whether a help line's flag spec (`-R, --dry`) is one of NOT_OFFERED."""
+    return any(w.lstrip("-").split("=")[0] in NOT_OFFERED for w in spec.replace(",", " ").split())
 
 
 program = WfopsProgram(namespace=ns, version=__version__, name="wfops", binary="wfops")

@@ -1,7 +1,7 @@
 """Bring your own repo, for real: examples/chargpt-repo is shaped like the public nanoGPT (root train.py, a
 `--key=value` configurator that rejects unknown keys, data/<name>/*.bin next to its prepare.py, branch master,
 no packaging). It is checked out and swept over the loopback sshd with torchrun (2 processes, gloo) using only
-the keys of README's "Bring your own repo"; then sweep.wait, sweep.status's metric column and sweep.report."""
+the keys of README's "Your own repository"; then sweep.wait, sweep.status's metric column and sweep.report."""
 
 from __future__ import annotations
 

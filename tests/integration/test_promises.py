@@ -551,5 +551,5 @@ def test_a_rerun_in_local_sync_moves_the_old_local_output_aside(swept: Pod):  # 
     assert (aside / "args.json").read_text() == first_args  # nothing deleted: the old output is kept
     (previous,) = (pod.outputs / "_previous").iterdir()
     assert previous.name.startswith("again.") and (previous / "summary.json").is_file()
-    run_files = {p.name for p in (pod.outputs / "again").iterdir()}  # the layout the README lists for a run dir
+    run_files = {p.name for p in (pod.outputs / "again").iterdir()}  # docs/remote-layout.md's run dir
     assert {"command.sh", "spec.json", "stdout.log", "status.json", "summary.json", "sync.log"} <= run_files

@@ -1,4 +1,4 @@
-"""A project's own launch script (README: Launch script) through the real queue: a run_command.sh.j2 beside
+"""A project's own launch script (docs/sweeps.md: Launch script) through the real queue: a run_command.sh.j2 beside
 workflow.env that exports variables and wraps the launcher reaches the training script on every attempt, hostile
 overrides stay literal in it, and a template error is one line before the pod is asked."""
 
@@ -71,4 +71,4 @@ def test_a_template_error_is_one_line_and_the_pod_is_not_asked(ssh_swept: Pod, t
     res, conns, _ = pod.count("sweep.start", "--csv", str(csv))
     assert (res.rc, conns) == (2, 0)
     assert res.err.splitlines() == [f"wfops: run template {pod.root / 'missing.j2'}: cannot read it: No such file or "
-                                    "directory; nothing was started (RUN_TEMPLATE, README: Launch script)"]
+                                    "directory; nothing was started (RUN_TEMPLATE, docs/sweeps.md: Launch script)"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from tests.conftest import WFOPS
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.lium.test_failures import Running
@@ -44,8 +45,9 @@ def test_down_on_a_fleet_without_wf_pod_names_the_pods_and_removes_none(lpod: Li
     lpod.configure(LIUM_TARGETS="fa,fb")
     res = lpod.wf("pod.down", "--yes")
     assert res.rc == 2, res.err
+    program = "wfops" if "wfops pod.down" in res.last_err else str(WFOPS)  # the program as run: on PATH or not
     assert res.last_err == ("wfops: pod.down removes one pod and the config names a fleet of 2 pods (fa, fb): "
-                            "choose it with WF_POD=NAME (e.g. WF_POD=fa inv pod.down), then take it out of "
+                            f"choose it with WF_POD=NAME (e.g. WF_POD=fa {program} pod.down), then take it out of "
                             "LIUM_TARGETS")
     assert deletes(fake) == [] and set(fake.pods) == {fa.id, fb.id}
 

@@ -1,4 +1,4 @@
-"""README, Remote layout: "Every JSON file on the pod is written through one function of the agent
+"""docs/remote-layout.md: "Every JSON file on the pod is written through one function of the agent
 (`store.write_bytes`): whole or not at all (temp file, fsync, rename)". Held statically: no module of the
 agent but store.py writes JSON to a file itself — no `json.dump(obj, file)`, and no file opened for writing
 in a function that also makes JSON text (`json.dumps`). What store.write_bytes does with the bytes is held by

@@ -129,7 +129,7 @@ def test_a_template_error_is_one_line_with_where(template, says, tmp_path):
     message = _error(tmp_path, template)
     assert message.startswith(f"run template {tmp_path / 'run_command.sh.j2'}")
     assert says in message
-    assert message.endswith("; nothing was started (RUN_TEMPLATE, README: Launch script)")
+    assert message.endswith("; nothing was started (RUN_TEMPLATE, docs/sweeps.md: Launch script)")
 
 
 def test_run_template_names_the_file_and_a_missing_one_is_one_line(tmp_path):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
         def env(self) -> List[Tuple[str, str]]: ...
 
-# the values filled in at launch, and what each one is (the README's table says the same)
+# the values filled in at launch, and what each one is (the table of docs/sweeps.md, Launch script, says the same)
 RUNTIME = {
     "name": "the run's id on this pod (RUN_ID.nodeK for node K >= 1 of a multi-node run)",
     "sweep_id": "the sweep's id (the pod may add -2 when two sweeps start in the same second)",

@@ -1,7 +1,7 @@
 """GPU slots and the order runs start in. Pure: no processes, no files.
 
 The pod's GPUs are slots. A run holds `need` of them (its `gpus` cell, else RUN_GPUS; `all` = every slot)
-while it runs and sees exactly those through CUDA_VISIBLE_DEVICES. The policy (README "GPU packing"):
+while it runs and sees exactly those through CUDA_VISIBLE_DEVICES. The policy (docs/sweeps.md "GPU packing"):
 
 - runs start in CSV order whenever enough slots are free;
 - when the next run in order does not fit, later runs that fit start in front of it (backfill), but a

@@ -99,7 +99,7 @@ RULES = {r.command: r for r in (
     _rule("sweep.queue", ANY, on_success=SWEEP_COMPLETED, only_from=(SWEEP_RUNNING,), promote=False),
 )}
 
-# ------------------------------------------------------------------ exit codes (README "Exit codes")
+# ------------------------------------------------------------------ exit codes (README "Exit codes", docs/commands.md)
 EXIT_OK = 0
 EXIT_FAILED = 1  # a task or run ended `failed`; also unexpected internal errors
 EXIT_USAGE = 2  # bad config, bad argument, bad CSV: nothing was changed

@@ -22,10 +22,12 @@ _GROUP_TITLES = {
 def example_text() -> str:
     """workflow.env.example: every key, its default, one line of meaning (tests keep the file in step)."""
     out = [
-        "# wfops configuration: copy to workflow.env and edit. Every key is optional except a target",
-        "# (LIUM_TARGET or OPS_DEFAULT_HOST) and, for checkout, REPO_URL. Values may use ${OTHER_KEY},",
-        "# ${ENV_VAR} or ${VAR:-fallback}; 'single-quoted' values are literal. Booleans: 1/true/yes/on or",
-        "# 0/false/no/off. Keys ending in _KEY, _TOKEN, _SECRET or containing PASSWORD are never printed.",
+        "# wfops configuration: every key with its default (`wfops config.init` writes this as ./workflow.env).",
+        "# Every key is optional except a target (LIUM_TARGET or OPS_DEFAULT_HOST) and, for checkout, REPO_URL.",
+        "# Values may use ${OTHER_KEY}, ${ENV_VAR} or ${VAR:-fallback}; 'single-quoted' values are literal.",
+        "# Booleans: 1/true/yes/on or",
+        "# 0/false/no/off. Secrets are never printed: keys ending in _KEY, _TOKEN, _SECRET or containing PASSWORD,",
+        "# and any other key whose name contains KEY, TOKEN, SECRET, PASSWORD, PASSWD, PASSPHRASE, CREDENTIAL or PWD.",
     ]
     group = None
     for key in KEYS:

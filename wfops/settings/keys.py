@@ -174,7 +174,7 @@ KEYS: tuple[Key, ...] = (
        "torchrun: torchrun --nproc-per-node; python: one plain python process (no RANK/WORLD_SIZE)"),
     _k("sweep", "RUN_TEMPLATE", "", c.local_path,
        "Jinja template of each run's launch script, command.sh (empty: run_command.sh.j2 beside this file if "
-       "there is one, else wfops' own remote_templates/run_command.sh.j2); README: Launch script", pod=False),
+       "there is one, else wfops' own remote_templates/run_command.sh.j2); docs/sweeps.md: Launch script", pod=False),
     _k("sweep", "RUN_GPUS", "all", c.gpus, "GPUs a run holds unless its CSV `gpus` cell says: all, or a number"),
     _k("sweep", "WF_FAKE_GPUS", "", c.optional_whole,
        "pretend the pod has this many GPU slots (CPU targets, tests, the demo): packing without GPUs"),

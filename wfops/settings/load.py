@@ -22,7 +22,7 @@ from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid, is_gpus_request
 from wfops.settings.keys import KEYS, KEYS_BY_NAME, Key
 from wfops.settings.model import Settings, invalid_line
-from wfops.settings.secrets import MASK, is_secret, mask_secrets
+from wfops.settings.secrets import MASK, is_secret, mask_secrets, secret_by_shape
 
 __all__ = ["KEYS", "KEYS_BY_NAME", "Key", "Settings", "find_config", "is_gpus_request", "load_settings",
            "parse_settings"]
@@ -50,7 +50,7 @@ def find_config(explicit: str | None, cwd: Path, environ: Mapping[str, str],
         if (cwd / rel).is_file():
             return (cwd / rel).resolve()
     raise ConfigError(
-        "no config file: create ./workflow.env (start from workflow.env.example) "
+        "no config file: create ./workflow.env (`wfops config.init` writes one with every key) "
         f"or point {CONFIG_ENV_VAR} / --config at one"
     )
 
@@ -204,8 +204,10 @@ def _one_or_a_fleet(values: Mapping[str, str]) -> None:
 
 
 def _unknown_key_warning(name: str, source: str, line: int) -> str:
-    close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(name.upper(), KEYS_BY_NAME, n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]}?)" if close else ""
+    if secret_by_shape(name):
+        hint += "; its value is masked (the name looks like a secret's)"
     fate = ("it stays on this machine (LIUM_* keys never reach the pod)" if name.startswith("LIUM_")
             else "it is passed to the pod environment as is (list intended extras in EXTRA_ENV_KEYS)")
     return f"config: unknown key {name} at {source} line {line}{hint}; {fate}"

@@ -1,18 +1,41 @@
-"""Which keys are secret, and masking their values wherever they appear. Pure."""
+"""Which keys are secret, and masking their values wherever they appear. Pure.
+
+Two rules. A key of the KEYS table is secret by its name's ending (`*_KEY`, `*_TOKEN`, `*_SECRET`,
+`*PASSWORD*`: LIUM_API_KEY, WANDB_API_KEY, HF_TOKEN), so the known keys that only look like secrets
+(SSH_KEY_PATH, SSH_STRICT_HOST_KEYS, EXTRA_ENV_KEYS) stay readable. Any other name (an unknown key, an extra
+of EXTRA_ENV_KEYS, a variable of the environment a key refers to) is secret by its shape: it contains KEY,
+TOKEN, SECRET, PASSWORD, PASSWD, PASSPHRASE, CREDENTIAL or PWD anywhere, in any case, underscores and
+dashes ignored (`WANDB_APIKEY`, `hf_Token`, `DB_PASS_WORD`), except the shell's own PWD and OLDPWD. A
+mistyped secret is masked before anyone has noticed the typo; the price is that an extra such as
+`SORT_KEY=loss` is masked too.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
+from wfops.settings.keys import KEYS_BY_NAME
+
 _SECRET_RE = re.compile(r"(_KEY$|_TOKEN$|_SECRET$|PASSWORD)", re.IGNORECASE)
+_SHAPE_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PWD")
+_NOT_SECRET = frozenset({"PWD", "OLDPWD"})  # the shell's working directories
 
 MASK = "********"
 MIN_SECRET = 4  # shorter secret values are not masked inside other text (they would mask half the output)
 
 
 def is_secret(name: str) -> bool:
-    return bool(_SECRET_RE.search(name))
+    if name in KEYS_BY_NAME:
+        return bool(_SECRET_RE.search(name))
+    return secret_by_shape(name)
+
+
+def secret_by_shape(name: str) -> bool:
+    """A name that is not a known key but looks like a secret's (see the module docstring)."""
+    if name in KEYS_BY_NAME or name.upper() in _NOT_SECRET:
+        return False
+    return bool(_SHAPE_RE.search(re.sub(r"[^A-Z0-9]", "", name.upper())))
 
 
 def redact(name: str, value: str) -> str:

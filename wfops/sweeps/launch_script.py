@@ -46,7 +46,7 @@ class Quoted(str):
 
 
 class RunContext(TypedDict):
-    """The variables a run template sees (README: Launch script)."""
+    """The variables a run template sees (docs/sweeps.md: Launch script)."""
 
     run_id: str  # the CSV's run_id
     config: str  # the CSV's config, relative to the workdir
@@ -142,7 +142,8 @@ def _environment(folder: Path, quoter: _Quoter) -> jinja2.Environment:
 def _one_line(path: Path, line: int | None, what: str) -> UsageError:
     where = f"{path}:{line}" if line else str(path)
     text = " ".join(str(what).split())
-    return UsageError(f"run template {where}: {text}; nothing was started (RUN_TEMPLATE, README: Launch script)")
+    return UsageError(f"run template {where}: {text}; nothing was started "
+                      "(RUN_TEMPLATE, docs/sweeps.md: Launch script)")
 
 
 def _template_line(exc: BaseException) -> int | None:

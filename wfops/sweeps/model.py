@@ -174,8 +174,10 @@ def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injec
     return (int(seed_text) if seed_text else None), overrides
 
 
-def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed", "wandb")) -> list[RunSpec]:
-    """All runs of a sweep CSV, or UsageError listing every bad row with its line number."""
+def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed", "wandb"),
+              consequence: str = "; nothing was uploaded or started") -> list[RunSpec]:
+    """All runs of a sweep CSV, or UsageError listing every bad row with its line number (and `consequence`:
+    what did not happen because of them; sweep.validate, which never uploads, says nothing of it)."""
     if text.startswith("\ufeff"):
         text = text[1:]
     problems = Problems()
@@ -215,7 +217,7 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
         problems.add(1, "the CSV is empty: it needs the header " + ",".join(COLUMNS))
     if problems:
         listing = problems.lines()
-        raise UsageError(f"the sweep CSV has {len(listing)} problem(s); nothing was uploaded or started\n  "
+        raise UsageError(f"the sweep CSV has {len(listing)} problem(s){consequence}\n  "
                          + "\n  ".join(listing))
     if not runs:
         raise UsageError("the sweep CSV has a header but no runs")

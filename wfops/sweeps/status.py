@@ -45,9 +45,12 @@ def totals_line(totals: dict[str, int]) -> str:
 
 
 def _attempt(row: Row) -> str:
-    """`2/3` once retries are possible or happened; empty otherwise."""
+    """`2/3` once retries are possible or happened; `1` for a run's only attempt (as sweep.report's attempts
+    column says); empty before the first."""
     n, most = row.get("attempt"), row.get("max_attempts")
-    return f"{n}/{most}" if n and most and (most > 1 or n > 1) else ""
+    if not n:
+        return ""
+    return f"{n}/{most}" if most and (most > 1 or n > 1) else str(n)
 
 
 def _why(row: Row) -> str:

@@ -43,15 +43,22 @@ from typing import Any, Generic, TypeVar
 
 from invoke import Exit, Task, task
 from invoke.parser import Argument
-from invoke.parser.parser import ParseMachine
 
-from wfops import fanout
-from wfops.errors import EXIT_FAILED, UsageError, WfopsError
+from wfops import fanout, hints
+from wfops.errors import UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.output import to_json, visible
-from wfops.settings.load import Settings, find_config, load_settings
+from wfops.settings.load import (
+    CONFIG_ENV_VAR,
+    DEFAULT_LOCATIONS,
+    Settings,
+    find_config,
+    load_settings,
+    parse_settings,
+)
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
+from wfops.tasks._parsing import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 from wfops.transport import session as remote
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
@@ -114,27 +121,6 @@ class WfTask(Task):
         return args
 
 
-# Invoke makes every positional argument required and offers no hook for an optional one: the check and the
-# decision to take the next word as the positional read the same `value is None`. A Program subclass would
-# cover `wfops` but not `inv`, and options instead of positionals would break `fsm.reset STATE` and
-# `run.fetch RUN_ID`. So this one patch stays; it changes nothing for arguments other than those marked by
-# WfTask (`wfops_optional`), is installed once, and keeps invoke's own method underneath.
-_complete_context = ParseMachine.complete_context
-
-
-def _complete_context_allowing_optional(self: ParseMachine) -> None:
-    if self.context is not None:
-        for arg in self.context.positional_args:
-            if arg.value is None and getattr(arg, "wfops_optional", False):
-                arg.value = ""
-    _complete_context(self)
-
-
-if not getattr(ParseMachine.complete_context, "wfops_patch", False):
-    _complete_context_allowing_optional.wfops_patch = True  # type: ignore[attr-defined]
-    ParseMachine.complete_context = _complete_context_allowing_optional  # type: ignore[method-assign]
-
-
 # ------------------------------------------------------------------ interruptions
 
 class Terminated(KeyboardInterrupt):
@@ -178,7 +164,9 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
       with `int_option` before the task runs: the task gets an int (or None), a bad value exits 2.
     - `interrupted="the sweep may have started: run sweep.status"`: a mutating task says what to check when Ctrl-C
       or SIGTERM stops it after its request reached the pod; `{name}` is replaced by the task's argument.
-    - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "".
+    - Positional arguments (`positional=[...]`) are optional: a missing one arrives as "". Those named in
+      `required=[...]` are not: missing, the task's `usage="run.logs RUN_ID [--follow] ..."` line is the error.
+    - Under invoke's --dry (`inv -R`), every wfops task refuses to run (refuse_dry_run).
     A task that runs on every pod of a fleet says so by calling `on_pods` (see the module docstring); any other
     task refuses a fleet config unless WF_POD picks a pod.
     """
@@ -187,14 +175,18 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
         params = inspect.signature(fn).parameters
         int_options = {n for n, p in params.items() if type(p.default) is int} | set(kwargs.pop("int_options", ()))
         hint = kwargs.pop("interrupted", None)
+        required, usage = kwargs.pop("required", ()), kwargs.pop("usage", "")
 
         @functools.wraps(fn)
         def boundary(c: Any, *a: Any, **kw: Any) -> Any:
             sent_before = remote.requests_sent()
             try:
+                refuse_dry_run(c)
                 with _sigterm_as_exception():
                     for name in [n for n in kw if n in int_options]:
                         kw[name] = int_option(name, kw[name])
+                    if any(not kw.get(name) for name in required):
+                        raise UsageError(f"usage: {hints.program()} {usage}")
                     return fn(c, *a, **kw)
             except WfopsError as exc:
                 raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None
@@ -203,10 +195,12 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
                 code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
                 raise Exit(interrupted_message(exc, text, remote.requests_sent() > sent_before), code) from None
             except BrokenPipeError:
-                raise Exit(code=EXIT_FAILED) from None
+                exit_quietly_on_broken_pipe()
+                raise Exit(code=EXIT_BROKEN_PIPE) from None
 
         help_ = dict(kwargs.pop("help", {}))
-        help_.setdefault("config", CONFIG_HELP)
+        if "config" in params:
+            help_.setdefault("config", CONFIG_HELP)
         return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
 
     if args and callable(args[0]) and not kwargs:
@@ -214,14 +208,32 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
-def settings_for(c: Any, config: str | None) -> Settings:
+def refuse_dry_run(c: Any) -> None:
+    """`inv -R TASK` (invoke's run.dry) would run a wfops task for real: refused, before anything is read or sent.
+    (The `wfops` program does not offer -R at all; see wfops.program.)"""
+    try:
+        dry = bool(c.config.run.dry)
+    except AttributeError:  # called from Python with something that is no invoke Context
+        return
+    if dry:
+        raise UsageError("invoke's --dry (run.dry) is set, and wfops has no dry run (previews: checkout --dry-run, "
+                         "sweep.validate); nothing was run")
+
+
+def settings_for(c: Any, config: str | None, local: bool = False) -> Settings:
     """Find and load the dotenv file, the whole of it (a fleet stays a fleet: wfops.targets.resolve picks the
     pods: `resolve.one(settings)` is a one-pod command's, the one WF_POD=NAME picks on a fleet); print its
-    warnings (unknown keys) to stderr."""
+    warnings (unknown keys) to stderr. `local`: a command that needs no pod (config.show, sweep.template,
+    sweep.validate) works with the defaults when no file was named and none is found, and says so."""
     consumer_default = None
     wf_conf = c.config.get("wfops") if hasattr(c, "config") else None
     if wf_conf:
         consumer_default = wf_conf.get("config")
+    named = config or os.environ.get(CONFIG_ENV_VAR) or consumer_default
+    if local and not named and not any((Path.cwd() / p).is_file() for p in DEFAULT_LOCATIONS):
+        print(f"wfops: no workflow.env here: using the defaults ({hints.command('config.init')} writes one)",
+              file=sys.stderr)
+        return parse_settings("", source="defaults")
     path = find_config(config, Path.cwd(), os.environ, consumer_default)
     settings = load_settings(path)
     for warning in settings.warnings:
@@ -311,12 +323,6 @@ def refuse_watch_on_fleet(settings: Settings) -> None:
     if resolve.is_fleet(settings):
         raise UsageError(f"--watch redraws one pod's view: choose the pod with {resolve.POD_ENV}=NAME "
                          f"(fleet: {', '.join(p.name for p in resolve.pods(settings))})")
-
-
-def tmux_attach(settings: Settings, session: str) -> str:
-    """The command that attaches to a wfops tmux session on the pod."""
-    sock = settings.wf_tmux_socket
-    return f"tmux {'-L ' + sock + ' ' if sock else ''}attach -t {session}"
 
 
 def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:

@@ -1,14 +1,20 @@
-"""`config.show`: the effective configuration (secrets redacted) and the target it resolves to."""
+"""`config.show`: the effective configuration (secrets redacted) and the target it resolves to; `config.init`:
+a workflow.env with every key and its default, where the user is."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import yaml as pyyaml
 from invoke import Collection
 
-from wfops.errors import WfopsError
+from wfops import hints
+from wfops.errors import ConflictError, WfopsError
 from wfops.output import table, to_json
+from wfops.settings.example import example_text
+from wfops.settings.keys import KEYS_BY_NAME
+from wfops.settings.secrets import secret_by_shape
 from wfops.targets import resolve
 from wfops.tasks._base import JSON_HELP, settings_for, wftask
 
@@ -23,16 +29,19 @@ def _describe_target(settings: Any) -> dict[str, object]:
 @wftask(help={"json": JSON_HELP, "yaml": "print YAML instead of a table",
               "only_set": "show only the keys the file sets"})
 def show(c: Any, json: bool = False, yaml: bool = False, only_set: bool = False, config: str | None = None) -> None:
-    """Print the effective config (secrets redacted) and which target it resolves to."""
-    settings = settings_for(c, config)
+    """Print the effective config and the target it names.
+
+    Print the effective config (secrets redacted) and which target it resolves to."""
+    settings = settings_for(c, config, local=True)
     values = settings.redacted_values()
     keys = [k for k in values if not only_set or settings.sources[k] != "default"]
     target = _describe_target(settings)
     data: dict[str, Any] = {
-        "config_file": str(settings.path),
+        "config_file": str(settings.path) if settings.path else None,
         "target": target,
         "values": {k: values[k] for k in keys},
         "sources": {k: settings.sources[k] for k in keys},
+        "unknown": [k for k in keys if k not in KEYS_BY_NAME and k not in settings.extra_env_keys],
     }
     if json:
         print(to_json(data))
@@ -41,8 +50,29 @@ def show(c: Any, json: bool = False, yaml: bool = False, only_set: bool = False,
     else:
         notes = "".join(f"; {n}" for n in cast("list[str]", target.get("notes") or []))  # e.g. a Lium fallback
         target_line = target.get("error") or f"{target['label']} ({target['kind']}, from {target['from']}{notes})"
-        print(f"config file: {data['config_file']}\ntarget:      {target_line}\n")
-        print(table(("key", "value", "source"), [(k, values[k], settings.sources[k]) for k in keys]))
+        print(f"config file: {data['config_file'] or 'none (the defaults)'}\ntarget:      {target_line}\n")
+        print(table(("key", "value", "source"), [(k, values[k], settings.sources[k] + _flag(k, data)) for k in keys]))
 
 
-ns = Collection("config", show)
+def _flag(key: str, data: dict[str, Any]) -> str:
+    if key not in data["unknown"]:
+        return ""
+    return " (unknown key; masked: looks like a secret)" if secret_by_shape(key) else " (unknown key)"
+
+
+@wftask(help={"config": "the file to write (default: ./workflow.env)"})
+def init(c: Any, config: str | None = None) -> None:
+    """Write ./workflow.env with every key and its default.
+
+    The text of workflow.env.example (every key, its default and one line of meaning); an existing file is
+    never overwritten. Then set a target (OPS_DEFAULT_HOST or LIUM_TARGET) and REPO_URL in it."""
+    path = Path(config or "workflow.env").expanduser()
+    if path.exists():
+        raise ConflictError(f"{path} exists; not overwritten (edit it, or pass --config with another path)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(example_text())
+    show_it = hints.command("config.show", config=path)
+    print(f"wrote {path}: set a target (OPS_DEFAULT_HOST or LIUM_TARGET) and REPO_URL in it, then: {show_it}")
+
+
+ns = Collection("config", show, init)

@@ -11,7 +11,9 @@ from wfops.transport import warm
 
 @wftask(help={"all": "close every warm connection of yours, whatever its target (no config needed)"})
 def disconnect(c: Any, all: bool = False, config: str | None = None) -> None:
-    """Close the warm SSH connection to the configured target (its keeper exits); see WF_PERSIST_SECS."""
+    """Close the warm SSH connection to the target now.
+
+    Close the warm SSH connection to the configured target (its keeper exits); see WF_PERSIST_SECS."""
     if all:
         closed = warm.stop_all()
         print(f"closed {len(closed)} warm connection(s)" if closed else "no warm connections")

@@ -47,7 +47,9 @@ def reset_state(settings: Settings, member: Member, to_state: str, reason: str, 
 
 @wftask(help={"json": JSON_HELP})
 def status(c: Any, json: bool = False, config: str | None = None) -> None:
-    """Show the workflow state on the pod, when and why it was set, and recent history."""
+    """Show the workflow state on the pod and its history.
+
+    Show the workflow state on the pod, when and why it was set, and recent history."""
     settings = settings_for(c, config)
     on_pods(settings, json, PodWork(read_state, _human))
 
@@ -58,7 +60,9 @@ def status(c: Any, json: bool = False, config: str | None = None) -> None:
     "json": JSON_HELP,
 }, interrupted="the workflow state may have changed: run fsm.status")
 def reset(c: Any, state: str | None = None, reason: str = "", json: bool = False, config: str | None = None) -> None:
-    """Force the workflow state (default INIT), recording the reason."""
+    """Force the workflow state (default INIT), with a reason.
+
+    Force the workflow state (default INIT), recording the reason."""
     to_state = fsm.parse_state(state or fsm.INIT)
     settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: reset_state(s, m, to_state, reason or "manual reset", log),

@@ -1,7 +1,6 @@
 """Pods: `pod.up` rents a Lium pod, `pod.status` shows it and checks it from inside, `pod.wait` waits until SSH
 answers, `pod.down` removes it, `pod.ssh-config` gives it an alias for ssh, rsync and editors. `pod.status` and
-`pod.wait` work for every target; `pod.up` / `pod.down` rent and remove Lium pods (wfops.targets.providers.lium).
-"""
+`pod.wait` work for every target; `pod.up` / `pod.down` rent and remove Lium pods (wfops.targets.providers.lium)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any
 
 from invoke import Collection
 
+from wfops import hints
 from wfops.errors import ConfigError, ConnectError, LiumError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import KEYS_BY_NAME, Settings
@@ -142,7 +142,7 @@ def _unreachable(data: dict) -> WfopsError | None:
 
 @wftask(help={"json": JSON_HELP})
 def status(c: Any, json: bool = False, config: str | None = None) -> None:
-    """Show the pod: its `lium ps` row (Lium), then checks on the pod: user, host, GPUs, /mnt, free space."""
+    """Show the pod: its Lium row, user, GPUs, /mnt, free space."""
     on_pods(settings_for(c, config), json, PodWork(pod_status, pod_text.status_human, verdict=_unreachable))
 
 
@@ -157,7 +157,7 @@ def wait_for_pod(settings: Settings, member: Member, timeout_secs: int = WAIT_TI
 
 @wftask(help={"timeout_secs": f"give up after this many seconds (default {WAIT_TIMEOUT_SECS})", "json": JSON_HELP})
 def wait(c: Any, timeout_secs: int = WAIT_TIMEOUT_SECS, json: bool = False, config: str | None = None) -> None:
-    """Wait until the pod answers over SSH (a Lium pod: until it is RUNNING first); exit 4 when it gives up."""
+    """Wait until the pod answers over SSH (exit 4: it gave up)."""
     on_pods(settings_for(c, config), json, PodWork(
         lambda s, m, log: wait_for_pod(s, m, timeout_secs, log),
         lambda data: f"{data['target']['label']} answers over SSH (workflow state {data['state']})"))
@@ -184,8 +184,9 @@ def _interrupted(stop: lium.Stopped) -> WfopsError:
 })
 def up(c: Any, yes: bool = False, timeout_secs: int = UP_TIMEOUT_SECS, count: int = 1, json: bool = False,
        config: str | None = None) -> None:
-    """Rent a Lium pod from the LIUM_* keys (or reuse the running pod of that name), wait until SSH answers,
-    print the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
+    """Rent a Lium pod (or reuse it) and wait until SSH answers.
+
+    From the LIUM_* keys; prints the LIUM_TARGET line for the config. Ctrl-C removes a pod it rented."""
     settings = settings_for(c, config)
     if count < 1:
         raise UsageError("--count must be 1 or more")
@@ -288,9 +289,10 @@ def _pod_to_remove(settings: Settings) -> Member:
             raise
         listed = resolve.names(settings)
         keys = " / ".join(sorted({m.source for m in resolve.members(settings)}))
+        example = f"{resolve.POD_ENV}={listed[0]} {hints.command('pod.down', settings=settings)}"
         raise UsageError(f"pod.down removes one pod and the config names a fleet of {len(listed)} pods "
-                         f"({', '.join(listed)}): choose it with {resolve.POD_ENV}=NAME (e.g. {resolve.POD_ENV}="
-                         f"{listed[0]} inv pod.down), then take it out of {keys}") from None
+                         f"({', '.join(listed)}): choose it with {resolve.POD_ENV}=NAME (e.g. {example}), then take "
+                         f"it out of {keys}") from None
     if member.provider != LIUM:
         raise UsageError(f"pod.down removes a Lium pod and {member.source}={member.name} is reached over SSH (a "
                          "host wfops did not rent: end it where you rented it)")
@@ -326,9 +328,9 @@ def _check_before_removal(settings: Settings, res: Any, row: Mapping[str, Any], 
     "json": JSON_HELP,
 })
 def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Remove the Lium pod (a fleet's: the one WF_POD names): refuse while a sweep runs, reset its state, `lium rm`.
+    """Remove the Lium pod (refused while a sweep runs).
 
-    --force removes it while a sweep runs; the workflow state is reset to INIT first."""
+    On a fleet: the one WF_POD names. The state is reset to INIT, then `lium rm`; --force: even mid-sweep."""
     settings = settings_for(c, config)
     member = _pod_to_remove(settings)
     cli = lium.cli("pod.down", settings)
@@ -361,7 +363,7 @@ def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, con
 })
 def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_: bool = False, json: bool = False,
                config: str | None = None) -> None:
-    """Write an ssh_config block for the pod, so `ssh ALIAS`, rsync and editors reach it by name."""
+    """Write an ssh_config block so ssh reaches the pod by name."""
     settings = settings_for(c, config)
     member = resolve.one(settings)
     res = resolve.resolve(settings, member)
@@ -388,9 +390,8 @@ def ssh_config(c: Any, alias: str | None = None, file: str | None = None, print_
             return block.rstrip("\n")
         main = ssh_dir / "config"
         added = f"\nadded `Include {path.resolve()}` at the top of {main}" if data["include_added"] else ""
-        return (f"wrote Host {name} to {path}{added}\n"
-                f"try: ssh {name}   |   rsync -a {name}:/mnt/pod_artifacts/ ./artifacts/   |   "
-                f"an editor's Remote-SSH: {name}")
+        return (f"wrote Host {name} to {path}{added}\ntry: ssh {name}   # an editor's Remote-SSH finds it too\n"
+                f"     rsync -a {name}:{pod_text.pasteable_path(settings.ops_remote_outputs_dir)}/ ./artifacts/")
 
     emit(data, json, human)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,3 +79,11 @@ def down_human(row: Mapping[str, Any], gone: Mapping[str, Any], pod_side: Mappin
         lines.append(f"workflow state on the pod: INIT (was {pod_side.get('state_before')})")
     lines.append(hint)
     return "\n".join(lines)
+
+
+def pasteable_path(path: str) -> str:
+    """A pod path as a word to paste after `HOST:` (rsync): as is when safe (a leading `~/` stays unquoted, so it
+    is the pod's home), else quoted."""
+    if re.fullmatch(r"[\w./~+-]+", path):
+        return path
+    return ("~/" + shlex.quote(path[2:])) if path.startswith("~/") else shlex.quote(path)

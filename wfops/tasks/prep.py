@@ -34,7 +34,9 @@ def _bootstrapped_text(data: dict) -> str:
 @wftask(help={"json": JSON_HELP},
         interrupted="bootstrap may be partly done: run fsm.status, then bootstrap again")
 def bootstrap(c: Any, json: bool = False, config: str | None = None) -> None:
-    """Check the pod's prerequisites, run its bootstrap and W&B setup scripts.
+    """Prepare the pod: prerequisites, bootstrap and W&B setup.
+
+    Check the pod's prerequisites, run its bootstrap and W&B setup scripts.
 
     Missing prerequisites are apt-installed when AUTO_INSTALL_PREREQS=1; BOOTSTRAP_SCRIPT runs if it exists
     (a failure only warns); WANDB_SETUP_SCRIPT runs when SWEEP_WANDB=1 or RUN_WANDB_SETUP=1.
@@ -120,7 +122,9 @@ def _checkout_json(data: dict | DryRun) -> dict:
 @wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP},
         interrupted="checkout may be partly done: run checkout --dry-run to see what is left")
 def checkout(c: Any, dry_run: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Check out REPO_URL on the pod with a venv over the image's torch, its dependencies and data.
+    """Check out REPO_URL on the pod with its venv and data.
+
+    Check out REPO_URL on the pod with a venv over the image's torch, its dependencies and data.
 
     Probes the pod once, plans, and applies only what is missing: a second run changes nothing and says so.
     """

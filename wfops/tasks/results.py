@@ -55,7 +55,8 @@ def _stream(settings: Settings, command: str, agent_command: str, **data: object
 
 # ------------------------------------------------------------------ logs
 
-@wftask(positional=["run_id"], int_options=["tail", "rank"], help={
+@wftask(positional=["run_id"], int_options=["tail", "rank"], required=["run_id"],
+        usage="run.logs RUN_ID [--follow] [--tail N] [--rank R]", help={
     "run_id": "the run (a directory in OPS_REMOTE_OUTPUTS_DIR)",
     "follow": "keep printing new lines until the run ends (waits for a queued run to start)",
     "tail": "only the last N lines (default: the whole log)",
@@ -63,7 +64,9 @@ def _stream(settings: Settings, command: str, agent_command: str, **data: object
 })
 def logs(c: Any, run_id: str | None = None, follow: bool = False, tail: int | None = None, rank: int | None = None,
          config: str | None = None) -> None:
-    """Print a run's stdout.log (each line time-stamped), or follow it live until the run ends."""
+    """Print or follow a run's stdout.log.
+
+    Print a run's stdout.log (each line time-stamped), or follow it live until the run ends."""
     bad = check_run_id(run_id or "")
     if bad:
         raise UsageError(bad)
@@ -72,13 +75,16 @@ def logs(c: Any, run_id: str | None = None, follow: bool = False, tail: int | No
             rank=-1 if rank is None else rank)
 
 
-@wftask(name="logs", positional=["id"], int_options=["tail"], help={
+@wftask(name="logs", positional=["id"], int_options=["tail"], required=["id"],
+        usage="task.logs ID [--follow] [--tail N]", help={
     "id": "task id (also --id ID)", "follow": "keep printing new lines until the task ends",
     "tail": "only the last N lines (default: the whole log)",
 })
 def task_logs(c: Any, id: str | None = None, follow: bool = False, tail: int | None = None,
               config: str | None = None) -> None:
-    """Print a tracked task's stdout.log, or follow it live until the task ends."""
+    """Print or follow a tracked task's stdout.log.
+
+    Print a tracked task's stdout.log, or follow it live until the task ends."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
     _stream(settings, "task.logs", "task-logs", id=task_id, follow=bool(follow), tail=tail or 0)
@@ -88,14 +94,19 @@ def task_logs(c: Any, id: str | None = None, follow: bool = False, tail: int | N
 
 @wftask(name="attach")
 def sweep_attach(c: Any, config: str | None = None) -> None:
-    """Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
+    """Open the sweep's tmux session here (detach: Ctrl-b d).
+
+    Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
     settings = settings_for(c, config)
     attach(settings, settings.sweep_tmux_session, what="no sweep")
 
 
-@wftask(name="attach", positional=["id"], help={"id": "task id (also --id ID)"})
+@wftask(name="attach", positional=["id"], required=["id"], usage="task.attach ID",
+        help={"id": "task id (also --id ID)"})
 def task_attach(c: Any, id: str | None = None, config: str | None = None) -> None:
-    """Open a tracked task's tmux window on the pod in this terminal (detach with Ctrl-b d; the task goes on)."""
+    """Open a task's tmux window here (detach: Ctrl-b d).
+
+    Open a tracked task's tmux window on the pod in this terminal (detach with Ctrl-b d; the task goes on)."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
     attach(settings, settings.wf_tmux_session, window=task_id, what=f"task {task_id}")
@@ -127,7 +138,9 @@ def wait_code(data: dict) -> tuple[int, str]:
     "json": JSON_HELP,
 })
 def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
-    """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
+    """Wait until the sweep ends; exit 0 if every run succeeded.
+
+    Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
     Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
     9 gave up waiting (--timeout-secs); 5 no sweep was started; 10 (a fleet) every run succeeded but some ran on
@@ -206,7 +219,9 @@ def _report_table(runs: list[dict], metrics: list[str]) -> str:
               "json": JSON_HELP})
 def report(c: Any, out: str | None = None, sort: str | None = None, json: bool = False,
            config: str | None = None) -> None:
-    """Write results.csv and curves.png of the latest sweep here and print its runs sorted by a metric.
+    """Write results.csv and curves.png, and rank the runs.
+
+    Write results.csv and curves.png of the latest sweep here and print its runs sorted by a metric.
 
     The metrics are read on the pod (metrics.jsonl, else METRIC_PATTERNS on the log) in one exec, no fetch.
     """

@@ -33,7 +33,9 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
 })
 def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | None = None, hash: bool = False,
           config: str | None = None) -> None:
-    """Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
+    """Bring run directories home (only new or changed files).
+
+    Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes."""
     check_request(run_id or "", bool(all), sweep or "")
     on_pods(settings_for(c, config), False, PodWork(
         lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log),

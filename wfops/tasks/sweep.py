@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
 
-from wfops import __version__
+from wfops import __version__, hints
 from wfops import watch as watching
 from wfops.agent import wire
 from wfops.agent.states import RUNNING
@@ -31,7 +31,6 @@ from wfops.tasks._base import (
     emit,
     on_pods,
     settings_for,
-    tmux_attach,
     wftask,
 )
 from wfops.transport.command import PodCommand, call_once
@@ -50,34 +49,40 @@ def _csv_path(settings: Settings, csv: str | None) -> Path:
     return path
 
 
-def _read_runs(settings: Settings, path: Path) -> tuple[str, list[RunSpec]]:
+def _read_runs(settings: Settings, path: Path, consequence: str = "; nothing was uploaded or started",
+               ) -> tuple[str, list[RunSpec]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
-    return text, parse_csv(text, settings.train_inject)
+    return text, parse_csv(text, settings.train_inject, consequence)
 
 
 @wftask(help={"csv": CSV_HELP})
 def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
-    """Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
-    settings = settings_for(c, config)
+    """Write a starter sweep CSV (never overwrites).
+
+    Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
+    settings = settings_for(c, config, local=True)
     path = Path(csv or settings.sweep_csv).expanduser()
     if path.exists():
         raise ConflictError(f"{path} exists; not overwritten (remove it or pass --csv with another path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(TEMPLATE_CSV)
-    print(f"wrote {path}: edit it, check it with sweep.validate, start it with sweep.start")
+    csv_args = ["--csv", str(path)] if csv else []
+    print(f"wrote {path}: edit it, then check it: {hints.command('sweep.validate', *csv_args, settings=settings)}")
 
 
 @wftask(help={"csv": CSV_HELP, "workdir": "a local copy of the training workdir: also check that every config exists",
               "json": JSON_HELP})
 def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: bool = False,
              config: str | None = None) -> None:
-    """Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
-    settings = settings_for(c, config)
+    """Check a sweep CSV here, without the pod.
+
+    Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
+    settings = settings_for(c, config, local=True)
     path = _csv_path(settings, csv)
-    _, runs = _read_runs(settings, path)
+    _, runs = _read_runs(settings, path, consequence="")
     launch_script.scripts(settings, runs)  # the run template renders for every row (one line if not)
     if workdir:
         missing = [f"line {r.line}: config {r.config} does not exist in {workdir}" for r in runs
@@ -113,7 +118,9 @@ def _filters(settings: Settings, match: str | None, start_at: str | None, limit:
 def start(c: Any, csv: str | None = None, match: str | None = None, start_at: str | None = None,
           limit: int | None = None, force: bool = False, fail_fast: bool = False, json: bool = False,
           config: str | None = None) -> None:
-    """Validate the CSV, upload it with provenance, and start the queue in tmux on the pod (a fleet: the runs are
+    """Validate the CSV, upload it and start the sweep's queue.
+
+    Validate the CSV, upload it with provenance, and start the queue in tmux on the pod (a fleet: the runs are
     spread over the pods by free GPU slots, each pod runs its share)."""
     settings = settings_for(c, config)
     path = _csv_path(settings, csv)
@@ -136,8 +143,10 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call(wire.SWEEP_START, manifest=plan, csv_text=text, session=session)
     emit(data, json, lambda: (
-        f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}"
-        + f"\n  watch:  inv sweep.status   |   {tmux_attach(settings, session)}\n  manifest: {data.get('manifest')}"
+        f"started {data['sweep_id']}: {len(selected)} run(s) queued{left}\n"
+        f"  watch:    {hints.command('sweep.status', settings=settings)}\n"
+        f"  wait:     {hints.command('sweep.wait', settings=settings)}\n"
+        f"  manifest: {data.get('manifest')}"
     ))
 
 
@@ -167,7 +176,10 @@ def _start_fleet(settings: Settings, plan: Manifest, text: str, session: str, js
         for name, ids in share.items():
             fail = data["errors"].get(name)
             lines.append(f"  {name}: {len(ids)} run(s)" + (f" NOT STARTED: {fail}" if fail else ""))
-        lines.append("  watch:  inv sweep.status   |   move waiting runs: inv sweep.rebalance")
+        lines.append(f"  watch:    {hints.command('sweep.status', settings=settings)}")
+        lines.append(f"  wait:     {hints.command('sweep.wait', settings=settings)}")
+        lines.append(f"  move:     {hints.command('sweep.rebalance', settings=settings)}   # runs still waiting, "
+                     "off a pod gone or full")
         return "\n".join(lines)
 
     emit(data, json, human)
@@ -177,9 +189,11 @@ def _start_fleet(settings: Settings, plan: Manifest, text: str, session: str, js
 
 
 @wftask(help={"csv": "CSV of the runs to add (same columns and checks as sweep.start's)", "json": JSON_HELP},
-        interrupted="the runs may have been added: run sweep.status")
+        interrupted="the runs may have been added: run sweep.status", required=["csv"], usage="sweep.add --csv FILE")
 def add(c: Any, csv: str | None = None, json: bool = False, config: str | None = None) -> None:
-    """Append the runs of another CSV to the current sweep (a run_id it has already is refused); a finished
+    """Append the runs of another CSV to the current sweep.
+
+    Append the runs of another CSV to the current sweep (a run_id it has already is refused); a finished
     sweep's queue starts again with them."""
     settings = settings_for(c, config)
     if not csv:
@@ -203,12 +217,13 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
         data = cmd.call(wire.SWEEP_ADD, runs=plan_runs(settings, runs, {r.run_id for r in runs}),
                         entries=queue_entries(settings, runs, group, scripts), session=session,
                         exec_block=exec_block(settings))
-    emit(data, json, lambda: _queued_text(data))
+    emit(data, json, lambda: _queued_text(settings, data))
 
 
-def _queued_text(data: dict) -> str:
+def _queued_text(settings: Settings, data: dict) -> str:
     how = "its queue started again" if data.get("resumed") else "the running queue takes them next"
-    return f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how} (watch: inv sweep.status)"
+    return (f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how}\n"
+            f"  watch: {hints.command('sweep.status', settings=settings)}")
 
 
 RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
@@ -217,7 +232,9 @@ RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
 
 @wftask(positional=["ids"], help=RETRY_HELP, interrupted="the runs may have been requeued: run sweep.status")
 def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
+    """Requeue finished runs of the current sweep.
+
+    Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
     settings = settings_for(c, config)
     names = list(dict.fromkeys(n.strip() for n in (ids or "").split(",") if n.strip()))
     if bool(names) == bool(failed):
@@ -233,7 +250,7 @@ def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = Fal
         return
     data = call_once("sweep.retry", settings, wire.SWEEP_RETRY, run_ids=[n.strip() for n in names],
                      failed=bool(failed), session=settings.sweep_tmux_session)
-    emit(data, json, lambda: _queued_text(data))
+    emit(data, json, lambda: _queued_text(settings, data))
 
 
 def _fleet_failures(data: dict) -> str:
@@ -258,7 +275,9 @@ def _list_text(data: dict) -> str:
 
 @wftask(help={"json": JSON_HELP})
 def list_(c: Any, json: bool = False, config: str | None = None) -> None:
-    """Every sweep on the pod, newest first: id, started, state, totals."""
+    """List every sweep on the pod, newest first.
+
+    Every sweep on the pod, newest first: id, started, state, totals."""
     on_pods(settings_for(c, config), json, PodWork(list_sweeps, _list_text))
 
 
@@ -267,7 +286,9 @@ def list_(c: Any, json: bool = False, config: str | None = None) -> None:
               "watch": "redraw every SECS (default 2) over one connection until the sweep ends"}, optional=["watch"])
 def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False, watch: str | None = None,
            config: str | None = None) -> None:
-    """One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals (a fleet:
+    """Show one row per run of a sweep, and the totals.
+
+    One row per run of a sweep (state, attempt, GPUs, exit code, duration, notes, why) and the totals (a fleet:
     every pod's rows in one table with a pod column)."""
     secs = watching.interval(watch)
     settings = settings_for(c, config)
@@ -303,7 +324,9 @@ def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, 
 @wftask(help={"sweep": "the fleet sweep (default: the latest)", "json": JSON_HELP},
         interrupted="runs may have moved: run sweep.status")
 def rebalance(c: Any, sweep: str = "", json: bool = False, config: str | None = None) -> None:
-    """Fleet sweeps: move runs that have not started off unreachable pods and from busy pods to pods with free
+    """Fleets: move runs not yet started to pods with room.
+
+    Fleet sweeps: move runs that have not started off unreachable pods and from busy pods to pods with free
     slots (runs an unreachable pod was running become lost; retried elsewhere when RETRY_ON has lost)."""
     settings = settings_for(c, config)
     if not resolve.is_fleet(settings):
@@ -327,7 +350,9 @@ def rebalance(c: Any, sweep: str = "", json: bool = False, config: str | None = 
               "json": JSON_HELP}, int_options=["timeout_secs"],
         interrupted="the sweep may be stopping or stopped: run sweep.status")
 def stop(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
-    """Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
+    """Stop the running sweep: cancel the current run.
+
+    Stop the running sweep: the current run is cancelled (final sync included), the rest never start."""
     on_pods(settings_for(c, config), json, PodWork(lambda s, m, log: stop_sweep(s, m, timeout_secs, log), _stopped_text,
                                                   alone=_refuse_idle))
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection
 
+from wfops import hints
 from wfops import watch as watching
 from wfops.agent.states import TERMINAL
 from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
@@ -20,7 +21,6 @@ from wfops.tasks._base import (
     on_pods,
     refuse_watch_on_fleet,
     settings_for,
-    tmux_attach,
     wftask,
 )
 from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
@@ -59,11 +59,12 @@ def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeo
 
 def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) -> str:
     return (f"started task {task_id} (timeout: {f'{timeout}s' if timeout else 'none'})\n"
-            f"  watch:  inv task.status --id {task_id}   |   {tmux_attach(settings, str(data.get('tmux_session')))}\n"
+            f"  watch:  {hints.command('task.status', '--id', task_id, settings=settings)}\n"
+            f"  wait:   {hints.command('task.wait', '--id', task_id, settings=settings)}\n"
             f"  files:  {data.get('dir')}/")
 
 
-@wftask(help={
+@wftask(required=["id", "cmd"], usage="task.run --id ID --cmd CMD [--timeout-secs N] [--workdir DIR] [--force]", help={
     "id": ID_HELP,
     "cmd": "the command, run by bash on the pod exactly as given (after loading the pod env file)",
     "timeout_secs": "end the whole process tree after this many seconds (default TASK_TIMEOUT_SECS; 0: none)",
@@ -73,7 +74,9 @@ def _started_text(settings: Settings, task_id: str, timeout: int, data: dict) ->
 }, int_options=["timeout_secs"], interrupted="task {id} may have started: see task.status --id {id}")
 def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int | None = None, workdir: str = "",
         force: bool = False, json: bool = False, config: str | None = None) -> None:
-    """Start a tracked task in its own tmux window; prints where to watch it."""
+    """Start a tracked task in its own tmux window.
+
+    Start a tracked task in its own tmux window; prints where to watch it."""
     task_id = check_task_id(id)
     if not cmd:
         raise UsageError("--cmd is required")
@@ -91,10 +94,12 @@ def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int 
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
               "watch": "redraw every SECS (default 2) over one connection until the task ends"},
-        optional=["watch"])
+        optional=["watch"], required=["id"], usage="task.status --id ID [--tail-lines N] [--json] [--watch [SECS]]")
 def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = False, watch: str | None = None,
            config: str | None = None) -> None:
-    """Show a task's state, exit code, times and the tail of its log."""
+    """Show a task's state, exit code, times and log tail.
+
+    Show a task's state, exit code, times and the tail of its log."""
     task_id = check_task_id(id)
     secs = watching.interval(watch)
     if secs is not None:
@@ -133,9 +138,11 @@ def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | N
 
 
 @wftask(help={"id": ID_HELP, "timeout_secs": "give up waiting after this many seconds (default 0: wait until it ends)",
-              "json": JSON_HELP})
+              "json": JSON_HELP}, required=["id"], usage="task.wait --id ID [--timeout-secs N] [--json]")
 def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = False, config: str | None = None) -> None:
-    """Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
+    """Wait until a task ends; the exit code says how.
+
+    Wait until a task ends; the exit code says how: 0 success, 1 failed, 7 timed out, 8 lost, 9 still running."""
     task_id = check_task_id(id)
     settings = settings_for(c, config)
     on_pods(settings, json, PodWork(lambda s, m, log: wait_task(s, m, task_id, timeout_secs, log), _summary,

@@ -1,7 +1,7 @@
 """SSH: the one place wfops opens an SSH connection (`connect`), its liveness watch, and the SSH session.
 
 `connect(target)` makes one Fabric connection: TCP_NODELAY on, AES-GCM proposed first, host keys as documented
-in the README. `SSHLink` is that connection with its keepalive; `SSHSession` runs every script of a command
+in docs/connections.md. `SSHLink` is that connection with its keepalive; `SSHSession` runs every script of a command
 over it, each in ONE `bash -s` exec (the keeper, wfops.transport.keeper, holds an SSHLink open for warm
 commands and relays with `relay`).
 

@@ -1,0 +1,164 @@
+"""What a newcomer meets in the first minutes, through the real console scripts: no option that does nothing
+(invoke's -R/--dry and kin are refused with one line, the pod untouched, under `wfops` and under `inv`), no
+traceback when the reader of stdout goes away, "did you mean" for a mistyped task, a task's usage line for a
+missing argument."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, ROOT, WFOPS, Pod
+from wfops.program import NOT_OFFERED
+
+FLAGS = {"command-timeout": ["-T", "5"], "dry": ["-R"], "echo": ["-e"], "hide": ["--hide", "both"], "pty": ["-p"],
+         "warn-only": ["-w"], "prompt-for-sudo-password": ["--prompt-for-sudo-password"], "write-pyc": ["--write-pyc"]}
+
+
+def test_the_flags_cover_every_option_not_offered():
+    assert set(FLAGS) == set(NOT_OFFERED)
+
+
+@pytest.fixture
+def ready(local_pod: Pod) -> Pod:
+    local_pod.ok("fsm.reset", "POD_READY")
+    return local_pod
+
+
+@pytest.mark.parametrize("name", sorted(FLAGS))
+def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name):
+    before = ready.state_file.read_text()
+    res = ready.wf(*FLAGS[name], "fsm.reset", "SWEEP_COMPLETED")
+    assert res.rc == 2 and res.out == ""
+    assert res.err.splitlines() == [res.last_err]
+    assert "is not a wfops option" in res.err and "nothing was run" in res.err
+    assert ready.state_file.read_text() == before
+
+
+def test_the_options_not_offered_are_not_listed_nor_completed():
+    out = subprocess.run([str(WFOPS), "--help"], capture_output=True, text=True).stdout
+    completed = subprocess.run([str(WFOPS), "--complete", "--", "wfops", "--"], capture_output=True, text=True).stdout
+    assert "--config" in out and "--list" in out and "--config" in completed.split()
+    for word in ("--dry", "--echo", "--hide", "--pty", "--command-timeout", "--warn-only", "--prompt-for-sudo",
+                 "--write-pyc"):
+        assert word not in out and word not in completed
+
+
+def _inv(pod: Pod, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "inv"), *args], cwd=ROOT, capture_output=True, text=True, env=pod.env())
+
+
+def test_inv_dry_refuses_every_wfops_task_and_changes_nothing(ready: Pod):
+    before = ready.state_file.read_text()
+    for args in (["-R", "fsm.reset", "SWEEP_COMPLETED"], ["--dry", "fsm.reset"], ["-R", "fsm.status"]):
+        res = _inv(ready, *args)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.splitlines() == ["wfops: invoke's --dry (run.dry) is set, and wfops has no dry run "
+                                           "(previews: checkout --dry-run, sweep.validate); nothing was run"]
+    assert ready.state_file.read_text() == before
+    assert _inv(ready, "fsm.reset", "SWEEP_COMPLETED").returncode == 0  # the same command, not dry, does it
+    assert ready.state()["state"] == "SWEEP_COMPLETED"
+
+
+# ------------------------------------------------------------------ closed pipes
+
+@pytest.mark.parametrize("argv", [[str(WFOPS), "--help"], [str(WFOPS), "--list"], [str(BIN / "inv"), "--list"],
+                                  [str(WFOPS), "--help", "sweep.start"]])
+def test_a_reader_gone_is_quiet_and_exits_141(argv):
+    """The reader closes before the first write (deterministic, unlike `| head` racing a short output)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+    finally:
+        os.close(w)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_short_read_through_head_is_quiet():
+    proc = subprocess.run(["bash", "-c", f"'{WFOPS}' --list | head -2; '{WFOPS}' --help | head -2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.splitlines()[0].startswith("wfops runs ML training sweeps")
+
+
+# ------------------------------------------------------------------ typos and missing arguments
+
+def test_an_unknown_task_gets_did_you_mean(local_pod: Pod):
+    res = local_pod.wf("sweep.stauts")
+    assert (res.rc, res.err.splitlines()) == (
+        2, ["wfops: No idea what 'sweep.stauts' is! (did you mean sweep.status?)"])
+    assert "(did you mean sweep.status?)" in _inv(local_pod, "sweep.stauts").stderr
+    res = local_pod.wf("task.list", "--limt", "3")
+    assert res.rc == 2 and "(did you mean --limit?)" in res.err
+    res = local_pod.wf("--help", "sweep.stauts")
+    assert (res.rc, res.err.splitlines()) == (
+        2, ["wfops: No idea what 'sweep.stauts' is! (did you mean sweep.status?)"])
+
+
+@pytest.mark.parametrize("args,usage", [
+    (["run.logs"], "run.logs RUN_ID [--follow] [--tail N] [--rank R]"),
+    (["task.logs"], "task.logs ID [--follow] [--tail N]"),
+    (["task.attach"], "task.attach ID"),
+    (["task.status"], "task.status --id ID [--tail-lines N] [--json] [--watch [SECS]]"),
+    (["task.wait", "--timeout-secs", "3"], "task.wait --id ID [--timeout-secs N] [--json]"),
+    (["task.run", "--id", "t1"], "task.run --id ID --cmd CMD [--timeout-secs N] [--workdir DIR] [--force]"),
+    (["sweep.add"], "sweep.add --csv FILE"),
+])
+def test_a_missing_argument_prints_the_usage_line(local_pod: Pod, args, usage):
+    res = local_pod.wf(*args)
+    assert (res.rc, res.err.splitlines()) == (2, [f"wfops: usage: {WFOPS} {usage}"])
+
+
+# ------------------------------------------------------------------ no config yet; config.init; secrets by shape
+
+def _bare(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "WF_", "LIUM_"))}
+    return subprocess.run([str(WFOPS), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_local_commands_work_without_a_config_and_config_init_writes_one(tmp_path):
+    said = f"wfops: no workflow.env here: using the defaults ({WFOPS} config.init writes one)"
+    for args in (["config.show"], ["sweep.template"], ["sweep.validate"], ["config.show", "--json"]):
+        res = _bare(*args, cwd=tmp_path)
+        assert (res.returncode, res.stderr.splitlines()) == (0, [said]), args
+    assert (tmp_path / "sweeps" / "sweep.csv").is_file()
+    assert _bare("fsm.status", cwd=tmp_path).returncode == 2  # a command that needs a pod still needs a config
+    res = _bare("config.init", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.endswith(f"then: {WFOPS} config.show\n")
+    assert (tmp_path / "workflow.env").read_text() == (ROOT / "workflow.env.example").read_text()
+    (tmp_path / "workflow.env").write_text("OPS_DEFAULT_HOST=local\n")
+    res = _bare("config.init", cwd=tmp_path)
+    assert res.returncode == 10 and res.stderr.startswith("wfops: workflow.env exists; not overwritten")
+    assert (tmp_path / "workflow.env").read_text() == "OPS_DEFAULT_HOST=local\n"
+    shown = _bare("config.show", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert f"config file: {tmp_path / 'workflow.env'}" in shown.stdout
+
+
+def test_a_mistyped_secret_key_is_masked_in_config_show_and_flagged(tmp_path):
+    (tmp_path / "workflow.env").write_text("OPS_DEFAULT_HOST=local\nWANDB_APIKEY=abc123xyz\n")
+    res = _bare("config.show", cwd=tmp_path)
+    assert res.returncode == 0 and "abc123xyz" not in res.stdout + res.stderr
+    row = next(ln for ln in res.stdout.splitlines() if ln.startswith("WANDB_APIKEY"))
+    assert row.split()[1] == "********" and row.endswith("(unknown key; masked: looks like a secret)")
+    assert "did you mean WANDB_API_KEY?" in res.stderr
+    data = json.loads(_bare("config.show", "--json", cwd=tmp_path).stdout)
+    assert data["unknown"] == ["WANDB_APIKEY"] and data["values"]["WANDB_APIKEY"] == "********"
+
+
+def test_the_completion_script_works_when_wfops_is_not_on_path(tmp_path):
+    """The README sources `<(.venv/bin/wfops --print-completion-script bash)`: TAB must work in a shell whose PATH
+    lacks the venv (the script calls wfops by its full path), typed as `wfops` or as `.venv/bin/wfops`."""
+    script = subprocess.run([str(WFOPS), "--print-completion-script", "bash"], capture_output=True, text=True).stdout
+    (tmp_path / "c.bash").write_text(script)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for typed in ("wfops", str(WFOPS)):
+        res = subprocess.run(["bash", "-c", f". {tmp_path}/c.bash; COMP_WORDS=({typed} sweep.sta); COMP_CWORD=1; "
+                              f"_complete_wfops {typed} sweep.sta; echo \"${{COMPREPLY[@]}}\""],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert (res.returncode, res.stderr) == (0, "") and res.stdout.split() == ["sweep.start", "sweep.status"]
