@@ -93,6 +93,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/launch.py           how the agent starts itself again (runner, scheduler, supervisor)
     agent/runscript.py        a run's rendered launch script: run-time values filled in, quoted, on the pod
     agent/runs.py             one run of a sweep: its directories, attempts and exact command
+    agent/resume.py           a later attempt resumes from its checkpoint: RESUME_WHEN found -> RESUME_ARGS
     agent/slots.py            GPU slots and the order runs start in (pure)
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log

@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 
-from . import runscript, store
+from . import resume, runscript, store
 from .states import (
     ATTEMPTS_DIR,
     COMMAND_FILE,
@@ -155,7 +155,8 @@ class Launch:
             argv.append(self._arg("out_dir", out))
         if ex.get("inject_data_dir"):
             argv.append(self._arg("data_dir", ex["data_dir"]))
-        return argv + list(run.get("args") or [])
+        # RESUME_ARGS last: a resumed attempt's words win over the row's (resume.py decided at build())
+        return argv + list(run.get("args") or []) + list((p.get("resume") or {}).get("args") or [])
 
     def env(self) -> List[Tuple[str, str]]:
         out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
@@ -163,6 +164,9 @@ class Launch:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
         if self.ex.get("launcher") != "python" and self.tee():
             out.append(("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", RANK_PREFIX))
+        found = (self.place.get("resume") or {}).get("file")
+        if found:
+            out.append((resume.ENV, found))
         return out
 
 
@@ -178,6 +182,8 @@ def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place
                    "launcher": ex.get("launcher") or "torchrun", "attempt": place["attempt"],
                    "max_attempts": place["max_attempts"], "fingerprint": run.get("fp"),
                    "rerun_why": run.get("rerun_why") or ""}}
+    if place.get("resume"):
+        s["extra"]["resume"] = place["resume"]["note"]
     if run.get("node"):
         s["extra"].update(nodes=run["node"].get("nodes") or [], node_rank=int(run["node"]["rank"]))
     if ex.get("mode") == "local_sync":
@@ -198,6 +204,10 @@ def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, ve
     else:
         archive_attempt(d, place["attempt"] - 1)
     out = output_dir(ex, rid, d, first)
+    if not first:  # on the pod, at the attempt's launch: the checkpoint the last attempt left, if any
+        place["resume"] = resume.decide(ex, out)
+        if place["resume"]:
+            log("%s: attempt %d: %s" % (rid, place["attempt"], place["resume"]["note"]))
     how = Launch(ex, venv_python, run, place)
     text = runscript.command_text(how, pod, sid, how.argv(out, d), d, out).encode()
     s = spec(ex, sid, run, d, out, place, git_sha)

@@ -48,9 +48,11 @@ RUNTIME = {
     "nproc": "worker processes on this node",
     "node_rank": "this node's rank in a multi-node run (0 for a one-node run)",
     "nnodes": "how many nodes the run spans (1 for a one-node run)",
-    "exports": "the export lines of every run: PYTHONUNBUFFERED, CUDA_VISIBLE_DEVICES, torchrun's line prefix",
+    "exports": "the export lines of every run: PYTHONUNBUFFERED, CUDA_VISIBLE_DEVICES, torchrun's line prefix, "
+               "WFOPS_RESUME_FROM (a resumed attempt's checkpoint)",
     "launcher": "the launcher's whole command line: python or torchrun with its flags, the script, the config, "
-                "the injected keys, the seed, the W&B keys and the overrides, each word quoted",
+                "the injected keys, the seed, the W&B keys, the overrides and (a resumed attempt) RESUME_ARGS, "
+                "each word quoted",
 }
 MARK_RE = re.compile(r"^[0-9a-f]{16}$")
 MARKER_RE = re.compile(r"@wfops-([0-9a-f]{16}):([a-z_]+)@")

@@ -214,7 +214,8 @@ class Scheduler:
         port = runs.node_port(node) if node else slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)
         ids = self.slots.take(need)
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
-                "port": port, "attempt": run["attempt"], "max_attempts": 1 if node else self.max_attempts}
+                "port": port, "attempt": run["attempt"],
+                "max_attempts": 1 if node else max(self.max_attempts, run["attempt"])}  # sweep.retry may go past it
 
     def launch(self, run: QueueEntry) -> None:
         rid = run["run_id"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import procs, runscript, store, wire, workflow
+from . import outcome, procs, runscript, store, supervisor, wire, workflow
 from .registry import Refusal, command
 from .states import (
     CANCELLED,
@@ -24,6 +24,7 @@ from .states import (
     QUEUE_RUNNING,
     RUNNING,
     STATUS_FILE,
+    TERMINAL,
     TIMED_OUT,
     pod_path,
 )
@@ -156,8 +157,9 @@ def sweep_add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], sessio
 
 @command(wire.SWEEP_RETRY)
 def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: str = "") -> SweepQueued:
-    """Requeue finished runs of the current sweep (each starts again at attempt 1; the old run dir goes
-    to _previous/): the named ones, or with `failed` every run that ended failed, timed_out, lost or
+    """Requeue finished runs of the current sweep (one that did not end ok goes on as its next attempt in its run
+    dir, resuming from its checkpoint when RESUME_WHEN matches; an ok one starts again at attempt 1, the old run
+    dir going to _previous/): the named ones, or with `failed` every run that ended failed, timed_out, lost or
     cancelled."""
     sw, plan = _current(pod)
     state = procs.queue_liveness(sw)[0]
@@ -179,11 +181,27 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
     for entry in entries:
         entry.pop("_index", None)  # the queue's own (wire.QueueEntry): the entry as sweep.start sent it
         entry.pop("rerun_why", None)
-        entry["attempt"], entry["force"] = 1, True
+        entry["attempt"] = _next_attempt(pod, sw["sweep_id"], entry, rows[entry["run_id"]]["state"], plan["exec"])
+        entry["force"] = True
         status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
         if os.path.isfile(status):
             store.update_json(status, {"requeued_at": store.now_iso()})
     return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
+
+
+def _next_attempt(pod: Layout, sid: str, entry: QueueEntry, state: str, ex: ExecBlock) -> int:
+    """A run of this sweep that did not end ok goes on as its next attempt in the same run dir (its output, and so
+    its checkpoints, stay: resume.py); an ok run, a node of a multi-node run or a run of another sweep starts again
+    at attempt 1 (its run dir goes to _previous/). A lost attempt whose record was never ended is ended first."""
+    d = pod.run_dir(entry["run_id"])
+    st = store.load_or_note(os.path.join(d, STATUS_FILE))[0] or {}
+    attempt = st.get("attempt")
+    if state not in NOT_OK or entry.get("node") or st.get("sweep_id") != sid or not isinstance(attempt, int):
+        return 1
+    if st.get("state") not in TERMINAL:  # lost: its queue or pod went away before it recorded an end
+        st = supervisor.recover(d, st, float(ex.get("grace_secs", 20)))
+        outcome.write_summary(d, st)
+    return attempt + 1
 
 
 def read_inbox(path: str) -> Tuple[List[QueueEntry], List[str]]:

@@ -224,6 +224,9 @@ def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: s
                gpus=st.get("gpus"), attempt=st.get("attempt"), max_attempts=st.get("max_attempts"))
     if summ and summ.get("failure_evidence") and state not in (SUCCESS, RUNNING):
         row["note"] = "%s: %s" % (summ["failure_class"], summ["failure_evidence"])
+    if st.get("resume"):  # resume.py: "resumed from ckpt.pt (step 40)" or "no checkpoint: from scratch"
+        row["resume"] = st["resume"]
+        row["note"] = "; ".join(x for x in (st["resume"], row["note"]) if x)
     if state == RUNNING and st.get("started_at"):
         now = time.time()
         started = store.parse_iso(st["started_at"])

@@ -138,6 +138,8 @@ if TYPE_CHECKING:
         retry_backoff_secs: Union[int, float]
         stall_secs: int
         keep_previous: int
+        resume_args: List[str]  # RESUME_ARGS as words of the run's command (resume.py)
+        resume_when: str  # RESUME_WHEN: a glob relative to the run's output dir
 
     class CsvInfo(TypedDict, total=False):
         name: str
@@ -243,7 +245,7 @@ EXEC_BLOCK: Schema = {
     "inject_out_dir": (_B, False, None), "inject_data_dir": (_B, False, None), "launcher": (_S, False, None),
     "fake_gpus": ((int, _NONE), False, None), "rdzv_base_port": (_I, False, None), "retries": (_I, False, None),
     "retry_on": (_L, False, _S), "retry_backoff_secs": (_F, False, None), "stall_secs": (_I, False, None),
-    "keep_previous": (_I, False, None),
+    "keep_previous": (_I, False, None), "resume_args": (_L, False, _S), "resume_when": (_S, False, None),
 }
 CSV_INFO: Schema = {"name": (_S, False, None), "sha256": (_S, False, None)}
 FILTERS: Schema = {"match": (_S, False, None), "start_at": (_S, False, None), "limit": ((int, _NONE), False, None)}

@@ -54,6 +54,16 @@ _apt_packages = c.words_matching(lambda w: bool(re.fullmatch(r"[a-z0-9][a-z0-9.+
 _data_check = c.words_matching(lambda w: not (w.startswith("/") or ".." in w.split("/")),
                                "glob patterns relative to DATA_DIR (no leading '/', no '..')")
 
+
+
+def _resume_when(value: str) -> str:
+    """RESUME_WHEN: one glob inside the run's output dir (the pod checks it again: wfops.agent.resume)."""
+    text = c.line(value).strip()
+    if text.startswith("/") or ".." in text.replace("\\", "/").split("/"):
+        raise c.Invalid("a glob relative to the run's output dir, e.g. ckpt.pt (no leading '/', no '..')")
+    return text
+
+
 KEYS: tuple[Key, ...] = (
     # -- target
     _k("target", "LIUM_TARGET", "", c.line,
@@ -194,6 +204,12 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "RETRY_BACKOFF_SECS", "30", c.whole, "wait before retry n: this times 2^(n-1), at most 10 minutes"),
     _k("sweep", "RUN_STALL_SECS", "0", c.whole,
        "end a run (class stalled) after this long with no log output and no change in its output dir (0: off)"),
+    _k("sweep", "RESUME_ARGS", "", c.line,
+       "key=value words added to a run's command on a later attempt when RESUME_WHEN matches (e.g. init_from=resume)",
+       pod=False),
+    _k("sweep", "RESUME_WHEN", "", _resume_when,
+       "a glob relative to the run's output dir (e.g. ckpt.pt): a later attempt that finds it resumes (empty: never)",
+       pod=False),
     _k("sweep", "KEEP_PREVIOUS", "3", c.whole, "replaced runs kept per run id in _previous/ (newest first)"),
     _k("sweep", "SWEEP_COMMON_OVERRIDES", "", c.line, "overrides added to every row (a row's own value wins)"),
     _k("sweep", "RUN_TIMEOUT_SECS", "43200", c.whole, "per-run wall-clock limit in seconds (0: no limit)"),

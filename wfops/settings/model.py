@@ -124,6 +124,8 @@ class Settings:
     retry_on: tuple[str, ...]
     retry_backoff_secs: int
     run_stall_secs: int
+    resume_args: str
+    resume_when: str
     keep_previous: int
     sweep_common_overrides: str
     run_timeout_secs: int

@@ -350,4 +350,14 @@ def exec_block(settings: Settings) -> ExecBlock:
         "rdzv_base_port": settings.rdzv_base_port, "retries": settings.run_retries,
         "retry_on": list(settings.retry_on), "retry_backoff_secs": settings.retry_backoff_secs,
         "stall_secs": settings.run_stall_secs, "keep_previous": settings.keep_previous,
+        "resume_args": resume_args(settings), "resume_when": settings.resume_when,
     }
+
+
+def resume_args(settings: Settings) -> list[str]:
+    """RESUME_ARGS as the words a resumed attempt adds to its command, checked as overrides are (key=value, not a
+    key wfops injects) and written in TRAIN_ARG_STYLE; UsageError naming the key when they are not."""
+    pairs, bad = parse_overrides(settings.resume_args, settings.train_inject)
+    if bad:
+        raise UsageError(f"RESUME_ARGS: {bad}")
+    return [format_arg(settings.train_arg_style, k, v) for k, v in pairs]
