@@ -234,7 +234,8 @@ RETRY_HELP = dict(ids="run ids to requeue, comma-separated", json=JSON_HELP,
 def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = False, config: str | None = None) -> None:
     """Requeue finished runs of the current sweep.
 
-    Requeue finished runs of the current sweep (attempt 1 again; the old run dir goes to _previous/)."""
+    One that did not end ok goes on as its next attempt in its run dir (resuming when RESUME_WHEN matches); an ok
+    one starts again at attempt 1, the old run dir going to _previous/."""
     settings = settings_for(c, config)
     names = list(dict.fromkeys(n.strip() for n in (ids or "").split(",") if n.strip()))
     if bool(names) == bool(failed):
