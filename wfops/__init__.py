@@ -51,6 +51,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/model.py           sweep CSV -> validated run specs, filters, a run's training command
     sweeps/plan.py            a fleet sweep's spread over pods, moves of runs not started, joined tables
     sweeps/ledger.py          the ledger of a fleet sweep on this machine (which run went to which pod)
+    sweeps/billing.py         each pod's price, the billing block sweep.start sends, the cost lines shown
     sweeps/fleet_pods.py      one sweep over a fleet: a session per pod, an agent command on each at once
     sweeps/fleet_start.py     ... its start: spread, rendezvous check, each pod's share, the ledger
     sweeps/fleet_status.py    ... what is seen: the joined status, the metrics of every pod, sweep.wait
@@ -94,6 +95,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/runscript.py        a run's rendered launch script: run-time values filled in, quoted, on the pod
     agent/runs.py             one run of a sweep: its directories, attempts and exact command
     agent/resume.py           a later attempt resumes from its checkpoint: RESUME_WHEN found -> RESUME_ARGS
+    agent/cost.py             what a sweep costs on the pod: attempts' shares of the price, idle, the budget
     agent/slots.py            GPU slots and the order runs start in (pure)
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log

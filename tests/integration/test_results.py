@@ -91,7 +91,9 @@ def test_report_from_jsonl_and_patterns_with_files_and_order(ready: Pod):
     assert by_id["a"]["val_loss_final"] == str(2 * 10 / 4 + 1) and by_id["a"]["acc_best"] == "0.4"
     assert by_id["b"]["loss_final"] == str(round(10 / 3, 4)) and by_id["b"]["loss_best"] == str(round(10 / 3, 4))
     assert by_id["c"]["state"] == "failed" and by_id["c"]["loss_best"] == "15.0" and by_id["a"]["loss_final"] == ""
-    assert list(rows[0])[:8] == ["run_id", "state", "attempts", "duration_secs", "config", "seed", "lr", "steps"]
+    assert list(rows[0])[:9] == ["run_id", "state", "attempts", "duration_secs", "cost_usd", "config", "seed", "lr",
+                                 "steps"]
+    assert by_id["a"]["cost_usd"] == ""  # no price known (POD_PRICE_PER_HOUR empty): no cost, and none made up
     assert {"jsonl", "exit", "val_loss_final", "val_loss_best", "acc_final", "loss_final"} <= set(rows[0])
     assert by_id["a"]["attempts"] == "1" and by_id["a"]["seed"] == "1" and by_id["b"]["lr"] == "1"
     png = next((pod.root.parent / "artifacts" / "_reports").glob("*/curves.png"))

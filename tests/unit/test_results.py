@@ -78,9 +78,11 @@ def test_report_rows_have_an_override_per_column_and_final_and_best():
              "overrides": ["depth=4"], "metrics": {}}]
     keys, names = results.report_columns(runs, [])
     assert keys == ["lr", "batch", "depth"] and names == ["loss"]
-    assert results.report_header(keys, names) == ["run_id", "state", "attempts", "duration_secs", "config", "seed",
-                                                  "lr", "batch", "depth", "loss_final", "loss_best"]
-    assert results.report_row(runs[0], keys, names) == ["a", "success", 1, 3.5, "c.py", 1, "1e-3", "8", "", 2.0, 1.5]
+    assert results.report_header(keys, names) == ["run_id", "state", "attempts", "duration_secs", "cost_usd",
+                                                  "config", "seed", "lr", "batch", "depth", "loss_final", "loss_best"]
+    assert results.report_row(runs[0], keys, names) == ["a", "success", 1, 3.5, None, "c.py", 1, "1e-3", "8", "",
+                                                        2.0, 1.5]
+    assert results.report_row(dict(runs[0], cost_usd=0.1234567891), keys, names)[4] == 0.123457
     assert results.report_row(runs[1], keys, names)[-5:] == ["", "", "4", None, None]
     assert [r["run_id"] for r in results.report_sort(list(reversed(runs)), "loss")] == ["a", "b"]
     assert results.report_columns(runs, ["acc"])[1] == ["acc", "loss"]  # METRIC_COLUMNS first, then every other

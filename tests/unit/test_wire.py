@@ -24,7 +24,7 @@ CHECKED = {"PodLayout": wire.POD_LAYOUT, "PodEnv": wire.POD_ENV, "Prelude": wire
            "NodePeer": wire.NODE_PEER, "NodeInfo": wire.NODE_INFO, "LaunchScript": wire.LAUNCH_SCRIPT,
            "QueueEntry": wire.QUEUE_ENTRY,
            "RunRow": wire.RUN_ROW, "ExecBlock": wire.EXEC_BLOCK, "CsvInfo": wire.CSV_INFO, "Filters": wire.FILTERS,
-           "Manifest": wire.MANIFEST, "Inbox": wire.INBOX}
+           "Manifest": wire.MANIFEST, "Inbox": wire.INBOX, "Billing": wire.BILLING}
 
 
 def typed_wire() -> types.ModuleType:

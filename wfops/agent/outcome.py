@@ -43,10 +43,12 @@ TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
 SUMMARY_KEYS = ("run_id", "sweep_id", "config", "seed", "notes", "out_dir", "mode", "git_sha", "started_at",
                 "ended_at", "duration_secs", "signal", "gpu_memory_held_by", "gpus", "launcher", "attempt",
-                "max_attempts", "fingerprint", "last_output_at", "nodes", "node_rank", "resume")
-ONLY_IF_SET = ("gpu_memory_held_by", "nodes", "node_rank", "resume")  # in summary.json only when the status has them
+                "max_attempts", "fingerprint", "last_output_at", "nodes", "node_rank", "resume", "pod",
+                "price_per_hour", "slots_held", "slots_total")
+ONLY_IF_SET = ("gpu_memory_held_by", "nodes", "node_rank", "resume", "pod", "price_per_hour", "slots_held",
+               "slots_total")  # in summary.json only when the status has them
 ATTEMPT_KEYS = ("attempt", "state", "failure_class", "failure_evidence", "exit_code", "started_at", "ended_at",
-                "duration_secs", "gpus", "resume")
+                "duration_secs", "gpus", "resume", "pod")
 
 
 def log_line(text: str, start: int, end: int) -> str:

@@ -184,6 +184,9 @@ def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place
                    "rerun_why": run.get("rerun_why") or ""}}
     if place.get("resume"):
         s["extra"]["resume"] = place["resume"]["note"]
+    if place.get("slots_total"):  # what the attempt's cost is made of (cost.py): the pod, its price, its share
+        s["extra"].update(pod=place.get("pod"), price_per_hour=place.get("price_per_hour"),
+                          slots_held=len(place.get("ids") or ()), slots_total=place["slots_total"])
     if run.get("node"):
         s["extra"].update(nodes=run["node"].get("nodes") or [], node_rank=int(run["node"]["rank"]))
     if ex.get("mode") == "local_sync":

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 
-from . import launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
+from . import cost, launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
 from .queuelog import QueueLog
 from .registry import command
 from .states import (
@@ -95,6 +95,7 @@ class Scheduler:
         self.order: slots.Order
         self.stop_recorded = False
         self.devices_visible = True
+        self.meter = cost.Meter(dict(m.get("billing") or {}))  # the pod's price, the budget, the queue's spans
 
     # ---------------------------------------------------------------- signals
     def on_term(self, signum: int, _frame: Optional[FrameType]) -> None:
@@ -125,9 +126,11 @@ class Scheduler:
         me = os.getpid()
         self.slots = slots.Slots(self.device_ids())
         self.order = slots.Order(self.slots.total, max(1, self.slots.total))
+        spans = self.meter.open(store.load_or_note(self.pod.sweep_file)[0] or {}, self.log.fh.name)
         store.update_json(self.pod.sweep_file, {"pid": me, "pid_start": procs.proc_start(me),
                                                 "boot_id": procs.boot_id(), "slots": self.slots.ids,
-                                                "git_sha": self.m.get("git_sha")}, keep_terminal=False)
+                                                "git_sha": self.m.get("git_sha"), "billing": self.meter.billing,
+                                                "spans": spans}, keep_terminal=False)
 
     # ---------------------------------------------------------------- the order
     def enqueue(self, run: QueueEntry) -> None:
@@ -214,6 +217,8 @@ class Scheduler:
         port = runs.node_port(node) if node else slots.pick_port(int(self.ex.get("rdzv_base_port") or 29500), taken)
         ids = self.slots.take(need)
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
+                "slots_total": self.slots.total, "pod": self.meter.billing.get("pod"),
+                "price_per_hour": self.meter.billing.get("price_per_hour"),
                 "port": port, "attempt": run["attempt"],
                 "max_attempts": 1 if node else max(self.max_attempts, run["attempt"])}  # sweep.retry may go past it
 
@@ -335,6 +340,9 @@ class Scheduler:
         while True:
             self.take_inbox()
             self.take_withdrawals()
+            if not self.stop_why and self.meter.over_budget():  # SWEEP_BUDGET_USD: runs running finish, no more
+                self.stop(self.meter.over_budget())
+                self.log(self.stop_why)
             if self.stop_why:
                 self.stop()
             else:
@@ -358,14 +366,16 @@ class Scheduler:
             self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
             return {}
         rows = status_rows(self.pod, plan, final)
+        cost.add_costs(self.pod.run_dir, rows, self.sid, self.meter.billing)
         store.write_json(os.path.join(self.pod.manifests, self.sid + RUNS_RECORD), {"runs": rows})
         return count(rows)
 
     def finish(self) -> None:
         why = self.stop_why or "queue finished"
-        final = QUEUE_STOPPED if why in STOP_REASONS.values() else QUEUE_COMPLETED
+        final = QUEUE_STOPPED if why in STOP_REASONS.values() or self.meter.hit else QUEUE_COMPLETED
         record = store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso(),
-                                                         "totals": self.totals(final)}, keep_terminal=False)
+                                                         "totals": self.totals(final), "spans": self.meter.close()},
+                                   keep_terminal=False)
         store.write_json(os.path.join(self.pod.manifests, self.sid + SWEEP_RECORD), record)
         for path in self.inbox_files():  # added while the queue was stopping: never started, and the log says so
             self.log("not started, added while the queue was stopping: %s (sweep.add or sweep.retry them again)"

@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from . import launch, outcome, procs, runscript, store, wire, workflow
+from . import cost, launch, outcome, procs, runscript, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     ALL_GPUS,
@@ -343,7 +343,9 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
         add_last_values(pod, rows, metric_patterns)
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
-            "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state)}
+            "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state),
+            "cost": cost.status_cost(pod.run_dir, sw or {}, rows, state == QUEUE_RUNNING,
+                                     live=rows is not (frozen or {}).get("runs"))}
 
 
 @command(wire.SWEEP_LIST)

@@ -150,6 +150,12 @@ if TYPE_CHECKING:
         start_at: str
         limit: Optional[int]
 
+    class Billing(TypedDict, total=False):  # a manifest's "billing": what the pod costs (agent/cost.py)
+        pod: str  # the pod's name as the client knows it (the `pod` column, WF_POD)
+        price_per_hour: Optional[Union[int, float]]  # None: unknown
+        budget_usd: Optional[Union[int, float]]  # SWEEP_BUDGET_USD (a fleet pod: its share); None: no budget
+        spent_before_usd: Union[int, float]  # what earlier pods of this sweep spent (a managed sweep's replaced pods)
+
     class _ManifestReq(TypedDict):
         sweep_id: str
         runs: List[RunRow]
@@ -167,6 +173,7 @@ if TYPE_CHECKING:
         git_sha: str  # the agent's: written by sweep-start
         pod: PodLayout  # the agent's: written by sweep-start
         start: List[QueueEntry]  # the agent's: the runs a resumed queue starts with
+        billing: Billing
 
     class Inbox(TypedDict):  # _manifests/<sweep>.inbox/*.json: runs for the running queue
         entries: List[QueueEntry]
@@ -247,6 +254,8 @@ EXEC_BLOCK: Schema = {
     "retry_on": (_L, False, _S), "retry_backoff_secs": (_F, False, None), "stall_secs": (_I, False, None),
     "keep_previous": (_I, False, None), "resume_args": (_L, False, _S), "resume_when": (_S, False, None),
 }
+BILLING: Schema = {"pod": (_S, False, None), "price_per_hour": ((int, float, _NONE), False, None),
+                   "budget_usd": ((int, float, _NONE), False, None), "spent_before_usd": (_F, False, None)}
 CSV_INFO: Schema = {"name": (_S, False, None), "sha256": (_S, False, None)}
 FILTERS: Schema = {"match": (_S, False, None), "start_at": (_S, False, None), "limit": ((int, _NONE), False, None)}
 MANIFEST: Schema = {
@@ -254,7 +263,7 @@ MANIFEST: Schema = {
     "exec": (_D, True, EXEC_BLOCK), "created_at": (_S, False, None), "wfops_version": (_S, False, None),
     "csv": (_D, False, CSV_INFO), "filters": (_D, False, FILTERS), "force": (_B, False, None),
     "fail_fast": (_B, False, None), "wandb_group": (_S, False, None), "git_sha": (_S, False, None),
-    "pod": (_D, False, POD_LAYOUT), "start": (_L, False, QUEUE_ENTRY),
+    "pod": (_D, False, POD_LAYOUT), "start": (_L, False, QUEUE_ENTRY), "billing": (_D, False, BILLING),
 }
 INBOX: Schema = {"entries": (_L, True, QUEUE_ENTRY)}
 

@@ -56,6 +56,20 @@ _data_check = c.words_matching(lambda w: not (w.startswith("/") or ".." in w.spl
 
 
 
+def _dollars(value: str) -> float | None:
+    """A price or a budget in USD: empty (unknown / none), or a finite number >= 0."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not (number >= 0 and number != float("inf")):
+        raise c.Invalid("empty, or a number of US dollars >= 0 (e.g. 2.50)")
+    return number
+
+
 def _resume_when(value: str) -> str:
     """RESUME_WHEN: one glob inside the run's output dir (the pod checks it again: wfops.agent.resume)."""
     text = c.line(value).strip()
@@ -209,6 +223,12 @@ KEYS: tuple[Key, ...] = (
        pod=False),
     _k("sweep", "RESUME_WHEN", "", _resume_when,
        "a glob relative to the run's output dir (e.g. ckpt.pt): a later attempt that finds it resumes (empty: never)",
+       pod=False),
+    _k("sweep", "POD_PRICE_PER_HOUR", "", _dollars,
+       "USD per hour of an SSH host or `local` (a Lium pod's comes from `lium ps`); empty: unknown (no cost shown)",
+       pod=False),
+    _k("sweep", "SWEEP_BUDGET_USD", "", _dollars,
+       "once a sweep has spent this much pod time, no run or attempt starts and it ends stopped (empty: no budget)",
        pod=False),
     _k("sweep", "KEEP_PREVIOUS", "3", c.whole, "replaced runs kept per run id in _previous/ (newest first)"),
     _k("sweep", "SWEEP_COMMON_OVERRIDES", "", c.line, "overrides added to every row (a row's own value wins)"),

@@ -126,6 +126,8 @@ class Settings:
     run_stall_secs: int
     resume_args: str
     resume_when: str
+    pod_price_per_hour: float | None
+    sweep_budget_usd: float | None
     keep_previous: int
     sweep_common_overrides: str
     run_timeout_secs: int

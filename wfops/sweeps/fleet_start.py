@@ -14,13 +14,15 @@ from wfops.agent import wire
 from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, WfopsError
 from wfops.settings.load import Settings
+from wfops.sweeps.billing import fleet_billing
 from wfops.sweeps.fleet_pods import Pods, check_all, facts_of
 from wfops.sweeps.ledger import Ledger, LedgerRun, LedgerUnwritable, save_ledger
 from wfops.sweeps.plan import PodLoad, Want, node_run_id, shares, spread
+from wfops.targets import resolve
 from wfops.transport.command import PodCommand
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
-    from wfops.agent.wire import Manifest, NodeInfo, NodePeer, QueueEntry, RunRow
+    from wfops.agent.wire import Billing, Manifest, NodeInfo, NodePeer, QueueEntry, RunRow
 
 LISTEN_SECS = 10  # node 0 waits this long for the others to connect (a failed check waits it out)
 PROBE_SECS = 5
@@ -29,6 +31,7 @@ PROBE_SECS = 5
 def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> dict[str, Any]:
     """Spread `plan`'s queue over the fleet and start every pod's share; the ledger is written before the
     first pod starts (what was sent where), and again with what each pod answered."""
+    bills = fleet_billing(settings, resolve.members(settings))  # each pod's price and budget share, or nothing starts
     with Pods(settings, "sweep.start") as pods:
         if pods.down:
             name, why = next(iter(pods.down.items()))
@@ -49,7 +52,8 @@ def start(settings: Settings, plan: Manifest, csv_text: str, session: str) -> di
             save_ledger(settings, ledger, latest=True)  # before the first pod starts: what is sent where
         except LedgerUnwritable as exc:
             raise LedgerUnwritable(f"{exc.message}; nothing was started") from None
-        answers = pods.call(wire.SWEEP_START, lambda n: {"manifest": _share(plan, entries, placed, n),
+        answers = pods.call(wire.SWEEP_START, lambda n: {"manifest": _billed(_share(plan, entries, placed, n),
+                                                                             bills[n]),
                                                       "csv_text": csv_text, "session": session})
     for name, o in answers.items():
         share = ledger["pods"][name]
@@ -123,6 +127,12 @@ def _share(plan: Manifest, entries: dict[str, list[QueueEntry]], placed: dict[st
         row = rows[rid].copy()
         row["run_id"] = node_run_id(rid, rank)
         share["runs"].append(row)
+    return share
+
+
+def _billed(share: Manifest, bill: Billing) -> Manifest:
+    """A pod's share with its own billing block (its price, its part of the budget: wfops.sweeps.billing)."""
+    share["billing"] = bill
     return share
 
 

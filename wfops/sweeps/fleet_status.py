@@ -18,6 +18,7 @@ from wfops.agent.states import LOST, PENDING, RUNNING, UNKNOWN
 from wfops.errors import ConfigError, NotFoundError
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_copies
+from wfops.sweeps.billing import fleet_cost
 from wfops.sweeps.fleet_moves import rebalance_fleet, unstarted_pods
 from wfops.sweeps.fleet_pods import Answer, Pods
 from wfops.sweeps.ledger import (
@@ -108,7 +109,8 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
             "pods": {n: {"reachable": n not in unreachable, "error": unreachable.get(n),
                          "queue": ((answers[n].value or {}).get("sweep") or {}).get("state")
                          if n in answers and answers[n].error is None else None} for n in ledger["pods"]},
-            "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()]}
+            "problems": [f"pod {n} does not answer: {why}" for n, why in unreachable.items()],
+            "cost": fleet_cost({n: (o.value or {}).get("cost") for n, o in answers.items() if o.error is None})}
 
 
 def _row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: Mapping[str, str],
@@ -173,7 +175,8 @@ def metrics(settings: Settings, patterns: list[Any]) -> dict[str, Any]:
     order = {rid: i for i, rid in enumerate(ledger["order"])}
     runs.sort(key=lambda r: order.get(r["run_id"], len(order)))
     down = {**pods.down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(runs)}, "runs": runs, "down": down}
+    return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(runs)}, "runs": runs, "down": down,
+            "cost": fleet_cost({n: (o.value or {}).get("cost") for n, o in answers.items() if o.error is None})}
 
 
 def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: float = 1.0) -> dict[str, Any]:

@@ -110,8 +110,11 @@ def report_columns(runs: list[Row], configured: Sequence[str]) -> tuple[list[str
     return keys, list(configured) + [m for m in found if m not in configured]
 
 
+REPORT_FIXED = ("run_id", "state", "attempts", "duration_secs", "cost_usd", "config", "seed")  # then keys, metrics
+
+
 def report_header(keys: Sequence[str], metrics: Sequence[str]) -> list[str]:
-    head = ["run_id", "state", "attempts", "duration_secs", "config", "seed", *keys]
+    head = [*REPORT_FIXED, *keys]
     for m in metrics:
         head += [f"{m}_final", f"{m}_best"]
     return head
@@ -119,8 +122,10 @@ def report_header(keys: Sequence[str], metrics: Sequence[str]) -> list[str]:
 
 def report_row(run: Row, keys: Sequence[str], metrics: Sequence[str]) -> list[object]:
     overrides = split_overrides(run.get("overrides") or [])
+    cost = run.get("cost_usd")  # the pod's sum over the run's attempts (wfops.agent.cost); None: price unknown
     row: list[object] = [run.get("run_id"), run.get("state"), run.get("attempts"), run.get("duration_secs"),
-                         run.get("config"), run.get("seed"), *[overrides.get(k, "") for k in keys]]
+                         None if cost is None else round(float(cost), 6), run.get("config"), run.get("seed"),
+                         *[overrides.get(k, "") for k in keys]]
     for m in metrics:
         summary = (run.get("metrics") or {}).get(m) or {}
         row += [summary.get("last"), best_of(m, summary)]

@@ -11,6 +11,7 @@ from typing import Any
 
 from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, QUEUE_NONE, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
 from wfops.output import duration, quiet_note, table
+from wfops.sweeps.billing import cost_line, usd
 from wfops.sweeps.metrics import Row, metric_cells, status_metrics
 
 TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
@@ -30,13 +31,16 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
     for problem in [*(data.get("problems") or []), *(d["note"] for d in (data.get("duplicates") or {}).values())]:
         head += f"\nwarning: {problem}"
     pods: tuple[str, ...] = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
+    costs: tuple[str, ...] = ("cost",) if any(r.get("cost_usd") is not None for r in runs) else ()  # a known price
     rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
-             r.get("exit_code"), duration(r.get("duration_secs")), *metric_cells(r, cols),
-             " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
-    return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *cols, "notes",
-                                   "why"), rows)
+             r.get("exit_code"), duration(r.get("duration_secs")), *(usd(r.get("cost_usd")) for _ in costs),
+             *metric_cells(r, cols), " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
+    spent = cost_line(data.get("cost"))
+    return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *costs, *cols,
+                                   "notes", "why"), rows)
             + f"\n\n{totals_line(data.get('totals') or {})}"
-            + (f" / {len(data['duplicates'])} ran twice" if data.get("duplicates") else ""))
+            + (f" / {len(data['duplicates'])} ran twice" if data.get("duplicates") else "")
+            + (f"\n{spent}" if spent else ""))
 
 
 def totals_line(totals: dict[str, int]) -> str:

@@ -13,7 +13,16 @@ from wfops.errors import EXIT_CONFLICT, EXIT_FAILED, ConnectError, NotFoundError
 from wfops.output import duration, table, visible
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
-from wfops.sweeps.metrics import choose_columns, fmt, report_columns, report_header, report_row, report_sort
+from wfops.sweeps.billing import cost_line, usd
+from wfops.sweeps.metrics import (
+    REPORT_FIXED,
+    choose_columns,
+    fmt,
+    report_columns,
+    report_header,
+    report_row,
+    report_sort,
+)
 from wfops.sweeps.model import check_run_id
 from wfops.sweeps.status import status_text
 from wfops.targets import resolve
@@ -203,13 +212,15 @@ def _plot(path: Path, runs: list[dict], metrics: list[str]) -> str:
 
 
 def _report_table(runs: list[dict], metrics: list[str]) -> str:
-    head = ["run_id", "state", "attempts", "duration"]
+    costs = ["cost"] if any(r.get("cost_usd") is not None for r in runs) else []  # a known price
+    head = ["run_id", "state", "attempts", "duration", *costs]
     for m in metrics:
         head += [m, f"best {m}"]
     rows = []
     for run in runs:
-        row = [run.get("run_id"), run.get("state"), run.get("attempts"), duration(run.get("duration_secs"))]
-        values = report_row(run, [], metrics)[6:]
+        row = [run.get("run_id"), run.get("state"), run.get("attempts"), duration(run.get("duration_secs")),
+               *(usd(run.get("cost_usd")) for _ in costs)]
+        values = report_row(run, [], metrics)[len(REPORT_FIXED):]
         rows.append(row + [fmt(v) for v in values])
     return table(head, rows)
 
@@ -251,9 +262,10 @@ def report(c: Any, out: str | None = None, sort: str | None = None, json: bool =
         print(f"wfops: {note}", file=sys.stderr)
     files = {"csv": str((folder / "results.csv").resolve()),
              "png": None if note else str((folder / "curves.png").resolve())}
-    emit({"sweep_id": sweep_id, "files": files, "runs": runs}, json, lambda: (
+    emit({"sweep_id": sweep_id, "files": files, "runs": runs, "cost": data.get("cost")}, json, lambda: (
         f"{sweep_id}: {len(runs)} run(s)" + (f", sorted by best {sort or shown[0]}" if shown else "")
-        + "\n\n" + _report_table(runs, shown) + f"\n\nresults: {files['csv']}"
+        + "\n\n" + _report_table(runs, shown) + (f"\n\n{cost_line(data.get('cost'))}" if cost_line(data.get("cost"))
+                                                 else "") + f"\n\nresults: {files['csv']}"
         + (f"\ncurves:  {files['png']}" if files["png"] else "")))
     if data.get("down"):
         raise ConnectError(f"{len(data['down'])} pod(s) of the fleet did not answer; the report lacks their runs")

@@ -17,7 +17,7 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script
 from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
@@ -140,6 +140,7 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
     if wide:
         raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
                          f"{', '.join(wide[:5])}; nothing was started")
+    plan["billing"] = billing.billing(settings, resolve.one(settings))  # the pod's price, SWEEP_BUDGET_USD
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call(wire.SWEEP_START, manifest=plan, csv_text=text, session=session)
     emit(data, json, lambda: (
