@@ -44,6 +44,9 @@ def test_a_running_attempt_costs_up_to_now_and_a_dead_one_up_to_its_last_output(
     assert cost.of_attempt(running, T0 + 900) == 1.0  # $4/h for 15 minutes so far
     dead = attempt(0, 1, 1, state="lost", ended_at=None, last_output_at=iso(T0 + 450))
     assert cost.of_attempt(dead, T0 + 99999) == 0.5
+    # "running" on record, but its runner is gone (sweep.status shows it lost): not to now
+    assert cost.of_attempt(dict(running, last_output_at=iso(T0 + 450)), T0 + 99999, alive=False) == 0.5
+    assert cost.of_attempt(attempt(1, 1, 1, duration_secs=900.0), T0) == 1.0  # the precise duration wins
 
 
 def test_a_runs_cost_is_the_sum_of_its_attempts_in_this_sweep(tmp_path: Path):
@@ -53,7 +56,7 @@ def test_a_runs_cost_is_the_sum_of_its_attempts_in_this_sweep(tmp_path: Path):
     (run / "status.json").write_text(json.dumps(attempt(1800, 1, 1)))
     assert cost.of_run(str(run), "s1", T0) == (3.0, T0 + 1800)
     assert cost.of_run(str(run), "another-sweep", T0) == (None, None)
-    rows = [{"run_id": "r1"}, {"run_id": "r2"}]
+    rows = [{"run_id": "r1", "state": "success"}, {"run_id": "r2", "state": "pending"}]
     last = cost.add_costs(lambda rid: str(tmp_path / rid), rows, "s1", {"price_per_hour": 4.0}, T0)
     assert [r["cost_usd"] for r in rows] == [3.0, None] and last == T0 + 1800
     assert cost.add_costs(lambda rid: str(tmp_path / rid), [{"run_id": "r1"}], "s1", {}, T0) is None

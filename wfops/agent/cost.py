@@ -33,25 +33,30 @@ def attempt_cost(price: Optional[float], secs: float, held: int, total: int) -> 
     return float(price) * max(0.0, secs) / 3600.0 * share
 
 
-def held_secs(st: Json, now: float) -> float:
-    """How long an attempt held its slots: start to end, or to `now` while it runs (to its last output, or
-    nothing, for one that never recorded an end)."""
+def held_secs(st: Json, now: float, alive: bool = True) -> float:
+    """How long an attempt held its slots: its duration once it ended (start to end), to `now` while it runs, and
+    to its last output (or nothing) for one that never recorded an end and is not alive."""
+    duration = st.get("duration_secs")
+    if st.get("ended_at") and isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return max(0.0, float(duration))
     start = store.parse_iso(st.get("started_at") or "")
     if start is None:
         return 0.0
     end = store.parse_iso(st.get("ended_at") or "")
     if end is None:
-        end = now if st.get("state") == RUNNING else (store.parse_iso(st.get("last_output_at") or "") or start)
+        running = alive and st.get("state") == RUNNING
+        end = now if running else (store.parse_iso(st.get("last_output_at") or "") or start)
     return max(0.0, end - start)
 
 
-def of_attempt(st: Json, now: float) -> Optional[float]:
-    """The cost of one attempt from its status record (None: no price on record)."""
+def of_attempt(st: Json, now: float, alive: bool = True) -> Optional[float]:
+    """The cost of one attempt from its status record (None: no price on record); `alive`: False when the reader
+    knows its runner is gone (sweep.status shows it lost)."""
     price = st.get("price_per_hour")
     if not isinstance(price, (int, float)) or isinstance(price, bool):
         return None
     held, total = st.get("slots_held"), st.get("slots_total")
-    return attempt_cost(float(price), held_secs(st, now), int(held or 1), int(total or 1))
+    return attempt_cost(float(price), held_secs(st, now, alive), int(held or 1), int(total or 1))
 
 
 def attempt_records(run_dir: str, sweep_id: str) -> List[Json]:
@@ -66,11 +71,12 @@ def attempt_records(run_dir: str, sweep_id: str) -> List[Json]:
     return [st for st in found if st and st.get("sweep_id") == sweep_id]
 
 
-def of_run(run_dir: str, sweep_id: str, now: float) -> Tuple[Optional[float], Optional[float]]:
+def of_run(run_dir: str, sweep_id: str, now: float, alive: bool = True) -> Tuple[Optional[float], Optional[float]]:
     """(the run's cost in this sweep: the sum of its attempts', None when none has a price on record; the end of
-    its last attempt that ended, epoch seconds)."""
+    its last attempt that ended, epoch seconds). `alive`: whether its current attempt may still be running."""
     records = attempt_records(run_dir, sweep_id)
-    known = [c for c in (of_attempt(st, now) for st in records) if c is not None]
+    known = [c for c in (of_attempt(st, now, alive or i < len(records) - 1) for i, st in enumerate(records))
+             if c is not None]
     ends = [e for e in (store.parse_iso(st.get("ended_at") or "") for st in records) if e is not None]
     return (round(sum(known), 6) if known else None), (max(ends) if ends else None)
 
@@ -84,7 +90,7 @@ def add_costs(run_dir: Callable[[str], str], rows: List[Json], sweep_id: str, bi
     now = time.time() if now is None else now
     last: Optional[float] = None
     for row in rows:
-        row["cost_usd"], end = of_run(run_dir(row["run_id"]), sweep_id, now)
+        row["cost_usd"], end = of_run(run_dir(row["run_id"]), sweep_id, now, alive=row.get("state") == RUNNING)
         if end is not None and (last is None or end > last):
             last = end
     return last
