@@ -5,10 +5,12 @@ attempt resume when the checkpoint is there and start from scratch, saying so, w
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
-from tests.conftest import Pod
+from tests.conftest import Pod, wait_until
 from tests.integration.test_sweeps import (
     local_swept,  # noqa: F401 - fixture
     ssh_swept,  # noqa: F401 - fixture
@@ -136,3 +138,21 @@ def test_bad_resume_keys_are_one_line_and_start_nothing(local_swept: Pod):  # no
         assert res.rc == 2 and said in res.last_err and len(res.err.strip().splitlines()) == 1, (key, res.err)
         assert not (pod.outputs / "_manifests").exists()
         pod.configure(**{key: ""})
+
+
+def test_a_lost_attempt_is_retried_from_its_checkpoint(local_swept: Pod):  # noqa: F811
+    """The run's supervisor is killed mid-run (its runner gone: class lost, in RETRY_ON by default): the queue ends
+    what is left of it, and the retry goes on from the checkpoint."""
+    pod = local_swept
+    _setup(pod, RUN_RETRIES="1")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"r1,{CFG},1,steps=60 every=5 step_secs=0.1,,\n")))
+    ckpt = pod.outputs / "r1" / "ckpt.json"
+    wait_until(lambda: ckpt.exists() and json.loads(ckpt.read_text())["step"] >= 10, timeout=90, interval=0.2,
+               what="a checkpoint at step 10 or later")
+    os.kill(json.loads((pod.outputs / "r1" / "status.json").read_text())["pid"], signal.SIGKILL)
+    data = wait_sweep(pod, timeout=120)
+    assert states(data) == {"r1": "success"}, data["runs"]
+    summ = json.loads((pod.outputs / "r1" / "summary.json").read_text())
+    assert [(a["attempt"], a["state"]) for a in summ["attempts"]] == [(1, "lost"), (2, "success")]
+    assert final(pod, "r1")["started_from"] >= 10 and final(pod, "r1")["final_step"] == 60
+    assert data["runs"][0]["resume"].startswith("resumed from ckpt.json (last step in metrics: ")
