@@ -61,6 +61,11 @@ class WfopsProgram(Program):
         if shell:
             print(completion_script(shell))
             raise Exit
+        self._refuse_not_offered()
+
+    def _refuse_not_offered(self) -> None:
+        """One line, exit 2, before anything runs, for an option of NOT_OFFERED: before the task name (parsed as a
+        core option) or after it (invoke takes core options there too: `wfops fsm.reset INIT -e`)."""
         given = [a for a in self.core[0].args.values() if a.name in NOT_OFFERED and a.got_value]
         if given:
             flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(given[0].names, key=len))
@@ -92,6 +97,7 @@ class WfopsProgram(Program):
             super().parse_tasks()
         except ParseError as exc:
             raise usage_error(exc) from None
+        self._refuse_not_offered()
         path = self.args.config.value
         for context in self.tasks if path else ():
             arg = context.args.get("config")

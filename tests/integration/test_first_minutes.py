@@ -29,10 +29,12 @@ def ready(local_pod: Pod) -> Pod:
     return local_pod
 
 
+@pytest.mark.parametrize("where", ["before", "after"])  # invoke also takes core options after the task name
 @pytest.mark.parametrize("name", sorted(FLAGS))
-def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name):
+def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name, where):
     before = ready.state_file.read_text()
-    res = ready.wf(*FLAGS[name], "fsm.reset", "SWEEP_COMPLETED")
+    task = ["fsm.reset", "SWEEP_COMPLETED"]
+    res = ready.wf(*FLAGS[name], *task) if where == "before" else ready.wf(*task, *FLAGS[name])
     assert res.rc == 2 and res.out == ""
     assert res.err.splitlines() == [res.last_err]
     assert "is not a wfops option" in res.err and "nothing was run" in res.err
