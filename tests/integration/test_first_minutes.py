@@ -142,6 +142,19 @@ def test_local_commands_work_without_a_config_and_config_init_writes_one(tmp_pat
     assert f"config file: {tmp_path / 'workflow.env'}" in shown.stdout
 
 
+@pytest.mark.parametrize("task", ["config.init -c", "sweep.template --csv"])
+def test_a_file_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, task):
+    """config.init and sweep.template write a local file: a file where its folder should be, or a folder that
+    cannot be made, is one line and exit 2 (was a FileExistsError / PermissionError traceback, exit 1)."""
+    (tmp_path / "a-file").write_text("x")
+    for where in (tmp_path / "a-file" / "new.env", Path("/proc/wfops-cannot-write/new.env")):
+        res = _bare(*task.split(), str(where), cwd=tmp_path)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert res.stderr.splitlines()[-1].startswith(f"wfops: cannot write {where}: "), res.stderr
+        assert "Traceback" not in res.stderr and not where.exists()
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
 def test_a_mistyped_secret_key_is_masked_in_config_show_and_flagged(tmp_path):
     (tmp_path / "workflow.env").write_text("OPS_DEFAULT_HOST=local\nWANDB_APIKEY=abc123xyz\n")
     res = _bare("config.show", cwd=tmp_path)

@@ -45,7 +45,7 @@ from invoke import Exit, Task, task
 from invoke.parser import Argument
 
 from wfops import fanout, hints
-from wfops.errors import UsageError, WfopsError
+from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.output import to_json, visible
 from wfops.settings.load import (
@@ -218,6 +218,20 @@ def refuse_dry_run(c: Any) -> None:
     if dry:
         raise UsageError("invoke's --dry (run.dry) is set, and wfops has no dry run (previews: checkout --dry-run, "
                          "sweep.validate); nothing was run")
+
+
+def write_new_file(path: Path, text: str, instead: str) -> None:
+    """Write `text` to a new local file at `path`, making its folder: never over an existing file (ConflictError,
+    `instead` says what to do), and a path that cannot be written (a read-only folder, a file where a folder
+    should be) is one line, exit 2, not a traceback."""
+    if path.exists():
+        raise ConflictError(f"{path} exists; not overwritten ({instead})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x") as out:
+            out.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def settings_for(c: Any, config: str | None, local: bool = False) -> Settings:

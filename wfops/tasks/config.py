@@ -10,13 +10,13 @@ import yaml as pyyaml
 from invoke import Collection
 
 from wfops import hints
-from wfops.errors import ConflictError, WfopsError
+from wfops.errors import WfopsError
 from wfops.output import table, to_json
 from wfops.settings.example import example_text
 from wfops.settings.keys import KEYS_BY_NAME
 from wfops.settings.secrets import secret_by_shape
 from wfops.targets import resolve
-from wfops.tasks._base import JSON_HELP, settings_for, wftask
+from wfops.tasks._base import JSON_HELP, settings_for, wftask, write_new_file
 
 
 def _describe_target(settings: Any) -> dict[str, object]:
@@ -67,10 +67,7 @@ def init(c: Any, config: str | None = None) -> None:
     The text of workflow.env.example (every key, its default and one line of meaning); an existing file is
     never overwritten. Then set a target (OPS_DEFAULT_HOST or LIUM_TARGET) and REPO_URL in it."""
     path = Path(config or "workflow.env").expanduser()
-    if path.exists():
-        raise ConflictError(f"{path} exists; not overwritten (edit it, or pass --config with another path)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(example_text())
+    write_new_file(path, example_text(), "edit it, or pass --config with another path")
     show_it = hints.command("config.show", config=path)
     print(f"wrote {path}: set a target (OPS_DEFAULT_HOST or LIUM_TARGET) and REPO_URL in it, then: {show_it}")
 

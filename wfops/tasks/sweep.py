@@ -32,6 +32,7 @@ from wfops.tasks._base import (
     on_pods,
     settings_for,
     wftask,
+    write_new_file,
 )
 from wfops.transport.command import PodCommand, call_once
 
@@ -65,10 +66,7 @@ def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
     Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
     settings = settings_for(c, config, local=True)
     path = Path(csv or settings.sweep_csv).expanduser()
-    if path.exists():
-        raise ConflictError(f"{path} exists; not overwritten (remove it or pass --csv with another path)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATE_CSV)
+    write_new_file(path, TEMPLATE_CSV, "remove it or pass --csv with another path")
     csv_args = ["--csv", str(path)] if csv else []
     print(f"wrote {path}: edit it, then check it: {hints.command('sweep.validate', *csv_args, settings=settings)}")
 
