@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from wfops.errors import WfopsError
@@ -42,13 +43,17 @@ def command(task: str, *args: str, settings: Settings | None = None, config: Pat
     config file in use (`settings.path`, or `config`) is not the one wfops finds here by itself."""
     path = settings.path if settings is not None else config
     words = [program(), task, *(shlex.quote(a) for a in args)]
-    if path is not None and path.resolve() != _found_here():
+    nothing: Mapping[str, str] = {}
+    if path is not None and not all(path.resolve() == _found_here(env) for env in (nothing, os.environ)):
         words += ["-c", shlex.quote(str(path))]
     return " ".join(words)
 
 
-def _found_here() -> Path | None:
+def _found_here(environ: Mapping[str, str]) -> Path | None:
+    """The config a command run here finds by itself: with no WORKFLOW_CONFIG (the user's shell may lack the one
+    a script set) and with this process's (the user's shell may have it: `wfops config.init` under a
+    WORKFLOW_CONFIG naming another file must not print a bare `config.show`, which would show that other file)."""
     try:
-        return find_config(None, Path.cwd(), {})
+        return find_config(None, Path.cwd(), environ)
     except WfopsError:
         return None
