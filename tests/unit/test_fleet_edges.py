@@ -30,6 +30,15 @@ def test_one_name_in_both_lium_targets_and_ops_hosts_is_refused():
         resolve.members(s)
 
 
+def test_a_one_pod_command_on_a_fleet_names_the_program_as_run(monkeypatch):
+    """The example names the program the user ran (`wfops`), not `inv` (which finds no tasks outside a checkout)."""
+    venv_wfops = str(Path(sys.executable).parent / "wfops")  # the venv's wfops, found on PATH as `wfops`
+    monkeypatch.setattr(sys, "argv", [venv_wfops])
+    monkeypatch.setattr("shutil.which", lambda name: venv_wfops if name == "wfops" else None)
+    err = resolve.one_pod_only(settings("OPS_HOSTS=root@127.0.0.2:22,root@127.0.0.3:22\n"))
+    assert err.message.endswith("(e.g. WF_POD=root@127.0.0.2:22 wfops ...)"), err.message
+
+
 def test_a_hostile_wf_pod_is_shown_escaped_and_never_matches():
     s = settings("OPS_HOSTS=root@127.0.0.2:22,root@127.0.0.3:22\n")
     with pytest.raises(ConfigError) as err:

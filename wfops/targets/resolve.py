@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from wfops import hints
 from wfops.errors import ConfigError
 from wfops.settings.load import Settings
 from wfops.targets import providers
@@ -86,7 +87,7 @@ def one_pod_only(settings: Settings, command: str = "this command") -> ConfigErr
     """What a one-pod command says when the config names a fleet and WF_POD picks none."""
     listed = names(settings)
     return ConfigError(f"the config names a fleet of {len(listed)} pods ({', '.join(listed)}) and {command} works "
-                       f"on one: choose it with {POD_ENV}=NAME (e.g. {POD_ENV}={listed[0]} inv ...)")
+                       f"on one: choose it with {POD_ENV}=NAME (e.g. {POD_ENV}={listed[0]} {hints.program()} ...)")
 
 
 def pods(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Member]:
