@@ -14,7 +14,7 @@ from wfops.sweeps.status import _attempt
 
 @pytest.mark.parametrize("name", ["WANDB_APIKEY", "wandb_apikey", "HF_Token", "MY_SECRET_THING", "DB_PASSWD",
                                   "DB_PASS_WORD", "SMTP_PWD", "GPG_PASSPHRASE", "AWS_CREDENTIALS", "APITOKEN",
-                                  "OPENAI_KEY", "some_key_id"])
+                                  "OPENAI_KEY", "some_key_id", "DB_PASS", "smtp_pass", "DB_PASSWRD"])
 def test_unknown_names_shaped_like_secrets_are_secret(name):
     assert name not in KEYS_BY_NAME and secret_by_shape(name) and is_secret(name)
 

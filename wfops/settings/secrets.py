@@ -4,10 +4,10 @@ Two rules. A key of the KEYS table is secret by its name's ending (`*_KEY`, `*_T
 `*PASSWORD*`: LIUM_API_KEY, WANDB_API_KEY, HF_TOKEN), so the known keys that only look like secrets
 (SSH_KEY_PATH, SSH_STRICT_HOST_KEYS, EXTRA_ENV_KEYS) stay readable. Any other name (an unknown key, an extra
 of EXTRA_ENV_KEYS, a variable of the environment a key refers to) is secret by its shape: it contains KEY,
-TOKEN, SECRET, PASSWORD, PASSWD, PASSPHRASE, CREDENTIAL or PWD anywhere, in any case, underscores and
-dashes ignored (`WANDB_APIKEY`, `hf_Token`, `DB_PASS_WORD`), except the shell's own PWD and OLDPWD. A
-mistyped secret is masked before anyone has noticed the typo; the price is that an extra such as
-`SORT_KEY=loss` is masked too.
+TOKEN, SECRET, PASS (PASSWORD, PASSWD, PASSPHRASE, a bare DB_PASS), CREDENTIAL or PWD anywhere, in any case,
+underscores and dashes ignored (`WANDB_APIKEY`, `hf_Token`, `DB_PASS_WORD`), except the shell's own PWD and
+OLDPWD. A mistyped secret is masked before anyone has noticed the typo; the price is that an extra such as
+`SORT_KEY=loss` (or `BYPASS_CACHE=1`) is masked too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from wfops.settings.keys import KEYS_BY_NAME
 
 _SECRET_RE = re.compile(r"(_KEY$|_TOKEN$|_SECRET$|PASSWORD)", re.IGNORECASE)
-_SHAPE_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PWD")
+_SHAPE_RE = re.compile(r"KEY|TOKEN|SECRET|PASS|CREDENTIAL|PWD")  # PASS: PASSWORD, PASSWD, PASSPHRASE, DB_PASS
 _NOT_SECRET = frozenset({"PWD", "OLDPWD"})  # the shell's working directories
 
 MASK = "********"
