@@ -39,6 +39,7 @@ from wfops.tasks._parsing import did_you_mean
 _ARG_REPR = re.compile(r"<\w+: (\w+)[^>]*>")  # invoke names an option by its Argument's repr
 ABOUT = "wfops runs ML training sweeps on rented GPU pods, configured by one dotenv file."
 # invoke's core options that mean nothing for wfops tasks: not listed, refused when given
+LIST_FORMATS = ("flat", "nested", "json")  # invoke's --list-format values (another one was a traceback)
 NOT_OFFERED = ("command-timeout", "dry", "echo", "hide", "prompt-for-sudo-password", "pty", "warn-only", "write-pyc")
 
 
@@ -72,6 +73,10 @@ class WfopsProgram(Program):
             why = ("wfops has no dry run (previews: checkout --dry-run, sweep.validate)" if given[0].name == "dry"
                    else "it is about invoke's own shell commands, and wfops tasks run none")
             raise Exit(f"wfops: {flags} is not a wfops option: {why}; nothing was run", EXIT_USAGE)
+        form = self.core[0].args["list-format"].value
+        if form not in LIST_FORMATS:
+            raise Exit(f"wfops: --list-format={form!r} is not valid: expected one of {', '.join(LIST_FORMATS)}"
+                       + did_you_mean(str(form), LIST_FORMATS), EXIT_USAGE)
 
     def print_help(self) -> None:
         print(ABOUT)
@@ -90,6 +95,8 @@ class WfopsProgram(Program):
             super().parse_core(argv)
         except ParseError as exc:
             raise usage_error(exc) from None
+        except ValueError as exc:  # `-D abc`: invoke converts a core option's value while parsing
+            raise _bad_value(exc, list(self.argv or [])) from None
 
     def parse_tasks(self) -> None:
         """Parse, then hand a `--config` given before the task name to every task that was not given its own."""
@@ -97,6 +104,8 @@ class WfopsProgram(Program):
             super().parse_tasks()
         except ParseError as exc:
             raise usage_error(exc) from None
+        except ValueError as exc:  # a core option after the task name: `wfops sweep.status -D abc`
+            raise _bad_value(exc, list(self.argv or [])) from None
         self._refuse_not_offered()
         path = self.args.config.value
         for context in self.tasks if path else ():
@@ -141,6 +150,17 @@ def completion_script(shell: str) -> str:
         return text.getvalue().rstrip("\n")
     return re.sub(r"(?<=[`(\s])wfops(?= (--complete|\$\{=collection_arg\}))", me.replace("\\", "\\\\"),
                   text.getvalue()).rstrip("\n")
+
+
+def _bad_value(exc: ValueError, argv: list[str]) -> Exit:
+    """A core option whose value invoke could not convert (`-D abc`; `-T abc` is refused as not offered): one
+    line, exit 2 (was a traceback)."""
+    if any(w.startswith(("-T", "--command-timeout")) for w in argv):
+        return Exit("wfops: -T/--command-timeout is not a wfops option: it is about invoke's own shell commands, "
+                    "and wfops tasks run none; nothing was run", EXIT_USAGE)
+    said = re.search(r"'(.*)'$", str(exc))
+    value = said.group(1) if said else str(exc)
+    return Exit(f"wfops: {value!r} is not a whole number, which -D/--list-depth takes", EXIT_USAGE)
 
 
 def _not_offered(spec: str) -> bool:

@@ -50,6 +50,19 @@ def test_the_options_not_offered_are_not_listed_nor_completed():
         assert word not in out and word not in completed
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["-D", "abc", "--list"], "wfops: 'abc' is not a whole number, which -D/--list-depth takes"),
+    (["sweep.status", "--list-depth", "x"], "wfops: 'x' is not a whole number, which -D/--list-depth takes"),
+    (["-T", "abc", "fsm.status"], "wfops: -T/--command-timeout is not a wfops option: it is about invoke's own "
+                                  "shell commands, and wfops tasks run none; nothing was run"),
+    (["--list-format=jsn"], "wfops: --list-format='jsn' is not valid: expected one of flat, nested, json "
+                            "(did you mean json?)"),
+])
+def test_a_bad_core_option_value_is_one_line_not_a_traceback(args, line):
+    res = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr.splitlines()) == (2, "", [line])
+
+
 def _inv(pod: Pod, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "inv"), *args], cwd=ROOT, capture_output=True, text=True, env=pod.env())
 
