@@ -114,7 +114,13 @@ class WfopsProgram(Program):
                 arg.value = path
 
     def parse_cleanup(self) -> None:
-        """`--help NOSUCH` is one line with "did you mean", exit 2; `--complete` offers only the options offered."""
+        """`--help NOSUCH` and `--list NOSUCH` are one line with "did you mean", exit 2; `--complete` offers only
+        the options offered."""
+        root = self.args.list.value
+        if isinstance(root, str) and root not in self.collection.collections:  # invoke: exit 1, no "wfops:"
+            raise Exit(f"wfops: no group of tasks named {root!r} to list (groups: "
+                       f"{', '.join(sorted(self.collection.collections))})"
+                       + did_you_mean(root, self.collection.collections), EXIT_USAGE)
         completing = bool(self.args.complete.value)
         out = io.StringIO()
         try:

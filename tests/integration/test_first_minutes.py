@@ -57,6 +57,8 @@ def test_the_options_not_offered_are_not_listed_nor_completed():
                                   "shell commands, and wfops tasks run none; nothing was run"),
     (["--list-format=jsn"], "wfops: --list-format='jsn' is not valid: expected one of flat, nested, json "
                             "(did you mean json?)"),
+    (["--list", "swep"], "wfops: no group of tasks named 'swep' to list (groups: config, fsm, pod, run, sweep, task) "
+                         "(did you mean sweep?)"),
 ])
 def test_a_bad_core_option_value_is_one_line_not_a_traceback(args, line):
     res = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=60)
