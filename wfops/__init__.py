@@ -87,7 +87,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/steps.py            running bootstrap/checkout steps with progress on stderr
     agent/prepare.py          bootstrap and checkout-apply on the pod
     agent/facts.py            read-only facts: the checkout probe, pod.status checks
-    agent/data.py             checkout's data step: DATA_CHECK in DATA_DIR, linking it into the workdir
+    agent/data.py             checkout's data step: DATA_CHECK in DATA_DIR, DATA_PREPARE_CMD, linking it in the workdir
     agent/tasks.py            tracked tasks: a command in its own tmux window, supervised
     agent/supervisor.py       one run or task, supervised: start, log, timeout, stall, final sync
     agent/outcome.py          how a run ended, in words a researcher can act on

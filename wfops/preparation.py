@@ -41,7 +41,7 @@ class CheckoutPlan:
     ref: str  # branch name or PR number
     expect_sha: str
     venv: str  # "keep" | "create" | "recreate"
-    data: str  # "present" | "download" | "download_staged"
+    data: str  # "present" | "download" | "download_staged" | "prepare"
     steps: tuple[Step, ...] = field(default=())
     env_site: tuple[str, ...] = ()  # REMOTE_PYTHON_BIN is in a venv: its site dirs, which our venv must see too
 
@@ -60,6 +60,18 @@ def require_repo_url(settings: Settings) -> str:
     if url.startswith("-") or "\n" in url:
         raise ConfigError(f"config: REPO_URL={settings.mask(url)!r} is not a git URL")
     return url
+
+
+def check_data_keys(settings: Settings) -> None:
+    """DATA_PREPARE_CMD needs a DATA_CHECK (how checkout tells that the data is there, so that it runs only when
+    needed) and is one way to get the data, DOWNLOAD_FINEWEB the other."""
+    if not settings.data_prepare_cmd.strip():
+        return
+    if not settings.data_check:
+        raise ConfigError("config: DATA_PREPARE_CMD needs DATA_CHECK (the files it makes in DATA_DIR), so that "
+                          "checkout runs it only while they are missing")
+    if settings.download_fineweb:
+        raise ConfigError("config: DATA_PREPARE_CMD and DOWNLOAD_FINEWEB=1 are two ways to get the data; keep one")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -173,10 +185,16 @@ def _plan_data(settings: Settings, data: Facts, steps: list[Step]) -> str:
     if not checks:
         steps.append(Step("data", False, "DATA_CHECK is empty: the data is not checked"))
         return "present"
+    prepare = settings.data_prepare_cmd.strip()
     if not missing:
         found = sum(len(c["matches"]) for c in checks)
-        steps.append(Step("data", False, f"{found} file(s) in {data_dir} match DATA_CHECK"))
+        skipped = ": DATA_PREPARE_CMD skipped" if prepare else ""
+        steps.append(Step("data", False, f"{found} file(s) in {data_dir} match DATA_CHECK{skipped}"))
         return "present"
+    if prepare:
+        steps.append(Step("data", True, f"prepare: DATA_PREPARE_CMD in {settings.ops_remote_repo} (venv first on "
+                                        f"PATH), then DATA_CHECK in {data_dir} again"))
+        return "prepare"
     if settings.download_fineweb:
         staged = data.get("fs_type") == "fuse.s3fs"
         where = f"staged on local disk, then copied into {data_dir} (s3fs)" if staged else f"into {data_dir}"
@@ -212,6 +230,7 @@ def _plan_link(settings: Settings, checks: list[Facts], link: Facts, data_action
 
 def plan_checkout(settings: Settings, facts: Facts) -> CheckoutPlan:
     url = require_repo_url(settings)
+    check_data_keys(settings)
     repo, venv, py, data = facts["repo"], facts["venv"], facts["python"], facts["data"]
     steps: list[Step] = []
     clone = _plan_clone(url, repo, steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from wfops import errors
-from wfops.agent.states import STATE_EXIT
+from wfops.agent.states import STATE_EXIT, VENV_DIR
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
 from wfops.transport.shell import is_pod_name, qpath
@@ -28,8 +28,10 @@ def check_workdir(workdir: str) -> str:
 
 
 def command_script(settings: Settings, task_id: str, command: str, workdir: str) -> str:
-    """command.sh: load the pod env, enter the workdir, then the user's command exactly as given."""
+    """command.sh: load the pod env, put the checkout's venv first on PATH (when there is one), enter the workdir,
+    then the user's command exactly as given."""
     env_path = qpath(settings.remote_env_path)
+    venv = qpath(f"{settings.ops_remote_repo.rstrip('/')}/{VENV_DIR}")
     if workdir:
         wd = qpath(workdir)
         enter = f"cd {wd} || {{ printf 'wfops: workdir %s does not exist\\n' {wd} >&2; exit 2; }}"
@@ -41,6 +43,8 @@ def command_script(settings: Settings, task_id: str, command: str, workdir: str)
         "#!/usr/bin/env bash\n"
         f"# wfops tracked task {task_id}, created {created}. The lines after the marker are the command as given.\n"
         f"set -a; . {env_path}; set +a\n"
+        f"if [ -x {venv}/bin/python ]; then VIRTUAL_ENV={venv}; PATH=\"$VIRTUAL_ENV/bin:$PATH\"; "
+        "export VIRTUAL_ENV PATH; unset PYTHONHOME; fi\n"
         f"{enter}\n"
         "# ---- command ----\n"
         f"{command}\n"

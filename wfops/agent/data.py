@@ -1,6 +1,7 @@
-"""The data step of checkout: what DATA_CHECK finds in DATA_DIR, how the data appears in the training workdir
-(DATA_LINK: each matched file linked into DATA_LINK_DIR, DATA_LINK_DIR itself a link to DATA_DIR, or nothing),
-and keeping wfops' own files (the links, .venv) out of `git status` through the repo's .git/info/exclude.
+"""The data step of checkout: what DATA_CHECK finds in DATA_DIR, the repo's own DATA_PREPARE_CMD, how the data
+appears in the training workdir (DATA_LINK: each matched file linked into DATA_LINK_DIR, DATA_LINK_DIR itself a link
+to DATA_DIR, or nothing), and keeping wfops' own files (the links, .venv) out of `git status` through the repo's
+.git/info/exclude.
 
 Standard library only, Python >= 3.8.
 """
@@ -10,11 +11,15 @@ from __future__ import annotations
 import glob
 import os
 
+from . import store
+from .states import DATA_PREPARE_LOG, DATA_PREPARE_SCRIPT
+from .steps import fail, in_venv_script, note, run_logged
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any, Iterable, List, Optional
 
+    from .states import Layout
     from .wire import Json
 
 EXCLUDE_MARK = "# wfops: its venv and data links (checkout)"
@@ -29,6 +34,38 @@ def matches(data_dir: str, patterns: Optional[Iterable[Any]]) -> List[Json]:
                        if os.path.isfile(p) and not os.path.basename(p).startswith("."))
         out.append({"pattern": str(pattern), "matches": found})
     return out
+
+
+def missing(data_dir: str, patterns: Optional[Iterable[Any]]) -> List[str]:
+    """The DATA_CHECK patterns that match nothing in DATA_DIR."""
+    return [c["pattern"] for c in matches(data_dir, patterns) if not c["matches"]]
+
+
+def prepare(pod: Layout, repo: str, venv: str, data_dir: str, patterns: Iterable[Any], command: str) -> int:
+    """DATA_PREPARE_CMD, by bash in the checkout with the venv first on PATH and WF_DATA_DIR set, unless DATA_CHECK
+    passes already; its text from a mode-600 file, its output on stderr and in _control/data-prepare.log. 1 when
+    it ran; a failure, or data still missing after it, stops checkout (exit 6) naming the log."""
+    if not missing(data_dir, patterns):
+        note("[prepare] DATA_CHECK already passes in %s: DATA_PREPARE_CMD skipped" % data_dir)
+        return 0
+    log = os.path.join(pod.control, DATA_PREPARE_LOG)
+    script = os.path.join(pod.control, DATA_PREPARE_SCRIPT)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        store.write_bytes(script, command.encode() + b"\n")
+        os.chmod(script, 0o600)
+    except OSError as exc:
+        fail("cannot prepare the data step: %s: %s" % (exc.filename, exc.strerror or exc))
+    note("[prepare] running DATA_PREPARE_CMD in %s with its venv first on PATH (output kept in %s)" % (repo, log))
+    rc = run_logged(in_venv_script(pod, venv, script), log, cwd=repo, env=dict(os.environ, WF_DATA_DIR=data_dir))
+    if rc != 0:
+        fail("DATA_PREPARE_CMD failed (exit %d); its output is in %s on the pod" % (rc, log))
+    left = missing(data_dir, patterns)
+    if left:
+        fail("DATA_PREPARE_CMD finished but nothing in DATA_DIR=%s matches %s (DATA_CHECK); its output is in %s on "
+             "the pod" % (data_dir, " ".join(left), log))
+    note("[prepare] done: DATA_CHECK passes in %s" % data_dir)
+    return 1
 
 
 def matched_files(checks: Iterable[Json]) -> List[str]:

@@ -18,7 +18,7 @@ import subprocess
 from . import launch, procs, store, wire, workflow
 from .data import FINEWEB_CHECK
 from .registry import Refusal, command
-from .states import EXIT_CONFLICT, INIT, SWEEP_RUNNING, UNKNOWN, pod_path
+from .states import EXIT_CONFLICT, INIT, SWEEP_RUNNING, UNKNOWN, VENV_DIR, pod_path
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def checkout_facts(pod: Layout, repo: str, python: str, data_dir: str, workdir: 
     from . import data
 
     repo, data_dir, mounts = pod_path(repo), pod_path(data_dir), pod_path(mounts)
-    venv = os.path.join(repo, ".venv")
+    venv = os.path.join(repo, VENV_DIR)
     facts: Json = {"repo": _repo_facts(repo, install_cmd), "venv": _venv_facts(venv), "python": _python_facts(python)}
     code, out = run_out(["nvidia-smi", "-L"], timeout=60)
     facts["gpus"] = [ln for ln in out.splitlines() if ln.startswith("GPU")] if code == 0 else []

@@ -2,7 +2,8 @@
 steps of the client's wfops.prepare.CheckoutPlan in the order of SPEC §2, stopping at the first failure, exit 6).
 
 Client values are data: they reach children as separate argv words. The only shell code is the fixed
-`bash -c` wrappers below and the user commands meant as shell code (REPO_INSTALL_CMD, FINEWEB_DOWNLOAD_CMD).
+`bash -c` wrappers below and the user commands meant as shell code (REPO_INSTALL_CMD, FINEWEB_DOWNLOAD_CMD,
+and DATA_PREPARE_CMD, which runs from a mode-600 file so that its text is in no argv).
 Children read /dev/null and write to our stderr, as do the `wfops: [step] ...` notes. Stdlib only, Python >= 3.8.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 from . import data, facts, store, wire, workflow
 from .data import FINEWEB_CHECK
 from .registry import Refusal, command
-from .states import EXIT_USAGE, pod_path
+from .states import EXIT_USAGE, VENV_DIR, pod_path
 from .steps import fail, git_credentials, in_venv, must, note, run, with_env
 from .wire import TYPE_CHECKING
 
@@ -156,7 +157,7 @@ class Checkout:
 
     def __init__(self, pod: Layout, plan: Json, repo: str, data_dir: str, train_workdir: str, link_dir: str,
                  install_cmd: str, repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
-                 data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards") -> None:
+                 data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards", prepare_cmd: str = "") -> None:
         missing = [k for k in PLAN_KEYS if k not in plan]
         if missing:
             raise Refusal(EXIT_USAGE, "checkout-apply: the plan lacks %s" % ", ".join(missing))
@@ -164,7 +165,7 @@ class Checkout:
         self.ref, self.pr = str(plan["ref"]), plan["ref_kind"] == "pr"
         self.expect = str(plan["expect_sha"] or "")
         self.repo = os.path.abspath(pod_path(repo))
-        self.venv = self.repo + "/.venv"
+        self.venv = self.repo + "/" + VENV_DIR
         self.data = os.path.abspath(pod_path(data_dir))
         self.work = self.repo + "/" + train_workdir
         self.link = self.work + "/" + link_dir
@@ -173,6 +174,7 @@ class Checkout:
         self.cpu_only, self.download_cmd = cpu_only, download_cmd
         self.data_check = [str(p) for p in data_check]
         self.data_link, self.env_site = data_link, [str(d) for d in plan.get("env_site") or []]
+        self.prepare_cmd = prepare_cmd
 
     def git(self, args: List[Any], message: str) -> None:
         must(["git"] + self.git_cfg + args, message, cwd=self.repo, env=self.git_env)
@@ -299,11 +301,13 @@ class Checkout:
                  "GPU on purpose")
         note("[torch] the venv uses %s" % where)
 
-    def fetch_data(self) -> None:
+    def fetch_data(self) -> int:  # 1 when DATA_PREPARE_CMD ran
         kind = self.plan["data"]
+        if kind == "prepare":
+            return data.prepare(self.pod, self.repo, self.venv, self.data, self.data_check, self.prepare_cmd)
         if kind not in ("download", "download_staged"):
             note("[data] present in %s" % self.data if self.data_check else "[data] DATA_CHECK is empty: not checked")
-            return
+            return 0
         _mkdirs(self.data)
         staged = kind == "download_staged"
         dl = tempfile.mkdtemp(prefix="wfops-data.") if staged else self.data
@@ -318,9 +322,10 @@ class Checkout:
         finally:
             if staged:
                 shutil.rmtree(dl, ignore_errors=True)
-        missing = [c["pattern"] for c in data.matches(self.data, self.data_check) if not c["matches"]]
+        missing = data.missing(self.data, self.data_check)
         if missing:
             fail("the downloader finished but DATA_DIR has nothing matching %s (DATA_CHECK)" % " ".join(missing))
+        return 0
 
     def _in(self, directory: str) -> List[Any]:  # files of `directory` that DATA_CHECK matches (absolute paths)
         return [os.path.join(directory, n) for n in data.matched_files(data.matches(directory, self.data_check))]
@@ -367,9 +372,9 @@ class Checkout:
 def checkout_apply(pod: Layout, plan: Json, repo: str, data_dir: str, train_workdir: str, link_dir: str,
                    install_cmd: str,
                    repo_url: str, remote_python: str, cpu_only: bool, download_cmd: str,
-                   data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards") -> Json:
+                   data_check: Sequence[Any] = FINEWEB_CHECK, data_link: str = "shards", prepare_cmd: str = "") -> Json:
     c = Checkout(pod, plan, repo, data_dir, train_workdir, link_dir, install_cmd, repo_url, remote_python,
-                 cpu_only, download_cmd, data_check, data_link)
+                 cpu_only, download_cmd, data_check, data_link, prepare_cmd)
     c.clone()
     target = c.fetch()
     c.clean()
@@ -378,8 +383,8 @@ def checkout_apply(pod: Layout, plan: Json, repo: str, data_dir: str, train_work
     installed = c.install(venv_changed)
     if venv_changed or installed:
         c.check_torch()
-    c.fetch_data()
+    prepared = c.fetch_data()
     linked = c.link_data()
     state = workflow.succeed(pod, "checkout", "HEAD %s" % new)
     return {"head": new, "previous": old, "venv_changed": venv_changed, "installed": installed, "linked": linked,
-            "repo": c.repo, "state": state}
+            "prepared": prepared, "repo": c.repo, "state": state}

@@ -3,6 +3,7 @@ failures (exit 6), the fixed bash wrappers that load the pod env, and git creden
 
 from __future__ import annotations
 
+import codecs
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 WITH_ENV = 'set -a; . "$1"; set +a; shift; exec "$@"'
 # ENV_FILE VENV SHELL_COMMAND: run a user's shell command with the pod env loaded and the venv active
 IN_VENV = 'set -a; . "$1"; set +a; . "$2/bin/activate"; exec bash -c "$3"'
+# ENV_FILE VENV SCRIPT: the same for a user's command kept in a file (its text never in an argv)
+IN_VENV_SCRIPT = 'set -a; . "$1"; set +a; . "$2/bin/activate"; exec bash "$3"'
 
 
 def note(text: str) -> None:
@@ -45,6 +48,37 @@ def run(argv: List[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]
     except OSError as exc:
         note("cannot run %s: %s" % (argv[0], exc.strerror or exc))
         return 127
+    return 128 - rc if rc < 0 else rc
+
+
+def run_logged(argv: List[str], log: str, cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> int:
+    """Run a child (stdin /dev/null) with its output both on our stderr and in `log` (mode 600, replaced);
+    its status as bash has it. A log that cannot be created fails the step."""
+    try:
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an older log was left with another mode
+    except OSError as exc:
+        fail("cannot create %s: %s" % (log, exc.strerror or exc))
+    sys.stderr.flush()
+    with open(fd, "wb") as fh:
+        try:
+            child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        except OSError as exc:
+            note("cannot run %s: %s" % (argv[0], exc.strerror or exc))
+            return 127
+        assert child.stdout is not None
+        text = codecs.getincrementaldecoder("utf-8")("replace")
+        with child.stdout:
+            while True:
+                chunk = os.read(child.stdout.fileno(), 65536)
+                fh.write(chunk)
+                sys.stderr.write(text.decode(chunk, final=not chunk))
+                sys.stderr.flush()
+                if not chunk:
+                    break
+    rc = child.wait()
     return 128 - rc if rc < 0 else rc
 
 
@@ -77,6 +111,10 @@ def git_credentials(url: str) -> Tuple[Any, ...]:
 
 def with_env(pod: Layout, argv: List[Any]) -> List[Any]:
     return ["bash", "-c", WITH_ENV, "wfops", pod.env_path or os.devnull] + list(argv)
+
+
+def in_venv_script(pod: Layout, venv: str, script: str) -> List[Any]:
+    return ["bash", "-c", IN_VENV_SCRIPT, "wfops", pod.env_path or os.devnull, venv, script]
 
 
 def in_venv(pod: Layout, venv: str, shell_command: str) -> List[Any]:

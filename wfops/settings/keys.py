@@ -173,6 +173,10 @@ KEYS: tuple[Key, ...] = (
        "checkout: where the data appears, relative to TRAIN_WORKDIR (see DATA_LINK)"),
     _k("checkout", "DATA_CHECK", "fineweb_train_*.bin fineweb_val_*.bin", _data_check,
        "checkout: glob patterns that must each match a file in DATA_DIR (empty: no data check)"),
+    _k("checkout", "DATA_PREPARE_CMD", "", c.text,
+       "checkout: the repo's own data preparation, run by bash in OPS_REMOTE_REPO with the venv first on PATH and "
+       "WF_DATA_DIR=DATA_DIR, after the install and before the data check; skipped while DATA_CHECK passes "
+       "(empty: none)"),
     _k("checkout", "DATA_LINK", "shards", c.choice("shards", "dir", "none"),
        "checkout: shards: link each file DATA_CHECK matches into DATA_LINK_DIR; dir: DATA_LINK_DIR becomes a link "
        "to DATA_DIR; none: link nothing"),

@@ -95,6 +95,7 @@ class Settings:
     wf_mount_table: str
     data_link_dir: str
     data_check: tuple[str, ...]
+    data_prepare_cmd: str
     data_link: str
     # -- sweep
     sweep_csv: str

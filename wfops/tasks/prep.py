@@ -8,7 +8,7 @@ from typing import Any
 
 from wfops.fanout import Log, to_stderr
 from wfops.output import pairs, visible
-from wfops.preparation import plan_checkout, require_repo_url
+from wfops.preparation import check_data_keys, plan_checkout, require_repo_url
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
 from wfops.tasks._base import JSON_HELP, PodWork, on_pods, settings_for, wftask
@@ -80,6 +80,7 @@ def checkout_pod(settings: Settings, member: Member, dry_run: bool = False,
     """Check out REPO_URL on one pod (probe once, plan, apply only what is missing): what `checkout --json`
     prints; with `dry_run` the plan (a DryRun, secrets masked) and nothing changed."""
     require_repo_url(settings)
+    check_data_keys(settings)
     v = settings
     common: dict[str, Any] = dict(repo=v.ops_remote_repo, data_dir=v.data_dir, train_workdir=v.train_workdir,
                                   link_dir=v.data_link_dir, install_cmd=v.repo_install_cmd,
@@ -100,19 +101,21 @@ def checkout_pod(settings: Settings, member: Member, dry_run: bool = False,
         plan_data = dict(dataclasses.asdict(plan), link=plan.does("link"))
         return cmd.call("checkout-apply", plan=plan_data, repo_url=v.repo_url,
                         remote_python=v.remote_python_bin, cpu_only=bool(settings.cpu_only),
-                        download_cmd=v.fineweb_download_cmd, **common)
+                        download_cmd=v.fineweb_download_cmd, prepare_cmd=v.data_prepare_cmd, **common)
 
 
 def _checkout_text(data: dict | DryRun) -> str:
     if isinstance(data, DryRun):
         return data.text()
-    return pairs([
+    items: list[tuple[str, object]] = [
         ("state", data.get("state")),
         ("HEAD", data.get("head")),
         ("venv", "rebuilt" if data.get("venv_changed") else "unchanged"),
         ("dependencies", "installed" if data.get("installed") else "unchanged"),
-        ("repo", data.get("repo")),
-    ])
+    ]
+    if data.get("prepared"):
+        items.append(("data", "prepared (DATA_PREPARE_CMD ran)"))
+    return pairs([*items, ("repo", data.get("repo"))])
 
 
 def _checkout_json(data: dict | DryRun) -> dict:
