@@ -38,6 +38,12 @@ DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota ex
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?(?:rank\s*:\s*(\d+).*?)?exitcode\s*:\s*(-?\d+)", re.S)
 RANK_RE = re.compile(r"^(?:\[rank(\d+)\]:\s?)+")  # torchrun --tee's prefix (torch adds its own again)
 COMPILE_RE = re.compile(r"^(?:SyntaxError|IndentationError|TabError): ")
+# what a worker says when it ends without a traceback: argparse's `prog: error: ...` (exit 2), a `SystemExit: ...`
+# line, the last `SomethingError: ...` / `Exception: ...` line (a logger's, a print's)
+ARGPARSE_RE = re.compile(r"^[\w.\-/]+: error: \S")
+SYSTEM_EXIT_RE = re.compile(r"^SystemExit: \S")
+ERROR_LINE_RE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): \S")
+TORCHRUN_LINE_RE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^=+$|^-+$")  # glog lines, its report's rules
 CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
 STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d ")  # the time stamps of stdout.log
@@ -90,9 +96,46 @@ def worker_error(log_text: str, rank: Optional[int] = None) -> str:
     return found
 
 
+def _worker_lines(log_text: str, rank: Optional[int]) -> List[str]:
+    """The lines a worker printed (time stamps and rank prefixes removed): those of `rank` when the log has rank
+    prefixes (the others are torchrun's own), else every line up to torchrun's failure report."""
+    prefixed = any(RANK_RE.match(STAMP_RE.sub("", raw)) for raw in log_text.splitlines())
+    out = []
+    for raw in log_text.splitlines():
+        line = STAMP_RE.sub("", raw)
+        m = RANK_RE.match(line)
+        if prefixed and (not m or (rank is not None and int(m.group(1)) != rank)):
+            continue
+        body = (line[m.end():] if m else line).rstrip()
+        if not prefixed and (body.startswith("Traceback (most recent call last)")
+                             or ("exitcode" in body and TORCHRUN_LINE_RE.match(body))):
+            break  # torchrun's report of the failure: nothing of the worker's after it
+        if body.strip() and not TORCHRUN_LINE_RE.match(body) and not any(own in body for own in TORCHRUN_OWN):
+            out.append(body)
+    return out
+
+
+def message_error(log_text: str, rank: Optional[int] = None) -> str:
+    """Evidence of a worker that ended without a traceback: argparse's `prog: error: ...` line, else a
+    `SystemExit: ...` line, else the last `...Error: ...` / `...Exception: ...` line. "" if none."""
+    lines = _worker_lines(log_text, rank)
+    for rx in (ARGPARSE_RE, SYSTEM_EXIT_RE, ERROR_LINE_RE):
+        found = [ln for ln in lines if rx.match(ln)]
+        if found:
+            return found[-1][:300]
+    return ""
+
+
+def last_words(log_text: str, rank: Optional[int] = None) -> str:
+    """The last line the worker printed ("" if none): what `sys.exit("message")` leaves, with exit code 1."""
+    lines = _worker_lines(log_text, rank)
+    return lines[-1].strip()[:300] if lines else ""
+
+
 def classify(log_text: str, exit_code: Optional[int], state: str) -> Json:
     """The worker's real exit code and a failure class where one can be told; the evidence is the failing
-    worker's own error line when the log has one, else torchrun's root-cause line."""
+    worker's own error line when the log has one (its traceback's exception, else argparse's error, a SystemExit
+    or Error: line: message_error), else torchrun's root-cause line."""
     out: Json = {"exit_code": exit_code, "failure_class": None, "evidence": None}
     m = ROOT_CAUSE_RE.search(log_text)
     if m:
@@ -100,7 +143,8 @@ def classify(log_text: str, exit_code: Optional[int], state: str) -> Json:
         out["exit_code"] = 128 - code if code < 0 else code
         out["evidence"] = log_line(log_text, m.start(2), m.end(2))
     if state != SUCCESS:
-        own = worker_error(log_text, int(m.group(1)) if m and m.group(1) else None)
+        rank = int(m.group(1)) if m and m.group(1) else None
+        own = worker_error(log_text, rank) or message_error(log_text, rank)
         out["evidence"] = own or out["evidence"]
     if state == SUCCESS:
         return out
@@ -113,6 +157,8 @@ def classify(log_text: str, exit_code: Optional[int], state: str) -> Json:
             out.update(failure_class=name, evidence=out["evidence"] or log_line(log_text, hit.start(), hit.end()))
             return out
     out["failure_class"] = FAIL_EXIT
+    if not own and out["exit_code"] == 1:
+        out["evidence"] = last_words(log_text, rank) or out["evidence"]
     return out
 
 
