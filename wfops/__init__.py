@@ -104,6 +104,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/fleet.py            this pod's part in a fleet sweep: facts, its share, node placement
     agent/netcheck.py         the reachability check before a multi-node run
     agent/metrics.py          a run's metrics from its metrics.jsonl (or its log)
+    agent/presets.py          named metric presets (nanogpt, pytorch-examples, json, kv) beside METRIC_PATTERNS
     agent/results.py          what a sweep produced: sweep-metrics for sweep.report
     agent/logs.py             live logs of a run or task over the one connection
     agent/fetching.py         what run.fetch sends: the files the client lacks or has in another version

@@ -115,7 +115,7 @@ def test_report_from_jsonl_and_patterns_with_files_and_order(ready: Pod):
 
 def test_a_pattern_that_matches_nothing_is_an_empty_column(local_ready: Pod):
     pod = local_ready
-    pod.configure(METRIC_PATTERNS=r"never (?P<nothing>\d+)", METRIC_COLUMNS="nothing")
+    pod.configure(METRIC_PATTERNS=r"never (?P<nothing>\d+)", METRIC_COLUMNS="nothing", METRIC_PRESETS="none")
     sweep(pod, "only,config/train_tiny.py,1,steps=2,\n")
     wait_end(pod)
     res = pod.ok("sweep.report", "--out", str(pod.root.parent / "rep"))

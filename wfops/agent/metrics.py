@@ -1,6 +1,6 @@
 """Metrics of a run, read on the pod: from the `metrics.jsonl` the run writes (one JSON object per line, a step
 and numbers) or, when there is none, from its log lines matched by METRIC_PATTERNS (regexes with named groups;
-`step` is the step, every other group a metric). Reads only.
+`step` is the step, every other group a metric) and the named presets of METRIC_PRESETS (presets.py). Reads only.
 
 Standard library only, Python >= 3.8.
 """
@@ -8,21 +8,20 @@ Standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 
+from .presets import JSONL_STEP_KEYS, Extractor, record_points
 from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
+    from typing import Any, Dict, Iterable, List, Optional, Tuple
 
     from .states import Layout
     from .wire import Json
 
 METRICS_FILE = "metrics.jsonl"
-STEP_KEYS = ("step", "iter", "iteration", "it")
 TAIL_BYTES = 64 * 1024  # what sweep.status reads of each run's files for the last values
 # a worker's log line under torchrun --tee with a rank prefix: "<ISO time> [rankN]:..."
 RANK_RE = re.compile(rb"^\S+ \[rank(\d+)\]:")
@@ -32,16 +31,6 @@ def line_rank(line: bytes) -> Optional[int]:
     """The rank prefix of a log line, or None (one process, or torchrun's own lines)."""
     m = RANK_RE.match(line)
     return int(m.group(1)) if m else None
-
-
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        out = float(value)
-    except ValueError:
-        return None
-    return out if math.isfinite(out) else None
 
 
 def read_text(path: str, tail: int = 0) -> str:
@@ -77,44 +66,30 @@ def from_jsonl(text: str) -> Series:
             record = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(record, dict):
-            continue
-        key = next((k for k in STEP_KEYS if _number(record.get(k)) is not None), None)
-        step = _number(record[key]) if key else None
-        for name, raw in record.items():
-            value = _number(raw) if not isinstance(raw, str) else None
-            if name != key and value is not None:
+        if isinstance(record, dict):
+            for name, step, value in record_points(record, JSONL_STEP_KEYS):
                 series.add(name, step, value)
     return series
 
 
-def compile_patterns(patterns: Optional[Iterable[Any]]) -> List[Pattern[str]]:
-    out = []
-    for p in patterns or ():
-        try:
-            out.append(re.compile(str(p)))
-        except re.error:
-            continue
-    return out
+def compile_patterns(patterns: Optional[Iterable[Any]]) -> Extractor:
+    """METRIC_PATTERNS (regexes; one that does not compile is left out) and the presets named `@name` among them."""
+    return Extractor(patterns or ())
 
 
-def from_log(text: str, patterns: List[Any]) -> Series:
+def _own_line(line: str) -> bool:
+    """Lines of ranks other than 0 are not read (they repeat rank 0's)."""
+    m = RANK_RE.match(line.encode("utf-8", "replace")[:64])
+    return not m or m.group(1) == b"0"
+
+
+def from_log(text: str, patterns: Extractor) -> Series:
     """Metrics from log lines; lines of ranks other than 0 are ignored (they repeat rank 0's)."""
     series = Series()
     for line in text.splitlines():
-        m = RANK_RE.match(line.encode("utf-8", "replace")[:64])
-        if m and m.group(1) != b"0":
-            continue
-        for pattern in patterns:
-            found = pattern.search(line)
-            if not found:
-                continue
-            groups = found.groupdict()
-            step = _number(groups.pop("step", None))
-            for name, raw in groups.items():
-                value = _number(raw)
-                if value is not None:
-                    series.add(name, step, value)
+        if _own_line(line):
+            for name, step, value in patterns.points(line):
+                series.add(name, step, value)
     return series
 
 
@@ -132,7 +107,7 @@ def _out_dir(run_dir: str) -> str:
     return run_dir
 
 
-def run_series(run_dir: str, patterns: List[Any], tail: int = 0) -> Tuple[Any, ...]:
+def run_series(run_dir: str, patterns: Extractor, tail: int = 0) -> Tuple[Any, ...]:
     """(source, Series) of one run: metrics.jsonl first, else its log through the patterns."""
     for where in (_out_dir(run_dir), run_dir):
         path = os.path.join(where, METRICS_FILE)
@@ -143,29 +118,17 @@ def run_series(run_dir: str, patterns: List[Any], tail: int = 0) -> Tuple[Any, .
     return "", Series()
 
 
-def _last_from_log(text: str, patterns: List[Any]) -> Json:
-    """The last value of each pattern's metrics, reading lines from the end and stopping once every pattern has
-    matched (sweep.status over many runs stays cheap)."""
+def _last_from_log(text: str, patterns: Extractor) -> Json:
+    """The last value of each metric, reading lines from the end (the metrics in the order found so)."""
     found: Json = {}
-    waiting = list(patterns)
     for line in reversed(text.splitlines()):
-        if not waiting:
-            break
-        m = RANK_RE.match(line.encode("utf-8", "replace")[:64])
-        if m and m.group(1) != b"0":
-            continue
-        for pattern in list(waiting):
-            hit = pattern.search(line)
-            if hit:
-                waiting.remove(pattern)
-                for name, raw in hit.groupdict().items():
-                    value = _number(raw)
-                    if name != "step" and value is not None:
-                        found.setdefault(name, value)
+        if _own_line(line):
+            for name, _, value in patterns.points(line):
+                found.setdefault(name, value)
     return found
 
 
-def last_values(run_dir: str, patterns: List[Any]) -> Json:
+def last_values(run_dir: str, patterns: Extractor) -> Json:
     """{metric: last value} from the end of the run's files (what sweep.status shows)."""
     for where in (_out_dir(run_dir), run_dir):
         path = os.path.join(where, METRICS_FILE)

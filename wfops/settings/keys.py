@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wfops.agent.presets import DEFAULT_PRESETS
+from wfops.agent.presets import NAMES as PRESET_NAMES
 from wfops.agent.states import FAILURE_CLASSES
 from wfops.settings import checks as c
 
@@ -55,7 +57,6 @@ _data_check = c.words_matching(lambda w: not (w.startswith("/") or ".." in w.spl
                                "glob patterns relative to DATA_DIR (no leading '/', no '..')")
 
 
-
 def _dollars(value: str) -> float | None:
     """A price or a budget in USD: empty (unknown / none), or a finite number >= 0."""
     text = value.strip()
@@ -76,6 +77,18 @@ def _resume_when(value: str) -> str:
     if text.startswith("/") or ".." in text.replace("\\", "/").split("/"):
         raise c.Invalid("a glob relative to the run's output dir, e.g. ckpt.pt (no leading '/', no '..')")
     return text
+
+
+def _metric_presets(value: str) -> tuple[str, ...]:
+    """METRIC_PRESETS: preset names separated by commas or spaces; `default` is the common ones, `none` none."""
+    out: list[str] = []
+    for name in (w for w in re.split(r"[\s,]+", value) if w):
+        if name not in (*PRESET_NAMES, "default", "none"):
+            raise c.Invalid(f"preset names among {', '.join(PRESET_NAMES)}, default or none ({name!r} is none)")
+        for one in DEFAULT_PRESETS if name == "default" else () if name == "none" else (name,):
+            if one not in out:
+                out.append(one)
+    return tuple(out)
 
 
 KEYS: tuple[Key, ...] = (
@@ -242,9 +255,12 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "RUN_OUT_LOCAL_ROOT", "${OPS_REMOTE_REPO}/${TRAIN_WORKDIR}/out", c.pod_path,
        "local_sync: fast local disk for training output"),
     _k("sweep", "SYNC_INTERVAL_SECS", "60", c.whole, "local_sync: seconds between rsync passes"),
-    _k("sweep", "METRIC_PATTERNS", r"iter (?P<step>\d+): loss (?P<loss>[\d.]+)", c.patterns,
+    _k("sweep", "METRIC_PATTERNS", "", c.patterns,
        "metrics from log lines when a run writes no metrics.jsonl: regexes with named groups (step + metrics), "
-       "separated by ' ;; ' (empty: none)"),
+       "separated by ' ;; ', tried before METRIC_PRESETS on each line (empty: none of your own)"),
+    _k("sweep", "METRIC_PRESETS", "default", _metric_presets,
+       "named log-line shapes tried after METRIC_PATTERNS: nanogpt, pytorch-examples, json, kv (comma- or "
+       "space-separated); default: all four; none: no presets"),
     _k("sweep", "METRIC_COLUMNS", "", c.words,
        "metrics shown by sweep.status and sweep.report (empty: the first metric found)"),
     # -- secrets the pod environment commonly needs (never printed)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wfops.agent.presets import MARK as PRESET_MARK
 from wfops.agent.states import CONTROL_DIR, STATE_FILE
 from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid
@@ -136,6 +137,7 @@ class Settings:
     run_out_local_root: str
     sync_interval_secs: int
     metric_patterns: tuple[str, ...]
+    metric_presets: tuple[str, ...]
     metric_columns: tuple[str, ...]
     # -- secrets
     wandb_api_key: str
@@ -195,6 +197,11 @@ class Settings:
 
     def mask(self, text: str) -> str:
         return mask_secrets(text, self.secret_values())
+
+    @property
+    def metric_sources(self) -> list[str]:
+        """What the pod reads metrics with: METRIC_PATTERNS, then each preset of METRIC_PRESETS as `@name`."""
+        return [*self.metric_patterns, *(PRESET_MARK + name for name in self.metric_presets)]
 
     @property
     def state_file(self) -> str:

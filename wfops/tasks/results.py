@@ -158,10 +158,10 @@ def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: st
     """
     settings = settings_for(c, config)
     if resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (fleet_status.wait)
-        data = fleet_status.wait(settings, timeout_secs, list(settings.metric_patterns))
+        data = fleet_status.wait(settings, timeout_secs, settings.metric_sources)
     else:
         with PodCommand("sweep.wait", settings) as cmd:
-            data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=list(settings.metric_patterns))
+            data = cmd.call("sweep-wait", timeout=timeout_secs or 0, patterns=settings.metric_sources)
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     emit(data, json, lambda: status_text(data, settings.metric_columns))
@@ -238,12 +238,12 @@ def report(c: Any, out: str | None = None, sort: str | None = None, json: bool =
     """
     settings = settings_for(c, config)
     if resolve.is_fleet(settings):  # every pod's runs of the fleet sweep, in one report
-        data = fleet_status.metrics(settings, list(settings.metric_patterns))
+        data = fleet_status.metrics(settings, settings.metric_sources)
         for name, why in data["down"].items():
             print(f"wfops: pod {name} does not answer ({why}): its runs are not in the report", file=sys.stderr)
     else:
         with PodCommand("sweep.report", settings) as cmd:
-            data = cmd.call("sweep-metrics", patterns=list(settings.metric_patterns))
+            data = cmd.call("sweep-metrics", patterns=settings.metric_sources)
     sweep_id = (data.get("sweep") or {}).get("sweep_id")
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE or not sweep_id:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")

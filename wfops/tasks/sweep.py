@@ -292,7 +292,7 @@ def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False,
     every pod's rows in one table with a pod column)."""
     secs = watching.interval(watch)
     settings = settings_for(c, config)
-    args: dict[str, Any] = {"sweep": sweep or "", "metric_patterns": list(settings.metric_patterns)}
+    args: dict[str, Any] = {"sweep": sweep or "", "metric_patterns": settings.metric_sources}
     if resolve.is_fleet(settings):
         _fleet_status(settings, sweep or "", sort, json, secs)
         return
@@ -307,7 +307,7 @@ def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False,
 
 
 def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, secs: float | None) -> None:
-    patterns = list(settings.metric_patterns)
+    patterns = settings.metric_sources
     text = lambda d: status_text(d, settings.metric_columns, sort)  # noqa: E731
     if secs is not None:
         ledger = load_ledger(settings, sweep)
