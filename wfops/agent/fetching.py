@@ -4,7 +4,14 @@ The client sends, per run, what it has: {relative path: [size, mtime seconds]} (
 asks for hashes). Every regular file of the run whose size differs, or whose mtime (or hash) differs, is
 listed on stdout (paths relative to the outputs dir, NUL-separated, for `tar --null -T -`); symlinks and
 other non-files are left out. On stderr: `@wfops-size N` (the bytes to send) and `@wfops-plan {json}`
-(runs, files to send, files unchanged, files the client has that are gone here).
+(runs, files to send, files unchanged, files the client has that are gone here, runs replaced).
+
+A run dir holds the generation it was made with (.wfops-generation: a rerun that replaced the run made a new
+dir, and a new generation). The client sends the generation of each local copy it has (`generations`); a run
+whose generation here is another one was replaced since that copy was fetched: every file of it is sent, its
+generation file first (so that the client can move the old copy aside before anything of the new run lands),
+and it is named in the plan's `replaced`. A run the client does not list there (run.fetch --merge-replaced) is
+compared file by file, as any other.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import sys
 
 from . import store, wire
 from .registry import Refusal, command
-from .states import EXIT_NOT_FOUND, EXIT_USAGE
+from .states import EXIT_NOT_FOUND, EXIT_USAGE, GENERATION_FILE
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SWEEP_ID = re.compile(r"^sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}$")  # sweep-<UTC time>[-suffix]: no '/', no '.'
 GONE_SHOWN = 20  # names of files gone on the pod, at most, in the plan (the count is always there)
+NOT_ASKED: Json = {}  # no generations to compare (never changed)
 
 
 def valid_name(name: str) -> bool:
@@ -94,19 +102,36 @@ def run_files(root: str) -> Iterator[Tuple[str, str, os.stat_result]]:
                 yield os.path.relpath(full, root), full, st
 
 
+def generation(run_dir: str) -> str:
+    """The generation a run dir was made with ("" for a dir made before wfops wrote one)."""
+    try:
+        return store.read_text(os.path.join(run_dir, GENERATION_FILE)) or ""
+    except ValueError:  # not text: no generation to compare
+        return ""
+
+
+def replaced(run_dir: str, mine: Json, generations: Json, rid: str) -> bool:
+    """Whether the client's copy of `rid` (files `mine`, generation in `generations`) is of another run dir."""
+    here = generation(run_dir)
+    return bool(mine) and bool(here) and rid in generations and str(generations[rid] or "") != here
+
+
 @command(wire.FETCH_PLAN)
 def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep: str = "", hash: bool = False,
-               only: Optional[List[str]] = None) -> str:
+               only: Optional[List[str]] = None, generations: Json = NOT_ASKED) -> str:
     """`only` (a fleet): of the sweep's runs, just these (the ones the client's ledger has on this pod)."""
     ids = sweep_runs(pod, sweep) if (all or sweep) else one_run(pod, run)
     if isinstance(only, list):
         ids = [rid for rid in ids if rid in set(only)]
-    send, gone = [], []
+    send, gone, renewed = [], [], []
     size = unchanged = 0
     for rid in ids:
         mine = have.get(rid) or {}
+        if replaced(pod.run_dir(rid), mine, generations, rid):
+            renewed.append(rid)
+            mine = {}  # a new run: every file of it, none of the old copy's counts as gone
         seen = set()
-        for rel, full, st in run_files(pod.run_dir(rid)):
+        for rel, full, st in sorted(run_files(pod.run_dir(rid)), key=lambda f: f[0] != GENERATION_FILE):
             seen.add(rel)
             if same(full, st, mine.get(rel), hash):
                 unchanged += 1
@@ -114,7 +139,8 @@ def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep:
             send.append(rid + "/" + rel)
             size += st.st_size
         gone += sorted(rid + "/" + rel for rel in set(mine) - seen)
-    plan = {"runs": ids, "files": len(send), "unchanged": unchanged, "gone": len(gone), "gone_names": gone[:GONE_SHOWN]}
+    plan = {"runs": ids, "files": len(send), "unchanged": unchanged, "gone": len(gone), "gone_names": gone[:GONE_SHOWN],
+            "replaced": renewed}
     sys.stderr.write("@wfops-size %d\n@wfops-plan %s\n" % (size, json.dumps(plan, sort_keys=True)))
     sys.stderr.flush()
     return "".join(p + "\0" for p in send)

@@ -19,6 +19,7 @@ from . import resume, runscript, store
 from .states import (
     ATTEMPTS_DIR,
     COMMAND_FILE,
+    GENERATION_FILE,
     LOG_FILE,
     RANKS_DIR,
     SPEC_FILE,
@@ -221,6 +222,7 @@ def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, ve
     tmp = os.path.join(pod.out, ".new-%s-%d" % (rid, os.getpid()))
     try:
         os.makedirs(tmp)
+        store.write_bytes(os.path.join(tmp, GENERATION_FILE), ("%s %d\n" % (sid, time.time_ns())).encode())
         store.write_bytes(os.path.join(tmp, COMMAND_FILE), text)
         store.write_json(os.path.join(tmp, SPEC_FILE), s)
         os.rename(tmp, d)

@@ -136,6 +136,7 @@ COMMAND_FILE = "command.sh"
 RUNNER_FILE = "runner.sh"
 SPEC_FILE = "spec.json"
 SYNC_LOG = "sync.log"
+GENERATION_FILE = ".wfops-generation"  # in a run dir, made with it: which run of that id it holds (run.fetch)
 VENV_DIR = ".venv"  # the checkout's venv, under OPS_REMOTE_REPO (not under the outputs dir)
 DATA_PREPARE_LOG = "data-prepare.log"  # under _control/: the output of checkout's DATA_PREPARE_CMD
 DATA_PREPARE_SCRIPT = "data-prepare.sh"  # ... and the command itself (mode 600: never in an argv)

@@ -9,6 +9,9 @@ mtime): a fetch that is interrupted keeps every file it finished, and the next f
 A separate process, because paramiko's reader and the extraction both need Python time.
 
 A file removed on the pod since it was fetched stays here (the local copy is an archive): the fetch names it.
+A run replaced on the pod since (a rerun: another generation, see wfops/agent/fetching.py) never lands in the old
+copy: when its generation file arrives (first of its files) and differs from the local one, the local folder moves
+aside to RUN_ID.replaced-<UTC time> and the new run starts in a fresh one (unless run.fetch --merge-replaced).
 
 A file in flight lives in a staging folder (`.incoming-<pid>-<ns>`), removed on every exit path Python sees
 (errors, Ctrl-C, SIGTERM: the task boundary turns it into an exception). A fetch killed outright (SIGKILL, a
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from wfops.agent.states import GENERATION_FILE
 from wfops.errors import RemoteError
 
 READ_SIZE = 1024 * 1024
@@ -148,7 +152,8 @@ def _sha256(path: Path) -> str:
 class TarReceiver:
     """A stdout sink for the remote `tar c`; call `finish()` after the command ended, `abort()` on failure."""
 
-    def __init__(self, dest_root: Path, expected: set[str] | None = None, progress: bool = True) -> None:
+    def __init__(self, dest_root: Path, expected: set[str] | None = None, progress: bool = True,
+                 merge_replaced: bool = False) -> None:
         self.dest_root = dest_root
         self.received = 0
         self.total: int | None = None
@@ -160,8 +165,9 @@ class TarReceiver:
         dest_root.mkdir(parents=True, exist_ok=True)
         remove_abandoned_staging(dest_root)
         self.staging, self.lock_fd = claim_staging(dest_root)
-        self.argv = [sys.executable, "-m", "wfops.artifacts.fetch", str(self.staging), str(dest_root),
-                     *sorted(expected or ())]
+        self.aside: list[tuple[str, Path]] = []  # (run, where its replaced local copy went)
+        self.argv = [sys.executable, "-m", "wfops.artifacts.fetch", *(["--merge-replaced"] if merge_replaced else []),
+                     str(self.staging), str(dest_root), *sorted(expected or ())]
         self.proc: subprocess.Popen[bytes] | None = None  # started when there is something to unpack (`start`)
         self.start_lock = threading.Lock()
         self.extractor_gone = False
@@ -273,7 +279,9 @@ class TarReceiver:
             if code != 0:
                 lines = [ln for ln in err.splitlines() if ln.strip()]
                 raise RemoteError(lines[-1] if lines else f"the run data could not be unpacked (exit {code})")
-            self.files = int(out.strip() or 0)
+            *moved, count = out.strip().splitlines() or ["0"]
+            self.aside = [(run, Path(where)) for run, _, where in (ln.partition("\t") for ln in moved)]
+            self.files = int(count)
             return [self.dest_root / run for run in self.plan.get("runs") or []]
         finally:
             self._discard()
@@ -324,9 +332,28 @@ def _place(staging: Path, dest: Path, name: str) -> None:
         raise RemoteError(f"cannot put {target} in place: {exc.strerror or exc}") from None
 
 
-def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str]) -> int:
+def _set_aside(staging: Path, dest: Path, run: str) -> Path | None:
+    """Before a run's new generation file lands: move a local copy of another generation aside (returns where)."""
+    old, mark = dest / run, Path(run, GENERATION_FILE)
+    try:
+        if not any(old.iterdir()) or (dest / mark).read_bytes() == (staging / mark).read_bytes():
+            return None
+    except (FileNotFoundError, NotADirectoryError):  # no local copy, or one without a generation (another one)
+        if not old.is_dir() or not any(old.iterdir()):
+            return None
+    aside = dest / f"{run}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    while aside.exists():
+        aside = aside.with_name(aside.name + "-1")
+    os.rename(old, aside)
+    return aside
+
+
+def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], merge: bool = False,
+            moved: Callable[[str, Path], object] = lambda run, where: None) -> int:
     """Unpack a tar stream (regular files only, each under an `expected` run dir when given) with the `data`
-    filter into `staging`, moving each file into `dest` as soon as it is complete. Returns the number of files."""
+    filter into `staging`, moving each file into `dest` as soon as it is complete; a run's generation file that
+    differs from its local copy's first moves that copy aside (`moved`), unless `merge`. Returns the number of
+    files."""
     head = stream.read(512)
     if not head:
         return 0
@@ -341,6 +368,8 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str]) -> 
                 tar.extract(member, staging, filter="data")
             except (tarfile.FilterError, OSError) as exc:
                 raise RemoteError(f"the run data could not be unpacked: {exc}") from None
+            if not merge and member.name == f"{top}/{GENERATION_FILE}" and (aside := _set_aside(staging, dest, top)):
+                moved(top, aside)
             _place(staging, dest, member.name)
             files += 1
     return files
@@ -348,9 +377,11 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str]) -> 
 
 def _main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the fetch decides
-    staging, dest, expected = Path(argv[0]), Path(argv[1]), set(argv[2:])
+    merge = argv[:1] == ["--merge-replaced"]
+    staging, dest, expected = Path(argv[merge]), Path(argv[merge + 1]), set(argv[merge + 2:])
     try:
-        files = extract(sys.stdin.buffer, staging, dest, expected)
+        files = extract(sys.stdin.buffer, staging, dest, expected, merge,
+                        lambda run, where: sys.stdout.write(f"{run}\t{where}\n"))
     except (RemoteError, tarfile.TarError) as exc:
         sys.stderr.write(f"{getattr(exc, 'message', None) or f'the run data could not be unpacked: {exc}'}\n")
         return 2

@@ -11,7 +11,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from wfops.agent.states import GENERATION_FILE
 from wfops.artifacts.fetch import TarReceiver, local_index
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
@@ -32,6 +34,7 @@ class Fetched:
     secs: float
     gone: int = 0
     gone_names: list[str] = field(default_factory=list)
+    aside: list[tuple[str, Path]] = field(default_factory=list)  # replaced runs: where their old local copy went
 
 
 def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
@@ -48,18 +51,27 @@ def check_request(run_id: str, all_runs: bool, sweep: str) -> None:
                          "shows it")
 
 
+def local_generations(dest: Path, have: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The generation of each local copy that has files ("" for one without): the pod compares them with its own."""
+    return {run: (dest / run / GENERATION_FILE).read_text(errors="replace").strip()
+            if GENERATION_FILE in files else "" for run, files in have.items() if files}
+
+
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
                by_hash: bool = False, only: list[str] | None = None, member: Member | None = None,
-               log: LineSink = stderr_line) -> Fetched:
-    """`member`: the pod to fetch from (default: the config's one target); `log`: where its progress lines go."""
+               log: LineSink = stderr_line, merge_replaced: bool = False) -> Fetched:
+    """`member`: the pod to fetch from (default: the config's one target); `log`: where its progress lines go;
+    `merge_replaced`: a run replaced on the pod since its local copy was fetched is fetched into that copy
+    (mixing both) instead of a fresh folder."""
     check_request(run_id, all_runs, sweep)
     dest = Path(settings.local_artifacts_dir).expanduser()
     t0 = time.time()
     with PodCommand("run.fetch", settings, member=member, log=log) as cmd:
         have = local_index(dest, [run_id] if run_id else None, by_hash)
-        receiver = TarReceiver(dest, {run_id} if run_id else None)
+        receiver = TarReceiver(dest, {run_id} if run_id else None, merge_replaced=merge_replaced)
         try:
-            ask = {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash}
+            ask = {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash,
+                   "generations": {} if merge_replaced else local_generations(dest, have)}
             request = cmd.request("fetch-plan", ask if only is None else dict(ask, only=only))
             cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
         except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
@@ -68,13 +80,17 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
         runs = receiver.finish()
     plan = receiver.plan
     return Fetched([r for r in runs if r.is_dir()], receiver.files, int(plan.get("unchanged") or 0),
-                   receiver.received, time.time() - t0, int(plan.get("gone") or 0), list(plan.get("gone_names") or []))
+                   receiver.received, time.time() - t0, int(plan.get("gone") or 0), list(plan.get("gone_names") or []),
+                   receiver.aside)
 
 
 def report(f: Fetched) -> str:
     """The summary line (stderr), and the files kept here that the pod no longer has."""
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
             f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
+    for run, where in f.aside:
+        text += (f"\nwfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh "
+                 f"{run}/, the old local copy is now {where}")
     if f.gone:
         more = f" (and {f.gone - len(f.gone_names)} more)" if f.gone > len(f.gone_names) else ""
         text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
