@@ -58,6 +58,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/fleet_moves.py     ... the moves: sweep.rebalance, sweep.add and sweep.retry on a fleet
     sweeps/fleet_copies.py    ... the copies of a run: strays of a returned pod, duplicates (`ran on A and B`)
     sweeps/metrics.py         metric columns, best values and the rows of results.csv
+    sweeps/curves.py          sweep.report's curves.png: the panels (pure), their order, markers, then the figure
     sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template
     sweeps/status.py          the text of sweep.status and sweep.wait: the run table and the totals line
     artifacts/                bringing run directories home (run.fetch)

@@ -12,7 +12,7 @@ from wfops.agent.states import EXIT_LOST, EXIT_WAIT_TIMEOUT, LOST, QUEUE_NONE, S
 from wfops.errors import EXIT_CONFLICT, EXIT_FAILED, ConnectError, NotFoundError, UsageError, WfopsError
 from wfops.output import duration, table, visible
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet_status
+from wfops.sweeps import curves, fleet_status
 from wfops.sweeps.billing import cost_line, usd
 from wfops.sweeps.metrics import (
     REPORT_FIXED,
@@ -180,8 +180,9 @@ def _write_csv(path: Path, runs: list[dict], keys: list[str], metrics: list[str]
             out.writerow(["" if v is None else v for v in report_row(run, keys, metrics)])
 
 
-def _plot(path: Path, runs: list[dict], metrics: list[str]) -> str:
-    """curves.png: one panel per metric, value against step, one labelled line per run. Returns a note."""
+def _plot(path: Path, runs: list[dict], metrics: list[str], configured: list[str]) -> str:
+    """curves.png (wfops/sweeps/curves.py): a panel per metric, value against step, a labelled series per run.
+    Returns a note."""
     try:
         import matplotlib
 
@@ -189,25 +190,14 @@ def _plot(path: Path, runs: list[dict], metrics: list[str]) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return f"curves.png not written: matplotlib is not installed (pip install '{REPORT_EXTRA}')"
-    shown = [m for m in metrics if any((r.get("metrics") or {}).get(m) for r in runs)]
+    shown = curves.panels(runs, metrics, configured)
     if not shown:
         return "curves.png not written: no run reported a metric"
-    cols = min(2, len(shown))
-    rows = (len(shown) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
-    for ax, metric in zip(axes.flat, shown, strict=False):
-        for run in runs:
-            points = ((run.get("metrics") or {}).get(metric) or {}).get("points") or []
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=str(run.get("run_id")))
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(shown):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig = curves.figure(shown)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
     return ""
 
 
@@ -255,7 +245,7 @@ def report(c: Any, out: str | None = None, sort: str | None = None, json: bool =
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write_csv(folder / "results.csv", runs, keys, metrics)
-        note = _plot(folder / "curves.png", runs, metrics)
+        note = _plot(folder / "curves.png", runs, metrics, list(settings.metric_columns))
     except OSError as exc:
         raise UsageError(f"cannot write the report in {folder}: {exc.strerror or exc}") from None
     if note:
