@@ -268,3 +268,24 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
         _quiet(res)
     fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
     assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr
+
+
+# ------------------------------------------------------------------ two terminals (review of issue 23)
+
+
+def test_a_sweep_add_while_sweep_wait_runs_is_waited_for(tmp_path: Path, fleet_ready: Fleet):
+    """sweep.wait loaded the ledger once: a run another terminal added meanwhile made its check for runs stuck
+    next to free slots raise KeyError (a traceback) instead of waiting for that run too."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1")
+    rows = [f"w{i},config/train_tiny.py,{i},sleep=12,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows))).returncode == 0
+    waiting = _start_wait(fleet, cfg, {})
+    more = _csv(tmp_path, ["w9,config/train_tiny.py,9,sleep=1,,1,"], "more.csv")
+    added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+    assert added.returncode == 0, added.stderr
+    assert "w9" in _ledger(tmp_path, cfg)["runs"]
+    out, err = waiting.communicate(timeout=180)
+    assert "Traceback" not in err and waiting.returncode == 0, (waiting.returncode, err[-3000:])
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {
+        **{f"w{i}": "success" for i in range(3)}, "w9": "success"}

@@ -202,6 +202,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
                 pods.reopen()
             left = WAIT_ROUND_SECS if deadline is None else max(1, min(WAIT_ROUND_SECS, int(deadline - begun)))
             data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
+            ledger = load_ledger(settings, ledger["sweep_id"])  # another terminal may have added or moved runs
             if data["sweep"]["state"] != RUNNING:
                 if data["strays"]:  # moved runs a returned pod still queues: withdrawn before the wait says done
                     rebalance_fleet(settings, ledger["sweep_id"])
@@ -260,7 +261,7 @@ def _stuck_next_to_free(ledger: Ledger, data: dict[str, Any]) -> bool:
     waiting: dict[str, int] = {n: 0 for n in ledger["pods"]}
     for row in data["runs"]:
         pod = row.get("pod")
-        if pod not in use:
+        if pod not in use or row["run_id"] not in ledger["runs"]:  # a run sweep.add took back meanwhile
             continue
         need = need_on(str(ledger["runs"][row["run_id"]]["entry"].get("gpus")), int(ledger["pods"][pod]["slots"]))
         if row["state"] == RUNNING:
