@@ -221,8 +221,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
                 last = now
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
-                    print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,
-                          flush=True)
+                    said = (f"moved {m['run_id']} from {m['from']} to {m['to']}" if m["moved"] else
+                            f"could not move {m['run_id']} from {m['from']} to {m['to']}: {m['error']}")
+                    print(f"wfops: {said} ({m['why']})", file=sys.stderr, flush=True)
                 ledger = load_ledger(settings, ledger["sweep_id"])
             time.sleep(max(0.0, every - (time.monotonic() - begun)))  # queues that have ended answer at once
 
