@@ -268,3 +268,50 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
         _quiet(res)
     fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
     assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr
+
+
+# ------------------------------------------------------------------ two terminals (review of issue 23)
+
+
+def test_a_sweep_add_while_sweep_wait_runs_is_waited_for(tmp_path: Path, fleet_ready: Fleet):
+    """sweep.wait loaded the ledger once: a run another terminal added meanwhile made its check for runs stuck
+    next to free slots raise KeyError (a traceback) instead of waiting for that run too."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1")
+    rows = [f"w{i},config/train_tiny.py,{i},sleep=12,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows))).returncode == 0
+    waiting = _start_wait(fleet, cfg, {})
+    more = _csv(tmp_path, ["w9,config/train_tiny.py,9,sleep=1,,1,"], "more.csv")
+    added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+    assert added.returncode == 0, added.stderr
+    assert "w9" in _ledger(tmp_path, cfg)["runs"]
+    out, err = waiting.communicate(timeout=180)
+    assert "Traceback" not in err and waiting.returncode == 0, (waiting.returncode, err[-3000:])
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {
+        **{f"w{i}": "success" for i in range(3)}, "w9": "success"}
+
+
+def test_two_waiters_through_a_long_partition_lose_no_run_and_agree_on_the_duplicates(
+        tmp_path: Path, fleet_ready: Fleet):
+    """Two sweep.wait clients through a long partition: one moved the cut-off pod's runs away, the other, once
+    the pod answered again, moved a run stuck behind a busy pod back to it; the pod had run a copy, so its sweep
+    refused the run, which had already been withdrawn from the pod it left: in no queue at all, both waits waited
+    for ever (and said `moved`). Now the refused run stays where it was, every run ends, both waits exit 10 with
+    the same duplicates, and no run runs three times."""
+    fleet = fleet_ready
+    cfg, env, _ = _partitioned_sweep(fleet, tmp_path, gone="4")
+    cut = fleet.pods[1].address
+    waits = [_start_wait(fleet, cfg, env), _start_wait(fleet, cfg, env)]
+    fleet.freeze(1)
+
+    def moved_and_ran_there() -> bool:
+        runs = _ledger(tmp_path, cfg)["runs"]
+        return runs["k4"]["pods"] != [cut] and (fleet.pods[1].home / "outputs" / "k4" / "status.json").exists()
+
+    wait_until(moved_and_ran_there, timeout=120, interval=0.2, what="k4 moved off pod 1 and started there too")
+    fleet.thaw()
+    ended = [w.communicate(timeout=240) for w in waits]
+    assert [w.returncode for w in waits] == [10, 10], [err[-2000:] for _, err in ended]
+    twice = [set(json.loads(out)["duplicates"]) for out, _ in ended]
+    ran = _ended_on(fleet)
+    assert max(ran.values()) == 2 and twice[0] == twice[1] == {rid for rid, n in ran.items() if n == 2}, (ran, twice)

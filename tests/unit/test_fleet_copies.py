@@ -68,3 +68,14 @@ def test_sweep_wait_exits_10_on_a_duplicate_and_1_when_a_run_failed_too_and_the_
     assert wait_code(fleet_status.joined(_ledger(), _answers(rows), {}))[0] == 1
     once = {"a": [{"run_id": "r0", "state": "success"}], "b": rows["b"]}  # r1 ran on b only
     assert wait_code(fleet_status.joined(_ledger(), _answers(once), {}))[0] == 0
+
+
+def test_the_stuck_check_skips_a_row_of_a_run_its_ledger_no_longer_has():
+    """sweep.wait's check for runs stuck next to free slots: a row of a run that sweep.add wrote as its intent
+    and took back (its pod refused) is skipped, not a KeyError; the ledger's own runs still count."""
+    rows = {"a": [{"run_id": "r0", "state": "running"}, {"run_id": "r1", "state": "pending"}]}
+    ledger = _ledger("a")
+    data = fleet_status.joined(ledger, _answers(rows), {})
+    del ledger["runs"]["r1"]
+    assert fleet_status._stuck_next_to_free(ledger, data) is False
+    assert fleet_status._stuck_next_to_free(_ledger("a"), data) is True  # r1 waits behind r0, b is free

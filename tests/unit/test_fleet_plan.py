@@ -104,6 +104,17 @@ def test_a_dead_pods_runs_go_to_the_live_pods_by_load_and_stuck_runs_move_to_fre
     assert not any(m.dst == "a" for m in moves)
 
 
+def test_a_run_never_moves_to_a_pod_where_a_copy_of_it_ran():
+    """After a partition the cut-off pod ran a moved run too (a duplicate): its sweep has that run, and sweep-add
+    there refuses the whole batch, while the run was already withdrawn from the pod it left, so it ran nowhere
+    and sweep.wait waited for ever. Such a pod is no destination for that run (stuck or orphan)."""
+    queues = [PodQueue("a", 1, busy=1, waiting=[("k7", 1)]), PodQueue("cut", 1, busy=0), PodQueue("c", 2, busy=2)]
+    assert [(m.run_id, m.dst) for m in rebalance(queues)] == [("k7", "cut")]
+    assert rebalance(queues, avoid={"k7": {"cut"}}) == []
+    live = [PodQueue("cut", 2), PodQueue("b", 1, busy=1)]
+    assert [(m.run_id, m.dst) for m in rebalance(live, [("k4", "dead", 1)], {"k4": {"cut"}})] == [("k4", "b")]
+
+
 def test_nothing_moves_between_busy_pods_or_when_every_run_can_start():
     both_busy = [PodQueue("a", 1, busy=1, waiting=[("x", 1)]), PodQueue("b", 1, busy=1, waiting=[("y", 1)])]
     assert rebalance(both_busy) == []

@@ -43,7 +43,8 @@ def _rebalance(settings: Settings, sweep_id: str) -> dict[str, Any]:
         dead = _dead_queue_orphans(ledger, facts)  # a pod back after it died: its queue runner is gone
         queues = _queues(ledger, facts)
         moves = rebalance([q for q in queues if q.name in pods.cmds and q.name not in unstarted
-                           and q.name not in {src for _, src, _ in dead}], orphans + dead)
+                           and q.name not in {src for _, src, _ in dead}], orphans + dead,
+                          {rid: set(run.get("copies") or ()) for rid, run in ledger["runs"].items()})
         moves = [replace(m, why=f"the queue runner of {m.src} is gone") if (m.run_id, m.src) in
                  {(rid, src) for rid, src, _ in dead} else m for m in moves]
         reclaimed = _reclaim(pods, ledger, facts)
@@ -156,6 +157,8 @@ def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list[Any],
         by_dst.setdefault(m.dst, []).append(m)
     answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [m.run_id for m in by_dst[n]]),
                         list(by_dst))
+    back = _put_back(settings, pods, ledger, [m for m in going if m.src in from_live and m.run_id in freed
+                                              and (answers.get(m.dst) is None or answers[m.dst].error is not None)])
     done = []
     for m in going:
         o = answers.get(m.dst)
@@ -166,9 +169,27 @@ def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list[Any],
             run.pop("last", None)
             run["moves"].append({"from": m.src, "to": m.dst, "why": m.why,
                                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        error = (o.error.message if o is not None and o.error is not None else "no answer") if not ok else None
         done.append({"run_id": m.run_id, "from": m.src, "to": m.dst, "why": m.why, "moved": ok,
-                     "error": o.error.message if o is not None and o.error is not None else None})
+                     "error": error and f"{error}{back.get(m.run_id, '')}"})
     return done
+
+
+def _put_back(settings: Settings, pods: Pods, ledger: Ledger, failed: list[Any]) -> dict[str, str]:
+    """Runs withdrawn from a live pod that their new pod refused go back where they were (else they would be in
+    no queue at all, and sweep.wait would wait for them for ever). run_id -> what became of it."""
+    by_src: dict[str, list[str]] = {}
+    for m in failed:
+        by_src.setdefault(m.src, []).append(m.run_id)
+    answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, by_src[n]), list(by_src))
+    out = {}
+    for src, ids in by_src.items():
+        o = answers.get(src)
+        why = ("; it stays on " + src if o is not None and o.error is None else
+               f"; it was withdrawn from {src} and could not be put back: "
+               + (o.error.message if o is not None and o.error is not None else "no answer"))
+        out.update({rid: why for rid in ids})
+    return out
 
 
 def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str]) -> dict[str, object]:

@@ -202,6 +202,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
                 pods.reopen()
             left = WAIT_ROUND_SECS if deadline is None else max(1, min(WAIT_ROUND_SECS, int(deadline - begun)))
             data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
+            ledger = load_ledger(settings, ledger["sweep_id"])  # another terminal may have added or moved runs
             if data["sweep"]["state"] != RUNNING:
                 if data["strays"]:  # moved runs a returned pod still queues: withdrawn before the wait says done
                     rebalance_fleet(settings, ledger["sweep_id"])
@@ -220,8 +221,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
                 last = now
                 moved = rebalance_fleet(settings, ledger["sweep_id"])
                 for m in moved["moves"]:
-                    print(f"wfops: moved {m['run_id']} from {m['from']} to {m['to']} ({m['why']})", file=sys.stderr,
-                          flush=True)
+                    said = (f"moved {m['run_id']} from {m['from']} to {m['to']}" if m["moved"] else
+                            f"could not move {m['run_id']} from {m['from']} to {m['to']}: {m['error']}")
+                    print(f"wfops: {said} ({m['why']})", file=sys.stderr, flush=True)
                 ledger = load_ledger(settings, ledger["sweep_id"])
             time.sleep(max(0.0, every - (time.monotonic() - begun)))  # queues that have ended answer at once
 
@@ -260,7 +262,7 @@ def _stuck_next_to_free(ledger: Ledger, data: dict[str, Any]) -> bool:
     waiting: dict[str, int] = {n: 0 for n in ledger["pods"]}
     for row in data["runs"]:
         pod = row.get("pod")
-        if pod not in use:
+        if pod not in use or row["run_id"] not in ledger["runs"]:  # a run sweep.add took back meanwhile
             continue
         need = need_on(str(ledger["runs"][row["run_id"]]["entry"].get("gpus")), int(ledger["pods"][pod]["slots"]))
         if row["state"] == RUNNING:

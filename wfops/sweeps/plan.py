@@ -9,7 +9,7 @@ take similar time. A multi-node run (CSV `nodes` > 1) takes that many distinct p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,17 +140,20 @@ def stuck(q: PodQueue) -> list[tuple[str, int]]:
     return out
 
 
-def rebalance(queues: Sequence[PodQueue], orphans: Sequence[tuple[str, str, int]] = ()) -> list[Move]:
+def rebalance(queues: Sequence[PodQueue], orphans: Sequence[tuple[str, str, int]] = (),
+              avoid: Mapping[str, Set[str]] | None = None) -> list[Move]:
     """Moves of runs that have not started: every orphan (run_id, from pod, need: a dead pod's runs, placed on
     the reachable pods by load even if they must wait there), then runs stuck behind a busy pod's queue to a
     pod with slots free for them now (the last waiting first). Nothing moves between two pods that are both
-    busy: that would only trade places."""
+    busy: that would only trade places. `avoid`: run_id -> pods it must not go to (a copy of it ran there: the
+    pod's sweep has it already and refuses it)."""
+    avoid = avoid or {}
     live = [q for q in queues if q.reachable]
     idle = {q.name: q.slots - q.busy - sum(n for _, n in q.waiting) for q in live}
     loads = [PodLoad(q.name, q.slots, q.busy + sum(n for _, n in q.waiting)) for q in live]
     moves = []
     for rid, src, need in orphans:
-        able = [p for p in loads if p.fits(need)]
+        able = [p for p in loads if p.fits(need) and p.name not in avoid.get(rid, ())]
         if not able:
             continue
         dst = min(able, key=lambda p: (p.after(need), loads.index(p)))
@@ -159,7 +162,8 @@ def rebalance(queues: Sequence[PodQueue], orphans: Sequence[tuple[str, str, int]
         moves.append(Move(rid, src, dst.name, f"{src} is unreachable"))
     for q in live:
         for rid, need in reversed(stuck(q)):
-            free = max((o for o in live if o.name != q.name and need <= min(o.slots, idle[o.name])),
+            free = max((o for o in live if o.name != q.name and need <= min(o.slots, idle[o.name])
+                        and o.name not in avoid.get(rid, ())),
                        key=lambda o: idle[o.name], default=None)
             if free is None:
                 continue
