@@ -192,6 +192,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
     handled: set[str] = set()  # pods whose outage was rebalanced already
     dead_queues: set[str] = set()  # pods back after they died, their queue runner gone: rebalanced once
     unstarted_tried = False  # runs of a pod that refused its share: rebalanced once
+    withdrew_at_end = False  # strays withdrawn once the runs had ended: one more round, then done
     last = tried = 0.0
     silence = gone_secs()
     with Pods(settings, "sweep.wait", only=list(ledger["pods"])) as pods:
@@ -204,9 +205,13 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
             data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
             ledger = load_ledger(settings, ledger["sweep_id"])  # another terminal may have added or moved runs
             if data["sweep"]["state"] != RUNNING:
-                if data["strays"]:  # moved runs a returned pod still queues: withdrawn before the wait says done
-                    rebalance_fleet(settings, ledger["sweep_id"])
-                return data
+                if not data["strays"] or withdrew_at_end:
+                    return data
+                # moved runs a returned pod still queues: withdrawn, then one more round (its queue may have
+                # started one meanwhile: that copy is a duplicate, and the wait must say so)
+                withdrew_at_end = True
+                rebalance_fleet(settings, ledger["sweep_id"])
+                continue
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 return dict(data, wait_timed_out=True)
