@@ -169,17 +169,20 @@ def test_force_does_not_replace_a_running_task(pod: Pod):
 
 
 def test_list_newest_first_with_states(pod: Pod):
-    for tid, cmd in (("a1", "true"), ("a2", "false"), ("a3", "true")):
+    # made in the order m, z, a: newest first is a, z, m, which neither sorting by id (a, m, z) nor its reverse
+    # (z, m, a) gives, so the list must follow the order they were made in
+    for tid, cmd in (("m", "true"), ("z", "false"), ("a", "true")):
         pod.ok("task.run", "--id", tid, "--cmd", cmd)
         pod.wf("task.wait", "--id", tid)
     data = pod.ok("task.list", "--json").json()
     # made within the same second or not, the order is the order they were made in (newest first)
-    assert [(t["id"], t["state"]) for t in data["tasks"]] == [("a3", "success"), ("a2", "failed"), ("a1", "success")]
+    assert [(t["id"], t["state"]) for t in data["tasks"]] == [("a", "success"), ("z", "failed"), ("m", "success")]
     table = pod.ok("task.list").out
-    assert table.splitlines()[0].split() == ["id", "state", "exit", "started", "duration", "note"]
-    assert "a2" in table and "failed" in table
+    lines = table.splitlines()
+    assert lines[0].split() == ["id", "state", "exit", "started", "duration", "note"]
+    assert [ln.split()[:2] for ln in lines[1:4]] == [["a", "success"], ["z", "failed"], ["m", "success"]], table
     limited = pod.ok("task.list", "--limit", "1", "--json").json()
-    assert [t["id"] for t in limited["tasks"]] == ["a3"] and limited["total"] == 3
+    assert [t["id"] for t in limited["tasks"]] == ["a"] and limited["total"] == 3
 
 
 def test_workdir_option_and_missing_workdir(pod: Pod):
