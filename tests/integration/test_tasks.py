@@ -8,11 +8,11 @@ import re
 import signal
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import WFOPS, Pod, kill_tmux_server, wait_until
+from tests.procview import waits_on_pidfd_of
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ")
 
@@ -40,40 +40,6 @@ def _waits_for_lock(lock) -> bool:
         except OSError:
             continue
     return False
-
-
-def _pidfds(pid: str) -> dict[int, int]:
-    """The process's pidfds, seen from outside: {its fd: the pid that fd refers to} (/proc/PID/fd, fdinfo)."""
-    found = {}
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[pidfd]":
-                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-                found[int(fd)] = int(re.search(r"^Pid:\s*(-?\d+)", info, re.M).group(1))
-    except (OSError, AttributeError):
-        return {}
-    return found
-
-
-def _waits_on_pidfd_of(pid: str, target: int) -> bool:
-    """The process is blocked in select() on a pidfd of `target` and nothing else, from outside: it holds a pidfd
-    of `target` (fdinfo), it sleeps in select (wchan), and the select it sleeps in (/proc/PID/syscall: x86_64
-    select = 23, pselect6 = 270) watches fds below that pidfd + 1 only (nfds, its first argument)."""
-    fds = [fd for fd, of in _pidfds(pid).items() if of == target]
-    try:
-        call = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
-        return False
-    return (bool(fds) and _blocked_in_select(pid) and call[0] in ("23", "270")
-            and int(call[1], 16) == max(fds) + 1)
-
-
-def _blocked_in_select(pid: str) -> bool:
-    """The process sleeps in select()/poll() (its kernel wait channel says so)."""
-    try:
-        return open(f"/proc/{pid}/wchan").read().startswith(("poll_schedule_timeout", "do_select", "do_sys_poll"))
-    except OSError:
-        return False
 
 
 def test_success_logs_status_and_command_file(pod: Pod):
@@ -164,7 +130,7 @@ def test_wait_gives_up_with_its_own_exit_code_and_then_succeeds(pod: Pod):
     # proven from outside, not from the agent's own report: the waiter sleeps in a select() on a pidfd of the
     # task's runner (a polling wait holds no pidfd and sleeps in nanosleep, not select)
     waiting = wait_until(lambda: [pid for pid in (ln.split()[0] for ln in procs_matching(agent)
-                                                  if "supervise" not in ln) if _waits_on_pidfd_of(pid, runner)],
+                                                  if "supervise" not in ln) if waits_on_pidfd_of(pid, runner)],
                          what="the waiter on the pod to block in select() on a pidfd of the runner")
     assert len(waiting) == 1, waiting
     flag.touch()
