@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import WFOPS, Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
 from tests.realparts import free_port
+from tests.slowness import scaled
 
 # a stand-in trainer: metrics as told, a log line per step from every rank (torchrun prefixes them with the rank)
 METRIC_TRAIN = '''
@@ -201,7 +202,7 @@ def _pty_run(pod: Pod, args: list[str], until: bytes, keys: bytes, timeout: floa
         os.chdir(pod.root.parent)
         os.execve(str(WFOPS), [str(WFOPS), *args], {**pod.env(), "TERM": "xterm"})
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    seen, typed, deadline = b"", 0.0, time.time() + timeout
+    seen, typed, deadline = b"", 0.0, time.time() + scaled(timeout)
     while time.time() < deadline:
         if select.select([fd], [], [], 0.2)[0]:
             try:
