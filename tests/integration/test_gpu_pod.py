@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Pod, TrainingRepo, checkout_config, copy_checked_out, make_pod, stop_keepers
+from tests.conftest import (
+    ROOT,
+    Pod,
+    TrainingRepo,
+    checkout_config,
+    copy_checked_out,
+    make_pod,
+    stop_keepers,
+    wait_until,
+)
 from tests.integration.test_sweeps import states, wait_sweep
 from tests.realparts import start_sshd, stop_sshd
 
@@ -165,3 +174,26 @@ def test_checkout_on_a_gpu_pod_checks_cuda_through_the_venvs_torch(gpu_pod: GpuP
     pod.ok("checkout")
     assert [ln for ln in gpu_pod.torch_asked() if "is_available True" in ln], gpu_pod.torch_asked()
     assert pod.ok("fsm.status", "--json").json()["state"] == "CHECKED_OUT"
+
+
+def test_a_gpu_a_foreign_process_holds_is_not_handed_out_until_it_lets_go(gpu_pod: GpuPod):
+    """nvidia-smi --query-compute-apps lists a process outside the sweep on GPU 1: no run gets GPU 1 while it
+    does; a run that needs all four GPUs waits (it is not no_fit) and starts once the process is gone."""
+    pod = gpu_pod.pod
+    gpu_pod.set(gpu_state(4, [{"gpu": 1, "pid": 4242, "name": "someone-elses-python", "used_mib": 30000}]))
+    rows = "".join(f"s{i},config/train_tiny.py,{i},sleep=1,,1\n" for i in range(5)) + "all,config/train_tiny.py,9,,,4\n"
+    pod.ok("sweep.start", "--csv", str(write_csv(pod, rows)))
+    log = pod.outputs / "_manifests"
+    wait_until(lambda: all((pod.outputs / f"s{i}" / "ended.json").exists() for i in range(5)), timeout=120,
+               what="the five 1-GPU runs to end")
+    assert all(_given(pod, f"s{i}") != ["1"] for i in range(5)), {f"s{i}": _given(pod, f"s{i}") for i in range(5)}
+    assert {d for i in range(5) for d in _given(pod, f"s{i}")} == {"0", "2", "3"}
+    rows_now = {r["run_id"]: r["state"] for r in pod.ok("sweep.status", "--json").json()["runs"]}
+    assert rows_now["all"] == "pending", rows_now  # waits for GPU 1: not failed no_fit
+    queue_log = next(log.glob("sweep-*.log")).read_text()
+    assert "GPU(s) 1 held by a process outside this sweep (nvidia-smi)" in queue_log, queue_log
+    gpu_pod.set(gpu_state(4))  # the other process ended
+    data = wait_sweep(pod)
+    assert states(data)["all"] == "success", data["runs"]
+    assert sorted(_given(pod, "all")) == ["0", "1", "2", "3"]
+    assert ["--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader,nounits"] in gpu_pod.smi_calls()
