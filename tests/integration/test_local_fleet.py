@@ -102,7 +102,7 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
     assert fleet.pids() == []
     assert not any(running(pid) for pid in before)
     assert all(refuses(p) for p in fleet.pods)
-    assert hanging.wait(timeout=10) == 255  # the client saw its connection end
+    assert hanging.wait(timeout=scaled(10)) == 255  # the client saw its connection end
 
 
 def _cmdline(pid: int) -> bytes:

@@ -140,7 +140,7 @@ def test_run_logs_whole_tail_rank_and_follow_until_the_run_ends(ready: Pod):
     follower = subprocess.Popen([str(WFOPS), "run.logs", "r", "--follow", "--rank", "1"], env=pod.env(),
                                 cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert follower.stdout is not None
-    guard = threading.Timer(120, follower.kill)  # a follower that hangs fails the test instead of blocking it
+    guard = threading.Timer(scaled(120), follower.kill)  # a follower that hangs fails the test instead of blocking it
     guard.start()
     live = [follower.stdout.readline(), follower.stdout.readline()]  # arrives while the run still runs
     assert [ln.split(" ", 1)[1] for ln in live] == ["[rank1]:iter 1: loss 10.0000 from rank 1\n",

@@ -89,7 +89,7 @@ class Running:
             self.proc.send_signal(signal.SIGINT)  # wfops alone: it must stop lium itself
 
     def finish(self, timeout: float = 90) -> Result:
-        rc = self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=scaled(timeout))
         for t in self.readers:
             t.join(timeout=10)
         return Result(rc, "".join(self.out), "".join(self.err))
