@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import realparts
+from tests import realparts, slowness
 from tests.realparts import SSHD, start_sshd, stop_sshd
 from tests.slowness import scaled
 
@@ -59,6 +59,12 @@ def kill_tmux_server(name: str) -> None:
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
     sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name
     sock.unlink(missing_ok=True)
+
+
+def pytest_report_header() -> str:
+    """The deadline factor at the start (tests/slowness.py): a failure's "timed out after" reads against it."""
+    how = "WF_TEST_SLOWNESS" if os.environ.get("WF_TEST_SLOWNESS", "").strip() else "measured; WF_TEST_SLOWNESS sets it"
+    return f"wfops test deadlines x{slowness.factor():.1f} ({how})"
 
 
 # ------------------------------------------------------------------ a pod per test
