@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import realparts
+from tests import realparts, slowness
 from tests.realparts import SSHD, start_sshd, stop_sshd
+from tests.slowness import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,6 +59,12 @@ def kill_tmux_server(name: str) -> None:
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
     sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name
     sock.unlink(missing_ok=True)
+
+
+def pytest_report_header() -> str:
+    """The deadline factor at the start (tests/slowness.py): a failure's "timed out after" reads against it."""
+    how = "WF_TEST_SLOWNESS" if os.environ.get("WF_TEST_SLOWNESS", "").strip() else "measured; WF_TEST_SLOWNESS sets it"
+    return f"wfops test deadlines x{slowness.factor():.1f} ({how})"
 
 
 # ------------------------------------------------------------------ a pod per test
@@ -155,7 +162,7 @@ class Pod:
            cwd: Path | None = None) -> Result:
         if not self.config_path.exists():
             self.write_config()
-        proc = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=scaled(timeout),
                               env={**self.env(), **(env or {})}, cwd=cwd or self.root.parent)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -226,13 +233,17 @@ def local_pod(tmp_path: Path, tmux_socket: str) -> Iterator[Pod]:
 
 
 def wait_until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """Poll `predicate` until it is true (returns its value); `timeout` is for the quiet machine and scales with
+    this one's load (tests/slowness.py): it says something is wrong, not that the machine is busy."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {limit:.0f}s ({timeout}s scaled by the machine's slowness) "
+                         f"waiting for {what}")
 
 
 # ------------------------------------------------------------------ the training repo and the pod's python

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.realparts import FleetPod, LocalFleet, descendants, kill_sshd, pids_with_env, running, start_fleet
+from tests.slowness import scaled
 
 BIN = Path(sys.executable).parent
 WFOPS = BIN / "wfops"
@@ -213,7 +214,7 @@ class Fleet:
         self.keeper_dirs.add(keepers)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
         base.update(HOME=str(home), WORKFLOW_CONFIG=str(config), PYTHONUNBUFFERED="1", WFOPS_KEEPER_DIR=str(keepers))
-        return subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=timeout,
+        return subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=scaled(timeout),
                               env={**base, **(env or {})}, cwd=config.parent)
 
 

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.slowness import scaled
+
 
 class MissingTool(RuntimeError):
     pass
@@ -123,7 +125,7 @@ def _spawn_sshd(sshd_bin: str, cfg: Path, log: Path, host: str, port: int,
     # -E: log to our file (with -e, DEBUG lines of the session child would reach the client's stderr)
     proc = subprocess.Popen([sshd_bin, "-D", "-E", str(log), "-f", str(cfg)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session)
-    deadline = time.time() + 10
+    deadline = time.time() + scaled(10)
     while True:
         try:
             with socket.create_connection((host, port), timeout=1) as s:
@@ -232,7 +234,7 @@ def running(pid: int) -> bool:
 
 
 def _wait_gone(pids: list[int], timeout: float = 10) -> None:
-    deadline = time.time() + timeout
+    deadline = time.time() + scaled(timeout)
     while any(running(p) for p in pids):
         if time.time() > deadline:
             raise RuntimeError(f"still running after SIGKILL: {[p for p in pids if running(p)]}")

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 from tests.conftest import wait_until
@@ -114,10 +115,15 @@ def test_a_pod_killed_mid_sweep_leaves_its_pending_runs_to_the_others(tmp_path: 
                         next((tmp_path / "artifacts" / ".fleet").glob("sweep-*.json")).read_text())
     on_1 = sorted(rid for rid, r in ledger["runs"].items() if r["pods"] == [fleet.pods[1].address])
     assert len(on_1) == 3
-    wait_until(lambda: any(r["state"] == "running" for r in _status(fleet, cfg)["runs"]
-                           if r["pod"] == fleet.pods[1].address), timeout=60, what="a run on pod 1")
+    # the event: a run of pod 1 running while another of its runs still waits there (then one must move)
+    wait_until(lambda: (lambda on: "running" in on and "pending" in on)(
+        [r["state"] for r in _status(fleet, cfg)["runs"] if r["pod"] == fleet.pods[1].address]),
+        timeout=60, what="a run running on pod 1 and another waiting there")
     fleet.kill(1)
-    done = fleet.wf(cfg, "sweep.wait", "--json", timeout=240)
+    try:  # until sweep.wait ends; its deadline scales with the machine (Fleet.wf, tests/slowness.py)
+        done = fleet.wf(cfg, "sweep.wait", "--json", timeout=240)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"sweep.wait still waiting after {exc.timeout:.0f}s; it said:\n{exc.stderr}") from None
     data = json.loads(done.stdout)
     state = {r["run_id"]: (r["state"], r["pod"]) for r in data["runs"]}
     moved = [rid for rid in on_1 if state[rid][1] != fleet.pods[1].address]

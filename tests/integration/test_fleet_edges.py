@@ -16,6 +16,8 @@ from pathlib import Path
 from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
 from tests.integration.test_fleet import _config, _csv, _status
+from tests.procview import waits_on_pidfd_of
+from tests.realparts import pids_with_env
 
 
 def _states(fleet: Fleet, cfg: Path) -> dict[str, tuple[str, str]]:
@@ -181,14 +183,16 @@ def test_sigterm_of_a_fan_out_exits_143_at_once_and_leaves_no_client_process(tmp
                WFOPS_KEEPER_DIR=str(tmp_path / "keepers"))
     proc = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    time.sleep(4)
+    runners = {p.index: json.loads((p.home / "outputs" / "_tasks" / "long" / "status.json").read_text())["pid"]
+               for p in fleet.pods}
+    wait_until(lambda: all(any(waits_on_pidfd_of(pid, runners[p.index]) for pid in pids_with_env("HOME", str(p.home)))
+                           for p in fleet.pods), timeout=60, what="task.wait waiting on every pod")
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 143 and "terminated" in err, (proc.returncode, out, err)
     assert time.monotonic() - t0 < 10
-    from tests.realparts import pids_with_env
     left = [p for p in pids_with_env("HOME", str(home))  # the warm keepers stay, as designed (WF_PERSIST_SECS)
             if b"wfops.transport.keeper" not in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
     assert left == []

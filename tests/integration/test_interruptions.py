@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +64,11 @@ def _start(pod: Pod, *args: str, env: dict[str, str] | None = None) -> subproces
         pod.write_config()
     return subprocess.Popen([str(WFOPS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**pod.env(), **(env or {})}, cwd=pod.root.parent)
+
+
+def _read_lines(stream, lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
 
 
 def _clean_up(proc: subprocess.Popen, stopped: int | None) -> None:
@@ -310,9 +314,16 @@ def test_the_fetch_progress_line_carries_the_pods_size(big_run: Pod):
     pod = big_run
     total = f"of {BLOB_MB * 1024 * 1024 / 1e6:.1f} MB"
     with _fetch_held_mid_stream(pod) as (proc, extractor):
-        time.sleep(3)  # held: the progress thread reports at least once (every 2 s when not on a terminal)
+        lines: list[str] = []
+        reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
+        reader.start()
+        # held until the progress thread has reported (every 2 s when not on a terminal): the line is the event
+        wait_until(lambda: any(ln.startswith("wfops: fetching ") for ln in lines), timeout=60,
+                   what="a progress line while the transfer is held")
         _resume(extractor)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=60)
+        err = "".join(lines)
     assert proc.returncode == 0, err
     progress = [ln for ln in err.splitlines() if ln.startswith("wfops: fetching ")]
     assert progress and all(total in ln and "MB/s" in ln for ln in progress), err

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
 from tests.realparts import SSHD, free_port, start_sshd, stop_sshd
+from tests.slowness import scaled
 
 READ_ONLY = (("fsm.status",), ("task.list",), ("fsm.status", "--json"), ("task.list", "--json"))
 
@@ -260,7 +261,7 @@ def restart_sshd(server: SSHD) -> SSHD:
     cfg = server.log.parent / "sshd_config"
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-E", str(server.log), "-f", str(cfg)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
+    deadline = time.time() + scaled(10)
     while time.time() < deadline:
         try:
             with socket.create_connection((server.host, server.port), timeout=1) as s:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.fleet import Fleet, FleetPod
 from tests.realparts import pids_with_env, running
+from tests.slowness import scaled
 from wfops.settings.load import load_settings
 
 PROBE = 'echo "$HOME"; cd ~ && pwd; python3 -c "import os; print(os.path.expanduser(\'~\'))"\n'
@@ -91,7 +92,7 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
              f"{fleet.user}@{fleet.pods[0].host}", "sleep 304"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
+        deadline = time.time() + scaled(10)
         while not any(b"sleep\x00304" in _cmdline(p) for p in fleet.pids()) and time.time() < deadline:
             time.sleep(0.05)
         before = fleet.pids()
@@ -101,7 +102,7 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
     assert fleet.pids() == []
     assert not any(running(pid) for pid in before)
     assert all(refuses(p) for p in fleet.pods)
-    assert hanging.wait(timeout=10) == 255  # the client saw its connection end
+    assert hanging.wait(timeout=scaled(10)) == 255  # the client saw its connection end
 
 
 def _cmdline(pid: int) -> bytes:

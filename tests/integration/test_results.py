@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import WFOPS, Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
 from tests.realparts import free_port
+from tests.slowness import scaled
 
 # a stand-in trainer: metrics as told, a log line per step from every rank (torchrun prefixes them with the rank)
 METRIC_TRAIN = '''
@@ -139,7 +140,7 @@ def test_run_logs_whole_tail_rank_and_follow_until_the_run_ends(ready: Pod):
     follower = subprocess.Popen([str(WFOPS), "run.logs", "r", "--follow", "--rank", "1"], env=pod.env(),
                                 cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert follower.stdout is not None
-    guard = threading.Timer(120, follower.kill)  # a follower that hangs fails the test instead of blocking it
+    guard = threading.Timer(scaled(120), follower.kill)  # a follower that hangs fails the test instead of blocking it
     guard.start()
     live = [follower.stdout.readline(), follower.stdout.readline()]  # arrives while the run still runs
     assert [ln.split(" ", 1)[1] for ln in live] == ["[rank1]:iter 1: loss 10.0000 from rank 1\n",
@@ -201,7 +202,7 @@ def _pty_run(pod: Pod, args: list[str], until: bytes, keys: bytes, timeout: floa
         os.chdir(pod.root.parent)
         os.execve(str(WFOPS), [str(WFOPS), *args], {**pod.env(), "TERM": "xterm"})
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    seen, typed, deadline = b"", 0.0, time.time() + timeout
+    seen, typed, deadline = b"", 0.0, time.time() + scaled(timeout)
     while time.time() < deadline:
         if select.select([fd], [], [], 0.2)[0]:
             try:

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -357,24 +359,57 @@ def test_notes_do_not_rerun_common_overrides_do_and_keep_previous_zero(local_swe
     assert "(KEEP_PREVIOUS=0)" in queue_log(pod)  # positive control: a copy was made, then pruned
 
 
+# `wfops ARGS` with the client's clock frozen at SAME_SECOND for the sweep id (wfops.tasks.sweep's datetime): every
+# sweep.start through it starts in the same second, whatever the machine's speed
+SAME_SECOND = "sweep-20260102T030405Z"
+FROZEN_CLOCK = """\
+import sys
+from datetime import datetime, timezone
+
+import wfops.tasks.sweep as sweep
+
+
+class Frozen(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+sweep.datetime = Frozen
+sys.argv = ["wfops", *sys.argv[1:]]
+from wfops.cli import main
+
+main()
+"""
+
+
 def test_two_sweeps_started_within_one_second_get_distinct_ids(local_swept: Pod):  # noqa: F811 - the fixture
     # BUG: sweep ids are the UTC second (sweep-YYYYmmddTHHMMSSZ): a sweep.start in the same second as the one
     # before (a sweep whose runs are all skipped ends at once) reuses its id and overwrites its manifest, CSV
-    # and record; sweep.list loses a sweep and sweep.status shows the old run as this sweep's own
+    # and record; sweep.list loses a sweep and sweep.status shows the old run as this sweep's own.
+    # The client's clock is frozen (FROZEN_CLOCK), so the three starts below are in one second for sure.
     pod = local_swept
     pod.configure(TRAIN_LAUNCHER="python")
     csv = csv_file(pod, f"r1,{CFG},1,,,\n")
-    pod.ok("sweep.start", "--csv", str(csv))
-    assert states(ended(pod)) == {"r1": "success"}
-    ids = []
-    for _ in range(6):  # all skipped: each sweep ends at once, so some of them start within one second
-        started = pod.ok("sweep.start", "--csv", str(csv)).out
-        ids.append(started.split()[1].rstrip(":"))
+    frozen = pod.root.parent / "frozen_clock.py"
+    frozen.write_text(FROZEN_CLOCK)
+    ids, runs = [], []
+    for _ in range(3):
+        started = subprocess.run([sys.executable, str(frozen), "sweep.start", "--csv", str(csv)], text=True,
+                                 capture_output=True, env=pod.env(), cwd=pod.root.parent, timeout=120)
+        assert started.returncode == 0, started.stderr
+        ids.append(started.stdout.split()[1].rstrip(":"))
         data = ended(pod)
         assert data["sweep"]["sweep_id"] == ids[-1]
-        assert states(data) == {"r1": "skipped"}, (ids, data["runs"])
-    assert len(set(ids)) == len(ids), ids
-    assert len(pod.ok("sweep.list", "--json").json()["sweeps"]) == 1 + len(ids)
+        runs.append(states(data))
+    assert ids == [SAME_SECOND, f"{SAME_SECOND}-2", f"{SAME_SECOND}-3"], ids  # the first: the clock was frozen
+    assert runs == [{"r1": "success"}, {"r1": "skipped"}, {"r1": "skipped"}], runs
+    listed = [s["sweep_id"] for s in pod.ok("sweep.list", "--json").json()["sweeps"]]
+    assert sorted(listed) == sorted(ids), listed
+    for sid in ids:  # each kept its own manifest: the first one's was not overwritten by the later ones
+        assert json.loads((pod.outputs / "_manifests" / f"{sid}.json").read_text())["sweep_id"] == sid
+    older = pod.ok("sweep.status", "--sweep", SAME_SECOND, "--json").json()
+    assert states(older) == {"r1": "success"}, older["runs"]
 
 
 def test_an_older_sweeps_status_agrees_with_its_record_after_a_rerun(local_swept: Pod):  # noqa: F811

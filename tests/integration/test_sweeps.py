@@ -190,7 +190,12 @@ def test_a_failed_final_sync_is_a_failed_run_everywhere(swept: Pod):
     assert st["state"] == "failed" and "final sync" in st["reason"] and st["exit_code"] == 0
     assert summary["ok"] is False and summary["failure_class"] == "sync_failed"
     assert summary["final_sync"].startswith("failed (rsync exit ")
-    assert "failed" in pod.ok("sweep.status").out
+    # the human table: gone's own row says failed and why (the totals line says "N failed" whatever the rows say)
+    table = pod.ok("sweep.status").out
+    row = next((ln.split() for ln in table.splitlines() if ln.split()[:1] == ["gone"]), None)
+    assert row is not None and row[1] == "failed", table
+    assert re.search(r"^gone\s+failed\s.*sync_failed: final sync: rsync exit 23\s*$", table, re.M), table
+    assert re.search(r"^next\s+cancelled\s", table, re.M), table
 
 
 def test_stop_cancels_the_running_run_and_the_queue(swept: Pod):

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from tests.conftest import WFOPS, Pod, kill_tmux_server, wait_until
+from tests.procview import waits_on_pidfd_of
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ")
 
@@ -39,14 +40,6 @@ def _waits_for_lock(lock) -> bool:
         except OSError:
             continue
     return False
-
-
-def _blocked_in_select(pid: str) -> bool:
-    """The process sleeps in select()/poll() (its kernel wait channel says so)."""
-    try:
-        return open(f"/proc/{pid}/wchan").read().startswith(("poll_schedule_timeout", "do_select", "do_sys_poll"))
-    except OSError:
-        return False
 
 
 def test_success_logs_status_and_command_file(pod: Pod):
@@ -133,14 +126,18 @@ def test_wait_gives_up_with_its_own_exit_code_and_then_succeeds(pod: Pod):
     waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "gated", "--json"], env=pod.env(),
                               cwd=pod.root.parent, stdout=subprocess.PIPE, text=True)
     agent = str(pod.outputs / "_control" / "agent")  # the waiting agent: an agent process that is not a runner
-    wait_until(lambda: [pid for pid in (ln.split()[0] for ln in procs_matching(agent) if "supervise" not in ln)
-                        if _blocked_in_select(pid)], what="the waiter on the pod to block in its wait")
+    runner = int(status(pod, "gated")["pid"])
+    # proven from outside, not from the agent's own report: the waiter sleeps in a select() on a pidfd of the
+    # task's runner (a polling wait holds no pidfd and sleeps in nanosleep, not select)
+    waiting = wait_until(lambda: [pid for pid in (ln.split()[0] for ln in procs_matching(agent)
+                                                  if "supervise" not in ln) if waits_on_pidfd_of(pid, runner)],
+                         what="the waiter on the pod to block in select() on a pidfd of the runner")
+    assert len(waiting) == 1, waiting
     flag.touch()
     out, _ = waiter.communicate(timeout=60)
     data = json.loads(out)
     assert data["state"] == "success"
-    # it woke on the runner's exit (a pidfd), not by polling: no wait step took the polling path
-    assert data["waited_by"].get("pidfd", 0) >= 1 and "poll" not in data["waited_by"]
+    assert data["waited_by"].get("pidfd", 0) >= 1 and "poll" not in data["waited_by"]  # and the agent agrees
 
 
 def test_duplicate_id_refused_unless_force_which_keeps_a_backup(pod: Pod):
@@ -169,17 +166,20 @@ def test_force_does_not_replace_a_running_task(pod: Pod):
 
 
 def test_list_newest_first_with_states(pod: Pod):
-    for tid, cmd in (("a1", "true"), ("a2", "false"), ("a3", "true")):
+    # made in the order m, z, a: newest first is a, z, m, which neither sorting by id (a, m, z) nor its reverse
+    # (z, m, a) gives, so the list must follow the order they were made in
+    for tid, cmd in (("m", "true"), ("z", "false"), ("a", "true")):
         pod.ok("task.run", "--id", tid, "--cmd", cmd)
         pod.wf("task.wait", "--id", tid)
     data = pod.ok("task.list", "--json").json()
     # made within the same second or not, the order is the order they were made in (newest first)
-    assert [(t["id"], t["state"]) for t in data["tasks"]] == [("a3", "success"), ("a2", "failed"), ("a1", "success")]
+    assert [(t["id"], t["state"]) for t in data["tasks"]] == [("a", "success"), ("z", "failed"), ("m", "success")]
     table = pod.ok("task.list").out
-    assert table.splitlines()[0].split() == ["id", "state", "exit", "started", "duration", "note"]
-    assert "a2" in table and "failed" in table
+    lines = table.splitlines()
+    assert lines[0].split() == ["id", "state", "exit", "started", "duration", "note"]
+    assert [ln.split()[:2] for ln in lines[1:4]] == [["a", "success"], ["z", "failed"], ["m", "success"]], table
     limited = pod.ok("task.list", "--limit", "1", "--json").json()
-    assert [t["id"] for t in limited["tasks"]] == ["a3"] and limited["total"] == 3
+    assert [t["id"] for t in limited["tasks"]] == ["a"] and limited["total"] == 3
 
 
 def test_workdir_option_and_missing_workdir(pod: Pod):

@@ -25,6 +25,7 @@ from tests.conftest import WFOPS, Result
 from tests.lium.conftest import LIUM, LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.realparts import free_port
+from tests.slowness import scaled
 from wfops.targets.lium_cli import LiumUnreachable, error_from, up_interrupted
 
 
@@ -72,7 +73,7 @@ class Running:
             lines.append(line)
 
     def wait_for(self, text: str, timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             for line in list(self.err):
                 if text in line:
@@ -88,7 +89,7 @@ class Running:
             self.proc.send_signal(signal.SIGINT)  # wfops alone: it must stop lium itself
 
     def finish(self, timeout: float = 90) -> Result:
-        rc = self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=scaled(timeout))
         for t in self.readers:
             t.join(timeout=10)
         return Result(rc, "".join(self.out), "".join(self.err))
@@ -148,7 +149,7 @@ def test_ctrl_c_before_lium_names_the_pod_finds_the_new_pod_and_removes_it(lpod:
     up_config(lpod, fake)
     with Running(lpod, "pod.up", "--yes") as run:
         run.wait_for("lium: renting ")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while len(fake.pods) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         (pod,) = [p for p in fake.pods.values() if p.name == "mypod"]

@@ -10,6 +10,7 @@ from tests.conftest import WFOPS
 from tests.lium.conftest import LiumPod
 from tests.lium.fake_lium import FakeLium
 from tests.lium.test_failures import Running
+from tests.slowness import scaled
 
 BOTH = ("wfops: config: LIUM_TARGET=victim and LIUM_TARGETS=fa,fb both name the target: set LIUM_TARGET (one pod) "
         "or LIUM_TARGETS (a fleet), not both")
@@ -84,7 +85,7 @@ def _interrupt_the_second(lpod: LiumPod, fake: FakeLium) -> tuple[list, object]:
     with Running(lpod, "pod.up", "--yes", "--count", "3") as run:
         run.wait_for("wfops: pod 1/3: ")
         fake.rent_pending_polls = 10**6  # the second pod never starts: lium up is waiting when Ctrl-C comes
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while sum(" created; waiting for it to become ready" in ln for ln in run.err) < 2:
             assert time.monotonic() < deadline, "".join(run.err)
             assert run.proc.poll() is None, "".join(run.err)

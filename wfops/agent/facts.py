@@ -105,6 +105,14 @@ def gpu_count(venv_python: str, env_cuda_visible: str) -> int:
         return 0
 
 
+def pod_gpu_ids(env_visible: str, venv_python: str) -> List[str]:
+    """The pod's own GPUs as the scheduler's slot ids: CUDA_VISIBLE_DEVICES of the pod env when set (its ids),
+    else indices for gpu_count's GPUs."""
+    if env_visible.strip():
+        return [d.strip() for d in env_visible.split(",") if d.strip()]
+    return [str(i) for i in range(gpu_count(venv_python, ""))]
+
+
 def _repo_facts(repo: str, install_cmd: str) -> Json:
     r = {"path": repo, "exists": os.path.exists(repo)}
     r["is_git"] = os.path.isdir(os.path.join(repo, ".git"))

@@ -245,3 +245,28 @@ def gpu_holders(timeout: float = 20) -> List[Any]:
         if len(parts) >= 3 and parts[0].isdigit():
             out.append({"pid": int(parts[0]), "name": parts[1], "used_memory": parts[2]})
     return out
+
+
+def gpus_in_use(timeout: float = 20) -> Set[str]:
+    """GPUs a compute process holds now (nvidia-smi --query-compute-apps), each by its index and by its UUID, so
+    that either form of a CUDA_VISIBLE_DEVICES id matches; empty where there is no nvidia-smi or it fails."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return set()
+
+    def query(what: str) -> List[List[str]]:
+        try:
+            p = subprocess.run([smi, what, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        rows = [[x.strip() for x in ln.split(",")] for ln in p.stdout.splitlines() if "," in ln]
+        return rows if p.returncode == 0 else []
+
+    busy = {row[0] for row in query("--query-compute-apps=gpu_uuid,pid") if row[0].startswith("GPU-")}
+    index_of = {row[1]: row[0] for row in query("--query-gpu=index,uuid") if len(row) > 1}
+    return busy | {index_of[u] for u in busy if u in index_of}
+

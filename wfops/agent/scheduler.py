@@ -96,6 +96,7 @@ class Scheduler:
         self.stop_recorded = False
         self.devices_visible = True
         self.meter = cost.Meter(dict(m.get("billing") or {}))  # the pod's price, the budget, the queue's spans
+        self.held = slots.Held(procs.gpus_in_use, self.log, time.monotonic)  # GPUs outside processes hold
 
     # ---------------------------------------------------------------- signals
     def on_term(self, signum: int, _frame: Optional[FrameType]) -> None:
@@ -113,10 +114,10 @@ class Scheduler:
         if ex.get("cpu_only"):
             self.devices_visible = False  # nothing to hand out: CUDA_VISIBLE_DEVICES is left alone
             return ["cpu"]
-        visible = launch.env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES")
-        if visible.strip():
-            return [d.strip() for d in visible.split(",") if d.strip()]
-        return [str(i) for i in range(facts_gpu_count(self.venv_python))]
+        self.held.active = True  # the pod's own GPUs: a process outside the sweep may hold some (nvidia-smi)
+        from .facts import pod_gpu_ids  # only on a GPU pod without WF_FAKE_GPUS: facts imports a lot
+
+        return pod_gpu_ids(launch.env_value(self.pod.env_path, "CUDA_VISIBLE_DEVICES"), self.venv_python)
 
     def start(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -189,13 +190,14 @@ class Scheduler:
         self.release_due()
         for too_big in self.order.pop_too_big():
             self.no_fit(too_big)
-        while not self.stop_why:
-            run = self.order.pop_fitting(len(self.slots.free))
-            if run is None:
-                return
-            if run["attempt"] == 1 and self.skipped(run):
-                continue
-            self.launch(run)
+        with self.slots.without(self.held.held(self.slots.free, len(self.order))):  # held outside the sweep
+            while not self.stop_why:
+                run = self.order.pop_fitting(len(self.slots.free))
+                if run is None:
+                    return
+                if run["attempt"] == 1 and self.skipped(run):
+                    continue
+                self.launch(run)
 
     # ---------------------------------------------------------------- one run
     def skipped(self, run: QueueEntry) -> bool:
@@ -386,12 +388,6 @@ class Scheduler:
         workflow.succeed(self.pod, "sweep.queue", "%s: %s" % (self.sid, why))
         self.log("sweep %s %s: %s" % (self.sid, final, why))
         store.release_reserve(all_of_them=True)
-
-
-def facts_gpu_count(venv_python: str) -> int:
-    from .facts import gpu_count  # only on a GPU pod without WF_FAKE_GPUS: facts imports a lot
-
-    return gpu_count(venv_python, "")
 
 
 @command(wire.SWEEP_RUN)

@@ -14,6 +14,7 @@ Standard library only, Python >= 3.8.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import socket
@@ -22,7 +23,7 @@ from .states import ALL_GPUS
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Container, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Container, Dict, Iterator, List, Optional, Tuple
 
     from .wire import QueueEntry
 
@@ -54,6 +55,43 @@ class Slots:
     def give(self, ids: List[str]) -> None:
         order = {d: i for i, d in enumerate(self.ids)}
         self.free = sorted(set(self.free) | set(ids), key=order.__getitem__)
+
+    @contextlib.contextmanager
+    def without(self, held: List[str]) -> Iterator[None]:
+        """`held` is not free meanwhile (GPUs a process outside the sweep holds: Held), and free again after."""
+        self.free = [d for d in self.free if d not in held]
+        try:
+            yield
+        finally:
+            self.give(held)
+
+
+class Held:
+    """Free GPUs a process outside the sweep holds (nvidia-smi lists a compute process on them): no run gets them
+    while it does. `query` gives the busy ids (index and UUID), asked at most every `every` seconds of `clock`;
+    `log` hears each change of the held set."""
+
+    def __init__(self, query: Callable[[], Container[str]], log: Callable[[str], None],
+                 clock: Callable[[], float], every: float = 2.0) -> None:
+        self.query, self.log, self.clock, self.every = query, log, clock, every
+        self.busy: Container[str] = ()
+        self.asked: Optional[float] = None
+        self.shown: List[str] = []
+        self.active = False  # set on the pod's own GPUs (not WF_FAKE_GPUS, not CPU_ONLY): nvidia-smi knows them
+
+    def held(self, free: List[str], waiting: int = 1) -> List[str]:
+        """Which of `free` are held now; none asked while inactive or while no run waits."""
+        if not self.active or not waiting:
+            return []
+        now = self.clock()
+        if self.asked is None or now - self.asked >= self.every:
+            self.busy, self.asked = self.query(), now
+        held = [d for d in free if d in self.busy]
+        if held != self.shown:
+            self.log("GPU(s) %s held by a process outside this sweep (nvidia-smi): not handed out while it is"
+                     % ",".join(held) if held else "no free GPU is held by a process outside this sweep any more")
+            self.shown = held
+        return held
 
 
 class Order:

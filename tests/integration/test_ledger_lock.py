@@ -1,0 +1,83 @@
+"""The fleet ledger's lock (wfops.sweeps.ledger.ledger_lock, an flock on LOCAL_ARTIFACTS_DIR/.fleet/.lock) where
+sweep.add and sweep.rebalance change the ledger: while another command holds it they wait, then read the ledger
+as that command left it, so neither undoes the other's change. The test holds the lock itself (as a second
+command would), sees from /proc/locks that the command waits on it, changes the ledger meanwhile, and checks the
+change survives the command's own write. Without the lock the command reads the ledger at once and its write
+drops the change (or never waits at all): the test fails either way, not by chance."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.fleet import WFOPS, Fleet
+from tests.integration.test_fleet import _config, _csv
+
+
+def _lock_waiters() -> set[int]:
+    """Pids blocked on an flock now (/proc/locks: a blocked request is a line with `->`)."""
+    waiting = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[2] == "FLOCK":
+            waiting.add(int(fields[5]))
+    return waiting
+
+
+def _lock_holders() -> set[int]:
+    return {int(f[4]) for f in (ln.split() for ln in Path("/proc/locks").read_text().splitlines())
+            if len(f) > 4 and f[1] == "FLOCK"}
+
+
+def _start(fleet: Fleet, cfg: Path, *args: str) -> subprocess.Popen:
+    """`wfops ARGS` in the background, with the environment Fleet.wf gives a command."""
+    home = cfg.parent / "client-home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+    env.update(HOME=str(home), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
+               WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"))
+    return subprocess.Popen([str(WFOPS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cfg.parent)
+
+
+@pytest.mark.parametrize("command", ["sweep.add", "sweep.rebalance"])
+def test_a_command_that_changes_the_ledger_waits_for_its_lock_and_keeps_what_the_holder_wrote(
+        tmp_path: Path, fleet_ready: Fleet, command: str):
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"q{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    done = fleet.wf(cfg, "sweep.wait", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    fleet_dir = tmp_path / "artifacts" / ".fleet"
+    ledger_path = next(fleet_dir.glob("sweep-*.json"))
+    args = ["--csv", str(_csv(tmp_path, ["n0,config/train_tiny.py,7,,,1,"], "more.csv"))] if command == "sweep.add" \
+        else []
+    with open(fleet_dir / ".lock", "a") as held:  # another command holding the lock (as sweep.wait would)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert os.getpid() in _lock_holders()  # positive control: /proc/locks shows the locks of this machine
+        proc = _start(fleet, cfg, command, *args, "--json")
+        try:
+            wait_until(lambda: proc.pid in _lock_waiters() or proc.poll() is not None, timeout=60,
+                       what=f"{command} to wait on the ledger's lock (or end)")
+            assert proc.poll() is None, (f"{command} did not wait for the ledger's lock", proc.communicate())
+            # what the holder writes meanwhile: a move of q0 it made (sweep.rebalance records moves so)
+            doc = json.loads(ledger_path.read_text())
+            doc["runs"]["q0"]["moves"].append({"from": "x", "to": "y", "why": "written under the lock", "at": "t"})
+            ledger_path.write_text(json.dumps(doc))
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    after = json.loads(ledger_path.read_text())
+    assert [m["why"] for m in after["runs"]["q0"]["moves"]] == ["written under the lock"], after["runs"]["q0"]
+    if command == "sweep.add":
+        assert "n0" in after["runs"] and after["order"][-1] == "n0", after["order"]
+        assert fleet.wf(cfg, "sweep.wait", "--json", timeout=120).returncode == 0
+        assert json.loads(fleet.wf(cfg, "sweep.status", "--json").stdout)["totals"] == {"success": 4}

@@ -1,0 +1,47 @@
+"""What a process is waiting on, seen from outside it (/proc): the tests prove how a waiter waits with these, not
+with the waiter's own report."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+SELECT_WCHANS = ("poll_schedule_timeout", "do_select", "do_sys_poll")
+SELECT_SYSCALLS = ("23", "270")  # x86_64 select, pselect6 (/proc/PID/syscall's first field)
+
+
+def blocked_in_select(pid: int | str) -> bool:
+    """The process sleeps in select()/poll() (its kernel wait channel says so)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().startswith(SELECT_WCHANS)
+    except OSError:
+        return False
+
+
+def pidfds(pid: int | str) -> dict[int, int]:
+    """The process's pidfds: {its fd: the pid that fd refers to} (/proc/PID/fd, /proc/PID/fdinfo)."""
+    found = {}
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[pidfd]":
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+                match = re.search(r"^Pid:\s*(-?\d+)", info, re.M)
+                if match:
+                    found[int(fd)] = int(match.group(1))
+    except OSError:
+        return {}
+    return found
+
+
+def waits_on_pidfd_of(pid: int | str, target: int) -> bool:
+    """The process is blocked in select() on a pidfd of `target`: it holds a pidfd of `target` (fdinfo), it sleeps
+    in select (wchan), and the select it sleeps in (/proc/PID/syscall) has nfds = that pidfd + 1 (its first
+    argument): it watches no fd above it."""
+    fds = [fd for fd, of in pidfds(pid).items() if of == target]
+    try:
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return (bool(fds) and blocked_in_select(pid) and len(call) > 1 and call[0] in SELECT_SYSCALLS
+            and int(call[1], 16) == max(fds) + 1)
