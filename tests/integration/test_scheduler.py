@@ -59,7 +59,7 @@ def test_packing_on_four_pretend_gpus_overlaps_runs_on_disjoint_devices(local_sw
                       timeout=90, interval=0.3, what="a running run with its GPUs")
     assert all(re.fullmatch(r"[0-3](,[0-3])*", r["gpus"]) for r in seen)
     text = pod.ok("sweep.status").out
-    assert re.search(r"^two-a\s+running\s+-\s+[0-3],[0-3]\s", text, re.M), text
+    assert re.search(r"^two-a\s+running\s+1\s+[0-3],[0-3]\s", text, re.M), text  # attempt 1, its GPUs
     data = wait_sweep(pod, timeout=180)
     assert set(states(data).values()) == {"success"}, data["runs"]
     spans = {rid: span(pod, rid) for rid in states(data)}
