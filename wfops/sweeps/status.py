@@ -40,7 +40,9 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
                                    "notes", "why"), rows)
             + f"\n\n{totals_line(data.get('totals') or {})}"
             + (f" / {len(data['duplicates'])} ran twice" if data.get("duplicates") else "")
-            + (f"\n{spent}" if spent else ""))
+            + (f"\n{spent}" if spent else "")
+            + "".join(f"\n{line}" for line in ["", "pods (a managed sweep):", *data["pod_history"]]
+                      if data.get("pod_history")))
 
 
 def totals_line(totals: dict[str, int]) -> str:

@@ -1,0 +1,68 @@
+"""A managed sweep on an SSH host (`sweep.wait --recover`): the host dies mid-run (its sshd and every process of its
+HOME killed by PID) and comes back; the run that was running restarts as its next attempt in the same run dir and
+resumes from its own checkpoint, the run that had not started starts, and every run ends `success`. The pod is one
+of tests/fleet.py's loopback pods, configured alone (OPS_DEFAULT_HOST)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import wait_until
+from tests.fleet import WFOPS, Fleet
+
+CKPT_TRAIN = Path(__file__).resolve().parents[1] / "fixtures" / "ckpt_train.py"
+HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
+
+
+def sweep_csv(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "sweep.csv"
+    path.write_text(HEADER + "".join(r + "\n" for r in rows))
+    return path
+
+
+def log_of(outputs: Path, rid: str) -> str:
+    path = outputs / rid / "stdout.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_an_ssh_host_that_comes_back_gets_its_share_again_and_the_lost_run_resumes(tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    pod = fleet.pods[0]
+    cfg = fleet.config(tmp_path, pod=0, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
+    rows = ["r1,config/train_tiny.py,1,steps=40 every=5 step_secs=0.1,,1,",
+            "r2,config/train_tiny.py,2,steps=3 every=5 step_secs=0.1,,1,"]
+    start = fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, rows)))
+    assert start.returncode == 0, start.stderr
+    outputs = pod.home / "outputs"
+    wait_until(lambda: "step 7" in log_of(outputs, "r1"), timeout=60, what="r1 past its first checkpoint")
+    managed = subprocess.Popen([str(WFOPS), "sweep.wait", "--recover", "--json"], env=fleet_env(cfg), cwd=cfg.parent,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fleet.kill(0)
+    fleet.revive(0)  # the host answers again: its queue and runs are gone (every process of its HOME was killed)
+    out, err = managed.communicate(timeout=180)
+    assert managed.returncode == 0, (out[-2000:], err)
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success", "r2": "success"}
+    lines = [ln for ln in err.splitlines() if ln.startswith("wfops: ")]
+    assert any(ln.startswith(f"wfops: lost pod {pod.address}: ") and "(recovery 1/3)" in ln for ln in lines), err
+    assert any(ln.startswith(f"wfops: restarted on {pod.address}: r1 (attempt 2)") and "queued again: r2" in ln
+               for ln in lines), err
+    resumed = log_of(outputs, "r1")
+    assert "resumed from step 5" in resumed or "resumed from step 10" in resumed, resumed
+    assert json.loads((outputs / "r1" / "final.json").read_text())["step"] == 40
+    assert json.loads((outputs / "r1" / "status.json").read_text())["attempt"] == 2
+    assert (outputs / "r1" / "attempts" / "1" / "stdout.log").is_file()  # the lost attempt, kept
+    status = fleet.wf(cfg, "sweep.status")
+    assert f"r1: attempt 1 on {pod.address}, attempt 2 on {pod.address}" in status.stdout, status.stdout
+
+
+def fleet_env(cfg: Path) -> dict[str, str]:
+    """The environment Fleet.wf gives `wfops` (a client HOME and keeper dir next to the config)."""
+    home = cfg.parent / "client-home"
+    home.mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+    base.update(HOME=str(home), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
+                WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"))
+    return base
