@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_an_ssh_host_that_comes_back_gets_its_share_again_and_the_lost_run_resum
     assert any(ln.startswith(f"wfops: restarted on {pod.address}: r1 (attempt 2)") and "queued again: r2" in ln
                for ln in lines), err
     resumed = log_of(outputs, "r1")
-    assert "resumed from step 5" in resumed or "resumed from step 10" in resumed, resumed
+    assert int(re.search(r"resumed from step (\d+)", resumed).group(1)) > 0, resumed  # type: ignore[union-attr]
     assert json.loads((outputs / "r1" / "final.json").read_text())["step"] == 40
     assert json.loads((outputs / "r1" / "status.json").read_text())["attempt"] == 2
     assert (outputs / "r1" / "attempts" / "1" / "stdout.log").is_file()  # the lost attempt, kept

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from wfops.agent import wire
-from wfops.agent.states import EXIT_LOST, LOST, RUNNING
+from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, LOST, RUNNING
 from wfops.artifacts.transfer import fetch_runs, report
 from wfops.errors import ConnectError, LiumError, NotFoundError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
@@ -52,7 +52,9 @@ class _Session:
             if self.cmd is None:
                 self.cmd = PodCommand("sweep.wait", self.settings, member=self.member).__enter__()
             return self.cmd.call(wire.SWEEP_WAIT, timeout=ROUND_SECS, patterns=patterns), ""
-        except DOWN as exc:
+        except WfopsError as exc:
+            if not isinstance(exc, DOWN) and exc.code != EXIT_CONNECT:  # a warm connection's: code 4
+                raise
             self.close()
             return None, exc.message
 
@@ -109,6 +111,9 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
             if data is not None:
                 last = data
                 sweep = data.get("sweep") or {}
+                if not book.sweep_id and sweep.get("state") == RUNNING:
+                    log(f"wfops: managing {sweep.get('sweep_id')} on {_pod_words(settings, member)}: a pod lost for "
+                        f"{settings.recover_after_secs}s is recovered (at most {settings.recover_max} times)")
                 book.bind(str(sweep.get("sweep_id") or ""))
                 if sweep.get("state") == LOST:  # the pod answers, its queue died with its processes
                     conn.close()
