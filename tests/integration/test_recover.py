@@ -67,3 +67,27 @@ def fleet_env(cfg: Path) -> dict[str, str]:
     base.update(HOME=str(home), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
                 WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"))
     return base
+
+
+def test_a_loss_past_recover_max_stops_the_managed_sweep_and_says_why(tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    pod = fleet.pods[0]
+    cfg = fleet.config(tmp_path, pod=0, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2",
+                       RECOVER_MAX="1")
+    start = fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, [
+        "r1,config/train_tiny.py,1,steps=400 every=5 step_secs=0.1,,1,"])))
+    assert start.returncode == 0, start.stderr
+    outputs = pod.home / "outputs"
+    wait_until(lambda: "step 6" in log_of(outputs, "r1"), timeout=60, what="r1 past its first checkpoint")
+    managed = subprocess.Popen([str(WFOPS), "sweep.wait", "--recover"], env=fleet_env(cfg), cwd=cfg.parent,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fleet.kill(0)
+    fleet.revive(0)
+    wait_until(lambda: "resumed from step" in log_of(outputs, "r1"), timeout=120, what="the first recovery")
+    fleet.kill(0)  # lost a second time: RECOVER_MAX=1 is spent
+    fleet.revive(0)
+    _, err = managed.communicate(timeout=120)
+    assert managed.returncode == 8, err
+    last = err.splitlines()[-1]
+    assert "spent its RECOVER_MAX=1 recoveries: stopping" in last and pod.address in last, err
+    assert err.count("wfops: restarted on") == 1, err
