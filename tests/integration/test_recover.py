@@ -91,3 +91,35 @@ def test_a_loss_past_recover_max_stops_the_managed_sweep_and_says_why(tmp_path: 
     last = err.splitlines()[-1]
     assert "spent its RECOVER_MAX=1 recoveries: stopping" in last and pod.address in last, err
     assert err.count("wfops: restarted on") == 1, err
+
+
+def test_on_a_fleet_a_lost_hosts_waiting_run_moves_and_its_running_run_resumes_when_it_is_back(
+        tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    lost = fleet.pods[1]
+    cfg = fleet.config(tmp_path, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
+    rows = [f"f{i},config/train_tiny.py,{i},steps=40 every=5 step_secs=0.5,,1," for i in range(6)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, rows))).returncode == 0
+    ledger = json.loads(next((tmp_path / "artifacts" / ".fleet").glob("sweep-*.json")).read_text())
+    mine = [rid for rid in ledger["order"] if ledger["runs"][rid]["pods"] == [lost.address]]
+    assert len(mine) == 2
+    running, waiting = mine
+    outputs = lost.home / "outputs"
+    wait_until(lambda: "step 7" in log_of(outputs, running), timeout=60, what="a run past its first checkpoint")
+    assert fleet.wf(cfg, "sweep.status").returncode == 0  # the ledger has seen `running` run
+    fleet.kill(1)
+    managed = subprocess.Popen([str(WFOPS), "sweep.wait", "--recover", "--json"], env=fleet_env(cfg),
+                               cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    moved = tmp_path / "artifacts" / ".fleet"
+    wait_until(lambda: any(json.loads(p.read_text())["runs"][waiting]["moves"]
+                           for p in moved.glob("sweep-*.json") if not p.name.endswith(".recover.json")),
+               timeout=90, what="the waiting run moved")
+    fleet.revive(1)
+    out, err = managed.communicate(timeout=240)
+    assert managed.returncode == 0, (err, [(r["run_id"], r["state"], r.get("note")) for r in json.loads(out)["runs"]])
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {f"f{i}": "success" for i in range(6)}
+    assert f"wfops: moved {waiting} from {lost.address}" in err, err
+    assert any(ln.startswith(f"wfops: restarted on {lost.address}: {running} (attempt 2)")
+               for ln in err.splitlines()), err
+    assert int(re.search(r"resumed from step (\d+)", log_of(outputs, running)).group(1)) > 0  # type: ignore[union-attr]
+    assert not (outputs / waiting / "final.json").exists()  # it ran on the pod it moved to, once

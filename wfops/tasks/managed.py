@@ -19,12 +19,14 @@ import time
 from typing import Any
 
 from wfops.agent import wire
-from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, LOST, RUNNING
+from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, LOST, PENDING, RUNNING, UNKNOWN
 from wfops.artifacts.transfer import fetch_runs, report
-from wfops.errors import ConnectError, LiumError, NotFoundError, UsageError, WfopsError
+from wfops.errors import ConnectError, LiumError, NotFoundError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
+from wfops.sweeps.fleet_pods import Pods
+from wfops.sweeps.ledger import ledger_lock, load_ledger, restarted, save_ledger
 from wfops.sweeps.recover import Book, Silence
 from wfops.targets import replaced, resolve
 from wfops.targets.lium_rows import is_terminal, pod_words
@@ -92,8 +94,69 @@ def managed(settings: Settings, timeout: int | None, patterns: list[Any],
     """sweep.wait --recover: (the sweep's record, its last status once it has ended)."""
     book = Book(settings)
     if resolve.is_fleet(settings):
-        raise UsageError("sweep.wait --recover works on one pod for now (LIUM_TARGET / OPS_DEFAULT_HOST, or WF_POD)")
+        fleet = FleetRecovery(settings, book, log)
+        return book, fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
     return book, managed_wait(settings, book, timeout, patterns, log)
+
+
+class FleetRecovery:
+    """sweep.wait --recover on a fleet: each round of fleet_status.wait, a lost Lium pod is replaced and a pod
+    whose queue died is restarted, each with the runs the ledger has on it (the fleet's own rebalance moves the
+    runs of a silent pod that had not started to the other pods, as without --recover). An SSH host that is
+    silent is tried again each round, never waited for: the other pods go on."""
+
+    def __init__(self, settings: Settings, book: Book, log: Log) -> None:
+        self.settings, self.book, self.log = settings, book, log
+        self.members = {m.name: m for m in resolve.members(settings)}
+        self.silence: dict[str, Silence] = {}
+
+    def round(self, data: dict[str, Any], pods: Pods) -> bool:
+        if not self.book.sweep_id:
+            self.book.bind(str(data["sweep"]["sweep_id"]))
+            self.log(f"wfops: managing {self.book.sweep_id} on {len(data['pods'])} pods: a pod lost for "
+                     f"{self.settings.recover_after_secs}s is recovered (at most {self.settings.recover_max} times)")
+        now, changed = time.monotonic(), False
+        for name, info in data["pods"].items():
+            member = self.members[name]
+            silence = self.silence.setdefault(name, Silence(float(self.settings.recover_after_secs)))
+            if not info["reachable"] and member.provider != LIUM:
+                info["reachable"] = pods.reconnect(name)  # an SSH host: back yet? (its queue is looked at next round)
+                continue
+            if info["reachable"]:
+                silence.heard()
+                if info.get("queue") == LOST and self._share(data, name):
+                    self._recover(member, "its queue was lost", False, data, pods, answering=True)
+                    changed = True
+                continue
+            lost = silence.lost(now, str(info.get("error")), gone(self.settings, member))
+            if lost:
+                self._recover(member, lost, True, data, pods)
+                silence.heard()
+                changed = True
+        away = [n for n, info in data["pods"].items() if not info["reachable"] and self._share(data, n)]
+        if not changed and away and data["sweep"]["state"] != RUNNING:  # the rest ended: wait for those hosts
+            time.sleep(1)
+            return True
+        return changed
+
+    def _share(self, data: dict[str, Any], name: str) -> list[str]:
+        """The runs of pod `name` (one-node) that have no end: lost, pending, or not seen (its pod is silent)."""
+        return [r["run_id"] for r in data["runs"] if r.get("pod") == name and r["state"] in (LOST, PENDING, UNKNOWN)]
+
+    def _recover(self, member: Member, why: str, replace: bool, data: dict[str, Any], pods: Pods,
+                 answering: bool = False) -> None:
+        runs = self._share(data, member.name)
+        ledger = load_ledger(self.settings, self.book.sweep_id)
+        pod_sweep = ledger["pods"][member.name]["sweep_id"]
+        recover(self.settings, member, self.book, why, replace, self.log, run_ids=runs, sweep_id=pod_sweep,
+                answering=answering)
+        with ledger_lock(self.settings):
+            fresh = load_ledger(self.settings, self.book.sweep_id)
+            for rid in runs:
+                if rid in fresh["runs"]:
+                    restarted(fresh["runs"][rid])
+            save_ledger(self.settings, fresh)
+        pods.reconnect(member.name)
 
 
 def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: list[Any],
@@ -117,7 +180,8 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
                 book.bind(str(sweep.get("sweep_id") or ""))
                 if sweep.get("state") == LOST:  # the pod answers, its queue died with its processes
                     conn.close()
-                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log)
+                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log,
+                            answering=True)
                     continue
                 if sweep.get("state") != RUNNING:
                     return data
@@ -138,8 +202,10 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
         conn.close()
 
 
-def recover(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log) -> dict[str, Any]:
-    """One recovery of `member` (see the module); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent."""
+def recover(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log,
+            run_ids: list[str] | None = None, sweep_id: str = "", answering: bool = False) -> dict[str, Any]:
+    """One recovery of `member` (see the module); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent.
+    A fleet's pod: `run_ids` its runs, `sweep_id` the id its share runs under; `answering`: it answers already."""
     before = _pod_words(settings, member)
     if book.recoveries >= settings.recover_max:
         line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
@@ -152,9 +218,9 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     book.note(member.name, "loss", line)
     if replace:
         replace_lium_pod(settings, member, book, log)
-    else:
+    elif not answering:
         _wait_back(settings, member, log)
-    return restart(settings, member, book, why, before, log)
+    return restart(settings, member, book, why, before, log, run_ids or [], sweep_id)
 
 
 def _wait_back(settings: Settings, member: Member, log: Log) -> None:
@@ -203,10 +269,12 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     book.note(member.name, "ready", line, pod_id=str(row["id"]))
 
 
-def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log) -> dict[str, Any]:
+def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log,
+            run_ids: list[str] | None = None, sweep_id: str = "") -> dict[str, Any]:
     """`sweep-recover` on the pod: its lost runs as their next attempt, its runs not started as queued."""
     answer = call_once("sweep.recover", settings, wire.SWEEP_RECOVER, member=member,
-                       session=settings.sweep_tmux_session, sweep_id=book.sweep_id, why=why)
+                       session=settings.sweep_tmux_session, sweep_id=sweep_id or book.sweep_id, why=why,
+                       run_ids=run_ids or [])
     book.bind(str(answer.get("sweep_id") or ""))
     where = _pod_words(settings, member)
     for r in answer.get("restarted") or []:
