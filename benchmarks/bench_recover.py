@@ -77,6 +77,14 @@ def _setup(base: Path, template: Path) -> tuple[FakeLium, SSHD, FakePod, dict[st
     return api, first, pod, env, servers
 
 
+def _text(path: Path) -> str:
+    """A log that a restart moves aside for a moment: "" meanwhile."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def one_round(template: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="wfops-bench-recover-") as tmp:
         base = Path(tmp)
@@ -87,7 +95,7 @@ def one_round(template: Path) -> dict[str, float]:
                            f"r1,config/train_tiny.py,1,steps=200 every={EVERY} step_secs={STEP_SECS},,1,\n")
             subprocess.run([str(WFOPS), "sweep.start", "--csv", str(csv)], env=env, check=True, capture_output=True)
             log = base / "volume" / "outputs" / "r1" / "stdout.log"
-            while len(re.findall(r"step \d+", log.read_text() if log.exists() else "")) < 3 * EVERY + 3:
+            while len(re.findall(r"step \d+", _text(log))) < 3 * EVERY + 3:
                 time.sleep(0.05)
             managed = subprocess.Popen([str(WFOPS), "sweep.wait", "--recover"], env=env, stderr=subprocess.PIPE,
                                        stdout=subprocess.DEVNULL, text=True)
@@ -102,15 +110,15 @@ def one_round(template: Path) -> dict[str, float]:
 
             threading.Thread(target=read, daemon=True).start()
             time.sleep(1)
-            reached = max(int(s) for s in re.findall(r"step (\d+)", log.read_text()))
+            reached = max(int(s) for s in re.findall(r"step (\d+)", _text(log)))
             lost_at = time.monotonic()
             kill_sshd(first)
             with api.lock:
                 api.pods[pod.id].status = "FAILED"
-            while "resumed from step" not in log.read_text():
+            while "resumed from step" not in _text(log):
                 time.sleep(0.02)
             again = time.monotonic()
-            while f"step {reached}\n" not in log.read_text().split("resumed from step", 1)[1]:
+            while f"step {reached}\n" not in _text(log).split("resumed from step", 1)[-1]:
                 time.sleep(0.02)
             back = time.monotonic()
             managed.terminate()

@@ -124,14 +124,21 @@ def _start(rig: Rig, rows: list[str]) -> None:
     assert res.returncode == 0, res.stderr
 
 
+def _resumed(rig: Rig) -> int | None:
+    """The step r1's current attempt resumed from (None: it has not resumed)."""
+    found = re.search(r"resumed from step (\d+)", rig.log("r1"))
+    return int(found.group(1)) if found else None
+
+
 def _lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.startswith("wfops: ")]
 
 
 def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig):
-    _start(rig, ["r1,config/train_tiny.py,1,steps=40 every=5 step_secs=0.15,,1,",
+    _start(rig, ["r1,config/train_tiny.py,1,steps=120 every=5 step_secs=0.15,,1,",
                  "r2,config/train_tiny.py,2,steps=3 every=5 step_secs=0.1,,1,"])
     # Ctrl-C of the managed command: the pods stay, one line says how to go on
+    wait_until(lambda: "step 2" in rig.log("r1"), timeout=60, what="r1 running")
     first = rig.managed()
     assert first.stderr is not None
     seen = first.stderr.readline()
@@ -148,8 +155,15 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     rig.lose(rig.first, rig.original.id)
     (rig.root / "artifacts").mkdir(exist_ok=True)
     (rig.root / "artifacts" / "r2").write_text("a file where run.fetch puts a folder: the fetch fails")
+    wait_until(lambda: rig.servers and (rig.root / "home1" / "repo").is_dir() and _resumed(rig) is not None
+               and f"step {_resumed(rig) + 7}" in rig.log("r1"), timeout=300, what="r1 resumed on the replacement")
+    first_new = next(i for i in rig.api.pods if i != rig.original.id)
+    rig.lose(rig.servers[0], first_new)  # lost twice: the replacement, rented by this sweep, is removed
     out, err = managed.communicate(timeout=400)
     lines = _lines(err)
+    assert any(ln.startswith("wfops: removed lost pod ") and first_new in ln for ln in lines), err
+    assert first_new not in rig.api.pods and any("(recovery 2/3)" in ln for ln in lines), err
+    assert any(ln.startswith("wfops: restarted on train (id ") and "r1 (attempt 3)" in ln for ln in lines), err
     assert any(ln.startswith("wfops: lost pod train: Lium reports it FAILED (recovery 1/3)") for ln in lines), err
     assert any("Lium refused to rent a replacement" in ln and "trying again in 1s (1/4)" in ln for ln in lines), err
     assert "lost pod train (id" not in err and any("was not rented by this sweep: left as it is" in ln
@@ -157,14 +171,16 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     new_id = next(i for i in rig.api.pods if i != rig.original.id)
     assert any(ln.startswith("wfops: rented pod ") and f"id {new_id}" in ln and "at $" in ln for ln in lines), err
     assert any(ln.startswith("wfops: restarted on train (id ") and "r1 (attempt 2)" in ln for ln in lines), err
+    assert len(rig.servers) == 2
     assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success", "r2": "success"}
     log = rig.log("r1")
     assert int(re.search(r"resumed from step (\d+)", log).group(1)) > 0, log  # type: ignore[union-attr]
-    assert json.loads((rig.volume / "outputs" / "r1" / "final.json").read_text())["step"] == 40
+    assert json.loads((rig.volume / "outputs" / "r1" / "final.json").read_text())["step"] == 120
     assert not (rig.root / "home1" / "repo").is_symlink() and (rig.root / "home1" / "repo" / ".git").is_dir()
     # --down-when-done: the fetch failed, so the rented pod stays and the last line says so (non-zero exit)
     assert managed.returncode != 0 and "the pods stay" in err.splitlines()[-1], err
     assert rig.original.id in rig.api.pods and new_id in rig.api.pods
     status = rig.wf("sweep.status")
     assert status.returncode == 0, status.stderr
-    assert f"r1: attempt 1 on train, attempt 2 on train (id {new_id})" in status.stdout, status.stdout
+    assert (f"r1: attempt 1 on train, attempt 2 on train (id {first_new}), attempt 2 on train (id {first_new}), "
+            f"attempt 3 on train (id {new_id})") in status.stdout, status.stdout
