@@ -166,8 +166,7 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     assert any(ln.startswith("wfops: restarted on train (id ") and "r1 (attempt 3)" in ln for ln in lines), err
     assert any(ln.startswith("wfops: lost pod train: Lium reports it FAILED (recovery 1/3)") for ln in lines), err
     assert any("Lium refused to rent a replacement" in ln and "trying again in 1s (1/4)" in ln for ln in lines), err
-    assert "lost pod train (id" not in err and any("was not rented by this sweep: left as it is" in ln
-                                                    for ln in lines), err
+    assert any("was not rented by this sweep: left as it is" in ln for ln in lines), err
     new_id = next(i for i in rig.api.pods if i != rig.original.id)
     assert any(ln.startswith("wfops: rented pod ") and f"id {new_id}" in ln and "at $" in ln for ln in lines), err
     assert any(ln.startswith("wfops: restarted on train (id ") and "r1 (attempt 2)" in ln for ln in lines), err
@@ -180,7 +179,8 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     # --down-when-done: the fetch failed, so the rented pod stays and the last line says so (non-zero exit)
     assert managed.returncode != 0 and "the pods stay" in err.splitlines()[-1], err
     assert rig.original.id in rig.api.pods and new_id in rig.api.pods
+    assert f"the pods stay ({new_id})" in err.splitlines()[-1], err
     status = rig.wf("sweep.status")
     assert status.returncode == 0, status.stderr
-    assert (f"r1: attempt 1 on train, attempt 2 on train (id {first_new}), attempt 2 on train (id {first_new}), "
-            f"attempt 3 on train (id {new_id})") in status.stdout, status.stdout
+    assert (f"r1: attempt 1 on train, attempt 2 on train (id {first_new}), attempt 3 on train (id {new_id})"
+            in status.stdout), status.stdout

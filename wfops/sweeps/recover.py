@@ -86,6 +86,12 @@ class Book:
     def rented(self) -> list[str]:
         return list(self.doc.get("rented") or [])
 
+    @property
+    def renting(self) -> list[str]:
+        """The pods this sweep rented and has not removed."""
+        gone = {h.get("pod_id") for h in self.doc.get("history") or [] if h.get("event") == "removed"}
+        return [p for p in self.rented if p not in gone]
+
     def note(self, pod: str, event: str, line: str, pod_id: str | None = None) -> None:
         """One step (loss, rented, ready, removed, restarted, stopped) and the line the user was shown."""
         self.doc["history"].append({"at": _now(), "pod": pod, "event": event, "pod_id": pod_id, "line": line})

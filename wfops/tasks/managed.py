@@ -245,7 +245,7 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
         line = (f"removed lost pod {pod_words(old)}" if failed is None
                 else f"could not remove lost pod {pod_words(old)} ({failed}): remove it with `lium rm {old['id']} -y`")
         log(f"wfops: {line}")
-        book.note(member.name, "removed", line, pod_id=str(old["id"]))
+        book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
     elif old is not None:
         log(f"wfops: lost pod {pod_words(old)} was not rented by this sweep: left as it is")
     try:
@@ -297,21 +297,26 @@ def down_when_done(settings: Settings, book: Book, log: Log = to_stderr) -> None
             only = fleet_status.runs_on(settings, "", m.name) if resolve.is_fleet(settings) else None
             log(report(fetch_runs(settings, "", True, "", False, only, member=m, log=log)))
     except WfopsError as exc:
-        keep = ", ".join(book.rented) or "none rented by this sweep"
+        keep = ", ".join(book.renting) or "none rented by this sweep"
         raise WfopsError(f"--down-when-done: fetching the runs failed ({exc.message}); the pods stay ({keep}): fetch "
                          "with `inv run.fetch --all`, then remove them with pod.down", exc.code or 1) from None
-    if not book.rented:
+    if not book.renting:
         log("wfops: --down-when-done: every run fetched; this sweep rented no pod, so none is removed")
         return
     cli = lium.cli("sweep.wait --down-when-done", settings)
-    for pod_id in book.rented:
+    billing = []
+    for pod_id in book.renting:
         if lium.listed(cli, pod_id) is None:
             continue
         failed = lium.remove(cli, settings, pod_id)
         line = (f"removed pod {pod_id}, rented by this sweep" if failed is None
                 else f"could not remove pod {pod_id} ({failed}): remove it with `lium rm {pod_id} -y`")
         log(f"wfops: --down-when-done: {line}")
-        book.note("", "removed", line, pod_id=pod_id)
+        book.note("", "removed" if failed is None else "kept", line, pod_id=pod_id)
+        billing += [pod_id] if failed else []
+    if billing:
+        raise LiumError(f"--down-when-done: {len(billing)} pod(s) this sweep rented could not be removed and bill: "
+                        "remove them with the `lium rm` lines above")
 
 
 __all__ = ["down_when_done", "gone", "managed", "managed_wait", "recover", "restart"]
