@@ -148,9 +148,9 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     assert first.returncode == 130, err
     assert "every pod stays as it is" in err and "`inv sweep.wait --recover`" in err.splitlines()[-1], err
     assert rig.original.id in rig.api.pods and not rig.servers
-    # the pod is lost past r1's first checkpoint; Lium refuses twice (no capacity), then rents
+    # the pod is lost past r1's first checkpoint; Lium refuses once (no capacity), then rents
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
-    rig.api.rent_refusals = [503, 500]
+    rig.api.rent_refusals = [409]
     managed = rig.managed("--down-when-done")
     rig.lose(rig.first, rig.original.id)
     (rig.root / "artifacts").mkdir(exist_ok=True)
@@ -184,3 +184,28 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
     assert status.returncode == 0, status.stderr
     assert (f"r1: attempt 1 on train, attempt 2 on train (id {first_new}), attempt 3 on train (id {new_id})"
             in status.stdout), status.stdout
+
+
+def test_lium_refusing_every_rent_is_tried_with_back_off_then_one_error_says_so(
+        tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path, monkeypatch: pytest.MonkeyPatch):
+    from wfops.errors import LiumError
+    from wfops.settings.load import load_settings
+    from wfops.targets.providers import lium
+
+    (tmp_path / ".lium").mkdir()
+    (tmp_path / ".lium" / "config.ini").write_text(f"[ssh]\nkey_path = {sshd.key}\n")
+    for key, value in {"HOME": str(tmp_path), "LIUM_BASE_URL": fake.base_url, "LIUM_TELEMETRY": "0",
+                       "LIUM_SENTRY_DSN": "", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = tmp_path / "workflow.env"
+    cfg.write_text(f"LIUM_TARGET=train\nLIUM_API_KEY={API_KEY}\nLIUM_EXECUTOR_ID={fake.executor['id']}\n"
+                   "LIUM_TTL=1h\n")
+    settings = load_settings(cfg)
+    fake.rent_refusals = [409] * 50  # no capacity, every time
+    said: list[str] = []
+    with pytest.raises(LiumError) as refused:
+        lium.rent_replacement(lium.cli("sweep.wait --recover", settings), settings, 1.0, said.append)
+    assert [ln.split("trying again in ")[1] for ln in said] == ["1s (1/4)", "2s (2/4)", "4s (3/4)"], said
+    assert refused.value.message.startswith(f"Lium refused to rent a replacement {lium.RENT_TRIES} times"), \
+        refused.value.message
+    assert not fake.pods  # nothing was rented, nothing bills
