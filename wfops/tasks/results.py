@@ -151,7 +151,9 @@ def wait_code(data: dict) -> tuple[int, str]:
 })
 def wait(c: Any, timeout_secs: int | None = None, recover: bool = False, down_when_done: bool = False,
          json: bool = False, config: str | None = None) -> None:
-    """Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
+    """Wait until the sweep ends; exit 0 if every run succeeded.
+
+    Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
     Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died (with
     --recover: RECOVER_MAX recoveries spent); 9 gave up waiting (--timeout-secs); 5 no sweep was started; 10 (a
