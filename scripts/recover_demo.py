@@ -71,6 +71,7 @@ def main() -> int:
         print("\n".join(ln for ln in log.read_text().splitlines() if "resumed" in ln or "scratch" in ln))
         return code
     finally:
+        wf("disconnect", "--all", check=False)  # the demo's warm connections (keepers) end with it
         kill_sshd(pod)
         stop_sshd(pod)
 
