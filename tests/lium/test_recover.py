@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_INSTALL, WFOPS, TrainingRepo, wait_until
+from tests.conftest import FAST_INSTALL, WFOPS, TrainingRepo, stop_keepers, wait_until
 from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
 from tests.realparts import SSHD, kill_sshd, start_sshd, stop_sshd
@@ -110,6 +110,7 @@ def rig(tmp_path: Path, checked_out: Path, training_repo: TrainingRepo, pod_pyth
            "LIUM_EXECUTOR_ID": str(api.executor["id"])}
     r.config.write_text("".join(f"{k}='{v}'\n" for k, v in cfg.items()))
     yield r
+    stop_keepers(tmp_path / "keepers")  # the warm connections of the test's commands (keepers are on: defaults)
     for server in [first, *r.servers]:
         stop_sshd(server)
         if server.home is not None:
