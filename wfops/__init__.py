@@ -34,6 +34,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     targets/lium_pods.py      a Lium pod's name -> one `lium ps` -> a direct SSH connection, cache, host-key pin
     targets/lium_cli.py       the one place the `lium` CLI runs, and its errors
     targets/lium_rows.py      what `lium ps` rows mean (pure): the pod a name selects, ssh_cmd, pins, `lium up` argv
+    targets/replaced.py       the pod a config's name reaches after a managed sweep replaced it (name -> pod id)
     targets/ssh_config.py     pod.ssh-config's Host blocks and the files they go in
     transport/                one connection per command, one exec per script, rendered scripts
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
@@ -57,6 +58,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/fleet_status.py    ... what is seen: the joined status, the metrics of every pod, sweep.wait
     sweeps/fleet_moves.py     ... the moves: sweep.rebalance, sweep.add and sweep.retry on a fleet
     sweeps/fleet_copies.py    ... the copies of a run: strays of a returned pod, duplicates (`ran on A and B`)
+    sweeps/recover.py         a managed sweep's record: pods it rented, recoveries spent, pod history; when lost
     sweeps/metrics.py         metric columns, best values and the rows of results.csv
     sweeps/curves.py          sweep.report's curves.png: the panels (pure), their order, markers, then the figure
     sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template
@@ -77,6 +79,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     tasks/sweep.py            sweep.template / validate / start / add / retry / status / stop / list / rebalance
     tasks/results.py          sweep.report / wait / attach, run.logs, task.logs / attach: what one looks at
     tasks/run.py              run.fetch (and run.logs from results.py)
+    tasks/managed.py          sweep.wait --recover / --down-when-done: replace lost pods, restart their runs
     agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
     agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
     agent/registry.py         the command registry: a handler's signature declares its arguments
@@ -102,6 +105,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log
     agent/sweeps.py           sweeps on the pod: start, the status table, stop, the list
     agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
+    agent/recover.py          sweep-recover: a lost pod's runs again, lost ones as their next attempt (same dir)
     agent/fleet.py            this pod's part in a fleet sweep: facts, its share, node placement
     agent/netcheck.py         the reachability check before a multi-node run
     agent/metrics.py          a run's metrics from its metrics.jsonl (or its log)

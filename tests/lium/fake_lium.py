@@ -9,6 +9,9 @@ every request, and can script the failures a test needs:
 - an API that refuses every call (401), fails (500), is down behind a gateway (502/503, an HTML body
   as a proxy sends it) or rate-limits (429 with Retry-After);
 - one route that fails (`fail[(METHOD, PATH_PREFIX)] = STATUS`, e.g. a DELETE that answers 500);
+- rents refused a few times (`rent_refusals = [503, 500]`: no capacity), and a rented pod's machine made by the
+  test (`on_rent(pod)`: start a new loopback sshd and point the pod's ssh_host/ssh_port at it);
+- a pod that fails (`pods[id].status = "FAILED"`) or vanishes (`pods.pop(id)`);
 - a slow API (`delay_secs` before every answer, or `slow[(METHOD, PATH_PREFIX)] = SECS` for one route); the
   request has been carried out by then, as when a reply is lost on the way back;
 - an API that checks the key (`api_key`): every request must carry it in `X-API-KEY`.
@@ -23,6 +26,7 @@ import json
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +106,8 @@ class FakeLium:
         self.keys_seen: list[str] = []  # the X-API-KEY of every request
         self.stopping = threading.Event()
         self.rent_then: str = "RUNNING"  # status a rented pod reaches: RUNNING or FAILED
+        self.rent_refusals: list[int] = []  # the next rents answer these HTTP statuses, one each (no capacity)
+        self.on_rent: Callable[[FakePod], None] | None = None  # a rented pod's "machine": e.g. a new sshd
         self.rent_pending_polls = 1
         self.ssh_keys: list[dict[str, Any]] = []
         self.executor = {
@@ -238,9 +244,14 @@ class FakeLium:
             self.ssh_keys.append(key)
             return 200, key
         if method == "POST" and parts == ["executors", ex_id, "rent"]:
+            if self.rent_refusals:
+                status = self.rent_refusals.pop(0)
+                return status, _failure_body(status)
             pod = FakePod(id=str(uuid.uuid4()), name=body.get("pod_name") or self.executor_huid, status="PENDING",
                           ssh_host=self.ssh_host, ssh_port=self.ssh_port, pending_polls=self.rent_pending_polls,
                           fail_after_polls=0 if self.rent_then == "FAILED" else None)
+            if self.on_rent is not None:
+                self.on_rent(pod)
             self.pods[pod.id] = pod
             return 200, {"success": True, "pod_id": pod.id}
         return 404, {"detail": f"the fake Lium API has no {method} {path}"}

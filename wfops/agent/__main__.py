@@ -39,6 +39,7 @@ MODULES: Dict[str, Optional[str]] = {
     wire.BOOTSTRAP: "prepare", wire.CHECKOUT_APPLY: "prepare",
     wire.FLEET_FACTS: "fleet", wire.SWEEP_WITHDRAW: "fleet", wire.NET_LISTEN: "netcheck", wire.NET_PROBE: "netcheck",
     wire.SWEEP_METRICS: "results", wire.SWEEP_WAIT: "results", wire.RUN_LOGS: "logs", wire.TASK_LOGS: "logs",
+    wire.SWEEP_RECOVER: "recover",
 }
 
 

@@ -87,6 +87,9 @@ RULES = {r.command: r for r in (
           mutating=True),
     _rule("sweep.add", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.retry", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
+    # a managed sweep (sweep.wait --recover) starts a lost pod's runs again on it or on its replacement (which
+    # its checkout has just made CHECKED_OUT)
+    _rule("sweep.recover", (CHECKED_OUT, SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     # a fleet moves runs that have not started between its pods (sweep-withdraw here, sweep-add there)
     _rule("sweep.rebalance", (SWEEP_RUNNING, SWEEP_COMPLETED), on_success=SWEEP_RUNNING, mutating=True),
     _rule("sweep.list", ANY, readonly=True),

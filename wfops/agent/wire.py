@@ -25,6 +25,7 @@ CHECKOUT_FACTS, POD_FACTS, POD_DOWN = "checkout-facts", "pod-facts", "pod-down"
 BOOTSTRAP, CHECKOUT_APPLY = "bootstrap", "checkout-apply"
 FLEET_FACTS, SWEEP_WITHDRAW, NET_LISTEN, NET_PROBE = "fleet-facts", "sweep-withdraw", "net-listen", "net-probe"
 SWEEP_METRICS, SWEEP_WAIT, RUN_LOGS, TASK_LOGS = "sweep-metrics", "sweep-wait", "run-logs", "task-logs"
+SWEEP_RECOVER = "sweep-recover"  # a managed sweep restarts its runs on a pod that came back (agent/recover.py)
 
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union

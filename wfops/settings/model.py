@@ -130,6 +130,8 @@ class Settings:
     resume_when: str
     pod_price_per_hour: float | None
     sweep_budget_usd: float | None
+    recover_after_secs: int
+    recover_max: int
     keep_previous: int
     sweep_common_overrides: str
     run_timeout_secs: int

@@ -77,6 +77,13 @@ class Pods:
                 self.cmds.pop(name).__exit__(None, None, None)
         return out
 
+    def reconnect(self, name: str) -> bool:
+        """One pod connected to afresh (its replacement, or a host that answers again): True when it answers."""
+        old = self.cmds.pop(name, None)
+        if old is not None:
+            old.__exit__(None, None, None)
+        return bool(self._open([m for m in self.members if m.name == name]))
+
 
 def check_all(outcomes: Mapping[str, Answer], what: str) -> dict[str, FleetFacts]:
     bad = [o for o in outcomes.values() if o.error is not None]

@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -179,13 +179,16 @@ def metrics(settings: Settings, patterns: list[Any]) -> dict[str, Any]:
             "cost": fleet_cost({n: (o.value or {}).get("cost") for n, o in answers.items() if o.error is None})}
 
 
-def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: float = 1.0) -> dict[str, Any]:
+def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: float = 1.0,
+         on_round: Callable[[dict[str, Any], Pods], bool] | None = None) -> dict[str, Any]:
     """Rounds of the joined status (each pod's answer comes when its queue ends, or after WAIT_ROUND_SECS; at
     least `every` seconds a round) until every run has ended, rebalancing on the way: once for a pod that has not
     answered for GONE_SECS (a short blip moves nothing: its runs would run twice if it came back), once for the
     runs of a pod that refused its share, at most every REBALANCE_EVERY_SECS while runs wait on one pod next
     to free slots on another, and when a silent pod answers again with moved runs still in its queue (they are
-    withdrawn there: wfops.sweeps.fleet_copies). A silent pod is tried again every REOPEN_SECS."""
+    withdrawn there: wfops.sweeps.fleet_copies). A silent pod is tried again every REOPEN_SECS.
+    `on_round` (sweep.wait --recover): sees each round's status; True when it recovered a pod (the round is
+    asked again)."""
     ledger = load_ledger(settings)
     deadline = time.monotonic() + timeout if timeout else None
     down_since: dict[str, float] = {}
@@ -203,6 +206,9 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
                 pods.reopen()
             left = WAIT_ROUND_SECS if deadline is None else max(1, min(WAIT_ROUND_SECS, int(deadline - begun)))
             data = status(settings, ledger["sweep_id"], patterns, pods, wait_secs=left)
+            if on_round is not None and on_round(data, pods):  # a managed sweep recovered a pod (tasks/managed.py)
+                ledger = load_ledger(settings, ledger["sweep_id"])
+                continue
             ledger = load_ledger(settings, ledger["sweep_id"])  # another terminal may have added or moved runs
             if data["sweep"]["state"] != RUNNING:
                 if not data["strays"] or withdrew_at_end:

@@ -142,3 +142,9 @@ def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
                             "sweep.status on each pod (WF_POD=NAME) still works")
     ledger: Ledger = doc
     return ledger
+
+
+def restarted(run: LedgerRun) -> None:
+    """A run started again on its pod (sweep.wait --recover): no longer lost, its last seen state unknown."""
+    run.pop("lost", None)
+    run.pop("last", None)

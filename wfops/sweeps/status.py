@@ -40,7 +40,13 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
                                    "notes", "why"), rows)
             + f"\n\n{totals_line(data.get('totals') or {})}"
             + (f" / {len(data['duplicates'])} ran twice" if data.get("duplicates") else "")
-            + (f"\n{spent}" if spent else ""))
+            + (f"\n{spent}" if spent else "") + _pod_history(data))
+
+
+def _pod_history(data: dict[str, Any]) -> str:
+    """A managed sweep's pods (sweep.wait --recover): what happened to them, which pod ran which attempt."""
+    lines = data.get("pod_history") or []
+    return "\n\npods (a managed sweep):\n" + "\n".join(lines) if lines else ""
 
 
 def totals_line(totals: dict[str, int]) -> str:

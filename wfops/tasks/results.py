@@ -144,20 +144,32 @@ def wait_code(data: dict) -> tuple[int, str]:
 
 @wftask(int_options=["timeout_secs"], help={
     "timeout_secs": "give up after this many seconds (exit 9; default: wait until the queue ends)",
+    "recover": "a managed sweep: replace a lost Lium pod (wait for a lost SSH host) and restart its runs "
+               "(RECOVER_AFTER_SECS, RECOVER_MAX; docs/recovery.md)",
+    "down_when_done": "with --recover: once the sweep has ended, fetch every run, then remove the pods it rented",
     "json": JSON_HELP,
 })
-def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: str | None = None) -> None:
+def wait(c: Any, timeout_secs: int | None = None, recover: bool = False, down_when_done: bool = False,
+         json: bool = False, config: str | None = None) -> None:
     """Wait until the sweep ends; exit 0 if every run succeeded.
 
     Wait until the sweep ends and print its status; exit 0 only if every run succeeded.
 
-    Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died;
-    9 gave up waiting (--timeout-secs); 5 no sweep was started; 10 (a fleet) every run succeeded but some ran on
-    two pods (a partition: docs/fleets.md). On a fleet it waits on every pod's queue at once
-    and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
+    Exit codes: 0 every run succeeded (or was already ok); 1 some run did not; 8 the queue runner died (with
+    --recover: RECOVER_MAX recoveries spent); 9 gave up waiting (--timeout-secs); 5 no sweep was started; 10 (a
+    fleet) every run succeeded but some ran on two pods (a partition: docs/fleets.md). On a fleet it waits on every
+    pod's queue at once and runs sweep.rebalance when a pod stops answering or runs wait next to free slots.
+    --recover replaces lost pods and restarts their runs (docs/recovery.md).
     """
     settings = settings_for(c, config)
-    if resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (fleet_status.wait)
+    if down_when_done and not recover:
+        raise UsageError("--down-when-done works with --recover (a managed sweep knows which pods it rented)")
+    book = None
+    if recover:
+        from wfops.tasks import managed  # its bodies import run.fetch, which imports this module
+
+        book, data = managed.managed(settings, timeout_secs, settings.metric_sources)
+    elif resolve.is_fleet(settings):  # polls the pods' joined status; rebalances on the way (fleet_status.wait)
         data = fleet_status.wait(settings, timeout_secs, settings.metric_sources)
     else:
         with PodCommand("sweep.wait", settings) as cmd:
@@ -165,6 +177,8 @@ def wait(c: Any, timeout_secs: int | None = None, json: bool = False, config: st
     if (data.get("sweep") or {}).get("state") == QUEUE_NONE:
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     emit(data, json, lambda: status_text(data, settings.metric_columns))
+    if book is not None and down_when_done and not data.get("wait_timed_out"):
+        managed.down_when_done(settings, book)
     code, why = wait_code(data)
     if code:
         raise WfopsError(why, code)

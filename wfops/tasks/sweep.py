@@ -17,7 +17,7 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
 from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
@@ -303,7 +303,15 @@ def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False,
                            lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
         return
     data = call_once("sweep.status", settings, wire.SWEEP_STATUS, **args)
+    _managed_history(settings, data)
     emit(data, json, lambda: status_text(data, settings.metric_columns, sort))
+
+
+def _managed_history(settings: Settings, data: dict[str, Any]) -> None:
+    """A managed sweep's pod history (sweep.wait --recover): which pod ran which attempt (wfops.sweeps.recover)."""
+    lines = recover.history_lines(settings, str((data.get("sweep") or {}).get("sweep_id") or ""))
+    if lines:
+        data["pod_history"] = lines
 
 
 def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, secs: float | None) -> None:
@@ -316,6 +324,7 @@ def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, 
                            lambda d: d["sweep"]["state"] != RUNNING, secs, json)
         return
     data = fleet_status.status(settings, sweep, patterns)
+    _managed_history(settings, data)
     emit(data, json, lambda: text(data))
     if data["problems"]:
         raise ConnectError(f"{len(data['problems'])} pod(s) of the fleet did not answer; their runs show as unknown")

@@ -9,13 +9,14 @@ An interrupted `pod.up --count N` removes every pod it rented, not only the one 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wfops.errors import ConflictError, LiumError, NotFoundError, WfopsError
-from wfops.settings.load import Settings
-from wfops.targets import lium_pods
+from wfops.settings.load import KEYS_BY_NAME, Settings
+from wfops.targets import lium_pods, replaced
 from wfops.targets.lium_cli import (
     INSTALL_HINT,
     LiumCLI,
@@ -25,7 +26,7 @@ from wfops.targets.lium_cli import (
     interrupts_ignored,
     lium_environ,
 )
-from wfops.targets.lium_rows import UP_KEYS, is_terminal, pod_words
+from wfops.targets.lium_rows import UP_KEYS, is_terminal, pod_words, up_argv
 from wfops.targets.providers.base import Resolved
 from wfops.targets.target import Member, Target
 
@@ -35,7 +36,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as the task boundary reports it
 class LiumProvider:
     def resolve(self, settings: Settings, member: Member, *, use_cache: bool = True,
                 require_ready: bool = True) -> Resolved:
-        res = lium_pods.resolve(settings, member.name, use_cache=use_cache, require_ready=require_ready,
+        value = replaced.current(settings, member.name)  # a pod a managed sweep rented in its place, if any
+        res = lium_pods.resolve(settings, value, use_cache=use_cache, require_ready=require_ready,
                                 fallback=member.fallback)
         return Resolved(res.target, res.row, res.problem)
 
@@ -242,3 +244,37 @@ def rent(lium: LiumCLI, settings: Settings, argv: list[str], timeout: int,
     if not isinstance(row, dict) or not row.get("id"):
         raise LiumFailure(f"lium up answered without a pod: {str(out)[:200]}; check `lium ps`")
     return row, out
+
+
+# ------------------------------------------------------------------ a managed sweep's replacement pod
+
+RENT_TRIES = 4  # a refused rent (5xx, no capacity) is tried this often, the wait doubling each time
+REPLACE_UP_SECS = 900
+
+
+def rent_replacement(lium: LiumCLI, settings: Settings, first_wait: float,
+                     log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pod like the lost one: `lium up` with the config's LIUM_* spec (LIUM_VOLUME too: /mnt comes back). Lium
+    refusing (an API failure, no capacity) is tried RENT_TRIES times with a doubling wait, then a LiumFailure says
+    so; a pod that was rented and then failed is removed by `rent` (it says so)."""
+    argv, _ = up_argv(up_values(settings), KEYS_BY_NAME["LIUM_TTL"].default)
+    wait = max(1.0, first_wait)
+    for attempt in range(1, RENT_TRIES + 1):
+        try:
+            return rent(lium, settings, argv, REPLACE_UP_SECS, lium.ps())
+        except LiumError as exc:
+            if isinstance(exc, LiumFailure) and exc.data.get("pod_id"):
+                raise  # rented, then failed: removed already (or named with its `lium rm` line)
+            if attempt == RENT_TRIES:
+                raise LiumFailure(f"Lium refused to rent a replacement {RENT_TRIES} times (last: {exc.message})",
+                                  ) from None
+            log(f"wfops: Lium refused to rent a replacement ({exc.message}); trying again in {wait:.0f}s "
+                f"({attempt}/{RENT_TRIES})")
+            time.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+def listed(lium: LiumCLI, pod_id: str) -> dict[str, Any] | None:
+    """The `lium ps` row of pod `pod_id`, None when Lium no longer lists it."""
+    return next((r for r in lium.ps() if str(r.get("id")) == pod_id), None)

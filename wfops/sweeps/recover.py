@@ -1,0 +1,146 @@
+"""A managed sweep's record on this machine (`sweep.wait --recover`, wfops.tasks.managed): which pods it rented
+(the only ones it ever removes), how many recoveries it spent (RECOVER_MAX), the history of its pods (lost,
+rented at what price, removed, restarted) and which pod ran which attempt of a run, for sweep.status.
+
+`LOCAL_ARTIFACTS_DIR/.fleet/<sweep id>.recover.json`, written whole (a temp file renamed into place). Also the
+pure decisions of the loop: when a silent pod counts as lost (`Silence`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from wfops.settings.load import Settings
+from wfops.targets.replaced import DIR
+
+SUFFIX = ".recover.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Book:
+    """The record of one managed sweep (`sweep_id` "" until a pod has named it: kept in memory until then)."""
+
+    settings: Settings
+    sweep_id: str = ""
+    doc: dict[str, Any] = field(default_factory=lambda: {"rented": [], "recoveries": 0, "history": [],
+                                                         "attempts": {}})
+
+    @classmethod
+    def load(cls, settings: Settings, sweep_id: str) -> Book:
+        book = cls(settings)
+        book.bind(sweep_id)
+        return book
+
+    def _path(self) -> Path:
+        return Path(self.settings.local_artifacts_dir).expanduser() / DIR / f"{self.sweep_id}{SUFFIX}"
+
+    def bind(self, sweep_id: str) -> None:
+        """The sweep is known now: what an earlier managed command recorded comes first, then this one's."""
+        if self.sweep_id or not sweep_id or "/" in sweep_id or sweep_id.startswith("."):
+            return
+        self.sweep_id = sweep_id
+        try:
+            old = json.loads(self._path().read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            ours = self.doc
+            self.doc = old
+            self.doc["rented"] = list(dict.fromkeys([*old.get("rented", []), *ours["rented"]]))
+            self.doc["history"] = [*old.get("history", []), *ours["history"]]
+            self.doc["recoveries"] = int(old.get("recoveries") or 0) + ours["recoveries"]
+            for rid, tries in ours["attempts"].items():
+                self.doc.setdefault("attempts", {}).setdefault(rid, []).extend(tries)
+        self.save()
+
+    def save(self) -> None:
+        if not self.sweep_id:
+            return
+        path = self._path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(self.doc, sweep_id=self.sweep_id), indent=1))
+        os.replace(tmp, path)
+
+    # -- what happened
+    @property
+    def recoveries(self) -> int:
+        return int(self.doc.get("recoveries") or 0)
+
+    def spend(self) -> int:
+        """One more recovery; returns how many this sweep has spent."""
+        self.doc["recoveries"] = self.recoveries + 1
+        self.save()
+        return self.recoveries
+
+    @property
+    def rented(self) -> list[str]:
+        return list(self.doc.get("rented") or [])
+
+    @property
+    def renting(self) -> list[str]:
+        """The pods this sweep rented and has not removed."""
+        gone = {h.get("pod_id") for h in self.doc.get("history") or [] if h.get("event") == "removed"}
+        return [p for p in self.rented if p not in gone]
+
+    def note(self, pod: str, event: str, line: str, pod_id: str | None = None) -> None:
+        """One step (loss, rented, ready, removed, restarted, stopped) and the line the user was shown."""
+        self.doc["history"].append({"at": _now(), "pod": pod, "event": event, "pod_id": pod_id, "line": line})
+        if event == "rented" and pod_id:
+            self.doc["rented"] = list(dict.fromkeys([*self.rented, pod_id]))
+        self.save()
+
+    def ran(self, run_id: str, attempt: int, where: str) -> None:
+        """Attempt `attempt` of `run_id` runs on `where` (a pod's words)."""
+        self.doc.setdefault("attempts", {}).setdefault(run_id, []).append({"attempt": attempt, "pod": where})
+        self.save()
+
+
+def history_lines(settings: Settings, sweep_id: str) -> list[str]:
+    """What sweep.status adds below the table of a managed sweep: its pods' history, and which pod ran which
+    attempt of each restarted run; [] when the sweep was never managed (or its record is unreadable)."""
+    if not sweep_id:
+        return []
+    try:
+        doc = json.loads((Path(settings.local_artifacts_dir).expanduser() / DIR / f"{sweep_id}{SUFFIX}").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    lines = [f"{h.get('at')}  {h.get('line')}" for h in doc.get("history") or [] if isinstance(h, dict)]
+    for rid, tries in sorted((doc.get("attempts") or {}).items()):
+        if isinstance(tries, list):
+            lines.append(f"{rid}: " + ", ".join(f"attempt {t.get('attempt')} on {t.get('pod')}" for t in tries
+                                               if isinstance(t, dict)))
+    return lines
+
+
+@dataclass
+class Silence:
+    """When a pod that does not answer counts as lost: once it has been silent `after` seconds, or at once when
+    its provider says it is gone (Lium: FAILED, STOPPED, not listed)."""
+
+    after: float
+    since: float | None = None
+
+    def heard(self) -> None:
+        self.since = None
+
+    def lost(self, now: float, why: str, gone: str | None) -> str | None:
+        """Why the pod is lost now (None: not yet); `why` is the last connection error, `gone` the provider's."""
+        if self.since is None:
+            self.since = now
+        if gone:
+            return gone
+        if now - self.since >= self.after:
+            return f"silent for {int(now - self.since)}s ({why})"
+        return None

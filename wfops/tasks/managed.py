@@ -1,0 +1,322 @@
+"""A managed sweep: `sweep.wait --recover` keeps a sweep going until every run has an end, without a person, and
+`--down-when-done` fetches every run and removes the pods it rented once it has ended (docs/recovery.md).
+
+A pod is lost when it has not answered for RECOVER_AFTER_SECS, or at once when Lium reports it FAILED / STOPPED
+or no longer lists it; a pod whose sweep queue died (it rebooted, its processes were killed) while it answers
+again is recovered at once. Recovering, at most RECOVER_MAX times per sweep (wfops.sweeps.recover.Book):
+  - a Lium pod: the lost pod is removed if this sweep rented it and Lium still lists it; a pod with the same
+    LIUM_* spec and LIUM_VOLUME is rented (Lium refusing is retried with back-off), the config's name is pointed
+    at it (wfops.targets.replaced), then SSH, bootstrap, checkout;
+  - an SSH host (not rentable): wait until it answers again;
+then `sweep-recover` on the pod (wfops/agent/recover.py) starts its share again: runs that were running as their
+next attempt with reason `lost` in the same run dir, runs that had not started as queued; ended runs never again.
+Every step prints one line. Ctrl-C leaves every pod as it is and says what to run to go on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from wfops.agent import wire
+from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, LOST, PENDING, RUNNING, UNKNOWN
+from wfops.artifacts.transfer import fetch_runs, report
+from wfops.errors import ConnectError, LiumError, NotFoundError, WfopsError
+from wfops.fanout import Log, to_stderr
+from wfops.settings.load import Settings
+from wfops.sweeps import fleet_status
+from wfops.sweeps.fleet_pods import Pods
+from wfops.sweeps.ledger import ledger_lock, load_ledger, restarted, save_ledger
+from wfops.sweeps.recover import Book, Silence
+from wfops.targets import replaced, resolve
+from wfops.targets.lium_rows import is_terminal, pod_words
+from wfops.targets.providers import lium
+from wfops.targets.target import LIUM, Member
+from wfops.tasks.pod import wait_for_pod
+from wfops.tasks.prep import bootstrap_pod, checkout_pod
+from wfops.transport.command import PodCommand, call_once
+
+ROUND_SECS = 3  # each sweep-wait answers when the queue ends or after this long
+READY_SECS = 900  # a replacement pod must answer over SSH within this long
+EXIT_INTERRUPTED = 130
+DOWN = (ConnectError, NotFoundError, LiumError)  # how a pod that does not answer shows (NotFound: Lium lost it)
+
+
+class _Session:
+    """The one open session to the pod while it answers (a new one after it stopped answering)."""
+
+    def __init__(self, settings: Settings, member: Member) -> None:
+        self.settings, self.member = settings, member
+        self.cmd: PodCommand | None = None
+
+    def ask(self, patterns: list[Any]) -> tuple[dict[str, Any] | None, str]:
+        try:
+            if self.cmd is None:
+                self.cmd = PodCommand("sweep.wait", self.settings, member=self.member).__enter__()
+            return self.cmd.call(wire.SWEEP_WAIT, timeout=ROUND_SECS, patterns=patterns), ""
+        except WfopsError as exc:
+            if not isinstance(exc, DOWN) and exc.code != EXIT_CONNECT:  # a warm connection's: code 4
+                raise
+            self.close()
+            return None, exc.message
+
+    def close(self) -> None:
+        if self.cmd is not None:
+            cmd, self.cmd = self.cmd, None
+            cmd.__exit__(None, None, None)
+
+
+def gone(settings: Settings, member: Member) -> str | None:
+    """What the provider says of a pod that does not answer: why it is gone for good, None when it cannot tell."""
+    if member.provider != LIUM:
+        return None
+    try:
+        res = resolve.resolve(settings, member, use_cache=False, require_ready=False)
+    except NotFoundError:
+        return "Lium no longer lists it"
+    except WfopsError:
+        return None  # the Lium API is down too: silence decides
+    if res.row is not None and is_terminal(res.row):
+        return f"Lium reports it {str(res.row.get('status')).upper()}"
+    return None
+
+
+def _pod_words(settings: Settings, member: Member) -> str:
+    """`train (id 4c1e…)` for a Lium pod (the pod behind the name now), the host for an SSH host."""
+    if member.provider != LIUM:
+        return member.name
+    pod_id = replaced.current(settings, member.name)
+    return member.name if pod_id == member.name else f"{member.name} (id {pod_id})"
+
+
+def managed(settings: Settings, timeout: int | None, patterns: list[Any],
+            log: Log = to_stderr) -> tuple[Book, dict[str, Any]]:
+    """sweep.wait --recover: (the sweep's record, its last status once it has ended)."""
+    book = Book(settings)
+    if resolve.is_fleet(settings):
+        fleet = FleetRecovery(settings, book, log)
+        return book, fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
+    return book, managed_wait(settings, book, timeout, patterns, log)
+
+
+class FleetRecovery:
+    """sweep.wait --recover on a fleet: each round of fleet_status.wait, a lost Lium pod is replaced and a pod
+    whose queue died is restarted, each with the runs the ledger has on it (the fleet's own rebalance moves the
+    runs of a silent pod that had not started to the other pods, as without --recover). An SSH host that is
+    silent is tried again each round, never waited for: the other pods go on."""
+
+    def __init__(self, settings: Settings, book: Book, log: Log) -> None:
+        self.settings, self.book, self.log = settings, book, log
+        self.members = {m.name: m for m in resolve.members(settings)}
+        self.silence: dict[str, Silence] = {}
+
+    def round(self, data: dict[str, Any], pods: Pods) -> bool:
+        if not self.book.sweep_id:
+            self.book.bind(str(data["sweep"]["sweep_id"]))
+            self.log(f"wfops: managing {self.book.sweep_id} on {len(data['pods'])} pods: a pod lost for "
+                     f"{self.settings.recover_after_secs}s is recovered (at most {self.settings.recover_max} times)")
+        now, changed = time.monotonic(), False
+        for name, info in data["pods"].items():
+            member = self.members[name]
+            silence = self.silence.setdefault(name, Silence(float(self.settings.recover_after_secs)))
+            if not info["reachable"] and member.provider != LIUM:
+                info["reachable"] = pods.reconnect(name)  # an SSH host: back yet? (its queue is looked at next round)
+                continue
+            if info["reachable"]:
+                silence.heard()
+                if info.get("queue") == LOST and self._share(data, name):
+                    self._recover(member, "its queue was lost", False, data, pods, answering=True)
+                    changed = True
+                continue
+            lost = silence.lost(now, str(info.get("error")), gone(self.settings, member))
+            if lost:
+                self._recover(member, lost, True, data, pods)
+                silence.heard()
+                changed = True
+        away = [n for n, info in data["pods"].items() if not info["reachable"] and self._share(data, n)]
+        if not changed and away and data["sweep"]["state"] != RUNNING:  # the rest ended: wait for those hosts
+            time.sleep(1)
+            return True
+        return changed
+
+    def _share(self, data: dict[str, Any], name: str) -> list[str]:
+        """The runs of pod `name` (one-node) that have no end: lost, pending, or not seen (its pod is silent)."""
+        return [r["run_id"] for r in data["runs"] if r.get("pod") == name and r["state"] in (LOST, PENDING, UNKNOWN)]
+
+    def _recover(self, member: Member, why: str, replace: bool, data: dict[str, Any], pods: Pods,
+                 answering: bool = False) -> None:
+        runs = self._share(data, member.name)
+        ledger = load_ledger(self.settings, self.book.sweep_id)
+        pod_sweep = ledger["pods"][member.name]["sweep_id"]
+        recover(self.settings, member, self.book, why, replace, self.log, run_ids=runs, sweep_id=pod_sweep,
+                answering=answering)
+        with ledger_lock(self.settings):
+            fresh = load_ledger(self.settings, self.book.sweep_id)
+            for rid in runs:
+                if rid in fresh["runs"]:
+                    restarted(fresh["runs"][rid])
+            save_ledger(self.settings, fresh)
+        pods.reconnect(member.name)
+
+
+def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: list[Any],
+                 log: Log = to_stderr) -> dict[str, Any]:
+    """sweep.wait --recover on the config's one pod: the sweep's last status once it has ended."""
+    member = resolve.one(settings)
+    silence = Silence(float(settings.recover_after_secs))
+    deadline = time.monotonic() + timeout if timeout else None
+    conn = _Session(settings, member)
+    last: dict[str, Any] = {}
+    try:
+        while True:
+            data, why = conn.ask(patterns)
+            now = time.monotonic()
+            if data is not None:
+                last = data
+                sweep = data.get("sweep") or {}
+                if not book.sweep_id and sweep.get("state") == RUNNING:
+                    log(f"wfops: managing {sweep.get('sweep_id')} on {_pod_words(settings, member)}: a pod lost for "
+                        f"{settings.recover_after_secs}s is recovered (at most {settings.recover_max} times)")
+                book.bind(str(sweep.get("sweep_id") or ""))
+                if sweep.get("state") == LOST:  # the pod answers, its queue died with its processes
+                    conn.close()
+                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log,
+                            answering=True)
+                    continue
+                if sweep.get("state") != RUNNING:
+                    return data
+                silence.heard()
+            else:
+                lost = silence.lost(now, why, gone(settings, member))
+                if lost:
+                    recover(settings, member, book, lost, member.provider == LIUM, log)
+                    silence.heard()
+                    continue
+                time.sleep(1)
+            if deadline is not None and now > deadline:
+                return dict(last, wait_timed_out=True)
+    except KeyboardInterrupt:
+        raise WfopsError(f"sweep.wait --recover interrupted: every pod stays as it is ({_pod_words(settings, member)}"
+                         f"); go on with `inv sweep.wait --recover`", EXIT_INTERRUPTED) from None
+    finally:
+        conn.close()
+
+
+def recover(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log,
+            run_ids: list[str] | None = None, sweep_id: str = "", answering: bool = False) -> dict[str, Any]:
+    """One recovery of `member` (see the module); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent.
+    A fleet's pod: `run_ids` its runs, `sweep_id` the id its share runs under; `answering`: it answers already."""
+    before = _pod_words(settings, member)
+    if book.recoveries >= settings.recover_max:
+        line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
+                "recoveries: stopping; its runs stay lost (raise RECOVER_MAX and run sweep.wait --recover again)")
+        book.note(member.name, "stopped", line)
+        raise WfopsError(f"sweep.wait --recover: {line}", EXIT_LOST)
+    n = book.spend()
+    line = f"lost pod {before}: {why} (recovery {n}/{settings.recover_max})"
+    log(f"wfops: {line}")
+    book.note(member.name, "loss", line)
+    if replace:
+        replace_lium_pod(settings, member, book, log)
+    elif not answering:
+        _wait_back(settings, member, log)
+    return restart(settings, member, book, why, before, log, run_ids or [], sweep_id)
+
+
+def _wait_back(settings: Settings, member: Member, log: Log) -> None:
+    """An SSH host is not rentable: wait until it answers again (however long that takes; Ctrl-C stops)."""
+    log(f"wfops: waiting for {member.name} to answer again (an SSH host: nothing to rent)")
+    while True:
+        try:
+            wait_for_pod(settings, member, READY_SECS, log=lambda _line: None)
+            return
+        except ConnectError:
+            continue
+
+
+def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> None:
+    """Remove the lost pod if this sweep rented it, rent one like it (same spec, same volume), point the config's
+    name at it, wait for SSH, bootstrap, checkout."""
+    cli = lium.cli("sweep.wait --recover", settings)
+    old_id = replaced.current(settings, member.name)
+    old = next((r for r in cli.ps() if old_id in (str(r.get("id")), r.get("name"), r.get("huid"))), None)
+    if old is not None and str(old["id"]) in book.rented:
+        failed = lium.remove(cli, settings, str(old["id"]))
+        line = (f"removed lost pod {pod_words(old)}" if failed is None
+                else f"could not remove lost pod {pod_words(old)} ({failed}): remove it with `lium rm {old['id']} -y`")
+        log(f"wfops: {line}")
+        book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
+    elif old is not None:
+        log(f"wfops: lost pod {pod_words(old)} was not rented by this sweep: left as it is")
+    try:
+        row, _ = lium.rent_replacement(cli, settings, max(1.0, settings.recover_after_secs / 10), log)
+    except LiumError as exc:
+        line = f"no replacement for {member.name}: {exc.message}"
+        book.note(member.name, "stopped", line)
+        raise WfopsError(f"sweep.wait --recover: {line}; the sweep's runs on it stay lost", exc.code) from None
+    price = row.get("price_per_hour", row.get("price"))
+    cost = f" at ${float(price):.2f}/h" if isinstance(price, (int, float)) else ""
+    line = f"rented pod {pod_words(row)}{cost} in place of {member.name} (LIUM_TARGET={row['id']} names it)"
+    log(f"wfops: {line}")
+    book.note(member.name, "rented", line, pod_id=str(row["id"]))
+    replaced.record(settings, member.name, str(row["id"]))
+    quiet: Log = lambda _line: None  # noqa: E731 - the steps' own progress stays out of the one-line story
+    wait_for_pod(settings, member, READY_SECS, log=quiet)
+    bootstrap_pod(settings, member, log=quiet)
+    checkout_pod(settings, member, log=quiet)
+    line = f"pod {pod_words(row)} answers, bootstrapped and checked out"
+    log(f"wfops: {line}")
+    book.note(member.name, "ready", line, pod_id=str(row["id"]))
+
+
+def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log,
+            run_ids: list[str] | None = None, sweep_id: str = "") -> dict[str, Any]:
+    """`sweep-recover` on the pod: its lost runs as their next attempt, its runs not started as queued."""
+    answer = call_once("sweep.recover", settings, wire.SWEEP_RECOVER, member=member,
+                       session=settings.sweep_tmux_session, sweep_id=sweep_id or book.sweep_id, why=why,
+                       run_ids=run_ids or [])
+    book.bind(str(answer.get("sweep_id") or ""))
+    where = _pod_words(settings, member)
+    for r in answer.get("restarted") or []:
+        if not book.doc.get("attempts", {}).get(r["run_id"]):
+            book.ran(r["run_id"], int(r["attempt"]) - 1, before)
+        book.ran(r["run_id"], int(r["attempt"]), where)
+    runs = [f"{r['run_id']} (attempt {r['attempt']})" for r in answer.get("restarted") or []]
+    line = (f"restarted on {where}: " + (", ".join(runs) if runs else "no run was running")
+            + (f"; queued again: {', '.join(answer['queued'])}" if answer.get("queued") else ""))
+    log(f"wfops: {line}")
+    book.note(member.name, "restarted", line)
+    return answer
+
+
+def down_when_done(settings: Settings, book: Book, log: Log = to_stderr) -> None:
+    """After the sweep ended: fetch every run (incremental), then remove every pod this sweep rented; a fetch that
+    fails keeps the pods and raises (non-zero exit)."""
+    try:
+        for m in resolve.pods(settings):
+            only = fleet_status.runs_on(settings, "", m.name) if resolve.is_fleet(settings) else None
+            log(report(fetch_runs(settings, "", True, "", False, only, member=m, log=log)))
+    except WfopsError as exc:
+        keep = ", ".join(book.renting) or "none rented by this sweep"
+        raise WfopsError(f"--down-when-done: fetching the runs failed ({exc.message}); the pods stay ({keep}): fetch "
+                         "with `inv run.fetch --all`, then remove them with pod.down", exc.code or 1) from None
+    if not book.renting:
+        log("wfops: --down-when-done: every run fetched; this sweep rented no pod, so none is removed")
+        return
+    cli = lium.cli("sweep.wait --down-when-done", settings)
+    billing = []
+    for pod_id in book.renting:
+        if lium.listed(cli, pod_id) is None:
+            continue
+        failed = lium.remove(cli, settings, pod_id)
+        line = (f"removed pod {pod_id}, rented by this sweep" if failed is None
+                else f"could not remove pod {pod_id} ({failed}): remove it with `lium rm {pod_id} -y`")
+        log(f"wfops: --down-when-done: {line}")
+        book.note("", "removed" if failed is None else "kept", line, pod_id=pod_id)
+        billing += [pod_id] if failed else []
+    if billing:
+        raise LiumError(f"--down-when-done: {len(billing)} pod(s) this sweep rented could not be removed and bill: "
+                        "remove them with the `lium rm` lines above")
+
+
+__all__ = ["down_when_done", "gone", "managed", "managed_wait", "recover", "restart"]
