@@ -10,6 +10,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
     hints.py                  the next-step commands wfops prints, as they paste: the program as run, its -c
+    interrupt.py              Ctrl-C outside a task's boundary (imports, parsing): one line and exit 130
     output.py                 tables, durations and JSON for the user; control characters made visible
     watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
     tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code

@@ -9,6 +9,9 @@ import sys
 
 
 def main() -> None:
+    from wfops.interrupt import guard
+
+    guard()  # Ctrl-C from here on is one line and exit 130 (wfops.interrupt)
     from wfops.prewarm import prewarm
 
     prewarm(sys.argv[1:])

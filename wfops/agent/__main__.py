@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from . import wire, workflow
+from . import store, wire, workflow
 from .registry import COMMANDS, Refusal, bind, command, parameters
 from .states import EXIT_REMOTE, EXIT_USAGE, STATES, Layout
 from .store import Damaged
@@ -107,6 +107,27 @@ def _from_client(stream: TextIO) -> Any:
     return fn(pod, **kwargs)
 
 
+def unexpected(exc: Exception, argv: List[str]) -> str:
+    """One line for a fault no handler expected (a disk that filled up, a file of an odd shape); the traceback
+    goes to /tmp/wfops-agent-error-<pid>.txt (best effort: the pod's outputs disk may be the full one)."""
+    import tempfile
+    import traceback
+
+    if store.is_disk_full(exc):
+        what = "the disk is full (%s); free space on the pod and try again" % (getattr(exc, "filename", "") or exc)
+    elif isinstance(exc, OSError):
+        what = "%s (%s)" % (exc.strerror or exc, exc.filename or "")
+    else:
+        what = "%s: %s" % (type(exc).__name__, exc)
+    where = os.path.join(tempfile.gettempdir(), "wfops-agent-error-%d.txt" % os.getpid())
+    try:
+        with open(where, "w") as fh:
+            fh.write("argv: %r\n%s" % (argv, traceback.format_exc()))
+    except OSError:
+        where = ""
+    return "the pod agent failed: %s%s" % (what, "; details in %s on the pod" % where if where else "")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -118,6 +139,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(exc.code) from None
     except Damaged as exc:
         sys.stderr.write("@wfops-error %d %s\n" % (EXIT_REMOTE, str(exc).replace("\n", " ")))
+        raise SystemExit(EXIT_REMOTE) from None
+    except Exception as exc:  # never a traceback for the user: one line, the traceback kept in a file on the pod
+        if argv:  # the pod's own commands (the queue, a supervisor): their traceback goes to their log
+            raise
+        sys.stdout.flush()
+        sys.stderr.write("@wfops-error %d %s\n" % (EXIT_REMOTE, unexpected(exc, argv).replace("\n", " ")))
+        sys.stderr.flush()
         raise SystemExit(EXIT_REMOTE) from None
     if isinstance(result, str):
         sys.stdout.write(result)

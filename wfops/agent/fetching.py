@@ -49,7 +49,7 @@ def sweep_runs(pod: Layout, sweep: str) -> List[Any]:
     if sweep and not _SWEEP_ID.match(sweep):
         raise Refusal(EXIT_USAGE, "invalid sweep id %r (sweep.list shows the ids)" % sweep)
     path = os.path.join(pod.manifests, sweep + ".json") if sweep else pod.latest_manifest
-    plan = store.load(path, required=("runs",))
+    plan = store.load_plan(path, required=("runs",))
     if not plan:
         raise Refusal(EXIT_NOT_FOUND, "no manifest of sweep %s on the pod (%s)" % (sweep, path) if sweep else
                       "no sweep manifest on the pod (start a sweep first, or fetch one run by id)")

@@ -149,7 +149,7 @@ def _retry_coming(pod: Layout, st: Json, run_dir: str) -> bool:
     summ = store.load_or_note(os.path.join(run_dir, SUMMARY_FILE))[0] or {}
     if summ.get("attempt") != st.get("attempt"):
         return True  # this attempt's summary is not written yet: undecided
-    plan = store.load_or_note(pod.latest_manifest)[0] or {}
+    plan = store.load_plan_or_note(pod.latest_manifest)[0] or {}
     retry_on = (plan.get("exec") or {}).get("retry_on")
     return summ.get("failure_class") in (TRANSIENT if retry_on is None else retry_on)
 
@@ -172,7 +172,7 @@ def _queued(pod: Layout, run_id: str) -> bool:
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem or procs.queue_liveness(sw)[0] != QUEUE_RUNNING:
         return False
-    plan, _ = store.load_or_note(pod.latest_manifest)
+    plan, _ = store.load_plan_or_note(pod.latest_manifest)
     return any(isinstance(r, dict) and r.get("run_id") == run_id for r in (plan or {}).get("queue") or [])
 
 

@@ -10,6 +10,7 @@ pid + start time + boot id, so a reused pid or a reboot never reads as "still ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -19,11 +20,30 @@ from .states import LOST, OWNER_ENV, QUEUE_NONE, RUNNING, TERMINAL, UNKNOWN
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Container, Dict, Iterable, List, Optional, Set, Tuple
+    from typing import Any, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
     from .wire import Json
 
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, TERM and HUP wait until the block is done (then they act as usual): a command's all-or-nothing
+    step is not cut in half. Python handlers, not a blocked mask or SIG_IGN: children started in the block
+    (the queue's tmux) inherit neither."""
+    got: List[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if got:
+            os.kill(os.getpid(), got[0])
 
 
 def boot_id() -> str:

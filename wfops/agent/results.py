@@ -41,7 +41,7 @@ def _status(pod: Layout, patterns: Optional[List[str]] = None) -> Json:
 
 
 def _specs(pod: Layout) -> Json:
-    plan, _ = store.load_or_note(pod.latest_manifest)
+    plan, _ = store.load_plan_or_note(pod.latest_manifest)
     runs = (plan or {}).get("runs")
     return {r["run_id"]: r for r in runs if isinstance(r, dict) and "run_id" in r} if isinstance(runs, list) else {}
 

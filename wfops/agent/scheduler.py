@@ -363,7 +363,7 @@ class Scheduler:
         their totals."""
         from .sweeps import count, status_rows
 
-        plan, problem = store.load_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
+        plan, problem = store.load_plan_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
         if problem or not plan:
             self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
             return {}

@@ -16,7 +16,7 @@ import threading
 from datetime import datetime, timezone
 
 from .states import TERMINAL
-from .wire import TYPE_CHECKING
+from .wire import TYPE_CHECKING, plan_problem
 
 if TYPE_CHECKING:
     from typing import Any, Iterator, List, Optional, Tuple
@@ -79,6 +79,24 @@ def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
     return data
 
 
+def load_plan(path: str, required: Tuple[str, ...] = ()) -> Any:
+    """A sweep manifest as `load` reads it, also Damaged when its shape is not one its readers can use
+    (wire.plan_problem: `{"runs": 5}` is damaged, not a TypeError)."""
+    data = load(path, required)
+    fault = plan_problem(data) if data is not None else ""
+    if fault:
+        raise Damaged(path, fault)
+    return data
+
+
+def load_plan_or_note(path: str) -> Tuple[Any, str]:
+    """(manifest or None, problem text or "")."""
+    try:
+        return load_plan(path), ""
+    except Damaged as exc:
+        return None, str(exc)
+
+
 def load_or_note(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Tuple[Any, str]:
     """(data or None, problem text or ""): for readers that show a damaged file instead of stopping."""
     try:
@@ -136,6 +154,9 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+_in_place = [True]  # may a write on a full disk fall back to _overwrite? (not inside all_or_none)
+
+
 def write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write whole or not at all: temp file in the same directory, fsync, rename. On a full disk, a held
     reserve is freed and the write tried again."""
@@ -146,8 +167,42 @@ def write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
             raise
         if release_reserve():
             _write_bytes(path, data, mode)
-        else:
+        elif _in_place[0]:
             _overwrite(path, data)
+        else:
+            raise
+
+
+@contextlib.contextmanager
+def all_or_none(paths: List[str]) -> Iterator[None]:
+    """Every file of `paths` written in the block, or (when the block raises: a full disk, a signal) each one as
+    it was before: a file that existed is put back (from a hard link taken on entry), a new one removed.
+    Writes in the block are atomic (no in-place fallback on a full disk, which would change the kept copy)."""
+    kept: List[Tuple[str, str]] = []
+    _in_place[0] = False
+    try:
+        for path in paths:
+            backup = "%s.before-%d" % (path, os.getpid()) if os.path.exists(path) else ""
+            if backup:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
+                os.link(path, backup)
+            kept.append((path, backup))
+        yield
+    except BaseException:
+        for path, backup in kept:
+            with contextlib.suppress(OSError):
+                if backup:
+                    os.replace(backup, path)
+                else:
+                    os.unlink(path)
+        raise
+    finally:
+        _in_place[0] = True
+        for _, backup in kept:
+            with contextlib.suppress(OSError):
+                if backup:
+                    os.unlink(backup)
 
 
 def _overwrite(path: str, data: bytes) -> None:

@@ -56,7 +56,7 @@ def _current(pod: Layout) -> Tuple[Json, Manifest]:
         raise Refusal(EXIT_REMOTE, problem + "; start a new sweep with sweep.start")
     if not sw:
         raise Refusal(EXIT_NOT_FOUND, "no sweep on this pod: start one with sweep.start")
-    plan = store.load(os.path.join(pod.manifests, sw["sweep_id"] + ".json"), required=("runs", "queue", "exec"))
+    plan = store.load_plan(os.path.join(pod.manifests, sw["sweep_id"] + ".json"), required=("runs", "queue", "exec"))
     if not plan:
         raise Refusal(EXIT_NOT_FOUND, "the manifest of %s is gone; start a new sweep" % sw["sweep_id"])
     fault = runscript.manifest_problem(plan)  # edited on the pod since sweep-start: never start its queue again on it

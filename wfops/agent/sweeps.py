@@ -108,7 +108,6 @@ def load_manifest(path: str) -> Manifest:
     return m  # type: ignore[no-any-return]
 
 
-
 def _write_first_files(pod: Layout, sid: str, csv_text: str) -> None:
     m = pod.manifests
     store.write_bytes(os.path.join(m, sid + ".csv"), csv_text.encode())
@@ -204,16 +203,25 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
     manifest["git_sha"], manifest["pod"] = _git_sha(ex["repo"]), pod.as_dict()
-    path = _write_manifests(pod, manifest, csv_text)
-    record_sweep(pod, {
-        "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
-        "session": session, "runs": queued, "plan": "%s/%s.json" % (MANIFESTS_DIR, sid),
-        "runner_log": "%s/%s.log" % (MANIFESTS_DIR, sid)})
     before = workflow.read_state(pod.state_file)["state"]
-    workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
-    pid = launch_queue(pod, sid, path, session, before)
-    return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid,
-            "manifest": os.path.join(pod.manifests, sid + ".csv")}
+    m = pod.manifests
+    written = [os.path.join(m, sid + ".csv"), os.path.join(m, LATEST_CSV), os.path.join(m, sid + ".json"),
+               os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), pod.latest_manifest, pod.sweep_file,
+               os.path.join(m, sid + SWEEP_RECORD), pod.state_file]  # put back as they were on a failure
+    with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
+        try:
+            with store.all_or_none(written):
+                path = _write_manifests(pod, manifest, csv_text)
+                record_sweep(pod, {
+                    "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
+                    "session": session, "runs": queued, "plan": "%s/%s.json" % (MANIFESTS_DIR, sid),
+                    "runner_log": "%s/%s.log" % (MANIFESTS_DIR, sid)})
+                workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
+        except OSError as e:
+            raise Refusal(EXIT_REMOTE, "%scannot write the files of %s (%s: %s); nothing was started or changed"
+                % ("the disk is full: " if store.is_disk_full(e) else "", sid, e.filename or m, e.strerror)) from None
+        pid = launch_queue(pod, sid, path, session, before)
+    return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid, "manifest": written[0]}
 
 
 def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: str, queue_state: str) -> None:
@@ -327,7 +335,7 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
     """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only."""
     record, manifest = sweep_files(pod, sweep)
     sw, bad_sw = store.load_or_note(record)
-    plan, bad_plan = store.load_or_note(manifest)
+    plan, bad_plan = store.load_plan_or_note(manifest)
     state, reason = (UNKNOWN, bad_sw) if bad_sw else procs.queue_liveness(sw)
     if sweep and not sw and not bad_sw:
         state, reason = UNKNOWN, "no record of how this sweep ended (started by an older wfops)"
@@ -364,7 +372,7 @@ def sweep_list(pod: Layout) -> Json:
         state, reason = (UNKNOWN, problem) if problem else procs.queue_liveness(rec) if rec else (UNKNOWN, "no record")
         totals = (rec or {}).get("totals")
         if live and state == QUEUE_RUNNING:
-            plan = store.load_or_note(pod.latest_manifest)[0] or {}
+            plan = store.load_plan_or_note(pod.latest_manifest)[0] or {}
             totals = count(status_rows(pod, plan, state))
         out.append({"sweep_id": sid, "started_at": (rec or {}).get("started_at"), "state": state,
                     "reason": reason, "runs": (rec or {}).get("runs"), "totals": totals or {}})

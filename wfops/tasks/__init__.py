@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
-from invoke import Collection
+from wfops.interrupt import guard
 
-from wfops.tasks import config, connection, fsm, pod, prep, run, sweep, task
+guard()  # under `inv`: Ctrl-C while the task tree loads is one line and exit 130, not invoke's silent exit 1
+
+from invoke import Collection  # noqa: E402
+
+from wfops.tasks import config, connection, fsm, pod, prep, run, sweep, task  # noqa: E402
 
 ns = Collection("wfops", prep.bootstrap, prep.checkout, connection.disconnect)
 for _sub in (config.ns, fsm.ns, pod.ns, task.ns, sweep.ns, run.ns):

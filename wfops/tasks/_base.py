@@ -47,6 +47,7 @@ from invoke.parser import Argument
 from wfops import fanout, hints
 from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
+from wfops.interrupt import EXIT_INTERRUPTED, InTask
 from wfops.output import to_json, visible
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
@@ -64,7 +65,6 @@ from wfops.transport import session as remote
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
 CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
 JSON_HELP = "print JSON instead of a table"
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 T = TypeVar("T")
@@ -182,7 +182,7 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
             sent_before = remote.requests_sent()
             try:
                 refuse_dry_run(c)
-                with _sigterm_as_exception():
+                with InTask(), _sigterm_as_exception():
                     for name in [n for n in kw if n in int_options]:
                         kw[name] = int_option(name, kw[name])
                     if any(not kw.get(name) for name in required):

@@ -77,8 +77,11 @@ NEED_AGENT = "need"  # `@wfops-need agent`: the meta line of a pod that lacks th
 # What scripts run: AGENT_CALL, preceded by the install of a missing agent. The first stdin line is the request;
 # on a pod without the agent it is kept, `@wfops-need agent` goes to stderr, and the next line is the agent's
 # tar.gz in base64, unpacked next to its final place and renamed into it (a racing install keeps the other's).
+# A Ctrl-C that reaches the agent (on the `local` target, a terminal's Ctrl-C reaches the whole process group) ends
+# it quietly with 130: the client says the one line.
 BOOT = (
-    "import os,sys\n"
+    "import os,signal,sys\n"
+    "signal.signal(signal.SIGINT,lambda*a:sys.exit(130))\n"
     "d=sys.argv[1]\n"
     "if not os.path.isfile(d+'/.complete'):\n"
     " import base64,io,shutil,tarfile,tempfile\n"

@@ -1,0 +1,61 @@
+"""Ctrl-C at any moment of a wfops command: one line and exit 130, never a traceback.
+
+Inside a task, the boundary (wfops.tasks._base.wftask) turns Ctrl-C into its line: what the interrupted command
+may have left on the pod. Outside it (Python importing invoke and the task tree, the command line being parsed,
+invoke finishing after the task) a KeyboardInterrupt would be a traceback (`wfops`) or a silent exit 1 (`inv`).
+`guard()`, called first thing by `wfops` (wfops.cli) and by the task tree's import (`inv`), installs a SIGINT
+handler for those moments: one line, exit 130 at once. Before a task's boundary nothing has been sent to the pod.
+
+Only a wfops or invoke program gets the handler: a Python program that imports wfops.tasks keeps its own Ctrl-C.
+Standard library only; cheap to import (the console script imports it before anything else).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
+PROGRAMS = ("wfops", "inv", "invoke")
+BEFORE = "wfops: interrupted before anything was sent to the pod; nothing was changed\n"
+AFTER = "wfops: interrupted\n"
+_state = {"guarded": False, "tasks_ran": False}
+
+
+def _program() -> bool:
+    name = os.path.basename(sys.argv[0] if sys.argv else "")
+    if name == "__main__.py":  # python -m wfops / python -m invoke
+        name = os.path.basename(os.path.dirname(sys.argv[0]))
+    return name in PROGRAMS
+
+
+def _outside_a_task(signum: int, frame: Any) -> None:
+    os.write(2, (AFTER if _state["tasks_ran"] else BEFORE).encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def guard() -> None:
+    """Install the handler (once; only in a wfops/invoke program's main thread, over Python's default)."""
+    if _state["guarded"] or not _program() or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _outside_a_task)
+        _state["guarded"] = True
+
+
+class InTask:
+    """`with InTask():` around a task body: Ctrl-C raises KeyboardInterrupt there (the boundary words it);
+    outside again, the guard's handler is back (and says "interrupted", no more "before anything was sent")."""
+
+    def __enter__(self) -> None:
+        self.ours = _state["guarded"] and threading.current_thread() is threading.main_thread()
+        if self.ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ours:
+            _state["tasks_ran"] = True
+            signal.signal(signal.SIGINT, _outside_a_task)
