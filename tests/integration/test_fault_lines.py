@@ -38,7 +38,7 @@ def test_sweep_start_on_a_full_disk_is_one_line_and_all_or_nothing(small_disk: P
         refused += 1
         assert "Traceback" not in res.err and res.err.strip().splitlines() == [res.last_err], res.err
         assert res.rc == 6 and res.last_err.startswith("wfops: the disk is full: cannot write the files of sweep-")
-        assert res.last_err.endswith("nothing was started or changed")
+        assert res.last_err.endswith("; it was not started")
         assert _snapshot(pod) == before  # every file as it was, nothing half-written left
         assert status(pod)["runs"][0]["run_id"] == "first"
     assert refused >= 1

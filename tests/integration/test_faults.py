@@ -44,12 +44,12 @@ def test_damaged_run_and_task_files_show_unknown_and_the_rest_still_prints(swept
     (pod.outputs / "a" / "status.json").write_text("{trunc")
     (pod.outputs / "b" / "summary.json").write_text('"just a string"')
     data = status(pod)
-    assert states(data) == {"a": "unknown", "b": "unknown", "c": "success"}
+    assert states(data) == {"a": "success", "b": "unknown", "c": "success"}  # a: its end, from its summary
     notes = {r["run_id"]: r["note"] for r in data["runs"]}
-    assert "a/status.json is damaged (not valid JSON" in notes["a"]
+    assert "a/status.json is damaged (not valid JSON" in notes["a"] and "its end is from summary.json" in notes["a"]
     assert "b/summary.json is damaged (expected a JSON object)" in notes["b"]
     table = pod.ok("sweep.status").out
-    assert "unknown" in table and "1 ok" in table
+    assert "unknown" in table and "2 ok" in table
     (pod.outputs / "_manifests" / "sweep-latest.json").write_text("{")
     res = pod.ok("sweep.status")
     assert "warning: " in res.out and "sweep-latest.json is damaged" in res.out

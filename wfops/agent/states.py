@@ -189,5 +189,12 @@ class Layout:
     def task_dir(self, task_id: str) -> str:
         return os.path.join(self.tasks, task_id)
 
+    def sweep_files(self, sid: str) -> List[str]:
+        """Every file sweep-start writes for sweep `sid` before its queue starts (the CSV first)."""
+        m = self.manifests
+        return [os.path.join(m, sid + ".csv"), os.path.join(m, LATEST_CSV), os.path.join(m, sid + ".json"),
+                os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), self.latest_manifest, self.sweep_file,
+                os.path.join(m, sid + SWEEP_RECORD), self.state_file]
+
     def tmux(self, *args: str) -> List[str]:
         return ["tmux"] + (["-L", self.tmux_socket] if self.tmux_socket else []) + list(args)

@@ -204,13 +204,9 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
     manifest["git_sha"], manifest["pod"] = _git_sha(ex["repo"]), pod.as_dict()
     before = workflow.read_state(pod.state_file)["state"]
-    m = pod.manifests
-    written = [os.path.join(m, sid + ".csv"), os.path.join(m, LATEST_CSV), os.path.join(m, sid + ".json"),
-               os.path.join(m, "workflow-%s.env" % sid[len("sweep-"):]), pod.latest_manifest, pod.sweep_file,
-               os.path.join(m, sid + SWEEP_RECORD), pod.state_file]  # put back as they were on a failure
     with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
         try:
-            with store.all_or_none(written):
+            with store.all_or_none(written := pod.sweep_files(sid)):  # each put back as it was on a failure
                 path = _write_manifests(pod, manifest, csv_text)
                 record_sweep(pod, {
                     "sweep_id": sid, "state": RUNNING, "started_at": store.now_iso(), "boot_id": procs.boot_id(),
@@ -218,8 +214,8 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
                     "runner_log": "%s/%s.log" % (MANIFESTS_DIR, sid)})
                 workflow.succeed(pod, "sweep.start", "%s: %d run(s)" % (sid, queued))
         except OSError as e:
-            raise Refusal(EXIT_REMOTE, "%scannot write the files of %s (%s: %s); nothing was started or changed"
-                % ("the disk is full: " if store.is_disk_full(e) else "", sid, e.filename or m, e.strerror)) from None
+            raise Refusal(EXIT_REMOTE, "%scannot write the files of %s (%s); it was not started" % (
+                "the disk is full: " if store.is_disk_full(e) else "", sid, e.strerror or e)) from None
         pid = launch_queue(pod, sid, path, session, before)
     return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid, "manifest": written[0]}
 
@@ -277,12 +273,16 @@ def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bo
            "note": ""}
     st, bad_st = store.load_or_note(os.path.join(d, STATUS_FILE))
     summ, bad_summ = store.load_or_note(os.path.join(d, SUMMARY_FILE))
-    if bad_st or bad_summ:
+    if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
+        st = dict(summ)
+    if bad_summ or (bad_st and not st):
         row.update(state=UNKNOWN, note=bad_st or bad_summ)
     elif st and st.get("sweep_id") == sweep_id:
         _current_row(row, st, summ, sweep_id, cb, queue_state)
     else:
         _not_started_row(row, run, summ, queue_state, force)
+    if bad_st and st:
+        row["note"] = "; ".join(filter(None, (bad_st + "; its end is from summary.json", row["note"])))
     return row
 
 

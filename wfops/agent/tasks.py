@@ -32,7 +32,7 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Tuple
 
     from .states import Layout
     from .wire import Json
@@ -45,7 +45,10 @@ def task_view(task_dir: str, tail: int = 0, current_boot: Optional[str] = None) 
     if problem:
         return {"id": tid, "state": UNKNOWN, "reason": problem + "; see the task dir, or task.run --force"}
     if st is None:
-        return {"id": tid, "state": MISSING}
+        return {"id": tid, "state": MISSING, "reason": "no %s in its dir; see it, or task.run --force" % STATUS_FILE}
+    if not isinstance(st.get("state"), str):
+        return {"id": tid, "state": UNKNOWN, "reason": "%s is damaged (no state); see the task dir, or task.run "
+                "--force" % os.path.join(task_dir, STATUS_FILE)}
     state, reason = procs.liveness(st, current_boot)
     out = dict(st, id=st.get("id") or tid)
     if state != st.get("state"):
@@ -159,7 +162,8 @@ def task_wait(pod: Layout, id: str, timeout: int = 0) -> Json:
 
 @command(wire.TASK_LIST)
 def task_list(pod: Layout, limit: int = 0) -> Json:
-    """Tasks, newest first (by creation time to the nanosecond; older records by their second)."""
+    """Damaged tasks (whatever `limit`), then tasks newest first (by creation time to the nanosecond; older
+    records by their second)."""
     items, cb = [], procs.boot_id()
     try:
         names = os.listdir(pod.tasks)
@@ -169,5 +173,12 @@ def task_list(pod: Layout, limit: int = 0) -> Json:
         d = os.path.join(pod.tasks, name)
         if not name.startswith(("_", ".")) and os.path.isdir(d):
             items.append(task_view(d, 0, cb))
-    items.sort(key=lambda t: (t.get("created_at") or "", t.get("created_ns") or 0), reverse=True)
-    return {"tasks": items[:limit] if limit else items, "total": len(items)}
+    items.sort(key=_created, reverse=True)
+    bad = [t for t in items if t["state"] in (UNKNOWN, MISSING)]  # always shown (no time of their own; a look)
+    good = [t for t in items if t["state"] not in (UNKNOWN, MISSING)]
+    return {"tasks": bad + (good[:limit] if limit else good), "total": len(items)}
+
+
+def _created(t: Json) -> Tuple[str, int]:
+    at, ns = t.get("created_at"), t.get("created_ns")
+    return at if isinstance(at, str) else "", ns if isinstance(ns, int) else 0

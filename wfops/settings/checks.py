@@ -120,10 +120,17 @@ def local_path(value: str) -> str:
     return value
 
 
+def _host_ok(value: str) -> bool:
+    """`local`, an ssh_config alias or user@host[:port] with a port from 1 to 65535."""
+    m = _HOST_RE.match(value)
+    port_text = value.rpartition(":")[2] if m and not value.endswith("]") and ":" in value.split("]")[-1] else ""
+    return value == "local" or (m is not None and (not port_text or 1 <= int(port_text) <= 65535))
+
+
 def host(value: str) -> str:
-    if value == "" or value == "local" or _HOST_RE.match(value):
+    if value == "" or _host_ok(value):
         return value
-    raise Invalid("`local`, an ssh_config alias, or user@host[:port]")
+    raise Invalid("`local`, an ssh_config alias, or user@host[:port] (a port from 1 to 65535)")
 
 
 def session(value: str) -> str:
@@ -162,9 +169,10 @@ def _entries(value: str) -> tuple[str, ...]:
 def hosts(value: str) -> tuple[str, ...]:
     """OPS_HOSTS: comma-separated, each valid as OPS_DEFAULT_HOST is."""
     entries = tuple(e.strip() for e in value.split(",") if e.strip())
-    bad = [e for e in entries if not (e == "local" or _HOST_RE.match(e))]
+    bad = [e for e in entries if not _host_ok(e)]
     if bad:
-        raise Invalid(f"comma-separated hosts, each `local`, an ssh_config alias or user@host[:port] ({bad[0]!r})")
+        raise Invalid(f"comma-separated hosts, each `local`, an ssh_config alias or user@host[:port] with a port "
+                      f"from 1 to 65535 ({bad[0]!r})")
     return _entries(value)
 
 

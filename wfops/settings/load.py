@@ -68,11 +68,11 @@ def _parse(text: str, source: str) -> dict[str, _Entry]:
     import io
 
     entries: dict[str, _Entry] = {}
-    unparsed: tuple[int, str] | None = None  # the first line that does not parse (said after the rest is read)
+    unparsed: tuple[int, str, str] | None = None  # the first line that does not parse (said after the rest is read)
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            unparsed = unparsed or (line, binding.original.string.strip())
+            unparsed = unparsed or (line, binding.original.string.strip(), "")
             continue
         if binding.key is None:
             continue
@@ -80,11 +80,15 @@ def _parse(text: str, source: str) -> dict[str, _Entry]:
             if unparsed is not None:
                 break
             raise ConfigError(f"{source} line {line}: invalid key name {binding.key!r}")
+        if binding.value is None:  # a bare word: a value that cannot reach anything, most likely a broken line
+            unparsed = unparsed or (line, binding.original.string.strip(), " (no `=`: write KEY=VALUE)")
+            continue
         raw_rhs = binding.original.string.split("=", 1)[1].lstrip() if "=" in binding.original.string else ""
         entries[binding.key] = _Entry(binding.value or "", raw_rhs.startswith("'"), line)
     if unparsed is not None:
         secrets = [e.value for name, e in entries.items() if is_secret(name)]
-        raise ConfigError(f"{source} line {unparsed[0]}: cannot parse {_masked_line(unparsed[1], secrets)!r}")
+        raise ConfigError(f"{source} line {unparsed[0]}: cannot parse {_masked_line(unparsed[1], secrets)!r}"
+                          + unparsed[2])
     return entries
 
 

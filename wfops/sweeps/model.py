@@ -118,6 +118,26 @@ def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tupl
     return tuple(pairs), None
 
 
+MAX_ARG_STRLEN = 131072  # Linux: the longest one argv string may be, its NUL included (execve: E2BIG)
+ARGV_BUDGET = 1 << 20  # the overrides' share of ARG_MAX (2 MiB on a usual 8 MiB stack): the rest is the environment
+
+
+def argv_problem(text: str, overrides: Iterable[object]) -> str | None:
+    """Overrides that cannot reach the training script as argv: a NUL (argv strings end at one), one word over
+    MAX_ARG_STRLEN (with a `--` an arg style may add), or all of them over ARGV_BUDGET. Separate from
+    parse_overrides, so the checks hold whatever form the words take."""
+    if "\0" in text:
+        return "overrides contain a NUL character, which cannot reach the training script (argv strings end there)"
+    words = ["=".join(map(str, w)) if isinstance(w, tuple) else str(w) for w in overrides]
+    sizes = [len(w.encode("utf-8", "surrogatepass")) + 3 for w in words]  # `--` and the NUL
+    if sizes and max(sizes) > MAX_ARG_STRLEN:
+        return (f"override {words[sizes.index(max(sizes))][:20]!r}... is {max(sizes) - 3:,} bytes: one argument "
+                f"may be at most {MAX_ARG_STRLEN - 3:,} (the OS limit, MAX_ARG_STRLEN)")
+    if sum(sizes) > ARGV_BUDGET:
+        return f"overrides are {sum(sizes):,} bytes in all: at most {ARGV_BUDGET:,} reach a command line (ARG_MAX)"
+    return None
+
+
 def check_gpus(text: str) -> str | None:
     """A `gpus` value (CSV column or RUN_GPUS): empty, `all`, or a whole number >= 1."""
     if text == "" or is_gpus_request(text):
@@ -165,7 +185,8 @@ def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injec
         seen[run_id] = line
     seed_text = values.get("seed", "")
     overrides, bad_overrides = parse_overrides(values.get("overrides", ""), injected)
-    for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides,
+    bad_argv = None if bad_overrides else argv_problem(values.get("overrides", ""), overrides)
+    for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides, bad_argv,
                 check_gpus(values.get("gpus", "")), check_nodes(values.get("nodes", ""))):
         if bad:
             problems.add(line, bad)

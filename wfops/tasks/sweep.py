@@ -129,15 +129,10 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
                      bool(fail_fast or settings.sweep_fail_fast))
     session = settings.sweep_tmux_session
     left = f" ({len(runs) - len(selected)} left out by the filters)" if len(runs) > len(selected) else ""
-    wide = [f"{r.run_id} (nodes {r.nodes})" for r in selected if r.nodes > 1]
-    if wide and settings.train_launcher != "torchrun":
-        raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was started")
+    _check_nodes(settings, selected, "started")
     if resolve.is_fleet(settings):
         _start_fleet(settings, plan, text, session, json, left)
         return
-    if wide:
-        raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
-                         f"{', '.join(wide[:5])}; nothing was started")
     plan["billing"] = billing.billing(settings, resolve.one(settings))  # the pod's price, SWEEP_BUDGET_USD
     with PodCommand("sweep.start", settings) as cmd:
         data = cmd.call(wire.SWEEP_START, manifest=plan, csv_text=text, session=session)
@@ -147,6 +142,17 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
         f"  wait:     {hints.command('sweep.wait', settings=settings)}\n"
         f"  manifest: {data.get('manifest')}"
     ))
+
+
+def _check_nodes(settings: Settings, runs: list[RunSpec], done: str) -> None:
+    """Multi-node runs need torchrun and a fleet: the same check for sweep.start and sweep.add (`done`: what
+    did not happen)."""
+    wide = [f"{r.run_id} (nodes {r.nodes})" for r in runs if r.nodes > 1]
+    if wide and settings.train_launcher != "torchrun":
+        raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was {done}")
+    if wide and not resolve.is_fleet(settings):
+        raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
+                         f"{', '.join(wide[:5])}; nothing was {done}")
 
 
 def _manifest(settings: Settings, csv_name: str, text: str, runs: list[RunSpec], selected: list[RunSpec],
@@ -198,6 +204,7 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
     if not csv:
         raise UsageError("sweep.add needs --csv FILE with the runs to add")
     _, runs = _read_runs(settings, _csv_path(settings, csv))
+    _check_nodes(settings, runs, "added")
     session = settings.sweep_tmux_session
     if resolve.is_fleet(settings):
         ledger = load_ledger(settings)

@@ -150,7 +150,8 @@ def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = Fals
 
 
 def list_tasks(settings: Settings, member: Member, limit: int = 20, log: Log = to_stderr) -> dict:
-    """One pod's recent tracked tasks, newest first (`limit` 0: all); what `task.list --json` prints."""
+    """One pod's damaged tasks, then its recent tracked tasks, newest first (`limit` 0: all); what `task.list
+    --json` prints."""
     return call_once("task.list", settings, "task-list", member=member, log=log, limit=limit)
 
 
@@ -165,7 +166,8 @@ def _list_text(data: dict) -> str:
         f"\n({more} older not shown; --limit 0 shows all)" if more > 0 else "")
 
 
-@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all)", "json": JSON_HELP})
+@wftask(help={"limit": "show at most this many, newest first (default 20; 0: all); damaged ones always show",
+              "json": JSON_HELP})
 def list_(c: Any, limit: int = 20, json: bool = False, config: str | None = None) -> None:
     """List recent tracked tasks with their honest state."""
     settings = settings_for(c, config)

@@ -1,0 +1,57 @@
+"""Values that cannot reach the training script or the pod are refused where they are read, with one line
+(issue 23, part 6): overrides over the OS argument limits or with a NUL, a config line with no `=`, a port out
+of range."""
+
+from __future__ import annotations
+
+import pytest
+
+from wfops.errors import ConfigError, UsageError
+from wfops.settings.load import parse_settings
+from wfops.sweeps.model import MAX_ARG_STRLEN, argv_problem, parse_csv
+
+HEADER = "run_id,config,seed,overrides,notes\n"
+
+
+def _csv(overrides: str) -> str:
+    return HEADER + 'r1,config/a.py,1,"' + overrides.replace('"', '""') + '",\n'
+
+
+@pytest.mark.parametrize("overrides,why", [
+    ("x=" + "a" * (MAX_ARG_STRLEN - 4), "one argument may be at most 131,069"),
+    ("a=1\0b", "contain a NUL character"),
+])
+def test_overrides_that_cannot_reach_argv_are_refused_at_validation(overrides: str, why: str):
+    with pytest.raises(UsageError) as err:
+        parse_csv(_csv(overrides))
+    assert "line 2: " in err.value.message and why in err.value.message
+
+
+def test_overrides_up_to_the_limits_pass():
+    runs = parse_csv(_csv("x=" + "a" * (MAX_ARG_STRLEN - 7) + " lr=1"))  # the longest word that still fits
+    assert runs[0].overrides[1] == ("lr", "1")
+
+
+def test_all_overrides_together_stay_within_the_argv_budget():
+    words = [(f"k{i}", "v" * 100_000) for i in range(11)]  # each fits; together over the budget
+    assert "at most 1,048,576 reach a command line" in (argv_problem("", words) or "")
+    assert argv_problem("", words[:10]) is None
+
+
+def test_a_config_line_with_no_equals_sign_is_refused():
+    with pytest.raises(ConfigError) as err:
+        parse_settings("OPS_DEFAULT_HOST=local\nJUSTAWORD\n", environ={})
+    assert err.value.message == "workflow.env line 2: cannot parse 'JUSTAWORD' (no `=`: write KEY=VALUE)"
+
+
+@pytest.mark.parametrize("key,value", [("OPS_DEFAULT_HOST", "root@127.0.0.1:0"),
+                                       ("OPS_DEFAULT_HOST", "root@127.0.0.1:99999"),
+                                       ("OPS_HOSTS", "root@127.0.0.2:22,root@127.0.0.3:65536")])
+def test_ports_out_of_range_are_refused_at_load(key: str, value: str):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(f"{key}={value}\n", environ={})
+    assert f"{key}=" in err.value.message and "a port from 1 to 65535" in err.value.message
+
+
+def test_ports_in_range_pass():
+    assert parse_settings("OPS_DEFAULT_HOST=root@127.0.0.1:65535\n", environ={}).ops_default_host.endswith(":65535")
