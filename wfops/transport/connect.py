@@ -10,14 +10,16 @@ connection factory lives).
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport import warm
+from wfops.transport import ssh, warm
 from wfops.transport.local import LocalSession
 from wfops.transport.session import (
     Counted,
@@ -35,6 +37,7 @@ from wfops.transport.session import (
 )
 from wfops.transport.ssh import SSHSession
 
+PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty)
 KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
 
 
@@ -53,11 +56,13 @@ class KeeperExec:
         self.sock = sock
         self.lock = threading.Lock()
         self.on_start = on_start
+        self.sent_at = 0.0
 
     def send(self, data: bytes) -> None:
         with self.lock:
             for i in range(0, len(data), warm.MAX_FRAME):
                 warm.send_frame(self.sock, b"i", data[i:i + warm.MAX_FRAME])
+                self.sent_at = time.monotonic()  # the keeper takes what we send: it is not frozen
 
     def _send_quietly(self, data: bytes) -> None:
         try:
@@ -77,11 +82,11 @@ class KeeperExec:
                 socket.send_fds(self.sock, [b"F"], [direct[0]])
         except OSError:
             raise Retry() from None
-        started = False
+        started = pinged = False
         self.sock.settimeout(start_timeout)  # until the channel is open: a keeper silent that long is frozen
         while True:
             try:
-                frame = warm.recv_frame(self.sock)
+                frame = self._answer_or_ping() if pinged else warm.recv_frame(self.sock)
             except TimeoutError:
                 raise Frozen() from None
             except OSError:
@@ -93,7 +98,7 @@ class KeeperExec:
                                    "the command may or may not have run")
             kind, data = frame
             if kind == b"s":
-                started = True
+                started, pinged = True, data == PINGS  # a keeper that answers pings says so
                 self.sock.settimeout(None)
                 self.on_start()
                 threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
@@ -113,6 +118,54 @@ class KeeperExec:
                 # the keeper could not reach the pod (its connection died and a new one failed): the same
                 # ConnectError a cold connect raises, so a fleet counts the pod as silent either way
                 raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(err.get("message")), code)
+
+
+    def _answer_or_ping(self) -> tuple[bytes, bytes] | None:
+        """The keeper's next frame; while it is silent, a ping every keepalive interval (`p`, answered `P`, even
+        by a keeper whose command prints nothing for hours). Silent for KEEPALIVE_MISSED intervals (stopped,
+        hung: a frozen peer, like a frozen sshd): a ConnectError, the socket closed (the keeper's channel ends)."""
+        interval = ssh.keepalive_secs()
+        heard = time.monotonic()
+        while True:
+            if select.select([self.sock], [], [], interval)[0]:
+                frame = _recv_frame_within(self.sock, interval * ssh.KEEPALIVE_MISSED)
+                if frame is None or frame[0] != b"P":
+                    return frame
+                heard = time.monotonic()
+                continue
+            if time.monotonic() - max(heard, self.sent_at) > interval * ssh.KEEPALIVE_MISSED:
+                self.sock.close()
+                raise ConnectError(f"the connection keeper stopped answering (no reply to a keepalive for "
+                                   f"{interval * ssh.KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, "
+                                   "the command may or may not have run (`wfops disconnect` ends the keeper)")
+            if self.lock.acquire(blocking=False):  # busy sending the script: that send tells us nothing; skip
+                try:
+                    warm.send_frame(self.sock, b"p")
+                finally:
+                    self.lock.release()
+
+
+def _recv_frame_within(sock: socket.socket, limit: float) -> tuple[bytes, bytes] | None:
+    """warm.recv_frame, where each part of the frame must come within `limit` seconds (a keeper frozen in the
+    middle of a frame is frozen too)."""
+    def exact(n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            if not select.select([sock], [], [], limit)[0]:
+                raise ConnectError(f"the connection keeper stopped in the middle of an answer for {limit:g}s; "
+                                   "wfops closed it, the command may or may not have run")
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    head = exact(warm.HEADER.size)
+    if head is None:
+        return None
+    kind, size = warm.HEADER.unpack(head)
+    data = exact(size) if size else b""
+    return None if data is None else (kind, data)
 
 
 class KeeperSession:

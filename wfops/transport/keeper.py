@@ -161,11 +161,13 @@ class Keeper:
                         break
                     if frame[0] == b"i":
                         chan.sendall(frame[1])
+                    elif frame[0] == b"p":  # the client's keepalive: it wants an answer (a frozen keeper gives none)
+                        to_client(b"P")(b"")
             except Exception:
                 pass
             chan.close()  # the client is gone (or the command ended): the channel goes with it
 
-        to_client(b"s")(b"")
+        to_client(b"s")(b"p")  # the channel is open, and this keeper answers pings
         threading.Thread(target=from_client, daemon=True).start()
         if direct is not None:
             direct.report = to_client(b"n")
