@@ -41,6 +41,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
     transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
     transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
+    transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine
     transport/warm.py         warm connections, client side: find or start a keeper; the frames
     transport/keeper.py       the keeper process: holds one target's connection open between commands

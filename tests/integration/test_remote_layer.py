@@ -76,7 +76,7 @@ def test_host_keys_strict_mode_and_changed_key(ssh_pod: Pod):
     known.write_text(f"[127.0.0.1]:{sshd.port} {other_type} {other_b64}\n")
     ssh_pod.configure(SSH_STRICT_HOST_KEYS="0")  # even when new hosts are accepted, a changed key is not
     res = ssh_pod.wf("fsm.status")
-    assert res.rc == 4 and "does not match the one on record; refused" in res.err
+    assert res.rc == 4 and "changed: it is SHA256:" in res.err and "; refused, nothing ran" in res.err
     _no_traceback(res)
 
 

@@ -211,7 +211,8 @@ def test_a_wrong_pinned_host_key_is_refused(lpod: LiumPod, fake: FakeLium, sshd2
     lpod.configure(LIUM_TARGET="train")
     res, conns, _ = lpod.count("fsm.status")
     assert res.rc == 4
-    assert "does not match the one on record; refused" in res.last_err
+    assert "changed: it is SHA256:" in res.last_err and ", lium pinned SHA256:" in res.last_err  # both prints
+    assert "; refused, nothing ran" in res.last_err
     assert conns == 0 and not lpod.state_file.exists()
 
 

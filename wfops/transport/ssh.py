@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from wfops.errors import ConfigError, ConnectError
 from wfops.targets.target import Target
+from wfops.transport import hostkeys
 from wfops.transport.session import (
     Counted,
     ExecResult,
@@ -230,8 +231,14 @@ def _host_keys(client: Any, target: Target) -> None:
         client.load_system_host_keys()
     except (OSError, paramiko.SSHException):
         pass
-    if target.strict_host_keys:
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    pins = hostkeys.pin_file()
+    try:
+        hostkeys.load_pins(client, pins)
+    except (OSError, paramiko.SSHException) as exc:
+        raise ConnectError(f"cannot read wfops' host-key pins ({pins}): {getattr(exc, 'strerror', None) or exc}; "
+                           "fix or remove the file") from None
+    strict = target.strict_host_keys
+    client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else hostkeys.pin_policy(pins))
 
 
 def connect(target: Target) -> Connection:
@@ -254,10 +261,10 @@ def connect(target: Target) -> Connection:
     where = f"{conn.user}@{conn.host}:{conn.port}"
     try:
         conn.open()
-    except paramiko.BadHostKeyException:
-        fix = (f"the pin is {target.known_hosts}; remove it only if you trust the pod's new key" if target.known_hosts
-               else f"if the pod was re-rented, remove the old entry (ssh-keygen -R '[{conn.host}]:{conn.port}')")
-        raise ConnectError(f"the host key of {where} does not match the one on record; refused. {fix}") from None
+    except paramiko.BadHostKeyException as exc:
+        name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+        raise ConnectError(hostkeys.changed_key_message(exc, where, name, hostkeys.pin_file(),
+                                                        target.known_hosts)) from None
     except paramiko.PasswordRequiredException:
         raise ConnectError(f"the SSH key for {where} needs a passphrase; load it into ssh-agent") from None
     except paramiko.AuthenticationException:
