@@ -113,7 +113,8 @@ KEYS: tuple[Key, ...] = (
     _k("target", "SSH_KEY_PATH", "", c.local_path,
        "private key for OPS_DEFAULT_HOST (empty: ssh_config IdentityFile, then ~/.ssh defaults)", pod=False),
     _k("target", "SSH_STRICT_HOST_KEYS", "0", c.boolean,
-       "1: refuse hosts missing from ~/.ssh/known_hosts; 0: accept new hosts (a changed key is always refused)",
+       "1: refuse hosts missing from ~/.ssh/known_hosts; 0: pin a new host's first key in "
+       "~/.local/state/wfops/known_hosts (a changed key is always refused)",
        pod=False),
     _k("target", "SSH_CONNECT_TIMEOUT", "15", c.whole, "seconds to wait for the SSH connection", pod=False),
     _k("target", "WF_PERSIST_SECS", "300", c.whole,
