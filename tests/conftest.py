@@ -34,6 +34,13 @@ def need(tool: str, hint: str) -> str:
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_host_key_pins(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test pins SSH host keys (wfops.transport.hostkeys) in a file of its own: loopback sshds get new keys
+    on ports other tests used before, which a shared pin file would (rightly) refuse."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     try:

@@ -4,9 +4,11 @@ is refused with one line (both fingerprints, the command that accepts the new ke
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 from tests.conftest import make_pod, stop_keepers
 from tests.integration.test_keeper import keepers, own_sshd, restart_sshd, warm_pod  # noqa: F401 - fixture
@@ -23,7 +25,7 @@ def test_the_first_key_is_pinned_and_a_changed_one_refused_cold_and_warm(tmp_pat
                                                                          tmux_socket: str):
     (tmp_path / "p").mkdir()
     pod = make_pod("ssh", tmp_path / "p", own_sshd, tmux_socket)
-    pins = pod.home / ".local" / "state" / "wfops" / "known_hosts"
+    pins = Path(os.environ["XDG_STATE_HOME"]) / "wfops" / "known_hosts"  # each test's own (tests/conftest.py)
     name = f"[127.0.0.1]:{own_sshd.port}"
     try:
         old = _fingerprint(own_sshd.host_key_pub)
