@@ -245,26 +245,28 @@ def write_json(path: str, obj: object, mode: int = 0o644) -> None:
     write_bytes(path, json_bytes(obj), mode)
 
 
-_written: Dict[str, Json] = {}  # the last records update_json wrote in this process (a few): a damaged one's base
+_written: Dict[str, Tuple[int, Json]] = {}  # the last records update_json wrote in this process (a few), by inode
 WRITTEN_KEPT = 64
 
 
 def update_json(path: str, fields: Json, keep_terminal: bool = True) -> Json:
     """Merge `fields` into a JSON status file under its lock. A terminal state is never left. A damaged
     file is kept aside (`.damaged`) rather than merged into; the record is rebuilt from the last one this
-    process wrote there (a supervisor's end keeps the run's identity: its sweep, fingerprint, attempt)."""
+    process wrote there, if that is what was damaged (same inode: no other process wrote it since), so a
+    supervisor's end keeps the run's identity (its sweep, fingerprint, attempt)."""
     with locked(path):
         try:
             data = load(path) or {}
         except Damaged:
+            ino, mine = _written.get(path) or (-1, {})
+            data = dict(mine) if os.stat(path).st_ino == ino else {}
             os.replace(path, path + ".damaged")
-            data = dict(_written.get(path) or {})
         if keep_terminal and data.get("state") in TERMINAL and fields.get("state") not in (None, data["state"]):
             return data
         data.update(fields)
         write_json(path, data)
         _written.pop(path, None)
-        _written[path] = dict(data)
+        _written[path] = (os.stat(path).st_ino, dict(data))
         if len(_written) > WRITTEN_KEPT:
             del _written[next(iter(_written))]
         return data
