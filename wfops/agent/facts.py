@@ -63,6 +63,12 @@ def run_out(argv: List[str], cwd: Optional[str] = None, timeout: Optional[float]
     return p.returncode, p.stdout.strip() if strip else p.stdout
 
 
+def git_sha(repo: str) -> str:
+    """HEAD of the repo at `repo`, or "unknown" (what sweep-start records in the manifest)."""
+    code, out = run_out(["git", "-C", repo, "rev-parse", "HEAD"])
+    return out if code == 0 and out else "unknown"
+
+
 def deps_hash(repo: str, install_cmd: str) -> str:
     """What the venv's installed packages depend on: the install command and the repo's dependency files."""
     h = hashlib.sha256(install_cmd.encode())

@@ -16,7 +16,7 @@ import threading
 from datetime import datetime, timezone
 
 from .states import TERMINAL
-from .wire import TYPE_CHECKING, plan_problem
+from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -77,6 +77,28 @@ def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
     if missing:
         raise Damaged(path, "no %s" % ", ".join(missing))
     return data
+
+
+def plan_problem(plan: Json) -> str:
+    """The shape a manifest read back from the pod's disk must have for its readers (status, fetch, logs, edits):
+    "runs", "queue" and "start" lists of objects with a string run_id; "exec", "filters", "csv" and "pod" objects.
+    "" when it holds. (A queue checks its manifest in full before it starts: runscript.manifest_problem.)"""
+    for key in ("runs", "queue", "start"):
+        items = plan.get(key, [])
+        if not isinstance(items, list):
+            return "%s must be list, not %s" % (key, _shown(items))
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("run_id"), str):
+                return "%s[%d] must be an object with a string run_id" % (key, i)
+    for key in ("exec", "filters", "csv", "pod"):
+        if key in plan and not isinstance(plan[key], dict):
+            return "%s must be dict, not %s" % (key, _shown(plan[key]))
+    return ""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_plan(path: str, required: Tuple[str, ...] = ()) -> Any:

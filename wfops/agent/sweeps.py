@@ -77,13 +77,6 @@ def _check_workdir(ex: ExecBlock, runs: List[RunRow]) -> None:
                       % (len(missing), "; ".join(missing)))
 
 
-def _git_sha(repo: str) -> str:
-    from .facts import run_out  # imported here: sweep-status, a hot read-only command, does not need it
-
-    code, out = run_out(["git", "-C", repo, "rev-parse", "HEAD"])
-    return out if code == 0 and out else "unknown"
-
-
 def _write_manifests(pod: Layout, manifest: Manifest, csv_text: Optional[str]) -> str:
     sid = manifest["sweep_id"]
     m = pod.manifests
@@ -202,7 +195,9 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     _check_scripts(manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
-    manifest["git_sha"], manifest["pod"] = _git_sha(ex["repo"]), pod.as_dict()
+    from .facts import git_sha  # imported here: sweep-status, a hot read-only command, does not need it
+
+    manifest["git_sha"], manifest["pod"] = git_sha(ex["repo"]), pod.as_dict()
     before = workflow.read_state(pod.state_file)["state"]
     with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
         try:

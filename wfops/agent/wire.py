@@ -371,23 +371,6 @@ def _items_ok(values: List[Any], nested: Any) -> bool:
 _REQUIRED: Dict[int, Tuple[str, ...]] = {}  # id(schema) -> its required fields (schemas live as long as the module)
 
 
-def plan_problem(plan: Json) -> str:
-    """The shape a manifest read back from the pod's disk must have for its readers (status, fetch, logs, edits):
-    "runs", "queue" and "start" lists of objects with a string run_id; "exec", "filters", "csv" and "pod" objects.
-    "" when it holds. (A queue checks its manifest in full before it starts: runscript.manifest_problem.)"""
-    for key in ("runs", "queue", "start"):
-        items = plan.get(key, [])
-        if not isinstance(items, list):
-            return _wrong(key, _L, items)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("run_id"), str):
-                return "%s[%d] must be an object with a string run_id" % (key, i)
-    for key in ("exec", "filters", "csv", "pod"):
-        if key in plan and not isinstance(plan[key], dict):
-            return _wrong(key, _D, plan[key])
-    return ""
-
-
 def plain_problem(types: Types, value: Any, where: str) -> Optional[str]:
     """The fault of a plain argument (registry.bind: str, int, float, bool, list, dict; None passes), or None."""
     return None if value is None or _fits(value, types) else _wrong(where, types, value)
