@@ -145,8 +145,7 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
 
 
 def _check_nodes(settings: Settings, runs: list[RunSpec], done: str) -> None:
-    """Multi-node runs need torchrun and a fleet: the same check for sweep.start and sweep.add (`done`: what
-    did not happen)."""
+    """Multi-node runs need torchrun and a fleet: one check for sweep.start and sweep.add (`done`: not done)."""
     wide = [f"{r.run_id} (nodes {r.nodes})" for r in runs if r.nodes > 1]
     if wide and settings.train_launcher != "torchrun":
         raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was {done}")
