@@ -36,10 +36,8 @@ REQUIRED = ("run_id",)
 
 TEMPLATE_CSV = """\
 run_id,config,seed,overrides,notes
-# one row per training run; lines starting with # are ignored
-# overrides: space-separated key=value for train.py (or --flag / --key value with TRAIN_ARG_STYLE=argparse);
-# {out_dir} {run_dir} {run_id} {seed} {data_dir} {workdir} are the run's own; quote a field that has a comma
-# config: the first argument of the script (leave it empty for a script that takes none)
+# one row per training run; lines starting with # are ignored; an empty config passes no positional argument
+# overrides: key=value words (--flag, --key value: TRAIN_ARG_STYLE=argparse); {out_dir} {run_id} {seed} are the run's
 # an optional gpus column says how many GPUs a run holds (1, 2, ... or all; default RUN_GPUS)
 baseline-s1,config/train_tiny.py,1,,baseline
 lr1e-3-s1,config/train_tiny.py,1,learning_rate=1e-3,lower learning rate
