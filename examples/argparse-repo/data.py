@@ -31,6 +31,6 @@ class Corpus:
         ids = []
         with open(path, encoding="utf8") as f:
             for line in f:
-                for word in line.split() + ["<eos>"]:
+                for word in [*line.split(), "<eos>"]:
                     ids.append(self.dictionary.add_word(word))
         return torch.tensor(ids, dtype=torch.int64)

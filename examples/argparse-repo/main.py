@@ -5,10 +5,9 @@ import argparse
 import math
 import time
 
+import data
 import torch
 import torch.nn as nn
-
-import data
 
 parser = argparse.ArgumentParser(description="PyTorch tiny LSTM language model")
 parser.add_argument("--data", type=str, default="./data/tiny", help="location of the data corpus")

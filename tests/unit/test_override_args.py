@@ -185,6 +185,7 @@ def test_an_entry_without_expand_keeps_its_braces():
 
 @pytest.mark.parametrize(("value", "ok"), [
     ("train.py", True), ("main.py --epochs 1", True), ("-m pkg.train", True), ("'a b.py' --x", True),
+    ("train.py; touch /tmp/pwned", True), ("train.py $(id) `id`", True),  # words, never shell text (below)
     ("", False), ("'open", False), ("/abs/train.py", False), ("../up.py", False), ("a\x00b", False),
 ])
 def test_train_script_is_a_command_prefix(value, ok):
@@ -213,3 +214,13 @@ def test_the_launcher_fits_the_pod(launcher, cpu_only, nproc, node, expected):
     if node is None:  # the command the run gets: torchrun's module, or the script straight after python
         argv = _launch("main.py", "", launcher=launcher, cpu_only=cpu_only, nproc=nproc).argv("/o", "/d")
         assert argv[1] == ("-m" if expected == "torchrun" else "main.py")
+
+
+def test_a_hostile_train_script_is_argv_words_and_the_pod_finds_no_such_script(tmp_path):
+    argv = _launch("train.py; touch pwned $(id)", "").argv("/o", "/d")
+    assert argv[1:5] == ["train.py;", "touch", "pwned", "$(id)"]
+    assert pod_argv.missing_script("train.py; touch pwned", str(tmp_path)).startswith(
+        "the training script train.py; is not in ")
+    (tmp_path / "main.py").write_text("")
+    assert pod_argv.missing_script("main.py --epochs 1", str(tmp_path)) == ""
+    assert pod_argv.missing_script("-m pkg.train", str(tmp_path)) == ""
