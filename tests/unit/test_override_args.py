@@ -115,6 +115,7 @@ def test_placeholders_expand_on_the_pod_and_escapes_stay_literal():
     assert pod_argv.expand("{{out_dir}}", values) == "{out_dir}"
     assert pod_argv.expand("$(echo {run_id})", {"run_id": "$(reboot)"}) == "$(echo $(reboot))"  # a word, no shell
     assert pod_argv.expand(pod_argv.escape("g{x}}"), {}) == "g{x}}"
+    assert pod_argv.expand("{run_id}/{out_dir}", {"run_id": "{out_dir}", "out_dir": "/o"}) == "{out_dir}//o"  # once
 
 
 def test_a_csv_names_the_line_and_key_of_a_bad_placeholder():
