@@ -76,3 +76,10 @@ def test_an_argparse_script_swept_end_to_end_over_ssh_with_no_wrapper(ssh_pod: P
     for rid in ("lr20-tied", "lr5"):
         assert 0 < float(results[rid]["val_loss_best"]) <= float(results[rid]["val_loss_final"]) + 1e-9 < 10
     assert report.out.splitlines()[0].endswith("4 run(s), sorted by best val_loss")
+    added = tmp_path / "added.csv"  # sweep.add reads its rows by the same rule
+    added.write_text("run_id,seed,overrides\nadded,3,--lr 10 --dry-run --log-interval 2\n")
+    pod.ok("sweep.add", "--csv", str(added))
+    assert pod.wf("sweep.wait", timeout=600).rc == 1  # typo still failed
+    assert {r["run_id"]: r["state"] for r in pod.ok("sweep.status", "--json").json()["runs"]}["added"] == "success"
+    assert (pod.outputs / "added" / "model.pt").is_file()
+    assert "--log-interval 2" in (pod.outputs / "added" / "command.sh").read_text()
