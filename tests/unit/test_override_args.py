@@ -225,3 +225,13 @@ def test_a_hostile_train_script_is_argv_words_and_the_pod_finds_no_such_script(t
     (tmp_path / "main.py").write_text("")
     assert pod_argv.missing_script("main.py --epochs 1", str(tmp_path)) == ""
     assert pod_argv.missing_script("-m pkg.train", str(tmp_path)) == ""
+
+
+def test_resume_args_follow_the_rule_and_their_placeholders_are_filled_in_on_the_pod():
+    from wfops.sweeps.model import resume_args
+
+    s = parse_settings("TRAIN_ARG_STYLE=argparse\nRESUME_ARGS=--resume {out_dir}/model.pt --warm\n", environ={})
+    assert resume_args(s) == ["--resume", "{out_dir}/model.pt", "--warm"]
+    how = _launch("main.py", "")
+    how.place["resume"] = {"args": resume_args(s)}
+    assert how.argv("/o", "/d")[-3:] == ["--resume", "/o/model.pt", "--warm"]
