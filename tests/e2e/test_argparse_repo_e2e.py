@@ -2,7 +2,8 @@
 some hyphenated, a boolean --tied, --save PATH, data read relative to the working dir and built by prepare.py,
 no config file). It is checked out and swept over the loopback sshd, unchanged and with no wrapper, using only
 the keys of docs/your-repo.md: no config column, TRAIN_ARG_STYLE=argparse, TRAIN_SCRIPT with a fixed flag,
-`--save={out_dir}/model.pt` for every run, TRAIN_LAUNCHER's default (auto: plain python on this CPU pod)."""
+`--save={out_dir}/model.pt` for every run, the data built by checkout (DATA_PREPARE_CMD), TRAIN_LAUNCHER's
+default (auto: plain python on this CPU pod)."""
 
 from __future__ import annotations
 
@@ -35,15 +36,14 @@ def test_an_argparse_script_swept_end_to_end_over_ssh_with_no_wrapper(ssh_pod: P
     pod = ssh_pod
     pod.configure(
         REPO_URL=argparse_origin(tmp_path), CHECKOUT_BRANCH="main", REMOTE_PYTHON_BIN=pod_python, CPU_ONLY="1",
-        BOOTSTRAP_SCRIPT="", REPO_INSTALL_CMD="", TRAIN_WORKDIR=".", DATA_CHECK="", DATA_LINK="none",
+        BOOTSTRAP_SCRIPT="", REPO_INSTALL_CMD="", TRAIN_WORKDIR=".", DATA_DIR=str(pod.root / "repo" / "data" / "tiny"),
+        DATA_CHECK="train.txt valid.txt test.txt", DATA_LINK="none", DATA_PREPARE_CMD="python prepare.py",
         TRAIN_SCRIPT="main.py --epochs 2", TRAIN_ARG_STYLE="argparse", TRAIN_INJECT="seed",
         SWEEP_COMMON_OVERRIDES="--save={out_dir}/model.pt --log-interval=5",
         METRIC_PATTERNS=PATTERNS, METRIC_COLUMNS="val_loss", RUN_TIMEOUT_SECS="600",
     )
     pod.ok("bootstrap")
-    pod.ok("checkout", timeout=600)
-    pod.ok("task.run", "--id", "prepare", "--cmd", ".venv/bin/python prepare.py")  # DATA_PREPARE_CMD, once landed
-    pod.ok("task.wait", "--id", "prepare", timeout=300)
+    pod.ok("checkout", timeout=600)  # the clone, the venv, then prepare.py builds data/tiny (DATA_PREPARE_CMD)
     repo = pod.root / "repo"
     assert (repo / "data" / "tiny" / "train.txt").stat().st_size > 1000
     sweep_csv = tmp_path / "lr.csv"
