@@ -17,17 +17,9 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, model, recover
 from wfops.sweeps.ledger import load_ledger
-from wfops.sweeps.model import (
-    TEMPLATE_CSV,
-    check_run_id,
-    checked_runs,
-    exec_block,
-    plan_runs,
-    queue_entries,
-    select_runs,
-)
+from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
 from wfops.targets import resolve
@@ -64,7 +56,7 @@ def _read_runs(settings: Settings, path: Path, consequence: str = "; nothing was
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
-    return text, checked_runs(settings, text, consequence)
+    return text, model.checked_runs(settings, text, consequence)  # THE override rule, CSV and common alike
 
 
 @wftask(help={"csv": CSV_HELP})
