@@ -52,6 +52,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/attach.py       an interactive terminal on the pod's tmux session (sweep.attach, task.attach)
     sweeps/                   sweeps, client side
     sweeps/model.py           sweep CSV -> validated run specs, filters, a run's training command
+    sweeps/args.py            overrides as the script takes them: THE one rule (key=value, --flag, --key value)
     sweeps/plan.py            a fleet sweep's spread over pods, moves of runs not started, joined tables
     sweeps/ledger.py          the ledger of a fleet sweep on this machine (which run went to which pod)
     sweeps/billing.py         each pod's price, the billing block sweep.start sends, the cost lines shown
@@ -97,11 +98,13 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/tasks.py            tracked tasks: a command in its own tmux window, supervised
     agent/supervisor.py       one run or task, supervised: start, log, timeout, stall, final sync
     agent/outcome.py          how a run ended, in words a researcher can act on
+    agent/runnotes.py         a run's summary beyond its end: files it wrote into the checkout, the CPU launcher hint
     agent/launch.py           how the agent starts itself again (runner, scheduler, supervisor)
     agent/runscript.py        a run's rendered launch script: run-time values filled in, quoted, on the pod
     agent/runs.py             one run of a sweep: its directories, attempts and exact command
     agent/resume.py           a later attempt resumes from its checkpoint: RESUME_WHEN found -> RESUME_ARGS
     agent/cost.py             what a sweep costs on the pod: attempts' shares of the price, idle, the budget
+    agent/argv.py             TRAIN_SCRIPT as argv words, the run's placeholders ({out_dir}...) and their expansion
     agent/slots.py            GPU slots and the order runs start in (pure)
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log

@@ -1,7 +1,9 @@
 """Bring your own repo, for real: examples/chargpt-repo is shaped like the public nanoGPT (root train.py, a
 `--key=value` configurator that rejects unknown keys, data/<name>/*.bin next to its prepare.py, branch master,
 no packaging). It is checked out and swept over the loopback sshd with torchrun (2 processes, gloo) using only
-the keys of README's "Your own repository"; then sweep.wait, sweep.status's metric column and sweep.report."""
+the keys of docs/your-repo.md; then sweep.wait, sweep.status's metric column and sweep.report; then the
+launcher on this CPU pod: one process runs with plain python under TRAIN_LAUNCHER's default (auto), and a
+forced torchrun whose script asks NCCL fails with a why column that says what to set."""
 
 from __future__ import annotations
 
@@ -71,3 +73,32 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
     assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
     table = report.out.splitlines()
     assert table[0].endswith("3 run(s), sorted by best val_loss") and table[5].startswith("typo ")
+
+
+def test_one_process_on_a_cpu_pod_runs_without_torchrun_unless_asked(ssh_pod: Pod, pod_python: str, tmp_path):
+    """Issue 21: with torchrun, nanoGPT's train.py sees RANK and starts torch.distributed with its default NCCL
+    backend, which a CPU build of torch lacks. TRAIN_LAUNCHER=auto (the default) runs it with plain python on a
+    CPU_ONLY pod; TRAIN_LAUNCHER=torchrun still fails, and the why column names the fix."""
+    pod = ssh_pod
+    data = pod.root / "datasets" / "tiny"
+    subprocess.run([pod_python, str(ROOT / "examples" / "chargpt-repo" / "data" / "tiny" / "prepare.py"), str(data)],
+                   check=True, capture_output=True)
+    pod.configure(
+        REPO_URL=chargpt_origin(tmp_path), CHECKOUT_BRANCH="master", REMOTE_PYTHON_BIN=pod_python, CPU_ONLY="1",
+        BOOTSTRAP_SCRIPT="", REPO_INSTALL_CMD="", TRAIN_WORKDIR=".", TRAIN_ARG_STYLE="dashdash",
+        TRAIN_INJECT="out_dir", DATA_DIR=str(data), DATA_CHECK="train.bin val.bin meta.pkl", DATA_LINK="shards",
+        DATA_LINK_DIR="data/tiny", RUN_TIMEOUT_SECS="600", RDZV_BASE_PORT=str(free_port()),
+    )
+    pod.ok("bootstrap")
+    pod.ok("checkout", timeout=600)
+    sweep_csv = tmp_path / "nccl.csv"
+    sweep_csv.write_text("run_id,config,seed,overrides,notes\nnccl,config/train_tiny.py,,--backend=nccl,\n")
+    pod.ok("sweep.start", "--csv", str(sweep_csv))
+    assert pod.wf("sweep.wait", timeout=600).rc == 0
+    assert "torch.distributed.run" not in (pod.outputs / "nccl" / "command.sh").read_text()
+    pod.configure(TRAIN_LAUNCHER="torchrun")
+    pod.ok("sweep.start", "--csv", str(sweep_csv))
+    assert pod.wf("sweep.wait", timeout=600).rc == 1
+    (row,) = pod.ok("sweep.status", "--json").json()["runs"]
+    assert "Distributed package doesn't have NCCL built in" in row["note"], row
+    assert "set TRAIN_LAUNCHER=python" in row["note"] and "set TRAIN_LAUNCHER=python" in pod.ok("sweep.status").out

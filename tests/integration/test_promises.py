@@ -485,16 +485,21 @@ def test_pure_modules_import_neither_fabric_nor_invoke():
 # ------------------------------------------------------------------ sweeps
 
 def test_a_cpu_only_run_is_one_gloo_process_on_lo_in_the_sweep_window(swept: Pod):  # noqa: F811
-    """CPU_ONLY=1 without TRAIN_NPROC: one process per run with GLOO_SOCKET_IFNAME=lo; the queue runs in window
-    `sweep` of $SWEEP_TMUX_SESSION; the pod env's copy in _manifests is mode 600."""
+    """CPU_ONLY=1 without TRAIN_NPROC: one process per run, and with TRAIN_LAUNCHER's default (auto) a plain
+    python process, not torchrun (issue 21: torchrun sets RANK and a script then goes distributed with NCCL),
+    with GLOO_SOCKET_IFNAME=lo; the queue runs in window `sweep` of $SWEEP_TMUX_SESSION; the pod env's copy in
+    _manifests is mode 600. (Before TRAIN_LAUNCHER=auto this run was torchrun and its worker: two processes.)"""
     pod = swept
     pod.configure(TRAIN_NPROC="")
     pod.ok("sweep.start", "--csv", str(write_csv(pod, "cpu,config/train_tiny.py,1,sleep=300,\n")))
     wait_until(lambda: (pod.outputs / "cpu" / "args.json").exists(), timeout=90, what="the run to start")
     assert json.loads((pod.outputs / "cpu" / "args.json").read_text())["world_size"] == 1
-    token = json.loads((pod.outputs / "cpu" / "status.json").read_text())["owner"]
-    seen = wait_until(lambda: (lambda v: v if len(v) >= 2 else None)(owned_env(token, "GLOO_SOCKET_IFNAME")),
-                      what="the run's torchrun and worker (positive control: the scan finds them)")
+    status = json.loads((pod.outputs / "cpu" / "status.json").read_text())
+    assert status["launcher"] == "python" and status["nproc"] == 1
+    assert "torch.distributed.run" not in (pod.outputs / "cpu" / "command.sh").read_text()
+    token = status["owner"]
+    seen = wait_until(lambda: owned_env(token, "GLOO_SOCKET_IFNAME") or None,
+                      what="the run's process (positive control: the scan finds it)")
     assert set(seen) == {"lo"}, seen
     windows = pod.tmux("list-windows", "-t", f"={pod.session}-sw", "-F", "#{window_name}").stdout.split()
     assert windows == ["sweep"]

@@ -515,7 +515,8 @@ def test_a_rendezvous_port_out_of_range_does_not_kill_the_queue(local_swept: Pod
 
 def test_the_queue_killed_under_two_parallel_runs_ends_both(local_swept: Pod):  # noqa: F811 - the fixture
     pod = local_swept
-    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="")
+    # torchrun asked for: under TRAIN_LAUNCHER=auto a one-slot run on this CPU_ONLY pod would be one plain python
+    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="", TRAIN_LAUNCHER="torchrun")
     pod.ok("sweep.start", "--csv", str(csv_file(pod, f"p1,{CFG},1,sleep=300,,1\np2,{CFG},2,sleep=300,,1\n"
                                                      f"p3,{CFG},3,,,1\n")))
     wait_until(lambda: all((pod.outputs / r / "args.json").exists() for r in ("p1", "p2")), timeout=90,

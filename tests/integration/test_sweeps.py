@@ -275,7 +275,7 @@ def test_a_second_start_while_running_is_refused(swept: Pod):
 def test_bad_csv_changes_nothing_on_the_pod(ssh_swept: Pod):
     pod = ssh_swept
     bad = write_csv(pod, "ok1,config/train_tiny.py,1,,\n../escape,config/train_tiny.py,x,,\n"
-                         "ok1,,2,\"unbalanced 'q\",\n")
+                         "ok1,/etc/passwd,2,\"unbalanced 'q\",\n")
     res, conns, _ = pod.count("sweep.start", "--csv", str(bad))
     assert res.rc == 2 and conns == 0
     assert res.err.splitlines() == [
@@ -283,7 +283,7 @@ def test_bad_csv_changes_nothing_on_the_pod(ssh_swept: Pod):
         "  line 3: run_id '../escape' is not valid: use letters, digits, '.', '_' or '-', starting with a letter or "
         "digit, no '..' (it names a directory on the pod)",
         "  line 3: seed 'x' is not a whole number",
-        "  line 4: config is empty",
+        "  line 4: config '/etc/passwd' must be a path inside the training workdir (relative, no '..')",
         "  line 4: overrides cannot be split into words (No closing quotation): \"unbalanced 'q\"",
         "  line 4: run_id ok1 repeats line 2",
     ]

@@ -94,7 +94,7 @@ def test_hostile_values_stay_one_quoted_word_in_a_users_template(tmp_path):
     text = io.StringIO()
     csv.writer(text).writerows([["run_id", "config", "seed", "overrides"], ["r1", "con fig's.py", "1", row]])
     spec = parse_csv(text.getvalue())
-    assert [v for _, v in spec[0].overrides] == values
+    assert [o.value() for o in spec[0].overrides] == values
     entry = queue_entries(settings, spec, "g", launch_script.scripts(settings, spec))[0]
     assert entry["script"]["source"] == str(tmp_path / "run_command.sh.j2")
     case = dict(GOLDEN["cases"][0], out_dir=str(tmp_path), run=dict(entry, args=[]))

@@ -9,6 +9,7 @@ import pytest
 from wfops.agent import outcome, slots
 from wfops.errors import UsageError
 from wfops.settings.load import parse_settings
+from wfops.sweeps.args import Override
 from wfops.sweeps.model import fingerprint, parse_csv
 
 HEADER = "run_id,config,seed,overrides,notes,gpus\n"
@@ -35,9 +36,9 @@ def test_the_fingerprint_ignores_notes_and_counts_common_overrides_unless_the_ro
     one, = parse_csv(HEADER + "r1,c.py,1,lr=2,first note,\n")
     two, = parse_csv(HEADER + 'r1,c.py,1,lr=2,"other, note",\n')
     assert fingerprint(s, one) == fingerprint(s, two)  # notes are not the command
-    assert fingerprint(s, one, (("lr", "1"),)) == fingerprint(s, one)  # the row's lr wins: same command
-    assert fingerprint(s, one, (("wd", "1"),)) != fingerprint(s, one)  # a common key the row lacks: new command
-    assert fingerprint(s, one, (("wd", "1"),)) != fingerprint(s, one, (("wd", "2"),))
+    assert fingerprint(s, one, (Override("lr", ("1",)),)) == fingerprint(s, one)  # the row's lr wins: same command
+    assert fingerprint(s, one, (Override("wd", ("1",)),)) != fingerprint(s, one)  # a common key the row lacks
+    assert fingerprint(s, one, (Override("wd", ("1",)),)) != fingerprint(s, one, (Override("wd", ("2",)),))
     spaced, = parse_csv(HEADER + "r1,c.py,1,lr=2,,  all \n")
     assert fingerprint(s, spaced) == fingerprint(s, one)  # gpus " all " is RUN_GPUS's "all"
 

@@ -11,6 +11,10 @@ from wfops.sweeps.model import TEMPLATE_CSV, parse_csv, select_runs, train_args
 HEADER = "run_id,config,seed,overrides,notes\n"
 
 
+def pairs(overrides) -> list[tuple[str, str]]:
+    return [(o.key, o.value()) for o in overrides]
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(UsageError) as err:
         parse_csv(text)
@@ -21,9 +25,9 @@ def test_quoted_commas_comments_blank_lines():
     runs = parse_csv(HEADER + "# a comment\n\n  # indented comment\n"
                      'r1,cfg/a.py,1,"lr=1e-3 wd=0.1","notes, with a comma"\n'
                      "r2,cfg/b.py,2,,\n")
-    assert [(r.line, r.run_id, r.overrides, r.notes) for r in runs] == [
-        (5, "r1", (("lr", "1e-3"), ("wd", "0.1")), "notes, with a comma"),
-        (6, "r2", (), ""),
+    assert [(r.line, r.run_id, pairs(r.overrides), r.notes) for r in runs] == [
+        (5, "r1", [("lr", "1e-3"), ("wd", "0.1")], "notes, with a comma"),
+        (6, "r2", [], ""),
     ]
 
 
@@ -47,7 +51,7 @@ def test_every_bad_row_is_reported_with_its_line():
         "_hidden,cfg/a.py,1,,\n"
         "s1,cfg/a.py,one,,\n"            # seed
         "s2,cfg/a.py,-1,,\n"
-        "c1,,1,,\n"                      # empty config
+        "c1,cfg/a.py,1,--tied,\n"        # a flag: TRAIN_ARG_STYLE=argparse only
         "c2,/etc/passwd,1,,\n"
         "c3,../x.py,1,,\n"
         "o1,cfg/a.py,1,notkv,\n"
@@ -68,7 +72,8 @@ def test_every_bad_row_is_reported_with_its_line():
         "digit, no '..' (it names a directory on the pod)",
         "line 8: seed 'one' is not a whole number",
         "line 9: seed '-1' is not a whole number",
-        "line 10: config is empty",
+        "line 10: override '--tied' is a flag: TRAIN_ARG_STYLE=argparse passes flags and `--key value` pairs as "
+        "written (TRAIN_ARG_STYLE=bare writes key=value pairs only)",
         "line 11: config '/etc/passwd' must be a path inside the training workdir (relative, no '..')",
         "line 12: config '../x.py' must be a path inside the training workdir (relative, no '..')",
         "line 13: override 'notkv' is not key=value",
@@ -81,8 +86,8 @@ def test_every_bad_row_is_reported_with_its_line():
 def test_hostile_overrides_are_words_never_shell_code():
     overrides = "a='$(touch /tmp/pwned)' b=`id` c='x; rm -rf /' d=\"\"q\"\" e=$HOME"
     runs = parse_csv(HEADER + f'r1,cfg/a.py,1,"{overrides}",n\n')
-    assert runs[0].overrides == (("a", "$(touch /tmp/pwned)"), ("b", "`id`"), ("c", "x; rm -rf /"), ("d", "q"),
-                                 ("e", "$HOME"))
+    assert pairs(runs[0].overrides) == [("a", "$(touch /tmp/pwned)"), ("b", "`id`"), ("c", "x; rm -rf /"), ("d", "q"),
+                                        ("e", "$HOME")]
 
 
 def test_header_problems():
@@ -97,7 +102,7 @@ def test_header_problems():
 
 def test_injected_keys_follow_train_inject():
     runs = parse_csv(HEADER + "r1,cfg/a.py,1,out_dir=/x seed=2,\n", injected=())
-    assert runs[0].overrides == (("out_dir", "/x"), ("seed", "2"))
+    assert pairs(runs[0].overrides) == [("out_dir", "/x"), ("seed", "2")]
 
 
 def test_filters():

@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 
+from . import argv as argv_words
 from . import resume, runscript, store
 from .states import (
     ATTEMPTS_DIR,
@@ -30,7 +31,7 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     from .states import Layout
     from .wire import ExecBlock, Json, NodeInfo, QueueEntry
@@ -123,23 +124,47 @@ def node_note(run: QueueEntry) -> str:
                                                     node["rdzv_id"], node["endpoint"]))
 
 
+def launcher_of(ex: ExecBlock, nproc: int, node: Any) -> str:
+    """The launcher one attempt uses: TRAIN_LAUNCHER, where `auto` is plain python for one process on a CPU target
+    (CPU_ONLY=1: torchrun would set RANK and the script would go distributed, e.g. with NCCL) and torchrun
+    otherwise; a manifest without the key is torchrun (wfops' default before auto)."""
+    kind = ex.get("launcher") or "torchrun"
+    if kind == "auto":
+        return "python" if ex.get("cpu_only") and nproc == 1 and not node else "torchrun"
+    return kind
+
+
 class Launch:
     """What one attempt runs: argv and the environment lines of command.sh (runscript.py writes it)."""
 
     def __init__(self, ex: ExecBlock, venv_python: str, run: QueueEntry, place: Json) -> None:
         self.ex, self.python, self.run, self.place = ex, venv_python, run, place
+        self.kind = place.get("launcher") or launcher_of(ex, int(place["nproc"]), run.get("node"))
 
     def _arg(self, key: str, value: str) -> str:
-        return "--%s=%s" % (key, value) if self.ex.get("arg_style") == "dashdash" else "%s=%s" % (key, value)
+        dashes = self.ex.get("arg_style") in ("dashdash", "argparse")
+        return "--%s=%s" % (key, value) if dashes else "%s=%s" % (key, value)
 
     def tee(self) -> bool:
         """Several worker processes (on this node, or across nodes): each line carries its global rank."""
         return self.place["nproc"] > 1 or bool(self.run.get("node"))
 
+    def script(self) -> List[str]:
+        """TRAIN_SCRIPT's words, then the CSV's config when the row has one."""
+        return argv_words.script_words(self.ex["train_script"]) + ([self.run["config"]] if self.run["config"] else [])
+
+    def placeholders(self, out: str, run_dir: str) -> Dict[str, str]:
+        """The values of the run's placeholders in its overrides (wfops.agent.argv.PLACEHOLDERS)."""
+        values = {"run_dir": run_dir, "out_dir": out, "run_id": self.run["run_id"], "data_dir": self.ex["data_dir"],
+                  "workdir": self.ex["workdir"]}
+        if self.run.get("seed") is not None:
+            values["seed"] = str(self.run["seed"])
+        return values
+
     def argv(self, out: str, run_dir: str) -> List[str]:
         ex, run, p = self.ex, self.run, self.place
-        if ex.get("launcher") == "python":
-            argv = [self.python, ex["train_script"], run["config"]]
+        if self.kind == "python":
+            argv = [self.python]
         elif run.get("node"):
             argv = [self.python, "-m", "torch.distributed.run"] + node_flags(run["node"], p["nproc"])
         else:
@@ -148,22 +173,25 @@ class Launch:
                     "--rdzv-id=%s-%d" % (run["run_id"], p["attempt"]),
                     # host the store or fail: never join another job's rendezvous that took the port first
                     "--rdzv-conf=is_host=1"]
-        if ex.get("launcher") != "python":
-            if self.tee():  # each worker line carries its rank; each rank's own log is kept too
-                argv += ["--tee=3", "--log-dir=" + os.path.join(run_dir, RANKS_DIR)]
-            argv += [ex["train_script"], run["config"]]
+        if self.kind != "python" and self.tee():  # each worker line carries its rank; each rank's own
+            argv += ["--tee=3", "--log-dir=" + os.path.join(run_dir, RANKS_DIR)]  # log is kept too
+        argv += self.script()
         if ex.get("inject_out_dir"):
             argv.append(self._arg("out_dir", out))
         if ex.get("inject_data_dir"):
             argv.append(self._arg("data_dir", ex["data_dir"]))
         # RESUME_ARGS last: a resumed attempt's words win over the row's (resume.py decided at build())
-        return argv + list(run.get("args") or []) + list((p.get("resume") or {}).get("args") or [])
+        args = list(run.get("args") or []) + list((p.get("resume") or {}).get("args") or [])
+        if run.get("expand"):  # placeholders of the overrides and RESUME_ARGS; no shell sees the words
+            values = self.placeholders(out, run_dir)
+            args = [argv_words.expand(w, values) for w in args]
+        return argv + args
 
     def env(self) -> List[Tuple[str, str]]:
         out = [("PYTHONUNBUFFERED", "1")]  # lines reach stdout.log (and run.logs --follow) as they are printed
         if self.place.get("devices") is not None:
             out.append(("CUDA_VISIBLE_DEVICES", self.place["devices"]))
-        if self.ex.get("launcher") != "python" and self.tee():
+        if self.kind != "python" and self.tee():
             out.append(("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", RANK_PREFIX))
         found = (self.place.get("resume") or {}).get("file")
         if found:
@@ -180,7 +208,8 @@ def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place
          "extra": {"run_id": run["run_id"], "sweep_id": sid, "config": run["config"], "notes": run.get("notes", ""),
                    "out_dir": out, "mode": ex.get("mode"), "git_sha": git_sha, "seed": run.get("seed"),
                    "nproc": place["nproc"], "gpus": place.get("devices"), "port": place.get("port"),
-                   "launcher": ex.get("launcher") or "torchrun", "attempt": place["attempt"],
+                   "launcher": place.get("launcher") or launcher_of(ex, int(place["nproc"]), run.get("node")),
+                   "cpu_target": bool(ex.get("cpu_only")), "attempt": place["attempt"],
                    "max_attempts": place["max_attempts"], "fingerprint": run.get("fp"),
                    "rerun_why": run.get("rerun_why") or ""}}
     if place.get("resume"):
@@ -190,6 +219,8 @@ def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place
                           slots_held=len(place.get("ids") or ()), slots_total=place["slots_total"])
     if run.get("node"):
         s["extra"].update(nodes=run["node"].get("nodes") or [], node_rank=int(run["node"]["rank"]))
+    # the run's writes into the shared checkout are named in its summary (runnotes.py); its own dirs are not
+    s["checkout"] = {"root": ex["repo"], "skip": [os.path.dirname(run_dir), ex.get("local_root") or "", out]}
     if ex.get("mode") == "local_sync":
         s["sync"] = {"src": out + "/", "dst": run_dir + "/", "interval": ex.get("sync_secs", 60),
                      "log": os.path.join(run_dir, SYNC_LOG)}

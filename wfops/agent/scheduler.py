@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from .wire import ExecBlock, Json, Manifest, QueueEntry
 
-    Place = Dict[str, Any]  # where a run runs: ids, devices, nproc, port, attempt, max_attempts
+    Place = Dict[str, Any]  # where a run runs: ids, devices, nproc, port, attempt, max_attempts, launcher
 
 STOPPED_WHY = "stopped by sweep.stop"
 STOP_REASONS: Dict[int, str] = {signal.SIGTERM: STOPPED_WHY, signal.SIGINT: "interrupted (SIGINT)",
@@ -221,7 +221,7 @@ class Scheduler:
         return {"ids": ids, "devices": ",".join(ids) if self.devices_visible else None, "nproc": nproc,
                 "slots_total": self.slots.total, "pod": self.meter.billing.get("pod"),
                 "price_per_hour": self.meter.billing.get("price_per_hour"),
-                "port": port, "attempt": run["attempt"],
+                "port": port, "attempt": run["attempt"], "launcher": runs.launcher_of(self.ex, nproc, node),
                 "max_attempts": 1 if node else max(self.max_attempts, run["attempt"])}  # sweep.retry may go past it
 
     def launch(self, run: QueueEntry) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from . import outcome, procs, store, wire
+from . import outcome, procs, runnotes, store, wire
 from .registry import command
 from .states import (
     CANCELLED,
@@ -296,6 +296,7 @@ def supervise(spec: Json) -> Json:
                                            pid_start=procs.proc_start(me), boot_id=procs.boot_id(), owner=token,
                                            started_at=store.now_iso(), timeout_secs=spec.get("timeout") or 0))
     store.hold_reserve(os.path.dirname(spec["status"]))
+    checkout = runnotes.Watch(spec.get("checkout"))  # listed before the run can write into it
     try:
         proc = _start(spec, token)
     except OSError as exc:
@@ -315,6 +316,7 @@ def supervise(spec: Json) -> Json:
     procs.reap()
     if ended and fields["state"] == SUCCESS:
         fields["note"] = "%d leftover process(es) ended after it exited" % len(ended)
+    fields.update(checkout.fields())
     return _finish(spec, fields, stamper, syncer, started)
 
 
@@ -345,7 +347,9 @@ def supervise_command(pod: Layout, spec: str) -> None:
     data = store.load(spec, required=("argv", "status", "log"))
     final = supervise(data)
     if data.get("summary"):
-        final = outcome.write_summary(os.path.dirname(data["status"]), final, final.pop("output_tail", ""))
+        tail = final.pop("output_tail", "")
+        final = outcome.write_summary(os.path.dirname(data["status"]), final, tail)
+        runnotes.into_summary(os.path.dirname(data["status"]), final, tail)
     store.release_reserve(all_of_them=True)
     raise SystemExit(STATE_CODES.get(str(final.get("state")), 1))
 

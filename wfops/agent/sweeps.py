@@ -9,7 +9,8 @@ import re
 import signal
 import time
 
-from . import cost, launch, outcome, procs, runscript, store, wire, workflow
+from . import argv as argv_words
+from . import cost, launch, outcome, procs, runnotes, runscript, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     ALL_GPUS,
@@ -61,20 +62,13 @@ def _guard(pod: Layout) -> None:
 def _check_workdir(ex: ExecBlock, runs: List[RunRow]) -> None:
     if not os.access(os.path.join(ex["repo"], ".venv", "bin", "python"), os.X_OK):
         raise Refusal(EXIT_REMOTE, "no venv at %s/.venv; run checkout first" % ex["repo"])
-    if not os.path.isfile(os.path.join(ex["workdir"], ex["train_script"])):
-        raise Refusal(EXIT_NOT_FOUND, "the training script %s is not in %s; check TRAIN_WORKDIR / TRAIN_SCRIPT and "
-                      "run checkout" % (ex["train_script"], ex["workdir"]))
-    present = {}
-    missing = []
-    for run in runs:
-        config = run["config"]
-        if config not in present:
-            present[config] = os.path.isfile(os.path.join(ex["workdir"], config))
-        if not present[config]:
-            missing.append("line %s: config %s does not exist in %s" % (run.get("line"), config, ex["workdir"]))
+    missing = argv_words.missing_script(ex["train_script"], ex["workdir"])
     if missing:
+        raise Refusal(EXIT_NOT_FOUND, missing)
+    gone = argv_words.missing_configs([(run.get("line"), run["config"]) for run in runs], ex["workdir"])
+    if gone:
         raise Refusal(EXIT_USAGE, "the sweep CSV names %d missing config(s); nothing was uploaded or started: %s"
-                      % (len(missing), "; ".join(missing)))
+                      % (len(gone), "; ".join(gone)))
 
 
 def _write_manifests(pod: Layout, manifest: Manifest, csv_text: Optional[str]) -> str:
@@ -226,6 +220,8 @@ def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: s
     if st.get("resume"):  # resume.py: "resumed from ckpt.pt (step 40)" or "no checkpoint: from scratch"
         row["resume"] = st["resume"]
         row["note"] = "; ".join(x for x in (st["resume"], row["note"]) if x)
+    more = runnotes.status_note(summ) if summ and summ.get("sweep_id") == sweep_id and state != RUNNING else ""
+    row["note"] = "; ".join(filter(None, [row["note"], more]))  # runnotes: checkout writes, the CPU hint
     if state == RUNNING and st.get("started_at"):
         now = time.time()
         started = store.parse_iso(st["started_at"])

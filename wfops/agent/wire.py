@@ -90,6 +90,7 @@ if TYPE_CHECKING:
         notes: str
         line: int
         args: List[str]
+        expand: bool  # args hold placeholders ({out_dir}, `{{`) the pod fills in (wfops.agent.argv)
         gpus: str
         fp: str
         nodes: int
@@ -234,7 +235,8 @@ NODE_INFO: Schema = {"rank": (_I, True, None), "nnodes": (_I, True, None), "endp
 LAUNCH_SCRIPT: Schema = {"text": (_S, True, None), "mark": (_S, True, None), "source": (_S, True, None)}
 QUEUE_ENTRY: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "seed": ((int, _NONE), False, None),
-    "notes": (_S, False, None), "line": (_I, False, None), "args": (_L, False, _S), "gpus": (_S, False, None),
+    "notes": (_S, False, None), "line": (_I, False, None), "args": (_L, False, _S), "expand": (_B, False, None),
+    "gpus": (_S, False, None),
     "fp": (_S, False, None), "nodes": (_I, False, None), "node": (_D, False, NODE_INFO),
     "script": (_D, False, LAUNCH_SCRIPT),
     "attempt": (_I, False, None), "force": (_B, False, None), "rerun_why": (_S, False, None),

@@ -43,6 +43,19 @@ def line(value: str) -> str:
     return value
 
 
+def command_prefix(value: str) -> str:
+    """A command prefix split into argv words like a shell line, never run by a shell (TRAIN_SCRIPT)."""
+    from wfops.agent.argv import script_words
+
+    try:
+        words = script_words(value)
+    except ValueError as exc:
+        raise Invalid(f"a script and its fixed arguments as shell words ({exc})") from None
+    if "\n" in value or (not words[0].startswith("-") and (words[0].startswith("/") or ".." in words[0].split("/"))):
+        raise Invalid("a script relative to TRAIN_WORKDIR (or -m module), with its fixed arguments, on one line")
+    return value
+
+
 def text(value: str) -> str:
     """Any text, newlines too (a shell command run on the pod)."""
     return value

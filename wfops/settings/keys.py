@@ -206,14 +206,18 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "WANDB_PROJECT", "", c.line, "W&B project (passed as wandb_project= when set)"),
     _k("sweep", "WANDB_GROUP", "", c.line, "W&B group (empty: sweep-<timestamp>)"),
     _k("sweep", "TRAIN_WORKDIR", "examples/nanogpt", c.line, "training workdir, relative to OPS_REMOTE_REPO"),
-    _k("sweep", "TRAIN_SCRIPT", "train.py", c.line, "training script, relative to TRAIN_WORKDIR"),
-    _k("sweep", "TRAIN_ARG_STYLE", "bare", c.choice("bare", "dashdash"),
-       "bare: key=value (seed); dashdash: --key=value"),
+    _k("sweep", "TRAIN_SCRIPT", "train.py", c.command_prefix,
+       "training command after python, relative to TRAIN_WORKDIR: a script with fixed arguments (main.py --quiet) "
+       "or -m pkg.train; split into argv words like a shell line, never run by a shell"),
+    _k("sweep", "TRAIN_ARG_STYLE", "bare", c.choice("bare", "dashdash", "argparse"),
+       "bare: key=value; dashdash: --key=value; argparse: --key=value, and overrides may be flags (--tied) and "
+       "--key value pairs, passed as written (docs/your-repo.md)"),
     _k("sweep", "TRAIN_INJECT", "out_dir data_dir seed wandb", _train_inject,
        "injected arguments, any of: out_dir data_dir seed wandb"),
     _k("sweep", "TRAIN_NPROC", "", c.optional_whole, "torchrun processes per run (empty: one per GPU the run holds)"),
-    _k("sweep", "TRAIN_LAUNCHER", "torchrun", c.choice("torchrun", "python"),
-       "torchrun: torchrun --nproc-per-node; python: one plain python process (no RANK/WORLD_SIZE)"),
+    _k("sweep", "TRAIN_LAUNCHER", "auto", c.choice("auto", "torchrun", "python"),
+       "auto: one plain python process for a one-process run on a CPU target (CPU_ONLY=1), else torchrun; "
+       "torchrun: always torchrun --nproc-per-node; python: one plain python process (no RANK/WORLD_SIZE)"),
     _k("sweep", "RUN_TEMPLATE", "", c.local_path,
        "Jinja template of each run's launch script, command.sh (empty: run_command.sh.j2 beside this file if "
        "there is one, else wfops' own remote_templates/run_command.sh.j2); docs/sweeps.md: Launch script", pod=False),

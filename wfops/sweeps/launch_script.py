@@ -30,6 +30,7 @@ from wfops import __version__
 from wfops.agent.runscript import MARKER_RE, RUNTIME, marker
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
+from wfops.sweeps.args import Override
 from wfops.sweeps.model import RunSpec, common_overrides, run_gpus, with_common
 from wfops.transport import shell
 from wfops.transport.render import templates_dir
@@ -51,10 +52,11 @@ class RunContext(TypedDict):
     run_id: str  # the CSV's run_id
     config: str  # the CSV's config, relative to the workdir
     seed: int | None  # the CSV's seed (None when the CSV has no seed)
-    overrides: list[tuple[str, str]]  # SWEEP_COMMON_OVERRIDES then the row's own, (key, value) in order
+    overrides: list[tuple[str, str]]  # SWEEP_COMMON_OVERRIDES then the row's own, (key, value) in order; a
+    # flag's value is its value words (`true` for a bare flag), placeholders as written
     gpus: str  # the GPU request: a whole number as text, or "all"
     nodes: int  # pods the run spans (CSV `nodes`; 1 for most runs)
-    launcher_kind: str  # TRAIN_LAUNCHER: torchrun or python
+    launcher_kind: str  # TRAIN_LAUNCHER: auto, torchrun or python (auto: the pod decides per run)
     train_script: str  # TRAIN_SCRIPT, relative to the workdir
     train_workdir: str  # TRAIN_WORKDIR, relative to OPS_REMOTE_REPO
     version: str  # wfops' version
@@ -187,8 +189,9 @@ def _read(path: Path) -> str:
         raise _one_line(path, None, "it is not UTF-8 text") from None
 
 
-def context(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...]) -> RunContext:
-    return RunContext(run_id=run.run_id, config=run.config, seed=run.seed, overrides=list(with_common(run, common)),
+def context(settings: Settings, run: RunSpec, common: tuple[Override, ...]) -> RunContext:
+    overrides = [(o.key, o.value()) for o in with_common(run, common)]
+    return RunContext(run_id=run.run_id, config=run.config, seed=run.seed, overrides=overrides,
                       gpus=run_gpus(run, settings.run_gpus), nodes=run.nodes, launcher_kind=settings.train_launcher,
                       train_script=settings.train_script, train_workdir=settings.train_workdir, version=__version__,
                       rt={})

@@ -92,9 +92,9 @@ def metric_cells(row: Row, cols: Sequence[str]) -> list[str]:
 
 def split_overrides(overrides: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for item in overrides or ():
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("-")] = value
+    for item in overrides or ():  # key=value, or a bare flag (--tied: `true`)
+        key, eq, value = str(item).partition("=")
+        out[key.lstrip("-")] = value if eq else "true"
     return out
 
 

@@ -1,7 +1,8 @@
 """Sweep CSVs -> validated run specs, filters, and the training command of a run. Pure.
 
-CSV: header `run_id,config,seed,overrides,notes,gpus,nodes` (any order; overrides, notes, gpus and nodes may
-be empty or absent, and seed too when wfops does not inject it); standard CSV quoting; `#` comment lines and blank
+CSV: header `run_id,config,seed,overrides,notes,gpus,nodes` (any order; config, overrides, notes, gpus and nodes
+may be empty or absent (an empty config: no positional argument), and seed too when wfops does not inject it);
+overrides follow THE one rule of wfops.sweeps.args; standard CSV quoting; `#` comment lines and blank
 lines are ignored; a UTF-8 BOM and CRLF line ends are fine. Every bad row is reported with its line
 number, and nothing is uploaded or started while any row is bad.
 """
@@ -13,14 +14,16 @@ import hashlib
 import io
 import json
 import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wfops.agent import argv as pod_argv
 from wfops.agent.states import ALL_GPUS
 from wfops.errors import UsageError
 from wfops.settings.load import Settings, is_gpus_request
+from wfops.sweeps import args as overrides_rule
+from wfops.sweeps.args import Override
 from wfops.transport.shell import is_pod_name
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
@@ -29,16 +32,12 @@ if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the 
 COLUMNS = ("run_id", "config", "seed", "overrides", "notes", "gpus", "nodes")
 MAX_NODES = 64
 NODE_SUFFIX = ".node"  # the entry of a multi-node run on the pod of node k >= 1: RUN_ID.nodeK
-REQUIRED = ("run_id", "config")
-_SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
-_OVERRIDE_RE = re.compile(r"^(?:--)?([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.DOTALL)
-_INJECTED_KEYS = {"out_dir": "out_dir", "data_dir": "data_dir", "seed": "seed",
-                  "wandb_log": "wandb", "wandb_group": "wandb", "wandb_run_name": "wandb", "wandb_project": "wandb"}
+REQUIRED = ("run_id",)
 
 TEMPLATE_CSV = """\
 run_id,config,seed,overrides,notes
-# one row per training run; lines starting with # are ignored
-# overrides: space-separated key=value for train.py; quote the field if it contains a comma
+# one row per training run; lines starting with # are ignored; an empty config passes no positional argument
+# overrides: key=value words (--flag, --key value: TRAIN_ARG_STYLE=argparse); {out_dir} {run_id} {seed} are the run's
 # an optional gpus column says how many GPUs a run holds (1, 2, ... or all; default RUN_GPUS)
 baseline-s1,config/train_tiny.py,1,,baseline
 lr1e-3-s1,config/train_tiny.py,1,learning_rate=1e-3,lower learning rate
@@ -50,16 +49,16 @@ bigbatch-s2,config/train_tiny.py,2,"batch_size=8 learning_rate=2e-3","bigger bat
 class RunSpec:
     line: int
     run_id: str
-    config: str
+    config: str  # "": no positional argument
     seed: int | None  # None: no seed column (allowed when wfops does not inject seed)
-    overrides: tuple[tuple[str, str], ...]  # (key, value) pairs, in order
+    overrides: tuple[Override, ...]  # in order
     notes: str = ""
     gpus: str = ""  # "" (RUN_GPUS decides), "all", or a whole number as text
     nodes: int = 1  # pods one run spans (multi-node torchrun; a fleet only)
 
     def as_dict(self) -> RunRow:
         out: RunRow = {"line": self.line, "run_id": self.run_id, "config": self.config, "seed": self.seed,
-                       "overrides": [f"{k}={v}" for k, v in self.overrides], "notes": self.notes, "gpus": self.gpus}
+                       "overrides": [o.text() for o in self.overrides], "notes": self.notes, "gpus": self.gpus}
         if self.nodes > 1:
             out["nodes"] = self.nodes
         return out
@@ -90,52 +89,17 @@ def check_run_id(run_id: str) -> str | None:
 
 def _check_config(path: str) -> str | None:
     if not path:
-        return "config is empty"
+        return None  # no positional argument
     parts = path.split("/")
     if path.startswith("/") or ".." in parts or any(ch in path for ch in "\n\r\x00"):
         return f"config {path!r} must be a path inside the training workdir (relative, no '..')"
     return None
 
 
-def parse_overrides(text: str, injected: Iterable[str] = ()) -> tuple[tuple[tuple[str, str], ...], str | None]:
-    try:
-        # the common case (no quote or escape) splits like shlex, on its whitespace, without its per-char loop
-        plain = not any(ch in text for ch in "'\"\\")
-        words = [w for w in _SHLEX_SPACE.split(text) if w] if plain else shlex.split(text, posix=True)
-    except ValueError as exc:
-        return (), f"overrides cannot be split into words ({exc}): {text!r}"
-    pairs = []
-    injected = set(injected)
-    for word in words:
-        m = _OVERRIDE_RE.match(word)
-        if not m:
-            return (), f"override {word!r} is not key=value"
-        key = m.group(1)
-        if _INJECTED_KEYS.get(key) in injected:
-            column = "the seed column" if key == "seed" else "wfops (TRAIN_INJECT)"
-            return (), f"override {key} is set by {column}; remove it from overrides"
-        pairs.append((key, m.group(2)))
-    return tuple(pairs), None
-
-
-MAX_ARG_STRLEN = 131072  # Linux: the longest one argv string may be, its NUL included (execve: E2BIG)
-ARGV_BUDGET = 1 << 20  # the overrides' share of ARG_MAX (2 MiB on a usual 8 MiB stack): the rest is the environment
-
-
-def argv_problem(text: str, overrides: Iterable[object]) -> str | None:
-    """Overrides that cannot reach the training script as argv: a NUL (argv strings end at one), one word over
-    MAX_ARG_STRLEN (with a `--` an arg style may add), or all of them over ARGV_BUDGET. Separate from
-    parse_overrides, so the checks hold whatever form the words take."""
-    if "\0" in text:
-        return "overrides contain a NUL character, which cannot reach the training script (argv strings end there)"
-    words = ["=".join(map(str, w)) if isinstance(w, tuple) else str(w) for w in overrides]
-    sizes = [len(w.encode("utf-8", "surrogatepass")) + 3 for w in words]  # `--` and the NUL
-    if sizes and max(sizes) > MAX_ARG_STRLEN:
-        return (f"override {words[sizes.index(max(sizes))][:20]!r}... is {max(sizes) - 3:,} bytes: one argument "
-                f"may be at most {MAX_ARG_STRLEN - 3:,} (the OS limit, MAX_ARG_STRLEN)")
-    if sum(sizes) > ARGV_BUDGET:
-        return f"overrides are {sum(sizes):,} bytes in all: at most {ARGV_BUDGET:,} reach a command line (ARG_MAX)"
-    return None
+def parse_overrides(text: str, injected: Iterable[str] = (), style: str = "bare"
+                    ) -> tuple[tuple[Override, ...], str | None]:
+    """A cell's overrides by THE one rule (wfops.sweeps.args.parse)."""
+    return overrides_rule.parse(text, style, injected)
 
 
 def check_gpus(text: str) -> str | None:
@@ -172,7 +136,7 @@ def _header_problem(header: list[str], injected: tuple[str, ...]) -> str:
 
 
 def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injected: tuple[str, ...],
-                  problems: Problems) -> tuple[int | None, tuple[tuple[str, str], ...]] | None:
+                  problems: Problems, style: str) -> tuple[int | None, tuple[Override, ...]] | None:
     """Check one row; returns its (seed, overrides) when it is good, None when a problem was added."""
     before = len(problems.items)
     run_id = values.get("run_id", "")
@@ -184,9 +148,10 @@ def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injec
     else:
         seen[run_id] = line
     seed_text = values.get("seed", "")
-    overrides, bad_overrides = parse_overrides(values.get("overrides", ""), injected)
-    bad_argv = None if bad_overrides else argv_problem(values.get("overrides", ""), overrides)
-    for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides, bad_argv,
+    overrides, bad_overrides = parse_overrides(values.get("overrides", ""), injected, style)
+    if not bad_overrides and not seed_text and overrides_rule.needs_seed(overrides):
+        bad_overrides = f"override {overrides_rule.needs_seed(overrides)} uses {{seed}}, and the row has no seed"
+    for bad in (_check_config(values.get("config", "")), _check_seed(seed_text, injected), bad_overrides,
                 check_gpus(values.get("gpus", "")), check_nodes(values.get("nodes", ""))):
         if bad:
             problems.add(line, bad)
@@ -196,9 +161,10 @@ def _row_problems(values: dict[str, str], line: int, seen: dict[str, int], injec
 
 
 def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed", "wandb"),
-              consequence: str = "; nothing was uploaded or started") -> list[RunSpec]:
+              consequence: str = "; nothing was uploaded or started", style: str = "bare") -> list[RunSpec]:
     """All runs of a sweep CSV, or UsageError listing every bad row with its line number (and `consequence`:
-    what did not happen because of them; sweep.validate, which never uploads, says nothing of it)."""
+    what did not happen because of them; sweep.validate, which never uploads, says nothing of it). TRAIN_ARG_STYLE
+    `style` says which override shapes are good."""
     if text.startswith("\ufeff"):
         text = text[1:]
     problems = Problems()
@@ -229,10 +195,10 @@ def parse_csv(text: str, injected: Iterable[str] = ("out_dir", "data_dir", "seed
             problems.add(line, f"{len(row)} fields for {len(header)} columns; quote any field that holds a comma")
             continue
         values = dict(zip(header, [c.strip() for c in row], strict=False))
-        good = _row_problems(values, line, seen, injected, problems)
+        good = _row_problems(values, line, seen, injected, problems, style)
         if good is not None:
-            runs.append(RunSpec(line, values["run_id"], values["config"], good[0], good[1], values.get("notes", ""),
-                                values.get("gpus", ""), int(values.get("nodes") or 1)))
+            runs.append(RunSpec(line, values["run_id"], values.get("config", ""), good[0], good[1],
+                                values.get("notes", ""), values.get("gpus", ""), int(values.get("nodes") or 1)))
     _node_ids_taken(runs, seen, problems)
     if header is None and not problems:
         problems.add(1, "the CSV is empty: it needs the header " + ",".join(COLUMNS))
@@ -271,17 +237,17 @@ def select_runs(runs: list[RunSpec], match: str = "", start_at: str = "", limit:
     return selected
 
 
-def with_common(run: RunSpec, common: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+def with_common(run: RunSpec, common: tuple[Override, ...]) -> tuple[Override, ...]:
     """SWEEP_COMMON_OVERRIDES then the row's own overrides; a key the row sets is the row's."""
-    own = {k for k, _ in run.overrides}
-    return tuple((k, v) for k, v in common if k not in own) + run.overrides
+    return overrides_rule.merged(common, run.overrides)
 
 
 def train_args(settings: Settings, run: RunSpec, wandb_group: str,
-               common: tuple[tuple[str, str], ...] = ()) -> list[str]:
-    """Arguments after `train.py CONFIG out_dir=.. data_dir=..` (the pod adds those two, whose values are
-    pod paths): seed, the W&B keys, then SWEEP_COMMON_OVERRIDES and the row's overrides, in the seed's
-    order and argument style."""
+               common: tuple[Override, ...] = ()) -> list[str]:
+    """Arguments after `TRAIN_SCRIPT [CONFIG] out_dir=.. data_dir=..` (the pod adds those two, whose values are
+    pod paths): seed, the W&B keys, then SWEEP_COMMON_OVERRIDES and the row's overrides, in TRAIN_ARG_STYLE.
+    Every word is in the placeholder grammar (wfops.agent.argv): wfops' own values are escaped, the pod fills
+    in the placeholders of the overrides."""
     inject = set(settings.train_inject)
     style = settings.train_arg_style
     args: list[tuple[str, str]] = []
@@ -292,7 +258,8 @@ def train_args(settings: Settings, run: RunSpec, wandb_group: str,
                  ("wandb_run_name", run.run_id)]
         if settings.wandb_project:
             args.append(("wandb_project", settings.wandb_project))
-    return [format_arg(style, k, v) for k, v in [*args, *with_common(run, common)]]
+    own = [pod_argv.escape(format_arg(style, k, v)) for k, v in args]
+    return own + [w for o in with_common(run, common) for w in o.words(style)]
 
 
 def run_gpus(run: RunSpec, default: str) -> str:
@@ -300,13 +267,13 @@ def run_gpus(run: RunSpec, default: str) -> str:
     return run.gpus or default or ALL_GPUS
 
 
-def fingerprint(settings: Settings, run: RunSpec, common: tuple[tuple[str, str], ...] = ()) -> str:
+def fingerprint(settings: Settings, run: RunSpec, common: tuple[Override, ...] = ()) -> str:
     """What makes two runs of one run_id the same training: config, seed, overrides (common ones included),
     the script, launcher, argument style, injected keys, data dir and GPU request. Not the output path, and
     not the W&B group or run name (bookkeeping that changes every sweep). A run whose ok summary carries
     the same fingerprint is skipped; any difference reruns it."""
     s = settings  # nproc: the text as written, as fingerprints always had it ("" for one per GPU)
-    what = {"config": run.config, "seed": run.seed, "overrides": [f"{k}={x}" for k, x in with_common(run, common)],
+    what = {"config": run.config, "seed": run.seed, "overrides": [o.text() for o in with_common(run, common)],
             "script": s.train_script, "workdir": s.train_workdir, "launcher": s.train_launcher,
             "arg_style": s.train_arg_style, "inject": sorted(s.train_inject),
             "data_dir": s.data_dir, "gpus": run_gpus(run, s.run_gpus), "nproc": s.raw("TRAIN_NPROC")}
@@ -316,15 +283,30 @@ def fingerprint(settings: Settings, run: RunSpec, common: tuple[tuple[str, str],
 
 
 def format_arg(style: str, key: str, value: str) -> str:
-    return f"--{key}={value}" if style == "dashdash" else f"{key}={value}"
+    return overrides_rule.format_pair(style, key, value)
 
 
-def common_overrides(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """SWEEP_COMMON_OVERRIDES as (key, value) pairs; UsageError when it is not key=value words."""
-    pairs, bad = parse_overrides(settings.sweep_common_overrides, settings.train_inject)
+def common_overrides(settings: Settings) -> tuple[Override, ...]:
+    """SWEEP_COMMON_OVERRIDES by the rule of the CSV's cells; UsageError (one line) when a word is bad."""
+    pairs, bad = parse_overrides(settings.sweep_common_overrides, settings.train_inject, settings.train_arg_style)
     if bad:
         raise UsageError(f"SWEEP_COMMON_OVERRIDES: {bad}")
     return pairs
+
+
+def checked_runs(settings: Settings, text: str, consequence: str = "; nothing was uploaded or started"
+                 ) -> list[RunSpec]:
+    """The runs of a CSV and SWEEP_COMMON_OVERRIDES, checked by the same rule (sweep.validate, start and add
+    all come here): UsageError naming every bad line."""
+    runs = parse_csv(text, settings.train_inject, consequence, settings.train_arg_style)
+    common = common_overrides(settings)
+    key = overrides_rule.needs_seed(common)
+    unseeded = [f"line {r.line}: SWEEP_COMMON_OVERRIDES' {key} uses {{seed}}, and the row has no seed"
+                for r in runs if key and r.seed is None and key not in {o.key for o in r.overrides}]
+    if unseeded:
+        raise UsageError(f"the sweep CSV has {len(unseeded)} problem(s){consequence}\n  "
+                         + "\n  ".join(unseeded))
+    return runs
 
 
 def plan_runs(settings: Settings, runs: list[RunSpec], chosen: set[str]) -> list[RunRow]:
@@ -349,8 +331,9 @@ def queue_entries(settings: Settings, runs: list[RunSpec], group: str,
     out = []
     for r in runs:
         entry: QueueEntry = {"run_id": r.run_id, "config": r.config, "seed": r.seed, "notes": r.notes, "line": r.line,
-                             "args": train_args(settings, r, group, common), "gpus": run_gpus(r, default),
-                             "fp": fingerprint(settings, r, common), "script": scripts[r.run_id]}
+                             "args": train_args(settings, r, group, common), "expand": True,
+                             "gpus": run_gpus(r, default), "fp": fingerprint(settings, r, common),
+                             "script": scripts[r.run_id]}
         if r.nodes > 1:
             entry["nodes"] = r.nodes
         out.append(entry)
@@ -376,9 +359,9 @@ def exec_block(settings: Settings) -> ExecBlock:
 
 
 def resume_args(settings: Settings) -> list[str]:
-    """RESUME_ARGS as the words a resumed attempt adds to its command, checked as overrides are (key=value, not a
-    key wfops injects) and written in TRAIN_ARG_STYLE; UsageError naming the key when they are not."""
-    pairs, bad = parse_overrides(settings.resume_args, settings.train_inject)
+    """RESUME_ARGS as the words a resumed attempt adds to its command, checked as overrides are (the one rule of
+    wfops.sweeps.args, placeholders too) and written in TRAIN_ARG_STYLE; UsageError naming the key when not."""
+    pairs, bad = parse_overrides(settings.resume_args, settings.train_inject, settings.train_arg_style)
     if bad:
         raise UsageError(f"RESUME_ARGS: {bad}")
-    return [format_arg(settings.train_arg_style, k, v) for k, v in pairs]
+    return [w for o in pairs for w in o.words(settings.train_arg_style)]  # placeholders: filled in on the pod

@@ -17,9 +17,9 @@ from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError,
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, model, recover
 from wfops.sweeps.ledger import load_ledger
-from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, parse_csv, plan_runs, queue_entries, select_runs
+from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
 from wfops.targets import resolve
@@ -56,7 +56,7 @@ def _read_runs(settings: Settings, path: Path, consequence: str = "; nothing was
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
-    return text, parse_csv(text, settings.train_inject, consequence)
+    return text, model.checked_runs(settings, text, consequence)  # THE override rule, CSV and common alike
 
 
 @wftask(help={"csv": CSV_HELP})
@@ -84,7 +84,7 @@ def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: b
     launch_script.scripts(settings, runs)  # the run template renders for every row (one line if not)
     if workdir:
         missing = [f"line {r.line}: config {r.config} does not exist in {workdir}" for r in runs
-                   if not (Path(workdir) / r.config).is_file()]
+                   if r.config and not (Path(workdir) / r.config).is_file()]
         if missing:
             raise UsageError(f"{len(missing)} missing config(s)\n  " + "\n  ".join(missing))
     selected = {r.run_id for r in select_runs(runs, settings.sweep_match, settings.sweep_start_at,
@@ -93,7 +93,7 @@ def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: b
     gpus = settings.run_gpus
     emit(data, json, lambda: table(
         ("line", "run_id", "config", "seed", "overrides", "gpus", "queued"),
-        [(r.line, r.run_id, r.config, r.seed, " ".join(f"{k}={v}" for k, v in r.overrides), r.gpus or gpus,
+        [(r.line, r.run_id, r.config, r.seed, " ".join(o.text() for o in r.overrides), r.gpus or gpus,
           "yes" if r.run_id in selected else "no (filters)") for r in runs],
     ) + f"\n{len(runs)} run(s) valid; {len(selected)} would be queued with the current filters")
 
@@ -147,7 +147,7 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
 def _check_nodes(settings: Settings, runs: list[RunSpec], done: str) -> None:
     """Multi-node runs need torchrun and a fleet: one check for sweep.start and sweep.add (`done`: not done)."""
     wide = [f"{r.run_id} (nodes {r.nodes})" for r in runs if r.nodes > 1]
-    if wide and settings.train_launcher != "torchrun":
+    if wide and settings.train_launcher == "python":  # auto picks torchrun for them
         raise UsageError(f"multi-node runs need TRAIN_LAUNCHER=torchrun: {', '.join(wide[:5])}; nothing was {done}")
     if wide and not resolve.is_fleet(settings):
         raise UsageError(f"multi-node runs need a fleet (LIUM_TARGETS or OPS_HOSTS with several pods): "
