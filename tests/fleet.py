@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.procview import keeper_pids
 from tests.realparts import FleetPod, LocalFleet, descendants, kill_sshd, pids_with_env, running, start_fleet
 from tests.slowness import scaled
 
@@ -110,20 +111,12 @@ class Fleet:
         """End, by PID, every warm keeper this fleet's commands started (a keeper of a frozen or dead pod may not
         answer `wfops disconnect`): the processes whose command line is a keeper with a socket in those dirs."""
         ended = []
-        dirs = [os.fsencode(d) for d in self.keeper_dirs]
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in keeper_pids(list(self.keeper_dirs)):
             try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"wfops.transport.keeper" in argv and any(a.startswith(d + b"/") for a in argv for d in dirs):
-                try:
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    ended.append(int(entry.name))
-                except ProcessLookupError:
-                    pass
+                os.kill(pid, signal.SIGKILL)
+                ended.append(pid)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 10
         while any(running(p) for p in ended) and time.monotonic() < deadline:
             time.sleep(0.02)

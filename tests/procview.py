@@ -45,3 +45,20 @@ def waits_on_pidfd_of(pid: int | str, target: int) -> bool:
         return False
     return (bool(fds) and blocked_in_select(pid) and len(call) > 1 and call[0] in SELECT_SYSCALLS
             and int(call[1], 16) == max(fds) + 1)
+
+
+def keeper_pids(dirs: list[str | os.PathLike[str]], *, inside: bool = True) -> list[int]:
+    """Pids of the warm keepers (`python -m wfops.transport.keeper`) whose command line names a socket in one of
+    `dirs` (`inside`: below the dir; else any argument starting with it), found by their /proc command lines."""
+    prefixes = [os.fsencode(d) + (b"/" if inside else b"") for d in dirs]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"wfops.transport.keeper" in argv and any(a.startswith(d) for a in argv for d in prefixes):
+            found.append(int(entry.name))
+    return found

@@ -86,3 +86,19 @@ class ConflictError(WfopsError):
 
 class LiumError(WfopsError):
     code = EXIT_LIUM
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A tuning knob of the environment in seconds (> 0): `default` when unset or blank; ConfigError otherwise."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a number of seconds > 0")
+    return value

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
+from tests.procview import keeper_pids
 from tests.realparts import SSHD, free_port, start_sshd, stop_sshd
 from tests.slowness import scaled
 
@@ -27,17 +28,7 @@ READ_ONLY = (("fsm.status",), ("task.list",), ("fsm.status", "--json"), ("task.l
 
 def keepers(pod: Pod) -> list[int]:
     """Pids of the keepers serving this pod's keeper directory (found by their command line)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"wfops.transport.keeper" in argv and any(a.startswith(str(pod.keeper_dir).encode()) for a in argv):
-            found.append(int(entry.name))
-    return found
+    return keeper_pids([pod.keeper_dir], inside=False)
 
 
 def sent_bytes(res) -> list[int]:

@@ -5,7 +5,6 @@ once and moves runs off a silent pod or from behind a busy one (wfops.sweeps.fle
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 from wfops.agent import wire
 from wfops.agent.states import LOST, PENDING, RUNNING, UNKNOWN
-from wfops.errors import ConfigError, NotFoundError
+from wfops.errors import NotFoundError, env_seconds
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_copies
 from wfops.sweeps.billing import fleet_cost
@@ -241,16 +240,7 @@ def wait(settings: Settings, timeout: int | None, patterns: list[Any], every: fl
 
 def gone_secs() -> float:
     """How long a pod must be silent before sweep.wait moves its runs: GONE_SECS, or $WFOPS_FLEET_GONE_SECS."""
-    raw = os.environ.get(GONE_ENV, "").strip()
-    if not raw:
-        return GONE_SECS
-    try:
-        secs = float(raw)
-    except ValueError:
-        secs = 0
-    if not secs > 0:
-        raise ConfigError(f"{GONE_ENV}={raw!r} is not valid: expected a number of seconds > 0")
-    return secs
+    return env_seconds(GONE_ENV, GONE_SECS)
 
 
 def _gone(data: dict[str, Any], down_since: dict[str, float], handled: set[str], now: float,

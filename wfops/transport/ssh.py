@@ -17,7 +17,6 @@ for neither.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wfops.errors import ConfigError, ConnectError
+from wfops.errors import ConnectError, env_seconds
 from wfops.targets.target import Target
 from wfops.transport import hostkeys
 from wfops.transport.session import (
@@ -153,16 +152,7 @@ class SSHSession:
 
 def keepalive_secs() -> float:
     """The keepalive interval: KEEPALIVE_SECS, or $WFOPS_SSH_KEEPALIVE_SECS (seconds, > 0)."""
-    raw = os.environ.get(KEEPALIVE_ENV, "").strip()
-    if not raw:
-        return KEEPALIVE_SECS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ConfigError(f"{KEEPALIVE_ENV}={raw!r} is not valid: expected a number of seconds > 0")
-    return value
+    return env_seconds(KEEPALIVE_ENV, KEEPALIVE_SECS)
 
 
 class _Liveness:
