@@ -56,7 +56,7 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
                          + "typo,config/train_tiny.py,1,--learnin_rate=1e-3,a key the configurator rejects\n")
     pod.ok("sweep.start", "--csv", str(sweep_csv))
     waited = pod.wf("sweep.wait", timeout=900)
-    assert waited.rc == 1 and "1 of 3 run(s) did not succeed: typo" in waited.last_err, waited.err
+    assert waited.rc == 1 and "1 of 3 run(s) did not succeed: typo" in waited.last_err, waited.out + waited.err
     assert "Unknown config key: learnin_rate" in pod.ok("run.logs", "typo").out
     status = pod.ok("sweep.status", "--json").json()
     assert {r["run_id"]: r["state"] for r in status["runs"]} == {"lr3e-3": "success", "lr1e-3": "success",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +74,9 @@ def gpu_pod(tmp_path: Path, training_repo: TrainingRepo, pod_python: str, checke
     """A checked-out pod behind its own sshd whose sessions see the stand-in nvidia-smi and the torch shim."""
     state = tmp_path / "gpu-state.json"
     state.write_text(json.dumps(gpu_state(4)))
-    pod_home = tmp_path / "pod-home"
+    # a short home: tmux's socket lives below it and a socket path has at most 107 bytes (pytest's tmp_path under
+    # xdist, popen-gwN/<test name>, is too long for it)
+    pod_home = Path(tempfile.mkdtemp(prefix="wfg-", dir="/tmp"))
     sshd = start_sshd(tmp_path / "gpu-sshd", home=pod_home, setenv={
         "PATH": f"{SHIM}:{SYSTEM_PATH}", "PYTHONPATH": str(SHIM), "WF_TEST_GPU_STATE": str(state)})
     socket = f"wf-gpu-{uuid.uuid4().hex[:8]}"
@@ -89,6 +93,7 @@ def gpu_pod(tmp_path: Path, training_repo: TrainingRepo, pod_python: str, checke
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True,
                        env={**os.environ, "TMUX_TMPDIR": str(pod_home / ".tmux")})
         stop_sshd(sshd)
+        shutil.rmtree(pod_home, ignore_errors=True)
 
 
 def _given(pod: Pod, run_id: str) -> list[str]:
