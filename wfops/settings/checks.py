@@ -51,8 +51,9 @@ def command_prefix(value: str) -> str:
         words = script_words(value)
     except ValueError as exc:
         raise Invalid(f"a script and its fixed arguments as shell words ({exc})") from None
-    if "\n" in value or (not words[0].startswith("-") and (words[0].startswith("/") or ".." in words[0].split("/"))):
-        raise Invalid("a script relative to TRAIN_WORKDIR (or -m module), with its fixed arguments, on one line")
+    if "\n" in value:  # a path of the pod's own: relative to TRAIN_WORKDIR, or absolute (a script outside it)
+        raise Invalid("a script relative to TRAIN_WORKDIR or absolute (or -m module), with its fixed arguments, "
+                      "on one line")
     return value
 
 

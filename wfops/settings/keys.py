@@ -207,7 +207,8 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "WANDB_GROUP", "", c.line, "W&B group (empty: sweep-<timestamp>)"),
     _k("sweep", "TRAIN_WORKDIR", "examples/nanogpt", c.line, "training workdir, relative to OPS_REMOTE_REPO"),
     _k("sweep", "TRAIN_SCRIPT", "train.py", c.command_prefix,
-       "training command after python, relative to TRAIN_WORKDIR: a script with fixed arguments (main.py --quiet) "
+       "training command after python, relative to TRAIN_WORKDIR (or absolute): a script with fixed arguments "
+       "(main.py --quiet) "
        "or -m pkg.train; split into argv words like a shell line, never run by a shell"),
     _k("sweep", "TRAIN_ARG_STYLE", "bare", c.choice("bare", "dashdash", "argparse"),
        "bare: key=value; dashdash: --key=value; argparse: --key=value, and overrides may be flags (--tied) and "
