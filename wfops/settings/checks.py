@@ -48,7 +48,7 @@ def command_prefix(value: str) -> str:
     from wfops.agent.argv import script_words
 
     try:
-        words = script_words(value)
+        script_words(value)
     except ValueError as exc:
         raise Invalid(f"a script and its fixed arguments as shell words ({exc})") from None
     if "\n" in value:  # a path of the pod's own: relative to TRAIN_WORKDIR, or absolute (a script outside it)
