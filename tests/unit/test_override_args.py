@@ -187,7 +187,8 @@ def test_an_entry_without_expand_keeps_its_braces():
 @pytest.mark.parametrize(("value", "ok"), [
     ("train.py", True), ("main.py --epochs 1", True), ("-m pkg.train", True), ("'a b.py' --x", True),
     ("train.py; touch /tmp/pwned", True), ("train.py $(id) `id`", True),  # words, never shell text (below)
-    ("", False), ("'open", False), ("/abs/train.py", False), ("../up.py", False), ("a\x00b", False),
+    ("/abs/train.py", True), ("../up.py", True),  # a path of the pod's own, as before the command-prefix rule
+    ("", False), ("'open", False), ("a\x00b", False), ("train.py\n--x", False),
 ])
 def test_train_script_is_a_command_prefix(value, ok):
     from wfops.settings.checks import Invalid, command_prefix
