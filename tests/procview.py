@@ -3,6 +3,7 @@ with the waiter's own report."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -62,3 +63,16 @@ def keeper_pids(dirs: list[str | os.PathLike[str]], *, inside: bool = True) -> l
         if b"wfops.transport.keeper" in argv and any(a.startswith(d) for a in argv for d in prefixes):
             found.append(int(entry.name))
     return found
+
+
+def is_flocked(path: Path, *, create: bool = False) -> bool:
+    """Whether another process holds an flock on `path` (a non-blocking try that lets go at once); `create`: an
+    absent file is made (and so is not locked) rather than an error."""
+    fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import BIN, WFOPS, Pod, wait_until
 from tests.integration.test_sweeps import status, swept, write_csv  # noqa: F401 - fixture
+from tests.procview import is_flocked
 
 OFFSETS = (0.15, 0.35, 0.6, 0.9, 1.3, 2.0)  # seconds after `wfops` starts: imports, connection, request, pod
 EVENTS = ("keeper", "request", "manifest")  # both programs, cold: connecting, the request on the pod, mid-commit
@@ -37,17 +38,6 @@ def _wait_for_the_pod(pod: Pod) -> None:
         os.close(fd)
 
 
-def _is_locked(path: Path) -> bool:
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _keeper_of(pid: int) -> bool:
     for entry in os.listdir("/proc"):
         try:
@@ -65,7 +55,7 @@ def _event(pod: Pod, proc: subprocess.Popen, event: str, before: set[str]) -> bo
     if event == "keeper":
         return _keeper_of(proc.pid)
     if event == "request":
-        return _is_locked(pod.outputs / "_control" / "command.lock")
+        return is_flocked(pod.outputs / "_control" / "command.lock", create=True)
     return any(n.endswith(".csv") and n.startswith("sweep-2") for n in _manifests(pod) - before)
 
 

@@ -8,7 +8,6 @@ time) before it signals."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WFOPS, Pod, wait_until
+from tests.procview import is_flocked
 
 BLOB_MB = 96  # well over what the pipe, the SSH window and the socket buffers hold (~40 MB): the tar must block
 
@@ -152,7 +152,7 @@ def test_a_fetch_killed_with_sigkill_leaves_staging_that_the_next_fetch_removes(
     running.mkdir()
     holder = subprocess.Popen(["flock", str(running), "cat"], stdin=subprocess.PIPE)  # holds its lock, as a fetch
     try:
-        wait_until(lambda: _is_locked(running), what="the other fetch's lock")
+        wait_until(lambda: is_flocked(running), what="the other fetch's lock")
         res = pod.ok("run.fetch", "big")
         assert _staging(pod) == [running.name]
     finally:
@@ -161,17 +161,6 @@ def test_a_fetch_killed_with_sigkill_leaves_staging_that_the_next_fetch_removes(
     assert res.out.strip() == str(_artifacts(pod) / "big")
     assert (_artifacts(pod) / "big" / "blob.bin").stat().st_size == BLOB_MB * 1024 * 1024
     assert (_artifacts(pod) / "big" / "old.txt").exists()  # not on the pod: a local file stays (see run.fetch)
-
-
-def _is_locked(path: Path) -> bool:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 # ------------------------------------------------------------------ a frozen pod
@@ -218,7 +207,7 @@ def _command_lock_held(pod: Pod) -> Iterator[Path]:
     lock = pod.outputs / "_control" / "command.lock"
     holder = subprocess.Popen(["flock", str(lock), "cat"], stdin=subprocess.PIPE)
     try:
-        wait_until(lambda: lock.exists() and _is_locked(lock), what="the command lock")
+        wait_until(lambda: lock.exists() and is_flocked(lock), what="the command lock")
         yield lock
     finally:
         holder.stdin.close()
