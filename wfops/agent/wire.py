@@ -100,6 +100,8 @@ if TYPE_CHECKING:
         force: bool  # sweep.retry's entries: run even if an ok summary matches
         rerun_why: str  # the queue's own (in memory)
         _index: int  # the queue's own (in memory): CSV order
+        _again: str  # the queue's own (in memory): starting again after its port was taken (runs.port_taken)
+        _port_tries: int  # the queue's own (in memory): how often
 
     class _RunRowReq(TypedDict):
         run_id: str
@@ -247,7 +249,7 @@ QUEUE_ENTRY: Schema = {
     "fp": (_S, False, None), "nodes": (_I, False, None), "node": (_D, False, NODE_INFO),
     "script": (_D, False, LAUNCH_SCRIPT),
     "attempt": (_I, False, None), "force": (_B, False, None), "rerun_why": (_S, False, None),
-    "_index": (_I, False, None),
+    "_index": (_I, False, None), "_again": (_S, False, None), "_port_tries": (_I, False, None),
 }
 RUN_ROW: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "line": (_I, False, None),
