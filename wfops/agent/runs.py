@@ -266,7 +266,7 @@ def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, ve
     return d, s
 
 
-PORT_TRIES = 5  # how often one attempt starts again because its rendezvous port was taken
+PORT_TRIES = 5  # how often a queued run starts again (all its attempts together) because its port was taken
 PORT_TAKEN_RE = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
 
 
