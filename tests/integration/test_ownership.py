@@ -39,8 +39,16 @@ def started_run(pod: Pod, run_id: str, overrides: str, **config: str) -> tuple[s
     """Start a one-run sweep; wait until both torchrun workers (and rank 0's daemon, if any) run."""
     pod.configure(**config)
     pod.ok("sweep.start", "--csv", str(write_csv(pod, f"{run_id},config/train_tiny.py,1,{overrides},\n")))
-    wait_until(lambda: (pod.outputs / run_id / "rank1.txt").exists() and (pod.outputs / run_id / "args.json").exists(),
-               timeout=90, what="both workers to start")
+    run = pod.outputs / run_id
+
+    def started() -> bool:
+        if json.loads((pod.outputs / "_control" / "sweep.json").read_text()).get("state") == "completed":
+            raise AssertionError(f"the sweep ended before both workers of {run_id} started:\n"  # say why at once
+                                 + "".join(p.read_text()[-1500:] for p in (run / "summary.json", run / "stdout.log")
+                                           if p.exists()))
+        return (run / "rank1.txt").exists() and (run / "args.json").exists()
+
+    wait_until(started, timeout=90, what="both workers to start")
     st = json.loads((pod.outputs / run_id / "status.json").read_text())
     expected = 4 if "daemon" in overrides else 3  # torchrun, two workers, the daemon
     wait_until(lambda: len(owned_by(st["owner"])) >= expected, timeout=20,

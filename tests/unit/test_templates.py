@@ -3,7 +3,6 @@ script parses (bash -n) and passes shellcheck."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from wfops.settings.load import parse_settings
 from wfops.targets.target import Target
 from wfops.transport import rules as fsm
 from wfops.transport.command import PodCommand
-from wfops.transport.render import json_line, templates_dir
+from wfops.transport.render import request_line, templates_dir
 
 EXPR = re.compile(r"{{(.*?)}}", re.S)
 SAFE_FILTERS = ("| q", "| qpath", "| int")
@@ -74,11 +73,11 @@ def test_the_request_reaches_the_agent_verbatim(tmp_path):
     stand_in = tmp_path / "python3"
     stand_in.write_text(f"#!/bin/sh\ncat > {got}\n")
     stand_in.chmod(0o755)
-    text = script + json_line(request) + "\n"
+    text = script + request_line(request)
     res = subprocess.run(["bash", "-s"], input=text, capture_output=True, text=True, env={"HOME": str(tmp_path),
                                                                                          "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
-    assert json.loads(got.read_text()) == request
+    assert got.read_text() == request_line(request)  # the guarded line (the agent reads past the guard)
     assert not Path("/tmp/wfops-pwned").exists()
 
 

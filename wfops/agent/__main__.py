@@ -90,7 +90,8 @@ def _internal(argv: List[str]) -> Any:
 
 def _from_client(stream: TextIO) -> Any:
     try:  # one line: the client keeps stdin open (it may send more: the agent itself, see render.BOOT) ...
-        payload = json.loads(stream.readline())
+        line = stream.readline()  # after its guard (a shell that reads the line as commands exits at once)
+        payload = json.loads(line[len(wire.REQUEST_GUARD):] if line.startswith(wire.REQUEST_GUARD) else line)
     except ValueError as exc:
         raise Refusal(EXIT_USAGE, "the pod agent got no valid request on stdin: %s" % exc) from None
     fault = wire.problem(payload, wire.REQUEST)

@@ -73,8 +73,9 @@ def keep_previous(pod: Layout, run_id: str, keep: int, log: Callable[[str], None
         log("%s: removed %s from _previous/ (KEEP_PREVIOUS=%d)" % (run_id, ", ".join(gone), keep))
 
 
-def archive_attempt(run_dir: str, attempt: int) -> None:
-    """Before attempt `attempt` + 1: move the files of attempt `attempt` to attempts/<attempt>/."""
+def archive_attempt(run_dir: str, attempt: Any) -> None:
+    """Before attempt `attempt` + 1: move the files of attempt `attempt` to attempts/<attempt>/ (a start that
+    failed for its port: attempts/<n>-port-<k>/, a name no count of attempts reads)."""
     dest = os.path.join(run_dir, ATTEMPTS_DIR, str(attempt))
     os.makedirs(dest, exist_ok=True)
     for name in ATTEMPT_FILES:
@@ -230,14 +231,16 @@ def spec(ex: ExecBlock, sid: str, run: QueueEntry, run_dir: str, out: str, place
 def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, venv_python: str,
           git_sha: Optional[str], log: Callable[[str], None]) -> Tuple[str, Json]:
     """Make the attempt's files. A first attempt builds its run dir whole in a hidden temp dir and renames it
-    into place (a run dir exists complete or not at all); a retry archives the last attempt first.
+    into place (a run dir exists complete or not at all); a retry (or a start again: port_taken) archives the last
+    attempt's files first.
     Returns (run dir, spec)."""
     rid, d = run["run_id"], pod.run_dir(run["run_id"])
-    first = place["attempt"] == 1
+    again = place.get("again")  # the same attempt again after its port was taken (port_taken)
+    first = place["attempt"] == 1 and not again
     if first:
         keep_previous(pod, rid, int(ex.get("keep_previous", 3)), log)
     else:
-        archive_attempt(d, place["attempt"] - 1)
+        archive_attempt(d, again or place["attempt"] - 1)
     out = output_dir(ex, rid, d, first)
     if not first:  # on the pod, at the attempt's launch: the checkpoint the last attempt left, if any
         place["resume"] = resume.decide(ex, out)
@@ -261,3 +264,31 @@ def build(pod: Layout, ex: ExecBlock, sid: str, run: QueueEntry, place: Json, ve
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return d, s
+
+
+PORT_TRIES = 5  # how often a queued run starts again (all its attempts together) because its port was taken
+PORT_TAKEN_RE = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
+
+
+def port_taken(run: QueueEntry, run_dir: str, place: Json, log: Callable[[str], None]) -> bool:
+    """Whether a failed run starts again, the same attempt on another port: torchrun could not listen on its
+    rendezvous port (is_host=1) because another process took it between the queue's check (slots.pick_port) and
+    torchrun's own listen, a torch import later (many seconds on a busy pod: parallel jobs, or other queues on
+    one machine, pick from the same range). No worker had started (the rendezvous comes first). At most
+    PORT_TRIES times; `run` is marked for the next build (place "again")."""
+    port, tries = place.get("port"), int(run.get("_port_tries") or 0)
+    if not port or run.get("node") or place.get("launcher") == "python" or tries >= PORT_TRIES:
+        return False
+    try:
+        with open(os.path.join(run_dir, LOG_FILE), "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 65536))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return False
+    if not any(PORT_TAKEN_RE.search(ln) and re.search(r"\b%d\b" % port, ln) for ln in lines):
+        return False
+    run["_port_tries"] = tries + 1
+    run["_again"] = "%d-port-%d" % (run.get("attempt", 1), tries + 1)
+    log("start %s again on another port: its rendezvous port %d was taken before torchrun listened on it (%d/%d)"
+        % (run["run_id"], port, tries + 1, PORT_TRIES))
+    return True

@@ -195,7 +195,7 @@ class Scheduler:
                 run = self.order.pop_fitting(len(self.slots.free))
                 if run is None:
                     return
-                if run["attempt"] == 1 and self.skipped(run):
+                if run["attempt"] == 1 and not run.get("_again") and self.skipped(run):
                     continue
                 self.launch(run)
 
@@ -222,7 +222,8 @@ class Scheduler:
                 "slots_total": self.slots.total, "pod": self.meter.billing.get("pod"),
                 "price_per_hour": self.meter.billing.get("price_per_hour"),
                 "port": port, "attempt": run["attempt"], "launcher": runs.launcher_of(self.ex, nproc, node),
-                "max_attempts": 1 if node else max(self.max_attempts, run["attempt"])}  # sweep.retry may go past it
+                "max_attempts": 1 if node else max(self.max_attempts, run["attempt"]),  # sweep.retry may go past it
+                "again": run.pop("_again", None)}
 
     def launch(self, run: QueueEntry) -> None:
         rid = run["run_id"]
@@ -284,6 +285,9 @@ class Scheduler:
         cls: Optional[str] = summ.get("failure_class")
         most = r.place["max_attempts"]
         self.log("end %s: %s%s (attempt %d/%d)" % (rid, state, " (%s)" % cls if cls else "", run["attempt"], most))
+        if state != SUCCESS and not self.stop_why and runs.port_taken(run, r.dir, r.place, self.log):
+            self.order.push(run["_index"], slots.need_of(run.get("gpus"), self.slots.total), run)  # at its place
+            return
         if state != SUCCESS and cls in self.retry_on and run["attempt"] < most and not self.stop_why:
             self.retry_later(r, cls)
             return

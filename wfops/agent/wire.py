@@ -100,6 +100,8 @@ if TYPE_CHECKING:
         force: bool  # sweep.retry's entries: run even if an ok summary matches
         rerun_why: str  # the queue's own (in memory)
         _index: int  # the queue's own (in memory): CSV order
+        _again: str  # the queue's own (in memory): starting again after its port was taken (runs.port_taken)
+        _port_tries: int  # the queue's own (in memory): how often
 
     class _RunRowReq(TypedDict):
         run_id: str
@@ -226,6 +228,13 @@ POD_LAYOUT: Schema = {"out": (_S, True, None), "state_file": (_S, False, None), 
 POD_ENV: Schema = {"sha": (_S, True, None), "b64": (_S, True, None)}
 PRELUDE: Schema = {"command": (_S, False, None), "enforce": (_B, False, None), "dry_run": (_B, False, None),
            "env": (_D, False, POD_ENV)}
+# The request line starts with this guard (the agent reads past it): a shell that reads the line as commands (bash
+# -s given the request without its script) says one line and exits at once, instead of running the request's words
+# and then waiting on an open stdin for ever. For bash, all after the `#` is a comment.
+REQUEST_GUARD = ("echo '@wfops-error 6 the shell on the pod read the wfops request as commands (its script did not "
+                 "arrive whole); nothing ran, try again' >&2; exit 6 #")
+
+
 REQUEST: Schema = {"cmd": (_S, True, None), "pod": (_D, True, POD_LAYOUT), "prelude": (_D, False, PRELUDE),
            "data": (_D, False, None)}
 NODE_PEER: Schema = {"rank": (_I, True, None), "pod": (_S, True, None), "addr": (_S, True, None)}
@@ -240,7 +249,7 @@ QUEUE_ENTRY: Schema = {
     "fp": (_S, False, None), "nodes": (_I, False, None), "node": (_D, False, NODE_INFO),
     "script": (_D, False, LAUNCH_SCRIPT),
     "attempt": (_I, False, None), "force": (_B, False, None), "rerun_why": (_S, False, None),
-    "_index": (_I, False, None),
+    "_index": (_I, False, None), "_again": (_S, False, None), "_port_tries": (_I, False, None),
 }
 RUN_ROW: Schema = {
     "run_id": (_S, True, None), "config": (_S, True, None), "line": (_I, False, None),

@@ -24,7 +24,7 @@ from wfops.targets import resolve
 from wfops.targets.target import Member, Target
 from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
-from wfops.transport.render import NEED_AGENT, agent, b64, json_line, render
+from wfops.transport.render import NEED_AGENT, agent, b64, render, request_line
 from wfops.transport.session import ExecResult, LineSink, MetaSink, Redactor, Session, StdoutSink, stderr_line
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
@@ -108,7 +108,7 @@ class PodCommand:
         assert self.session is not None, "use PodCommand as a context manager"
         text = self.script(template, **context)
         if request is not None:
-            text += json_line(request) + "\n"
+            text += request_line(request)
         return self.session.exec_script(text, stdout_sink, self._meta(meta))
 
     def _meta(self, forward: MetaSink | None) -> MetaSink:

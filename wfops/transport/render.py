@@ -14,6 +14,7 @@ tarball (one base64 line, `Agent.line()`) from the same stdin, in the same exec.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wfops import __version__
+from wfops.agent import wire
 from wfops.agent.launch import call_for
 from wfops.transport.shell import q, qpath
 
@@ -145,8 +147,14 @@ def agent_payload() -> str:
 
 
 def json_line(value: object) -> str:
-    """A value as one line of JSON (the agent's request, sent after the script on the same stdin)."""
+    """A value as one line of JSON."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def request_line(request: object) -> str:
+    """The agent's request as it travels after the script on the same stdin: one line, the JSON behind a guard
+    that makes a shell reading it as commands fail at once (wfops.agent.wire.REQUEST_GUARD)."""
+    return wire.REQUEST_GUARD + json_line(request) + "\n"
 
 
 def render(template: str, **context: object) -> str:
@@ -156,19 +164,49 @@ def render(template: str, **context: object) -> str:
     key = hashlib.sha256(_templates_digest() + template.encode() + b"\0"
                          + json.dumps(context, sort_keys=True, default=repr).encode()).hexdigest()[:32]
     cache = script_cache_dir()
-    try:
-        return (cache / key).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        pass
+    cached = _read_cached(cache / key)
+    if cached is not None:
+        return cached
     text = environment().get_template(template).render(**context)
-    try:  # write whole or not at all; a cache that cannot be written only costs the next command a render
+    _write_cached(cache, key, text)
+    return text
+
+
+def _read_cached(path: Path) -> str | None:
+    """A cached script, or None when there is none or it is not whole: each entry starts with the sha256 of the
+    script (one line), so a damaged or half-written entry is rendered again, never sent to the pod (a script cut
+    short leaves the request line to the pod's bash: see request_line)."""
+    try:
+        head, sep, text = path.read_bytes().partition(b"\n")
+    except OSError:
+        return None
+    if not sep or hashlib.sha256(text).hexdigest().encode() != head:
+        return None
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _write_cached(cache: Path, key: str, text: str) -> None:
+    """Write whole or not at all, from a temporary file of this writer alone (O_EXCL): a fleet command renders the same
+    script in several threads at once, and a temporary name shared by them (the PID's) let one thread truncate
+    the file another had just renamed into place, so a third read an empty script. A cache that cannot be
+    written only costs the next command a render."""
+    data = text.encode("utf-8")
+    tmp = cache / f".{key}.{os.getpid()}.{os.urandom(8).hex()}"  # no `tempfile` import: a warm command is lean
+    try:
         cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = cache / f".{key}.{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
         os.replace(tmp, cache / key)
     except OSError:
-        pass
-    return text
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def script_cache_dir() -> Path:
