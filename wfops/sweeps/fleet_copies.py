@@ -77,3 +77,11 @@ def duplicates(ledger: Ledger, seen: Mapping[str, Mapping[str, LedgerCopy]]) -> 
         out[rid] = {"pods": [*by_pod, *run["pods"]], "fetched_from": run["pods"][0],
                     "copies": dict(by_pod), "note": duplicate_note(rid, run["pods"], by_pod)}
     return out
+
+
+def not_queued(ledger: Ledger, rows: Mapping[str, Any], answered: Iterable[str]) -> dict[str, str]:
+    """run_id -> pod for each run sweep.add sent to a pod without an answer (`sent`) that the pod, answering now,
+    does not have: it was never queued there (it leaves the ledger). One the pod has is resolved the other way."""
+    live = set(answered)
+    return {rid: run["sent"]["pod"] for rid, run in ledger["runs"].items()
+            if run.get("sent") and run["sent"]["pod"] in live and rid not in rows}

@@ -54,8 +54,17 @@ class LedgerCopy(TypedDict):
     at: str  # when it was seen
 
 
+class LedgerSent(TypedDict):
+    """sweep.add sent the run to `pod` and had no answer (the connection died, the pod froze): it may be queued
+    there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies)."""
+    pod: str
+    at: str
+    why: str
+
+
 class LedgerRun(_LedgerRunReq, total=False):
     last: LastSeen  # its state when sweep.status last saw it
+    sent: LedgerSent  # sweep.add's request for it got no answer: maybe queued on that pod (written before sending)
     lost: str  # why it can run nowhere (a pod of a multi-node run is gone)
     copies: dict[str, LedgerCopy]  # pod -> a duplicate that ran there (a partition: moved, yet it ran where it was)
 

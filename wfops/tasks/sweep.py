@@ -260,12 +260,16 @@ def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = Fal
 
 
 def _fleet_failures(data: dict) -> str:
-    return "".join(f"\n  {n}: {why}" for n, why in {**data.get("errors", {}), **data.get("down", {})}.items())
+    """Each pod that failed, once (its command's error, else why it was down); the runs that may be queued."""
+    failed = {**data.get("down", {}), **data.get("errors", {})}
+    maybe = data.get("maybe") or {}
+    return "".join(f"\n  {n}: {why}" + "".join(f" [{rid}]" for rid, pod in maybe.items() if pod == n)
+                   for n, why in failed.items())
 
 
 def _fleet_exit(data: dict) -> None:
     if data.get("worst"):
-        raise WfopsError(f"{len(data.get('errors') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
+        raise WfopsError(f"{len({**data.get('errors', {}), **data.get('down', {})})} pod(s) failed", data["worst"])
 
 
 def list_sweeps(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
