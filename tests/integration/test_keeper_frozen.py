@@ -89,7 +89,8 @@ def test_a_keeper_frozen_mid_upload_ends_the_command_with_one_line(ssh_pod: Pod)
     of 8 MB of values; sweep.start's CSV travels the same way) must end the command within the keepalive deadline:
     one line, exit 4. A quiet keeper mid-upload is not an answering one."""
     pod = warm_pod(ssh_pod)
-    pod.configure(**{f"BIG_{i}": "x" * 100_000 for i in range(80)})  # each under the OS limit of one variable
+    big = {f"BIG_{i}": "x" * 100_000 for i in range(80)}  # each under the OS limit of one variable
+    pod.configure(EXTRA_ENV_KEYS=" ".join(big), **big)
     pod.ok("fsm.status", env=FAST)  # starts the keeper (and the agent is on the pod)
     proc, err, took = _keeper_frozen_mid_upload(pod, "fsm.status")
     assert proc.returncode == 4, err
