@@ -74,7 +74,8 @@ def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> None:
     with ledger_lock(settings):
         fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
         for rid, pod in data["not_queued"].items():  # sweep.add's lost answers, resolved: never queued there
-            if rid in fresh["runs"] and (fresh["runs"][rid].get("sent") or {}).get("pod") == pod:
+            sent = fresh["runs"][rid].get("sent") if rid in fresh["runs"] else None
+            if sent is not None and sent["pod"] == pod:
                 del fresh["runs"][rid]
                 fresh["order"].remove(rid)
         _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]

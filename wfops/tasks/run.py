@@ -9,9 +9,9 @@ from typing import Any
 from invoke import Collection
 
 from wfops.artifacts.transfer import check_request, fetch_runs, report
+from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
-from wfops.errors import NotFoundError
 from wfops.sweeps import fleet_fetch, fleet_status
 from wfops.sweeps.ledger import LedgerDamaged, load_ledger
 from wfops.targets import resolve
