@@ -28,6 +28,14 @@ def _lock_waiter(dirs: dict[int, int]) -> tuple[int] | None:
     return None
 
 
+def _waiter_of(adding: subprocess.Popen, by_inode: dict[int, int]) -> tuple[int] | None:
+    """The pod whose inbox lock sweep-add's agent waits for; the command's own output if it ended first."""
+    if adding.poll() is not None:
+        out, err = adding.communicate()
+        raise AssertionError(f"sweep.add ended ({adding.returncode}) before its agent waited: {out} {err}")
+    return _lock_waiter(by_inode)
+
+
 def _wf_background(fleet: Fleet, cfg: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
     home = cfg.parent / "client-home"
     home.mkdir(exist_ok=True)
@@ -59,7 +67,7 @@ def test_a_sweep_add_whose_answer_is_lost_keeps_the_run_and_it_runs_once(tmp_pat
     by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
     adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
     try:
-        (target,) = wait_until(lambda: _lock_waiter(by_inode), timeout=90, interval=0.05,
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
                             what="sweep-add's agent waiting for the inbox lock on its pod")
         fleet.freeze(target)  # the request is on the pod; its answer will not come back
     finally:
@@ -105,7 +113,7 @@ def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queu
     by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
     adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
     try:
-        (target,) = wait_until(lambda: _lock_waiter(by_inode), timeout=90, interval=0.05,
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
                             what="sweep-add's agent waiting for the inbox lock on its pod")
         fleet.cut(target)  # its sshd and every session (the waiting agent too) die
     finally:
