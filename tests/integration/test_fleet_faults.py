@@ -183,6 +183,10 @@ def test_a_long_partition_never_runs_a_run_twice_without_saying_so(tmp_path: Pat
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
     assert not (tmp_path / "artifacts" / "k4" / "STRAY").exists()
+    shutil.rmtree(tmp_path / "artifacts" / "k4")
+    one = fleet.wf(cfg, "run.fetch", "k4", env=env, timeout=120)  # one run: its ledger pod's copy alone
+    assert one.returncode == 0 and not (tmp_path / "artifacts" / "k4" / "STRAY").exists(), (one.stdout, one.stderr)
+    assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
     _a_damaged_ledger_never_mixes_the_copies(fleet, tmp_path, cfg, env, {rid: t["pods"] for rid, t in twice.items()})
 
 
@@ -205,6 +209,17 @@ def _a_damaged_ledger_never_mixes_the_copies(fleet: Fleet, tmp_path: Path, cfg: 
     fetched = fleet.wf(cfg, "run.fetch", "--all", env=env, timeout=120)
     assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
     assert "Traceback" not in fetched.stderr and "is damaged" in fetched.stderr, fetched.stderr
+    _copies_apart(fleet, local, twice, fetched)
+    rid = sorted(twice)[0]  # one run by its id: the same two folders
+    shutil.rmtree(local / rid)
+    shutil.rmtree(local / "_duplicates")
+    fetched = fleet.wf(cfg, "run.fetch", rid, env=env, timeout=120)
+    assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, (fetched.stdout, fetched.stderr)
+    _copies_apart(fleet, local, {rid: twice[rid]}, fetched)
+
+
+def _copies_apart(fleet: Fleet, local: Path, twice: dict[str, list[str]], fetched: subprocess.CompletedProcess
+                  ) -> None:
     order = [p.address for p in fleet.pods]
     for rid, pods in twice.items():
         remote = {p.address: p.home / "outputs" / rid for p in fleet.pods if p.address in pods}

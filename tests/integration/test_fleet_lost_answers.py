@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def test_a_sweep_add_whose_answer_is_lost_keeps_the_run_and_it_runs_once(tmp_pat
     assert _ended_on(fleet)["late"] == 1
     fetched = fleet.wf(cfg, "run.fetch", "--all", env=env, timeout=120)
     assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert (tmp_path / "artifacts" / "late" / "summary.json").is_file()
+    shutil.rmtree(tmp_path / "artifacts" / "late")
+    one = fleet.wf(cfg, "run.fetch", "late", env=env, timeout=120)  # by its id: from its pod alone (the others
+    assert one.returncode == 0, (one.stdout, one.stderr)  # do not have it: they made it exit 5 before)
     assert (tmp_path / "artifacts" / "late" / "summary.json").is_file()
 
 

@@ -17,6 +17,7 @@ from wfops.errors import ConnectError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_copies import executed
 from wfops.sweeps.fleet_pods import Pods
+from wfops.sweeps.ledger import Ledger
 from wfops.targets import resolve
 
 DUPLICATES_DIR = "_duplicates"  # LOCAL_ARTIFACTS_DIR/_duplicates/<pod>/RUN: the copies that did not win
@@ -30,6 +31,7 @@ class Share:
     mine: list[str] = field(default_factory=list)
     dups: list[str] = field(default_factory=list)
     error: WfopsError | None = None
+    skip: bool = False  # nothing of this pod's is asked for (one run, which this pod does not have)
 
 
 def pod_dir_name(pod: str) -> str:
@@ -69,3 +71,19 @@ def shares(settings: Settings, sweep: str) -> dict[str, Share]:
     for n, why in down.items():
         out.setdefault(n, Share(error=ConnectError(why)))
     return out
+
+
+def one_run(settings: Settings, run_id: str, ledger: Ledger | None) -> dict[str, Share] | None:
+    """`run.fetch RUN` on a fleet: the pod the ledger has it on, alone; with no ledger of it, the pods whose current
+    sweep ran it (one copy into RUN/, the others apart, as for --all). None: no pod's sweep knows it (each pod is
+    asked for it, as before)."""
+    names = [m.name for m in resolve.members(settings)]
+    if ledger is not None and run_id in ledger["runs"]:
+        pod = ledger["runs"][run_id]["pods"][0]  # node 0's: RUN's own dir (node K's is RUN.nodeK)
+        return {n: Share(mine=[run_id]) if n == pod else Share(skip=True) for n in names}
+    got = shares(settings, "")
+    if not any(run_id in s.mine or run_id in s.dups for s in got.values()):
+        return None
+    return {n: s if s.error is not None else
+            Share(mine=[r for r in s.mine if r == run_id], dups=[r for r in s.dups if r == run_id],
+                  skip=run_id not in s.mine + s.dups) for n, s in got.items()}

@@ -13,7 +13,7 @@ from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_fetch, fleet_status
-from wfops.sweeps.ledger import LedgerDamaged, load_ledger
+from wfops.sweeps.ledger import Ledger, LedgerDamaged, load_ledger
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks._base import PodWork, on_pods, settings_for, wftask
@@ -27,12 +27,16 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
     with no usable ledger, `share` (wfops.sweeps.fleet_fetch) says which copies are this pod's to fetch."""
     if share is not None and share.error is not None:
         raise share.error
-    only = share.mine if share is not None else (
-        fleet_status.runs_on(settings, sweep, member.name) if resolve.is_fleet(settings) and (all or sweep) else None)
-    fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
-                         merge_replaced=merge_replaced)
-    log(report(fetched))
-    runs = [str(path.resolve()) for path in fetched.runs]
+    if share is not None and share.skip:  # one run, not on this pod
+        return {"runs": []}
+    runs: list[str] = []
+    if share is None or share.mine or not (share.dups or share.skip):
+        only = share.mine if share is not None else (fleet_status.runs_on(settings, sweep, member.name)
+                                                     if resolve.is_fleet(settings) and (all or sweep) else None)
+        fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
+                             merge_replaced=merge_replaced)
+        log(report(fetched))
+        runs = [str(path.resolve()) for path in fetched.runs]
     if share is not None and share.dups:  # copies of runs that ran on two pods: never into the winner's folder
         aside = Path(settings.local_artifacts_dir).expanduser() / fleet_fetch.DUPLICATES_DIR / fleet_fetch.pod_dir_name(
             member.name)
@@ -44,11 +48,17 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
     return {"runs": runs}
 
 
-def _shares(settings: Settings, all: bool, sweep: str) -> dict[str, fleet_fetch.Share] | None:
-    """A fleet's fetch of a sweep with no usable ledger: each pod's share (wfops.sweeps.fleet_fetch); None when the
-    ledger says (or one run, or one pod, is fetched)."""
-    if not (all or sweep) or not resolve.is_fleet(settings):
+def _shares(settings: Settings, run_id: str, all: bool, sweep: str) -> dict[str, fleet_fetch.Share] | None:
+    """A fleet's fetch of one run, or of a sweep with no usable ledger: each pod's share (wfops.sweeps.fleet_fetch);
+    None when the ledger says which runs each pod sends (or one pod is fetched from)."""
+    if not resolve.is_fleet(settings):
         return None
+    if run_id:
+        try:
+            ledger: Ledger | None = load_ledger(settings)
+        except (NotFoundError, LedgerDamaged):
+            ledger = None
+        return fleet_fetch.one_run(settings, run_id, ledger)
     try:
         load_ledger(settings, sweep)
         return None
@@ -77,7 +87,7 @@ def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | Non
     A run replaced on the pod since it was fetched starts in a fresh local folder; the old one moves aside."""
     check_request(run_id or "", bool(all), sweep or "")
     settings = settings_for(c, config)
-    shares = _shares(settings, bool(all), sweep or "")
+    shares = _shares(settings, run_id or "", bool(all), sweep or "")
     on_pods(settings, False, PodWork(
         lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log,
                                      bool(merge_replaced), None if shares is None else shares.get(m.name)),
