@@ -30,9 +30,13 @@ def test_a_pods_name_as_a_folder():
 
 
 def test_a_sent_run_is_not_queued_only_when_its_pod_answers_without_it():
-    ledger = {"runs": {"x": {"pods": ["A"], "sent": {"pod": "A", "at": "t", "why": "w"}},
-                       "y": {"pods": ["B"], "sent": {"pod": "B", "at": "t", "why": "w"}},
-                       "z": {"pods": ["A"], "sent": {"pod": "A", "at": "t", "why": "w"}},
+    sent = {"pod": "A", "at": "t", "why": "w", "closed": 100.0}
+    ledger = {"runs": {"x": {"pods": ["A"], "sent": sent},
+                       "y": {"pods": ["B"], "sent": dict(sent, pod="B")},
+                       "z": {"pods": ["A"], "sent": sent},
+                       "v": {"pods": ["A"], "sent": {"pod": "A", "at": "t", "why": "w"}},  # sweep.add still waits
                        "w": {"pods": ["A"]}}}
     rows = {"z": {"run_id": "z", "state": "pending"}}
-    assert not_queued(ledger, rows, ["A"]) == {"x": "A"}  # B did not answer: y may still be queued there
+    assert not_queued(ledger, rows, ["A"], asked=101.0) == {"x": "A"}  # B did not answer: y may be queued there
+    # an answer asked before sweep.add stopped waiting says nothing (its request may still be on the way)
+    assert not_queued(ledger, rows, ["A", "B"], asked=99.0) == {}

@@ -5,7 +5,9 @@ sweep.add and sweep.retry place new or failed runs on the pods by free slots; th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Set
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -238,13 +240,27 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
             ledger["order"].append(rid)
         _writable(settings, ledger, "nothing was added")  # the intent first: no pod queues a run status cannot see
         targets = sorted({w[0] for w in placed.values()})
-        answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
-            rid for rid, w in placed.items() if w[0] == n]), targets)
-    failed, maybe = _added(ledger, placed, answers)
+        try:
+            answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
+                rid for rid, w in placed.items() if w[0] == n]), targets)
+        except BaseException:  # Ctrl-C, SIGTERM: the runs stay sent, and a pod's answer without them is final
+            _closed(ledger, placed)
+            with suppress(LedgerUnwritable):
+                save_ledger(settings, ledger)
+            raise
+        _closed(ledger, placed)
+        failed, maybe = _added(ledger, placed, answers)
     save_ledger(settings, ledger)
     return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]
                                                        and r not in maybe},
             "maybe": maybe, "errors": failed, "down": dict(pods.down), "worst": fanout.worst(list(answers.values()))}
+
+
+def _closed(ledger: Ledger, placed: Mapping[str, list[str]]) -> None:
+    """sweep.add stopped waiting for the pods (answered, failed or interrupted): from now on a pod that answers
+    without one of these runs never queued it (wfops.sweeps.fleet_copies.not_queued)."""
+    for rid in placed:
+        ledger["runs"][rid]["sent"]["closed"] = time.time()
 
 
 def _added(ledger: Ledger, placed: Mapping[str, list[str]], answers: Mapping[str, Answer]
@@ -294,3 +310,16 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any
     queued = sum(int((o.value or {}).get("queued") or 0) for o in answers.values() if o.error is None)
     return {"sweep_id": ledger["sweep_id"], "queued": queued, "errors": errors,
             "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
+
+
+def failures_text(data: Mapping[str, Any]) -> str:
+    """sweep.add / sweep.retry on a fleet: a line for each pod that failed, once (its command's error, else why it
+    was down), with the runs that may be queued there (a lost answer)."""
+    maybe = data.get("maybe") or {}
+    return "".join(f"\n  {n}: {why}" + "".join(f" [{rid}]" for rid, pod in maybe.items() if pod == n)
+                   for n, why in {**data.get("down", {}), **data.get("errors", {})}.items())
+
+
+def fleet_exit(data: Mapping[str, Any]) -> None:
+    if data.get("worst"):
+        raise WfopsError(f"{len({**data.get('errors', {}), **data.get('down', {})})} pod(s) failed", data["worst"])

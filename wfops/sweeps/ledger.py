@@ -54,12 +54,17 @@ class LedgerCopy(TypedDict):
     at: str  # when it was seen
 
 
-class LedgerSent(TypedDict):
-    """sweep.add sent the run to `pod` and had no answer (the connection died, the pod froze): it may be queued
-    there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies)."""
+class _LedgerSentReq(TypedDict):
     pod: str
     at: str
     why: str
+
+
+class LedgerSent(_LedgerSentReq, total=False):
+    """sweep.add sent the run to `pod` and had no answer (the connection died, the pod froze): it may be queued
+    there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies);
+    "not there" counts only from an answer asked after `closed`."""
+    closed: float  # when sweep.add stopped waiting for the answer (time.time()); absent while it still waits
 
 
 class LedgerRun(_LedgerRunReq, total=False):
