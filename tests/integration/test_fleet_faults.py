@@ -231,3 +231,137 @@ def _copies_apart(fleet: Fleet, local: Path, twice: dict[str, list[str]], fetche
         assert not (aside / re.sub(r"[^A-Za-z0-9._-]", "_", winner) / rid).exists()
         assert _files(aside / re.sub(r"[^A-Za-z0-9._-]", "_", loser) / rid) == _files(remote[loser])
         assert f"the copy from {loser} is a duplicate" in fetched.stderr, fetched.stderr
+
+
+# ------------------------------------------------------------------ the ledger's faults (issue 23 #3)
+
+def _chattr(flag: str, *paths: Path) -> None:
+    """`chattr +i`: unwritable even for root (the tests run as root; ext4 here)."""
+    res = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+    assert res.returncode == 0, f"chattr {flag} (root on ext4) makes the ledger unwritable here: {res.stderr}"
+
+
+def _quiet(res: subprocess.CompletedProcess, lines: int = 1) -> None:
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == lines, res.stderr
+
+
+def _queued_anywhere(fleet: Fleet, run_id: str) -> list[str]:
+    """The pods whose manifests (every sweep's) or outputs know `run_id`."""
+    return [p.address for p in fleet.pods
+            if (p.home / "outputs" / run_id).exists()
+            or any(f'"{run_id}"' in m.read_text() for m in (p.home / "outputs" / "_manifests").glob("sweep-*.json"))]
+
+
+def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing(tmp_path: Path, fleet_ready: Fleet):
+    """Issue 23 #3: an unwritable ledger made sweep.status print a PermissionError traceback, and a sweep.add
+    that crashed on it had already queued its run (which status and fetch never showed); a truncated ledger made
+    run.fetch --all refuse on every pod."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"g{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    more = _csv(tmp_path, ["x0,config/train_tiny.py,7,,,1,"], "more.csv")
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    text = ledger.read_text()
+
+    _chattr("+i", folder, ledger, folder / "latest")  # the lock file stays usable: the ledger write itself fails
+    try:
+        shown = fleet.wf(cfg, "sweep.status")
+        assert shown.returncode == 0 and shown.stdout.count("success") == 3, (shown.stdout, shown.stderr)
+        _quiet(shown)
+        assert "cannot write the fleet ledger" in shown.stderr, shown.stderr
+        added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+        assert added.returncode == 1 and "nothing was added" in added.stderr, (added.stdout, added.stderr)
+        _quiet(added)
+        assert _queued_anywhere(fleet, "x0") == []  # no work a status cannot see
+        moved = fleet.wf(cfg, "sweep.rebalance")
+        assert moved.returncode == 1 and "nothing was moved" in moved.stderr, moved.stderr
+        _quiet(moved)
+        waited = fleet.wf(cfg, "sweep.wait", "--json", timeout=60)
+        assert waited.returncode == 0 and len(json.loads(waited.stdout)["runs"]) == 3, waited.stderr
+        _quiet(waited)
+        started = fleet.wf(cfg, "sweep.start", "--csv", str(more))
+        assert started.returncode == 1 and "nothing was started" in started.stderr, started.stderr
+        _quiet(started)
+        assert _queued_anywhere(fleet, "x0") == []
+        _chattr("+i", folder / ".lock")  # now not even its lock
+        shown = fleet.wf(cfg, "sweep.status", "--json")
+        assert shown.returncode == 0 and len(json.loads(shown.stdout)["runs"]) == 3, shown.stderr
+        _quiet(shown)
+        added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+        assert added.returncode == 1 and "cannot lock the fleet ledger" in added.stderr, added.stderr
+        _quiet(added)
+        assert _queued_anywhere(fleet, "x0") == []
+    finally:
+        _chattr("-i", folder, ledger, folder / "latest", folder / ".lock")
+    assert ledger.read_text() == text  # nothing was half-written
+
+    ledger.write_text(text[: len(text) // 2])  # truncated
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}", "sweep.report",
+                 "sweep.retry --failed"):
+        res = fleet.wf(cfg, *task.split())
+        assert res.returncode == 1 and "damaged" in res.stderr, (task, res.stderr)
+        _quiet(res)
+    assert _queued_anywhere(fleet, "x0") == []
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert "Traceback" not in fetched.stderr and fetched.stderr.count("each pod's own sweep records") == 1
+    assert sorted(d.name for d in (tmp_path / "artifacts").iterdir() if d.name[0] not in "._") == ["g0", "g1", "g2"]
+
+    ledger.unlink()  # deleted
+    for task in ("sweep.status", "sweep.rebalance", "sweep.wait", f"sweep.add --csv {more}", "sweep.report",
+                 "sweep.retry --failed"):
+        res = fleet.wf(cfg, *task.split())
+        assert res.returncode == 5 and "no ledger" in res.stderr, (task, res.stderr)
+        _quiet(res)
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr
+
+
+# ------------------------------------------------------------------ two terminals (review of issue 23)
+
+
+def test_a_sweep_add_while_sweep_wait_runs_is_waited_for(tmp_path: Path, fleet_ready: Fleet):
+    """sweep.wait loaded the ledger once: a run another terminal added meanwhile made its check for runs stuck
+    next to free slots raise KeyError (a traceback) instead of waiting for that run too."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1")
+    rows = [f"w{i},config/train_tiny.py,{i},sleep=12,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows))).returncode == 0
+    waiting = _start_wait(fleet, cfg, {})
+    more = _csv(tmp_path, ["w9,config/train_tiny.py,9,sleep=1,,1,"], "more.csv")
+    added = fleet.wf(cfg, "sweep.add", "--csv", str(more))
+    assert added.returncode == 0, added.stderr
+    assert "w9" in _ledger(tmp_path, cfg)["runs"]
+    out, err = waiting.communicate(timeout=180)
+    assert "Traceback" not in err and waiting.returncode == 0, (waiting.returncode, err[-3000:])
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {
+        **{f"w{i}": "success" for i in range(3)}, "w9": "success"}
+
+
+def test_two_waiters_through_a_long_partition_lose_no_run_and_agree_on_the_duplicates(
+        tmp_path: Path, fleet_ready: Fleet):
+    """Two sweep.wait clients through a long partition: one moved the cut-off pod's runs away, the other, once
+    the pod answered again, moved a run stuck behind a busy pod back to it; the pod had run a copy, so its sweep
+    refused the run, which had already been withdrawn from the pod it left: in no queue at all, both waits waited
+    for ever (and said `moved`). Now the refused run stays where it was, every run ends, both waits exit 10 with
+    the same duplicates, and no run runs three times."""
+    fleet = fleet_ready
+    cfg, env, _ = _partitioned_sweep(fleet, tmp_path, gone="4")
+    cut = fleet.pods[1].address
+    waits = [_start_wait(fleet, cfg, env), _start_wait(fleet, cfg, env)]
+    fleet.freeze(1)
+
+    def moved_and_ran_there() -> bool:
+        runs = _ledger(tmp_path, cfg)["runs"]
+        return runs["k4"]["pods"] != [cut] and (fleet.pods[1].home / "outputs" / "k4" / "status.json").exists()
+
+    wait_until(moved_and_ran_there, timeout=120, interval=0.2, what="k4 moved off pod 1 and started there too")
+    fleet.thaw()
+    ended = [w.communicate(timeout=240) for w in waits]
+    assert [w.returncode for w in waits] == [10, 10], [err[-2000:] for _, err in ended]
+    twice = [set(json.loads(out)["duplicates"]) for out, _ in ended]
+    ran = _ended_on(fleet)
+    assert max(ran.values()) == 2 and twice[0] == twice[1] == {rid for rid, n in ran.items() if n == 2}, (ran, twice)
