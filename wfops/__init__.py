@@ -61,6 +61,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/fleet_status.py    ... what is seen: the joined status, the metrics of every pod, sweep.wait
     sweeps/fleet_moves.py     ... the moves: sweep.rebalance, sweep.add and sweep.retry on a fleet
     sweeps/fleet_copies.py    ... the copies of a run: strays of a returned pod, duplicates (`ran on A and B`)
+    sweeps/fleet_fetch.py     ... run.fetch with no usable ledger: which copy of a run that ran twice is fetched
     sweeps/recover.py         a managed sweep's record: pods it rented, recoveries spent, pod history; when lost
     sweeps/metrics.py         metric columns, best values and the rows of results.csv
     sweeps/curves.py          sweep.report's curves.png: the panels (pure), their order, markers, then the figure

@@ -7,7 +7,8 @@ invoke finishing after the task) a KeyboardInterrupt would be a traceback (`wfop
 handler for those moments: one line, exit 130 at once. Before a task's boundary nothing has been sent to the pod.
 
 Only a wfops or invoke program gets the handler: a Python program that imports wfops.tasks keeps its own Ctrl-C.
-Standard library only; cheap to import (the console script imports it before anything else).
+Standard library only; cheap to import (the console script imports it before anything else): os, sys and
+signal alone, so that the moments before the guard are Python's own start-up (tests/unit/test_interrupt_import.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: the guard is installed before wfops imports anything slow (mypy knows it)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 PROGRAMS = ("wfops", "inv", "invoke")
@@ -39,10 +42,13 @@ def _outside_a_task(signum: int, frame: Any) -> None:
 
 def guard() -> None:
     """Install the handler (once; only in a wfops/invoke program's main thread, over Python's default)."""
-    if _state["guarded"] or not _program() or threading.current_thread() is not threading.main_thread():
+    if _state["guarded"] or not _program():
         return
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _outside_a_task)
+        try:
+            signal.signal(signal.SIGINT, _outside_a_task)
+        except ValueError:  # not the main thread (Python's rule): not ours to change
+            return
         _state["guarded"] = True
 
 
@@ -51,6 +57,8 @@ class InTask:
     outside again, the guard's handler is back (and says "interrupted", no more "before anything was sent")."""
 
     def __enter__(self) -> None:
+        import threading  # loaded by now (invoke, the task tree); not at the guard's import
+
         self.ours = _state["guarded"] and threading.current_thread() is threading.main_thread()
         if self.ours:
             signal.signal(signal.SIGINT, signal.default_int_handler)

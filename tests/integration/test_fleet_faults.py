@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -181,6 +183,54 @@ def test_a_long_partition_never_runs_a_run_twice_without_saying_so(tmp_path: Pat
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
     assert not (tmp_path / "artifacts" / "k4" / "STRAY").exists()
+    shutil.rmtree(tmp_path / "artifacts" / "k4")
+    one = fleet.wf(cfg, "run.fetch", "k4", env=env, timeout=120)  # one run: its ledger pod's copy alone
+    assert one.returncode == 0 and not (tmp_path / "artifacts" / "k4" / "STRAY").exists(), (one.stdout, one.stderr)
+    assert (tmp_path / "artifacts" / "k4" / "summary.json").is_file()
+    _a_damaged_ledger_never_mixes_the_copies(fleet, tmp_path, cfg, env, {rid: t["pods"] for rid, t in twice.items()})
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+
+
+def _a_damaged_ledger_never_mixes_the_copies(fleet: Fleet, tmp_path: Path, cfg: Path, env: dict[str, str],
+                                            twice: dict[str, list[str]]) -> None:
+    """Issue 23 #3 with #1: the ledger truncated after runs ran on two pods. run.fetch --all took each pod's own
+    records, and both pods' copies of a run went into one local folder (files of two runs mixed). Now the copy
+    that wins (success first, then ended, then the pod first in OPS_HOSTS) is in RUN/, the other in
+    _duplicates/<pod>/RUN/, each whole and alone."""
+    local = tmp_path / "artifacts"
+    for rid in twice:
+        shutil.rmtree(local / rid, ignore_errors=True)
+    folder = local / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    ledger.write_text(ledger.read_text()[:100])
+    fetched = fleet.wf(cfg, "run.fetch", "--all", env=env, timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert "Traceback" not in fetched.stderr and "is damaged" in fetched.stderr, fetched.stderr
+    _copies_apart(fleet, local, twice, fetched)
+    rid = sorted(twice)[0]  # one run by its id: the same two folders
+    shutil.rmtree(local / rid)
+    shutil.rmtree(local / "_duplicates")
+    fetched = fleet.wf(cfg, "run.fetch", rid, env=env, timeout=120)
+    assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, (fetched.stdout, fetched.stderr)
+    _copies_apart(fleet, local, {rid: twice[rid]}, fetched)
+
+
+def _copies_apart(fleet: Fleet, local: Path, twice: dict[str, list[str]], fetched: subprocess.CompletedProcess
+                  ) -> None:
+    order = [p.address for p in fleet.pods]
+    for rid, pods in twice.items():
+        remote = {p.address: p.home / "outputs" / rid for p in fleet.pods if p.address in pods}
+        state = {a: json.loads((d / "summary.json").read_text())["state"] for a, d in remote.items()}
+        winner = max(pods, key=lambda a: (state[a] == "success", -order.index(a)))
+        (loser,) = set(pods) - {winner}
+        assert _files(local / rid) == _files(remote[winner]), (rid, winner, state)
+        aside = local / "_duplicates"
+        assert not (aside / re.sub(r"[^A-Za-z0-9._-]", "_", winner) / rid).exists()
+        assert _files(aside / re.sub(r"[^A-Za-z0-9._-]", "_", loser) / rid) == _files(remote[loser])
+        assert f"the copy from {loser} is a duplicate" in fetched.stderr, fetched.stderr
 
 
 # ------------------------------------------------------------------ the ledger's faults (issue 23 #3)

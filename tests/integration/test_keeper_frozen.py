@@ -61,3 +61,39 @@ def test_a_quiet_command_through_an_answering_keeper_is_not_taken_for_frozen(ssh
     pod.ok("task.run", "--id", "quiet", "--cmd", "sleep 6")  # silent for 6 intervals: twice the limit
     assert pod.ok("task.wait", "--id", "quiet", "--json", env=FAST).json()["state"] == "success"
     assert len(keepers(pod)) == 1
+
+
+def _keeper_frozen_mid_upload(pod: Pod, *args: str) -> tuple[subprocess.Popen, str, float]:
+    """`wfops ARGS` whose request carries the config's 8 MB of values (the config sync every request does), the
+    keeper stopped once the pod's boot program reads the request: (process, stderr, seconds it took to end)."""
+    proc = subprocess.Popen([str(WFOPS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**pod.env(), **FAST}, cwd=pod.root.parent)
+    keeper = None
+    try:
+        wait_until(lambda: _agent_waiting(pod), timeout=60, interval=0.01, what="the request reaching the pod")
+        (keeper,) = keepers(pod)
+        os.kill(keeper, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        return proc, err, time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if keeper is not None:
+            os.kill(keeper, signal.SIGCONT)
+
+
+def test_a_keeper_frozen_mid_upload_ends_the_command_with_one_line(ssh_pod: Pod):
+    """Issue 23, part 4: a keeper stopped while the client still sends it a large request (here the config sync
+    of 8 MB of values; sweep.start's CSV travels the same way) must end the command within the keepalive deadline:
+    one line, exit 4. A quiet keeper mid-upload is not an answering one."""
+    pod = warm_pod(ssh_pod)
+    big = {f"BIG_{i}": "x" * 100_000 for i in range(80)}  # each under the OS limit of one variable
+    pod.configure(EXTRA_ENV_KEYS=" ".join(big), **big)
+    pod.ok("fsm.status", env=FAST)  # starts the keeper (and the agent is on the pod)
+    proc, err, took = _keeper_frozen_mid_upload(pod, "fsm.status")
+    assert proc.returncode == 4, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("wfops: the connection keeper stopped"), err
+    assert took < 30

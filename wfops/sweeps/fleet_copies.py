@@ -77,3 +77,14 @@ def duplicates(ledger: Ledger, seen: Mapping[str, Mapping[str, LedgerCopy]]) -> 
         out[rid] = {"pods": [*by_pod, *run["pods"]], "fetched_from": run["pods"][0],
                     "copies": dict(by_pod), "note": duplicate_note(rid, run["pods"], by_pod)}
     return out
+
+
+def not_queued(ledger: Ledger, rows: Mapping[str, Any], answered: Iterable[str], asked: float) -> dict[str, str]:
+    """run_id -> pod for each run sweep.add sent to a pod without an answer (`sent`) that the pod, answering now,
+    does not have: it was never queued there (it leaves the ledger). One the pod has is resolved the other way.
+    Only an answer asked (at `asked`, time.time()) after sweep.add stopped waiting counts: one asked while the
+    request may still be on its way says nothing."""
+    live = set(answered)
+    return {rid: run["sent"]["pod"] for rid, run in ledger["runs"].items()
+            if run.get("sent") and run["sent"]["pod"] in live and rid not in rows
+            and run["sent"].get("closed", asked + 1) <= asked}

@@ -5,7 +5,9 @@ sweep.add and sweep.retry place new or failed runs on the pods by free slots; th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Set
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from wfops import fanout
 from wfops.agent import wire
 from wfops.agent.states import LOST, RUNNING, TERMINAL
-from wfops.errors import ConflictError, NotFoundError, WfopsError
+from wfops.errors import ConflictError, ConnectError, NotFoundError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_pods import Answer, Pods, check_all, facts_of
 from wfops.sweeps.fleet_start import ledger_run
@@ -167,6 +169,7 @@ def _apply(settings: Settings, pods: Pods, ledger: Ledger, moves: list[Any],
         if ok:
             run["pods"] = [m.dst]
             run.pop("last", None)
+            run.pop("sent", None)
             run["moves"].append({"from": m.src, "to": m.dst, "why": m.why,
                                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         error = (o.error.message if o is not None and o.error is not None else "no answer") if not ok else None
@@ -230,21 +233,58 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
         placed = spread(loads, [Want(e["run_id"], str(e["gpus"])) for e in entries])
         by_id = {e["run_id"]: e for e in entries}
         row_of = {r["run_id"]: r for r in rows}
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for rid, where in placed.items():
             ledger["runs"][rid] = ledger_run(where, by_id[rid], row_of[rid])
+            ledger["runs"][rid]["sent"] = {"pod": where[0], "at": at, "why": "sweep.add had no answer"}
             ledger["order"].append(rid)
         _writable(settings, ledger, "nothing was added")  # the intent first: no pod queues a run status cannot see
         targets = sorted({w[0] for w in placed.values()})
-        answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
-            rid for rid, w in placed.items() if w[0] == n]), targets)
+        try:
+            answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
+                rid for rid, w in placed.items() if w[0] == n]), targets)
+        except BaseException:  # Ctrl-C, SIGTERM: the runs stay sent, and a pod's answer without them is final
+            _closed(ledger, placed)
+            with suppress(LedgerUnwritable):
+                save_ledger(settings, ledger)
+            raise
+        _closed(ledger, placed)
+        failed, maybe = _added(ledger, placed, answers)
+    save_ledger(settings, ledger)
+    return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]
+                                                       and r not in maybe},
+            "maybe": maybe, "errors": failed, "down": dict(pods.down), "worst": fanout.worst(list(answers.values()))}
+
+
+def _closed(ledger: Ledger, placed: Mapping[str, list[str]]) -> None:
+    """sweep.add stopped waiting for the pods (answered, failed or interrupted): from now on a pod that answers
+    without one of these runs never queued it (wfops.sweeps.fleet_copies.not_queued)."""
+    for rid in placed:
+        ledger["runs"][rid]["sent"]["closed"] = time.time()
+
+
+def _added(ledger: Ledger, placed: Mapping[str, list[str]], answers: Mapping[str, Answer]
+           ) -> tuple[dict[str, str], dict[str, str]]:
+    """The ledger after sweep.add's answers: a run its pod queued loses its `sent` mark; one its pod refused (the
+    agent answered no) leaves the ledger; one whose answer was lost (the connection died after the request went
+    out: the pod may have queued it) stays, marked `sent`, for the next contact to resolve. (errors by pod,
+    run_id -> the pod it may be queued on)."""
     failed = {n: o.error.message for n, o in answers.items() if o.error is not None}
+    unsure = {n for n, o in answers.items() if isinstance(o.error, ConnectError)}
+    maybe = {}
     for rid, where in placed.items():
-        if where[0] in failed or where[0] not in answers:
+        run = ledger["runs"][rid]
+        if where[0] in unsure:
+            run["sent"]["why"] = f"sweep.add had no answer: {failed[where[0]]}"
+            maybe[rid] = where[0]
+        elif where[0] in failed or where[0] not in answers:
             del ledger["runs"][rid]
             ledger["order"].remove(rid)
-    save_ledger(settings, ledger)
-    return {"sweep_id": ledger["sweep_id"], "placed": {r: w for r, w in placed.items() if r in ledger["runs"]},
-            "errors": failed, "down": dict(pods.down), "worst": fanout.worst(list(answers.values()))}
+        else:
+            run.pop("sent", None)
+    for n in unsure:
+        failed[n] += "; the runs sent to it may be queued there: sweep.status says which (they stay in the ledger)"
+    return failed, maybe
 
 
 def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any]:
@@ -270,3 +310,16 @@ def retry(settings: Settings, run_ids: list[str], failed: bool) -> dict[str, Any
     queued = sum(int((o.value or {}).get("queued") or 0) for o in answers.values() if o.error is None)
     return {"sweep_id": ledger["sweep_id"], "queued": queued, "errors": errors,
             "worst": max([o.code for n, o in answers.items() if n not in quiet_none] + [4 if pods.down else 0])}
+
+
+def failures_text(data: Mapping[str, Any]) -> str:
+    """sweep.add / sweep.retry on a fleet: a line for each pod that failed, once (its command's error, else why it
+    was down), with the runs that may be queued there (a lost answer)."""
+    maybe = data.get("maybe") or {}
+    return "".join(f"\n  {n}: {why}" + "".join(f" [{rid}]" for rid, pod in maybe.items() if pod == n)
+                   for n, why in {**data.get("down", {}), **data.get("errors", {})}.items())
+
+
+def fleet_exit(data: Mapping[str, Any]) -> None:
+    if data.get("worst"):
+        raise WfopsError(f"{len({**data.get('errors', {}), **data.get('down', {})})} pod(s) failed", data["worst"])

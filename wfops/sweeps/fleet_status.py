@@ -50,6 +50,7 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
         return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
                                                     "metric_patterns": patterns or []}, names)
 
+    asked = time.time()
     if wait_secs:
         answers = pods.call("sweep-wait", {"timeout": wait_secs, "patterns": patterns or []})
         other = [n for n, o in answers.items() if o.error is None and  # its current sweep is another one
@@ -58,24 +59,34 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
             answers.update(ask(other))
     else:
         answers = ask()
-    data = joined(ledger, answers, pods.down)
+    data = joined(ledger, answers, pods.down, asked)
     try:
-        _record(settings, ledger["sweep_id"], data)
+        for rid, pod in _record(settings, ledger["sweep_id"], data).items():
+            say_once(f"wfops: {rid} was not queued on {pod} (sweep.add sent it and had no answer; {pod} does not "
+                     "have it): it left the ledger; sweep.add it again")
     except (LedgerUnwritable, LedgerDamaged) as exc:  # status is still what the pods said: shown, with one line
         say_once(f"wfops: {exc.message}; last-seen states and duplicates were not recorded")
     return data
 
 
-def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> None:
-    """Last-seen states and duplicates into the ledger (under its lock)."""
+def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> dict[str, str]:
+    """Last-seen states and duplicates into the ledger (under its lock); the runs it dropped (never queued)."""
+    dropped = {}
     with ledger_lock(settings):
         fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
+        for rid, pod in data["not_queued"].items():  # sweep.add's lost answers, resolved: never queued there
+            sent = fresh["runs"][rid].get("sent") if rid in fresh["runs"] else None
+            if sent is not None and sent["pod"] == pod:
+                del fresh["runs"][rid]
+                fresh["order"].remove(rid)
+                dropped[rid] = pod
         _remember(fresh, [r for r in data["runs"] if r["run_id"] in fresh["runs"]
                           and r.get("pod") == "+".join(fresh["runs"][r["run_id"]]["pods"])])
         for rid, twice in data["duplicates"].items():  # a duplicate stays known when its pod is silent again
             if rid in fresh["runs"]:
                 fresh["runs"][rid]["copies"] = twice["copies"]
         save_ledger(settings, fresh)
+    return dropped
 
 
 _said: set[str] = set()
@@ -91,7 +102,8 @@ def say_once(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str]) -> dict[str, Any]:
+def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str], asked: float = 0.0
+           ) -> dict[str, Any]:
     """One table: each run's row from the pod the ledger has it on (its nodes folded into one row)."""
     multi = [rid for rid, r in ledger["runs"].items() if len(r["pods"]) > 1]
     pod_rows = [dict(row, pod=name) for name, o in answers.items() if o.error is None
@@ -101,9 +113,11 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
         ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]]
+    unqueued = fleet_copies.not_queued(ledger, folded, {n for n, o in answers.items() if o.error is None}, asked)
+    rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]
+            if rid not in unqueued]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},
-            "runs": rows, "totals": totals(rows), "duplicates": twice,
+            "runs": rows, "totals": totals(rows), "duplicates": twice, "not_queued": unqueued,
             "strays": fleet_copies.waiting_strays(strays),
             "pods": {n: {"reachable": n not in unreachable, "error": unreachable.get(n),
                          "queue": ((answers[n].value or {}).get("sweep") or {}).get("state")
@@ -130,6 +144,8 @@ def _own_row(rid: str, run: LedgerRun, row: dict[str, Any] | None, unreachable: 
     if dead:
         last = run.get("last")
         seen = f"; last seen {last['state']} at {last['at']}" if last else ""
+        if run.get("sent"):
+            seen = f"; {run['sent']['why']} (it may be queued there)"
         return {"run_id": rid, "pod": where, "state": UNKNOWN,
                 "note": f"pod {dead[0]} does not answer{seen} (sweep.rebalance moves what has not started)"}
     if row is None:
@@ -142,6 +158,7 @@ def _remember(ledger: Ledger, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["state"] != UNKNOWN and row["run_id"] in ledger["runs"]:
             ledger["runs"][row["run_id"]]["last"] = {"state": row["state"], "at": at}
+            ledger["runs"][row["run_id"]].pop("sent", None)  # its pod has it: sweep.add's lost answer resolved
 
 
 def runs_on(settings: Settings, sweep_id: str, pod: str) -> list[str] | None:

@@ -54,8 +54,22 @@ class LedgerCopy(TypedDict):
     at: str  # when it was seen
 
 
+class _LedgerSentReq(TypedDict):
+    pod: str
+    at: str
+    why: str
+
+
+class LedgerSent(_LedgerSentReq, total=False):
+    """sweep.add sent the run to `pod` and had no answer (the connection died, the pod froze): it may be queued
+    there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies);
+    "not there" counts only from an answer asked after `closed`."""
+    closed: float  # when sweep.add stopped waiting for the answer (time.time()); absent while it still waits
+
+
 class LedgerRun(_LedgerRunReq, total=False):
     last: LastSeen  # its state when sweep.status last saw it
+    sent: LedgerSent  # sweep.add's request for it got no answer: maybe queued on that pod (written before sending)
     lost: str  # why it can run nowhere (a pod of a multi-node run is gone)
     copies: dict[str, LedgerCopy]  # pod -> a duplicate that ran there (a partition: moved, yet it ran where it was)
 

@@ -2,28 +2,73 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from invoke import Collection
 
 from wfops.artifacts.transfer import check_request, fetch_runs, report
+from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet_status
+from wfops.sweeps import fleet_fetch, fleet_status
+from wfops.sweeps.ledger import Ledger, LedgerDamaged, load_ledger
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks._base import PodWork, on_pods, settings_for, wftask
 
 
 def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool = False, sweep: str = "",
-               hash: bool = False, log: Log = to_stderr, merge_replaced: bool = False) -> dict:
+               hash: bool = False, log: Log = to_stderr, merge_replaced: bool = False,
+               share: fleet_fetch.Share | None = None) -> dict:
     """Bring runs from one pod to LOCAL_ARTIFACTS_DIR: {"runs": [local folders]}; the summary goes to `log`.
-    On a fleet (no WF_POD) each pod sends the runs the fleet ledger has on it: no stale copy of a moved run."""
-    only = fleet_status.runs_on(settings, sweep, member.name) if resolve.is_fleet(settings) and (all or sweep) else None
-    fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
-                         merge_replaced=merge_replaced)
-    log(report(fetched))
-    return {"runs": [str(path.resolve()) for path in fetched.runs]}
+    On a fleet (no WF_POD) each pod sends the runs the fleet ledger has on it: no stale copy of a moved run;
+    with no usable ledger, `share` (wfops.sweeps.fleet_fetch) says which copies are this pod's to fetch."""
+    if share is not None and share.error is not None:
+        raise share.error
+    if share is not None and share.skip:  # one run, not on this pod
+        return {"runs": []}
+    runs: list[str] = []
+    if share is None or share.mine or not (share.dups or share.skip):
+        only = share.mine if share is not None else (fleet_status.runs_on(settings, sweep, member.name)
+                                                     if resolve.is_fleet(settings) and (all or sweep) else None)
+        fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
+                             merge_replaced=merge_replaced)
+        log(report(fetched))
+        runs = [str(path.resolve()) for path in fetched.runs]
+    if share is not None and share.dups:  # copies of runs that ran on two pods: never into the winner's folder
+        aside = Path(settings.local_artifacts_dir).expanduser() / fleet_fetch.DUPLICATES_DIR / fleet_fetch.pod_dir_name(
+            member.name)
+        dups = fetch_runs(replace(settings, local_artifacts_dir=str(aside)), run_id, all, sweep, hash, share.dups,
+                          member=member, log=log, merge_replaced=merge_replaced)
+        log(f"wfops: {', '.join(share.dups)} also ran on another pod; the copy from {member.name} is a duplicate, "
+            f"kept apart in {aside}")
+        runs += [str(path.resolve()) for path in dups.runs]
+    return {"runs": runs}
+
+
+def _shares(settings: Settings, run_id: str, all: bool, sweep: str) -> dict[str, fleet_fetch.Share] | None:
+    """A fleet's fetch of one run, or of a sweep with no usable ledger: each pod's share (wfops.sweeps.fleet_fetch);
+    None when the ledger says which runs each pod sends (or one pod is fetched from)."""
+    if not resolve.is_fleet(settings):
+        return None
+    if run_id:
+        try:
+            ledger: Ledger | None = load_ledger(settings)
+        except (NotFoundError, LedgerDamaged):
+            ledger = None
+        return fleet_fetch.one_run(settings, run_id, ledger)
+    try:
+        load_ledger(settings, sweep)
+        return None
+    except LedgerDamaged as exc:
+        fleet_status.say_once(f"wfops: {exc.message.split(';')[0]}: run.fetch takes the runs each pod's own sweep "
+                              f"records (a run that ran on two pods: one copy in RUN/, each other in "
+                              f"{fleet_fetch.DUPLICATES_DIR}/POD/RUN/)")
+    except NotFoundError:
+        pass
+    return fleet_fetch.shares(settings, sweep)
 
 
 @wftask(positional=["run_id"], help={
@@ -41,9 +86,11 @@ def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | Non
     Bring runs to LOCAL_ARTIFACTS_DIR/RUN_ID/: only new or changed files move; an interrupted fetch resumes.
     A run replaced on the pod since it was fetched starts in a fresh local folder; the old one moves aside."""
     check_request(run_id or "", bool(all), sweep or "")
-    on_pods(settings_for(c, config), False, PodWork(
+    settings = settings_for(c, config)
+    shares = _shares(settings, run_id or "", bool(all), sweep or "")
+    on_pods(settings, False, PodWork(
         lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log,
-                                     bool(merge_replaced)),
+                                     bool(merge_replaced), None if shares is None else shares.get(m.name)),
         lambda data: "\n".join(data["runs"])))
 
 

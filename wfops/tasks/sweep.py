@@ -212,8 +212,8 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
         data = fleet_moves.add(settings, runs, entries,
                                plan_runs(settings, runs, {r.run_id for r in runs}))
         emit(data, json, lambda: f"{data['sweep_id']}: {len(data['placed'])} run(s) queued: " + ", ".join(
-            f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + _fleet_failures(data))
-        _fleet_exit(data)
+            f"{rid} on {w[0]}" for rid, w in data["placed"].items()) + fleet_moves.failures_text(data))
+        fleet_moves.fleet_exit(data)
         return
     scripts = launch_script.scripts(settings, runs)  # a template error is one line before the pod is asked
     with PodCommand("sweep.add", settings) as cmd:
@@ -251,21 +251,13 @@ def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = Fal
             raise UsageError(bad)
     if resolve.is_fleet(settings):
         data = fleet_moves.retry(settings, [n.strip() for n in names], bool(failed))
-        emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued" + _fleet_failures(data))
-        _fleet_exit(data)
+        emit(data, json, lambda: f"{data['sweep_id']}: {data['queued']} run(s) requeued"
+             + fleet_moves.failures_text(data))
+        fleet_moves.fleet_exit(data)
         return
     data = call_once("sweep.retry", settings, wire.SWEEP_RETRY, run_ids=[n.strip() for n in names],
                      failed=bool(failed), session=settings.sweep_tmux_session)
     emit(data, json, lambda: _queued_text(settings, data))
-
-
-def _fleet_failures(data: dict) -> str:
-    return "".join(f"\n  {n}: {why}" for n, why in {**data.get("errors", {}), **data.get("down", {})}.items())
-
-
-def _fleet_exit(data: dict) -> None:
-    if data.get("worst"):
-        raise WfopsError(f"{len(data.get('errors') or {}) + len(data.get('down') or {})} pod(s) failed", data["worst"])
 
 
 def list_sweeps(settings: Settings, member: Member, log: Log = to_stderr) -> dict:

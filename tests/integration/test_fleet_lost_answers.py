@@ -1,0 +1,138 @@
+"""A fleet command whose pod's answer is lost after the pod may have acted (issue 23, "a command that fails never
+leaves work queued that status cannot see"), on the loopback fleet with the defaults on (warm keepers):
+sweep.add's run stays in the ledger, marked sent, and the pod's own rows resolve it at the next contact."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import wait_until
+from tests.fleet import WFOPS, Fleet
+from tests.integration.test_fleet import _config, _csv, _status
+from tests.integration.test_fleet_edges import _ended_on
+from tests.integration.test_fleet_faults import FAST_SILENCE, _ledger
+
+
+def _lock_waiter(dirs: dict[int, int]) -> tuple[int] | None:
+    """(the pod index,) whose _manifests dir a process waits to flock (/proc/locks: `->` lines are waiters)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 6 and parts[1] == "->":
+            inode = int(parts[6].split(":")[-1])
+            if inode in dirs:
+                return (dirs[inode],)
+    return None
+
+
+def _waiter_of(adding: subprocess.Popen, by_inode: dict[int, int]) -> tuple[int] | None:
+    """The pod whose inbox lock sweep-add's agent waits for; the command's own output if it ended first."""
+    if adding.poll() is not None:
+        out, err = adding.communicate()
+        raise AssertionError(f"sweep.add ended ({adding.returncode}) before its agent waited: {out} {err}")
+    return _lock_waiter(by_inode)
+
+
+def _wf_background(fleet: Fleet, cfg: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
+    home = cfg.parent / "client-home"
+    home.mkdir(exist_ok=True)
+    fleet.keeper_dirs.add(cfg.parent / "keepers")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
+    base.update(HOME=str(home), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
+                WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"), **env)
+    return subprocess.Popen([str(WFOPS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=base, cwd=cfg.parent)
+
+
+def test_a_sweep_add_whose_answer_is_lost_keeps_the_run_and_it_runs_once(tmp_path: Path, fleet_ready: Fleet):
+    """The pod froze (a partition) after sweep.add's request reached its agent and before it answered: the
+    client's connection died (exit 4), the pod, thawed, queued and ran the run. Before, sweep.add dropped the run
+    from the ledger on any error: it ran, yet sweep.status and run.fetch never showed it. Now the ledger has it
+    (written before the request went out, marked `sent`), status shows it, and the pod's own row resolves it."""
+    fleet = fleet_ready
+    env = dict(FAST_SILENCE)
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    rows = [f"a{i},config/train_tiny.py,{i},,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows)), env=env).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
+    more = _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv")
+    # every pod's sweep-add waits for its _manifests lock (the inbox lock) until the pod is frozen
+    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
+               for i, p in enumerate(fleet.pods)}
+    for fd in handles.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
+    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
+    try:
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
+                            what="sweep-add's agent waiting for the inbox lock on its pod")
+        fleet.freeze(target)  # the request is on the pod; its answer will not come back
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    out, err = adding.communicate(timeout=120)
+    pod = fleet.pods[target].address
+    assert adding.returncode == 4, (adding.returncode, out, err)
+    assert "Traceback" not in err and "may be queued there" in out, (out, err)
+    sent = _ledger(tmp_path, cfg)["runs"]["late"]
+    assert sent["pods"] == [pod] and sent["sent"]["pod"] == pod, sent
+    fleet.thaw()
+
+    def ended() -> dict | None:
+        runs = {r["run_id"]: r for r in _status(fleet, cfg)["runs"]}
+        return runs if runs.get("late", {}).get("state") == "success" else None
+
+    runs = wait_until(ended, timeout=120, interval=0.5, what="the added run seen ended by sweep.status")
+    assert runs["late"]["pod"] == pod and len(runs) == 4, runs
+    assert "sent" not in _ledger(tmp_path, cfg)["runs"]["late"]  # resolved by the pod's own row
+    assert _ended_on(fleet)["late"] == 1
+    fetched = fleet.wf(cfg, "run.fetch", "--all", env=env, timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert (tmp_path / "artifacts" / "late" / "summary.json").is_file()
+    shutil.rmtree(tmp_path / "artifacts" / "late")
+    one = fleet.wf(cfg, "run.fetch", "late", env=env, timeout=120)  # by its id: from its pod alone (the others
+    assert one.returncode == 0, (one.stdout, one.stderr)  # do not have it: they made it exit 5 before)
+    assert (tmp_path / "artifacts" / "late" / "summary.json").is_file()
+
+
+def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queued(
+        tmp_path: Path, fleet_ready: Fleet):
+    """The other way: the connection was cut while sweep-add's agent waited for the inbox lock, and the agent
+    died with it: the run is marked sent; the next sweep.status sees the pod without it and says so in one
+    line; the run leaves the ledger (a run no pod has is never waited for)."""
+    fleet = fleet_ready
+    env = dict(FAST_SILENCE)
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["b0,config/train_tiny.py,1,,,1,"])),
+                    env=env).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
+    more = _csv(tmp_path, ["gone,config/train_tiny.py,7,,,1,"], "more.csv")
+    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
+               for i, p in enumerate(fleet.pods)}
+    for fd in handles.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
+    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
+    try:
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
+                            what="sweep-add's agent waiting for the inbox lock on its pod")
+        fleet.cut(target)  # its sshd and every session (the waiting agent too) die
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    out, err = adding.communicate(timeout=120)
+    assert adding.returncode == 4 and "Traceback" not in err, (adding.returncode, out, err)
+    assert _ledger(tmp_path, cfg)["runs"]["gone"]["sent"]["pod"] == fleet.pods[target].address
+    fleet.revive(target)
+    shown = fleet.wf(cfg, "sweep.status", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [r["run_id"] for r in json.loads(shown.stdout)["runs"]] == ["b0"]
+    assert shown.stderr.strip().splitlines() == [
+        f"wfops: gone was not queued on {fleet.pods[target].address} (sweep.add sent it and had no answer; "
+        f"{fleet.pods[target].address} does not have it): it left the ledger; sweep.add it again"], shown.stderr
+    assert "gone" not in _ledger(tmp_path, cfg)["runs"]
+    assert _ended_on(fleet)["gone"] == 0

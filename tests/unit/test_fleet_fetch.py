@@ -1,0 +1,42 @@
+"""Which copy of a run that ran on two pods run.fetch takes when there is no usable ledger (wfops.sweeps.fleet_fetch),
+and which sweep.add runs whose answer was lost the pods resolve as never queued (wfops.sweeps.fleet_copies)."""
+
+from __future__ import annotations
+
+from wfops.sweeps.fleet_copies import not_queued
+from wfops.sweeps.fleet_fetch import choose, pod_dir_name
+
+
+def _row(rid: str, state: str) -> dict:
+    return {"run_id": rid, "state": state, "duration_secs": 3.0}
+
+
+def test_success_wins_then_an_ended_copy_then_the_first_pod_in_the_config():
+    rows = {"a": [_row("r1", "failed"), _row("r2", "success"), _row("r3", "running"), _row("r5", "success")],
+            "b": [_row("r1", "success"), _row("r2", "success"), _row("r3", "failed"), _row("r4", "pending")],
+            "c": [_row("r5", "success")]}
+    got = {pod: (share.mine, share.dups) for pod, share in choose(rows, ["a", "b", "c"]).items()}
+    assert got == {"a": (["r2", "r5"], ["r1", "r3"]),
+                   "b": (["r1", "r3"], ["r2"]),  # r4 never started there: nothing to fetch, no copy
+                   "c": ([], ["r5"])}
+    # the config's order decides a tie, not the order the pods answered in
+    assert choose({"b": [_row("r", "success")], "a": [_row("r", "success")]}, ["a", "b"])["a"].mine == ["r"]
+
+
+def test_a_pods_name_as_a_folder():
+    assert pod_dir_name("root@127.0.0.2:2222") == "root_127.0.0.2_2222"
+    assert pod_dir_name("../..") == "_"
+    assert pod_dir_name("..") == "pod"
+
+
+def test_a_sent_run_is_not_queued_only_when_its_pod_answers_without_it():
+    sent = {"pod": "A", "at": "t", "why": "w", "closed": 100.0}
+    ledger = {"runs": {"x": {"pods": ["A"], "sent": sent},
+                       "y": {"pods": ["B"], "sent": dict(sent, pod="B")},
+                       "z": {"pods": ["A"], "sent": sent},
+                       "v": {"pods": ["A"], "sent": {"pod": "A", "at": "t", "why": "w"}},  # sweep.add still waits
+                       "w": {"pods": ["A"]}}}
+    rows = {"z": {"run_id": "z", "state": "pending"}}
+    assert not_queued(ledger, rows, ["A"], asked=101.0) == {"x": "A"}  # B did not answer: y may be queued there
+    # an answer asked before sweep.add stopped waiting says nothing (its request may still be on the way)
+    assert not_queued(ledger, rows, ["A", "B"], asked=99.0) == {}
