@@ -49,6 +49,7 @@ from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.interrupt import EXIT_INTERRUPTED, InTask
 from wfops.output import to_json, visible
+from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
     DEFAULT_LOCATIONS,
@@ -59,7 +60,7 @@ from wfops.settings.load import (
 )
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
-from wfops.tasks._parsing import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+from wfops.tasks import _parsing  # noqa: F401  # its parser patches, for `inv` as for `wfops`
 from wfops.transport import session as remote
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
@@ -216,8 +217,8 @@ def refuse_dry_run(c: Any) -> None:
     except AttributeError:  # called from Python with something that is no invoke Context
         return
     if dry:
-        raise UsageError("invoke's --dry (run.dry) is set, and wfops has no dry run (previews: checkout --dry-run, "
-                         "sweep.validate); nothing was run")
+        raise UsageError("invoke's -R/--dry (run.dry) is set, and wfops has no dry run; preview with sweep.validate "
+                         "or checkout --dry-run instead; nothing was run")
 
 
 def write_new_file(path: Path, text: str, instead: str) -> None:
