@@ -168,6 +168,9 @@ def test_an_unknown_task_gets_did_you_mean(local_pod: Pod):
     res = local_pod.wf("--help", "sweep.stauts")
     assert (res.rc, res.err.splitlines()) == (
         2, ["wfops: No idea what 'sweep.stauts' is! (did you mean sweep.status?)"])
+    res = local_pod.wf("sweep")  # a group's name: how to list its tasks (was: "did you mean sweep.add?")
+    assert (res.rc, res.err.splitlines()) == (
+        2, [f"wfops: No idea what 'sweep' is! (sweep is a group of tasks: {WFOPS} --list sweep lists them)"])
 
 
 @pytest.mark.parametrize("args,usage", [

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from invoke.parser.context import ParserContext
 from invoke.parser.parser import ParseMachine, is_flag
 
-from wfops import quietpipe
+from wfops import hints, quietpipe
 
 # Invoke makes every positional argument required and offers no hook for an optional one: the check and the
 # decision to take the next word as the positional read the same `value is None`. A Program subclass would
@@ -53,6 +53,8 @@ def _error_with_suggestion(self: ParseMachine, msg: str) -> None:
         word = m.group(1)
         if is_flag(word) and self.context is not None:
             msg += did_you_mean(word.split("=")[0], self.context.flags)
+        elif any(name.startswith(word + ".") for name in self.contexts):  # `wfops sweep`: a group, not a task
+            msg += f" ({word} is a group of tasks: {hints.program()} --list {word} lists them)"
         elif not is_flag(word):
             msg += did_you_mean(word, self.contexts)
     _error(self, msg)
