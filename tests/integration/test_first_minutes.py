@@ -89,6 +89,12 @@ def test_the_options_not_offered_are_not_listed_nor_completed():
     (["sweep.status", "--list-depth", "x"], "wfops: 'x' is not a whole number, which -D/--list-depth takes"),
     (["-T", "abc", "fsm.status"], "wfops: -T/--command-timeout is not a wfops option (it is about invoke's own "
                                   "shell commands, and wfops tasks run none): leave it out; nothing was run"),
+    (["--dry-run", "sweep.start"], "wfops: No idea what '--dry-run' is! (wfops has no dry run; preview with "
+                                   "sweep.validate or checkout --dry-run instead)"),  # was: did you mean --dry?
+    (["sweep.start", "--dry-run"], "wfops: No idea what '--dry-run' is! (wfops has no dry run; preview with "
+                                   "sweep.validate or checkout --dry-run instead)"),
+    (["--ech"], "wfops: No idea what '--ech' is!"),  # never "did you mean" a refused option
+    (["--lst"], "wfops: No idea what '--lst' is! (did you mean --list?)"),
     (["--hide"], "wfops: --hide is not a wfops option (it is about invoke's own shell commands, and wfops tasks run "
                  "none): leave it out; nothing was run"),
     (["--list-format=jsn"], "wfops: --list-format='jsn' is not valid: expected one of flat, nested, json "
