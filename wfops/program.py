@@ -96,6 +96,18 @@ class WfopsProgram(Program):
         self._about_said = True
         self.list_tasks()
 
+    def print_task_help(self, name: str) -> None:
+        """invoke's help for one task, its Usage line naming the task's arguments (`run.logs RUN_ID`, and
+        `fsm.reset [STATE]` for one that may be left out): invoke's shows none."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            super().print_task_help(name)
+        usage, _, rest = out.getvalue().partition("\n")
+        required = getattr(self.collection[name], "required", ())
+        words = [a.name.upper() if a.name in required else f"[{a.name.upper()}]"
+                 for a in self.parser.contexts[name].positional_args]
+        print(usage.replace(f" {name} ", f" {' '.join([name, *words])} ", 1) + "\n" + rest, end="")
+
     def list_tasks(self) -> None:
         if not getattr(self, "_about_said", False) and self.list_format != "json":
             print(ABOUT + "\n")

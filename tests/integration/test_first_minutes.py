@@ -69,6 +69,10 @@ def test_an_option_word_is_never_taken_for_a_positional_argument(local_pod: Pod)
     for args in (["run.logs", "--help"], ["run.logs", "-h"], ["fsm.reset", "--help"], ["task.logs", "-h"]):
         res = local_pod.wf(*args)
         assert res.rc == 0 and res.out.startswith(f"Usage: wfops [--core-opts] {args[0]} "), args
+    usage = {name: local_pod.wf(name, "--help").out.splitlines()[0] for name in ("run.logs", "fsm.reset")}
+    assert usage == {  # the task's arguments, and which may be left out (invoke's own line names none)
+        "run.logs": "Usage: wfops [--core-opts] run.logs RUN_ID [--options] [other tasks here ...]",
+        "fsm.reset": "Usage: wfops [--core-opts] fsm.reset [STATE] [--options] [other tasks here ...]"}
     res = local_pod.wf("run.logs", "--folow", "baseline-s1")
     assert (res.rc, res.err.splitlines()) == (2, ["wfops: No idea what '--folow' is! (did you mean --follow?)"])
     res = _inv(local_pod, "run.logs", "--help")

@@ -101,11 +101,14 @@ def _int_text(arg: Argument) -> Argument:
 class WfTask(Task):
     """A wfops task: `--config` is `-c` everywhere (invoke gives short flags first come, first served, so it was
     `-c` in some tasks and `-o` in others), whole-number options are checked by the boundary, and positional
-    arguments may be left out (`inv fsm.reset` means INIT): they arrive as "" instead."""
+    arguments may be left out (`inv fsm.reset` means INIT): they arrive as "" instead, unless `required` names
+    them (`run.logs RUN_ID`; the `wfops` program's help shows which)."""
 
-    def __init__(self, body: Callable, int_options: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(self, body: Callable, int_options: Iterable[str] = (), required: Iterable[str] = (),
+                 **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
         self.int_options = frozenset(int_options)
+        self.required = tuple(required)
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         taken_names.add(CONFIG_SHORT)  # invoke passes one set for all arguments: no other option may take it
@@ -202,7 +205,7 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
         help_ = dict(kwargs.pop("help", {}))
         if "config" in params:
             help_.setdefault("config", CONFIG_HELP)
-        return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
+        return task(boundary, help=help_, klass=WfTask, int_options=int_options, required=required, **kwargs)
 
     if args and callable(args[0]) and not kwargs:
         return decorate(args[0])
