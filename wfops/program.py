@@ -50,8 +50,7 @@ def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
         text += did_you_mean(unknown.group(1), tasks)
     # never "did you mean" an option that is refused (`wfops --dry-run sweep.start`: not "did you mean --dry?")
     text = re.sub(r" \(did you mean --([\w-]+)\?\)", lambda m: "" if m.group(1) in NOT_OFFERED else m.group(0), text)
-    word = re.match(r"No idea what '(--dry[^']*|-R)' is!", text)
-    if word:  # `wfops sweep.start --dry-run`: only checkout has one
+    if re.match(r"No idea what '--dry[^']*' is!", text):  # `wfops sweep.start --dry-run`: only checkout has one
         text += " (wfops has no dry run; preview with sweep.validate or checkout --dry-run instead)"
     return Exit(f"wfops: {text}", EXIT_USAGE)
 

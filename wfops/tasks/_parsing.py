@@ -1,6 +1,7 @@
 """What wfops changes in invoke's command line, for `wfops` and `inv` alike (installed once, on import of the
-task tree; each keeps invoke's own method underneath): optional positional arguments, "did you mean" for an
-unknown task or option, and a quiet exit when the reader of stdout goes away (`inv --list | head`).
+task tree; each keeps invoke's own method underneath): optional positional arguments, an option word never taken
+for a wfops task's positional, "did you mean" for an unknown task or option (and what a group's name is), and a
+quiet exit when the reader of stdout goes away (`inv --list | head`, wfops.quietpipe).
 """
 
 from __future__ import annotations
