@@ -11,6 +11,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
     hints.py                  the next-step commands wfops prints, as they paste: the program as run, its -c
     interrupt.py              Ctrl-C outside a task's boundary (imports, parsing): one line and exit 130
+    quietpipe.py              a reader of stdout gone (`... | head`): exit 141, no traceback (`inv --help` too, by .pth)
     output.py                 tables, durations and JSON for the user; control characters made visible
     watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
     tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code
@@ -80,7 +81,8 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     tasks/pod_text.py         what pod.status / up / down print for people
     tasks/prep.py             bootstrap and checkout
     tasks/task.py             task.run / status / wait / list (logs and attach from results.py): tracked tasks
-    tasks/sweep.py            sweep.template / validate / start / add / retry / status / stop / list / rebalance
+    tasks/sweep.py            sweep.start / add / retry / status / stop / list / rebalance
+    tasks/sweep_csv.py        sweep.template / validate: the CSV here, without the pod (`--csv -`: stdout / stdin)
     tasks/results.py          sweep.report / wait / attach, run.logs, task.logs / attach: what one looks at
     tasks/run.py              run.fetch (and run.logs from results.py)
     tasks/managed.py          sweep.wait --recover / --down-when-done: replace lost pods, restart their runs

@@ -48,6 +48,10 @@ def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
     unknown = re.fullmatch(r"No idea what '(.+)' is!", text)  # `--help NOSUCH` (the parser's own say it already)
     if unknown:
         text += did_you_mean(unknown.group(1), tasks)
+    # never "did you mean" an option that is refused (`wfops --dry-run sweep.start`: not "did you mean --dry?")
+    text = re.sub(r" \(did you mean --([\w-]+)\?\)", lambda m: "" if m.group(1) in NOT_OFFERED else m.group(0), text)
+    if re.match(r"No idea what '--dry[^']*' is!", text):  # `wfops sweep.start --dry-run`: only checkout has one
+        text += " (wfops has no dry run; preview with sweep.validate or checkout --dry-run instead)"
     return Exit(f"wfops: {text}", EXIT_USAGE)
 
 
@@ -65,18 +69,24 @@ class WfopsProgram(Program):
         self._refuse_not_offered()
 
     def _refuse_not_offered(self) -> None:
-        """One line, exit 2, before anything runs, for an option of NOT_OFFERED: before the task name (parsed as a
-        core option) or after it (invoke takes core options there too: `wfops fsm.reset INIT -e`)."""
+        """One line, exit 2, before anything runs, for an option of NOT_OFFERED wherever it stands: before the task
+        name (parsed as a core option), after it (invoke takes core options there too: `wfops fsm.reset INIT -e`),
+        or before the task's positional argument (`wfops fsm.reset -R INIT`, see wfops.tasks._parsing)."""
         given = [a for a in self.core[0].args.values() if a.name in NOT_OFFERED and a.got_value]
         if given:
-            flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(given[0].names, key=len))
-            why = ("wfops has no dry run (previews: checkout --dry-run, sweep.validate)" if given[0].name == "dry"
-                   else "it is about invoke's own shell commands, and wfops tasks run none")
-            raise Exit(f"wfops: {flags} is not a wfops option: {why}; nothing was run", EXIT_USAGE)
+            raise Exit(refusal(given[0].names), EXIT_USAGE)
         form = self.core[0].args["list-format"].value
         if form not in LIST_FORMATS:
             raise Exit(f"wfops: --list-format={form!r} is not valid: expected one of {', '.join(LIST_FORMATS)}"
                        + did_you_mean(str(form), LIST_FORMATS), EXIT_USAGE)
+
+    def _refusal_in(self, argv: Iterable[str]) -> Exit | None:
+        """After a ParseError: the refusal of a NOT_OFFERED option among `argv`'s words, if one is there."""
+        words = {w.split("=")[0] for w in argv}
+        for arg in self.initial_context.args.values():
+            if arg.name in NOT_OFFERED and {("-" if len(n) == 1 else "--") + n for n in arg.names} & words:
+                return Exit(refusal(arg.names), EXIT_USAGE)
+        return None
 
     def print_help(self) -> None:
         print(ABOUT)
@@ -84,6 +94,18 @@ class WfopsProgram(Program):
         self.print_columns([t for t in self.initial_context.help_tuples() if not _not_offered(t[0])])
         self._about_said = True
         self.list_tasks()
+
+    def print_task_help(self, name: str) -> None:
+        """invoke's help for one task, its Usage line naming the task's arguments (`run.logs RUN_ID`, and
+        `fsm.reset [STATE]` for one that may be left out): invoke's shows none."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            super().print_task_help(name)
+        usage, _, rest = out.getvalue().partition("\n")
+        required = getattr(self.collection[name], "required", ())
+        words = [a.name.upper() if a.name in required else f"[{a.name.upper()}]"
+                 for a in self.parser.contexts[name].positional_args]
+        print(usage.replace(f" {name} ", f" {' '.join([name, *words])} ", 1) + "\n" + rest, end="")
 
     def list_tasks(self) -> None:
         if not getattr(self, "_about_said", False) and self.list_format != "json":
@@ -93,8 +115,8 @@ class WfopsProgram(Program):
     def parse_core(self, argv: list[str] | None) -> None:
         try:
             super().parse_core(argv)
-        except ParseError as exc:
-            raise usage_error(exc) from None
+        except ParseError as exc:  # `wfops --hide`: the refusal, not "needed value"
+            raise self._refusal_in(argv or sys.argv[1:]) or usage_error(exc) from None
         except ValueError as exc:  # `-D abc`: invoke converts a core option's value while parsing
             raise _bad_value(exc, list(self.argv or [])) from None
 
@@ -102,8 +124,8 @@ class WfopsProgram(Program):
         """Parse, then hand a `--config` given before the task name to every task that was not given its own."""
         try:
             super().parse_tasks()
-        except ParseError as exc:
-            raise usage_error(exc) from None
+        except ParseError as exc:  # `wfops fsm.reset --dry=1 INIT`: the refused option is the line, not what followed
+            raise self._refusal_in(self.core.unparsed) or usage_error(exc) from None
         except ValueError as exc:  # a core option after the task name: `wfops sweep.status -D abc`
             raise _bad_value(exc, list(self.argv or [])) from None
         self._refuse_not_offered()
@@ -158,12 +180,24 @@ def completion_script(shell: str) -> str:
                   text.getvalue()).rstrip("\n")
 
 
+def refusal(names: Iterable[str]) -> str:
+    """The one line for an option of NOT_OFFERED (its names: `("dry", "R")`): which option, why it means nothing
+    here, what to do instead."""
+    name = max(names, key=len)
+    flags = "/".join(("-" if len(n) == 1 else "--") + n for n in sorted(names, key=len))
+    if name == "dry":
+        return (f"wfops: {flags} is not a wfops option: wfops has no dry run; preview with sweep.validate or "
+                "checkout --dry-run instead; nothing was run")
+    why = ("it is about invoke compiling a tasks.py" if name == "write-pyc"
+           else "it is about invoke's own shell commands, and wfops tasks run none")
+    return f"wfops: {flags} is not a wfops option ({why}): leave it out; nothing was run"
+
+
 def _bad_value(exc: ValueError, argv: list[str]) -> Exit:
     """A core option whose value invoke could not convert (`-D abc`; `-T abc` is refused as not offered): one
     line, exit 2 (was a traceback)."""
     if any(w.startswith(("-T", "--command-timeout")) for w in argv):
-        return Exit("wfops: -T/--command-timeout is not a wfops option: it is about invoke's own shell commands, "
-                    "and wfops tasks run none; nothing was run", EXIT_USAGE)
+        return Exit(refusal(("command-timeout", "T")), EXIT_USAGE)
     said = re.search(r"'(.*)'$", str(exc))
     value = said.group(1) if said else str(exc)
     return Exit(f"wfops: {value!r} is not a whole number, which -D/--list-depth takes", EXIT_USAGE)

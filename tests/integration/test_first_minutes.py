@@ -29,16 +29,54 @@ def ready(local_pod: Pod) -> Pod:
     return local_pod
 
 
-@pytest.mark.parametrize("where", ["before", "after"])  # invoke also takes core options after the task name
+NAMED = {"command-timeout": "-T/--command-timeout", "dry": "-R/--dry", "echo": "-e/--echo", "hide": "--hide",
+         "pty": "-p/--pty", "warn-only": "-w/--warn-only", "prompt-for-sudo-password": "--prompt-for-sudo-password",
+         "write-pyc": "--write-pyc"}
+DRY = ("wfops: -R/--dry is not a wfops option: wfops has no dry run; preview with sweep.validate or checkout "
+       "--dry-run instead; nothing was run")
+
+
+# invoke takes core options after the task name too; before the task's positional argument it took the option
+# for the positional ("-R" as STATE) and failed on the state: "No idea what 'SWEEP_COMPLETED' is!"
+@pytest.mark.parametrize("where", ["before", "after", "before the positional"])
 @pytest.mark.parametrize("name", sorted(FLAGS))
 def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name, where):
     before = ready.state_file.read_text()
-    task = ["fsm.reset", "SWEEP_COMPLETED"]
-    res = ready.wf(*FLAGS[name], *task) if where == "before" else ready.wf(*task, *FLAGS[name])
+    args = {"before": [*FLAGS[name], "fsm.reset", "SWEEP_COMPLETED"],
+            "after": ["fsm.reset", "SWEEP_COMPLETED", *FLAGS[name]],
+            "before the positional": ["fsm.reset", *FLAGS[name], "SWEEP_COMPLETED"]}[where]
+    res = ready.wf(*args)
     assert res.rc == 2 and res.out == ""
-    assert res.err.splitlines() == [res.last_err]
-    assert "is not a wfops option" in res.err and "nothing was run" in res.err
+    line = DRY if name == "dry" else (f"wfops: {NAMED[name]} is not a wfops option (it is about invoke")
+    assert res.err.splitlines() == [res.last_err] and res.last_err.startswith(line), res.err
+    assert res.last_err.endswith(("leave it out; nothing was run", "instead; nothing was run"))
     assert ready.state_file.read_text() == before
+
+
+@pytest.mark.parametrize("args", [["fsm.reset", "--dry=1", "SWEEP_COMPLETED"],
+                                  ["fsm.reset", "SWEEP_COMPLETED", "--dry=1"], ["run.logs", "-R", "baseline-s1"],
+                                  ["sweep.retry", "-R", "--ids", "a"]])
+def test_the_refusal_is_the_line_whatever_else_the_command_line_holds(ready: Pod, args):
+    before = ready.state_file.read_text()
+    res = ready.wf(*args)
+    assert (res.rc, res.out, res.err.splitlines()) == (2, "", [DRY])
+    assert ready.state_file.read_text() == before
+
+
+def test_an_option_word_is_never_taken_for_a_positional_argument(local_pod: Pod):
+    """`run.logs --help` is the task's help (was: "run_id '--help' is not valid"); a mistyped option before the
+    positional gets "did you mean" (was: taken for the run id)."""
+    for args in (["run.logs", "--help"], ["run.logs", "-h"], ["fsm.reset", "--help"], ["task.logs", "-h"]):
+        res = local_pod.wf(*args)
+        assert res.rc == 0 and res.out.startswith(f"Usage: wfops [--core-opts] {args[0]} "), args
+    usage = {name: local_pod.wf(name, "--help").out.splitlines()[0] for name in ("run.logs", "fsm.reset")}
+    assert usage == {  # the task's arguments, and which may be left out (invoke's own line names none)
+        "run.logs": "Usage: wfops [--core-opts] run.logs RUN_ID [--options] [other tasks here ...]",
+        "fsm.reset": "Usage: wfops [--core-opts] fsm.reset [STATE] [--options] [other tasks here ...]"}
+    res = local_pod.wf("run.logs", "--folow", "baseline-s1")
+    assert (res.rc, res.err.splitlines()) == (2, ["wfops: No idea what '--folow' is! (did you mean --follow?)"])
+    res = _inv(local_pod, "run.logs", "--help")
+    assert res.returncode == 0 and res.stdout.startswith("Usage: inv[oke] [--core-opts] run.logs ")
 
 
 def test_the_options_not_offered_are_not_listed_nor_completed():
@@ -53,8 +91,16 @@ def test_the_options_not_offered_are_not_listed_nor_completed():
 @pytest.mark.parametrize(("args", "line"), [
     (["-D", "abc", "--list"], "wfops: 'abc' is not a whole number, which -D/--list-depth takes"),
     (["sweep.status", "--list-depth", "x"], "wfops: 'x' is not a whole number, which -D/--list-depth takes"),
-    (["-T", "abc", "fsm.status"], "wfops: -T/--command-timeout is not a wfops option: it is about invoke's own "
-                                  "shell commands, and wfops tasks run none; nothing was run"),
+    (["-T", "abc", "fsm.status"], "wfops: -T/--command-timeout is not a wfops option (it is about invoke's own "
+                                  "shell commands, and wfops tasks run none): leave it out; nothing was run"),
+    (["--dry-run", "sweep.start"], "wfops: No idea what '--dry-run' is! (wfops has no dry run; preview with "
+                                   "sweep.validate or checkout --dry-run instead)"),  # was: did you mean --dry?
+    (["sweep.start", "--dry-run"], "wfops: No idea what '--dry-run' is! (wfops has no dry run; preview with "
+                                   "sweep.validate or checkout --dry-run instead)"),
+    (["--ech"], "wfops: No idea what '--ech' is!"),  # never "did you mean" a refused option
+    (["--lst"], "wfops: No idea what '--lst' is! (did you mean --list?)"),
+    (["--hide"], "wfops: --hide is not a wfops option (it is about invoke's own shell commands, and wfops tasks run "
+                 "none): leave it out; nothing was run"),
     (["--list-format=jsn"], "wfops: --list-format='jsn' is not valid: expected one of flat, nested, json "
                             "(did you mean json?)"),
     (["--list", "swep"], "wfops: no group of tasks named 'swep' to list (groups: config, fsm, pod, run, sweep, task) "
@@ -71,11 +117,12 @@ def _inv(pod: Pod, *args: str) -> subprocess.CompletedProcess:
 
 def test_inv_dry_refuses_every_wfops_task_and_changes_nothing(ready: Pod):
     before = ready.state_file.read_text()
-    for args in (["-R", "fsm.reset", "SWEEP_COMPLETED"], ["--dry", "fsm.reset"], ["-R", "fsm.status"]):
+    for args in (["-R", "fsm.reset", "SWEEP_COMPLETED"], ["--dry", "fsm.reset"], ["-R", "fsm.status"],
+                 ["fsm.reset", "-R", "SWEEP_COMPLETED"], ["fsm.reset", "SWEEP_COMPLETED", "--dry"]):
         res = _inv(ready, *args)
         assert res.returncode == 2, res.stderr
-        assert res.stderr.splitlines() == ["wfops: invoke's --dry (run.dry) is set, and wfops has no dry run "
-                                           "(previews: checkout --dry-run, sweep.validate); nothing was run"]
+        assert res.stderr.splitlines() == ["wfops: invoke's -R/--dry (run.dry) is set, and wfops has no dry run; "
+                                           "preview with sweep.validate or checkout --dry-run instead; nothing was run"]
     assert ready.state_file.read_text() == before
     assert _inv(ready, "fsm.reset", "SWEEP_COMPLETED").returncode == 0  # the same command, not dry, does it
     assert ready.state()["state"] == "SWEEP_COMPLETED"
@@ -83,22 +130,39 @@ def test_inv_dry_refuses_every_wfops_task_and_changes_nothing(ready: Pod):
 
 # ------------------------------------------------------------------ closed pipes
 
-@pytest.mark.parametrize("argv", [[str(WFOPS), "--help"], [str(WFOPS), "--list"], [str(BIN / "inv"), "--list"],
-                                  [str(WFOPS), "--help", "sweep.start"]])
-def test_a_reader_gone_is_quiet_and_exits_141(argv):
+INV = str(BIN / "inv")
+CLOSED = [([str(WFOPS), "--help"], "checkout"), ([str(WFOPS), "--list"], "checkout"), ([INV, "--list"], "checkout"),
+          ([str(WFOPS), "--help", "sweep.start"], "checkout"), ([INV, "--help", "sweep.start"], "checkout"),
+          ([INV, "--help"], "checkout"), ([INV, "--help"], "elsewhere"), ([str(WFOPS), "--help"], "elsewhere")]
+
+
+@pytest.mark.parametrize(("argv", "where"), CLOSED)  # `inv --help` prints before any tasks.py is loaded
+def test_a_reader_gone_is_quiet_and_exits_141(argv, where, tmp_path):
     """The reader closes before the first write (deterministic, unlike `| head` racing a short output)."""
     r, w = os.pipe()
     os.close(r)
     try:
-        proc = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+        proc = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, timeout=60,
+                              cwd=ROOT if where == "checkout" else tmp_path)
     finally:
         os.close(w)
     assert (proc.returncode, proc.stderr) == (141, "")
 
 
+def test_the_quiet_pipe_hook_acts_in_inv_only():
+    """The venv's wfops_quiet_pipe.pth (what makes `inv --help | head` quiet) imports nothing in another Python
+    process: its hook is not there, and a broken pipe there is Python's own."""
+    probe = "import sys; print(sys.excepthook is sys.__excepthook__, 'wfops' in sys.modules)"
+    res = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "True False\n", "")
+    assert len(list((BIN.parent / "lib").glob("python3*/site-packages/wfops_quiet_pipe.pth"))) == 1
+
+
 def test_a_short_read_through_head_is_quiet():
-    proc = subprocess.run(["bash", "-c", f"'{WFOPS}' --list | head -2; '{WFOPS}' --help | head -2"],
-                          capture_output=True, text=True)
+    inv = BIN / "inv"
+    proc = subprocess.run(["bash", "-c", f"'{WFOPS}' --list | head -2; '{WFOPS}' --help | head -2; "
+                           f"'{inv}' --help | head -2 >/dev/null; '{inv}' --list | head -1 >/dev/null"],
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.splitlines()[0].startswith("wfops runs ML training sweeps")
 
@@ -115,6 +179,9 @@ def test_an_unknown_task_gets_did_you_mean(local_pod: Pod):
     res = local_pod.wf("--help", "sweep.stauts")
     assert (res.rc, res.err.splitlines()) == (
         2, ["wfops: No idea what 'sweep.stauts' is! (did you mean sweep.status?)"])
+    res = local_pod.wf("sweep")  # a group's name: how to list its tasks (was: "did you mean sweep.add?")
+    assert (res.rc, res.err.splitlines()) == (
+        2, [f"wfops: No idea what 'sweep' is! (sweep is a group of tasks: {WFOPS} --list sweep lists them)"])
 
 
 @pytest.mark.parametrize("args,usage", [
@@ -155,6 +222,31 @@ def test_local_commands_work_without_a_config_and_config_init_writes_one(tmp_pat
     shown = _bare("config.show", cwd=tmp_path)
     assert shown.returncode == 0 and shown.stderr == ""
     assert f"config file: {tmp_path / 'workflow.env'}" in shown.stdout
+
+
+def test_a_csv_of_dash_is_stdout_for_the_template_and_stdin_for_validate(tmp_path):
+    """`sweep.template --csv -` wrote a file named `-`: it prints the template; sweep.validate reads `-` from stdin;
+    the commands that upload a CSV want a file and say so."""
+    res = _bare("sweep.template", "--csv", "-", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith("run_id,config,seed,overrides") and "wrote" not in res.stdout
+    assert list(tmp_path.iterdir()) == []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "WF_", "LIUM_"))}
+    checked = subprocess.run([str(WFOPS), "sweep.validate", "--csv", "-"], input=res.stdout, cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and checked.stdout.endswith("3 run(s) valid; 3 would be queued with the current "
+                                                               "filters\n"), checked.stderr
+    bad = subprocess.run([str(WFOPS), "sweep.validate", "--csv", "-"], input="run_id,config,seed\nbad id,x.py,1\n",
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "line 2" in bad.stderr
+    (tmp_path / "workflow.env").write_text("OPS_DEFAULT_HOST=local\n")
+    for task in ("sweep.start", "sweep.add"):
+        res = _bare(task, "--csv", "-", cwd=tmp_path)
+        assert (res.returncode, res.stderr.splitlines()) == (2, [
+            f"wfops: {task} reads its CSV from a file, not from standard input ('-'): save it to a file and pass "
+            "that; nothing was sent"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["workflow.env"]
+    help_ = _bare("--help", "sweep.template", cwd=tmp_path).stdout
+    assert "--csv - prints it instead" in help_ and "- prints it to stdout" in help_
 
 
 @pytest.mark.parametrize("task", ["config.init -c", "sweep.template --csv"])

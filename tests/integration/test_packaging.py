@@ -80,6 +80,7 @@ def test_built_wheel_carries_and_finds_its_templates(local_pod: Pod, tmp_path):
     shipped = {Path(n).name for n in names if n.startswith("wfops/remote_templates/")}
     assert shipped == {p.name for p in (ROOT / "remote_templates").iterdir() if p.is_file()}
     assert "wfops/py.typed" in names  # PEP 561: a project that imports wfops type-checks against its hints
+    assert "wfops_quiet_pipe.pth" in names  # `inv --help | head` is quiet (wfops/quietpipe.py)
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
                               str(wheel)], capture_output=True, text=True)

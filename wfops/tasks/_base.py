@@ -49,6 +49,7 @@ from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.interrupt import EXIT_INTERRUPTED, InTask
 from wfops.output import to_json, visible
+from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
     DEFAULT_LOCATIONS,
@@ -59,7 +60,7 @@ from wfops.settings.load import (
 )
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
-from wfops.tasks._parsing import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+from wfops.tasks import _parsing  # noqa: F401  # its parser patches, for `inv` as for `wfops`
 from wfops.transport import session as remote
 
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
@@ -100,11 +101,14 @@ def _int_text(arg: Argument) -> Argument:
 class WfTask(Task):
     """A wfops task: `--config` is `-c` everywhere (invoke gives short flags first come, first served, so it was
     `-c` in some tasks and `-o` in others), whole-number options are checked by the boundary, and positional
-    arguments may be left out (`inv fsm.reset` means INIT): they arrive as "" instead."""
+    arguments may be left out (`inv fsm.reset` means INIT): they arrive as "" instead, unless `required` names
+    them (`run.logs RUN_ID`; the `wfops` program's help shows which)."""
 
-    def __init__(self, body: Callable, int_options: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(self, body: Callable, int_options: Iterable[str] = (), required: Iterable[str] = (),
+                 **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
         self.int_options = frozenset(int_options)
+        self.required = tuple(required)
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         taken_names.add(CONFIG_SHORT)  # invoke passes one set for all arguments: no other option may take it
@@ -201,7 +205,7 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
         help_ = dict(kwargs.pop("help", {}))
         if "config" in params:
             help_.setdefault("config", CONFIG_HELP)
-        return task(boundary, help=help_, klass=WfTask, int_options=int_options, **kwargs)
+        return task(boundary, help=help_, klass=WfTask, int_options=int_options, required=required, **kwargs)
 
     if args and callable(args[0]) and not kwargs:
         return decorate(args[0])
@@ -216,8 +220,8 @@ def refuse_dry_run(c: Any) -> None:
     except AttributeError:  # called from Python with something that is no invoke Context
         return
     if dry:
-        raise UsageError("invoke's --dry (run.dry) is set, and wfops has no dry run (previews: checkout --dry-run, "
-                         "sweep.validate); nothing was run")
+        raise UsageError("invoke's -R/--dry (run.dry) is set, and wfops has no dry run; preview with sweep.validate "
+                         "or checkout --dry-run instead; nothing was run")
 
 
 def write_new_file(path: Path, text: str, instead: str) -> None:

@@ -1,20 +1,19 @@
 """What wfops changes in invoke's command line, for `wfops` and `inv` alike (installed once, on import of the
-task tree; each keeps invoke's own method underneath): optional positional arguments, "did you mean" for an
-unknown task or option, and a quiet exit when the reader of stdout goes away (`inv --list | head`).
+task tree; each keeps invoke's own method underneath): optional positional arguments, an option word never taken
+for a wfops task's positional, "did you mean" for an unknown task or option (and what a group's name is), and a
+quiet exit when the reader of stdout goes away (`inv --list | head`, wfops.quietpipe).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import difflib
-import os
 import re
-import sys
 from collections.abc import Iterable
-from typing import Any
 
+from invoke.parser.context import ParserContext
 from invoke.parser.parser import ParseMachine, is_flag
+
+from wfops import hints, quietpipe
 
 # Invoke makes every positional argument required and offers no hook for an optional one: the check and the
 # decision to take the next word as the positional read the same `value is None`. A Program subclass would
@@ -55,6 +54,8 @@ def _error_with_suggestion(self: ParseMachine, msg: str) -> None:
         word = m.group(1)
         if is_flag(word) and self.context is not None:
             msg += did_you_mean(word.split("=")[0], self.context.flags)
+        elif any(name.startswith(word + ".") for name in self.contexts):  # `wfops sweep`: a group, not a task
+            msg += f" ({word} is a group of tasks: {hints.program()} --list {word} lists them)"
         elif not is_flag(word):
             msg += did_you_mean(word, self.contexts)
     _error(self, msg)
@@ -65,30 +66,37 @@ if not getattr(ParseMachine.error, "wfops_patch", False):
     ParseMachine.error = _error_with_suggestion  # type: ignore[method-assign]
 
 
+# A word that looks like an option is never a wfops task's positional argument (no state, run id or task id starts
+# with "-"): invoke would eat it as one when the positional is still missing, so `fsm.reset -R INIT` set STATE to
+# "-R" and failed on INIT, and `run.logs --help` asked for a run named "--help". In a wfops task's context, a core
+# option there is the core option (as it is after the positional: `--help` shows the task's help; `wfops` refuses
+# -R and kin by name, `inv -R` refuses to run), and any other option word is an unknown option ("did you mean").
+# Other tasks (a tasks.py of your own) parse as invoke parses.
+_handle = ParseMachine.handle
+
+
+def _handle_options_before_positionals(self: ParseMachine, token: str) -> None:
+    ctx: ParserContext | None = self.context  # None before the first task name
+    if (str(self.current_state) == "unknown" or ctx is None or not is_flag(token) or token in ctx.flags
+            or token in ctx.inverse_flags or self.waiting_for_flag_value
+            or not any(getattr(a, "wfops_optional", False) for a in ctx.missing_positional_args)):
+        _handle(self, token)
+    elif token in self.initial.flags:
+        core = self.initial.flags[token]
+        if core.name == "help":  # as invoke does for `TASK --help`: the task's own help
+            core.value = ctx.name
+        else:
+            self.switch_to_flag(token)
+    else:
+        self.error(f"No idea what {token!r} is!")
+
+
+if not getattr(ParseMachine.handle, "wfops_patch", False):
+    _handle_options_before_positionals.wfops_patch = True  # type: ignore[attr-defined]
+    ParseMachine.handle = _handle_options_before_positionals  # type: ignore[method-assign]
+
+
 # ------------------------------------------------------------------ closed pipes
+# `inv --list | head`: a quiet 141 (wfops.quietpipe; `inv --help` gets it from the wheel's .pth file).
 
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
-
-
-def exit_quietly_on_broken_pipe() -> None:
-    """The reader of stdout went away (`... | head`): the rest goes nowhere, and no "Exception ignored" at exit."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-    """`inv --list | head`: invoke's program does not catch BrokenPipeError; its traceback becomes the shell's
-    quiet 141 (the exit functions still run). Any other exception goes to the hook that was there."""
-    if issubclass(kind, BrokenPipeError):
-        exit_quietly_on_broken_pipe()
-        atexit._run_exitfuncs()
-        os._exit(EXIT_BROKEN_PIPE)
-    _previous_hook(kind, value, tb)
-
-
-_previous_hook = sys.excepthook
-if not getattr(sys.excepthook, "wfops_patch", False):
-    _excepthook.wfops_patch = True  # type: ignore[attr-defined]
-    sys.excepthook = _excepthook
-
-
+quietpipe.install()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
@@ -13,90 +12,25 @@ from wfops import __version__, hints
 from wfops import watch as watching
 from wfops.agent import wire
 from wfops.agent.states import RUNNING
-from wfops.errors import ConflictError, ConnectError, NotFoundError, UsageError, WfopsError
+from wfops.errors import ConflictError, ConnectError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.output import table
 from wfops.settings.load import Settings
-from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, model, recover
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
 from wfops.sweeps.ledger import load_ledger
-from wfops.sweeps.model import TEMPLATE_CSV, check_run_id, exec_block, plan_runs, queue_entries, select_runs
+from wfops.sweeps.model import check_run_id, exec_block, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
 from wfops.sweeps.status import status_text, totals_line
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks import results as _results  # report, wait and attach live there
-from wfops.tasks._base import (
-    JSON_HELP,
-    PodWork,
-    emit,
-    on_pods,
-    settings_for,
-    wftask,
-    write_new_file,
-)
+from wfops.tasks._base import JSON_HELP, PodWork, emit, on_pods, settings_for, wftask
+from wfops.tasks.sweep_csv import CSV_HELP, csv_path, read_runs, template, validate
 from wfops.transport.command import PodCommand, call_once
 
 if TYPE_CHECKING:
     from wfops.agent.wire import Filters, Manifest
     from wfops.sweeps.model import RunSpec
-
-CSV_HELP = "sweep CSV on this machine (default: SWEEP_CSV)"
-
-
-def _csv_path(settings: Settings, csv: str | None) -> Path:
-    path = Path(csv or settings.sweep_csv).expanduser()
-    if not path.is_file():
-        raise NotFoundError(f"sweep CSV not found: {path} (write a starter with sweep.template)")
-    return path
-
-
-def _read_runs(settings: Settings, path: Path, consequence: str = "; nothing was uploaded or started",
-               ) -> tuple[str, list[RunSpec]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
-    return text, model.checked_runs(settings, text, consequence)  # THE override rule, CSV and common alike
-
-
-@wftask(help={"csv": CSV_HELP})
-def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
-    """Write a starter sweep CSV (never overwrites).
-
-    Write a starter sweep CSV at SWEEP_CSV (never overwrites)."""
-    settings = settings_for(c, config, local=True)
-    path = Path(csv or settings.sweep_csv).expanduser()
-    write_new_file(path, TEMPLATE_CSV, "remove it or pass --csv with another path")
-    csv_args = ["--csv", str(path)] if csv else []
-    print(f"wrote {path}: edit it, then check it: {hints.command('sweep.validate', *csv_args, settings=settings)}")
-
-
-@wftask(help={"csv": CSV_HELP, "workdir": "a local copy of the training workdir: also check that every config exists",
-              "json": JSON_HELP})
-def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: bool = False,
-             config: str | None = None) -> None:
-    """Check a sweep CSV here, without the pod.
-
-    Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
-    settings = settings_for(c, config, local=True)
-    path = _csv_path(settings, csv)
-    _, runs = _read_runs(settings, path, consequence="")
-    launch_script.scripts(settings, runs)  # the run template renders for every row (one line if not)
-    if workdir:
-        missing = [f"line {r.line}: config {r.config} does not exist in {workdir}" for r in runs
-                   if r.config and not (Path(workdir) / r.config).is_file()]
-        if missing:
-            raise UsageError(f"{len(missing)} missing config(s)\n  " + "\n  ".join(missing))
-    selected = {r.run_id for r in select_runs(runs, settings.sweep_match, settings.sweep_start_at,
-                                             settings.sweep_limit)}
-    data = {"csv": str(path), "runs": [dict(r.as_dict(), selected=r.run_id in selected) for r in runs]}
-    gpus = settings.run_gpus
-    emit(data, json, lambda: table(
-        ("line", "run_id", "config", "seed", "overrides", "gpus", "queued"),
-        [(r.line, r.run_id, r.config, r.seed, " ".join(o.text() for o in r.overrides), r.gpus or gpus,
-          "yes" if r.run_id in selected else "no (filters)") for r in runs],
-    ) + f"\n{len(runs)} run(s) valid; {len(selected)} would be queued with the current filters")
-
 
 START_HELP = {"csv": CSV_HELP, "json": JSON_HELP,
               "match": "only rows whose run_id contains this (wins over SWEEP_MATCH)",
@@ -121,8 +55,8 @@ def start(c: Any, csv: str | None = None, match: str | None = None, start_at: st
     Validate the CSV, upload it with provenance, and start the queue in tmux on the pod (a fleet: the runs are
     spread over the pods by free GPU slots, each pod runs its share)."""
     settings = settings_for(c, config)
-    path = _csv_path(settings, csv)
-    text, runs = _read_runs(settings, path)
+    path = csv_path(settings, csv, "sweep.start")
+    text, runs = read_runs(settings, path)
     filters = _filters(settings, match, start_at, limit)
     selected = select_runs(runs, filters["match"], filters["start_at"], filters["limit"])
     plan = _manifest(settings, path.name, text, runs, selected, filters, bool(force or settings.sweep_force),
@@ -202,7 +136,7 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
     settings = settings_for(c, config)
     if not csv:
         raise UsageError("sweep.add needs --csv FILE with the runs to add")
-    _, runs = _read_runs(settings, _csv_path(settings, csv))
+    _, runs = read_runs(settings, csv_path(settings, csv, "sweep.add"))
     _check_nodes(settings, runs, "added")
     session = settings.sweep_tmux_session
     if resolve.is_fleet(settings):
