@@ -349,6 +349,9 @@ class Scheduler:
             if not self.stop_why and self.meter.over_budget():  # SWEEP_BUDGET_USD: runs running finish, no more
                 self.stop(self.meter.over_budget())
                 self.log(self.stop_why)
+            beat = self.meter.beat(time.time())
+            if beat is not None:  # where the span ends if the pod dies with this queue (a lost pod's spend)
+                store.update_json(self.pod.sweep_file, {"alive_at": beat})
             if self.stop_why:
                 self.stop()
             else:
