@@ -63,8 +63,11 @@ def test_the_budget_counts_what_the_lost_pod_spent_so_the_replacement_starts_no_
                    "r2,config/train_tiny.py,2,steps=3 every=5 step_secs=0.1,,1,\n")
     started = rig.wf("sweep.start", "--csv", str(csv))
     assert started.returncode == 0, started.stderr
+    mark = rig.first.mark()
     managed = rig.managed()
     wait_until(lambda: _queue_age(rig) >= 25, timeout=90, what="25 s of the sweep on the first pod")
+    conns, execs = rig.first.counts(mark)  # the managed command's polls while nothing is lost
+    print(f"sweep.wait --recover, one pod, before the loss: {conns} SSH connection(s), {execs} exec(s)")
     assert "budget reached" not in json.dumps(_sweep_record(rig))
     rig.lose(rig.first, rig.original.id, how="gone")
     out, err = managed.communicate(timeout=400)

@@ -272,9 +272,15 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     book.note(member.name, "rented", line, pod_id=str(row["id"]))
     replaced.record(settings, member.name, str(row["id"]))
     quiet: Log = lambda _line: None  # noqa: E731 - the steps' own progress stays out of the one-line story
-    wait_for_pod(settings, member, READY_SECS, log=quiet)
-    bootstrap_pod(settings, member, log=quiet)
-    checkout_pod(settings, member, log=quiet)
+    try:
+        wait_for_pod(settings, member, READY_SECS, log=quiet)
+        bootstrap_pod(settings, member, log=quiet)
+        checkout_pod(settings, member, log=quiet)
+    except WfopsError as exc:  # e.g. DATA_DIR on /mnt and no volume came back: the pod bills, say so
+        line = (f"replacement pod {pod_words(row)} of {member.name} could not be prepared ({exc.message}); it is "
+                f"billing: fix it and run sweep.wait --recover again, or remove it with `lium rm {row['id']} -y`")
+        book.note(member.name, "stopped", line, pod_id=str(row["id"]))
+        raise WfopsError(f"sweep.wait --recover: {line}", exc.code) from None
     line = f"pod {pod_words(row)} answers, bootstrapped and checked out"
     log(f"wfops: {line}")
     book.note(member.name, "ready", line, pod_id=str(row["id"]))
