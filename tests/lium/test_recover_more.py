@@ -68,6 +68,7 @@ def test_the_budget_counts_what_the_lost_pod_spent_so_the_replacement_starts_no_
     wait_until(lambda: _queue_age(rig) >= 25, timeout=90, what="25 s of the sweep on the first pod")
     conns, execs = rig.first.counts(mark)  # the managed command's polls while nothing is lost
     print(f"sweep.wait --recover, one pod, before the loss: {conns} SSH connection(s), {execs} exec(s)")
+    assert conns <= 1 and execs >= 3, (conns, execs)  # a round is one exec over the warm connection, not a new one
     assert "budget reached" not in json.dumps(_sweep_record(rig))
     rig.lose(rig.first, rig.original.id, how="gone")
     out, err = managed.communicate(timeout=400)
@@ -196,6 +197,7 @@ def test_a_lium_pod_of_a_fleet_reported_stopped_is_replaced_with_its_own_volume_
     out, err = managed.communicate(timeout=400)
     conns, execs = fr.servers["a"].counts(mark)  # polled every 3 s all along, over its warm connection
     print(f"pod a while b was lost and recovered: {conns} SSH connection(s), {execs} exec(s)")
+    assert conns <= 1, conns  # the pod that was not lost keeps its warm connection through b's recovery
     lines = _lines(err)
     assert managed.returncode == 0, err
     assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {f"f{i}": "success" for i in range(4)}, err
