@@ -51,8 +51,8 @@ def test_a_fleet_pods_replacement_gets_its_own_volume_never_the_one_lium_volume(
 
     from wfops.errors import ConfigError
     from wfops.settings.load import parse_settings
+    from wfops.targets.providers.lium import replacement_spec
     from wfops.targets.target import Member
-    from wfops.tasks.managed import replacement_spec
 
     base = parse_settings("", environ={})
     fleet = base.override({"LIUM_TARGETS": "a,b,c", "LIUM_VOLUME": "id:shared-one",

@@ -255,7 +255,7 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
         book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
     elif old is not None:
         log(f"wfops: lost pod {pod_words(old)} was not rented by this sweep: left as it is")
-    spec = replacement_spec(settings, member)
+    spec = lium.replacement_spec(settings, member)
     try:
         row, _ = lium.rent_replacement(cli, spec, max(1.0, settings.recover_after_secs / 10), log)
     except LiumError as exc:
@@ -267,7 +267,8 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     cost = f" at ${price:.2f}/h" if price is not None else ""
     volume = f" with volume {spec.lium_volume}" if spec.lium_volume else " with no volume"
     line = (f"rented pod {pod_words(row)}{cost}{volume} in place of {member.name} "
-            f"({'LIUM_TARGETS entry' if resolve.is_fleet(settings) else 'LIUM_TARGET'}={row['id']} names it)")
+            + (f"(in LIUM_TARGETS, {row['id']} names it)" if resolve.is_fleet(settings)
+               else f"(LIUM_TARGET={row['id']} names it)"))
     log(f"wfops: {line}")
     book.note(member.name, "rented", line, pod_id=str(row["id"]))
     replaced.record(settings, member.name, str(row["id"]))
@@ -285,17 +286,6 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     log(f"wfops: {line}")
     book.note(member.name, "ready", line, pod_id=str(row["id"]))
     return price
-
-
-def replacement_spec(settings: Settings, member: Member) -> Settings:
-    """The settings a replacement is rented with: the config's LIUM_* spec; on a fleet, the pod's own volume
-    (LIUM_VOLUMES, in LIUM_TARGETS' order) instead of LIUM_VOLUME, which is one volume and attaches to one pod."""
-    if not resolve.is_fleet(settings):
-        return settings
-    names = list(settings.lium_targets)
-    i = names.index(member.name) if member.name in names else -1
-    own = settings.lium_volumes[i] if 0 <= i < len(settings.lium_volumes) else ""
-    return settings.override({"LIUM_VOLUME": own})
 
 
 def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log,
