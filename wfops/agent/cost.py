@@ -200,10 +200,13 @@ class Meter:
         self.spans: List[List[Any]] = []
         self.hit = False  # the budget stopped the queue
         self.beat_at = 0.0  # the last heartbeat (`alive_at` in sweep.json)
+        self.record = ""  # sweep.json, where the heartbeat goes
 
-    def open(self, record: Json, log_path: str) -> List[List[Any]]:
+    def open(self, record: Json, log_path: str, record_path: str = "") -> List[List[Any]]:
         """The spans of the sweep's record and a new one from now. A span left open by a queue that went away ends
-        at its log's last line."""
+        at its last heartbeat or its log's last line, whichever is later. `record_path`: sweep.json, where
+        over_budget() records the heartbeat."""
+        self.record = record_path
         self.spans = [list(x) for x in record.get("spans") or [] if isinstance(x, list) and len(x) == 2]
         if self.spans and self.spans[-1][1] is None:
             try:
@@ -228,7 +231,11 @@ class Meter:
         return self.spans
 
     def over_budget(self) -> str:
-        """Why no run or attempt may start any more ("" while the budget allows it, or there is none)."""
+        """Why no run or attempt may start any more ("" while the budget allows it, or there is none). The queue
+        asks every round until it stops: the heartbeat is recorded here too, when due."""
+        beat = self.beat(time.time()) if self.record else None
+        if beat is not None:  # where the span ends if the pod dies with this queue (a lost pod's spend counts)
+            store.update_json(self.record, {"alive_at": beat})
         if self.billing.get("budget_usd") is None:
             return ""
         why = over_budget(self.billing, self.spans, time.time())

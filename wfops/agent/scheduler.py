@@ -127,7 +127,7 @@ class Scheduler:
         me = os.getpid()
         self.slots = slots.Slots(self.device_ids())
         self.order = slots.Order(self.slots.total, max(1, self.slots.total))
-        spans = self.meter.open(store.load_or_note(self.pod.sweep_file)[0] or {}, self.log.fh.name)
+        spans = self.meter.open(store.load_or_note(self.pod.sweep_file)[0] or {}, self.log.fh.name, self.pod.sweep_file)
         store.update_json(self.pod.sweep_file, {"pid": me, "pid_start": procs.proc_start(me),
                                                 "boot_id": procs.boot_id(), "slots": self.slots.ids,
                                                 "git_sha": self.m.get("git_sha"), "billing": self.meter.billing,
@@ -349,9 +349,6 @@ class Scheduler:
             if not self.stop_why and self.meter.over_budget():  # SWEEP_BUDGET_USD: runs running finish, no more
                 self.stop(self.meter.over_budget())
                 self.log(self.stop_why)
-            beat = self.meter.beat(time.time())
-            if beat is not None:  # where the span ends if the pod dies with this queue (a lost pod's spend)
-                store.update_json(self.pod.sweep_file, {"alive_at": beat})
             if self.stop_why:
                 self.stop()
             else:
