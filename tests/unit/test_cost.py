@@ -4,6 +4,7 @@ wfops.sweeps.billing, and the cost as sweep.status shows it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,18 @@ def test_a_replacement_carries_what_the_lost_pod_spent_into_the_budget_and_the_t
     assert meter.beat(T0) == T0 and meter.beat(T0 + 1) is None and meter.beat(T0 + cost.BEAT_SECS) is not None
     meter.open({"spans": [[T0, None]], "alive_at": T0 + 30}, "/nonexistent/log")
     assert meter.spans[0] == [T0, T0 + 30]  # a queue that died: its span ends at its last heartbeat
+
+
+def test_the_queue_records_its_heartbeat_when_it_asks_for_its_budget(tmp_path: Path):
+    record = tmp_path / "sweep.json"
+    record.write_text(json.dumps({"sweep_id": "s1", "state": "running"}))
+    meter = cost.Meter({"price_per_hour": 1.0})  # no budget: the heartbeat all the same
+    meter.open({}, "/nonexistent/log", str(record))
+    assert meter.over_budget() == ""
+    beat = json.loads(record.read_text())["alive_at"]
+    assert abs(beat - time.time()) < 60 and json.loads(record.read_text())["sweep_id"] == "s1"
+    meter.over_budget()
+    assert json.loads(record.read_text())["alive_at"] == beat  # not due yet: no write every round
 
 
 def settings_with(**keys: str) -> Settings:
