@@ -63,6 +63,7 @@ class FakePod:
     gpu_count: int = 1
     created_at: str = field(default_factory=now_iso)
     removal_scheduled_at: str | None = None
+    volume_id: str | None = None  # the volume attached at its rent (`lium up --volume id:<HUID>`)
 
     @property
     def huid(self) -> str:
@@ -110,6 +111,7 @@ class FakeLium:
         self.on_rent: Callable[[FakePod], None] | None = None  # a rented pod's "machine": e.g. a new sshd
         self.rent_pending_polls = 1
         self.ssh_keys: list[dict[str, Any]] = []
+        self.volumes: list[dict[str, Any]] = []  # GET /volumes (add_volume): what `--volume id:<HUID>` resolves
         self.executor = {
             "id": "6f1c3a52-0b7e-4c1e-9a53-1d2f0c8e4b11",
             "executor_ip_address": ssh_host,
@@ -142,6 +144,17 @@ class FakeLium:
         with self.lock:
             self.pods[pod.id] = pod
         return pod
+
+    def add_volume(self, name: str) -> str:
+        """A volume of the user's (`lium volumes new NAME`); returns its HUID, what `--volume id:` takes."""
+        volume_id = str(uuid.uuid4())
+        with self.lock:
+            self.volumes.append({"id": volume_id, "name": name, "description": "", "created_at": now_iso()})
+        return huid(volume_id)
+
+    def volume_of(self, pod: FakePod) -> str | None:
+        """The name of the volume attached to `pod` (None: none)."""
+        return next((v["name"] for v in self.volumes if v["id"] == pod.volume_id), None)
 
     def count(self, method: str, path: str) -> int:
         """How many times `METHOD /path` (without the /api prefix and query) was requested."""
@@ -236,6 +249,8 @@ class FakeLium:
             return 200, [self._template()]
         if method == "GET" and len(parts) == 2 and parts[0] == "templates":
             return (200, self._template()) if parts[1] == TEMPLATE_ID else (404, {"detail": "Template not found"})
+        if (method, path) == ("GET", "/volumes"):
+            return 200, self.volumes
         if (method, path) == ("GET", "/ssh-keys"):
             return 200, self.ssh_keys
         if (method, path) == ("POST", "/ssh-keys"):
@@ -249,7 +264,8 @@ class FakeLium:
                 return status, _failure_body(status)
             pod = FakePod(id=str(uuid.uuid4()), name=body.get("pod_name") or self.executor_huid, status="PENDING",
                           ssh_host=self.ssh_host, ssh_port=self.ssh_port, pending_polls=self.rent_pending_polls,
-                          fail_after_polls=0 if self.rent_then == "FAILED" else None)
+                          fail_after_polls=0 if self.rent_then == "FAILED" else None,
+                          volume_id=(body or {}).get("volume_id"))
             if self.on_rent is not None:
                 self.on_rent(pod)
             self.pods[pod.id] = pod

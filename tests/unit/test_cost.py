@@ -4,6 +4,7 @@ wfops.sweeps.billing, and the cost as sweep.status shows it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_the_sweep_cost_is_its_pod_time_of_which_what_no_run_used_is_idle():
     rows = [{"cost_usd": 1.25}, {"cost_usd": None}, {"cost_usd": 0.75}]
     got = cost.sweep_cost(sw, rows, True, None, T0 + 5400)  # 30 + 30 minutes of queue (the open span runs to now)
     assert got == {"pod": "p1", "price_per_hour": 4.0, "budget_usd": 10, "pod_secs": 3600.0, "runs_usd": 2.0,
-                   "pod_usd": 4.0, "idle_usd": 2.0}
+                   "pod_usd": 4.0, "idle_usd": 2.0, "earlier_usd": None, "earlier": []}
     gone = cost.sweep_cost(sw, rows, False, T0 + 4500, T0 + 99999)  # a queue that went away: to its last end
     assert gone["pod_secs"] == 2700.0
     unknown = cost.sweep_cost({"spans": [[T0, T0 + 60]]}, [], False, None, T0)
@@ -89,6 +90,43 @@ def test_the_budget_counts_pod_time_and_what_earlier_pods_spent():
     # the earlier span counts
     assert meter.over_budget().startswith("budget reached: $5.00 spent of SWEEP_BUDGET_USD=0") and meter.hit
     assert meter.close()[0] == [T0, T0 + 5] and meter.close()[1][1] is not None
+
+
+def test_a_replacement_carries_what_the_lost_pod_spent_into_the_budget_and_the_total():
+    """A managed sweep's replacement (same volume, same record): the lost pod's time, to its last heartbeat, at its
+    price, becomes spent_before_usd; the new pod's price prices what comes after."""
+    sw = {"billing": {"pod": "train", "price_per_hour": 3600.0, "budget_usd": 30},
+          "spans": [[T0, T0 + 4], [T0 + 10, None]], "alive_at": T0 + 25}  # its queue died after its last beat
+    assert cost.closed_spans(sw, False, T0 + 12) == [[T0, T0 + 4], [T0 + 10, T0 + 25]]  # not to the last end
+    new = cost.handover(sw, {"price_per_hour": 7200.0}, T0 + 12, T0 + 99)
+    assert new == {"pod": "train", "price_per_hour": 7200.0, "budget_usd": 30, "spent_before_usd": 19.0}
+    assert sw["spans"] == [] and "alive_at" not in sw and sw["billing"] == new
+    assert sw["earlier"] == [{"pod": "train", "price_per_hour": 3600.0, "pod_secs": 19.0, "usd": 19.0}]
+    assert cost.over_budget(new, [[T0 + 200, None]], T0 + 205) == ""  # 19 + 2 x 5 = 29
+    assert cost.over_budget(new, [[T0 + 200, None]], T0 + 206).startswith("budget reached: $31.00 spent of")
+    sw["spans"] = [[T0 + 200, T0 + 201]]
+    got = cost.sweep_cost(sw, [{"cost_usd": 5.0}], False, None, T0 + 300)
+    assert (got["pod_usd"], got["earlier_usd"], got["idle_usd"]) == (21.0, 19.0, 16.0)
+    assert billing.cost_line(got) == ("cost: $5.00 in runs + $16.00 idle = $21.00 of pod time at $7200.00/h, "
+                                      "$19.00 of it on lost pods (budget $30.00)")
+    again = cost.handover(sw, {"price_per_hour": None}, None, T0 + 300)  # lost twice; an unknown price: the old
+    assert again["spent_before_usd"] == 21.0 and again["price_per_hour"] == 7200.0 and len(sw["earlier"]) == 2
+    meter = cost.Meter({})
+    assert meter.beat(T0) == T0 and meter.beat(T0 + 1) is None and meter.beat(T0 + cost.BEAT_SECS) is not None
+    meter.open({"spans": [[T0, None]], "alive_at": T0 + 30}, "/nonexistent/log")
+    assert meter.spans[0] == [T0, T0 + 30]  # a queue that died: its span ends at its last heartbeat
+
+
+def test_the_queue_records_its_heartbeat_when_it_asks_for_its_budget(tmp_path: Path):
+    record = tmp_path / "sweep.json"
+    record.write_text(json.dumps({"sweep_id": "s1", "state": "running"}))
+    meter = cost.Meter({"price_per_hour": 1.0})  # no budget: the heartbeat all the same
+    meter.open({}, "/nonexistent/log", str(record))
+    assert meter.over_budget() == ""
+    beat = json.loads(record.read_text())["alive_at"]
+    assert abs(beat - time.time()) < 60 and json.loads(record.read_text())["sweep_id"] == "s1"
+    meter.over_budget()
+    assert json.loads(record.read_text())["alive_at"] == beat  # not due yet: no write every round
 
 
 def settings_with(**keys: str) -> Settings:

@@ -44,3 +44,38 @@ def test_the_record_counts_recoveries_per_sweep_and_keeps_rented_pods_across_com
     assert again.recoveries == 1 and again.rented == ["p2"]
     assert history_lines(settings, "sweep-1")[-1] == "r1: attempt 2 on train (id p2)"
     assert history_lines(settings, "sweep-2") == []
+
+
+def test_a_fleet_pods_replacement_gets_its_own_volume_never_the_one_lium_volume():
+    import pytest
+
+    from wfops.errors import ConfigError
+    from wfops.settings.load import parse_settings
+    from wfops.targets.providers.lium import replacement_spec
+    from wfops.targets.target import Member
+
+    base = parse_settings("", environ={})
+    fleet = base.override({"LIUM_TARGETS": "a,b,c", "LIUM_VOLUME": "id:shared-one",
+                           "LIUM_VOLUMES": "id:vol-a,,id:vol-c"})
+    assert fleet.lium_volumes == ("id:vol-a", "", "id:vol-c")
+    assert [replacement_spec(fleet, Member(n, "lium")).lium_volume for n in "abc"] == ["id:vol-a", "", "id:vol-c"]
+    short = fleet.override({"LIUM_VOLUMES": "id:vol-a"})  # c has no entry: no volume, not LIUM_VOLUME
+    assert replacement_spec(short, Member("c", "lium")).lium_volume == ""
+    one = base.override({"LIUM_TARGET": "train", "LIUM_VOLUME": "id:mine"})  # a single pod: LIUM_VOLUME
+    assert replacement_spec(one, Member("train", "lium")).lium_volume == "id:mine"
+    for bad in ("new:name=x", "id:a b", "vol-a", "id:$(touch x)"):
+        with pytest.raises(ConfigError, match=r"^config: LIUM_VOLUMES=.* is not valid: expected comma-separated id:"):
+            base.override({"LIUM_VOLUMES": bad})
+
+
+def test_status_history_names_the_pod_of_each_attempt_and_where_a_run_waits(tmp_path: Path):
+    cfg = tmp_path / "workflow.env"
+    cfg.write_text(f"LOCAL_ARTIFACTS_DIR={tmp_path / 'art'}\n")
+    book = Book(load_settings(cfg))
+    book.bind("sweep-1")
+    book.ran("r1", 1, "train")
+    book.ran("r1", 2, "train (id new)")
+    book.ran("r2", 1, "train (id new)", queued=True)
+    lines = history_lines(load_settings(cfg), "sweep-1")
+    assert "r1: attempt 1 on train, attempt 2 on train (id new)" in lines
+    assert "r2: attempt 1 queued on train (id new)" in lines

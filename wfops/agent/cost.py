@@ -19,6 +19,8 @@ from . import store
 from .states import ATTEMPTS_DIR, RUNNING, STATUS_FILE
 from .wire import TYPE_CHECKING
 
+BEAT_SECS = 5.0  # the queue records that it is alive this often (a lost pod's time is counted to its last one)
+
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -129,11 +131,40 @@ def _number(x: Any) -> str:
 
 
 def closed_spans(sw: Json, queue_running: bool, last_end: Optional[float]) -> List[List[Any]]:
-    """The record's spans; an open one of a queue that is gone ends where it left it (its last attempt's end)."""
+    """The record's spans; an open one of a queue that is gone ends where it left it: its last heartbeat
+    (`alive_at`) or its last attempt's end, whichever is later."""
     spans = [list(x) for x in sw.get("spans") or [] if isinstance(x, list) and len(x) == 2]
     if spans and spans[-1][1] is None and not queue_running:
-        spans[-1][1] = max(float(spans[-1][0]), last_end or 0.0)
+        spans[-1][1] = max(float(spans[-1][0]), last_end or 0.0, _alive_at(sw))
     return spans
+
+
+def _alive_at(sw: Json) -> float:
+    beat = sw.get("alive_at")
+    return float(beat) if isinstance(beat, (int, float)) and not isinstance(beat, bool) else 0.0
+
+
+def handover(sw: Json, billing: Json, last_end: Optional[float], now: float) -> Json:
+    """A managed sweep moved this pod's share to a replacement (same volume, so the same record): the billing block
+    the replacement's queue runs under. What the sweep spent so far (the earlier pods' spend and the lost pod's
+    spans at its price) becomes `spent_before_usd`, so SWEEP_BUDGET_USD counts it; the new pod's price
+    (`billing.price_per_hour`, None: the old one) prices the time from now on. Updates `sw` (pure otherwise): its
+    spans start again, the lost pod's part goes to `earlier` (what sweep.status shows as earlier pods)."""
+    old: Json = dict(sw.get("billing") or {})
+    spans = closed_spans(sw, False, last_end)
+    secs = span_secs(spans, now)
+    price = old.get("price_per_hour")
+    usd = attempt_cost(float(price), secs, 1, 1) if price is not None else None
+    sw["earlier"] = list(sw.get("earlier") or []) + [{"pod": old.get("pod"), "price_per_hour": price,
+                                                        "pod_secs": round(secs, 1),
+                                                        "usd": None if usd is None else round(usd, 6)}]
+    sw["spans"] = []
+    sw.pop("alive_at", None)
+    new = dict(old)
+    new.update({k: v for k, v in billing.items() if k == "price_per_hour" and v is not None})
+    new["spent_before_usd"] = round(float(old.get("spent_before_usd") or 0) + (usd or 0.0), 6)
+    sw["billing"] = new
+    return new
 
 
 def sweep_cost(sw: Json, rows: List[Json], queue_running: bool, last_end: Optional[float], now: float) -> Json:
@@ -141,10 +172,12 @@ def sweep_cost(sw: Json, rows: List[Json], queue_running: bool, last_end: Option
     billing: Json = sw.get("billing") or {}
     price = billing.get("price_per_hour")
     secs = span_secs(closed_spans(sw, queue_running, last_end), now)
+    earlier = float(billing.get("spent_before_usd") or 0)
     out: Json = {"pod": billing.get("pod"), "price_per_hour": price, "budget_usd": billing.get("budget_usd"),
-                 "pod_secs": round(secs, 1), "runs_usd": None, "pod_usd": None, "idle_usd": None}
-    if price is not None:
-        pod_usd = attempt_cost(float(price), secs, 1, 1) or 0.0
+                 "pod_secs": round(secs, 1), "runs_usd": None, "pod_usd": None, "idle_usd": None,
+                 "earlier_usd": round(earlier, 6) if sw.get("earlier") else None, "earlier": sw.get("earlier") or []}
+    if price is not None:  # pod_usd: the sweep's whole pod time, its earlier (lost, replaced) pods' included
+        pod_usd = (attempt_cost(float(price), secs, 1, 1) or 0.0) + earlier
         run_usd = sum(r["cost_usd"] for r in rows if isinstance(r.get("cost_usd"), (int, float)))
         out.update(runs_usd=round(run_usd, 6), pod_usd=round(pod_usd, 6),
                    idle_usd=round(max(0.0, pod_usd - run_usd), 6))
@@ -166,18 +199,31 @@ class Meter:
         self.billing = billing
         self.spans: List[List[Any]] = []
         self.hit = False  # the budget stopped the queue
+        self.beat_at = 0.0  # the last heartbeat (`alive_at` in sweep.json)
+        self.record = ""  # sweep.json, where the heartbeat goes
 
-    def open(self, record: Json, log_path: str) -> List[List[Any]]:
+    def open(self, record: Json, log_path: str, record_path: str = "") -> List[List[Any]]:
         """The spans of the sweep's record and a new one from now. A span left open by a queue that went away ends
-        at its log's last line."""
+        at its last heartbeat or its log's last line, whichever is later. `record_path`: sweep.json, where
+        over_budget() records the heartbeat."""
+        self.record = record_path
         self.spans = [list(x) for x in record.get("spans") or [] if isinstance(x, list) and len(x) == 2]
         if self.spans and self.spans[-1][1] is None:
             try:
-                self.spans[-1][1] = max(float(self.spans[-1][0]), round(os.path.getmtime(log_path), 3))
+                left = round(os.path.getmtime(log_path), 3)
             except OSError:
-                self.spans[-1][1] = self.spans[-1][0]
+                left = 0.0
+            self.spans[-1][1] = max(float(self.spans[-1][0]), left, _alive_at(record))
         self.spans.append([round(time.time(), 3), None])
         return self.spans
+
+    def beat(self, now: float) -> Optional[float]:
+        """The heartbeat to record (`alive_at`: where a span of a queue that dies with its pod ends, so the budget
+        counts a lost pod's time), every BEAT_SECS; None when it is not due."""
+        if now - self.beat_at < BEAT_SECS:
+            return None
+        self.beat_at = now
+        return round(now, 3)
 
     def close(self) -> List[List[Any]]:
         if self.spans and self.spans[-1][1] is None:
@@ -185,7 +231,11 @@ class Meter:
         return self.spans
 
     def over_budget(self) -> str:
-        """Why no run or attempt may start any more ("" while the budget allows it, or there is none)."""
+        """Why no run or attempt may start any more ("" while the budget allows it, or there is none). The queue
+        asks every round until it stops: the heartbeat is recorded here too, when due."""
+        beat = self.beat(time.time()) if self.record else None
+        if beat is not None:  # where the span ends if the pod dies with this queue (a lost pod's spend counts)
+            store.update_json(self.record, {"alive_at": beat})
         if self.billing.get("budget_usd") is None:
             return ""
         why = over_budget(self.billing, self.spans, time.time())

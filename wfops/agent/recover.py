@@ -7,7 +7,9 @@ no end: a run that was running (now `lost`) as its next attempt in the same run 
 
 from __future__ import annotations
 
-from . import procs, wire
+import time
+
+from . import cost, procs, wire
 from .registry import Refusal, command
 from .states import EXIT_CONFLICT, EXIT_NOT_FOUND, LOST, PENDING, QUEUE_RUNNING
 from .sweepedit import _current, _enqueue
@@ -18,10 +20,11 @@ if TYPE_CHECKING:
     from typing import Dict, List, Optional
 
     from .states import Layout
-    from .wire import Json, QueueEntry
+    from .wire import Billing, Json, QueueEntry
 
 RECOVER_COMMAND = "sweep.recover"  # its workflow rule (states.RULES)
 EVERY: List[str] = []  # sweep-recover's default run_ids: every run of the pod's sweep (never changed)
+SAME_POD: Billing = {}  # sweep-recover's default billing: the pod came back (never changed)
 
 
 def restart_entries(queue: List[QueueEntry], rows: Dict[str, Json], why: str,
@@ -50,10 +53,12 @@ def restart_entries(queue: List[QueueEntry], rows: Dict[str, Json], why: str,
 
 
 @command(wire.SWEEP_RECOVER)
-def sweep_recover(pod: Layout, session: str, sweep_id: str = "", why: str = "", run_ids: List[str] = EVERY) -> Json:
+def sweep_recover(pod: Layout, session: str, sweep_id: str = "", why: str = "", run_ids: List[str] = EVERY,
+                  billing: Billing = SAME_POD) -> Json:
     """Start the current sweep's queue again with its runs that have no end (see the module); refused while its
     queue runs (nothing to recover). `sweep_id`: the sweep must be that one; `run_ids`: only these runs (a fleet
-    pod's share; empty: every run)."""
+    pod's share; empty: every run); `billing` (a replacement pod: its price): what the sweep spent so far is
+    carried into the budget (cost.handover), the new price prices the time from now on."""
     sw, plan = _current(pod)
     if sweep_id and sw["sweep_id"] != sweep_id:
         raise Refusal(EXIT_CONFLICT, "the current sweep of this pod is %s, not %s; nothing was restarted"
@@ -68,5 +73,14 @@ def sweep_recover(pod: Layout, session: str, sweep_id: str = "", why: str = "", 
     restarted = [{"run_id": e["run_id"], "attempt": e.get("attempt", 1)} for e in entries
                  if rows[e["run_id"]]["state"] == LOST]
     queued = [e["run_id"] for e in entries if rows[e["run_id"]]["state"] == PENDING]
+    carried = None
+    if billing:
+        last_end = cost.add_costs(pod.run_dir, list(rows.values()), sw["sweep_id"], sw.get("billing") or {})
+        new = cost.handover(sw, dict(billing), last_end, time.time())
+        plan["billing"] = new  # type: ignore[typeddict-item]  # a Billing: the old block's keys, updated
+        carried = new.get("spent_before_usd")
     answer = _enqueue(pod, sw, plan, entries, session, RECOVER_COMMAND)
-    return {"sweep_id": sw["sweep_id"], "restarted": restarted, "queued": queued, "pid": answer.get("pid")}
+    waiting = [{"run_id": e["run_id"], "attempt": e.get("attempt", 1)} for e in entries
+               if rows[e["run_id"]]["state"] == PENDING]
+    return {"sweep_id": sw["sweep_id"], "restarted": restarted, "queued": queued, "pid": answer.get("pid"),
+            "spent_before_usd": carried, "waiting": waiting}

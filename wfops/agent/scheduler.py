@@ -127,7 +127,7 @@ class Scheduler:
         me = os.getpid()
         self.slots = slots.Slots(self.device_ids())
         self.order = slots.Order(self.slots.total, max(1, self.slots.total))
-        spans = self.meter.open(store.load_or_note(self.pod.sweep_file)[0] or {}, self.log.fh.name)
+        spans = self.meter.open(store.load_or_note(self.pod.sweep_file)[0] or {}, self.log.fh.name, self.pod.sweep_file)
         store.update_json(self.pod.sweep_file, {"pid": me, "pid_start": procs.proc_start(me),
                                                 "boot_id": procs.boot_id(), "slots": self.slots.ids,
                                                 "git_sha": self.m.get("git_sha"), "billing": self.meter.billing,

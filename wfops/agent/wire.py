@@ -282,7 +282,7 @@ INBOX: Schema = {"entries": (_L, True, QUEUE_ENTRY)}
 # a handler argument annotated with one of these (registry.bind) is checked against it at the door
 ARGUMENTS: Dict[str, Tuple[Types, Any]] = {
     "Manifest": (_D, MANIFEST), "ExecBlock": (_D, EXEC_BLOCK), "List[QueueEntry]": (_L, QUEUE_ENTRY),
-    "List[RunRow]": (_L, RUN_ROW), "List[str]": (_L, _S),
+    "List[RunRow]": (_L, RUN_ROW), "List[str]": (_L, _S), "Billing": (_D, BILLING),
 }
 
 _NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict", _NONE: "null"}

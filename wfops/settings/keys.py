@@ -57,6 +57,16 @@ _data_check = c.words_matching(lambda w: not (w.startswith("/") or ".." in w.spl
                                "glob patterns relative to DATA_DIR (no leading '/', no '..')")
 
 
+def _volumes(value: str) -> tuple[str, ...]:
+    """LIUM_VOLUMES: comma-separated `id:<HUID>` entries in LIUM_TARGETS' order; an empty entry: that pod has none."""
+    if not value.strip():
+        return ()
+    entries = tuple(e.strip() for e in value.split(","))
+    if any(e and not re.fullmatch(r"id:[A-Za-z0-9][A-Za-z0-9._-]*", e) for e in entries):
+        raise c.Invalid("comma-separated id:<VOLUME_HUID> entries, one per LIUM_TARGETS pod, in its order")
+    return entries
+
+
 def _dollars(value: str) -> float | None:
     """A price or a budget in USD: empty (unknown / none), or a finite number >= 0."""
     text = value.strip()
@@ -132,6 +142,9 @@ KEYS: tuple[Key, ...] = (
        pod=False),
     _k("lium", "LIUM_VOLUME", "", c.line, "pod.up: volume to attach at /mnt: id:<HUID> or new:name=<NAME>",
        pod=False),
+    _k("lium", "LIUM_VOLUMES", "", _volumes,
+       "a fleet's own volumes: id:<HUID> per LIUM_TARGETS pod, in its order; a lost pod's replacement gets its pod's "
+       "(sweep.wait --recover; LIUM_VOLUME is never attached to a fleet's replacement)", pod=False),
     _k("lium", "LIUM_YES", "0", c.boolean,
        "pod.up/pod.down: do not ask for confirmation (needed without a terminal, like --yes)", pod=False),
     # -- pod layout

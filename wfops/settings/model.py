@@ -59,6 +59,7 @@ class Settings:
     lium_ports: int | None
     lium_ttl: str
     lium_volume: str
+    lium_volumes: tuple[str, ...]
     lium_yes: bool
     # -- layout
     remote_env_path: str

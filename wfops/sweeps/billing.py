@@ -70,16 +70,21 @@ def fleet_cost(costs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
     known = {n: c for n, c in costs.items() if c and c.get("price_per_hour") is not None}
     out: dict[str, Any] = {k: round(sum(float(c.get(k) or 0) for c in known.values()), 6) if known else None
                            for k in ("runs_usd", "idle_usd", "pod_usd")}
+    earlier = [float(c["earlier_usd"]) for c in known.values() if c.get("earlier_usd") is not None]
+    out["earlier_usd"] = round(sum(earlier), 6) if earlier else None
     out.update(pods=dict(costs), unknown=sorted(n for n in costs if n not in known),
                budget_usd=sum(float(c.get("budget_usd") or 0) for c in known.values()) or None)
     return out
 
 
 def cost_line(cost: Mapping[str, Any] | None) -> str:
-    """`cost: $1.20 in runs + $0.40 idle = $1.60 of pod time (budget $5)`; '' when no price is known."""
+    """`cost: $1.20 in runs + $0.40 idle = $1.60 of pod time (budget $5)`; '' when no price is known. A managed
+    sweep that replaced a lost pod: `..., $0.70 of it on lost pods` (counted in the budget too)."""
     if not cost or cost.get("pod_usd") is None:
         return ""
     rate = f" at {usd(cost['price_per_hour'])}/h" if cost.get("price_per_hour") is not None else ""
+    if cost.get("earlier_usd") is not None:
+        rate += f", {usd(cost['earlier_usd']) or '$0.00'} of it on lost pods"
     unknown = cost.get("unknown") or []
     budget = f" (budget {usd(cost['budget_usd'])})" if cost.get("budget_usd") is not None else ""
     return (f"cost: {usd(cost.get('runs_usd'))} in runs + {usd(cost.get('idle_usd'))} idle = {usd(cost['pod_usd'])} "

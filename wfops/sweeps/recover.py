@@ -99,9 +99,10 @@ class Book:
             self.doc["rented"] = list(dict.fromkeys([*self.rented, pod_id]))
         self.save()
 
-    def ran(self, run_id: str, attempt: int, where: str) -> None:
-        """Attempt `attempt` of `run_id` runs on `where` (a pod's words)."""
-        self.doc.setdefault("attempts", {}).setdefault(run_id, []).append({"attempt": attempt, "pod": where})
+    def ran(self, run_id: str, attempt: int, where: str, queued: bool = False) -> None:
+        """Attempt `attempt` of `run_id` runs on `where` (a pod's words); `queued`: it waits there to start."""
+        entry = {"attempt": attempt, "pod": where, **({"queued": True} if queued else {})}
+        self.doc.setdefault("attempts", {}).setdefault(run_id, []).append(entry)
         self.save()
 
 
@@ -119,8 +120,8 @@ def history_lines(settings: Settings, sweep_id: str) -> list[str]:
     lines = [f"{h.get('at')}  {h.get('line')}" for h in doc.get("history") or [] if isinstance(h, dict)]
     for rid, tries in sorted((doc.get("attempts") or {}).items()):
         if isinstance(tries, list):
-            lines.append(f"{rid}: " + ", ".join(f"attempt {t.get('attempt')} on {t.get('pod')}" for t in tries
-                                               if isinstance(t, dict)))
+            lines.append(f"{rid}: " + ", ".join(f"attempt {t.get('attempt')} {'queued on' if t.get('queued') else 'on'}"
+                                               f" {t.get('pod')}" for t in tries if isinstance(t, dict)))
     return lines
 
 

@@ -19,12 +19,13 @@ import time
 from typing import Any
 
 from wfops.agent import wire
-from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, LOST, PENDING, RUNNING, UNKNOWN
+from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, EXIT_NOT_FOUND, LOST, PENDING, QUEUE_STOPPED, RUNNING, UNKNOWN
 from wfops.artifacts.transfer import fetch_runs, report
 from wfops.errors import ConnectError, LiumError, NotFoundError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
+from wfops.sweeps.billing import usd
 from wfops.sweeps.fleet_pods import Pods
 from wfops.sweeps.ledger import ledger_lock, load_ledger, restarted, save_ledger
 from wfops.sweeps.recover import Book, Silence
@@ -95,8 +96,13 @@ def managed(settings: Settings, timeout: int | None, patterns: list[Any],
     book = Book(settings)
     if resolve.is_fleet(settings):
         fleet = FleetRecovery(settings, book, log)
-        return book, fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
-    return book, managed_wait(settings, book, timeout, patterns, log)
+        data = fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
+    else:
+        data = managed_wait(settings, book, timeout, patterns, log)
+    sweep = data.get("sweep") or {}
+    if sweep.get("state") == QUEUE_STOPPED and sweep.get("reason"):  # the budget, a sweep.stop: why nothing more ran
+        log(f"wfops: {sweep.get('sweep_id')} stopped: {sweep['reason']}")
+    return book, data
 
 
 class FleetRecovery:
@@ -216,11 +222,12 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     line = f"lost pod {before}: {why} (recovery {n}/{settings.recover_max})"
     log(f"wfops: {line}")
     book.note(member.name, "loss", line)
+    billing: dict[str, Any] | None = None
     if replace:
-        replace_lium_pod(settings, member, book, log)
+        billing = {"price_per_hour": replace_lium_pod(settings, member, book, log)}
     elif not answering:
         _wait_back(settings, member, log)
-    return restart(settings, member, book, why, before, log, run_ids or [], sweep_id)
+    return restart(settings, member, book, why, before, log, run_ids or [], sweep_id, billing)
 
 
 def _wait_back(settings: Settings, member: Member, log: Log) -> None:
@@ -234,9 +241,9 @@ def _wait_back(settings: Settings, member: Member, log: Log) -> None:
             continue
 
 
-def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> None:
+def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> float | None:
     """Remove the lost pod if this sweep rented it, rent one like it (same spec, same volume), point the config's
-    name at it, wait for SSH, bootstrap, checkout."""
+    name at it, wait for SSH, bootstrap, checkout; its price per hour (None: unknown)."""
     cli = lium.cli("sweep.wait --recover", settings)
     old_id = replaced.current(settings, member.name)
     old = next((r for r in cli.ps() if old_id in (str(r.get("id")), r.get("name"), r.get("huid"))), None)
@@ -248,42 +255,70 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
         book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
     elif old is not None:
         log(f"wfops: lost pod {pod_words(old)} was not rented by this sweep: left as it is")
+    spec = lium.replacement_spec(settings, member)
     try:
-        row, _ = lium.rent_replacement(cli, settings, max(1.0, settings.recover_after_secs / 10), log)
+        row, _ = lium.rent_replacement(cli, spec, max(1.0, settings.recover_after_secs / 10), log)
     except LiumError as exc:
         line = f"no replacement for {member.name}: {exc.message}"
         book.note(member.name, "stopped", line)
         raise WfopsError(f"sweep.wait --recover: {line}; the sweep's runs on it stay lost", exc.code) from None
     price = row.get("price_per_hour", row.get("price"))
-    cost = f" at ${float(price):.2f}/h" if isinstance(price, (int, float)) else ""
-    line = f"rented pod {pod_words(row)}{cost} in place of {member.name} (LIUM_TARGET={row['id']} names it)"
+    price = float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) else None
+    cost = f" at ${price:.2f}/h" if price is not None else ""
+    volume = f" with volume {spec.lium_volume}" if spec.lium_volume else " with no volume"
+    line = (f"rented pod {pod_words(row)}{cost}{volume} in place of {member.name} "
+            + (f"(in LIUM_TARGETS, {row['id']} names it)" if resolve.is_fleet(settings)
+               else f"(LIUM_TARGET={row['id']} names it)"))
     log(f"wfops: {line}")
     book.note(member.name, "rented", line, pod_id=str(row["id"]))
     replaced.record(settings, member.name, str(row["id"]))
     quiet: Log = lambda _line: None  # noqa: E731 - the steps' own progress stays out of the one-line story
-    wait_for_pod(settings, member, READY_SECS, log=quiet)
-    bootstrap_pod(settings, member, log=quiet)
-    checkout_pod(settings, member, log=quiet)
+    try:
+        wait_for_pod(settings, member, READY_SECS, log=quiet)
+        bootstrap_pod(settings, member, log=quiet)
+        checkout_pod(settings, member, log=quiet)
+    except WfopsError as exc:  # e.g. DATA_DIR on /mnt and no volume came back: the pod bills, say so
+        line = (f"replacement pod {pod_words(row)} of {member.name} could not be prepared ({exc.message}); it is "
+                f"billing: fix it and run sweep.wait --recover again, or remove it with `lium rm {row['id']} -y`")
+        book.note(member.name, "stopped", line, pod_id=str(row["id"]))
+        raise WfopsError(f"sweep.wait --recover: {line}", exc.code) from None
     line = f"pod {pod_words(row)} answers, bootstrapped and checked out"
     log(f"wfops: {line}")
     book.note(member.name, "ready", line, pod_id=str(row["id"]))
+    return price
 
 
 def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log,
-            run_ids: list[str] | None = None, sweep_id: str = "") -> dict[str, Any]:
-    """`sweep-recover` on the pod: its lost runs as their next attempt, its runs not started as queued."""
-    answer = call_once("sweep.recover", settings, wire.SWEEP_RECOVER, member=member,
-                       session=settings.sweep_tmux_session, sweep_id=sweep_id or book.sweep_id, why=why,
-                       run_ids=run_ids or [])
+            run_ids: list[str] | None = None, sweep_id: str = "", billing: dict[str, Any] | None = None,
+            ) -> dict[str, Any]:
+    """`sweep-recover` on the pod: its lost runs as their next attempt, its runs not started as queued; `billing`
+    (a replacement: its price) carries what the sweep spent on the lost pod into the budget."""
+    try:
+        answer = call_once("sweep.recover", settings, wire.SWEEP_RECOVER, member=member,
+                           session=settings.sweep_tmux_session, sweep_id=sweep_id or book.sweep_id, why=why,
+                           run_ids=run_ids or [], billing=billing or {})
+    except WfopsError as exc:
+        if billing is None or exc.code != EXIT_NOT_FOUND:
+            raise
+        line = (f"the replacement of {member.name} has no sweep on it ({exc.message}): the lost pod's outputs were "
+                "not on a volume the replacement got back (LIUM_VOLUME; on a fleet LIUM_VOLUMES), so its runs stay "
+                "lost; run them again with sweep.retry")
+        book.note(member.name, "stopped", line)
+        raise WfopsError(f"sweep.wait --recover: {line}", exc.code) from None
     book.bind(str(answer.get("sweep_id") or ""))
     where = _pod_words(settings, member)
     for r in answer.get("restarted") or []:
         if not book.doc.get("attempts", {}).get(r["run_id"]):
             book.ran(r["run_id"], int(r["attempt"]) - 1, before)
         book.ran(r["run_id"], int(r["attempt"]), where)
+    for r in answer.get("waiting") or []:  # runs not started: queued on this pod (they may move on a fleet)
+        book.ran(r["run_id"], int(r["attempt"]), where, queued=True)
     runs = [f"{r['run_id']} (attempt {r['attempt']})" for r in answer.get("restarted") or []]
+    carried = answer.get("spent_before_usd")
     line = (f"restarted on {where}: " + (", ".join(runs) if runs else "no run was running")
-            + (f"; queued again: {', '.join(answer['queued'])}" if answer.get("queued") else ""))
+            + (f"; queued again: {', '.join(answer['queued'])}" if answer.get("queued") else "")
+            + (f"; {usd(carried) or '$0.00'} spent on its earlier pod(s) counts toward the sweep's cost and budget"
+               if isinstance(carried, (int, float)) else ""))
     log(f"wfops: {line}")
     book.note(member.name, "restarted", line)
     return answer

@@ -275,6 +275,18 @@ def rent_replacement(lium: LiumCLI, settings: Settings, first_wait: float,
     raise AssertionError("unreachable")
 
 
+def replacement_spec(settings: Settings, member: Member) -> Settings:
+    """The settings a lost pod's replacement is rented with: the config's LIUM_* spec; on a fleet, the pod's own
+    volume (LIUM_VOLUMES, in LIUM_TARGETS' order; none without an entry) instead of LIUM_VOLUME, which is one volume
+    and attaches to one pod."""
+    if not settings.lium_targets and not settings.ops_hosts:
+        return settings
+    names = list(settings.lium_targets)
+    i = names.index(member.name) if member.name in names else -1
+    own = settings.lium_volumes[i] if 0 <= i < len(settings.lium_volumes) else ""
+    return settings.override({"LIUM_VOLUME": own})
+
+
 def listed(lium: LiumCLI, pod_id: str) -> dict[str, Any] | None:
     """The `lium ps` row of pod `pod_id`, None when Lium no longer lists it."""
     return next((r for r in lium.ps() if str(r.get("id")) == pod_id), None)
