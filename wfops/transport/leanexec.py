@@ -1,0 +1,85 @@
+"""The session of the lean entry (wfops.lean): one script through a keeper that already answers, or Fallback.
+
+Beside KeeperSession (wfops.transport.connect), which starts a keeper when none answers and tries again when one
+goes away: this one never starts or retries anything. No keeper at the socket, or a keeper gone, stale (the
+target now resolves elsewhere) or frozen before it opened a channel, and nothing reached the pod: it raises
+wfops.lean.Fallback, and the full path runs the command (and does all of that, in its own words). Once the
+channel is open it is KeeperExec's frames, errors and exit code, as for any warm command.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from wfops.errors import Fallback
+from wfops.targets.target import Target
+from wfops.transport import warm
+from wfops.transport.connect import KEEPER_START_SECS, Frozen, KeeperExec, Retry
+from wfops.transport.session import (
+    Counted,
+    ExecResult,
+    MetaSink,
+    Redactor,
+    StderrLines,
+    StdoutSink,
+    collect,
+    count_request,
+    stderr_line,
+    verbose,
+)
+
+
+class LeanKeeperSession:
+    """One script through the keeper at `sock` (already dialled), or Fallback before anything ran."""
+
+    def __init__(self, target: Target, redact: Redactor, persist: float, sock: socket.socket) -> None:
+        self.target, self.redact, self.persist = target, redact, persist
+        self.sock: socket.socket | None = sock
+        self._exec: KeeperExec | None = None
+
+    def send(self, data: bytes) -> None:
+        assert self._exec is not None, "send() only while a script runs"
+        self._exec.send(data)
+
+    def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
+                    meta: MetaSink | None = None) -> ExecResult:
+        assert self.sock is not None, "one script per lean session"
+        sock, self.sock = self.sock, None
+        data = script.encode()
+        buf: list[bytes] = []
+        errs = StderrLines(self.redact, meta, stderr_line)
+        out = Counted(collect(stdout_sink, buf))
+        self._exec = KeeperExec(sock, on_start=count_request)
+        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        try:
+            code = self._exec.run(header, data, out, errs.feed,
+                                  start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+        except Frozen:  # it accepted and said nothing: end it (as KeeperSession does); the full path starts another
+            warm.end_frozen(sock, warm.socket_path(self.target))
+            raise Fallback() from None
+        except Retry:
+            raise Fallback() from None
+        finally:
+            self._exec = None
+            sock.close()
+        errs.close()
+        verbose("via the keeper", len(data), out.n)
+        return ExecResult(code, b"".join(buf), errs.error)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeeperSession:
+    """The session through the keeper that answers for `target` now; Fallback when none does."""
+    from wfops.errors import WfopsError
+
+    try:
+        sock = warm.dial(warm.socket_path(target))
+    except WfopsError:  # a keeper directory we must refuse, a keeper of another user: the full path says so
+        raise Fallback() from None
+    if sock is None:
+        raise Fallback()
+    return LeanKeeperSession(target, redact, persist, sock)
