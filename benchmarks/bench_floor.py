@@ -179,6 +179,9 @@ def main() -> None:
         synthetic_sweep(out20, 20)
         spec = proto_spec(work, env)
         cm_exec, cm_exit, ssh_true = control_master(sshd, work)
+        lean = subprocess.run([sys.executable, "-X", "importtime", "-m", "wfops", "fsm.status"], env=e,
+                              capture_output=True, text=True).stderr
+        path = "lean (no invoke imported)" if "| invoke" not in lean else "full (invoke imported)"
         try:
             cases = build_cases(work, sshd, env, opts.baseline, cm_exec, ssh_true, spec)
             load = os.getloadavg()[0]
@@ -190,6 +193,7 @@ def main() -> None:
         print_table(f"wfops against its floors ({opts.rounds} interleaved rounds, loopback sshd, {today}; "
                     f"load average {load:.1f} → {load_end:.1f})",
                     ["what", "median ms", "p90 ms", "ratio (same run)"], rows_of(samples, opts.baseline is not None))
+        print(f"\nA warm `wfops fsm.status` of this checkout took the {path} path.")
 
 
 if __name__ == "__main__":

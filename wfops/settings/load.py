@@ -8,7 +8,6 @@ environment (list intentional extras in ``EXTRA_ENV_KEYS`` to silence the warnin
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import re
@@ -235,6 +234,8 @@ def _one_or_a_fleet(values: Mapping[str, str]) -> None:
 
 
 def _unknown_key_warning(name: str, source: str, line: int) -> str:
+    import difflib  # only for a key that is unknown
+
     close = difflib.get_close_matches(name.upper(), KEYS_BY_NAME, n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]}?)" if close else ""
     if secret_by_shape(name):
