@@ -163,6 +163,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="a checkout of other code, measured in the same rounds")
     opts = ap.parse_args()
     with loopback_pod("ssh", WF_PERSIST_SECS="300") as (work, sshd, env):
+        # every process runs in the pod's temp dir: `python -m wfops` puts its working directory first on sys.path,
+        # so run from a checkout it would import that checkout's wfops whatever PYTHONPATH says
+        os.chdir(work)
         base_cfg = (work / "workflow.env").read_text()
         out20 = work / "pod" / "outputs20"
         cfg20 = base_cfg.replace(str(work / "pod" / "outputs"), str(out20))
