@@ -1,7 +1,7 @@
 """The lean entry of `wfops`: a read-only command whose target's keeper is warm, without invoke or the task tree.
 
-`wfops fsm.status` (task.status, task.list, sweep.status, sweep.list) with a keeper answering for its pod spends
-most of its time importing invoke and every task module, and tearing the interpreter down. Here the command line
+`wfops fsm.status` (task.status, task.list, sweep.status, sweep.list) through its pod's keeper spends most of its
+time importing invoke and every task module, and tearing the interpreter down. Here the command line
 is read by a small parser that agrees with the task's own options (LEAN; tests/unit/test_lean.py compares both
 with invoke's parser for every read-only task), the settings and target are made as the task makes them, the
 script is rendered (from the script cache: no Jinja), sent through the keeper, the answer printed as the task
@@ -11,9 +11,10 @@ prints it (wfops.views, wfops.sweeps.status), and the process ends at once (flus
 WFOPS_LEAN=0, a command not in LEAN, an option the parser does not know or a value it would have to judge
 (short flags but `-c`, --help, --watch, a repeated option, a number that is not plain digits), an invoke config
 (file or INVOKE_* variable: it may name wfops.config), a config with warnings, WF_POD, a fleet, a target that is
-not a plain SSH one or has notes, WF_PERSIST_SECS=0, no keeper answering, a keeper gone or stale before it
-opened a channel, any error before the request left. Once the keeper opened a channel the command is this
-path's: an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
+not a plain SSH one or has notes, WF_PERSIST_SECS=0, a keeper gone, stale or frozen before it opened a channel,
+any error before the request left. No keeper answering: it is started here as the full path starts it
+(wfops.transport.leanexec), so the first command does not pay for invoke either. From there on the command is
+this path's: an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
 """
 
 from __future__ import annotations

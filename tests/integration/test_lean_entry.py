@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 from tests.conftest import Pod, Result
 
@@ -91,9 +92,7 @@ def test_anything_unusual_takes_the_full_path(ssh_pod: Pod):
     ssh_pod.configure(WF_PERSIST_SECS="0")  # no keeper at all
     assert "invoke" in imported(ssh_pod.ok("fsm.status", env=profile))
     ssh_pod.configure(WF_PERSIST_SECS="120")
-    first = ssh_pod.ok("fsm.status", env=profile)  # no keeper warm yet: the full path starts it
-    assert "invoke" in imported(first)
-    assert "invoke" not in imported(ssh_pod.ok("fsm.status", env=profile))  # now warm: lean
+    assert "invoke" not in imported(ssh_pod.ok("fsm.status", env=profile))  # warm (a keeper started here): lean
     for args in (("task.list", "--limit", "abc"), ("fsm.status", "--help"), ("task.list", "-l", "1"),
                  ("fsm.reset", "INIT")):
         res = ssh_pod.wf(*args, env=profile)
@@ -103,3 +102,27 @@ def test_anything_unusual_takes_the_full_path(ssh_pod: Pod):
     ssh_pod.configure(NO_SUCH_KEY="1")  # a warning about the config: the full path prints it
     warned = ssh_pod.wf("fsm.status", env=profile)
     assert "invoke" in imported(warned) and "NO_SUCH_KEY" in warned.err
+
+
+def test_the_first_command_starts_the_keeper_as_the_full_path_does(ssh_pod: Pod):
+    """No keeper yet: the lean entry starts it (warm.prestart + warm.connect, as wfops.prewarm and the full path
+    do) and says the same; a pod the keeper cannot reach is the same one line and exit code both ways."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert lean.rc == 0 and "invoke" not in imported(lean)
+    assert list(ssh_pod.keeper_dir.glob("*.sock"))  # it started the keeper
+    assert "config written to" in lean.err  # a first command: the pod had no project.env yet
+    ssh_pod.ok("disconnect")
+    ssh_pod.env_path.unlink()  # the same pod again for the full path
+    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0"})
+    assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)
+    ssh_pod.ok("disconnect")
+    with socket.socket() as closed:  # a port with nothing listening: the keeper's connect is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert ssh_pod.sshd is not None
+    ssh_pod.configure(OPS_DEFAULT_HOST=f"{ssh_pod.sshd.user}@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="5")
+    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0"})
+    assert "invoke" not in imported(lean) and lean.rc != 0 and lean.last_err.startswith("wfops: ")
+    assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)

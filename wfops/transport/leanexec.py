@@ -1,10 +1,11 @@
-"""The session of the lean entry (wfops.lean): one script through a keeper that already answers, or Fallback.
+"""The session of the lean entry (wfops.lean): one script through the target's keeper, or Fallback.
 
-Beside KeeperSession (wfops.transport.connect), which starts a keeper when none answers and tries again when one
-goes away: this one never starts or retries anything. No keeper at the socket, or a keeper gone, stale (the
-target now resolves elsewhere) or frozen before it opened a channel, and nothing reached the pod: it raises
-wfops.lean.Fallback, and the full path runs the command (and does all of that, in its own words). Once the
-channel is open it is KeeperExec's frames, errors and exit code, as for any warm command.
+Beside KeeperSession (wfops.transport.connect), using its KeeperExec and warm.py's frames as they are. A keeper
+that does not answer yet is started as the full path starts it (wfops.prewarm's warm.prestart, then
+warm.connect); nothing is retried here: a keeper gone, stale (the target now resolves elsewhere) or frozen
+before it opened a channel, and nothing reached the pod: it raises wfops.errors.Fallback, and the full path
+runs the command (and starts another keeper, in its own words). Once the channel is open it is KeeperExec's
+frames, errors and exit code, as for any warm command.
 """
 
 from __future__ import annotations
@@ -73,13 +74,19 @@ class LeanKeeperSession:
 
 
 def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeeperSession:
-    """The session through the keeper that answers for `target` now; Fallback when none does."""
+    """The session through the keeper of `target`. When none answers, it is started exactly as the full path
+    starts it (wfops.prewarm: warm.prestart, then warm.connect waits for it): the first command pays the keeper's
+    start, not invoke's imports too. A keeper that could not connect is the command's error (the WfopsError
+    warm.connect raises, as on the full path); a keeper directory we must refuse, or a keeper of another user, is
+    Fallback: the full path says so in its own words."""
     from wfops.errors import WfopsError
 
     try:
-        sock = warm.dial(warm.socket_path(target))
-    except WfopsError:  # a keeper directory we must refuse, a keeper of another user: the full path says so
+        path = warm.socket_path(target)
+        sock = warm.dial(path)
+    except WfopsError:
         raise Fallback() from None
     if sock is None:
-        raise Fallback()
+        warm.prestart(target, persist)
+        sock = warm.connect(target, persist)
     return LeanKeeperSession(target, redact, persist, sock)
