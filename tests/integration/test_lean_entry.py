@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 
 from tests.conftest import Pod, Result
@@ -108,13 +109,15 @@ def test_the_first_command_starts_the_keeper_as_the_full_path_does(ssh_pod: Pod)
     """No keeper yet: the lean entry starts it (warm.prestart + warm.connect, as wfops.prewarm and the full path
     do) and says the same; a pod the keeper cannot reach is the same one line and exit code both ways."""
     ssh_pod.configure(WF_PERSIST_SECS="120")
-    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    verbose = {"WFOPS_VERBOSE": "1"}  # its exec line counts the bytes sent: the agent travelled too
+    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1", **verbose})
     assert lean.rc == 0 and "invoke" not in imported(lean)
     assert list(ssh_pod.keeper_dir.glob("*.sock"))  # it started the keeper
-    assert "config written to" in lean.err  # a first command: the pod had no project.env yet
+    assert "config written to" in lean.err and "via the keeper" in lean.err  # a first command, pod without agent
     ssh_pod.ok("disconnect")
-    ssh_pod.env_path.unlink()  # the same pod again for the full path
-    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0"})
+    ssh_pod.env_path.unlink()  # the same pod again for the full path: no project.env, no agent
+    shutil.rmtree(ssh_pod.outputs / "_control" / "agent")
+    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0", **verbose})
     assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)
     ssh_pod.ok("disconnect")
     with socket.socket() as closed:  # a port with nothing listening: the keeper's connect is refused

@@ -37,16 +37,19 @@ class LeanKeeperSession:
         self.target, self.redact, self.persist = target, redact, persist
         self.sock: socket.socket | None = sock
         self._exec: KeeperExec | None = None
+        self.sent = 0  # bytes of the script and what followed it (the agent, for a pod without it): WFOPS_VERBOSE
 
     def send(self, data: bytes) -> None:
         assert self._exec is not None, "send() only while a script runs"
         self._exec.send(data)
+        self.sent += len(data)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult:
         assert self.sock is not None, "one script per lean session"
         sock, self.sock = self.sock, None
         data = script.encode()
+        self.sent = len(data)
         buf: list[bytes] = []
         errs = StderrLines(self.redact, meta, stderr_line)
         out = Counted(collect(stdout_sink, buf))
@@ -64,7 +67,7 @@ class LeanKeeperSession:
             self._exec = None
             sock.close()
         errs.close()
-        verbose("via the keeper", len(data), out.n)
+        verbose("via the keeper", self.sent, out.n)
         return ExecResult(code, b"".join(buf), errs.error)
 
     def close(self) -> None:
