@@ -169,8 +169,8 @@ def _run(command: str, values: dict[str, Any]) -> int:
 
 
 def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
-    """(settings, target) as the task makes them; Fallback for anything the full path must say or decide."""
-    from wfops.errors import WfopsError
+    """(settings, target) as the task makes them; Fallback for anything the full path must say or decide (any
+    error here: nothing was sent yet, and the full path has the words for it)."""
     from wfops.settings.load import find_config, load_settings
     from wfops.targets import resolve
     from wfops.targets.target import SSH
@@ -189,7 +189,7 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
         if member.provider != SSH:
             raise Fallback()
         target = resolve.target(settings, member)
-    except WfopsError:
+    except Exception:
         raise Fallback() from None
     if target.notes:
         raise Fallback()
