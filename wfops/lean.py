@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import Fallback
+from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
-EXIT_BROKEN_PIPE = 141  # as wfops.tasks._parsing (which imports invoke)
 EXIT_TERMINATED = 143
 _DIGITS = re.compile(r"[0-9]+")
 INVOKE_FILES = ("/etc/invoke", "~/.invoke")
@@ -127,6 +127,7 @@ def _end(code: int) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
+        exit_quietly_on_broken_pipe()
         code = EXIT_BROKEN_PIPE
     try:
         sys.stderr.flush()

@@ -14,7 +14,6 @@ from wfops.agent import wire
 from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
-from wfops.output import table
 from wfops.settings.load import Settings
 from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
 from wfops.sweeps.ledger import load_ledger
