@@ -157,6 +157,26 @@ def rows_of(samples: dict[str, list], baseline: bool) -> list[list[str]]:
     return rows
 
 
+def goals(samples: dict[str, list], baseline: bool) -> list[list[str]]:
+    """The issue's goals (issue 24), each with this run's figure for wfops (and the baseline) and whether it is met."""
+    proto = ms(next(v for k, v in samples.items() if k.startswith("prototype")))
+    ssh = ms(samples["floor: `ssh host true` (cold)"])
+    rows: list[list] = []
+    for who in ("wfops", "baseline") if baseline else ("wfops",):
+        warm = [ms(samples[f"{who} {x}: warm"]) / proto for x in ("fsm.status", "task.list", "sweep.status, 20 runs")]
+        big = ms(samples[f"{who} sweep.status, 1,000 runs: warm"]) / ms(samples[f"{who} sweep.status, 20 runs: warm"])
+        cold = ms(samples[f"{who} fsm.status: cold (WF_PERSIST_SECS=0)"])
+        first = ms(samples[f"{who} fsm.status: first command, starts the keeper"]) / cold
+        rows += [
+            [f"{who}: warm read-only <= 1.3x the stdlib prototype", " / ".join(f"{r:.2f}x" for r in warm),
+             max(warm) <= 1.3],
+            [f"{who}: sweep.status of 1,000 runs <= 1.5x its 20-run row", f"{big:.2f}x", big <= 1.5],
+            [f"{who}: cold <= `ssh host true` + 150 ms", f"+ {cold - ssh:.0f} ms", cold - ssh <= 150],
+            [f"{who}: the first command (it starts the keeper) <= a cold one", f"{first:.2f}x", first <= 1],
+        ]
+    return [[label, figure, "yes" if met else "no"] for label, figure, met in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
@@ -196,6 +216,8 @@ def main() -> None:
         print_table(f"wfops against its floors ({opts.rounds} interleaved rounds, loopback sshd, {today}; "
                     f"load average {load:.1f} → {load_end:.1f})",
                     ["what", "median ms", "p90 ms", "ratio (same run)"], rows_of(samples, opts.baseline is not None))
+        print_table("The goals of issue 24 in this run (warm: fsm.status / task.list / sweep.status of 20 runs)",
+                    ["goal", "this run", "met?"], goals(samples, opts.baseline is not None))
         print(f"\nA warm `wfops fsm.status` of this checkout took the {path} path.")
 
 
