@@ -5,7 +5,8 @@ them and nothing that is gone). Data flows one way: options + workflow.env -> se
 plan -> one rendered script in one exec on the pod, where the agent does the work -> a JSON answer -> a table.
 
     __main__.py               `python -m wfops`: the console script
-    cli.py                    the `wfops` console script, light on purpose (prewarm first, then the task tree)
+    cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
+    lean.py                   a read-only command with its keeper warm, without invoke or the task tree
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
@@ -13,6 +14,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     interrupt.py              Ctrl-C outside a task's boundary (imports, parsing): one line and exit 130
     quietpipe.py              a reader of stdout gone (`... | head`): exit 141, no traceback (`inv --help` too, by .pth)
     output.py                 tables, durations and JSON for the user; control characters made visible
+    views.py                  the human text of read-only commands' answers (the tasks' and the lean entry's)
     watch.py                  `--watch`: refresh a status over one connection until the thing watched ends
     tracked.py                tracked tasks: id rules, the command.sh text, final state -> exit code
     preparation.py            bootstrap/checkout planned in pure Python from one probe of the pod ("facts")
@@ -41,6 +43,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/                one connection per command, one exec per script, rendered scripts
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
     transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
+    transport/leanexec.py     the lean entry's session: one script through a keeper that answers, else Fallback
     transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine

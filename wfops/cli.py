@@ -1,4 +1,5 @@
-"""The `wfops` console script. Light on purpose: before the task tree is imported (invoke and every task module,
+"""The `wfops` console script. Light on purpose: a read-only command through its pod's keeper runs in wfops.lean
+and never imports the task tree; otherwise, before the task tree is imported (invoke and every task module,
 most of a command's start-up), `prewarm` may start the target's keeper so that its SSH connection is made while
 this process imports (wfops.transport.warm.prestart). The program itself is wfops.program.
 """
@@ -12,6 +13,9 @@ def main() -> None:
     from wfops.interrupt import guard
 
     guard()  # Ctrl-C from here on is one line and exit 130 (wfops.interrupt)
+    from wfops.lean import try_lean
+
+    try_lean(sys.argv[1:])  # a read-only command through its keeper ends here, without invoke (wfops.lean)
     from wfops.prewarm import prewarm
 
     prewarm(sys.argv[1:])

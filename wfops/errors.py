@@ -88,6 +88,11 @@ class LiumError(WfopsError):
     code = EXIT_LIUM
 
 
+class Fallback(Exception):
+    """Not an error a user sees: the lean entry (wfops.lean) stops before anything reached the pod, and the full
+    invoke path runs the command (and says whatever there is to say)."""
+
+
 def env_seconds(name: str, default: float) -> float:
     """A tuning knob of the environment in seconds (> 0): `default` when unset or blank; ConfigError otherwise."""
     import os

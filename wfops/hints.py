@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,8 @@ def program() -> str:
     if name not in _PROGRAMS:  # wfops called from Python (a test, a consumer's code): the venv's console script
         name = "wfops"
         argv0 = str(Path(sys.executable).parent / name)
+    import shutil  # here: shutil imports bz2 and lzma, which the lean entry (wfops.lean) need not pay for
+
     found = shutil.which(name)
     if found and os.path.exists(argv0) and os.path.realpath(found) == os.path.realpath(argv0):
         return name

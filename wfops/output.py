@@ -2,8 +2,8 @@
 
 Text that came from the pod (log tails, notes, reasons, error lines) can hold terminal control sequences;
 `visible` is the one function that makes them visible instead of letting the terminal execute them, and every
-human output goes through it: `table` and `pairs` per cell, `wfops.tasks._base.emit` on the whole text, the
-error boundary on its one line, and the remote layer on the pod's stderr lines. JSON output is exact JSON
+human output goes through it: `table` and `pairs` per cell, `emit` on the whole text, the error boundary on its
+one line (`error_line`), and the remote layer on the pod's stderr lines. JSON output is exact JSON
 (json.dumps escapes control characters itself).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 # C0 controls but tab and newline, DEL, and C1 controls (a lone 0x9b is a CSI on some terminals)
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -77,3 +77,13 @@ def quiet_note(secs: object) -> str:
 
 def to_json(obj: object) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
+    """Print JSON exactly, or the human text with control characters made visible (see `visible`)."""
+    print(to_json(data) if as_json else visible(human()))
+
+
+def error_line(message: str) -> str:
+    """The one line an error ends a command with (the task boundary, wfops.tasks._base.wftask, and wfops.lean)."""
+    return f"wfops: {visible(message)}"

@@ -8,21 +8,47 @@ environment (list intentional extras in ``EXTRA_ENV_KEYS`` to silence the warnin
 
 from __future__ import annotations
 
-import difflib
+import importlib.util
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-from dotenv.parser import parse_stream
 
 from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid, is_gpus_request
 from wfops.settings.keys import KEYS, KEYS_BY_NAME, Key
 from wfops.settings.model import Settings, invalid_line
 from wfops.settings.secrets import MASK, is_secret, mask_secrets, secret_by_shape
+
+
+def _dotenv_parser() -> ModuleType:
+    """python-dotenv's parser module (self-contained: codecs, re, typing) without the package's __init__, which
+    imports dotenv.main and with it logging, tempfile and more: about a third of a warm command's imports
+    (wfops.lean). A later `import dotenv` finds this very module in sys.modules."""
+    name = "dotenv.parser"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("dotenv")  # a top-level package's spec: nothing is imported
+        where = next(iter(package.submodule_search_locations or ()), None) if package else None
+        spec = importlib.util.spec_from_file_location(name, os.path.join(where, "parser.py")) if where else None
+        if spec is None or spec.loader is None:
+            import dotenv.parser
+
+            return dotenv.parser
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+parse_stream = _dotenv_parser().parse_stream
 
 __all__ = ["KEYS", "KEYS_BY_NAME", "Key", "Settings", "find_config", "is_gpus_request", "load_settings",
            "parse_settings"]
@@ -208,6 +234,8 @@ def _one_or_a_fleet(values: Mapping[str, str]) -> None:
 
 
 def _unknown_key_warning(name: str, source: str, line: int) -> str:
+    import difflib  # only for a key that is unknown
+
     close = difflib.get_close_matches(name.upper(), KEYS_BY_NAME, n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]}?)" if close else ""
     if secret_by_shape(name):

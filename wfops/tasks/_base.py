@@ -48,7 +48,8 @@ from wfops import fanout, hints
 from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.interrupt import EXIT_INTERRUPTED, InTask
-from wfops.output import to_json, visible
+from wfops.output import emit as emit
+from wfops.output import error_line, to_json, visible
 from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
@@ -193,7 +194,7 @@ def wftask(*args: Any, **kwargs: Any) -> Any:
                         raise UsageError(f"usage: {hints.program()} {usage}")
                     return fn(c, *a, **kw)
             except WfopsError as exc:
-                raise Exit(f"wfops: {visible(exc.message)}", exc.code) from None
+                raise Exit(error_line(exc.message), exc.code) from None
             except KeyboardInterrupt as exc:
                 text = hint.format(**{**{n: p.default for n, p in params.items()}, **kw}) if hint else None
                 code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
@@ -341,8 +342,3 @@ def refuse_watch_on_fleet(settings: Settings) -> None:
     if resolve.is_fleet(settings):
         raise UsageError(f"--watch redraws one pod's view: choose the pod with {resolve.POD_ENV}=NAME "
                          f"(fleet: {', '.join(p.name for p in resolve.pods(settings))})")
-
-
-def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
-    """Print JSON exactly, or the human text with control characters made visible (see wfops.output.visible)."""
-    print(to_json(data) if as_json else visible(human()))

@@ -7,32 +7,12 @@ from typing import Any
 from invoke import Collection
 
 from wfops.fanout import Log, to_stderr
-from wfops.output import pairs, table
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
 from wfops.tasks._base import JSON_HELP, PodWork, on_pods, settings_for, wftask
 from wfops.transport import rules as fsm
 from wfops.transport.command import call_once
-
-
-def _human(data: dict) -> str:
-    if data.get("damaged"):
-        return pairs([("state", "unknown: the state file is damaged"), ("problem", data["damaged"]),
-                      ("file", data.get("file"))])
-    effective = data.get("effective") or {}
-    head = pairs([
-        ("state", f"{data.get('state')}" + (f" (commands see {effective['state']}: {effective['why']})"
-                                            if effective else "")),
-        ("since", data.get("updated_at") or "never set (no state file yet)"),
-        ("by", data.get("command")),
-        ("reason", data.get("reason")),
-        ("file", data.get("file")),
-    ])
-    history = data.get("history") or []
-    if not history:
-        return head
-    rows = [(h.get("at"), h.get("from"), h.get("to"), h.get("command"), h.get("reason")) for h in history[-10:]]
-    return head + "\n\nrecent transitions (oldest first)\n" + table(("at", "from", "to", "command", "reason"), rows)
+from wfops.views import fsm_text as _human
 
 
 def read_state(settings: Settings, member: Member, log: Log = to_stderr) -> dict:

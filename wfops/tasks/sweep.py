@@ -14,19 +14,19 @@ from wfops.agent import wire
 from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
-from wfops.output import table
 from wfops.settings.load import Settings
 from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
 from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import check_run_id, exec_block, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
-from wfops.sweeps.status import status_text, totals_line
+from wfops.sweeps.status import status_text
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
 from wfops.tasks import results as _results  # report, wait and attach live there
 from wfops.tasks._base import JSON_HELP, PodWork, emit, on_pods, settings_for, wftask
 from wfops.tasks.sweep_csv import CSV_HELP, csv_path, read_runs, template, validate
 from wfops.transport.command import PodCommand, call_once
+from wfops.views import sweep_list_text as _list_text
 
 if TYPE_CHECKING:
     from wfops.agent.wire import Filters, Manifest
@@ -197,12 +197,6 @@ def retry(c: Any, ids: str | None = None, failed: bool = False, json: bool = Fal
 def list_sweeps(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
     """Every sweep on one pod, newest first (what `sweep.list --json` prints)."""
     return call_once("sweep.list", settings, wire.SWEEP_LIST, member=member, log=log)
-
-
-def _list_text(data: dict) -> str:
-    rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
-             totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
-    return table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod"
 
 
 @wftask(help={"json": JSON_HELP})

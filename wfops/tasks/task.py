@@ -11,7 +11,6 @@ from wfops import watch as watching
 from wfops.agent.states import TERMINAL
 from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
-from wfops.output import duration, pairs, quiet_note, table
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
@@ -25,27 +24,11 @@ from wfops.tasks._base import (
 )
 from wfops.tracked import check_task_id, check_workdir, command_script, exit_code_for
 from wfops.transport.command import PodCommand, call_once
+from wfops.views import task_list_text as _list_text
+from wfops.views import task_status_text as _status_text
+from wfops.views import task_summary as _summary
 
 ID_HELP = "task id: letters, digits, '.', '_' or '-' (up to 128), starting with a letter or digit"
-
-
-def _summary(t: dict) -> str:
-    items = [
-        ("task", t.get("id")),
-        ("state", f"{t.get('state')}" + (f" (recorded: {t['recorded_state']})" if t.get("recorded_state") else "")),
-        ("exit code", t.get("exit_code")),
-        ("created", t.get("created_at")),
-        ("started", t.get("started_at")),
-        ("ended", t.get("ended_at")),
-        ("duration", duration(t.get("duration_secs"))),
-        ("timeout", f"{t['timeout_secs']}s" if t.get("timeout_secs") else "none"),
-        ("tmux", f"{t.get('tmux_session')}:{t.get('tmux_window')}" if t.get("tmux_window") else None),
-    ]
-    if quiet_note(t.get("quiet_secs")):
-        items.append(("output", quiet_note(t.get("quiet_secs"))))
-    if t.get("reason"):
-        items.append(("note", t["reason"]))
-    return pairs(items)
 
 
 def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeout_secs: int | None = None,
@@ -113,14 +96,6 @@ def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = Fal
     on_pods(settings, json, PodWork(lambda s, m, log: show_task(s, m, task_id, tail_lines, log), _status_text))
 
 
-def _status_text(data: dict) -> str:
-    tail = data.get("tail") or []
-    text = _summary(data)
-    if tail:
-        text += f"\n\n--- stdout.log (last {len(tail)} lines)\n" + "\n".join(tail)
-    return text
-
-
 def wait_task(settings: Settings, member: Member, task_id: str, timeout_secs: int = 0, log: Log = to_stderr) -> dict:
     """Wait on one pod until a task ends (or `timeout_secs` pass; 0: no limit); what `task.wait --json` prints."""
     return call_once("task.wait", settings, "task-wait", member=member, log=log, id=task_id, timeout=timeout_secs)
@@ -153,17 +128,6 @@ def list_tasks(settings: Settings, member: Member, limit: int = 20, log: Log = t
     """One pod's damaged tasks, then its recent tracked tasks, newest first (`limit` 0: all); what `task.list
     --json` prints."""
     return call_once("task.list", settings, "task-list", member=member, log=log, limit=limit)
-
-
-def _list_text(data: dict) -> str:
-    tasks = data.get("tasks") or []
-    if not tasks:
-        return "no tracked tasks on the pod yet (start one with task.run)"
-    rows = [(t.get("id"), t.get("state"), t.get("exit_code"), t.get("started_at"),
-             duration(t.get("duration_secs")), t.get("reason")) for t in tasks]
-    more = data.get("total", 0) - len(tasks)
-    return table(("id", "state", "exit", "started", "duration", "note"), rows) + (
-        f"\n({more} older not shown; --limit 0 shows all)" if more > 0 else "")
 
 
 @wftask(help={"limit": "show at most this many, newest first (default 20; 0: all); damaged ones always show",

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -136,7 +133,12 @@ def agent() -> Agent:
 
 @lru_cache(maxsize=1)
 def agent_payload() -> str:
-    """The agent as it travels: a deterministic tarball (fixed mtimes and owners), gzip, base64."""
+    """The agent as it travels: a deterministic tarball (fixed mtimes and owners), gzip, base64. (gzip, io and
+    tarfile are imported here: only a pod without the agent needs them, and a warm command should not pay.)"""
+    import gzip
+    import io
+    import tarfile
+
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in _sources():

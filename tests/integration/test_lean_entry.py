@@ -1,0 +1,131 @@
+"""The lean entry (wfops.lean): a read-only command with its keeper warm runs without invoke or the task tree, and
+says exactly what the full invoke path says: the same stdout, stderr and exit code, for answers and for errors
+(each command run both ways: WFOPS_LEAN=0 is the full path). Anything unusual takes the full path."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+
+from tests.conftest import Pod, Result
+
+SWEEP = "sweep-20261201T000000Z"
+
+
+def imported(res: Result) -> set[str]:
+    """Top-level packages a command imported, from Python's -X importtime report (PYTHONPROFILEIMPORTTIME)."""
+    return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", res.err, re.M)}
+
+
+def without_importtime(err: str) -> str:
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("import time:"))
+
+
+def both_ways(pod: Pod, *args: str) -> tuple[Result, Result]:
+    """(lean, full): the command as users run it, then with the lean entry off; the first must have been lean
+    (no invoke imported), the second full."""
+    lean = pod.wf(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    full = pod.wf(*args, env={"PYTHONPROFILEIMPORTTIME": "1", "WFOPS_LEAN": "0"})
+    assert "invoke" not in imported(lean), f"{args}: the lean entry did not run it\n{lean.err[-2000:]}"
+    assert "invoke" in imported(full)
+    return lean, full
+
+
+def assert_same(lean: Result, full: Result, args: tuple[str, ...]) -> None:
+    assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, without_importtime(full.err)), args
+
+
+def finished_sweep(pod: Pod, runs: int) -> None:
+    """A finished sweep written the way the pod agent writes one (as benchmarks/bench_commands.py does)."""
+    manifests = pod.outputs / "_manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    ids = [f"r{i:03d}" for i in range(runs)]
+    for i, rid in enumerate(ids):
+        (pod.outputs / rid).mkdir()
+        doc = {"run_id": rid, "sweep_id": SWEEP, "state": "success" if i else "failed", "ok": bool(i),
+               "exit_code": 0 if i else 1, "duration_secs": 1.5 + i, "reason": "bad \x1b[31mcolour\x1b[0m" * (not i)}
+        (pod.outputs / rid / "status.json").write_text(json.dumps(doc))
+        (pod.outputs / rid / "summary.json").write_text(json.dumps(doc))
+    plan = {"sweep_id": SWEEP, "runs": [{"run_id": r, "selected": True, "notes": ""} for r in ids], "queue": []}
+    for name in ("sweep-latest.json", f"{SWEEP}.json"):
+        (manifests / name).write_text(json.dumps(plan))
+    (pod.outputs / "_control" / "sweep.json").write_text(json.dumps({
+        "sweep_id": SWEEP, "state": "completed", "reason": "queue finished", "pid": 0,
+        "started_at": "2026-12-01T00:00:00+00:00", "ended_at": "2026-12-01T00:01:00+00:00"}))
+
+
+def test_lean_and_full_say_the_same_answers_and_errors(ssh_pod: Pod):
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("task.run", "--id", "t1", "--cmd", r"printf 'one\n\033[31mred\033[0m\n'; exit 3")
+    ssh_pod.wf("task.wait", "--id", "t1")
+    ssh_pod.ok("task.run", "--id", "t2", "--cmd", "echo two")
+    ssh_pod.ok("task.wait", "--id", "t2")
+    before_checkout = [("sweep.status",), ("sweep.status", "--json")]  # the state gate refuses: exit 3 both ways
+    for args in before_checkout:
+        lean, full = both_ways(ssh_pod, *args)
+        assert lean.rc == 3 and "not allowed in state" in lean.err
+        assert_same(lean, full, args)
+    ssh_pod.ok("fsm.reset", "CHECKED_OUT", "--reason", "lean test")
+    finished_sweep(ssh_pod, 12)
+    commands = [
+        ("fsm.status",), ("fsm.status", "--json"),
+        ("task.list",), ("task.list", "--limit", "1"), ("task.list", "--json", "--limit=0"),
+        ("task.status", "--id", "t1"), ("task.status", "--id=t1", "--tail-lines", "1", "--json"),
+        ("task.status", "--id", "nosuch"),  # exit 5 from the pod
+        ("sweep.status",), ("sweep.status", "--json"), ("sweep.status", "--sort", "loss"),
+        ("sweep.status", "--sweep", "sweep-20991231T000000Z"),  # no such sweep
+        ("sweep.list",), ("sweep.list", "--json"), ("fsm.status", "-c", str(ssh_pod.config_path)),
+    ]
+    codes = set()
+    for args in commands:
+        lean, full = both_ways(ssh_pod, *args)
+        assert_same(lean, full, args)
+        codes.add(lean.rc)
+    assert {0, 5} <= codes  # answers and errors were compared, not only answers
+    shown = ssh_pod.ok("task.status", "--id", "t1").out
+    assert "\\x1b[31mred" in shown and "\x1b" not in shown  # the pod's control characters made visible, as before
+
+
+def test_anything_unusual_takes_the_full_path(ssh_pod: Pod):
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    ssh_pod.configure(WF_PERSIST_SECS="0")  # no keeper at all
+    assert "invoke" in imported(ssh_pod.ok("fsm.status", env=profile))
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    assert "invoke" not in imported(ssh_pod.ok("fsm.status", env=profile))  # warm (a keeper started here): lean
+    for args in (("task.list", "--limit", "abc"), ("fsm.status", "--help"), ("task.list", "-l", "1"),
+                 ("fsm.reset", "INIT")):
+        res = ssh_pod.wf(*args, env=profile)
+        assert "invoke" in imported(res), args
+    bad = ssh_pod.wf("task.list", "--limit", "abc")
+    assert bad.rc == 2 and bad.last_err == "wfops: --limit='abc' is not valid: expected a whole number >= 0"
+    ssh_pod.configure(NO_SUCH_KEY="1")  # a warning about the config: the full path prints it
+    warned = ssh_pod.wf("fsm.status", env=profile)
+    assert "invoke" in imported(warned) and "NO_SUCH_KEY" in warned.err
+
+
+def test_the_first_command_starts_the_keeper_as_the_full_path_does(ssh_pod: Pod):
+    """No keeper yet: the lean entry starts it (warm.prestart + warm.connect, as wfops.prewarm and the full path
+    do) and says the same; a pod the keeper cannot reach is the same one line and exit code both ways."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    verbose = {"WFOPS_VERBOSE": "1"}  # its exec line counts the bytes sent: the agent travelled too
+    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1", **verbose})
+    assert lean.rc == 0 and "invoke" not in imported(lean)
+    assert list(ssh_pod.keeper_dir.glob("*.sock"))  # it started the keeper
+    assert "config written to" in lean.err and "via the keeper" in lean.err  # a first command, pod without agent
+    ssh_pod.ok("disconnect")
+    ssh_pod.env_path.unlink()  # the same pod again for the full path: no project.env, no agent
+    shutil.rmtree(ssh_pod.outputs / "_control" / "agent")
+    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0", **verbose})
+    assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)
+    ssh_pod.ok("disconnect")
+    with socket.socket() as closed:  # a port with nothing listening: the keeper's connect is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert ssh_pod.sshd is not None
+    ssh_pod.configure(OPS_DEFAULT_HOST=f"{ssh_pod.sshd.user}@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="5")
+    lean = ssh_pod.wf("fsm.status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0"})
+    assert "invoke" not in imported(lean) and lean.rc != 0 and lean.last_err.startswith("wfops: ")
+    assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)

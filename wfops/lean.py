@@ -1,0 +1,243 @@
+"""The lean entry of `wfops`: a read-only command whose target's keeper is warm, without invoke or the task tree.
+
+`wfops fsm.status` (task.status, task.list, sweep.status, sweep.list) through its pod's keeper spends most of its
+time importing invoke and every task module, and tearing the interpreter down. Here the command line
+is read by a small parser that agrees with the task's own options (LEAN; tests/unit/test_lean.py compares both
+with invoke's parser for every read-only task), the settings and target are made as the task makes them, the
+script is rendered (from the script cache: no Jinja), sent through the keeper, the answer printed as the task
+prints it (wfops.views, wfops.sweeps.status), and the process ends at once (flush, os._exit).
+
+`try_lean(argv)` returns (and the full invoke path runs the command: the same behaviour) on anything unusual:
+WFOPS_LEAN=0, a command not in LEAN, an option the parser does not know or a value it would have to judge
+(short flags but `-c`, --help, --watch, a repeated option, a number that is not plain digits), an invoke config
+(file or INVOKE_* variable: it may name wfops.config), a config with warnings, WF_POD, a fleet, a target that is
+not a plain SSH one or has notes, WF_PERSIST_SECS=0, a keeper gone, stale or frozen before it opened a channel,
+any error before the request left. No keeper answering: it is started here as the full path starts it
+(wfops.transport.leanexec), so the first command does not pay for invoke either. From there on the command is
+this path's: an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wfops.errors import Fallback
+from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+
+OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
+EXIT_TERMINATED = 143
+_DIGITS = re.compile(r"[0-9]+")
+INVOKE_FILES = ("/etc/invoke", "~/.invoke")
+INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a task, as its signature declares it: `kind` bool is a flag, int a whole number, str a value."""
+
+    name: str
+    kind: type
+    default: object
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+JSON = Option("json", bool, False)
+CONFIG = Option("config", str, None)
+WATCH = Option("watch", str, None)  # given: the full path (a --watch loop)
+LEAN: dict[str, tuple[Option, ...]] = {
+    "fsm.status": (JSON, CONFIG),
+    "task.status": (Option("id", str, None), Option("tail_lines", int, 20), JSON, WATCH, CONFIG),
+    "task.list": (Option("limit", int, 20), JSON, CONFIG),
+    "sweep.status": (Option("sweep", str, ""), Option("sort", str, None), JSON, WATCH, CONFIG),
+    "sweep.list": (JSON, CONFIG),
+}
+# the other read-only commands always take the full path, and why (tests/unit/test_lean.py: every read-only
+# command of wfops.agent.states.RULES is in LEAN or here)
+FULL_ONLY = {
+    "task.wait": "it waits (for hours) and its verdict is the exit code",
+    "task.logs": "it may follow a log",
+    "sweep.wait": "it waits, polls, may manage pods (--recover)",
+    "sweep.report": "it writes files on this machine",
+    "run.logs": "it may follow a log",
+}
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(command, the task's keyword arguments), or None where the full path must parse (and maybe refuse)."""
+    if not argv or argv[0] not in LEAN:
+        return None
+    options = LEAN[argv[0]]
+    by_flag = {o.flag: o for o in options}
+    values: dict[str, Any] = {o.name: o.default for o in options}
+    seen: set[str] = set()
+    rest = iter(argv[1:])
+    for arg in rest:
+        flag, eq, value = arg.partition("=")
+        if arg == "-c":
+            flag = CONFIG.flag
+        option = by_flag.get(flag)
+        if option is None or option is WATCH or option.name in seen:
+            return None
+        seen.add(option.name)
+        if option.kind is bool:
+            if eq:
+                return None
+            values[option.name] = True
+            continue
+        if not eq:
+            value = next(rest, "")
+        if not value or value.startswith("-") or (option.kind is int and not _DIGITS.fullmatch(value)):
+            return None
+        values[option.name] = int(value) if option.kind is int else value
+    return argv[0], values
+
+
+def invoke_configured(environ: os._Environ[str] | dict[str, str]) -> bool:
+    """An invoke config file or INVOKE_* variable: it may set `wfops.config` (wfops.tasks._base.settings_for)."""
+    if any(name.startswith("INVOKE_") for name in environ):
+        return True
+    return any(os.path.exists(os.path.expanduser(base + suffix)) for base in INVOKE_FILES for suffix in INVOKE_SUFFIXES)
+
+
+def try_lean(argv: list[str]) -> None:
+    """Run the command here and end the process, or return for the full path."""
+    if os.environ.get(OFF_ENV) == "0":
+        return
+    parsed = parse(argv)
+    if parsed is None or invoke_configured(os.environ):
+        return
+    try:
+        code = _run(*parsed)
+    except Fallback:
+        return
+    _end(code)
+
+
+def _end(code: int) -> None:
+    """Flush and exit without the interpreter's teardown; a reader gone (`| head`) is the shell's quiet 141."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        exit_quietly_on_broken_pipe()
+        code = EXIT_BROKEN_PIPE
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    os.write(2, b"wfops: terminated (SIGTERM)\n")
+    os._exit(EXIT_TERMINATED)
+
+
+def _run(command: str, values: dict[str, Any]) -> int:
+    from wfops.errors import WfopsError
+    from wfops.interrupt import InTask
+    from wfops.output import error_line
+
+    try:
+        settings, target = _prepare(command, values)
+        work = _Work(command, values, settings, target)
+        previous = signal.signal(signal.SIGTERM, _terminated)  # as the task boundary says it: one line, 143
+        try:
+            with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
+                data = work.ask()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        work.show(data)
+    except Fallback:
+        raise
+    except WfopsError as exc:
+        print(error_line(exc.message), file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("wfops: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
+    """(settings, target) as the task makes them; Fallback for anything the full path must say or decide (any
+    error here: nothing was sent yet, and the full path has the words for it)."""
+    from wfops.settings.load import find_config, load_settings
+    from wfops.targets import resolve
+    from wfops.targets.target import SSH
+
+    try:
+        if command == "task.status":
+            from wfops.tracked import check_task_id
+
+            check_task_id(values["id"])
+        settings = load_settings(find_config(values["config"], Path.cwd(), os.environ, None))
+        if settings.warnings or os.environ.get(resolve.POD_ENV, "").strip() or not settings.wf_persist_secs:
+            raise Fallback()
+        if resolve.is_fleet(settings):
+            raise Fallback()
+        member = resolve.one(settings)
+        if member.provider != SSH:
+            raise Fallback()
+        target = resolve.target(settings, member)
+    except Exception:
+        raise Fallback() from None
+    if target.notes:
+        raise Fallback()
+    return settings, target
+
+
+class _Work:
+    """One lean command: its agent request through the warm keeper, and the text of its answer."""
+
+    def __init__(self, command: str, values: dict[str, Any], settings: Any, target: Any) -> None:
+        self.command, self.values, self.settings, self.target = command, values, settings, target
+
+    def ask(self) -> dict[str, Any]:
+        from wfops.agent import wire
+        from wfops.transport.command import PodCommand
+        from wfops.transport.leanexec import keeper_session
+
+        v, s = self.values, self.settings
+        cmd = PodCommand(self.command, s, target=self.target)
+        cmd.session = keeper_session(self.target, cmd.redact, float(s.wf_persist_secs))
+        try:
+            if self.command == "fsm.status":
+                return cmd.call("fsm-show")
+            if self.command == "task.status":
+                return cmd.call("task-show", id=v["id"], tail=v["tail_lines"])
+            if self.command == "task.list":
+                return cmd.call("task-list", limit=v["limit"])
+            if self.command == "sweep.list":
+                return cmd.call(wire.SWEEP_LIST)
+            return cmd.call(wire.SWEEP_STATUS, sweep=v["sweep"], metric_patterns=s.metric_sources)
+        finally:
+            cmd.session.close()
+
+    def show(self, data: dict[str, Any]) -> None:
+        from wfops import views
+        from wfops.output import emit
+
+        as_json = bool(self.values["json"])
+        if self.command == "sweep.status":
+            from wfops.sweeps import recover
+            from wfops.sweeps.status import status_text
+
+            lines = recover.history_lines(self.settings, str((data.get("sweep") or {}).get("sweep_id") or ""))
+            if lines:
+                data["pod_history"] = lines
+            emit(data, as_json, lambda: status_text(data, self.settings.metric_columns, self.values["sort"]))
+            return
+        text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
+                "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[self.command]
+        emit(data, as_json, lambda: text(data))
