@@ -131,8 +131,14 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# `inv` turns off bytecode writing (for the user's tasks.py) before it imports the tasks, and so wfops' own
-# modules were compiled afresh on every call when run from a checkout. Unless the user asked for that too
-# (PYTHONDONTWRITEBYTECODE, python -B), Python's bytecode cache stays on for wfops.
-if _sys.dont_write_bytecode and not _os.environ.get("PYTHONDONTWRITEBYTECODE") and not _sys.flags.dont_write_bytecode:
-    _sys.dont_write_bytecode = False
+def keep_bytecode() -> None:
+    """`inv` turns off bytecode writing (for the user's tasks.py) before it imports the tasks, and so wfops' own
+    modules were compiled afresh on every call when run from a checkout. Unless the user asked for that too
+    (PYTHONDONTWRITEBYTECODE, python -B), Python's bytecode cache stays on for wfops. Called here and again by
+    the task tree (wfops.tasks): under `inv` this package may already be imported at interpreter start, before
+    invoke's choice (the wheel's wfops_quiet_pipe.pth imports wfops.quietpipe)."""
+    if _sys.dont_write_bytecode and not _os.environ.get("PYTHONDONTWRITEBYTECODE") and not _sys.flags.dont_write_bytecode:
+        _sys.dont_write_bytecode = False
+
+
+keep_bytecode()

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+from wfops import keep_bytecode
 from wfops.interrupt import guard
 
+keep_bytecode()  # invoke turned bytecode off just before importing the tasks (see wfops.keep_bytecode)
 guard()  # under `inv`: Ctrl-C while the task tree loads is one line and exit 130, not invoke's silent exit 1
 
 from invoke import Collection  # noqa: E402
