@@ -137,7 +137,8 @@ def keep_bytecode() -> None:
     (PYTHONDONTWRITEBYTECODE, python -B), Python's bytecode cache stays on for wfops. Called here and again by
     the task tree (wfops.tasks): under `inv` this package may already be imported at interpreter start, before
     invoke's choice (the wheel's wfops_quiet_pipe.pth imports wfops.quietpipe)."""
-    if _sys.dont_write_bytecode and not _os.environ.get("PYTHONDONTWRITEBYTECODE") and not _sys.flags.dont_write_bytecode:
+    asked = _os.environ.get("PYTHONDONTWRITEBYTECODE") or _sys.flags.dont_write_bytecode
+    if _sys.dont_write_bytecode and not asked:
         _sys.dont_write_bytecode = False
 
 
