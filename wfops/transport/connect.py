@@ -172,14 +172,17 @@ class KeeperSession:
     """Scripts run through the target's keeper (wfops/transport/keeper.py), started if none answers: no SSH handshake
     when it is warm, and no paramiko or fabric import in this process."""
 
-    def __init__(self, target: Target, redact: Redactor, persist: float, show: LineSink = stderr_line) -> None:
+    def __init__(self, target: Target, redact: Redactor, persist: float, show: LineSink = stderr_line,
+                 sock: socket.socket | None = None) -> None:
+        """`sock`: a keeper already dialled (the lean entry's); else the target's keeper, started if none answers."""
         self.target = target
         self.redact = redact
         self.persist = persist
         self.show = show
         self._exec: KeeperExec | None = None
         self.sent = 0
-        self._sock: socket.socket | None = warm.connect(target, persist)  # connect errors surface here, at once
+        # connect errors surface here, at once
+        self._sock: socket.socket | None = sock if sock is not None else warm.connect(target, persist)
 
     def send(self, data: bytes) -> None:
         assert self._exec is not None, "send() only while a script runs"
@@ -189,31 +192,38 @@ class KeeperSession:
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult:
         data = script.encode()
-        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
         for _attempt in range(3):
-            buf: list[bytes] = []
-            errs = StderrLines(self.redact, meta, self.show)
-            out = Counted(collect(stdout_sink, buf))
-            self.sent = len(data)
             sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
-            self._exec = KeeperExec(sock, on_start=count_request)
-            direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
             try:
-                code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None,
-                                      start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
-            except Frozen:  # it accepted and said nothing: end it, then start another
-                warm.end_frozen(sock, warm.socket_path(self.target))
+                return self.exec_once(sock, data, stdout_sink, meta)
+            except Retry:  # the keeper was gone, stale or frozen before anything ran: start another
                 continue
-            except Retry:  # the keeper was gone (or stale) before anything ran: start another
-                continue
-            finally:
-                self._exec = None
-                sock.close()
-            errs.close()
-            verbose("via the keeper", self.sent, out.n)
-            return ExecResult(code, b"".join(buf), errs.error)
         raise ConnectError(f"the connection keeper for {self.target.label} kept going away; "
                            "try again, or set WF_PERSIST_SECS=0")
+
+    def exec_once(self, sock: socket.socket, data: bytes, stdout_sink: StdoutSink | None,
+                  meta: MetaSink | None) -> ExecResult:
+        """One try over `sock` (closed after it): the result, or Retry/Frozen when nothing reached the pod (a frozen
+        keeper is ended first, so the next try starts another)."""
+        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        buf: list[bytes] = []
+        errs = StderrLines(self.redact, meta, self.show)
+        out = Counted(collect(stdout_sink, buf))
+        self.sent = len(data)
+        self._exec = KeeperExec(sock, on_start=count_request)
+        direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
+        try:
+            code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None,
+                                  start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+        except Frozen:  # it accepted and said nothing: end it
+            warm.end_frozen(sock, warm.socket_path(self.target))
+            raise
+        finally:
+            self._exec = None
+            sock.close()
+        errs.close()
+        verbose("via the keeper", self.sent, out.n)
+        return ExecResult(code, b"".join(buf), errs.error)
 
     def close(self) -> None:
         if self._sock is not None:
