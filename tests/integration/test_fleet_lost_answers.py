@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import wait_until
@@ -61,19 +62,7 @@ def test_a_sweep_add_whose_answer_is_lost_keeps_the_run_and_it_runs_once(tmp_pat
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv")
     # every pod's sweep-add waits for its _manifests lock (the inbox lock) until the pod is frozen
-    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
-               for i, p in enumerate(fleet.pods)}
-    for fd in handles.values():
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
-    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
-    try:
-        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
-                            what="sweep-add's agent waiting for the inbox lock on its pod")
-        fleet.freeze(target)  # the request is on the pod; its answer will not come back
-    finally:
-        for fd in handles.values():
-            os.close(fd)
+    adding, target = _add_then_fault(fleet, cfg, env, more, fleet.freeze)  # its answer will not come back
     out, err = adding.communicate(timeout=120)
     pod = fleet.pods[target].address
     assert adding.returncode == 4, (adding.returncode, out, err)
@@ -111,19 +100,7 @@ def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queu
                     env=env).returncode == 0
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["gone,config/train_tiny.py,7,,,1,"], "more.csv")
-    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
-               for i, p in enumerate(fleet.pods)}
-    for fd in handles.values():
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
-    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
-    try:
-        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
-                            what="sweep-add's agent waiting for the inbox lock on its pod")
-        fleet.cut(target)  # its sshd and every session (the waiting agent too) die
-    finally:
-        for fd in handles.values():
-            os.close(fd)
+    adding, target = _add_then_fault(fleet, cfg, env, more, fleet.cut)  # its sshd and sessions die
     out, err = adding.communicate(timeout=120)
     assert adding.returncode == 4 and "Traceback" not in err, (adding.returncode, out, err)
     assert _ledger(tmp_path, cfg)["runs"]["gone"]["sent"]["pod"] == fleet.pods[target].address
@@ -136,3 +113,23 @@ def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queu
         f"{fleet.pods[target].address} does not have it): it left the ledger; sweep.add it again"], shown.stderr
     assert "gone" not in _ledger(tmp_path, cfg)["runs"]
     assert _ended_on(fleet)["gone"] == 0
+
+
+def _add_then_fault(fleet: Fleet, cfg: Path, env: dict[str, str], csv: Path,
+                    fault: Callable[[int], object]) -> tuple[subprocess.Popen[str], int]:
+    """`sweep.add --csv csv` in the background while this test holds every pod's inbox lock (`_manifests`), so the
+    agent waits with the request in hand; `fault(pod index)` on the pod it reached, then the locks go."""
+    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
+               for i, p in enumerate(fleet.pods)}
+    try:
+        for fd in handles.values():
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
+        adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(csv))
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
+                               what="sweep-add's agent waiting for the inbox lock on its pod")
+        fault(target)
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    return adding, target
