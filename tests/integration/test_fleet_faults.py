@@ -320,6 +320,40 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
     assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr
 
 
+def test_a_ledger_of_valid_json_and_the_wrong_shape_is_damaged_in_one_line(tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): a hand-edited ledger that is valid JSON with the right top-level
+    keys but the wrong shape below them (a pod or a run that is a number, an order naming no run, a run without
+    its pods) made sweep.status, sweep.add, sweep.rebalance and run.fetch --all print a TypeError / KeyError
+    traceback. It is damaged like a truncated one: one line, and run.fetch --all takes each pod's own rows."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"s{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    more = _csv(tmp_path, ["x0,config/train_tiny.py,7,,,1,"], "more.csv")
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    good = json.loads(ledger.read_text())
+    run = good["runs"]["s0"]
+    shapes = {"a pod is a number": dict(good, pods={n: 1 for n in good["pods"]}),
+              "a run is a number": dict(good, runs={"s0": 5}),
+              "the order names no run": dict(good, order=["s0", 5]),
+              "a run without its pods": dict(good, runs={"s0": {k: v for k, v in run.items() if k != "pods"}}),
+              "a run's sent mark is a string": dict(good, runs={"s0": dict(run, sent="yes")})}
+    for what, doc in shapes.items():
+        ledger.write_text(json.dumps(doc))
+        for task in ("sweep.status", "sweep.rebalance", f"sweep.add --csv {more}", "sweep.wait"):
+            res = fleet.wf(cfg, *task.split(), timeout=60)
+            assert res.returncode == 1 and "damaged" in res.stderr, (what, task, res.stderr)
+            _quiet(res)
+        assert _queued_anywhere(fleet, "x0") == [], what
+        for i in range(3):
+            shutil.rmtree(tmp_path / "artifacts" / f"s{i}", ignore_errors=True)
+        fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+        assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, (what, fetched.stderr)
+        assert all((tmp_path / "artifacts" / f"s{i}" / "summary.json").is_file() for i in range(3)), what
+
+
 # ------------------------------------------------------------------ two terminals (review of issue 23)
 
 
