@@ -173,9 +173,10 @@ def _ledger_shape(doc: object) -> bool:
 
 def _optional_shape(run: dict[str, object]) -> bool:
     sent, last, copies = run.get("sent"), run.get("last"), run.get("copies", {})
-    return ((sent is None or isinstance(sent, dict) and isinstance(sent.get("pod"), str)
-             and isinstance(sent.get("why", ""), str) and isinstance(sent.get("closed", 0.0), (int, float)))
-            and (last is None or isinstance(last, dict) and isinstance(last.get("state"), str))
+    return ((sent is None or (isinstance(sent, dict) and isinstance(sent.get("pod"), str)
+                              and isinstance(sent.get("why", ""), str)
+                              and isinstance(sent.get("closed", 0.0), (int, float))))
+            and (last is None or (isinstance(last, dict) and isinstance(last.get("state"), str)))
             and isinstance(copies, dict) and all(isinstance(c, dict) for c in copies.values()))
 
 
