@@ -113,7 +113,8 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
         ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    unqueued = fleet_copies.not_queued(ledger, folded, {n for n, o in answers.items() if o.error is None}, asked)
+    settled = {n for n, o in answers.items() if o.error is None and not (o.value or {}).get("busy")}  # no add at work
+    unqueued = fleet_copies.not_queued(ledger, folded, settled, asked)
     rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]
             if rid not in unqueued]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},
