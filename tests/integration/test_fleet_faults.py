@@ -354,6 +354,26 @@ def test_a_ledger_of_valid_json_and_the_wrong_shape_is_damaged_in_one_line(tmp_p
         assert all((tmp_path / "artifacts" / f"s{i}" / "summary.json").is_file() for i in range(3)), what
 
 
+def test_run_fetch_all_with_a_damaged_ledger_skips_the_pods_that_ran_none_of_the_runs(
+        tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): one run on a fleet of three, the ledger truncated: run.fetch --all
+    fetched the run, then exited 5 with `2 of 3 pod(s) failed: ... none of the runs of the sweep has a run
+    directory yet` (each pod's own rows said it had nothing, and it was asked anyway). Now those pods are not
+    asked: exit 0, the run fetched, no failure line."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["o0,config/train_tiny.py,1,,,1,"]))
+                    ).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    ledger.write_text(ledger.read_text()[:40])  # truncated
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert "failed" not in fetched.stderr and "Traceback" not in fetched.stderr, fetched.stderr
+    assert (tmp_path / "artifacts" / "o0" / "summary.json").is_file()
+
+
 # ------------------------------------------------------------------ two terminals (review of issue 23)
 
 

@@ -70,6 +70,9 @@ def shares(settings: Settings, sweep: str) -> dict[str, Share]:
             out[n] = Share(error=o.error)
     for n, why in down.items():
         out.setdefault(n, Share(error=ConnectError(why)))
+    if any(s.mine or s.dups for s in out.values()):  # a pod that ran none of them has nothing to send: not asked
+        for s in out.values():  # (asked, it would fail the fetch: "none of the runs ... has a run directory")
+            s.skip = s.skip or (s.error is None and not (s.mine or s.dups))
     return out
 
 
