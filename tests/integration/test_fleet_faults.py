@@ -374,6 +374,30 @@ def test_run_fetch_all_with_a_damaged_ledger_skips_the_pods_that_ran_none_of_the
     assert (tmp_path / "artifacts" / "o0" / "summary.json").is_file()
 
 
+def test_run_fetch_of_a_run_on_a_pod_removed_from_the_config_says_so(tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): a pod taken out of OPS_HOSTS after the sweep (the ledger still has
+    runs on it). sweep.status, sweep.add and sweep.rebalance refused with one line, but `run.fetch RUN` of a run
+    on that pod, and `run.fetch --all`, exited 0 having fetched nothing of it, and said nothing. Now they refuse
+    with the same line (exit 5), and fetch again once the pod is back in the config."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"k{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    gone = fleet.pods[2].address
+    (on_gone,) = _on(_ledger(tmp_path, cfg), gone)
+    fewer = fleet.config(tmp_path, name="fewer.env", TRAIN_SCRIPT="echo_train.py", TRAIN_WORKDIR="examples/nanogpt",
+                         OPS_HOSTS=",".join(p.address for p in fleet.pods[:2]))
+    for args in ([on_gone], ["--all"]):
+        res = fleet.wf(fewer, "run.fetch", *args, timeout=120)
+        assert res.returncode == 5 and f"the ledger names pod(s) the config does not: {gone}" in res.stderr, (
+            args, res.returncode, res.stdout, res.stderr)
+        _quiet(res)
+        assert not (tmp_path / "artifacts" / on_gone).exists()
+    res = fleet.wf(cfg, "run.fetch", on_gone, timeout=120)
+    assert res.returncode == 0 and (tmp_path / "artifacts" / on_gone / "summary.json").is_file(), res.stderr
+
+
 # ------------------------------------------------------------------ two terminals (review of issue 23)
 
 
