@@ -74,6 +74,9 @@ def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> dict[str
     dropped = {}
     with ledger_lock(settings):
         fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
+        for run in fresh["runs"].values():  # a live sweep.add holds this lock: an open mark is a dead one's (kill -9)
+            if run.get("sent") and "closed" not in run["sent"]:
+                run["sent"]["closed"] = time.time()  # from now on a pod's answer without the run settles it
         for rid, pod in data["not_queued"].items():  # sweep.add's lost answers, resolved: never queued there
             sent = fresh["runs"][rid].get("sent") if rid in fresh["runs"] else None
             if sent is not None and sent["pod"] == pod:
