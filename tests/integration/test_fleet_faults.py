@@ -320,6 +320,84 @@ def test_an_unwritable_truncated_or_deleted_ledger_is_one_line_and_loses_nothing
     assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, fetched.stderr
 
 
+def test_a_ledger_of_valid_json_and_the_wrong_shape_is_damaged_in_one_line(tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): a hand-edited ledger that is valid JSON with the right top-level
+    keys but the wrong shape below them (a pod or a run that is a number, an order naming no run, a run without
+    its pods) made sweep.status, sweep.add, sweep.rebalance and run.fetch --all print a TypeError / KeyError
+    traceback. It is damaged like a truncated one: one line, and run.fetch --all takes each pod's own rows."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"s{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    more = _csv(tmp_path, ["x0,config/train_tiny.py,7,,,1,"], "more.csv")
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    good = json.loads(ledger.read_text())
+    run = good["runs"]["s0"]
+    shapes = {"a pod is a number": dict(good, pods={n: 1 for n in good["pods"]}),
+              "a run is a number": dict(good, runs={"s0": 5}),
+              "the order names no run": dict(good, order=["s0", 5]),
+              "a run without its pods": dict(good, runs={"s0": {k: v for k, v in run.items() if k != "pods"}}),
+              "a run's sent mark is a string": dict(good, runs={"s0": dict(run, sent="yes")})}
+    for what, doc in shapes.items():
+        ledger.write_text(json.dumps(doc))
+        for task in ("sweep.status", "sweep.rebalance", f"sweep.add --csv {more}", "sweep.wait"):
+            res = fleet.wf(cfg, *task.split(), timeout=60)
+            assert res.returncode == 1 and "damaged" in res.stderr, (what, task, res.stderr)
+            _quiet(res)
+        assert _queued_anywhere(fleet, "x0") == [], what
+        for i in range(3):
+            shutil.rmtree(tmp_path / "artifacts" / f"s{i}", ignore_errors=True)
+        fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+        assert fetched.returncode == 0 and "Traceback" not in fetched.stderr, (what, fetched.stderr)
+        assert all((tmp_path / "artifacts" / f"s{i}" / "summary.json").is_file() for i in range(3)), what
+
+
+def test_run_fetch_all_with_a_damaged_ledger_skips_the_pods_that_ran_none_of_the_runs(
+        tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): one run on a fleet of three, the ledger truncated: run.fetch --all
+    fetched the run, then exited 5 with `2 of 3 pod(s) failed: ... none of the runs of the sweep has a run
+    directory yet` (each pod's own rows said it had nothing, and it was asked anyway). Now those pods are not
+    asked: exit 0, the run fetched, no failure line."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["o0,config/train_tiny.py,1,,,1,"]))
+                    ).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    folder = tmp_path / "artifacts" / ".fleet"
+    ledger = folder / f"{(folder / 'latest').read_text().strip()}.json"
+    ledger.write_text(ledger.read_text()[:40])  # truncated
+    fetched = fleet.wf(cfg, "run.fetch", "--all", timeout=120)
+    assert fetched.returncode == 0, (fetched.stdout, fetched.stderr)
+    assert "failed" not in fetched.stderr and "Traceback" not in fetched.stderr, fetched.stderr
+    assert (tmp_path / "artifacts" / "o0" / "summary.json").is_file()
+
+
+def test_run_fetch_of_a_run_on_a_pod_removed_from_the_config_says_so(tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): a pod taken out of OPS_HOSTS after the sweep (the ledger still has
+    runs on it). sweep.status, sweep.add and sweep.rebalance refused with one line, but `run.fetch RUN` of a run
+    on that pod, and `run.fetch --all`, exited 0 having fetched nothing of it, and said nothing. Now they refuse
+    with the same line (exit 5), and fetch again once the pod is back in the config."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path)
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, [f"k{i},config/train_tiny.py,{i},,,1,"
+                                                                     for i in range(3)]))).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    gone = fleet.pods[2].address
+    (on_gone,) = _on(_ledger(tmp_path, cfg), gone)
+    fewer = fleet.config(tmp_path, name="fewer.env", TRAIN_SCRIPT="echo_train.py", TRAIN_WORKDIR="examples/nanogpt",
+                         OPS_HOSTS=",".join(p.address for p in fleet.pods[:2]))
+    for args in ([on_gone], ["--all"]):
+        res = fleet.wf(fewer, "run.fetch", *args, timeout=120)
+        assert res.returncode == 5 and f"the ledger names pod(s) the config does not: {gone}" in res.stderr, (
+            args, res.returncode, res.stdout, res.stderr)
+        _quiet(res)
+        assert not (tmp_path / "artifacts" / on_gone).exists()
+    res = fleet.wf(cfg, "run.fetch", on_gone, timeout=120)
+    assert res.returncode == 0 and (tmp_path / "artifacts" / on_gone / "summary.json").is_file(), res.stderr
+
+
 # ------------------------------------------------------------------ two terminals (review of issue 23)
 
 

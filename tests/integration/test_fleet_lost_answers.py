@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,85 @@ def _add_then_fault(fleet: Fleet, cfg: Path, env: dict[str, str], csv: Path,
         for fd in handles.values():
             os.close(fd)
     return adding, target
+
+
+def test_a_sweep_add_interrupted_while_its_agent_waits_is_not_dropped_by_a_status_meanwhile(
+        tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): Ctrl-C of sweep.add while its agent on the pod still waited for
+    the inbox lock (its request had arrived; the agent, holding the pod's command lock, goes on). A sweep.status
+    right after heard the pod without the run, said "not queued ... sweep.add it again" and dropped it from the
+    ledger; the agent then queued it and it ran, shown by no fleet command (and a second sweep.add would have run
+    it twice). A pod whose command lock is held (a mutating command at work) settles no mark now: the run stays,
+    and once queued, its own row resolves it."""
+    fleet = fleet_ready
+    env = dict(FAST_SILENCE)
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["c0,config/train_tiny.py,1,,,1,"])),
+                    env=env).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
+    more = _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv")
+    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
+               for i, p in enumerate(fleet.pods)}
+    for fd in handles.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
+    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
+    try:
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
+                               what="sweep-add's agent waiting for the inbox lock on its pod")
+        adding.send_signal(signal.SIGINT)  # Ctrl-C: the client stops waiting, the agent on the pod does not
+        out, err = adding.communicate(timeout=60)
+        assert adding.returncode == 130 and "Traceback" not in err, (adding.returncode, out, err)
+        shown = fleet.wf(cfg, "sweep.status", "--json", env=env)
+        assert shown.returncode == 0 and "not queued" not in shown.stderr, (shown.stdout, shown.stderr)
+        assert [r["run_id"] for r in json.loads(shown.stdout)["runs"]] == ["c0", "late"]
+        assert _ledger(tmp_path, cfg)["runs"]["late"]["sent"]["pod"] == fleet.pods[target].address
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+
+    def ended() -> dict | None:
+        runs = {r["run_id"]: r for r in _status(fleet, cfg)["runs"]}
+        return runs if runs.get("late", {}).get("state") == "success" else None
+
+    runs = wait_until(ended, timeout=120, interval=0.5, what="the interrupted add's run seen ended by sweep.status")
+    assert runs["late"]["pod"] == fleet.pods[target].address
+    assert "sent" not in _ledger(tmp_path, cfg)["runs"]["late"]
+    assert _ended_on(fleet)["late"] == 1
+
+
+def test_a_sweep_add_killed_before_its_answer_leaves_no_mark_for_ever(tmp_path: Path, fleet_ready: Fleet):
+    """Found from outside (review of issue 23): sweep.add killed (SIGKILL, a laptop that died) after it wrote its
+    marks never wrote `closed`, so no pod answer could ever settle them: the run, which no pod had, stayed in the
+    ledger `unknown` for ever and sweep.wait waited for it until its timeout. A mark without `closed` found under
+    the ledger lock belongs to a sweep.add that is gone (a live one holds the lock): it is closed then, and the
+    next answer settles it."""
+    fleet = fleet_ready
+    env = dict(FAST_SILENCE)
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["d0,config/train_tiny.py,1,,,1,"])),
+                    env=env).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
+    more = _csv(tmp_path, ["dead,config/train_tiny.py,7,,,1,"], "more.csv")
+    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
+               for i, p in enumerate(fleet.pods)}
+    for fd in handles.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
+    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
+    try:
+        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
+                               what="sweep-add's agent waiting for the inbox lock on its pod")
+        adding.kill()  # no Ctrl-C handler runs: no `closed`
+        adding.communicate(timeout=60)
+        fleet.cut(target)  # the waiting agent dies too: the run was never queued
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    assert "closed" not in _ledger(tmp_path, cfg)["runs"]["dead"]["sent"]
+    fleet.revive(target)
+    waited = fleet.wf(cfg, "sweep.wait", "--json", "--timeout-secs", "60", env=env, timeout=120)
+    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    assert [r["run_id"] for r in json.loads(waited.stdout)["runs"]] == ["d0"], waited.stdout
+    assert "dead was not queued on" in waited.stderr, waited.stderr
+    assert "dead" not in _ledger(tmp_path, cfg)["runs"]

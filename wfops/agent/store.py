@@ -15,7 +15,7 @@ import os
 import threading
 from datetime import datetime, timezone
 
-from .states import TERMINAL
+from .states import LOCK_FILE, TERMINAL
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -137,6 +137,23 @@ def locked(path: str, create: bool = True) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
+
+
+def command_running(control: str) -> bool:
+    """Whether a mutating wfops command holds the pod's command lock (`_control/command.lock`, taken by the
+    command script's `flock`) now: e.g. a sweep-add whose client stopped waiting (Ctrl-C, a lost connection)
+    and whose agent has not queued its runs yet. A pod's rows without such a run are final only when False."""
+    try:
+        fd = os.open(os.path.join(control, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no lock file: no command ever took it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
     finally:
         os.close(fd)
 

@@ -343,6 +343,7 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state),
+            "busy": store.command_running(pod.control),  # a mutating command (a sweep-add) is still at work
             "cost": cost.status_cost(pod.run_dir, sw or {}, rows, state == QUEUE_RUNNING,
                                      live=rows is not (frozen or {}).get("runs"))}
 

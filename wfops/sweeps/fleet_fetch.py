@@ -16,7 +16,7 @@ from wfops.agent.states import SUCCESS, TERMINAL
 from wfops.errors import ConnectError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_copies import executed
-from wfops.sweeps.fleet_pods import Pods
+from wfops.sweeps.fleet_pods import Pods, known
 from wfops.sweeps.ledger import Ledger
 from wfops.targets import resolve
 
@@ -70,6 +70,9 @@ def shares(settings: Settings, sweep: str) -> dict[str, Share]:
             out[n] = Share(error=o.error)
     for n, why in down.items():
         out.setdefault(n, Share(error=ConnectError(why)))
+    if any(s.mine or s.dups for s in out.values()):  # a pod that ran none of them has nothing to send: not asked
+        for s in out.values():  # (asked, it would fail the fetch: "none of the runs ... has a run directory")
+            s.skip = s.skip or (s.error is None and not (s.mine or s.dups))
     return out
 
 
@@ -79,6 +82,7 @@ def one_run(settings: Settings, run_id: str, ledger: Ledger | None) -> dict[str,
     asked for it, as before)."""
     names = [m.name for m in resolve.members(settings)]
     if ledger is not None and run_id in ledger["runs"]:
+        known(settings, ledger["runs"][run_id]["pods"])  # a pod removed from the config: said, not an empty fetch
         pod = ledger["runs"][run_id]["pods"][0]  # node 0's: RUN's own dir (node K's is RUN.nodeK)
         return {n: Share(mine=[run_id]) if n == pod else Share(skip=True) for n in names}
     got = shares(settings, "")

@@ -4,7 +4,7 @@ each at once (wfops.fanout), and the pods that did not answer. One connection pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from wfops import fanout
@@ -21,16 +21,21 @@ if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the 
 Answer = fanout.Outcome[resolve.Member, Any]  # one pod's answer to an agent command
 
 
+def known(settings: Settings, names: Iterable[str]) -> None:
+    """NotFoundError (one line) when the ledger names a pod the config does not (removed from it since)."""
+    missing = sorted(set(names) - {m.name for m in resolve.members(settings)})
+    if missing:
+        raise NotFoundError(f"the ledger names pod(s) the config does not: {', '.join(missing)} (put them back "
+                            "in LIUM_TARGETS / OPS_HOSTS)")
+
+
 class Pods:
     """One open PodCommand per pod (opened in parallel); pods that did not answer are in `down`."""
 
     def __init__(self, settings: Settings, command: str, only: list[str] | None = None) -> None:
         self.settings = settings
         self.members = [m for m in resolve.members(settings) if only is None or m.name in only]
-        missing = sorted(set(only or ()) - {m.name for m in self.members})
-        if missing:
-            raise NotFoundError(f"the ledger names pod(s) the config does not: {', '.join(missing)} (put them back "
-                                "in LIUM_TARGETS / OPS_HOSTS)")
+        known(settings, only or ())
         self.command = command
         self.cmds: dict[str, PodCommand] = {}
         self.down: dict[str, str] = {}

@@ -74,6 +74,9 @@ def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> dict[str
     dropped = {}
     with ledger_lock(settings):
         fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
+        for run in fresh["runs"].values():  # a live sweep.add holds this lock: an open mark is a dead one's (kill -9)
+            if run.get("sent") and "closed" not in run["sent"]:
+                run["sent"]["closed"] = time.time()  # from now on a pod's answer without the run settles it
         for rid, pod in data["not_queued"].items():  # sweep.add's lost answers, resolved: never queued there
             sent = fresh["runs"][rid].get("sent") if rid in fresh["runs"] else None
             if sent is not None and sent["pod"] == pod:
@@ -113,7 +116,8 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
         ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    unqueued = fleet_copies.not_queued(ledger, folded, {n for n, o in answers.items() if o.error is None}, asked)
+    settled = {n for n, o in answers.items() if o.error is None and not (o.value or {}).get("busy")}  # no add at work
+    unqueued = fleet_copies.not_queued(ledger, folded, settled, asked)
     rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]
             if rid not in unqueued]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},

@@ -147,8 +147,7 @@ def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
         raise NotFoundError(f"no ledger of {which} in {d} (sweep.start on the fleet writes it)") from None
     try:
         doc = json.loads(text)
-        ok = (isinstance(doc, dict) and isinstance(doc.get("sweep_id"), str) and isinstance(doc.get("pods"), dict)
-              and isinstance(doc.get("runs"), dict) and isinstance(doc.get("order"), list))
+        ok = _ledger_shape(doc)
     except ValueError:
         ok = False
     if not ok:
@@ -156,6 +155,29 @@ def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
                             "sweep.status on each pod (WF_POD=NAME) still works")
     ledger: Ledger = doc
     return ledger
+
+
+def _ledger_shape(doc: object) -> bool:
+    """Whether valid JSON is a fleet ledger down to what the commands index (each pod's sweep id, each run's pods
+    and entry, the order's ids): a hand-edited one of the wrong shape is LedgerDamaged, not a traceback."""
+    if not (isinstance(doc, dict) and isinstance(doc.get("sweep_id"), str) and isinstance(doc.get("pods"), dict)
+            and isinstance(doc.get("runs"), dict) and isinstance(doc.get("order"), list)):
+        return False
+    pods, runs = doc["pods"], doc["runs"]
+    return (all(isinstance(p, dict) and isinstance(p.get("sweep_id"), str) for p in pods.values())
+            and all(isinstance(r, dict) and isinstance(r.get("pods"), list) and r["pods"]
+                    and all(isinstance(n, str) for n in r["pods"]) and isinstance(r.get("entry"), dict)
+                    and isinstance(r.get("moves", []), list) and _optional_shape(r) for r in runs.values())
+            and all(isinstance(rid, str) and rid in runs for rid in doc["order"]))
+
+
+def _optional_shape(run: dict[str, object]) -> bool:
+    sent, last, copies = run.get("sent"), run.get("last"), run.get("copies", {})
+    return ((sent is None or (isinstance(sent, dict) and isinstance(sent.get("pod"), str)
+                              and isinstance(sent.get("why", ""), str)
+                              and isinstance(sent.get("closed", 0.0), (int, float))))
+            and (last is None or (isinstance(last, dict) and isinstance(last.get("state"), str)))
+            and isinstance(copies, dict) and all(isinstance(c, dict) for c in copies.values()))
 
 
 def restarted(run: LedgerRun) -> None:

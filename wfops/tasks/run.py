@@ -12,7 +12,7 @@ from wfops.artifacts.transfer import check_request, fetch_runs, report
 from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
-from wfops.sweeps import fleet_fetch, fleet_status
+from wfops.sweeps import fleet_fetch, fleet_pods, fleet_status
 from wfops.sweeps.ledger import Ledger, LedgerDamaged, load_ledger
 from wfops.targets import resolve
 from wfops.targets.resolve import Member
@@ -60,14 +60,16 @@ def _shares(settings: Settings, run_id: str, all: bool, sweep: str) -> dict[str,
             ledger = None
         return fleet_fetch.one_run(settings, run_id, ledger)
     try:
-        load_ledger(settings, sweep)
-        return None
+        pods = load_ledger(settings, sweep)["pods"]
     except LedgerDamaged as exc:
         fleet_status.say_once(f"wfops: {exc.message.split(';')[0]}: run.fetch takes the runs each pod's own sweep "
                               f"records (a run that ran on two pods: one copy in RUN/, each other in "
                               f"{fleet_fetch.DUPLICATES_DIR}/POD/RUN/)")
     except NotFoundError:
         pass
+    else:
+        fleet_pods.known(settings, pods)  # each pod sends the ledger's runs on it: one removed from the config is said
+        return None
     return fleet_fetch.shares(settings, sweep)
 
 
