@@ -7,7 +7,8 @@ again is recovered at once. Recovering, at most RECOVER_MAX times per sweep (wfo
   - a Lium pod: the lost pod is removed if this sweep rented it and Lium still lists it; a pod with the same
     LIUM_* spec and LIUM_VOLUME is rented (Lium refusing is retried with back-off), the config's name is pointed
     at it (wfops.targets.replaced), then SSH, bootstrap, checkout;
-  - an SSH host (not rentable): wait until it answers again;
+  - an SSH host (not rentable): never while it is silent (it may only be cut off, its queue going on: one line
+    says it is waited for); once it answers and its queue died;
 then `sweep-recover` on the pod (wfops/agent/recover.py) starts its share again: runs that were running as their
 next attempt with reason `lost` in the same run dir, runs that had not started as queued; ended runs never again.
 Every step prints one line. Ctrl-C leaves every pod as it is and says what to run to go on.
@@ -131,7 +132,7 @@ class FleetRecovery:
             if info["reachable"]:
                 silence.heard()
                 if info.get("queue") == LOST and self._share(data, name):
-                    self._recover(member, "its queue was lost", False, data, pods, answering=True)
+                    self._recover(member, "its queue was lost", False, data, pods)
                     changed = True
                 continue
             lost = silence.lost(now, str(info.get("error")), gone(self.settings, member))
@@ -149,13 +150,11 @@ class FleetRecovery:
         """The runs of pod `name` (one-node) that have no end: lost, pending, or not seen (its pod is silent)."""
         return [r["run_id"] for r in data["runs"] if r.get("pod") == name and r["state"] in (LOST, PENDING, UNKNOWN)]
 
-    def _recover(self, member: Member, why: str, replace: bool, data: dict[str, Any], pods: Pods,
-                 answering: bool = False) -> None:
+    def _recover(self, member: Member, why: str, replace: bool, data: dict[str, Any], pods: Pods) -> None:
         runs = self._share(data, member.name)
         ledger = load_ledger(self.settings, self.book.sweep_id)
         pod_sweep = ledger["pods"][member.name]["sweep_id"]
-        recover(self.settings, member, self.book, why, replace, self.log, run_ids=runs, sweep_id=pod_sweep,
-                answering=answering)
+        recover(self.settings, member, self.book, why, replace, self.log, run_ids=runs, sweep_id=pod_sweep)
         with ledger_lock(self.settings):
             fresh = load_ledger(self.settings, self.book.sweep_id)
             for rid in runs:
@@ -173,12 +172,13 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
     deadline = time.monotonic() + timeout if timeout else None
     conn = _Session(settings, member)
     last: dict[str, Any] = {}
+    waiting = False  # an SSH host silent past RECOVER_AFTER_SECS: said once, waited for
     try:
         while True:
             data, why = conn.ask(patterns)
             now = time.monotonic()
             if data is not None:
-                last = data
+                last, waiting = data, False
                 sweep = data.get("sweep") or {}
                 if not book.sweep_id and sweep.get("state") == RUNNING:
                     log(f"wfops: managing {sweep.get('sweep_id')} on {_pod_words(settings, member)}: a pod lost for "
@@ -186,18 +186,21 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
                 book.bind(str(sweep.get("sweep_id") or ""))
                 if sweep.get("state") == LOST:  # the pod answers, its queue died with its processes
                     conn.close()
-                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log,
-                            answering=True)
+                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log)
                     continue
                 if sweep.get("state") != RUNNING:
                     return data
                 silence.heard()
             else:
                 lost = silence.lost(now, why, gone(settings, member))
-                if lost:
-                    recover(settings, member, book, lost, member.provider == LIUM, log)
+                if lost and member.provider == LIUM:
+                    recover(settings, member, book, lost, True, log)
                     silence.heard()
                     continue
+                if lost and not waiting:  # nothing to rent: its queue may well go on; recovered if it died
+                    log(f"wfops: pod {member.name} is {lost}: waiting for it to answer again (an SSH host: nothing "
+                        "to rent; its runs restart there if its queue was lost)")
+                    waiting = True
                 time.sleep(1)
             if deadline is not None and now > deadline:
                 return dict(last, wait_timed_out=True)
@@ -209,9 +212,10 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
 
 
 def recover(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log,
-            run_ids: list[str] | None = None, sweep_id: str = "", answering: bool = False) -> dict[str, Any]:
-    """One recovery of `member` (see the module); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent.
-    A fleet's pod: `run_ids` its runs, `sweep_id` the id its share runs under; `answering`: it answers already."""
+            run_ids: list[str] | None = None, sweep_id: str = "") -> dict[str, Any]:
+    """One recovery of `member` (see the module): `replace` a lost Lium pod, else the pod answers (its queue was
+    lost); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent. A fleet's pod: `run_ids` its runs,
+    `sweep_id` the id its share runs under."""
     before = _pod_words(settings, member)
     if book.recoveries >= settings.recover_max:
         line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
@@ -225,20 +229,7 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     billing: dict[str, Any] | None = None
     if replace:
         billing = {"price_per_hour": replace_lium_pod(settings, member, book, log)}
-    elif not answering:
-        _wait_back(settings, member, log)
     return restart(settings, member, book, why, before, log, run_ids or [], sweep_id, billing)
-
-
-def _wait_back(settings: Settings, member: Member, log: Log) -> None:
-    """An SSH host is not rentable: wait until it answers again (however long that takes; Ctrl-C stops)."""
-    log(f"wfops: waiting for {member.name} to answer again (an SSH host: nothing to rent)")
-    while True:
-        try:
-            wait_for_pod(settings, member, READY_SECS, log=lambda _line: None)
-            return
-        except ConnectError:
-            continue
 
 
 def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> float | None:
