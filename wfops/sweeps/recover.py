@@ -8,13 +8,18 @@ pure decisions of the loop: when a silent pod counts as lost (`Silence`).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from wfops.errors import ConflictError, WfopsError
 from wfops.settings.load import Settings
 from wfops.targets.replaced import DIR
 
@@ -104,6 +109,37 @@ class Book:
         entry = {"attempt": attempt, "pod": where, **({"queued": True} if queued else {})}
         self.doc.setdefault("attempts", {}).setdefault(run_id, []).append(entry)
         self.save()
+
+
+@contextmanager
+def managing(settings: Settings, names: list[str]) -> Iterator[None]:
+    """Held while one `sweep.wait --recover` manages the pods `names` (an flock per pod in `.fleet/`): a second
+    one (another terminal) is refused in one line, so that a lost pod is never recovered (rented) twice."""
+    d = Path(settings.local_artifacts_dir).expanduser() / DIR
+    held: list[IO[str]] = []
+    try:
+        for name in sorted(set(names)):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                lock = d / f".managed-{hashlib.sha1(name.encode()).hexdigest()[:16]}.lock"
+                held.append(open(lock, "a+"))  # noqa: SIM115 - held until the command ends
+            except OSError as exc:
+                raise WfopsError(f"sweep.wait --recover: cannot lock pod {name} in {d}: {exc.strerror or exc}",
+                                 ) from None
+            try:
+                fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held[-1].seek(0)
+                who = held[-1].read().strip() or "another process"
+                raise ConflictError(f"another `sweep.wait --recover` ({who}) manages pod {name} already and recovers "
+                                    "it: watch the sweep with `inv sweep.wait` (without --recover)") from None
+            held[-1].truncate(0)
+            held[-1].write(f"pid {os.getpid()}")
+            held[-1].flush()
+        yield
+    finally:
+        for fh in held:
+            fh.close()
 
 
 def history_lines(settings: Settings, sweep_id: str) -> list[str]:

@@ -29,7 +29,7 @@ from wfops.sweeps import fleet_status
 from wfops.sweeps.billing import usd
 from wfops.sweeps.fleet_pods import Pods
 from wfops.sweeps.ledger import ledger_lock, load_ledger, restarted, save_ledger
-from wfops.sweeps.recover import Book, Silence
+from wfops.sweeps.recover import Book, Silence, managing
 from wfops.targets import replaced, resolve
 from wfops.targets.lium_rows import is_terminal, pod_words
 from wfops.targets.providers import lium
@@ -95,11 +95,12 @@ def managed(settings: Settings, timeout: int | None, patterns: list[Any],
             log: Log = to_stderr) -> tuple[Book, dict[str, Any]]:
     """sweep.wait --recover: (the sweep's record, its last status once it has ended)."""
     book = Book(settings)
-    if resolve.is_fleet(settings):
-        fleet = FleetRecovery(settings, book, log)
-        data = fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
-    else:
-        data = managed_wait(settings, book, timeout, patterns, log)
+    with managing(settings, [m.name for m in resolve.pods(settings)]):  # one managed command per pod
+        if resolve.is_fleet(settings):
+            fleet = FleetRecovery(settings, book, log)
+            data = fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
+        else:
+            data = managed_wait(settings, book, timeout, patterns, log)
     sweep = data.get("sweep") or {}
     if sweep.get("state") == QUEUE_STOPPED and sweep.get("reason"):  # the budget, a sweep.stop: why nothing more ran
         log(f"wfops: {sweep.get('sweep_id')} stopped: {sweep['reason']}")

@@ -1,0 +1,32 @@
+"""Trying to break a managed sweep on a Lium pod from outside (tests/lium/test_recover.py's rig: the real lium CLI
+against the fake API, loopback sshd pods, a shared "volume"): two `sweep.wait --recover` in two terminals at once,
+and a managed command run again after Ctrl-C while the replacement it rented is down."""
+
+from __future__ import annotations
+
+from tests.conftest import wait_until
+from tests.lium import test_recover
+from tests.lium.test_recover import Rig, _lines, _start
+
+rig = test_recover.rig  # the fixture: test_recover's rig
+
+LONG_RUN = "r1,config/train_tiny.py,1,steps=150 every=5 step_secs=0.15,,1,"
+
+
+def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig):
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    first = rig.managed()
+    assert first.stderr is not None
+    assert first.stderr.readline().startswith("wfops: managing sweep-")
+    second = rig.managed()  # another terminal
+    rig.lose(rig.first, rig.original.id)
+    _, err = first.communicate(timeout=400)
+    _, err2 = second.communicate(timeout=400)
+    assert first.returncode == 0, err
+    rented = [i for i in rig.api.pods if i != rig.original.id]
+    assert len(rented) == 1 and len(rig.servers) == 1, (rented, err, err2)  # one replacement, not two
+    assert second.returncode == 10, err2
+    assert len(_lines(err2)) == 0 and "another `sweep.wait --recover`" in err2.splitlines()[-1], err2
+    assert "manages pod train" in err2, err2
+
