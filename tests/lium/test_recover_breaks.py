@@ -4,9 +4,11 @@ and a managed command run again after Ctrl-C while the replacement it rented is 
 
 from __future__ import annotations
 
+import signal
+
 from tests.conftest import wait_until
 from tests.lium import test_recover
-from tests.lium.test_recover import Rig, _lines, _start
+from tests.lium.test_recover import Rig, _lines, _resumed, _start
 
 rig = test_recover.rig  # the fixture: test_recover's rig
 
@@ -29,4 +31,24 @@ def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig):
     assert second.returncode == 10, err2
     assert len(_lines(err2)) == 0 and "another `sweep.wait --recover`" in err2.splitlines()[-1], err2
     assert "manages pod train" in err2, err2
+
+
+def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_removes_it_and_counts_on(rig: Rig):
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    first = rig.managed()
+    rig.lose(rig.first, rig.original.id)
+    wait_until(lambda: _resumed(rig) is not None, timeout=300, what="r1 resumed on the replacement")
+    first.send_signal(signal.SIGINT)  # Ctrl-C: the pods stay
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    rented = next(i for i in rig.api.pods if i != rig.original.id)
+    rig.lose(rig.servers[0], rented)  # the replacement is lost while no managed command runs
+    again = rig.managed()  # `inv sweep.wait --recover`, as the Ctrl-C line says: the pod is down at its start
+    _, err = again.communicate(timeout=400)
+    lines = _lines(err)
+    assert again.returncode == 0, err
+    assert any(ln.startswith("wfops: removed lost pod ") and rented in ln for ln in lines), err  # it bills no more
+    assert rented not in rig.api.pods, err
+    assert any("(recovery 2/3)" in ln for ln in lines), err  # RECOVER_MAX counts across managed commands
 

@@ -48,6 +48,20 @@ class Book:
     def _path(self) -> Path:
         return Path(self.settings.local_artifacts_dir).expanduser() / DIR / f"{self.sweep_id}{SUFFIX}"
 
+    def adopt(self, pod_id: str) -> None:
+        """Not bound yet (its pod was down from the start): the sweep whose record rented `pod_id` (the pod now
+        behind the config's name) is this one, so its pods and recoveries count."""
+        if self.sweep_id:
+            return
+        for path in sorted((Path(self.settings.local_artifacts_dir).expanduser() / DIR).glob(f"*{SUFFIX}")):
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and pod_id in (doc.get("rented") or []):
+                self.bind(path.name[:-len(SUFFIX)])
+                return
+
     def bind(self, sweep_id: str) -> None:
         """The sweep is known now: what an earlier managed command recorded comes first, then this one's."""
         if self.sweep_id or not sweep_id or "/" in sweep_id or sweep_id.startswith("."):

@@ -218,6 +218,8 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     lost); a WfopsError (exit 8) once RECOVER_MAX recoveries are spent. A fleet's pod: `run_ids` its runs,
     `sweep_id` the id its share runs under."""
     before = _pod_words(settings, member)
+    if member.provider == LIUM:  # down since the command started: the sweep that rented the pod behind the name
+        book.adopt(replaced.current(settings, member.name))
     if book.recoveries >= settings.recover_max:
         line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
                 "recoveries: stopping; its runs stay lost (raise RECOVER_MAX and run sweep.wait --recover again)")
