@@ -4,6 +4,7 @@ and a managed command run again after Ctrl-C while the replacement it rented is 
 
 from __future__ import annotations
 
+import json
 import signal
 
 from tests.conftest import wait_until
@@ -51,4 +52,28 @@ def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_rem
     assert any(ln.startswith("wfops: removed lost pod ") and rented in ln for ln in lines), err  # it bills no more
     assert rented not in rig.api.pods, err
     assert any("(recovery 2/3)" in ln for ln in lines), err  # RECOVER_MAX counts across managed commands
+
+
+def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares_it_and_the_run_resumes(rig: Rig):
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    first = rig.managed()
+    assert first.stderr is not None
+    rig.lose(rig.first, rig.original.id)
+    seen = ""
+    while not seen.startswith("wfops: rented pod "):
+        seen = first.stderr.readline()
+        assert seen, "the managed command ended before it rented a replacement"
+    first.send_signal(signal.SIGINT)  # Ctrl-C while the replacement is waited for, bootstrapped, checked out
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    assert "every pod stays as it is" in err and "`inv sweep.wait --recover`" in err.splitlines()[-1], err
+    again = rig.managed()  # as the last line says
+    out, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success"}
+    assert (rig.root / "home1" / "repo" / ".git").is_dir(), err  # it was checked out after all
+    assert _resumed(rig) is not None and _resumed(rig) > 0, rig.log("r1")
+    assert len(rig.servers) == 1, err  # one replacement, not two
+    assert "(recovery 2/" not in err, err  # one loss, one recovery
 

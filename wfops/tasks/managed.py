@@ -94,7 +94,7 @@ def _pod_words(settings: Settings, member: Member) -> str:
 def managed(settings: Settings, timeout: int | None, patterns: list[Any],
             log: Log = to_stderr) -> tuple[Book, dict[str, Any]]:
     """sweep.wait --recover: (the sweep's record, its last status once it has ended)."""
-    book = Book(settings)
+    book = Book(settings) if resolve.is_fleet(settings) else Book.for_pod(settings, resolve.one(settings).name)
     with managing(settings, [m.name for m in resolve.pods(settings)]):  # one managed command per pod
         if resolve.is_fleet(settings):
             fleet = FleetRecovery(settings, book, log)
@@ -220,6 +220,16 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     before = _pod_words(settings, member)
     if member.provider == LIUM:  # down since the command started: the sweep that rented the pod behind the name
         book.adopt(replaced.current(settings, member.name))
+        unready = None if replace else book.unprepared(member.name)
+        if unready is not None and unready[0] == replaced.current(settings, member.name):  # this recovery goes on
+            log(f"wfops: pod {before} was rented in place of {member.name} by a managed command stopped before the "
+                "pod was ready: preparing it now")
+            prepare(settings, member, book, unready[0], before, log)
+            row = lium.listed(lium.cli("sweep.wait --recover", settings), unready[0]) or {}
+            price = row.get("price_per_hour", row.get("price"))
+            billing = {"price_per_hour": price if isinstance(price, (int, float)) and not isinstance(price, bool)
+                       else None}
+            return restart(settings, member, book, why, unready[1], log, run_ids or [], sweep_id, billing)
     if book.recoveries >= settings.recover_max:
         line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
                 "recoveries: stopping; its runs stay lost (raise RECOVER_MAX and run sweep.wait --recover again)")
@@ -263,23 +273,28 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     line = (f"rented pod {pod_words(row)}{cost}{volume} in place of {member.name} "
             + (f"(in LIUM_TARGETS, {row['id']} names it)" if resolve.is_fleet(settings)
                else f"(LIUM_TARGET={row['id']} names it)"))
-    log(f"wfops: {line}")
-    book.note(member.name, "rented", line, pod_id=str(row["id"]))
+    book.note(member.name, "rented", line, pod_id=str(row["id"]))  # recorded first: it bills from now on
     replaced.record(settings, member.name, str(row["id"]))
+    log(f"wfops: {line}")
+    prepare(settings, member, book, str(row["id"]), pod_words(row), log)
+    return price
+
+
+def prepare(settings: Settings, member: Member, book: Book, pod_id: str, words: str, log: Log) -> None:
+    """The replacement `pod_id` (behind the config's name already): wait for SSH, bootstrap, checkout."""
     quiet: Log = lambda _line: None  # noqa: E731 - the steps' own progress stays out of the one-line story
     try:
         wait_for_pod(settings, member, READY_SECS, log=quiet)
         bootstrap_pod(settings, member, log=quiet)
         checkout_pod(settings, member, log=quiet)
     except WfopsError as exc:  # e.g. DATA_DIR on /mnt and no volume came back: the pod bills, say so
-        line = (f"replacement pod {pod_words(row)} of {member.name} could not be prepared ({exc.message}); it is "
-                f"billing: fix it and run sweep.wait --recover again, or remove it with `lium rm {row['id']} -y`")
-        book.note(member.name, "stopped", line, pod_id=str(row["id"]))
+        line = (f"replacement pod {words} of {member.name} could not be prepared ({exc.message}); it is "
+                f"billing: fix it and run sweep.wait --recover again, or remove it with `lium rm {pod_id} -y`")
+        book.note(member.name, "stopped", line, pod_id=pod_id)
         raise WfopsError(f"sweep.wait --recover: {line}", exc.code) from None
-    line = f"pod {pod_words(row)} answers, bootstrapped and checked out"
+    line = f"pod {words} answers, bootstrapped and checked out"
     log(f"wfops: {line}")
-    book.note(member.name, "ready", line, pod_id=str(row["id"]))
-    return price
+    book.note(member.name, "ready", line, pod_id=pod_id)
 
 
 def restart(settings: Settings, member: Member, book: Book, why: str, before: str, log: Log,
