@@ -5,11 +5,18 @@ and a managed command run again after Ctrl-C while the replacement it rented is 
 from __future__ import annotations
 
 import json
+import os
 import signal
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import wait_until
 from tests.lium import test_recover
+from tests.lium.conftest import API_KEY, BIN
+from tests.lium.fake_lium import FakeLium
 from tests.lium.test_recover import Rig, _lines, _resumed, _start
+from tests.realparts import SSHD
 
 rig = test_recover.rig  # the fixture: test_recover's rig
 
@@ -77,3 +84,28 @@ def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares
     assert len(rig.servers) == 1, err  # one replacement, not two
     assert "(recovery 2/" not in err, err  # one loss, one recovery
 
+
+@pytest.mark.parametrize("status", [402, 403])  # lium: budget exceeded, permission denied (its exit 6)
+def test_a_quota_refusal_of_the_replacement_is_said_at_once_not_retried(
+        status: int, tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path, monkeypatch: pytest.MonkeyPatch):
+    from wfops.errors import LiumError
+    from wfops.settings.load import load_settings
+    from wfops.targets.providers import lium
+
+    (tmp_path / ".lium").mkdir()
+    (tmp_path / ".lium" / "config.ini").write_text(f"[ssh]\nkey_path = {sshd.key}\n")
+    for key, value in {"HOME": str(tmp_path), "LIUM_BASE_URL": fake.base_url, "LIUM_TELEMETRY": "0",
+                       "LIUM_SENTRY_DSN": "", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = tmp_path / "workflow.env"
+    cfg.write_text(f"LIUM_TARGET=train\nLIUM_API_KEY={API_KEY}\nLIUM_EXECUTOR_ID={fake.executor['id']}\n"
+                   "LIUM_TTL=1h\n")
+    settings = load_settings(cfg)
+    fake.rent_refusals = [status] * 50  # the account cannot rent: waiting does not change that
+    said: list[str] = []
+    with pytest.raises(LiumError) as refused:
+        lium.rent_replacement(lium.cli("sweep.wait --recover", settings), settings, 1.0, said.append)
+    assert said == [], said  # no "trying again in 1s (1/4)", 2s, 4s ...
+    assert refused.value.message.startswith("Lium refused to rent a replacement (lium up: "), refused.value.message
+    assert "hint: " in refused.value.message and "waiting would not change that" in refused.value.message
+    assert fake.count("POST", f"/executors/{fake.executor['id']}/rent") == 1 and not fake.pods
