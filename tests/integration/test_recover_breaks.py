@@ -5,6 +5,7 @@ the pod is already down. Real loopback sshd pods (tests/fleet.py), the checkpoin
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -43,3 +44,21 @@ def test_an_ssh_host_cut_off_past_recover_after_secs_whose_queue_went_on_is_wait
     assert json.loads((outputs / "r1" / "status.json").read_text())["attempt"] == 1  # it ran once
     assert "restarted on" not in err and "recovery 1/" not in err, err  # nothing was recovered: nothing was lost
     assert f"wfops: pod {pod.address} is silent for " in err and "waiting for it to answer again" in err, err
+
+
+def test_ctrl_c_of_a_managed_fleet_leaves_the_pods_and_says_how_to_go_on(tmp_path: Path, fleet_ready: Fleet):
+    fleet = fleet_ready
+    cfg = fleet.config(tmp_path, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
+    rows = [f"f{i},config/train_tiny.py,{i},steps=200 every=5 step_secs=0.2,,1," for i in range(3)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, rows))).returncode == 0
+    managed = _managed(cfg)
+    assert managed.stderr is not None
+    assert managed.stderr.readline().startswith("wfops: managing sweep-")
+    managed.send_signal(signal.SIGINT)
+    _, err = managed.communicate(timeout=60)
+    assert managed.returncode == 130, err
+    last = err.splitlines()[-1]
+    assert "every pod stays as it is" in last and "go on with `inv sweep.wait --recover`" in last, err
+    assert all(p.address in last for p in fleet.pods), last
+    status = fleet.wf(cfg, "sweep.status", "--json")
+    assert {r["state"] for r in json.loads(status.stdout)["runs"]} <= {"running", "pending"}, status.stdout

@@ -98,13 +98,22 @@ def managed(settings: Settings, timeout: int | None, patterns: list[Any],
     with managing(settings, [m.name for m in resolve.pods(settings)]):  # one managed command per pod
         if resolve.is_fleet(settings):
             fleet = FleetRecovery(settings, book, log)
-            data = fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
+            try:
+                data = fleet_status.wait(settings, timeout, patterns, on_round=fleet.round)
+            except KeyboardInterrupt:
+                raise interrupted(", ".join(_pod_words(settings, m) for m in fleet.members.values())) from None
         else:
             data = managed_wait(settings, book, timeout, patterns, log)
     sweep = data.get("sweep") or {}
     if sweep.get("state") == QUEUE_STOPPED and sweep.get("reason"):  # the budget, a sweep.stop: why nothing more ran
         log(f"wfops: {sweep.get('sweep_id')} stopped: {sweep['reason']}")
     return book, data
+
+
+def interrupted(pods: str) -> WfopsError:
+    """The last line of a managed command stopped by Ctrl-C (`pods`: the pods it managed, in words)."""
+    return WfopsError(f"sweep.wait --recover interrupted: every pod stays as it is ({pods}); go on with "
+                      "`inv sweep.wait --recover`", EXIT_INTERRUPTED)
 
 
 class FleetRecovery:
@@ -206,8 +215,7 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
             if deadline is not None and now > deadline:
                 return dict(last, wait_timed_out=True)
     except KeyboardInterrupt:
-        raise WfopsError(f"sweep.wait --recover interrupted: every pod stays as it is ({_pod_words(settings, member)}"
-                         f"); go on with `inv sweep.wait --recover`", EXIT_INTERRUPTED) from None
+        raise interrupted(_pod_words(settings, member)) from None
     finally:
         conn.close()
 
