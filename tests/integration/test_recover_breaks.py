@@ -21,7 +21,7 @@ def _managed(cfg: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_an_ssh_host_cut_off_past_recover_after_secs_whose_queue_went_on_is_waited_for_not_rerun(
-        tmp_path: Path, fleet_ready: Fleet):
+        tmp_path: Path, fleet_ready: Fleet) -> None:
     fleet = fleet_ready
     pod = fleet.pods[0]
     cfg = fleet.config(tmp_path, pod=0, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
@@ -46,7 +46,7 @@ def test_an_ssh_host_cut_off_past_recover_after_secs_whose_queue_went_on_is_wait
     assert f"wfops: pod {pod.address} is silent for " in err and "waiting for it to answer again" in err, err
 
 
-def test_ctrl_c_of_a_managed_fleet_leaves_the_pods_and_says_how_to_go_on(tmp_path: Path, fleet_ready: Fleet):
+def test_ctrl_c_of_a_managed_fleet_leaves_the_pods_and_says_how_to_go_on(tmp_path: Path, fleet_ready: Fleet) -> None:
     fleet = fleet_ready
     cfg = fleet.config(tmp_path, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
     rows = [f"f{i},config/train_tiny.py,{i},steps=200 every=5 step_secs=0.2,,1," for i in range(3)]

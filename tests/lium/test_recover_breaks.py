@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.lium import test_recover
 from tests.lium.conftest import API_KEY, BIN
-from tests.lium.fake_lium import FakeLium
+from tests.lium.fake_lium import FakeLium, FakePod
 from tests.lium.test_recover import Rig, _lines, _resumed, _start
 from tests.realparts import SSHD
 
@@ -23,7 +24,7 @@ rig = test_recover.rig  # the fixture: test_recover's rig
 LONG_RUN = "r1,config/train_tiny.py,1,steps=150 every=5 step_secs=0.15,,1,"
 
 
-def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig):
+def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig) -> None:
     _start(rig, [LONG_RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     first = rig.managed()
@@ -41,7 +42,7 @@ def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig):
     assert "manages pod train already" in err2, err2
 
 
-def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_removes_it_and_counts_on(rig: Rig):
+def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_removes_it_and_counts_on(rig: Rig) -> None:
     _start(rig, [LONG_RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     first = rig.managed()
@@ -61,7 +62,8 @@ def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_rem
     assert any("(recovery 2/3)" in ln for ln in lines), err  # RECOVER_MAX counts across managed commands
 
 
-def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares_it_and_the_run_resumes(rig: Rig):
+def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares_it_and_the_run_resumes(
+        rig: Rig) -> None:
     _start(rig, [LONG_RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     first = rig.managed()
@@ -80,14 +82,15 @@ def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares
     assert again.returncode == 0, err
     assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success"}
     assert (rig.root / "home1" / "repo" / ".git").is_dir(), err  # it was checked out after all
-    assert _resumed(rig) is not None and _resumed(rig) > 0, rig.log("r1")
+    assert (_resumed(rig) or 0) > 0, rig.log("r1")
     assert len(rig.servers) == 1, err  # one replacement, not two
     assert "(recovery 2/" not in err, err  # one loss, one recovery
 
 
 @pytest.mark.parametrize("status", [402, 403])  # lium: budget exceeded, permission denied (its exit 6)
 def test_a_quota_refusal_of_the_replacement_is_said_at_once_not_retried(
-        status: int, tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path, monkeypatch: pytest.MonkeyPatch):
+        status: int, tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from wfops.errors import LiumError
     from wfops.settings.load import load_settings
     from wfops.targets.providers import lium
@@ -109,3 +112,36 @@ def test_a_quota_refusal_of_the_replacement_is_said_at_once_not_retried(
     assert refused.value.message.startswith("Lium refused to rent a replacement (lium up: "), refused.value.message
     assert "hint: " in refused.value.message and "waiting would not change that" in refused.value.message
     assert fake.count("POST", f"/executors/{fake.executor['id']}/rent") == 1 and not fake.pods
+
+
+def test_a_replacement_lost_while_it_is_checked_out_is_one_more_loss_and_replaced_in_turn(rig: Rig) -> None:
+    machine, rented = rig.rent_machine, []
+
+    def rent_then_lose_the_first_during_its_checkout(pod: FakePod) -> None:
+        machine(pod)
+        rented.append(pod.id)
+        if len(rig.servers) == 1:
+            server = rig.servers[0]
+            assert server.home is not None
+            repo = server.home / "repo"
+
+            def lose_it() -> None:
+                wait_until(repo.exists, timeout=300, what="the replacement's checkout began")
+                rig.lose(server, pod.id)
+
+            threading.Thread(target=lose_it, daemon=True).start()
+
+    rig.api.on_rent = rent_then_lose_the_first_during_its_checkout
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    managed = rig.managed()
+    rig.lose(rig.first, rig.original.id)
+    out, err = managed.communicate(timeout=500)
+    lines = _lines(err)
+    assert managed.returncode == 0, err
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success"}
+    first, second = rented
+    assert any("was lost while it was prepared: Lium reports it FAILED" in ln and first in ln for ln in lines), err
+    assert any(ln.startswith("wfops: removed lost pod ") and first in ln for ln in lines), err
+    assert first not in rig.api.pods and second in rig.api.pods and any("(recovery 2/3)" in ln for ln in lines), err
+    assert (_resumed(rig) or 0) > 0, rig.log("r1")

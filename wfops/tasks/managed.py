@@ -147,7 +147,10 @@ class FleetRecovery:
                 continue
             lost = silence.lost(now, str(info.get("error")), gone(self.settings, member))
             if lost:
-                self._recover(member, lost, True, data, pods)
+                try:
+                    self._recover(member, lost, True, data, pods)
+                except LostAgain as exc:  # the next round finds it lost again
+                    self.log(exc.message)
                 silence.heard()
                 changed = True
         away = [n for n, info in data["pods"].items() if not info["reachable"] and self._share(data, n)]
@@ -196,7 +199,7 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
                 book.bind(str(sweep.get("sweep_id") or ""))
                 if sweep.get("state") == LOST:  # the pod answers, its queue died with its processes
                     conn.close()
-                    recover(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log)
+                    _recover_or_lost(settings, member, book, f"its queue was lost ({sweep.get('reason')})", False, log)
                     continue
                 if sweep.get("state") != RUNNING:
                     return data
@@ -204,7 +207,7 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
             else:
                 lost = silence.lost(now, why, gone(settings, member))
                 if lost and member.provider == LIUM:
-                    recover(settings, member, book, lost, True, log)
+                    _recover_or_lost(settings, member, book, lost, True, log)
                     silence.heard()
                     continue
                 if lost and not waiting:  # nothing to rent: its queue may well go on; recovered if it died
@@ -218,6 +221,14 @@ def managed_wait(settings: Settings, book: Book, timeout: int | None, patterns: 
         raise interrupted(_pod_words(settings, member)) from None
     finally:
         conn.close()
+
+
+def _recover_or_lost(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log) -> None:
+    """recover(); a replacement lost while it was prepared is said in one line and left to the next round."""
+    try:
+        recover(settings, member, book, why, replace, log)
+    except LostAgain as exc:
+        log(exc.message)
 
 
 def recover(settings: Settings, member: Member, book: Book, why: str, replace: bool, log: Log,
@@ -288,14 +299,25 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     return price
 
 
+class LostAgain(WfopsError):
+    """The replacement was lost while it was prepared (Lium reports it gone): one more loss for the loop."""
+
+
 def prepare(settings: Settings, member: Member, book: Book, pod_id: str, words: str, log: Log) -> None:
-    """The replacement `pod_id` (behind the config's name already): wait for SSH, bootstrap, checkout."""
+    """The replacement `pod_id` (behind the config's name already): wait for SSH, bootstrap, checkout; LostAgain
+    when a step fails because the pod was lost meanwhile."""
     quiet: Log = lambda _line: None  # noqa: E731 - the steps' own progress stays out of the one-line story
     try:
         wait_for_pod(settings, member, READY_SECS, log=quiet)
         bootstrap_pod(settings, member, log=quiet)
         checkout_pod(settings, member, log=quiet)
-    except WfopsError as exc:  # e.g. DATA_DIR on /mnt and no volume came back: the pod bills, say so
+    except WfopsError as exc:
+        again = gone(settings, member)
+        if again is not None:  # lost meanwhile: one more loss, not a fault of the pod's preparation
+            line = f"pod {words} was lost while it was prepared: {again} ({exc.message})"
+            book.note(member.name, "loss", line, pod_id=pod_id)
+            raise LostAgain(f"wfops: {line}") from None
+        # e.g. DATA_DIR on /mnt and no volume came back: the pod bills, say so
         line = (f"replacement pod {words} of {member.name} could not be prepared ({exc.message}); it is "
                 f"billing: fix it and run sweep.wait --recover again, or remove it with `lium rm {pod_id} -y`")
         book.note(member.name, "stopped", line, pod_id=pod_id)
