@@ -17,7 +17,7 @@ from tests.lium import test_recover
 from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
 from tests.lium.test_recover import Rig, _lines, _resumed, _start
-from tests.realparts import SSHD
+from tests.realparts import SSHD, descendants
 
 rig = test_recover.rig  # the fixture: test_recover's rig
 
@@ -145,3 +145,23 @@ def test_a_replacement_lost_while_it_is_checked_out_is_one_more_loss_and_replace
     assert any(ln.startswith("wfops: removed lost pod ") and first in ln for ln in lines), err
     assert first not in rig.api.pods and second in rig.api.pods and any("(recovery 2/3)" in ln for ln in lines), err
     assert (_resumed(rig) or 0) > 0, rig.log("r1")
+
+
+def test_a_silent_pod_the_sweep_did_not_rent_that_lium_still_runs_is_said_to_maybe_run_the_runs_twice(
+        rig: Rig) -> None:
+    _start(rig, [LONG_RUN.replace("steps=150", "steps=900")])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    managed = rig.managed()
+    assert managed.stderr is not None
+    assert rig.first.proc is not None
+    for pid in [rig.first.proc.pid, *descendants(rig.first.proc.pid)]:  # cut off: its sshd and every connection
+        os.kill(pid, signal.SIGKILL)  # (its queue and r1 go on; Lium still reports it RUNNING)
+    seen: list[str] = []
+    while not any("left as it is" in ln for ln in seen):
+        seen.append(managed.stderr.readline())
+        assert seen[-1], seen
+    managed.send_signal(signal.SIGINT)
+    managed.communicate(timeout=120)
+    left = next(ln for ln in seen if "left as it is" in ln)
+    assert "Lium reports it RUNNING, so it may still be running this sweep's runs" in left, left
+    assert f"lium rm {rig.original.id} -y" in left and rig.original.id in rig.api.pods, left  # said, not removed

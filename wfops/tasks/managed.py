@@ -277,7 +277,12 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
         log(f"wfops: {line}")
         book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
     elif old is not None:
-        log(f"wfops: lost pod {pod_words(old)} was not rented by this sweep: left as it is")
+        line = f"lost pod {pod_words(old)} was not rented by this sweep: left as it is"
+        if not is_terminal(old):  # silent, not gone: cut off, it may go on with the runs that now run again
+            line += (f"; Lium reports it {str(old.get('status')).upper()}, so it may still be running this sweep's "
+                     f"runs, which start again on the replacement: remove it (lium rm {old['id']} -y) or stop them")
+        log(f"wfops: {line}")
+        book.note(member.name, "kept", line, pod_id=str(old["id"]))
     spec = lium.replacement_spec(settings, member)
     try:
         row, _ = lium.rent_replacement(cli, spec, max(1.0, settings.recover_after_secs / 10), log)
