@@ -165,3 +165,21 @@ def test_a_silent_pod_the_sweep_did_not_rent_that_lium_still_runs_is_said_to_may
     left = next(ln for ln in seen if "left as it is" in ln)
     assert "Lium reports it RUNNING, so it may still be running this sweep's runs" in left, left
     assert f"lium rm {rig.original.id} -y" in left and rig.original.id in rig.api.pods, left  # said, not removed
+
+
+def test_past_recover_max_a_lost_pod_the_sweep_rented_is_removed_not_left_billing(rig: Rig) -> None:
+    with rig.config.open("a") as cfg:
+        cfg.write("RECOVER_MAX='1'\n")
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    managed = rig.managed()
+    rig.lose(rig.first, rig.original.id)
+    wait_until(lambda: (_resumed(rig) or 0) > 0, timeout=300, what="r1 resumed on the replacement")
+    rented = next(i for i in rig.api.pods if i != rig.original.id)
+    rig.lose(rig.servers[0], rented)  # lost again: RECOVER_MAX=1 is spent
+    _, err = managed.communicate(timeout=300)
+    assert managed.returncode == 8, err
+    assert "spent its RECOVER_MAX=1 recoveries: stopping" in err.splitlines()[-1], err
+    assert any(ln.startswith("wfops: removed lost pod ") and rented in ln for ln in _lines(err)), err
+    assert rented not in rig.api.pods and rig.original.id in rig.api.pods, err  # ours removed, the user's left
+    assert len(rig.servers) == 1, err  # nothing more rented

@@ -31,6 +31,7 @@ from wfops.sweeps.fleet_pods import Pods
 from wfops.sweeps.ledger import ledger_lock, load_ledger, restarted, save_ledger
 from wfops.sweeps.recover import Book, Silence, managing
 from wfops.targets import replaced, resolve
+from wfops.targets.lium_cli import LiumCLI
 from wfops.targets.lium_rows import is_terminal, pod_words
 from wfops.targets.providers import lium
 from wfops.targets.target import LIUM, Member
@@ -246,12 +247,14 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
             prepare(settings, member, book, unready[0], before, log)
             row = lium.listed(lium.cli("sweep.wait --recover", settings), unready[0]) or {}
             price = row.get("price_per_hour", row.get("price"))
-            billing = {"price_per_hour": price if isinstance(price, (int, float)) and not isinstance(price, bool)
-                       else None}
-            return restart(settings, member, book, why, unready[1], log, run_ids or [], sweep_id, billing)
+            paid = price if isinstance(price, (int, float)) and not isinstance(price, bool) else None
+            return restart(settings, member, book, why, unready[1], log, run_ids or [], sweep_id,
+                           {"price_per_hour": paid})
     if book.recoveries >= settings.recover_max:
         line = (f"pod {before} is lost ({why}) and this sweep has spent its RECOVER_MAX={settings.recover_max} "
                 "recoveries: stopping; its runs stay lost (raise RECOVER_MAX and run sweep.wait --recover again)")
+        if replace:  # a lost pod it rented bills on, of no use: removed, as a recovery would first
+            remove_lost(lium.cli("sweep.wait --recover", settings), settings, member, book, log)
         book.note(member.name, "stopped", line)
         raise WfopsError(f"sweep.wait --recover: {line}", EXIT_LOST)
     n = book.spend()
@@ -264,10 +267,9 @@ def recover(settings: Settings, member: Member, book: Book, why: str, replace: b
     return restart(settings, member, book, why, before, log, run_ids or [], sweep_id, billing)
 
 
-def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> float | None:
-    """Remove the lost pod if this sweep rented it, rent one like it (same spec, same volume), point the config's
-    name at it, wait for SSH, bootstrap, checkout; its price per hour (None: unknown)."""
-    cli = lium.cli("sweep.wait --recover", settings)
+def remove_lost(cli: LiumCLI, settings: Settings, member: Member, book: Book, log: Log) -> dict[str, Any] | None:
+    """Remove the lost pod behind the config's name if this sweep rented it (one line); its `lium ps` row (None:
+    Lium no longer lists it)."""
     old_id = replaced.current(settings, member.name)
     old = next((r for r in cli.ps() if old_id in (str(r.get("id")), r.get("name"), r.get("huid"))), None)
     if old is not None and str(old["id"]) in book.rented:
@@ -276,7 +278,15 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
                 else f"could not remove lost pod {pod_words(old)} ({failed}): remove it with `lium rm {old['id']} -y`")
         log(f"wfops: {line}")
         book.note(member.name, "removed" if failed is None else "kept", line, pod_id=str(old["id"]))
-    elif old is not None:
+    return old
+
+
+def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -> float | None:
+    """Remove the lost pod if this sweep rented it, rent one like it (same spec, same volume), point the config's
+    name at it, wait for SSH, bootstrap, checkout; its price per hour (None: unknown)."""
+    cli = lium.cli("sweep.wait --recover", settings)
+    old = remove_lost(cli, settings, member, book, log)
+    if old is not None and str(old["id"]) not in book.rented:
         line = f"lost pod {pod_words(old)} was not rented by this sweep: left as it is"
         if not is_terminal(old):  # silent, not gone: cut off, it may go on with the runs that now run again
             line += (f"; Lium reports it {str(old.get('status')).upper()}, so it may still be running this sweep's "
