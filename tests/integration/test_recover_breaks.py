@@ -62,3 +62,23 @@ def test_ctrl_c_of_a_managed_fleet_leaves_the_pods_and_says_how_to_go_on(tmp_pat
     assert all(p.address in last for p in fleet.pods), last
     status = fleet.wf(cfg, "sweep.status", "--json")
     assert {r["state"] for r in json.loads(status.stdout)["runs"]} <= {"running", "pending"}, status.stdout
+
+
+def test_a_host_killed_right_after_sweep_start_gets_every_run_started_once_when_it_is_back(
+        tmp_path: Path, fleet_ready: Fleet) -> None:
+    fleet = fleet_ready
+    pod = fleet.pods[0]
+    cfg = fleet.config(tmp_path, pod=0, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
+    rows = [f"r{i},config/train_tiny.py,{i},steps=8 every=5 step_secs=0.1,,1," for i in range(1, 4)]
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, rows))).returncode == 0
+    fleet.kill(0)  # at once: the queue may not have started its first run
+    fleet.revive(0)
+    managed = _managed(cfg)
+    out, err = managed.communicate(timeout=240)
+    assert managed.returncode == 0, err
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {f"r{i}": "success" for i in range(1, 4)}
+    outputs = pod.home / "outputs"
+    for i in range(1, 4):
+        assert json.loads((outputs / f"r{i}" / "final.json").read_text())["step"] == 8
+        assert log_of(outputs, f"r{i}").count("starting from scratch") + log_of(outputs, f"r{i}").count(
+            "resumed from") == 1  # one attempt in the run dir's log: never run twice over
