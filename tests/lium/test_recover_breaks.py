@@ -183,3 +183,28 @@ def test_past_recover_max_a_lost_pod_the_sweep_rented_is_removed_not_left_billin
     assert any(ln.startswith("wfops: removed lost pod ") and rented in ln for ln in _lines(err)), err
     assert rented not in rig.api.pods and rig.original.id in rig.api.pods, err  # ours removed, the user's left
     assert len(rig.servers) == 1, err  # nothing more rented
+
+
+def test_ctrl_c_while_lium_rents_the_replacement_spends_no_recovery_and_running_again_recovers(rig: Rig) -> None:
+    with rig.config.open("a") as cfg:
+        cfg.write("RECOVER_MAX='1'\n")
+    _start(rig, [LONG_RUN])
+    wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
+    rig.api.slow[("POST", "/executors")] = 20  # the rent is carried out, its answer comes late
+    first = rig.managed()
+    assert first.stderr is not None
+    rig.lose(rig.first, rig.original.id)
+    seen = ""
+    while not seen.startswith("lium: renting"):
+        seen = first.stderr.readline()
+        assert seen, "the managed command ended before lium rented"
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    assert "go on with `inv sweep.wait --recover`" in err.splitlines()[-1], err
+    rig.api.slow.clear()
+    again = rig.managed()
+    out, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err  # not "spent its RECOVER_MAX=1 recoveries": nothing was replaced before
+    assert any("(recovery 1/1)" in ln for ln in _lines(err)), err
+    assert {r["run_id"]: r["state"] for r in json.loads(out)["runs"]} == {"r1": "success"}

@@ -121,6 +121,11 @@ class Book:
         self.save()
         return self.recoveries
 
+    def unspend(self) -> None:
+        """The recovery just spent replaced nothing (the rent was refused or interrupted): it does not count."""
+        self.doc["recoveries"] = max(0, self.recoveries - 1)
+        self.save()
+
     @property
     def rented(self) -> list[str]:
         return list(self.doc.get("rented") or [])

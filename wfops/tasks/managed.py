@@ -296,7 +296,14 @@ def replace_lium_pod(settings: Settings, member: Member, book: Book, log: Log) -
     spec = lium.replacement_spec(settings, member)
     try:
         row, _ = lium.rent_replacement(cli, spec, max(1.0, settings.recover_after_secs / 10), log)
+    except lium.Stopped as stop:  # Ctrl-C while lium rented: no replacement, so no recovery spent
+        book.unspend()
+        for before in stop.before:
+            log(before)
+        raise WfopsError(f"sweep.wait --recover interrupted while it rented a pod in place of {member.name}: "
+                         f"{stop.message}; go on with `inv sweep.wait --recover`", stop.code) from None
     except LiumError as exc:
+        book.unspend()  # no replacement: RECOVER_MAX counts replacements
         line = f"no replacement for {member.name}: {exc.message}"
         book.note(member.name, "stopped", line)
         raise WfopsError(f"sweep.wait --recover: {line}; the sweep's runs on it stay lost", exc.code) from None
