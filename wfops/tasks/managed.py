@@ -21,7 +21,6 @@ from typing import Any
 
 from wfops.agent import wire
 from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, EXIT_NOT_FOUND, LOST, PENDING, QUEUE_STOPPED, RUNNING, UNKNOWN
-from wfops.artifacts.transfer import fetch_runs, report
 from wfops.errors import ConnectError, LiumError, NotFoundError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
@@ -385,34 +384,4 @@ def restart(settings: Settings, member: Member, book: Book, why: str, before: st
     return answer
 
 
-def down_when_done(settings: Settings, book: Book, log: Log = to_stderr) -> None:
-    """After the sweep ended: fetch every run (incremental), then remove every pod this sweep rented; a fetch that
-    fails keeps the pods and raises (non-zero exit)."""
-    try:
-        for m in resolve.pods(settings):
-            only = fleet_status.runs_on(settings, "", m.name) if resolve.is_fleet(settings) else None
-            log(report(fetch_runs(settings, "", True, "", False, only, member=m, log=log)))
-    except WfopsError as exc:
-        keep = ", ".join(book.renting) or "none rented by this sweep"
-        raise WfopsError(f"--down-when-done: fetching the runs failed ({exc.message}); the pods stay ({keep}): fetch "
-                         "with `inv run.fetch --all`, then remove them with pod.down", exc.code or 1) from None
-    if not book.renting:
-        log("wfops: --down-when-done: every run fetched; this sweep rented no pod, so none is removed")
-        return
-    cli = lium.cli("sweep.wait --down-when-done", settings)
-    billing = []
-    for pod_id in book.renting:
-        if lium.listed(cli, pod_id) is None:
-            continue
-        failed = lium.remove(cli, settings, pod_id)
-        line = (f"removed pod {pod_id}, rented by this sweep" if failed is None
-                else f"could not remove pod {pod_id} ({failed}): remove it with `lium rm {pod_id} -y`")
-        log(f"wfops: --down-when-done: {line}")
-        book.note("", "removed" if failed is None else "kept", line, pod_id=pod_id)
-        billing += [pod_id] if failed else []
-    if billing:
-        raise LiumError(f"--down-when-done: {len(billing)} pod(s) this sweep rented could not be removed and bill: "
-                        "remove them with the `lium rm` lines above")
-
-
-__all__ = ["down_when_done", "gone", "managed", "managed_wait", "recover", "restart"]
+__all__ = ["gone", "managed", "managed_wait", "recover", "restart"]
