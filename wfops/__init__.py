@@ -89,6 +89,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     tasks/results.py          sweep.report / wait / attach, run.logs, task.logs / attach: what one looks at
     tasks/run.py              run.fetch (and run.logs from results.py)
     tasks/managed.py          sweep.wait --recover / --down-when-done: replace lost pods, restart their runs
+    tasks/managed_down.py     --down-when-done: fetch every run, then remove the pods the sweep rented
     agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
     agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
     agent/registry.py         the command registry: a handler's signature declares its arguments

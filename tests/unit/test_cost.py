@@ -149,7 +149,7 @@ def test_billing_blocks_and_the_refusal_of_a_budget_with_an_unknown_price():
     assert free["a"]["budget_usd"] == 3.0
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf", "1e999"])
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf", "1e999", "1e308", "2e9"])  # 1e308: $inf for 2 s
 def test_price_and_budget_keys_refuse_what_is_no_amount(value: str):
     from wfops.errors import ConfigError
 

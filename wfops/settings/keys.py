@@ -67,8 +67,11 @@ def _volumes(value: str) -> tuple[str, ...]:
     return entries
 
 
+MAX_DOLLARS = 1e9  # a price per hour or a budget above this is a typo; far above it the cost arithmetic overflows
+
+
 def _dollars(value: str) -> float | None:
-    """A price or a budget in USD: empty (unknown / none), or a finite number >= 0."""
+    """A price or a budget in USD: empty (unknown / none), or a number from 0 to MAX_DOLLARS."""
     text = value.strip()
     if not text:
         return None
@@ -76,8 +79,8 @@ def _dollars(value: str) -> float | None:
         number = float(text)
     except ValueError:
         number = -1.0
-    if not (number >= 0 and number != float("inf")):
-        raise c.Invalid("empty, or a number of US dollars >= 0 (e.g. 2.50)")
+    if not 0 <= number <= MAX_DOLLARS:  # NaN fails both
+        raise c.Invalid("empty, or a number of US dollars from 0 to 1e9 (e.g. 2.50)")
     return number
 
 

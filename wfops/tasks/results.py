@@ -178,7 +178,9 @@ def wait(c: Any, timeout_secs: int | None = None, recover: bool = False, down_wh
         raise NotFoundError("no sweep has been started on this pod (sweep.start)")
     emit(data, json, lambda: status_text(data, settings.metric_columns))
     if book is not None and down_when_done and not data.get("wait_timed_out"):
-        managed.down_when_done(settings, book)
+        from wfops.tasks import managed_down
+
+        managed_down.down_when_done(settings, book)
     code, why = wait_code(data)
     if code:
         raise WfopsError(why, code)

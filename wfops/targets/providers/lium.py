@@ -249,6 +249,7 @@ def rent(lium: LiumCLI, settings: Settings, argv: list[str], timeout: int,
 # ------------------------------------------------------------------ a managed sweep's replacement pod
 
 RENT_TRIES = 4  # a refused rent (5xx, no capacity) is tried this often, the wait doubling each time
+FOR_GOOD = (2, 6)  # lium's exits for a bad argument or config and for permission / balance / budget: never retried
 REPLACE_UP_SECS = 900
 
 
@@ -265,6 +266,9 @@ def rent_replacement(lium: LiumCLI, settings: Settings, first_wait: float,
         except LiumError as exc:
             if isinstance(exc, LiumFailure) and exc.data.get("pod_id"):
                 raise  # rented, then failed: removed already (or named with its `lium rm` line)
+            if isinstance(exc, LiumFailure) and exc.lium_exit in FOR_GOOD:  # e.g. over budget: waiting won't help
+                raise LiumFailure(f"Lium refused to rent a replacement ({exc.message}); waiting would not change that",
+                                  lium_code=exc.lium_code, lium_exit=exc.lium_exit) from None
             if attempt == RENT_TRIES:
                 raise LiumFailure(f"Lium refused to rent a replacement {RENT_TRIES} times (last: {exc.message})",
                                   ) from None
