@@ -62,8 +62,8 @@ def test_a_sweep_add_whose_answer_is_lost_keeps_the_run_and_it_runs_once(tmp_pat
     assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, rows)), env=env).returncode == 0
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv")
-    # every pod's sweep-add waits for its _manifests lock (the inbox lock) until the pod is frozen
-    adding, target = _add_then_fault(fleet, cfg, env, more, fleet.freeze)  # its answer will not come back
+    # the pod froze with the request in hand: its answer will not come back
+    adding, target = _add_then_fault(fleet, cfg, env, more, lambda _add, i: fleet.freeze(i))
     out, err = adding.communicate(timeout=120)
     pod = fleet.pods[target].address
     assert adding.returncode == 4, (adding.returncode, out, err)
@@ -101,7 +101,7 @@ def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queu
                     env=env).returncode == 0
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["gone,config/train_tiny.py,7,,,1,"], "more.csv")
-    adding, target = _add_then_fault(fleet, cfg, env, more, fleet.cut)  # its sshd and sessions die
+    adding, target = _add_then_fault(fleet, cfg, env, more, lambda _add, i: fleet.cut(i))  # its sshd and sessions die
     out, err = adding.communicate(timeout=120)
     assert adding.returncode == 4 and "Traceback" not in err, (adding.returncode, out, err)
     assert _ledger(tmp_path, cfg)["runs"]["gone"]["sent"]["pod"] == fleet.pods[target].address
@@ -117,9 +117,10 @@ def test_a_sweep_add_whose_request_never_reached_the_pod_is_resolved_as_not_queu
 
 
 def _add_then_fault(fleet: Fleet, cfg: Path, env: dict[str, str], csv: Path,
-                    fault: Callable[[int], object]) -> tuple[subprocess.Popen[str], int]:
+                    fault: Callable[[subprocess.Popen[str], int], object]) -> tuple[subprocess.Popen[str], int]:
     """`sweep.add --csv csv` in the background while this test holds every pod's inbox lock (`_manifests`), so the
-    agent waits with the request in hand; `fault(pod index)` on the pod it reached, then the locks go."""
+    agent waits with the request in hand; `fault(sweep.add's process, pod index)` on the pod it reached (the locks
+    still held), then the locks go."""
     handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
                for i, p in enumerate(fleet.pods)}
     try:
@@ -129,7 +130,7 @@ def _add_then_fault(fleet: Fleet, cfg: Path, env: dict[str, str], csv: Path,
         adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(csv))
         (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
                                what="sweep-add's agent waiting for the inbox lock on its pod")
-        fault(target)
+        fault(adding, target)
     finally:
         for fd in handles.values():
             os.close(fd)
@@ -151,15 +152,8 @@ def test_a_sweep_add_interrupted_while_its_agent_waits_is_not_dropped_by_a_statu
                     env=env).returncode == 0
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv")
-    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
-               for i, p in enumerate(fleet.pods)}
-    for fd in handles.values():
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
-    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
-    try:
-        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
-                               what="sweep-add's agent waiting for the inbox lock on its pod")
+
+    def interrupt_then_look(adding: subprocess.Popen[str], target: int) -> None:
         adding.send_signal(signal.SIGINT)  # Ctrl-C: the client stops waiting, the agent on the pod does not
         out, err = adding.communicate(timeout=60)
         assert adding.returncode == 130 and "Traceback" not in err, (adding.returncode, out, err)
@@ -167,9 +161,8 @@ def test_a_sweep_add_interrupted_while_its_agent_waits_is_not_dropped_by_a_statu
         assert shown.returncode == 0 and "not queued" not in shown.stderr, (shown.stdout, shown.stderr)
         assert [r["run_id"] for r in json.loads(shown.stdout)["runs"]] == ["c0", "late"]
         assert _ledger(tmp_path, cfg)["runs"]["late"]["sent"]["pod"] == fleet.pods[target].address
-    finally:
-        for fd in handles.values():
-            os.close(fd)
+
+    _, target = _add_then_fault(fleet, cfg, env, more, interrupt_then_look)
 
     def ended() -> dict | None:
         runs = {r["run_id"]: r for r in _status(fleet, cfg)["runs"]}
@@ -194,21 +187,13 @@ def test_a_sweep_add_killed_before_its_answer_leaves_no_mark_for_ever(tmp_path: 
                     env=env).returncode == 0
     assert fleet.wf(cfg, "sweep.wait", env=env, timeout=120).returncode == 0
     more = _csv(tmp_path, ["dead,config/train_tiny.py,7,,,1,"], "more.csv")
-    handles = {i: os.open(p.home / "outputs" / "_manifests", os.O_RDONLY | os.O_DIRECTORY)
-               for i, p in enumerate(fleet.pods)}
-    for fd in handles.values():
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    by_inode = {os.fstat(fd).st_ino: i for i, fd in handles.items()}
-    adding = _wf_background(fleet, cfg, env, "sweep.add", "--csv", str(more))
-    try:
-        (target,) = wait_until(lambda: _waiter_of(adding, by_inode), timeout=90, interval=0.05,
-                               what="sweep-add's agent waiting for the inbox lock on its pod")
+
+    def kill_then_cut(adding: subprocess.Popen[str], target: int) -> None:
         adding.kill()  # no Ctrl-C handler runs: no `closed`
         adding.communicate(timeout=60)
         fleet.cut(target)  # the waiting agent dies too: the run was never queued
-    finally:
-        for fd in handles.values():
-            os.close(fd)
+
+    _, target = _add_then_fault(fleet, cfg, env, more, kill_then_cut)
     assert "closed" not in _ledger(tmp_path, cfg)["runs"]["dead"]["sent"]
     fleet.revive(target)
     waited = fleet.wf(cfg, "sweep.wait", "--json", "--timeout-secs", "60", env=env, timeout=120)
