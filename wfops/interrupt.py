@@ -7,14 +7,16 @@ invoke finishing after the task) a KeyboardInterrupt would be a traceback (`wfop
 handler for those moments: one line, exit 130 at once. Before a task's boundary nothing has been sent to the pod.
 
 Only a wfops or invoke program gets the handler: a Python program that imports wfops.tasks keeps its own Ctrl-C.
-Standard library only; cheap to import (the console script imports it before anything else): os, sys and
-signal alone, so that the moments before the guard are Python's own start-up (tests/unit/test_interrupt_import.py).
+Standard library only; cheap to import: os, sys and the interpreter's built-in `_signal` alone (`signal` itself
+imports enum: ~5 ms in which a Ctrl-C was a traceback), so that the moments before the guard are Python's own
+start-up (tests/unit/test_interrupt_import.py). The wheel's wfops_quiet_pipe.pth calls guard() while Python
+starts (site), before the console script's own imports; wfops.cli calls it again (a no-op then).
 """
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # built in: signal.py would import enum
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False  # not typing's: the guard is installed before wfops imports anything slow (mypy knows it)
