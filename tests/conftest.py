@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,14 @@ import pytest
 from tests import realparts, slowness
 from tests.realparts import SSHD, start_sshd, stop_sshd
 from tests.slowness import scaled
+
+# A test session started as `cmd &` by a shell without job control (a CI script, nohup, a detached terminal)
+# inherits Ctrl-C (SIGINT) ignored, and so would every wfops, inv and pod agent the tests start: Python keeps an
+# ignored SIGINT, so the Ctrl-C tests would find their commands deaf to it (22 of them failed so, in a CI run
+# started that way). The tests play a user at a terminal: a Python handler here (reset to the default at exec)
+# gives every child the default disposition, as a terminal's shell does.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
