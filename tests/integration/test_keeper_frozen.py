@@ -31,22 +31,8 @@ def _agent_waiting(pod: Pod) -> bool:
 def test_a_keeper_frozen_mid_command_ends_the_command_with_one_line(ssh_pod: Pod):
     pod = warm_pod(ssh_pod)
     pod.ok("task.run", "--id", "long", "--cmd", "sleep 300", env=FAST)  # starts the keeper
-    proc = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**pod.env(), **FAST}, cwd=pod.root.parent)
-    keeper = None
-    try:
-        wait_until(lambda: _agent_waiting(pod), timeout=60, interval=0.02, what="task.wait's agent on the pod")
-        (keeper,) = keepers(pod)
-        os.kill(keeper, signal.SIGSTOP)
-        stopped = time.monotonic()
-        _, err = proc.communicate(timeout=60)  # 3 keepalive intervals (1 s here), with room for a loaded machine
-        took = time.monotonic() - stopped
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        if keeper is not None:
-            os.kill(keeper, signal.SIGCONT)
+    # 3 keepalive intervals (1 s here), with room for a loaded machine
+    proc, err, took = _keeper_frozen_while(pod, "task.wait", "--id", "long")
     assert proc.returncode == 4, err
     assert err.strip().splitlines() == [
         "wfops: the connection keeper stopped answering (no reply to a keepalive for 3s: it is stopped or hung); "
@@ -63,9 +49,9 @@ def test_a_quiet_command_through_an_answering_keeper_is_not_taken_for_frozen(ssh
     assert len(keepers(pod)) == 1
 
 
-def _keeper_frozen_mid_upload(pod: Pod, *args: str) -> tuple[subprocess.Popen, str, float]:
-    """`wfops ARGS` whose request carries the config's 8 MB of values (the config sync every request does), the
-    keeper stopped once the pod's boot program reads the request: (process, stderr, seconds it took to end)."""
+def _keeper_frozen_while(pod: Pod, *args: str) -> tuple[subprocess.Popen, str, float]:
+    """`wfops ARGS`, its keeper stopped once the command's agent is at work on the pod (for a request that carries
+    the config's 8 MB of values, while the client still sends it): (process, stderr, seconds it took to end)."""
     proc = subprocess.Popen([str(WFOPS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**pod.env(), **FAST}, cwd=pod.root.parent)
     keeper = None
@@ -92,7 +78,7 @@ def test_a_keeper_frozen_mid_upload_ends_the_command_with_one_line(ssh_pod: Pod)
     big = {f"BIG_{i}": "x" * 100_000 for i in range(80)}  # each under the OS limit of one variable
     pod.configure(EXTRA_ENV_KEYS=" ".join(big), **big)
     pod.ok("fsm.status", env=FAST)  # starts the keeper (and the agent is on the pod)
-    proc, err, took = _keeper_frozen_mid_upload(pod, "fsm.status")
+    proc, err, took = _keeper_frozen_while(pod, "fsm.status")
     assert proc.returncode == 4, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("wfops: the connection keeper stopped"), err

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from tests.conftest import FAST_INSTALL, WFOPS, TrainingRepo, stop_keepers, wait
 from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
 from tests.realparts import SSHD, kill_sshd, start_sshd, stop_sshd
+
+if TYPE_CHECKING:
+    from wfops.settings.load import Settings
 
 CKPT_TRAIN = Path(__file__).resolve().parents[1] / "fixtures" / "ckpt_train.py"
 HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
@@ -187,11 +191,10 @@ def test_a_lium_pod_lost_mid_run_is_replaced_and_its_run_resumes_there(rig: Rig)
             in status.stdout), status.stdout
 
 
-def test_lium_refusing_every_rent_is_tried_with_back_off_then_one_error_says_so(
-        tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path, monkeypatch: pytest.MonkeyPatch):
-    from wfops.errors import LiumError
+def rent_settings(tmp_path: Path, sshd: SSHD, fake: FakeLium, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings of a one-pod Lium config, in this process, with the real `lium` CLI on PATH against the fake API
+    (HOME, lium's config and key): for the tests that call the provider's rent directly."""
     from wfops.settings.load import load_settings
-    from wfops.targets.providers import lium
 
     (tmp_path / ".lium").mkdir()
     (tmp_path / ".lium" / "config.ini").write_text(f"[ssh]\nkey_path = {sshd.key}\n")
@@ -201,7 +204,15 @@ def test_lium_refusing_every_rent_is_tried_with_back_off_then_one_error_says_so(
     cfg = tmp_path / "workflow.env"
     cfg.write_text(f"LIUM_TARGET=train\nLIUM_API_KEY={API_KEY}\nLIUM_EXECUTOR_ID={fake.executor['id']}\n"
                    "LIUM_TTL=1h\n")
-    settings = load_settings(cfg)
+    return load_settings(cfg)
+
+
+def test_lium_refusing_every_rent_is_tried_with_back_off_then_one_error_says_so(
+        tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path, monkeypatch: pytest.MonkeyPatch):
+    from wfops.errors import LiumError
+    from wfops.targets.providers import lium
+
+    settings = rent_settings(tmp_path, sshd, fake, monkeypatch)
     fake.rent_refusals = [409] * 50  # no capacity, every time
     said: list[str] = []
     with pytest.raises(LiumError) as refused:

@@ -14,9 +14,8 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.lium import test_recover
-from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
-from tests.lium.test_recover import Rig, _lines, _resumed, _start
+from tests.lium.test_recover import Rig, _lines, _resumed, _start, rent_settings
 from tests.realparts import SSHD, descendants
 
 rig = test_recover.rig  # the fixture: test_recover's rig
@@ -92,18 +91,9 @@ def test_a_quota_refusal_of_the_replacement_is_said_at_once_not_retried(
         status: int, tmp_path: Path, sshd: SSHD, fake: FakeLium, lium_bin: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from wfops.errors import LiumError
-    from wfops.settings.load import load_settings
     from wfops.targets.providers import lium
 
-    (tmp_path / ".lium").mkdir()
-    (tmp_path / ".lium" / "config.ini").write_text(f"[ssh]\nkey_path = {sshd.key}\n")
-    for key, value in {"HOME": str(tmp_path), "LIUM_BASE_URL": fake.base_url, "LIUM_TELEMETRY": "0",
-                       "LIUM_SENTRY_DSN": "", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}.items():
-        monkeypatch.setenv(key, value)
-    cfg = tmp_path / "workflow.env"
-    cfg.write_text(f"LIUM_TARGET=train\nLIUM_API_KEY={API_KEY}\nLIUM_EXECUTOR_ID={fake.executor['id']}\n"
-                   "LIUM_TTL=1h\n")
-    settings = load_settings(cfg)
+    settings = rent_settings(tmp_path, sshd, fake, monkeypatch)
     fake.rent_refusals = [status] * 50  # the account cannot rent: waiting does not change that
     said: list[str] = []
     with pytest.raises(LiumError) as refused:
