@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -284,3 +285,29 @@ def test_the_entry_point_knows_which_module_registers_each_command():
     assert set(COMMANDS) == set(entry.MODULES)
     for name, fn in COMMANDS.items():
         assert fn.__module__.rsplit(".", 1)[-1] == (entry.MODULES[name] or "__main__"), name
+
+
+def test_a_sweep_wait_whose_queue_ends_at_its_deadline_does_not_say_it_gave_up(tmp_path, monkeypatch):
+    """The queue is seen running, the wait's time runs out, and the queue ends before the last status is read:
+    the answer is the ended sweep, not `wait_timed_out` (which made a managed sweep.wait exit 9, 'still
+    running', for a sweep that had just ended)."""
+    from wfops.agent import results
+    from wfops.agent.states import QUEUE_COMPLETED, QUEUE_RUNNING, Layout
+
+    pod = Layout(str(tmp_path / "out"))
+    os.makedirs(pod.control)
+    store.write_json(pod.sweep_file, {"sweep_id": "s1", "state": QUEUE_RUNNING, "pid": os.getpid(),
+                                      "pid_start": procs.proc_start(os.getpid()), "boot_id": procs.boot_id()})
+    real = results._status
+
+    def ends_first(layout, patterns=None):  # the queue records its end just before the last read
+        store.update_json(pod.sweep_file, {"state": QUEUE_COMPLETED})
+        return real(layout, patterns)
+
+    monkeypatch.setattr(results, "_status", ends_first)
+    monkeypatch.setattr(procs, "wait_for_exit", lambda pid, timeout: time.sleep(timeout) or "poll")
+    data = results.sweep_wait(pod, timeout=1)
+    assert data["sweep"]["state"] == QUEUE_COMPLETED and "wait_timed_out" not in data
+    store.update_json(pod.sweep_file, {"state": QUEUE_RUNNING})
+    monkeypatch.setattr(results, "_status", real)
+    assert results.sweep_wait(pod, timeout=1)["wait_timed_out"] is True  # still running: it did give up

@@ -74,7 +74,8 @@ def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = No
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             data = _status(pod, patterns)
-            data["wait_timed_out"] = True
+            if (data.get("sweep") or {}).get("state") == QUEUE_RUNNING:  # it may have ended since the check above
+                data["wait_timed_out"] = True
             return data
         step = 5.0 if left is None else min(left, 5.0)
         if sw.get("pid"):
