@@ -133,7 +133,9 @@ def test_inv_dry_refuses_every_wfops_task_and_changes_nothing(ready: Pod):
 INV = str(BIN / "inv")
 CLOSED = [([str(WFOPS), "--help"], "checkout"), ([str(WFOPS), "--list"], "checkout"), ([INV, "--list"], "checkout"),
           ([str(WFOPS), "--help", "sweep.start"], "checkout"), ([INV, "--help", "sweep.start"], "checkout"),
-          ([INV, "--help"], "checkout"), ([INV, "--help"], "elsewhere"), ([str(WFOPS), "--help"], "elsewhere")]
+          ([INV, "--help"], "checkout"), ([INV, "--help"], "elsewhere"), ([str(WFOPS), "--help"], "elsewhere"),
+          ([str(BIN / "python"), "-m", "invoke", "--help"], "elsewhere"),
+          ([str(BIN / "python"), "-m", "wfops", "--help"], "elsewhere")]
 
 
 @pytest.mark.parametrize(("argv", "where"), CLOSED)  # `inv --help` prints before any tasks.py is loaded

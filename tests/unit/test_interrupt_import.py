@@ -32,3 +32,11 @@ def test_the_guard_is_in_place_before_the_console_script_runs(tmp_path):
                                     check=True).stdout.split()
     assert seen["wfops"][0] == seen["inv"][0] == seen["invoke"][0] == "_outside_a_task", seen
     assert seen["train"][0] == "default_int_handler", seen
+    mods = tmp_path / "mods"  # `python -I -m invoke`: the program's name is the module's (sys.orig_argv)
+    mods.mkdir()
+    for name in ("invoke", "train"):
+        (mods / f"{name}.py").write_text((tmp_path / name).read_text())
+        res = subprocess.run([sys.executable, "-X", "utf8", "-m", name], capture_output=True, text=True, cwd=mods)
+        assert (res.returncode, res.stderr) == (0, ""), res.stderr  # the .pth line ran without an error
+        seen[f"-m {name}"] = res.stdout.split()
+    assert (seen["-m invoke"][0], seen["-m train"][0]) == ("_outside_a_task", "default_int_handler"), seen
