@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -141,3 +142,29 @@ def test_another_ssh_environment_gets_its_own_keeper_process(tmp_path: Path, fre
     assert len(keepers) == 2
     environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in keepers]
     assert sorted(b"WFOPS_SSH_KEEPALIVE_SECS=1" in env for env in environs) == [False, True]
+
+
+PRESTART = """import sys
+from wfops.targets.target import Target
+from wfops.transport import launch
+host, port, user, key = sys.argv[1:5]
+launch.prestart(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
+                       key_filename=key), 120)
+"""
+
+
+def test_a_keeper_started_ahead_of_its_command_is_added_without_waiting(tmp_path: Path, fresh_fleet3: Fleet):
+    """wfops.prewarm's prestart returns at once; the keeper process connects the pod meanwhile (its first one, then
+    a second pod added to the same process): each pod's socket appears with no command waiting on it."""
+    fleet = fresh_fleet3
+    whole, _ = _configs(fleet, tmp_path)
+    env = _env(whole)
+    for i in (0, 1):
+        pod = fleet.pods[i]
+        mark = pod.sshd.mark()
+        subprocess.run([sys.executable, "-c", PRESTART, pod.host, str(pod.port), fleet.user, str(fleet.key)],
+                       env=env, check=True, timeout=scaled(30))
+        wait_until(lambda n=i + 1: len(list((tmp_path / "keepers").glob("*.sock"))) == n, timeout=scaled(30),
+                   what=f"pod {i}'s keeper to listen")
+        assert pod.sshd.counts(mark) == (1, 0)
+        assert len(_keepers(tmp_path)) == 1

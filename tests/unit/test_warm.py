@@ -92,3 +92,19 @@ def test_a_keeper_of_another_user_is_refused_by_the_client(tmp_path):
     finally:
         listener.stdin.close()
         listener.wait(timeout=30)
+
+
+def test_the_keeper_process_is_one_per_environment_a_connection_reads(tmp_path, monkeypatch):
+    """One keeper process holds every target (wfops.transport.hub); a connection made in it reads HOME, the pins'
+    directory, the agent and the keepalive interval from its environment, so another value is another process."""
+    for key in warm.HUB_ENV:
+        monkeypatch.setenv(key, "a")
+    first = warm.hub_path(tmp_path)
+    assert first.parent == tmp_path and first.suffix == ".hub" and warm.hub_path(tmp_path) == first
+    monkeypatch.setenv("WFOPS_VERBOSE", "1")  # not read by a connection: the same process
+    assert warm.hub_path(tmp_path) == first
+    for key in warm.HUB_ENV:
+        monkeypatch.setenv(key, "b")
+        assert warm.hub_path(tmp_path) != first, key
+        monkeypatch.setenv(key, "a")
+    assert not list(tmp_path.glob("*.sock"))  # `wfops disconnect --all` counts targets (*.sock), not the process

@@ -65,6 +65,8 @@ class Hub:
     def add(self, order: dict[str, Any]) -> dict[str, Any]:
         """Connect the order's target, bind its socket and serve it in a thread of its own; the answer."""
         target, path = order_target(order), Path(order["path"])
+        if path.parent != self.path.parent or path.suffix != ".sock":
+            return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
         keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
         try:
             keeper.link = ssh.SSHLink(target)

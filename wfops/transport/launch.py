@@ -73,7 +73,7 @@ def prestart(target: Target, persist: float) -> None:
             return
         if path.exists() or path.is_symlink():
             path.unlink()
-            launch(target, path, persist, fd, wait=False)
+        launch(target, path, persist, fd, wait=False)
     finally:
         os.close(fd)  # the keeper process holds the lock through its own copy of the descriptor
 
