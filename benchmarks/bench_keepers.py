@@ -10,7 +10,7 @@ installation and fleet size a client dir of its own (config with OPS_HOSTS = the
 WF_PERSIST_SECS=300, its own HOME and keeper directory). For each: the first `wfops fsm.status --json` (it starts
 the keepers), then `--repeat` warm calls (median and p90), then the keeper processes' memory: RSS (VmRSS) and PSS
 (/proc/PID/smaps_rollup, where the kernel has it; shared pages split between the processes that map them), summed
-over every keeper process of that client. The 1-pod and N-pod calls alternate within each installation, so both
+over every keeper process of that client. The installations and sizes alternate within each round, so all
 see the same load. Everything it started is ended by PID at the end (also on Ctrl-C).
 """
 
@@ -83,23 +83,28 @@ def _kb(path: Path, field: str) -> float:
     return float("nan")
 
 
-def bench(fleet: Fleet, work: Path, name: str, wfops: Path, sizes: list[int], repeat: int) -> list[list[str]]:
-    clients = {n: Client(fleet, work / f"{name}-{n}", wfops, n) for n in sizes}
+def bench(fleet: Fleet, work: Path, installs: list[tuple[str, Path]], sizes: list[int],
+          repeat: int) -> list[list[str]]:
+    """Every installation and size: the first call, then `repeat` rounds of warm calls, installations and sizes
+    alternating within each round (the same load for all), then the memory of each client's keepers."""
+    clients = {(name, n): Client(fleet, work / f"{name}-{n}", wfops, n) for name, wfops in installs for n in sizes}
     rows = []
     try:
-        first = {n: clients[n].status() for n in sizes}
-        for n in sizes:
-            clients[n].status()  # one warm call before timing
-        samples: dict[int, list[float]] = {n: [] for n in sizes}
+        first = {key: c.status() for key, c in clients.items()}
+        for c in clients.values():
+            c.status()  # one warm call before timing
+        samples: dict[tuple[str, int], list[float]] = {key: [] for key in clients}
         for _ in range(repeat):
+            for key, c in clients.items():
+                samples[key].append(c.status())
+        for name, _ in installs:
+            base = statistics.median(samples[(name, sizes[0])])
             for n in sizes:
-                samples[n].append(clients[n].status())
-        base = statistics.median(samples[sizes[0]])
-        for n in sizes:
-            procs, rss, pss = clients[n].memory()
-            rows.append([f"wfops {name}", str(n), f"{first[n] * 1000:.0f}", ms(samples[n]), p90(samples[n]),
-                         f"**{statistics.median(samples[n]) / base:.2f}**", str(procs), f"{rss:.1f}", f"{pss:.1f}",
-                         f"**{pss / n:.1f}**"])
+                procs, rss, pss = clients[(name, n)].memory()
+                got = samples[(name, n)]
+                rows.append([f"wfops {name}", str(n), f"{first[(name, n)] * 1000:.0f}", ms(got), p90(got),
+                             f"**{statistics.median(got) / base:.2f}**", str(procs), f"{rss:.1f}", f"{pss:.1f}",
+                             f"**{pss / n:.1f}**"])
     finally:
         for c in clients.values():
             c.disconnect()
@@ -122,9 +127,7 @@ def main() -> None:
         try:
             fleet = Fleet.start(work / "fleet", max(sizes))
             load = os.getloadavg()[0]
-            for name, wfops in installs:
-                rows += bench(fleet, work, name, wfops, sizes, opts.repeat)
-                print(f"# {name} done", file=sys.stderr, flush=True)
+            rows = bench(fleet, work, installs, sizes, opts.repeat)
             load2 = os.getloadavg()[0]
         except KeyboardInterrupt:
             raise SystemExit(130) from None
@@ -143,8 +146,9 @@ def main() -> None:
                         except ProcessLookupError:
                             pass
                 fleet.local.stop()
-    print_table(f"Warm connections on loopback pods: `wfops fsm.status --json` (median of {opts.repeat}, sizes "
-                f"alternating) and the keepers' memory; load average {load:.1f} → {load2:.1f}, {os.cpu_count()} cores",
+    print_table(f"Warm connections on loopback pods: `wfops fsm.status --json` (median of {opts.repeat}, "
+                f"installations and sizes alternating) and the keepers' memory; load average {load:.1f} → "
+                f"{load2:.1f}, {os.cpu_count()} cores",
                 ["what", "pods", "first call ms (starts keepers)", "warm median ms", "warm p90 ms",
                  f"warm / {sizes[0]} pod", "keeper processes", "RSS MB (sum)", "PSS MB (sum)", "PSS MB a pod"], rows)
 
