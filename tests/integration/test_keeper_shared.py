@@ -48,8 +48,8 @@ def _env(cfg: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     (cfg.parent / "client-home").mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
     base.update(HOME=str(cfg.parent / "client-home"), WORKFLOW_CONFIG=str(cfg), PYTHONUNBUFFERED="1",
-                WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"), **(extra or {}))
-    return base
+                WFOPS_KEEPER_DIR=str(cfg.parent / "keepers"))
+    return {**base, **(extra or {})}
 
 
 def test_one_keeper_process_holds_every_pods_connection(tmp_path: Path, fresh_fleet3: Fleet):
@@ -168,3 +168,21 @@ def test_a_keeper_started_ahead_of_its_command_is_added_without_waiting(tmp_path
                    what=f"pod {i}'s keeper to listen")
         assert pod.sshd.counts(mark) == (1, 0)
         assert len(_keepers(tmp_path)) == 1
+
+
+def test_a_relative_key_path_means_the_commands_own_directory(tmp_path: Path, fresh_fleet3: Fleet):
+    """The keeper process was started by a command elsewhere: a pod added later is still connected with the key
+    that the adding command's SSH_KEY_PATH names from its own directory."""
+    fleet = fresh_fleet3
+    (tmp_path / "client-home").mkdir()
+    shared = {"HOME": str(tmp_path / "client-home"), "WFOPS_KEEPER_DIR": str(tmp_path / "keepers")}
+    for i, (sub, key) in enumerate((("a", "id"), ("b", "k/id"))):
+        where = tmp_path / sub
+        (where / key).parent.mkdir(parents=True)
+        (where / key).write_bytes(fleet.key.read_bytes())
+        (where / key).chmod(0o600)
+        cfg = fleet.config(where, pod=i, WF_PERSIST_SECS="120", SSH_KEY_PATH=key)
+        res = subprocess.run([str(WFOPS), "fsm.status", "--json"], env=_env(cfg, shared), cwd=where,
+                             capture_output=True, text=True, timeout=scaled(60))
+        _ok(res)
+    assert len(keeper_pids([tmp_path / "keepers"])) == 1

@@ -79,7 +79,13 @@ def prestart(target: Target, persist: float) -> None:
 
 
 def _order(target: Target, path: Path, persist: float) -> dict[str, Any]:
-    return {"target": asdict(target), "fp": fingerprint(target), "persist": persist, "path": str(path)}
+    """What the keeper process connects `target` from. Its files as this command sees them: the process may have
+    been started by a command in another directory, so a relative key or pin path is made absolute here."""
+    fields = asdict(target)
+    for name in ("key_filename", "known_hosts"):
+        if fields.get(name):
+            fields[name] = os.path.abspath(fields[name])
+    return {"target": fields, "fp": fingerprint(target), "persist": persist, "path": str(path)}
 
 
 def launch(target: Target, path: Path, persist: float, lock_fd: int | None, wait: bool) -> dict[str, Any]:
