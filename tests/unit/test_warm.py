@@ -108,3 +108,37 @@ def test_the_keeper_process_is_one_per_environment_a_connection_reads(tmp_path, 
         assert warm.hub_path(tmp_path) != first, key
         monkeypatch.setenv(key, "a")
     assert not list(tmp_path.glob("*.sock"))  # `wfops disconnect --all` counts targets (*.sock), not the process
+
+
+def test_a_target_that_does_not_answer_is_dropped_by_its_answering_keeper_process(tmp_path):
+    """end_frozen: a target's socket that accepts and says nothing, in a keeper process that answers its own
+    socket: that one target is dropped (its socket removed, the others go on); the process is not ended."""
+    import threading
+
+    from wfops.transport.hub import Hub
+    from wfops.transport.served import Keeper
+
+    hub = Hub(warm.hub_path(tmp_path))
+    hub.claim(None)
+    runner = threading.Thread(target=hub.run, daemon=True)
+    runner.start()
+    frozen_path, other_path = tmp_path / "a.sock", tmp_path / "b.sock"
+    frozen = Keeper(ssh(), "fp", 60, frozen_path, on_exit=hub._gone)
+    other = Keeper(ssh(label="other"), "fp", 60, other_path, on_exit=hub._gone)
+    servers = [warm.bind_socket(frozen_path), warm.bind_socket(other_path)]  # nobody accepts: silent
+    frozen.inode, other.inode = frozen_path.stat().st_ino, other_path.stat().st_ino
+    hub.keepers |= {frozen, other}
+    hub.added()
+    sock = warm.dial(frozen_path)
+    assert sock is not None
+    warm.end_frozen(sock, frozen_path)
+    assert frozen.stopping.is_set() and not frozen_path.exists()
+    assert not other.stopping.is_set() and other_path.exists()
+    for keeper in (frozen, other):
+        keeper.stop()
+        hub._gone(keeper)
+    runner.join(timeout=10)
+    assert not runner.is_alive() and not hub.path.exists()  # no target left: the process's socket goes too
+    sock.close()
+    for server in servers:
+        server.close()

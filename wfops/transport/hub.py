@@ -179,5 +179,5 @@ class Hub:
                 keeper.stop()
                 if keeper.link is not None:  # frees a thread stuck on it (not under link_lock: that one may hang)
                     keeper.link.close()
-            return {"ok": bool(mine)}
+            return {"ok": bool(mine), "pid": os.getpid()}
         return {"ok": False, "code": 4, "message": f"unknown keeper operation {op!r}"}

@@ -237,7 +237,7 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
     that does not answer within HUB_ANSWER_SECS is frozen as a whole and is ended: only a process of ours whose
     command line is a wfops keeper of this very directory."""
     pid = _peer(sock)[0]
-    if not _dropped(path):
+    if _answering(path) != pid:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             mine = os.fsencode(path.parent) + b"/"
@@ -249,19 +249,23 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
         path.unlink()
 
 
-def _dropped(path: Path) -> bool:
-    """Whether the directory's keeper process answered and dropped the target served at `path`."""
+def _answering(path: Path) -> int | None:
+    """The pid of the keeper process that answered an order to drop the target served at `path` (and dropped it,
+    if it held it), or None when none answered within HUB_ANSWER_SECS."""
     try:
         sock = dial(hub_path(path.parent))
     except WfopsError:
-        return False
+        return None
     if sock is None:
-        return False
+        return None
     with sock:
         try:
             sock.settimeout(HUB_ANSWER_SECS)
             send_frame(sock, b"h", json.dumps({"op": "drop", "path": str(path)}).encode())
             frame = recv_frame(sock)
         except OSError:
-            return False
-    return frame is not None and frame[0] == b"x" and bool(json.loads(frame[1]).get("ok"))
+            return None
+    if frame is None or frame[0] != b"x":
+        return None
+    pid = json.loads(frame[1]).get("pid")
+    return pid if isinstance(pid, int) else None
