@@ -48,7 +48,10 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine
     transport/warm.py         warm connections, client side: find or start a keeper; the frames
-    transport/keeper.py       the keeper process: holds one target's connection open between commands
+    transport/keeper.py       the keeper process: holds each target's connection open between commands
+    transport/served.py       one target of the keeper process: its connection, socket, clients, idle clock
+    transport/hub.py          the keeper process's targets: adds, drops and ends them; exits when none is left
+    transport/launch.py       starting the keeper process, client side: add a target to it, or start it
     transport/command.py      PodCommand: one command against one pod, agent requests over one session
     transport/render.py       the Jinja environment, the rendered-script cache, the agent tarball
     transport/shell.py        shell quoting for every value that enters a script

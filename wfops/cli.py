@@ -1,7 +1,7 @@
 """The `wfops` console script. Light on purpose: a read-only command through its pod's keeper runs in wfops.lean
 and never imports the task tree; otherwise, before the task tree is imported (invoke and every task module,
 most of a command's start-up), `prewarm` may start the target's keeper so that its SSH connection is made while
-this process imports (wfops.transport.warm.prestart). The program itself is wfops.program.
+this process imports (wfops.transport.launch.prestart). The program itself is wfops.program.
 """
 
 from __future__ import annotations

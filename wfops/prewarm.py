@@ -50,7 +50,7 @@ def prewarm(argv: list[str]) -> None:
         from wfops.settings.load import find_config, load_settings
         from wfops.targets import resolve
         from wfops.targets.target import SSH
-        from wfops.transport.warm import prestart
+        from wfops.transport.launch import prestart
 
         settings = load_settings(find_config(config, Path.cwd(), os.environ, None))
         if not settings.wf_persist_secs:

@@ -92,3 +92,53 @@ def test_a_keeper_of_another_user_is_refused_by_the_client(tmp_path):
     finally:
         listener.stdin.close()
         listener.wait(timeout=30)
+
+
+def test_the_keeper_process_is_one_per_environment_a_connection_reads(tmp_path, monkeypatch):
+    """One keeper process holds every target (wfops.transport.hub); a connection made in it reads HOME, the pins'
+    directory, the agent and the keepalive interval from its environment, so another value is another process."""
+    for key in warm.HUB_ENV:
+        monkeypatch.setenv(key, "a")
+    first = warm.hub_path(tmp_path)
+    assert first.parent == tmp_path and first.suffix == ".hub" and warm.hub_path(tmp_path) == first
+    monkeypatch.setenv("WFOPS_VERBOSE", "1")  # not read by a connection: the same process
+    assert warm.hub_path(tmp_path) == first
+    for key in warm.HUB_ENV:
+        monkeypatch.setenv(key, "b")
+        assert warm.hub_path(tmp_path) != first, key
+        monkeypatch.setenv(key, "a")
+    assert not list(tmp_path.glob("*.sock"))  # `wfops disconnect --all` counts targets (*.sock), not the process
+
+
+def test_a_target_that_does_not_answer_is_dropped_by_its_answering_keeper_process(tmp_path):
+    """end_frozen: a target's socket that accepts and says nothing, in a keeper process that answers its own
+    socket: that one target is dropped (its socket removed, the others go on); the process is not ended."""
+    import threading
+
+    from wfops.transport.hub import Hub
+    from wfops.transport.served import Keeper
+
+    hub = Hub(warm.hub_path(tmp_path))
+    hub.claim(None)
+    runner = threading.Thread(target=hub.run, daemon=True)
+    runner.start()
+    frozen_path, other_path = tmp_path / "a.sock", tmp_path / "b.sock"
+    frozen = Keeper(ssh(), "fp", 60, frozen_path, on_exit=hub._gone)
+    other = Keeper(ssh(label="other"), "fp", 60, other_path, on_exit=hub._gone)
+    servers = [warm.bind_socket(frozen_path), warm.bind_socket(other_path)]  # nobody accepts: silent
+    frozen.inode, other.inode = frozen_path.stat().st_ino, other_path.stat().st_ino
+    hub.keepers |= {frozen, other}
+    hub.added()
+    sock = warm.dial(frozen_path)
+    assert sock is not None
+    warm.end_frozen(sock, frozen_path)
+    assert frozen.stopping.is_set() and not frozen_path.exists()
+    assert not other.stopping.is_set() and other_path.exists()
+    for keeper in (frozen, other):
+        keeper.stop()
+        hub._gone(keeper)
+    runner.join(timeout=10)
+    assert not runner.is_alive() and not hub.path.exists()  # no target left: the process's socket goes too
+    sock.close()
+    for server in servers:
+        server.close()

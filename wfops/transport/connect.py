@@ -19,7 +19,7 @@ from typing import Any
 
 from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport import ssh, warm
+from wfops.transport import launch, ssh, warm
 from wfops.transport.local import LocalSession
 from wfops.transport.session import (
     Counted,
@@ -182,7 +182,7 @@ class KeeperSession:
         self._exec: KeeperExec | None = None
         self.sent = 0
         # connect errors surface here, at once
-        self._sock: socket.socket | None = sock if sock is not None else warm.connect(target, persist)
+        self._sock: socket.socket | None = sock if sock is not None else launch.connect(target, persist)
 
     def send(self, data: bytes) -> None:
         assert self._exec is not None, "send() only while a script runs"
@@ -193,7 +193,7 @@ class KeeperSession:
                     meta: MetaSink | None = None) -> ExecResult:
         data = script.encode()
         for _attempt in range(3):
-            sock, self._sock = self._sock or warm.connect(self.target, self.persist), None
+            sock, self._sock = self._sock or launch.connect(self.target, self.persist), None
             try:
                 return self.exec_once(sock, data, stdout_sink, meta)
             except Retry:  # the keeper was gone, stale or frozen before anything ran: start another

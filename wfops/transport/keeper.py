@@ -1,241 +1,54 @@
-"""The keeper: a small background process that holds one Fabric connection to one target open.
+"""The keeper: one background process per user and environment that holds a Fabric connection to every warm
+target, each for its own WF_PERSIST_SECS.
 
-    python -m wfops.transport.keeper SOCKET_PATH   (started by wfops.transport.warm;
-    the order arrives as JSON on stdin)
+    python -m wfops.transport.keeper HUB_PATH   (started by wfops.transport.launch; the first order arrives as
+    JSON on stdin, later ones over HUB_PATH)
 
-It connects (through wfops.transport.ssh, the one connection factory), binds SOCKET_PATH (mode 600, in the private
-directory), prints `{"ok": true}` (or the connection error) on stdout and serves: every accepted client whose
-uid is ours gets one `bash -s` channel for one script, relayed frame by frame (wfops.transport.warm). A connection that
-died under it (the pod rebooted, sshd restarted, the keepalive found it frozen) is made again for the next
-request — before anything was sent on it, so no script runs twice. It exits when idle for the persist time
-(the latest a client sent), when asked (`wfops disconnect`), or when a client's fingerprint says the target now
-resolves to another connection.
+The process first claims its hub socket (HUB_PATH, warm.hub_path: one per keeper directory and environment; a
+later command asks it to add its target instead of starting another process; if another process already answers
+there, this one serves its own targets only), then connects its first target (through wfops.transport.ssh, the
+one connection factory), binds that target's socket (mode 600, in the private directory), prints `{"ok": true}`
+(or the connection error) on stdout and serves (wfops.transport.hub). Every target has its own socket,
+connection, locks and idle clock (wfops.transport.served): every accepted client whose uid is ours gets one
+`bash -s` channel for one script, relayed frame by frame (wfops.transport.warm). A connection that died under
+it (the pod rebooted, sshd restarted, the keepalive found it frozen) is made again for the next request — before
+anything was sent on it, so no script runs twice. A target leaves when idle for its persist time (the latest a
+client sent), when asked (`wfops disconnect`), or when a client's fingerprint says the target now resolves to
+another connection; the process exits when it holds no target.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from wfops.errors import ConnectError, WfopsError
-from wfops.targets.target import Target
-from wfops.transport import ssh, warm
-
-if TYPE_CHECKING:
-    from paramiko import Channel
-
-ACCEPT_POLL_SECS = 0.5
-
-
-class Keeper:
-    def __init__(self, target: Target, fp: str, persist: float, path: Path) -> None:
-        self.target, self.fp, self.persist, self.path = target, fp, persist, path
-        self.link: ssh.SSHLink | None = None
-        self.link_lock = threading.Lock()
-        self.state_lock = threading.Lock()
-        self.active = 0
-        self.last_used = time.monotonic()
-        self.stopping = threading.Event()
-        self.inode: int | None = None
-
-    # -- the connection
-    def _link(self, fresh: bool) -> ssh.SSHLink:
-        with self.link_lock:
-            if self.link is not None and (fresh or not self.link.active):
-                self.link.close()
-                self.link = None
-            if self.link is None:
-                self.link = ssh.SSHLink(self.target)
-            return self.link
-
-    def open_exec(self) -> tuple[ssh.SSHLink, Channel]:
-        """(link, channel); a dead connection is replaced once (nothing had been sent on it)."""
-        try:
-            link = self._link(fresh=False)
-            return link, link.open_exec()
-        except ConnectError:
-            link = self._link(fresh=True)
-            return link, link.open_exec()
-
-    # -- serving
-    def serve(self, server: socket.socket) -> None:
-        server.settimeout(ACCEPT_POLL_SECS)
-        while not self.stopping.is_set():
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                if self._idle():
-                    break
-                continue
-            with self.state_lock:
-                self.active += 1
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
-        server.close()
-        self._unlink()
-        with self.link_lock:
-            if self.link is not None:
-                self.link.close()
-
-    def _idle(self) -> bool:
-        with self.state_lock:
-            return self.active == 0 and time.monotonic() - self.last_used > self.persist
-
-    def stop(self) -> None:
-        self._unlink()  # from now on, new commands start a new keeper instead of reaching this one
-        self.stopping.set()
-
-    def _unlink(self) -> None:
-        try:
-            if self.inode is not None and self.path.stat().st_ino == self.inode:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def _handle(self, client: socket.socket) -> None:
-        try:
-            self._request(client)
-        except OSError:  # the client went away; its channel was closed with it
-            pass
-        finally:
-            client.close()
-            with self.state_lock:
-                self.active -= 1
-                self.last_used = time.monotonic()
-
-    def _request(self, client: socket.socket) -> None:
-        if warm.peer_uid(client) != os.getuid():
-            warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
-            return
-        frame = warm.recv_frame(client)
-        if frame is None or frame[0] != b"h":
-            return
-        header = json.loads(frame[1])
-        if header.get("op") == "stop":
-            self.stop()
-            warm.send_frame(client, b"x", b"0")
-            return
-        if header.get("fp") != self.fp:
-            self.stop()
-            warm.send_frame(client, b"E", json.dumps({"stale": True, "code": 4, "message": "stale"}).encode())
-            return
-        self.persist = float(header.get("persist") or self.persist)
-        if header.get("op") == "ping":
-            warm.send_frame(client, b"x", b"0")
-            return
-        direct = None
-        if header.get("direct"):  # the client's pipe for stdout (run.fetch's extractor), passed with the request
-            _, fds, _, _ = socket.recv_fds(client, 1, 1)
-            direct = _Direct(fds[0]) if fds else None
-        try:
-            try:
-                link, chan = self.open_exec()
-            except WfopsError as exc:
-                warm.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
-                return
-            self._relay(client, link, chan, direct)
-        finally:
-            if direct is not None:
-                direct.close()
-
-    def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, direct: _Direct | None = None) -> None:
-        write_lock = threading.Lock()
-
-        def to_client(kind: bytes) -> Callable[[bytes], None]:
-            def send(data: bytes) -> None:
-                with write_lock:
-                    warm.send_frame(client, kind, data)
-            return send
-
-        def from_client() -> None:
-            try:
-                while True:
-                    frame = warm.recv_frame(client)
-                    if frame is None:
-                        break
-                    if frame[0] == b"i":
-                        chan.sendall(frame[1])
-                    elif frame[0] == b"p":  # the client's keepalive: it wants an answer (a frozen keeper gives none)
-                        to_client(b"P")(b"")
-            except Exception:
-                pass
-            chan.close()  # the client is gone (or the command ended): the channel goes with it
-
-        to_client(b"s")(b"p")  # the channel is open, and this keeper answers pings
-        threading.Thread(target=from_client, daemon=True).start()
-        if direct is not None:
-            direct.report = to_client(b"n")
-        try:
-            code = ssh.relay(link, chan, direct or to_client(b"o"), to_client(b"e"))
-        except ConnectError as exc:
-            to_client(b"E")(json.dumps({"code": exc.code, "message": exc.message}).encode())
-            return
-        if direct is not None:  # the end of the stream for its reader, before the client hears the exit code
-            direct.close()
-        to_client(b"x")(str(code).encode())
-
-
-class _Direct:
-    """stdout written straight into the client's pipe; the client hears how much (`n` frames). A reader that went
-    away (EPIPE) is not waited for: the rest is drained, so the pod's side can end."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.gone = fd, False
-        self.report: Callable[[bytes], None] = lambda data: None
-
-    def __call__(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view and not self.gone:
-            try:
-                view = view[os.write(self.fd, view):]
-            except OSError:
-                self.gone = True
-        self.report(str(len(data)).encode())
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd, self.gone = -1, True
+from wfops.transport import warm
+from wfops.transport.hub import Hub
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0])
     order = json.loads(sys.stdin.read())
-    fields = dict(order["target"])
-    fields["notes"] = tuple(fields.get("notes") or ())
-    target = Target(**fields)
-    keeper = Keeper(target, order["fp"], float(order["persist"]), path)
-    try:
-        keeper.link = ssh.SSHLink(target)
-        server = warm.bind_socket(path)
-        keeper.inode = path.stat().st_ino
-        answer: dict[str, Any] = {"ok": True, "pid": os.getpid()}
-    except WfopsError as exc:
-        answer = {"ok": False, "code": exc.code, "message": exc.message}
-    except OSError as exc:
-        answer = {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
-                  f"{exc.strerror or exc}"}
+    hub = Hub(Path(argv[0]))
+    hub.claim(order.get("hub_lock_fd"))
+    threading.Thread(target=hub.run, daemon=True).start()  # later orders may come while the first one connects
+    answer = hub.add(order)
     if order.get("lock_fd") is not None:  # started ahead of its command (wfops.prewarm): the command may go on
         if not answer["ok"]:  # and finds why this one could not connect, instead of trying again
-            warm.write_failure(path, order["fp"], answer)
+            warm.write_failure(Path(order["path"]), order["fp"], answer)
         os.close(int(order["lock_fd"]))
     try:
         print(json.dumps(answer), flush=True)
     except OSError:  # nobody reads it (started ahead of its command)
         pass
-    if not answer["ok"]:
-        return 1
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    keeper.serve(server)
-    return 0
+    hub.added()
+    hub.run_done.wait()
+    return 0 if answer["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The session of the lean entry (wfops.lean): one script through the target's keeper, or Fallback.
 
 KeeperSession (wfops.transport.connect) with one try (its exec_once) instead of three. A keeper
-that does not answer yet is started as the full path starts it (wfops.prewarm's warm.prestart, then
-warm.connect); nothing is retried here: a keeper gone, stale (the target now resolves elsewhere) or frozen
+that does not answer yet is started as the full path starts it (wfops.prewarm's launch.prestart, then
+launch.connect); nothing is retried here: a keeper gone, stale (the target now resolves elsewhere) or frozen
 before it opened a channel, and nothing reached the pod: it raises wfops.errors.Fallback, and the full path
 runs the command (and starts another keeper, in its own words). Once the channel is open it is KeeperExec's
 frames, errors and exit code, as for any warm command.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from wfops.errors import Fallback
 from wfops.targets.target import Target
-from wfops.transport import warm
+from wfops.transport import launch, warm
 from wfops.transport.connect import KeeperSession, Retry
 from wfops.transport.session import ExecResult, MetaSink, Redactor, StdoutSink
 
@@ -32,9 +32,9 @@ class LeanKeeperSession(KeeperSession):
 
 def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeeperSession:
     """The session through the keeper of `target`. When none answers, it is started exactly as the full path
-    starts it (wfops.prewarm: warm.prestart, then warm.connect waits for it): the first command pays the keeper's
+    starts it (wfops.prewarm: launch.prestart, then launch.connect waits for it): the first command pays the keeper's
     start, not invoke's imports too. A keeper that could not connect is the command's error (the WfopsError
-    warm.connect raises, as on the full path); a keeper directory we must refuse, or a keeper of another user, is
+    launch.connect raises, as on the full path); a keeper directory we must refuse, or a keeper of another user, is
     Fallback: the full path says so in its own words."""
     from wfops.errors import WfopsError
 
@@ -44,6 +44,6 @@ def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeep
     except WfopsError:
         raise Fallback() from None
     if sock is None:
-        warm.prestart(target, persist)
-        sock = warm.connect(target, persist)
+        launch.prestart(target, persist)
+        sock = launch.connect(target, persist)
     return LeanKeeperSession(target, redact, persist, sock=sock)

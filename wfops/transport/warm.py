@@ -21,17 +21,13 @@ keeper -> client: `s` started (the channel is open: from here on a failure is no
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import select
 import signal
 import socket
 import stat
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from wfops.errors import EXIT_CONNECT, ConfigError, ConnectError, WfopsError
+from wfops.errors import ConfigError, ConnectError, WfopsError
 from wfops.targets.target import Target
 
 DIR_ENV = "WFOPS_KEEPER_DIR"
@@ -189,70 +185,17 @@ def dial(path: Path) -> socket.socket | None:
 
 # ------------------------------------------------------------------ starting a keeper
 
-@contextmanager
-def _spawn_lock(path: Path) -> Iterator[None]:
-    """One command at a time starts a keeper for a target; the others wait and then use it."""
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+HUB_ENV = ("HOME", "XDG_STATE_HOME", "SSH_AUTH_SOCK", "WFOPS_SSH_KEEPALIVE_SECS")  # what a connection reads here
+HUB_ANSWER_SECS = 3  # how long a hub that answers at all takes to say whether it dropped a target
 
 
-def _spawn(target: Target, path: Path, persist: float) -> None:
-    """Start a keeper for `target` at `path` and wait until it is connected (or says why it could not)."""
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    proc = _popen(target, path, persist)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], SPAWN_TIMEOUT_SECS + target.connect_timeout)
-    line = proc.stdout.readline() if ready else b""
-    proc.stdout.close()
-    if not ready:
-        proc.kill()
-    try:
-        answer = json.loads(line)
-    except ValueError:
-        answer = {"code": 4, "message": f"the connection keeper for {target.label} did not start"}
-    if not answer.get("ok"):
-        proc.wait()
-        code = int(answer.get("code") or EXIT_CONNECT)
-        raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)
-
-
-def prestart(target: Target, persist: float) -> None:
-    """Start a keeper for `target` unless one answers, without waiting for it: the keeper inherits the spawn lock
-    and lets go of it once it listens (or has failed), so the command's own `connect` waits for it there."""
-    path = socket_path(target)
-    sock = dial(path)
-    if sock is not None:
-        sock.close()
-        return
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another command is starting it right now
-            return
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        proc = _popen(target, path, persist, lock_fd=fd)
-        if proc.stdout is not None:  # (always: a pipe)
-            proc.stdout.close()
-    finally:
-        os.close(fd)
-
-
-def _popen(target: Target, path: Path, persist: float, lock_fd: int | None = None) -> subprocess.Popen[bytes]:
-    order = json.dumps({"target": asdict(target), "fp": fingerprint(target), "persist": persist, "lock_fd": lock_fd})
-    proc = subprocess.Popen([sys.executable, "-m", "wfops.transport.keeper", str(path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, pass_fds=() if lock_fd is None else (lock_fd,))
-    assert proc.stdin is not None
-    proc.stdin.write(order.encode())
-    proc.stdin.close()
-    return proc
+def hub_path(directory: Path | None = None) -> Path:
+    """The socket of the keeper process (wfops.transport.hub) that holds the targets of commands started with this
+    environment: a connection reads HOME (~/.ssh/config, known_hosts), the host-key pins, the agent and the
+    keepalive interval from the environment of the process that makes it, so another environment gets another
+    keeper process."""
+    env = "\0".join(f"{k}={os.environ.get(k, '')}" for k in HUB_ENV)
+    return (directory or private_dir()) / f"hub-{hashlib.sha256(env.encode()).hexdigest()[:12]}.hub"
 
 
 def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
@@ -260,37 +203,6 @@ def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".err.{os.getpid()}")
     tmp.write_text(json.dumps({"fp": fp, "answer": answer, "at": time.time()}))
     os.replace(tmp, path.with_suffix(".err"))
-
-
-def _take_failure(path: Path, fp: str) -> None:
-    """Raise the failure a prestarted keeper left for this very resolution a moment ago, if any."""
-    err = path.with_suffix(".err")
-    try:
-        data = json.loads(err.read_text())
-        err.unlink()
-    except (OSError, ValueError):
-        return
-    if data.get("fp") == fp and time.time() - float(data.get("at") or 0) < FAILURE_FRESH_SECS:
-        answer = data.get("answer") or {}
-        code = int(answer.get("code") or EXIT_CONNECT)
-        raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)
-
-
-def connect(target: Target, persist: float) -> socket.socket:
-    """A connection to a live keeper of `target`, starting one if none answers."""
-    path = socket_path(target)
-    sock = dial(path)
-    if sock is not None:
-        return sock
-    with _spawn_lock(path):
-        sock = dial(path)  # another command may have started it while we waited for the lock
-        if sock is None:
-            _take_failure(path, fingerprint(target))
-            _spawn(target, path, persist)
-            sock = dial(path)
-    if sock is None:
-        raise ConnectError(f"the connection keeper for {target.label} did not answer")
-    return sock
 
 
 def stop(path: Path) -> bool:
@@ -306,22 +218,54 @@ def stop(path: Path) -> bool:
 
 
 def stop_all() -> list[Path]:
-    """Stop every keeper of this user; returns the sockets that answered."""
+    """Stop every keeper of this user; returns the sockets (targets) that answered."""
     directory = private_dir(create=False)
     if not directory.is_dir():
         return []
-    return [p for p in sorted(directory.glob("*.sock")) if stop(p)]
+    stopped = [p for p in sorted(directory.glob("*.sock")) if stop(p)]
+    for hub in sorted(directory.glob("*.hub")):  # and the processes themselves, with what they were still adding
+        try:
+            stop(hub)
+        except OSError:  # it was exiting (it held no target any more)
+            pass
+    return stopped
 
 
 def end_frozen(sock: socket.socket, path: Path) -> None:
     """A keeper that does not even open a channel in time (stopped, hung): end it and free its socket, so that the
-    retry starts another. Only a process of ours whose command line is a wfops keeper for this very socket."""
+    retry starts another. The keeper process is asked to drop that one target (its other targets go on); a process
+    that does not answer within HUB_ANSWER_SECS is frozen as a whole and is ended: only a process of ours whose
+    command line is a wfops keeper of this very directory."""
     pid = _peer(sock)[0]
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"wfops.transport.keeper" in argv and os.fsencode(path) in argv:
-            os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
+    if _answering(path) != pid:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            mine = os.fsencode(path.parent) + b"/"
+            if b"wfops.transport.keeper" in argv and any(a.startswith(mine) for a in argv):
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
     if path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _answering(path: Path) -> int | None:
+    """The pid of the keeper process that answered an order to drop the target served at `path` (and dropped it,
+    if it held it), or None when none answered within HUB_ANSWER_SECS."""
+    try:
+        sock = dial(hub_path(path.parent))
+    except WfopsError:
+        return None
+    if sock is None:
+        return None
+    with sock:
+        try:
+            sock.settimeout(HUB_ANSWER_SECS)
+            send_frame(sock, b"h", json.dumps({"op": "drop", "path": str(path)}).encode())
+            frame = recv_frame(sock)
+        except OSError:
+            return None
+    if frame is None or frame[0] != b"x":
+        return None
+    pid = json.loads(frame[1]).get("pid")
+    return pid if isinstance(pid, int) else None

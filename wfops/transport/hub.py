@@ -1,0 +1,183 @@
+"""The keeper process's targets: one process per keeper directory and environment holds every warm target
+(wfops.transport.keeper).
+
+The process claims its hub socket (warm.hub_path; mode 600) unless another process answers there, and serves on
+it, for processes of our uid only:
+  `h {"op": "add", "order": {...}, "lock": bool}` (+ the target's spawn-lock fd when "lock"): connect the target,
+      bind its socket, serve it; answered `x` with the JSON answer ({"ok": true} or {"ok": false, code, message});
+      with a lock fd (wfops.prewarm's start ahead of the command), a failure is also written for the command
+      (warm.write_failure) and the fd is closed once the target listens or has failed;
+  `h {"op": "drop", "path": P}`: end the target served at P (a client found it frozen); `x` "1" or "0";
+  `h {"op": "stop"}`: end every target (the process exits).
+Each target is a `Keeper` with its own connection, socket, threads and idle clock: a target whose pod died or
+froze stalls only its own commands. The process exits when it holds no target and none is being added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from wfops.errors import WfopsError
+from wfops.targets.target import Target
+from wfops.transport import ssh, warm
+from wfops.transport.served import ACCEPT_POLL_SECS, Keeper
+
+
+def order_target(order: dict[str, Any]) -> Target:
+    fields = dict(order["target"])
+    fields["notes"] = tuple(fields.get("notes") or ())
+    return Target(**fields)
+
+
+class Hub:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.keepers: set[Keeper] = set()
+        self.adding = 1  # the first order, added by main()
+        self.server: socket.socket | None = None
+        self.inode: int | None = None
+        self.run_done = threading.Event()
+
+    def claim(self, lock_fd: int | None) -> None:
+        """Become the directory's hub unless another answers there (then this process serves its own targets).
+        `lock_fd`: the hub's spawn lock, inherited from the command that started us; let go once we listen."""
+        try:
+            other = warm.dial(self.path)
+            if other is not None:
+                other.close()
+                return
+            if self.path.exists() or self.path.is_symlink():
+                self.path.unlink()
+            self.server = warm.bind_socket(self.path)
+            self.inode = self.path.stat().st_ino
+        except (OSError, WfopsError):
+            self.server = None
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def add(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Connect the order's target, bind its socket and serve it in a thread of its own; the answer."""
+        target, path = order_target(order), Path(order["path"])
+        if path.parent != self.path.parent or path.suffix != ".sock":
+            return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
+        keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
+        try:
+            keeper.link = ssh.SSHLink(target)
+            if path.exists() or path.is_symlink():
+                path.unlink()
+            server = warm.bind_socket(path)
+            keeper.inode = path.stat().st_ino
+        except WfopsError as exc:
+            return {"ok": False, "code": exc.code, "message": exc.message}
+        except OSError as exc:
+            if keeper.link is not None:
+                keeper.link.close()
+            return {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
+                    f"{exc.strerror or exc}"}
+        with self.lock:
+            self.keepers.add(keeper)
+        threading.Thread(target=keeper.serve, args=(server,), daemon=True).start()
+        return {"ok": True, "pid": os.getpid()}
+
+    def added(self) -> None:
+        with self.lock:
+            self.adding -= 1
+
+    def _gone(self, keeper: Keeper) -> None:
+        with self.lock:
+            self.keepers.discard(keeper)
+
+    def _empty(self) -> bool:
+        with self.lock:
+            return not self.keepers and self.adding == 0
+
+    def run(self) -> None:
+        """Serve the hub socket (if ours) until no target is left; then free it."""
+        server = self.server
+        if server is not None:
+            server.settimeout(ACCEPT_POLL_SECS)
+        done = threading.Event()
+        while True:
+            if server is None:
+                done.wait(ACCEPT_POLL_SECS)
+            else:
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    pass
+                else:
+                    with self.lock:
+                        self.adding += 1
+                    threading.Thread(target=self._request, args=(client,), daemon=True).start()
+                    continue
+            with self.lock:
+                if not self.keepers and self.adding == 0:
+                    self._unlink()  # under the lock: no add is taken after this
+                    break
+        if server is not None:
+            server.close()
+        self.run_done.set()
+
+    def _unlink(self) -> None:
+        try:
+            if self.inode is not None and self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _request(self, client: socket.socket) -> None:
+        lock_fd = None
+        try:
+            if warm.peer_uid(client) != os.getuid():
+                warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+                return
+            frame = warm.recv_frame(client)
+            if frame is None or frame[0] != b"h":
+                return
+            header = json.loads(frame[1])
+            if header.get("lock"):
+                _, fds, _, _ = socket.recv_fds(client, 1, 1)
+                lock_fd = fds[0] if fds else None
+            answer = self._op(header)
+            if lock_fd is not None and not answer.get("ok", True):
+                warm.write_failure(Path(header["order"]["path"]), str(header["order"]["fp"]), answer)
+            if lock_fd is not None:
+                os.close(lock_fd)
+                lock_fd = None
+            try:
+                warm.send_frame(client, b"x", json.dumps(answer).encode())
+            except OSError:  # nobody waits for it (started ahead of its command)
+                pass
+        except (OSError, ValueError, KeyError):
+            pass
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            client.close()
+            self.added()
+
+    def _op(self, header: dict[str, Any]) -> dict[str, Any]:
+        op = header.get("op")
+        if op == "add":
+            return self.add(header["order"])
+        with self.lock:
+            keepers = list(self.keepers)
+        if op == "stop":
+            for keeper in keepers:
+                keeper.stop()
+            return {"ok": True}
+        if op == "drop":
+            mine = [k for k in keepers if str(k.path) == header.get("path") and not k.stopping.is_set()]
+            for keeper in mine:
+                keeper.stop()
+                if keeper.link is not None:  # frees a thread stuck on it (not under link_lock: that one may hang)
+                    keeper.link.close()
+            return {"ok": bool(mine), "pid": os.getpid()}
+        return {"ok": False, "code": 4, "message": f"unknown keeper operation {op!r}"}
