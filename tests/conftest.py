@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import realparts, slowness
+from tests.longest_first import longest_first
 from tests.realparts import SSHD, start_sshd, stop_sshd
 from tests.slowness import scaled
 
@@ -75,6 +76,13 @@ def kill_tmux_server(name: str) -> None:
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
     sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name
     sock.unlink(missing_ok=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist load` (scripts/test.sh) the workers take the tests in collection order, one at a time: the
+    longest go first (tests/longest_first.py), so that no long test is started last. Other runs keep pytest's order."""
+    if config.getoption("dist", "no") in ("load", "loadgroup"):
+        items[:] = longest_first(items)
 
 
 def pytest_report_header() -> str:
