@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,10 +79,16 @@ def kill_tmux_server(name: str) -> None:
     sock.unlink(missing_ok=True)
 
 
+def pytest_configure_node(node: Any) -> None:  # xdist's WorkerController; runs in the controller
+    """Tell the workers whether the controller hands the tests out in collection order (`--dist load`): a worker's own
+    config says `dist=no`."""
+    node.workerinput["wfops_longest_first"] = node.config.getoption("dist") in ("load", "loadgroup")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `--dist load` (scripts/test.sh) the workers take the tests in collection order, one at a time: the
     longest go first (tests/longest_first.py), so that no long test is started last. Other runs keep pytest's order."""
-    if config.getoption("dist", "no") in ("load", "loadgroup"):
+    if getattr(config, "workerinput", {}).get("wfops_longest_first"):
         items[:] = longest_first(items)
 
 
