@@ -79,6 +79,7 @@ def kill_tmux_server(name: str) -> None:
     sock.unlink(missing_ok=True)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist (-p no:xdist) it is not called
 def pytest_configure_node(node: Any) -> None:  # xdist's WorkerController; runs in the controller
     """Tell the workers whether the controller hands the tests out in collection order (`--dist load`): a worker's own
     config says `dist=no`."""
@@ -88,8 +89,9 @@ def pytest_configure_node(node: Any) -> None:  # xdist's WorkerController; runs 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `--dist load` (scripts/test.sh) the workers take the tests in collection order, one at a time: the
     longest go first (tests/longest_first.py), so that no long test is started last. Other runs keep pytest's order."""
-    if getattr(config, "workerinput", {}).get("wfops_longest_first"):
-        items[:] = longest_first(items)
+    worker = getattr(config, "workerinput", {})
+    if worker.get("wfops_longest_first"):
+        items[:] = longest_first(items, int(worker.get("workercount", 1)))
 
 
 def pytest_report_header() -> str:

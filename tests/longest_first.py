@@ -40,6 +40,13 @@ def expected_secs(item: _Item) -> float:
     return 0.0
 
 
-def longest_first(items: list) -> list:
-    """`items` sorted by expected_secs, longest first; ties (every short test) keep pytest's order."""
-    return [item for _, _, item in sorted((-expected_secs(it), i, it) for i, it in enumerate(items))]
+def longest_first(items: list, workers: int = 1) -> list:
+    """`items` sorted by expected_secs, longest first; ties (every short test) keep pytest's order. xdist's `load`
+    starts each of `workers` workers with two consecutive tests (the first it runs, the one it runs next): the first
+    2 * workers are laid out so that worker i gets the (i+1)-th longest and the (2 * workers - i)-th, not the two
+    longest both on the first worker."""
+    ordered = [item for _, _, item in sorted((-expected_secs(it), i, it) for i, it in enumerate(items))]
+    if workers > 1 and len(ordered) >= 2 * workers:
+        head = ordered[:2 * workers]
+        ordered[:2 * workers] = [t for i in range(workers) for t in (head[i], head[2 * workers - 1 - i])]
+    return ordered

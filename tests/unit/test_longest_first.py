@@ -32,6 +32,14 @@ def test_known_long_tests_go_first_longest_first_then_heavy_ones_and_the_rest_ke
                      "tests/a.py::test_short2"]
 
 
+def test_with_workers_each_starts_with_one_of_the_longest_and_the_first_two_per_worker_snake(monkeypatch):
+    monkeypatch.setattr(lf, "SECONDS", {f"tests/a.py::test_{n}": float(n) for n in range(10, 18)})
+    items = [Item(f"tests/a.py::test_{n}") for n in range(10, 18)] + [Item("tests/a.py::test_short")]
+    order = [it.nodeid.split("_")[-1] for it in lf.longest_first(items, workers=3)]
+    # xdist's load gives worker 0 the first two, worker 1 the next two, ...; then one at a time in order
+    assert order == ["17", "12", "16", "13", "15", "14", "11", "10", "short"]
+
+
 def test_every_listed_test_exists():
     for nodeid in lf.SECONDS:
         path, _, name = nodeid.partition("::")
