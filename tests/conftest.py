@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import realparts, slowness
+from tests.longest_first import longest_first
 from tests.realparts import SSHD, start_sshd, stop_sshd
 from tests.slowness import scaled
 
@@ -75,6 +77,21 @@ def kill_tmux_server(name: str) -> None:
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
     sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name
     sock.unlink(missing_ok=True)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist (-p no:xdist) it is not called
+def pytest_configure_node(node: Any) -> None:  # xdist's WorkerController; runs in the controller
+    """Tell the workers whether the controller hands the tests out in collection order (`--dist load`): a worker's own
+    config says `dist=no`."""
+    node.workerinput["wfops_longest_first"] = node.config.getoption("dist") in ("load", "loadgroup")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist load` (scripts/test.sh) the workers take the tests in collection order, one at a time: the
+    longest go first (tests/longest_first.py), so that no long test is started last. Other runs keep pytest's order."""
+    worker = getattr(config, "workerinput", {})
+    if worker.get("wfops_longest_first"):
+        items[:] = longest_first(items, int(worker.get("workercount", 1)))
 
 
 def pytest_report_header() -> str:

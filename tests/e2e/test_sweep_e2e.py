@@ -10,13 +10,17 @@ import subprocess
 import pytest
 
 from tests.conftest import Pod, TrainingRepo, checkout_config, wait_until, write_shards
+from tests.slowness import scaled
 
 pytestmark = pytest.mark.e2e
 
 
 def test_sweep_end_to_end_over_ssh(ssh_pod: Pod, training_repo: TrainingRepo, pod_python: str):
     pod = ssh_pod
-    checkout_config(pod, training_repo, pod_python, RUN_TIMEOUT_SECS="45", KILL_GRACE_SECS="3",
+    # the runs go one after another and `slow` lasts RUN_TIMEOUT_SECS: long enough for `ok` (6 iterations, ~10 s on
+    # the quiet machine; 17.5 s under a load of ~8 on 2 cores), scaled with the machine's load (tests/slowness.py),
+    # and never more than the 45 s it was before
+    checkout_config(pod, training_repo, pod_python, RUN_TIMEOUT_SECS=f"{min(scaled(25), 45):.0f}", KILL_GRACE_SECS="3",
                     REPO_INSTALL_CMD='pip install -q -e "$OPS_REMOTE_REPO[examples]"')
     write_shards(pod.root / "data")
     assert "BOOTSTRAPPED" in pod.ok("bootstrap").out

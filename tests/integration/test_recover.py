@@ -98,7 +98,9 @@ def test_on_a_fleet_a_lost_hosts_waiting_run_moves_and_its_running_run_resumes_w
     fleet = fleet_ready
     lost = fleet.pods[1]
     cfg = fleet.config(tmp_path, TRAIN_SCRIPT=str(CKPT_TRAIN), WF_FAKE_GPUS="1", RECOVER_AFTER_SECS="2")
-    rows = [f"f{i},config/train_tiny.py,{i},steps=40 every=5 step_secs=0.5,,1," for i in range(6)]
+    # 10 s a run (was 20 s): `running` still runs well after its step 7 (when the pod is killed), and the moved run and
+    # the resumed one run after the 20 s of silence that moves the waiting run (GONE_SECS)
+    rows = [f"f{i},config/train_tiny.py,{i},steps=40 every=5 step_secs=0.25,,1," for i in range(6)]
     assert fleet.wf(cfg, "sweep.start", "--csv", str(sweep_csv(tmp_path, rows))).returncode == 0
     ledger = json.loads(next((tmp_path / "artifacts" / ".fleet").glob("sweep-*.json")).read_text())
     mine = [rid for rid in ledger["order"] if ledger["runs"][rid]["pods"] == [lost.address]]

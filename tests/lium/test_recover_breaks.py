@@ -20,11 +20,14 @@ from tests.realparts import SSHD, descendants
 
 rig = test_recover.rig  # the fixture: test_recover's rig
 
-LONG_RUN = "r1,config/train_tiny.py,1,steps=150 every=5 step_secs=0.15,,1,"
+LONG_RUN = "r1,config/train_tiny.py,1,steps=150 every=5 step_secs=0.15,,1,"  # still runs a while after it resumed
+# for the tests in which nothing happens after r1 resumed but its end (which they wait for): ~11 s of steps left
+# after step 7 (the loss comes right after it) and after the resume, not ~21 s
+RUN = LONG_RUN.replace("steps=150", "steps=80")
 
 
 def test_two_managed_commands_at_once_rent_one_replacement(rig: Rig) -> None:
-    _start(rig, [LONG_RUN])
+    _start(rig, [RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     first = rig.managed()
     assert first.stderr is not None
@@ -63,7 +66,7 @@ def test_a_managed_command_run_again_while_the_replacement_it_rented_is_down_rem
 
 def test_ctrl_c_while_the_replacement_is_prepared_then_running_it_again_prepares_it_and_the_run_resumes(
         rig: Rig) -> None:
-    _start(rig, [LONG_RUN])
+    _start(rig, [RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     first = rig.managed()
     assert first.stderr is not None
@@ -122,7 +125,7 @@ def test_a_replacement_lost_while_it_is_checked_out_is_one_more_loss_and_replace
             threading.Thread(target=lose_it, daemon=True).start()
 
     rig.api.on_rent = rent_then_lose_the_first_during_its_checkout
-    _start(rig, [LONG_RUN])
+    _start(rig, [RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     managed = rig.managed()
     rig.lose(rig.first, rig.original.id)
@@ -178,7 +181,7 @@ def test_past_recover_max_a_lost_pod_the_sweep_rented_is_removed_not_left_billin
 def test_ctrl_c_while_lium_rents_the_replacement_spends_no_recovery_and_running_again_recovers(rig: Rig) -> None:
     with rig.config.open("a") as cfg:
         cfg.write("RECOVER_MAX='1'\n")
-    _start(rig, [LONG_RUN])
+    _start(rig, [RUN])
     wait_until(lambda: "step 7" in rig.log("r1"), timeout=60, what="r1 past its first checkpoint")
     rig.api.slow[("POST", "/executors")] = 20  # the rent is carried out, its answer comes late
     first = rig.managed()
