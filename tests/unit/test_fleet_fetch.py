@@ -3,7 +3,7 @@ and which sweep.add runs whose answer was lost the pods resolve as never queued 
 
 from __future__ import annotations
 
-from wfops.sweeps.fleet_copies import not_queued
+from wfops.sweeps.fleet_copies import not_queued, to_abandon
 from wfops.sweeps.fleet_fetch import choose, pod_dir_name
 
 
@@ -37,6 +37,23 @@ def test_a_sent_run_is_not_queued_only_when_its_pod_answers_without_it():
                        "v": {"pods": ["A"], "sent": {"pod": "A", "at": "t", "why": "w"}},  # sweep.add still waits
                        "w": {"pods": ["A"]}}}
     rows = {"z": {"run_id": "z", "state": "pending"}}
-    assert not_queued(ledger, rows, ["A"], asked=101.0) == {"x": "A"}  # B did not answer: y may be queued there
+    free = {"busy": False}
+    assert not_queued(ledger, rows, {"A": free}, asked=101.0) == {"x": "A"}  # B did not answer: y may be there
     # an answer asked before sweep.add stopped waiting says nothing (its request may still be on the way)
-    assert not_queued(ledger, rows, ["A", "B"], asked=99.0) == {}
+    assert not_queued(ledger, rows, {"A": free, "B": free}, asked=99.0) == {}
+    # a pod whose command lock is held (an add at work) settles no mark without a token
+    assert not_queued(ledger, rows, {"A": {"busy": True}}, asked=101.0) == {}
+
+
+def test_a_sent_run_with_a_token_is_not_queued_only_when_its_pod_proves_the_add_will_never_apply():
+    """The pod's word on the request's token decides, not whether its command lock is free: an add whose agent
+    had not yet taken the lock (stopped before it) is not at work, yet may still queue the run."""
+    sent = {"pod": "A", "at": "t", "why": "w", "closed": 100.0, "token": "aa11bb22"}
+    ledger = {"runs": {"x": {"pods": ["A"], "sent": sent}}}
+    for state, gone in [("abandoned", True), ("failed", True), ("busy", False), ("applied", False), (None, False)]:
+        answer = {"busy": False, "adds": {"aa11bb22": state} if state else {}}
+        assert not_queued(ledger, {}, {"A": answer}, asked=101.0) == ({"x": "A"} if gone else {}), state
+    assert to_abandon(ledger, asked=101.0) == {"A": ["aa11bb22"]}
+    assert to_abandon(ledger, asked=99.0) == {}  # sweep.add still waited then: never abandoned under it
+    open_mark = {"runs": {"x": {"pods": ["A"], "sent": {k: v for k, v in sent.items() if k != "closed"}}}}
+    assert to_abandon(open_mark, asked=1e12) == {}

@@ -46,13 +46,16 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     if pods is None:
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
             return status(settings, sweep_id, patterns, own, wait_secs)
-    def ask(names: list[str] | None = None) -> dict[str, Answer]:
-        return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
-                                                    "metric_patterns": patterns or []}, names)
-
     asked = time.time()
+    gone = fleet_copies.to_abandon(ledger, asked)  # sweep.add tokens whose answer was lost: settled by the pods
+
+    def ask(names: list[str] | None = None) -> dict[str, Answer]:
+        return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"], "metric_patterns":
+                                                    patterns or [], **_abandon(gone, n)}, names)
+
     if wait_secs:
-        answers = pods.call("sweep-wait", {"timeout": wait_secs, "patterns": patterns or []})
+        answers = pods.call("sweep-wait", lambda n: {"timeout": wait_secs, "patterns": patterns or [],
+                                                     **_abandon(gone, n)})
         other = [n for n, o in answers.items() if o.error is None and  # its current sweep is another one
                  ((o.value or {}).get("sweep") or {}).get("sweep_id") != ledger["pods"][n]["sweep_id"]]
         if other:
@@ -67,6 +70,10 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     except (LedgerUnwritable, LedgerDamaged) as exc:  # status is still what the pods said: shown, with one line
         say_once(f"wfops: {exc.message}; last-seen states and duplicates were not recorded")
     return data
+
+
+def _abandon(tokens: Mapping[str, list[str]], pod: str) -> dict[str, Any]:
+    return {"abandon": tokens[pod]} if tokens.get(pod) else {}
 
 
 def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> dict[str, str]:
@@ -116,8 +123,8 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
         ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    settled = {n for n, o in answers.items() if o.error is None and not (o.value or {}).get("busy")}  # no add at work
-    unqueued = fleet_copies.not_queued(ledger, folded, settled, asked)
+    unqueued = fleet_copies.not_queued(ledger, folded, {n: o.value or {} for n, o in answers.items()
+                                                        if o.error is None}, asked)
     rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]
             if rid not in unqueued]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},

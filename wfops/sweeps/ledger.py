@@ -65,6 +65,7 @@ class LedgerSent(_LedgerSentReq, total=False):
     there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies);
     "not there" counts only from an answer asked after `closed`."""
     closed: float  # when sweep.add stopped waiting for the answer (time.time()); absent while it still waits
+    token: str  # the request's token (wfops.agent.addtokens): the pod proves it will never apply that add
 
 
 class LedgerRun(_LedgerRunReq, total=False):
@@ -174,7 +175,7 @@ def _ledger_shape(doc: object) -> bool:
 def _optional_shape(run: dict[str, object]) -> bool:
     sent, last, copies = run.get("sent"), run.get("last"), run.get("copies", {})
     return ((sent is None or (isinstance(sent, dict) and isinstance(sent.get("pod"), str)
-                              and isinstance(sent.get("why", ""), str)
+                              and isinstance(sent.get("why", ""), str) and isinstance(sent.get("token", ""), str)
                               and isinstance(sent.get("closed", 0.0), (int, float))))
             and (last is None or (isinstance(last, dict) and isinstance(last.get("state"), str)))
             and isinstance(copies, dict) and all(isinstance(c, dict) for c in copies.values()))
