@@ -66,3 +66,11 @@ def test_hostile_tokens_are_refused_and_write_nothing(tmp_path: Path, tokens: ob
         addtokens.Claim(_pod(tmp_path), "../" + SID, "ab12cd34")
     assert not (tmp_path / "out").exists()
     assert addtokens.answer(_pod(tmp_path), None, ["ab12cd34"]) == {"ab12cd34": "failed"}  # no sweep: none applies
+
+
+def test_a_token_that_cannot_be_written_is_busy_never_abandoned(tmp_path: Path):
+    pod = _pod(tmp_path)
+    adds = tmp_path / "out" / "_manifests" / f"{SID}.adds"
+    adds.parent.mkdir(parents=True)
+    adds.write_text("")  # not a folder: no token file can be made there (as on a full or read-only disk)
+    assert addtokens.abandon(pod, SID, ["ab12cd34"]) == {"ab12cd34": "busy"}

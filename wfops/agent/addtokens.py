@@ -129,20 +129,26 @@ def abandon(pod: Layout, sweep_id: str, tokens: Sequence[str]) -> Dict[str, str]
     `abandoned`; one whose add is at work is `busy`. Call it before reading the rows it is to settle."""
     out: Dict[str, str] = {}
     for token in list(dict.fromkeys(tokens))[:256]:
-        fd = _open(_path(pod, sweep_id, token))
+        path = _path(pod, sweep_id, token)
         try:
-            if not _locked(fd, BUSY_WAIT_SECS):
-                out[token] = BUSY
-                continue
-            doc = _read(fd)
-            state = doc.get("state") or ""
-            if state in ("", CLAIMED):  # never claimed, or its agent died before it queued anything
-                doc = {"state": ABANDONED, "at": store.now_iso()}
-                _write(fd, doc)
-            out[token] = doc["state"] if doc.get("state") in (APPLIED, FAILED, ABANDONED) else BUSY
-        finally:
-            os.close(fd)
+            out[token] = _abandon_one(path)
+        except OSError:  # a full or read-only disk: nothing can be concluded (the run waits), the rows still come
+            out[token] = BUSY
     return out
+
+
+def _abandon_one(path: str) -> str:
+    fd = _open(path)
+    try:
+        if not _locked(fd, BUSY_WAIT_SECS):
+            return BUSY
+        doc = _read(fd)
+        if (doc.get("state") or "") in ("", CLAIMED):  # never claimed, or its agent died before it queued anything
+            doc = {"state": ABANDONED, "at": store.now_iso()}
+            _write(fd, doc)
+        return doc["state"] if doc.get("state") in (APPLIED, FAILED, ABANDONED) else BUSY
+    finally:
+        os.close(fd)
 
 
 def answer(pod: Layout, sweep_id: object, tokens: object) -> Dict[str, str]:
