@@ -40,7 +40,7 @@ SWEEP_ID = re.compile(r"sweep-[0-9A-Za-z][0-9A-Za-z-]{0,70}")  # a file name in 
 ADDS = ".adds"
 CLAIMED, APPLIED, FAILED, ABANDONED, BUSY = "claimed", "applied", "failed", "abandoned", "busy"
 FINAL = (FAILED, ABANDONED)  # the add of such a token queued nothing and never will
-BUSY_WAIT_SECS = 0.5  # a reader waits this long for an add at work before it answers `busy`
+BUSY_WAIT_SECS = 0.5  # a reader waits this long (for all its tokens) for adds at work before it answers `busy`
 
 
 def _path(pod: Layout, sweep_id: str, token: str) -> str:
@@ -128,19 +128,20 @@ def abandon(pod: Layout, sweep_id: str, tokens: Sequence[str]) -> Dict[str, str]
     """token -> its state after this call: a token no add has claimed (or whose claimer died) becomes
     `abandoned`; one whose add is at work is `busy`. Call it before reading the rows it is to settle."""
     out: Dict[str, str] = {}
+    deadline = time.monotonic() + BUSY_WAIT_SECS  # for all of them together
     for token in list(dict.fromkeys(tokens))[:256]:
         path = _path(pod, sweep_id, token)
         try:
-            out[token] = _abandon_one(path)
+            out[token] = _abandon_one(path, max(0.0, deadline - time.monotonic()))
         except OSError:  # a full or read-only disk: nothing can be concluded (the run waits), the rows still come
             out[token] = BUSY
     return out
 
 
-def _abandon_one(path: str) -> str:
+def _abandon_one(path: str, wait: float) -> str:
     fd = _open(path)
     try:
-        if not _locked(fd, BUSY_WAIT_SECS):
+        if not _locked(fd, wait):
             return BUSY
         doc = _read(fd)
         if (doc.get("state") or "") in ("", CLAIMED):  # never claimed, or its agent died before it queued anything
