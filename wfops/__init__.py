@@ -120,6 +120,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log
     agent/sweeps.py           sweeps on the pod: start, the status table, stop, the list
     agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
+    agent/addtokens.py        a fleet sweep.add's token: applied once, or abandoned first and then refused
     agent/recover.py          sweep-recover: a lost pod's runs again, lost ones as their next attempt (same dir)
     agent/fleet.py            this pod's part in a fleet sweep: facts, its share, node placement
     agent/netcheck.py         the reachability check before a multi-node run

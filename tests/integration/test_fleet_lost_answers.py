@@ -18,6 +18,7 @@ from tests.fleet import WFOPS, Fleet
 from tests.integration.test_fleet import _config, _csv, _status
 from tests.integration.test_fleet_edges import _ended_on
 from tests.integration.test_fleet_faults import FAST_SILENCE, _ledger
+from tests.realparts import running
 
 
 def _lock_waiter(dirs: dict[int, int]) -> tuple[int] | None:
@@ -201,3 +202,100 @@ def test_a_sweep_add_killed_before_its_answer_leaves_no_mark_for_ever(tmp_path: 
     assert [r["run_id"] for r in json.loads(waited.stdout)["runs"]] == ["d0"], waited.stdout
     assert "dead was not queued on" in waited.stderr, waited.stderr
     assert "dead" not in _ledger(tmp_path, cfg)["runs"]
+
+
+def _command_lock_waiters(by_inode: dict[int, int]) -> dict[int, int]:
+    """pod index -> the pid of a process waiting to flock that pod's command lock (/proc/locks `->` lines)."""
+    out = {}
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 6 and parts[1] == "->" and int(parts[6].split(":")[-1]) in by_inode:
+            out[by_inode[int(parts[6].split(":")[-1])]] = int(parts[5])
+    return out
+
+
+def _hold(paths: list[Path]) -> dict[int, int]:
+    """Every path's flock, held here (as by another wfops command at work on each pod): index -> fd."""
+    fds = {i: os.open(p, os.O_RDWR | os.O_CREAT) for i, p in enumerate(paths)}
+    for fd in fds.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fds
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _add_stopped_before_the_lock(fleet: Fleet, cfg: Path, csv: Path) -> tuple[subprocess.Popen[str], int, int,
+                                                                            dict[int, int]]:
+    """`sweep.add --csv csv` whose sweep-add request reached its pod and stopped (SIGSTOP) just before it took the
+    pod's command lock, which this test holds on every pod: (sweep.add's process, the pod, the stopped pid, the
+    held locks by pod). Its first calls (fleet-facts, under the same lock) are let through while sweep.add itself
+    is stopped, so the one waiter left is sweep-add's."""
+    locks = [p.home / "outputs" / "_control" / "command.lock" for p in fleet.pods]
+    held = _hold(locks)
+    by_inode = {os.fstat(fd).st_ino: i for i, fd in held.items()}
+    adding = _wf_background(fleet, cfg, {"WFOPS_LOCK_WAIT_SECS": "300"}, "sweep.add", "--csv", str(csv))
+    facts = wait_until(lambda: adding.poll() is None and len(w := _command_lock_waiters(by_inode)) == len(locks)
+                       and w, timeout=90, interval=0.05, what="sweep.add's fleet-facts waiting on every pod")
+    scripts = [_parent(pid) for pid in facts.values()]
+    os.kill(adding.pid, signal.SIGSTOP)  # its facts are answered while it is stopped: its add is not sent yet
+    for fd in held.values():
+        os.close(fd)
+    wait_until(lambda: not any(running(pid) for pid in scripts), timeout=60, what="fleet-facts done on every pod")
+    held = _hold(locks)
+    os.kill(adding.pid, signal.SIGCONT)
+    waiting = wait_until(lambda: _command_lock_waiters(by_inode) or None, timeout=90, interval=0.02,
+                         what="sweep.add's request waiting for its pod's command lock")
+    ((target, pid),) = waiting.items()
+    os.kill(pid, signal.SIGSTOP)  # the pod's process stops before it takes the lock
+    return adding, target, pid, held
+
+
+def test_a_sweep_add_stopped_before_the_pods_command_lock_never_queues_after_a_status_said_not_queued(
+        tmp_path: Path, fleet_ready: Fleet):
+    """The race left by the `busy` rule (review of issue 23): sweep.add's request reached the pod, whose process
+    stopped (SIGSTOP) just before it took the pod's command lock; the client gave up (Ctrl-C). A sweep.status
+    then found the lock free and the run absent, said "not queued ... sweep.add it again" and dropped it from the
+    ledger; the stopped process went on, took the lock and queued the run: it ran, shown by no fleet command. Now
+    each request carries a token: the status declares it abandoned on the pod before it reads the rows, and the
+    add that arrives after that is refused (its token's record says it arrived late)."""
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1", SSH_CONNECT_TIMEOUT="2")
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["e0,config/train_tiny.py,1,,,1,"]))
+                    ).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    adding, target, stopped, held = _add_stopped_before_the_lock(
+        fleet, cfg, _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv"))
+    pod = fleet.pods[target].address
+    try:
+        adding.send_signal(signal.SIGINT)  # the client stops waiting
+        out, err = adding.communicate(timeout=60)
+        assert adding.returncode == 130 and "Traceback" not in err, (adding.returncode, out, err)
+        sent = _ledger(tmp_path, cfg)["runs"]["late"]["sent"]
+        assert sent["pod"] == pod, sent
+        for fd in held.values():
+            os.close(fd)
+        held.clear()  # the other command ended: the pod's command lock is free, the stopped add not yet in
+        shown = fleet.wf(cfg, "sweep.status", "--json")
+        assert shown.returncode == 0, (shown.stdout, shown.stderr)
+        assert [r["run_id"] for r in json.loads(shown.stdout)["runs"]] == ["e0"]
+        assert f"wfops: late was not queued on {pod}" in shown.stderr, shown.stderr
+    finally:
+        for fd in held.values():
+            os.close(fd)
+        os.kill(stopped, signal.SIGCONT)  # the stopped add goes on: it takes the lock and reaches the agent
+    sid = _ledger(tmp_path, cfg)["pods"][pod]["sweep_id"]
+    manifests = fleet.pods[target].home / "outputs" / "_manifests"
+    token = manifests / f"{sid}.adds" / str(sent.get("token"))
+
+    def settled() -> str | None:
+        if "late" in {r["run_id"] for r in json.loads((manifests / f"{sid}.json").read_text())["runs"]}:
+            return "queued"
+        return "refused" if token.is_file() and "arrived_late_at" in json.loads(token.read_text()) else None
+
+    assert wait_until(settled, timeout=60, interval=0.1, what="the stopped sweep.add handled on the pod") == "refused"
+    assert json.loads(token.read_text())["state"] == "abandoned"
+    again = fleet.wf(cfg, "sweep.status", "--json")
+    assert again.returncode == 0 and "late" not in again.stdout, (again.stdout, again.stderr)
+    assert _ended_on(fleet)["late"] == 0

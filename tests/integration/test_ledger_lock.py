@@ -81,3 +81,48 @@ def test_a_command_that_changes_the_ledger_waits_for_its_lock_and_keeps_what_the
         assert "n0" in after["runs"] and after["order"][-1] == "n0", after["order"]
         assert fleet.wf(cfg, "sweep.wait", "--json", timeout=120).returncode == 0
         assert json.loads(fleet.wf(cfg, "sweep.status", "--json").stdout)["totals"] == {"success": 4}
+
+
+def test_sweep_status_answers_while_a_sweep_add_holds_the_ledgers_lock(tmp_path: Path, fleet_ready: Fleet):
+    """sweep.add holds the ledger's lock for as long as it waits for its pods (here: its agent waits for the inbox
+    lock this test holds). sweep.status only reads the ledger (written whole, renamed into place) and records
+    what it saw only if it gets the lock within a second: it answers while the add still holds it, with one line
+    that it did not record. Before, it waited on the lock for as long as the add took."""
+    from tests.integration.test_fleet_lost_answers import _add_then_fault
+
+    fleet = fleet_ready
+    cfg = _config(fleet, tmp_path, WF_FAKE_GPUS="1")
+    assert fleet.wf(cfg, "sweep.start", "--csv", str(_csv(tmp_path, ["s0,config/train_tiny.py,1,,,1,"]))
+                    ).returncode == 0
+    assert fleet.wf(cfg, "sweep.wait", timeout=120).returncode == 0
+    lock = tmp_path / "artifacts" / ".fleet" / ".lock"
+
+    def status_meanwhile(adding: subprocess.Popen[str], target: int) -> None:
+        assert adding.pid in _holders_of(lock)  # positive control: the add holds the ledger's lock
+        shown = _start(fleet, cfg, "sweep.status", "--json")
+        try:
+            wait_until(lambda: shown.poll() is not None, timeout=60, what="sweep.status while sweep.add holds the lock")
+        finally:
+            if shown.poll() is None:
+                shown.kill()
+        out, err = shown.communicate()
+        assert adding.poll() is None and adding.pid in _holders_of(lock), "the add let go of the lock first"
+        assert shown.returncode == 0, (out, err)
+        assert [r["run_id"] for r in json.loads(out)["runs"]] == ["s0", "late"]  # the add's run, not yet queued
+        assert err.strip().splitlines() == [
+            f"wfops: the fleet ledger in {lock.parent} is locked by another command (a sweep.add or sweep.rebalance "
+            "at work); last-seen states and duplicates were not recorded"], err
+
+    adding, _ = _add_then_fault(fleet, cfg, {}, _csv(tmp_path, ["late,config/train_tiny.py,7,,,1,"], "more.csv"),
+                                status_meanwhile)
+    out, err = adding.communicate(timeout=120)
+    assert adding.returncode == 0, (out, err)
+    assert fleet.wf(cfg, "sweep.wait", "--json", timeout=120).returncode == 0
+    assert json.loads(fleet.wf(cfg, "sweep.status", "--json").stdout)["totals"] == {"success": 2}
+
+
+def _holders_of(path: Path) -> set[int]:
+    """Pids that hold an flock on `path` (/proc/locks, by its inode)."""
+    inode = os.stat(path).st_ino
+    return {int(f[4]) for f in (ln.split() for ln in Path("/proc/locks").read_text().splitlines())
+            if len(f) > 5 and f[1] == "FLOCK" and int(f[5].split(":")[-1]) == inode}

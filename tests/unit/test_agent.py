@@ -300,9 +300,9 @@ def test_a_sweep_wait_whose_queue_ends_at_its_deadline_does_not_say_it_gave_up(t
                                       "pid_start": procs.proc_start(os.getpid()), "boot_id": procs.boot_id()})
     real = results._status
 
-    def ends_first(layout, patterns=None):  # the queue records its end just before the last read
+    def ends_first(layout, patterns=None, abandon=None):  # the queue records its end just before the last read
         store.update_json(pod.sweep_file, {"state": QUEUE_COMPLETED})
-        return real(layout, patterns)
+        return real(layout, patterns, abandon)
 
     monkeypatch.setattr(results, "_status", ends_first)
     monkeypatch.setattr(procs, "wait_for_exit", lambda pid, timeout: time.sleep(timeout) or "poll")

@@ -195,4 +195,5 @@ def test_every_handler_argument_of_a_wire_type_is_checked_at_the_door():
             elif annotation not in _TYPES and annotation not in wire.ARGUMENTS:
                 unchecked.add(f"{name} {arg}")
     # only these take any JSON value (each checks or ignores what it got)
-    assert unchecked == {"fetch-plan only", "sweep-status metric_patterns", "sweep-wait patterns"}
+    assert unchecked == {"fetch-plan only", "sweep-status metric_patterns", "sweep-wait patterns",
+                         "sweep-status abandon", "sweep-wait abandon"}  # addtokens.answer checks them

@@ -34,10 +34,10 @@ def attempts(run_dir: str) -> int:
     return len(tries) if isinstance(tries, list) and tries else 1
 
 
-def _status(pod: Layout, patterns: Optional[List[str]] = None) -> Json:
+def _status(pod: Layout, patterns: Optional[List[str]] = None, abandon: Optional[List[str]] = None) -> Json:
     from .sweeps import sweep_status  # the one reader of the sweep's state
 
-    return sweep_status(pod, metric_patterns=patterns)
+    return sweep_status(pod, metric_patterns=patterns, abandon=abandon)
 
 
 def _specs(pod: Layout) -> Json:
@@ -63,9 +63,10 @@ def sweep_metrics(pod: Layout, patterns: List[Any], points: int = POINTS_LIMIT) 
 
 
 @command(wire.SWEEP_WAIT)
-def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = None) -> Json:
+def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = None,
+               abandon: Optional[List[str]] = None) -> Json:
     """Until the sweep's queue is no longer running (woken by its exit through a pidfd), or `timeout` seconds;
-    then the status of every run."""
+    then the status of every run (`abandon`: as sweep-status's, for the current sweep, settled at the end)."""
     deadline = time.monotonic() + timeout if timeout > 0 else None
     while True:
         sw, problem = store.load_or_note(pod.sweep_file)
@@ -73,7 +74,7 @@ def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = No
             break
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            data = _status(pod, patterns)
+            data = _status(pod, patterns, abandon)
             if (data.get("sweep") or {}).get("state") == QUEUE_RUNNING:  # it may have ended since the check above
                 data["wait_timed_out"] = True
             return data
@@ -82,4 +83,4 @@ def sweep_wait(pod: Layout, timeout: int = 0, patterns: Optional[List[str]] = No
             procs.wait_for_exit(int(sw["pid"]), step)
         else:
             time.sleep(min(step, 0.2))
-    return _status(pod, patterns)
+    return _status(pod, patterns, abandon)

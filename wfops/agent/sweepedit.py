@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 
-from . import outcome, procs, runscript, store, supervisor, wire, workflow
+from . import addtokens, outcome, procs, runscript, store, supervisor, wire, workflow
 from .registry import Refusal, command
 from .states import (
     CANCELLED,
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
     EXIT_REMOTE,
+    EXIT_USAGE,
     FAILED,
     INBOX,
     LOST,
@@ -127,10 +128,19 @@ def _check_same_command(plan: Manifest, ex: Mapping[str, Any]) -> None:
 
 @command(wire.SWEEP_ADD)
 def sweep_add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], session: str, exec_block: ExecBlock,
-              sweep_id: str = "") -> SweepQueued:
+              sweep_id: str = "", token: str = "") -> SweepQueued:
     """Append runs (checked like sweep.start's) to the current sweep; a run_id it has queued already is
     refused (a row its filters left out may be added: it joins the sweep). With `sweep_id` (a fleet's pod)
-    the current sweep must be that one."""
+    the current sweep must be that one. With `token` (a fleet's sweep.add; `sweep_id` then required): the add is
+    applied only if no reader declared that token abandoned first (addtokens.py), and its fate is recorded."""
+    if token and not sweep_id:
+        raise Refusal(EXIT_USAGE, "sweep-add: a token needs the sweep_id it belongs to")
+    with addtokens.Claim(pod, sweep_id, token):
+        return _add(pod, runs, entries, session, exec_block, sweep_id)
+
+
+def _add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], session: str, exec_block: ExecBlock,
+         sweep_id: str) -> SweepQueued:
     sw, plan = _current(pod)
     if sweep_id and sw["sweep_id"] != sweep_id:
         raise Refusal(EXIT_CONFLICT, "the current sweep of this pod is %s, not %s; nothing was added"

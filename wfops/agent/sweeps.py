@@ -9,8 +9,8 @@ import re
 import signal
 import time
 
+from . import addtokens, cost, launch, outcome, procs, runnotes, runscript, store, wire, workflow
 from . import argv as argv_words
-from . import cost, launch, outcome, procs, runnotes, runscript, store, wire, workflow
 from .registry import Refusal, command
 from .states import (
     ALL_GPUS,
@@ -322,10 +322,13 @@ def count(rows: List[Json]) -> Dict[str, int]:
 
 
 @command(wire.SWEEP_STATUS)
-def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[str]] = None) -> Json:
-    """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only."""
+def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[str]] = None,
+                 abandon: Optional[List[str]] = None) -> Json:
+    """A sweep (the latest, or `sweep`): queue state, one row per selected run, totals. Reads only, but for
+    `abandon` (a fleet's sweep.add tokens the client gave up on: addtokens.py), settled before the rows are read."""
     record, manifest = sweep_files(pod, sweep)
     sw, bad_sw = store.load_or_note(record)
+    adds = addtokens.answer(pod, sweep or (sw or {}).get("sweep_id"), abandon)
     plan, bad_plan = store.load_plan_or_note(manifest)
     state, reason = (UNKNOWN, bad_sw) if bad_sw else procs.queue_liveness(sw)
     if sweep and not sw and not bad_sw:
@@ -343,7 +346,7 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state),
-            "busy": store.command_running(pod.control),  # a mutating command (a sweep-add) is still at work
+            "busy": store.command_running(pod.control), "adds": adds,  # a mutating command is at work; tokens
             "cost": cost.status_cost(pod.run_dir, sw or {}, rows, state == QUEUE_RUNNING,
                                      live=rows is not (frozen or {}).get("runs"))}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from wfops.agent import addtokens
 from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, RUNNING, SUCCESS, TIMED_OUT
 from wfops.sweeps.ledger import Ledger, LedgerCopy
 from wfops.sweeps.plan import base_run_id
@@ -79,12 +80,34 @@ def duplicates(ledger: Ledger, seen: Mapping[str, Mapping[str, LedgerCopy]]) -> 
     return out
 
 
-def not_queued(ledger: Ledger, rows: Mapping[str, Any], answered: Iterable[str], asked: float) -> dict[str, str]:
-    """run_id -> pod for each run sweep.add sent to a pod without an answer (`sent`) that the pod, answering now,
-    does not have: it was never queued there (it leaves the ledger). One the pod has is resolved the other way.
-    Only an answer asked (at `asked`, time.time()) after sweep.add stopped waiting counts: one asked while the
-    request may still be on its way says nothing."""
-    live = set(answered)
-    return {rid: run["sent"]["pod"] for rid, run in ledger["runs"].items()
-            if run.get("sent") and run["sent"]["pod"] in live and rid not in rows
-            and run["sent"].get("closed", asked + 1) <= asked}
+def not_queued(ledger: Ledger, rows: Mapping[str, Any], answered: Mapping[str, Mapping[str, Any]], asked: float
+               ) -> dict[str, str]:
+    """run_id -> pod for each run sweep.add sent to a pod without an answer (`sent`) that the pod, answering now
+    (`answered`: pod -> its sweep-status answer), does not have and will never queue: it leaves the ledger. One
+    the pod has is resolved the other way. Only an answer asked (at `asked`, time.time()) after sweep.add stopped
+    waiting counts. With the request's token, the pod's word on it decides (`adds`: failed, or abandoned before
+    the add arrived: wfops.agent.addtokens); a mark without one (an older ledger) is settled by a pod whose
+    command lock is free (`busy` false)."""
+    out = {}
+    for rid, run in ledger["runs"].items():
+        sent = run.get("sent")
+        answer = answered.get(sent["pod"]) if sent else None
+        if sent is None or answer is None or rid in rows or sent.get("closed", asked + 1) > asked:
+            continue
+        token = sent.get("token")
+        if (((answer.get("adds") or {}).get(token) in addtokens.FINAL) if token else not answer.get("busy")):
+            out[rid] = sent["pod"]
+    return out
+
+
+def to_abandon(ledger: Ledger, asked: float) -> dict[str, list[str]]:
+    """pod -> the tokens of sweep.add requests to it whose client stopped waiting before `asked` and whose runs
+    the pod has not been seen with: sweep-status is asked to settle them (wfops.agent.addtokens.abandon)."""
+    out: dict[str, list[str]] = {}
+    for run in ledger["runs"].values():
+        sent = run.get("sent")
+        if sent and sent.get("token") and sent.get("closed", asked + 1) <= asked:
+            tokens = out.setdefault(sent["pod"], [])
+            if sent["token"] not in tokens:
+                tokens.append(sent["token"])
+    return out

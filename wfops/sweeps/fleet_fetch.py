@@ -6,13 +6,17 @@ The copy that wins: one that ended `success`, then one that ended, then the pod 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wfops.agent import wire
-from wfops.agent.states import SUCCESS, TERMINAL
+from wfops.agent.states import GENERATION_FILE, SUCCESS, TERMINAL
 from wfops.errors import ConnectError, WfopsError
 from wfops.settings.load import Settings
 from wfops.sweeps.fleet_copies import executed
@@ -91,3 +95,94 @@ def one_run(settings: Settings, run_id: str, ledger: Ledger | None) -> dict[str,
     return {n: s if s.error is not None else
             Share(mine=[r for r in s.mine if r == run_id], dups=[r for r in s.dups if r == run_id],
                   skip=run_id not in s.mine + s.dups) for n, s in got.items()}
+
+
+SOURCES = ".sources.json"  # LOCAL_ARTIFACTS_DIR/_duplicates/.sources.json: run -> the pod whose copy RUN/ holds
+
+
+def settle_copies(dest: Path, shares: Mapping[str, Share]) -> list[str]:
+    """Before the fetch: each run's local copies laid out as the copies that win now (one folder per pod and
+    run: the winner's in RUN/, each other's in _duplicates/<pod>/RUN/). When the winner changed since the last
+    fetch (another copy ended `success`), RUN/ — the old winner's copy — replaces _duplicates/<old>/RUN/, and the
+    new winner's copy fetched earlier as a duplicate becomes RUN/ (fetched on from there): nothing piles up. The
+    lines say what moved."""
+    try:
+        return _settle(dest, shares)
+    except OSError as exc:  # this machine's folders (read-only, full): one line, before anything is fetched
+        raise WfopsError(f"run.fetch: cannot lay out the local copies in {dest} ({exc.strerror or exc}: "
+                         f"{exc.filename or ''}); nothing was fetched", 1) from None
+
+
+def _settle(dest: Path, shares: Mapping[str, Share]) -> list[str]:
+    record = _sources(dest)
+    said = []
+    for pod, share in shares.items():
+        for rid in share.mine:
+            seen = record.get(rid) or {}
+            was = seen.get("pod") if seen.get("generation", "") in ("", _generation(dest / rid)) else None
+            was = was or _guess_source(dest, rid, pod, shares)  # no record, or RUN/ replaced since (another fetch)
+            if was and was != pod:
+                said += _swap(dest, rid, was, pod)
+            record[rid] = {"pod": pod, "generation": _generation(dest / rid)}  # "" until RUN/ is fetched
+    _save_sources(dest, record)
+    return said
+
+
+def _generation(run_dir: Path) -> str:
+    """Which run of that id a local copy holds (the pod wrote it with the run dir), "" for none."""
+    try:
+        return (run_dir / GENERATION_FILE).read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _guess_source(dest: Path, rid: str, winner: str, shares: Mapping[str, Share]) -> str:
+    """The pod whose copy RUN/ holds when no fetch recorded it (an older wfops): the one pod with a copy of the run
+    that has no folder apart, when the winner's copy has one (it was a duplicate then); else "" (left as it is)."""
+    apart = dest / DUPLICATES_DIR
+    if not ((dest / rid).is_dir() and (apart / pod_dir_name(winner) / rid).is_dir()):
+        return ""
+    others = [p for p, s in shares.items()
+              if p != winner and rid in s.dups and not (apart / pod_dir_name(p) / rid).is_dir()]
+    return others[0] if len(others) == 1 else ""
+
+
+def _swap(dest: Path, rid: str, was: str, now: str) -> list[str]:
+    apart = dest / DUPLICATES_DIR
+    run, old, new = dest / rid, apart / pod_dir_name(was) / rid, apart / pod_dir_name(now) / rid
+    moved = []
+    if run.is_dir():
+        if old.exists():
+            shutil.rmtree(old)  # an older copy from the same pod: RUN/ is the newer one
+        old.parent.mkdir(parents=True, exist_ok=True)
+        run.rename(old)
+        moved.append(f"its copy from {was} moved from {run} to {old}")
+    if new.is_dir() and not run.exists():
+        new.rename(run)
+        moved.append(f"its copy from {now} moved from {new} to {run}")
+    if not moved:
+        return []
+    return [f"wfops: {rid}: the copy from {now} is the one run.fetch takes now (it ended better); "
+            + "; ".join(moved)]
+
+
+def _sources(dest: Path) -> dict[str, dict[str, str]]:
+    """run -> {"pod": whose copy RUN/ holds, "generation": RUN/'s then}; {} when unreadable (then guessed)."""
+    try:
+        doc = json.loads((dest / DUPLICATES_DIR / SOURCES).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: {"pod": v["pod"], "generation": str(v.get("generation") or "")} for k, v in doc.items()
+            if isinstance(v, dict) and isinstance(v.get("pod"), str)}
+
+
+def _save_sources(dest: Path, record: dict[str, dict[str, str]]) -> None:
+    if not record:
+        return
+    path = dest / DUPLICATES_DIR / SOURCES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SOURCES}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)

@@ -5,6 +5,7 @@ sweep.add and sweep.retry place new or failed runs on the pods by free slots; th
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Mapping, Set
 from contextlib import suppress
@@ -195,8 +196,9 @@ def _put_back(settings: Settings, pods: Pods, ledger: Ledger, failed: list[Any])
     return out
 
 
-def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str]) -> dict[str, object]:
-    """sweep-add's arguments for runs that move to `pod` (their rows and queue entries from the ledger)."""
+def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str], token: str = "") -> dict[str, object]:
+    """sweep-add's arguments for runs that move to `pod` (their rows and queue entries from the ledger); `token`:
+    sweep.add's (wfops.agent.addtokens)."""
     rows: list[RunRow] = []
     entries: list[QueueEntry] = []
     for rid in ids:
@@ -208,7 +210,8 @@ def _add_args(settings: Settings, ledger: Ledger, pod: str, ids: list[str]) -> d
         rows.append(row)
         entries.append(entry)
     return {"runs": rows, "entries": entries, "session": settings.sweep_tmux_session,
-            "exec_block": exec_block(settings), "sweep_id": ledger["pods"][pod]["sweep_id"]}
+            "exec_block": exec_block(settings), "sweep_id": ledger["pods"][pod]["sweep_id"],
+            **({"token": token} if token else {})}
 
 
 def add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: list[RunRow]) -> dict[str, Any]:
@@ -234,15 +237,16 @@ def _add(settings: Settings, runs: list[Any], entries: list[QueueEntry], rows: l
         by_id = {e["run_id"]: e for e in entries}
         row_of = {r["run_id"]: r for r in rows}
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        tokens = {w[0]: secrets.token_hex(12) for w in placed.values()}  # one per pod's request
         for rid, where in placed.items():
             ledger["runs"][rid] = ledger_run(where, by_id[rid], row_of[rid])
-            ledger["runs"][rid]["sent"] = {"pod": where[0], "at": at, "why": "sweep.add had no answer"}
+            ledger["runs"][rid]["sent"] = {"pod": where[0], "at": at, "why": "sweep.add had no answer",
+                                           "token": tokens[where[0]]}
             ledger["order"].append(rid)
         _writable(settings, ledger, "nothing was added")  # the intent first: no pod queues a run status cannot see
-        targets = sorted({w[0] for w in placed.values()})
         try:
             answers = pods.call(wire.SWEEP_ADD, lambda n: _add_args(settings, ledger, n, [
-                rid for rid, w in placed.items() if w[0] == n]), targets)
+                rid for rid, w in placed.items() if w[0] == n], tokens[n]), sorted(tokens))
         except BaseException:  # Ctrl-C, SIGTERM: the runs stay sent, and a pod's answer without them is final
             _closed(ledger, placed)
             with suppress(LedgerUnwritable):

@@ -22,6 +22,7 @@ from wfops.sweeps.fleet_moves import rebalance_fleet, unstarted_pods
 from wfops.sweeps.fleet_pods import Answer, Pods
 from wfops.sweeps.ledger import (
     Ledger,
+    LedgerBusy,
     LedgerDamaged,
     LedgerRun,
     LedgerUnwritable,
@@ -36,6 +37,7 @@ GONE_SECS = 20  # sweep.wait moves the waiting runs of a pod silent this long (s
 GONE_ENV = "WFOPS_FLEET_GONE_SECS"  # overrides GONE_SECS (seconds > 0; the tests shorten it)
 REOPEN_SECS = 5  # sweep.wait tries a silent pod again this often (its answer says what it ran meanwhile)
 REBALANCE_EVERY_SECS = 10  # sweep.wait looks for runs stuck next to free slots at most this often
+RECORD_WAIT_SECS = 1.0  # sweep.status waits this long for the ledger's lock to record what it saw, no longer
 
 
 def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = None, pods: Pods | None = None,
@@ -46,13 +48,16 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
     if pods is None:
         with Pods(settings, "sweep.status", only=list(ledger["pods"])) as own:
             return status(settings, sweep_id, patterns, own, wait_secs)
-    def ask(names: list[str] | None = None) -> dict[str, Answer]:
-        return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"],
-                                                    "metric_patterns": patterns or []}, names)
-
     asked = time.time()
+    gone = fleet_copies.to_abandon(ledger, asked)  # sweep.add tokens whose answer was lost: settled by the pods
+
+    def ask(names: list[str] | None = None) -> dict[str, Answer]:
+        return pods.call(wire.SWEEP_STATUS, lambda n: {"sweep": ledger["pods"][n]["sweep_id"], "metric_patterns":
+                                                    patterns or [], **_abandon(gone, n)}, names)
+
     if wait_secs:
-        answers = pods.call("sweep-wait", {"timeout": wait_secs, "patterns": patterns or []})
+        answers = pods.call("sweep-wait", lambda n: {"timeout": wait_secs, "patterns": patterns or [],
+                                                     **_abandon(gone, n)})
         other = [n for n, o in answers.items() if o.error is None and  # its current sweep is another one
                  ((o.value or {}).get("sweep") or {}).get("sweep_id") != ledger["pods"][n]["sweep_id"]]
         if other:
@@ -64,15 +69,19 @@ def status(settings: Settings, sweep_id: str = "", patterns: list[Any] | None = 
         for rid, pod in _record(settings, ledger["sweep_id"], data).items():
             say_once(f"wfops: {rid} was not queued on {pod} (sweep.add sent it and had no answer; {pod} does not "
                      "have it): it left the ledger; sweep.add it again")
-    except (LedgerUnwritable, LedgerDamaged) as exc:  # status is still what the pods said: shown, with one line
-        say_once(f"wfops: {exc.message}; last-seen states and duplicates were not recorded")
+    except (LedgerUnwritable, LedgerDamaged, LedgerBusy) as exc:  # status is still what the pods said: shown,
+        say_once(f"wfops: {exc.message}; last-seen states and duplicates were not recorded")  # with one line
     return data
+
+
+def _abandon(tokens: Mapping[str, list[str]], pod: str) -> dict[str, Any]:
+    return {"abandon": tokens[pod]} if tokens.get(pod) else {}
 
 
 def _record(settings: Settings, sweep_id: str, data: dict[str, Any]) -> dict[str, str]:
     """Last-seen states and duplicates into the ledger (under its lock); the runs it dropped (never queued)."""
     dropped = {}
-    with ledger_lock(settings):
+    with ledger_lock(settings, wait=RECORD_WAIT_SECS):  # never blocked by a sweep.add waiting for its pods
         fresh = load_ledger(settings, sweep_id)  # a rebalance may have moved runs meanwhile: keep them
         for run in fresh["runs"].values():  # a live sweep.add holds this lock: an open mark is a dead one's (kill -9)
             if run.get("sent") and "closed" not in run["sent"]:
@@ -116,8 +125,8 @@ def joined(ledger: Ledger, answers: Mapping[str, Answer], down: Mapping[str, str
     twice = fleet_copies.duplicates(ledger, fleet_copies.copies(
         ledger, strays, datetime.now(timezone.utc).isoformat(timespec="seconds")))
     unreachable = {**down, **{n: o.error.message for n, o in answers.items() if o.error is not None}}
-    settled = {n for n, o in answers.items() if o.error is None and not (o.value or {}).get("busy")}  # no add at work
-    unqueued = fleet_copies.not_queued(ledger, folded, settled, asked)
+    unqueued = fleet_copies.not_queued(ledger, folded, {n: o.value or {} for n, o in answers.items()
+                                                        if o.error is None}, asked)
     rows = [_row(rid, ledger["runs"][rid], folded.get(rid), unreachable, twice.get(rid)) for rid in ledger["order"]
             if rid not in unqueued]
     return {"sweep": {"sweep_id": ledger["sweep_id"], "state": fleet_state(rows), "fleet": list(ledger["pods"])},

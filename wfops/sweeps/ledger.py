@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -65,6 +66,7 @@ class LedgerSent(_LedgerSentReq, total=False):
     there. The pod's own rows say which at the next contact (sweep.status / sweep.wait: wfops.sweeps.fleet_copies);
     "not there" counts only from an answer asked after `closed`."""
     closed: float  # when sweep.add stopped waiting for the answer (time.time()); absent while it still waits
+    token: str  # the request's token (wfops.agent.addtokens): the pod proves it will never apply that add
 
 
 class LedgerRun(_LedgerRunReq, total=False):
@@ -117,11 +119,17 @@ def save_ledger(settings: Settings, doc: Ledger, latest: bool = False) -> None:
         raise LedgerUnwritable(f"cannot write the fleet ledger in {d}: {exc.strerror or exc}") from None
 
 
+class LedgerBusy(WfopsError):
+    """Another command holds the ledger's lock (a sweep.add waiting for its pods, a sweep.rebalance) longer than
+    a reader that only records what it saw wants to wait."""
+
+
 @contextmanager
-def ledger_lock(settings: Settings) -> Iterator[None]:
+def ledger_lock(settings: Settings, wait: float | None = None) -> Iterator[None]:
     """Held while a command reads, changes and writes the ledger (sweep.rebalance, sweep.add, the last-seen
     states of sweep.status): two of them at once (a sweep.wait here, a sweep.add in another terminal) take turns
-    instead of one undoing the other's moves."""
+    instead of one undoing the other's moves. `wait`: at most that many seconds, then LedgerBusy (sweep.status
+    records its last-seen states only if it can: it never waits for a sweep.add at work)."""
     d = _ledger_dir(settings)
     if not d.is_dir():  # no ledger at all: nothing to guard (the command says so); leave no trace
         yield
@@ -131,8 +139,24 @@ def ledger_lock(settings: Settings) -> Iterator[None]:
     except OSError as exc:
         raise LedgerUnwritable(f"cannot lock the fleet ledger in {d}: {exc.strerror or exc}") from None
     with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        if wait is None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        elif not _flock_within(fh.fileno(), wait):
+            raise LedgerBusy(f"the fleet ledger in {d} is locked by another command (a sweep.add or "
+                             "sweep.rebalance at work)")
         yield
+
+
+def _flock_within(fd: int, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def load_ledger(settings: Settings, sweep_id: str = "") -> Ledger:
@@ -174,7 +198,7 @@ def _ledger_shape(doc: object) -> bool:
 def _optional_shape(run: dict[str, object]) -> bool:
     sent, last, copies = run.get("sent"), run.get("last"), run.get("copies", {})
     return ((sent is None or (isinstance(sent, dict) and isinstance(sent.get("pod"), str)
-                              and isinstance(sent.get("why", ""), str)
+                              and isinstance(sent.get("why", ""), str) and isinstance(sent.get("token", ""), str)
                               and isinstance(sent.get("closed", 0.0), (int, float))))
             and (last is None or (isinstance(last, dict) and isinstance(last.get("state"), str)))
             and isinstance(copies, dict) and all(isinstance(c, dict) for c in copies.values()))

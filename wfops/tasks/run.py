@@ -90,6 +90,9 @@ def fetch(c: Any, run_id: str | None = None, all: bool = False, sweep: str | Non
     check_request(run_id or "", bool(all), sweep or "")
     settings = settings_for(c, config)
     shares = _shares(settings, run_id or "", bool(all), sweep or "")
+    if shares is not None:  # a run whose winning copy changed since the last fetch: its folders swap, not pile up
+        for line in fleet_fetch.settle_copies(Path(settings.local_artifacts_dir).expanduser(), shares):
+            fleet_status.say_once(line)
     on_pods(settings, False, PodWork(
         lambda s, m, log: fetch_from(s, m, run_id or "", bool(all), sweep or "", bool(hash), log,
                                      bool(merge_replaced), None if shares is None else shares.get(m.name)),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wfops.agent import states
-from wfops.errors import ConnectError
+from wfops.errors import ConnectError, env_seconds
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.targets.target import Member, Target
@@ -30,7 +30,8 @@ from wfops.transport.session import ExecResult, LineSink, MetaSink, Redactor, Se
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
     from wfops.agent.wire import PodLayout, Prelude, Request
 
-LOCK_WAIT_SECS = 10
+LOCK_WAIT_SECS = 10  # a mutating command waits this long for the pod's command lock (another command's)
+LOCK_WAIT_ENV = "WFOPS_LOCK_WAIT_SECS"  # overrides it (seconds > 0)
 
 
 class PodCommand:
@@ -85,7 +86,7 @@ class PodCommand:
             "remote_python": s.remote_python_bin,
             "names": {"control": states.CONTROL_DIR, "agent": states.AGENT_DIR, "lock": states.LOCK_FILE},
             "agent": agent(),
-            "lock_wait_secs": LOCK_WAIT_SECS,
+            "lock_wait_secs": f"{env_seconds(LOCK_WAIT_ENV, LOCK_WAIT_SECS):g}",
             "dry_run": False,  # a dry run takes no command lock (it would create the lock file)
         }
 
