@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -186,3 +187,37 @@ def test_a_relative_key_path_means_the_commands_own_directory(tmp_path: Path, fr
                              capture_output=True, text=True, timeout=scaled(60))
         _ok(res)
     assert len(keeper_pids([tmp_path / "keepers"])) == 1
+
+
+def test_a_frozen_keeper_process_does_not_hang_a_pod_it_does_not_hold_yet(tmp_path: Path, fresh_fleet3: Fleet):
+    """The whole keeper process stopped (SIGSTOP): a command on a pod it does not hold yet must not wait on it for
+    ever (its hub socket still accepts connections, into the stopped process's backlog); the process that does
+    not answer is ended and the command goes on with a new one."""
+    fleet = fresh_fleet3
+    _, one = _configs(fleet, tmp_path)
+    _ok(fleet.wf(one[0], "fsm.status", "--json"))
+    [keeper] = _keepers(tmp_path)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen([str(WFOPS), "fsm.status", "--json"], env=_env(one[1]), cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=scaled(60))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("a command hung on the stopped keeper process") from None
+        assert proc.returncode == 0, (out, err)
+        wait_until(lambda: _state(keeper) in (b"", b"Z"), what="the stopped keeper process to be ended")
+        _ok(fleet.wf(one[0], "fsm.status", "--json"))
+    finally:
+        if _state(keeper) not in (b"", b"Z"):
+            os.kill(keeper, signal.SIGKILL)
+
+
+def _state(pid: int) -> bytes:
+    """The process's state letter (T stopped, Z ended but not reaped), b"" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b""

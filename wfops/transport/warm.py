@@ -238,15 +238,25 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
     command line is a wfops keeper of this very directory."""
     pid = _peer(sock)[0]
     if _answering(path) != pid:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            mine = os.fsencode(path.parent) + b"/"
-            if b"wfops.transport.keeper" in argv and any(a.startswith(mine) for a in argv):
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+        end_process(pid, path.parent)
     if path.exists() or path.is_symlink():
         path.unlink()
+
+
+def end_process(pid: int, directory: Path) -> None:
+    """End the keeper process `pid` (frozen as a whole): only a process of ours whose command line is a wfops
+    keeper of this very directory."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        mine = os.fsencode(directory) + b"/"
+        if b"wfops.transport.keeper" in argv and any(a.startswith(mine) for a in argv):
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def peer_pid(sock: socket.socket) -> int:
+    return _peer(sock)[0]
 
 
 def _answering(path: Path) -> int | None:
