@@ -18,6 +18,7 @@ from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
 from tests.procview import keeper_pids
 from tests.slowness import scaled
+from wfops.transport import warm
 
 FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1"}  # a frozen pod is found silent after 3 s
 
@@ -221,3 +222,31 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b""
+
+
+def test_disconnect_ends_a_stopped_keeper_process(tmp_path: Path, fresh_fleet3: Fleet):
+    """`wfops disconnect` with the keeper process stopped as a whole (SIGSTOP): the sockets still accept into its
+    backlog; the command must not wait for ever on an answer: it ends the process that does not answer."""
+    fleet = fresh_fleet3
+    whole, one = _configs(fleet, tmp_path)
+    _ok(fleet.wf(whole, "fsm.status", "--json"))
+    [keeper] = _keepers(tmp_path)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        for args in (("disconnect",), ("disconnect", "--all")):
+            cfg = one[0] if args == ("disconnect",) else whole
+            proc = subprocess.Popen([str(WFOPS), *args], env=_env(cfg), cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = proc.communicate(timeout=scaled(60))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise AssertionError(f"wfops {' '.join(args)} hung on the stopped keeper process") from None
+            assert proc.returncode == 0 and len(out.strip().splitlines()) == 1 and not err, (out, err)
+        wait_until(lambda: _state(keeper) in (b"", b"Z"), what="the stopped keeper process to be ended")
+        assert all(warm.dial(p) is None for p in (tmp_path / "keepers").glob("*.*"))  # nothing answers there
+    finally:
+        if _state(keeper) not in (b"", b"Z"):
+            os.kill(keeper, signal.SIGKILL)
+    _ok(fleet.wf(whole, "fsm.status", "--json"))

@@ -206,14 +206,20 @@ def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
 
 
 def stop(path: Path) -> bool:
-    """Ask the keeper at `path` to close its connection and exit; False when none was there."""
+    """Ask the keeper at `path` to close its connection and exit; False when none was there. A keeper that does
+    not answer within HUB_ANSWER_SECS (its process stopped: the socket still accepts into its backlog) is ended
+    as a frozen one (end_frozen)."""
     sock = dial(path)
     if sock is None:
         return False
     with sock:
-        send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
-        while recv_frame(sock) is not None:
-            pass
+        try:
+            sock.settimeout(HUB_ANSWER_SECS)
+            send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
+            while recv_frame(sock) is not None:
+                pass
+        except TimeoutError:
+            end_frozen(sock, path)
     return True
 
 
