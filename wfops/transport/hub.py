@@ -5,7 +5,7 @@ The process claims its hub socket (warm.hub_path; mode 600) unless another proce
 it, for processes of our uid only:
   `h {"op": "add", "order": {...}, "lock": bool}` (+ the target's spawn-lock fd when "lock"): connect the target,
       bind its socket, serve it; answered `a` at once (the order is taken: a client that gets no `a` within
-      warm.HUB_ANSWER_SECS ends the process as frozen), then `x` with the JSON answer ({"ok": true} or
+      warm.TAKE_SECS ends the process as frozen), then `x` with the JSON answer ({"ok": true} or
       {"ok": false, code, message});
       with a lock fd (wfops.prewarm's start ahead of the command), a failure is also written for the command
       (warm.write_failure) and the fd is closed once the target listens or has failed;

@@ -26,6 +26,7 @@ from wfops.transport.warm import (
     FAILURE_FRESH_SECS,
     HUB_ANSWER_SECS,
     SPAWN_TIMEOUT_SECS,
+    TAKE_SECS,
     dial,
     end_process,
     fingerprint,
@@ -123,10 +124,10 @@ def _start_hub(order: dict[str, Any], hub: Path,
 
 def _add(sock: socket.socket, order: dict[str, Any], lock_fd: int | None, wait: bool) -> dict[str, Any] | None:
     """The hub's answer to an order (`{}` when not waiting for it); None when it went away first, or did not take
-    the order within HUB_ANSWER_SECS (a process stopped as a whole still accepts into its backlog: it is ended)."""
+    the order within TAKE_SECS (a process stopped as a whole still accepts into its backlog: it is ended)."""
     with sock:
         try:
-            sock.settimeout(HUB_ANSWER_SECS)
+            sock.settimeout(TAKE_SECS)
             send_frame(sock, b"h", json.dumps({"op": "add", "order": order, "lock": lock_fd is not None}).encode())
             if lock_fd is not None:
                 socket.send_fds(sock, [b"F"], [lock_fd])

@@ -187,6 +187,8 @@ def dial(path: Path) -> socket.socket | None:
 
 HUB_ENV = ("HOME", "XDG_STATE_HOME", "SSH_AUTH_SOCK", "WFOPS_SSH_KEEPALIVE_SECS")  # what a connection reads here
 HUB_ANSWER_SECS = 3  # how long a hub that answers at all takes to say whether it dropped a target
+TAKE_SECS = 10  # how long a keeper has to take an order (add, stop) before it is ended as stopped as a whole:
+# generous, since ending a live one cuts every pod's connection (a loaded machine is not a frozen process)
 
 
 def hub_path(directory: Path | None = None) -> Path:
@@ -207,14 +209,14 @@ def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
 
 def stop(path: Path) -> bool:
     """Ask the keeper at `path` to close its connection and exit; False when none was there. A keeper that does
-    not answer within HUB_ANSWER_SECS (its process stopped: the socket still accepts into its backlog) is ended
-    as a frozen one (end_frozen)."""
+    not answer within TAKE_SECS (its process stopped: the socket still accepts into its backlog) is ended as a
+    frozen one (end_frozen)."""
     sock = dial(path)
     if sock is None:
         return False
     with sock:
         try:
-            sock.settimeout(HUB_ANSWER_SECS)
+            sock.settimeout(TAKE_SECS)
             send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
             while recv_frame(sock) is not None:
                 pass
