@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
 from tests.procview import keeper_pids
 from tests.slowness import scaled
+from wfops.transport import warm
 
 FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1"}  # a frozen pod is found silent after 3 s
 
@@ -186,3 +188,65 @@ def test_a_relative_key_path_means_the_commands_own_directory(tmp_path: Path, fr
                              capture_output=True, text=True, timeout=scaled(60))
         _ok(res)
     assert len(keeper_pids([tmp_path / "keepers"])) == 1
+
+
+def test_a_frozen_keeper_process_does_not_hang_a_pod_it_does_not_hold_yet(tmp_path: Path, fresh_fleet3: Fleet):
+    """The whole keeper process stopped (SIGSTOP): a command on a pod it does not hold yet must not wait on it for
+    ever (its hub socket still accepts connections, into the stopped process's backlog); the process that does
+    not answer is ended and the command goes on with a new one."""
+    fleet = fresh_fleet3
+    _, one = _configs(fleet, tmp_path)
+    _ok(fleet.wf(one[0], "fsm.status", "--json"))
+    [keeper] = _keepers(tmp_path)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen([str(WFOPS), "fsm.status", "--json"], env=_env(one[1]), cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=scaled(60))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("a command hung on the stopped keeper process") from None
+        assert proc.returncode == 0, (out, err)
+        wait_until(lambda: _state(keeper) in (b"", b"Z"), what="the stopped keeper process to be ended")
+        _ok(fleet.wf(one[0], "fsm.status", "--json"))
+    finally:
+        if _state(keeper) not in (b"", b"Z"):
+            os.kill(keeper, signal.SIGKILL)
+
+
+def _state(pid: int) -> bytes:
+    """The process's state letter (T stopped, Z ended but not reaped), b"" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b""
+
+
+def test_disconnect_ends_a_stopped_keeper_process(tmp_path: Path, fresh_fleet3: Fleet):
+    """`wfops disconnect` with the keeper process stopped as a whole (SIGSTOP): the sockets still accept into its
+    backlog; the command must not wait for ever on an answer: it ends the process that does not answer."""
+    fleet = fresh_fleet3
+    whole, one = _configs(fleet, tmp_path)
+    _ok(fleet.wf(whole, "fsm.status", "--json"))
+    [keeper] = _keepers(tmp_path)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        for args in (("disconnect",), ("disconnect", "--all")):
+            cfg = one[0] if args == ("disconnect",) else whole
+            proc = subprocess.Popen([str(WFOPS), *args], env=_env(cfg), cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = proc.communicate(timeout=scaled(60))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise AssertionError(f"wfops {' '.join(args)} hung on the stopped keeper process") from None
+            assert proc.returncode == 0 and len(out.strip().splitlines()) == 1 and not err, (out, err)
+        wait_until(lambda: _state(keeper) in (b"", b"Z"), what="the stopped keeper process to be ended")
+        assert all(warm.dial(p) is None for p in (tmp_path / "keepers").glob("*.*"))  # nothing answers there
+    finally:
+        if _state(keeper) not in (b"", b"Z"):
+            os.kill(keeper, signal.SIGKILL)
+    _ok(fleet.wf(whole, "fsm.status", "--json"))

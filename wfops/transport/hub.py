@@ -4,7 +4,9 @@
 The process claims its hub socket (warm.hub_path; mode 600) unless another process answers there, and serves on
 it, for processes of our uid only:
   `h {"op": "add", "order": {...}, "lock": bool}` (+ the target's spawn-lock fd when "lock"): connect the target,
-      bind its socket, serve it; answered `x` with the JSON answer ({"ok": true} or {"ok": false, code, message});
+      bind its socket, serve it; answered `a` at once (the order is taken: a client that gets no `a` within
+      warm.TAKE_SECS ends the process as frozen), then `x` with the JSON answer ({"ok": true} or
+      {"ok": false, code, message});
       with a lock fd (wfops.prewarm's start ahead of the command), a failure is also written for the command
       (warm.write_failure) and the fd is closed once the target listens or has failed;
   `h {"op": "drop", "path": P}`: end the target served at P (a client found it frozen); `x` "1" or "0";
@@ -145,6 +147,11 @@ class Hub:
             if header.get("lock"):
                 _, fds, _, _ = socket.recv_fds(client, 1, 1)
                 lock_fd = fds[0] if fds else None
+            if header.get("op") == "add":
+                try:  # taken: the process answers (a stopped one leaves the order in its backlog, unread)
+                    warm.send_frame(client, b"a")
+                except OSError:
+                    pass
             answer = self._op(header)
             if lock_fd is not None and not answer.get("ok", True):
                 warm.write_failure(Path(header["order"]["path"]), str(header["order"]["fp"]), answer)

@@ -24,10 +24,14 @@ from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
 from wfops.transport.warm import (
     FAILURE_FRESH_SECS,
+    HUB_ANSWER_SECS,
     SPAWN_TIMEOUT_SECS,
+    TAKE_SECS,
     dial,
+    end_process,
     fingerprint,
     hub_path,
+    peer_pid,
     recv_frame,
     send_frame,
     socket_path,
@@ -119,21 +123,49 @@ def _start_hub(order: dict[str, Any], hub: Path,
 
 
 def _add(sock: socket.socket, order: dict[str, Any], lock_fd: int | None, wait: bool) -> dict[str, Any] | None:
-    """The hub's answer to an order (`{}` when not waiting for it); None when it went away first."""
+    """The hub's answer to an order (`{}` when not waiting for it); None when it went away first, or did not take
+    the order within TAKE_SECS (a process stopped as a whole still accepts into its backlog: it is ended)."""
     with sock:
         try:
+            sock.settimeout(TAKE_SECS)
             send_frame(sock, b"h", json.dumps({"op": "add", "order": order, "lock": lock_fd is not None}).encode())
             if lock_fd is not None:
                 socket.send_fds(sock, [b"F"], [lock_fd])
-            if not wait:
-                return {}
             frame = recv_frame(sock)
+            if frame is not None and frame[0] == b"a":
+                if not wait:
+                    return {}
+                sock.settimeout(SPAWN_TIMEOUT_SECS + float(order["target"].get("connect_timeout") or 0))
+                frame = recv_frame(sock)
+        except TimeoutError:
+            _end_hub(sock, Path(order["path"]).parent)
+            return None
         except OSError:
             return None
     if frame is None or frame[0] not in (b"x", b"E"):
         return None
     answer: dict[str, Any] = json.loads(frame[1])
     return answer
+
+
+def _end_hub(sock: socket.socket, directory: Path) -> None:
+    """End the keeper process behind `sock` (it took no order in time) and wait until its socket no longer
+    answers as that process, so that the next try starts another."""
+    pid = peer_pid(sock)
+    end_process(pid, directory)
+    hub = hub_path(directory)
+    deadline = time.monotonic() + HUB_ANSWER_SECS
+    while time.monotonic() < deadline:
+        try:
+            other = dial(hub)
+        except WfopsError:
+            return
+        if other is None:
+            return
+        with other:
+            if peer_pid(other) != pid:
+                return
+        time.sleep(0.05)
 
 
 def _started(proc: subprocess.Popen[bytes], target: Target, wait: bool) -> dict[str, Any]:

@@ -187,6 +187,8 @@ def dial(path: Path) -> socket.socket | None:
 
 HUB_ENV = ("HOME", "XDG_STATE_HOME", "SSH_AUTH_SOCK", "WFOPS_SSH_KEEPALIVE_SECS")  # what a connection reads here
 HUB_ANSWER_SECS = 3  # how long a hub that answers at all takes to say whether it dropped a target
+TAKE_SECS = 10  # how long a keeper has to take an order (add, stop) before it is ended as stopped as a whole:
+# generous, since ending a live one cuts every pod's connection (a loaded machine is not a frozen process)
 
 
 def hub_path(directory: Path | None = None) -> Path:
@@ -206,14 +208,20 @@ def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
 
 
 def stop(path: Path) -> bool:
-    """Ask the keeper at `path` to close its connection and exit; False when none was there."""
+    """Ask the keeper at `path` to close its connection and exit; False when none was there. A keeper that does
+    not answer within TAKE_SECS (its process stopped: the socket still accepts into its backlog) is ended as a
+    frozen one (end_frozen)."""
     sock = dial(path)
     if sock is None:
         return False
     with sock:
-        send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
-        while recv_frame(sock) is not None:
-            pass
+        try:
+            sock.settimeout(TAKE_SECS)
+            send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
+            while recv_frame(sock) is not None:
+                pass
+        except TimeoutError:
+            end_frozen(sock, path)
     return True
 
 
@@ -238,15 +246,25 @@ def end_frozen(sock: socket.socket, path: Path) -> None:
     command line is a wfops keeper of this very directory."""
     pid = _peer(sock)[0]
     if _answering(path) != pid:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            mine = os.fsencode(path.parent) + b"/"
-            if b"wfops.transport.keeper" in argv and any(a.startswith(mine) for a in argv):
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+        end_process(pid, path.parent)
     if path.exists() or path.is_symlink():
         path.unlink()
+
+
+def end_process(pid: int, directory: Path) -> None:
+    """End the keeper process `pid` (frozen as a whole): only a process of ours whose command line is a wfops
+    keeper of this very directory."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        mine = os.fsencode(directory) + b"/"
+        if b"wfops.transport.keeper" in argv and any(a.startswith(mine) for a in argv):
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def peer_pid(sock: socket.socket) -> int:
+    return _peer(sock)[0]
 
 
 def _answering(path: Path) -> int | None:
