@@ -88,7 +88,8 @@ VARIANTS = [("standalone", "a loop of `torchrun --standalone` (the baseline befo
             ("sh_standalone", "the queue's command.sh, but `--standalone` and no `--tee`/rank prefix"),
             ("sh_rdzv", "+ the queue's explicit c10d rendezvous (`--rdzv-endpoint=localhost:PORT`, is_host=1)"),
             ("exact", "+ `--tee=3 --log-dir=ranks/` and the rank prefix: **exactly the queue's command.sh**"),
-            ("supervised", "+ the run's supervisor (`agent supervise spec.json`: status, stamped log, summary)")]
+            ("supervised", "+ the run's supervisor as a new Python (`agent supervise spec.json`, as the queue ran it "
+                           "before 46e6f87): status, stamped log, summary")]
 
 
 def loop_commands(work: Path, n: int, round_no: int) -> dict[str, list[str]]:
