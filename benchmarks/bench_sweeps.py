@@ -92,7 +92,7 @@ VARIANTS = [("standalone", "a loop of `torchrun --standalone` (the baseline befo
                            "before 46e6f87): status, stamped log, summary")]
 
 
-def loop_commands(work: Path, n: int, round_no: int) -> dict[str, list[str]]:
+def loop_commands(work: Path, n: int, round_no: int, tag: str = "") -> dict[str, list[str]]:
     """The command lines of the breakdown's loops, made from the command.sh and spec.json the queue just ran: the
     same words, the run dir replaced by a dir of the loop's own."""
     outputs = work / "pod" / "outputs"
@@ -108,7 +108,7 @@ def loop_commands(work: Path, n: int, round_no: int) -> dict[str, list[str]]:
         text = (outputs / rid / "command.sh").read_text()
         spec = (outputs / rid / "spec.json").read_text()
         for name, _ in VARIANTS:
-            d = work / "loop" / f"{round_no}-{name}" / rid
+            d = work / "loop" / f"{round_no}-{name}{tag}" / rid
             d.mkdir(parents=True)
             line = text.replace(run_dir, str(d))
             if name.startswith("sh_"):
@@ -149,30 +149,42 @@ def run_loops(work: Path, loops: dict[str, list[str]], n: int) -> dict[str, floa
     return out
 
 
+def queue_round(env: dict, work: Path, n: int, baseline: Path | None) -> dict[str, float]:
+    """One sweep of N runs through the queue (this code's, or --baseline's): its figures, in seconds."""
+    outputs = work / "pod" / "outputs"
+    t_start, t_queue = run_sweep(env, outputs, work / "bench.csv", n, baseline)
+    runs = sum(json.loads((outputs / f"r{i:03d}" / "status.json").read_text())["duration_secs"] for i in range(n))
+    key = "base_" if baseline else ""
+    return {key + "queue": t_queue - t_start, key + "start": t_start, key + "own": t_queue - t_start - runs}
+
+
 def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Path | None = None) -> None:
-    """Each round: the queue (and the --baseline code's queue), then the loops of VARIANTS made from the command
-    lines it ran, one after the other; every figure is the median over the rounds of that round's figure."""
+    """Each round: the queue (and the --baseline code's queue) and the loop of exactly its command lines, one
+    right after the other (the order turns each round: this machine's load moves by seconds a run within
+    minutes), then the breakdown's loops (VARIANTS) interleaved; every figure is the median over the rounds of
+    that round's figure."""
     outputs = work / "pod" / "outputs"
     per_round = []
     for r in range(rounds):  # SWEEP_FORCE=1 (see main): every round runs every row again
         got: dict[str, float] = {}
-        if baseline:
-            t_start, t_queue = run_sweep(env, outputs, work / "bench.csv", n, baseline)
-            got["base_queue"], got["base_start"] = t_queue - t_start, t_start
-            got["base_own"] = t_queue - t_start - sum(json.loads((outputs / f"r{i:03d}" / "status.json").read_text())[
-                "duration_secs"] for i in range(n))
-        t_start, t_queue = run_sweep(env, outputs, work / "bench.csv", n)
-        runs = sum(json.loads((outputs / f"r{i:03d}" / "status.json").read_text())["duration_secs"] for i in range(n))
-        got.update(queue=t_queue - t_start, start=t_start, own=t_queue - t_start - runs)
+        if not (outputs / "r000" / "command.sh").exists():
+            queue_round(env, work, n, None)  # the loops are made from the queue's command lines: one queue first
+        steps: list[Path | str | None] = [None, "exact"] + ([baseline] if baseline else [])
+        for step in steps[::-1] if r % 2 else steps:
+            if step == "exact":
+                got["exact_next"] = run_loops(work, {"exact": loop_commands(work, n, r, "-next")["exact"]}, n)["exact"]
+            else:
+                got.update(queue_round(env, work, n, step if isinstance(step, Path) else None))
         got.update(run_loops(work, loop_commands(work, n, r), n))
         per_round.append(got)
     med = lambda key: statistics.median(g[key] for g in per_round)  # noqa: E731
     per = lambda key: f"{med(key) / n * 1000:.0f}"  # noqa: E731
     over = lambda key, base: f"{statistics.median((g[key] - g[base]) / n for g in per_round) * 1000:+.0f}"  # noqa: E731
-    rows = [["**queue overhead a run: (queue - sweep.start - exact loop) / N**", "-", "-",
-             f"**{over('queue', 'exact')}**"]]
+    rows = [["**queue overhead a run: (queue - sweep.start - the loop of exactly its command lines, run beside it) "
+             "/ N**", f"{med('exact_next'):.2f}", per("exact_next"), f"**{over('queue', 'exact_next')}**"]]
     if baseline:
-        rows.append([f"the same for the --baseline code ({baseline.name})", "-", "-", over("base_queue", "exact")])
+        rows.append([f"the same for the --baseline code ({baseline.name}), the same loop", "-", "-",
+                     over("base_queue", "exact_next")])
     before = None
     for name, what in VARIANTS:
         rows.append([what, f"{med(name):.2f}", per(name), over(name, before) if before else "-"])
