@@ -7,6 +7,7 @@
    torchrun flags, rendezvous, rank prefixes and env file), with a breakdown by part: loops that add one thing
    at a time (the explicit rendezvous, --tee with rank prefixes, the run's supervisor) and the queue around
    them. `--baseline DIR` (`git archive COMMIT | tar -x -C DIR`) runs that code's queue too, in every round.
+   Part `supervisor`: a run's supervisor alone around `bash -c true`, as a new Python and as a fork, interleaved.
 2. `sweep.status` wall time for 10, 100 and 1,000 runs (synthetic run directories).
 3. `run.fetch` of one large run directory versus `ssh host tar c | tar x`.
 4. `sweep.start` wall time for 10, 1,000 and 10,000 runs (`--start-sizes`; each sweep is stopped again, untimed).
@@ -130,9 +131,10 @@ def loop_commands(work: Path, n: int, round_no: int, tag: str = "") -> dict[str,
     return loops
 
 
-def run_loops(work: Path, loops: dict[str, list[str]], n: int) -> dict[str, float]:
+def run_loops(work: Path, loops: dict[str, list[str]], n: int, sshd=None) -> dict[str, float]:
     """One plain bash script runs every loop, interleaved: run i of each variant in turn (the first variant
-    rotates), each timed by bash itself ($EPOCHREALTIME); returns each loop's total seconds."""
+    rotates), each timed by bash itself ($EPOCHREALTIME); returns each loop's total seconds. With `sshd` the
+    script runs over SSH on the pod, in the environment a pod command (and the queue's tmux) has there."""
     names, times = list(loops), work / "loop" / "times.txt"
     lines = ["export GLOO_SOCKET_IFNAME=lo"]
     for i in range(n):
@@ -140,7 +142,10 @@ def run_loops(work: Path, loops: dict[str, list[str]], n: int) -> dict[str, floa
             name = names[(i + k) % len(names)]
             lines.append(f"s=$EPOCHREALTIME; {loops[name][i]}; echo \"{name} $s $EPOCHREALTIME\" >>{times}")
     times.unlink(missing_ok=True)
-    subprocess.run(["bash", "-c", "\n".join(lines)], check=True)
+    if sshd is None:
+        subprocess.run(["bash", "-c", "\n".join(lines)], check=True)
+    else:
+        subprocess.run(ssh_argv(sshd, "bash -s"), input="\n".join(lines) + "\n", text=True, check=True)
     out = dict.fromkeys(names, 0.0)
     for row in times.read_text().split("\n"):
         if row:
@@ -158,7 +163,7 @@ def queue_round(env: dict, work: Path, n: int, baseline: Path | None) -> dict[st
     return {key + "queue": t_queue - t_start, key + "start": t_start, key + "own": t_queue - t_start - runs}
 
 
-def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Path | None = None) -> None:
+def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Path | None = None, sshd=None) -> None:
     """Each round: the queue (and the --baseline code's queue) and the loop of exactly its command lines, one
     right after the other (the order turns each round: this machine's load moves by seconds a run within
     minutes), then the breakdown's loops (VARIANTS) interleaved; every figure is the median over the rounds of
@@ -172,10 +177,11 @@ def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Pat
         steps: list[Path | str | None] = [None, "exact"] + ([baseline] if baseline else [])
         for step in steps[::-1] if r % 2 else steps:
             if step == "exact":
-                got["exact_next"] = run_loops(work, {"exact": loop_commands(work, n, r, "-next")["exact"]}, n)["exact"]
+                got["exact_next"] = run_loops(work, {"exact": loop_commands(work, n, r, "-next")["exact"]}, n, sshd)[
+                    "exact"]
             else:
                 got.update(queue_round(env, work, n, step if isinstance(step, Path) else None))
-        got.update(run_loops(work, loop_commands(work, n, r), n))
+        got.update(run_loops(work, loop_commands(work, n, r), n, sshd))
         per_round.append(got)
     med = lambda key: statistics.median(g[key] for g in per_round)  # noqa: E731
     per = lambda key: f"{med(key) / n * 1000:.0f}"  # noqa: E731
@@ -200,6 +206,48 @@ def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Pat
     print_table(f"Per-run overhead of the queue ({n} runs of a script that exits at once, 2 processes each; "
                 f"median of {rounds} rounds; `wfops sweep.start` itself {med('start') * 1000:.0f} ms)",
                 ["what", "total s", "per run ms", "against the row above, ms a run"], rows)
+
+
+SUPERVISOR_DRIVER = """
+import json, os, statistics, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from wfops.agent import launch, store, supervisor
+work, repeat = sys.argv[2], int(sys.argv[3])
+ways = {"plain": lambda spec: subprocess.run(["bash", "-c", "true"]).returncode,
+        "exec": lambda spec: subprocess.run(launch.agent_argv("supervise", spec), stdin=subprocess.DEVNULL).returncode,
+        "fork": lambda spec: os.waitpid(supervisor.fork_run(spec, dict(os.environ)).pid, 0)[1]}
+took = {w: [] for w in ways}
+for k in range(repeat):
+    for j in range(len(ways)):
+        way = list(ways)[(k + j) % len(ways)]
+        d = os.path.join(work, "%s-%d" % (way, k))
+        os.makedirs(d)
+        spec = {"argv": ["bash", "-c", "true"], "status": d + "/status.json", "log": d + "/stdout.log", "summary": True,
+                "grace": 20, "watch_dir": d, "checkout": {"root": sys.argv[1] + "/examples", "skip": []}}
+        store.write_json(d + "/spec.json", spec)
+        t0 = time.perf_counter()
+        rc = ways[way](d + "/spec.json")
+        took[way].append(time.perf_counter() - t0)
+        assert rc == 0 and (way == "plain" or json.load(open(d + "/summary.json"))["ok"]), (way, rc)
+print(json.dumps({w: statistics.median(t) for w, t in took.items()}))
+"""
+
+
+def bench_supervisor(work: Path, repeat: int = 30) -> None:
+    """A run's supervisor alone, around `bash -c true`: started as a new Python (`agent supervise SPEC`, the queue
+    before 46e6f87 and a tracked task now) and forked from a running Python (the queue now), interleaved."""
+    (work / "sup").mkdir(exist_ok=True)
+    out = subprocess.run([POD_PYTHON, "-I", "-S", "-c", SUPERVISOR_DRIVER, str(ROOT), str(work / "sup"), str(repeat)],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    print_table(f"A run's supervisor around `bash -c true` (median of {repeat}, interleaved; the pod's python)",
+                ["what", "median ms", "over plain bash, ms"], [
+                    ["`bash -c true` alone", f"{got['plain'] * 1000:.1f}", "-"],
+                    ["supervised as a new Python (`agent supervise spec.json`; the queue before 46e6f87)",
+                     f"{got['exec'] * 1000:.1f}", f"{(got['exec'] - got['plain']) * 1000:+.1f}"],
+                    ["supervised by a fork of the queue (`supervisor.fork_run`; the queue now)",
+                     f"{got['fork'] * 1000:.1f}", f"{(got['fork'] - got['plain']) * 1000:+.1f}"],
+                ])
 
 
 def bench_status(env: dict, work: Path, sshd) -> None:
@@ -283,9 +331,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--fetch-mb", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the overhead part")
+    ap.add_argument("--loop-env", choices=("pod", "here"), default="pod", help="the loops run over SSH on the pod, in "
+                    "the environment the queue's runs have (pod), or in this process's environment (here)")
     ap.add_argument("--baseline", type=Path, help="a checkout of older code whose queue runs beside, each round "
                     "(`git archive COMMIT | tar -x -C DIR`)")
-    ap.add_argument("--parts", default="overhead,start,status,fetch", help="a comma-separated subset")
+    ap.add_argument("--parts", default="supervisor,overhead,start,status,fetch", help="a comma-separated subset")
     ap.add_argument("--start-sizes", default="10,1000,10000", help="sweep sizes for the sweep.start part")
     opts = ap.parse_args()
     parts = set(opts.parts.split(","))
@@ -296,8 +346,11 @@ def main() -> None:
                  "REPO_INSTALL_CMD": "true", "SWEEP_FORCE": "1"}
         with loopback_pod("ssh", **extra) as (work, sshd, env):
             wf(env, "checkout")
+            if "supervisor" in parts:
+                bench_supervisor(work)
             if "overhead" in parts:
-                bench_overhead(env, work, opts.runs, opts.rounds, opts.baseline)
+                pod_env = sshd if opts.loop_env == "pod" else None
+                bench_overhead(env, work, opts.runs, opts.rounds, opts.baseline, pod_env)
             if "start" in parts:
                 bench_start(env, work, tuple(int(x) for x in opts.start_sizes.split(",")))
             if "status" in parts:
