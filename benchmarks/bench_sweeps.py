@@ -211,11 +211,11 @@ def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Pat
 SUPERVISOR_DRIVER = """
 import json, os, statistics, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from wfops.agent import launch, store, supervisor
+from wfops.agent import forkrun, launch, store
 work, repeat = sys.argv[2], int(sys.argv[3])
 ways = {"plain": lambda spec: subprocess.run(["bash", "-c", "true"]).returncode,
         "exec": lambda spec: subprocess.run(launch.agent_argv("supervise", spec), stdin=subprocess.DEVNULL).returncode,
-        "fork": lambda spec: os.waitpid(supervisor.fork_run(spec, dict(os.environ)).pid, 0)[1]}
+        "fork": lambda spec: os.waitpid(forkrun.fork_run(spec, dict(os.environ)).pid, 0)[1]}
 took = {w: [] for w in ways}
 for k in range(repeat):
     for j in range(len(ways)):
@@ -245,7 +245,7 @@ def bench_supervisor(work: Path, repeat: int = 30) -> None:
                     ["`bash -c true` alone", f"{got['plain'] * 1000:.1f}", "-"],
                     ["supervised as a new Python (`agent supervise spec.json`; the queue before efb9434)",
                      f"{got['exec'] * 1000:.1f}", f"{(got['exec'] - got['plain']) * 1000:+.1f}"],
-                    ["supervised by a fork of the queue (`supervisor.fork_run`; the queue now)",
+                    ["supervised by a fork of the queue (`forkrun.fork_run`; the queue now)",
                      f"{got['fork'] * 1000:.1f}", f"{(got['fork'] - got['plain']) * 1000:+.1f}"],
                 ])
 

@@ -1,4 +1,4 @@
-"""The queue's forked supervisor (wfops.agent.supervisor.fork_run): the same records as `agent supervise SPEC`,
+"""The queue's forked supervisor (wfops.agent.forkrun.fork_run): the same records as `agent supervise SPEC`,
 and nothing of the queue carries into it (its signal handlers, its reserve file, its environment). Each case runs
 in a process of its own that plays the queue: it forks, as the scheduler does."""
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 QUEUE = """
 import json, os, signal, sys, time
-from wfops.agent import store, supervisor
+from wfops.agent import forkrun, store
 d, what = sys.argv[1], sys.argv[2]
 heard = []
 signal.signal(signal.SIGTERM, lambda *a: heard.append("queue's handler"))  # the queue's handler: never in the child
@@ -24,7 +24,7 @@ argv = {"exit3": ["bash", "-c", "echo out; exit 3"], "sleep": ["sleep", "30"],
 spec = {"argv": argv, "status": d + "/status.json", "log": d + "/stdout.log", "grace": 1, "summary": True}
 store.write_json(d + "/spec.json", spec)
 os.environ["QUEUE_ONLY"] = "1"
-proc = supervisor.fork_run(d + "/spec.json", {"RUN_ONLY": "yes", "PATH": os.environ["PATH"]})
+proc = forkrun.fork_run(d + "/spec.json", {"RUN_ONLY": "yes", "PATH": os.environ["PATH"]})
 if what == "sleep":
     deadline = time.time() + 30
     while (store.load(d + "/status.json") or {}).get("child_pid") is None and time.time() < deadline:
