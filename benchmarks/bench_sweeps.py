@@ -211,8 +211,9 @@ def bench_overhead(env: dict, work: Path, n: int, rounds: int = 3, baseline: Pat
 SUPERVISOR_DRIVER = """
 import json, os, statistics, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from wfops.agent import forkrun, launch, store
+from wfops.agent import forkrun, launch, procs, store
 work, repeat = sys.argv[2], int(sys.argv[3])
+procs.become_subreaper()  # as the queue is (and so with ctypes imported, as in the queue)
 ways = {"plain": lambda spec: subprocess.run(["bash", "-c", "true"]).returncode,
         "exec": lambda spec: subprocess.run(launch.agent_argv("supervise", spec), stdin=subprocess.DEVNULL).returncode,
         "fork": lambda spec: os.waitpid(forkrun.fork_run(spec, dict(os.environ)).pid, 0)[1]}

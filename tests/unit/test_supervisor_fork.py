@@ -5,6 +5,7 @@ in a process of its own that plays the queue: it forks, as the scheduler does.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ argv = {"exit3": ["bash", "-c", "echo out; exit 3"], "sleep": ["sleep", "30"],
 spec = {"argv": argv, "status": d + "/status.json", "log": d + "/stdout.log", "grace": 1, "summary": True}
 store.write_json(d + "/spec.json", spec)
 os.environ["QUEUE_ONLY"] = "1"
+sys.stdout.write("queue-buffered ")  # in the queue's buffer (stdout is a pipe): the child must not write it again
 proc = forkrun.fork_run(d + "/spec.json", {"RUN_ONLY": "yes", "PATH": os.environ["PATH"]})
 if what == "sleep":
     deadline = time.time() + 30
@@ -38,12 +40,14 @@ print(json.dumps({"rc": proc.returncode, "heard": heard, "reserve": kept}))
 
 
 def _queue(tmp_path: Path, what: str) -> tuple[dict, dict, dict]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the queue's stdout is buffered
     out = subprocess.run([sys.executable, "-c", QUEUE, str(tmp_path), what], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+                         cwd=ROOT, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
+    assert out.stdout.count("queue-buffered") == 1, out.stdout  # written once, by the queue
     status = json.loads((tmp_path / "status.json").read_text())
     summary = json.loads((tmp_path / "summary.json").read_text())
-    return json.loads(out.stdout), status, summary
+    return json.loads(out.stdout.replace("queue-buffered ", "", 1)), status, summary
 
 
 def test_a_forked_supervisor_records_the_end_and_exits_with_the_state_code(tmp_path):

@@ -66,6 +66,10 @@ def _child(spec: str, env: Dict[str, str], held: Set[int]) -> None:
     try:
         signals = Signals()  # its handlers, then the signals held back come in
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        # its own stdout/stderr objects: what the queue had buffered but not written is the queue's, never the child's
+        # to write again (the queue's objects stay referenced by sys.__stdout__/__stderr__, and are never flushed)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the child
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the child
         for name in os.listdir("/proc/self/fd"):  # the queue's log, its pidfds, any lock it holds
             if int(name) > 2:
                 with contextlib.suppress(OSError):
