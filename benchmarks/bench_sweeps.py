@@ -90,7 +90,7 @@ VARIANTS = [("standalone", "a loop of `torchrun --standalone` (the baseline befo
             ("sh_rdzv", "+ the queue's explicit c10d rendezvous (`--rdzv-endpoint=localhost:PORT`, is_host=1)"),
             ("exact", "+ `--tee=3 --log-dir=ranks/` and the rank prefix: **exactly the queue's command.sh**"),
             ("supervised", "+ the run's supervisor as a new Python (`agent supervise spec.json`, as the queue ran it "
-                           "before efb9434): status, stamped log, summary")]
+                           "before acb662b): status, stamped log, summary")]
 
 
 def loop_commands(work: Path, n: int, round_no: int, tag: str = "") -> dict[str, list[str]]:
@@ -236,7 +236,7 @@ print(json.dumps({w: statistics.median(t) for w, t in took.items()}))
 
 def bench_supervisor(work: Path, repeat: int = 30) -> None:
     """A run's supervisor alone, around `bash -c true`: started as a new Python (`agent supervise SPEC`, the queue
-    before efb9434 and a tracked task now) and forked from a running Python (the queue now), interleaved."""
+    before acb662b and a tracked task now) and forked from a running Python (the queue now), interleaved."""
     (work / "sup").mkdir(exist_ok=True)
     out = subprocess.run([POD_PYTHON, "-I", "-S", "-c", SUPERVISOR_DRIVER, str(ROOT), str(work / "sup"), str(repeat)],
                          capture_output=True, text=True, check=True)
@@ -244,7 +244,7 @@ def bench_supervisor(work: Path, repeat: int = 30) -> None:
     print_table(f"A run's supervisor around `bash -c true` (median of {repeat}, interleaved; the pod's python)",
                 ["what", "median ms", "over plain bash, ms"], [
                     ["`bash -c true` alone", f"{got['plain'] * 1000:.1f}", "-"],
-                    ["supervised as a new Python (`agent supervise spec.json`; the queue before efb9434)",
+                    ["supervised as a new Python (`agent supervise spec.json`; the queue before acb662b)",
                      f"{got['exec'] * 1000:.1f}", f"{(got['exec'] - got['plain']) * 1000:+.1f}"],
                     ["supervised by a fork of the queue (`forkrun.fork_run`; the queue now)",
                      f"{got['fork'] * 1000:.1f}", f"{(got['fork'] - got['plain']) * 1000:+.1f}"],
