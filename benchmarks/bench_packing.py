@@ -1,11 +1,12 @@
 """GPU packing: the makespan of a sweep on 4 pretend GPU slots against the ideal and one-at-a-time.
 
-    .venv/bin/python benchmarks/bench_packing.py [--rounds 1] [--scale 1.0]
+    .venv/bin/python benchmarks/bench_packing.py [--rounds 1] [--scale 1.0] [--baseline DIR]
 
 16 runs of fixed durations (2 to 6 s times --scale), each asking for 1 or 2 GPUs, through the real scheduler
 on the `local` target with WF_FAKE_GPUS=4 and TRAIN_LAUNCHER=python (a script that sleeps). Makespan is
 `wfops sweep.start` to the queue's recorded end, so every cost of the queue is in it. Ideal: the sum of
 GPU-seconds / 4. Today's one-at-a-time queue is the same sweep with every run holding all 4 slots.
+`--baseline DIR` (`git archive COMMIT | tar -x -C DIR`): that code's packed sweep runs too, in every round.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from _harness import loopback_pod, print_table, wf
-from bench_sweeps import make_repo, wait_completed
+from bench_sweeps import baseline_wf, make_repo, wait_completed
 
 SLEEPER = ("import json, os, sys, time\n"
            "t0 = time.time()\n"
@@ -40,10 +41,11 @@ def sweep_csv(path: Path, scale: float, every_run_all: bool) -> float:
     return sum(d * scale * (4 if every_run_all else g) for d, g in zip(DURATIONS, GPUS, strict=True))
 
 
-def makespan(env: dict, work: Path, csv: Path) -> tuple[float, float, float]:
+def makespan(env: dict, work: Path, csv: Path, baseline: Path | None = None) -> tuple[float, float, float]:
     """(sweep.start to the queue's end, first run's start to last run's end, sweep.start to first run's start)"""
     t0, wall0 = time.perf_counter(), time.time()
-    sweep_id = json.loads(wf(env, "sweep.start", "--csv", str(csv), "--json").stdout)["sweep_id"]
+    args = ("sweep.start", "--csv", str(csv), "--json")
+    sweep_id = json.loads((baseline_wf(baseline, env, *args) if baseline else wf(env, *args)).stdout)["sweep_id"]
     record = work / "pod" / "outputs" / "_control" / "sweep.json"
     wait_completed(record, sweep_id)
     data = json.loads(record.read_text())
@@ -78,6 +80,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every run's duration")
+    ap.add_argument("--baseline", type=Path, help="a checkout of older code whose packed sweep runs beside, each "
+                    "round (`git archive COMMIT | tar -x -C DIR`)")
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wfops-bench-repo-") as repo_tmp:
         url = make_repo(Path(repo_tmp), {"sleeper.py": SLEEPER})
@@ -89,13 +93,22 @@ def main() -> None:
             rounds = []
             for _ in range(opts.rounds):
                 gpu_secs = sweep_csv(work / "packed.csv", opts.scale, False)
+                base = makespan(env, work, work / "packed.csv", opts.baseline) if opts.baseline else None
                 packed = makespan(env, work, work / "packed.csv")
                 sweep_csv(work / "alone.csv", opts.scale, True)
-                rounds.append((packed, makespan(env, work, work / "alone.csv")))
+                rounds.append((packed, makespan(env, work, work / "alone.csv"), base))
     ideal = gpu_secs / 4
     med = lambda f: statistics.median(f(r) for r in rounds)  # noqa: E731 - each figure from one round, then medians
     p, a = med(lambda r: r[0][0]), med(lambda r: r[1][0])
     p_runs, a_runs, lead = med(lambda r: r[0][1]), med(lambda r: r[1][1]), med(lambda r: r[0][2])
+    rows = []
+    if opts.baseline:
+        b, b_runs, b_lead = (med(lambda r, k=k: r[2][k]) for k in range(3))
+        rows = [[f"--baseline code ({opts.baseline.name}), same rounds: sweep.start → the queue's end", f"{b:.1f}",
+                 f"{b / ideal:.2f}"],
+                ["of it, first run's start → last run's end", f"{b_runs:.1f}", f"{b_runs / ideal:.2f}"],
+                ["of it, sweep.start → first run's start", f"{b_lead:.1f}", "-"],
+                ["of it, last run's end → the queue's end", f"{b - b_runs - b_lead:.2f}", "-"]]
     print_table(f"GPU packing: 16 runs of 2-6 s asking 1 or 2 of 4 pretend GPUs (median of {opts.rounds} round(s); "
                 f"`benchmarks/bench_packing.py --rounds {opts.rounds} --scale {opts.scale:g}`)",
                 ["schedule", "makespan s", "x ideal"], [
@@ -105,6 +118,9 @@ def main() -> None:
                     ["**wfops packing: sweep.start → the queue's end**", f"**{p:.1f}**", f"**{p / ideal:.2f}**"],
                     ["of it, first run's start → last run's end", f"{p_runs:.1f}", f"{p_runs / ideal:.2f}"],
                     ["of it, sweep.start → first run's start", f"{lead:.1f}", "-"],
+                    ["of it, last run's end → the queue's end", f"{med(lambda r: r[0][0] - r[0][1] - r[0][2]):.2f}",
+                     "-"],
+                    *rows,
                     ["one at a time (every run holds all 4 GPUs, as before)", f"{a:.1f}", f"{a / ideal:.2f}"],
                     ["of it, first run's start → last run's end", f"{a_runs:.1f}", f"{a_runs / ideal:.2f}"],
                 ])

@@ -107,6 +107,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/data.py             checkout's data step: DATA_CHECK in DATA_DIR, DATA_PREPARE_CMD, linking it in the workdir
     agent/tasks.py            tracked tasks: a command in its own tmux window, supervised
     agent/supervisor.py       one run or task, supervised: start, log, timeout, stall, final sync
+    agent/forkrun.py          the queue forks each run's supervisor (no Python start a run)
     agent/outcome.py          how a run ended, in words a researcher can act on
     agent/runnotes.py         a run's summary beyond its end: files it wrote into the checkout, the CPU launcher hint
     agent/launch.py           how the agent starts itself again (runner, scheduler, supervisor)

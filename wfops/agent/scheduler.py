@@ -3,10 +3,11 @@
 The manifest JSON that sweep.start uploaded is its only input, plus the runs that sweep.add / sweep.retry
 drop into `_manifests/<sweep>.inbox/` while it runs. It keeps a table of the pod's GPU slots (slots.py) and
 starts runs in CSV order as soon as enough slots are free, each under its own supervisor process
-(supervisor.py) with its own CUDA_VISIBLE_DEVICES and rendezvous port (runs.py makes its files). A run
-whose ok summary has the same fingerprint is skipped. A run that failed with a class in RETRY_ON is
-started again after a back-off, up to RUN_RETRIES times. It goes on past failures unless fail_fast, stops
-cleanly on TERM (sweep.stop), and at the end records the sweep's end, its totals and SWEEP_COMPLETED.
+(supervisor.py; forkrun.py: a fork of the queue, so no Python starts a run) with its own CUDA_VISIBLE_DEVICES and
+rendezvous port (runs.py makes its files). A run whose ok summary has the same fingerprint is skipped. A run
+that failed with a class in RETRY_ON is started again after a back-off, up to RUN_RETRIES times. It goes on
+past failures unless fail_fast, stops cleanly on TERM (sweep.stop), and at the end records the sweep's end,
+its totals and SWEEP_COMPLETED.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import heapq
 import os
 import select
 import signal
-import subprocess
 import time
 
-from . import cost, launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
+from . import cost, forkrun, launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
 from .queuelog import QueueLog
 from .registry import command
 from .states import (
@@ -43,7 +43,6 @@ from .sweepedit import read_inbox
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from subprocess import Popen
     from types import FrameType
     from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -60,7 +59,7 @@ MAX_BACKOFF = 600.0
 class Running:
     __slots__ = ("dir", "fd", "place", "proc", "run", "spec")
 
-    def __init__(self, run: QueueEntry, proc: Popen[bytes], place: Place, run_dir: str, spec: Json) -> None:
+    def __init__(self, run: QueueEntry, proc: forkrun.Forked, place: Place, run_dir: str, spec: Json) -> None:
         self.run, self.proc, self.place, self.dir, self.spec = run, proc, place, run_dir, spec
         self.fd: Optional[int] = None
         if hasattr(os, "pidfd_open"):
@@ -242,7 +241,7 @@ class Scheduler:
         env = dict(os.environ)
         if self.ex.get("cpu_only"):
             env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        proc = subprocess.Popen(launch.agent_argv(wire.SUPERVISE, spec_path), stdin=subprocess.DEVNULL, env=env)
+        proc = forkrun.fork_run(spec_path, env)
         self.running[rid] = Running(run, proc, where, d, spec)
         self.log("start %s (attempt %d/%d, seed %s, %d process(es)%s)" % (
             rid, run["attempt"], where["max_attempts"], run.get("seed"), where["nproc"],
@@ -266,7 +265,8 @@ class Scheduler:
         self.fail_fast(rid, FAILED)
 
     def ended_state(self, r: Running) -> str:
-        state = CODE_STATES.get(r.proc.returncode)
+        code = r.proc.returncode
+        state = CODE_STATES.get(code) if code is not None else None
         if state is None or not os.path.isfile(os.path.join(r.dir, SUMMARY_FILE)):  # died before recording the end
             st = store.load_or_note(r.spec["status"])[0] or {}
             st = supervisor.recover(r.dir, st, float(r.spec["grace"]), r.spec.get("sync"))

@@ -284,10 +284,11 @@ def _finish(spec: Json, fields: Json, stamper: Stamper, syncer: Optional[SyncLoo
     return final
 
 
-def supervise(spec: Json) -> Json:
+def supervise(spec: Json, signals: Optional[Signals] = None) -> Json:
     """Run spec["argv"]; record status.json (spec["status"]) from start to end. Returns the final record
-    (with `output_tail`, the end of the output as the supervisor saw it, which is not stored)."""
-    signals = Signals()
+    (with `output_tail`, the end of the output as the supervisor saw it, which is not stored). `signals`: the
+    handlers a forked supervisor installed before it let signals in (fork_run)."""
+    signals = signals or Signals()
     procs.become_subreaper()
     me, token = os.getpid(), spec.get("token") or os.urandom(8).hex()
     timeout, grace = float(spec.get("timeout") or 0), float(spec.get("grace", 20))
@@ -340,16 +341,21 @@ def recover(run_dir: str, status: Json, grace: float, sync: Optional[Json] = Non
     return st
 
 
-@command(wire.SUPERVISE)
-def supervise_command(pod: Layout, spec: str) -> None:
-    """Internal (runner.sh of a tracked task, the sweep scheduler): supervise what the spec file says; the
-    exit status is the final state (states.STATE_CODES)."""
+def run_spec(spec: str, signals: Optional[Signals] = None) -> int:
+    """Supervise what the spec file says, write the summary it asks for; returns the exit status (the final
+    state, states.STATE_CODES)."""
     data = store.load(spec, required=("argv", "status", "log"))
-    final = supervise(data)
+    final = supervise(data, signals)
     if data.get("summary"):
         tail = final.pop("output_tail", "")
         final = outcome.write_summary(os.path.dirname(data["status"]), final, tail)
         runnotes.into_summary(os.path.dirname(data["status"]), final, tail)
     store.release_reserve(all_of_them=True)
-    raise SystemExit(STATE_CODES.get(str(final.get("state")), 1))
+    return STATE_CODES.get(str(final.get("state")), 1)
 
+
+@command(wire.SUPERVISE)
+def supervise_command(pod: Layout, spec: str) -> None:
+    """Internal (runner.sh of a tracked task): supervise what the spec file says; the exit status is the final
+    state (states.STATE_CODES)."""
+    raise SystemExit(run_spec(spec))
