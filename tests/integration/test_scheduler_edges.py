@@ -22,6 +22,7 @@ from tests.integration.test_sweeps import (
     venv_procs,
     wait_sweep,
 )
+from tests.slowness import scaled
 
 HEADER = "run_id,config,seed,overrides,notes,gpus\n"
 CFG = "config/train_tiny.py"
@@ -327,11 +328,15 @@ def test_progress_in_files_or_in_the_log_alone_is_not_a_stall(local_swept: Pod):
 
 def test_ticks_into_the_run_dir_without_a_word_under_torchrun_are_not_a_stall(local_swept: Pod):  # noqa: F811
     pod = local_swept
-    pod.configure(RUN_STALL_SECS="3")  # torchrun, 2 processes, the output in the run dir itself
-    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"ticking,{CFG},1,ticks=7,,\n")))
+    # torchrun, 2 processes, the output in the run dir itself. The limit is scaled: under load torchrun's start
+    # (importing torch) is silent for longer than 3 s; the ticks last longer than the limit, so that only the
+    # run dir's changes keep the run from being a stall.
+    stall = max(3, round(scaled(3)))
+    pod.configure(RUN_STALL_SECS=str(stall))
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"ticking,{CFG},1,ticks={stall + 4},,\n")))
     data = wait_sweep(pod, timeout=90)
     assert states(data) == {"ticking": "success"}, data["runs"]
-    assert (pod.outputs / "ticking" / "tick6.txt").is_file()
+    assert (pod.outputs / "ticking" / f"tick{stall + 3}.txt").is_file()
 
 
 # ------------------------------------------------------------------ honest skips
