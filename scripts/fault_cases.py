@@ -373,6 +373,17 @@ def damaged_manifest(h: Harness) -> tuple[bool, str]:
 # ------------------------------------------------------------------ Ctrl-C of sweep.start
 
 
+def _interrupted_well(res: Res, done: str) -> bool:
+    """Ctrl-C as docs/faults.md promises: exit 130 and wfops' one line; or the command had finished (exit 0); or
+    it had finished and printed its whole report (`done` on stdout) when the signal came during Python's shutdown,
+    which then ends by the signal (exit -2, 130 in a shell) with no line (docs/faults.md, Decisions). Never a
+    traceback; every stderr line is wfops' own (`config written` may come first)."""
+    info = all(ln.startswith("wfops: ") for ln in res.lines) and "Traceback" not in res.err + res.out
+    if res.rc == 130:
+        return info and res.lines[-1].startswith("wfops: interrupted")
+    return info and (res.rc == 0 or (res.rc == -signal.SIGINT and done in res.out))
+
+
 def _ctrl_c(offset: float) -> Case:
     def case(h: Harness) -> tuple[bool, str]:
         cfg = h.single()
@@ -392,8 +403,7 @@ def _ctrl_c(offset: float) -> Case:
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         consistent = started or not changed
         n = h.starts().get("i0", 0)
-        info = all(ln.startswith("wfops: ") for ln in res.lines)  # wfops' own lines (e.g. `config written`)
-        fine = info and (res.rc == 0 or (res.rc == 130 and res.lines[-1].startswith("wfops: interrupted")))
+        fine = _interrupted_well(res, "started sweep-")
         ok = fine and "Traceback" not in res.err and consistent and n <= 1 and "Traceback" not in shown.err
         return ok, (f"{res.short()}; sweep started: {started}; pod consistent: {consistent}"
                     f"{'' if consistent else f' (changed: {changed[:4]})'}; run started {n}x")
@@ -550,8 +560,7 @@ def _ctrl_c_add(offset: float) -> Case:
         queued = _queued_anywhere(h, "x0")
         states = _runs(_json(waited))
         n = h.starts().get("x0", 0)
-        info = all(ln.startswith("wfops: ") for ln in res.lines) and "Traceback" not in res.err
-        fine = info and (res.rc == 0 or (res.rc == 130 and res.lines[-1].startswith("wfops: interrupted")))
+        fine = _interrupted_well(res, "run(s) queued")
         consistent = (in_ledger and states.get("x0") == "success" and n == 1) or (not in_ledger and not queued)
         ok = fine and consistent and waited.rc == 0
         return ok, (f"{res.short()}; x0 in ledger: {in_ledger}, queued on pods {queued}, started {n}x; "
