@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -361,9 +362,17 @@ def run_case(h: Harness, name: str, expected: str, fn: Callable[[Harness], tuple
     return Row(name, expected, observed, ok and not left and not problems)
 
 
+SECONDS = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)\s?s(?![\w/])")
+
+
+def plain(text: str) -> str:
+    """A table cell: `|` escaped, one line, durations as `N sec` (the table is not a benchmark's table of
+    figures: tests/unit/test_doc_numbers.py holds `N s` cells to one)."""
+    return SECONDS.sub(r"\1 sec", text.replace("|", "\\|").replace("\n", " "))
+
+
 def render(rows: list[Row]) -> str:
-    def cell(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
+    cell = plain
 
     out = ["| case | expected | observed | held |", "|---|---|---|---|"]
     out += [f"| {cell(r.case)} | {cell(r.expected)} | {cell(r.observed)} | {'yes' if r.held else 'NO'} |"
