@@ -191,6 +191,8 @@ class Harness:
         not change. Not the pod env file: every command that reaches the pod syncs it to the config first."""
         home = self.home(i)
         files = [p for p in (home / "outputs").rglob("*") if p.is_file()] if (home / "outputs").exists() else []
+        agent = home / "outputs" / "_control" / "agent"  # the agent's install and its bytecode: a cache, not state
+        files = [p for p in files if agent not in p.parents]
         return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     def marked(self) -> list[int]:
