@@ -40,6 +40,26 @@ def test_unreachable_host_is_one_line_exit_4(ssh_pod: Pod):
     _no_traceback(res)
 
 
+@pytest.mark.parametrize("persist", ["0", "300"])
+def test_a_host_that_takes_the_connection_and_never_answers_is_one_line_that_says_so(ssh_pod: Pod, persist: str):
+    """Found by scripts/fault_matrix.py (issue 23): a pod whose sshd is stopped (SIGSTOP: the kernel still
+    completes the TCP handshake) ended `SSH to ...: No existing session` (paramiko's words, after its banner
+    read timed out), through a warm keeper and without one. A listener that never accepts is the same."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="2",
+                          WF_PERSIST_SECS=persist)
+        res = ssh_pod.wf("fsm.status")
+    assert res.rc == 4, res.err
+    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection but did not answer within 2s "
+                               "(no SSH banner: the pod or the network is frozen)")
+    _no_traceback(res)
+
+
 def test_unknown_host_name_is_one_line_exit_4(ssh_pod: Pod):
     ssh_pod.configure(OPS_DEFAULT_HOST="root@no-such-host.invalid:22")
     res = ssh_pod.wf("task.list")

@@ -17,6 +17,7 @@ for neither.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -231,10 +232,27 @@ def _host_keys(client: Any, target: Target) -> None:
     client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else hostkeys.pin_policy(pins))
 
 
+# what paramiko raises when the server took the TCP connection and never said hello (a stopped sshd, a frozen
+# network): the banner read timed out, or it timed out first and the login then found no session
+_NO_HELLO = ("Error reading SSH protocol banner", "No existing session")
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs its transport thread's errors (a banner that never came: a traceback) through `logging`; with
+    no handler, Python's last-resort handler printed them on the user's terminal after wfops' one line. wfops
+    says what went wrong itself: paramiko's records go nowhere."""
+    log = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+
 def connect(target: Target) -> Connection:
     """THE connection factory: the only place wfops opens an SSH connection."""
     import paramiko
     from fabric import Config, Connection
+
+    _quiet_paramiko()
 
     config = Config(overrides={"load_ssh_configs": target.use_ssh_config})
     connect_kwargs: dict[str, object] = {"transport_factory": _gcm_first}
@@ -266,6 +284,9 @@ def connect(target: Target) -> Connection:
     except paramiko.ssh_exception.NoValidConnectionsError:
         raise ConnectError(f"cannot connect to {where}: connection refused") from None
     except paramiko.SSHException as exc:
+        if str(exc) in _NO_HELLO:
+            raise ConnectError(f"{where} took the connection but did not answer within {target.connect_timeout}s "
+                               "(no SSH banner: the pod or the network is frozen)") from None
         raise ConnectError(f"SSH to {where} failed: {exc}") from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
