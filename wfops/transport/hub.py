@@ -27,7 +27,7 @@ from typing import Any
 from wfops.errors import WfopsError
 from wfops.targets.target import Target
 from wfops.transport import ssh, warm
-from wfops.transport.served import ACCEPT_POLL_SECS, Keeper
+from wfops.transport.served import ACCEPT_POLL_SECS, Keeper, take_order, unlink_if_ours
 
 
 def order_target(order: dict[str, Any]) -> Target:
@@ -128,22 +128,14 @@ class Hub:
         self.run_done.set()
 
     def _unlink(self) -> None:
-        try:
-            if self.inode is not None and self.path.stat().st_ino == self.inode:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
+        unlink_if_ours(self.path, self.inode)
 
     def _request(self, client: socket.socket) -> None:
         lock_fd = None
         try:
-            if warm.peer_uid(client) != os.getuid():
-                warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+            header = take_order(client)
+            if header is None:
                 return
-            frame = warm.recv_frame(client)
-            if frame is None or frame[0] != b"h":
-                return
-            header = json.loads(frame[1])
             if header.get("lock"):
                 _, fds, _, _ = socket.recv_fds(client, 1, 1)
                 lock_fd = fds[0] if fds else None

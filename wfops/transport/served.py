@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wfops.errors import ConnectError, WfopsError
 from wfops.targets.target import Target
@@ -22,6 +22,27 @@ if TYPE_CHECKING:
     from paramiko import Channel
 
 ACCEPT_POLL_SECS = 0.5
+
+
+def unlink_if_ours(path: Path, inode: int | None) -> None:
+    """Remove the socket at `path` if it is still the one this process bound (same inode), not a successor's."""
+    try:
+        if inode is not None and path.stat().st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def take_order(client: socket.socket) -> dict[str, Any] | None:
+    """The header of a command's order on `client`; None (another user refused, or no order) when there is none."""
+    if warm.peer_uid(client) != os.getuid():
+        warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+        return None
+    frame = warm.recv_frame(client)
+    if frame is None or frame[0] != b"h":
+        return None
+    header: dict[str, Any] = json.loads(frame[1])
+    return header
 
 
 class Keeper:
@@ -89,11 +110,7 @@ class Keeper:
         self.stopping.set()
 
     def _unlink(self) -> None:
-        try:
-            if self.inode is not None and self.path.stat().st_ino == self.inode:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
+        unlink_if_ours(self.path, self.inode)
 
     def _handle(self, client: socket.socket) -> None:
         try:
@@ -107,13 +124,9 @@ class Keeper:
                 self.last_used = time.monotonic()
 
     def _request(self, client: socket.socket) -> None:
-        if warm.peer_uid(client) != os.getuid():
-            warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+        header = take_order(client)
+        if header is None:
             return
-        frame = warm.recv_frame(client)
-        if frame is None or frame[0] != b"h":
-            return
-        header = json.loads(frame[1])
         if header.get("op") == "stop":
             self.stop()
             warm.send_frame(client, b"x", b"0")
