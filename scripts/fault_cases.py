@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from scripts.fault_matrix import Case, Harness, Res, keeper_pids, one_line, revive_sshd, wait_for
 
@@ -87,18 +88,27 @@ def partition_long(h: Harness) -> tuple[bool, str]:
     return _partition(h, 128)
 
 
+def _six_runs_one_running_on_pod_1(h: Harness, cfg: Path, prefix: str) -> str:
+    """Start six 15 s runs (ids `prefix`0-5) on the fleet; once `prefix`1 runs on pod 1, warm every connection.
+    What went wrong, or ""."""
+    rows = [f"{prefix}{i},config/train_tiny.py,{i},sleep=15,,1," for i in range(6)]
+    res = h.wf(cfg, "sweep.start", "--csv", str(h.csv(rows)))
+    if res.rc != 0:
+        return "sweep.start " + res.short()
+    if not wait_for(lambda: (h.home(1) / "outputs" / f"{prefix}1" / "args.json").exists(), 90):
+        return f"{prefix}1 never started on pod 1"
+    h.wf(cfg, "sweep.status")  # the connections are warm
+    return ""
+
+
 def _dead_pod(h: Harness, **over: str) -> tuple[bool, str]:
     """Issue 23 #2: pod 1 killed (kill -9 of its sshd and every process with its HOME) while it runs one run and
     has one waiting; sweep.wait must move the waiting run and mark the running one lost."""
-    cfg = h.cfg(WF_FAKE_GPUS="1", **over)
-    rows = [f"p{i},config/train_tiny.py,{i},sleep=15,,1," for i in range(6)]
-    res = h.wf(cfg, "sweep.start", "--csv", str(h.csv(rows)))
-    if res.rc != 0:
-        return False, "sweep.start " + res.short()
+    cfg = h.cfg(None, "fleet.env", WF_FAKE_GPUS="1", **over)
     gone = h.fleet.pods[1].address
-    if not wait_for(lambda: (h.home(1) / "outputs" / "p1" / "args.json").exists(), 90):
-        return False, "p1 never started on pod 1"
-    h.wf(cfg, "sweep.status")  # the connections are warm
+    problem = _six_runs_one_running_on_pod_1(h, cfg, "p")
+    if problem:
+        return False, problem
     h.fleet.kill(1)
     res = _sweep_wait(h, cfg, timeout=400)
     data = _json(res)
@@ -239,6 +249,7 @@ def keeper_frozen(h: Harness) -> tuple[bool, str]:
 def _new_host_key(h: Harness, i: int) -> str:
     pod = h.fleet.pods[i]
     cfg_file = pod.sshd.config
+    assert cfg_file is not None, "the fleet's sshd has a config file"
     key = h.case_dir / "new_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     old = cfg_file.read_text()
@@ -251,6 +262,7 @@ def _new_host_key(h: Harness, i: int) -> str:
 
 def _restore_host_key(h: Harness, i: int, old: str) -> None:
     pod = h.fleet.pods[i]
+    assert pod.sshd.config is not None, "the fleet's sshd has a config file"
     pod.sshd.config.write_text(old)
     h.fleet.cut(i)
     revive_sshd(pod.sshd)
@@ -528,13 +540,9 @@ def dead_pod_back(h: Harness) -> tuple[bool, str]:
     """Issue 23 #2's second half: the killed pod comes back (sshd and volume, not its processes) before
     sweep.wait: its waiting run must still be moved (its queue is gone) and its running run marked lost."""
     cfg = h.cfg(WF_FAKE_GPUS="1")
-    rows = [f"q{i},config/train_tiny.py,{i},sleep=15,,1," for i in range(6)]
-    res = h.wf(cfg, "sweep.start", "--csv", str(h.csv(rows)))
-    if res.rc != 0:
-        return False, "sweep.start " + res.short()
-    if not wait_for(lambda: (h.home(1) / "outputs" / "q1" / "args.json").exists(), 90):
-        return False, "q1 never started on pod 1"
-    h.wf(cfg, "sweep.status")
+    problem = _six_runs_one_running_on_pod_1(h, cfg, "q")
+    if problem:
+        return False, problem
     h.fleet.kill(1)
     h.fleet.revive(1)
     res = _sweep_wait(h, cfg, timeout=400)
@@ -577,7 +585,7 @@ def run_fills_disk(h: Harness) -> tuple[bool, str]:
                                                  "next,config/train_tiny.py,2,,,1,"])))
     res = _sweep_wait(h, cfg)
     data = _json(res)
-    row = next((r for r in data.get("runs", []) if r["run_id"] == "filler"), {})
+    row: dict[str, Any] = next((r for r in data.get("runs", []) if r["run_id"] == "filler"), {})
     shown = h.wf(cfg, "sweep.status")
     ok = (row.get("state") == "failed" and "disk_full" in row.get("note", "") and res.rc not in (0, 124)
           and "Traceback" not in res.err + shown.err and shown.rc == 0)
