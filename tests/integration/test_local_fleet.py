@@ -8,9 +8,9 @@ import json
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from tests.conftest import wait_until
 from tests.fleet import Fleet, FleetPod
 from tests.realparts import pids_with_env, running
 from tests.slowness import scaled
@@ -92,11 +92,15 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
              f"{fleet.user}@{fleet.pods[0].host}", "sleep 304"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + scaled(10)
-        while not any(b"sleep\x00304" in _cmdline(p) for p in fleet.pids()) and time.time() < deadline:
-            time.sleep(0.05)
-        before = fleet.pids()
-        assert {p.sshd.proc.pid for p in fleet.pods} <= set(before) and len(before) >= 2 + 2 * 3 + 1
+        # every process started above, the hanging connection's `sleep 304` included (an event, not a clock:
+        # under load its login took longer than a 10 s deadline, and the test then counted too few)
+        def all_up() -> list[int] | None:
+            pids = fleet.pids()
+            hangs = any(b"sleep\x00304" in _cmdline(p) for p in pids)
+            return pids if hangs and len(pids) >= 2 + 2 * 3 + 1 else None
+
+        before = wait_until(all_up, timeout=60, what="every fleet process")
+        assert {p.sshd.proc.pid for p in fleet.pods} <= set(before)
     finally:
         fleet.stop()
     assert fleet.pids() == []
