@@ -80,11 +80,14 @@ def test_a_killed_pod_refuses_connections_and_its_processes_are_gone_until_it_is
 
 
 def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
-    fleet = Fleet.start(tmp_path / "fleet", 2)
+    # a short root: tmux's socket (HOME/.tmux/tmux-0/fleet) must fit a unix socket path (107 bytes) under
+    # /tmp/pytest-of-root/pytest-NNNN/popen-gwN/<test>/: with "fleet" and a 4-digit run number it did not, tmux
+    # failed unseen, and the count of processes came up short
+    fleet = Fleet.start(tmp_path / "f", 2)
     try:
         for pod in fleet.pods:
             res = ssh(fleet, pod, "bash -s", "setsid sleep 302 >/dev/null 2>&1 < /dev/null &\n"
-                                             "tmux -L fleet new-session -d 'sleep 303'\necho ok\n")
+                                             "tmux -L fleet new-session -d 'sleep 303' && echo ok\n")
             assert res.stdout == "ok\n", res.stderr
         # a connection still open while the fleet stops
         hanging = subprocess.Popen(
@@ -92,14 +95,17 @@ def test_a_stopped_fleet_leaves_nothing_running(tmp_path: Path):
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
              f"{fleet.user}@{fleet.pods[0].host}", "sleep 304"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # every process started above, the hanging connection's `sleep 304` included (an event, not a clock:
-        # under load its login took longer than a 10 s deadline, and the test then counted too few)
+        # every process started above, the hanging connection's `sleep 304` included (an event, not a clock)
         def all_up() -> list[int] | None:
             pids = fleet.pids()
             hangs = any(b"sleep\x00304" in _cmdline(p) for p in pids)
             return pids if hangs and len(pids) >= 2 + 2 * 3 + 1 else None
 
-        before = wait_until(all_up, timeout=60, what="every fleet process")
+        try:
+            before = wait_until(all_up, timeout=60, what="every fleet process")
+        except AssertionError as exc:  # which ones: the command lines of what is there
+            seen = [_cmdline(p).replace(b"\0", b" ").decode(errors="replace") for p in fleet.pids()]
+            raise AssertionError(f"{exc}; there: {seen}") from None
         assert {p.sshd.proc.pid for p in fleet.pods} <= set(before)
     finally:
         fleet.stop()
