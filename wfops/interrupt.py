@@ -33,14 +33,14 @@ _state = {"guarded": False, "tasks_ran": False}
 def program_name() -> str:
     """The running program's name: the script's (`wfops`, `inv`), or the module's for `python [-X opt] -m NAME`
     (while Python starts, sys.argv is only ['-m']: sys.orig_argv has the name)."""
-    argv = list(getattr(sys, "orig_argv", None) or [])
+    argv = sys.orig_argv  # Python >= 3.10 (the client's floor)
     if "-m" in argv[1:-1]:
         at = argv.index("-m")
         options = " ".join(argv[1:at]).replace("-X ", "-X").replace("-W ", "-W").split()
         if all(o.startswith("-") for o in options):  # not `python script.py -m x` nor `python -c code -m x`
             return argv[at + 1]
     name = os.path.basename(sys.argv[0] if sys.argv else "")
-    if name == "__main__.py":  # python -m wfops / python -m invoke, once runpy set sys.argv
+    if name == "__main__.py":  # python path/to/wfops/__main__.py
         name = os.path.basename(os.path.dirname(sys.argv[0]))
     return name
 
