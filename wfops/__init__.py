@@ -6,7 +6,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
 
     __main__.py               `python -m wfops`: the console script
     cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
-    lean.py                   a read-only command with its keeper warm, without invoke or the task tree
+    lean.py                   a read-only command (or run.fetch) with its keeper warm, without invoke or the task tree
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table

@@ -59,14 +59,14 @@ def local_generations(dest: Path, have: dict[str, dict[str, Any]]) -> dict[str, 
 
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
                by_hash: bool = False, only: list[str] | None = None, member: Member | None = None,
-               log: LineSink = stderr_line, merge_replaced: bool = False) -> Fetched:
+               log: LineSink = stderr_line, merge_replaced: bool = False, command: PodCommand | None = None) -> Fetched:
     """`member`: the pod to fetch from (default: the config's one target); `log`: where its progress lines go;
     `merge_replaced`: a run replaced on the pod since its local copy was fetched is fetched into that copy
-    (mixing both) instead of a fresh folder."""
+    (mixing both) instead of a fresh folder; `command`: one with its session open already (wfops.lean)."""
     check_request(run_id, all_runs, sweep)
     dest = Path(settings.local_artifacts_dir).expanduser()
     t0 = time.time()
-    with PodCommand("run.fetch", settings, member=member, log=log) as cmd:
+    with command or PodCommand("run.fetch", settings, member=member, log=log) as cmd:
         have = local_index(dest, [run_id] if run_id else None, by_hash)
         receiver = TarReceiver(dest, {run_id} if run_id else None, merge_replaced=merge_replaced)
         try:
