@@ -260,14 +260,14 @@ class _Work:
     def fetch(self, cmd: Any) -> dict[str, Any]:
         """run.fetch from the one pod as the task fetches (wfops.tasks.run.fetch_from, no fleet): the summary on
         stderr, the local folders as its answer."""
-        from wfops.artifacts.transfer import fetch_runs, report
+        from wfops.artifacts.transfer import fetch_runs, report, resolved
         from wfops.transport.session import stderr_line
 
         v = self.values
         fetched = fetch_runs(self.settings, v["run_id"] or "", v["all"], v["sweep"] or "", v["hash"],
                              merge_replaced=v["merge_replaced"], command=cmd)
         stderr_line(report(fetched))
-        return {"runs": [str(path.resolve()) for path in fetched.runs]}
+        return {"runs": resolved(fetched.runs)}
 
     def show(self, data: dict[str, Any]) -> None:
         from wfops import views

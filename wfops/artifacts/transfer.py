@@ -84,6 +84,16 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
                    receiver.aside)
 
 
+def resolved(runs: list[Path]) -> list[str]:
+    """The absolute, resolved paths of fetched run dirs, as Path.resolve() gives them: the folder resolved once
+    (1,000 runs: one realpath instead of 1,000), a run dir that is a link resolved itself."""
+    if not runs:
+        return []
+    base = runs[0].parent.resolve()
+    return [str(run.resolve() if run.parent != runs[0].parent or run.is_symlink() else base / run.name)
+            for run in runs]
+
+
 def report(f: Fetched) -> str:
     """The summary line (stderr), and the files kept here that the pod no longer has."""
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
