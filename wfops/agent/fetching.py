@@ -122,8 +122,10 @@ def generation(run_dir: str) -> str:
 
 def replaced(run_dir: str, mine: Json, generations: Json, rid: str) -> bool:
     """Whether the client's copy of `rid` (files `mine`, generation in `generations`) is of another run dir."""
+    if not mine or rid not in generations:  # nothing to compare: the generation file is not read
+        return False
     here = generation(run_dir)
-    return bool(mine) and bool(here) and rid in generations and str(generations[rid] or "") != here
+    return bool(here) and str(generations[rid] or "") != here
 
 
 @command(wire.FETCH_PLAN)

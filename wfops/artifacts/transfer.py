@@ -7,6 +7,7 @@ and the extractor puts each file in place as it completes (wfops.artifacts.fetch
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -89,8 +90,9 @@ def resolved(runs: list[Path]) -> list[str]:
     (1,000 runs: one realpath instead of 1,000), a run dir that is a link resolved itself."""
     if not runs:
         return []
-    base = runs[0].parent.resolve()
-    return [str(run.resolve() if run.parent != runs[0].parent or run.is_symlink() else base / run.name)
+    parent = runs[0].parent
+    base = str(parent.resolve())
+    return [str(run.resolve()) if run.parent != parent or os.path.islink(run) else os.path.join(base, run.name)
             for run in runs]
 
 
