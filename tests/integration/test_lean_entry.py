@@ -166,5 +166,10 @@ def test_run_fetch_is_lean_and_fetches_exactly_as_the_full_path(ssh_pod: Pod):
     changed = ssh_pod.wf("run.fetch", "r002", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert changed.rc == 0 and "invoke" not in imported(changed) and "1 file(s) new or changed" in changed.err
     assert (local / "r002" / "status.json").read_text() == '{"changed": true}'
+    for args in (("run.fetch", "nosuch"), ("run.fetch", "--sweep", "sweep-20991231T000000Z")):  # the pod refuses
+        lean, full = both_ways(ssh_pod, *args)
+        assert lean.rc == 5
+        assert_same(lean, full, args)
+    assert not [p.name for p in local.iterdir() if p.name.startswith(".incoming-")]  # no staging left behind
     both = ssh_pod.wf("run.fetch", "r001", "--all", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert both.rc == 2 and "invoke" in imported(both) and both.last_err.startswith("wfops: give one RUN_ID")
