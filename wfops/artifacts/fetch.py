@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +91,21 @@ def claim_staging(dest_root: Path) -> tuple[Path, int]:
             os.close(fd)
 
 
+def _remove_tree(path: Path) -> None:
+    """rmtree, ignoring errors; an empty folder (a fetch that finished, or had nothing to send) without importing
+    shutil (it imports bz2, lzma and zlib: ~8 ms of a repeated fetch)."""
+    try:
+        os.rmdir(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:  # not empty (or not a folder)
+        pass
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_abandoned_staging(dest_root: Path) -> list[Path]:
     """Remove the staging folders of fetches that are gone (their lock is free); returns them."""
     removed = []
@@ -103,7 +117,7 @@ def remove_abandoned_staging(dest_root: Path) -> list[Path]:
         if fd is None:  # a fetch that is still running
             continue
         try:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path)
             removed.append(path)
         finally:
             os.close(fd)
@@ -290,7 +304,7 @@ class TarReceiver:
         if self.lock_fd < 0:
             return
         try:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            _remove_tree(self.staging)
         finally:
             os.close(self.lock_fd)
             self.lock_fd = -1
