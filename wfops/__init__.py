@@ -77,6 +77,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     artifacts/                bringing run directories home (run.fetch)
     artifacts/transfer.py     run.fetch: what to ask for, the one exec that streams it, what to tell the user
     artifacts/fetch.py        receiving the tar stream: an extractor process that places file by file
+    artifacts/index.py        what this machine has of fetched runs: the index run.fetch sends
     tasks/                    the invoke task tree: thin adapters (options -> the layer below -> output, exit)
     tasks/_base.py            what every task shares: the error boundary, option checks, settings, output
     tasks/_parsing.py         invoke's command line, for wfops and inv: optional positionals, did you mean, pipes

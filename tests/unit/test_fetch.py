@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wfops.artifacts import fetch
+from wfops.artifacts import fetch, index
 from wfops.errors import RemoteError
 
 
@@ -69,9 +69,9 @@ def test_the_local_index_has_size_and_mtime_or_hash(tmp_path):
     os.utime(tmp_path / "r1" / "sub" / "a.txt", (1_700_000_000.7, 1_700_000_000.7))
     (tmp_path / "r1" / "link").symlink_to("/etc/passwd")
     (tmp_path / ".incoming-1-2").mkdir()
-    assert fetch.local_index(tmp_path, None, by_hash=False) == {"r1": {"sub/a.txt": [3, 1_700_000_000]}}
+    assert index.local_index(tmp_path, None, by_hash=False) == {"r1": {"sub/a.txt": [3, 1_700_000_000]}}
     digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert fetch.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
+    assert index.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "other-run/x"])

@@ -1,7 +1,7 @@
 """run.fetch: what to ask the pod for, the one exec that streams it, and what to tell the user.
 
 One connection (the warm keeper's, or this command's own), one exec: the request carries this machine's index
-of the runs (wfops.artifacts.fetch.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
+of the runs (wfops.artifacts.index.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
 and the extractor puts each file in place as it completes (wfops.artifacts.fetch.TarReceiver).
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from wfops.agent.states import GENERATION_FILE
-from wfops.artifacts.fetch import TarReceiver, local_index
+from wfops.artifacts.fetch import TarReceiver
+from wfops.artifacts.index import local_index
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
