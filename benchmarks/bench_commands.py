@@ -2,6 +2,7 @@
 the floors measured in the same run; the pod agent's own start; a --watch refresh; run.fetch full and repeated.
 
     .venv/bin/python benchmarks/bench_commands.py [--repeat 15] [--fetch-mb 200] [--baseline DIR]
+    .venv/bin/python benchmarks/bench_commands.py --fetch-only [--repeat 9] [--fetch-rounds 5]   # run.fetch alone
 
 `--baseline DIR`: a checkout of older code (`git archive 821df59 | tar -x -C DIR`), run as `python -m wfops`
 beside, in the same rounds (it has no keeper: its rows compare with "cold").
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -114,7 +116,9 @@ def watch_refresh(work: Path, n: int) -> list[list[str]]:
     return [["sweep.status --watch: one refresh, 1,000 runs", ms(samples), p90(samples)]]
 
 
-def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int) -> list[list[str]]:
+def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int, rounds: int = 3) -> list[list[str]]:
+    """Full copies interleaved with `ssh tar c | tar x` (`rounds`), then repeated fetches interleaved with a warm
+    fsm.status (`n`): medians and their ratios."""
     outputs = work / "pod" / "outputs"
     big = outputs / "big"
     big.mkdir(parents=True, exist_ok=True)
@@ -140,7 +144,6 @@ def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int) -> list[list
         cmd = " ".join(ssh_argv(sshd, f"tar -C {outputs} -cf - big")) + f" | tar -C {plain_dest} -xf -"
         subprocess.run(["bash", "-c", cmd], check=True)
 
-    rounds = 3
     fetch_s, tar_s = [], []
     for _ in range(rounds):  # interleaved, so both see the same machine load
         fetch_s += timed(full, 1, warmup=0)
@@ -152,14 +155,21 @@ def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int) -> list[list
         res = wf(env, "run.fetch", "--all")
         wires.append(int(re.search(r"([\d,]+) bytes on the wire", res.stderr).group(1).replace(",", "")))
 
-    again_s = timed(again, n)
-    med = lambda s: sorted(s)[len(s) // 2]  # noqa: E731
+    again_s, status_s = [], []
+    wf(env, "fsm.status")
+    for _ in range(n):  # interleaved with the warm read-only command it is compared with
+        again_s += timed(again, 1, warmup=0)
+        status_s += timed(lambda: wf(env, "fsm.status"), 1, warmup=0)
+    med = statistics.median
     return [
         [f"wfops run.fetch big: full copy of {size_mb:.0f} MB (warm)", f"{med(fetch_s) * 1000:.0f}",
          f"{size_mb / med(fetch_s):.0f} MB/s"],
         [f"ssh host tar c \\| tar x, {size_mb:.0f} MB", f"{med(tar_s) * 1000:.0f}", f"{size_mb / med(tar_s):.0f} MB/s"],
+        ["full copy: wfops speed / tar speed (goal >= 0.95)", "", f"{med(tar_s) / med(fetch_s):.2f}x"],
         ["wfops run.fetch --all again, nothing changed (1,001 runs, warm)", ms(again_s),
          f"{max(wires)} bytes on the wire"],
+        ["wfops fsm.status (warm), same rounds", ms(status_s), ""],
+        ["repeated fetch / warm fsm.status (goal <= 1.2)", "", f"{med(again_s) / med(status_s):.2f}x"],
     ]
 
 
@@ -168,6 +178,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--fetch-mb", type=int, default=200)
     ap.add_argument("--baseline", type=Path, help="a checkout of older code to measure beside (python -m wfops)")
+    ap.add_argument("--fetch-only", action="store_true", help="only the run.fetch table")
+    ap.add_argument("--fetch-rounds", type=int, default=3, help="interleaved rounds of the full copies")
     opts = ap.parse_args()
     n = opts.repeat
     with loopback_pod("ssh", WF_PERSIST_SECS="300") as (work, sshd, env):
@@ -180,6 +192,11 @@ def main() -> None:
         wf(env, "fsm.reset", "CHECKED_OUT")
         synthetic_sweep(work / "pod" / "outputs", 1000)
         assert len(json.loads(wf(env, "sweep.status", "--json").stdout)["runs"]) == 1000
+        if opts.fetch_only:
+            print_table(f"run.fetch (median of {opts.fetch_rounds} interleaved rounds for the full copies)",
+                        ["what", "ms", "rate / bytes"],
+                        fetch_rows(env, work, sshd, opts.fetch_mb, n, opts.fetch_rounds))
+            return
         rows = read_only(env, cold_env, n, opts.baseline)
         samples = timed(lambda: subprocess.run(ssh_argv(sshd, "true"), check=True), n)
         rows.append(["floor: OpenSSH `ssh host true`", ms(samples), p90(samples)])
@@ -189,8 +206,9 @@ def main() -> None:
         print_table("The pod agent's own start (python3 -I -S, this machine's system python)",
                     ["what", "median ms", "p90 ms"], agent_start(work / "pod" / "outputs", n))
         print_table("--watch", ["what", "median ms", "p90 ms"], watch_refresh(work, n))
-        print_table("run.fetch (median of 3 interleaved rounds for the full copies)",
-                    ["what", "ms", "rate / bytes"], fetch_rows(env, work, sshd, opts.fetch_mb, max(5, n // 3)))
+        print_table(f"run.fetch (median of {opts.fetch_rounds} interleaved rounds for the full copies)",
+                    ["what", "ms", "rate / bytes"],
+                    fetch_rows(env, work, sshd, opts.fetch_mb, max(5, n // 3), opts.fetch_rounds))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
 
     __main__.py               `python -m wfops`: the console script
     cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
-    lean.py                   a read-only command with its keeper warm, without invoke or the task tree
+    lean.py                   a read-only command (or run.fetch) with its keeper warm, without invoke or the task tree
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
@@ -77,6 +77,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     artifacts/                bringing run directories home (run.fetch)
     artifacts/transfer.py     run.fetch: what to ask for, the one exec that streams it, what to tell the user
     artifacts/fetch.py        receiving the tar stream: an extractor process that places file by file
+    artifacts/index.py        what this machine has of fetched runs: the index run.fetch sends
     tasks/                    the invoke task tree: thin adapters (options -> the layer below -> output, exit)
     tasks/_base.py            what every task shares: the error boundary, option checks, settings, output
     tasks/_parsing.py         invoke's command line, for wfops and inv: optional positionals, did you mean, pipes

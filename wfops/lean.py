@@ -15,6 +15,10 @@ not a plain SSH one or has notes, WF_PERSIST_SECS=0, a keeper gone, stale or fro
 any error before the request left. No keeper answering: it is started here as the full path starts it
 (wfops.transport.leanexec), so the first command does not pay for invoke either. From there on the command is
 this path's: an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
+
+run.fetch (one pod, not a fleet) takes this path too (LOCAL_WRITES): on the pod it only reads, and a repeated
+fetch with nothing changed then costs about a warm read-only command. It runs wfops.artifacts.transfer.fetch_runs
+as the task does; SIGTERM is raised like Ctrl-C there, so its staging folder is removed on the way out.
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ LEAN: dict[str, tuple[Option, ...]] = {
     "sweep.status": (Option("sweep", str, ""), Option("sort", str, None), JSON, WATCH, CONFIG),
     "sweep.list": (JSON, CONFIG),
 }
+# run.fetch is not read-only (it writes here: LOCAL_ARTIFACTS_DIR), but on the pod it only reads: a repeated fetch
+# with nothing changed costs about a warm read-only command this way (issue 24); its one positional is the run id
+LOCAL_WRITES: dict[str, tuple[Option, ...]] = {
+    "run.fetch": (Option("run_id", str, None), Option("all", bool, False), Option("sweep", str, None),
+                  Option("hash", bool, False), Option("merge_replaced", bool, False), CONFIG),
+}
+POSITIONAL = {"run.fetch": "run_id"}
 # the other read-only commands always take the full path, and why (tests/unit/test_lean.py: every read-only
 # command of wfops.agent.states.RULES is in LEAN or here)
 FULL_ONLY = {
@@ -73,14 +84,18 @@ FULL_ONLY = {
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     """(command, the task's keyword arguments), or None where the full path must parse (and maybe refuse)."""
-    if not argv or argv[0] not in LEAN:
+    if not argv or argv[0] not in (*LEAN, *LOCAL_WRITES):
         return None
-    options = LEAN[argv[0]]
+    options = LEAN.get(argv[0]) or LOCAL_WRITES[argv[0]]
     by_flag = {o.flag: o for o in options}
     values: dict[str, Any] = {o.name: o.default for o in options}
     seen: set[str] = set()
     rest = iter(argv[1:])
     for arg in rest:
+        if arg[:1] not in ("-", "") and POSITIONAL.get(argv[0]) not in (None, *seen):  # invoke: the positional first
+            seen.add(POSITIONAL[argv[0]])
+            values[POSITIONAL[argv[0]]] = arg
+            continue
         flag, eq, value = arg.partition("=")
         if arg == "-c":
             flag = CONFIG.flag
@@ -141,6 +156,15 @@ def _terminated(signum: int, frame: Any) -> None:
     os._exit(EXIT_TERMINATED)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a lean run.fetch: raised like Ctrl-C, so that its staging folder is removed on the way out
+    (as the task boundary does it)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _run(command: str, values: dict[str, Any]) -> int:
     from wfops.errors import WfopsError
     from wfops.interrupt import InTask
@@ -149,7 +173,7 @@ def _run(command: str, values: dict[str, Any]) -> int:
     try:
         settings, target = _prepare(command, values)
         work = _Work(command, values, settings, target)
-        previous = signal.signal(signal.SIGTERM, _terminated)  # as the task boundary says it: one line, 143
+        previous = signal.signal(signal.SIGTERM, _raise_terminated if command in LOCAL_WRITES else _terminated)
         try:
             with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
                 data = work.ask()
@@ -163,6 +187,9 @@ def _run(command: str, values: dict[str, Any]) -> int:
         return exc.code
     except BrokenPipeError:
         return EXIT_BROKEN_PIPE
+    except _Terminated:  # as the task boundary says it: one line, 143
+        print("wfops: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("wfops: interrupted", file=sys.stderr)
         return 130
@@ -181,6 +208,10 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
             from wfops.tracked import check_task_id
 
             check_task_id(values["id"])
+        if command == "run.fetch":
+            from wfops.artifacts.transfer import check_request
+
+            check_request(values["run_id"] or "", values["all"], values["sweep"] or "")
         settings = load_settings(find_config(values["config"], Path.cwd(), os.environ, None))
         if settings.warnings or os.environ.get(resolve.POD_ENV, "").strip() or not settings.wf_persist_secs:
             raise Fallback()
@@ -212,6 +243,8 @@ class _Work:
         cmd = PodCommand(self.command, s, target=self.target)
         cmd.session = keeper_session(self.target, cmd.redact, float(s.wf_persist_secs))
         try:
+            if self.command == "run.fetch":
+                return self.fetch(cmd)
             if self.command == "fsm.status":
                 return cmd.call("fsm-show")
             if self.command == "task.status":
@@ -224,11 +257,26 @@ class _Work:
         finally:
             cmd.session.close()
 
+    def fetch(self, cmd: Any) -> dict[str, Any]:
+        """run.fetch from the one pod as the task fetches (wfops.tasks.run.fetch_from, no fleet): the summary on
+        stderr, the local folders as its answer."""
+        from wfops.artifacts.transfer import fetch_runs, report, resolved
+        from wfops.transport.session import stderr_line
+
+        v = self.values
+        fetched = fetch_runs(self.settings, v["run_id"] or "", v["all"], v["sweep"] or "", v["hash"],
+                             merge_replaced=v["merge_replaced"], command=cmd)
+        stderr_line(report(fetched))
+        return {"runs": resolved(fetched.runs)}
+
     def show(self, data: dict[str, Any]) -> None:
         from wfops import views
         from wfops.output import emit
 
-        as_json = bool(self.values["json"])
+        as_json = bool(self.values.get("json"))
+        if self.command == "run.fetch":
+            emit(data, False, lambda: "\n".join(data["runs"]))
+            return
         if self.command == "sweep.status":
             from wfops.sweeps import recover
             from wfops.sweeps.status import status_text

@@ -127,8 +127,10 @@ def _fetch_held_mid_stream(pod: Pod) -> Iterator[tuple[subprocess.Popen, int]]:
         _clean_up(proc, extractor)
 
 
-def test_sigterm_during_a_fetch_removes_its_staging_and_says_so(big_run: Pod):
+@pytest.mark.parametrize("persist", ["0", "60"], ids=["own-connection", "warm-keeper"])  # warm ssh: the lean entry
+def test_sigterm_during_a_fetch_removes_its_staging_and_says_so(big_run: Pod, persist: str):
     pod = big_run
+    pod.configure(WF_PERSIST_SECS=persist)
     with _fetch_held_mid_stream(pod) as (proc, _):
         assert len(_staging(pod)) == 1
         proc.send_signal(signal.SIGTERM)

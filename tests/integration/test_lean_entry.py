@@ -129,3 +129,47 @@ def test_the_first_command_starts_the_keeper_as_the_full_path_does(ssh_pod: Pod)
     full = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": "0"})
     assert "invoke" not in imported(lean) and lean.rc != 0 and lean.last_err.startswith("wfops: ")
     assert (lean.rc, lean.out, without_importtime(lean.err)) == (full.rc, full.out, full.err)
+
+
+def fetch_summary(err: str) -> str:
+    """The summary line without its seconds (they differ between two fetches)."""
+    return re.sub(r" in \d+\.\ds$", " in N s", without_importtime(err).strip(), flags=re.M)
+
+
+def test_run_fetch_is_lean_and_fetches_exactly_as_the_full_path(ssh_pod: Pod):
+    """run.fetch with a warm keeper: the same files, the same stdout and summary as the full path; a repeated
+    fetch with nothing changed moves nothing; a fleet-free request the lean parser does not take falls back."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.reset", "CHECKED_OUT", "--reason", "lean fetch")
+    finished_sweep(ssh_pod, 3)
+    (ssh_pod.outputs / "r001" / "sub").mkdir()
+    (ssh_pod.outputs / "r001" / "sub" / "blob.bin").write_bytes(bytes(range(256)) * 4000)
+    local = ssh_pod.root.parent / "artifacts"
+    results = []
+    for lean_off in (False, True):
+        shutil.rmtree(local, ignore_errors=True)
+        env = {"PYTHONPROFILEIMPORTTIME": "1", **({"WFOPS_LEAN": "0"} if lean_off else {})}
+        first = ssh_pod.wf("run.fetch", "--all", env=env)
+        again = ssh_pod.wf("run.fetch", "--all", env=env)
+        one = ssh_pod.wf("run.fetch", "r001", env=env)
+        for res in (first, again, one):
+            assert res.rc == 0, res.err
+            assert ("invoke" in imported(res)) == lean_off
+        for rid in ("r000", "r001", "r002"):
+            for path in (ssh_pod.outputs / rid).rglob("*"):
+                if path.is_file():
+                    assert (local / rid / path.relative_to(ssh_pod.outputs / rid)).read_bytes() == path.read_bytes()
+        assert "0 file(s) new or changed" in again.err and " 0 bytes on the wire" in again.err
+        results.append([(r.out, fetch_summary(r.err)) for r in (first, again, one)])
+    assert results[0] == results[1]
+    (ssh_pod.outputs / "r002" / "status.json").write_text('{"changed": true}')
+    changed = ssh_pod.wf("run.fetch", "r002", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert changed.rc == 0 and "invoke" not in imported(changed) and "1 file(s) new or changed" in changed.err
+    assert (local / "r002" / "status.json").read_text() == '{"changed": true}'
+    for args in (("run.fetch", "nosuch"), ("run.fetch", "--sweep", "sweep-20991231T000000Z")):  # the pod refuses
+        lean, full = both_ways(ssh_pod, *args)
+        assert lean.rc == 5
+        assert_same(lean, full, args)
+    assert not [p.name for p in local.iterdir() if p.name.startswith(".incoming-")]  # no staging left behind
+    both = ssh_pod.wf("run.fetch", "r001", "--all", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert both.rc == 2 and "invoke" in imported(both) and both.last_err.startswith("wfops: give one RUN_ID")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wfops.artifacts import fetch
+from wfops.artifacts import fetch, index
 from wfops.errors import RemoteError
 
 
@@ -69,9 +69,9 @@ def test_the_local_index_has_size_and_mtime_or_hash(tmp_path):
     os.utime(tmp_path / "r1" / "sub" / "a.txt", (1_700_000_000.7, 1_700_000_000.7))
     (tmp_path / "r1" / "link").symlink_to("/etc/passwd")
     (tmp_path / ".incoming-1-2").mkdir()
-    assert fetch.local_index(tmp_path, None, by_hash=False) == {"r1": {"sub/a.txt": [3, 1_700_000_000]}}
+    assert index.local_index(tmp_path, None, by_hash=False) == {"r1": {"sub/a.txt": [3, 1_700_000_000]}}
     digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert fetch.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
+    assert index.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "other-run/x"])
@@ -183,3 +183,33 @@ def test_a_top_level_dot_name_is_refused(tmp_path):
     with pytest.raises(RemoteError, match="unexpected path"):
         receiver.finish()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pod_lists_regular_files_by_folder_and_name_and_follows_no_link(tmp_path):
+    from wfops.agent.fetching import run_files
+
+    run = tmp_path / "r1"
+    (run / "sub" / "deep").mkdir(parents=True)
+    (run / "a").mkdir()
+    for name in ("z.txt", "b.txt", "sub/x", "sub/deep/y", "a/w"):
+        (run / name).write_text(name)
+    (run / "dirlink").symlink_to(tmp_path)  # a link to a folder outside: not walked
+    (run / "filelink").symlink_to(run / "b.txt")
+    os.mkfifo(run / "fifo")
+    found = list(run_files(str(run)))
+    assert [rel for rel, _, _ in found] == ["b.txt", "z.txt", "a/w", "sub/x", "sub/deep/y"]  # os.walk's order
+    assert all(full == str(run / rel) and st.st_size == len(rel) for rel, full, st in found)
+    assert list(run_files(str(tmp_path / "gone"))) == []
+
+
+def test_the_fetched_run_dirs_are_shown_as_path_resolve_gives_them(tmp_path):
+    from wfops.artifacts.transfer import resolved
+
+    real = tmp_path / "real"
+    (real / "r1").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (real / "r2").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "via").symlink_to(real)  # LOCAL_ARTIFACTS_DIR through a link
+    runs = [tmp_path / "via" / "r1", tmp_path / "via" / "r2"]
+    assert resolved(runs) == [str(real / "r1"), str(tmp_path / "elsewhere")] == [str(p.resolve()) for p in runs]
+    assert resolved([]) == []

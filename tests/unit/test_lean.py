@@ -89,3 +89,34 @@ def test_an_invoke_config_may_name_the_wfops_config_so_the_full_path_reads_it(tm
     assert lean.invoke_configured({"INVOKE_WFOPS_CONFIG": "x.env"})
     (tmp_path / ".invoke.yaml").write_text("wfops:\n  config: other.env\n")
     assert lean.invoke_configured({"PATH": "/bin"})
+
+
+def test_run_fetch_lean_options_are_the_tasks_options():
+    task = ns["run.fetch"]
+    declared = {a.attr_name or a.name: (a.kind, a.default, a.positional) for a in task.get_arguments()}
+    ours = {o.name: (o.kind, o.default, lean.POSITIONAL.get("run.fetch") == o.name)
+            for o in lean.LOCAL_WRITES["run.fetch"]}
+    assert ours == declared
+    assert not set(lean.LOCAL_WRITES) & (set(lean.LEAN) | set(lean.FULL_ONLY))
+
+
+FETCH_TAKEN = [
+    ["run.fetch", "--all"], ["run.fetch", "r1"], ["run.fetch", "--hash", "r1"], ["run.fetch", "r1", "--merge-replaced"],
+    ["run.fetch", "--sweep", "sweep-1", "--all", "-c", "x.env"], ["run.fetch", "--run-id", "r1"],
+    ["run.fetch", "--run-id=r.1"], ["run.fetch", "fsm.status"],  # invoke: the positional first, a task name or not
+]
+
+
+@pytest.mark.parametrize("argv", FETCH_TAKEN, ids=" ".join)
+def test_what_the_lean_parser_takes_of_run_fetch_invoke_reads_the_same(argv: list[str]):
+    expected = invoke_values(argv)
+    expected["run_id"] = expected["run_id"] or None  # invoke's '' for a positional not given: the same request
+    assert lean.parse(argv) == (argv[0], expected)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run.fetch", "r1", "r2"], ["run.fetch", "r1", "--run-id", "r2"], ["run.fetch", "--all=yes"],
+    ["run.fetch", "--sweep"], ["run.fetch", "-a"], ["run.fetch", "--all", "--all"], ["run.fetch", "--watch"],
+], ids=" ".join)
+def test_run_fetch_lines_the_lean_parser_does_not_take(argv: list[str]):
+    assert lean.parse(argv) is None

@@ -1,12 +1,13 @@
 """run.fetch: what to ask the pod for, the one exec that streams it, and what to tell the user.
 
 One connection (the warm keeper's, or this command's own), one exec: the request carries this machine's index
-of the runs (wfops.artifacts.fetch.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
+of the runs (wfops.artifacts.index.local_index), the pod answers with a tar of what differs (wfops/agent/fetching.py),
 and the extractor puts each file in place as it completes (wfops.artifacts.fetch.TarReceiver).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from wfops.agent.states import GENERATION_FILE
-from wfops.artifacts.fetch import TarReceiver, local_index
+from wfops.artifacts.fetch import TarReceiver
+from wfops.artifacts.index import local_index
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
@@ -59,14 +61,14 @@ def local_generations(dest: Path, have: dict[str, dict[str, Any]]) -> dict[str, 
 
 def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, sweep: str = "",
                by_hash: bool = False, only: list[str] | None = None, member: Member | None = None,
-               log: LineSink = stderr_line, merge_replaced: bool = False) -> Fetched:
+               log: LineSink = stderr_line, merge_replaced: bool = False, command: PodCommand | None = None) -> Fetched:
     """`member`: the pod to fetch from (default: the config's one target); `log`: where its progress lines go;
     `merge_replaced`: a run replaced on the pod since its local copy was fetched is fetched into that copy
-    (mixing both) instead of a fresh folder."""
+    (mixing both) instead of a fresh folder; `command`: one with its session open already (wfops.lean)."""
     check_request(run_id, all_runs, sweep)
     dest = Path(settings.local_artifacts_dir).expanduser()
     t0 = time.time()
-    with PodCommand("run.fetch", settings, member=member, log=log) as cmd:
+    with command or PodCommand("run.fetch", settings, member=member, log=log) as cmd:
         have = local_index(dest, [run_id] if run_id else None, by_hash)
         receiver = TarReceiver(dest, {run_id} if run_id else None, merge_replaced=merge_replaced)
         try:
@@ -82,6 +84,17 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
     return Fetched([r for r in runs if r.is_dir()], receiver.files, int(plan.get("unchanged") or 0),
                    receiver.received, time.time() - t0, int(plan.get("gone") or 0), list(plan.get("gone_names") or []),
                    receiver.aside)
+
+
+def resolved(runs: list[Path]) -> list[str]:
+    """The absolute, resolved paths of fetched run dirs, as Path.resolve() gives them: the folder resolved once
+    (1,000 runs: one realpath instead of 1,000), a run dir that is a link resolved itself."""
+    if not runs:
+        return []
+    parent = runs[0].parent
+    base = str(parent.resolve())
+    return [str(run.resolve()) if run.parent != parent or os.path.islink(run) else os.path.join(base, run.name)
+            for run in runs]
 
 
 def report(f: Fetched) -> str:

@@ -51,6 +51,8 @@ class PodCommand:
         self.installed: list[str] = []  # where this command installed the pod agent (first contact)
 
     def __enter__(self) -> PodCommand:
+        if self.session is not None:  # given one already (the lean entry's keeper session, wfops.lean)
+            return self
         if self.target is None:
             if self.member is None:
                 self.member = resolve.one(self.settings)
