@@ -63,13 +63,18 @@ def config_probes(explicit: str | None, cwd: str, environ: os._Environ[str] | di
 
 
 def _code_stamp() -> list[Any]:
+    """The interpreter, and every file of the wfops package: its path, size and mtime (an edit, an upgrade)."""
     files: list[Any] = [sys.version, sys.executable]
-    for top, dirs, names in os.walk(_PACKAGE):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(names):
-            if not name.endswith(".pyc"):
-                st = os.stat(os.path.join(top, name))
-                files.append([os.path.relpath(os.path.join(top, name), _PACKAGE), st.st_size, st.st_mtime_ns])
+    folders = [_PACKAGE]
+    while folders:
+        with os.scandir(folders.pop()) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False):
+                    if e.name != "__pycache__":
+                        folders.append(e.path)
+                    continue
+                st = e.stat()
+                files += [e.path, st.st_size, st.st_mtime_ns]
     return files
 
 
