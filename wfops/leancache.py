@@ -21,9 +21,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
+from wfops.agent.wire import TYPE_CHECKING
 from wfops.transport.leanwire import Before, Exchange, Failed
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (wfops.lean)
 CACHE_OFF_ENV = "WFOPS_LEAN_CACHE"  # "0": no cached fast path (the lean path makes everything afresh)
@@ -79,9 +82,11 @@ def _code_stamp() -> list[Any]:
 
 
 def _config_stamp(probes: list[list[Any]]) -> list[Any] | None:
-    path = probes[-1][0] if probes and probes[-1][1] else None
-    if path is None:
-        return None
+    return _file_stamp(probes[-1][0]) if probes and probes[-1][1] else None
+
+
+def _file_stamp(path: str) -> list[Any] | None:
+    """[size, mtime, bytes] of a file; None: none there (or unreadable)."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -93,8 +98,9 @@ def _config_stamp(probes: list[list[Any]]) -> list[Any] | None:
 
 def key(argv: list[str], probes: list[list[Any]]) -> dict[str, Any]:
     """Everything the lean path's request and view depend on, besides the pod."""
+    ssh_config = os.path.join(os.path.expanduser("~"), ".ssh", "config")  # in the keeper's fingerprint
     return {"version": VERSION, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "probes": probes,
-            "config": _config_stamp(probes), "code": _code_stamp()}
+            "config": _config_stamp(probes), "ssh_config": _file_stamp(ssh_config), "code": _code_stamp()}
 
 
 def _entry_path(argv: list[str]) -> str:

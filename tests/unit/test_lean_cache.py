@@ -132,3 +132,29 @@ def test_only_the_latest_entries_are_kept(place: Path, monkeypatch: pytest.Monke
         keep(["task.list", "--limit", str(limit)])
     assert len(list((Path(os.environ["XDG_CACHE_HOME"]) / "wfops" / "lean").iterdir())) == 3
     assert leancache.lookup(["task.list", "--limit", "4"]) == ENTRY
+
+
+def test_an_edited_ssh_config_is_a_miss(place: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """~/.ssh/config is part of the keeper's fingerprint (warm.fingerprint): the kept one would be stale."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host a\n")
+    keep()
+    assert leancache.lookup(ARGV) == ENTRY
+    (tmp_path / ".ssh" / "config").write_text("Host b\n")
+    assert leancache.lookup(ARGV) is None
+
+
+def test_a_keeper_folder_not_ours_or_not_private_is_left_to_the_lean_path(tmp_path: Path):
+    import socket
+
+    from wfops.transport import leanwire
+
+    folder = tmp_path / "keepers"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(leanwire.Before):
+        leanwire._connect(sock, str(folder / "x.sock"))
+    folder.chmod(0o700)
+    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(FileNotFoundError):  # private: it dials
+        leanwire._connect(sock, str(folder / "x.sock"))

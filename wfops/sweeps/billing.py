@@ -7,11 +7,13 @@ fleet pod's share of it), and the cost lines of sweep.status and sweep.report. T
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+from wfops.agent.wire import TYPE_CHECKING
 from wfops.errors import UsageError
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing);
+    from typing import Any
+
     # Settings and the targets are imported where used: sweep.status's cached fast path (wfops.leancache) shows
     # `cost_line`/`usd` without the settings table
     from wfops.agent.wire import Billing

@@ -8,12 +8,16 @@ import json
 import os
 import select
 import socket
+import stat
 import struct
 import sys
 import time
-from typing import Any
 
 from wfops.agent.states import EXIT_CONNECT, EXIT_REMOTE
+from wfops.agent.wire import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
 
 HEAD = struct.Struct(">cI")  # wfops.transport.warm.HEADER: a type byte, a 4-byte big-endian length
 MAX_FRAME = 1 << 20  # wfops.transport.warm.MAX_FRAME
@@ -123,7 +127,11 @@ class Exchange:
 
 
 def _connect(sock: socket.socket, path: str) -> None:
-    """As wfops.transport.warm.dial: a path too long for sockaddr_un is reached through /proc/self/fd."""
+    """As wfops.transport.warm.dial: a path too long for sockaddr_un is reached through /proc/self/fd; the keeper
+    directory must be ours and mode 700 (warm.private_dir), else Before: the lean path refuses it in its words."""
+    st = os.lstat(os.path.dirname(path))
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise Before()
     if len(os.fsencode(path)) < 100:  # warm._SUN_PATH_MAX
         sock.connect(path)
         return
