@@ -107,7 +107,9 @@ def _entry_path(argv: list[str]) -> str:
     import zlib
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    name = f"{zlib.crc32(json.dumps([argv, os.getcwd()]).encode()):08x}.json"
+    # one entry per command line, directory and environment: commands that alternate configs (WORKFLOW_CONFIG)
+    # keep one each
+    name = f"{zlib.crc32(json.dumps([argv, os.getcwd(), sorted(os.environ.items())]).encode()):08x}.json"
     return os.path.join(base, "wfops", "lean", name)
 
 

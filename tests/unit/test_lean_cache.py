@@ -158,3 +158,15 @@ def test_a_keeper_folder_not_ours_or_not_private_is_left_to_the_lean_path(tmp_pa
     folder.chmod(0o700)
     with socket.socket(socket.AF_UNIX) as sock, pytest.raises(FileNotFoundError):  # private: it dials
         leanwire._connect(sock, str(folder / "x.sock"))
+
+
+def test_commands_that_alternate_configs_keep_one_entry_each(place: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    other = tmp_path / "other.env"
+    other.write_text("OPS_DEFAULT_HOST=b@h\n")
+    keep()
+    monkeypatch.setenv("WORKFLOW_CONFIG", str(other))
+    keep()
+    assert leancache.lookup(ARGV) == ENTRY
+    monkeypatch.delenv("WORKFLOW_CONFIG")
+    assert leancache.lookup(ARGV) == ENTRY  # the first is still kept
