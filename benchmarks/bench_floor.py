@@ -5,7 +5,9 @@
 Each round runs, one after the other (so every row sees the same machine load): `python -c pass`; one exec over
 an open OpenSSH ControlMaster (`ssh -S sock host true`); `ssh host true` cold; the stdlib-only prototype client
 (benchmarks/proto_client.py: the cached fsm.status script + request through the warm keeper, its answer printed);
-warm read-only wfops commands (fsm.status, task.list, sweep.status of 20 and of 1,000 runs); the same cold
+warm read-only wfops commands (fsm.status, task.list, sweep.status of 20 and of 1,000 runs: from the second round
+on each answers from its kept request, wfops.leancache, as a command repeated with the same inputs does; one row
+with WFOPS_LEAN_CACHE=0: the lean path making settings, target and request); the same cold
 (WF_PERSIST_SECS=0); and the first command that starts a keeper (after `wfops disconnect`).
 
 `--baseline DIR`: a checkout of other code (`git archive COMMIT | tar -x -C DIR`), whose warm, cold and
@@ -120,6 +122,10 @@ def build_cases(work: Path, sshd, env: dict, baseline: Path | None, cm_exec: lis
                 ("sweep.status, 20 runs", ["sweep.status"], e20, c20),
                 ("sweep.status, 1,000 runs", ["sweep.status"], e, c)):
             cases.append((f"{who} {label}: warm", lambda a=args, x=warm_env: _run(wfops_argv(*a), x), None))
+        if who == "wfops":  # the lean path without its kept request (wfops.leancache): what a changed input costs
+            nocache = {**e, "WFOPS_LEAN_CACHE": "0"}
+            cases.append(("wfops fsm.status: warm, nothing kept (WFOPS_LEAN_CACHE=0)",
+                          lambda x=nocache: _run(wfops_argv("fsm.status"), x), None))
         for label, args in (("fsm.status", ["fsm.status"]), ("sweep.status, 1,000 runs", ["sweep.status"])):
             cases.append((f"{who} {label}: cold (WF_PERSIST_SECS=0)", lambda a=args, x=c: _run(wfops_argv(*a), x),
                           None))
@@ -140,7 +146,7 @@ def rows_of(samples: dict[str, list], baseline: bool) -> list[list[str]]:
         med = ms(xs)
         ratio = ""
         who = name.split(" ", 1)[0]
-        if name.endswith(": warm"):
+        if name.endswith(": warm") or "nothing kept" in name:
             ratio = f"{med / proto_ms:.2f}x proto; {med / floor6:.2f}x (6·pass + CM exec)"
             if "1,000 runs" in name:
                 twenty = ms(samples[name.replace("1,000 runs", "20 runs")])
@@ -204,7 +210,10 @@ def main() -> None:
         cm_exec, cm_exit, ssh_true = control_master(sshd, work)
         lean = subprocess.run([sys.executable, "-X", "importtime", "-m", "wfops", "fsm.status"], env=e,
                               capture_output=True, text=True).stderr
-        path = "lean (no invoke imported)" if "| invoke" not in lean else "full (invoke imported)"
+        lean = subprocess.run([sys.executable, "-X", "importtime", "-m", "wfops", "fsm.status"], env=e,
+                              capture_output=True, text=True).stderr  # the second: its kept request (a hit)
+        path = ("full (invoke imported)" if "| invoke" in lean else "lean (no invoke imported)"
+                if "| wfops.settings.load" in lean else "cached lean (neither invoke nor the settings imported)")
         try:
             cases = build_cases(work, sshd, env, opts.baseline, cm_exec, ssh_true, spec)
             load = os.getloadavg()[0]

@@ -7,6 +7,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     __main__.py               `python -m wfops`: the console script
     cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
     lean.py                   a read-only command (or run.fetch) with its keeper warm, without invoke or the task tree
+    leancache.py              the lean entry's cached fast path: the kept request when every input is unchanged
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
@@ -43,6 +44,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/                one connection per command, one exec per script, rendered scripts
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
     transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
+    transport/leanwire.py     the cached fast path's keeper exchange (stdlib frames, the pod's lines, the answer)
     transport/leanexec.py     the lean entry's session: one script through a keeper that answers, else Fallback
     transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
@@ -70,6 +72,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/fleet_copies.py    ... the copies of a run: strays of a returned pod, duplicates (`ran on A and B`)
     sweeps/fleet_fetch.py     ... run.fetch with no usable ledger: which copy of a run that ran twice is fetched
     sweeps/recover.py         a managed sweep's record: pods it rented, recoveries spent, pod history; when lost
+    sweeps/history.py         a managed sweep's pod history as sweep.status shows it (stdlib: the lean fast path)
     sweeps/metrics.py         metric columns, best values and the rows of results.csv
     sweeps/curves.py          sweep.report's curves.png: the panels (pure), their order, markers, then the figure
     sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template

@@ -13,6 +13,9 @@ def main() -> None:
     from wfops.interrupt import guard
 
     guard()  # Ctrl-C from here on is one line and exit 130 (wfops.interrupt)
+    from wfops.leancache import try_cached
+
+    try_cached(sys.argv[1:])  # the same read-only command with the same inputs as before: its kept request
     from wfops.lean import try_lean
 
     try_lean(sys.argv[1:])  # a read-only command through its keeper ends here, without invoke (wfops.lean)

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import Fallback
+from wfops.leancache import invoke_configured
 from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
 EXIT_TERMINATED = 143
 _DIGITS = re.compile(r"[0-9]+")
-INVOKE_FILES = ("/etc/invoke", "~/.invoke")
-INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 
 
 @dataclass(frozen=True)
@@ -116,13 +115,6 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     return argv[0], values
 
 
-def invoke_configured(environ: os._Environ[str] | dict[str, str]) -> bool:
-    """An invoke config file or INVOKE_* variable: it may set `wfops.config` (wfops.tasks._base.settings_for)."""
-    if any(name.startswith("INVOKE_") for name in environ):
-        return True
-    return any(os.path.exists(os.path.expanduser(base + suffix)) for base in INVOKE_FILES for suffix in INVOKE_SUFFIXES)
-
-
 def try_lean(argv: list[str]) -> None:
     """Run the command here and end the process, or return for the full path."""
     if os.environ.get(OFF_ENV) == "0":
@@ -131,7 +123,7 @@ def try_lean(argv: list[str]) -> None:
     if parsed is None or invoke_configured(os.environ):
         return
     try:
-        code = _run(*parsed)
+        code = _run(*parsed, argv=argv)
     except Fallback:
         return
     _end(code)
@@ -165,14 +157,14 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
-def _run(command: str, values: dict[str, Any]) -> int:
+def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) -> int:
     from wfops.errors import WfopsError
     from wfops.interrupt import InTask
     from wfops.output import error_line
 
     try:
         settings, target = _prepare(command, values)
-        work = _Work(command, values, settings, target)
+        work = _Work(command, values, settings, target, argv)
         previous = signal.signal(signal.SIGTERM, _raise_terminated if command in LOCAL_WRITES else _terminated)
         try:
             with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
@@ -231,29 +223,25 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
 class _Work:
     """One lean command: its agent request through the warm keeper, and the text of its answer."""
 
-    def __init__(self, command: str, values: dict[str, Any], settings: Any, target: Any) -> None:
+    def __init__(self, command: str, values: dict[str, Any], settings: Any, target: Any,
+                 argv: list[str] | None = None) -> None:
         self.command, self.values, self.settings, self.target = command, values, settings, target
+        self.argv = argv  # the command line: its entry in the cached fast path (wfops.leancache); None: none kept
 
     def ask(self) -> dict[str, Any]:
-        from wfops.agent import wire
         from wfops.transport.command import PodCommand
         from wfops.transport.leanexec import keeper_session
 
-        v, s = self.values, self.settings
-        cmd = PodCommand(self.command, s, target=self.target)
-        cmd.session = keeper_session(self.target, cmd.redact, float(s.wf_persist_secs))
+        cmd = PodCommand(self.command, self.settings, target=self.target)
+        cmd.session = keeper_session(self.target, cmd.redact, float(self.settings.wf_persist_secs))
         try:
-            if self.command == "run.fetch":
+            if self.command == "run.fetch":  # it writes here: never kept (wfops.leancache is read-only commands')
                 return self.fetch(cmd)
-            if self.command == "fsm.status":
-                return cmd.call("fsm-show")
-            if self.command == "task.status":
-                return cmd.call("task-show", id=v["id"], tail=v["tail_lines"])
-            if self.command == "task.list":
-                return cmd.call("task-list", limit=v["limit"])
-            if self.command == "sweep.list":
-                return cmd.call(wire.SWEEP_LIST)
-            return cmd.call(wire.SWEEP_STATUS, sweep=v["sweep"], metric_patterns=s.metric_sources)
+            agent_command, data = self._request()
+            text = cmd.call_text(agent_command, **data)
+            if self.argv is not None:
+                self._keep(text, cmd.redact.secrets)
+            return cmd.send_text(text)
         finally:
             cmd.session.close()
 
@@ -268,6 +256,35 @@ class _Work:
                              merge_replaced=v["merge_replaced"], command=cmd)
         stderr_line(report(fetched))
         return {"runs": resolved(fetched.runs)}
+
+    def _request(self) -> tuple[str, dict[str, object]]:
+        from wfops.agent import wire
+
+        v, s = self.values, self.settings
+        if self.command == "fsm.status":
+            return "fsm-show", {}
+        if self.command == "task.status":
+            return "task-show", {"id": v["id"], "tail": v["tail_lines"]}
+        if self.command == "task.list":
+            return "task-list", {"limit": v["limit"]}
+        if self.command == "sweep.list":
+            return wire.SWEEP_LIST, {}
+        return wire.SWEEP_STATUS, {"sweep": v["sweep"], "metric_patterns": s.metric_sources}
+
+    def _keep(self, text: str, secrets: list[str]) -> None:
+        """The cached fast path's entry for this command line: what a hit sends and how it shows the answer."""
+        from wfops import leancache
+        from wfops.transport import ssh, warm
+
+        if os.environ.get(leancache.CACHE_OFF_ENV) == "0":
+            return
+        assert self.argv is not None
+        s = self.settings
+        leancache.save(self.argv, leancache.config_probes(self.values["config"], os.getcwd(), os.environ), {
+            "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
+            "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": text,
+            "secrets": list(secrets), "command": self.command, "values": self.values,
+            "metric_columns": list(s.metric_columns), "artifacts_dir": s.local_artifacts_dir})
 
     def show(self, data: dict[str, Any]) -> None:
         from wfops import views

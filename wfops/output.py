@@ -84,6 +84,25 @@ def emit(data: object, as_json: bool, human: Callable[[], str]) -> None:
     print(to_json(data) if as_json else visible(human()))
 
 
+ERROR_LINE = re.compile(r"^@wfops-error (\d+) (.*)$")  # a pod's stderr line that is the command's error
+META_LINE = re.compile(r"^@wfops-([a-z]+) (.*)$")  # a pod's machine-readable side information (`@wfops-size N`)
+
+
+class Redactor:
+    """Replaces secret values with asterisks in text shown to the user."""
+
+    def __init__(self, secrets: list[str] | tuple[str, ...] = ()) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+            escaped = json.dumps(secret)[1:-1]  # the same secret inside a JSON string
+            if escaped != secret:
+                text = text.replace(escaped, "********")
+        return text
+
+
 def error_line(message: str) -> str:
     """The one line an error ends a command with (the task boundary, wfops.tasks._base.wftask, and wfops.lean)."""
     return f"wfops: {visible(message)}"

@@ -86,3 +86,32 @@ def test_report_rows_have_an_override_per_column_and_final_and_best():
     assert results.report_row(runs[1], keys, names)[-5:] == ["", "", "4", None, None]
     assert [r["run_id"] for r in results.report_sort(list(reversed(runs)), "loss")] == ["a", "b"]
     assert results.report_columns(runs, ["acc"])[1] == ["acc", "loss"]  # METRIC_COLUMNS first, then every other
+
+
+def test_sweep_status_reads_metrics_where_the_run_trains_from_the_files_its_row_was_read_from(tmp_path):
+    """status.json (else summary.json) names the run's training dir (local_sync): its metrics.jsonl is read, as
+    when the agent read those files a second time; a damaged status.json falls back to summary.json's."""
+    from wfops.agent import sweeps
+    from wfops.agent.states import Layout
+
+    out = tmp_path / "out"
+    (out / "_control").mkdir(parents=True)
+    (out / "_manifests").mkdir()
+    sid = "sweep-20261201T000000Z"
+    for rid, status, summary in (("a", {"out_dir": str(tmp_path / "a-local")}, None),
+                                 ("b", "{damaged", {"out_dir": str(tmp_path / "b-local"), "state": "success"}),
+                                 ("c", {}, None)):
+        (out / rid).mkdir()
+        doc = status if isinstance(status, str) else json.dumps({"run_id": rid, "sweep_id": sid, "state": "running",
+                                                                 **status})
+        (out / rid / "status.json").write_text(doc)
+        if summary is not None:
+            (out / rid / "summary.json").write_text(json.dumps({"run_id": rid, "sweep_id": sid, **summary}))
+        (tmp_path / f"{rid}-local").mkdir()
+        (tmp_path / f"{rid}-local" / "metrics.jsonl").write_text(json.dumps({"loss": ord(rid)}) + "\n")
+        (out / rid / "metrics.jsonl").write_text(json.dumps({"loss": -1}) + "\n")  # the synced copy: older
+    plan = {"sweep_id": sid, "runs": [{"run_id": r, "selected": True} for r in "abc"], "queue": []}
+    (out / "_manifests" / "sweep-latest.json").write_text(json.dumps(plan))
+    (out / "_control" / "sweep.json").write_text(json.dumps({"sweep_id": sid, "state": "completed", "pid": 0}))
+    rows = sweeps.sweep_status(Layout(str(out)), "", [])["runs"]
+    assert [r["metrics"] for r in rows] == [{"loss": ord("a")}, {"loss": ord("b")}, {"loss": -1}]

@@ -12,7 +12,7 @@ import os
 import re
 
 from .presets import JSONL_STEP_KEYS, Extractor, record_points
-from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE
+from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE, out_dir_of
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -94,17 +94,14 @@ def from_log(text: str, patterns: Extractor) -> Series:
 
 
 def _out_dir(run_dir: str) -> str:
-    """Where the run trains (local_sync: on local disk, fresher than the synced copy)."""
+    records = []
     for name in (STATUS_FILE, SUMMARY_FILE):
         try:
             with open(os.path.join(run_dir, name), encoding="utf-8") as fh:
-                record = json.load(fh)
+                records.append(json.load(fh))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and isinstance(record.get("out_dir"), str):
-            out_dir: str = record["out_dir"]
-            return out_dir
-    return run_dir
+    return out_dir_of(run_dir, records)
 
 
 def run_series(run_dir: str, patterns: Extractor, tail: int = 0) -> Tuple[Any, ...]:
@@ -128,9 +125,10 @@ def _last_from_log(text: str, patterns: Extractor) -> Json:
     return found
 
 
-def last_values(run_dir: str, patterns: Extractor) -> Json:
-    """{metric: last value} from the end of the run's files (what sweep.status shows)."""
-    for where in (_out_dir(run_dir), run_dir):
+def last_values(run_dir: str, patterns: Extractor, out_dir: Optional[str] = None) -> Json:
+    """{metric: last value} from the end of the run's files (what sweep.status shows); `out_dir`: where the run
+    trains, when its status/summary were read already (sweeps.status_rows)."""
+    for where in (out_dir if out_dir is not None else _out_dir(run_dir), run_dir):
         path = os.path.join(where, METRICS_FILE)
         if os.path.isfile(path):
             return {name: points[-1][1] for name, points in from_jsonl(read_text(path, TAIL_BYTES)).data.items()}
@@ -139,13 +137,16 @@ def last_values(run_dir: str, patterns: Extractor) -> Json:
     return _last_from_log(read_text(os.path.join(run_dir, LOG_FILE), TAIL_BYTES), patterns)
 
 
-def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[Any]]) -> None:
-    """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}."""
+def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[Any]],
+                    out_dirs: Optional[Dict[str, str]] = None) -> None:
+    """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}. `out_dirs`: run
+    id -> where it trains, from the status/summary its row was made of (not read a second time)."""
     compiled = compile_patterns(patterns)
+    known = out_dirs or {}
     for row in rows:
         d = pod.run_dir(row["run_id"])
         if os.path.isdir(d):
-            row["metrics"] = last_values(d, compiled)
+            row["metrics"] = last_values(d, compiled, known.get(row["run_id"]))
             row["metric_order"] = list(row["metrics"])  # the JSON answer sorts keys: the order the run reported
 
 

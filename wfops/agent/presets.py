@@ -19,7 +19,6 @@ always did), else the presets in the order named. Standard library only, Python 
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -94,6 +93,8 @@ def json_line(line: str) -> Optional[List[Point]]:
     try:
         record = json.loads(text)
     except ValueError:
+        import ast  # here: sweep.status imports this module on every call, and a dict's repr is the rare case
+
         try:
             record = ast.literal_eval(text)  # a Python dict's repr; literals only, nothing runs
         except (ValueError, SyntaxError, MemoryError, RecursionError):

@@ -13,7 +13,7 @@ from collections import namedtuple
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Iterable, List, Optional, Tuple
+    from typing import Any, Iterable, List, Optional, Tuple
 
     from .wire import PodLayout
 
@@ -158,6 +158,16 @@ def pod_path(path: str) -> str:
     if path == "~" or path.startswith("~/"):
         return os.path.join(os.path.expanduser("~"), path[2:])
     return path
+
+
+def out_dir_of(run_dir: str, records: Iterable[Any]) -> str:
+    """Where the run trains (local_sync: on local disk, fresher than the synced copy), from its status.json and
+    summary.json as read (None: missing or damaged), in that order; else the run's directory."""
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("out_dir"), str):
+            out_dir: str = record["out_dir"]
+            return out_dir
+    return run_dir
 
 
 class Layout:

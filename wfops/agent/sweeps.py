@@ -37,6 +37,7 @@ from .states import (
     SWEEP_RUNNING,
     TERMINAL,
     UNKNOWN,
+    out_dir_of,
     pod_path,
 )
 from .wire import TYPE_CHECKING
@@ -256,14 +257,15 @@ def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: 
             "previous attempt {}".format(summ.get("state")) if summ else "")
 
 
-def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bool, cb: str) -> Json:
-    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged
-    file."""
+def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bool, cb: str,
+            out_dirs: Dict[str, str]) -> Json:
+    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged file."""
     d = pod.run_dir(run["run_id"])
     row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None,
            "note": ""}
     st, bad_st = store.load_or_note(os.path.join(d, STATUS_FILE))
     summ, bad_summ = store.load_or_note(os.path.join(d, SUMMARY_FILE))
+    out_dirs[run["run_id"]] = out_dir_of(d, (st, summ))  # where it trains (metrics.add_last_values)
     if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
         st = dict(summ)
     if bad_summ or (bad_st and not st):
@@ -302,12 +304,13 @@ def sweep_files(pod: Layout, sweep: str) -> Tuple[str, str]:
     return record, plan
 
 
-def status_rows(pod: Layout, plan: Mapping[str, Any], state: str) -> List[Json]:
+def status_rows(pod: Layout, plan: Mapping[str, Any], state: str,
+                out_dirs: Optional[Dict[str, str]] = None) -> List[Json]:
     """One row per selected run of a manifest (read as it is: a damaged one shows what it still has)."""
-    cb, force = procs.boot_id(), bool(plan.get("force"))
+    cb, force, out_dirs = procs.boot_id(), bool(plan.get("force")), {} if out_dirs is None else out_dirs
     runs: List[Any] = plan["runs"] if isinstance(plan.get("runs"), list) else []
     sid: Any = plan.get("sweep_id")
-    return [run_row(pod, run, sid, state, force, cb) for run in runs if _selected_row(run)]
+    return [run_row(pod, run, sid, state, force, cb, out_dirs) for run in runs if _selected_row(run)]
 
 
 def _selected_row(run: Any) -> bool:
@@ -315,10 +318,8 @@ def _selected_row(run: Any) -> bool:
 
 
 def count(rows: List[Json]) -> Dict[str, int]:
-    totals: Dict[str, int] = {}
-    for row in rows:
-        totals[row["state"]] = totals.get(row["state"], 0) + 1
-    return totals
+    states = [row["state"] for row in rows]
+    return {state: states.count(state) for state in dict.fromkeys(states)}  # in the order first seen
 
 
 @command(wire.SWEEP_STATUS)
@@ -335,14 +336,12 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
         state, reason = UNKNOWN, "no record of how this sweep ended (started by an older wfops)"
     frozen = store.load_or_note(os.path.join(pod.manifests, sweep + RUNS_RECORD))[0] if (
         sweep and record != pod.sweep_file) else None
-    if frozen and isinstance(frozen.get("runs"), list):  # an older sweep: its rows as its queue left them
-        rows = frozen["runs"]
-    else:
-        rows = status_rows(pod, plan, state) if plan and (sw or bad_sw or sweep) else []
+    out_dirs: Dict[str, str] = {}  # run id -> where it trains; an older sweep: its rows as its queue left them
+    rows = frozen["runs"] if frozen and isinstance(frozen.get("runs"), list) else status_rows(
+        pod, plan, state, out_dirs) if plan and (sw or bad_sw or sweep) else []
     if metric_patterns is not None:  # each run's last metric values (wfops/agent/metrics.py)
         from .metrics import add_last_values
-
-        add_last_values(pod, rows, metric_patterns)
+        add_last_values(pod, rows, metric_patterns, out_dirs)
     return {"sweep": dict(sw or {}, state=state, reason=reason), "problems": [p for p in (bad_plan,) if p],
             "plan": {k: (plan or {}).get(k) for k in ("sweep_id", "created_at", "git_sha", "filters", "csv")},
             "runs": rows, "totals": count(rows), "workflow": _workflow_note(pod, state),

@@ -7,21 +7,27 @@ fleet pod's share of it), and the cost lines of sweep.status and sweep.report. T
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+from wfops.agent.wire import TYPE_CHECKING
 from wfops.errors import UsageError
-from wfops.settings.load import Settings
-from wfops.targets import resolve
-from wfops.targets.target import LIUM, Member
 
-if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
+if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing);
+    from typing import Any
+
+    # Settings and the targets are imported where used: sweep.status's cached fast path (wfops.leancache) shows
+    # `cost_line`/`usd` without the settings table
     from wfops.agent.wire import Billing
+    from wfops.settings.load import Settings
+    from wfops.targets.target import Member
 
 
 def price_per_hour(settings: Settings, member: Member) -> float | None:
     """The pod's price in USD per hour: a Lium pod's from its `lium ps` row (the lookup its connection makes anyway,
     cached), else POD_PRICE_PER_HOUR (an SSH host, `local`, a Lium pod reached through its fallback host); None:
     unknown."""
+    from wfops.targets import resolve
+    from wfops.targets.target import LIUM
+
     if member.provider == LIUM:
         row = resolve.resolve(settings, member).row
         price = (row or {}).get("price_per_hour")

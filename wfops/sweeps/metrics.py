@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+
+from wfops.agent.wire import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "auc", "bleu", "rouge", "score", "reward", "return", "precision",
                     "recall", "mfu", "throughput", "tokens_per_sec", "tok_per_sec")
 
 
-Row = dict[str, Any]  # a run as the pod's JSON answer has it (sweep-status rows, report runs)
-Summary = dict[str, Any]  # one metric of a run: {last, min, max, ...}
+Row = dict[str, "Any"]  # a run as the pod's JSON answer has it (sweep-status rows, report runs)
+Summary = dict[str, "Any"]  # one metric of a run: {last, min, max, ...}
 
 
 def higher_is_better(metric: str) -> bool:

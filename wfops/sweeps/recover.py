@@ -21,9 +21,10 @@ from typing import IO, Any
 
 from wfops.errors import ConflictError, WfopsError
 from wfops.settings.load import Settings
+from wfops.sweeps import history
 from wfops.targets.replaced import DIR
 
-SUFFIX = ".recover.json"
+SUFFIX = history.SUFFIX
 
 
 def _now() -> str:
@@ -192,22 +193,8 @@ def managing(settings: Settings, names: list[str]) -> Iterator[None]:
 
 
 def history_lines(settings: Settings, sweep_id: str) -> list[str]:
-    """What sweep.status adds below the table of a managed sweep: its pods' history, and which pod ran which
-    attempt of each restarted run; [] when the sweep was never managed (or its record is unreadable)."""
-    if not sweep_id:
-        return []
-    try:
-        doc = json.loads((Path(settings.local_artifacts_dir).expanduser() / DIR / f"{sweep_id}{SUFFIX}").read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(doc, dict):
-        return []
-    lines = [f"{h.get('at')}  {h.get('line')}" for h in doc.get("history") or [] if isinstance(h, dict)]
-    for rid, tries in sorted((doc.get("attempts") or {}).items()):
-        if isinstance(tries, list):
-            lines.append(f"{rid}: " + ", ".join(f"attempt {t.get('attempt')} {'queued on' if t.get('queued') else 'on'}"
-                                               f" {t.get('pod')}" for t in tries if isinstance(t, dict)))
-    return lines
+    """What sweep.status adds below the table of a managed sweep (wfops.sweeps.history.history_lines)."""
+    return history.history_lines(settings.local_artifacts_dir, sweep_id)
 
 
 @dataclass

@@ -7,12 +7,15 @@ tasks/sweep.py (sweep.status, sweep.list) and tasks/results.py (sweep.wait) both
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from wfops.agent.states import CANCELLED, FAILED, LOST, PENDING, QUEUE_NONE, RUNNING, SKIPPED, SUCCESS, TIMED_OUT
+from wfops.agent.wire import TYPE_CHECKING
 from wfops.output import duration, quiet_note, table
 from wfops.sweeps.billing import cost_line, usd
 from wfops.sweeps.metrics import Row, metric_cells, status_metrics
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
 
 TOTALS_ORDER = (SUCCESS, FAILED, TIMED_OUT, RUNNING, PENDING, LOST, SKIPPED, CANCELLED)
 ALWAYS_SHOWN = (SUCCESS, FAILED, RUNNING, PENDING, LOST)

@@ -129,6 +129,16 @@ class PodCommand:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
         return self.exec(template, None, None, request, **context).json(self.command, self.redact)
 
+    def call_text(self, agent_command: str, **data: object) -> str:
+        """What `call(agent_command, **data)` sends: the script and the request after it (wfops.lean keeps it for
+        its cached fast path, wfops.leancache)."""
+        return self.script("agent.sh.j2", dry_run=False) + request_line(self.request(agent_command, data))
+
+    def send_text(self, text: str) -> dict[str, Any]:
+        """Run `call_text`'s text in one exec, as `call` runs it: its JSON result (errors raise WfopsError)."""
+        assert self.session is not None, "use PodCommand as a context manager"
+        return self.session.exec_script(text, None, self._meta(None)).json(self.command, self.redact)
+
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict[str, Any]:
         """One agent command in one exec; its JSON result."""
         return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run), dry_run=dry_run)

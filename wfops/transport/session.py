@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -22,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wfops.errors import RemoteError, WfopsError
+from wfops.output import ERROR_LINE as _ERROR_RE
+from wfops.output import META_LINE as _META_RE
+from wfops.output import Redactor as Redactor  # here as before: the transport imports it from the session
 from wfops.output import visible
 from wfops.targets.target import Target
 
 VERBOSE_ENV = "WFOPS_VERBOSE"
 READ_SIZE = 1024 * 1024
-_ERROR_RE = re.compile(r"^@wfops-error (\d+) (.*)$")
-_META_RE = re.compile(r"^@wfops-([a-z]+) (.*)$")
 
 StdoutSink = Callable[[bytes], None]
 MetaSink = Callable[[str, str], None]
@@ -47,21 +47,6 @@ def count_request() -> None:
     """Every session calls this as a script starts going to the pod."""
     global _requests_sent
     _requests_sent += 1
-
-
-class Redactor:
-    """Replaces secret values with asterisks in text shown to the user."""
-
-    def __init__(self, secrets: list[str] | tuple[str, ...] = ()) -> None:
-        self.secrets = [s for s in secrets if s]
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
-            escaped = json.dumps(secret)[1:-1]  # the same secret inside a JSON string
-            if escaped != secret:
-                text = text.replace(escaped, "********")
-        return text
 
 
 @dataclass

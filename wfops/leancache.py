@@ -1,0 +1,247 @@
+"""The cached fast path of the lean entry (issue 24): a warm read-only command whose every input is as it was.
+
+wfops.lean makes a command's settings, target and request (the rendered script + the agent request) and sends
+them through the keeper; all of that is the same as long as its inputs are. So after a lean command made them,
+`save` keeps them (`$XDG_CACHE_HOME/wfops/lean/`, 0600 in a 0700 folder: the request carries the config's
+pod env, as the config file itself does), keyed by everything that determines them: the command line, the
+working directory, the whole environment, the config file find_config chose (which files it looked at, where it
+points, its bytes, size and mtime), the interpreter and the wfops code (every file of the package: path, size,
+mtime). `try_cached` compares that key with the one of this process; a hit sends the kept bytes through the
+keeper and shows the answer with the functions the lean path uses (wfops.views, wfops.sweeps.status,
+wfops.output), importing neither the settings table nor the transport (stdlib json/socket/struct/select, and
+wfops.output). Any difference is a miss: the lean path runs as before and refreshes the entry.
+
+Before the script left (no keeper, a keeper that refuses, is stale or says nothing): return, and the lean path
+runs the command (and deals with the keeper in its own words). After it left: the command's answer, or its
+error as the task boundary words it, as on the lean path (tests/integration/test_lean_cache.py compares them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from wfops.agent.wire import TYPE_CHECKING
+from wfops.transport.leanwire import Before, Exchange, Failed
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
+
+OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (wfops.lean)
+CACHE_OFF_ENV = "WFOPS_LEAN_CACHE"  # "0": no cached fast path (the lean path makes everything afresh)
+VERBOSE_ENV = "WFOPS_VERBOSE"  # set: the lean path (its exec line counts the bytes it sent and received)
+COMMANDS = ("fsm.status", "task.status", "task.list", "sweep.status", "sweep.list")  # wfops.lean.LEAN's names
+INVOKE_FILES = ("/etc/invoke", "~/.invoke")
+INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
+CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
+DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
+VERSION = 1
+KEEP = 64  # entries kept at most
+EXIT_TERMINATED, EXIT_BROKEN_PIPE = 143, 141  # wfops.lean's, wfops.quietpipe's
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def invoke_configured(environ: os._Environ[str] | dict[str, str]) -> bool:
+    """An invoke config file or INVOKE_* variable: it may set `wfops.config` (wfops.tasks._base.settings_for)."""
+    if any(name.startswith("INVOKE_") for name in environ):
+        return True
+    return any(os.path.exists(os.path.expanduser(base + suffix)) for base in INVOKE_FILES for suffix in INVOKE_SUFFIXES)
+
+
+def config_probes(explicit: str | None, cwd: str, environ: os._Environ[str] | dict[str, str]) -> list[list[Any]]:
+    """The files wfops.settings.load.find_config looks at, in its order, each [real path, is a file], up to the
+    one it takes (the last); a cached entry is used only where every probe still finds the same."""
+    probes: list[list[Any]] = []
+    for candidate in (explicit, environ.get(CONFIG_ENV_VAR)):
+        if candidate:
+            path = os.path.realpath(os.path.join(cwd, os.path.expanduser(candidate)))
+            return [[path, os.path.isfile(path)]]
+    for rel in DEFAULT_LOCATIONS:
+        path = os.path.join(cwd, rel)
+        probes.append([os.path.realpath(path), os.path.isfile(path)])
+        if probes[-1][1]:
+            break
+    return probes
+
+
+def _code_stamp() -> list[Any]:
+    """The interpreter, and every file of the wfops package: its path, size and mtime (an edit, an upgrade)."""
+    files: list[Any] = [sys.version, sys.executable]
+    folders = [_PACKAGE]
+    while folders:
+        with os.scandir(folders.pop()) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False):
+                    if e.name != "__pycache__":
+                        folders.append(e.path)
+                    continue
+                st = e.stat()
+                files += [e.path, st.st_size, st.st_mtime_ns]
+    return files
+
+
+def _config_stamp(probes: list[list[Any]]) -> list[Any] | None:
+    return _file_stamp(probes[-1][0]) if probes and probes[-1][1] else None
+
+
+def _file_stamp(path: str) -> list[Any] | None:
+    """[size, mtime, bytes] of a file; None: none there (or unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, data.decode("utf-8", "surrogateescape")]
+
+
+def key(argv: list[str], probes: list[list[Any]]) -> dict[str, Any]:
+    """Everything the lean path's request and view depend on, besides the pod."""
+    ssh_config = os.path.join(os.path.expanduser("~"), ".ssh", "config")  # in the keeper's fingerprint
+    return {"version": VERSION, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "probes": probes,
+            "config": _config_stamp(probes), "ssh_config": _file_stamp(ssh_config), "code": _code_stamp()}
+
+
+def _entry_path(argv: list[str]) -> str:
+    import zlib
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    # one entry per command line, directory and environment: commands that alternate configs (WORKFLOW_CONFIG)
+    # keep one each
+    name = f"{zlib.crc32(json.dumps([argv, os.getcwd(), sorted(os.environ.items())]).encode()):08x}.json"
+    return os.path.join(base, "wfops", "lean", name)
+
+
+def save(argv: list[str], probes: list[list[Any]], entry: dict[str, Any]) -> None:
+    """Keep `entry` (sock, fp, persist, script, secrets, view) under this process's key; a cache that cannot be
+    written only costs the next command the lean path."""
+    path = _entry_path(argv)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(6).hex()}"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            json.dump({"key": key(argv, probes), "entry": entry}, fh)
+        os.replace(tmp, path)
+        _prune(os.path.dirname(path))
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _prune(folder: str) -> None:
+    """At most KEEP entries (~15 KB each): the least recently kept go (one per command line and directory)."""
+    entries = [e for e in os.scandir(folder) if e.name.endswith(".json")]
+    if len(entries) > KEEP:
+        for old in sorted(entries, key=lambda e: e.stat().st_mtime_ns)[:len(entries) - KEEP]:
+            os.unlink(old.path)
+
+
+def lookup(argv: list[str]) -> dict[str, Any] | None:
+    """The entry kept for exactly this command line, directory, environment, config and code; None: a miss."""
+    try:
+        with open(_entry_path(argv), encoding="utf-8", errors="surrogateescape") as fh:
+            doc = json.load(fh)
+        probes = doc["key"]["probes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if config_probes(_explicit(argv), os.getcwd(), os.environ) != probes or doc["key"] != key(argv, probes):
+        return None
+    entry: dict[str, Any] = doc["entry"]
+    return entry
+
+
+def _explicit(argv: list[str]) -> str | None:
+    """The --config / -c value of a command line wfops.lean.parse took (it refuses a repeated one)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.partition("=")[2]
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def try_cached(argv: list[str]) -> None:
+    """Run a command whose inputs are all as when its entry was kept, and end the process; else return."""
+    if not argv or argv[0] not in COMMANDS or os.environ.get(OFF_ENV) == "0" \
+            or os.environ.get(CACHE_OFF_ENV) == "0" or os.environ.get(VERBOSE_ENV, "").strip() \
+            or invoke_configured(os.environ):
+        return
+    entry = lookup(argv)
+    if entry is None:
+        return
+    try:
+        code = _run(entry)
+    except Before:
+        return
+    _end(code)
+
+
+def _run(entry: dict[str, Any]) -> int:
+    import _signal as signal  # type: ignore[import-not-found]  # built in: signal.py would import enum
+
+    from wfops.interrupt import InTask
+    from wfops.output import Redactor, error_line
+
+    redact = Redactor(entry["secrets"])
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        with InTask():
+            data = Exchange(entry, redact).answer(entry["command"])
+        _show(entry, data)
+    except Failed as exc:
+        print(error_line(exc.message), file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("wfops: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    os.write(2, b"wfops: terminated (SIGTERM)\n")
+    os._exit(EXIT_TERMINATED)
+
+
+def _end(code: int) -> None:
+    """As wfops.lean._end: flush, and exit without the interpreter's teardown."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from wfops.quietpipe import exit_quietly_on_broken_pipe
+
+        exit_quietly_on_broken_pipe()
+        code = EXIT_BROKEN_PIPE
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _show(entry: dict[str, Any], data: dict[str, Any]) -> None:
+    from wfops.output import emit
+
+    command, values = entry["command"], entry["values"]
+    as_json = bool(values["json"])
+    if command == "sweep.status":
+        from wfops.sweeps.history import history_lines
+        from wfops.sweeps.status import status_text
+
+        lines = history_lines(entry["artifacts_dir"], str((data.get("sweep") or {}).get("sweep_id") or ""))
+        if lines:
+            data["pod_history"] = lines
+        emit(data, as_json, lambda: status_text(data, entry["metric_columns"], values["sort"]))
+        return
+    from wfops import views
+
+    text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
+            "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[command]
+    emit(data, as_json, lambda: text(data))

@@ -1,0 +1,204 @@
+"""The keeper exchange of the lean entry's cached fast path (wfops.leancache): one kept script through the target's
+keeper with the frames of wfops.transport.connect.KeeperExec (stdlib socket/struct/select only), its stderr shown as
+wfops.transport.session.StderrLines shows it, its stdout's last line the answer (as ExecResult.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import stat
+import struct
+import sys
+import time
+
+from wfops.agent.states import EXIT_CONNECT, EXIT_REMOTE
+from wfops.agent.wire import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
+    from typing import Any
+
+HEAD = struct.Struct(">cI")  # wfops.transport.warm.HEADER: a type byte, a 4-byte big-endian length
+MAX_FRAME = 1 << 20  # wfops.transport.warm.MAX_FRAME
+START_SECS = 5.0  # a keeper silent this long before it opened a channel: the lean path takes over (nothing ran)
+KEEPALIVE_MISSED = 3  # wfops.transport.ssh.KEEPALIVE_MISSED (the interval is the entry's: ssh.keepalive_secs())
+
+
+class Before(Exception):
+    """Nothing reached the pod: the lean path runs the command."""
+
+
+class Failed(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class Exchange:
+    """One script through the keeper (the frames of wfops.transport.connect.KeeperExec), its stderr shown as
+    wfops.transport.session.StderrLines shows it, its stdout's last line the answer (ExecResult.json)."""
+
+    def __init__(self, entry: dict[str, Any], redact: Any) -> None:
+        self.entry, self.redact = entry, redact
+        self.error: Failed | None = None
+        self.buffer = b""
+
+    def answer(self, what: str) -> dict[str, Any]:
+        out, code = self._exec()
+        if self.buffer:
+            self._line(self.buffer.decode("utf-8", "replace"))
+        if self.error is not None:
+            raise self.error
+        if code != 0:
+            raise Failed(f"{what} failed on the pod (exit {code}); see the output above", EXIT_REMOTE)
+        lines = [ln for ln in self.redact(out.decode("utf-8", "replace")).splitlines() if ln.strip()]
+        if not lines:
+            return {}
+        try:
+            answer: dict[str, Any] = json.loads(lines[-1])
+        except ValueError:
+            raise Failed(f"{what}: the pod answered something that is not JSON: {lines[-1][:200]!r}",
+                          EXIT_REMOTE) from None
+        return answer
+
+    def _exec(self) -> tuple[bytes, int]:
+        e = self.entry
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(START_SECS)
+            try:
+                _connect(sock, e["sock"])
+                if struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.getuid():
+                    raise Before()  # a keeper of another user: the lean path refuses it in its words
+                header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False})
+                _send(sock, b"h", header.encode())
+                frame = _recv(sock)
+            except OSError:  # none there, refused, silent: nothing ran
+                raise Before() from None
+            if frame is None or frame[0] != b"s":
+                raise Before()  # stale, refused, gone (an `E` before the start): the lean path decides
+            sock.settimeout(None)
+            _send_data(sock, e["script"].encode("utf-8", "surrogateescape"))
+            return self._frames(sock, pinged=frame[1] == b"p")
+        finally:
+            sock.close()
+
+    def _frames(self, sock: socket.socket, pinged: bool) -> tuple[bytes, int]:
+        out: list[bytes] = []
+        while True:
+            frame = _next(sock, float(self.entry["keepalive"])) if pinged else _recv_or_none(sock)
+            if frame is None:
+                raise Failed("the connection keeper went away before the command ended; "
+                              "the command may or may not have run", EXIT_CONNECT)
+            kind, data = frame
+            if kind == b"o":
+                out.append(data)
+            elif kind == b"e":
+                self._feed(sock, data)
+            elif kind == b"x":
+                return b"".join(out), int(data)
+            elif kind == b"E":
+                err = json.loads(data)
+                raise Failed(str(err.get("message")), int(err.get("code") or EXIT_CONNECT))
+
+    def _feed(self, sock: socket.socket, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            self._line(line.decode("utf-8", "replace"), sock)
+
+    def _line(self, line: str, sock: socket.socket | None = None) -> None:
+        from wfops.output import ERROR_LINE, META_LINE, visible
+
+        m = ERROR_LINE.match(line)
+        if m:
+            self.error = Failed(self.redact(m.group(2)), int(m.group(1)))
+            return
+        m = META_LINE.match(line)
+        if m:
+            if m.group(1) == "need" and sock is not None:  # render.NEED_AGENT: this pod lacks the agent
+                from wfops.transport.render import agent
+
+                _send_data(sock, agent().line())
+            return
+        sys.stderr.write(visible(self.redact(line)) + "\n")
+        sys.stderr.flush()
+
+
+def _connect(sock: socket.socket, path: str) -> None:
+    """As wfops.transport.warm.dial: a path too long for sockaddr_un is reached through /proc/self/fd; the keeper
+    directory must be ours and mode 700 (warm.private_dir), else Before: the lean path refuses it in its words."""
+    st = os.lstat(os.path.dirname(path))
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise Before()
+    if len(os.fsencode(path)) < 100:  # warm._SUN_PATH_MAX
+        sock.connect(path)
+        return
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock.connect(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
+    finally:
+        os.close(fd)
+
+
+def _send(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:
+    sock.sendall(HEAD.pack(kind, len(data)) + data)
+
+
+def _send_data(sock: socket.socket, data: bytes) -> None:
+    for i in range(0, len(data), MAX_FRAME):
+        _send(sock, b"i", data[i:i + (MAX_FRAME)])
+
+
+def _exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def _recv(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    head = _exact(sock, HEAD.size)
+    if head is None:
+        return None
+    kind, size = HEAD.unpack(head)
+    data = _exact(sock, size) if size else b""
+    return None if data is None else (kind, data)
+
+
+def _recv_or_none(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    try:
+        return _recv(sock)
+    except OSError:
+        return None
+
+
+def _next(sock: socket.socket, interval: float) -> tuple[bytes, bytes] | None:
+    """The keeper's next frame; while it is silent a ping every keepalive interval, as KeeperExec does."""
+    heard = time.monotonic()
+    while True:
+        if select.select([sock], [], [], interval)[0]:
+            sock.settimeout(interval * KEEPALIVE_MISSED)
+            try:
+                frame = _recv(sock)
+            except TimeoutError:
+                raise Failed(f"the connection keeper stopped in the middle of an answer for "
+                              f"{interval * KEEPALIVE_MISSED:g}s; wfops closed it, the command may or may not "
+                              "have run", EXIT_CONNECT) from None
+            except OSError:
+                return None
+            finally:
+                sock.settimeout(None)
+            if frame is None or frame[0] != b"P":
+                return frame
+            heard = time.monotonic()
+            continue
+        if time.monotonic() - heard > interval * KEEPALIVE_MISSED:
+            raise Failed(f"the connection keeper stopped answering (no reply to a keepalive for "
+                          f"{interval * KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, the command "
+                          "may or may not have run (`wfops disconnect` ends the keeper)", EXIT_CONNECT)
+        _send(sock, b"p")
