@@ -187,6 +187,27 @@ def test_an_alias_through_a_proxy_command_or_a_proxy_jump_reaches_the_pod(ssh_po
         res.err
 
 
+def test_an_ssh_config_match_exec_line_still_runs(ssh_pod: Pod):
+    """paramiko runs `Match exec` through invoke, which wfops otherwise hides from paramiko's import (cold): with
+    such a line in ~/.ssh/config it is imported as usual, and the line decides which block applies."""
+    sshd = ssh_pod.sshd
+    assert sshd is not None
+    ssh_dir = ssh_pod.home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    seen = ssh_pod.root.parent / "match-exec-ran"
+    (ssh_dir / "config").write_text(
+        f'Match host wfops-matched exec "touch {seen}"\n    HostName {sshd.host}\n    Port {sshd.port}\n'
+        f"    User {sshd.user}\n    IdentityFile {sshd.key}\n")
+    ssh_pod.configure(OPS_DEFAULT_HOST="wfops-matched", SSH_KEY_PATH="", WF_PERSIST_SECS="0")
+    res = ssh_pod.wf("fsm.status", "--json")
+    assert res.rc == 0 and res.json()["state"] == "INIT", res.err
+    assert seen.exists()  # the exec ran, and its block gave the port, user and key
+    (ssh_dir / "config").write_text("Host wfops-matched\n    Port\n")  # an unparsable file: one line, exit 4
+    for lean in ("1", "0"):
+        res = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": lean})
+        assert (res.rc, res.err) == (4, f"wfops: cannot read {ssh_dir / 'config'}: Unparsable line Port\n"), res.err
+
+
 def test_new_hosts_are_accepted_but_never_added_to_known_hosts(ssh_pod: Pod):
     sshd = ssh_pod.sshd
     assert sshd is not None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from wfops.errors import ConnectError
 from wfops.targets.target import Target
 
 FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # the order Fabric reads them in: the first value of a key wins
@@ -69,9 +70,15 @@ def lookup(host: str) -> dict[str, Any]:
     for name in FILES:
         path = os.path.expanduser(name)
         if os.path.isfile(path):
-            with open(path) as fh:
-                config.parse(fh)
-    return dict(config.lookup(host))
+            try:
+                with open(path, errors="replace") as fh:
+                    config.parse(fh)
+            except (OSError, paramiko.ssh_exception.ConfigParseError) as exc:
+                raise ConnectError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return dict(config.lookup(host))
+    except paramiko.ssh_exception.ConfigParseError as exc:
+        raise ConnectError(f"ssh_config for {host!r}: {exc}") from None
 
 
 def route(target: Target) -> Route:
