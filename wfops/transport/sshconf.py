@@ -14,6 +14,7 @@ import getpass
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,7 @@ from wfops.errors import ConnectError
 from wfops.targets.target import Target
 
 FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # the order Fabric reads them in: the first value of a key wins
+_IMPORTING = threading.Lock()
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.I | re.M)
 
 
@@ -40,12 +42,14 @@ def paramiko() -> ModuleType:
     rest of paramiko) only to run ssh_config's `Match exec` lines. Where no ssh_config file has one and nothing in
     this process imported invoke yet (a lean command, the keeper), paramiko is imported with invoke hidden; with a
     `Match exec` line it is imported as usual, so the line works as it did."""
-    if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _match_exec():
-        sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError meanwhile
-        try:
-            import paramiko
-        finally:
-            del sys.modules["invoke"]
+    with _IMPORTING:  # the keeper process connects its targets from several threads at once
+        if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _match_exec():
+            sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError meanwhile
+            try:
+                import paramiko
+            finally:
+                if sys.modules.get("invoke", 0) is None:
+                    del sys.modules["invoke"]
     import paramiko
 
     return paramiko
