@@ -47,6 +47,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/leanwire.py     the cached fast path's keeper exchange (stdlib frames, the pod's lines, the answer)
     transport/leanexec.py     the lean entry's session: one script through a keeper that answers, else Fallback
     transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
+    transport/sshconf.py      where an SSH target's connection goes: ssh_config applied as Fabric applied it
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine
     transport/warm.py         warm connections, client side: find or start a keeper; the frames

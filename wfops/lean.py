@@ -11,10 +11,12 @@ prints it (wfops.views, wfops.sweeps.status), and the process ends at once (flus
 WFOPS_LEAN=0, a command not in LEAN, an option the parser does not know or a value it would have to judge
 (short flags but `-c`, --help, --watch, a repeated option, a number that is not plain digits), an invoke config
 (file or INVOKE_* variable: it may name wfops.config), a config with warnings, WF_POD, a fleet, a target that is
-not a plain SSH one or has notes, WF_PERSIST_SECS=0, a keeper gone, stale or frozen before it opened a channel,
-any error before the request left. No keeper answering: it is started here as the full path starts it
-(wfops.transport.leanexec), so the first command does not pay for invoke either. From there on the command is
-this path's: an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
+not a plain SSH one or has notes, a keeper gone, stale or frozen before it opened a channel, any error before
+the request left. No keeper answering: it is started here as the full path starts it (wfops.transport.leanexec),
+so the first command does not pay for invoke either. WF_PERSIST_SECS=0 (cold): this process connects as the full
+path does (wfops.transport.ssh, paramiko without Fabric or invoke); a failed connection is the command's error.
+From there on the command is this path's: an error ends it as the task boundary does (wfops.output.error_line,
+the same exit code).
 
 run.fetch (one pod, not a fleet) takes this path too (LOCAL_WRITES): on the pod it only reads, and a repeated
 fetch with nothing changed then costs about a warm read-only command. It runs wfops.artifacts.transfer.fetch_runs
@@ -205,7 +207,7 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
 
             check_request(values["run_id"] or "", values["all"], values["sweep"] or "")
         settings = load_settings(find_config(values["config"], Path.cwd(), os.environ, None))
-        if settings.warnings or os.environ.get(resolve.POD_ENV, "").strip() or not settings.wf_persist_secs:
+        if settings.warnings or os.environ.get(resolve.POD_ENV, "").strip():
             raise Fallback()
         if resolve.is_fleet(settings):
             raise Fallback()
@@ -221,7 +223,8 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
 
 
 class _Work:
-    """One lean command: its agent request through the warm keeper, and the text of its answer."""
+    """One lean command: its agent request through the warm keeper (or a connection of its own: cold), and the text
+    of its answer."""
 
     def __init__(self, command: str, values: dict[str, Any], settings: Any, target: Any,
                  argv: list[str] | None = None) -> None:
@@ -230,16 +233,23 @@ class _Work:
 
     def ask(self) -> dict[str, Any]:
         from wfops.transport.command import PodCommand
-        from wfops.transport.leanexec import keeper_session
 
-        cmd = PodCommand(self.command, self.settings, target=self.target)
-        cmd.session = keeper_session(self.target, cmd.redact, float(self.settings.wf_persist_secs))
+        s = self.settings
+        cmd = PodCommand(self.command, s, target=self.target)
+        if s.wf_persist_secs:
+            from wfops.transport.leanexec import keeper_session
+
+            cmd.session = keeper_session(self.target, cmd.redact, float(s.wf_persist_secs))
+        else:  # cold: this process's own connection, as the full path makes it (its errors are the command's)
+            from wfops.transport.ssh import SSHSession
+
+            cmd.session = SSHSession(self.target, cmd.redact)
         try:
             if self.command == "run.fetch":  # it writes here: never kept (wfops.leancache is read-only commands')
                 return self.fetch(cmd)
             agent_command, data = self._request()
             text = cmd.call_text(agent_command, **data)
-            if self.argv is not None:
+            if self.argv is not None and s.wf_persist_secs:  # cold: no keeper, nothing to keep for one
                 self._keep(text, cmd.redact.secrets)
             return cmd.send_text(text)
         finally:

@@ -14,8 +14,11 @@ from tests.conftest import BIN, ROOT, Pod
 
 
 def imported(res) -> set[str]:
-    """Top-level packages a command imported, from Python's own -X importtime report (PYTHONPROFILEIMPORTTIME)."""
-    return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", res.err, re.M)}
+    """Top-level packages a command imported, from Python's -X importtime report (PYTHONPROFILEIMPORTTIME). A
+    package hidden from an import (wfops.transport.sshconf.paramiko hides invoke from paramiko) is listed there
+    too, as a bare name that took a few microseconds: not counted."""
+    found = re.finditer(r"^import time:\s+(\d+) \|\s+(\d+) \|\s+(\S+)", res.err, re.M)
+    return {m.group(3).split(".")[0] for m in found if "." in m.group(3) or int(m.group(2)) >= 50}
 
 
 def test_a_warm_command_imports_no_ssh_library_and_no_jinja(ssh_pod: Pod):
@@ -28,7 +31,7 @@ def test_a_warm_command_imports_no_ssh_library_and_no_jinja(ssh_pod: Pod):
     assert {"paramiko", "fabric", "jinja2"} & imported(warm) == set()
     ssh_pod.configure(WF_PERSIST_SECS="0")  # the positive control: a command's own connection needs paramiko
     own = ssh_pod.ok("task.list", env=profile)
-    assert {"paramiko", "fabric"} <= imported(own) and "jinja2" not in imported(own)
+    assert "paramiko" in imported(own) and {"fabric", "invoke", "jinja2"} & imported(own) == set()
 
 
 def test_inv_keeps_the_bytecode_cache_of_a_checkout(tmp_path: Path):

@@ -158,6 +158,56 @@ def test_ops_default_host_may_be_an_alias_from_ssh_config(ssh_pod: Pod):
     assert res.rc == 4 and res.last_err.startswith("wfops: cannot resolve host 'wfops-alias-pod'"), res.err
 
 
+@pytest.mark.parametrize("persist", ["0", "120"])
+def test_an_alias_through_a_proxy_command_or_a_proxy_jump_reaches_the_pod(ssh_pod: Pod, persist: str):
+    """ssh_config's ProxyCommand (OpenSSH's own `ssh -W` here) and ProxyJump (the pod as its own jump host) work
+    as they did through Fabric, cold (the command's own connection) and warm (the keeper's); a jump host that
+    refuses is one line."""
+    sshd = ssh_pod.sshd
+    assert sshd is not None
+    ssh_dir = ssh_pod.home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    plain = f"    HostName {sshd.host}\n    Port {sshd.port}\n    User {sshd.user}\n    IdentityFile {sshd.key}\n"
+    ow = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes"
+    (ssh_dir / "config").write_text(
+        f"Host wfops-via-command\n{plain}    ProxyCommand ssh -q {ow} -i {sshd.key} -p {sshd.port} -W %h:%p "
+        f"{sshd.user}@{sshd.host}\n"
+        f"Host wfops-via-jump\n{plain}    ProxyJump wfops-hop\n"
+        f"Host wfops-hop\n{plain}"
+        f"Host wfops-via-dead-jump\n{plain}    ProxyJump wfops-dead-hop\n"
+        f"Host wfops-dead-hop\n    HostName 127.0.0.1\n    Port 1\n    User {sshd.user}\n    IdentityFile {sshd.key}\n")
+    for alias in ("wfops-via-command", "wfops-via-jump"):
+        ssh_pod.configure(OPS_DEFAULT_HOST=alias, SSH_KEY_PATH="", WF_PERSIST_SECS=persist, SSH_CONNECT_TIMEOUT="10")
+        res = ssh_pod.wf("fsm.status", "--json")
+        assert res.rc == 0 and res.json()["state"] == "INIT", (alias, res.err)
+        ssh_pod.wf("disconnect")
+    ssh_pod.configure(OPS_DEFAULT_HOST="wfops-via-dead-jump")
+    res = ssh_pod.wf("fsm.status")
+    assert res.rc == 4 and res.last_err.startswith("wfops: cannot connect to") and len(res.err.splitlines()) == 1, \
+        res.err
+
+
+def test_an_ssh_config_match_exec_line_still_runs(ssh_pod: Pod):
+    """paramiko runs `Match exec` through invoke, which wfops otherwise hides from paramiko's import (cold): with
+    such a line in ~/.ssh/config it is imported as usual, and the line decides which block applies."""
+    sshd = ssh_pod.sshd
+    assert sshd is not None
+    ssh_dir = ssh_pod.home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    seen = ssh_pod.root.parent / "match-exec-ran"
+    (ssh_dir / "config").write_text(
+        f'Match host wfops-matched exec "touch {seen}"\n    HostName {sshd.host}\n    Port {sshd.port}\n'
+        f"    User {sshd.user}\n    IdentityFile {sshd.key}\n")
+    ssh_pod.configure(OPS_DEFAULT_HOST="wfops-matched", SSH_KEY_PATH="", WF_PERSIST_SECS="0")
+    res = ssh_pod.wf("fsm.status", "--json")
+    assert res.rc == 0 and res.json()["state"] == "INIT", res.err
+    assert seen.exists()  # the exec ran, and its block gave the port, user and key
+    (ssh_dir / "config").write_text("Host wfops-matched\n    Port\n")  # an unparsable file: one line, exit 4
+    for lean in ("1", "0"):
+        res = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": lean})
+        assert (res.rc, res.err) == (4, f"wfops: cannot read {ssh_dir / 'config'}: Unparsable line Port\n"), res.err
+
+
 def test_new_hosts_are_accepted_but_never_added_to_known_hosts(ssh_pod: Pod):
     sshd = ssh_pod.sshd
     assert sshd is not None

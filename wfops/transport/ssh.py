@@ -1,6 +1,6 @@
 """SSH: the one place wfops opens an SSH connection (`connect`), its liveness watch, and the SSH session.
 
-`connect(target)` makes one Fabric connection: TCP_NODELAY on, AES-GCM proposed first, host keys as documented
+`connect(target)` makes one paramiko connection: TCP_NODELAY on, AES-GCM proposed first, host keys as documented
 in docs/connections.md. `SSHLink` is that connection with its keepalive; `SSHSession` runs every script of a command
 over it, each in ONE `bash -s` exec (the keeper, wfops.transport.keeper, holds an SSHLink open for warm
 commands and relays with `relay`).
@@ -10,8 +10,8 @@ found by the keepalive: every KEEPALIVE_SECS the client asks the server for a re
 ServerAliveInterval; after KEEPALIVE_MISSED intervals without one the connection is closed and the command
 ends with a ConnectError (exit 4). `WFOPS_SSH_KEEPALIVE_SECS` overrides the interval (the tests shorten it).
 
-paramiko and fabric are imported only when a connection is made: a warm command (wfops.transport.warm) pays
-for neither.
+paramiko is imported only when a connection is made (Fabric only for a ProxyJump alias): a warm command
+(wfops.transport.warm) pays for neither.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,6 @@ from wfops.transport.session import (
 )
 
 if TYPE_CHECKING:
-    from fabric import Connection
     from paramiko import Channel, Transport
 
 KEEPALIVE_SECS = 15  # a keepalive that wants a reply, every 15 s ...
@@ -57,7 +56,7 @@ CHANNEL_MAX_PACKET = 256 * 1024
 
 
 class SSHLink:
-    """One Fabric connection and its liveness watch: opens `bash -s` channels on it."""
+    """One connection and its liveness watch: opens `bash -s` channels on it."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -66,7 +65,7 @@ class SSHLink:
 
     @property
     def active(self) -> bool:
-        return bool(self.conn.transport and self.conn.transport.is_active())
+        return bool(self.conn.transport.is_active())
 
     def open_exec(self) -> Channel:
         """A channel running `bash -s` (stdin not yet sent: nothing has run on the pod if this raises)."""
@@ -106,7 +105,7 @@ def relay(link: SSHLink, chan: Channel, stdout: Callable[[bytes], None], stderr:
 
 
 class SSHSession:
-    """One Fabric connection in this process; every script of the command runs over it."""
+    """One connection in this process; every script of the command runs over it."""
 
     def __init__(self, target: Target, redact: Redactor, show: LineSink = stderr_line) -> None:
         self.target = target
@@ -247,30 +246,86 @@ def _quiet_paramiko() -> None:
     log.propagate = False
 
 
-def connect(target: Target) -> Connection:
-    """THE connection factory: the only place wfops opens an SSH connection."""
-    import paramiko
-    from fabric import Config, Connection
+def connect(target: Target) -> Connected:
+    """THE connection factory: the only place wfops opens an SSH connection. paramiko alone (Fabric, which imports
+    invoke, costs a cold command ~100 ms): the user's ssh_config applied as Fabric applies it (wfops.transport.
+    sshconf); a ProxyJump alias still goes through Fabric's gateway chain."""
+    from wfops.transport import sshconf
 
+    paramiko = sshconf.paramiko()
     _quiet_paramiko()
-
-    config = Config(overrides={"load_ssh_configs": target.use_ssh_config})
-    connect_kwargs: dict[str, object] = {"transport_factory": _gcm_first}
+    route = sshconf.route(target)
+    if route.jump:
+        return _through_fabric(target)
+    where = f"{route.user}@{route.host}:{route.port}"
+    client = paramiko.SSHClient()
+    kwargs: dict[str, Any] = {"hostname": route.host, "port": route.port, "username": route.user,
+                              "timeout": target.connect_timeout, "transport_factory": _gcm_first,
+                              # a stopped sshd (a partition) accepts the TCP connection and never says hello
+                              "banner_timeout": target.connect_timeout}
     if target.key_filename:
         if not Path(target.key_filename).is_file():
             raise ConnectError(f"SSH key not found: {target.key_filename}")
         # paramiko ignores IdentitiesOnly: without these, agent keys can exhaust the server's MaxAuthTries
+        kwargs.update(look_for_keys=False, allow_agent=False)
+    if route.keys:
+        kwargs["key_filename"] = list(route.keys)
+    _host_keys(client, target)
+    with _worded(target, where, route.host, route.port):
+        if route.proxy_command:
+            kwargs["sock"] = paramiko.ProxyCommand(route.proxy_command)
+        client.connect(**kwargs)
+    transport = client.get_transport()
+    assert transport is not None
+    _nodelay(transport)
+    return Connected(client, transport)
+
+
+class Connected:
+    """An open connection: its paramiko client and transport (what Fabric's Connection held for wfops)."""
+
+    def __init__(self, client: Any, transport: Transport) -> None:
+        self.client = client
+        self.transport = transport
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _nodelay(transport: Transport) -> None:
+    sock = transport.sock
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _through_fabric(target: Target) -> Connected:
+    """A ProxyJump alias: Fabric's Connection, which opens the chain of gateways as ssh_config names them."""
+    from fabric import Config, Connection
+
+    config = Config(overrides={"load_ssh_configs": target.use_ssh_config})
+    connect_kwargs: dict[str, object] = {"transport_factory": _gcm_first, "banner_timeout": target.connect_timeout}
+    if target.key_filename:
+        if not Path(target.key_filename).is_file():
+            raise ConnectError(f"SSH key not found: {target.key_filename}")
         connect_kwargs.update(key_filename=target.key_filename, look_for_keys=False, allow_agent=False)
-    # a stopped sshd (a partition) accepts the TCP connection and never says hello: wait as long as for the connect
-    connect_kwargs["banner_timeout"] = target.connect_timeout
     conn = Connection(target.host, user=target.user, port=target.port, config=config,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
     _host_keys(conn.client, target)
-    where = f"{conn.user}@{conn.host}:{conn.port}"
-    try:
+    with _worded(target, f"{conn.user}@{conn.host}:{conn.port}", conn.host, conn.port):
         conn.open()
+    _nodelay(conn.transport)
+    return Connected(conn, conn.transport)
+
+
+@contextlib.contextmanager
+def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
+    """paramiko's many exceptions of a connect as the one line each means to the user (ConnectError)."""
+    import paramiko
+
+    try:
+        yield
     except paramiko.BadHostKeyException as exc:
-        name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+        name = host if port == 22 else f"[{host}]:{port}"
         raise ConnectError(hostkeys.changed_key_message(exc, where, name, hostkeys.pin_file(),
                                                         target.known_hosts)) from None
     except paramiko.PasswordRequiredException:
@@ -278,7 +333,7 @@ def connect(target: Target) -> Connection:
     except paramiko.AuthenticationException:
         raise ConnectError(f"authentication failed for {where} (check SSH_KEY_PATH or your ssh_config)") from None
     except socket.gaierror:
-        raise ConnectError(f"cannot resolve host {conn.host!r} (from {target.label})") from None
+        raise ConnectError(f"cannot resolve host {host!r} (from {target.label})") from None
     except TimeoutError:
         raise ConnectError(f"timed out connecting to {where} after {target.connect_timeout}s") from None
     except paramiko.ssh_exception.NoValidConnectionsError:
@@ -290,7 +345,3 @@ def connect(target: Target) -> Connection:
         raise ConnectError(f"SSH to {where} failed: {exc}") from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
-    sock = conn.transport.sock
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
