@@ -5,6 +5,8 @@ Nothing here skips: a missing sshd, tmux or rsync fails the tests that need it, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -304,12 +306,49 @@ def git(*args: str, cwd: Path) -> str:
     return out.stdout.strip()
 
 
+@contextlib.contextmanager
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A directory that every xdist worker of this run shares (under the run's basetemp, the workers' common
+    parent; without xdist the session's own basetemp), held under an exclusive file lock: yields (dir, built).
+    The first worker to take the lock finds `built` false, builds into dir and, when its block ends without an
+    exception, marks it built; the others wait on the lock and find it built. A failed build leaves no mark:
+    the next worker builds again (and fails the same way, with its own message)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = directory / ".built"
+            if not done.exists() and directory.exists():
+                shutil.rmtree(directory)  # a build that failed half-way
+            directory.mkdir(exist_ok=True)
+            yield directory, done.exists()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def training_repo(tmp_path_factory: pytest.TempPathFactory) -> TrainingRepo:
     """A bare repo of the example project (plus tests/fixtures/echo_train.py), with a `feature` branch and a
-    GitHub-style refs/pull/7/head."""
+    GitHub-style refs/pull/7/head. Built once per run and shared by the xdist workers (shared_build): the
+    checked-out pod template (also shared) was checked out from it, so every worker must see the same SHAs.
+    Tests only read it (a test that changes a repo clones or copies it first)."""
     need("git", "apt-get install git")
-    base = tmp_path_factory.mktemp("training-repo")
+    with shared_build(tmp_path_factory, "training-repo") as (base, built):
+        if built:
+            return TrainingRepo(**json.loads((base / "repo.json").read_text(), object_hook=_repo_fields))
+        repo = _build_training_repo(base)
+        (base / "repo.json").write_text(json.dumps({**repo.__dict__, "bare": str(repo.bare)}))
+        return repo
+
+
+def _repo_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "bare": Path(d["bare"])} if "bare" in d else d
+
+
+def _build_training_repo(base: Path) -> TrainingRepo:
     work = base / "work"
     shutil.copytree(EXAMPLE_REPO, work)
     shutil.copy(ROOT / "tests" / "fixtures" / "echo_train.py", work / "examples" / "nanogpt" / "echo_train.py")
@@ -359,13 +398,24 @@ def checkout_config(pod: Pod, repo: TrainingRepo, python: str, **extra: str) -> 
 @pytest.fixture(scope="session")
 def checked_out(tmp_path_factory: pytest.TempPathFactory, training_repo: TrainingRepo, pod_python: str,
                 tmux_socket: str) -> Path:
-    """One real `checkout` (local target) of the training repo, made once per session; sweep tests start from a
-    copy of this pod (repo, venv, data, state CHECKED_OUT) instead of paying for a checkout each."""
-    template = make_pod("local", tmp_path_factory.mktemp("checked-out"), None, tmux_socket)
-    checkout_config(template, training_repo, pod_python)
-    write_shards(template.root / "data")
-    template.ok("checkout")
-    return template.root
+    """One real `checkout` (local target) of the training repo, made once per run and shared by the xdist workers
+    (shared_build; one checkout takes ~10 s on a quiet machine and three at once ~30 s each); sweep tests start
+    from a copy of this pod (repo, venv, data, state CHECKED_OUT) instead of paying for a checkout each. Nothing
+    writes into the template: tests copy it (copy_checked_out, Fleet.checked_out)."""
+    with shared_build(tmp_path_factory, "checked-out") as (base, built):
+        root = base / "pod"
+        if built:
+            return root
+        template = make_pod("local", base, None, tmux_socket)
+        checkout_config(template, training_repo, pod_python)
+        write_shards(template.root / "data")
+        try:
+            template.ok("checkout")
+        finally:
+            stop_keepers(template.keeper_dir)
+            for session in (template.session, template.session + "-sw"):
+                template.tmux("kill-session", "-t", f"={session}")
+        return root
 
 
 def copy_checked_out(template: Path, pod: Pod) -> None:
