@@ -24,7 +24,7 @@ import pytest
 
 from tests import realparts, slowness
 from tests.longest_first import longest_first
-from tests.realparts import SSHD, start_sshd, stop_sshd
+from tests.realparts import SSHD, copy_tree, start_sshd, stop_sshd
 from tests.slowness import scaled
 
 # A test session started as `cmd &` by a shell without job control (a CI script, nohup, a detached terminal)
@@ -419,7 +419,7 @@ def checked_out(tmp_path_factory: pytest.TempPathFactory, training_repo: Trainin
 
 
 def copy_checked_out(template: Path, pod: Pod) -> None:
-    shutil.copytree(template, pod.root, symlinks=True, dirs_exist_ok=True)
+    copy_tree(template, pod.root)
 
 
 # ------------------------------------------------------------------ a local fleet (tests/fleet.py)
