@@ -5,6 +5,9 @@ Nothing here skips: a missing sshd, tmux or rsync fails the tests that need it, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import itertools
 import json
 import os
@@ -22,7 +25,7 @@ import pytest
 
 from tests import realparts, slowness
 from tests.longest_first import longest_first
-from tests.realparts import SSHD, start_sshd, stop_sshd
+from tests.realparts import SSHD, copy_tree, start_sshd, stop_sshd
 from tests.slowness import scaled
 
 # A test session started as `cmd &` by a shell without job control (a CI script, nohup, a detached terminal)
@@ -199,6 +202,41 @@ class Pod:
                               env={**self.env(), **(env or {})}, cwd=cwd or self.root.parent)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def wf_in_process(self, *args: str) -> Result:
+        """`wfops ARGS` run in this process (wfops.program, the program `wfops` runs after its start-up), with the
+        environment and working directory `wf` gives the subprocess: for tests of what the program does with a
+        command line before it connects (parsing, one-line refusals), which pay ~0.3 s of interpreter start-up per
+        subprocess but do not need one. The start-up itself (wfops.cli: the lean path, prewarm, Ctrl-C guard) is
+        what the other tests run."""
+        from wfops.program import program
+
+        if not self.config_path.exists():
+            self.write_config()
+        out, err, rc = io.StringIO(), io.StringIO(), 0
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        os.environ.clear()
+        os.environ.update(self.env())
+        os.chdir(self.root.parent)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    program.run(["wfops", *args])
+                except SystemExit as exc:
+                    rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+        return Result(rc, out.getvalue(), err.getvalue())
+
+    def count_in_process(self, *args: str) -> tuple[Result, int, int]:
+        """`count`, with the command run in this process (wf_in_process)."""
+        assert self.sshd is not None
+        mark = self.sshd.mark()
+        res = self.wf_in_process(*args)
+        conns, execs = self.sshd.counts(mark)
+        return res, conns, execs
+
     def ok(self, *args: str, **kw: object) -> Result:
         res = self.wf(*args, **kw)  # type: ignore[arg-type]
         assert res.rc == 0, f"wfops {' '.join(args)} exited {res.rc}\nstdout:\n{res.out}\nstderr:\n{res.err}"
@@ -304,12 +342,49 @@ def git(*args: str, cwd: Path) -> str:
     return out.stdout.strip()
 
 
+@contextlib.contextmanager
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A directory that every xdist worker of this run shares (under the run's basetemp, the workers' common
+    parent; without xdist the session's own basetemp), held under an exclusive file lock: yields (dir, built).
+    The first worker to take the lock finds `built` false, builds into dir and, when its block ends without an
+    exception, marks it built; the others wait on the lock and find it built. A failed build leaves no mark:
+    the next worker builds again (and fails the same way, with its own message)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = directory / ".built"
+            if not done.exists() and directory.exists():
+                shutil.rmtree(directory)  # a build that failed half-way
+            directory.mkdir(exist_ok=True)
+            yield directory, done.exists()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def training_repo(tmp_path_factory: pytest.TempPathFactory) -> TrainingRepo:
     """A bare repo of the example project (plus tests/fixtures/echo_train.py), with a `feature` branch and a
-    GitHub-style refs/pull/7/head."""
+    GitHub-style refs/pull/7/head. Built once per run and shared by the xdist workers (shared_build): the
+    checked-out pod template (also shared) was checked out from it, so every worker must see the same SHAs.
+    Tests only read it (a test that changes a repo clones or copies it first)."""
     need("git", "apt-get install git")
-    base = tmp_path_factory.mktemp("training-repo")
+    with shared_build(tmp_path_factory, "training-repo") as (base, built):
+        if built:
+            return TrainingRepo(**json.loads((base / "repo.json").read_text(), object_hook=_repo_fields))
+        repo = _build_training_repo(base)
+        (base / "repo.json").write_text(json.dumps({**repo.__dict__, "bare": str(repo.bare)}))
+        return repo
+
+
+def _repo_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "bare": Path(d["bare"])} if "bare" in d else d
+
+
+def _build_training_repo(base: Path) -> TrainingRepo:
     work = base / "work"
     shutil.copytree(EXAMPLE_REPO, work)
     shutil.copy(ROOT / "tests" / "fixtures" / "echo_train.py", work / "examples" / "nanogpt" / "echo_train.py")
@@ -359,17 +434,28 @@ def checkout_config(pod: Pod, repo: TrainingRepo, python: str, **extra: str) -> 
 @pytest.fixture(scope="session")
 def checked_out(tmp_path_factory: pytest.TempPathFactory, training_repo: TrainingRepo, pod_python: str,
                 tmux_socket: str) -> Path:
-    """One real `checkout` (local target) of the training repo, made once per session; sweep tests start from a
-    copy of this pod (repo, venv, data, state CHECKED_OUT) instead of paying for a checkout each."""
-    template = make_pod("local", tmp_path_factory.mktemp("checked-out"), None, tmux_socket)
-    checkout_config(template, training_repo, pod_python)
-    write_shards(template.root / "data")
-    template.ok("checkout")
-    return template.root
+    """One real `checkout` (local target) of the training repo, made once per run and shared by the xdist workers
+    (shared_build; one checkout takes ~10 s on a quiet machine and three at once ~30 s each); sweep tests start
+    from a copy of this pod (repo, venv, data, state CHECKED_OUT) instead of paying for a checkout each. Nothing
+    writes into the template: tests copy it (copy_checked_out, Fleet.checked_out)."""
+    with shared_build(tmp_path_factory, "checked-out") as (base, built):
+        root = base / "pod"
+        if built:
+            return root
+        template = make_pod("local", base, None, tmux_socket)
+        checkout_config(template, training_repo, pod_python)
+        write_shards(template.root / "data")
+        try:
+            template.ok("checkout")
+        finally:
+            stop_keepers(template.keeper_dir)
+            for session in (template.session, template.session + "-sw"):
+                template.tmux("kill-session", "-t", f"={session}")
+        return root
 
 
 def copy_checked_out(template: Path, pod: Pod) -> None:
-    shutil.copytree(template, pod.root, symlinks=True, dirs_exist_ok=True)
+    copy_tree(template, pod.root)
 
 
 # ------------------------------------------------------------------ a local fleet (tests/fleet.py)

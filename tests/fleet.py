@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.procview import keeper_pids
-from tests.realparts import FleetPod, LocalFleet, descendants, kill_sshd, pids_with_env, running, start_fleet
+from tests.realparts import FleetPod, LocalFleet, copy_tree, descendants, kill_sshd, pids_with_env, running, start_fleet
 from tests.slowness import scaled
 
 BIN = Path(sys.executable).parent
@@ -158,7 +158,7 @@ class Fleet:
         """Copy a prepared pod (the `checked_out` fixture's dir: repo, venv, data, outputs in state CHECKED_OUT)
         into every pod's home, so that `~/repo`, `~/outputs`, ... are a checked-out pod on each."""
         for pod in self.pods:
-            shutil.copytree(template, pod.home, symlinks=True, dirs_exist_ok=True)
+            copy_tree(template, pod.home)
 
     def base_config(self, tmp_path: Path) -> dict[str, str]:
         """Pod.base_config for a fleet: every remote path relative to the pod's home (`~/...`)."""

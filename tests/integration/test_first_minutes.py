@@ -45,7 +45,7 @@ def test_wfops_refuses_every_invoke_option_that_means_nothing(ready: Pod, name, 
     args = {"before": [*FLAGS[name], "fsm.reset", "SWEEP_COMPLETED"],
             "after": ["fsm.reset", "SWEEP_COMPLETED", *FLAGS[name]],
             "before the positional": ["fsm.reset", *FLAGS[name], "SWEEP_COMPLETED"]}[where]
-    res = ready.wf(*args)
+    res = ready.wf_in_process(*args)  # in process: the refusal is wfops.program's; the next test runs `wfops` itself
     assert res.rc == 2 and res.out == ""
     line = DRY if name == "dry" else (f"wfops: {NAMED[name]} is not a wfops option (it is about invoke")
     assert res.err.splitlines() == [res.last_err] and res.last_err.startswith(line), res.err

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import FAST_INSTALL, WFOPS, TrainingRepo, stop_keepers, wait_until
 from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
-from tests.realparts import SSHD, kill_sshd, start_sshd, stop_sshd
+from tests.realparts import SSHD, copy_tree, kill_sshd, start_sshd, stop_sshd
 
 if TYPE_CHECKING:
     from wfops.settings.load import Settings
@@ -91,7 +91,7 @@ class Rig:
 def rig(tmp_path: Path, checked_out: Path, training_repo: TrainingRepo, pod_python: str,
         lium_bin: Path) -> Iterator[Rig]:
     home = tmp_path / "home0"
-    shutil.copytree(checked_out, home, symlinks=True)  # the user's pod: repo, venv (bootstrapped, checked out)
+    copy_tree(checked_out, home)  # the user's pod: repo, venv (bootstrapped, checked out)
     (tmp_path / "volume").mkdir()
     for part in ("outputs", "data"):
         shutil.move(str(home / part), str(tmp_path / "volume" / part))

@@ -20,7 +20,7 @@ from tests.conftest import FAST_INSTALL, TrainingRepo, stop_keepers, wait_until
 from tests.lium import test_recover
 from tests.lium.fake_lium import FakeLium, FakePod
 from tests.lium.test_recover import HEADER, Rig, _lines
-from tests.realparts import SSHD, kill_sshd, start_sshd, stop_sshd
+from tests.realparts import SSHD, copy_tree, kill_sshd, start_sshd, stop_sshd
 
 rig = test_recover.rig  # the fixture
 
@@ -135,7 +135,7 @@ def fleet_rig(tmp_path: Path, checked_out: Path, training_repo: TrainingRepo, po
     key = None
     for i, name in enumerate(("a", "b")):
         home = tmp_path / f"home-{name}"
-        shutil.copytree(checked_out, home, symlinks=True)
+        copy_tree(checked_out, home)
         vol = tmp_path / "volumes" / f"vol-{name}"
         vol.mkdir(parents=True)
         for part in ("outputs", "data"):
