@@ -320,3 +320,33 @@ def test_the_fetch_progress_line_carries_the_pods_size(big_run: Pod):
     assert progress and all(total in ln and "MB/s" in ln for ln in progress), err
     assert re.search(r"\(\d+%\)", progress[0])
     assert (_artifacts(pod) / "big" / "blob.bin").stat().st_size == BLOB_MB * 1024 * 1024
+
+
+def _session_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[3])
+
+
+def test_ctrl_c_at_the_terminal_reaches_wfops_not_the_local_pods_agent(local_pod: Pod):
+    """The `local` target runs its scripts in a session of their own, as a script over SSH runs in sshd's: a Ctrl-C
+    at the terminal (SIGINT to the whole foreground group) is wfops' one line, never the agent's Python traceback
+    from the middle of its start; wfops then hangs the script up (SIGHUP), as sshd does when the channel closes."""
+    pod = local_pod
+    pod.ok("task.run", "--id", "long", "--cmd", "sleep 300")
+    if not pod.config_path.exists():
+        pod.write_config()
+    proc = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=pod.env(), cwd=pod.root.parent,
+                            start_new_session=True)  # its own group, as a shell gives a foreground job
+    try:
+        waiter = wait_until(lambda: _child(proc.pid, "bash"), timeout=60, what="task.wait's local bash")
+        agent = wait_until(lambda: _child(waiter, "wfops_agent"), timeout=60, what="the agent under it")
+        assert _session_of(agent) != _session_of(proc.pid)  # the terminal's group does not hold the pod's side
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, err.strip().splitlines()) == (130, ["wfops: interrupted"])
+    wait_until(lambda: _gone(agent), timeout=30, what="the agent, hung up")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import subprocess
 import threading
 from typing import IO
@@ -46,8 +48,10 @@ class LocalSession:
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
                     meta: MetaSink | None = None) -> ExecResult:
+        # its own session, as a script over SSH is: a Ctrl-C at the terminal reaches wfops (which says what it
+        # means), not the pod's agent in the middle of its start (a Python traceback on the user's terminal)
         proc = subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, start_new_session=True)
         stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
         # pipes in binary mode with the default buffering: buffered readers, whose read1 returns what is there
         assert stdin and isinstance(stdout, io.BufferedReader) and isinstance(stderr, io.BufferedReader)
@@ -62,7 +66,12 @@ class LocalSession:
             self.send(data)
         except BrokenPipeError:
             pass
-        code = proc.wait()
+        try:
+            code = proc.wait()
+        except BaseException:  # wfops interrupted: what sshd does when the channel closes, a hangup of the script
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGHUP)
+            raise
         for t in threads:
             t.join()
         with self._lock:
