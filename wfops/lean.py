@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import Fallback
+from wfops.leancache import end as _end
 from wfops.leancache import invoke_configured
-from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+from wfops.leancache import terminated as _terminated
+from wfops.quietpipe import EXIT_BROKEN_PIPE
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
 EXIT_TERMINATED = 143
@@ -129,25 +131,6 @@ def try_lean(argv: list[str]) -> None:
     except Fallback:
         return
     _end(code)
-
-
-def _end(code: int) -> None:
-    """Flush and exit without the interpreter's teardown; a reader gone (`| head`) is the shell's quiet 141."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        exit_quietly_on_broken_pipe()
-        code = EXIT_BROKEN_PIPE
-    try:
-        sys.stderr.flush()
-    except OSError:
-        pass
-    os._exit(code)
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    os.write(2, b"wfops: terminated (SIGTERM)\n")
-    os._exit(EXIT_TERMINATED)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -177,7 +177,7 @@ def try_cached(argv: list[str]) -> None:
         code = _run(entry)
     except Before:
         return
-    _end(code)
+    end(code)
 
 
 def _run(entry: dict[str, Any]) -> int:
@@ -187,7 +187,7 @@ def _run(entry: dict[str, Any]) -> int:
     from wfops.output import Redactor, error_line
 
     redact = Redactor(entry["secrets"])
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with InTask():
             data = Exchange(entry, redact).answer(entry["command"])
@@ -205,13 +205,15 @@ def _run(entry: dict[str, Any]) -> int:
     return 0
 
 
-def _terminated(signum: int, frame: Any) -> None:
+def terminated(signum: int, frame: Any) -> None:
+    """SIGTERM during a lean command: the boundary's line and exit code, at once."""
     os.write(2, b"wfops: terminated (SIGTERM)\n")
     os._exit(EXIT_TERMINATED)
 
 
-def _end(code: int) -> None:
-    """As wfops.lean._end: flush, and exit without the interpreter's teardown."""
+def end(code: int) -> None:
+    """Flush and exit without the interpreter's teardown (the lean paths' end); a reader gone (`| head`) is the
+    shell's quiet 141."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
