@@ -148,8 +148,9 @@ def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) ->
     from wfops.output import error_line
 
     try:
+        stamp = _stamp(command, values, argv)  # before the settings are read: an edit meanwhile is a miss later
         settings, target = _prepare(command, values)
-        work = _Work(command, values, settings, target, argv)
+        work = _Work(command, values, settings, target, argv, stamp)
         previous = signal.signal(signal.SIGTERM, _raise_terminated if command in LOCAL_WRITES else _terminated)
         try:
             with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
@@ -171,6 +172,16 @@ def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) ->
         print("wfops: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _stamp(command: str, values: dict[str, Any], argv: list[str] | None) -> dict[str, Any] | None:
+    """The cached fast path's key of this command (wfops.leancache), taken before anything is read; None: nothing
+    is to be kept (no command line, a command never kept, the cache turned off)."""
+    from wfops import leancache
+
+    if argv is None or command not in leancache.COMMANDS or os.environ.get(leancache.CACHE_OFF_ENV) == "0":
+        return None
+    return leancache.key(argv, leancache.config_probes(values["config"], os.getcwd(), os.environ))
 
 
 def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
@@ -210,9 +221,10 @@ class _Work:
     of its answer."""
 
     def __init__(self, command: str, values: dict[str, Any], settings: Any, target: Any,
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None, stamp: dict[str, Any] | None = None) -> None:
         self.command, self.values, self.settings, self.target = command, values, settings, target
         self.argv = argv  # the command line: its entry in the cached fast path (wfops.leancache); None: none kept
+        self.stamp = stamp  # that entry's key, as the inputs were before the settings were read
 
     def ask(self) -> dict[str, Any]:
         from wfops.transport.command import PodCommand
@@ -232,7 +244,7 @@ class _Work:
                 return self.fetch(cmd)
             agent_command, data = self._request()
             text = cmd.call_text(agent_command, **data)
-            if self.argv is not None and s.wf_persist_secs:  # cold: no keeper, nothing to keep for one
+            if self.stamp is not None and s.wf_persist_secs:  # cold: no keeper, nothing to keep for one
                 self._keep(text, cmd.redact.secrets)
             return cmd.send_text(text)
         finally:
@@ -269,11 +281,9 @@ class _Work:
         from wfops import leancache
         from wfops.transport import ssh, warm
 
-        if os.environ.get(leancache.CACHE_OFF_ENV) == "0":
-            return
-        assert self.argv is not None
+        assert self.argv is not None and self.stamp is not None
         s = self.settings
-        leancache.save(self.argv, leancache.config_probes(self.values["config"], os.getcwd(), os.environ), {
+        leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
             "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": text,
             "secrets": list(secrets), "command": self.command, "values": self.values,

@@ -36,7 +36,7 @@ INVOKE_FILES = ("/etc/invoke", "~/.invoke")
 INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
 DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
-VERSION = 1
+VERSION = 2
 KEEP = 64  # entries kept at most
 EXIT_TERMINATED, EXIT_BROKEN_PIPE = 143, 141  # wfops.lean's, wfops.quietpipe's
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -66,9 +66,13 @@ def config_probes(explicit: str | None, cwd: str, environ: os._Environ[str] | di
 
 
 def _code_stamp() -> list[Any]:
-    """The interpreter, and every file of the wfops package: its path, size and mtime (an edit, an upgrade)."""
+    """The interpreter, and every file of the wfops package and of a checkout's remote_templates: its path, size
+    and mtime (an edit, an upgrade)."""
     files: list[Any] = [sys.version, sys.executable]
     folders = [_PACKAGE]
+    checkout_templates = os.path.join(os.path.dirname(_PACKAGE), "remote_templates")  # an editable install's
+    if os.path.isdir(checkout_templates):  # (wfops.transport.render.templates_dir looks there too)
+        folders.append(checkout_templates)
     while folders:
         with os.scandir(folders.pop()) as it:
             for e in sorted(it, key=lambda e: e.name):
@@ -99,8 +103,18 @@ def _file_stamp(path: str) -> list[Any] | None:
 def key(argv: list[str], probes: list[list[Any]]) -> dict[str, Any]:
     """Everything the lean path's request and view depend on, besides the pod."""
     ssh_config = os.path.join(os.path.expanduser("~"), ".ssh", "config")  # in the keeper's fingerprint
-    return {"version": VERSION, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "probes": probes,
+    # the environment by its digest: every variable counts, none is written down (a token in the shell's env)
+    env = _digest(json.dumps(sorted(os.environ.items())).encode("utf-8", "surrogateescape"))
+    return {"version": VERSION, "argv": argv, "cwd": os.getcwd(), "env": env, "probes": probes,
             "config": _config_stamp(probes), "ssh_config": _file_stamp(ssh_config), "code": _code_stamp()}
+
+
+def _digest(data: bytes) -> str:
+    try:  # the builtin module hashlib wraps: hashlib itself costs this path ~2-20 ms to import
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - an interpreter without it
+        from hashlib import blake2b
+    return blake2b(data, digest_size=32).hexdigest()
 
 
 def _entry_path(argv: list[str]) -> str:
@@ -113,16 +127,19 @@ def _entry_path(argv: list[str]) -> str:
     return os.path.join(base, "wfops", "lean", name)
 
 
-def save(argv: list[str], probes: list[list[Any]], entry: dict[str, Any]) -> None:
-    """Keep `entry` (sock, fp, persist, script, secrets, view) under this process's key; a cache that cannot be
-    written only costs the next command the lean path."""
+def save(argv: list[str], stamp: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Keep `entry` (sock, fp, persist, script, secrets, view) under `stamp`, the key of this command's inputs as
+    they were before it read them (an edit meanwhile is a miss next time, not a stale answer for ever); a cache
+    that cannot be written, or a folder that is not ours alone, only costs the next command the lean path."""
     path = _entry_path(argv)
     tmp = f"{path}.{os.getpid()}.{os.urandom(6).hex()}"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if not _private(os.path.dirname(path)):
+            return
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            json.dump({"key": key(argv, probes), "entry": entry}, fh)
+            json.dump({"key": stamp, "entry": entry}, fh)
         os.replace(tmp, path)
         _prune(os.path.dirname(path))
     except OSError:
@@ -140,10 +157,22 @@ def _prune(folder: str) -> None:
             os.unlink(old.path)
 
 
+def _private(path: str, mode: int = 0o700) -> bool:
+    """`path` is ours and nobody else's (its mode is `mode`): a folder or entry others could write is not used."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and (st.st_mode & 0o777) == mode
+
+
 def lookup(argv: list[str]) -> dict[str, Any] | None:
     """The entry kept for exactly this command line, directory, environment, config and code; None: a miss."""
+    path = _entry_path(argv)
+    if not (_private(os.path.dirname(path)) and _private(path, 0o600)):
+        return None
     try:
-        with open(_entry_path(argv), encoding="utf-8", errors="surrogateescape") as fh:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             doc = json.load(fh)
         probes = doc["key"]["probes"]
     except (OSError, ValueError, KeyError, TypeError):

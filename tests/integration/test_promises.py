@@ -208,6 +208,44 @@ def test_an_ssh_config_match_exec_line_still_runs(ssh_pod: Pod):
         assert (res.rc, res.err) == (4, f"wfops: cannot read {ssh_dir / 'config'}: Unparsable line Port\n"), res.err
 
 
+def test_a_match_exec_line_written_while_a_keeper_runs_still_runs(ssh_pod: Pod):
+    """The keeper process imported paramiko with invoke hidden (no `Match exec` then); a `Match exec` line written
+    later must still run there, where it reconnects for the changed ssh_config (before: every warm command
+    `kept going away`, exit 4, until `wfops disconnect --all`)."""
+    sshd = ssh_pod.sshd
+    assert sshd is not None
+    ssh_dir = ssh_pod.home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    block = f"    HostName {sshd.host}\n    Port {sshd.port}\n    User {sshd.user}\n    IdentityFile {sshd.key}\n"
+    (ssh_dir / "config").write_text(f"Host wfops-kept\n{block}")
+    ssh_pod.configure(OPS_DEFAULT_HOST="wfops-kept", SSH_KEY_PATH="", WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.status")
+    seen = ssh_pod.root.parent / "match-exec-ran"
+    (ssh_dir / "config").write_text(f'Match host wfops-kept exec "touch {seen}"\n{block}')
+    for lean in ("1", "0"):
+        res = ssh_pod.wf("fsm.status", "--json", env={"WFOPS_LEAN": lean})
+        assert res.rc == 0 and res.json()["state"] == "INIT", res.err
+    assert seen.exists()
+
+
+@pytest.mark.parametrize("line,says", [
+    ("Port abc", "wfops: ssh_config gives 'wfops-bad' the port 'abc', which is not a port number"),
+    ('ProxyCommand sh -c "echo unbalanced', "wfops: SSH to "),
+])
+def test_an_ssh_config_value_wfops_cannot_use_is_one_line(ssh_pod: Pod, line: str, says: str):
+    sshd = ssh_pod.sshd
+    assert sshd is not None
+    ssh_dir = ssh_pod.home / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    (ssh_dir / "config").write_text(f"Host wfops-bad\n    HostName {sshd.host}\n    User {sshd.user}\n"
+                                    f"    IdentityFile {sshd.key}\n    {line}\n")
+    for persist in ("0", "120"):
+        ssh_pod.configure(OPS_DEFAULT_HOST="wfops-bad", SSH_KEY_PATH="", WF_PERSIST_SECS=persist)
+        for lean in ("1", "0"):
+            res = ssh_pod.wf("fsm.status", env={"WFOPS_LEAN": lean})
+            assert res.rc == 4 and len(res.err.splitlines()) == 1 and res.err.startswith(says), (persist, res.err)
+
+
 def test_new_hosts_are_accepted_but_never_added_to_known_hosts(ssh_pod: Pod):
     sshd = ssh_pod.sshd
     assert sshd is not None

@@ -29,8 +29,12 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return work
 
 
+def stamp(argv: list[str] = ARGV, explicit: str | None = None) -> dict:
+    return leancache.key(argv, leancache.config_probes(explicit, os.getcwd(), os.environ))
+
+
 def keep(argv: list[str] = ARGV, explicit: str | None = None) -> None:
-    leancache.save(argv, leancache.config_probes(explicit, os.getcwd(), os.environ), ENTRY)
+    leancache.save(argv, stamp(argv, explicit), ENTRY)
 
 
 def test_an_unchanged_command_finds_its_entry_kept_privately(place: Path):
@@ -170,3 +174,54 @@ def test_commands_that_alternate_configs_keep_one_entry_each(place: Path, tmp_pa
     assert leancache.lookup(ARGV) == ENTRY
     monkeypatch.delenv("WORKFLOW_CONFIG")
     assert leancache.lookup(ARGV) == ENTRY  # the first is still kept
+
+
+def test_a_config_edited_while_the_command_ran_is_a_miss_next_time(place: Path):
+    """The key is taken before the command reads its config: an edit that lands while the command runs (it may be
+    starting the keeper: seconds on a real pod) makes the next command a miss, not a hit on the old request."""
+    before = stamp()
+    (place / "workflow.env").write_text("OPS_DEFAULT_HOST=b@h\n")  # the edit lands mid-command
+    leancache.save(ARGV, before, ENTRY)
+    assert leancache.lookup(ARGV) is None
+    keep()
+    assert leancache.lookup(ARGV) == ENTRY  # the next command keeps the new config's request
+
+
+def test_the_environment_is_kept_as_a_digest_not_its_values(place: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MY_API_TOKEN", "sk-live-never-on-disk")
+    keep()
+    (kept,) = (Path(os.environ["XDG_CACHE_HOME"]) / "wfops" / "lean").iterdir()
+    assert "sk-live-never-on-disk" not in kept.read_text()
+    assert leancache.lookup(ARGV) == ENTRY
+    monkeypatch.setenv("MY_API_TOKEN", "sk-live-another")
+    assert leancache.lookup(ARGV) is None
+
+
+def test_a_cache_others_could_write_is_not_used(place: Path):
+    keep()
+    folder = Path(os.environ["XDG_CACHE_HOME"]) / "wfops" / "lean"
+    (kept,) = folder.iterdir()
+    folder.chmod(0o777)
+    assert leancache.lookup(ARGV) is None
+    keep()  # nor written to
+    assert [p.name for p in folder.iterdir()] == [kept.name] and leancache.lookup(ARGV) is None
+    folder.chmod(0o700)
+    kept.chmod(0o666)
+    assert leancache.lookup(ARGV) is None
+    kept.chmod(0o600)
+    assert leancache.lookup(ARGV) == ENTRY
+
+
+def test_a_checkouts_remote_templates_are_part_of_the_code(place: Path):
+    """An editable install renders from the checkout's remote_templates/ (wfops.transport.render.templates_dir):
+    an edited template is a miss."""
+    from wfops.transport.render import templates_dir
+
+    keep()
+    template = templates_dir() / "_command.sh.j2"
+    st = template.stat()
+    try:
+        os.utime(template, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        assert leancache.lookup(ARGV) is None
+    finally:
+        os.utime(template, ns=(st.st_atime_ns, st.st_mtime_ns))

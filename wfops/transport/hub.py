@@ -83,6 +83,11 @@ class Hub:
                 keeper.link.close()
             return {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
                     f"{exc.strerror or exc}"}
+        except Exception as exc:  # anything else of a connect: said, not a keeper that "kept going away"
+            if keeper.link is not None:
+                keeper.link.close()
+            return {"ok": False, "code": 4, "message": f"the connection keeper for {target.label} failed: "
+                    f"{type(exc).__name__}: {exc}"}
         with self.lock:
             self.keepers.add(keeper)
         threading.Thread(target=keeper.serve, args=(server,), daemon=True).start()

@@ -345,3 +345,5 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
         raise ConnectError(f"SSH to {where} failed: {exc}") from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an ssh_config ProxyCommand that shlex cannot split
+        raise ConnectError(f"SSH to {where} failed: {exc}") from None

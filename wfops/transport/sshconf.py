@@ -70,6 +70,11 @@ def lookup(host: str) -> dict[str, Any]:
     """ssh_config's options for `host` (paramiko's SSHConfig over FILES: tokens expanded as paramiko does)."""
     import paramiko
 
+    reader: Any = paramiko.config  # its `invoke` is not in paramiko's stubs
+    if reader.invoke is None and _match_exec():  # imported with invoke hidden, and a `Match exec` line written
+        import invoke  # since (a keeper process lives for hours): the line runs, as it always did
+
+        reader.invoke = invoke
     config = paramiko.SSHConfig()
     for name in FILES:
         path = os.path.expanduser(name)
@@ -89,8 +94,10 @@ def route(target: Target) -> Route:
     options: dict[str, Any] = lookup(target.host) if target.use_ssh_config else {}
     keys = ([target.key_filename] if target.key_filename else []) + [str(k) for k in options.get("identityfile", [])]
     proxy = options.get("proxycommand")
-    return Route(host=str(options.get("hostname") or target.host),
-                 port=int(target.port or options.get("port") or 22),
+    port = target.port or options.get("port") or 22
+    if not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise ConnectError(f"ssh_config gives {target.host!r} the port {port!r}, which is not a port number")
+    return Route(host=str(options.get("hostname") or target.host), port=int(port),
                  user=str(target.user or options.get("user") or getpass.getuser()),
                  keys=tuple(keys), proxy_command=str(proxy) if proxy else None,
                  jump=str(options["proxyjump"]) if options.get("proxyjump") else None)
