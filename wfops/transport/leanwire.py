@@ -79,7 +79,7 @@ class Exchange:
             if frame is None or frame[0] != b"s":
                 raise Before()  # stale, refused, gone (an `E` before the start): the lean path decides
             sock.settimeout(None)
-            _send_data(sock, e["script"].encode("utf-8", "surrogateescape"))
+            _send_data(sock, e["script"].encode("utf-8", "surrogateescape"), float(e["keepalive"]))
             return self._frames(sock, pinged=frame[1] == b"p")
         finally:
             sock.close()
@@ -120,7 +120,7 @@ class Exchange:
             if m.group(1) == "need" and sock is not None:  # render.NEED_AGENT: this pod lacks the agent
                 from wfops.transport.render import agent
 
-                _send_data(sock, agent().line())
+                _send_data(sock, agent().line(), float(self.entry["keepalive"]))
             return
         sys.stderr.write(visible(self.redact(line)) + "\n")
         sys.stderr.flush()
@@ -146,9 +146,23 @@ def _send(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:
     sock.sendall(HEAD.pack(kind, len(data)) + data)
 
 
-def _send_data(sock: socket.socket, data: bytes) -> None:
-    for i in range(0, len(data), MAX_FRAME):
-        _send(sock, b"i", data[i:i + (MAX_FRAME)])
+def _send_data(sock: socket.socket, data: bytes, interval: float) -> None:
+    """The script (or the agent) to the keeper; a keeper that takes none of it for KEEPALIVE_MISSED intervals is
+    stopped or hung (as KeeperExec finds it while it sends): the command ends with its one line."""
+    sock.settimeout(interval * KEEPALIVE_MISSED)
+    try:
+        for i in range(0, len(data), MAX_FRAME):
+            _send(sock, b"i", data[i:i + (MAX_FRAME)])
+    except TimeoutError:
+        raise _stopped(interval) from None
+    finally:
+        sock.settimeout(None)
+
+
+def _stopped(interval: float) -> Failed:
+    return Failed(f"the connection keeper stopped answering (no reply to a keepalive for "
+                  f"{interval * KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, the command "
+                  "may or may not have run (`wfops disconnect` ends the keeper)", EXIT_CONNECT)
 
 
 def _exact(sock: socket.socket, n: int) -> bytes | None:
@@ -198,7 +212,5 @@ def _next(sock: socket.socket, interval: float) -> tuple[bytes, bytes] | None:
             heard = time.monotonic()
             continue
         if time.monotonic() - heard > interval * KEEPALIVE_MISSED:
-            raise Failed(f"the connection keeper stopped answering (no reply to a keepalive for "
-                          f"{interval * KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, the command "
-                          "may or may not have run (`wfops disconnect` ends the keeper)", EXIT_CONNECT)
+            raise _stopped(interval)
         _send(sock, b"p")
