@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM, likewise
 PROGRAMS = ("wfops", "inv", "invoke")
 BEFORE = "wfops: interrupted before anything was sent to the pod; nothing was changed\n"
 AFTER = "wfops: interrupted\n"

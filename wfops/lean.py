@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import Fallback
+from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED
 from wfops.leancache import end as _end
 from wfops.leancache import invoke_configured
 from wfops.leancache import terminated as _terminated
 from wfops.quietpipe import EXIT_BROKEN_PIPE
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
-EXIT_TERMINATED = 143
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -170,7 +170,7 @@ def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) ->
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("wfops: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -47,7 +47,7 @@ from invoke.parser import Argument
 from wfops import fanout, hints
 from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
-from wfops.interrupt import EXIT_INTERRUPTED, InTask
+from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, InTask
 from wfops.output import emit as emit
 from wfops.output import error_line, to_json, visible
 from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
@@ -67,7 +67,6 @@ from wfops.transport import session as remote
 CONFIG_HELP = "dotenv config file (default: $WORKFLOW_CONFIG, ./workflow.env, infra_scripts/workflow.env)"
 CONFIG_SHORT = "c"  # `-c FILE` is --config in every wfops task (and before the task name in `wfops`)
 JSON_HELP = "print JSON instead of a table"
-EXIT_TERMINATED = 143  # SIGTERM
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 T = TypeVar("T")
 

@@ -23,6 +23,7 @@ from wfops.agent import wire
 from wfops.agent.states import EXIT_CONNECT, EXIT_LOST, EXIT_NOT_FOUND, LOST, PENDING, QUEUE_STOPPED, RUNNING, UNKNOWN
 from wfops.errors import ConnectError, LiumError, NotFoundError, WfopsError
 from wfops.fanout import Log, to_stderr
+from wfops.interrupt import EXIT_INTERRUPTED
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_status
 from wfops.sweeps.billing import usd
@@ -40,7 +41,6 @@ from wfops.transport.command import PodCommand, call_once
 
 ROUND_SECS = 3  # each sweep-wait answers when the queue ends or after this long
 READY_SECS = 900  # a replacement pod must answer over SSH within this long
-EXIT_INTERRUPTED = 130
 DOWN = (ConnectError, NotFoundError, LiumError)  # how a pod that does not answer shows (NotFound: Lium lost it)
 
 

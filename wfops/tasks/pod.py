@@ -16,6 +16,7 @@ from invoke import Collection
 from wfops import hints
 from wfops.errors import ConfigError, ConnectError, LiumError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
+from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED
 from wfops.settings.load import KEYS_BY_NAME, Settings
 from wfops.targets import resolve
 from wfops.targets import ssh_config as sshcfg
@@ -30,8 +31,6 @@ from wfops.transport import warm
 from wfops.transport.command import PodCommand
 
 UP_TIMEOUT_SECS = 900  # lium up's own default budget: find, rent, wait for the pod
-EXIT_INTERRUPTED = 130  # Ctrl-C, as the task boundary reports it
-EXIT_TERMINATED = 143  # SIGTERM, likewise
 WAIT_TIMEOUT_SECS = 600
 POLL_FIRST_SECS = 1.0
 POLL_MAX_SECS = 10.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wfops.errors import ConflictError, LiumError, NotFoundError, WfopsError
+from wfops.interrupt import EXIT_INTERRUPTED
 from wfops.settings.load import KEYS_BY_NAME, Settings
 from wfops.targets import lium_pods, replaced
 from wfops.targets.lium_cli import (
@@ -29,8 +30,6 @@ from wfops.targets.lium_cli import (
 from wfops.targets.lium_rows import UP_KEYS, is_terminal, pod_words, up_argv
 from wfops.targets.providers.base import Resolved
 from wfops.targets.target import Member, Target
-
-EXIT_INTERRUPTED = 130  # Ctrl-C, as the task boundary reports it
 
 
 class LiumProvider:
