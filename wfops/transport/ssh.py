@@ -252,6 +252,8 @@ def connect(target: Target) -> Connected:
     sshconf); a ProxyJump alias still goes through Fabric's gateway chain."""
     from wfops.transport import sshconf
 
+    if target.key_filename and not Path(target.key_filename).is_file():
+        raise ConnectError(f"SSH key not found: {target.key_filename}")
     paramiko = sshconf.paramiko()
     _quiet_paramiko()
     route = sshconf.route(target)
@@ -263,10 +265,7 @@ def connect(target: Target) -> Connected:
                               "timeout": target.connect_timeout, "transport_factory": _gcm_first,
                               # a stopped sshd (a partition) accepts the TCP connection and never says hello
                               "banner_timeout": target.connect_timeout}
-    if target.key_filename:
-        if not Path(target.key_filename).is_file():
-            raise ConnectError(f"SSH key not found: {target.key_filename}")
-        # paramiko ignores IdentitiesOnly: without these, agent keys can exhaust the server's MaxAuthTries
+    if target.key_filename:  # paramiko ignores IdentitiesOnly: without these, agent keys can exhaust MaxAuthTries
         kwargs.update(look_for_keys=False, allow_agent=False)
     if route.keys:
         kwargs["key_filename"] = list(route.keys)
@@ -305,8 +304,6 @@ def _through_fabric(target: Target) -> Connected:
     config = Config(overrides={"load_ssh_configs": target.use_ssh_config})
     connect_kwargs: dict[str, object] = {"transport_factory": _gcm_first, "banner_timeout": target.connect_timeout}
     if target.key_filename:
-        if not Path(target.key_filename).is_file():
-            raise ConnectError(f"SSH key not found: {target.key_filename}")
         connect_kwargs.update(key_filename=target.key_filename, look_for_keys=False, allow_agent=False)
     conn = Connection(target.host, user=target.user, port=target.port, config=config,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)

@@ -11,6 +11,7 @@ it. ConnectTimeout is not read: wfops always gives its own (SSH_CONNECT_TIMEOUT)
 from __future__ import annotations
 
 import getpass
+import io
 import os
 import re
 import sys
@@ -38,12 +39,11 @@ class Route:
 
 
 def paramiko() -> ModuleType:
-    """paramiko, imported without invoke where it can be: paramiko.config imports invoke (~60 ms, as much as the
-    rest of paramiko) only to run ssh_config's `Match exec` lines. Where no ssh_config file has one and nothing in
-    this process imported invoke yet (a lean command, the keeper), paramiko is imported with invoke hidden; with a
-    `Match exec` line it is imported as usual, so the line works as it did."""
+    """paramiko, imported without invoke where nothing in this process imported invoke yet (a lean command, the
+    keeper): paramiko.config imports invoke (~60 ms, as much as the rest of paramiko) only to run ssh_config's
+    `Match exec` lines, and `lookup` gives it invoke when a file has such a line."""
     with _IMPORTING:  # the keeper process connects its targets from several threads at once
-        if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _match_exec():
+        if "paramiko" not in sys.modules and "invoke" not in sys.modules:
             sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError meanwhile
             try:
                 import paramiko
@@ -55,39 +55,36 @@ def paramiko() -> ModuleType:
     return paramiko
 
 
-def _match_exec() -> bool:
-    for name in FILES:
-        try:
-            with open(os.path.expanduser(name), errors="replace") as fh:
-                if _MATCH_EXEC.search(fh.read()):
-                    return True
-        except OSError:
-            continue
-    return False
-
-
 def lookup(host: str) -> dict[str, Any]:
     """ssh_config's options for `host` (paramiko's SSHConfig over FILES: tokens expanded as paramiko does)."""
     import paramiko
 
-    reader: Any = paramiko.config  # its `invoke` is not in paramiko's stubs
-    if reader.invoke is None and _match_exec():  # imported with invoke hidden, and a `Match exec` line written
-        import invoke  # since (a keeper process lives for hours): the line runs, as it always did
-
-        reader.invoke = invoke
     config = paramiko.SSHConfig()
     for name in FILES:
         path = os.path.expanduser(name)
         if os.path.isfile(path):
             try:
                 with open(path, errors="replace") as fh:
-                    config.parse(fh)
+                    text = fh.read()
+                if _MATCH_EXEC.search(text):
+                    _give_invoke(paramiko)
+                config.parse(io.StringIO(text))
             except (OSError, paramiko.ssh_exception.ConfigParseError) as exc:
                 raise ConnectError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return dict(config.lookup(host))
     except paramiko.ssh_exception.ConfigParseError as exc:
         raise ConnectError(f"ssh_config for {host!r}: {exc}") from None
+
+
+def _give_invoke(paramiko: ModuleType) -> None:
+    """A `Match exec` line: paramiko runs it through invoke, which `paramiko()` may have hidden from it (a keeper
+    process lives for hours; the line may be written after it started): the line runs, as it always did."""
+    reader: Any = paramiko.config  # its `invoke` is not in paramiko's stubs
+    if reader.invoke is None:
+        import invoke
+
+        reader.invoke = invoke
 
 
 def route(target: Target) -> Route:
