@@ -286,26 +286,19 @@ class _Work:
         leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
             "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": text,
-            "secrets": list(secrets), "command": self.command, "values": self.values,
-            "metric_columns": list(s.metric_columns), "artifacts_dir": s.local_artifacts_dir})
+            "secrets": list(secrets), **self._view()})
+
+    def _view(self) -> dict[str, Any]:
+        """What showing the answer takes (wfops.leancache.show), here and in a kept entry."""
+        return {"command": self.command, "values": self.values, "metric_columns": list(self.settings.metric_columns),
+                "artifacts_dir": self.settings.local_artifacts_dir}
 
     def show(self, data: dict[str, Any]) -> None:
-        from wfops import views
-        from wfops.output import emit
-
-        as_json = bool(self.values.get("json"))
         if self.command == "run.fetch":
+            from wfops.output import emit
+
             emit(data, False, lambda: "\n".join(data["runs"]))
             return
-        if self.command == "sweep.status":
-            from wfops.sweeps import recover
-            from wfops.sweeps.status import status_text
+        from wfops.leancache import show
 
-            lines = recover.history_lines(self.settings, str((data.get("sweep") or {}).get("sweep_id") or ""))
-            if lines:
-                data["pod_history"] = lines
-            emit(data, as_json, lambda: status_text(data, self.settings.metric_columns, self.values["sort"]))
-            return
-        text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
-                "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[self.command]
-        emit(data, as_json, lambda: text(data))
+        show(self._view(), data)

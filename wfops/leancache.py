@@ -221,7 +221,7 @@ def _run(entry: dict[str, Any]) -> int:
     try:
         with InTask():
             data = Exchange(entry, redact).answer(entry["command"])
-        _show(entry, data)
+        show(entry, data)
     except Failed as exc:
         print(error_line(exc.message), file=sys.stderr)
         return exc.code
@@ -258,19 +258,19 @@ def end(code: int) -> None:
     os._exit(code)
 
 
-def _show(entry: dict[str, Any], data: dict[str, Any]) -> None:
+def show(view: dict[str, Any], data: dict[str, Any]) -> None:
+    """A read-only command's answer as its task shows it; `view`: the command, its options, METRIC_COLUMNS and
+    LOCAL_ARTIFACTS_DIR (what a kept entry holds; wfops.lean passes the same from its settings)."""
     from wfops.output import emit
 
-    command, values = entry["command"], entry["values"]
+    command, values = view["command"], view["values"]
     as_json = bool(values["json"])
     if command == "sweep.status":
-        from wfops.sweeps.history import history_lines
+        from wfops.sweeps.history import add_history
         from wfops.sweeps.status import status_text
 
-        lines = history_lines(entry["artifacts_dir"], str((data.get("sweep") or {}).get("sweep_id") or ""))
-        if lines:
-            data["pod_history"] = lines
-        emit(data, as_json, lambda: status_text(data, entry["metric_columns"], values["sort"]))
+        add_history(data, view["artifacts_dir"])
+        emit(data, as_json, lambda: status_text(data, view["metric_columns"], values["sort"]))
         return
     from wfops import views
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from wfops.agent.recover import restart_entries
 from wfops.settings.load import load_settings
-from wfops.sweeps.recover import Book, Silence, history_lines
+from wfops.sweeps.history import history_lines
+from wfops.sweeps.recover import Book, Silence
 
 
 def test_lost_runs_restart_at_their_next_attempt_pending_ones_as_queued_and_ended_ones_never():
@@ -42,8 +43,8 @@ def test_the_record_counts_recoveries_per_sweep_and_keeps_rented_pods_across_com
     book.ran("r1", 2, "train (id p2)")
     again = Book.load(settings, "sweep-1")
     assert again.recoveries == 1 and again.rented == ["p2"]
-    assert history_lines(settings, "sweep-1")[-1] == "r1: attempt 2 on train (id p2)"
-    assert history_lines(settings, "sweep-2") == []
+    assert history_lines(settings.local_artifacts_dir, "sweep-1")[-1] == "r1: attempt 2 on train (id p2)"
+    assert history_lines(settings.local_artifacts_dir, "sweep-2") == []
 
 
 def test_a_fleet_pods_replacement_gets_its_own_volume_never_the_one_lium_volume():
@@ -76,6 +77,6 @@ def test_status_history_names_the_pod_of_each_attempt_and_where_a_run_waits(tmp_
     book.ran("r1", 1, "train")
     book.ran("r1", 2, "train (id new)")
     book.ran("r2", 1, "train (id new)", queued=True)
-    lines = history_lines(load_settings(cfg), "sweep-1")
+    lines = history_lines(load_settings(cfg).local_artifacts_dir, "sweep-1")
     assert "r1: attempt 1 on train, attempt 2 on train (id new)" in lines
     assert "r2: attempt 1 queued on train (id new)" in lines

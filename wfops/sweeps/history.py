@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import os
 
+from wfops.agent.wire import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is not imported at run time (the cached fast path, wfops.leancache)
+    from typing import Any
+
 DIR = ".fleet"  # wfops.targets.replaced.DIR: beside the fleet ledgers
 SUFFIX = ".recover.json"
 
@@ -29,3 +34,10 @@ def history_lines(artifacts_dir: str, sweep_id: str) -> list[str]:
             lines.append(f"{rid}: " + ", ".join(f"attempt {t.get('attempt')} {'queued on' if t.get('queued') else 'on'}"
                                                f" {t.get('pod')}" for t in tries if isinstance(t, dict)))
     return lines
+
+
+def add_history(data: dict[str, Any], artifacts_dir: str) -> None:
+    """sweep.status's answer with its managed sweep's history lines (`pod_history`), where it has any."""
+    lines = history_lines(artifacts_dir, str((data.get("sweep") or {}).get("sweep_id") or ""))
+    if lines:
+        data["pod_history"] = lines

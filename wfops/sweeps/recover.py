@@ -192,11 +192,6 @@ def managing(settings: Settings, names: list[str]) -> Iterator[None]:
             fh.close()
 
 
-def history_lines(settings: Settings, sweep_id: str) -> list[str]:
-    """What sweep.status adds below the table of a managed sweep (wfops.sweeps.history.history_lines)."""
-    return history.history_lines(settings.local_artifacts_dir, sweep_id)
-
-
 @dataclass
 class Silence:
     """When a pod that does not answer counts as lost: once it has been silent `after` seconds, or at once when

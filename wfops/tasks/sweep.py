@@ -15,7 +15,7 @@ from wfops.agent.states import RUNNING
 from wfops.errors import ConflictError, ConnectError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
-from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, launch_script, recover
+from wfops.sweeps import billing, fleet_moves, fleet_pods, fleet_start, fleet_status, history, launch_script
 from wfops.sweeps.ledger import load_ledger
 from wfops.sweeps.model import check_run_id, exec_block, plan_runs, queue_entries, select_runs
 from wfops.sweeps.plan import shares
@@ -235,9 +235,7 @@ def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False,
 
 def _managed_history(settings: Settings, data: dict[str, Any]) -> None:
     """A managed sweep's pod history (sweep.wait --recover): which pod ran which attempt (wfops.sweeps.recover)."""
-    lines = recover.history_lines(settings, str((data.get("sweep") or {}).get("sweep_id") or ""))
-    if lines:
-        data["pod_history"] = lines
+    history.add_history(data, settings.local_artifacts_dir)
 
 
 def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, secs: float | None) -> None:
