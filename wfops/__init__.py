@@ -50,7 +50,8 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/sshconf.py      where an SSH target's connection goes: ssh_config applied as Fabric applied it
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine
-    transport/warm.py         warm connections, client side: find or start a keeper; the frames
+    transport/warm.py         warm connections, client side: find or start a keeper
+    transport/frames.py       the frames between a command and its keeper (stdlib only: the cached fast path's too)
     transport/keeper.py       the keeper process: holds each target's connection open between commands
     transport/served.py       one target of the keeper process: its connection, socket, clients, idle clock
     transport/hub.py          the keeper process's targets: adds, drops and ends them; exits when none is left

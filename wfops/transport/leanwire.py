@@ -15,12 +15,11 @@ import time
 
 from wfops.agent.states import EXIT_CONNECT, EXIT_REMOTE
 from wfops.agent.wire import TYPE_CHECKING
+from wfops.transport.frames import MAX_FRAME, recv_frame, send_frame
 
 if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
     from typing import Any
 
-HEAD = struct.Struct(">cI")  # wfops.transport.warm.HEADER: a type byte, a 4-byte big-endian length
-MAX_FRAME = 1 << 20  # wfops.transport.warm.MAX_FRAME
 START_SECS = 5.0  # a keeper silent this long before it opened a channel: the lean path takes over (nothing ran)
 KEEPALIVE_MISSED = 3  # wfops.transport.ssh.KEEPALIVE_MISSED (the interval is the entry's: ssh.keepalive_secs())
 
@@ -72,8 +71,8 @@ class Exchange:
                 if struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.getuid():
                     raise Before()  # a keeper of another user: the lean path refuses it in its words
                 header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False})
-                _send(sock, b"h", header.encode())
-                frame = _recv(sock)
+                send_frame(sock, b"h", header.encode())
+                frame = recv_frame(sock)
             except OSError:  # none there, refused, silent: nothing ran
                 raise Before() from None
             if frame is None or frame[0] != b"s":
@@ -142,17 +141,13 @@ def _connect(sock: socket.socket, path: str) -> None:
         os.close(fd)
 
 
-def _send(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:
-    sock.sendall(HEAD.pack(kind, len(data)) + data)
-
-
 def _send_data(sock: socket.socket, data: bytes, interval: float) -> None:
     """The script (or the agent) to the keeper; a keeper that takes none of it for KEEPALIVE_MISSED intervals is
     stopped or hung (as KeeperExec finds it while it sends): the command ends with its one line."""
     sock.settimeout(interval * KEEPALIVE_MISSED)
     try:
         for i in range(0, len(data), MAX_FRAME):
-            _send(sock, b"i", data[i:i + (MAX_FRAME)])
+            send_frame(sock, b"i", data[i:i + (MAX_FRAME)])
     except TimeoutError:
         raise _stopped(interval) from None
     finally:
@@ -165,28 +160,9 @@ def _stopped(interval: float) -> Failed:
                   "may or may not have run (`wfops disconnect` ends the keeper)", EXIT_CONNECT)
 
 
-def _exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
-def _recv(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    head = _exact(sock, HEAD.size)
-    if head is None:
-        return None
-    kind, size = HEAD.unpack(head)
-    data = _exact(sock, size) if size else b""
-    return None if data is None else (kind, data)
-
-
 def _recv_or_none(sock: socket.socket) -> tuple[bytes, bytes] | None:
     try:
-        return _recv(sock)
+        return recv_frame(sock)
     except OSError:
         return None
 
@@ -198,7 +174,7 @@ def _next(sock: socket.socket, interval: float) -> tuple[bytes, bytes] | None:
         if select.select([sock], [], [], interval)[0]:
             sock.settimeout(interval * KEEPALIVE_MISSED)
             try:
-                frame = _recv(sock)
+                frame = recv_frame(sock)
             except TimeoutError:
                 raise Failed(f"the connection keeper stopped in the middle of an answer for "
                               f"{interval * KEEPALIVE_MISSED:g}s; wfops closed it, the command may or may not "
@@ -213,4 +189,4 @@ def _next(sock: socket.socket, interval: float) -> tuple[bytes, bytes] | None:
             continue
         if time.monotonic() - heard > interval * KEEPALIVE_MISSED:
             raise _stopped(interval)
-        _send(sock, b"p")
+        send_frame(sock, b"p")

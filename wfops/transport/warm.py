@@ -1,5 +1,5 @@
-"""Warm connections, the client side: find (or start) the keeper of a target; the frames scripts travel in
-(wfops.transport.connect runs a script through the keeper: KeeperExec, KeeperSession).
+"""Warm connections, the client side: find (or start) the keeper of a target; the frames scripts travel in are
+wfops.transport.frames (wfops.transport.connect runs a script through the keeper: KeeperExec, KeeperSession).
 
 A keeper (`python -m wfops.transport.keeper`, see wfops/transport/keeper.py) holds one Fabric connection to one
 target open for WF_PERSIST_SECS after its last use, like OpenSSH's ControlPersist. Commands reach it over a
@@ -37,46 +37,18 @@ from typing import Any
 
 from wfops.errors import ConfigError, ConnectError, WfopsError
 from wfops.targets.target import Target
+from wfops.transport.frames import HEADER as HEADER  # the frames, for warm's users (wfops.transport.frames)
+from wfops.transport.frames import MAX_FRAME as MAX_FRAME
+from wfops.transport.frames import recv_frame as recv_frame
+from wfops.transport.frames import send_frame as send_frame
 
 DIR_ENV = "WFOPS_KEEPER_DIR"
-HEADER = struct.Struct(">cI")
-MAX_FRAME = 1 << 20
 SPAWN_TIMEOUT_SECS = 120  # the keeper connects within the target's own connect timeout; this is a backstop
 FAILURE_FRESH_SECS = 30  # how long what a prestarted keeper could not do stays news for its command
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd
 
 
 # ------------------------------------------------------------------ frames
-
-def send_frame(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:
-    sock.sendall(HEADER.pack(kind, len(data)) + data if len(data) < 65536 else HEADER.pack(kind, len(data)))
-    if len(data) >= 65536:
-        sock.sendall(data)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            return None
-        got += k
-    return bytes(buf)
-
-
-def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """(type, payload), or None when the peer closed the socket (at a frame boundary or not)."""
-    head = _recv_exact(sock, HEADER.size)
-    if head is None:
-        return None
-    kind, size = HEADER.unpack(head)
-    if size == 0:
-        return kind, b""
-    data = _recv_exact(sock, size)
-    return None if data is None else (kind, data)
-
 
 # ------------------------------------------------------------------ where keepers live
 

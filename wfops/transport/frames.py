@@ -1,0 +1,41 @@
+"""The frames between a command and its keeper (wfops.transport.warm, .connect, .served, .hub, and the cached fast
+path's wfops.transport.leanwire): a type byte, a 4-byte big-endian length, the payload. Standard library only
+(socket, struct): the cached fast path imports it without the rest of the transport."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+HEADER = struct.Struct(">cI")
+MAX_FRAME = 1 << 20  # what a sender puts in one frame at most (a script or an agent goes in several)
+
+
+def send_frame(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:
+    sock.sendall(HEADER.pack(kind, len(data)) + data if len(data) < 65536 else HEADER.pack(kind, len(data)))
+    if len(data) >= 65536:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """(type, payload), or None when the peer closed the socket (at a frame boundary or not)."""
+    head = _recv_exact(sock, HEADER.size)
+    if head is None:
+        return None
+    kind, size = HEADER.unpack(head)
+    if size == 0:
+        return kind, b""
+    data = _recv_exact(sock, size)
+    return None if data is None else (kind, data)
