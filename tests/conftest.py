@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,11 +231,7 @@ class Pod:
 
     def count_in_process(self, *args: str) -> tuple[Result, int, int]:
         """`count`, with the command run in this process (wf_in_process)."""
-        assert self.sshd is not None
-        mark = self.sshd.mark()
-        res = self.wf_in_process(*args)
-        conns, execs = self.sshd.counts(mark)
-        return res, conns, execs
+        return self.count(*args, run=self.wf_in_process)
 
     def ok(self, *args: str, **kw: object) -> Result:
         res = self.wf(*args, **kw)  # type: ignore[arg-type]
@@ -245,11 +241,11 @@ class Pod:
     def state(self) -> dict:
         return json.loads(self.state_file.read_text())
 
-    def count(self, *args: str) -> tuple[Result, int, int]:
-        """Run a command and count (ssh connections, execs) it made; ssh targets only."""
+    def count(self, *args: str, run: Callable[..., Result] | None = None) -> tuple[Result, int, int]:
+        """Run a command (with `run`, else `wf`) and count (ssh connections, execs) it made; ssh targets only."""
         assert self.sshd is not None
         mark = self.sshd.mark()
-        res = self.wf(*args)
+        res = (run or self.wf)(*args)
         conns, execs = self.sshd.counts(mark)
         return res, conns, execs
 
