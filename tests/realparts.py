@@ -186,20 +186,33 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+PF_KTHREAD = 0x00200000  # /proc/PID/stat's flags: a kernel thread (no environment, ever)
+
+
+def _environ(pid: int) -> bytes:
+    """The environment `pid` was started with (b"" when it is gone). A process in the middle of an exec reads as
+    empty for a moment, its new memory having no environment yet (read in a loop from their start on a busy machine,
+    13 of 300 children read as empty before their environment showed up; none through this function; an exiting
+    one reads as empty too). So an empty answer from a live process that is not a kernel thread is read again, up
+    to 1 s (scaled): without this, a tmux pane or a detached run caught mid-exec went unseen by the scan, and so
+    unkilled by kill_sshd."""
+    deadline = time.monotonic() + scaled(1)
+    while True:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return b""
+        if env or fields[0] in ("Z", "X") or int(fields[6]) & PF_KTHREAD or time.monotonic() > deadline:
+            return env
+        time.sleep(0.001)
+
+
 def pids_with_env(name: str, value: str) -> list[int]:
     """Processes whose environment (as they were started) has `name=value` exactly; never this process."""
     entry = f"{name}={value}".encode()
-    found = []
-    for pid in _pids():
-        if pid == os.getpid():
-            continue
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if entry in env.split(b"\0") and running(pid):
-            found.append(pid)
-    return found
+    return [pid for pid in _pids()
+            if pid != os.getpid() and entry in _environ(pid).split(b"\0") and running(pid)]
 
 
 def pod_pids(sshd: SSHD) -> list[int]:
