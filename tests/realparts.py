@@ -162,11 +162,17 @@ def stop_sshd(sshd: SSHD) -> None:
 
 # ------------------------------------------------------------------ a pod dies, a pod comes back
 
-def _ppid(pid: int) -> int:
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state, ppid, ..., flags at 6); [] when `pid` is gone."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _ppid(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else -1
 
 
 def _pids() -> list[int]:
@@ -187,23 +193,26 @@ def descendants(pid: int) -> list[int]:
 
 
 PF_KTHREAD = 0x00200000  # /proc/PID/stat's flags: a kernel thread (no environment, ever)
+DEAD = ("Z", "X")  # /proc/PID/stat's states of a process that is gone for our purposes (`running`)
 
 
 def _environ(pid: int) -> bytes:
-    """The environment `pid` was started with (b"" when it is gone). A process in the middle of an exec reads as
-    empty for a moment, its new memory having no environment yet (read in a loop from their start on a busy machine,
-    13 of 300 children read as empty before their environment showed up; none through this function; an exiting
-    one reads as empty too). So an empty answer from a live process that is not a kernel thread is read again, up
-    to 1 s (scaled): without this, a tmux pane or a detached run caught mid-exec went unseen by the scan, and so
-    unkilled by kill_sshd."""
+    """The environment `pid` was started with (b"" when it is gone: `running`). A process in the middle of an exec
+    reads as empty for a moment, its new memory having no environment yet (read in a loop from their start on a busy
+    machine, 13 of 300 children read as empty before their environment showed up; none through this function; an
+    exiting one reads as empty too). So an empty answer from a live process that is not a kernel thread is read
+    again, up to 1 s (scaled): without this, a tmux pane or a detached run caught mid-exec went unseen by the scan,
+    and so unkilled by kill_sshd."""
     deadline = time.monotonic() + scaled(1)
     while True:
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes()
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return b""
-        if env or fields[0] in ("Z", "X") or int(fields[6]) & PF_KTHREAD or time.monotonic() > deadline:
+        fields = _stat(pid)
+        if not fields or fields[0] in DEAD:
+            return b""
+        if env or int(fields[6]) & PF_KTHREAD or time.monotonic() > deadline:
             return env
         time.sleep(0.001)
 
@@ -212,7 +221,7 @@ def pids_with_env(name: str, value: str) -> list[int]:
     """Processes whose environment (as they were started) has `name=value` exactly; never this process."""
     entry = f"{name}={value}".encode()
     return [pid for pid in _pids()
-            if pid != os.getpid() and entry in _environ(pid).split(b"\0") and running(pid)]
+            if pid != os.getpid() and entry in _environ(pid).split(b"\0")]
 
 
 def pod_pids(sshd: SSHD) -> list[int]:
@@ -249,11 +258,8 @@ def kill_sshd(sshd: SSHD, everything: bool = True) -> list[int]:
 
 def running(pid: int) -> bool:
     """A live process, not a zombie (an orphan that nobody reaps is gone for our purposes)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in DEAD
 
 
 def _wait_gone(pids: list[int], timeout: float = 10) -> None:
