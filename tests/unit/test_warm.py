@@ -11,7 +11,7 @@ import pytest
 
 from wfops.errors import ConfigError, ConnectError
 from wfops.targets.target import Target
-from wfops.transport import warm
+from wfops.transport import frames, warm
 
 
 def ssh(**kw) -> Target:
@@ -44,10 +44,10 @@ def test_a_socket_path_too_long_for_sockaddr_un_still_works(tmp_path):
         assert client is not None
         conn, _ = server.accept()
         assert warm.peer_uid(conn) == os.getuid()
-        warm.send_frame(client, b"h", b"x" * 70_000)  # a frame bigger than one send
-        assert warm.recv_frame(conn) == (b"h", b"x" * 70_000)
+        frames.send_frame(client, b"h", b"x" * 70_000)  # a frame bigger than one send
+        assert frames.recv_frame(conn) == (b"h", b"x" * 70_000)
         client.close()
-        assert warm.recv_frame(conn) is None
+        assert frames.recv_frame(conn) is None
         conn.close()
     finally:
         server.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport import launch, ssh, warm
+from wfops.transport import frames, launch, ssh, warm
 from wfops.transport.local import LocalSession
 from wfops.transport.session import (
     Counted,
@@ -60,8 +60,8 @@ class KeeperExec:
 
     def send(self, data: bytes) -> None:
         with self.lock:
-            for i in range(0, len(data), warm.MAX_FRAME):
-                warm.send_frame(self.sock, b"i", data[i:i + warm.MAX_FRAME])
+            for i in range(0, len(data), frames.MAX_FRAME):
+                frames.send_frame(self.sock, b"i", data[i:i + frames.MAX_FRAME])
                 self.sent_at = time.monotonic()  # the keeper takes what we send: it is not frozen
 
     def _send_quietly(self, data: bytes) -> None:
@@ -77,7 +77,7 @@ class KeeperExec:
         keeper writes stdout straight into fd (a pipe to run.fetch's extractor: one copy less) and reports how
         much it wrote in `n` frames."""
         try:
-            warm.send_frame(self.sock, b"h", json.dumps(dict(header, direct=direct is not None)).encode())
+            frames.send_frame(self.sock, b"h", json.dumps(dict(header, direct=direct is not None)).encode())
             if direct is not None:
                 socket.send_fds(self.sock, [b"F"], [direct[0]])
         except OSError:
@@ -86,7 +86,7 @@ class KeeperExec:
         self.sock.settimeout(start_timeout)  # until the channel is open: a keeper silent that long is frozen
         while True:
             try:
-                frame = self._answer_or_ping() if pinged else warm.recv_frame(self.sock)
+                frame = self._answer_or_ping() if pinged else frames.recv_frame(self.sock)
             except TimeoutError:
                 raise Frozen() from None
             except OSError:
@@ -135,35 +135,32 @@ class KeeperExec:
                 continue
             if time.monotonic() - max(heard, self.sent_at) > interval * ssh.KEEPALIVE_MISSED:
                 self.sock.close()
-                raise ConnectError(f"the connection keeper stopped answering (no reply to a keepalive for "
-                                   f"{interval * ssh.KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, "
-                                   "the command may or may not have run (`wfops disconnect` ends the keeper)")
+                raise ConnectError(frames.keeper_silent(interval * ssh.KEEPALIVE_MISSED))
             if self.lock.acquire(blocking=False):  # busy sending the script: that send tells us nothing; skip
                 try:
-                    warm.send_frame(self.sock, b"p")
+                    frames.send_frame(self.sock, b"p")
                 finally:
                     self.lock.release()
 
 
 def _recv_frame_within(sock: socket.socket, limit: float) -> tuple[bytes, bytes] | None:
-    """warm.recv_frame, where each part of the frame must come within `limit` seconds (a keeper frozen in the
+    """frames.recv_frame, where each part of the frame must come within `limit` seconds (a keeper frozen in the
     middle of a frame is frozen too)."""
     def exact(n: int) -> bytes | None:
         buf = b""
         while len(buf) < n:
             if not select.select([sock], [], [], limit)[0]:
-                raise ConnectError(f"the connection keeper stopped in the middle of an answer for {limit:g}s; "
-                                   "wfops closed it, the command may or may not have run")
+                raise ConnectError(frames.keeper_stalled(limit))
             chunk = sock.recv(n - len(buf))
             if not chunk:
                 return None
             buf += chunk
         return buf
 
-    head = exact(warm.HEADER.size)
+    head = exact(frames.HEADER.size)
     if head is None:
         return None
-    kind, size = warm.HEADER.unpack(head)
+    kind, size = frames.HEADER.unpack(head)
     data = exact(size) if size else b""
     return None if data is None else (kind, data)
 

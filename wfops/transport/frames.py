@@ -39,3 +39,16 @@ def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
         return kind, b""
     data = _recv_exact(sock, size)
     return None if data is None else (kind, data)
+
+
+def keeper_silent(limit: float) -> str:
+    """What a command says of a keeper that answered no keepalive for `limit` seconds (wfops.transport.connect's
+    KeeperExec and the cached fast path's wfops.transport.leanwire)."""
+    return (f"the connection keeper stopped answering (no reply to a keepalive for {limit:g}s: it is stopped or "
+            "hung); wfops closed it, the command may or may not have run (`wfops disconnect` ends the keeper)")
+
+
+def keeper_stalled(limit: float) -> str:
+    """What a command says of a keeper that stopped for `limit` seconds in the middle of a frame (likewise)."""
+    return (f"the connection keeper stopped in the middle of an answer for {limit:g}s; wfops closed it, the command "
+            "may or may not have run")

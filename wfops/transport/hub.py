@@ -26,7 +26,7 @@ from typing import Any
 
 from wfops.errors import WfopsError
 from wfops.targets.target import Target
-from wfops.transport import ssh, warm
+from wfops.transport import frames, ssh, warm
 from wfops.transport.served import ACCEPT_POLL_SECS, Keeper, take_order, unlink_if_ours
 
 
@@ -146,7 +146,7 @@ class Hub:
                 lock_fd = fds[0] if fds else None
             if header.get("op") == "add":
                 try:  # taken: the process answers (a stopped one leaves the order in its backlog, unread)
-                    warm.send_frame(client, b"a")
+                    frames.send_frame(client, b"a")
                 except OSError:
                     pass
             answer = self._op(header)
@@ -156,7 +156,7 @@ class Hub:
                 os.close(lock_fd)
                 lock_fd = None
             try:
-                warm.send_frame(client, b"x", json.dumps(answer).encode())
+                frames.send_frame(client, b"x", json.dumps(answer).encode())
             except OSError:  # nobody waits for it (started ahead of its command)
                 pass
         except (OSError, ValueError, KeyError):

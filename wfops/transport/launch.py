@@ -22,6 +22,7 @@ from typing import Any
 
 from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
+from wfops.transport.frames import recv_frame, send_frame
 from wfops.transport.warm import (
     FAILURE_FRESH_SECS,
     HUB_ANSWER_SECS,
@@ -32,8 +33,6 @@ from wfops.transport.warm import (
     fingerprint,
     hub_path,
     peer_pid,
-    recv_frame,
-    send_frame,
     socket_path,
 )
 

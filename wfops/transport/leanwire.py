@@ -15,7 +15,7 @@ import time
 
 from wfops.agent.states import EXIT_CONNECT, EXIT_REMOTE
 from wfops.agent.wire import TYPE_CHECKING
-from wfops.transport.frames import MAX_FRAME, recv_frame, send_frame
+from wfops.transport.frames import MAX_FRAME, keeper_silent, keeper_stalled, recv_frame, send_frame
 
 if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
     from typing import Any
@@ -155,9 +155,7 @@ def _send_data(sock: socket.socket, data: bytes, interval: float) -> None:
 
 
 def _stopped(interval: float) -> Failed:
-    return Failed(f"the connection keeper stopped answering (no reply to a keepalive for "
-                  f"{interval * KEEPALIVE_MISSED:g}s: it is stopped or hung); wfops closed it, the command "
-                  "may or may not have run (`wfops disconnect` ends the keeper)", EXIT_CONNECT)
+    return Failed(keeper_silent(interval * KEEPALIVE_MISSED), EXIT_CONNECT)
 
 
 def _recv_or_none(sock: socket.socket) -> tuple[bytes, bytes] | None:
@@ -176,9 +174,7 @@ def _next(sock: socket.socket, interval: float) -> tuple[bytes, bytes] | None:
             try:
                 frame = recv_frame(sock)
             except TimeoutError:
-                raise Failed(f"the connection keeper stopped in the middle of an answer for "
-                              f"{interval * KEEPALIVE_MISSED:g}s; wfops closed it, the command may or may not "
-                              "have run", EXIT_CONNECT) from None
+                raise Failed(keeper_stalled(interval * KEEPALIVE_MISSED), EXIT_CONNECT) from None
             except OSError:
                 return None
             finally:

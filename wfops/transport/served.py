@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from wfops.errors import ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport import ssh, warm
+from wfops.transport import frames, ssh, warm
 
 if TYPE_CHECKING:
     from paramiko import Channel
@@ -36,9 +36,9 @@ def unlink_if_ours(path: Path, inode: int | None) -> None:
 def take_order(client: socket.socket) -> dict[str, Any] | None:
     """The header of a command's order on `client`; None (another user refused, or no order) when there is none."""
     if warm.peer_uid(client) != os.getuid():
-        warm.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+        frames.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
         return None
-    frame = warm.recv_frame(client)
+    frame = frames.recv_frame(client)
     if frame is None or frame[0] != b"h":
         return None
     header: dict[str, Any] = json.loads(frame[1])
@@ -129,15 +129,15 @@ class Keeper:
             return
         if header.get("op") == "stop":
             self.stop()
-            warm.send_frame(client, b"x", b"0")
+            frames.send_frame(client, b"x", b"0")
             return
         if header.get("fp") != self.fp:
             self.stop()
-            warm.send_frame(client, b"E", json.dumps({"stale": True, "code": 4, "message": "stale"}).encode())
+            frames.send_frame(client, b"E", json.dumps({"stale": True, "code": 4, "message": "stale"}).encode())
             return
         self.persist = float(header.get("persist") or self.persist)
         if header.get("op") == "ping":
-            warm.send_frame(client, b"x", b"0")
+            frames.send_frame(client, b"x", b"0")
             return
         direct = None
         if header.get("direct"):  # the client's pipe for stdout (run.fetch's extractor), passed with the request
@@ -147,7 +147,7 @@ class Keeper:
             try:
                 link, chan = self.open_exec()
             except WfopsError as exc:
-                warm.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
+                frames.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
                 return
             self._relay(client, link, chan, direct)
         finally:
@@ -160,13 +160,13 @@ class Keeper:
         def to_client(kind: bytes) -> Callable[[bytes], None]:
             def send(data: bytes) -> None:
                 with write_lock:
-                    warm.send_frame(client, kind, data)
+                    frames.send_frame(client, kind, data)
             return send
 
         def from_client() -> None:
             try:
                 while True:
-                    frame = warm.recv_frame(client)
+                    frame = frames.recv_frame(client)
                     if frame is None:
                         break
                     if frame[0] == b"i":

@@ -37,18 +37,13 @@ from typing import Any
 
 from wfops.errors import ConfigError, ConnectError, WfopsError
 from wfops.targets.target import Target
-from wfops.transport.frames import HEADER as HEADER  # the frames, for warm's users (wfops.transport.frames)
-from wfops.transport.frames import MAX_FRAME as MAX_FRAME
-from wfops.transport.frames import recv_frame as recv_frame
-from wfops.transport.frames import send_frame as send_frame
+from wfops.transport.frames import recv_frame, send_frame
 
 DIR_ENV = "WFOPS_KEEPER_DIR"
 SPAWN_TIMEOUT_SECS = 120  # the keeper connects within the target's own connect timeout; this is a backstop
 FAILURE_FRESH_SECS = 30  # how long what a prestarted keeper could not do stays news for its command
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd
 
-
-# ------------------------------------------------------------------ frames
 
 # ------------------------------------------------------------------ where keepers live
 
