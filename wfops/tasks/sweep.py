@@ -229,13 +229,8 @@ def status(c: Any, sweep: str = "", sort: str | None = None, json: bool = False,
                            lambda d: (d.get("sweep") or {}).get("state") != RUNNING, secs, json)
         return
     data = call_once("sweep.status", settings, wire.SWEEP_STATUS, **args)
-    _managed_history(settings, data)
+    history.add_history(data, settings.local_artifacts_dir)  # a managed sweep's: which pod ran which attempt
     emit(data, json, lambda: status_text(data, settings.metric_columns, sort))
-
-
-def _managed_history(settings: Settings, data: dict[str, Any]) -> None:
-    """A managed sweep's pod history (sweep.wait --recover): which pod ran which attempt (wfops.sweeps.recover)."""
-    history.add_history(data, settings.local_artifacts_dir)
 
 
 def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, secs: float | None) -> None:
@@ -248,7 +243,7 @@ def _fleet_status(settings: Settings, sweep: str, sort: str | None, json: bool, 
                            lambda d: d["sweep"]["state"] != RUNNING, secs, json)
         return
     data = fleet_status.status(settings, sweep, patterns)
-    _managed_history(settings, data)
+    history.add_history(data, settings.local_artifacts_dir)  # a managed sweep's: which pod ran which attempt
     emit(data, json, lambda: text(data))
     if data["problems"]:
         raise ConnectError(f"{len(data['problems'])} pod(s) of the fleet did not answer; their runs show as unknown")
