@@ -30,7 +30,8 @@ def main() -> None:
         finally:
             sys.stdout.flush()  # inside the try: a reader gone (`wfops --list | head`) shows here at the latest
     except BrokenPipeError:  # `wfops --list | head`: no traceback, no "Exception ignored" at exit, the shell's 141
-        from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+        from wfops.interrupt import EXIT_BROKEN_PIPE
+        from wfops.quietpipe import exit_quietly_on_broken_pipe
 
         exit_quietly_on_broken_pipe()
         sys.exit(EXIT_BROKEN_PIPE)

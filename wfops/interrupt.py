@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM, likewise
+EXIT_BROKEN_PIPE = 141  # SIGPIPE: a writer whose reader went away (wfops.quietpipe)
 PROGRAMS = ("wfops", "inv", "invoke")
 BEFORE = "wfops: interrupted before anything was sent to the pod; nothing was changed\n"
 AFTER = "wfops: interrupted\n"

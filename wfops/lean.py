@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from wfops.errors import Fallback
-from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED
+from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
 from wfops.leancache import end as _end
-from wfops.leancache import invoke_configured
+from wfops.leancache import invoke_configured, show
 from wfops.leancache import terminated as _terminated
-from wfops.quietpipe import EXIT_BROKEN_PIPE
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
 _DIGITS = re.compile(r"[0-9]+")
@@ -299,6 +298,4 @@ class _Work:
 
             emit(data, False, lambda: "\n".join(data["runs"]))
             return
-        from wfops.leancache import show
-
         show(self._view(), data)

@@ -23,7 +23,7 @@ import os
 import sys
 
 from wfops.agent.wire import TYPE_CHECKING
-from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED
+from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
 from wfops.transport.leanwire import Before, Exchange, Failed
 
 if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
@@ -39,7 +39,6 @@ CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lea
 DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
 VERSION = 2
 KEEP = 64  # entries kept at most
-EXIT_BROKEN_PIPE = 141  # wfops.quietpipe's (which imports typing, kept off this path)
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 

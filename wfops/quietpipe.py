@@ -9,7 +9,8 @@ other exception to the hook that was there. It is installed by the task tree's i
 in a program named `inv` or `invoke`; any other Python process of the venv imports nothing). Invoke itself is not
 touched, and a tasks.py of your own that imports wfops's tasks keeps its own hook for every other exception.
 
-Standard library only, cheap to import (it runs at every `inv` start).
+Standard library only (and wfops.interrupt, likewise: the exit code), cheap to import (it runs at every `inv`
+start).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+from wfops.interrupt import EXIT_BROKEN_PIPE
 
 
 def exit_quietly_on_broken_pipe() -> None:

@@ -47,10 +47,10 @@ from invoke.parser import Argument
 from wfops import fanout, hints
 from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
-from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, InTask
+from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED, InTask
 from wfops.output import emit as emit
 from wfops.output import error_line, to_json, visible
-from wfops.quietpipe import EXIT_BROKEN_PIPE, exit_quietly_on_broken_pipe
+from wfops.quietpipe import exit_quietly_on_broken_pipe
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
     DEFAULT_LOCATIONS,
