@@ -114,4 +114,7 @@ for it in range(max_iters + 1):
         t0 = time.time()
 
 if ddp:
+    # rank 0 evaluates and saves at the last step while the others are done: they wait for it here, so no rank
+    # leaves (closing its gloo/NCCL connections) while another one still holds the process group
+    dist.barrier()
     dist.destroy_process_group()

@@ -45,6 +45,9 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
         TRAIN_INJECT="out_dir", DATA_DIR=str(data), DATA_CHECK="train.bin val.bin meta.pkl", DATA_LINK="shards",
         DATA_LINK_DIR="data/tiny", METRIC_PATTERNS=PATTERNS, METRIC_COLUMNS="val_loss", RUN_TIMEOUT_SECS="600",
         RDZV_BASE_PORT=str(free_port()),  # not torchrun's usual 29500, which another torchrun may hold
+        # a researcher's setting for a CPU stack: a transport failure of gloo (class nccl; once in CI a worker
+        # aborted on one) is retried; the typo (nonzero_exit) is not
+        RUN_RETRIES="1", RETRY_BACKOFF_SECS="1",
     )
     pod.ok("bootstrap")
     pod.ok("checkout", timeout=600)
@@ -61,6 +64,7 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
     status = pod.ok("sweep.status", "--json").json()
     assert {r["run_id"]: r["state"] for r in status["runs"]} == {"lr3e-3": "success", "lr1e-3": "success",
                                                                 "typo": "failed"}
+    assert {r["run_id"]: r["attempt"] for r in status["runs"]}["typo"] == 1  # a bug is not retried
     for rid in ("lr3e-3", "lr1e-3"):
         assert (pod.outputs / rid / "ckpt.pt").stat().st_size > 10_000
     report = pod.ok("sweep.report", "--out", str(tmp_path / "report"))

@@ -87,3 +87,47 @@ def test_sys_exit_with_a_message_leaves_its_last_words_with_exit_code_1():
     # a run that succeeded, or ended by wfops, keeps its own evidence rules
     assert evidence(log([ARGPARSE]), 0, "success")[0] is None
     assert evidence(log(["iter 1", "Killed"]), 143, "timed_out")[1] == "timeout"
+
+
+GLOO_ABORT = ["terminate called after throwing an instance of 'gloo::IoException'",
+              "  what():  [../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection closed by peer "
+              "[127.0.0.1]:41234"]
+GLOO_WHY = ("terminate called after throwing gloo::IoException: [../third_party/gloo/gloo/transport/tcp/pair.cc:598] "
+            "Connection closed by peer [127.0.0.1]:41234")
+
+
+def test_a_worker_that_aborts_says_what_the_cxx_runtime_said_not_just_exitcode_minus_6():
+    # rank 1 of two aborts in gloo (SIGABRT: torchrun reports exitcode -6, the run's exit is 134)
+    lines = ["[rank0]:step 20: train loss 2.6, val loss 2.6", *("[rank1]:" + ln for ln in GLOO_ABORT)]
+    text = log(lines, code=-6).replace("rank      : 0", "rank      : 1")
+    assert evidence(text, 1) == (GLOO_WHY, "nccl", 134)  # collective communication: retried by RETRY_ON's default
+    # an Error: line the worker printed earlier is not why it died
+    earlier = log(["RuntimeError: retrying the download", *GLOO_ABORT], code=-6)
+    assert evidence(earlier, 1)[0] == GLOO_WHY
+    # the other rank's abort is not the failing rank's evidence
+    other = log(["[rank0]:" + ln for ln in GLOO_ABORT] + ["[rank1]:RuntimeError: rank one's"], code=-6)
+    assert evidence(other.replace("rank      : 0", "rank      : 1"), 1)[0] == "RuntimeError: rank one's"
+    # without its what() line, and an exception that is not one
+    assert outcome.message_error(log([GLOO_ABORT[0], "Aborted (core dumped)"])) == (
+        "terminate called after throwing gloo::IoException")
+    assert outcome.message_error(log(["terminate called without an active exception"])) == (
+        "terminate called without an active exception")
+
+
+def test_gloo_transport_errors_raised_in_python_are_the_communication_class_and_other_gloo_words_are_not():
+    raised = ("RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+              "[127.0.0.1]:5000")
+    tb = ["Traceback (most recent call last):", '  File "train.py", line 80, in <module>', raised]
+    assert evidence(log(tb, code=1), 1) == (raised, "nccl", 1)
+    for text in ("RuntimeError: gloo backend not built", "closed by peer: the data loader's socket"):
+        assert evidence(log([text], code=1), 1)[1] == "nonzero_exit", text
+
+
+def test_fatal_python_errors_are_the_evidence_and_a_terminate_line_stays_first():
+    assert evidence(log(["step 3", "Fatal Python error: Segmentation fault", "", "Current thread 0x7f (most recent "
+                                                                                   "call first):"], code=-11), 1) == (
+        "Fatal Python error: Segmentation fault", "nonzero_exit", 139)
+    assert outcome.message_error(log([*GLOO_ABORT, "Fatal Python error: Aborted"])) == GLOO_WHY
+    for prose in ("the terminate called hook ran", "  terminate called after throwing an instance of 'x'",
+                  "what(): not after a terminate line"):
+        assert outcome.message_error(log([prose])) == ""

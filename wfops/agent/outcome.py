@@ -27,13 +27,17 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Tuple, Union
+    from typing import Any, List, Optional, Pattern, Tuple, Union
 
     from .wire import Json, QueueEntry, RunRow
 
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc")
+# the collective-communication class: NCCL's errors, and on a CPU pod gloo's transport failing under a collective
+# or at its end (a peer gone: "Connection closed by peer", thrown as gloo::IoException or raised in Python)
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
-                     r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
+                     r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out|"
+                     r"gloo::IoException|gloo/transport/tcp/\w+\.cc:\d+\] (?:Connection (?:closed|reset) by peer|"
+                     r"Read error|Write error|writev)")
 DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota exceeded")
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?(?:rank\s*:\s*(\d+).*?)?exitcode\s*:\s*(-?\d+)", re.S)
 RANK_RE = re.compile(r"^(?:\[rank(\d+)\]:\s?)+")  # torchrun --tee's prefix (torch adds its own again)
@@ -43,6 +47,12 @@ COMPILE_RE = re.compile(r"^(?:SyntaxError|IndentationError|TabError): ")
 ARGPARSE_RE = re.compile(r"^[\w.\-/]+: error: \S")
 SYSTEM_EXIT_RE = re.compile(r"^SystemExit: \S")
 ERROR_LINE_RE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception): \S")
+# what a worker that aborts leaves: the C++ runtime's `terminate called after throwing an instance of 'T'` with
+# the exception's `what():` on the next line (gloo's "Connection closed by peer", a c10::Error), or Python's own
+# `Fatal Python error: ...` (a segfault or an abort under faulthandler)
+TERMINATE_RE = re.compile(r"^terminate called (?:after throwing an instance of '([^']+)'|\S.*)")
+WHAT_RE = re.compile(r"^\s*what\(\):\s*(\S.*)")
+FATAL_RE = re.compile(r"^Fatal Python error: \S")
 TORCHRUN_LINE_RE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^=+$|^-+$")  # glog lines, its report's rules
 CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 TORCHRUN_OWN = ("ChildFailedError", "torch.distributed.elastic")
@@ -115,15 +125,33 @@ def _worker_lines(log_text: str, rank: Optional[int]) -> List[str]:
     return out
 
 
+def abort_error(lines: List[str]) -> str:
+    """What a worker that aborted said last: the C++ runtime's terminate line with the exception's `what():`
+    (`terminate called after throwing gloo::IoException: [...] Connection closed by peer ...`), else a
+    `Fatal Python error: ...` line. "" if none."""
+    found = ""
+    for i, line in enumerate(lines):
+        m = TERMINATE_RE.match(line)
+        if m and m.group(1):
+            what = WHAT_RE.match(lines[i + 1]) if i + 1 < len(lines) else None
+            found = "terminate called after throwing %s%s" % (m.group(1), ": " + what.group(1) if what else "")
+        elif m or (FATAL_RE.match(line) and not found.startswith("terminate")):
+            found = line.strip()
+    return found[:300]
+
+
 def message_error(log_text: str, rank: Optional[int] = None) -> str:
     """Evidence of a worker that ended without a traceback: argparse's `prog: error: ...` line, else a
-    `SystemExit: ...` line, else the last `...Error: ...` / `...Exception: ...` line. "" if none."""
+    `SystemExit: ...` line, else what an abort left (abort_error), else the last `...Error: ...` /
+    `...Exception: ...` line. "" if none."""
     lines = _worker_lines(log_text, rank)
-    for rx in (ARGPARSE_RE, SYSTEM_EXIT_RE, ERROR_LINE_RE):
-        found = [ln for ln in lines if rx.match(ln)]
-        if found:
-            return found[-1][:300]
-    return ""
+    return (_last_match(lines, ARGPARSE_RE) or _last_match(lines, SYSTEM_EXIT_RE) or abort_error(lines)
+            or _last_match(lines, ERROR_LINE_RE))
+
+
+def _last_match(lines: List[str], rx: Pattern[str]) -> str:
+    found = [ln for ln in lines if rx.match(ln)]
+    return found[-1][:300] if found else ""
 
 
 def last_words(log_text: str, rank: Optional[int] = None) -> str:
