@@ -121,6 +121,11 @@ def test_gloo_transport_errors_raised_in_python_are_the_communication_class_and_
     assert evidence(log(tb, code=1), 1) == (raised, "nccl", 1)
     for text in ("RuntimeError: gloo backend not built", "closed by peer: the data loader's socket"):
         assert evidence(log([text], code=1), 1)[1] == "nonzero_exit", text
+    # rank 1 exits 3 on purpose; rank 0, in a collective, then fails on gloo's closed connection: the run failed of
+    # rank 1's exit, not of the communication
+    ranks = log(["[rank1]:rank 1: failing on purpose", *("[rank0]:" + ln for ln in tb)], code=3)
+    got = evidence(ranks.replace("rank      : 0", "rank      : 1"), 1)
+    assert got == ("exitcode  : 3 (pid: 4243)", "nonzero_exit", 3), got
 
 
 def test_fatal_python_errors_are_the_evidence_and_a_terminate_line_stays_first():

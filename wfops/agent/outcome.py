@@ -32,12 +32,13 @@ if TYPE_CHECKING:
     from .wire import Json, QueueEntry, RunRow
 
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc")
-# the collective-communication class: NCCL's errors, and on a CPU pod gloo's transport failing under a collective
-# or at its end (a peer gone: "Connection closed by peer", thrown as gloo::IoException or raised in Python)
 NCCL_RE = re.compile(r"NCCL error|nccl(?:Internal|System|UnhandledCuda|Remote|InvalidUsage)Error|NCCL WARN|"
-                     r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out|"
-                     r"gloo::IoException|gloo/transport/tcp/\w+\.cc:\d+\] (?:Connection (?:closed|reset) by peer|"
-                     r"Read error|Write error|writev)")
+                     r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]ime(?:d )?out")
+# the same class (collective communication) on a CPU pod: gloo's transport failed in the failing rank itself (a peer
+# gone: "Connection closed by peer", thrown as gloo::IoException or raised in Python). Only that rank's own error
+# counts: the other ranks of a run whose rank 1 exits 3 say the same of it, and the run failed of rank 1's exit
+GLOO_RE = re.compile(r"gloo::IoException|gloo/transport/tcp/\w+\.cc:\d+\] (?:Connection (?:closed|reset) by "
+                     r"peer|Read error|Write error|writev)")
 DISK_RE = re.compile(r"No space left on device|ENOSPC|\[Errno 28\]|Disk quota exceeded")
 ROOT_CAUSE_RE = re.compile(r"Root Cause.*?(?:rank\s*:\s*(\d+).*?)?exitcode\s*:\s*(-?\d+)", re.S)
 RANK_RE = re.compile(r"^(?:\[rank(\d+)\]:\s?)+")  # torchrun --tee's prefix (torch adds its own again)
@@ -184,7 +185,7 @@ def classify(log_text: str, exit_code: Optional[int], state: str) -> Json:
         if hit:
             out.update(failure_class=name, evidence=out["evidence"] or log_line(log_text, hit.start(), hit.end()))
             return out
-    out["failure_class"] = FAIL_EXIT
+    out["failure_class"] = FAIL_NCCL if own and GLOO_RE.search(own) else FAIL_EXIT
     if not own and out["exit_code"] == 1:
         out["evidence"] = last_words(log_text, rank) or out["evidence"]
     return out
