@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
+from tests.slowness import scaled
 from wfops.settings.load import load_settings
 from wfops.sweeps.model import fingerprint, parse_csv
 
@@ -60,6 +61,11 @@ def status(pod: Pod) -> dict:
 
 
 def wait_sweep(pod: Pod, timeout: float = 120) -> dict:
+    """The sweep's status once it is no longer running. `sweep.wait` blocks until the queue runner exits (one
+    command, woken by the exit, as a user waits); the status is then read until it says so, in case the two see
+    the end at different moments (polling every 0.5 s is what this did alone before: a new command a poll, each
+    an interpreter and a connection, on the 2 cores the runs themselves need)."""
+    pod.wf("sweep.wait", "--timeout-secs", str(round(scaled(timeout))), timeout=timeout + 30)
     return wait_until(lambda: (lambda s: s if s["sweep"]["state"] != "running" else None)(status(pod)),
                       timeout=timeout, interval=0.5, what="the sweep to end")
 
