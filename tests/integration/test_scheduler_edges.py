@@ -72,8 +72,7 @@ def next_second() -> None:
 
 
 def ended(pod: Pod) -> dict:
-    return wait_until(lambda: (lambda s: s if s["sweep"]["state"] != "running" else None)(status(pod)),
-                      timeout=60, interval=0.05, what="the sweep to end")
+    return wait_sweep(pod, timeout=60)
 
 
 # ------------------------------------------------------------------ sweep.retry and sweep.add, hostile
