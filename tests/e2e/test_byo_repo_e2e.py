@@ -45,8 +45,8 @@ def test_a_nanogpt_shaped_repo_swept_end_to_end_over_ssh(ssh_pod: Pod, pod_pytho
         TRAIN_INJECT="out_dir", DATA_DIR=str(data), DATA_CHECK="train.bin val.bin meta.pkl", DATA_LINK="shards",
         DATA_LINK_DIR="data/tiny", METRIC_PATTERNS=PATTERNS, METRIC_COLUMNS="val_loss", RUN_TIMEOUT_SECS="600",
         RDZV_BASE_PORT=str(free_port()),  # not torchrun's usual 29500, which another torchrun may hold
-        # a researcher's setting for a CPU stack: a transport failure of gloo (class nccl; once in CI a worker
-        # aborted on one) is retried; the typo (nonzero_exit) is not
+        # a researcher's setting for a CPU stack: a transport failure of gloo (class nccl) is retried, the typo
+        # (nonzero_exit) is not. Once in CI a worker of this test aborted (exit 134; its log was not kept)
         RUN_RETRIES="1", RETRY_BACKOFF_SECS="1",
     )
     pod.ok("bootstrap")

@@ -9,12 +9,13 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Pod, TrainingRepo, checkout_config, copy_checked_out, wait_until
-from tests.slowness import scaled
+from tests.slowness import factor, scaled
 from wfops.settings.load import load_settings
 from wfops.sweeps.model import fingerprint, parse_csv
 
@@ -64,10 +65,13 @@ def wait_sweep(pod: Pod, timeout: float = 120) -> dict:
     """The sweep's status once it is no longer running. `sweep.wait` blocks until the queue runner exits (one
     command, woken by the exit, as a user waits); the status is then read until it says so, in case the two see
     the end at different moments (polling every 0.5 s is what this did alone before: a new command a poll, each
-    an interpreter and a connection, on the 2 cores the runs themselves need)."""
+    an interpreter and a connection, on the 2 cores the runs themselves need). Both together keep to `timeout`:
+    the reading gets what the wait left of it, and at least 10 s."""
+    started = time.monotonic()
     pod.wf("sweep.wait", "--timeout-secs", str(round(scaled(timeout))), timeout=timeout + 30)
+    left = timeout - (time.monotonic() - started) / factor()
     return wait_until(lambda: (lambda s: s if s["sweep"]["state"] != "running" else None)(status(pod)),
-                      timeout=timeout, interval=0.5, what="the sweep to end")
+                      timeout=max(left, 10), interval=0.5, what="the sweep to end")
 
 
 def states(data: dict) -> dict[str, str]:
