@@ -72,6 +72,11 @@ class ConnectError(WfopsError):
     code = EXIT_CONNECT
 
 
+class Unreached(ConnectError):
+    """A warm keeper could not reach the pod for a command's script (its connection died, a new one failed):
+    nothing reached the pod, as when a cold connect fails."""
+
+
 class NotFoundError(WfopsError):
     code = EXIT_NOT_FOUND
 

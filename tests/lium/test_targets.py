@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 
+from tests.integration.test_keeper import keepers
 from tests.lium.conftest import API_KEY, LiumPod
 from tests.lium.fake_lium import FakeLium
-from tests.realparts import SSHD, free_port
+from tests.realparts import SSHD, descendants, free_port
 
 
 def one_line(err: str) -> str:
@@ -104,8 +107,11 @@ def test_a_pod_removed_behind_wfops_back_is_found_gone_when_its_address_dies(lpo
     lpod.lium_config(sshd2.key)
     lpod.configure(LIUM_TARGET="train", SSH_CONNECT_TIMEOUT="2", OPS_REMOTE_OUTPUTS_DIR=str(lpod.root / "out2"))
     assert lpod.wf("fsm.status").rc == 0
+    assert keepers(lpod)  # warm connections are on (the default): the first command started the keeper
     del fake.pods[pod.id]  # removed in the web console: the pin stays, the cache still names the address
     sshd2.proc.send_signal(19)  # SIGSTOP: the old address no longer answers
+    for pid in descendants(sshd2.proc.pid):  # and the machine's connections die with it: the keeper's too
+        os.kill(pid, signal.SIGKILL)
     try:
         res = lpod.wf("fsm.status")
     finally:

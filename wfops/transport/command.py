@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wfops.agent import states
-from wfops.errors import ConnectError, env_seconds
+from wfops.errors import ConnectError, Unreached, env_seconds
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.targets.target import Member, Target
@@ -49,6 +49,7 @@ class PodCommand:
         self.session: Session | None = None
         self.redact = Redactor(settings.secret_values())
         self.installed: list[str] = []  # where this command installed the pod agent (first contact)
+        self._contacted = False  # an exec was tried (_exec_text: a second look only at first contact)
 
     def __enter__(self) -> PodCommand:
         if self.session is not None:  # given one already (the lean entry's keeper session, wfops.lean)
@@ -62,14 +63,36 @@ class PodCommand:
         try:
             self.session = open_session(self.target, self.redact, self.persist, self.log)
         except ConnectError:
-            fresh = resolve.again(self.settings, self.target, self.member)  # a cached Lium address may be stale
-            if fresh is None:
+            if not self._look_again():
                 raise
-            self.target = fresh
-            for note in fresh.notes:
-                self.log(f"wfops: {note}")
-            self.session = open_session(self.target, self.redact, self.persist, self.log)
         return self
+
+    def _look_again(self) -> bool:
+        """The target did not answer before anything reached it: a cached Lium address may be stale, so it is
+        looked up once more and a session opened to where the pod is now (False: nothing to look up again)."""
+        assert self.target is not None
+        fresh = resolve.again(self.settings, self.target, self.member)
+        if fresh is None:
+            return False
+        if self.session is not None:
+            self.session.close()
+        self.target = fresh
+        for note in fresh.notes:
+            self.log(f"wfops: {note}")
+        self.session = open_session(self.target, self.redact, self.persist, self.log)
+        return True
+
+    def _exec_text(self, text: str, stdout_sink: StdoutSink | None, meta: MetaSink) -> ExecResult:
+        """One exec; at first contact through a warm keeper that could not reach the pod (nothing ran), the same
+        second look a cold connect gets (__enter__)."""
+        assert self.session is not None, "use PodCommand as a context manager"
+        first, self._contacted = not self._contacted, True
+        try:
+            return self.session.exec_script(text, stdout_sink, meta)
+        except Unreached:
+            if not first or not self._look_again():
+                raise
+        return self.session.exec_script(text, stdout_sink, meta)
 
     @property
     def persist(self) -> float:
@@ -108,11 +131,10 @@ class PodCommand:
     def exec(self, template: str, stdout_sink: StdoutSink | None = None, meta: MetaSink | None = None,
              request: Request | None = None, **context: object) -> ExecResult:
         """Render and run one script; `request` (for the agent) travels after it on the same stdin."""
-        assert self.session is not None, "use PodCommand as a context manager"
         text = self.script(template, **context)
         if request is not None:
             text += request_line(request)
-        return self.session.exec_script(text, stdout_sink, self._meta(meta))
+        return self._exec_text(text, stdout_sink, self._meta(meta))
 
     def _meta(self, forward: MetaSink | None) -> MetaSink:
         def sink(name: str, value: str) -> None:
@@ -136,8 +158,7 @@ class PodCommand:
 
     def send_text(self, text: str) -> dict[str, Any]:
         """Run `call_text`'s text in one exec, as `call` runs it: its JSON result (errors raise WfopsError)."""
-        assert self.session is not None, "use PodCommand as a context manager"
-        return self.session.exec_script(text, None, self._meta(None)).json(self.command, self.redact)
+        return self._exec_text(text, None, self._meta(None)).json(self.command, self.redact)
 
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict[str, Any]:
         """One agent command in one exec; its JSON result."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
+from wfops.errors import EXIT_CONNECT, ConnectError, Unreached, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import frames, launch, ssh, warm
 from wfops.transport.local import LocalSession
@@ -116,8 +116,10 @@ class KeeperExec:
                     raise Retry()
                 code = int(err.get("code") or EXIT_CONNECT)
                 # the keeper could not reach the pod (its connection died and a new one failed): the same
-                # ConnectError a cold connect raises, so a fleet counts the pod as silent either way
-                raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(err.get("message")), code)
+                # ConnectError a cold connect raises, so a fleet counts the pod as silent either way (Unreached
+                # when the script never left: wfops.transport.command may look a cached address up again)
+                error = (Unreached if not started else ConnectError) if code == EXIT_CONNECT else WfopsError
+                raise error(str(err.get("message")), code)
 
 
     def _answer_or_ping(self) -> tuple[bytes, bytes] | None:
