@@ -167,9 +167,8 @@ class Pod:
             "SWEEP_TMUX_SESSION": self.session + "-sw",
             "KILL_GRACE_SECS": "2",
             "LOCAL_ARTIFACTS_DIR": str(self.root.parent / "artifacts"),
-            # no warm keeper unless a test asks for one (tests/integration/test_keeper.py): every command then
-            # makes its own connection, which the connection counts of the other tests rely on
-            "WF_PERSIST_SECS": "0",
+            # WF_PERSIST_SECS is left at its default, as users run it: an SSH pod's commands go through a warm
+            # keeper (in this test's own keeper directory). `count` takes its command cold unless the test set it.
         }
         if self.kind == "ssh":
             assert self.sshd
@@ -242,11 +241,21 @@ class Pod:
         return json.loads(self.state_file.read_text())
 
     def count(self, *args: str, run: Callable[..., Result] | None = None) -> tuple[Result, int, int]:
-        """Run a command (with `run`, else `wf`) and count (ssh connections, execs) it made; ssh targets only."""
+        """Run a command (with `run`, else `wf`) and count (ssh connections, execs) it made; ssh targets only.
+        The command makes its own connection (WF_PERSIST_SECS=0 for it) unless the test set WF_PERSIST_SECS:
+        what is counted is then the command's own login and execs, not a keeper's (tests/integration/test_keeper.py
+        counts those)."""
         assert self.sshd is not None
-        mark = self.sshd.mark()
-        res = (run or self.wf)(*args)
-        conns, execs = self.sshd.counts(mark)
+        cold = "WF_PERSIST_SECS" not in self.extra
+        if cold:
+            self.write_config(WF_PERSIST_SECS="0")
+        try:
+            mark = self.sshd.mark()
+            res = (run or self.wf)(*args)
+            conns, execs = self.sshd.counts(mark)
+        finally:
+            if cold:
+                self.write_config()
         return res, conns, execs
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
@@ -254,10 +263,24 @@ class Pod:
 
 
 def stop_keepers(directory: Path) -> None:
-    """Stop every keeper a test left in its keeper directory (they would otherwise idle for WF_PERSIST_SECS)."""
-    if directory.is_dir():
-        subprocess.run([str(WFOPS), "disconnect", "--all"], capture_output=True, timeout=60,
-                       env={**os.environ, "WFOPS_KEEPER_DIR": str(directory)})
+    """Stop every keeper a test left in its keeper directory (they would otherwise idle for WF_PERSIST_SECS): what
+    `wfops disconnect --all` does, in this process (the keepers are the same; a subprocess cost ~0.3 s a test)."""
+    if not directory.is_dir():
+        return
+    from wfops.errors import ConfigError
+    from wfops.transport import warm
+
+    saved = os.environ.get(warm.DIR_ENV)
+    os.environ[warm.DIR_ENV] = str(directory)
+    try:
+        warm.stop_all()
+    except ConfigError:  # the test made the directory unusable (its mode, its owner): nothing to stop through it
+        pass
+    finally:
+        if saved is None:
+            del os.environ[warm.DIR_ENV]
+        else:
+            os.environ[warm.DIR_ENV] = saved
 
 
 def _dotenv_quote(value: str) -> str:

@@ -30,10 +30,14 @@ def test_the_first_key_is_pinned_and_a_changed_one_refused_cold_and_warm(tmp_pat
     try:
         old = _fingerprint(own_sshd.host_key_pub)
         warm_pod(pod)
+        cold_cfg = tmp_path / "cold.env"  # the same pod, each command with its own connection
+        cold_cfg.write_text(pod.config_path.read_text().replace("WF_PERSIST_SECS=120", "WF_PERSIST_SECS=0"))
+        assert "WF_PERSIST_SECS=0\n" in cold_cfg.read_text()
+        cold = {"WORKFLOW_CONFIG": str(cold_cfg)}
         pod.ok("fsm.status")  # the keeper connects: the first key is pinned
         assert keepers(pod) and pins.read_text().startswith(f"{name} ssh-ed25519 ")
         assert not (pod.home / ".ssh" / "known_hosts").exists()  # the user's file is never written
-        pod.ok("fsm.status", env={"WF_PERSIST_SECS": "0"})  # a cold command checks against the pin: the same key
+        pod.ok("fsm.status", env=cold)  # a cold command checks against the pin: the same key
 
         key = own_sshd.host_key_pub.with_suffix("")
         key.unlink()
@@ -42,7 +46,7 @@ def test_the_first_key_is_pinned_and_a_changed_one_refused_cold_and_warm(tmp_pat
         new = _fingerprint(own_sshd.host_key_pub)
         restart_sshd(own_sshd)  # the pod re-created: same address, another key
 
-        for env in ({}, {"WF_PERSIST_SECS": "0"}):  # through the warm keeper (it reconnects), then cold
+        for env in ({}, cold):  # through the warm keeper (it reconnects), then cold
             mark = own_sshd.mark()
             res = pod.wf("task.run", "--id", "t1", "--cmd", "true", env=env)
             assert res.rc == 4 and res.err.strip().splitlines() == [res.last_err], res.err
@@ -55,7 +59,7 @@ def test_the_first_key_is_pinned_and_a_changed_one_refused_cold_and_warm(tmp_pat
 
         accept = re.search(r"ssh-keygen -R .*$", res.last_err).group(0)
         subprocess.run(shlex.split(accept), check=True, capture_output=True)
-        pod.ok("task.list", env={"WF_PERSIST_SECS": "0"})  # accepted: the new key is pinned at this connection
+        pod.ok("task.list", env=cold)  # accepted: the new key is pinned at this connection
         assert f"{name} ssh-ed25519 " in pins.read_text()
         pod.ok("task.list")
     finally:

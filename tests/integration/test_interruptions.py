@@ -183,6 +183,7 @@ def test_a_quiet_but_answering_pod_is_not_taken_for_dead(ssh_pod: Pod):
 
 def test_a_frozen_pod_is_exit_4_with_one_line(ssh_pod: Pod):
     pod = ssh_pod
+    pod.configure(WF_PERSIST_SECS="0")  # the command's own connection (a frozen keeper: test_keeper_frozen.py)
     pod.ok("task.run", "--id", "long", "--cmd", "sleep 300")
     listener = pod.sshd.proc.pid
     before = {pid for pid, (ppid, _, _) in _procs().items() if ppid == listener}
@@ -284,6 +285,7 @@ def test_interrupted_before_the_request_left_says_nothing_changed(ssh_pod: Pod):
 
 def test_an_interrupted_read_only_command_is_one_line(ssh_pod: Pod):
     pod = ssh_pod
+    pod.configure(WF_PERSIST_SECS="0")  # the command's own connection (a frozen keeper: test_keeper_frozen.py)
     pod.ok("task.run", "--id", "long", "--cmd", "sleep 300")
     listener = pod.sshd.proc.pid
     before = {pid for pid, (ppid, _, _) in _procs().items() if ppid == listener}

@@ -69,6 +69,7 @@ def test_commands_started_together_share_one_new_keeper(ssh_pod: Pod):
 
 
 def test_the_agent_is_sent_once_without_a_keeper_too(ssh_pod: Pod):
+    ssh_pod.configure(WF_PERSIST_SECS="0")
     mark = ssh_pod.sshd.mark()
     first = ssh_pod.ok("task.list", env={"WFOPS_VERBOSE": "1"})
     second = ssh_pod.ok("task.list", env={"WFOPS_VERBOSE": "1"})

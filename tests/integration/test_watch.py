@@ -7,6 +7,8 @@ import select
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import WFOPS, Pod, Result, TrainingRepo, wait_until
 from tests.integration.test_sweeps import _swept, write_csv
 
@@ -16,9 +18,12 @@ def _watch(pod: Pod, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod):
+@pytest.mark.parametrize("persist", ["0", "300"])
+def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod, persist: str):
+    """Cold, the watch makes one connection of its own; warm (the default), it makes none: the keeper's is open."""
     pod = ssh_pod
     assert pod.sshd is not None
+    pod.configure(WF_PERSIST_SECS=persist)
     flag = pod.root / "go"  # the task ends when the test says so, not after a sleep a loaded machine may outlast
     pod.ok("task.run", "--id", "w", "--cmd", f"echo first; while [ ! -e {flag} ]; do sleep 0.05; done; echo last")
     mark = pod.sshd.mark()
@@ -29,7 +34,7 @@ def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod):
     res = Result(watch.returncode, out, err)
     conns, execs = pod.sshd.counts(mark)
     assert res.rc == 0, res.err
-    assert (conns, execs >= 4) == (1, True), execs  # one connection, one exec per refresh
+    assert (conns, execs >= 4) == (1 if persist == "0" else 0, True), execs  # one exec per refresh
     shown = [ln for ln in res.out.splitlines() if ln.startswith("state ")]  # a view is printed when it changed
     assert shown[0] == "state      running" and shown[-1] == "state      success"
     assert len(shown) < execs and res.out.rstrip().endswith("last")
