@@ -322,16 +322,21 @@ def local_pod(tmp_path: Path, tmux_socket: str) -> Iterator[Pod]:
     yield from _pod_fixture("local", tmp_path, None, tmux_socket)
 
 
-def wait_until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+def wait_until(predicate, timeout: float = 20, interval: float | None = None, what: str = "condition"):
     """Poll `predicate` until it is true (returns its value); `timeout` is for the quiet machine and scales with
-    this one's load (tests/slowness.py): it says something is wrong, not that the machine is busy."""
+    this one's load (tests/slowness.py): it says something is wrong, not that the machine is busy.
+    Without an `interval` it polls every 0.05 s, but a predicate that takes longer than 20 ms (a `wfops` command: a
+    process of ~0.1-0.3 s of CPU) waits twice its own time between calls, at most 0.5 s: back-to-back commands
+    would spend a core of this 2-core machine on waiting. A test that must catch a short moment gives `interval`."""
     limit = scaled(timeout)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
+        started = time.monotonic()
         value = predicate()
         if value:
             return value
-        time.sleep(interval)
+        took = time.monotonic() - started
+        time.sleep(interval if interval is not None else max(0.05, min(2 * took, 0.5)) if took > 0.02 else 0.05)
     raise AssertionError(f"timed out after {limit:.0f}s ({timeout}s scaled by the machine's slowness) "
                          f"waiting for {what}")
 
