@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pod, Result, make_pod
+from tests.conftest import Pod, Result, make_pod, stop_keepers
 from tests.lium.fake_lium import FakeLium, FakePod
 from tests.realparts import SSHD, start_sshd, stop_sshd
 
@@ -116,5 +116,6 @@ def lpod(tmp_path: Path, sshd: SSHD, tmux_socket: str, fake: FakeLium, lium_bin:
     p = LiumPod(base.kind, base.root, base.home, base.sshd, base.tmux_socket, base.session, api=fake)
     p.lium_config(sshd.key)
     yield p
+    stop_keepers(p.keeper_dir)  # warm connections are on (the default): the test's keepers end with it
     for session in (p.session, p.session + "-sw"):
         p.tmux("kill-session", "-t", f"={session}")
