@@ -213,3 +213,26 @@ def test_the_fetched_run_dirs_are_shown_as_path_resolve_gives_them(tmp_path):
     runs = [tmp_path / "via" / "r1", tmp_path / "via" / "r2"]
     assert resolved(runs) == [str(real / "r1"), str(tmp_path / "elsewhere")] == [str(p.resolve()) for p in runs]
     assert resolved([]) == []
+
+
+def test_a_fetch_with_nothing_to_copy_starts_no_progress_thread(tmp_path):
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    receiver.meta("plan", '{"runs": [], "files": 0}')
+    receiver.finish()
+    assert receiver.progress_thread is None  # nothing to copy: no extractor, no thread to start and join
+    copying = fetch.TarReceiver(tmp_path, {"r1"})
+    feed(copying, tar_bytes({"r1/a": b"1"}))
+    copying.finish()
+    assert copying.progress_thread is not None and not copying.progress_thread.is_alive()
+
+
+def test_the_fetched_runs_are_those_that_are_folders_now(tmp_path):
+    from wfops.artifacts.transfer import _existing_dirs
+
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "r2").symlink_to(tmp_path / "elsewhere")  # a link to a folder counts, as Path.is_dir() says
+    (tmp_path / "r3").write_text("a file")
+    (tmp_path / "dead").symlink_to(tmp_path / "nowhere")
+    runs = [tmp_path / name for name in ("r1", "r2", "r3", "dead", "missing", "..")]
+    assert _existing_dirs(tmp_path, runs) == [tmp_path / "r1", tmp_path / "r2"]

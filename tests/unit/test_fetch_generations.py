@@ -77,3 +77,24 @@ def test_the_pods_plan_sends_a_replaced_run_whole_generation_first(tmp_path, cap
     assert meta["replaced"] == [] and "r1/a.txt" not in listed
     (run / GEN).unlink()  # a run dir made before generations: nothing to compare
     assert plan({"r1": "sweep-a 1"})[1]["replaced"] == []
+
+
+def test_the_pods_plan_reads_no_generation_through_a_link_and_lists_runs_in_one_look(tmp_path, capsys):
+    """The plan knows a run's generation file from its listing (regular files only): a link named like one is not
+    followed (it counts as no generation, as the link itself is never sent); a run dir that is a link still counts."""
+    pod = Layout(str(tmp_path / "out"))
+    run = tmp_path / "out" / "r1"
+    run.mkdir(parents=True)
+    (run / "a.txt").write_text("alpha")
+    (tmp_path / "elsewhere").write_text("sweep-b 2\n")
+    (run / GEN).symlink_to(tmp_path / "elsewhere")
+    have = {"r1": {"a.txt": [5, int((run / "a.txt").stat().st_mtime)]}}
+    assert fetching.fetch_plan(pod, have, run="r1", generations={"r1": "sweep-a 1"}) == ""  # nothing replaced
+    assert json.loads(capsys.readouterr().err.split("@wfops-plan ")[1])["replaced"] == []
+    (tmp_path / "out" / "linked").symlink_to(run)  # a run dir that is a link (os.path.isdir follows it)
+    (tmp_path / "out" / "afile").write_text("not a run dir")
+    manifests = tmp_path / "out" / "_manifests"
+    manifests.mkdir()
+    (manifests / "sweep-latest.json").write_text(json.dumps({"runs": [
+        {"run_id": rid} for rid in ("r1", "linked", "afile", "missing")]}))
+    assert fetching.sweep_runs(pod, "") == ["r1", "linked"]

@@ -29,7 +29,7 @@ from .states import EXIT_NOT_FOUND, EXIT_USAGE, GENERATION_FILE
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Iterator, List, Optional, Tuple
+    from typing import Any, Iterator, List, Optional, Set, Tuple
 
     from .states import Layout
     from .wire import Json
@@ -53,11 +53,21 @@ def sweep_runs(pod: Layout, sweep: str) -> List[Any]:
     if not plan:
         raise Refusal(EXIT_NOT_FOUND, "no manifest of sweep %s on the pod (%s)" % (sweep, path) if sweep else
                       "no sweep manifest on the pod (start a sweep first, or fetch one run by id)")
+    dirs = _dirs(pod.out)  # one listing, not a stat per run (1,000 runs)
     ids = [r["run_id"] for r in plan["runs"]
-           if r.get("selected", True) and valid_name(r.get("run_id", "")) and os.path.isdir(pod.run_dir(r["run_id"]))]
+           if r.get("selected", True) and valid_name(r.get("run_id", "")) and r["run_id"] in dirs]
     if not ids:
         raise Refusal(EXIT_NOT_FOUND, "none of the runs of %s has a run directory yet" % (sweep or "the sweep"))
     return ids
+
+
+def _dirs(out: str) -> Set[str]:
+    """The names in `out` that are folders, or links to folders (as os.path.isdir sees them)."""
+    try:
+        with os.scandir(out) as it:
+            return {e.name for e in it if e.is_dir()}  # follows links, as isdir: a linked run dir counts
+    except OSError:
+        return set()
 
 
 def one_run(pod: Layout, run: str) -> List[Any]:
@@ -120,12 +130,24 @@ def generation(run_dir: str) -> str:
         return ""
 
 
-def replaced(run_dir: str, mine: Json, generations: Json, rid: str) -> bool:
-    """Whether the client's copy of `rid` (files `mine`, generation in `generations`) is of another run dir."""
-    if not mine or rid not in generations:  # nothing to compare: the generation file is not read
+def replaced(run_dir: str, mine: Json, generations: Json, rid: str, listed: bool = True) -> bool:
+    """Whether the client's copy of `rid` (files `mine`, generation in `generations`) is of another run dir.
+    `listed`: the run dir has a generation file (a regular file: fetch_plan knows from its listing, and does not
+    try to read one that is not there)."""
+    if not mine or rid not in generations or not listed:  # nothing to compare: the generation file is not read
         return False
     here = generation(run_dir)
     return bool(here) and str(generations[rid] or "") != here
+
+
+def _generation_first(files: List[Any]) -> bool:
+    """Put the run's generation file first (the client moves an old copy aside before anything else lands);
+    whether there is one."""
+    for i, f in enumerate(files):
+        if f[0] == GENERATION_FILE:
+            files.insert(0, files.pop(i))
+            return True
+    return False
 
 
 @command(wire.FETCH_PLAN)
@@ -139,18 +161,19 @@ def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep:
     size = unchanged = 0
     for rid in ids:
         mine = have.get(rid) or {}
-        if replaced(pod.run_dir(rid), mine, generations, rid):
+        run_dir = pod.run_dir(rid)
+        files = list(run_files(run_dir))
+        if replaced(run_dir, mine, generations, rid, _generation_first(files)):
             renewed.append(rid)
             mine = {}  # a new run: every file of it, none of the old copy's counts as gone
-        seen = set()
-        for rel, full, st in sorted(run_files(pod.run_dir(rid)), key=lambda f: f[0] != GENERATION_FILE):
-            seen.add(rel)
+        for rel, full, st in files:
             if same(full, st, mine.get(rel), hash):
                 unchanged += 1
                 continue
             send.append(rid + "/" + rel)
             size += st.st_size
-        gone += sorted(rid + "/" + rel for rel in set(mine) - seen)
+        if mine:
+            gone += sorted(rid + "/" + rel for rel in set(mine).difference([f[0] for f in files]))
     plan = {"runs": ids, "files": len(send), "unchanged": unchanged, "gone": len(gone), "gone_names": gone[:GONE_SHOWN],
             "replaced": renewed}
     sys.stderr.write("@wfops-size %d\n@wfops-plan %s\n" % (size, json.dumps(plan, sort_keys=True)))

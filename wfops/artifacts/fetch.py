@@ -146,8 +146,7 @@ class TarReceiver:
             fcntl.fcntl(self.wfd, 1031, READ_SIZE)  # F_SETPIPE_SZ
         except OSError:
             pass
-        self.progress_thread = threading.Thread(target=self._progress, daemon=True)
-        self.progress_thread.start()
+        self.progress_thread: threading.Thread | None = None  # started with the extractor: nothing to copy, none
 
     def start(self) -> None:
         """Start the extractor (once): when the pod's plan says files follow, or the stream's first bytes come. A
@@ -161,6 +160,9 @@ class TarReceiver:
             finally:
                 os.close(self.rfd)
                 self.rfd = -1
+            if not self.done.is_set():
+                self.progress_thread = threading.Thread(target=self._progress, daemon=True)
+                self.progress_thread.start()
 
     def __call__(self, chunk: bytes) -> None:
         self.received += len(chunk)
@@ -227,7 +229,8 @@ class TarReceiver:
             out, err = self.proc.communicate()
             code = self.proc.returncode
         self.done.set()
-        self.progress_thread.join()
+        if self.progress_thread is not None:
+            self.progress_thread.join()
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     def abort(self) -> None:

@@ -6,7 +6,6 @@ links and other kinds left out (the pod lists regular files only too, wfops/agen
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,23 +16,25 @@ FileEntry = list[int | str]  # [size, mtime seconds] or [size, sha256]: as the p
 def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[str, dict[str, FileEntry]]:
     """What this machine has: {run_id: {relative path: [size, mtime seconds | sha256]}} for `runs` (None: every
     run directory in dest_root). Regular files only (os.scandir: one stat a file, thousands of runs in ms)."""
+    root = str(dest_root)
     if runs is None:
         try:
-            with os.scandir(dest_root) as it:
+            with os.scandir(root) as it:
                 runs = [e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
         except FileNotFoundError:
             runs = []
     have: dict[str, dict[str, FileEntry]] = {}
     for run in runs:
         files: dict[str, FileEntry] = {}
-        _index_dir(str(dest_root / run), "", files, by_hash)
+        _index_dir(os.path.join(root, run), "", files, by_hash)
         have[run] = files
     return have
 
 
 def _index_dir(path: str, prefix: str, files: dict[str, FileEntry], by_hash: bool) -> None:
     try:
-        entries = list(os.scandir(path))
+        with os.scandir(path) as it:
+            entries = list(it)
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
@@ -41,12 +42,14 @@ def _index_dir(path: str, prefix: str, files: dict[str, FileEntry], by_hash: boo
             _index_dir(entry.path, prefix + entry.name + "/", files, by_hash)
         elif entry.is_file(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
-            files[prefix + entry.name] = [st.st_size, _sha256(Path(entry.path)) if by_hash else int(st.st_mtime)]
+            files[prefix + entry.name] = [st.st_size, _sha256(entry.path) if by_hash else int(st.st_mtime)]
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: str) -> str:
+    import hashlib  # only for --hash: a fetch by size and mtime does not import it
+
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(READ_SIZE), b""):
             digest.update(block)
     return digest.hexdigest()

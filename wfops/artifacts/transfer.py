@@ -81,9 +81,29 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
             raise
         runs = receiver.finish()
     plan = receiver.plan
-    return Fetched([r for r in runs if r.is_dir()], receiver.files, int(plan.get("unchanged") or 0),
+    return Fetched(_existing_dirs(dest, runs), receiver.files, int(plan.get("unchanged") or 0),
                    receiver.received, time.time() - t0, int(plan.get("gone") or 0), list(plan.get("gone_names") or []),
                    receiver.aside)
+
+
+def _kinds(folder: Path) -> dict[str, os.DirEntry[str]]:
+    """The entries of `folder` by name: one listing instead of a stat per run (1,000 runs)."""
+    try:
+        with os.scandir(folder) as it:
+            return {e.name: e for e in it}
+    except OSError:
+        return {}
+
+
+def _existing_dirs(dest: Path, runs: list[Path]) -> list[Path]:
+    """Those of `runs` that are folders (or links to folders) now, as Path.is_dir() says."""
+    entries, folder = _kinds(dest), str(dest)
+    found = []
+    for run in runs:
+        head, name = os.path.split(str(run))
+        if run.is_dir() if head != folder else name in entries and entries[name].is_dir():
+            found.append(run)
+    return found
 
 
 def resolved(runs: list[Path]) -> list[str]:
@@ -92,9 +112,13 @@ def resolved(runs: list[Path]) -> list[str]:
     if not runs:
         return []
     parent = runs[0].parent
-    base = str(parent.resolve())
-    return [str(run.resolve()) if run.parent != parent or os.path.islink(run) else os.path.join(base, run.name)
-            for run in runs]
+    base, folder = str(parent.resolve()), str(parent)
+    links = {name for name, e in _kinds(parent).items() if e.is_symlink()}
+    shown = []
+    for run in runs:
+        head, name = os.path.split(str(run))
+        shown.append(str(run.resolve()) if head != folder or name in links else os.path.join(base, name))
+    return shown
 
 
 def report(f: Fetched) -> str:
