@@ -352,3 +352,10 @@ def test_a_sweep_wait_whose_queue_ends_at_its_deadline_does_not_say_it_gave_up(t
     store.update_json(pod.sweep_file, {"state": QUEUE_RUNNING})
     monkeypatch.setattr(results, "_status", real)
     assert results.sweep_wait(pod, timeout=1)["wait_timed_out"] is True  # still running: it did give up
+
+
+@pytest.mark.parametrize("directory", ["/pod/out/r1", "/pod/out/", "out", "", "/", "a//b", "~/x"])
+@pytest.mark.parametrize("name", ["status.json", "metrics.jsonl", "/abs", "a/b", ""])
+def test_child_is_os_path_join(directory, name):
+    """states.child: the path sweep.status makes for each run's files is the one os.path.join made."""
+    assert states.child(directory, name) == os.path.join(directory, name)
