@@ -35,14 +35,23 @@ def line_rank(line: bytes) -> Optional[int]:
 
 def read_text(path: str, tail: int = 0) -> str:
     """The file (or its last `tail` bytes, from a line start) as text; "" when it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            if tail:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - tail))
-            data = fh.read()
+    try:  # os calls, not a file object: most runs of a big sweep.status have no metrics.jsonl or log (issue 24)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - tail) if tail else 0
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        chunks = [os.read(fd, size - start + 1)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 16))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if tail and len(data) >= tail:
         data = data[data.find(b"\n") + 1:]
     return data.decode("utf-8", "replace")
