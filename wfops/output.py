@@ -31,13 +31,16 @@ def _cell(value: object) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces; None shows as '-'; control characters are made visible."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    if _CONTROL_OR_LINE.search(" ".join(" ".join(row) for row in cells)):  # else each cell is as _cell shows it
+        cells = [[visible(v, one_line=True) for v in row] for row in cells]
     widths = [len(h) for h in headers]
     for row in cells:
         for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
-    lines += ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip() for row in cells]
+            if len(v) > widths[i]:
+                widths[i] = len(v)
+    lines = ["  ".join([h.ljust(w) for h, w in zip(headers, widths, strict=True)]).rstrip()]
+    lines += ["  ".join([v.ljust(w) for v, w in zip(row, widths, strict=False)]).rstrip() for row in cells]
     return "\n".join(lines)
 
 

@@ -132,6 +132,47 @@ def test_the_loader_reports_damaged_files(tmp_path, text, why):
     assert store.load(str(tmp_path / "missing.json")) is None
 
 
+def _text_mode(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _outcome(fn, *args):
+    try:
+        return "ok", fn(*args)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return type(exc).__name__, str(exc), getattr(exc, "strerror", None)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b'{"state": "success"}', b'{"a": 1,\r\n "b": 2}\r\n', b'{\r"a":\r 1', b'{"a": 1,\r\n "b" 2}\r\n',
+    b"\xef\xbb\xbf{}", b"\xff", b'{"x": "\xc3"}', b'{"x": "\xe2\x82"', "{\"\u00e9\u20ac\U0001f600\": 1}".encode(),
+    b'{"k": "' + b"\xc3\xa9" * 70000 + b'"}\r\n', b"{" + b" " * 65535 + b"\xc3\xa9}", b'{"t": "a\rb"}'])
+def test_file_text_reads_what_text_mode_reads(tmp_path, data):
+    """store.file_text (sweep.status's fast read, issue 24) gives what open(encoding="utf-8").read() gave: the same
+    text (newlines translated), the same errors; so a damaged file's note is word for word the same."""
+    path = tmp_path / "f.json"
+    path.write_bytes(data)
+    assert _outcome(store.file_text, str(path)) == _outcome(_text_mode, str(path))
+    expected = _outcome(json.loads, _text_mode(str(path))) if _outcome(_text_mode, str(path))[0] == "ok" else None
+    if expected is not None and expected[0] != "ok":
+        with pytest.raises(store.Damaged) as exc:
+            store.load(str(path))
+        assert exc.value.why == f"not valid JSON: {expected[1]}"
+
+
+@pytest.mark.parametrize("make", ["missing", "dir", "under_a_file"])
+def test_file_text_fails_as_text_mode_does(tmp_path, make):
+    path = tmp_path / "f.json"
+    if make == "dir":
+        path.mkdir()
+    elif make == "under_a_file":
+        path.write_text("{}")
+        path = path / "status.json"
+    a, b = _outcome(store.file_text, str(path)), _outcome(_text_mode, str(path))
+    assert (a[0], a[2]) == (b[0], b[2])  # the exception and its strerror (what store.load's note shows)
+
+
 @pytest.mark.parametrize("log,state,code,expected", [
     ("Root Cause (first observed failure):\n[0]:\n  rank : 1\n  exitcode  : 3 (pid: 12)\n", "failed", 1,
      (3, "nonzero_exit")),
@@ -311,3 +352,10 @@ def test_a_sweep_wait_whose_queue_ends_at_its_deadline_does_not_say_it_gave_up(t
     store.update_json(pod.sweep_file, {"state": QUEUE_RUNNING})
     monkeypatch.setattr(results, "_status", real)
     assert results.sweep_wait(pod, timeout=1)["wait_timed_out"] is True  # still running: it did give up
+
+
+@pytest.mark.parametrize("directory", ["/pod/out/r1", "/pod/out/", "out", "", "/", "a//b", "~/x"])
+@pytest.mark.parametrize("name", ["status.json", "metrics.jsonl", "/abs", "a/b", ""])
+def test_child_is_os_path_join(directory, name):
+    """states.child: the path sweep.status makes for each run's files is the one os.path.join made."""
+    assert states.child(directory, name) == os.path.join(directory, name)

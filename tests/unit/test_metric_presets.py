@@ -4,6 +4,8 @@ named); METRIC_PRESETS as a key; the default keeps what the default METRIC_PATTE
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from wfops.agent import metrics
@@ -142,3 +144,31 @@ def test_the_key_and_the_default():
     # what the old default METRIC_PATTERNS found, the default still finds, and nothing more on those lines
     default = Extractor(parse_settings("", environ={}).metric_sources)
     assert default.points(STAMP + "iter 7: loss 3.25 from rank 0") == [("loss", 7.0, 3.25)]
+
+
+def _read_text_by_file_object(path, tail=0):
+    """metrics.read_text as it was before issue 24 (a file object)."""
+    try:
+        with open(path, "rb") as fh:
+            if tail:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - tail))
+            data = fh.read()
+    except OSError:
+        return ""
+    if tail and len(data) >= tail:
+        data = data[data.find(b"\n") + 1:]
+    return data.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("data", [b"", b"one line", b"a\nb\nc\n", b"x" * 100, b"line\n" * 40, b"\xff\xfe\n\xc3",
+                                  b"\n" * 64, bytes(range(256)) * 3])
+@pytest.mark.parametrize("tail", [0, 1, 16, 64, 200, 1 << 16])
+def test_read_text_reads_what_a_file_object_read(tmp_path, data, tail):
+    """metrics.read_text (os calls since issue 24: no file object for the many runs without a log) gives the text the
+    file object gave: the whole file or its last `tail` bytes from a line start; "" for a missing file or a dir."""
+    path = tmp_path / "train.log"
+    path.write_bytes(data)
+    assert metrics.read_text(str(path), tail) == _read_text_by_file_object(str(path), tail)
+    for other in (tmp_path / "missing.log", tmp_path):
+        assert metrics.read_text(str(other), tail) == _read_text_by_file_object(str(other), tail) == ""

@@ -94,6 +94,30 @@ def test_visible_escapes_controls_but_keeps_newline_and_tab():
     assert visible("plain: ünïcode ✓") == "plain: ünïcode ✓"
 
 
+def _table_cell_by_cell(headers, rows):
+    """output.table as it was before issue 24's fast path: visible() on every cell."""
+    cells = [["-" if v is None or v == "" else visible(v, one_line=True) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("rows", [
+    [], [("a", None, "", 0, 1.5, False)], [("a", "b", "c", "d", "e", "f"), ("x",)],
+    [("r1", "ok", None, 3, "12.0s", "ünïcode ✓"), ("r2", "failed", 1, None, "", "line1\nline2")],
+    [("r\x1b[31m", "-", "tab\there", "\x9b", "", None)], [("a", "b\x00", "", "", "", "")],
+    [(f"s{i:04d}", "success", "", "", 0, "1.0s") for i in range(50)] + [("s", "lost", "", "", None, "\x07")]])
+def test_the_table_is_the_one_made_cell_by_cell(rows):
+    """output.table looks for control characters once over all cells and escapes cell by cell only when there is
+    one (sweep.status of 1,000 runs, issue 24): the text is the one escaping every cell made."""
+    headers = ("run_id", "state", "gpus", "exit", "duration", "why")
+    assert table(headers, rows) == _table_cell_by_cell(headers, rows)
+
+
 def test_tables_and_pairs_escape_cells_and_stay_aligned():
     text = table(("id", "note"), [("a\x1b[31m", "x"), ("b", "line1\nline2")])
     assert text.splitlines() == ["id         note", "a\\x1b[31m  x", "b          line1\\x0aline2"]

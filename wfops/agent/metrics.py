@@ -12,7 +12,7 @@ import os
 import re
 
 from .presets import JSONL_STEP_KEYS, Extractor, record_points
-from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE, out_dir_of
+from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE, child, out_dir_of
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,14 +35,23 @@ def line_rank(line: bytes) -> Optional[int]:
 
 def read_text(path: str, tail: int = 0) -> str:
     """The file (or its last `tail` bytes, from a line start) as text; "" when it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            if tail:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - tail))
-            data = fh.read()
+    try:  # os calls, not a file object: most runs of a big sweep.status have no metrics.jsonl or log (issue 24)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - tail) if tail else 0
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        chunks = [os.read(fd, size - start + 1)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 16))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if tail and len(data) >= tail:
         data = data[data.find(b"\n") + 1:]
     return data.decode("utf-8", "replace")
@@ -128,25 +137,27 @@ def _last_from_log(text: str, patterns: Extractor) -> Json:
 def last_values(run_dir: str, patterns: Extractor, out_dir: Optional[str] = None) -> Json:
     """{metric: last value} from the end of the run's files (what sweep.status shows); `out_dir`: where the run
     trains, when its status/summary were read already (sweeps.status_rows)."""
-    for where in (out_dir if out_dir is not None else _out_dir(run_dir), run_dir):
-        path = os.path.join(where, METRICS_FILE)
+    first = out_dir if out_dir is not None else _out_dir(run_dir)
+    for where in (first, run_dir) if first != run_dir else (run_dir,):  # the same file is looked at once
+        path = child(where, METRICS_FILE)
         if os.path.isfile(path):
             return {name: points[-1][1] for name, points in from_jsonl(read_text(path, TAIL_BYTES)).data.items()}
     if not patterns:
         return {}
-    return _last_from_log(read_text(os.path.join(run_dir, LOG_FILE), TAIL_BYTES), patterns)
+    return _last_from_log(read_text(child(run_dir, LOG_FILE), TAIL_BYTES), patterns)
 
 
 def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[Any]],
-                    out_dirs: Optional[Dict[str, str]] = None) -> None:
+                    out_dirs: Optional[Dict[str, Tuple[str, str, bool]]] = None) -> None:
     """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}. `out_dirs`: run
-    id -> where it trains, from the status/summary its row was made of (not read a second time)."""
+    id -> (run dir, where it trains, whether the run dir is known to be a directory), from the status/summary its
+    row was made of (not read or looked at a second time: sweeps.run_row)."""
     compiled = compile_patterns(patterns)
     known = out_dirs or {}
     for row in rows:
-        d = pod.run_dir(row["run_id"])
-        if os.path.isdir(d):
-            row["metrics"] = last_values(d, compiled, known.get(row["run_id"]))
+        d, out_dir, is_dir = known.get(row["run_id"]) or (pod.run_dir(row["run_id"]), None, False)
+        if is_dir or os.path.isdir(d):
+            row["metrics"] = last_values(d, compiled, out_dir)
             row["metric_order"] = list(row["metrics"])  # the JSON answer sorts keys: the order the run reported
 
 

@@ -160,6 +160,14 @@ def pod_path(path: str) -> str:
     return path
 
 
+def child(directory: str, name: str) -> str:
+    """os.path.join(directory, name) for a plain `name` (no slash at its start), without join's generality: sweep.status
+    makes a few of these a run (issue 24)."""
+    if not directory or name.startswith("/"):
+        return os.path.join(directory, name)
+    return directory + name if directory.endswith("/") else directory + "/" + name
+
+
 def out_dir_of(run_dir: str, records: Iterable[Any]) -> str:
     """Where the run trains (local_sync: on local disk, fresher than the synced copy), from its status.json and
     summary.json as read (None: missing or damaged), in that order; else the run's directory."""

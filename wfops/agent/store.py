@@ -49,6 +49,9 @@ def parse_iso(text: Any) -> Optional[float]:
         return None
 
 
+READ_CHUNK = 1 << 16
+
+
 class Damaged(Exception):
     """A file that exists but cannot be used: `path` and a one-line `why`."""
 
@@ -57,12 +60,27 @@ class Damaged(Exception):
         self.path, self.why = path, why
 
 
+def file_text(path: str) -> str:
+    """The whole file as `open(path, encoding="utf-8").read()` gives it (strict UTF-8, universal newlines, the same
+    exceptions), without the text and buffer layers: sweep.status reads two small files a run (issue 24)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, READ_CHUNK)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, READ_CHUNK))
+    finally:
+        os.close(fd)
+    text = (chunks[0] if len(chunks) == 2 else b"".join(chunks)).decode("utf-8")
+    if "\r" in text:  # what text mode's universal newlines make of it (a damaged file's note counts chars)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
 def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
     """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
     is not a `kind`, or lacks a `required` key."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = file_text(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:

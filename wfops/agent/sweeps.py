@@ -37,6 +37,7 @@ from .states import (
     SWEEP_RUNNING,
     TERMINAL,
     UNKNOWN,
+    child,
     out_dir_of,
     pod_path,
 )
@@ -258,14 +259,14 @@ def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: 
 
 
 def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bool, cb: str,
-            out_dirs: Dict[str, str]) -> Json:
-    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged file."""
+            out_dirs: Dict[str, Tuple[str, str, bool]]) -> Json:
+    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged file.
+    `out_dirs` gets run id -> (run dir, where it trains, whether it is known to be a directory): add_last_values."""
     d = pod.run_dir(run["run_id"])
-    row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None,
-           "note": ""}
-    st, bad_st = store.load_or_note(os.path.join(d, STATUS_FILE))
-    summ, bad_summ = store.load_or_note(os.path.join(d, SUMMARY_FILE))
-    out_dirs[run["run_id"]] = out_dir_of(d, (st, summ))  # where it trains (metrics.add_last_values)
+    row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None, "note": ""}
+    st, bad_st = store.load_or_note(child(d, STATUS_FILE))
+    summ, bad_summ = store.load_or_note(child(d, SUMMARY_FILE))
+    out_dirs[run["run_id"]] = (d, out_dir_of(d, (st, summ)), st is not None or summ is not None)  # a file read: a dir
     if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
         st = dict(summ)
     if bad_summ or (bad_st and not st):
@@ -305,7 +306,7 @@ def sweep_files(pod: Layout, sweep: str) -> Tuple[str, str]:
 
 
 def status_rows(pod: Layout, plan: Mapping[str, Any], state: str,
-                out_dirs: Optional[Dict[str, str]] = None) -> List[Json]:
+                out_dirs: Optional[Dict[str, Tuple[str, str, bool]]] = None) -> List[Json]:
     """One row per selected run of a manifest (read as it is: a damaged one shows what it still has)."""
     cb, force, out_dirs = procs.boot_id(), bool(plan.get("force")), {} if out_dirs is None else out_dirs
     runs: List[Any] = plan["runs"] if isinstance(plan.get("runs"), list) else []
@@ -336,7 +337,7 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
         state, reason = UNKNOWN, "no record of how this sweep ended (started by an older wfops)"
     frozen = store.load_or_note(os.path.join(pod.manifests, sweep + RUNS_RECORD))[0] if (
         sweep and record != pod.sweep_file) else None
-    out_dirs: Dict[str, str] = {}  # run id -> where it trains; an older sweep: its rows as its queue left them
+    out_dirs: Dict[str, Tuple[str, str, bool]] = {}  # run_row's; an older sweep: its rows as its queue left them
     rows = frozen["runs"] if frozen and isinstance(frozen.get("runs"), list) else status_rows(
         pod, plan, state, out_dirs) if plan and (sw or bad_sw or sweep) else []
     if metric_patterns is not None:  # each run's last metric values (wfops/agent/metrics.py)

@@ -35,9 +35,13 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
         head += f"\nwarning: {problem}"
     pods: tuple[str, ...] = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
     costs: tuple[str, ...] = ("cost",) if any(r.get("cost_usd") is not None for r in runs) else ()  # a known price
-    rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
-             r.get("exit_code"), duration(r.get("duration_secs")), *(usd(r.get("cost_usd")) for _ in costs),
-             *metric_cells(r, cols), " ".join(str(r.get("notes") or "").split())[:40], _why(r)) for r in runs]
+    if pods or costs or cols:
+        rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
+                 r.get("exit_code"), duration(r.get("duration_secs")), *(usd(r.get("cost_usd")) for _ in costs),
+                 *metric_cells(r, cols), _notes(r), _why(r)) for r in runs]
+    else:  # the same cells without the optional columns' unpacking (a 1,000-run table: issue 24)
+        rows = [(r["run_id"], r["state"], _attempt(r), r.get("gpus") or "", r.get("exit_code"),
+                 duration(r.get("duration_secs")), _notes(r), _why(r)) for r in runs]
     spent = cost_line(data.get("cost"))
     return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *costs, *cols,
                                    "notes", "why"), rows)
@@ -66,5 +70,11 @@ def _attempt(row: Row) -> str:
     return f"{n}/{most}" if most and (most > 1 or n > 1) else str(n)
 
 
+def _notes(row: Row) -> str:
+    notes = row.get("notes")
+    return " ".join(str(notes).split())[:40] if notes else ""
+
+
 def _why(row: Row) -> str:
-    return " ".join(filter(None, [quiet_note(row.get("quiet_secs")), str(row.get("note") or "")]))
+    quiet, note = quiet_note(row.get("quiet_secs")), str(row.get("note") or "")
+    return f"{quiet} {note}" if quiet and note else quiet or note
