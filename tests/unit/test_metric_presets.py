@@ -5,6 +5,7 @@ named); METRIC_PRESETS as a key; the default keeps what the default METRIC_PATTE
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -172,3 +173,23 @@ def test_read_text_reads_what_a_file_object_read(tmp_path, data, tail):
     assert metrics.read_text(str(path), tail) == _read_text_by_file_object(str(path), tail)
     for other in (tmp_path / "missing.log", tmp_path):
         assert metrics.read_text(str(other), tail) == _read_text_by_file_object(str(other), tail) == ""
+
+
+def test_the_tail_of_a_pipe_with_a_live_writer_is_empty_at_once(tmp_path):
+    """A train.log that is a FIFO some process holds open (sweep.status reads a log's tail): "" at once, as the file
+    object's failing seek gave, not a read that waits for the writer to close."""
+    path = tmp_path / "train.log"
+    os.mkfifo(path)
+    writer = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # a live writer end (O_RDWR: the open does not wait)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(metrics.read_text(str(path), metrics.TAIL_BYTES)),
+                              daemon=True)
+    try:
+        os.write(writer, b"loss=1\n")
+        reader.start()
+        reader.join(timeout=10)
+        assert not reader.is_alive(), "read_text waited for the pipe's writer"
+        assert got == [_read_text_by_file_object(str(path), metrics.TAIL_BYTES)] == [""]
+    finally:
+        os.close(writer)  # a blocked reader (the bug) sees the end of the pipe and ends
+        reader.join(timeout=10)

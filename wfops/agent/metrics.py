@@ -40,10 +40,12 @@ def read_text(path: str, tail: int = 0) -> str:
     except OSError:
         return ""
     try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - tail) if tail else 0
-        if start:
+        if tail:  # the end by seeking: a pipe cannot seek (ESPIPE: ""), where reading it would wait for its writer
+            size = os.lseek(fd, 0, os.SEEK_END)
+            start = max(0, size - tail)
             os.lseek(fd, start, os.SEEK_SET)
+        else:
+            size, start = os.fstat(fd).st_size, 0
         chunks = [os.read(fd, size - start + 1)]
         while chunks[-1]:
             chunks.append(os.read(fd, 1 << 16))
