@@ -25,13 +25,18 @@ def visible(text: object, one_line: bool = False) -> str:
     return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
+def _shown(value: object) -> str:
+    """A cell's text before escaping: None and "" show as '-'."""
+    return "-" if value is None or value == "" else str(value)
+
+
 def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else visible(value, one_line=True)
+    return visible(_shown(value), one_line=True)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces; None shows as '-'; control characters are made visible."""
-    cells = [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    cells = [[_shown(v) for v in row] for row in rows]
     if _CONTROL_OR_LINE.search(" ".join(" ".join(row) for row in cells)):  # else each cell is as _cell shows it
         cells = [[visible(v, one_line=True) for v in row] for row in cells]
     widths = [len(h) for h in headers]

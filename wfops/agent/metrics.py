@@ -13,6 +13,7 @@ import re
 
 from .presets import JSONL_STEP_KEYS, Extractor, record_points
 from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE, child, out_dir_of
+from .store import read_rest
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,14 +47,11 @@ def read_text(path: str, tail: int = 0) -> str:
             os.lseek(fd, start, os.SEEK_SET)
         else:
             size, start = os.fstat(fd).st_size, 0
-        chunks = [os.read(fd, size - start + 1)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, 1 << 16))
+        data = read_rest(fd, size - start + 1)
     except OSError:
         return ""
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if tail and len(data) >= tail:
         data = data[data.find(b"\n") + 1:]
     return data.decode("utf-8", "replace")

@@ -60,17 +60,23 @@ class Damaged(Exception):
         self.path, self.why = path, why
 
 
+def read_rest(fd: int, first: int) -> bytes:
+    """What is left to read of `fd`, to its end: a first read of `first` bytes (a size known: one read), then chunks."""
+    chunks = [os.read(fd, first)]
+    while chunks[-1]:
+        chunks.append(os.read(fd, READ_CHUNK))
+    return chunks[0] if len(chunks) == 2 else b"".join(chunks)
+
+
 def file_text(path: str) -> str:
     """The whole file as `open(path, encoding="utf-8").read()` gives it (strict UTF-8, universal newlines, the same
     exceptions), without the text and buffer layers: sweep.status reads two small files a run (issue 24)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = [os.read(fd, READ_CHUNK)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, READ_CHUNK))
+        data = read_rest(fd, READ_CHUNK)
     finally:
         os.close(fd)
-    text = (chunks[0] if len(chunks) == 2 else b"".join(chunks)).decode("utf-8")
+    text = data.decode("utf-8")
     if "\r" in text:  # what text mode's universal newlines make of it (a damaged file's note counts chars)
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text

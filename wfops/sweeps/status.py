@@ -35,13 +35,9 @@ def status_text(data: dict[str, Any], metric_columns: Sequence[str] = (), sort: 
         head += f"\nwarning: {problem}"
     pods: tuple[str, ...] = ("pod",) if any("pod" in r for r in runs) else ()  # a fleet sweep: where each run is
     costs: tuple[str, ...] = ("cost",) if any(r.get("cost_usd") is not None for r in runs) else ()  # a known price
-    if pods or costs or cols:
-        rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
-                 r.get("exit_code"), duration(r.get("duration_secs")), *(usd(r.get("cost_usd")) for _ in costs),
-                 *metric_cells(r, cols), _notes(r), _why(r)) for r in runs]
-    else:  # the same cells without the optional columns' unpacking (a 1,000-run table: issue 24)
-        rows = [(r["run_id"], r["state"], _attempt(r), r.get("gpus") or "", r.get("exit_code"),
-                 duration(r.get("duration_secs")), _notes(r), _why(r)) for r in runs]
+    rows = [(r["run_id"], *(r.get("pod") for _ in pods), r["state"], _attempt(r), r.get("gpus") or "",
+             r.get("exit_code"), duration(r.get("duration_secs")), *(usd(r.get("cost_usd")) for _ in costs),
+             *metric_cells(r, cols), _notes(r), _why(r)) for r in runs]
     spent = cost_line(data.get("cost"))
     return (f"{head}\n\n" + table(("run_id", *pods, "state", "attempt", "gpus", "exit", "duration", *costs, *cols,
                                    "notes", "why"), rows)
