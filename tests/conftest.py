@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests import realparts, slowness
+from tests import forkrun, realparts, slowness
 from tests.longest_first import longest_first
 from tests.realparts import SSHD, copy_tree, start_sshd, stop_sshd
 from tests.slowness import scaled
@@ -197,8 +197,8 @@ class Pod:
            cwd: Path | None = None) -> Result:
         if not self.config_path.exists():
             self.write_config()
-        proc = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=scaled(timeout),
-                              env={**self.env(), **(env or {})}, cwd=cwd or self.root.parent)
+        proc = forkrun.run([str(WFOPS), *args], env={**self.env(), **(env or {})}, cwd=cwd or self.root.parent,
+                           timeout=scaled(timeout))
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def wf_in_process(self, *args: str) -> Result:

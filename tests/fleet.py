@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import forkrun
 from tests.procview import keeper_pids
 from tests.realparts import FleetPod, LocalFleet, copy_tree, descendants, kill_sshd, pids_with_env, running, start_fleet
 from tests.slowness import scaled
@@ -207,8 +208,7 @@ class Fleet:
         self.keeper_dirs.add(keepers)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_", "TMUX"))}
         base.update(HOME=str(home), WORKFLOW_CONFIG=str(config), PYTHONUNBUFFERED="1", WFOPS_KEEPER_DIR=str(keepers))
-        return subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=scaled(timeout),
-                              env={**base, **(env or {})}, cwd=config.parent)
+        return forkrun.run([str(WFOPS), *args], env={**base, **(env or {})}, cwd=config.parent, timeout=scaled(timeout))
 
 
 def _sshd_tree(pod: FleetPod) -> list[int]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import forkrun
 from tests.conftest import FAST_INSTALL, WFOPS, TrainingRepo, stop_keepers, wait_until
 from tests.lium.conftest import API_KEY, BIN
 from tests.lium.fake_lium import FakeLium, FakePod
@@ -59,8 +60,7 @@ class Rig:
         return base
 
     def wf(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(WFOPS), *args], capture_output=True, text=True, timeout=timeout, env=self.env(),
-                              cwd=self.root)
+        return forkrun.run([str(WFOPS), *args], env=self.env(), cwd=self.root, timeout=timeout)
 
     def managed(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(WFOPS), "sweep.wait", "--recover", "--json", *args], env=self.env(),

@@ -1,0 +1,69 @@
+"""The tests' forked `wfops` (tests/forkrun.py) gives what a real start gives: the same output, exit code and
+environment, its own process, a timeout that kills it; a command that sets a Python start-up variable is
+started for real."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import forkrun
+from tests.forkrun import WFOPS
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "LIUM_", "WF_"))}
+    env.update(HOME=str(tmp_path), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _both(tmp_path: Path, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess[str], ...]:
+    env = _env(tmp_path, **extra)
+    forked = forkrun.run([str(WFOPS), *args], env, tmp_path, 60)
+    real = subprocess.run([str(WFOPS), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    return forked, real
+
+
+@pytest.mark.parametrize("args", [("--version",), ("nosuch.task",), ("config.show",), ("fsm.status", "--json"),
+                                  ("sweep.status", "--sort", "x", "--bogus"), ("--list",), ("run.fetch",)])
+def test_a_forked_command_says_what_a_started_one_says(tmp_path: Path, args: tuple[str, ...]):
+    pod = tmp_path / "pod"
+    (tmp_path / "workflow.env").write_text(f"OPS_DEFAULT_HOST=local\nREMOTE_ENV_PATH={pod}/project.env\n"
+                                           f"OPS_REMOTE_OUTPUTS_DIR={pod}/outputs\n")
+    _both(tmp_path, *args)  # a first command on the local target may write its files there: both see them then
+    forked, real = _both(tmp_path, *args)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr)
+
+
+def test_the_child_has_the_callers_environment_directory_and_stdio(tmp_path: Path):
+    (tmp_path / "elsewhere").mkdir()
+    env = _env(tmp_path, WORKFLOW_CONFIG=str(tmp_path / "elsewhere" / "mine.env"))
+    (tmp_path / "elsewhere" / "mine.env").write_text("OPS_DEFAULT_HOST=local\n")
+    res = forkrun.run([str(WFOPS), "config.show"], env, tmp_path / "elsewhere", 60)
+    assert res.returncode == 0, res
+    assert f"config file: {tmp_path / 'elsewhere' / 'mine.env'}" in res.stdout
+    assert res.stderr == ""
+    gone = forkrun.run([str(WFOPS), "config.show"], _env(tmp_path, WORKFLOW_CONFIG="/nonexistent/x.env"), tmp_path, 60)
+    assert gone.returncode != 0 and "/nonexistent/x.env" in gone.stderr, gone  # not the previous child's variable
+
+
+def test_a_python_start_up_variable_means_a_real_start(tmp_path: Path):
+    env = _env(tmp_path, PYTHONPROFILEIMPORTTIME="1")
+    res = forkrun.run([str(WFOPS), "--version"], env, tmp_path, 60)
+    assert res.returncode == 0 and "import time:" in res.stderr  # only a started interpreter reports its imports
+
+
+def test_a_timeout_kills_the_command(tmp_path: Path):
+    with socket.socket() as mute:  # accepts connections (the kernel's backlog) and never says a word
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        (tmp_path / "workflow.env").write_text(f"OPS_DEFAULT_HOST=root@127.0.0.1:{mute.getsockname()[1]}\n"
+                                               "WF_PERSIST_SECS=0\n")
+        with pytest.raises(subprocess.TimeoutExpired):
+            forkrun.run([str(WFOPS), "fsm.status"], _env(tmp_path), tmp_path, 2)
+    again = forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path, 60)
+    assert again.returncode == 0  # the zygote goes on
