@@ -63,7 +63,26 @@ def test_a_timeout_kills_the_command(tmp_path: Path):
         mute.listen(8)
         (tmp_path / "workflow.env").write_text(f"OPS_DEFAULT_HOST=root@127.0.0.1:{mute.getsockname()[1]}\n"
                                                "WF_PERSIST_SECS=0\n")
-        with pytest.raises(subprocess.TimeoutExpired):
+        with pytest.raises(subprocess.TimeoutExpired) as killed:
             forkrun.run([str(WFOPS), "fsm.status"], _env(tmp_path), tmp_path, 2)
+    assert killed.value.stdout is None or isinstance(killed.value.stdout, bytes)  # as subprocess.run gives it
     again = forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path, 60)
     assert again.returncode == 0  # the zygote goes on
+
+
+def test_a_caller_gone_or_a_bad_request_leaves_the_zygote_serving(tmp_path: Path):
+    assert forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path, 60).returncode == 0
+    zygote = forkrun._zygote()
+    for message in (None, b"not json"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as caller:
+            caller.connect(zygote.path)
+            if message is not None:
+                caller.send(message)
+                assert caller.recv(64) == b""  # refused: the connection closed, no command
+    again = forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path, 60)
+    assert (again.returncode, again.stdout) == (0, "wfops 0.1.0\n") and forkrun._zygote() is zygote
+
+
+def test_a_missing_working_directory_is_refused_as_subprocess_refuses_it(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path / "gone", 60)
