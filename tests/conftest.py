@@ -270,12 +270,24 @@ def stop_keepers(directory: Path) -> None:
     from wfops.errors import ConfigError
     from wfops.transport import warm
 
+    with keepers_in(directory):
+        try:
+            warm.stop_all()
+        except ConfigError:  # the test made the directory unusable (its mode, its owner): nothing to stop through it
+            pass
+
+
+@contextlib.contextmanager
+def keepers_in(directory: Path) -> Iterator[None]:
+    """Keepers this process starts or reaches meanwhile are those of `directory` (WFOPS_KEEPER_DIR): a pod's
+    commands run in the test's own process (PodCommand) then use the pod's keepers, which its teardown stops,
+    not the user's default directory, where they would idle for WF_PERSIST_SECS after the tests."""
+    from wfops.transport import warm
+
     saved = os.environ.get(warm.DIR_ENV)
     os.environ[warm.DIR_ENV] = str(directory)
     try:
-        warm.stop_all()
-    except ConfigError:  # the test made the directory unusable (its mode, its owner): nothing to stop through it
-        pass
+        yield
     finally:
         if saved is None:
             del os.environ[warm.DIR_ENV]

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conftest import Pod, wait_until
+from tests.conftest import Pod, keepers_in, wait_until
 from tests.integration.test_sweeps import local_swept, states, status, wait_sweep  # noqa: F401 - fixture
 from wfops.agent.states import EXIT_CONFLICT
 from wfops.errors import WfopsError
@@ -22,7 +22,7 @@ HEADER = "run_id,config,seed,overrides,notes\n"
 
 
 def call(pod: Pod, command: str, agent_command: str, **data: object) -> dict:
-    with PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
+    with keepers_in(pod.keeper_dir), PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
         return cmd.call(agent_command, **data)
 
 

@@ -8,7 +8,7 @@ import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.conftest import Pod
+from tests.conftest import Pod, keepers_in
 from tests.integration.test_agent_fleet import start
 from tests.integration.test_sweeps import HEADER, ssh_swept, wait_sweep  # noqa: F401 - fixture
 from wfops.agent import wire
@@ -32,14 +32,14 @@ def snapshot(pod: Pod) -> dict[str, str]:
 
 def send(pod: Pod, command: str, request: dict) -> tuple[int, bytes, list[str]]:
     """One exec of the agent with `request` as it travels on stdin; (exit code, stdout, error lines)."""
-    with PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
+    with keepers_in(pod.keeper_dir), PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
         res = cmd.exec("agent.sh.j2", request=request)
     errors = [] if res.error is None else [f"@wfops-error {res.error.code} {res.error.message}"]
     return res.code, res.stdout, errors
 
 
 def request_for(pod: Pod, command: str, agent_command: str, **data: object) -> dict:
-    with PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
+    with keepers_in(pod.keeper_dir), PodCommand(command, load_settings(pod.write_config(), environ={})) as cmd:
         return dict(cmd.request(agent_command, data))
 
 
