@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from tests import forkrun, realparts, slowness
+from tests.forkrun import BIN as BIN  # re-exported: the tests import BIN and WFOPS from here
+from tests.forkrun import WFOPS as WFOPS
 from tests.longest_first import longest_first
 from tests.realparts import SSHD, copy_tree, start_sshd, stop_sshd
 from tests.slowness import scaled
@@ -37,8 +39,6 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-WFOPS = BIN / "wfops"
 
 
 def need(tool: str, hint: str) -> str:

@@ -14,18 +14,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import forkrun
+from tests.forkrun import WFOPS as WFOPS  # test_keeper_shared imports it from here
 from tests.procview import keeper_pids
 from tests.realparts import FleetPod, LocalFleet, copy_tree, descendants, kill_sshd, pids_with_env, running, start_fleet
 from tests.slowness import scaled
 
-BIN = Path(sys.executable).parent
-WFOPS = BIN / "wfops"
 POD_PYTHON = os.environ.get("WFOPS_TEST_POD_PYTHON", "/usr/bin/python3")
 FAST_INSTALL = 'pip install -q --no-build-isolation --no-deps -e "$OPS_REMOTE_REPO[examples]"'
 

@@ -165,7 +165,7 @@ class _Zygote:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="wfops-zygote-")
         self.path = os.path.join(self.dir, "sock")
-        env = {**os.environ, **_ZYGOTE_ENV}
+        env = _zygote_env()
         self.starting = _starting(env)  # a command whose environment differs in these: a real start
         self.log = open(os.path.join(self.dir, "log"), "wb")  # noqa: SIM115 (closed with the zygote)
         self.proc = subprocess.Popen([_interpreter(), "-c", _ZYGOTE, str(BIN), self.path, str(WFOPS)],
@@ -223,6 +223,10 @@ def stop() -> None:
 atexit.register(stop)
 
 
+def _zygote_env() -> dict[str, str]:
+    return {**os.environ, **_ZYGOTE_ENV}
+
+
 def _starting(env: dict[str, str]) -> dict[str, str]:
     """The variables Python reads as it starts (PYTHONPROFILEIMPORTTIME, PYTHONPATH, PYTHONHASHSEED, ...; the
     locale: stdio's encoding; TZ: time.tzname)."""
@@ -233,7 +237,7 @@ def _forkable(argv: list[str], env: dict[str, str]) -> bool:
     if os.environ.get(OFF_ENV) == "0" or argv[:1] != [str(WFOPS)]:
         return False
     z = _state["zygote"]
-    return _starting(env) == (z.starting if z is not None else _starting({**os.environ, **_ZYGOTE_ENV}))
+    return _starting(env) == (z.starting if z is not None else _starting(_zygote_env()))
 
 
 def _text(data: bytes) -> str:
@@ -266,10 +270,11 @@ def run(argv: list[str], env: dict[str, str], cwd: str | os.PathLike[str], timeo
         if not said:
             raise RuntimeError(f"the tests' wfops zygote did not run {argv[1:]}; its log: {z.log_tail()}")
         pid = int(said)
-        code = _collect(sock, chunks, time.monotonic() + timeout)
-        if code is None:  # the timeout: killed and waited for, as subprocess.run does it (not drained)
-            os.kill(pid, signal.SIGKILL)
-            code = _exit_code(sock, time.monotonic() + 10)
+        code, ended = _collect(sock, chunks, time.monotonic() + timeout)
+        if not ended:  # the timeout: killed and waited for, as subprocess.run does it (not drained)
+            if code is None:  # still running (else it ended, and a process it left holds the pipes)
+                os.kill(pid, signal.SIGKILL)
+                code = _exit_code(sock, time.monotonic() + 10)
             raise subprocess.TimeoutExpired(argv, timeout, output=b"".join(chunks[out_r]) or None,
                                             stderr=b"".join(chunks[err_r]) or None)
     except BaseException:
@@ -284,8 +289,9 @@ def run(argv: list[str], env: dict[str, str], cwd: str | os.PathLike[str], timeo
     return subprocess.CompletedProcess(argv, code, _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r])))
 
 
-def _collect(sock: socket.socket, chunks: dict[int, list[bytes]], deadline: float) -> int | None:
-    """Read the command's stdout and stderr to their end and its exit code; None at `deadline` (it runs on)."""
+def _collect(sock: socket.socket, chunks: dict[int, list[bytes]], deadline: float) -> tuple[int | None, bool]:
+    """Read the command's stdout and stderr to their end and its exit code: (exit code or None, whether all of it
+    came before `deadline`)."""
     code: int | None = None
     with selectors.DefaultSelector() as sel:
         for fd in chunks:
@@ -294,7 +300,7 @@ def _collect(sock: socket.socket, chunks: dict[int, list[bytes]], deadline: floa
         while sel.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
+                return code, False
             for key, _ in sel.select(left):
                 if key.fileobj is sock:
                     sel.unregister(sock)
@@ -305,7 +311,7 @@ def _collect(sock: socket.socket, chunks: dict[int, list[bytes]], deadline: floa
                     chunks[key.fd].append(data)
                 else:
                     sel.unregister(key.fd)
-    return code
+    return code, True
 
 
 def _exit_code(sock: socket.socket, deadline: float) -> int:

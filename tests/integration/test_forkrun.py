@@ -86,3 +86,21 @@ def test_a_caller_gone_or_a_bad_request_leaves_the_zygote_serving(tmp_path: Path
 def test_a_missing_working_directory_is_refused_as_subprocess_refuses_it(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         forkrun.run([str(WFOPS), "--version"], _env(tmp_path), tmp_path / "gone", 60)
+
+
+def test_an_ended_command_whose_pipes_stay_open_times_out_without_a_second_kill():
+    """A command that ended while a process it left holds its stdout: at the deadline, its exit code is kept (the
+    zygote sent it already) and no pid is killed again."""
+    held_r, held_w = os.pipe()  # the writer end stays open: as a leftover process holding the command's stdout
+    done_r, done_w = os.pipe()
+    os.close(done_w)  # stderr: ended
+    zygote_end, caller_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        zygote_end.send(b"3")
+        chunks: dict[int, list[bytes]] = {held_r: [], done_r: []}
+        assert forkrun._collect(caller_end, chunks, forkrun.time.monotonic() + 0.5) == (3, False)
+    finally:
+        for fd in (held_r, held_w, done_r):
+            os.close(fd)
+        zygote_end.close()
+        caller_end.close()
