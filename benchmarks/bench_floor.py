@@ -73,10 +73,11 @@ def proto_specs(work: Path, env: dict) -> dict[str, Path]:
         assert parsed is not None, argv
         command, values = parsed
         op, data = lean._Work(command, values, settings, target)._request()
-        text = PodCommand(command, settings, target=target).call_text(op, **data)
+        out = PodCommand(command, settings, target=target).call_text(op, data)
         specs[label] = work / f"proto{i}.json"
         specs[label].write_text(json.dumps({"sock": str(warm.socket_path(target)), "fp": warm.fingerprint(target),
-                                            "persist": float(settings.wf_persist_secs), "script": text}))
+                                            "persist": float(settings.wf_persist_secs), "script": out.text,
+                                            "serve": out.serve}))
     return specs
 
 

@@ -2,7 +2,7 @@
 keeper and prints the pod's answer. Nothing of wfops is imported; no settings, no parsing, no checks: the least
 a warm command must do. (Not a product: it knows one keeper, one script.)
 
-    python benchmarks/proto_client.py SPEC.json    # {"sock", "fp", "persist", "script"} written by bench_floor.py
+    python benchmarks/proto_client.py SPEC.json    # {"sock", "fp", "persist", "script", "serve"} by bench_floor.py
 
 Frames as in wfops/transport/warm.py: a type byte, a 4-byte big-endian length, the payload.
 """
@@ -31,7 +31,8 @@ def main() -> None:
         spec = json.loads(fh.read())
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(spec["sock"])
-    header = json.dumps({"op": "exec", "fp": spec["fp"], "persist": spec["persist"], "direct": False}).encode()
+    header = json.dumps({"op": "exec", "fp": spec["fp"], "persist": spec["persist"], "direct": False,
+                         "serve": spec.get("serve")}).encode()
     sock.sendall(HEAD.pack(b"h", len(header)) + header)
     script = spec["script"].encode()
     out = []

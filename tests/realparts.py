@@ -70,9 +70,15 @@ class SSHD:
             return fh.read().decode("utf-8", "replace")
 
     def counts(self, mark: int) -> tuple[int, int]:
-        """(connections, execs) since `mark`, from sshd's own log."""
+        """(connections, commands' execs) since `mark`, from sshd's own log. The exec that starts a keeper's kept
+        agent (wfops.transport.podserver: its channel asks for WFOPS_KEPT_AGENT first, `req env`) is not a
+        command's: kept_agents counts those."""
         text = self.since(mark)
-        return text.count("Accepted publickey for"), text.count("req exec")
+        return text.count("Accepted publickey for"), text.count("req exec") - self.kept_agents(mark)
+
+    def kept_agents(self, mark: int) -> int:
+        """How many kept agents keepers started since `mark` (their channels' `req env`)."""
+        return self.since(mark).count("req env")
 
 
 def _keygen(key: Path) -> None:

@@ -54,6 +54,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/frames.py       the frames between a command and its keeper (stdlib only: the cached fast path's too)
     transport/keeper.py       the keeper process: holds each target's connection open between commands
     transport/served.py       one target of the keeper process: its connection, socket, clients, idle clock
+    transport/podserver.py    the agent a keeper keeps alive on its pod for reads: started, asked, ended with it
     transport/hub.py          the keeper process's targets: adds, drops and ends them; exits when none is left
     transport/launch.py       starting the keeper process, client side: add a target to it, or start it
     transport/command.py      PodCommand: one command against one pod, agent requests over one session
@@ -101,6 +102,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     tasks/managed_down.py     --down-when-done: fetch every run, then remove the pods the sweep rented
     agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
     agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
+    agent/serve.py            the agent kept alive by a keeper (--serve): each read run by a forked child
     agent/registry.py         the command registry: a handler's signature declares its arguments
     agent/wire.py             THE wire: command names, TypedDicts of request/manifest/answers, the door's checker
     agent/states.py           THE vocabulary: states, failure classes, workflow rules, exit codes, pod layout

@@ -31,13 +31,16 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wfops.errors import Fallback
 from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
 from wfops.leancache import end as _end
 from wfops.leancache import invoke_configured, show
 from wfops.leancache import terminated as _terminated
+
+if TYPE_CHECKING:
+    from wfops.transport.command import Outgoing
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
 _DIGITS = re.compile(r"[0-9]+")
@@ -242,10 +245,10 @@ class _Work:
             if self.command == "run.fetch":  # it writes here: never kept (wfops.leancache is read-only commands')
                 return self.fetch(cmd)
             agent_command, data = self._request()
-            text = cmd.call_text(agent_command, **data)
+            out = cmd.call_text(agent_command, data)
             if self.stamp is not None and s.wf_persist_secs:  # cold: no keeper, nothing to keep for one
-                self._keep(text, cmd.redact.secrets)
-            return cmd.send_text(text)
+                self._keep(out, cmd.redact.secrets)
+            return cmd.send_text(out)
         finally:
             cmd.session.close()
 
@@ -275,7 +278,7 @@ class _Work:
             return wire.SWEEP_LIST, {}
         return wire.SWEEP_STATUS, {"sweep": v["sweep"], "metric_patterns": s.metric_sources}
 
-    def _keep(self, text: str, secrets: list[str]) -> None:
+    def _keep(self, out: Outgoing, secrets: list[str]) -> None:
         """The cached fast path's entry for this command line: what a hit sends and how it shows the answer."""
         from wfops import leancache
         from wfops.transport import ssh, warm
@@ -284,7 +287,8 @@ class _Work:
         s = self.settings
         leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
-            "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": text,
+            "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": out.text,
+            "serve": out.serve,
             "secrets": list(secrets), **self._view()})
 
     def _view(self) -> dict[str, Any]:

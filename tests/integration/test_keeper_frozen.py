@@ -78,7 +78,8 @@ def test_a_keeper_frozen_mid_upload_ends_the_command_with_one_line(ssh_pod: Pod)
     big = {f"BIG_{i}": "x" * 100_000 for i in range(80)}  # each under the OS limit of one variable
     pod.configure(EXTRA_ENV_KEYS=" ".join(big), **big)
     pod.ok("fsm.status", env=FAST)  # starts the keeper (and the agent is on the pod)
-    proc, err, took = _keeper_frozen_while(pod, "fsm.status")
+    # a read the pod's kept agent does not answer (task.wait waits): its script and request go to the pod
+    proc, err, took = _keeper_frozen_while(pod, "task.wait", "--id", "none")
     assert proc.returncode == 4, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("wfops: the connection keeper stopped"), err

@@ -20,7 +20,19 @@ from tests.procview import keeper_pids
 from tests.slowness import scaled
 from wfops.transport import warm
 
-FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1"}  # a frozen pod is found silent after 3 s
+FAST_SILENCE = {"WFOPS_SSH_KEEPALIVE_SECS": "1", "WFOPS_VERBOSE": "1"}  # a frozen pod is found silent after 3 s
+VERBOSE = {"WFOPS_VERBOSE": "1"}  # a line per pod request: a script through the keeper, or the kept agent's answer
+
+
+def _scripts(*errs: str) -> int:
+    """Requests that ran a script (an exec), by the commands' WFOPS_VERBOSE lines; the others were answered by a
+    pod's kept agent (wfops.transport.podserver: no exec)."""
+    return sum(len(re.findall(r"^wfops: exec via the keeper: ", err, re.M)) for err in errs)
+
+
+def _served(*errs: str) -> int:
+    return sum(len(re.findall(r"^wfops: exec via the keeper, answered by the pod's kept agent", err, re.M))
+               for err in errs)
 
 
 def _configs(fleet: Fleet, tmp_path: Path, **over: str) -> tuple[Path, list[Path]]:
@@ -58,11 +70,14 @@ def test_one_keeper_process_holds_every_pods_connection(tmp_path: Path, fresh_fl
     fleet = fresh_fleet3
     whole, one = _configs(fleet, tmp_path)
     marks = [p.sshd.mark() for p in fleet.pods]
-    first = _ok(fleet.wf(whole, "fsm.status", "--json"))
-    assert len(first["pods"]) == 3, first
-    _ok(fleet.wf(whole, "fsm.status", "--json"))
-    _ok(fleet.wf(one[1], "fsm.status", "--json"))  # a one-pod config reaches the same connection
-    assert _logins(fleet, marks) == [(1, 2), (1, 3), (1, 2)]
+    runs = [fleet.wf(whole, "fsm.status", "--json", env=VERBOSE), fleet.wf(whole, "fsm.status", "--json", env=VERBOSE),
+            fleet.wf(one[1], "fsm.status", "--json", env=VERBOSE)]  # a one-pod config reaches the same connection
+    assert len(_ok(runs[0])["pods"]) == 3 and _scripts(runs[0].stderr) == 3  # the first command: scripts
+    assert [_ok(r) for r in runs[1:]]
+    logins = _logins(fleet, marks)
+    assert [c for c, _ in logins] == [1, 1, 1]
+    assert sum(e for _, e in logins) == _scripts(*(r.stderr for r in runs))
+    assert _scripts(*(r.stderr for r in runs)) + _served(*(r.stderr for r in runs)) == 7
     assert len(_keepers(tmp_path)) == 1
     assert len(list((tmp_path / "keepers").glob("*.sock"))) == 3
     res = fleet.wf(whole, "disconnect", "--all")
@@ -75,12 +90,14 @@ def test_commands_started_together_share_one_process_and_one_connection_per_pod(
     fleet = fresh_fleet3
     whole, one = _configs(fleet, tmp_path)
     marks = [p.sshd.mark() for p in fleet.pods]
-    procs = [subprocess.Popen([str(WFOPS), "fsm.status", "--json"], env=_env(cfg), cwd=tmp_path,
+    procs = [subprocess.Popen([str(WFOPS), "fsm.status", "--json"], env=_env(cfg, VERBOSE), cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for cfg in [whole, *one, whole, *one]]
     results = [(p.communicate(timeout=scaled(120)), p.returncode) for p in procs]
     assert [rc for _, rc in results] == [0] * len(procs), results
-    assert _logins(fleet, marks) == [(1, 4)] * 3
+    logins, errs = _logins(fleet, marks), [err for (_, err), _ in results]
+    assert [c for c, _ in logins] == [1, 1, 1] and all(e >= 1 for _, e in logins)  # one connection a pod
+    assert sum(e for _, e in logins) == _scripts(*errs) and _scripts(*errs) + _served(*errs) == 12
     assert len(_keepers(tmp_path)) == 1
 
 
@@ -94,21 +111,28 @@ def test_a_frozen_pod_stalls_only_its_own_commands(tmp_path: Path, fresh_fleet3:
         stalled = subprocess.Popen([str(WFOPS), "fsm.status", "--json"], env=_env(one[0], FAST_SILENCE),
                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         marks = [p.sshd.mark() for p in fleet.pods]
+        errs: list[list[str]] = [[], []]
         for _ in range(3):  # pod 1 and 2 answer at once while pod 0's command waits on its silent pod
             t0 = time.monotonic()
-            _ok(fleet.wf(one[1], "fsm.status", "--json", env=FAST_SILENCE))
-            _ok(fleet.wf(one[2], "fsm.status", "--json", env=FAST_SILENCE))
+            for i in (1, 2):
+                res = fleet.wf(one[i], "fsm.status", "--json", env=FAST_SILENCE)
+                _ok(res)
+                errs[i - 1].append(res.stderr)
             assert time.monotonic() - t0 < scaled(10)
         out, err = stalled.communicate(timeout=scaled(60))
         assert stalled.returncode == 4, (out, err)
-        assert len(err.strip().splitlines()) == 1 and str(fleet.pods[0].sshd.port) in err, err
-        assert _logins(fleet, marks)[1:] == [(0, 3), (0, 3)]
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("wfops: exec ")]
+        assert len(lines) == 1 and str(fleet.pods[0].sshd.port) in err, err
+        assert _logins(fleet, marks)[1:] == [(0, _scripts(*errs[0])), (0, _scripts(*errs[1]))]
         assert _keepers(tmp_path) == [keeper]  # the process and its other connections went on
     finally:
         fleet.thaw()
     marks = [p.sshd.mark() for p in fleet.pods]
-    _ok(fleet.wf(whole, "fsm.status", "--json", env=FAST_SILENCE))
-    assert _logins(fleet, marks) == [(1, 1), (0, 1), (0, 1)]  # pod 0: a new one
+    after = fleet.wf(whole, "fsm.status", "--json", env=FAST_SILENCE)
+    _ok(after)
+    logins = _logins(fleet, marks)
+    assert logins[0] == (1, 1) and [c for c, _ in logins[1:]] == [0, 0]  # pod 0: a new connection, a script
+    assert sum(e for _, e in logins) == _scripts(after.stderr) and _scripts(after.stderr) + _served(after.stderr) == 3
     assert _keepers(tmp_path) == [keeper]
 
 
@@ -127,9 +151,9 @@ def test_each_pod_keeps_its_own_idle_time(tmp_path: Path, fresh_fleet3: Fleet):
                                  fleet.pods[0].sshd.since(mark), re.M), what="pod 0's sshd to see it end")
     assert _keepers(tmp_path) == [keeper]
     marks = [p.sshd.mark() for p in fleet.pods]
-    _ok(fleet.wf(one[1], "fsm.status", "--json"))
-    _ok(fleet.wf(one[0], "fsm.status", "--json"))
-    assert _logins(fleet, marks)[:2] == [(1, 1), (0, 1)]
+    runs = [fleet.wf(cfg, "fsm.status", "--json", env=VERBOSE) for cfg in (one[1], one[0])]
+    assert [_ok(r) for r in runs] and _scripts(runs[1].stderr) == 1  # pod 0: a new connection, a script
+    assert _logins(fleet, marks)[:2] == [(1, 1), (0, _scripts(runs[0].stderr))]
     assert _keepers(tmp_path) == [keeper]
 
 

@@ -14,7 +14,7 @@ from tests import realparts
 from wfops.settings.load import parse_settings
 from wfops.targets.target import Target
 from wfops.transport import rules as fsm
-from wfops.transport.command import PodCommand
+from wfops.transport.command import SERVE_TEMPLATE, PodCommand
 from wfops.transport.render import request_line, templates_dir
 
 EXPR = re.compile(r"{{(.*?)}}", re.S)
@@ -57,6 +57,7 @@ def _request(command: str, agent_command: str, data: dict) -> dict:
 CASES = {
     "agent.sh.j2": ("task.run", {"request": None}),
     "run_fetch.sh.j2": ("run.fetch", {"request": None}),
+    SERVE_TEMPLATE: ("fsm.status", {}),  # the kept agent's start (PodCommand.serve_script)
 }
 REQUESTS = {"agent.sh.j2": ("task-start", {"id": "t1", "command_text": HOSTILE, "session": "wf", "workdir": HOSTILE}),
             "run_fetch.sh.j2": ("fetch-plan", {"have": {}, "run": "r1", "all": False})}
@@ -90,7 +91,11 @@ def test_every_template_has_a_rendering_case():
 def test_rendered_scripts_parse_and_pass_shellcheck(name, tmp_path):
     command, _ = CASES[name]
     assert command in fsm.RULES
-    script = _cmd(command).script(name, request=_request(command, *REQUESTS[name]))
+    cmd = _cmd(command)
+    if name == SERVE_TEMPLATE:
+        script = cmd.serve_script()
+    else:
+        script = cmd.script(name, request=_request(command, *REQUESTS[name]))
     path = tmp_path / name.replace(".j2", "")
     path.write_text(script)
     syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
@@ -103,3 +108,16 @@ def test_rendered_scripts_parse_and_pass_shellcheck(name, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
     assert shutil.which("bash")
+
+
+def test_the_kept_agents_start_is_one_script_for_every_read_and_none_for_a_mutating_command():
+    """One kept agent per pod layout and agent, whatever the read (wfops.transport.podserver keys it by the start
+    script); never an order to serve for a command that takes the lock or a dry run, or a command not served."""
+    orders = {c: _cmd(c).serve_order("fsm-show", 7, False) for c in ("fsm.status", "task.list", "sweep.status")}
+    starts = {o["start"] for o in orders.values() if o is not None}
+    assert len(starts) == 1 and all(o is not None and o["skip"] == 7 for o in orders.values())
+    start = starts.pop()
+    assert "--serve" in start and "flock" not in start and "agent.serve" in start
+    assert _cmd("task.run").serve_order("fsm-show", 7, False) is None
+    assert _cmd("fsm.status").serve_order("fsm-show", 7, True) is None
+    assert _cmd("task.list").serve_order("task-wait", 7, False) is None

@@ -131,6 +131,11 @@ def unexpected(exc: Exception, argv: List[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == [wire.SERVE_FLAG]:  # kept alive by the client's keeper for read-only requests (serve.py)
+        from . import serve
+
+        serve.loop(main, load)
+        return
     try:
         result = _internal(argv) if argv else _from_client(sys.stdin)
     except Refusal as exc:

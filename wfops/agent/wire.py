@@ -26,6 +26,7 @@ BOOTSTRAP, CHECKOUT_APPLY = "bootstrap", "checkout-apply"
 FLEET_FACTS, SWEEP_WITHDRAW, NET_LISTEN, NET_PROBE = "fleet-facts", "sweep-withdraw", "net-listen", "net-probe"
 SWEEP_METRICS, SWEEP_WAIT, RUN_LOGS, TASK_LOGS = "sweep-metrics", "sweep-wait", "run-logs", "task-logs"
 SWEEP_RECOVER = "sweep-recover"  # a managed sweep restarts its runs on a pod that came back (agent/recover.py)
+SERVED, SERVE_FLAG = (FSM_SHOW, TASK_SHOW, TASK_LIST, SWEEP_STATUS, SWEEP_LIST, SWEEP_METRICS, FLEET_FACTS), "--serve"
 
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union

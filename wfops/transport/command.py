@@ -15,21 +15,37 @@ of this process alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from wfops.agent import states
+from wfops.agent import states, wire
 from wfops.errors import ConnectError, Unreached, env_seconds
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.targets.target import Member, Target
 from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
-from wfops.transport.render import NEED_AGENT, agent, b64, render, request_line
-from wfops.transport.session import ExecResult, LineSink, MetaSink, Redactor, Session, StdoutSink, stderr_line
+from wfops.transport.render import AGENT_CALL, NEED_AGENT, agent, b64, render, request_line
+from wfops.transport.session import (
+    ExecResult,
+    LineSink,
+    MetaSink,
+    Redactor,
+    ServeOrder,
+    Session,
+    StdoutSink,
+    stderr_line,
+)
 
 if TYPE_CHECKING:  # the wire's TypedDicts exist for the type checker only (the pod agent never imports typing)
     from wfops.agent.wire import PodLayout, Prelude, Request
 
+class Outgoing(NamedTuple):
+    """An agent call as it leaves: the script with the request after it, and the read it carries (or None)."""
+    text: str
+    serve: ServeOrder | None
+
+
+SERVE_TEMPLATE = "agent_serve.sh.j2"
 LOCK_WAIT_SECS = 10  # a mutating command waits this long for the pod's command lock (another command's)
 LOCK_WAIT_ENV = "WFOPS_LOCK_WAIT_SECS"  # overrides it (seconds > 0)
 
@@ -82,17 +98,18 @@ class PodCommand:
         self.session = open_session(self.target, self.redact, self.persist, self.log)
         return True
 
-    def _exec_text(self, text: str, stdout_sink: StdoutSink | None, meta: MetaSink) -> ExecResult:
+    def _exec_text(self, text: str, stdout_sink: StdoutSink | None, meta: MetaSink,
+                   serve: ServeOrder | None = None) -> ExecResult:
         """One exec; at first contact through a warm keeper that could not reach the pod (nothing ran), the same
         second look a cold connect gets (__enter__)."""
         assert self.session is not None, "use PodCommand as a context manager"
         first, self._contacted = not self._contacted, True
         try:
-            return self.session.exec_script(text, stdout_sink, meta)
+            return self.session.exec_script(text, stdout_sink, meta, serve)
         except Unreached:
             if not first or not self._look_again():
                 raise
-        return self.session.exec_script(text, stdout_sink, meta)
+        return self.session.exec_script(text, stdout_sink, meta, serve)
 
     @property
     def persist(self) -> float:
@@ -151,18 +168,32 @@ class PodCommand:
         """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
         return self.exec(template, None, None, request, **context).json(self.command, self.redact)
 
-    def call_text(self, agent_command: str, **data: object) -> str:
-        """What `call(agent_command, **data)` sends: the script and the request after it (wfops.lean keeps it for
-        its cached fast path, wfops.leancache)."""
-        return self.script("agent.sh.j2", dry_run=False) + request_line(self.request(agent_command, data))
+    def call_text(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> Outgoing:
+        """What `call(agent_command, **data)` sends: the script and the request after it, and the read it carries
+        when it is one (wfops.lean keeps both for its cached fast path, wfops.leancache)."""
+        script = self.script("agent.sh.j2", dry_run=dry_run)
+        text = script + request_line(self.request(agent_command, data, dry_run))
+        return Outgoing(text, self.serve_order(agent_command, len(script.encode()), dry_run))
 
-    def send_text(self, text: str) -> dict[str, Any]:
+    def serve_order(self, agent_command: str, skip: int, dry_run: bool) -> ServeOrder | None:
+        """The read a warm keeper may have its pod's kept agent answer (wfops.transport.podserver): an agent command
+        of wire.SERVED from a command that takes no lock, not a dry run; None otherwise."""
+        if dry_run or self.rule.mutating or agent_command not in wire.SERVED:
+            return None
+        return {"start": self.serve_script(), "skip": skip}
+
+    def serve_script(self) -> str:
+        """The script that starts the pod's kept agent: the same for every command (one per pod layout and agent)."""
+        return self.script(SERVE_TEMPLATE, command="agent.serve", rule={"mutating": False}, dry_run=False,
+                           serve_call=AGENT_CALL, serve_flag=wire.SERVE_FLAG)
+
+    def send_text(self, out: Outgoing) -> dict[str, Any]:
         """Run `call_text`'s text in one exec, as `call` runs it: its JSON result (errors raise WfopsError)."""
-        return self._exec_text(text, None, self._meta(None)).json(self.command, self.redact)
+        return self._exec_text(out.text, None, self._meta(None), out.serve).json(self.command, self.redact)
 
     def call(self, agent_command: str, dry_run: bool = False, **data: object) -> dict[str, Any]:
         """One agent command in one exec; its JSON result."""
-        return self.run("agent.sh.j2", request=self.request(agent_command, data, dry_run), dry_run=dry_run)
+        return self.send_text(self.call_text(agent_command, data, dry_run))
 
 
 def call_once(command: str, settings: Settings, agent_command: str, *, member: Member | None = None,

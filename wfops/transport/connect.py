@@ -27,6 +27,7 @@ from wfops.transport.session import (
     LineSink,
     MetaSink,
     Redactor,
+    ServeOrder,
     Session,
     StderrLines,
     StdoutSink,
@@ -37,7 +38,8 @@ from wfops.transport.session import (
 )
 from wfops.transport.ssh import SSHSession
 
-PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty)
+PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty) ...
+KEPT = b"pk"  # ... and when the pod's kept agent answers the read, not a script (wfops.transport.podserver)
 KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
 
 
@@ -57,6 +59,7 @@ class KeeperExec:
         self.lock = threading.Lock()
         self.on_start = on_start
         self.sent_at = 0.0
+        self.kept = False  # the pod's kept agent answered (no script ran)
 
     def send(self, data: bytes) -> None:
         with self.lock:
@@ -98,7 +101,8 @@ class KeeperExec:
                                    "the command may or may not have run")
             kind, data = frame
             if kind == b"s":
-                started, pinged = True, data == PINGS  # a keeper that answers pings says so
+                started, pinged = True, data[:1] == PINGS  # a keeper that answers pings says so
+                self.kept = data == KEPT
                 self.sock.settimeout(None)
                 self.on_start()
                 threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
@@ -118,7 +122,9 @@ class KeeperExec:
                 # the keeper could not reach the pod (its connection died and a new one failed): the same
                 # ConnectError a cold connect raises, so a fleet counts the pod as silent either way (Unreached
                 # when the script never left: wfops.transport.command may look a cached address up again)
-                error = (Unreached if not started else ConnectError) if code == EXIT_CONNECT else WfopsError
+                # (`unreached` after the start: a read the pod's kept agent lost, nothing of it shown, then no pod)
+                reached = started and not err.get("unreached")
+                error = (ConnectError if reached else Unreached) if code == EXIT_CONNECT else WfopsError
                 raise error(str(err.get("message")), code)
 
 
@@ -189,31 +195,33 @@ class KeeperSession:
         self.sent += len(data)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult:
+                    meta: MetaSink | None = None, serve: ServeOrder | None = None) -> ExecResult:
         data = script.encode()
         for _attempt in range(3):
             sock, self._sock = self._sock or launch.connect(self.target, self.persist), None
             try:
-                return self.exec_once(sock, data, stdout_sink, meta)
+                return self.exec_once(sock, data, stdout_sink, meta, serve)
             except Retry:  # the keeper was gone, stale or frozen before anything ran: start another
                 continue
         raise ConnectError(f"the connection keeper for {self.target.label} kept going away; "
                            "try again, or set WF_PERSIST_SECS=0")
 
     def exec_once(self, sock: socket.socket, data: bytes, stdout_sink: StdoutSink | None,
-                  meta: MetaSink | None) -> ExecResult:
+                  meta: MetaSink | None, serve: ServeOrder | None = None) -> ExecResult:
         """One try over `sock` (closed after it): the result, or Retry/Frozen when nothing reached the pod (a frozen
         keeper is ended first, so the next try starts another)."""
-        header = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        header: dict[str, Any] = {"op": "exec", "fp": warm.fingerprint(self.target), "persist": self.persist}
+        if serve is not None and stdout_sink is None:
+            header["serve"] = serve
         buf: list[bytes] = []
         errs = StderrLines(self.redact, meta, self.show)
         out = Counted(collect(stdout_sink, buf))
         self.sent = len(data)
-        self._exec = KeeperExec(sock, on_start=count_request)
+        self._exec = run = KeeperExec(sock, on_start=count_request)
         direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
         try:
-            code = self._exec.run(header, data, out, errs.feed, direct=direct() if direct else None,
-                                  start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+            code = run.run(header, data, out, errs.feed, direct=direct() if direct else None,
+                           start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
         except Frozen:  # it accepted and said nothing: end it
             warm.end_frozen(sock, warm.socket_path(self.target))
             raise
@@ -221,7 +229,7 @@ class KeeperSession:
             self._exec = None
             sock.close()
         errs.close()
-        verbose("via the keeper", self.sent, out.n)
+        verbose("via the keeper, answered by the pod's kept agent" if run.kept else "via the keeper", self.sent, out.n)
         return ExecResult(code, b"".join(buf), errs.error)
 
     def close(self) -> None:

@@ -14,18 +14,18 @@ from wfops.errors import Fallback
 from wfops.targets.target import Target
 from wfops.transport import launch, warm
 from wfops.transport.connect import KeeperSession, Retry
-from wfops.transport.session import ExecResult, MetaSink, Redactor, StdoutSink
+from wfops.transport.session import ExecResult, MetaSink, Redactor, ServeOrder, StdoutSink
 
 
 class LeanKeeperSession(KeeperSession):
     """One script through the keeper at `sock` (already dialled), or Fallback before anything ran: no retry here."""
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult:
+                    meta: MetaSink | None = None, serve: ServeOrder | None = None) -> ExecResult:
         assert self._sock is not None, "one script per lean session"
         sock, self._sock = self._sock, None
         try:
-            return self.exec_once(sock, script.encode(), stdout_sink, meta)
+            return self.exec_once(sock, script.encode(), stdout_sink, meta, serve)
         except Retry:  # gone, stale or frozen (then ended) before it opened a channel: the full path runs it
             raise Fallback() from None
 

@@ -70,7 +70,8 @@ class Exchange:
                 _connect(sock, e["sock"])
                 if struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.getuid():
                     raise Before()  # a keeper of another user: the lean path refuses it in its words
-                header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False})
+                header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False,
+                                     "serve": e.get("serve")})
                 send_frame(sock, b"h", header.encode())
                 frame = recv_frame(sock)
             except OSError:  # none there, refused, silent: nothing ran
@@ -79,7 +80,7 @@ class Exchange:
                 raise Before()  # stale, refused, gone (an `E` before the start): the lean path decides
             sock.settimeout(None)
             _send_data(sock, e["script"].encode("utf-8", "surrogateescape"), float(e["keepalive"]))
-            return self._frames(sock, pinged=frame[1] == b"p")
+            return self._frames(sock, pinged=frame[1][:1] == b"p")  # b"pk": the pod's kept agent answers
         finally:
             sock.close()
 
@@ -99,6 +100,8 @@ class Exchange:
                 return b"".join(out), int(data)
             elif kind == b"E":
                 err = json.loads(data)
+                if err.get("unreached"):  # a read the pod's kept agent lost, nothing shown, then no pod: as Before
+                    raise Before()
                 raise Failed(str(err.get("message")), int(err.get("code") or EXIT_CONNECT))
 
     def _feed(self, sock: socket.socket, data: bytes) -> None:

@@ -18,6 +18,7 @@ from wfops.transport.session import (
     LineSink,
     MetaSink,
     Redactor,
+    ServeOrder,
     StderrLines,
     StdoutSink,
     collect,
@@ -47,7 +48,7 @@ class LocalSession:
             self.sent += len(data)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult:
+                    meta: MetaSink | None = None, serve: ServeOrder | None = None) -> ExecResult:
         # its own session, as a script over SSH is: a Ctrl-C at the terminal reaches wfops (which says what it
         # means), not the pod's agent in the middle of its start (a Python traceback on the user's terminal)
         proc = subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

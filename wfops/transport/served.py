@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from wfops.errors import ConnectError, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import frames, ssh, warm
+from wfops.transport.podserver import Servers
+from wfops.transport.session import ServeOrder
 
 if TYPE_CHECKING:
     from paramiko import Channel
@@ -58,6 +60,7 @@ class Keeper:
         self.active = 0
         self.last_used = time.monotonic()
         self.stopping = threading.Event()
+        self.servers = Servers()  # the agent kept alive on the pod for reads (wfops.transport.podserver)
         self.inode: int | None = None
 
     # -- the connection
@@ -143,52 +146,151 @@ class Keeper:
         if header.get("direct"):  # the client's pipe for stdout (run.fetch's extractor), passed with the request
             _, fds, _, _ = socket.recv_fds(client, 1, 1)
             direct = _Direct(fds[0]) if fds else None
+        serve: ServeOrder | None = header.get("serve") if direct is None else None
+        inbox = _Inbox(client)
         try:
             try:
+                if serve is not None and self._served(client, serve, inbox):
+                    return
                 link, chan = self.open_exec()
             except WfopsError as exc:
-                frames.send_frame(client, b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
+                error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+                if inbox.started:  # a served read that was lost: nothing of it was shown, the pod is not reached
+                    error["unreached"] = True
+                frames.send_frame(client, b"E", json.dumps(error).encode())
                 return
-            self._relay(client, link, chan, direct)
+            code = self._relay(client, link, chan, inbox, direct)
+            if serve is not None and code == 0:  # the agent of this hash is on the pod now: keep one alive
+                self.servers.start(link, serve["start"])
         finally:
             if direct is not None:
                 direct.close()
 
-    def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, direct: _Direct | None = None) -> None:
-        write_lock = threading.Lock()
-
-        def to_client(kind: bytes) -> Callable[[bytes], None]:
-            def send(data: bytes) -> None:
-                with write_lock:
-                    frames.send_frame(client, kind, data)
-            return send
-
-        def from_client() -> None:
-            try:
-                while True:
-                    frame = frames.recv_frame(client)
-                    if frame is None:
-                        break
-                    if frame[0] == b"i":
-                        chan.sendall(frame[1])
-                    elif frame[0] == b"p":  # the client's keepalive: it wants an answer (a frozen keeper gives none)
-                        to_client(b"P")(b"")
-            except Exception:
-                pass
-            chan.close()  # the client is gone (or the command ended): the channel goes with it
-
-        to_client(b"s")(b"p")  # the channel is open, and this keeper answers pings
-        threading.Thread(target=from_client, daemon=True).start()
-        if direct is not None:
-            direct.report = to_client(b"n")
+    def _served(self, client: socket.socket, serve: ServeOrder, inbox: _Inbox) -> bool:
+        """The request answered by the agent kept alive on the pod (wfops.transport.podserver); False when there is
+        none ready or it lost the answer: the caller runs the script (the client's stdin, kept, goes to it). A
+        connection that died under it raises its ConnectError, as a script's would."""
+        server = self.servers.take(serve["start"])
+        if server is None:
+            return False
+        ticket = object()
         try:
-            code = ssh.relay(link, chan, direct or to_client(b"o"), to_client(b"e"))
+            inbox.begin(lambda: frames.send_frame(client, b"s", b"pk"), on_gone=lambda: server.cancel(ticket))
+            line = inbox.line_after(int(serve["skip"]))
+            answer = None if line is None else server.ask(line, ticket)
+        finally:
+            server.busy.release()
+        if line is None:  # the client went away before its request was whole: nothing to answer
+            return True
+        if answer is None:
+            if server.dead.is_set() and not server.link.active:
+                raise server.link.lost(f"the connection to {self.target.label} closed before the command ended")
+            return False
+        out, err, code = answer
+        if err:
+            inbox.send(b"e", err)
+        if out:
+            inbox.send(b"o", out)
+        inbox.send(b"x", str(code).encode())
+        return True
+
+    def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, inbox: _Inbox,
+               direct: _Direct | None = None) -> int | None:
+        """The script's run on `chan`, relayed; its exit status (None when the connection broke)."""
+        inbox.begin(lambda: frames.send_frame(client, b"s", b"p"))  # the channel is open; pings are answered
+        inbox.attach(chan)
+        if direct is not None:
+            direct.report = lambda data: inbox.send(b"n", data)
+        try:
+            code = ssh.relay(link, chan, direct or (lambda data: inbox.send(b"o", data)),
+                             lambda data: inbox.send(b"e", data))
         except ConnectError as exc:
-            to_client(b"E")(json.dumps({"code": exc.code, "message": exc.message}).encode())
-            return
+            inbox.send(b"E", json.dumps({"code": exc.code, "message": exc.message}).encode())
+            return None
         if direct is not None:  # the end of the stream for its reader, before the client hears the exit code
             direct.close()
-        to_client(b"x")(str(code).encode())
+        inbox.send(b"x", str(code).encode())
+        return code
+
+
+class _Inbox:
+    """A command's client after the start: its frames to the client (one writer at a time), and what it sends
+    (`i` stdin, `p` pings, answered `P` at once: a frozen keeper answers none) taken by a thread of its own. Its
+    stdin is kept until a channel takes it: a served read that was lost runs as a script after all."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.write_lock = threading.Lock()
+        self.lock = threading.Condition()  # kept stdin, the channel, gone: changes are notified
+        self.kept: list[bytes] = []
+        self.chan: Channel | None = None
+        self.gone = False
+        self.started = False
+        self.on_gone: Callable[[], None] = lambda: None
+
+    def send(self, kind: bytes, data: bytes = b"") -> None:
+        with self.write_lock:
+            frames.send_frame(self.client, kind, data)
+
+    def begin(self, say_started: Callable[[], None], on_gone: Callable[[], None] = lambda: None) -> None:
+        """Tell the client the command started (once) and start taking what it sends."""
+        self.on_gone = on_gone
+        if self.started:
+            return
+        self.started = True
+        with self.write_lock:
+            say_started()
+        threading.Thread(target=self._take, daemon=True).start()
+
+    def attach(self, chan: Channel) -> None:
+        """From now on the client's stdin goes to `chan` (what came before first); a client gone closes it."""
+        with self.lock:
+            if self.gone:
+                chan.close()
+                return
+            for data in self.kept:
+                chan.sendall(data)
+            self.kept.clear()
+            self.chan = chan
+            self.on_gone = lambda: None
+
+    def line_after(self, skip: int) -> bytes | None:
+        """The line that follows the first `skip` bytes of the client's stdin (the request after the script), once it
+        is whole; None when the client went away first."""
+        with self.lock:
+            while True:
+                data = b"".join(self.kept)
+                end = data.find(b"\n", skip)
+                if end >= 0:
+                    return data[skip:end + 1]
+                if self.gone:
+                    return None
+                self.lock.wait()
+
+    def _take(self) -> None:
+        try:
+            while True:
+                frame = frames.recv_frame(self.client)
+                if frame is None:
+                    break
+                if frame[0] == b"i":
+                    with self.lock:
+                        if self.chan is not None:
+                            self.chan.sendall(frame[1])
+                        else:
+                            self.kept.append(frame[1])
+                            self.lock.notify_all()
+                elif frame[0] == b"p":
+                    self.send(b"P")
+        except Exception:
+            pass
+        with self.lock:  # the client is gone (or the command ended): the channel goes with it
+            self.gone = True
+            chan, on_gone = self.chan, self.on_gone
+            self.lock.notify_all()
+        if chan is not None:
+            chan.close()
+        on_gone()
 
 
 class _Direct:

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from wfops.errors import RemoteError, WfopsError
 from wfops.output import ERROR_LINE as _ERROR_RE
@@ -117,11 +117,22 @@ class StderrLines:
         self.show(visible(self.redact(line)))
 
 
+class ServeOrder(TypedDict):
+    """The `serve` of a keeper's exec order (wfops.transport.podserver): a read the agent kept alive on the pod may
+    answer. `start`: the script that starts that agent (remote_templates/agent_serve.sh.j2); `skip`: the bytes of
+    the command's script on its stdin, before the request line (what the kept agent is sent)."""
+    start: str
+    skip: int
+
+
 class Session(Protocol):
     target: Target
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult: ...
+                    meta: MetaSink | None = None, serve: ServeOrder | None = None) -> ExecResult:
+        """Run `script`; `serve`: the read it carries, which a warm keeper may have the agent it keeps on the pod
+        answer instead (wfops.transport.podserver); other sessions run the script."""
+        ...
 
     def send(self, data: bytes) -> None: ...
 

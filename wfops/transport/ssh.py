@@ -34,6 +34,7 @@ from wfops.transport.session import (
     LineSink,
     MetaSink,
     Redactor,
+    ServeOrder,
     StderrLines,
     StdoutSink,
     collect,
@@ -67,11 +68,14 @@ class SSHLink:
     def active(self) -> bool:
         return bool(self.conn.transport.is_active())
 
-    def open_exec(self) -> Channel:
-        """A channel running `bash -s` (stdin not yet sent: nothing has run on the pod if this raises)."""
+    def open_exec(self, env: dict[str, str] | None = None) -> Channel:
+        """A channel running `bash -s` (stdin not yet sent: nothing has run on the pod if this raises). `env`: asked
+        for first (sshd applies only what its AcceptEnv allows; its log shows the request either way)."""
         try:
             chan: Channel = self.conn.transport.open_session(
                 window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET, timeout=self.target.connect_timeout)
+            if env:
+                chan.update_environment(env)
             chan.exec_command("bash -s")
         except Exception as exc:  # paramiko raises several kinds here; all mean the same to the user
             raise self.lost(f"lost the connection to {self.target.label}: {exc}") from None
@@ -123,7 +127,7 @@ class SSHSession:
             self.sent += len(data)
 
     def exec_script(self, script: str, stdout_sink: StdoutSink | None = None,
-                    meta: MetaSink | None = None) -> ExecResult:
+                    meta: MetaSink | None = None, serve: ServeOrder | None = None) -> ExecResult:
         chan = self.link.open_exec()
         buf: list[bytes] = []
         errs = StderrLines(self.redact, meta, self.show)

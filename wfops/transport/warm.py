@@ -14,9 +14,12 @@ user, port, key, host-key pin, ~/.ssh/config). A keeper asked with another finge
 resolves elsewhere) exits, and a new one is started for the new resolution.
 
 Frames, both ways: one type byte, a 4-byte big-endian length, the payload.
-client -> keeper: `h` header JSON ({"op": "exec"|"stop"|"ping", "fp", "persist"}), then `i` stdin bytes
+client -> keeper: `h` header JSON ({"op": "exec"|"stop"|"ping", "fp", "persist", optional "serve":
+                  wfops.transport.session.ServeOrder}),
+                  then `i` stdin bytes
 keeper -> client: `s` started (the channel is open: from here on a failure is not retried), `o` stdout,
-                  `e` stderr, `x` exit code (text), `E` error JSON ({"code", "message", "stale"})
+                  `e` stderr, `x` exit code (text), `E` error JSON ({"code", "message", "stale", "unreached": a served
+                  read was lost and the pod could not be reached after it: nothing of it was shown})
 """
 
 from __future__ import annotations

@@ -1,0 +1,188 @@
+"""The pod agent kept alive for reads (wfops/agent/serve.py), driven here as a keeper drives it: frames on its
+stdin and stdout, the real agent code, this machine's python (`-I -S`, as on a pod). What a fresh agent answers to
+the same request is the yardstick."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from wfops.agent import wire
+from wfops.agent.launch import call_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CALL = call_for("wfops.agent")
+HEAD = struct.Struct(">cI")
+
+
+def request(tmp: Path, cmd: str, **data: object) -> bytes:
+    pod = {"out": str(tmp / "out"), "state_file": str(tmp / "out" / "state.json")}
+    return (wire.REQUEST_GUARD + json.dumps({"cmd": cmd, "pod": pod, "prelude": {"command": "fsm.status"},
+                                             "data": data}) + "\n").encode()
+
+
+def fresh(line: bytes) -> tuple[bytes, bytes, int]:
+    """What a freshly started agent says to `line`."""
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", CALL, str(ROOT)], input=line, capture_output=True,
+                          timeout=60)
+    return proc.stdout, proc.stderr, proc.returncode
+
+
+class Server:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CALL, str(ROOT), wire.SERVE_FLAG],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     bufsize=0)  # unbuffered: select() on the pipe sees all there is
+        assert self.frame() == (b"R", b"")
+
+    def send(self, kind: bytes, data: bytes = b"") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(HEAD.pack(kind, len(data)) + data)
+        self.proc.stdin.flush()
+
+    def frame(self, timeout: float = 60) -> tuple[bytes, bytes] | None:
+        out = self.proc.stdout
+        assert out is not None
+        if not select.select([out], [], [], timeout)[0]:
+            raise TimeoutError("no frame from the server")
+        head = self._exact(HEAD.size)
+        if head is None:
+            return None
+        kind, size = HEAD.unpack(head)
+        data = self._exact(size)
+        return None if data is None else (kind, data)
+
+    def _exact(self, n: int) -> bytes | None:
+        out = self.proc.stdout
+        assert out is not None
+        buf = b""
+        while len(buf) < n:
+            chunk = out.read(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def ask(self, line: bytes) -> tuple[bytes, bytes, int]:
+        self.send(b"q", line)
+        got = {}
+        while True:
+            frame = self.frame()
+            assert frame is not None, "the server ended"
+            kind, data = frame
+            assert kind in (b"o", b"e", b"x"), frame
+            got[kind] = data
+            if kind == b"x":
+                return got[b"o"], got[b"e"], int(data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie (killed; whoever inherited it has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_a_served_request_says_what_a_fresh_agent_says(server: Server, tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    lines = [request(tmp_path, wire.FSM_SHOW), request(tmp_path, wire.TASK_LIST, limit=3),
+             request(tmp_path, wire.TASK_SHOW, id="nope"),  # a refusal: its line on stderr and its exit status
+             request(tmp_path, wire.SWEEP_STATUS, sweep="x"),
+             request(tmp_path, wire.TASK_LIST, limit="three")]  # a bad argument: the door's refusal
+    for line in lines:
+        assert server.ask(line) == fresh(line), line
+    (tmp_path / "out" / "state.json").write_text("{damaged")  # the state read afresh by every request
+    line = request(tmp_path, wire.FSM_SHOW)
+    answer = server.ask(line)
+    assert answer == fresh(line) and b"damaged" in answer[0]
+
+
+def test_what_is_not_a_served_read_is_refused_with_F_and_nothing_runs(server: Server, tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    for line in (request(tmp_path, wire.FSM_RESET, to="INIT"), request(tmp_path, wire.TASK_WAIT, id="a"),
+                 b"not json\n"):
+        server.send(b"q", line)
+        frame = server.frame()
+        assert frame is not None and frame[0] == b"F", (line, frame)
+    assert not (tmp_path / "out" / "state.json").exists()  # fsm-reset would have written it
+    assert children(server.proc.pid) == []
+
+
+def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp_path: Path):
+    """A request that runs for a while: `fsm-show` on a pod whose state file is a FIFO nobody writes (its open
+    blocks). The next request is refused `F busy`; `k` ends the first, whose answer still comes (killed: 137)."""
+    (tmp_path / "out").mkdir()
+    fifo = tmp_path / "out" / "state.json"
+    os.mkfifo(fifo)
+    s = Server()
+    try:
+        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
+        [child] = children(s.proc.pid)
+        s.send(b"q", request(tmp_path, wire.TASK_LIST))
+        assert s.frame() == (b"F", b"busy")
+        s.send(b"k")
+        kinds = [s.frame() for _ in range(3)]
+        assert [f[0] for f in kinds if f] == [b"o", b"e", b"x"] and kinds[2] == (b"x", b"137")
+        wait_until(lambda: not Path(f"/proc/{child}").exists(), what="the killed child to be reaped")
+        line = request(tmp_path, wire.TASK_LIST)
+        assert s.ask(line) == fresh(line)  # and the next one is served
+    finally:
+        s.close()
+
+
+def test_the_end_of_stdin_ends_the_server_and_the_request_it_runs(tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "state.json")
+    s = Server()
+    try:
+        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
+        [child] = children(s.proc.pid)
+        assert s.proc.stdin is not None
+        s.proc.stdin.close()
+        assert s.proc.wait(timeout=30) == 0
+        wait_until(lambda: ended(child), what="the request's child to be killed with the server")
+    finally:
+        s.close()
+
+
+def test_a_child_killed_by_a_signal_is_answered_with_128_plus_the_signal(server: Server, tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "state.json")
+    server.send(b"q", request(tmp_path, wire.FSM_SHOW))
+    wait_until(lambda: children(server.proc.pid), what="the request's child", interval=0.02)
+    [child] = children(server.proc.pid)
+    os.kill(child, signal.SIGTERM)
+    kinds = [server.frame() for _ in range(3)]
+    assert kinds[2] == (b"x", b"143"), kinds

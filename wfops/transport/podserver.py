@@ -1,0 +1,187 @@
+"""The pod agent a keeper keeps alive on its target for read-only requests (issue 24): the keeper's side.
+
+A warm command whose agent call is a read (wire.SERVED, a command that is not mutating, not a dry run) says so in
+its order (`serve`: the script that starts the server, and the request line). Its keeper hands the request to the
+agent it keeps running on the pod (wfops/agent/serve.py: a child forked there per request, no interpreter start,
+no new channel), and relays the answer as if a script had run: `o`, `e`, `x`. When there is none yet, or it is
+busy with another command's request, or it died (its answer is lost, never half shown: it answers whole), the
+keeper runs the command's script the usual way, as before; a read may run again.
+
+A server is started only after a command of the same kind ran on the pod the usual way and ended with 0 (so the
+agent of its content hash is installed), one per start script (the agent's hash and the pod's layout), and it
+ends with the keeper's connection. One that would not start is not tried again for RETRY_SECS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+
+from wfops.transport import frames, ssh
+
+MARK_ENV = "WFOPS_KEPT_AGENT"  # asked for on its channel: sshd's log tells its start from a command's exec
+RETRY_SECS = 30.0  # a server that would not start (or died) is not started again this soon
+KEEP = 2  # servers kept at most per target (start scripts: one per agent version and pod layout in use)
+
+Answer = tuple[bytes, bytes, int]  # stdout, stderr, exit status
+
+
+def key(start: str) -> str:
+    return hashlib.sha256(start.encode()).hexdigest()
+
+
+class PodServer:
+    """One agent kept alive on the pod: its channel, one request at a time."""
+
+    def __init__(self, link: ssh.SSHLink, start: str) -> None:
+        self.link = link
+        self.busy = threading.Lock()
+        self.state = threading.Lock()
+        self.current: object | None = None
+        self.ready = threading.Event()
+        self.dead = threading.Event()
+        self.settled = threading.Event()  # ready, or dead before it was
+        self.answers: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue()
+        self.chan = link.open_exec(env={MARK_ENV: "1"})
+        self.chan.sendall(start.encode())
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        """Frames from the server's stdout: `R` once, then answers; the end of the channel is the server's."""
+        buffer = b""
+        try:
+            while True:
+                chunk = self.chan.recv(1 << 16)
+                if not chunk:
+                    break
+                buffer += chunk
+                while len(buffer) >= frames.HEADER.size:
+                    kind, size = frames.HEADER.unpack(buffer[:frames.HEADER.size])
+                    end = frames.HEADER.size + size
+                    if len(buffer) < end:
+                        break
+                    data, buffer = buffer[frames.HEADER.size:end], buffer[end:]
+                    if kind == b"R":
+                        self.ready.set()
+                        self.settled.set()
+                    else:
+                        self.answers.put((kind, data))
+        except Exception:  # the connection broke: the same as its end
+            pass
+        self.dead.set()
+        self.settled.set()
+        self.answers.put(None)
+
+    def _drain_stderr(self) -> None:
+        """The server writes nothing there but a failure to start (the glue's one line); read so nothing blocks."""
+        try:
+            while self.chan.recv_stderr(1 << 16):
+                pass
+        except Exception:
+            pass
+
+    @property
+    def usable(self) -> bool:
+        return self.ready.is_set() and not self.dead.is_set()
+
+    def ask(self, line: bytes, ticket: object) -> Answer | None:
+        """The request's stdout, stderr and exit status; None when it did not run or its answer was lost.
+        `ticket`: what `cancel` names it by (a late cancel must not end the next command's request)."""
+        with self.state:
+            self.current = ticket
+            try:
+                self.chan.sendall(frames.HEADER.pack(b"q", len(line)) + line)
+            except Exception:
+                self.current = None
+                return None
+        try:
+            return self._answer()
+        finally:
+            with self.state:
+                self.current = None
+
+    def _answer(self) -> Answer | None:
+        out = err = b""
+        while True:
+            item = self.answers.get()
+            if item is None:
+                return None
+            kind, data = item
+            if kind == b"o":
+                out = data
+            elif kind == b"e":
+                err = data
+            elif kind == b"x":
+                return out, err, int(data)
+            elif kind == b"F":  # not run (busy, not served, no fork)
+                return None
+
+    def cancel(self, ticket: object) -> None:
+        """The command's client went away: end its request's child on the pod (the answer is then dropped)."""
+        with self.state:
+            if self.current is not ticket:
+                return
+            try:
+                self.chan.sendall(frames.HEADER.pack(b"k", 0))
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+class Servers:
+    """The servers of one target's keeper, by start script."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[str, PodServer] = {}
+        self.failed: dict[str, float] = {}
+
+    def take(self, start: str) -> PodServer | None:
+        """A ready server for this start script that is not busy, its `busy` lock held; else None."""
+        with self.lock:
+            server = self.running.get(key(start))
+        if server is None or not server.usable or not server.busy.acquire(blocking=False):
+            return None
+        if server.dead.is_set():
+            server.busy.release()
+            return None
+        return server
+
+    def start(self, link: ssh.SSHLink, start: str) -> None:
+        """Start a server for this start script in the background, unless one runs or one failed lately."""
+        k = key(start)
+        with self.lock:
+            server = self.running.get(k)
+            if server is not None and not server.dead.is_set():
+                return
+            if time.monotonic() - self.failed.get(k, -RETRY_SECS) < RETRY_SECS:
+                return
+            self.running.pop(k, None)
+            self.failed[k] = time.monotonic()  # cleared once it is ready
+        threading.Thread(target=self._start, args=(link, start, k), daemon=True).start()
+
+    def _start(self, link: ssh.SSHLink, start: str, k: str) -> None:
+        try:
+            server = PodServer(link, start)
+        except Exception:  # no channel: counted as failed (above)
+            return
+        with self.lock:
+            self.running[k] = server
+            while len(self.running) > KEEP:
+                oldest = next(iter(self.running))
+                self.running.pop(oldest).close()
+        server.settled.wait()
+        if server.ready.is_set():
+            with self.lock:
+                self.failed.pop(k, None)
+
+    def close(self) -> None:
+        with self.lock:
+            for server in self.running.values():
+                server.close()
+            self.running.clear()
