@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -38,8 +39,8 @@ def fresh(line: bytes) -> tuple[bytes, bytes, int]:
 
 
 class Server:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CALL, str(ROOT), wire.SERVE_FLAG],
+    def __init__(self, agent_dir: Path = ROOT) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CALL, str(agent_dir), wire.SERVE_FLAG],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      bufsize=0)  # unbuffered: select() on the pipe sees all there is
         assert self.frame() == (b"R", b"")
@@ -186,3 +187,22 @@ def test_a_child_killed_by_a_signal_is_answered_with_128_plus_the_signal(server:
     os.kill(child, signal.SIGTERM)
     kinds = [server.frame() for _ in range(3)]
     assert kinds[2] == (b"x", b"143"), kinds
+
+
+def test_a_server_whose_agent_directory_is_gone_refuses_and_ends(tmp_path: Path):
+    """The agent removed on the pod: the next request is refused `F` (the keeper then runs the script, which installs
+    the agent again) and the server ends."""
+    (tmp_path / "out").mkdir()
+    agent_dir = tmp_path / "agent"
+    shutil.copytree(ROOT / "wfops" / "agent", agent_dir / "wfops" / "agent")
+    (agent_dir / "wfops" / "__init__.py").write_text("")
+    s = Server(agent_dir)
+    try:
+        line = request(tmp_path, wire.FSM_SHOW)
+        assert s.ask(line) == fresh(line)
+        shutil.rmtree(agent_dir)
+        s.send(b"q", line)
+        assert s.frame() == (b"F", b"the agent's directory is gone")
+        assert s.proc.wait(timeout=30) == 0
+    finally:
+        s.close()

@@ -20,24 +20,40 @@ def _watch(pod: Pod, *args: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize("persist", ["0", "300"])
 def test_task_status_watch_ends_with_the_task_over_one_connection(ssh_pod: Pod, persist: str):
-    """Cold, the watch makes one connection of its own; warm (the default), it makes none: the keeper's is open."""
+    """Cold, the watch makes one connection of its own; warm (the default), it makes none: the keeper's is open.
+    One request per refresh (WFOPS_VERBOSE's line for each): a script each (an exec), or warm, once the pod's kept
+    agent runs, its answers (no exec)."""
     pod = ssh_pod
     assert pod.sshd is not None
     pod.configure(WF_PERSIST_SECS=persist)
     flag = pod.root / "go"  # the task ends when the test says so, not after a sleep a loaded machine may outlast
     pod.ok("task.run", "--id", "w", "--cmd", f"echo first; while [ ! -e {flag} ]; do sleep 0.05; done; echo last")
     mark = pod.sshd.mark()
-    watch = _watch(pod, "task.status", "--id", "w", "--watch", "0.2")
-    wait_until(lambda: pod.sshd.counts(mark)[1] >= 4, timeout=60, what="the watch to refresh 4 times")
-    flag.touch()
-    out, err = watch.communicate(timeout=120)
+    log = pod.root / "watch.err"
+    with log.open("w") as err_file:
+        watch = subprocess.Popen([str(WFOPS), "task.status", "--id", "w", "--watch", "0.2"],
+                                 env={**pod.env(), "WFOPS_VERBOSE": "1"}, cwd=pod.root.parent, stdout=subprocess.PIPE,
+                                 stderr=err_file, text=True)
+        wait_until(lambda: len(_requests(log.read_text())) >= 4, timeout=60, what="the watch to refresh 4 times")
+        flag.touch()
+        out, _ = watch.communicate(timeout=120)
+    err = log.read_text()
     res = Result(watch.returncode, out, err)
     conns, execs = pod.sshd.counts(mark)
+    requests = _requests(err)
     assert res.rc == 0, res.err
-    assert (conns, execs >= 4) == (1 if persist == "0" else 0, True), execs  # one exec per refresh
+    assert conns == (1 if persist == "0" else 0) and len(requests) >= 4
+    assert execs == sum("kept agent" not in line for line in requests)  # one exec per refresh the pod's agent
+    if persist == "0":  # did not answer; cold, none does
+        assert execs == len(requests)
     shown = [ln for ln in res.out.splitlines() if ln.startswith("state ")]  # a view is printed when it changed
     assert shown[0] == "state      running" and shown[-1] == "state      success"
-    assert len(shown) < execs and res.out.rstrip().endswith("last")
+    assert len(shown) < len(requests) and res.out.rstrip().endswith("last")
+
+
+def _requests(err: str) -> list[str]:
+    """The watch's requests to the pod, one WFOPS_VERBOSE line each."""
+    return [line for line in err.splitlines() if line.startswith("wfops: exec ")]
 
 
 def test_task_status_watch_json_is_one_document_per_change(local_pod: Pod):

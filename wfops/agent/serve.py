@@ -11,7 +11,9 @@ whole, so a request either answers completely or not at all (the keeper then run
 requests may run again). What forking saves is the interpreter's start and the imports, ~40 ms a request.
 
 Only the agent commands of wire.SERVED (reads, quick, no command lock) are taken; anything else is answered `F`
-and runs the usual way. One request at a time: the keeper sends the next only after an answer.
+and runs the usual way. One request at a time: the keeper sends the next only after an answer. When the agent's
+own directory is gone (removed on the pod), a request is answered `F` and the server ends: the script the keeper
+then runs installs the agent again, as it does for a pod without it.
 
 Frames both ways, as wfops.transport.frames: one type byte, a 4-byte big-endian length, the payload.
   keeper -> server: `q` one request line (what a fresh agent reads on stdin), `k` end the request that runs
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     from typing import Callable, List, Optional, Tuple
 
 HEADER = struct.Struct(">cI")
+# a file of the agent as installed: once it is gone (the agent's directory removed), requests are refused `F` and
+# this process ends, so the keeper runs the script, which installs the agent again (and imports from disk work)
+OWN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
 
 
 def send(kind: bytes, data: bytes = b"") -> None:
@@ -195,6 +200,11 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
             if kind == b"k" and child is not None:
                 child.kill()
             elif kind == b"q":
+                if not os.path.isfile(OWN_FILE):
+                    send(b"F", b"the agent's directory is gone")
+                    if child is not None:
+                        child.kill()
+                    return
                 why = "busy" if child is not None else servable(data)
                 if why:
                     send(b"F", why.encode())
