@@ -88,13 +88,14 @@ def _keygen(key: Path) -> None:
 
 def start_sshd(workdir: Path, host: str = "127.0.0.1", *, port: int | None = None, home: Path | None = None,
                client_key: Path | None = None, host_key: Path | None = None,
-               setenv: dict[str, str] | None = None, new_session: bool = False) -> SSHD:
+               setenv: dict[str, str] | None = None, new_session: bool = False, max_sessions: int = 64) -> SSHD:
     """An sshd on `host`:`port` (a free one by default), configured and logging under `workdir`.
 
     `home`: every session gets `HOME=home` (sshd_config `SetEnv`, which sshd applies after the passwd HOME, so
     `~` and `$HOME` of a non-interactive `bash -s` are `home`), and `TMUX_TMPDIR=home/.tmux` so that a tmux
     server named by `-L` is per home, not shared with the other pods. `client_key`/`host_key`: reuse existing
-    keys (private key paths); by default new ones are made in `workdir`. `new_session`: the sshd in a session
+    keys (private key paths); by default new ones are made in `workdir`. `max_sessions`: sshd's MaxSessions (sessions
+    a connection may hold at once; OpenSSH's default is 10). `new_session`: the sshd in a session
     of its own (it outlives a closed terminal: scripts/local_fleet.py)."""
     sshd_bin = need("sshd", "apt-get install openssh-server")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1", *, port: int | None = Non
             f"ListenAddress {host}", f"Port {port}", f"HostKey {host_key}", f"PidFile {workdir}/sshd.pid",
             f"AuthorizedKeysFile {workdir}/authorized_keys", "PermitRootLogin prohibit-password",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "UseDNS no", "MaxSessions 64", "MaxStartups 64:30:128", "Subsystem sftp internal-sftp",
+            "UseDNS no", f"MaxSessions {max_sessions}", "MaxStartups 64:30:128", "Subsystem sftp internal-sftp",
             "AcceptEnv LANG LC_*", " ".join(["SetEnv SHLVL=1", *(f"{k}={v}" for k, v in env.items())]),
             "LogLevel DEBUG1",
         ]) + "\n"

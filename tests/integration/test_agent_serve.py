@@ -141,7 +141,8 @@ def test_what_is_not_a_served_read_is_refused_with_F_and_nothing_runs(server: Se
 
 def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp_path: Path):
     """A request that runs for a while: `fsm-show` on a pod whose state file is a FIFO nobody writes (its open
-    blocks). The next request is refused `F busy`; `k` ends the first, whose answer still comes (killed: 137)."""
+    blocks). The next request is refused `F busy`; `k` interrupts the first as a Ctrl-C would (SIGINT: the agent's
+    clean-up runs, quietly), whose answer still comes: exit 130, nothing on stderr."""
     (tmp_path / "out").mkdir()
     fifo = tmp_path / "out" / "state.json"
     os.mkfifo(fifo)
@@ -154,7 +155,7 @@ def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp
         assert s.frame() == (b"F", b"busy")
         s.send(b"k")
         kinds = [s.frame() for _ in range(3)]
-        assert [f[0] for f in kinds if f] == [b"o", b"e", b"x"] and kinds[2] == (b"x", b"137")
+        assert kinds == [(b"o", b""), (b"e", b""), (b"x", b"130")], kinds
         wait_until(lambda: not Path(f"/proc/{child}").exists(), what="the killed child to be reaped")
         line = request(tmp_path, wire.TASK_LIST)
         assert s.ask(line) == fresh(line)  # and the next one is served
@@ -206,3 +207,33 @@ def test_a_server_whose_agent_directory_is_gone_refuses_and_ends(tmp_path: Path)
         assert s.proc.wait(timeout=30) == 0
     finally:
         s.close()
+
+
+def test_a_requests_child_holds_no_fd_of_the_server_and_no_file(tmp_path: Path):
+    """The child's stdin is /dev/null, its stdout and stderr pipes to the server (no temporary file: a pod's full
+    disk cannot lose an answer), and nothing else of the server's is open in it (its channel, its pipes)."""
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "state.json")
+    s = Server()
+    try:
+        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
+        [child] = children(s.proc.pid)
+        wait_until(lambda: Path(f"/proc/{child}/wchan").read_text() not in ("", "0"), what="the child to block")
+        fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
+        assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
+        assert sorted(fds) == [0, 1, 2], fds
+        assert Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[-2] == wire.SERVE_FLAG.encode()
+    finally:
+        s.close()
+
+
+def test_a_large_answer_comes_whole(server: Server, tmp_path: Path):
+    """Megabytes on stdout (an fsm-show of a long history) come through the pipes as a fresh agent writes them."""
+    (tmp_path / "out").mkdir()
+    history = [{"at": "2026-12-01T00:00:00+00:00", "from": "INIT", "to": "POD_READY", "by": "x" * 100,
+                "reason": f"r{i}"} for i in range(20000)]
+    (tmp_path / "out" / "state.json").write_text(json.dumps({"state": "POD_READY", "history": history}))
+    line = request(tmp_path, wire.FSM_SHOW)
+    answer = server.ask(line)
+    assert len(answer[0]) > 2_000_000 and answer == fresh(line)

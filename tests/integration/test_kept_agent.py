@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.conftest import Pod, wait_until
+from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
+from tests.realparts import start_sshd, stop_sshd
 
 VERBOSE = {"WFOPS_VERBOSE": "1"}
 KEPT = "answered by the pod's kept agent"
@@ -18,16 +20,31 @@ READS = (("fsm.status",), ("fsm.status", "--json"), ("task.list",), ("task.list"
 
 
 def kept_agents(pod: Pod) -> list[int]:
-    """Pids of the kept agents of this pod (their argv names the pod's agent directory and --serve)."""
-    found = []
+    """Pids of the kept agents of this pod (their argv names the pod's agent directory and --serve), not counting
+    the children that run their requests (forked: the same argv)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
         if b"--serve" in argv and any(str(pod.outputs).encode() in a for a in argv):
+            found[int(entry.name)] = ppid
+    return [pid for pid, ppid in found.items() if ppid not in found]
+
+
+def _script_agents(pod: Pod) -> list[int]:
+    """Pids of agents started by a command's script on this pod (the boot program reads the request on stdin)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"sys.stdin.buffer.readline" in argv and str(pod.outputs).encode() in argv:
             found.append(int(entry.name))
     return found
 
@@ -98,3 +115,44 @@ def test_the_kept_agent_ends_with_the_keeper(ssh_pod: Pod):
     assert len(kept_agents(ssh_pod)) == 1
     ssh_pod.ok("disconnect")
     wait_until(lambda: not kept_agents(ssh_pod), what="the kept agent to end with the connection")
+
+
+def test_a_frozen_kept_agent_is_given_up_and_the_read_runs_as_a_script(ssh_pod: Pod):
+    """The kept agent stopped (SIGSTOP) with the connection alive: it sends no heartbeat while the read waits, so after
+    3 keepalive intervals the keeper ends it and runs the script: the right answer, exit 0, not shown as kept."""
+    fast = {**VERBOSE, "WFOPS_SSH_KEEPALIVE_SECS": "1"}  # the keeper takes it from the command that starts it
+    expected = ssh_pod.ok("task.list", env=fast).out
+    wait_until(lambda: KEPT in ssh_pod.wf("task.list", env=fast).err, what="a read answered by the kept agent")
+    [pid] = kept_agents(ssh_pod)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        res = ssh_pod.wf("task.list", env=fast, timeout=60)
+        assert (res.rc, res.out) == (0, expected) and KEPT not in res.err, res
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: pid not in kept_agents(ssh_pod), what="the given-up kept agent to end")
+
+
+def test_a_session_refused_by_sshd_takes_the_kept_agents_and_ends_no_other_command(tmp_path: Path, tmux_socket: str):
+    """sshd with MaxSessions 2: the kept agent holds one session and a task.wait the other; a third command is refused
+    a session by sshd. The kept agent gives its own back and the command runs; the connection (and the waiting
+    command on it) goes on."""
+    server = start_sshd(tmp_path / "sshd", max_sessions=2)
+    (tmp_path / "p").mkdir()
+    pod = make_pod("ssh", tmp_path / "p", server, tmux_socket)
+    try:
+        flag = pod.root / "go"
+        pod.ok("task.run", "--id", "long", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
+        wait_until(lambda: served(pod, "fsm.status"), what="a read answered by the kept agent")
+        waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], env=pod.env(), cwd=pod.root.parent,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: _script_agents(pod), what="the wait's agent to run on the pod")
+        reset = pod.wf("fsm.reset", "CHECKED_OUT", "--reason", "third session")
+        assert reset.rc == 0, reset.err
+        flag.touch()
+        out, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0 and "success" in out, (out, err)
+        assert pod.state()["history"][-1]["reason"] == "third session"
+    finally:
+        stop_keepers(pod.keeper_dir)
+        stop_sshd(server)

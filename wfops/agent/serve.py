@@ -6,19 +6,26 @@ no TMUX, the installed agent of this content hash) and it ends with that connect
 
 It runs nothing itself. Each request is run by a child forked from it, which does what a freshly started agent
 does with that request on its stdin (`__main__.main`): the same gate, config sync, handler, stdout, stderr and
-exit status. The child's stdout and stderr go to two files of its own; when it has ended they go to the keeper
-whole, so a request either answers completely or not at all (the keeper then runs it the usual way: read-only
-requests may run again). What forking saves is the interpreter's start and the imports, ~40 ms a request.
+exit status, with no file descriptor of this process but its own stdin (/dev/null), stdout and stderr (pipes to
+this process: nothing goes through a disk, which may be full). When the child has ended, its stdout and stderr go
+to the keeper whole, so a request either answers completely or not at all (the keeper then runs it the usual way:
+read-only requests may run again). What forking saves is the interpreter's start, the imports of the served
+commands' modules (done once, here) and the exec on the pod: ~40 ms of the pod's CPU a request.
 
 Only the agent commands of wire.SERVED (reads, quick, no command lock) are taken; anything else is answered `F`
 and runs the usual way. One request at a time: the keeper sends the next only after an answer. When the agent's
 own directory is gone (removed on the pod), a request is answered `F` and the server ends: the script the keeper
 then runs installs the agent again, as it does for a pod without it.
 
+A request's child is interrupted (SIGINT, as a Ctrl-C: the agent's own clean-up runs, e.g. of a half-written config
+file) when the keeper says its command went away (`k`), when the keeper's connection ends, and when this process
+dies (the kernel's parent-death signal, where ctypes can ask for it).
+
 Frames both ways, as wfops.transport.frames: one type byte, a 4-byte big-endian length, the payload.
-  keeper -> server: `q` one request line (what a fresh agent reads on stdin), `k` end the request that runs
-  server -> keeper: `R` ready (once, after the imports); per request: `o` stdout, `e` stderr, `x` exit status
-                    (text), or `F` why it was not run (nothing ran)
+  keeper -> server: `q` one request line (what a fresh agent reads on stdin), `k` interrupt the request that runs
+  server -> keeper: `R` ready (once, after the imports); `h` every HEARTBEAT_SECS while a request runs (this
+                    process is not frozen); per request: `o` stdout, `e` stderr, `x` exit status (text), or `F`
+                    why it was not run (nothing ran)
 """
 
 from __future__ import annotations
@@ -30,18 +37,19 @@ import select
 import signal
 import struct
 import sys
-import tempfile
 
 from . import wire
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HEADER = struct.Struct(">cI")
+HEARTBEAT_SECS = 1.0
 # a file of the agent as installed: once it is gone (the agent's directory removed), requests are refused `F` and
 # this process ends, so the keeper runs the script, which installs the agent again (and imports from disk work)
 OWN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+PR_SET_PDEATHSIG = 1
 
 
 def send(kind: bytes, data: bytes = b"") -> None:
@@ -55,7 +63,7 @@ class Frames:
     """Frames as they come on fd 0, read when select says there is something."""
 
     def __init__(self) -> None:
-        self.buffer = b""
+        self.buffer = bytearray()
 
     def read(self) -> Optional[List[Tuple[bytes, bytes]]]:
         """The whole frames read so far; None at the end of stdin (the keeper's connection is gone)."""
@@ -65,11 +73,12 @@ class Frames:
         self.buffer += chunk
         out = []
         while len(self.buffer) >= HEADER.size:
-            kind, size = HEADER.unpack(self.buffer[:HEADER.size])
-            if len(self.buffer) < HEADER.size + size:
+            kind, size = HEADER.unpack(bytes(self.buffer[:HEADER.size]))
+            end = HEADER.size + size
+            if len(self.buffer) < end:
                 break
-            out.append((kind, self.buffer[HEADER.size:HEADER.size + size]))
-            self.buffer = self.buffer[HEADER.size + size:]
+            out.append((kind, bytes(self.buffer[HEADER.size:end])))
+            del self.buffer[:end]
         return out
 
 
@@ -85,40 +94,56 @@ def servable(line: bytes) -> str:
     return "" if cmd in wire.SERVED else "not served: %r" % (cmd,)
 
 
-class Child:
-    """One request, run by a forked child with its stdout and stderr in files of its own."""
+def _death_signal() -> Any:
+    """A function that asks the kernel to send the calling process SIGINT when its parent dies (None: no ctypes)."""
+    try:
+        import ctypes
 
-    def __init__(self, line: bytes, main: Callable[[List[str]], None]) -> None:
-        # closed by answer(), once the child has ended (a context manager cannot span the two)
-        self.out = tempfile.TemporaryFile()  # noqa: SIM115
-        try:
-            self.err = tempfile.TemporaryFile()  # noqa: SIM115
-        except OSError:
-            self.out.close()
-            raise
+        libc = ctypes.CDLL(None, use_errno=True)
+        return lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+    except Exception:
+        return None
+
+
+class Child:
+    """One request, run by a forked child; its stdout and stderr read from pipes as they come."""
+
+    def __init__(self, line: bytes, main: Callable[[List[str]], None], on_start: Any) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             self.pid = os.fork()
         except OSError:
-            self.out.close()
-            self.err.close()
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
             raise
         if self.pid == 0:
-            self._run(line, main)
+            self._run(line, main, out_w, err_w, on_start)
+        os.close(out_w)
+        os.close(err_w)
+        self.out: List[bytes] = []
+        self.err: List[bytes] = []
+        self.pipes: Dict[int, List[bytes]] = {out_r: self.out, err_r: self.err}  # the ones still open
+        self.status: Optional[int] = None
 
-    def _run(self, line: bytes, main: Callable[[List[str]], None]) -> None:
+    def _run(self, line: bytes, main: Callable[[List[str]], None], out_w: int, err_w: int, on_start: Any) -> None:
         """In the child: what `python3 -I -S -c CALL` does with `line` on its stdin, then _exit with its status."""
         import io
 
         code = 1
         try:
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-            os.dup2(self.out.fileno(), 1)
-            os.dup2(self.err.fileno(), 2)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # as the boot program's: quiet, 130
+            if on_start is not None:
+                on_start()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.closerange(3, _fd_limit())  # nothing of the server's: its pipes, the keeper's channel
             sys.stdin = io.TextIOWrapper(io.BytesIO(line))
+            sys.argv = sys.argv[:1]  # as a fresh agent's: ['-c']
             try:
                 main([])
                 code = 0
@@ -138,36 +163,59 @@ class Child:
                     pass
             os._exit(code & 0xFF)
 
-    def ended(self) -> Optional[int]:
-        """The exit status once the child has ended (a signal: 128 + its number, as a shell says), else None."""
+    @property
+    def fds(self) -> List[int]:
+        return list(self.pipes)
+
+    def read(self, fd: int) -> None:
+        chunk = os.read(fd, 1 << 16)
+        if chunk:
+            self.pipes[fd].append(chunk)
+            return
+        os.close(fd)
+        del self.pipes[fd]
+
+    def reap(self) -> None:
+        """Note the exit status once the child has ended (a signal: 128 + its number, as a shell says)."""
+        if self.status is not None:
+            return
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            return 1
-        if pid == 0:
-            return None
-        return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+            self.status = 1
+            return
+        if pid:
+            self.status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
-    def answer(self, code: int) -> None:
-        for kind, fh in ((b"o", self.out), (b"e", self.err)):
-            fh.seek(0)
-            send(kind, fh.read())
-            fh.close()
-        send(b"x", str(code).encode())
+    @property
+    def finished(self) -> bool:
+        return self.status is not None and not self.pipes
 
-    def kill(self) -> None:
+    def answer(self) -> None:
+        send(b"o", b"".join(self.out))
+        send(b"e", b"".join(self.err))
+        send(b"x", str(self.status).encode())
+
+    def interrupt(self) -> None:
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, signal.SIGINT)
         except OSError:
             pass
 
 
+def _fd_limit() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
+    except (ValueError, OSError):
+        return 1024
+
+
 def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None:
     """Serve requests until stdin ends. `main`: the agent's entry (__main__.main); `load`: how it imports the module
-    of a command: every served command's is imported first, so that no child imports anything (or needs the
-    agent's directory, should it go away while this runs)."""
+    of a command: every served command's is imported here, once (a handler's own later imports come from disk)."""
     for name in wire.SERVED:
         load(name)
+    on_start = _death_signal()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -177,7 +225,10 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
     child: Optional[Child] = None
     send(b"R")
     while True:
-        ready = select.select([0, wake_r], [], [])[0]
+        watched = [0, wake_r] + (child.fds if child is not None else [])
+        ready = select.select(watched, [], [], HEARTBEAT_SECS if child is not None else None)[0]
+        if child is not None and not ready:
+            send(b"h")
         if wake_r in ready:
             try:
                 os.read(wake_r, 512)
@@ -185,31 +236,34 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
                 if exc.errno != errno.EAGAIN:
                     raise
         if child is not None:
-            code = child.ended()
-            if code is not None:
-                child.answer(code)
+            for fd in child.fds:
+                if fd in ready:
+                    child.read(fd)
+            child.reap()
+            if child.finished:
+                child.answer()
                 child = None
         if 0 not in ready:
             continue
         got = frames.read()
         if got is None:  # the keeper's connection ended: so does whatever it asked for
             if child is not None:
-                child.kill()
+                child.interrupt()
             return
         for kind, data in got:
             if kind == b"k" and child is not None:
-                child.kill()
+                child.interrupt()
             elif kind == b"q":
                 if not os.path.isfile(OWN_FILE):
                     send(b"F", b"the agent's directory is gone")
                     if child is not None:
-                        child.kill()
+                        child.interrupt()
                     return
                 why = "busy" if child is not None else servable(data)
                 if why:
                     send(b"F", why.encode())
                     continue
                 try:
-                    child = Child(data, main)
-                except OSError as exc:  # no fork, no temporary file (a full /tmp): run the usual way
+                    child = Child(data, main, on_start)
+                except OSError as exc:  # no fork, no pipe: run the usual way
                     send(b"F", str(exc).encode())

@@ -38,8 +38,7 @@ from wfops.transport.session import (
 )
 from wfops.transport.ssh import SSHSession
 
-PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty) ...
-KEPT = b"pk"  # ... and when the pod's kept agent answers the read, not a script (wfops.transport.podserver)
+PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty)
 KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
 
 
@@ -101,13 +100,14 @@ class KeeperExec:
                                    "the command may or may not have run")
             kind, data = frame
             if kind == b"s":
-                started, pinged = True, data[:1] == PINGS  # a keeper that answers pings says so
-                self.kept = data == KEPT
+                started, pinged = True, data == PINGS  # a keeper that answers pings says so
                 self.sock.settimeout(None)
                 self.on_start()
                 threading.Thread(target=self._send_quietly, args=(script,), daemon=True).start()
             elif kind == b"o":
                 stdout(data)
+            elif kind == b"K":  # what follows is the pod's kept agent's answer (wfops.transport.podserver)
+                self.kept = True
             elif kind == b"n" and direct is not None:
                 direct[1](int(data))
             elif kind == b"e":

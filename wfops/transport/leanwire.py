@@ -80,7 +80,7 @@ class Exchange:
                 raise Before()  # stale, refused, gone (an `E` before the start): the lean path decides
             sock.settimeout(None)
             _send_data(sock, e["script"].encode("utf-8", "surrogateescape"), float(e["keepalive"]))
-            return self._frames(sock, pinged=frame[1][:1] == b"p")  # b"pk": the pod's kept agent answers
+            return self._frames(sock, pinged=frame[1] == b"p")
         finally:
             sock.close()
 

@@ -23,7 +23,7 @@ from wfops.transport import frames, ssh
 
 MARK_ENV = "WFOPS_KEPT_AGENT"  # asked for on its channel: sshd's log tells its start from a command's exec
 RETRY_SECS = 30.0  # a server that would not start (or died) is not started again this soon
-KEEP = 2  # servers kept at most per target (start scripts: one per agent version and pod layout in use)
+KEEP = 1  # servers kept at most per target: each holds one of sshd's sessions of the connection (MaxSessions)
 
 Answer = tuple[bytes, bytes, int]  # stdout, stderr, exit status
 
@@ -51,19 +51,20 @@ class PodServer:
 
     def _read(self) -> None:
         """Frames from the server's stdout: `R` once, then answers; the end of the channel is the server's."""
-        buffer = b""
+        buffer = bytearray()
         try:
             while True:
-                chunk = self.chan.recv(1 << 16)
+                chunk = self.chan.recv(1 << 20)
                 if not chunk:
                     break
                 buffer += chunk
                 while len(buffer) >= frames.HEADER.size:
-                    kind, size = frames.HEADER.unpack(buffer[:frames.HEADER.size])
+                    kind, size = frames.HEADER.unpack(bytes(buffer[:frames.HEADER.size]))
                     end = frames.HEADER.size + size
                     if len(buffer) < end:
                         break
-                    data, buffer = buffer[frames.HEADER.size:end], buffer[end:]
+                    data = bytes(buffer[frames.HEADER.size:end])
+                    del buffer[:end]
                     if kind == b"R":
                         self.ready.set()
                         self.settled.set()
@@ -104,12 +105,22 @@ class PodServer:
                 self.current = None
 
     def _answer(self) -> Answer | None:
+        """The answer's frames; a server silent for KEEPALIVE_MISSED keepalive intervals while its request runs (it
+        sends `h` every second then: it is stopped or hung) is ended, and the request runs as a script."""
+        limit = ssh.keepalive_secs() * ssh.KEEPALIVE_MISSED
         out = err = b""
         while True:
-            item = self.answers.get()
+            try:
+                item = self.answers.get(timeout=limit)
+            except queue.Empty:
+                self.dead.set()
+                self.close()
+                return None
             if item is None:
                 return None
             kind, data = item
+            if kind == b"h":
+                continue
             if kind == b"o":
                 out = data
             elif kind == b"e":
@@ -180,8 +191,12 @@ class Servers:
             with self.lock:
                 self.failed.pop(k, None)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """End every server (their sessions given back to sshd); whether there was one."""
         with self.lock:
-            for server in self.running.values():
+            ended = bool(self.running)
+            for k, server in self.running.items():
                 server.close()
+                self.failed[k] = time.monotonic()  # not started again at once: its session was wanted
             self.running.clear()
+        return ended

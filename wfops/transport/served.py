@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from paramiko import Channel
 
 ACCEPT_POLL_SECS = 0.5
+REFUSED_RETRY_SECS = 2.0  # a session refused after the kept agent gave its own back is asked again this long
 
 
 def unlink_if_ours(path: Path, inode: int | None) -> None:
@@ -74,13 +75,31 @@ class Keeper:
             return self.link
 
     def open_exec(self) -> tuple[ssh.SSHLink, Channel]:
-        """(link, channel); a dead connection is replaced once (nothing had been sent on it)."""
+        """(link, channel); a dead connection is replaced once (nothing had been sent on it). A connection that is
+        alive but refused one more session (sshd's MaxSessions) is not: its other commands go on; the kept agent
+        gives its session back for this command, else the refusal is the command's error."""
         try:
             link = self._link(fresh=False)
             return link, link.open_exec()
+        except ssh.SessionRefused:
+            if not self.servers.close():
+                raise
+            return link, self._after_refusal(link)
         except ConnectError:
             link = self._link(fresh=True)
             return link, link.open_exec()
+
+    def _after_refusal(self, link: ssh.SSHLink) -> Channel:
+        """A channel once the kept agent's session is given back: sshd frees it when it has seen the close, so a
+        refusal is tried again for up to REFUSED_RETRY_SECS."""
+        deadline = time.monotonic() + REFUSED_RETRY_SECS
+        while True:
+            try:
+                return link.open_exec()
+            except ssh.SessionRefused:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- serving
     def serve(self, server: socket.socket) -> None:
@@ -175,7 +194,7 @@ class Keeper:
             return False
         ticket = object()
         try:
-            inbox.begin(lambda: frames.send_frame(client, b"s", b"pk"), on_gone=lambda: server.cancel(ticket))
+            inbox.begin(lambda: frames.send_frame(client, b"s", b"p"), on_gone=lambda: server.cancel(ticket))
             line = inbox.line_after(int(serve["skip"]))
             answer = None if line is None else server.ask(line, ticket)
         finally:
@@ -187,6 +206,7 @@ class Keeper:
                 raise server.link.lost(f"the connection to {self.target.label} closed before the command ended")
             return False
         out, err, code = answer
+        inbox.send(b"K")  # the pod's kept agent answered (WFOPS_VERBOSE says so)
         if err:
             inbox.send(b"e", err)
         if out:

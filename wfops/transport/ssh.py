@@ -56,6 +56,10 @@ CHANNEL_WINDOW = 32 * 1024 * 1024
 CHANNEL_MAX_PACKET = 256 * 1024
 
 
+class SessionRefused(ConnectError):
+    """The pod's sshd refused one more session (channel) on a connection that is alive (MaxSessions)."""
+
+
 class SSHLink:
     """One connection and its liveness watch: opens `bash -s` channels on it."""
 
@@ -71,12 +75,19 @@ class SSHLink:
     def open_exec(self, env: dict[str, str] | None = None) -> Channel:
         """A channel running `bash -s` (stdin not yet sent: nothing has run on the pod if this raises). `env`: asked
         for first (sshd applies only what its AcceptEnv allows; its log shows the request either way)."""
+        from paramiko import ChannelException
+
         try:
             chan: Channel = self.conn.transport.open_session(
                 window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET, timeout=self.target.connect_timeout)
             if env:
                 chan.update_environment(env)
             chan.exec_command("bash -s")
+        except ChannelException as exc:  # the server said no to one more session: the connection itself is fine
+            if not self.active:
+                raise self.lost(f"lost the connection to {self.target.label}: {exc}") from None
+            raise SessionRefused(f"{self.target.label} refused one more session on the connection ({exc}; sshd's "
+                                 "MaxSessions is reached: too many wfops commands at once on this pod?)") from None
         except Exception as exc:  # paramiko raises several kinds here; all mean the same to the user
             raise self.lost(f"lost the connection to {self.target.label}: {exc}") from None
         return chan

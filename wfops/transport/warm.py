@@ -17,7 +17,8 @@ Frames, both ways: one type byte, a 4-byte big-endian length, the payload.
 client -> keeper: `h` header JSON ({"op": "exec"|"stop"|"ping", "fp", "persist", optional "serve":
                   wfops.transport.session.ServeOrder}),
                   then `i` stdin bytes
-keeper -> client: `s` started (the channel is open: from here on a failure is not retried), `o` stdout,
+keeper -> client: `s` started (the channel is open: from here on a failure is not retried), `K` the pod's kept
+                  agent answers (its `o`, `e`, `x` follow: wfops.transport.podserver), `o` stdout,
                   `e` stderr, `x` exit code (text), `E` error JSON ({"code", "message", "stale", "unreached": a served
                   read was lost and the pod could not be reached after it: nothing of it was shown})
 """
