@@ -114,6 +114,17 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def blocked(s: Server, tmp_path: Path) -> int:
+    """Send `s` a request that blocks (fsm-show of a state file that is a FIFO nobody writes: its open waits); the pid
+    of the child that runs it."""
+    (tmp_path / "out").mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / "out" / "state.json")
+    s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+    wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
+    [child] = children(s.proc.pid)
+    return child
+
+
 def test_a_served_request_says_what_a_fresh_agent_says(server: Server, tmp_path: Path):
     (tmp_path / "out").mkdir()
     lines = [request(tmp_path, wire.FSM_SHOW), request(tmp_path, wire.TASK_LIST, limit=3),
@@ -143,14 +154,9 @@ def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp
     """A request that runs for a while: `fsm-show` on a pod whose state file is a FIFO nobody writes (its open
     blocks). The next request is refused `F busy`; `k` interrupts the first as a Ctrl-C would (SIGINT: the agent's
     clean-up runs, quietly), whose answer still comes: exit 130, nothing on stderr."""
-    (tmp_path / "out").mkdir()
-    fifo = tmp_path / "out" / "state.json"
-    os.mkfifo(fifo)
     s = Server()
     try:
-        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
-        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
-        [child] = children(s.proc.pid)
+        child = blocked(s, tmp_path)
         s.send(b"q", request(tmp_path, wire.TASK_LIST))
         assert s.frame() == (b"F", b"busy")
         s.send(b"k")
@@ -164,13 +170,9 @@ def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp
 
 
 def test_the_end_of_stdin_ends_the_server_and_the_request_it_runs(tmp_path: Path):
-    (tmp_path / "out").mkdir()
-    os.mkfifo(tmp_path / "out" / "state.json")
     s = Server()
     try:
-        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
-        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
-        [child] = children(s.proc.pid)
+        child = blocked(s, tmp_path)
         assert s.proc.stdin is not None
         s.proc.stdin.close()
         assert s.proc.wait(timeout=30) == 0
@@ -180,11 +182,7 @@ def test_the_end_of_stdin_ends_the_server_and_the_request_it_runs(tmp_path: Path
 
 
 def test_a_child_killed_by_a_signal_is_answered_with_128_plus_the_signal(server: Server, tmp_path: Path):
-    (tmp_path / "out").mkdir()
-    os.mkfifo(tmp_path / "out" / "state.json")
-    server.send(b"q", request(tmp_path, wire.FSM_SHOW))
-    wait_until(lambda: children(server.proc.pid), what="the request's child", interval=0.02)
-    [child] = children(server.proc.pid)
+    child = blocked(server, tmp_path)
     os.kill(child, signal.SIGTERM)
     kinds = [server.frame() for _ in range(3)]
     assert kinds[2] == (b"x", b"143"), kinds
@@ -212,13 +210,9 @@ def test_a_server_whose_agent_directory_is_gone_refuses_and_ends(tmp_path: Path)
 def test_a_requests_child_holds_no_fd_of_the_server_and_no_file(tmp_path: Path):
     """The child's stdin is /dev/null, its stdout and stderr pipes to the server (no temporary file: a pod's full
     disk cannot lose an answer), and nothing else of the server's is open in it (its channel, its pipes)."""
-    (tmp_path / "out").mkdir()
-    os.mkfifo(tmp_path / "out" / "state.json")
     s = Server()
     try:
-        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
-        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
-        [child] = children(s.proc.pid)
+        child = blocked(s, tmp_path)
         wait_until(lambda: Path(f"/proc/{child}/wchan").read_text() not in ("", "0"), what="the child to block")
         fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
         assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
