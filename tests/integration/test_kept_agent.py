@@ -156,3 +156,19 @@ def test_a_session_refused_by_sshd_takes_the_kept_agents_and_ends_no_other_comma
     finally:
         stop_keepers(pod.keeper_dir)
         stop_sshd(server)
+
+
+def test_two_configs_with_other_outputs_dirs_share_one_kept_agent_and_each_read_sees_its_own(ssh_pod: Pod):
+    """The kept agent is one per agent and python, not per pod layout (each request carries its own): a second config
+    on the same pod with another OPS_REMOTE_OUTPUTS_DIR is answered by it, with that config's state."""
+    other = ssh_pod.root / "other-outputs"
+    config_b = ssh_pod.root.parent / "b.env"
+    config_b.write_text(ssh_pod.write_config().read_text().replace(str(ssh_pod.outputs), str(other)))
+    ssh_pod.ok("fsm.reset", "POD_READY", "--reason", "config a")
+    wait_until(lambda: served(ssh_pod, "fsm.status"), what="a read answered by the kept agent")
+    res_b = ssh_pod.ok("fsm.status", "--json", env={**VERBOSE, "WORKFLOW_CONFIG": str(config_b)})
+    res_a = ssh_pod.ok("fsm.status", "--json", env=VERBOSE)
+    assert KEPT in res_b.err and KEPT in res_a.err
+    assert res_a.json()["state"] == "POD_READY" and res_b.json()["state"] == "INIT"
+    assert res_b.json()["file"].startswith(str(other))
+    assert len(kept_agents(ssh_pod)) == 1

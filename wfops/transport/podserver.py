@@ -7,14 +7,14 @@ no new channel), and relays the answer as if a script had run: `o`, `e`, `x`. Wh
 busy with another command's request, or it died (its answer is lost, never half shown: it answers whole), the
 keeper runs the command's script the usual way, as before; a read may run again.
 
-A server is started only after a command of the same kind ran on the pod the usual way and ended with 0 (so the
-agent of its content hash is installed), one per start script (the agent's hash and the pod's layout), and it
-ends with the keeper's connection. One that would not start is not tried again for RETRY_SECS.
+A server is started only after a read ran on the pod the usual way and ended with 0 (so the agent of its content
+hash is installed), one per key (the agent's content hash and the python that runs it: ServeOrder's `key`; not the
+pod layout, which each request carries), and it ends with the keeper's connection. One that would not start is not
+tried again for RETRY_SECS.
 """
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -26,10 +26,6 @@ RETRY_SECS = 30.0  # a server that would not start (or died) is not started agai
 KEEP = 1  # servers kept at most per target: each holds one of sshd's sessions of the connection (MaxSessions)
 
 Answer = tuple[bytes, bytes, int]  # stdout, stderr, exit status
-
-
-def key(start: str) -> str:
-    return hashlib.sha256(start.encode()).hexdigest()
 
 
 class PodServer:
@@ -152,10 +148,10 @@ class Servers:
         self.running: dict[str, PodServer] = {}
         self.failed: dict[str, float] = {}
 
-    def take(self, start: str) -> PodServer | None:
-        """A ready server for this start script that is not busy, its `busy` lock held; else None."""
+    def take(self, k: str) -> PodServer | None:
+        """A ready server of this key that is not busy, its `busy` lock held; else None."""
         with self.lock:
-            server = self.running.get(key(start))
+            server = self.running.get(k)
         if server is None or not server.usable or not server.busy.acquire(blocking=False):
             return None
         if server.dead.is_set():
@@ -163,9 +159,8 @@ class Servers:
             return None
         return server
 
-    def start(self, link: ssh.SSHLink, start: str) -> None:
-        """Start a server for this start script in the background, unless one runs or one failed lately."""
-        k = key(start)
+    def start(self, link: ssh.SSHLink, k: str, start: str) -> None:
+        """Start a server of key `k` with this start script in the background, unless one runs or one failed lately."""
         with self.lock:
             server = self.running.get(k)
             if server is not None and not server.dead.is_set():

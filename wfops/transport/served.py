@@ -180,7 +180,7 @@ class Keeper:
                 return
             code = self._relay(client, link, chan, inbox, direct)
             if serve is not None and code == 0:  # the agent of this hash is on the pod now: keep one alive
-                self.servers.start(link, serve["start"])
+                self.servers.start(link, serve["key"], serve["start"])
         finally:
             if direct is not None:
                 direct.close()
@@ -189,7 +189,7 @@ class Keeper:
         """The request answered by the agent kept alive on the pod (wfops.transport.podserver); False when there is
         none ready or it lost the answer: the caller runs the script (the client's stdin, kept, goes to it). A
         connection that died under it raises its ConnectError, as a script's would."""
-        server = self.servers.take(serve["start"])
+        server = self.servers.take(serve["key"])
         if server is None:
             return False
         ticket = object()

@@ -119,9 +119,12 @@ class StderrLines:
 
 class ServeOrder(TypedDict):
     """The `serve` of a keeper's exec order (wfops.transport.podserver): a read the agent kept alive on the pod may
-    answer. `start`: the script that starts that agent (remote_templates/agent_serve.sh.j2); `skip`: the bytes of
-    the command's script on its stdin, before the request line (what the kept agent is sent)."""
+    answer. `start`: the script that starts that agent (remote_templates/agent_serve.sh.j2); `key`: what tells one
+    kept agent from another (the agent's content hash and the pod's python: not the pod layout, which each request
+    carries, so configs with other outputs dirs share it); `skip`: the bytes of the command's script on its stdin,
+    before the request line (what the kept agent is sent)."""
     start: str
+    key: str
     skip: int
 
 
