@@ -52,9 +52,15 @@ OWN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py
 PR_SET_PDEATHSIG = 1
 
 
-def send(kind: bytes, data: bytes = b"") -> None:
-    """One frame to the keeper, on fd 1 (never through sys.stdout: a forked child inherits its buffer)."""
-    view = memoryview(HEADER.pack(kind, len(data)) + data)
+def frame(kind: bytes, data: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(data)) + data
+
+
+def send(*frames: bytes) -> None:
+    """Frames to the keeper in one write, on fd 1 (never through sys.stdout: a forked child inherits its buffer). One
+    write: sshd does not set TCP_NODELAY for a session without a terminal, and a second small packet would wait for
+    the ACK of the first (Nagle), ~40 ms of the keeper's delayed ACK."""
+    view = memoryview(b"".join(frames))
     while view:
         view = view[os.write(1, view):]
 
@@ -192,9 +198,7 @@ class Child:
         return self.status is not None and not self.pipes
 
     def answer(self) -> None:
-        send(b"o", b"".join(self.out))
-        send(b"e", b"".join(self.err))
-        send(b"x", str(self.status).encode())
+        send(frame(b"o", b"".join(self.out)), frame(b"e", b"".join(self.err)), frame(b"x", str(self.status).encode()))
 
     def interrupt(self) -> None:
         try:
@@ -223,12 +227,12 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
     signal.set_wakeup_fd(wake_w)
     frames = Frames()
     child: Optional[Child] = None
-    send(b"R")
+    send(frame(b"R"))
     while True:
         watched = [0, wake_r] + (child.fds if child is not None else [])
         ready = select.select(watched, [], [], HEARTBEAT_SECS if child is not None else None)[0]
         if child is not None and not ready:
-            send(b"h")
+            send(frame(b"h"))
         if wake_r in ready:
             try:
                 os.read(wake_r, 512)
@@ -255,15 +259,15 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
                 child.interrupt()
             elif kind == b"q":
                 if not os.path.isfile(OWN_FILE):
-                    send(b"F", b"the agent's directory is gone")
+                    send(frame(b"F", b"the agent's directory is gone"))
                     if child is not None:
                         child.interrupt()
                     return
                 why = "busy" if child is not None else servable(data)
                 if why:
-                    send(b"F", why.encode())
+                    send(frame(b"F", why.encode()))
                     continue
                 try:
                     child = Child(data, main, on_start)
                 except OSError as exc:  # no fork, no pipe: run the usual way
-                    send(b"F", str(exc).encode())
+                    send(frame(b"F", str(exc).encode()))

@@ -23,9 +23,55 @@ from wfops.transport import frames, ssh
 
 MARK_ENV = "WFOPS_KEPT_AGENT"  # asked for on its channel: sshd's log tells its start from a command's exec
 RETRY_SECS = 30.0  # a server that would not start (or died) is not started again this soon
+IDLE_WAIT_SECS = 2.0  # a kept agent waits this long at most for the keeper process's commands to end ...
+QUIET_SECS = 0.2  # ... and then for none to have started for this long
 KEEP = 1  # servers kept at most per target: each holds one of sshd's sessions of the connection (MaxSessions)
 
 Answer = tuple[bytes, bytes, int]  # stdout, stderr, exit status
+
+
+class Activity:
+    """How many commands the keeper process relays now, for every target: kept agents start when there are none, so
+    that starting one (a channel, a `bash`, a Python start on the pod) does not compete with a command for the
+    machine (on loopback pods, the client's own: it is still printing and ending), unless they go on for
+    IDLE_WAIT_SECS."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.running = 0
+        self.started = 0  # commands started so far
+
+    def __enter__(self) -> None:
+        with self.cond:
+            self.running += 1
+            self.started += 1
+            self.cond.notify_all()
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.running -= 1
+            if not self.running:
+                self.cond.notify_all()
+
+    def wait_idle(self, limit: float = IDLE_WAIT_SECS, quiet: float = QUIET_SECS) -> None:
+        """Until no command has run for `quiet` seconds (the client that asked has ended too), for `limit` seconds
+        at most (a `sweep.wait` may run for hours)."""
+        deadline = time.monotonic() + limit
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if self.running:
+                    self.cond.wait(deadline - now)
+                    continue
+                seen = self.started
+                self.cond.wait(min(quiet, deadline - now))  # a command that starts meanwhile wakes it
+                if (self.started, self.running) == (seen, 0) and time.monotonic() - now >= quiet:
+                    return
+
+
+COMMANDS = Activity()  # the keeper process's (wfops.transport.served counts its commands in it)
 
 
 class PodServer:
@@ -172,6 +218,9 @@ class Servers:
         threading.Thread(target=self._start, args=(link, start, k), daemon=True).start()
 
     def _start(self, link: ssh.SSHLink, start: str, k: str) -> None:
+        COMMANDS.wait_idle()  # not while commands of this process run (a fleet's first command: its other pods)
+        if not link.active:
+            return
         try:
             server = PodServer(link, start)
         except Exception:  # no channel: counted as failed (above)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from wfops.errors import ConnectError, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import frames, ssh, warm
-from wfops.transport.podserver import Servers
+from wfops.transport.podserver import COMMANDS, Servers
 from wfops.transport.session import ServeOrder
 
 if TYPE_CHECKING:
@@ -136,7 +136,8 @@ class Keeper:
 
     def _handle(self, client: socket.socket) -> None:
         try:
-            self._request(client)
+            with COMMANDS:
+                self._request(client)
         except OSError:  # the client went away; its channel was closed with it
             pass
         finally:
