@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -74,11 +75,27 @@ class SSHD:
         agent (wfops.transport.podserver: its channel asks for WFOPS_KEPT_AGENT first, `req env`) is not a
         command's: kept_agents counts those."""
         text = self.since(mark)
-        return text.count("Accepted publickey for"), text.count("req exec") - self.kept_agents(mark)
+        return text.count("Accepted publickey for"), self._execs(text)[0]
 
     def kept_agents(self, mark: int) -> int:
-        """How many kept agents keepers started since `mark` (their channels' `req env`)."""
-        return self.since(mark).count("req env")
+        """How many kept agents keepers started since `mark` (an exec whose session asked for an env first)."""
+        return self._execs(self.since(mark))[1]
+
+    @staticmethod
+    def _execs(text: str) -> tuple[int, int]:
+        """(commands' execs, kept agents' execs): a session's `req env` comes just before its `req exec` (a session
+        number is used again once its channel closed; a kept agent's start seen half, env without exec, is none)."""
+        pending: set[str] = set()
+        commands = kept = 0
+        for m in re.finditer(r"session_input_channel_req: session (\d+) req (env|exec)", text):
+            if m.group(2) == "env":
+                pending.add(m.group(1))
+            elif m.group(1) in pending:
+                pending.discard(m.group(1))
+                kept += 1
+            else:
+                commands += 1
+        return commands, kept
 
 
 def _keygen(key: Path) -> None:
