@@ -192,9 +192,7 @@ def test_a_server_whose_agent_directory_is_gone_refuses_and_ends(tmp_path: Path)
     """The agent removed on the pod: the next request is refused `F` (the keeper then runs the script, which installs
     the agent again) and the server ends."""
     (tmp_path / "out").mkdir()
-    agent_dir = tmp_path / "agent"
-    shutil.copytree(ROOT / "wfops" / "agent", agent_dir / "wfops" / "agent")
-    (agent_dir / "wfops" / "__init__.py").write_text("")
+    agent_dir = patched_agent(tmp_path, "")
     s = Server(agent_dir)
     try:
         line = request(tmp_path, wire.FSM_SHOW)
@@ -231,3 +229,63 @@ def test_a_large_answer_comes_whole(server: Server, tmp_path: Path):
     line = request(tmp_path, wire.FSM_SHOW)
     answer = server.ask(line)
     assert len(answer[0]) > 2_000_000 and answer == fresh(line)
+
+
+def patched_agent(tmp_path: Path, body: str) -> Path:
+    """A copy of the agent whose fsm-show first runs `body` (Python lines, indented for the function): for a served
+    request that writes while it runs, or that cleans up after an interrupt."""
+    agent_dir = tmp_path / "agent"
+    shutil.copytree(ROOT / "wfops" / "agent", agent_dir / "wfops" / "agent")
+    (agent_dir / "wfops" / "__init__.py").write_text("")
+    main = agent_dir / "wfops" / "agent" / "__main__.py"
+    anchor = "    try:\n        data = workflow.read_state(pod.state_file)\n"  # the start of fsm_show's work
+    text = main.read_text()
+    assert text.count(anchor) == 1
+    main.write_text(text.replace(anchor, body + anchor))
+    return agent_dir
+
+
+def test_a_request_that_writes_as_it_runs_still_gets_heartbeats(tmp_path: Path):
+    """The keeper gives up on a kept agent silent for 3 keepalive intervals: a child that writes to stderr every
+    0.2 s for 3 s keeps the server's select busy, and the server still sends `h` every second."""
+    (tmp_path / "out").mkdir()
+    body = ("    import sys as _s, time as _t\n"
+            "    for _i in range(15):\n"
+            "        _s.stderr.write('tick\\n'); _s.stderr.flush(); _t.sleep(0.2)\n")
+    s = Server(patched_agent(tmp_path, body))
+    try:
+        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+        kinds = []
+        while not kinds or kinds[-1] != b"x":
+            got = s.frame()
+            assert got is not None
+            kinds.append(got[0])
+        assert kinds.count(b"h") >= 2 and kinds[-3:] == [b"o", b"e", b"x"], kinds
+    finally:
+        s.close()
+
+
+def test_an_interrupted_request_finishes_its_clean_up_when_the_keeper_goes_too(tmp_path: Path):
+    """`k`, then the keeper's connection ends (and with the server gone, the kernel's parent-death signal): the
+    child's clean-up after the first SIGINT runs to its end (a second SIGINT does not cut it)."""
+    (tmp_path / "out").mkdir()
+    marker = tmp_path / "cleaned"
+    body = ("    import time as _t\n"
+            "    try:\n"
+            "        _t.sleep(60)\n"
+            "    finally:\n"
+            "        _t.sleep(0.5)\n"
+            f"        open({str(marker)!r}, 'w').close()\n")
+    s = Server(patched_agent(tmp_path, body))
+    try:
+        s.send(b"q", request(tmp_path, wire.FSM_SHOW))
+        wait_until(lambda: children(s.proc.pid), what="the request's child", interval=0.02)
+        [child] = children(s.proc.pid)
+        s.send(b"k")
+        assert s.proc.stdin is not None
+        s.proc.stdin.close()
+        assert s.proc.wait(timeout=30) == 0
+        wait_until(lambda: ended(child), what="the interrupted child to end")
+        assert marker.exists()
+    finally:
+        s.close()

@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
 from tests.realparts import start_sshd, stop_sshd
+from wfops.targets.target import Target
+from wfops.transport import ssh
 
 VERBOSE = {"WFOPS_VERBOSE": "1"}
 KEPT = "answered by the pod's kept agent"
@@ -172,3 +177,44 @@ def test_two_configs_with_other_outputs_dirs_share_one_kept_agent_and_each_read_
     assert res_a.json()["state"] == "POD_READY" and res_b.json()["state"] == "INIT"
     assert res_b.json()["file"].startswith(str(other))
     assert len(kept_agents(ssh_pod)) == 1
+
+
+def test_sessions_refused_at_once_are_each_a_refusal_and_the_connection_lives(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """sshd with MaxSessions 1, its session held by a running command: four channels asked for at once are each
+    refused as a refusal (ssh.SessionRefused), never a connection taken for dead (paramiko keeps one failure
+    reason for the whole connection: two at once left one of them a bare "Unable to open channel", and the keeper
+    replaced a live connection under its commands); the held command runs on."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # the first host key seen is pinned under HOME
+    server = start_sshd(tmp_path / "sshd", max_sessions=1)
+    link = None
+    try:
+        target = Target(kind="ssh", label=server.address, host=server.host, user=server.user, port=server.port,
+                        key_filename=str(server.key), use_ssh_config=False)
+        link = ssh.SSHLink(target)
+        held = link.open_exec()
+        held.sendall(b"read line; echo got $line\n")
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                link.open_exec().close()  # type: ignore[union-attr]
+            except BaseException as exc:
+                errors.append(exc)
+
+        for _ in range(5):
+            errors.clear()
+            threads = [threading.Thread(target=ask) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert len(errors) == 4 and all(isinstance(e, ssh.SessionRefused) for e in errors), errors
+            assert link.active
+        held.sendall(b"still\n")
+        held.shutdown_write()
+        assert held.recv_exit_status() == 0 and held.recv(100) == b"got still\n"
+    finally:
+        if link is not None:
+            link.close()
+        stop_sshd(server)

@@ -37,6 +37,7 @@ import select
 import signal
 import struct
 import sys
+import time
 
 from . import wire
 from .wire import TYPE_CHECKING
@@ -140,7 +141,7 @@ class Child:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # as the boot program's: quiet, 130
+            signal.signal(signal.SIGINT, _interrupted)
             if on_start is not None:
                 on_start()
             null = os.open(os.devnull, os.O_RDONLY)
@@ -207,6 +208,13 @@ class Child:
             pass
 
 
+def _interrupted(*_: object) -> None:
+    """SIGINT in a request's child: exit 130 quietly, as the boot program's handler does; a second SIGINT (the
+    parent-death signal after a `k`) does not cut the clean-up the first one started."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(130)
+
+
 def _fd_limit() -> int:
     try:
         return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
@@ -227,12 +235,14 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
     signal.set_wakeup_fd(wake_w)
     frames = Frames()
     child: Optional[Child] = None
+    beat = 0.0
     send(frame(b"R"))
     while True:
         watched = [0, wake_r] + (child.fds if child is not None else [])
         ready = select.select(watched, [], [], HEARTBEAT_SECS if child is not None else None)[0]
-        if child is not None and not ready:
+        if child is not None and time.monotonic() - beat >= HEARTBEAT_SECS:  # also while it writes
             send(frame(b"h"))
+            beat = time.monotonic()
         if wake_r in ready:
             try:
                 os.read(wake_r, 512)
@@ -269,5 +279,6 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
                     continue
                 try:
                     child = Child(data, main, on_start)
+                    beat = time.monotonic()
                 except OSError as exc:  # no fork, no pipe: run the usual way
                     send(frame(b"F", str(exc).encode()))

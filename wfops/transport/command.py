@@ -180,7 +180,7 @@ class PodCommand:
         of wire.SERVED from a command that takes no lock, not a dry run; None otherwise."""
         if dry_run or self.rule.mutating or agent_command not in wire.SERVED:
             return None
-        return {"start": self.serve_script(), "key": f"{agent().sha}:{self.settings.remote_python_bin}", "skip": skip}
+        return {"start": self.serve_script(), "key": agent().sha, "skip": skip}
 
     def serve_script(self) -> str:
         """The script that starts the pod's kept agent: the same for every command (one per pod layout and agent)."""

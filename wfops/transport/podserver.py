@@ -8,8 +8,8 @@ busy with another command's request, or it died (its answer is lost, never half 
 keeper runs the command's script the usual way, as before; a read may run again.
 
 A server is started only after a read ran on the pod the usual way and ended with 0 (so the agent of its content
-hash is installed), one per key (the agent's content hash and the python that runs it: ServeOrder's `key`; not the
-pod layout, which each request carries), and it ends with the keeper's connection. One that would not start is not
+hash is installed), one per key (the agent's content hash: ServeOrder's `key`; not the pod layout, which each request
+carries), and it ends with the keeper's connection. One that would not start is not
 tried again for RETRY_SECS.
 """
 
@@ -22,6 +22,7 @@ import time
 from wfops.transport import frames, ssh
 
 MARK_ENV = "WFOPS_KEPT_AGENT"  # asked for on its channel: sshd's log tells its start from a command's exec
+START_SECS = 60.0  # a kept agent not ready this long after its start is ended
 RETRY_SECS = 30.0  # a server that would not start (or died) is not started again this soon
 IDLE_WAIT_SECS = 2.0  # a kept agent waits this long at most for the keeper process's commands to end ...
 QUIET_SECS = 0.2  # ... and then for none to have started for this long
@@ -230,7 +231,8 @@ class Servers:
             while len(self.running) > KEEP:
                 oldest = next(iter(self.running))
                 self.running.pop(oldest).close()
-        server.settled.wait()
+        if not server.settled.wait(START_SECS):  # neither ready nor ended: it is not used, and goes
+            server.close()
         if server.ready.is_set():
             with self.lock:
                 self.failed.pop(k, None)
@@ -239,8 +241,26 @@ class Servers:
         """End every server (their sessions given back to sshd); whether there was one."""
         with self.lock:
             ended = bool(self.running)
-            for k, server in self.running.items():
+            for server in self.running.values():
                 server.close()
-                self.failed[k] = time.monotonic()  # not started again at once: its session was wanted
             self.running.clear()
         return ended
+
+    def give_back(self, wait: float) -> bool:
+        """End the server to give its session back to sshd (a command was refused one), once it is not answering
+        a read (waiting up to `wait` seconds for that: a read it answers is not cut off); whether it was ended. It
+        is not started again for RETRY_SECS: its session was wanted."""
+        with self.lock:
+            running = list(self.running.items())
+        for k, server in running:
+            if not server.busy.acquire(timeout=wait):
+                return False
+            try:
+                with self.lock:
+                    if self.running.get(k) is server:
+                        del self.running[k]
+                    self.failed[k] = time.monotonic()
+                server.close()
+            finally:
+                server.busy.release()
+        return bool(running)

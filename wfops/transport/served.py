@@ -82,7 +82,7 @@ class Keeper:
             link = self._link(fresh=False)
             return link, link.open_exec()
         except ssh.SessionRefused:
-            if not self.servers.close():
+            if not self.servers.give_back(REFUSED_RETRY_SECS):
                 raise
             return link, self._after_refusal(link)
         except ConnectError:

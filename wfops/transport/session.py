@@ -120,9 +120,9 @@ class StderrLines:
 class ServeOrder(TypedDict):
     """The `serve` of a keeper's exec order (wfops.transport.podserver): a read the agent kept alive on the pod may
     answer. `start`: the script that starts that agent (remote_templates/agent_serve.sh.j2); `key`: what tells one
-    kept agent from another (the agent's content hash and the pod's python: not the pod layout, which each request
-    carries, so configs with other outputs dirs share it); `skip`: the bytes of the command's script on its stdin,
-    before the request line (what the kept agent is sent)."""
+    kept agent from another: the agent's content hash (not the pod layout, which each request carries, nor
+    REMOTE_PYTHON_BIN, which the glue takes only where the pod has no python3: configs share it); `skip`: the
+    bytes of the command's script on its stdin, before the request line (what the kept agent is sent)."""
     start: str
     key: str
     skip: int

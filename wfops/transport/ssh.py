@@ -67,6 +67,9 @@ class SSHLink:
         self.target = target
         self.conn = connect(target)
         self.liveness = _Liveness(self.conn.transport, keepalive_secs())
+        # one channel opened at a time: paramiko keeps why an open failed in one slot of the transport, so two
+        # refused at once give one of them a bare "Unable to open channel", which reads as a dead connection
+        self.opening = threading.Lock()
 
     @property
     def active(self) -> bool:
@@ -78,8 +81,9 @@ class SSHLink:
         from paramiko import ChannelException
 
         try:
-            chan: Channel = self.conn.transport.open_session(
-                window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET, timeout=self.target.connect_timeout)
+            with self.opening:
+                chan: Channel = self.conn.transport.open_session(
+                    window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_MAX_PACKET, timeout=self.target.connect_timeout)
             if env:
                 chan.update_environment(env)
             chan.exec_command("bash -s")
