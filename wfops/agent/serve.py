@@ -66,6 +66,20 @@ def send(*frames: bytes) -> None:
         view = view[os.write(1, view):]
 
 
+def take_frames(buffer: bytearray) -> List[Tuple[bytes, bytes]]:
+    """The whole frames at the start of `buffer`, taken out of it (a partial one stays for the next bytes). The
+    keeper's side reads this server's stdout with it too (wfops.transport.podserver)."""
+    out = []
+    while len(buffer) >= HEADER.size:
+        kind, size = HEADER.unpack(bytes(buffer[:HEADER.size]))
+        end = HEADER.size + size
+        if len(buffer) < end:
+            break
+        out.append((kind, bytes(buffer[HEADER.size:end])))
+        del buffer[:end]
+    return out
+
+
 class Frames:
     """Frames as they come on fd 0, read when select says there is something."""
 
@@ -78,15 +92,7 @@ class Frames:
         if not chunk:
             return None
         self.buffer += chunk
-        out = []
-        while len(self.buffer) >= HEADER.size:
-            kind, size = HEADER.unpack(bytes(self.buffer[:HEADER.size]))
-            end = HEADER.size + size
-            if len(self.buffer) < end:
-                break
-            out.append((kind, bytes(self.buffer[HEADER.size:end])))
-            del self.buffer[:end]
-        return out
+        return take_frames(self.buffer)
 
 
 def servable(line: bytes) -> str:

@@ -164,10 +164,6 @@ class PodCommand:
                 forward(name, value)
         return sink
 
-    def run(self, template: str, request: Request | None = None, **context: object) -> dict[str, Any]:
-        """Render, run in one exec, return the JSON result (errors raise WfopsError)."""
-        return self.exec(template, None, None, request, **context).json(self.command, self.redact)
-
     def call_text(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> Outgoing:
         """What `call(agent_command, **data)` sends: the script and the request after it, and the read it carries
         when it is one (wfops.lean keeps both for its cached fast path, wfops.leancache)."""

@@ -1,7 +1,8 @@
 """The pod agent a keeper keeps alive on its target for read-only requests (issue 24): the keeper's side.
 
 A warm command whose agent call is a read (wire.SERVED, a command that is not mutating, not a dry run) says so in
-its order (`serve`: the script that starts the server, and the request line). Its keeper hands the request to the
+its order (`serve`: wfops.transport.session.ServeOrder: the script that starts the server, its key, and where the
+request line starts on the command's stdin). Its keeper hands the request to the
 agent it keeps running on the pod (wfops/agent/serve.py: a child forked there per request, no interpreter start,
 no new channel), and relays the answer as if a script had run: `o`, `e`, `x`. When there is none yet, or it is
 busy with another command's request, or it died (its answer is lost, never half shown: it answers whole), the
@@ -19,6 +20,7 @@ import queue
 import threading
 import time
 
+from wfops.agent.serve import take_frames
 from wfops.transport import frames, ssh
 
 MARK_ENV = "WFOPS_KEPT_AGENT"  # asked for on its channel: sshd's log tells its start from a command's exec
@@ -101,13 +103,7 @@ class PodServer:
                 if not chunk:
                     break
                 buffer += chunk
-                while len(buffer) >= frames.HEADER.size:
-                    kind, size = frames.HEADER.unpack(bytes(buffer[:frames.HEADER.size]))
-                    end = frames.HEADER.size + size
-                    if len(buffer) < end:
-                        break
-                    data = bytes(buffer[frames.HEADER.size:end])
-                    del buffer[:end]
+                for kind, data in take_frames(buffer):
                     if kind == b"R":
                         self.ready.set()
                         self.settled.set()
@@ -188,7 +184,7 @@ class PodServer:
 
 
 class Servers:
-    """The servers of one target's keeper, by start script."""
+    """The servers of one target's keeper, by key (ServeOrder's)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -236,15 +232,6 @@ class Servers:
         if server.ready.is_set():
             with self.lock:
                 self.failed.pop(k, None)
-
-    def close(self) -> bool:
-        """End every server (their sessions given back to sshd); whether there was one."""
-        with self.lock:
-            ended = bool(self.running)
-            for server in self.running.values():
-                server.close()
-            self.running.clear()
-        return ended
 
     def give_back(self, wait: float) -> bool:
         """End the server to give its session back to sshd (a command was refused one), once it is not answering

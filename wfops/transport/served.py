@@ -195,7 +195,7 @@ class Keeper:
             return False
         ticket = object()
         try:
-            inbox.begin(lambda: frames.send_frame(client, b"s", b"p"), on_gone=lambda: server.cancel(ticket))
+            inbox.begin(on_gone=lambda: server.cancel(ticket))
             line = inbox.line_after(int(serve["skip"]))
             answer = None if line is None else server.ask(line, ticket)
         finally:
@@ -218,7 +218,7 @@ class Keeper:
     def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, inbox: _Inbox,
                direct: _Direct | None = None) -> int | None:
         """The script's run on `chan`, relayed; its exit status (None when the connection broke)."""
-        inbox.begin(lambda: frames.send_frame(client, b"s", b"p"))  # the channel is open; pings are answered
+        inbox.begin()  # the channel is open
         inbox.attach(chan)
         if direct is not None:
             direct.report = lambda data: inbox.send(b"n", data)
@@ -253,14 +253,14 @@ class _Inbox:
         with self.write_lock:
             frames.send_frame(self.client, kind, data)
 
-    def begin(self, say_started: Callable[[], None], on_gone: Callable[[], None] = lambda: None) -> None:
-        """Tell the client the command started (once) and start taking what it sends."""
+    def begin(self, on_gone: Callable[[], None] = lambda: None) -> None:
+        """Tell the client the command started (once: `s`, its payload saying that pings are answered) and start
+        taking what it sends. `on_gone`: what to do if the client goes away before a channel takes its stdin."""
         self.on_gone = on_gone
         if self.started:
             return
         self.started = True
-        with self.write_lock:
-            say_started()
+        self.send(b"s", b"p")
         threading.Thread(target=self._take, daemon=True).start()
 
     def attach(self, chan: Channel) -> None:
