@@ -218,3 +218,29 @@ def test_sessions_refused_at_once_are_each_a_refusal_and_the_connection_lives(tm
         if link is not None:
             link.close()
         stop_sshd(server)
+
+
+def test_a_session_refused_with_no_kept_agent_to_give_back_is_one_line_and_changes_nothing(tmp_path: Path,
+                                                                                           tmux_socket: str):
+    """sshd with MaxSessions 1, its session held by a task.wait (the kept agent gave its own back for it): a
+    mutating command is refused a session: one line, exit 4, the state file as it was, and the wait goes on."""
+    server = start_sshd(tmp_path / "sshd", max_sessions=1)
+    (tmp_path / "p").mkdir()
+    pod = make_pod("ssh", tmp_path / "p", server, tmux_socket)
+    try:
+        flag = pod.root / "go"
+        pod.ok("task.run", "--id", "long", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
+        waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], env=pod.env(), cwd=pod.root.parent,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: _script_agents(pod), what="the wait's agent to run on the pod")
+        before = pod.state_file.read_bytes()
+        reset = pod.wf("fsm.reset", "CHECKED_OUT", "--reason", "no session")
+        assert reset.rc == 4 and len(reset.err.strip().splitlines()) == 1, reset
+        assert "refused one more session" in reset.err and "Traceback" not in reset.err
+        assert pod.state_file.read_bytes() == before
+        flag.touch()
+        out, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0 and "success" in out, (out, err)
+    finally:
+        stop_keepers(pod.keeper_dir)
+        stop_sshd(server)
