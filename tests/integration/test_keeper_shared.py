@@ -37,6 +37,7 @@ def _served(*errs: str) -> int:
 
 def _configs(fleet: Fleet, tmp_path: Path, **over: str) -> tuple[Path, list[Path]]:
     """A fleet config and one config per pod, all in one client dir (one HOME, one keeper directory)."""
+    fleet.keeper_dirs.add(tmp_path / "keepers")  # ended at teardown also when a test starts its keepers itself
     whole = fleet.config(tmp_path, WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="2", **over)
     one = [fleet.config(tmp_path, pod=i, name=f"pod{i}.env", WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="2", **over)
            for i in range(len(fleet.pods))]
@@ -202,6 +203,7 @@ def test_a_relative_key_path_means_the_commands_own_directory(tmp_path: Path, fr
     fleet = fresh_fleet3
     (tmp_path / "client-home").mkdir()
     shared = {"HOME": str(tmp_path / "client-home"), "WFOPS_KEEPER_DIR": str(tmp_path / "keepers")}
+    fleet.keeper_dirs.add(tmp_path / "keepers")  # ended at teardown
     for i, (sub, key) in enumerate((("a", "id"), ("b", "k/id"))):
         where = tmp_path / sub
         (where / key).parent.mkdir(parents=True)
