@@ -75,26 +75,30 @@ class SSHD:
         agent (wfops.transport.podserver: its channel asks for WFOPS_KEPT_AGENT first, `req env`) is not a
         command's: kept_agents counts those."""
         text = self.since(mark)
-        return text.count("Accepted publickey for"), self._execs(text)[0]
+        return text.count("Accepted publickey for"), self._execs(mark)[0]
 
     def kept_agents(self, mark: int) -> int:
         """How many kept agents keepers started since `mark` (an exec whose session asked for an env first)."""
-        return self._execs(self.since(mark))[1]
+        return self._execs(mark)[1]
 
-    @staticmethod
-    def _execs(text: str) -> tuple[int, int]:
-        """(commands' execs, kept agents' execs): a session's `req env` comes just before its `req exec` (a session
-        number is used again once its channel closed; a kept agent's start seen half, env without exec, is none)."""
-        pending: set[str] = set()
+    def _execs(self, mark: int) -> tuple[int, int]:
+        """(commands' execs, kept agents' execs) since `mark`: a session's `req env` comes just before its `req exec`
+        (a session number is used again once its channel closed). The whole log is read, so that a kept agent whose
+        env request came before `mark` and its exec after is still a kept agent's; one seen half (env without exec
+        yet) is none."""
+        text = self.log.read_bytes()  # byte offsets, as `mark` is one
+        pending: set[bytes] = set()
         commands = kept = 0
-        for m in re.finditer(r"session_input_channel_req: session (\d+) req (env|exec)", text):
-            if m.group(2) == "env":
+        for m in re.finditer(rb"session_input_channel_req: session (\d+) req (env|exec)", text):
+            if m.group(2) == b"env":
                 pending.add(m.group(1))
-            elif m.group(1) in pending:
+                continue
+            ours = m.start() >= mark
+            if m.group(1) in pending:
                 pending.discard(m.group(1))
-                kept += 1
+                kept += ours
             else:
-                commands += 1
+                commands += ours
         return commands, kept
 
 
