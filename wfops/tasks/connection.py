@@ -22,7 +22,7 @@ def disconnect(c: Any, all: bool = False, config: str | None = None) -> None:
     if target.is_local:
         print("the target is local: there is no connection to close")
         return
-    if warm.stop(warm.socket_path(target, warm.private_dir(create=False))):
+    if warm.stop_target(warm.socket_path(target, warm.private_dir(create=False))):
         print(f"closed the warm connection to {target.label}")
     else:
         print(f"no warm connection to {target.label}")

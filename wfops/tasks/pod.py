@@ -347,7 +347,7 @@ def down(c: Any, yes: bool = False, force: bool = False, json: bool = False, con
         gone = lium.remove_pod(cli, settings, row, member.name)
     finally:
         if res.target is not None:  # the keeper of a removed pod would idle for WF_PERSIST_SECS
-            warm.stop(warm.socket_path(res.target, warm.private_dir(create=False)))
+            warm.stop_target(warm.socket_path(res.target, warm.private_dir(create=False)))
     data = {"pod": dict(row), "removed": gone, "pod_side": pod_side, "warning": warning}
     emit(data, json, lambda: pod_text.down_human(row, gone, pod_side, resolve.gone_hint(settings, member)))
 

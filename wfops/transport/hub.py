@@ -9,8 +9,12 @@ it, for processes of our uid only:
       {"ok": false, code, message});
       with a lock fd (wfops.prewarm's start ahead of the command), a failure is also written for the command
       (warm.write_failure) and the fd is closed once the target listens or has failed;
-  `h {"op": "drop", "path": P}`: end the target served at P (a client found it frozen); `x` "1" or "0";
-  `h {"op": "stop"}`: end every target (the process exits).
+  `h {"op": "drop", "path": P}`: end the target served at P (a client found it frozen); `x` "1" or "0"; with
+      `"adding": true` (`wfops disconnect`) also a target at P still being added;
+  `h {"op": "stop"}`: end every target, those still being added too (the process exits).
+An add whose target is stopped while it connects closes what it made and answers `{"ok": false, "stopped": true}`:
+no keeper appears after the `wfops disconnect` that stopped it, and no failure is written for a command (its own
+connect starts another).
 Each target is a `Keeper` with its own connection, socket, threads and idle clock: a target whose pod died or
 froze stalls only its own commands. The process exits when it holds no target and none is being added.
 """
@@ -42,6 +46,8 @@ class Hub:
         self.lock = threading.Lock()
         self.keepers: set[Keeper] = set()
         self.adding = 1  # the first order, added by main()
+        self.pending: dict[int, str] = {}  # adds still connecting: ticket -> socket path
+        self.cancelled: set[int] = set()  # of those, the ones a stop or a drop came for
         self.server: socket.socket | None = None
         self.inode: int | None = None
         self.run_done = threading.Event()
@@ -70,6 +76,18 @@ class Hub:
         if path.parent != self.path.parent or path.suffix != ".sock":
             return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
         keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
+        with self.lock:
+            ticket = max(self.pending, default=0) + 1
+            self.pending[ticket] = str(path)
+        try:
+            return self._connect(keeper, ticket)
+        finally:
+            with self.lock:
+                del self.pending[ticket]
+                self.cancelled.discard(ticket)
+
+    def _connect(self, keeper: Keeper, ticket: int) -> dict[str, Any]:
+        target, path = keeper.target, keeper.path
         try:
             keeper.link = ssh.SSHLink(target)
             if path.exists() or path.is_symlink():
@@ -89,7 +107,15 @@ class Hub:
             return {"ok": False, "code": 4, "message": f"the connection keeper for {target.label} failed: "
                     f"{type(exc).__name__}: {exc}"}
         with self.lock:
-            self.keepers.add(keeper)
+            stopped = ticket in self.cancelled
+            if not stopped:
+                self.keepers.add(keeper)
+        if stopped:  # a disconnect came while it connected: it never serves
+            server.close()
+            unlink_if_ours(path, keeper.inode)
+            keeper.link.close()
+            return {"ok": False, "stopped": True, "code": 4,
+                    "message": f"the warm connection to {target.label} was closed while it was made (wfops disconnect)"}
         threading.Thread(target=keeper.serve, args=(server,), daemon=True).start()
         return {"ok": True, "pid": os.getpid()}
 
@@ -150,7 +176,7 @@ class Hub:
                 except OSError:
                     pass
             answer = self._op(header)
-            if lock_fd is not None and not answer.get("ok", True):
+            if lock_fd is not None and not answer.get("ok", True) and not answer.get("stopped"):
                 warm.write_failure(Path(header["order"]["path"]), str(header["order"]["fp"]), answer)
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -173,6 +199,9 @@ class Hub:
             return self.add(header["order"])
         with self.lock:
             keepers = list(self.keepers)
+            adding = [t for t, p in self.pending.items()
+                      if op == "stop" or (op == "drop" and header.get("adding") and p == header.get("path"))]
+            self.cancelled.update(adding)
         if op == "stop":
             for keeper in keepers:
                 keeper.stop()
@@ -183,5 +212,5 @@ class Hub:
                 keeper.stop()
                 if keeper.link is not None:  # frees a thread stuck on it (not under link_lock: that one may hang)
                     keeper.link.close()
-            return {"ok": bool(mine), "pid": os.getpid()}
+            return {"ok": bool(mine or adding), "pid": os.getpid()}
         return {"ok": False, "code": 4, "message": f"unknown keeper operation {op!r}"}

@@ -51,9 +51,12 @@ def _spawn_lock(path: Path) -> Iterator[None]:
 def _spawn(target: Target, path: Path, persist: float) -> None:
     """Have the keeper process serve `target` at `path` (starting that process if none answers) and wait until it
     is connected (or says why it could not)."""
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    answer = launch(target, path, persist, None, wait=True)
+    for _attempt in range(2):  # a `wfops disconnect` that stopped it while it connected: once more
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        answer = launch(target, path, persist, None, wait=True)
+        if not answer.get("stopped"):
+            break
     if not answer.get("ok"):
         code = int(answer.get("code") or EXIT_CONNECT)
         raise (ConnectError if code == EXIT_CONNECT else WfopsError)(str(answer.get("message")), code)

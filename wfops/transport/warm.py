@@ -25,6 +25,7 @@ keeper -> client: `s` started (the channel is open: from here on a failure is no
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -197,10 +198,12 @@ def stop(path: Path) -> bool:
 
 
 def stop_all() -> list[Path]:
-    """Stop every keeper of this user; returns the sockets (targets) that answered."""
+    """Stop every keeper of this user, those still starting too; returns the sockets (targets) that answered."""
     directory = private_dir(create=False)
     if not directory.is_dir():
         return []
+    for lock in sorted(directory.glob("hub-*.lock")):  # a keeper process just started listens before it connects
+        _wait_unlocked(lock, TAKE_SECS)
     stopped = [p for p in sorted(directory.glob("*.sock")) if stop(p)]
     for hub in sorted(directory.glob("*.hub")):  # and the processes themselves, with what they were still adding
         try:
@@ -208,6 +211,34 @@ def stop_all() -> list[Path]:
         except OSError:  # it was exiting (it held no target any more)
             pass
     return stopped
+
+
+def stop_target(path: Path) -> bool:
+    """Stop the keeper of the target at `path`, or its add still connecting in the keeper process (a command started
+    it ahead of itself: wfops.prewarm); False when there was neither."""
+    stopped = stop(path)
+    return _drop(path, adding=True) is not None or stopped
+
+
+def _wait_unlocked(lock: Path, limit: float) -> None:
+    """Until nobody holds the flock on `lock` (a keeper process that is starting holds its hub's until it listens),
+    for at most `limit` seconds."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+    finally:
+        os.close(fd)
 
 
 def end_frozen(sock: socket.socket, path: Path) -> None:
@@ -241,6 +272,14 @@ def peer_pid(sock: socket.socket) -> int:
 def _answering(path: Path) -> int | None:
     """The pid of the keeper process that answered an order to drop the target served at `path` (and dropped it,
     if it held it), or None when none answered within HUB_ANSWER_SECS."""
+    answer = _drop(path, adding=False)
+    pid = None if answer is None else answer.get("pid")
+    return pid if isinstance(pid, int) else None
+
+
+def _drop(path: Path, adding: bool) -> dict[str, Any] | None:
+    """The keeper process's answer to dropping the target at `path` (`adding`: an add of it still connecting too);
+    None when none answered within HUB_ANSWER_SECS, or (`adding`) when it had neither."""
     try:
         sock = dial(hub_path(path.parent))
     except WfopsError:
@@ -250,11 +289,11 @@ def _answering(path: Path) -> int | None:
     with sock:
         try:
             sock.settimeout(HUB_ANSWER_SECS)
-            send_frame(sock, b"h", json.dumps({"op": "drop", "path": str(path)}).encode())
+            send_frame(sock, b"h", json.dumps({"op": "drop", "path": str(path), "adding": adding}).encode())
             frame = recv_frame(sock)
         except OSError:
             return None
     if frame is None or frame[0] != b"x":
         return None
-    pid = json.loads(frame[1]).get("pid")
-    return pid if isinstance(pid, int) else None
+    answer: dict[str, Any] = json.loads(frame[1])
+    return None if adding and not answer.get("ok") else answer

@@ -1,0 +1,188 @@
+"""`wfops disconnect` against a keeper that is still being made: a command starts its keeper ahead of itself
+(wfops.prewarm) and may exit before that keeper listens or has connected; a disconnect that runs meanwhile must end
+it too, not leave it to idle for WF_PERSIST_SECS after saying there was nothing to close.
+
+The pod's sshd is reached through a loopback relay the test holds shut, so "still connecting" lasts as long as the
+test wants; the keeper process's own start is held by withholding its order (it reads it before it listens)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WFOPS, Pod, wait_until
+from tests.procview import keeper_pids
+from tests.slowness import scaled
+
+PRESTART = """import sys
+from wfops.targets.target import Target
+from wfops.transport import launch
+host, port, user, key = sys.argv[1:5]
+launch.prestart(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
+                       key_filename=key), 120)
+"""
+
+# what launch._start_hub does, with the order withheld until the test sends a line: the keeper process holds the
+# hub's spawn lock (inherited) and has not listened yet
+STARTING_HUB = """import fcntl, json, os, subprocess, sys
+from wfops.targets.target import Target
+from wfops.transport import launch, warm
+host, port, user, key = sys.argv[1:5]
+target = Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user, key_filename=key)
+path = warm.socket_path(target)
+hub = warm.hub_path(path.parent)
+fd = os.open(hub.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+proc = subprocess.Popen([sys.executable, "-m", "wfops.transport.keeper", str(hub)], stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=(fd,))
+os.close(fd)
+print(proc.pid, flush=True)
+sys.stdin.readline()
+proc.stdin.write(json.dumps(dict(launch._order(target, path, 120), lock_fd=None, hub_lock_fd=fd)).encode())
+proc.stdin.close()
+"""
+
+
+class Relay:
+    """127.0.0.1:port -> the pod's sshd; each connection waits until the test lets it through (`let_one`, `open`)."""
+
+    def __init__(self, to_port: int) -> None:
+        self.to_port, self.passes, self.gate = to_port, threading.Semaphore(0), threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        while not self.gate.is_set() and not self.passes.acquire(timeout=0.05):
+            pass
+        upstream = socket.create_connection(("127.0.0.1", self.to_port))
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def wait_accepted(self, n: int) -> None:
+        wait_until(lambda: self.accepted >= n, timeout=scaled(30), what=f"connection {n} to the relay",
+                   interval=0.02)
+
+    def let_one(self) -> None:
+        self.passes.release()
+
+    def open(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def relayed(ssh_pod: Pod):
+    assert ssh_pod.sshd is not None
+    relay = Relay(ssh_pod.sshd.port)
+    ssh_pod.configure(OPS_DEFAULT_HOST=f"{ssh_pod.sshd.user}@127.0.0.1:{relay.port}", WF_PERSIST_SECS="120")
+    yield ssh_pod, relay
+    relay.close()
+
+
+def _script(pod: Pod, text: str, port: int, **kw: object) -> subprocess.Popen[str]:
+    assert pod.sshd is not None
+    return subprocess.Popen([sys.executable, "-c", text, "127.0.0.1", str(port), pod.sshd.user, str(pod.sshd.key)],
+                            env=pod.env(), text=True, **kw)  # type: ignore[call-overload]
+
+
+def _ended_and_nothing_left(pod: Pod) -> None:
+    wait_until(lambda: keeper_pids([pod.keeper_dir], inside=False) == [], timeout=scaled(30),
+               what="the keeper process to exit (it was stopped while it connected)")
+    assert not list(pod.keeper_dir.glob("*.sock")) and not list(pod.keeper_dir.glob("*.err"))
+
+
+@pytest.mark.parametrize("disconnect", [("disconnect", "--all"), ("disconnect",)])
+def test_a_keeper_still_connecting_when_disconnect_runs_never_serves(relayed, disconnect):
+    """Started ahead of a command that has exited (a refused CSV, say); the disconnect comes while its SSH connection
+    is being made: once the connection could be made, the keeper closes it and exits; the next command starts its
+    own keeper and works."""
+    pod, relay = relayed
+    _script(pod, PRESTART, relay.port).wait(timeout=scaled(30))
+    relay.wait_accepted(1)
+    res = pod.ok(*disconnect)
+    assert res.out.strip() == ("no warm connections" if len(disconnect) == 2 else
+                               f"closed the warm connection to {pod.sshd.user}@127.0.0.1:{relay.port}")
+    relay.open()
+    _ended_and_nothing_left(pod)
+    assert pod.ok("task.list").out.strip() == "no tracked tasks on the pod yet (start one with task.run)"
+
+
+def test_a_command_waiting_for_its_keeper_when_disconnect_all_runs_still_answers(relayed):
+    """A cold command: the keeper started ahead of it is stopped while it connects, then the one its own connect asks
+    for is stopped too (two disconnects); it asks once more and answers as it would have: exit 0, its output."""
+    pod, relay = relayed
+    cmd = subprocess.Popen([str(WFOPS), "task.list"], env=pod.env(), cwd=pod.root.parent, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for n in (1, 2):
+        relay.wait_accepted(n)
+        pod.ok("disconnect", "--all")
+        relay.let_one()
+    relay.open()
+    out, err = cmd.communicate(timeout=scaled(120))
+    assert (cmd.returncode, out.strip()) == (0, "no tracked tasks on the pod yet (start one with task.run)"), err
+    assert err.startswith("wfops: config written to ") and len(err.splitlines()) == 1, err  # its first command
+    assert relay.accepted == 3
+
+
+def test_disconnect_all_waits_for_a_keeper_process_that_has_not_listened_yet(ssh_pod: Pod):
+    """The keeper process is started but has not listened (it holds its hub's spawn lock until it does): the
+    disconnect waits for it and stops it, instead of finding nothing and leaving it to serve."""
+    assert ssh_pod.sshd is not None
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    starter = _script(ssh_pod, STARTING_HUB, ssh_pod.sshd.port, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert starter.stdout is not None and starter.stdin is not None
+    keeper = int(starter.stdout.readline())
+    disconnect = subprocess.Popen([str(WFOPS), "disconnect", "--all"], env=ssh_pod.env(), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    [lock] = ssh_pod.keeper_dir.glob("hub-*.lock")
+
+    def waits_on_the_lock() -> bool:
+        fds = Path(f"/proc/{disconnect.pid}/fd")
+        try:
+            return any(Path(fd).resolve() == lock for fd in fds.iterdir())
+        except OSError:
+            return False
+
+    wait_until(waits_on_the_lock, timeout=scaled(30), what="the disconnect to wait on the starting keeper",
+               interval=0.02)
+    starter.stdin.write("go\n")
+    starter.stdin.close()
+    out, err = disconnect.communicate(timeout=scaled(60))
+    assert (disconnect.returncode, err) == (0, ""), (out, err)
+    starter.wait(timeout=scaled(30))
+    wait_until(lambda: not Path(f"/proc/{keeper}").exists() or "Z" in Path(f"/proc/{keeper}/stat").read_text()
+               .rsplit(")", 1)[1].split()[:1], timeout=scaled(30), what="the keeper process to exit")
+    assert not list(ssh_pod.keeper_dir.glob("*.sock"))
