@@ -16,7 +16,7 @@ def disconnect(c: Any, all: bool = False, config: str | None = None) -> None:
     Close the warm SSH connection to the configured target (its keeper exits); see WF_PERSIST_SECS."""
     if all:
         closed = warm.stop_all()
-        print(f"closed {len(closed)} warm connection(s)" if closed else "no warm connections")
+        print(f"closed {closed} warm connection(s)" if closed else "no warm connections")
         return
     target = resolve.target(settings_for(c, config))
     if target.is_local:

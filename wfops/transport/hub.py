@@ -70,21 +70,37 @@ class Hub:
             if lock_fd is not None:
                 os.close(lock_fd)
 
-    def add(self, order: dict[str, Any]) -> dict[str, Any]:
-        """Connect the order's target, bind its socket and serve it in a thread of its own; the answer."""
-        target, path = order_target(order), Path(order["path"])
-        if path.parent != self.path.parent or path.suffix != ".sock":
-            return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
-        keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
+    def reserve(self, order: dict[str, Any]) -> int:
+        """Count an order's add as pending from before it is taken (`a`) or the process listens: a stop or drop
+        that comes from then on cancels it. `add` ends the reservation."""
         with self.lock:
             ticket = max(self.pending, default=0) + 1
-            self.pending[ticket] = str(path)
+            self.pending[ticket] = str(order.get("path"))
+        return ticket
+
+    def add(self, order: dict[str, Any], ticket: int) -> dict[str, Any]:
+        """Connect the order's target, bind its socket and serve it in a thread of its own; the answer. An add that
+        a stop or drop cancelled answers `stopped`, whatever its connection did meanwhile."""
         try:
-            return self._connect(keeper, ticket)
+            target, path = order_target(order), Path(order["path"])
+            if path.parent != self.path.parent or path.suffix != ".sock":
+                return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
+            keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
+            answer = self._connect(keeper, ticket)
+            with self.lock:
+                stopped = ticket in self.cancelled
+            if stopped and not answer.get("ok"):
+                return dict(self._stopped(target), reason=answer.get("message"))
+            return answer
         finally:
             with self.lock:
                 del self.pending[ticket]
                 self.cancelled.discard(ticket)
+
+    @staticmethod
+    def _stopped(target: Target) -> dict[str, Any]:
+        return {"ok": False, "stopped": True, "code": 4,
+                "message": f"the warm connection to {target.label} was closed while it was made (wfops disconnect)"}
 
     def _connect(self, keeper: Keeper, ticket: int) -> dict[str, Any]:
         target, path = keeper.target, keeper.path
@@ -114,8 +130,7 @@ class Hub:
             server.close()
             unlink_if_ours(path, keeper.inode)
             keeper.link.close()
-            return {"ok": False, "stopped": True, "code": 4,
-                    "message": f"the warm connection to {target.label} was closed while it was made (wfops disconnect)"}
+            return self._stopped(target)
         threading.Thread(target=keeper.serve, args=(server,), daemon=True).start()
         return {"ok": True, "pid": os.getpid()}
 
@@ -170,12 +185,13 @@ class Hub:
             if header.get("lock"):
                 _, fds, _, _ = socket.recv_fds(client, 1, 1)
                 lock_fd = fds[0] if fds else None
-            if header.get("op") == "add":
+            ticket = self.reserve(header["order"]) if header.get("op") == "add" else 0
+            if ticket:
                 try:  # taken: the process answers (a stopped one leaves the order in its backlog, unread)
                     frames.send_frame(client, b"a")
                 except OSError:
                     pass
-            answer = self._op(header)
+            answer = self.add(header["order"], ticket) if ticket else self._op(header)
             if lock_fd is not None and not answer.get("ok", True) and not answer.get("stopped"):
                 warm.write_failure(Path(header["order"]["path"]), str(header["order"]["fp"]), answer)
             if lock_fd is not None:
@@ -195,8 +211,6 @@ class Hub:
 
     def _op(self, header: dict[str, Any]) -> dict[str, Any]:
         op = header.get("op")
-        if op == "add":
-            return self.add(header["order"])
         with self.lock:
             keepers = list(self.keepers)
             adding = [t for t, p in self.pending.items()
@@ -205,7 +219,7 @@ class Hub:
         if op == "stop":
             for keeper in keepers:
                 keeper.stop()
-            return {"ok": True}
+            return {"ok": True, "adding": len(adding)}
         if op == "drop":
             mine = [k for k in keepers if str(k.path) == header.get("path") and not k.stopping.is_set()]
             for keeper in mine:

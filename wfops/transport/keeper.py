@@ -32,9 +32,10 @@ from wfops.transport.hub import Hub
 def main(argv: list[str]) -> int:
     order = json.loads(sys.stdin.read())
     hub = Hub(Path(argv[0]))
+    ticket = hub.reserve(order)  # pending before the process listens: a disconnect from then on cancels it
     hub.claim(order.get("hub_lock_fd"))
     threading.Thread(target=hub.run, daemon=True).start()  # later orders may come while the first one connects
-    answer = hub.add(order)
+    answer = hub.add(order, ticket)
     if order.get("lock_fd") is not None:  # started ahead of its command (wfops.prewarm): the command may go on
         if not answer["ok"] and not answer.get("stopped"):  # and finds why this one could not connect, instead of
             # trying again (one stopped by a disconnect while it connected: the command starts another)

@@ -179,66 +179,79 @@ def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
     os.replace(tmp, path.with_suffix(".err"))
 
 
-def stop(path: Path) -> bool:
-    """Ask the keeper at `path` to close its connection and exit; False when none was there. A keeper that does
-    not answer within TAKE_SECS (its process stopped: the socket still accepts into its backlog) is ended as a
-    frozen one (end_frozen)."""
+def stop(path: Path) -> dict[str, Any] | None:
+    """Ask the keeper at `path` to close its connection and exit; None when none was there, else its answer ({} but
+    for a keeper process's: {"adding": N}, the adds it cancelled). A keeper that does not answer within TAKE_SECS
+    (its process stopped: the socket still accepts into its backlog) is ended as a frozen one (end_frozen)."""
     sock = dial(path)
     if sock is None:
-        return False
+        return None
+    answer: Any = {}
     with sock:
         try:
             sock.settimeout(TAKE_SECS)
             send_frame(sock, b"h", json.dumps({"op": "stop"}).encode())
-            while recv_frame(sock) is not None:
-                pass
+            while (frame := recv_frame(sock)) is not None:
+                if frame[0] == b"x":
+                    answer = _json(frame[1])
         except TimeoutError:
             end_frozen(sock, path)
-    return True
+    return answer if isinstance(answer, dict) else {}
 
 
-def stop_all() -> list[Path]:
-    """Stop every keeper of this user, those still starting too; returns the sockets (targets) that answered."""
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def stop_all() -> int:
+    """Stop every keeper of this user, those still being made too; how many targets were closed."""
     directory = private_dir(create=False)
     if not directory.is_dir():
-        return []
-    for lock in sorted(directory.glob("hub-*.lock")):  # a keeper process just started listens before it connects
-        _wait_unlocked(lock, TAKE_SECS)
-    stopped = [p for p in sorted(directory.glob("*.sock")) if stop(p)]
+        return 0
+    _wait_for_starting(directory)
+    closed = sum(stop(p) is not None for p in sorted(directory.glob("*.sock")))
     for hub in sorted(directory.glob("*.hub")):  # and the processes themselves, with what they were still adding
         try:
-            stop(hub)
-        except OSError:  # it was exiting (it held no target any more)
+            closed += int((stop(hub) or {}).get("adding") or 0)
+        except (OSError, ValueError, TypeError):  # it was exiting (it held no target any more)
             pass
-    return stopped
+    return closed
 
 
 def stop_target(path: Path) -> bool:
-    """Stop the keeper of the target at `path`, or its add still connecting in the keeper process (a command started
-    it ahead of itself: wfops.prewarm); False when there was neither."""
-    stopped = stop(path)
-    return _drop(path, adding=True) is not None or stopped
+    """Stop the keeper of the target at `path`, or its add still being made (a command started it ahead of itself:
+    wfops.prewarm) in whichever keeper process of this directory holds it; False when there was neither."""
+    _wait_for_starting(path.parent)
+    closed = stop(path) is not None
+    for hub in sorted(path.parent.glob("*.hub")):
+        answer = _ask_hub(hub, {"op": "drop", "path": str(path), "adding": True}, end_if_frozen=True)
+        closed = closed or bool(answer and answer.get("ok"))
+    return closed
 
 
-def _wait_unlocked(lock: Path, limit: float) -> None:
-    """Until nobody holds the flock on `lock` (a keeper process that is starting holds its hub's until it listens),
-    for at most `limit` seconds."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        deadline = time.monotonic() + limit
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
-    finally:
-        os.close(fd)
+def _wait_for_starting(directory: Path) -> None:
+    """Until no keeper process of `directory` is starting: one holds its hub's spawn lock (`hub-*.lock`) until it
+    listens. At most TAKE_SECS in all."""
+    deadline = time.monotonic() + TAKE_SECS
+    for lock in sorted(directory.glob("hub-*.lock")):
+        try:  # O_NONBLOCK: a FIFO put there does not block the open
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            while stat.S_ISREG(os.fstat(fd).st_mode):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return
+                    time.sleep(0.02)
+        finally:
+            os.close(fd)
 
 
 def end_frozen(sock: socket.socket, path: Path) -> None:
@@ -272,16 +285,16 @@ def peer_pid(sock: socket.socket) -> int:
 def _answering(path: Path) -> int | None:
     """The pid of the keeper process that answered an order to drop the target served at `path` (and dropped it,
     if it held it), or None when none answered within HUB_ANSWER_SECS."""
-    answer = _drop(path, adding=False)
+    answer = _ask_hub(hub_path(path.parent), {"op": "drop", "path": str(path)}, end_if_frozen=False)
     pid = None if answer is None else answer.get("pid")
     return pid if isinstance(pid, int) else None
 
 
-def _drop(path: Path, adding: bool) -> dict[str, Any] | None:
-    """The keeper process's answer to dropping the target at `path` (`adding`: an add of it still connecting too);
-    None when none answered within HUB_ANSWER_SECS, or (`adding`) when it had neither."""
+def _ask_hub(hub: Path, header: dict[str, Any], end_if_frozen: bool) -> dict[str, Any] | None:
+    """A keeper process's answer to `header`; None when none answers there, or not within HUB_ANSWER_SECS (then,
+    `end_if_frozen`, the process is ended: frozen as a whole, it would serve what it holds once it runs again)."""
     try:
-        sock = dial(hub_path(path.parent))
+        sock = dial(hub)
     except WfopsError:
         return None
     if sock is None:
@@ -289,11 +302,13 @@ def _drop(path: Path, adding: bool) -> dict[str, Any] | None:
     with sock:
         try:
             sock.settimeout(HUB_ANSWER_SECS)
-            send_frame(sock, b"h", json.dumps({"op": "drop", "path": str(path), "adding": adding}).encode())
+            send_frame(sock, b"h", json.dumps(header).encode())
             frame = recv_frame(sock)
+        except TimeoutError:
+            if end_if_frozen:
+                end_process(peer_pid(sock), hub.parent)
+            return None
         except OSError:
             return None
-    if frame is None or frame[0] != b"x":
-        return None
-    answer: dict[str, Any] = json.loads(frame[1])
-    return None if adding and not answer.get("ok") else answer
+    answer = _json(frame[1]) if frame is not None and frame[0] == b"x" else None
+    return answer if isinstance(answer, dict) else None
