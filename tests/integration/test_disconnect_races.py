@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -232,3 +233,21 @@ def test_a_fifo_named_like_a_keeper_lock_does_not_hang_disconnect(ssh_pod: Pod):
     for args in (("disconnect", "--all"), ("disconnect",)):
         res = ssh_pod.wf(*args, timeout=30)
         assert res.rc == 0 and res.out.strip().startswith("no warm connection"), (res.out, res.err)
+
+
+def test_disconnect_of_one_target_ends_a_keeper_process_frozen_while_it_adds_it(relayed):
+    """The keeper process is stopped as a whole (SIGSTOP) while it connects the target: it cannot answer the drop,
+    and once running again it would serve. The disconnect ends it (after HUB_ANSWER_SECS) and exits 0."""
+    pod, relay = relayed
+    _script(pod, PRESTART, relay.port).wait(timeout=scaled(30))
+    relay.wait_accepted(1)
+    [keeper] = keeper_pids([pod.keeper_dir], inside=False)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        res = pod.wf("disconnect", timeout=60)
+        assert res.rc == 0, res.err
+        relay.open()
+        _ended_and_nothing_left(pod)
+    finally:
+        if Path(f"/proc/{keeper}").exists():
+            os.kill(keeper, signal.SIGCONT)
