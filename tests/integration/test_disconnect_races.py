@@ -22,6 +22,15 @@ from tests.conftest import WFOPS, Pod, wait_until
 from tests.procview import keeper_pids
 from tests.slowness import scaled
 
+CONNECT = """import sys
+from wfops.targets.target import Target
+from wfops.transport import launch
+host, port, user, key = sys.argv[1:5]
+launch.connect(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
+                      key_filename=key), 120).close()
+print("connected", flush=True)
+"""
+
 PRESTART = """import sys
 from wfops.targets.target import Target
 from wfops.transport import launch
@@ -52,12 +61,13 @@ proc.stdin.close()
 
 
 class Relay:
-    """127.0.0.1:port -> the pod's sshd; each connection waits until the test lets it through (`let_one`, `open`)
-    or cuts it (`cut`)."""
+    """127.0.0.1:port -> the pod's sshd; each connection (numbered from 1 in the order accepted) waits until the test
+    lets it through (`let(n)`, `let_one`: the first one held, `open`: all) or cuts it (`cut`)."""
 
     def __init__(self, to_port: int) -> None:
-        self.to_port, self.passes, self.gate = to_port, threading.Semaphore(0), threading.Event()
-        self.cut = threading.Event()
+        self.to_port, self.gate, self.cut = to_port, threading.Event(), threading.Event()
+        self.allowed: set[int] = set()
+        self.ended: set[int] = set()  # connections closed (by either side)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.accepted = 0
@@ -70,20 +80,20 @@ class Relay:
             except OSError:
                 return
             self.accepted += 1
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+            threading.Thread(target=self._relay, args=(client, self.accepted), daemon=True).start()
 
-    def _relay(self, client: socket.socket) -> None:
-        while not self.gate.is_set() and not self.passes.acquire(timeout=0.05):
+    def _relay(self, client: socket.socket, n: int) -> None:
+        while not self.gate.is_set() and n not in self.allowed:
             if self.cut.is_set():  # the pod unreachable just then: the held connection is reset
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
                 client.close()
                 return
+            self.gate.wait(0.02)
         upstream = socket.create_connection(("127.0.0.1", self.to_port))
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pump, args=(a, b, n), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, n: int) -> None:
         try:
             while data := a.recv(65536):
                 b.sendall(data)
@@ -95,13 +105,17 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            self.ended.add(n)
 
     def wait_accepted(self, n: int) -> None:
         wait_until(lambda: self.accepted >= n, timeout=scaled(30), what=f"connection {n} to the relay",
                    interval=0.02)
 
+    def let(self, n: int) -> None:
+        self.allowed.add(n)
+
     def let_one(self) -> None:
-        self.passes.release()
+        self.allowed.add(min(set(range(1, self.accepted + 1)) - self.allowed))
 
     def open(self) -> None:
         self.gate.set()
@@ -245,9 +259,48 @@ def test_disconnect_of_one_target_ends_a_keeper_process_frozen_while_it_adds_it(
     os.kill(keeper, signal.SIGSTOP)
     try:
         res = pod.wf("disconnect", timeout=60)
-        assert res.rc == 0, res.err
+        assert (res.rc, res.out.strip()) == (0, f"closed the warm connection to {pod.sshd.user}@127.0.0.1:{relay.port}"), res.err
         relay.open()
         _ended_and_nothing_left(pod)
     finally:
         if Path(f"/proc/{keeper}").exists():
             os.kill(keeper, signal.SIGCONT)
+
+
+def test_a_first_target_stopped_while_its_process_serves_another_answers_its_command_at_once(relayed):
+    """A command's keeper process was started for its target, then another target joined that process; the first
+    target is disconnected while it connects: the waiting command is told at once (not when the other target goes
+    idle), asks again and connects."""
+    pod, relay = relayed
+    first = _script(pod, CONNECT, relay.port, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay.wait_accepted(1)
+    assert pod.sshd is not None
+    other = _script(pod, CONNECT, pod.sshd.port, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert other.communicate(timeout=scaled(30))[0] == "connected\n"
+    assert len(keeper_pids([pod.keeper_dir], inside=False)) == 1  # one process holds both
+    pod.ok("disconnect")
+    relay.open()
+    out, err = first.communicate(timeout=scaled(30))
+    assert (first.returncode, out) == (0, "connected\n"), err
+    assert relay.accepted == 2
+
+
+def test_an_add_cancelled_late_leaves_the_socket_of_the_keeper_that_replaced_it(relayed):
+    """A command gave up (killed) while its keeper connected; `disconnect` cancelled that add; the next command's
+    keeper connected and serves. When the cancelled connection is made at last, it closes and leaves the serving
+    keeper's socket alone: the command after that is warm (no new connection)."""
+    pod, relay = relayed
+    gave_up = _script(pod, CONNECT, relay.port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relay.wait_accepted(1)
+    gave_up.kill()
+    gave_up.wait(timeout=scaled(30))
+    pod.ok("disconnect")
+    relay.let(2)
+    again = _script(pod, CONNECT, relay.port, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert again.communicate(timeout=scaled(30))[0] == "connected\n"
+    [sock] = pod.keeper_dir.glob("*.sock")
+    relay.let(1)
+    wait_until(lambda: 1 in relay.ended, timeout=scaled(30), what="the cancelled add's connection made, then closed")
+    res = pod.ok("task.list")
+    assert res.out.strip() == "no tracked tasks on the pod yet (start one with task.run)"
+    assert sock.exists() and relay.accepted == 2  # the task.list went through the serving keeper

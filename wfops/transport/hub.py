@@ -103,32 +103,33 @@ class Hub:
                 "message": f"the warm connection to {target.label} was closed while it was made (wfops disconnect)"}
 
     def _connect(self, keeper: Keeper, ticket: int) -> dict[str, Any]:
+        """Connect, then (unless a stop or drop cancelled the add meanwhile: then nothing is bound, and a socket
+        that another add bound for the same target is left alone) bind the target's socket and serve it."""
         target, path = keeper.target, keeper.path
         try:
             keeper.link = ssh.SSHLink(target)
-            if path.exists() or path.is_symlink():
-                path.unlink()
-            server = warm.bind_socket(path)
-            keeper.inode = path.stat().st_ino
         except WfopsError as exc:
             return {"ok": False, "code": exc.code, "message": exc.message}
-        except OSError as exc:
-            if keeper.link is not None:
-                keeper.link.close()
-            return {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
-                    f"{exc.strerror or exc}"}
         except Exception as exc:  # anything else of a connect: said, not a keeper that "kept going away"
-            if keeper.link is not None:
-                keeper.link.close()
             return {"ok": False, "code": 4, "message": f"the connection keeper for {target.label} failed: "
                     f"{type(exc).__name__}: {exc}"}
         with self.lock:
             stopped = ticket in self.cancelled
             if not stopped:
+                try:
+                    if path.exists() or path.is_symlink():
+                        path.unlink()
+                    server = warm.bind_socket(path)
+                    keeper.inode = path.stat().st_ino
+                except WfopsError as exc:
+                    keeper.link.close()
+                    return {"ok": False, "code": exc.code, "message": exc.message}
+                except OSError as exc:
+                    keeper.link.close()
+                    return {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
+                            f"{exc.strerror or exc}"}
                 self.keepers.add(keeper)
         if stopped:  # a disconnect came while it connected: it never serves
-            server.close()
-            unlink_if_ours(path, keeper.inode)
             keeper.link.close()
             return self._stopped(target)
         threading.Thread(target=keeper.serve, args=(server,), daemon=True).start()

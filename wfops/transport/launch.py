@@ -185,8 +185,8 @@ def _started(proc: subprocess.Popen[bytes], target: Target, wait: bool) -> dict[
         answer: dict[str, Any] = json.loads(line)
     except ValueError:
         answer = {"code": 4, "message": f"the connection keeper for {target.label} did not start"}
-    if not answer.get("ok"):
-        proc.wait()
+    if not answer.get("ok"):  # reaped if it exited (its only target failed); one that serves others goes on
+        proc.poll()
     return answer
 
 

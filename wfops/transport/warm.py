@@ -196,6 +196,8 @@ def stop(path: Path) -> dict[str, Any] | None:
                     answer = _json(frame[1])
         except TimeoutError:
             end_frozen(sock, path)
+        except OSError:  # it went away while it answered (it was exiting): it is stopped all the same
+            pass
     return answer if isinstance(answer, dict) else {}
 
 
@@ -291,8 +293,9 @@ def _answering(path: Path) -> int | None:
 
 
 def _ask_hub(hub: Path, header: dict[str, Any], end_if_frozen: bool) -> dict[str, Any] | None:
-    """A keeper process's answer to `header`; None when none answers there, or not within HUB_ANSWER_SECS (then,
-    `end_if_frozen`, the process is ended: frozen as a whole, it would serve what it holds once it runs again)."""
+    """A keeper process's answer to `header`; None when none answers there, or not within HUB_ANSWER_SECS; but with
+    `end_if_frozen`, such a process is ended (frozen as a whole, it would serve what it holds once it runs again) and
+    the answer is {"ok": True, "ended": True}."""
     try:
         sock = dial(hub)
     except WfopsError:
@@ -305,9 +308,10 @@ def _ask_hub(hub: Path, header: dict[str, Any], end_if_frozen: bool) -> dict[str
             send_frame(sock, b"h", json.dumps(header).encode())
             frame = recv_frame(sock)
         except TimeoutError:
-            if end_if_frozen:
-                end_process(peer_pid(sock), hub.parent)
-            return None
+            if not end_if_frozen:
+                return None
+            end_process(peer_pid(sock), hub.parent)
+            return {"ok": True, "ended": True}  # what it held or was adding is closed with it
         except OSError:
             return None
     answer = _json(frame[1]) if frame is not None and frame[0] == b"x" else None
