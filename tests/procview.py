@@ -76,3 +76,24 @@ def is_flocked(path: Path, *, create: bool = False) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def tcp_connections_to(pid: int | str, port: int) -> int:
+    """How many established TCP connections the process holds to `port` on loopback (its socket fds matched with
+    /proc/net/tcp and tcp6 by inode)."""
+    try:
+        inodes = {link[len("socket:["):-1] for fd in os.listdir(f"/proc/{pid}/fd")
+                  if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")}
+    except OSError:
+        return 0
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()  # sl local rem st ... inode (the 10th)
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                count += 1
+    return count

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WFOPS, Pod, make_pod, stop_keepers, wait_until
-from tests.procview import keeper_pids
+from tests.procview import keeper_pids, tcp_connections_to
 from tests.realparts import SSHD, free_port, start_sshd, stop_sshd
 from tests.slowness import scaled
 
@@ -162,10 +162,11 @@ def test_a_changed_resolution_replaces_the_keeper(ssh_pod: Pod):
     mark = ssh_pod.sshd.mark()
     ssh_pod.ok("task.list")
     assert ssh_pod.sshd.counts(mark) == (1, 1)
-    # the stale connection is closed (the keeper process itself may live on: it holds the new one)
-    wait_until(lambda: re.search(r"^(Connection closed by|Disconnected from user) ", ssh_pod.sshd.since(mark), re.M),
-               what="sshd to see the stale connection end")
-    assert len(keepers(ssh_pod)) == 1 and len(list(ssh_pod.keeper_dir.glob("*.sock"))) == 1
+    # the stale connection is closed (the keeper process itself lives on: it holds the new one). Seen in the keeper
+    # process's own sockets: how sshd logs the end depends on what was in flight (closed, reset, a read error)
+    [pid] = keepers(ssh_pod)
+    wait_until(lambda: tcp_connections_to(pid, ssh_pod.sshd.port) == 1, what="the stale connection to be closed")
+    assert len(list(ssh_pod.keeper_dir.glob("*.sock"))) == 1
     (ssh_pod.home / ".ssh").mkdir()
     (ssh_pod.home / ".ssh" / "config").write_text("Host unrelated\n  Port 2222\n")  # ssh_config is part of it too
     mark = ssh_pod.sshd.mark()
