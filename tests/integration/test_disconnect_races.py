@@ -259,7 +259,8 @@ def test_disconnect_of_one_target_ends_a_keeper_process_frozen_while_it_adds_it(
     os.kill(keeper, signal.SIGSTOP)
     try:
         res = pod.wf("disconnect", timeout=60)
-        assert (res.rc, res.out.strip()) == (0, f"closed the warm connection to {pod.sshd.user}@127.0.0.1:{relay.port}"), res.err
+        said = f"closed the warm connection to {pod.sshd.user}@127.0.0.1:{relay.port}"
+        assert (res.rc, res.out.strip()) == (0, said), res.err
         relay.open()
         _ended_and_nothing_left(pod)
     finally:
