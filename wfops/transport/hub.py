@@ -21,6 +21,7 @@ froze stalls only its own commands. The process exits when it holds no target an
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -46,6 +47,7 @@ class Hub:
         self.lock = threading.Lock()
         self.keepers: set[Keeper] = set()
         self.adding = 1  # the first order, added by main()
+        self.tickets = itertools.count(1)
         self.pending: dict[int, str] = {}  # adds still connecting: ticket -> socket path
         self.cancelled: set[int] = set()  # of those, the ones a stop or a drop came for
         self.server: socket.socket | None = None
@@ -74,7 +76,7 @@ class Hub:
         """Count an order's add as pending from before it is taken (`a`) or the process listens: a stop or drop
         that comes from then on cancels it. `add` ends the reservation."""
         with self.lock:
-            ticket = max(self.pending, default=0) + 1
+            ticket = next(self.tickets)
             self.pending[ticket] = str(order.get("path"))
         return ticket
 
@@ -89,7 +91,7 @@ class Hub:
             answer = self._connect(keeper, ticket)
             with self.lock:
                 stopped = ticket in self.cancelled
-            if stopped and not answer.get("ok"):
+            if stopped and not answer.get("ok") and not answer.get("stopped"):  # its connect failed meanwhile
                 return dict(self._stopped(target), reason=answer.get("message"))
             return answer
         finally:
@@ -193,7 +195,7 @@ class Hub:
                 except OSError:
                     pass
             answer = self.add(header["order"], ticket) if ticket else self._op(header)
-            if lock_fd is not None and not answer.get("ok", True) and not answer.get("stopped"):
+            if lock_fd is not None:
                 warm.write_failure(Path(header["order"]["path"]), str(header["order"]["fp"]), answer)
             if lock_fd is not None:
                 os.close(lock_fd)

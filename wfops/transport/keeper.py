@@ -37,9 +37,8 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=hub.run, daemon=True).start()  # later orders may come while the first one connects
     answer = hub.add(order, ticket)
     if order.get("lock_fd") is not None:  # started ahead of its command (wfops.prewarm): the command may go on
-        if not answer["ok"] and not answer.get("stopped"):  # and finds why this one could not connect, instead of
-            # trying again (one stopped by a disconnect while it connected: the command starts another)
-            warm.write_failure(Path(order["path"]), order["fp"], answer)
+        # and finds why this one could not connect, instead of trying again
+        warm.write_failure(Path(order["path"]), order["fp"], answer)
         os.close(int(order["lock_fd"]))
     try:
         print(json.dumps(answer), flush=True)

@@ -173,7 +173,10 @@ def hub_path(directory: Path | None = None) -> Path:
 
 
 def write_failure(path: Path, fp: str, answer: dict[str, Any]) -> None:
-    """What a keeper started ahead of its command (prestart) could not do, for that command to report."""
+    """What a keeper started ahead of its command (prestart) could not do, for that command to report: nothing when
+    `answer` is no failure, or is an add a `wfops disconnect` stopped (the command's own connect starts another)."""
+    if answer.get("ok", True) or answer.get("stopped"):
+        return
     tmp = path.with_suffix(f".err.{os.getpid()}")
     tmp.write_text(json.dumps({"fp": fp, "answer": answer, "at": time.time()}))
     os.replace(tmp, path.with_suffix(".err"))
@@ -216,10 +219,8 @@ def stop_all() -> int:
     _wait_for_starting(directory)
     closed = sum(stop(p) is not None for p in sorted(directory.glob("*.sock")))
     for hub in sorted(directory.glob("*.hub")):  # and the processes themselves, with what they were still adding
-        try:
-            closed += int((stop(hub) or {}).get("adding") or 0)
-        except (OSError, ValueError, TypeError):  # it was exiting (it held no target any more)
-            pass
+        adding = (stop(hub) or {}).get("adding")
+        closed += adding if isinstance(adding, int) else 0
     return closed
 
 
