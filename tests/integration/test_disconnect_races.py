@@ -19,33 +19,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WFOPS, Pod, wait_until
+from tests.keeperscripts import CONNECT, PRESTART, TARGET
 from tests.procview import keeper_pids
 from tests.slowness import scaled
 
-CONNECT = """import sys
-from wfops.targets.target import Target
-from wfops.transport import launch
-host, port, user, key = sys.argv[1:5]
-launch.connect(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
-                      key_filename=key), 120).close()
-print("connected", flush=True)
-"""
-
-PRESTART = """import sys
-from wfops.targets.target import Target
-from wfops.transport import launch
-host, port, user, key = sys.argv[1:5]
-launch.prestart(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
-                       key_filename=key), 120)
-"""
-
 # what launch._start_hub does, with the order withheld until the test sends a line: the keeper process holds the
 # hub's spawn lock (inherited) and has not listened yet
-STARTING_HUB = """import fcntl, json, os, subprocess, sys
-from wfops.targets.target import Target
-from wfops.transport import launch, warm
-host, port, user, key = sys.argv[1:5]
-target = Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user, key_filename=key)
+STARTING_HUB = TARGET + """import fcntl, json, os, subprocess
+from wfops.transport import warm
 path = warm.socket_path(target)
 hub = warm.hub_path(path.parent)
 fd = os.open(hub.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.conftest import wait_until
 from tests.fleet import WFOPS, Fleet
+from tests.keeperscripts import PRESTART
 from tests.procview import keeper_pids
 from tests.slowness import scaled
 from wfops.transport import warm
@@ -169,15 +170,6 @@ def test_another_ssh_environment_gets_its_own_keeper_process(tmp_path: Path, fre
     assert len(keepers) == 2
     environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in keepers]
     assert sorted(b"WFOPS_SSH_KEEPALIVE_SECS=1" in env for env in environs) == [False, True]
-
-
-PRESTART = """import sys
-from wfops.targets.target import Target
-from wfops.transport import launch
-host, port, user, key = sys.argv[1:5]
-launch.prestart(Target(kind="ssh", label=f"{user}@{host}:{port}", host=host, port=int(port), user=user,
-                       key_filename=key), 120)
-"""
 
 
 def test_a_keeper_started_ahead_of_its_command_is_added_without_waiting(tmp_path: Path, fresh_fleet3: Fleet):

@@ -5,10 +5,12 @@ sshd's own log counts the execs (tests/realparts.SSHD.counts: the kept agent's o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -142,25 +144,41 @@ def test_a_session_refused_by_sshd_takes_the_kept_agents_and_ends_no_other_comma
     """sshd with MaxSessions 2: the kept agent holds one session and a task.wait the other; a third command is refused
     a session by sshd. The kept agent gives its own back and the command runs; the connection (and the waiting
     command on it) goes on."""
-    server = start_sshd(tmp_path / "sshd", max_sessions=2)
+    with _pod_of_sshd(tmp_path, tmux_socket, max_sessions=2) as pod:
+        with _a_task_waited_for(pod, lambda: wait_until(lambda: served(pod, "fsm.status"),
+                                                        what="a read answered by the kept agent")):
+            reset = pod.wf("fsm.reset", "CHECKED_OUT", "--reason", "third session")
+            assert reset.rc == 0, reset.err
+        assert pod.state()["history"][-1]["reason"] == "third session"
+
+
+@contextlib.contextmanager
+def _pod_of_sshd(tmp_path: Path, tmux_socket: str, max_sessions: int) -> Iterator[Pod]:
+    """A pod on an sshd of its own allowing `max_sessions` sessions a connection; its keepers and sshd ended after."""
+    server = start_sshd(tmp_path / "sshd", max_sessions=max_sessions)
     (tmp_path / "p").mkdir()
     pod = make_pod("ssh", tmp_path / "p", server, tmux_socket)
     try:
-        flag = pod.root / "go"
-        pod.ok("task.run", "--id", "long", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
-        wait_until(lambda: served(pod, "fsm.status"), what="a read answered by the kept agent")
-        waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], env=pod.env(), cwd=pod.root.parent,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: _script_agents(pod), what="the wait's agent to run on the pod")
-        reset = pod.wf("fsm.reset", "CHECKED_OUT", "--reason", "third session")
-        assert reset.rc == 0, reset.err
-        flag.touch()
-        out, err = waiter.communicate(timeout=120)
-        assert waiter.returncode == 0 and "success" in out, (out, err)
-        assert pod.state()["history"][-1]["reason"] == "third session"
+        yield pod
     finally:
         stop_keepers(pod.keeper_dir)
         stop_sshd(server)
+
+
+@contextlib.contextmanager
+def _a_task_waited_for(pod: Pod, before_the_wait: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """A tracked task that runs until the block ends, and a `task.wait` on it holding a session (its agent seen
+    running on the pod) for the block; after it, the wait ends with the task's success."""
+    flag = pod.root / "go"
+    pod.ok("task.run", "--id", "long", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
+    before_the_wait()
+    waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], env=pod.env(), cwd=pod.root.parent,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: _script_agents(pod), what="the wait's agent to run on the pod")
+    yield
+    flag.touch()
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0 and "success" in out, (out, err)
 
 
 def test_two_configs_with_other_outputs_dirs_share_one_kept_agent_and_each_read_sees_its_own(ssh_pod: Pod):
@@ -224,23 +242,9 @@ def test_a_session_refused_with_no_kept_agent_to_give_back_is_one_line_and_chang
                                                                                            tmux_socket: str):
     """sshd with MaxSessions 1, its session held by a task.wait (the kept agent gave its own back for it): a
     mutating command is refused a session: one line, exit 4, the state file as it was, and the wait goes on."""
-    server = start_sshd(tmp_path / "sshd", max_sessions=1)
-    (tmp_path / "p").mkdir()
-    pod = make_pod("ssh", tmp_path / "p", server, tmux_socket)
-    try:
-        flag = pod.root / "go"
-        pod.ok("task.run", "--id", "long", "--cmd", f"while [ ! -e {flag} ]; do sleep 0.05; done")
-        waiter = subprocess.Popen([str(WFOPS), "task.wait", "--id", "long"], env=pod.env(), cwd=pod.root.parent,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: _script_agents(pod), what="the wait's agent to run on the pod")
+    with _pod_of_sshd(tmp_path, tmux_socket, max_sessions=1) as pod, _a_task_waited_for(pod):
         before = pod.state_file.read_bytes()
         reset = pod.wf("fsm.reset", "CHECKED_OUT", "--reason", "no session")
         assert reset.rc == 4 and len(reset.err.strip().splitlines()) == 1, reset
         assert "refused one more session" in reset.err and "Traceback" not in reset.err
         assert pod.state_file.read_bytes() == before
-        flag.touch()
-        out, err = waiter.communicate(timeout=120)
-        assert waiter.returncode == 0 and "success" in out, (out, err)
-    finally:
-        stop_keepers(pod.keeper_dir)
-        stop_sshd(server)
