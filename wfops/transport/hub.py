@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from wfops.errors import WfopsError
+from wfops.errors import EXIT_CONNECT, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import frames, ssh, warm
 from wfops.transport.served import ACCEPT_POLL_SECS, Keeper, take_order, unlink_if_ours
@@ -86,7 +86,8 @@ class Hub:
         try:
             target, path = order_target(order), Path(order["path"])
             if path.parent != self.path.parent or path.suffix != ".sock":
-                return {"ok": False, "code": 4, "message": f"refused: a target socket outside {self.path.parent}"}
+                return {"ok": False, "code": EXIT_CONNECT,
+                        "message": f"refused: a target socket outside {self.path.parent}"}
             keeper = Keeper(target, str(order["fp"]), float(order["persist"]), path, on_exit=self._gone)
             answer = self._connect(keeper, ticket)
             with self.lock:
@@ -101,7 +102,7 @@ class Hub:
 
     @staticmethod
     def _stopped(target: Target) -> dict[str, Any]:
-        return {"ok": False, "stopped": True, "code": 4,
+        return {"ok": False, "stopped": True, "code": EXIT_CONNECT,
                 "message": f"the warm connection to {target.label} was closed while it was made (wfops disconnect)"}
 
     def _connect(self, keeper: Keeper, ticket: int) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class Hub:
         except WfopsError as exc:
             return {"ok": False, "code": exc.code, "message": exc.message}
         except Exception as exc:  # anything else of a connect: said, not a keeper that "kept going away"
-            return {"ok": False, "code": 4, "message": f"the connection keeper for {target.label} failed: "
+            return {"ok": False, "code": EXIT_CONNECT, "message": f"the connection keeper for {target.label} failed: "
                     f"{type(exc).__name__}: {exc}"}
         with self.lock:
             stopped = ticket in self.cancelled
@@ -128,8 +129,8 @@ class Hub:
                     return {"ok": False, "code": exc.code, "message": exc.message}
                 except OSError as exc:
                     keeper.link.close()
-                    return {"ok": False, "code": 4, "message": f"the connection keeper cannot listen at {path}: "
-                            f"{exc.strerror or exc}"}
+                    return {"ok": False, "code": EXIT_CONNECT,
+                            "message": f"the connection keeper cannot listen at {path}: {exc.strerror or exc}"}
                 self.keepers.add(keeper)
         if stopped:  # a disconnect came while it connected: it never serves
             keeper.link.close()
@@ -230,4 +231,4 @@ class Hub:
                 if keeper.link is not None:  # frees a thread stuck on it (not under link_lock: that one may hang)
                     keeper.link.close()
             return {"ok": bool(mine or adding), "pid": os.getpid()}
-        return {"ok": False, "code": 4, "message": f"unknown keeper operation {op!r}"}
+        return {"ok": False, "code": EXIT_CONNECT, "message": f"unknown keeper operation {op!r}"}

@@ -184,7 +184,7 @@ def _started(proc: subprocess.Popen[bytes], target: Target, wait: bool) -> dict[
     try:
         answer: dict[str, Any] = json.loads(line)
     except ValueError:
-        answer = {"code": 4, "message": f"the connection keeper for {target.label} did not start"}
+        answer = {"code": EXIT_CONNECT, "message": f"the connection keeper for {target.label} did not start"}
     if not answer.get("ok"):  # reaped if it exited (its only target failed); one that serves others goes on
         proc.poll()
     return answer

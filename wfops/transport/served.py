@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wfops.errors import ConnectError, WfopsError
+from wfops.errors import EXIT_CONNECT, ConnectError, WfopsError
 from wfops.targets.target import Target
 from wfops.transport import frames, ssh, warm
 from wfops.transport.podserver import COMMANDS, Servers
@@ -39,7 +39,7 @@ def unlink_if_ours(path: Path, inode: int | None) -> None:
 def take_order(client: socket.socket) -> dict[str, Any] | None:
     """The header of a command's order on `client`; None (another user refused, or no order) when there is none."""
     if warm.peer_uid(client) != os.getuid():
-        frames.send_frame(client, b"E", json.dumps({"code": 4, "message": "refused: another user"}).encode())
+        frames.send_frame(client, b"E", json.dumps({"code": EXIT_CONNECT, "message": "refused: another user"}).encode())
         return None
     frame = frames.recv_frame(client)
     if frame is None or frame[0] != b"h":
@@ -156,7 +156,8 @@ class Keeper:
             return
         if header.get("fp") != self.fp:
             self.stop()
-            frames.send_frame(client, b"E", json.dumps({"stale": True, "code": 4, "message": "stale"}).encode())
+            stale = {"stale": True, "code": EXIT_CONNECT, "message": "stale"}
+            frames.send_frame(client, b"E", json.dumps(stale).encode())
             return
         self.persist = float(header.get("persist") or self.persist)
         if header.get("op") == "ping":
