@@ -121,3 +121,17 @@ def test_the_kept_agents_start_is_one_script_for_every_read_and_none_for_a_mutat
     assert _cmd("task.run").serve_order("fsm-show", 7, False) is None
     assert _cmd("fsm.status").serve_order("fsm-show", 7, True) is None
     assert _cmd("task.list").serve_order("task-wait", 7, False) is None
+
+
+def test_the_kept_agents_start_creates_nothing_on_a_pod_without_the_agent(tmp_path):
+    """A start still in flight when `wfops disconnect` closed its connection may run on the pod after the command
+    returned: on a pod whose outputs were removed meanwhile it says so and makes no folder again."""
+    stand_in = tmp_path / "python3"
+    stand_in.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\n")
+    stand_in.chmod(0o755)
+    script = _cmd("fsm.status").serve_script().replace("/usr/bin/python3", str(stand_in))
+    res = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True,
+                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 6
+    assert "@wfops-error 6 the wfops agent is not installed in" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python3"]  # no out/_control/agent, the agent never ran
