@@ -8,7 +8,8 @@ many times as wanted; this checkout's own `wfops` is always measured ("this"). I
 loopback sshd pods (tests/realparts.py start_fleet, 127.0.0.2.., each its own empty HOME), and for every
 installation and fleet size a client dir of its own (config with OPS_HOSTS = the first N pods,
 WF_PERSIST_SECS=300, its own HOME and keeper directory). For each: the first `wfops fsm.status --json` (it starts
-the keepers), then `--repeat` warm calls (median and p90), then the keeper processes' memory: RSS (VmRSS) and PSS
+the keepers), then `--repeat` warm calls (median and p90), and in the same rounds `WF_POD=<first pod> wfops fsm.status
+--json` on the biggest fleet (one pod of it chosen), then the keeper processes' memory: RSS (VmRSS) and PSS
 (/proc/PID/smaps_rollup, where the kernel has it; shared pages split between the processes that map them), summed
 over every keeper process of that client. The installations and sizes alternate within each round, so all
 see the same load. Everything it started is ended by PID at the end (also on Ctrl-C).
@@ -50,12 +51,14 @@ class Client:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env = env
 
-    def status(self) -> float:
+    def status(self, pod: str = "") -> float:
+        """One `fsm.status --json` of the whole fleet, or (`pod`) of that pod alone (WF_POD=NAME)."""
         t0 = time.perf_counter()
         res = subprocess.run([str(self.wfops), "fsm.status", "--json"], capture_output=True, text=True,
-                             env=self.env, cwd=self.dir, timeout=300)
+                             env={**self.env, "WF_POD": pod} if pod else self.env, cwd=self.dir, timeout=300)
         took = time.perf_counter() - t0
-        if res.returncode != 0 or len(json.loads(res.stdout)["pods"]) != self.pods:
+        if res.returncode != 0 or ("state" not in json.loads(res.stdout) if pod else
+                                   len(json.loads(res.stdout)["pods"]) != self.pods):
             raise SystemExit(f"{self.wfops} fsm.status failed ({res.returncode}): {res.stderr[-2000:]}")
         return took
 
@@ -94,9 +97,15 @@ def bench(fleet: Fleet, work: Path, installs: list[tuple[str, Path]], sizes: lis
         for c in clients.values():
             c.status()  # one warm call before timing
         samples: dict[tuple[str, int], list[float]] = {key: [] for key in clients}
+        picked: dict[str, list[float]] = {name: [] for name, _ in installs}  # WF_POD=the first pod, biggest fleet
+        one = fleet.pods[0].address
+        for name, _ in installs:
+            clients[(name, sizes[-1])].status(one)  # its first (it keeps its request)
         for _ in range(repeat):
             for key, c in clients.items():
                 samples[key].append(c.status())
+            for name, _ in installs:
+                picked[name].append(clients[(name, sizes[-1])].status(one))
         for name, _ in installs:
             base = statistics.median(samples[(name, sizes[0])])
             for n in sizes:
@@ -105,6 +114,9 @@ def bench(fleet: Fleet, work: Path, installs: list[tuple[str, Path]], sizes: lis
                 rows.append([f"wfops {name}", str(n), f"{first[(name, n)] * 1000:.0f}", ms(got), p90(got),
                              f"**{statistics.median(got) / base:.2f}**", str(procs), f"{rss:.1f}", f"{pss:.1f}",
                              f"**{pss / n:.1f}**"])
+            got = picked[name]
+            rows.append([f"wfops {name}, WF_POD=one pod of the {sizes[-1]}", "1", "", ms(got), p90(got),
+                         f"{statistics.median(got) / base:.2f}", "", "", "", ""])
     finally:
         for c in clients.values():
             c.disconnect()

@@ -10,10 +10,11 @@ prints it (wfops.views, wfops.sweeps.status), and the process ends at once (flus
 `try_lean(argv)` returns (and the full invoke path runs the command: the same behaviour) on anything unusual:
 WFOPS_LEAN=0, a command not in LEAN, an option the parser does not know or a value it would have to judge
 (short flags but `-c`, --help, --watch, a repeated option, a number that is not plain digits), an invoke config
-(file or INVOKE_* variable: it may name wfops.config), a config with warnings, WF_POD, a fleet, a target that is
-not a plain SSH one or has notes, a keeper gone, stale or frozen before it opened a channel, any error before
-the request left. No keeper answering: it is started here as the full path starts it (wfops.transport.leanexec),
-so the first command does not pay for invoke either. WF_PERSIST_SECS=0 (cold): this process connects as the full
+(file or INVOKE_* variable: it may name wfops.config), a config with warnings, a fleet (one pod of it chosen
+with WF_POD=NAME is lean, but for run.fetch), a target that is not a plain SSH one or has notes, a keeper gone,
+stale or frozen before it opened a channel, any error before the request left. No keeper answering: it is
+started here as the full path starts it (wfops.transport.leanexec), so the first command does not pay for invoke
+either. WF_PERSIST_SECS=0 (cold): this process connects as the full
 path does (wfops.transport.ssh, paramiko without Fabric or invoke); a failed connection is the command's error.
 From there on the command is this path's: an error ends it as the task boundary does (wfops.output.error_line,
 the same exit code).
@@ -203,11 +204,11 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
 
             check_request(values["run_id"] or "", values["all"], values["sweep"] or "")
         settings = load_settings(find_config(values["config"], Path.cwd(), os.environ, None))
-        if settings.warnings or os.environ.get(resolve.POD_ENV, "").strip():
+        if settings.warnings or resolve.is_fleet(settings):
             raise Fallback()
-        if resolve.is_fleet(settings):
-            raise Fallback()
-        member = resolve.one(settings)
+        if command in LOCAL_WRITES and os.environ.get(resolve.POD_ENV, "").strip():
+            raise Fallback()  # a fleet's fetch shares its runs out by the ledger (wfops.tasks.run)
+        member = resolve.one(settings)  # WF_POD=NAME: that pod of the fleet (a name not in it: the full path says so)
         if member.provider != SSH:
             raise Fallback()
         target = resolve.target(settings, member)

@@ -1,0 +1,64 @@
+"""One pod of a fleet chosen with WF_POD=NAME: its read-only commands take the lean entry and the cached fast path
+(wfops.lean, wfops.leancache) as a one-pod config's do, answer from that pod and no other, and say exactly what the
+full invoke path says. A name that is not in the fleet, and run.fetch (a fleet's ledger shares its runs out), stay
+on the full path. Three real loopback sshd pods (tests/fleet.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Result
+from tests.fleet import Fleet
+from tests.integration.test_lean_cache import PROFILE, hit
+from tests.integration.test_lean_entry import imported, without_importtime
+
+
+def wf(fleet: Fleet, cfg: Path, *args: str, **env: str) -> Result:
+    res = fleet.wf(cfg, *args, env=env)
+    return Result(res.returncode, res.stdout, res.stderr)
+
+
+def said(res: Result) -> tuple[int, str, str]:
+    return res.rc, res.out, without_importtime(res.err)
+
+
+def test_a_pod_chosen_with_wf_pod_is_read_lean_and_kept_from_that_pod_alone(fresh_fleet3: Fleet, tmp_path: Path):
+    fleet = fresh_fleet3
+    cfg = fleet.config(tmp_path, WF_PERSIST_SECS="120")
+    names = [p.address for p in fleet.pods]
+    for i, name in enumerate(names[:2]):  # two pods with a state of their own; the third stays INIT
+        assert wf(fleet, cfg, "fsm.reset", "CHECKED_OUT", "--reason", f"pod number {i}", WF_POD=name).rc == 0
+    assert wf(fleet, cfg, "task.run", "--id", "only-on-b", "--cmd", "true", WF_POD=names[1]).rc == 0
+    assert wf(fleet, cfg, "fsm.status", WF_POD=names[2]).rc == 0  # first contact (the agent, the config) made
+    for args in (("fsm.status",), ("fsm.status", "--json"), ("task.list",), ("sweep.list", "--json")):
+        for name in names:
+            lean = wf(fleet, cfg, *args, **PROFILE, WF_POD=name)
+            full = wf(fleet, cfg, *args, **PROFILE, WF_POD=name, WFOPS_LEAN="0")
+            assert "invoke" not in imported(lean) and "invoke" in imported(full), (args, name, lean.err[-2000:])
+            assert said(lean) == said(full), (args, name)
+    # the kept request of each pod answers for that pod: the state and reason of the pod WF_POD names
+    for _round in range(2):
+        for i, name in enumerate(names):
+            res = wf(fleet, cfg, "fsm.status", "--json", **PROFILE, WF_POD=name)
+            assert res.rc == 0 and hit(res), (name, res.err[-2000:])
+            state = json.loads(res.out)
+            assert (state["state"], state.get("reason")) == (
+                ("CHECKED_OUT", f"pod number {i}") if i < 2 else ("INIT", None)), (name, state)
+    listed = {name: wf(fleet, cfg, "task.list", **PROFILE, WF_POD=name) for name in names}
+    assert [("only-on-b" in res.out, hit(res)) for res in listed.values()] == [(False, True), (True, True),
+                                                                                (False, True)]
+
+
+def test_a_name_not_in_the_fleet_and_a_fetch_take_the_full_path(fresh_fleet3: Fleet, tmp_path: Path):
+    fleet = fresh_fleet3
+    cfg = fleet.config(tmp_path, WF_PERSIST_SECS="120")
+    name = fleet.pods[0].address
+    assert wf(fleet, cfg, "fsm.status", WF_POD=name).rc == 0  # its keeper is warm
+    nosuch = wf(fleet, cfg, "fsm.status", **PROFILE, WF_POD="nosuch")
+    full = wf(fleet, cfg, "fsm.status", WF_POD="nosuch", WFOPS_LEAN="0")
+    assert "invoke" in imported(nosuch) and nosuch.rc == 2 and "WF_POD='nosuch' is not a pod of the fleet" in nosuch.err
+    assert said(nosuch) == said(full)
+    fetch = wf(fleet, cfg, "run.fetch", "r1", **PROFILE, WF_POD=name)
+    assert "invoke" in imported(fetch), fetch.err[-2000:]
+    assert said(fetch) == said(wf(fleet, cfg, "run.fetch", "r1", WF_POD=name, WFOPS_LEAN="0"))
