@@ -22,10 +22,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TextIO, TypeVar
+from typing import Any, Generic, Protocol, TextIO, TypeVar
 
 from wfops.errors import WfopsError
-from wfops.output import visible
+from wfops.output import to_json, visible
 
 Log = Callable[[str], None]
 """Where a pod's work sends a progress line (text without its newline; several lines are fine)."""
@@ -127,3 +127,29 @@ def run_each(pods: Sequence[P], work: Callable[[P, Log], T], stream: TextIO | No
     if crashed:
         raise crashed[0]
     return outcomes
+
+
+def show(outcomes: GroupResult[P, T], as_json: bool, text: Callable[[T], str], view: Callable[[T], Any]) -> None:
+    """A fleet command's outcomes as it prints them (the task's and the lean entry's): one JSON document, or one
+    section per pod (its text, then its failure); then the worst pod's exit, as a WfopsError naming the failures."""
+    if as_json:
+        print(to_json({"pods": [_pod_json(o, view) for o in outcomes]}))
+    else:
+        for o in outcomes:
+            print(visible(f"== pod {o.member.name} =="))
+            shown = text(o.value) if o.value is not None else ""
+            if shown.strip():
+                print(visible(shown.rstrip("\n")))
+            if o.error is not None:
+                print(visible(f"failed (exit {o.code}): {o.error.message}"))
+    if outcomes.worst:
+        raise WfopsError(outcomes.failures_line(), outcomes.worst)
+
+
+def _pod_json(o: Outcome[P, T], view: Callable[[T], Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"pod": o.member.name, "ok": o.error is None, "exit_code": o.code}
+    if o.value is not None:
+        doc["data"] = view(o.value)
+    if o.error is not None:
+        doc["error"] = o.error.message
+    return doc

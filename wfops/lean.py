@@ -10,14 +10,16 @@ prints it (wfops.views, wfops.sweeps.status), and the process ends at once (flus
 `try_lean(argv)` returns (and the full invoke path runs the command: the same behaviour) on anything unusual:
 WFOPS_LEAN=0, a command not in LEAN, an option the parser does not know or a value it would have to judge
 (short flags but `-c`, --help, --watch, a repeated option, a number that is not plain digits), an invoke config
-(file or INVOKE_* variable: it may name wfops.config), a config with warnings, a fleet (one pod of it chosen
-with WF_POD=NAME is lean, but for run.fetch), a target that is not a plain SSH one or has notes, a keeper gone,
-stale or frozen before it opened a channel, any error before the request left. No keeper answering: it is
+(file or INVOKE_* variable: it may name wfops.config), a config with warnings, a fleet's sweep.status and
+run.fetch (they read its ledger), run.fetch with WF_POD, a pod that is not a plain SSH one or has notes, a keeper
+gone, stale or frozen before it opened a channel, any error before the request left. No keeper answering: it is
 started here as the full path starts it (wfops.transport.leanexec), so the first command does not pay for invoke
-either. WF_PERSIST_SECS=0 (cold): this process connects as the full
-path does (wfops.transport.ssh, paramiko without Fabric or invoke); a failed connection is the command's error.
-From there on the command is this path's: an error ends it as the task boundary does (wfops.output.error_line,
-the same exit code).
+either. WF_PERSIST_SECS=0 (cold): this process connects as the full path does (wfops.transport.ssh, paramiko
+without Fabric or invoke); a failed connection is the command's error. From there on the command is this path's:
+an error ends it as the task boundary does (wfops.output.error_line, the same exit code).
+
+A fleet's other reads (FLEET) run here on every pod at once, as the task runs them (wfops.fanout), and show as
+it shows them; one pod of a fleet chosen with WF_POD=NAME is a one-pod command, kept like any other.
 
 run.fetch (one pod, not a fleet) takes this path too (LOCAL_WRITES): on the pod it only reads, and a repeated
 fetch with nothing changed then costs about a warm read-only command. It runs wfops.artifacts.transfer.fetch_runs
@@ -77,6 +79,9 @@ LOCAL_WRITES: dict[str, tuple[Option, ...]] = {
                   Option("hash", bool, False), Option("merge_replaced", bool, False), CONFIG),
 }
 POSITIONAL = {"run.fetch": "run_id"}
+# on a fleet (no WF_POD): the commands whose task runs on every pod at once (wfops.tasks._base.on_pods); a fleet's
+# sweep.status reads its ledger too (wfops.sweeps.fleet_status) and run.fetch shares runs out by it: the full path
+FLEET = ("fsm.status", "task.status", "task.list", "sweep.list")
 # the other read-only commands always take the full path, and why (tests/unit/test_lean.py: every read-only
 # command of wfops.agent.states.RULES is in LEAN or here)
 FULL_ONLY = {
@@ -152,8 +157,9 @@ def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) ->
 
     try:
         stamp = _stamp(command, values, argv)  # before the settings are read: an edit meanwhile is a miss later
-        settings, target = _prepare(command, values)
-        work = _Work(command, values, settings, target, argv, stamp)
+        settings, pods, fleet = _prepare(command, values)
+        work: _Work | _Fleet = _Fleet(command, values, settings, pods) if fleet else _Work(
+            command, values, settings, pods[0][1], argv, stamp)
         previous = signal.signal(signal.SIGTERM, _raise_terminated if command in LOCAL_WRITES else _terminated)
         try:
             with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
@@ -187,9 +193,10 @@ def _stamp(command: str, values: dict[str, Any], argv: list[str] | None) -> dict
     return leancache.key(argv, leancache.config_probes(values["config"], os.getcwd(), os.environ))
 
 
-def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
-    """(settings, target) as the task makes them; Fallback for anything the full path must say or decide (any
-    error here: nothing was sent yet, and the full path has the words for it)."""
+def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, list[tuple[Any, Any]], bool]:
+    """(settings, [(pod, target)], a fleet) as the task makes them: its one pod, or every pod of its fleet (the
+    commands of FLEET); Fallback for anything the full path must say or decide (any error here: nothing was sent
+    yet, and the full path has the words for it)."""
     from wfops.settings.load import find_config, load_settings
     from wfops.targets import resolve
     from wfops.targets.target import SSH
@@ -204,19 +211,33 @@ def _prepare(command: str, values: dict[str, Any]) -> tuple[Any, Any]:
 
             check_request(values["run_id"] or "", values["all"], values["sweep"] or "")
         settings = load_settings(find_config(values["config"], Path.cwd(), os.environ, None))
-        if settings.warnings or resolve.is_fleet(settings):
+        fleet = resolve.is_fleet(settings)
+        if settings.warnings or (fleet and command not in FLEET):
             raise Fallback()
         if command in LOCAL_WRITES and os.environ.get(resolve.POD_ENV, "").strip():
             raise Fallback()  # a fleet's fetch shares its runs out by the ledger (wfops.tasks.run)
-        member = resolve.one(settings)  # WF_POD=NAME: that pod of the fleet (a name not in it: the full path says so)
-        if member.provider != SSH:
+        # WF_POD=NAME: that pod of the fleet (a name not in it: the full path says so)
+        members = resolve.pods(settings) if fleet else [resolve.one(settings)]
+        if any(m.provider != SSH for m in members):
             raise Fallback()
-        target = resolve.target(settings, member)
+        pods = [(m, resolve.target(settings, m)) for m in members]
     except Exception:
         raise Fallback() from None
-    if target.notes:
+    if any(target.notes for _, target in pods):
         raise Fallback()
-    return settings, target
+    return settings, pods, fleet
+
+
+def _session(target: Any, redact: Any, persist: float, show: Any) -> Any:
+    """The command's session: through the target's warm keeper (started if none answers), or (WF_PERSIST_SECS=0,
+    cold) a connection of this process, as the full path makes it (its errors are the command's)."""
+    if persist:
+        from wfops.transport.leanexec import keeper_session
+
+        return keeper_session(target, redact, persist, show)
+    from wfops.transport.ssh import SSHSession
+
+    return SSHSession(target, redact, show)
 
 
 class _Work:
@@ -234,14 +255,7 @@ class _Work:
 
         s = self.settings
         cmd = PodCommand(self.command, s, target=self.target)
-        if s.wf_persist_secs:
-            from wfops.transport.leanexec import keeper_session
-
-            cmd.session = keeper_session(self.target, cmd.redact, float(s.wf_persist_secs))
-        else:  # cold: this process's own connection, as the full path makes it (its errors are the command's)
-            from wfops.transport.ssh import SSHSession
-
-            cmd.session = SSHSession(self.target, cmd.redact)
+        cmd.session = _session(self.target, cmd.redact, float(s.wf_persist_secs), cmd.log)
         try:
             if self.command == "run.fetch":  # it writes here: never kept (wfops.leancache is read-only commands')
                 return self.fetch(cmd)
@@ -266,18 +280,7 @@ class _Work:
         return {"runs": resolved(fetched.runs)}
 
     def _request(self) -> tuple[str, dict[str, object]]:
-        from wfops.agent import wire
-
-        v, s = self.values, self.settings
-        if self.command == "fsm.status":
-            return "fsm-show", {}
-        if self.command == "task.status":
-            return "task-show", {"id": v["id"], "tail": v["tail_lines"]}
-        if self.command == "task.list":
-            return "task-list", {"limit": v["limit"]}
-        if self.command == "sweep.list":
-            return wire.SWEEP_LIST, {}
-        return wire.SWEEP_STATUS, {"sweep": v["sweep"], "metric_patterns": s.metric_sources}
+        return _request(self.command, self.values, self.settings)
 
     def _keep(self, out: Outgoing, secrets: list[str]) -> None:
         """The cached fast path's entry for this command line: what a hit sends and how it shows the answer."""
@@ -304,3 +307,55 @@ class _Work:
             emit(data, False, lambda: "\n".join(data["runs"]))
             return
         show(self._view(), data)
+
+
+def _request(command: str, v: dict[str, Any], s: Any) -> tuple[str, dict[str, object]]:
+    """The agent command and its data, as the task asks them."""
+    from wfops.agent import wire
+
+    if command == "fsm.status":
+        return "fsm-show", {}
+    if command == "task.status":
+        return "task-show", {"id": v["id"], "tail": v["tail_lines"]}
+    if command == "task.list":
+        return "task-list", {"limit": v["limit"]}
+    if command == "sweep.list":
+        return wire.SWEEP_LIST, {}
+    return wire.SWEEP_STATUS, {"sweep": v["sweep"], "metric_patterns": s.metric_sources}
+
+
+class _Fleet:
+    """One lean command on every pod of a fleet at once (wfops.fanout, as the task's on_pods), each through its
+    warm keeper, shown as the task shows it (wfops.fanout.show): one section per pod, or one JSON document, then the
+    worst pod's exit. Nothing is kept for the cached fast path (an entry holds one pod's request). A pod whose
+    keeper must be replaced (Fallback) sends the whole command to the full path, which asks every pod again
+    (reads only; a progress line a pod printed meanwhile, e.g. its first `config written`, is not said twice)."""
+
+    def __init__(self, command: str, values: dict[str, Any], settings: Any, pods: list[tuple[Any, Any]]) -> None:
+        self.command, self.values, self.settings = command, values, settings
+        self.targets = {m.name: target for m, target in pods}
+        self.members = [m for m, _ in pods]
+
+    def ask(self) -> Any:
+        from wfops import fanout
+
+        return fanout.run_each(self.members, self._one)  # a Fallback in a pod's thread is raised here, at the end
+
+    def _one(self, member: Any, log: Any) -> dict[str, Any]:
+        from wfops.transport.command import PodCommand
+
+        s = self.settings
+        target = self.targets[member.name]
+        cmd = PodCommand(self.command, s, target=target, member=member, log=log)
+        cmd.session = _session(target, cmd.redact, float(s.wf_persist_secs), log)
+        try:
+            return cmd.send_text(cmd.call_text(*_request(self.command, self.values, s)))
+        finally:
+            cmd.session.close()
+
+    def show(self, outcomes: Any) -> None:
+        from wfops import fanout, views
+
+        text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
+                "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[self.command]
+        fanout.show(outcomes, bool(self.values["json"]), text, lambda data: data)

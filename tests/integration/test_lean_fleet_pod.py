@@ -62,3 +62,47 @@ def test_a_name_not_in_the_fleet_and_a_fetch_take_the_full_path(fresh_fleet3: Fl
     fetch = wf(fleet, cfg, "run.fetch", "r1", **PROFILE, WF_POD=name)
     assert "invoke" in imported(fetch), fetch.err[-2000:]
     assert said(fetch) == said(wf(fleet, cfg, "run.fetch", "r1", WF_POD=name, WFOPS_LEAN="0"))
+
+
+def test_a_fleets_reads_are_lean_on_every_pod_at_once_and_say_what_the_full_path_says(fresh_fleet3: Fleet,
+                                                                                       tmp_path: Path):
+    """fsm.status, task.status, task.list and sweep.list of a fleet (no WF_POD): one section per pod or one JSON
+    document, the pods' own errors (a task only one pod has) and the worst exit, as the task shows them."""
+    fleet = fresh_fleet3
+    cfg = fleet.config(tmp_path, WF_PERSIST_SECS="120")
+    names = [p.address for p in fleet.pods]
+    assert wf(fleet, cfg, "fsm.status").rc == 0  # first contact with every pod (agent, config) made
+    assert wf(fleet, cfg, "fsm.reset", "CHECKED_OUT", "--reason", "only b", WF_POD=names[1]).rc == 0
+    assert wf(fleet, cfg, "task.run", "--id", "t1", "--cmd", r"printf '\033[31mred\033[0m\n'", WF_POD=names[2]).rc == 0
+    assert wf(fleet, cfg, "task.wait", "--id", "t1", WF_POD=names[2]).rc == 0
+    codes = set()
+    for args in (("fsm.status",), ("fsm.status", "--json"), ("task.list",), ("task.list", "--json", "--limit", "1"),
+                 ("task.status", "--id", "t1"), ("task.status", "--id", "t1", "--json"), ("sweep.list",),
+                 ("sweep.list", "--json")):
+        lean = wf(fleet, cfg, *args, **PROFILE)
+        full = wf(fleet, cfg, *args, **PROFILE, WFOPS_LEAN="0")
+        assert "invoke" not in imported(lean) and "invoke" in imported(full), (args, lean.err[-2000:])
+        assert said(lean) == said(full), args
+        codes.add(lean.rc)
+    assert codes == {0, 5}  # task t1 is on one pod: the two others' "no task" is their section and the exit
+    shown = wf(fleet, cfg, "task.status", "--id", "t1").out
+    assert shown.count("== pod ") == 3 and "\\x1b[31mred" in shown and "\x1b" not in shown
+    doc = json.loads(wf(fleet, cfg, "fsm.status", "--json").out)
+    assert [(p["pod"], p["data"]["state"]) for p in doc["pods"]] == [
+        (names[0], "INIT"), (names[1], "CHECKED_OUT"), (names[2], "POD_READY")]  # task.run: INIT -> POD_READY
+
+
+def test_a_fleet_pod_that_cannot_be_reached_is_its_section_and_the_exit_both_ways(fresh_fleet3: Fleet,
+                                                                                  tmp_path: Path):
+    fleet = fresh_fleet3
+    down = fleet.config(tmp_path, WF_PERSIST_SECS="120")
+    assert wf(fleet, down, "fsm.status").rc == 0
+    fleet.kill(1)  # its sshd and its keeper's connection die
+    lean = wf(fleet, down, "fsm.status", **PROFILE)
+    full = wf(fleet, down, "fsm.status", **PROFILE, WFOPS_LEAN="0")
+    assert "invoke" not in imported(lean), lean.err[-2000:]
+    assert lean.rc == full.rc != 0 and lean.out == full.out and "failed (exit " in lean.out
+    assert lean.last_err == full.last_err
+    assert lean.last_err.startswith(f"wfops: 1 of 3 pod(s) failed: {fleet.pods[1].address}: ")
+    ledger = wf(fleet, down, "sweep.status", **PROFILE)  # a fleet's sweep.status reads its ledger: the full path
+    assert ledger.rc != 0 and "invoke" in imported(ledger)

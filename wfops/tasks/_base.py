@@ -49,7 +49,7 @@ from wfops.errors import ConflictError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED, InTask
 from wfops.output import emit as emit
-from wfops.output import error_line, to_json, visible
+from wfops.output import error_line, visible
 from wfops.quietpipe import exit_quietly_on_broken_pipe
 from wfops.settings.load import (
     CONFIG_ENV_VAR,
@@ -313,27 +313,7 @@ def run_on_fleet(settings: Settings, work: PodWork[T], as_json: bool) -> None:
     for o in outcomes:
         if o.error is None and o.value is not None:
             o.error = work.verdict(o.value)
-    if as_json:
-        print(to_json({"pods": [_pod_json(o, work) for o in outcomes]}))
-    else:
-        for o in outcomes:
-            print(visible(f"== pod {o.member.name} =="))
-            text = work.text(o.value) if o.value is not None else ""
-            if text.strip():
-                print(visible(text.rstrip("\n")))
-            if o.error is not None:
-                print(visible(f"failed (exit {o.code}): {o.error.message}"))
-    if outcomes.worst:
-        raise WfopsError(outcomes.failures_line(), outcomes.worst)
-
-
-def _pod_json(o: fanout.Outcome[Member, T], work: PodWork[T]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"pod": o.member.name, "ok": o.error is None, "exit_code": o.code}
-    if o.value is not None:
-        doc["data"] = work.view(o.value)
-    if o.error is not None:
-        doc["error"] = o.error.message
-    return doc
+    fanout.show(outcomes, as_json, work.text, work.view)
 
 
 def refuse_watch_on_fleet(settings: Settings) -> None:

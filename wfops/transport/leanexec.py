@@ -14,7 +14,7 @@ from wfops.errors import Fallback
 from wfops.targets.target import Target
 from wfops.transport import launch, warm
 from wfops.transport.connect import KeeperSession, Retry
-from wfops.transport.session import ExecResult, MetaSink, Redactor, ServeOrder, StdoutSink
+from wfops.transport.session import ExecResult, LineSink, MetaSink, Redactor, ServeOrder, StdoutSink, stderr_line
 
 
 class LeanKeeperSession(KeeperSession):
@@ -30,7 +30,7 @@ class LeanKeeperSession(KeeperSession):
             raise Fallback() from None
 
 
-def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeeperSession:
+def keeper_session(target: Target, redact: Redactor, persist: float, show: LineSink = stderr_line) -> LeanKeeperSession:
     """The session through the keeper of `target`. When none answers, it is started exactly as the full path
     starts it (wfops.prewarm: launch.prestart, then launch.connect waits for it): the first command pays the keeper's
     start, not invoke's imports too. A keeper that could not connect is the command's error (the WfopsError
@@ -46,4 +46,4 @@ def keeper_session(target: Target, redact: Redactor, persist: float) -> LeanKeep
     if sock is None:
         launch.prestart(target, persist)
         sock = launch.connect(target, persist)
-    return LeanKeeperSession(target, redact, persist, sock=sock)
+    return LeanKeeperSession(target, redact, persist, show, sock=sock)
