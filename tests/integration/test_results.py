@@ -223,6 +223,10 @@ def _pty_run(pod: Pod, args: list[str], until: bytes, keys: bytes, timeout: floa
 
 
 def test_attach_opens_tmux_interactively_and_detaches(pod: Pod):
+    pod.ok("task.run", "--id", "done", "--cmd", "true")
+    pod.ok("task.wait", "--id", "done")
+    code, screen = _pty_run(pod, ["task.attach", "--id", "done"], b"\n", b"")  # no task runs: no tmux session
+    assert code == 5 and b"no tmux session" in screen and b"task done is not running there" in screen, screen
     pod.ok("task.run", "--id", "watch-me", "--cmd", "echo attach-marker-$((6*7)); sleep 60")
     wait_until(lambda: "attach-marker-42" in pod.ok("task.logs", "watch-me").out, what="the task output")
     # tmux draws its status line with the task's window selected (`:watch-me*`); Ctrl-b d detaches
@@ -231,7 +235,9 @@ def test_attach_opens_tmux_interactively_and_detaches(pod: Pod):
     assert b"[detached" in screen
     assert pod.ok("task.status", "--id", "watch-me", "--json").json()["state"] == "running"  # it goes on
     code, screen = _pty_run(pod, ["sweep.attach"], b"\n", b"")
-    assert code == 5 and b"no tmux session" in screen
+    assert code == 5 and b"no tmux session" in screen and b"the sweep is not running there" in screen
+    code, screen = _pty_run(pod, ["task.attach", "--id", "done"], b"\n", b"")  # the session runs another task
+    assert code == 5 and b"task done has no tmux window in session" in screen, screen
     piped = pod.wf("task.attach", "--id", "watch-me")
     assert piped.rc == 2 and "needs a terminal" in piped.last_err
 

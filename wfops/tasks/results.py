@@ -107,7 +107,7 @@ def sweep_attach(c: Any, config: str | None = None) -> None:
 
     Open the sweep's tmux session on the pod in this terminal (detach with Ctrl-b d; the sweep goes on)."""
     settings = settings_for(c, config)
-    attach(settings, settings.sweep_tmux_session, what="no sweep")
+    attach(settings, settings.sweep_tmux_session, what="the sweep")
 
 
 @wftask(name="attach", positional=["id"], required=["id"], usage="task.attach ID",

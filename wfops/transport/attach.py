@@ -99,7 +99,8 @@ def attach(settings: Settings, session: str, window: str | None = None, what: st
     script = attach_script(settings, session, window)
     code = subprocess.call(["bash", "-c", script]) if target.is_local else _over_ssh(target, script)
     if code == NO_SESSION:
-        raise NotFoundError(f"no tmux session {session} on {target.label}: {what or 'nothing'} is running there")
+        raise NotFoundError(f"no tmux session {session} on {target.label}: {what or 'nothing'} is not running there "
+                            "(see its status)")
     if code == NO_WINDOW:
         raise NotFoundError(f"{what} has no tmux window in session {session} on {target.label} any more "
                             "(it has ended: see its logs)")
