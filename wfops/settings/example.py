@@ -27,7 +27,7 @@ def example_text() -> str:
         "# Values may use ${OTHER_KEY}, ${ENV_VAR} or ${VAR:-fallback}; 'single-quoted' values are literal.",
         "# Booleans: 1/true/yes/on or",
         "# 0/false/no/off. Secrets are never printed: keys ending in _KEY, _TOKEN, _SECRET or containing PASSWORD,",
-        "# and any other key whose name contains KEY, TOKEN, SECRET, PASSWORD, PASSWD, PASSPHRASE, CREDENTIAL or PWD.",
+        "# and any other key whose name contains KEY, TOKEN, SECRET, PASS, CREDENTIAL or PWD (SORT_KEY too).",
     ]
     group = None
     for key in KEYS:
