@@ -315,3 +315,33 @@ def test_sweep_status_shows_the_last_metric_values_and_sorts_by_one(ready: Pod):
     cols = pod.ok("sweep.status").out.splitlines()
     assert [w for w in cols[next(i for i, ln in enumerate(cols) if ln.startswith("run_id"))].split()][6:8] == [
         "acc", "loss"]
+
+
+def test_a_lost_sweep_keeps_its_own_rows_and_totals_once_a_new_sweep_starts(local_ready: Pod):
+    """The queue runner killed: sweep.list counts the lost sweep's rows (its queue wrote no totals), and the next
+    sweep.start keeps them as they were, so `sweep.status --sweep OLD` does not read the new sweep's runs as its
+    own (a run it never started is cancelled, not `skipped: already ok` with the new run's exit and duration)."""
+    pod = local_ready
+    flag = pod.root / "go"
+    csv = sweep(pod, f"held,config/train_tiny.py,1,steps=1 wait_for={flag},\nnext,config/train_tiny.py,2,steps=1,\n")
+    old = pod.ok("sweep.status", "--json").json()["sweep"]["sweep_id"]
+    record = pod.outputs / "_control" / "sweep.json"
+    pid = wait_until(lambda: json.loads(record.read_text()).get("pid") if record.exists() else None,
+                     what="the queue runner's pid")
+    wait_until(lambda: (pod.outputs / "held" / "stdout.log").exists(), timeout=60, what="the first run to start")
+    os.kill(int(pid), signal.SIGKILL)
+    flag.touch()
+    wait_until(lambda: pod.ok("sweep.status", "--json").json()["runs"][0]["state"] == "lost", timeout=60,
+               what="the held run to show lost (its supervisor went with the queue)")
+    listed = pod.ok("sweep.list", "--json").json()["sweeps"][0]
+    assert (listed["sweep_id"], listed["state"], listed["totals"]) == (old, "lost", {"lost": 1, "pending": 1})
+    pod.ok("sweep.start", "--csv", str(csv))  # both run (again) in the new sweep
+    new = wait_end(pod)
+    assert new["sweep"]["sweep_id"] != old and {r["run_id"]: r["state"] for r in new["runs"]} == {
+        "held": "success", "next": "success"}
+    kept = pod.ok("sweep.status", "--sweep", old, "--json").json()
+    assert kept["sweep"]["state"] == "lost" and kept["totals"] == {"lost": 1, "cancelled": 1}
+    nxt = next(r for r in kept["runs"] if r["run_id"] == "next")
+    assert nxt["state"] == "cancelled" and nxt["exit_code"] is None and "its queue runner was lost" in nxt["note"]
+    by_id = {s["sweep_id"]: s["totals"] for s in pod.ok("sweep.list", "--json").json()["sweeps"]}
+    assert by_id[old] == {"lost": 1, "cancelled": 1}

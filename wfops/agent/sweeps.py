@@ -159,6 +159,31 @@ def record_sweep(pod: Layout, record: Json) -> None:
     store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
 
 
+def settle_lost(pod: Layout, new_sid: str) -> None:
+    """The sweep before `new_sid`, when its queue never ended (killed, or the pod rebooted: it wrote no totals):
+    its rows as they are now, before the new sweep's runs rewrite their run dirs, kept as an ended queue keeps
+    them (RUNS_RECORD, and its record with its state and totals), so that `sweep.status --sweep` and `sweep.list`
+    show what it left instead of reading the new sweep's runs as its own. A run it never started is cancelled."""
+    prev, problem = store.load_or_note(pod.sweep_file)
+    sid = str((prev or {}).get("sweep_id"))
+    if problem or not prev or "totals" in prev or sid == new_sid or not SWEEP_ID.fullmatch(sid):
+        return
+    plan, bad = store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))
+    if bad or not plan:
+        return
+    state, reason = procs.queue_liveness(prev)
+    rows = status_rows(pod, plan, state)
+    for row in rows:
+        if row["state"] == PENDING:
+            row.update(state=CANCELLED, note="not started: its queue runner was lost, and %s started after it"
+                       % new_sid)
+        elif row["state"] == RUNNING:  # its supervisor outlived the queue: what it does next is in its run dir
+            row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
+    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
+    store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD),
+                     dict(prev, state=state, reason=reason, totals=count(rows)))
+
+
 def _unique_id(pod: Layout, manifest: Manifest) -> None:
     """Sweep ids are the UTC second sweep.start ran in: a second sweep within that second (one whose runs
     are all skipped ends at once) gets `-2`, `-3`, ... instead of overwriting the first one's files. The W&B
@@ -197,6 +222,7 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     before = workflow.read_state(pod.state_file)["state"]
     with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
         try:
+            settle_lost(pod, sid)
             with store.all_or_none(written := pod.sweep_files(sid)):  # each put back as it was on a failure
                 path = _write_manifests(pod, manifest, csv_text)
                 record_sweep(pod, {
@@ -366,7 +392,7 @@ def sweep_list(pod: Layout) -> Json:
         rec, problem = store.load_or_note(pod.sweep_file if live else os.path.join(pod.manifests, sid + SWEEP_RECORD))
         state, reason = (UNKNOWN, problem) if problem else procs.queue_liveness(rec) if rec else (UNKNOWN, "no record")
         totals = (rec or {}).get("totals")
-        if live and state == QUEUE_RUNNING:
+        if live and (state == QUEUE_RUNNING or not totals):  # running, or lost: its queue wrote no totals
             plan = store.load_plan_or_note(pod.latest_manifest)[0] or {}
             totals = count(status_rows(pod, plan, state))
         out.append({"sweep_id": sid, "started_at": (rec or {}).get("started_at"), "state": state,
