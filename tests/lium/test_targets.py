@@ -262,7 +262,7 @@ def test_fallback_to_ops_default_host_when_lium_is_missing(lpod: LiumPod, fake: 
     res, conns, execs = lpod.count("fsm.status", "--json")
     assert res.rc == 0, res.err
     assert (conns, execs) == (1, 1)
-    assert res.err.splitlines()[0] == (f"wfops: lium is not installed; using OPS_DEFAULT_HOST={lpod.sshd.address} "
+    assert res.err.splitlines()[0] == (f"wfops: lium is not on PATH; using OPS_DEFAULT_HOST={lpod.sshd.address} "
                                        "instead of LIUM_TARGET=train")
     assert fake.requests == []
 
@@ -272,8 +272,9 @@ def test_lium_missing_without_fallback_says_what_to_install(lpod: LiumPod, fake:
     lpod.configure(LIUM_TARGET="train")
     res = lpod.wf("fsm.status")
     assert res.rc == 11
-    assert res.last_err == ('wfops: LIUM_TARGET=train needs the lium CLI, which is not installed: '
-                            'pip install "wfops[lium]", or set OPS_DEFAULT_HOST to reach the pod over plain SSH')
+    assert res.last_err == ('wfops: LIUM_TARGET=train needs the lium CLI, which is not on PATH: pip install '
+                            '"wfops[lium]" (or put the environment it is installed in on PATH), or set '
+                            'OPS_DEFAULT_HOST to reach the pod over plain SSH')
 
 
 def test_fallback_when_the_lium_api_is_unreachable(lpod: LiumPod, fake: FakeLium):
@@ -304,7 +305,7 @@ def test_ssh_config_and_config_show_while_lium_is_missing_speak_of_the_fallback(
     fake.add_pod("train")
     lpod.lium_on_path = False
     lpod.configure(LIUM_TARGET="train", OPS_DEFAULT_HOST=lpod.sshd.address, SSH_KEY_PATH=str(lpod.sshd.key))
-    note = f"lium is not installed; using OPS_DEFAULT_HOST={lpod.sshd.address} instead of LIUM_TARGET=train"
+    note = f"lium is not on PATH; using OPS_DEFAULT_HOST={lpod.sshd.address} instead of LIUM_TARGET=train"
     res = lpod.wf("pod.ssh-config", "--print")
     assert res.rc == 2 and res.out == ""
     assert res.last_err == (f"wfops: pod.ssh-config writes the block of Lium pod train, and {note}: run it again "

@@ -12,7 +12,7 @@ A resolution is cached for CACHE_TTL_SECS (60 s) in `$XDG_CACHE_HOME/wfops/lium-
 fingerprint, so a burst of commands does not call lium each time. A command whose cached address
 does not answer looks the pod up once more (`resolve_again`: pods can move after a reboot).
 
-When lium is not installed or the Lium API does not serve the lookup (unreachable, 5xx, 429, or no
+When lium is not on PATH or the Lium API does not serve the lookup (unreachable, 5xx, 429, or no
 answer within LIUM_LOOKUP_TIMEOUT_SECS) and the member has a fallback host (OPS_DEFAULT_HOST beside
 LIUM_TARGET), the target falls back to it with a one-line note; otherwise the error says what to install or
 set. A failed lookup is remembered for DOWN_TTL_SECS (30 s) in the same cache file, keyed by the API's URL and the
@@ -257,10 +257,11 @@ def target_for_row(settings: Settings, row: Mapping[str, Any], cli: LiumCLI,
 def _fallback(settings: Settings, value: str, host: str, exc: LiumFailure) -> Resolution:
     if not host:
         if isinstance(exc, LiumMissing):
-            raise LiumMissing(f"LIUM_TARGET={value} needs the lium CLI, which is not installed: {INSTALL_HINT}, "
-                              "or set OPS_DEFAULT_HOST to reach the pod over plain SSH") from None
+            raise LiumMissing(f"LIUM_TARGET={value} needs the lium CLI, which is not on PATH: {INSTALL_HINT} "
+                              "(or put the environment it is installed in on PATH), or set OPS_DEFAULT_HOST to "
+                              "reach the pod over plain SSH") from None
         raise LiumUnreachable(f"{exc.message}; set OPS_DEFAULT_HOST to reach the pod without the Lium API") from None
-    why = "lium is not installed" if isinstance(exc, LiumMissing) else exc.message
+    why = "lium is not on PATH" if isinstance(exc, LiumMissing) else exc.message
     note = f"{why}; using OPS_DEFAULT_HOST={host} instead of LIUM_TARGET={value}"
     return Resolution(ssh_target(settings, host, notes=(note,), name=value))
 

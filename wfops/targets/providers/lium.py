@@ -55,7 +55,8 @@ def cli(command: str, settings: Settings) -> LiumCLI:
     try:
         return LiumCLI.find(lium_environ(settings.lium_api_key))
     except LiumMissing:
-        raise LiumMissing(f"{command} works through the lium CLI, which is not installed: {INSTALL_HINT}") from None
+        raise LiumMissing(f"{command} works through the lium CLI, which is not on PATH: {INSTALL_HINT} "
+                          "(or put the environment it is installed in on PATH)") from None
 
 
 def remove(lium: LiumCLI, settings: Settings, pod_id: str) -> str | None:
