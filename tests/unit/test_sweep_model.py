@@ -111,7 +111,7 @@ def test_filters():
     assert ids(select_runs(runs, match="a")) == ["a1", "a2", "a3"]
     assert ids(select_runs(runs, start_at="b1")) == ["b1", "b2", "a3"]
     assert ids(select_runs(runs, match="a", start_at="a2", limit=1)) == ["a2"]
-    with pytest.raises(UsageError, match="SWEEP_START_AT='zz' is not a run_id"):
+    with pytest.raises(UsageError, match="--start-at / SWEEP_START_AT 'zz' is not a run_id"):
         select_runs(runs, start_at="zz")
     with pytest.raises(UsageError, match="leave no run"):
         select_runs(runs, match="zzz")

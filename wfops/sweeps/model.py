@@ -226,7 +226,7 @@ def select_runs(runs: list[RunSpec], match: str = "", start_at: str = "", limit:
     if start_at:
         ids = [r.run_id for r in runs]
         if start_at not in ids:
-            raise UsageError(f"SWEEP_START_AT={start_at!r} is not a run_id of the CSV")
+            raise UsageError(f"--start-at / SWEEP_START_AT {start_at!r} is not a run_id of the CSV")
         selected = selected[ids.index(start_at):]
     if match:
         selected = [r for r in selected if match in r.run_id]
