@@ -26,6 +26,11 @@ HEAD = struct.Struct(">cI")
 
 
 def request(tmp: Path, cmd: str, **data: object) -> bytes:
+    """A request for the outputs dir tmp/out, where this agent is installed (as the script's glue installs it
+    on a pod: the kept agent serves only such a dir)."""
+    installed = tmp / "out" / "_control" / "agent" / "wfops"  # the server runs the agent of ROOT/wfops
+    installed.mkdir(parents=True, exist_ok=True)
+    (installed / ".complete").touch()
     pod = {"out": str(tmp / "out"), "state_file": str(tmp / "out" / "state.json")}
     return (wire.REQUEST_GUARD + json.dumps({"cmd": cmd, "pod": pod, "prelude": {"command": "fsm.status"},
                                              "data": data}) + "\n").encode()

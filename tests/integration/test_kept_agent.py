@@ -183,18 +183,29 @@ def _a_task_waited_for(pod: Pod, before_the_wait: Callable[[], object] = lambda:
 
 def test_two_configs_with_other_outputs_dirs_share_one_kept_agent_and_each_read_sees_its_own(ssh_pod: Pod):
     """The kept agent is one per agent and python, not per pod layout (each request carries its own): a second config
-    on the same pod with another OPS_REMOTE_OUTPUTS_DIR is answered by it, with that config's state."""
+    on the same pod with another OPS_REMOTE_OUTPUTS_DIR is answered by it, with that config's state, once that dir
+    has the agent (its first read runs the script, whose glue makes the dir and installs it). A config whose
+    outputs dir cannot be made says so every time, as the script's glue does, never an answer from the kept agent."""
     other = ssh_pod.root / "other-outputs"
     config_b = ssh_pod.root.parent / "b.env"
     config_b.write_text(ssh_pod.write_config().read_text().replace(str(ssh_pod.outputs), str(other)))
     ssh_pod.ok("fsm.reset", "POD_READY", "--reason", "config a")
     wait_until(lambda: served(ssh_pod, "fsm.status"), what="a read answered by the kept agent")
-    res_b = ssh_pod.ok("fsm.status", "--json", env={**VERBOSE, "WORKFLOW_CONFIG": str(config_b)})
+    env_b = {**VERBOSE, "WORKFLOW_CONFIG": str(config_b)}
+    first_b = ssh_pod.ok("fsm.status", "--json", env=env_b)
+    assert KEPT not in first_b.err and first_b.json()["state"] == "INIT"  # no agent in its dir yet: the script
+    res_b = ssh_pod.ok("fsm.status", "--json", env=env_b)
     res_a = ssh_pod.ok("fsm.status", "--json", env=VERBOSE)
     assert KEPT in res_b.err and KEPT in res_a.err
     assert res_a.json()["state"] == "POD_READY" and res_b.json()["state"] == "INIT"
     assert res_b.json()["file"].startswith(str(other))
     assert len(kept_agents(ssh_pod)) == 1
+    config_c = ssh_pod.root.parent / "c.env"  # its outputs dir under a regular file: it cannot be made
+    config_c.write_text(config_b.read_text().replace(str(other), str(ssh_pod.env_path / "outputs")))
+    for _ in range(2):
+        res_c = ssh_pod.wf("fsm.status", env={**VERBOSE, "WORKFLOW_CONFIG": str(config_c)})
+        assert res_c.rc == 6 and "cannot create" in res_c.last_err and KEPT not in res_c.err, res_c.err
+    assert served(ssh_pod, "fsm.status")  # the kept agent serves config a as before
 
 
 def test_sessions_refused_at_once_are_each_a_refusal_and_the_connection_lives(tmp_path: Path,

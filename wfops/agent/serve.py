@@ -40,6 +40,7 @@ import sys
 import time
 
 from . import wire
+from .states import AGENT_DIR, CONTROL_DIR, pod_path
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ HEARTBEAT_SECS = 1.0
 # a file of the agent as installed: once it is gone (the agent's directory removed), requests are refused `F` and
 # this process ends, so the keeper runs the script, which installs the agent again (and imports from disk work)
 OWN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+AGENT_HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # _control/agent/<content hash>
 PR_SET_PDEATHSIG = 1
 
 
@@ -96,15 +98,24 @@ class Frames:
 
 
 def servable(line: bytes) -> str:
-    """Why this request is not served here ("" when it is): only wire.SERVED commands, with a readable request."""
+    """Why this request is not served here ("" when it is): only wire.SERVED commands, with a readable request,
+    for an outputs dir where this agent is installed. The script's glue checks that dir first (it creates
+    `_control/agent` there, or fails `cannot create`); a request for another config's outputs dir on the same
+    target takes the script, which says what the glue says, instead of an answer read from a dir it never made."""
     text = line.decode("utf-8", "replace")
     if text.startswith(wire.REQUEST_GUARD):
         text = text[len(wire.REQUEST_GUARD):]
     try:
-        cmd = json.loads(text).get("cmd")
-    except (ValueError, AttributeError):
+        request = json.loads(text)
+        cmd, out = request.get("cmd"), request["pod"]["out"]
+    except (ValueError, AttributeError, KeyError, TypeError):
         return "not a request"
-    return "" if cmd in wire.SERVED else "not served: %r" % (cmd,)
+    if cmd not in wire.SERVED:
+        return "not served: %r" % (cmd,)
+    if not isinstance(out, str) or not os.path.isfile(os.path.join(
+            pod_path(out), CONTROL_DIR, AGENT_DIR, os.path.basename(AGENT_HOME), ".complete")):
+        return "this agent is not installed in the request's outputs dir"
+    return ""
 
 
 def _death_signal() -> Any:
