@@ -10,6 +10,8 @@ import sys
 
 
 def main() -> None:
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): what it says goes where print(file=None) sends it,
+        sys.stderr = sys.stdout  # on every path (the lean ones flushed and wrote to None, and exited 1)
     from wfops.interrupt import guard
 
     guard()  # Ctrl-C from here on is one line and exit 130 (wfops.interrupt)

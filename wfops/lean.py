@@ -160,12 +160,15 @@ def _run(command: str, values: dict[str, Any], argv: list[str] | None = None) ->
         settings, pods, fleet = _prepare(command, values)
         work: _Work | _Fleet = _Fleet(command, values, settings, pods) if fleet else _Work(
             command, values, settings, pods[0][1], argv, stamp)
+        # SIGTERM until the process ends (its answer printed too): one line and 143, as the task boundary says it;
+        # the handler before is put back only for the full path (Fallback)
         previous = signal.signal(signal.SIGTERM, _raise_terminated if command in LOCAL_WRITES else _terminated)
         try:
             with InTask():  # Ctrl-C: KeyboardInterrupt, worded below as the boundary words it
                 data = work.ask()
-        finally:
+        except Fallback:
             signal.signal(signal.SIGTERM, previous)
+            raise
         work.show(data)
     except Fallback:
         raise

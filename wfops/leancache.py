@@ -216,11 +216,14 @@ def _run(entry: dict[str, Any]) -> int:
     from wfops.output import Redactor, error_line
 
     redact = Redactor(entry["secrets"])
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)  # until the process ends (the answer printed too)
     try:
         with InTask():
             data = Exchange(entry, redact).answer(entry["command"])
         show(entry, data)
+    except Before:  # nothing was sent: the lean path runs the command, with the handler as it was
+        signal.signal(signal.SIGTERM, previous)
+        raise
     except Failed as exc:
         print(error_line(exc.message), file=sys.stderr)
         return exc.code
@@ -229,8 +232,6 @@ def _run(entry: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         print("wfops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

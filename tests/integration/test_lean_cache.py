@@ -6,8 +6,10 @@ environment variable, the command line) is a miss that answers afresh. Real loop
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 
-from tests.conftest import Pod, Result
+from tests.conftest import WFOPS, Pod, Result
 from tests.integration.test_lean_entry import finished_sweep, imported, without_importtime
 
 PROFILE = {"PYTHONPROFILEIMPORTTIME": "1"}
@@ -98,3 +100,41 @@ def test_a_keeper_gone_is_the_lean_path_again(ssh_pod: Pod):
     res = ssh_pod.wf("fsm.status", env=PROFILE)
     assert res.rc == 0 and not hit(res) and "invoke" not in imported(res)
     assert list(ssh_pod.keeper_dir.glob("*.sock"))
+
+
+def _printing_then_sigterm(pod: Pod, env: dict[str, str]) -> tuple[int, str]:
+    """`sweep.status` of a big sweep, SIGTERMed once its table has started to come and has filled the pipe (this
+    side stops reading): its exit status and stderr."""
+    proc = subprocess.Popen([str(WFOPS), "sweep.status"], env={**pod.env(), **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(4096)  # the answer is being printed; the rest (> a pipe's 64 KiB) waits for a reader
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=60), err
+
+
+def test_sigterm_while_the_answer_is_printed_is_one_line_and_143_on_every_path(ssh_pod: Pod):
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.reset", "CHECKED_OUT")
+    finished_sweep(ssh_pod, 2000)
+    ssh_pod.ok("sweep.status")  # the keeper, and the answer kept (the next runs are hits)
+    for env in ({"WFOPS_LEAN_CACHE": "0"}, {}, {"WFOPS_LEAN": "0"}):  # the lean path, the kept request, the full path
+        code, err = _printing_then_sigterm(ssh_pod, env)
+        assert (code, err.splitlines()[-1:]) == (143, ["wfops: terminated (SIGTERM)"]), (env, code, err[-2000:])
+
+
+def test_with_stderr_closed_every_path_exits_as_the_full_path_does(ssh_pod: Pod):
+    """`2>&-`: what would go to stderr goes to stdout (as print(file=None) sends it), and the exit code is the
+    command's, on the lean path, the kept request and the full path alike."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.status")
+    for args in (("fsm.status",), ("task.status", "--id", "nosuch")):
+        said_ = []
+        for env in ({"WFOPS_LEAN_CACHE": "0"}, {}, {}, {"WFOPS_LEAN": "0"}):
+            res = subprocess.run(["bash", "-c", 'exec "$0" "$@" 2>&-', str(WFOPS), *args],
+                                 env={**ssh_pod.env(), **env}, capture_output=True, text=True, timeout=120)
+            said_.append((res.returncode, res.stdout))
+        assert said_[0] == said_[1] == said_[2] == said_[3], (args, said_)
+        assert said_[0][0] == (0 if args == ("fsm.status",) else 5)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MODULES: Dict[str, Optional[str]] = {
     wire.NOOP: None, wire.FSM_SHOW: None, wire.FSM_RESET: None,
     wire.SUPERVISE: "supervisor", wire.SWEEP_RUN: "scheduler",
-    wire.SWEEP_START: "sweeps", wire.SWEEP_STATUS: "sweeps", wire.SWEEP_STOP: "sweeps", wire.SWEEP_LIST: "sweeps",
+    wire.SWEEP_START: "sweeps", wire.SWEEP_STATUS: "sweeps", wire.SWEEP_STOP: "sweeps", wire.SWEEP_LIST: "sweeplist",
     wire.SWEEP_ADD: "sweepedit", wire.SWEEP_RETRY: "sweepedit", wire.SWEEP_CURRENT: "sweepedit",
     wire.FETCH_PLAN: "fetching",
     wire.TASK_START: "tasks", wire.TASK_SHOW: "tasks", wire.TASK_WAIT: "tasks", wire.TASK_LIST: "tasks",

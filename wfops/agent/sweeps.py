@@ -159,31 +159,6 @@ def record_sweep(pod: Layout, record: Json) -> None:
     store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
 
 
-def settle_lost(pod: Layout, new_sid: str) -> None:
-    """The sweep before `new_sid`, when its queue never ended (killed, or the pod rebooted: it wrote no totals):
-    its rows as they are now, before the new sweep's runs rewrite their run dirs, kept as an ended queue keeps
-    them (RUNS_RECORD, and its record with its state and totals), so that `sweep.status --sweep` and `sweep.list`
-    show what it left instead of reading the new sweep's runs as its own. A run it never started is cancelled."""
-    prev, problem = store.load_or_note(pod.sweep_file)
-    sid = str((prev or {}).get("sweep_id"))
-    if problem or not prev or "totals" in prev or sid == new_sid or not SWEEP_ID.fullmatch(sid):
-        return
-    plan, bad = store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))
-    if bad or not plan:
-        return
-    state, reason = procs.queue_liveness(prev)
-    rows = status_rows(pod, plan, state)
-    for row in rows:
-        if row["state"] == PENDING:
-            row.update(state=CANCELLED, note="not started: its queue runner was lost, and %s started after it"
-                       % new_sid)
-        elif row["state"] == RUNNING:  # its supervisor outlived the queue: what it does next is in its run dir
-            row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
-    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
-    store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD),
-                     dict(prev, state=state, reason=reason, totals=count(rows)))
-
-
 def _unique_id(pod: Layout, manifest: Manifest) -> None:
     """Sweep ids are the UTC second sweep.start ran in: a second sweep within that second (one whose runs
     are all skipped ends at once) gets `-2`, `-3`, ... instead of overwriting the first one's files. The W&B
@@ -216,13 +191,14 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     _check_scripts(manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
+    from . import sweeplist  # imported here: it imports this module (status_rows)
     from .facts import git_sha  # imported here: sweep-status, a hot read-only command, does not need it
 
     manifest["git_sha"], manifest["pod"] = git_sha(ex["repo"]), pod.as_dict()
     before = workflow.read_state(pod.state_file)["state"]
     with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
         try:
-            settle_lost(pod, sid)
+            sweeplist.settle_lost(pod, sid)
             with store.all_or_none(written := pod.sweep_files(sid)):  # each put back as it was on a failure
                 path = _write_manifests(pod, manifest, csv_text)
                 record_sweep(pod, {
@@ -375,29 +351,6 @@ def sweep_status(pod: Layout, sweep: str = "", metric_patterns: Optional[List[st
             "busy": store.command_running(pod.control), "adds": adds,  # a mutating command is at work; tokens
             "cost": cost.status_cost(pod.run_dir, sw or {}, rows, state == QUEUE_RUNNING,
                                      live=rows is not (frozen or {}).get("runs"))}
-
-
-@command(wire.SWEEP_LIST)
-def sweep_list(pod: Layout) -> Json:
-    """Every sweep on the pod, newest first: id, started, state, totals. Reads only."""
-    try:
-        names = os.listdir(pod.manifests)
-    except OSError:
-        names = []
-    ids = sorted({n[:-len(".json")] for n in names if SWEEP_ID.fullmatch(n[:-len(".json")])}, reverse=True)
-    current, _ = store.load_or_note(pod.sweep_file)
-    out = []
-    for sid in ids:
-        live = bool(current) and current.get("sweep_id") == sid
-        rec, problem = store.load_or_note(pod.sweep_file if live else os.path.join(pod.manifests, sid + SWEEP_RECORD))
-        state, reason = (UNKNOWN, problem) if problem else procs.queue_liveness(rec) if rec else (UNKNOWN, "no record")
-        totals = (rec or {}).get("totals")
-        if live and (state == QUEUE_RUNNING or not totals):  # running, or lost: its queue wrote no totals
-            plan = store.load_plan_or_note(pod.latest_manifest)[0] or {}
-            totals = count(status_rows(pod, plan, state))
-        out.append({"sweep_id": sid, "started_at": (rec or {}).get("started_at"), "state": state,
-                    "reason": reason, "runs": (rec or {}).get("runs"), "totals": totals or {}})
-    return {"sweeps": out}
 
 
 @command(wire.SWEEP_STOP)
