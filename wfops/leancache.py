@@ -24,6 +24,7 @@ import sys
 
 from wfops.agent.wire import TYPE_CHECKING
 from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
+from wfops.transport import keeperdir
 from wfops.transport.leanwire import Before, Exchange, Failed
 
 if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
@@ -106,7 +107,8 @@ def key(argv: list[str], probes: list[list[Any]]) -> dict[str, Any]:
     # the environment by its digest: every variable counts, none is written down (a token in the shell's env)
     env = _digest(json.dumps(sorted(os.environ.items())).encode("utf-8", "surrogateescape"))
     return {"version": VERSION, "argv": argv, "cwd": os.getcwd(), "env": env, "probes": probes,
-            "config": _config_stamp(probes), "ssh_config": _file_stamp(ssh_config), "code": _code_stamp()}
+            "config": _config_stamp(probes), "ssh_config": _file_stamp(ssh_config), "code": _code_stamp(),
+            "keepers": keeperdir.keeper_dir()}  # XDG_RUNTIME_DIR made or removed since: another keeper dir
 
 
 def _digest(data: bytes) -> str:

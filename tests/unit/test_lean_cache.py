@@ -227,3 +227,15 @@ def test_a_checkouts_remote_templates_are_part_of_the_code(place: Path, tmp_path
     assert leancache.lookup(ARGV) == ENTRY
     (templates / "_command.sh.j2").write_text("echo two, longer\n")
     assert leancache.lookup(ARGV) is None
+
+
+def test_another_keeper_directory_is_a_miss(place: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """XDG_RUNTIME_DIR named but missing: the keepers live in /tmp/wfops-UID; once that folder exists they live
+    there (and `wfops disconnect --all` looks there): a request kept for the old keeper is not sent again."""
+    monkeypatch.delenv("WFOPS_KEEPER_DIR", raising=False)
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    keep()
+    assert leancache.lookup(ARGV) == ENTRY
+    runtime.mkdir()
+    assert leancache.lookup(ARGV) is None

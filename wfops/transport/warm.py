@@ -42,9 +42,10 @@ from typing import Any
 
 from wfops.errors import ConfigError, ConnectError, WfopsError
 from wfops.targets.target import Target
+from wfops.transport import keeperdir
 from wfops.transport.frames import recv_frame, send_frame
 
-DIR_ENV = "WFOPS_KEEPER_DIR"
+DIR_ENV = keeperdir.DIR_ENV
 SPAWN_TIMEOUT_SECS = 120  # the keeper connects within the target's own connect timeout; this is a backstop
 FAILURE_FRESH_SECS = 30  # how long what a prestarted keeper could not do stays news for its command
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd
@@ -53,13 +54,7 @@ _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths are reached thr
 # ------------------------------------------------------------------ where keepers live
 
 def keeper_dir(environ: dict[str, str] | os._Environ[str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get(DIR_ENV):
-        return Path(env[DIR_ENV])
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "wfops"
-    return Path("/tmp") / f"wfops-{os.getuid()}"
+    return Path(keeperdir.keeper_dir(environ))
 
 
 def private_dir(create: bool = True) -> Path:
