@@ -51,6 +51,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/hostkeys.py     host keys of SSH hosts: the first key seen pinned, a changed one refused
     transport/local.py        the `local` target's session: `bash -s` on this machine
     transport/warm.py         warm connections, client side: find or start a keeper
+    transport/keeperdir.py    where this user's keepers live (stdlib os only)
     transport/frames.py       the frames between a command and its keeper (stdlib only: the cached fast path's too)
     transport/keeper.py       the keeper process: holds each target's connection open between commands
     transport/served.py       one target of the keeper process: its connection, socket, clients, idle clock
@@ -127,7 +128,8 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/slots.py            GPU slots and the order runs start in (pure)
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log
-    agent/sweeps.py           sweeps on the pod: start, the status table, stop, the list
+    agent/sweeps.py           sweeps on the pod: start, the status table, stop
+    agent/sweeplist.py        the sweeps a pod has had (sweep.list)
     agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
     agent/addtokens.py        a fleet sweep.add's token: applied once, or abandoned first and then refused
     agent/recover.py          sweep-recover: a lost pod's runs again, lost ones as their next attempt (same dir)

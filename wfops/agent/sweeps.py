@@ -159,6 +159,28 @@ def record_sweep(pod: Layout, record: Json) -> None:
     store.write_json(os.path.join(pod.manifests, record["sweep_id"] + SWEEP_RECORD), record)
 
 
+def settle_lost(pod: Layout, new_sid: str) -> None:
+    """The sweep before `new_sid` whose queue never ended (no totals: killed, a reboot): its rows as they are before
+    the new runs rewrite their dirs, kept as an ended queue keeps them (sweep.status --sweep, sweep.list)."""
+    prev, problem = store.load_or_note(pod.sweep_file)
+    sid = str((prev or {}).get("sweep_id"))
+    plan = None if problem or not prev or "totals" in prev or sid == new_sid or not SWEEP_ID.fullmatch(sid) else \
+        store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
+    if not prev or not plan:
+        return
+    state, reason = procs.queue_liveness(prev)
+    rows = status_rows(pod, plan, state)
+    lost = "not started: its queue runner was lost, and %s started after it" % new_sid
+    for row in rows:  # a run it never started is cancelled; one still running when the new sweep started says so
+        if row["state"] == PENDING:
+            row.update(state=CANCELLED, note=lost)
+        elif row["state"] == RUNNING:
+            row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
+    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
+    store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD), dict(prev, state=state, reason=reason,
+                                                                            totals=count(rows)))
+
+
 def _unique_id(pod: Layout, manifest: Manifest) -> None:
     """Sweep ids are the UTC second sweep.start ran in: a second sweep within that second (one whose runs
     are all skipped ends at once) gets `-2`, `-3`, ... instead of overwriting the first one's files. The W&B
@@ -191,14 +213,13 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     _check_scripts(manifest["queue"])
     _unique_id(pod, manifest)
     sid, queued = manifest["sweep_id"], len(manifest["queue"])
-    from . import sweeplist  # imported here: it imports this module (status_rows)
     from .facts import git_sha  # imported here: sweep-status, a hot read-only command, does not need it
 
     manifest["git_sha"], manifest["pod"] = git_sha(ex["repo"]), pod.as_dict()
     before = workflow.read_state(pod.state_file)["state"]
     with procs.signals_deferred():  # started fully or not at all: a Ctrl-C (local target) waits for the end
         try:
-            sweeplist.settle_lost(pod, sid)
+            settle_lost(pod, sid)
             with store.all_or_none(written := pod.sweep_files(sid)):  # each put back as it was on a failure
                 path = _write_manifests(pod, manifest, csv_text)
                 record_sweep(pod, {
