@@ -330,9 +330,13 @@ def _request(command: str, v: dict[str, Any], s: Any) -> tuple[str, dict[str, ob
 class _Fleet:
     """One lean command on every pod of a fleet at once (wfops.fanout, as the task's on_pods), each through its
     warm keeper, shown as the task shows it (wfops.fanout.show): one section per pod, or one JSON document, then the
-    worst pod's exit. Nothing is kept for the cached fast path (an entry holds one pod's request). A pod whose
-    keeper must be replaced (Fallback) sends the whole command to the full path, which asks every pod again
-    (reads only; a progress line a pod printed meanwhile, e.g. its first `config written`, is not said twice)."""
+    worst pod's exit. Nothing is kept for the cached fast path (an entry holds one pod's request).
+
+    Every pod's keeper session is opened before any request leaves: a keeper the full path must deal with in its
+    own words (a keeper directory refused) is Fallback for the whole command while nothing reached any pod. A
+    pod's keeper found stale, gone or frozen once its request is sent (nothing reached that pod) is asked again
+    through the full path's own session (wfops.transport.connect.open_session: it starts another keeper), that pod
+    alone: each pod is asked once, as on the full path."""
 
     def __init__(self, command: str, values: dict[str, Any], settings: Any, pods: list[tuple[Any, Any]]) -> None:
         self.command, self.values, self.settings = command, values, settings
@@ -342,17 +346,34 @@ class _Fleet:
     def ask(self) -> Any:
         from wfops import fanout
 
-        return fanout.run_each(self.members, self._one)  # a Fallback in a pod's thread is raised here, at the end
+        opened = _Opened(len(self.members))
+        return fanout.run_each(self.members, lambda m, log: self._one(m, log, opened))  # a Fallback: raised here
 
-    def _one(self, member: Any, log: Any) -> dict[str, Any]:
+    def _one(self, member: Any, log: Any, opened: _Opened) -> dict[str, Any] | None:
         from wfops.transport.command import PodCommand
 
-        s = self.settings
+        s, persist = self.settings, float(self.settings.wf_persist_secs)
         target = self.targets[member.name]
         cmd = PodCommand(self.command, s, target=target, member=member, log=log)
-        cmd.session = _session(target, cmd.redact, float(s.wf_persist_secs), log)
         try:
-            return cmd.send_text(cmd.call_text(*_request(self.command, self.values, s)))
+            cmd.session = _session(target, cmd.redact, persist, log)
+        except Fallback:
+            opened.fallback = True
+            raise
+        finally:
+            opened.arrive()
+        try:
+            if not opened.wait():  # another pod's keeper sends the whole command to the full path
+                return None
+            out = cmd.call_text(*_request(self.command, self.values, s))
+            try:
+                return cmd.send_text(out)
+            except Fallback:  # nothing reached this pod: its session as the full path opens it
+                from wfops.transport.connect import open_session
+
+                cmd.session.close()
+                cmd.session = open_session(target, cmd.redact, persist, log)
+                return cmd.send_text(out)
         finally:
             cmd.session.close()
 
@@ -362,3 +383,24 @@ class _Fleet:
         text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
                 "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[self.command]
         fanout.show(outcomes, bool(self.values["json"]), text, lambda data: data)
+
+
+class _Opened:
+    """Every pod's session opened (or failed) before any request leaves: `arrive` once a pod, `wait` for all of
+    them; False when one of them fell back."""
+
+    def __init__(self, pods: int) -> None:
+        import threading
+
+        self.left, self.fallback = pods, False
+        self._done = threading.Condition()
+
+    def arrive(self) -> None:
+        with self._done:
+            self.left -= 1
+            self._done.notify_all()
+
+    def wait(self) -> bool:
+        with self._done:
+            self._done.wait_for(lambda: self.left <= 0)
+            return not self.fallback

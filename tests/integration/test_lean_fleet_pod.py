@@ -106,3 +106,26 @@ def test_a_fleet_pod_that_cannot_be_reached_is_its_section_and_the_exit_both_way
     assert lean.last_err.startswith(f"wfops: 1 of 3 pod(s) failed: {fleet.pods[1].address}: ")
     ledger = wf(fleet, down, "sweep.status", **PROFILE)  # a fleet's sweep.status reads its ledger: the full path
     assert ledger.rc != 0 and "invoke" in imported(ledger)
+
+
+def test_a_pod_whose_keeper_is_stale_is_asked_again_alone_and_every_other_pod_once(fresh_fleet3: Fleet,
+                                                                                   tmp_path: Path):
+    """Pod 0's keeper was made for another config (another SSH_CONNECT_TIMEOUT: stale for the fleet's): that pod's
+    request reaches nothing and goes through the full path's session (a new keeper); the other pods are asked once
+    (pod 1 warns on every command: its warning is said once, as on the full path)."""
+    fleet = fresh_fleet3
+    cfg = fleet.config(tmp_path, WF_PERSIST_SECS="120")
+    solo = fleet.config(tmp_path, pod=0, name="solo.env", WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="20")
+    assert wf(fleet, cfg, "fsm.status").rc == 0
+    env_file = fleet.pods[1].home / "project.env"
+    env_file.unlink()
+    env_file.mkdir()  # the agent cannot write the config there: it warns on every command
+    both = {}
+    for way in ({}, {"WFOPS_LEAN": "0"}):
+        assert fleet.wf(solo, "fsm.status").returncode == 0  # pod 0's keeper now has solo.env's fingerprint
+        res = wf(fleet, cfg, "task.list", **PROFILE, **way)
+        assert ("invoke" in imported(res)) == bool(way), res.err[-2000:]
+        warned = [ln for ln in res.err.splitlines() if "could not update the config" in ln]
+        assert res.rc == 0 and res.out.count("== pod ") == 3 and len(warned) == 1, (way, res.err)
+        both[bool(way)] = said(res)
+    assert both[False] == both[True]
