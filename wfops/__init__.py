@@ -8,6 +8,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
     lean.py                   a read-only command (or run.fetch) with its keeper warm, without invoke or the task tree
     leancache.py              the lean entry's cached fast path: the kept request when every input is unchanged
+    leanpods.py               the lean entry's work on pods: the request, the session, a fleet's reads at once
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
     errors.py                 typed errors (WfopsError and kin) and the exit-code table

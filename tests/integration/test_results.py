@@ -322,8 +322,10 @@ def test_a_lost_sweep_keeps_its_own_rows_and_totals_once_a_new_sweep_starts(loca
     sweep.start keeps them as they were, so `sweep.status --sweep OLD` does not read the new sweep's runs as its
     own (a run it never started is cancelled, not `skipped: already ok` with the new run's exit and duration)."""
     pod = local_ready
+    pod.configure(POD_PRICE_PER_HOUR="36")  # $0.01 a second: what it cost is kept too
     flag = pod.root / "go"
-    csv = sweep(pod, f"held,config/train_tiny.py,1,steps=1 wait_for={flag},\nnext,config/train_tiny.py,2,steps=1,\n")
+    csv = sweep(pod, f"done1,config/train_tiny.py,3,steps=1,\nheld,config/train_tiny.py,1,steps=1 wait_for={flag},\n"
+                     "next,config/train_tiny.py,2,steps=1,\n")
     old = pod.ok("sweep.status", "--json").json()["sweep"]["sweep_id"]
     record = pod.outputs / "_control" / "sweep.json"
     pid = wait_until(lambda: json.loads(record.read_text()).get("pid") if record.exists() else None,
@@ -331,17 +333,23 @@ def test_a_lost_sweep_keeps_its_own_rows_and_totals_once_a_new_sweep_starts(loca
     wait_until(lambda: (pod.outputs / "held" / "stdout.log").exists(), timeout=60, what="the first run to start")
     os.kill(int(pid), signal.SIGKILL)
     flag.touch()
-    wait_until(lambda: pod.ok("sweep.status", "--json").json()["runs"][0]["state"] == "lost", timeout=60,
+    wait_until(lambda: pod.ok("sweep.status", "--json").json()["runs"][1]["state"] == "lost", timeout=60,
                what="the held run to show lost (its supervisor went with the queue)")
+    before = pod.ok("sweep.status", "--json").json()
+    assert before["cost"]["runs_usd"] > 0 and before["cost"]["pod_secs"] > 0, before["cost"]
     listed = pod.ok("sweep.list", "--json").json()["sweeps"][0]
-    assert (listed["sweep_id"], listed["state"], listed["totals"]) == (old, "lost", {"lost": 1, "pending": 1})
-    pod.ok("sweep.start", "--csv", str(csv))  # both run (again) in the new sweep
+    assert (listed["sweep_id"], listed["state"], listed["totals"]) == (
+        old, "lost", {"success": 1, "lost": 1, "pending": 1})
+    pod.ok("sweep.start", "--csv", str(csv))  # done1 is ok already; the two others run in the new sweep
     new = wait_end(pod)
     assert new["sweep"]["sweep_id"] != old and {r["run_id"]: r["state"] for r in new["runs"]} == {
-        "held": "success", "next": "success"}
+        "done1": "skipped", "held": "success", "next": "success"}
     kept = pod.ok("sweep.status", "--sweep", old, "--json").json()
-    assert kept["sweep"]["state"] == "lost" and kept["totals"] == {"lost": 1, "cancelled": 1}
+    assert kept["sweep"]["state"] == "lost" and kept["totals"] == {"success": 1, "lost": 1, "cancelled": 1}
+    # what it cost, as before the new sweep: its runs' cost_usd and its pod time (the queue's open span closed)
+    assert (kept["cost"]["runs_usd"], kept["cost"]["pod_secs"]) == (before["cost"]["runs_usd"],
+                                                                    before["cost"]["pod_secs"]), kept["cost"]
     nxt = next(r for r in kept["runs"] if r["run_id"] == "next")
     assert nxt["state"] == "cancelled" and nxt["exit_code"] is None and "its queue runner was lost" in nxt["note"]
     by_id = {s["sweep_id"]: s["totals"] for s in pod.ok("sweep.list", "--json").json()["sweeps"]}
-    assert by_id[old] == {"lost": 1, "cancelled": 1}
+    assert by_id[old] == {"success": 1, "lost": 1, "cancelled": 1}

@@ -170,15 +170,15 @@ def settle_lost(pod: Layout, new_sid: str) -> None:
         return
     state, reason = procs.queue_liveness(prev)
     rows = status_rows(pod, plan, state)
-    lost = "not started: its queue runner was lost, and %s started after it" % new_sid
     for row in rows:  # a run it never started is cancelled; one still running when the new sweep started says so
         if row["state"] == PENDING:
-            row.update(state=CANCELLED, note=lost)
+            row.update(state=CANCELLED, note="not started: its queue runner was lost; %s started after it" % new_sid)
         elif row["state"] == RUNNING:
             row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
+    last_end = cost.add_costs(pod.run_dir, rows, sid, prev.get("billing") or {})  # as the queue's end adds them
     store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
-    store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD), dict(prev, state=state, reason=reason,
-                                                                            totals=count(rows)))
+    store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD), dict(  # its open span ends where it left it
+        prev, state=state, reason=reason, totals=count(rows), spans=cost.closed_spans(prev, False, last_end)))
 
 
 def _unique_id(pod: Layout, manifest: Manifest) -> None:
