@@ -276,6 +276,4 @@ def show(view: dict[str, Any], data: dict[str, Any]) -> None:
         return
     from wfops import views
 
-    text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
-            "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[command]
-    emit(data, as_json, lambda: text(data))
+    emit(data, as_json, lambda: views.TEXT[command](data))

@@ -26,11 +26,11 @@ def pod_request(command: str, v: dict[str, Any], s: Any) -> tuple[str, dict[str,
     from wfops.agent import wire
 
     if command == "fsm.status":
-        return "fsm-show", {}
+        return wire.FSM_SHOW, {}
     if command == "task.status":
-        return "task-show", {"id": v["id"], "tail": v["tail_lines"]}
+        return wire.TASK_SHOW, {"id": v["id"], "tail": v["tail_lines"]}
     if command == "task.list":
-        return "task-list", {"limit": v["limit"]}
+        return wire.TASK_LIST, {"limit": v["limit"]}
     if command == "sweep.list":
         return wire.SWEEP_LIST, {}
     return wire.SWEEP_STATUS, {"sweep": v["sweep"], "metric_patterns": s.metric_sources}
@@ -89,9 +89,7 @@ class Fleet:
     def show(self, outcomes: Any) -> None:
         from wfops import fanout, views
 
-        text = {"fsm.status": views.fsm_text, "task.status": views.task_status_text,
-                "task.list": views.task_list_text, "sweep.list": views.sweep_list_text}[self.command]
-        fanout.show(outcomes, bool(self.values["json"]), text, lambda data: data)
+        fanout.show(outcomes, bool(self.values["json"]), views.TEXT[self.command], lambda data: data)
 
 
 class _Opened:

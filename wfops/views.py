@@ -69,3 +69,9 @@ def sweep_list_text(data: dict) -> str:
     rows = [(s["sweep_id"], s.get("started_at") or "", s["state"] + (f" ({s['reason']})" if s.get("reason") else ""),
              totals_line(s.get("totals") or {})) for s in data.get("sweeps") or []]
     return table(("sweep", "started", "state", "totals"), rows) if rows else "no sweep on this pod"
+
+
+# each read-only command's text of one pod's answer (but sweep.status: wfops.sweeps.status), for the lean paths
+# (wfops.leancache, wfops.leanpods)
+TEXT = {"fsm.status": fsm_text, "task.status": task_status_text, "task.list": task_list_text,
+        "sweep.list": sweep_list_text}

@@ -10,17 +10,13 @@ from pathlib import Path
 
 from tests.conftest import Result
 from tests.fleet import Fleet
-from tests.integration.test_lean_cache import PROFILE, hit
-from tests.integration.test_lean_entry import imported, without_importtime
+from tests.integration.test_lean_cache import PROFILE, hit, said
+from tests.integration.test_lean_entry import imported
 
 
 def wf(fleet: Fleet, cfg: Path, *args: str, **env: str) -> Result:
     res = fleet.wf(cfg, *args, env=env)
     return Result(res.returncode, res.stdout, res.stderr)
-
-
-def said(res: Result) -> tuple[int, str, str]:
-    return res.rc, res.out, without_importtime(res.err)
 
 
 def test_a_pod_chosen_with_wf_pod_is_read_lean_and_kept_from_that_pod_alone(fresh_fleet3: Fleet, tmp_path: Path):
