@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection
 
+from wfops.agent import wire
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
@@ -17,12 +18,12 @@ from wfops.views import fsm_text as _human
 
 def read_state(settings: Settings, member: Member, log: Log = to_stderr) -> dict:
     """The workflow state on one pod (what `fsm.status --json` prints for it)."""
-    return call_once("fsm.status", settings, "fsm-show", member=member, log=log)
+    return call_once("fsm.status", settings, wire.FSM_SHOW, member=member, log=log)
 
 
 def reset_state(settings: Settings, member: Member, to_state: str, reason: str, log: Log = to_stderr) -> dict:
     """Force one pod's workflow state (a state of fsm.STATES), recording the reason."""
-    return call_once("fsm.reset", settings, "fsm-reset", member=member, log=log, to=to_state, reason=reason)
+    return call_once("fsm.reset", settings, wire.FSM_RESET, member=member, log=log, to=to_state, reason=reason)
 
 
 @wftask(help={"json": JSON_HELP})

@@ -14,6 +14,7 @@ from typing import Any
 from invoke import Collection
 
 from wfops import hints
+from wfops.agent import wire
 from wfops.errors import ConfigError, ConnectError, LiumError, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -96,7 +97,7 @@ def _wait_for_ssh(settings: Settings, command: str, timeout_secs: int, member: M
             left = max(1, int(deadline - time.monotonic()) + 1)
             target = dataclasses.replace(target, connect_timeout=min(target.connect_timeout, left))
             with PodCommand(command, settings, target, log=log) as cmd:
-                state = cmd.call("fsm-show")
+                state = cmd.call(wire.FSM_SHOW)
             return {"target": _target_view(target), "state": state.get("state"),
                     "waited_secs": round(timeout_secs - (deadline - time.monotonic()), 1)}
         except _Never:

@@ -8,6 +8,7 @@ from invoke import Collection
 
 from wfops import hints
 from wfops import watch as watching
+from wfops.agent import wire
 from wfops.agent.states import TERMINAL
 from wfops.errors import EXIT_WAIT_TIMEOUT, UsageError, WfopsError
 from wfops.fanout import Log, to_stderr
@@ -35,7 +36,7 @@ def start_task(settings: Settings, member: Member, task_id: str, cmd: str, timeo
                workdir: str = "", force: bool = False, log: Log = to_stderr) -> dict:
     """Start tracked task `task_id` (checked: tracked.check_task_id) on one pod; what `task.run --json` prints."""
     timeout = settings.task_timeout_secs if timeout_secs is None else timeout_secs
-    return call_once("task.run", settings, "task-start", member=member, log=log, id=task_id,
+    return call_once("task.run", settings, wire.TASK_START, member=member, log=log, id=task_id,
                      command_text=command_script(settings, task_id, cmd, workdir), timeout=timeout, workdir=workdir,
                      grace=settings.kill_grace_secs, force=bool(force), session=settings.wf_tmux_session)
 
@@ -72,7 +73,7 @@ def run(c: Any, id: str | None = None, cmd: str | None = None, timeout_secs: int
 
 def show_task(settings: Settings, member: Member, task_id: str, tail_lines: int = 20, log: Log = to_stderr) -> dict:
     """One pod's tracked task: state, exit code, times, the tail of its log (what `task.status --json` prints)."""
-    return call_once("task.status", settings, "task-show", member=member, log=log, id=task_id, tail=tail_lines)
+    return call_once("task.status", settings, wire.TASK_SHOW, member=member, log=log, id=task_id, tail=tail_lines)
 
 
 @wftask(help={"id": ID_HELP, "tail_lines": "lines of stdout.log to show (default 20)", "json": JSON_HELP,
@@ -89,7 +90,7 @@ def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = Fal
         settings = settings_for(c, config)
         refuse_watch_on_fleet(settings)
         with PodCommand("task.status", settings, member=resolve.one(settings)) as cmd:
-            watching.watch(lambda: cmd.call("task-show", id=task_id, tail=tail_lines), _status_text,
+            watching.watch(lambda: cmd.call(wire.TASK_SHOW, id=task_id, tail=tail_lines), _status_text,
                            lambda d: d.get("state") in TERMINAL, secs, json)
         return
     settings = settings_for(c, config)
@@ -98,7 +99,7 @@ def status(c: Any, id: str | None = None, tail_lines: int = 20, json: bool = Fal
 
 def wait_task(settings: Settings, member: Member, task_id: str, timeout_secs: int = 0, log: Log = to_stderr) -> dict:
     """Wait on one pod until a task ends (or `timeout_secs` pass; 0: no limit); what `task.wait --json` prints."""
-    return call_once("task.wait", settings, "task-wait", member=member, log=log, id=task_id, timeout=timeout_secs)
+    return call_once("task.wait", settings, wire.TASK_WAIT, member=member, log=log, id=task_id, timeout=timeout_secs)
 
 
 def _wait_verdict(task_id: str, timeout_secs: int, data: dict) -> WfopsError | None:
@@ -127,7 +128,7 @@ def wait(c: Any, id: str | None = None, timeout_secs: int = 0, json: bool = Fals
 def list_tasks(settings: Settings, member: Member, limit: int = 20, log: Log = to_stderr) -> dict:
     """One pod's damaged tasks, then its recent tracked tasks, newest first (`limit` 0: all); what `task.list
     --json` prints."""
-    return call_once("task.list", settings, "task-list", member=member, log=log, limit=limit)
+    return call_once("task.list", settings, wire.TASK_LIST, member=member, log=log, limit=limit)
 
 
 @wftask(help={"limit": "show at most this many, newest first (default 20; 0: all); damaged ones always show",
