@@ -81,6 +81,11 @@ def test_a_fleets_reads_are_lean_on_every_pod_at_once_and_say_what_the_full_path
         assert said(lean) == said(full), args
         codes.add(lean.rc)
     assert codes == {0, 5}  # task t1 is on one pod: the two others' "no task" is their section and the exit
+    marks = [pod.sshd.mark() for pod in fleet.pods]
+    warm = wf(fleet, cfg, "task.list", **PROFILE)
+    assert warm.rc == 0 and "invoke" not in imported(warm)
+    counted = [pod.sshd.counts(mark) for pod, mark in zip(fleet.pods, marks, strict=True)]
+    assert all(conns == 0 and execs <= 1 for conns, execs in counted), counted  # warm: no connection, one exec at most
     shown = wf(fleet, cfg, "task.status", "--id", "t1").out
     assert shown.count("== pod ") == 3 and "\\x1b[31mred" in shown and "\x1b" not in shown
     doc = json.loads(wf(fleet, cfg, "fsm.status", "--json").out)
