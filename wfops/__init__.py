@@ -8,6 +8,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     cli.py                    the `wfops` console script, light on purpose (lean, prewarm first, then the task tree)
     lean.py                   a read-only command (or run.fetch) with its keeper warm, without invoke or the task tree
     leancache.py              the lean entry's cached fast path: the kept request when every input is unchanged
+    leanfetch.py              the cached fast path of a repeated run.fetch: the pod's plan alone, nothing to copy
     leanpods.py               the lean entry's work on pods: the request, the session, a fleet's reads at once
     program.py                the `wfops` program: invoke's Program over the same task tree as `inv`
     prewarm.py                start the target's keeper before the task tree is imported
@@ -45,6 +46,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     transport/                one connection per command, one exec per script, rendered scripts
     transport/session.py      what every session shares: Session, ExecResult, Redactor, the stderr protocol
     transport/connect.py      open_session (the factory of sessions) and the session through a warm keeper
+    transport/requestline.py  the agent's request line after the script (light: the cached fast paths build it)
     transport/leanwire.py     the cached fast path's keeper exchange (stdlib frames, the pod's lines, the answer)
     transport/leanexec.py     the lean entry's session: one script through a keeper that answers, else Fallback
     transport/ssh.py          THE SSH connection factory, its keepalive, SSHLink and the SSH session
@@ -83,9 +85,11 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     sweeps/launch_script.py   each run's launch script (command.sh) rendered from the run template
     sweeps/status.py          the text of sweep.status and sweep.wait: the run table and the totals line
     artifacts/                bringing run directories home (run.fetch)
-    artifacts/transfer.py     run.fetch: what to ask for, the one exec that streams it, what to tell the user
+    artifacts/transfer.py     run.fetch: what to ask for and the one exec that streams it
     artifacts/fetch.py        receiving the tar stream: an extractor process that places file by file
     artifacts/index.py        what this machine has of fetched runs: the index run.fetch sends
+    artifacts/staging.py      the fetches' staging folders: claimed under an flock, swept when abandoned
+    artifacts/summary.py      what a fetch tells the user: its summary line and the run folders (light imports)
     tasks/                    the invoke task tree: thin adapters (options -> the layer below -> output, exit)
     tasks/_base.py            what every task shares: the error boundary, option checks, settings, output
     tasks/_parsing.py         invoke's command line, for wfops and inv: optional positionals, did you mean, pipes

@@ -34,7 +34,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wfops.errors import Fallback
 from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -42,9 +42,6 @@ from wfops.leancache import end as _end
 from wfops.leancache import invoke_configured, show
 from wfops.leancache import terminated as _terminated
 from wfops.leanpods import Fleet, pod_request, session
-
-if TYPE_CHECKING:
-    from wfops.transport.command import Outgoing
 
 OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (the tests compare the two paths with it)
 _DIGITS = re.compile(r"[0-9]+")
@@ -192,7 +189,7 @@ def _stamp(command: str, values: dict[str, Any], argv: list[str] | None) -> dict
     is to be kept (no command line, a command never kept, the cache turned off)."""
     from wfops import leancache
 
-    if argv is None or command not in leancache.COMMANDS or os.environ.get(leancache.CACHE_OFF_ENV) == "0":
+    if argv is None or command not in leancache.KEPT or os.environ.get(leancache.CACHE_OFF_ENV) == "0":
         return None
     return leancache.key(argv, leancache.config_probes(values["config"], os.getcwd(), os.environ))
 
@@ -254,7 +251,7 @@ class _Work:
             agent_command, data = self._request()
             out = cmd.call_text(agent_command, data)
             if self.stamp is not None and s.wf_persist_secs:  # cold: no keeper, nothing to keep for one
-                self._keep(out, cmd.redact.secrets)
+                self._keep(out.text, out.serve, cmd.redact.secrets)
             return cmd.send_text(out)
         finally:
             cmd.session.close()
@@ -262,20 +259,26 @@ class _Work:
     def fetch(self, cmd: Any) -> dict[str, Any]:
         """run.fetch from the one pod as the task fetches (wfops.tasks.run.fetch_from, no fleet): the summary on
         stderr, the local folders as its answer."""
-        from wfops.artifacts.transfer import fetch_runs, report, resolved
+        from wfops.artifacts.summary import report, resolved
+        from wfops.artifacts.transfer import fetch_runs
         from wfops.transport.session import stderr_line
 
         v = self.values
         fetched = fetch_runs(self.settings, v["run_id"] or "", v["all"], v["sweep"] or "", v["hash"],
                              merge_replaced=v["merge_replaced"], command=cmd)
+        if self.stamp is not None and self.settings.wf_persist_secs:  # warm: a repeated fetch may take the cache
+            from wfops import leanfetch
+
+            self._keep("", None, cmd.redact.secrets, fetch=leanfetch.entry(cmd))
         stderr_line(report(fetched))
         return {"runs": resolved(fetched.runs)}
 
     def _request(self) -> tuple[str, dict[str, object]]:
         return pod_request(self.command, self.values, self.settings)
 
-    def _keep(self, out: Outgoing, secrets: list[str]) -> None:
-        """The cached fast path's entry for this command line: what a hit sends and how it shows the answer."""
+    def _keep(self, script: str, serve: Any, secrets: list[str], **more: Any) -> None:
+        """The cached fast path's entry for this command line: what a hit sends (`more`: run.fetch's plan request,
+        wfops.leanfetch) and how it shows the answer."""
         from wfops import leancache
         from wfops.transport import ssh, warm
 
@@ -283,9 +286,8 @@ class _Work:
         s = self.settings
         leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
-            "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": out.text,
-            "serve": out.serve,
-            "secrets": list(secrets), **self._view()})
+            "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": script, "serve": serve,
+            "secrets": list(secrets), **self._view(), **more})
 
     def _view(self) -> dict[str, Any]:
         """What showing the answer takes (wfops.leancache.show), here and in a kept entry."""

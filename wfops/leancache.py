@@ -18,6 +18,7 @@ error as the task boundary words it, as on the lean path (tests/integration/test
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # built in: signal.py would import enum
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (wfops.lean)
 CACHE_OFF_ENV = "WFOPS_LEAN_CACHE"  # "0": no cached fast path (the lean path makes everything afresh)
 VERBOSE_ENV = "WFOPS_VERBOSE"  # set: the lean path (its exec line counts the bytes it sent and received)
 COMMANDS = ("fsm.status", "task.status", "task.list", "sweep.status", "sweep.list")  # wfops.lean.LEAN's names
+KEPT = (*COMMANDS, "run.fetch")  # and a repeated run.fetch, which asks the pod for its plan alone (wfops.leanfetch)
 INVOKE_FILES = ("/etc/invoke", "~/.invoke")
 INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
@@ -197,7 +199,7 @@ def _explicit(argv: list[str]) -> str | None:
 
 def try_cached(argv: list[str]) -> None:
     """Run a command whose inputs are all as when its entry was kept, and end the process; else return."""
-    if not argv or argv[0] not in COMMANDS or os.environ.get(OFF_ENV) == "0" \
+    if not argv or argv[0] not in KEPT or os.environ.get(OFF_ENV) == "0" \
             or os.environ.get(CACHE_OFF_ENV) == "0" or os.environ.get(VERBOSE_ENV, "").strip() \
             or invoke_configured(os.environ):
         return
@@ -205,15 +207,32 @@ def try_cached(argv: list[str]) -> None:
     if entry is None:
         return
     try:
-        code = _run(entry)
+        code = _fetch(entry) if "fetch" in entry else _run(entry)
     except Before:
         return
     end(code)
 
 
-def _run(entry: dict[str, Any]) -> int:
-    import _signal as signal  # type: ignore[import-not-found]  # built in: signal.py would import enum
+def _fetch(entry: dict[str, Any]) -> int:
+    """A repeated run.fetch (wfops.leanfetch): SIGTERM and Ctrl-C as for a read (nothing is staged on this path)."""
+    from wfops import leanfetch
+    from wfops.interrupt import InTask
 
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with InTask():
+            return leanfetch.run(entry)
+    except Before:
+        signal.signal(signal.SIGTERM, previous)
+        raise
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("wfops: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(entry: dict[str, Any]) -> int:
     from wfops.interrupt import InTask
     from wfops.output import Redactor, error_line
 

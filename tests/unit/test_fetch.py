@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wfops.artifacts import fetch, index
+from wfops.artifacts import fetch, index, staging
 from wfops.errors import RemoteError
 
 
@@ -110,13 +110,13 @@ def test_progress_is_shown_for_large_runs(tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------ staging: every exit path, and killed fetches
 
 def staging_dirs(root) -> list:
-    return sorted(p.name for p in root.iterdir() if p.name.startswith(fetch.STAGING_PREFIX))
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(staging.STAGING_PREFIX))
 
 
 @pytest.fixture
 def held_staging(tmp_path):
     """A staging folder whose lock another live process holds: a fetch still running elsewhere."""
-    live = tmp_path / f"{fetch.STAGING_PREFIX}live"
+    live = tmp_path / f"{staging.STAGING_PREFIX}live"
     live.mkdir()
     (live / "partial.bin").write_bytes(b"p" * 1000)
     holder = subprocess.Popen(
@@ -130,7 +130,7 @@ def held_staging(tmp_path):
 
 
 def test_abandoned_staging_is_removed_and_a_live_one_is_kept(tmp_path, held_staging):
-    dead = tmp_path / f"{fetch.STAGING_PREFIX}123-456"  # a fetch killed with SIGKILL left it: nobody holds it
+    dead = tmp_path / f"{staging.STAGING_PREFIX}123-456"  # a fetch killed with SIGKILL left it: nobody holds it
     (dead / "r1").mkdir(parents=True)
     (dead / "r1" / "blob").write_bytes(b"x" * 100_000)
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
@@ -143,9 +143,9 @@ def test_abandoned_staging_is_removed_and_a_live_one_is_kept(tmp_path, held_stag
 
 def test_a_running_fetch_keeps_its_staging_from_other_fetches(tmp_path):
     receiver = fetch.TarReceiver(tmp_path, {"r1"})
-    assert fetch.remove_abandoned_staging(tmp_path) == []  # its lock is held ...
+    assert staging.remove_abandoned_staging(tmp_path) == []  # its lock is held ...
     receiver.start()
-    assert fetch.remove_abandoned_staging(tmp_path) == []  # ... by it and by its extractor
+    assert staging.remove_abandoned_staging(tmp_path) == []  # ... by it and by its extractor
     assert staging_dirs(tmp_path) == [receiver.staging.name]
     receiver.abort()
     assert staging_dirs(tmp_path) == []
@@ -203,7 +203,7 @@ def test_the_pod_lists_regular_files_by_folder_and_name_and_follows_no_link(tmp_
 
 
 def test_the_fetched_run_dirs_are_shown_as_path_resolve_gives_them(tmp_path):
-    from wfops.artifacts.transfer import resolved
+    from wfops.artifacts.summary import resolved
 
     real = tmp_path / "real"
     (real / "r1").mkdir(parents=True)
@@ -227,7 +227,7 @@ def test_a_fetch_with_nothing_to_copy_starts_no_progress_thread(tmp_path):
 
 
 def test_the_fetched_runs_are_those_that_are_folders_now(tmp_path):
-    from wfops.artifacts.transfer import _existing_dirs
+    from wfops.artifacts.summary import existing_dirs as _existing_dirs
 
     (tmp_path / "r1").mkdir()
     (tmp_path / "elsewhere").mkdir()

@@ -21,8 +21,8 @@ from tests.unit.test_agent import CALL, POD_PYTHON, WFOPS_DIR
 from tests.unit.test_templates import _cmd, _request
 from wfops.agent import wire
 from wfops.transport import render
-from wfops.transport.render import request_line
 from wfops.transport.render import script_cache_dir as cache_dir
+from wfops.transport.requestline import json_line, request_line
 
 HOSTILE_REQUEST = {"cmd": "fleet-facts", "pod": {"out": "/nonexistent"},
                    "data": {"x": "$(touch /tmp/wfops-pwned-request)", "y": "`touch /tmp/wfops-pwned-request`"}}
@@ -115,4 +115,4 @@ def test_the_guard_leaves_the_request_verbatim_for_the_pod(tmp_path: Path):
                                                   "session": "wf", "workdir": "~"})
     line = request_line(request)
     assert json.loads(line[len(wire.REQUEST_GUARD):]) == request
-    assert render.json_line(request) in line
+    assert json_line(request) in line

@@ -15,7 +15,8 @@ from wfops.settings.load import parse_settings
 from wfops.targets.target import Target
 from wfops.transport import rules as fsm
 from wfops.transport.command import SERVE_TEMPLATE, PodCommand
-from wfops.transport.render import request_line, templates_dir
+from wfops.transport.render import templates_dir
+from wfops.transport.requestline import request_line
 
 EXPR = re.compile(r"{{(.*?)}}", re.S)
 SAFE_FILTERS = ("| q", "| qpath", "| int")

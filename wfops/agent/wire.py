@@ -22,11 +22,11 @@ SWEEP_START, SWEEP_STATUS, SWEEP_STOP, SWEEP_LIST = "sweep-start", "sweep-status
 SWEEP_ADD, SWEEP_RETRY, SWEEP_CURRENT, FETCH_PLAN = "sweep-add", "sweep-retry", "sweep-current", "fetch-plan"
 TASK_START, TASK_SHOW, TASK_WAIT, TASK_LIST = "task-start", "task-show", "task-wait", "task-list"
 CHECKOUT_FACTS, POD_FACTS, POD_DOWN = "checkout-facts", "pod-facts", "pod-down"
-BOOTSTRAP, CHECKOUT_APPLY = "bootstrap", "checkout-apply"
+BOOTSTRAP, CHECKOUT_APPLY, SERVE_FLAG = "bootstrap", "checkout-apply", "--serve"  # SERVE_FLAG: agent/serve.py
 FLEET_FACTS, SWEEP_WITHDRAW, NET_LISTEN, NET_PROBE = "fleet-facts", "sweep-withdraw", "net-listen", "net-probe"
 SWEEP_METRICS, SWEEP_WAIT, RUN_LOGS, TASK_LOGS = "sweep-metrics", "sweep-wait", "run-logs", "task-logs"
 SWEEP_RECOVER = "sweep-recover"  # a managed sweep restarts its runs on a pod that came back (agent/recover.py)
-SERVED, SERVE_FLAG = (FSM_SHOW, TASK_SHOW, TASK_LIST, SWEEP_STATUS, SWEEP_LIST, SWEEP_METRICS, FLEET_FACTS), "--serve"
+SERVED = (FSM_SHOW, TASK_SHOW, TASK_LIST, SWEEP_STATUS, SWEEP_LIST, SWEEP_METRICS, FLEET_FACTS, FETCH_PLAN)
 
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union

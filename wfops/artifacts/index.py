@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wfops.agent.states import GENERATION_FILE
+
 READ_SIZE = 1024 * 1024
 FileEntry = list[int | str]  # [size, mtime seconds] or [size, sha256]: as the pod compares
 
@@ -53,3 +55,18 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: fh.read(READ_SIZE), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def local_generations(dest: Path, have: dict[str, dict[str, FileEntry]]) -> dict[str, str]:
+    """The generation of each local copy that has files ("" for one without): the pod compares them with its own."""
+    return {run: (dest / run / GENERATION_FILE).read_text(errors="replace").strip()
+            if GENERATION_FILE in files else "" for run, files in have.items() if files}
+
+
+def plan_request(dest: Path, run_id: str, all_runs: bool, sweep: str, by_hash: bool,
+                 merge_replaced: bool) -> dict[str, object]:
+    """The data of the pod's `fetch-plan` request (wfops/agent/fetching.py): what this machine has of the runs asked
+    for, and the generation of each copy (none with --merge-replaced: every run compared file by file)."""
+    have = local_index(dest, [run_id] if run_id else None, by_hash)
+    return {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash,
+            "generations": {} if merge_replaced else local_generations(dest, have)}

@@ -4,7 +4,8 @@ a fetch that fails keeps the pods and says so. Split out of wfops.tasks.managed 
 
 from __future__ import annotations
 
-from wfops.artifacts.transfer import fetch_runs, report
+from wfops.artifacts.summary import report
+from wfops.artifacts.transfer import fetch_runs
 from wfops.errors import LiumError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings

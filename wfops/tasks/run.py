@@ -8,7 +8,8 @@ from typing import Any
 
 from invoke import Collection
 
-from wfops.artifacts.transfer import check_request, fetch_runs, report, resolved
+from wfops.artifacts.summary import report, resolved
+from wfops.artifacts.transfer import check_request, fetch_runs
 from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings

@@ -24,7 +24,8 @@ from wfops.targets import resolve
 from wfops.targets.target import Member, Target
 from wfops.transport import rules as fsm
 from wfops.transport.connect import open_session
-from wfops.transport.render import AGENT_CALL, NEED_AGENT, agent, b64, render, request_line
+from wfops.transport.render import AGENT_CALL, NEED_AGENT, agent, b64, render
+from wfops.transport.requestline import request_line
 from wfops.transport.session import (
     ExecResult,
     LineSink,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wfops import __version__
-from wfops.agent import wire
 from wfops.agent.launch import call_for
 from wfops.transport.shell import q, qpath
 
@@ -146,17 +145,6 @@ def agent_payload() -> str:
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     return b64(gzip.compress(raw.getvalue(), mtime=0))
-
-
-def json_line(value: object) -> str:
-    """A value as one line of JSON."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def request_line(request: object) -> str:
-    """The agent's request as it travels after the script on the same stdin: one line, the JSON behind a guard
-    that makes a shell reading it as commands fail at once (wfops.agent.wire.REQUEST_GUARD)."""
-    return wire.REQUEST_GUARD + json_line(request) + "\n"
 
 
 def render(template: str, **context: object) -> str:
