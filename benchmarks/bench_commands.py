@@ -160,6 +160,19 @@ def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int, rounds: int 
     for _ in range(n):  # interleaved with the warm read-only command it is compared with
         again_s += timed(again, 1, warmup=0)
         status_s += timed(lambda: wf(env, "fsm.status"), 1, warmup=0)
+    changed_s, uncached_s = [], []
+    first_run = outputs / "s0000" / "status.json"
+
+    def one_changed(env_: dict) -> None:
+        first_run.write_text(first_run.read_text() + " ")  # one file new on the pod: the fetch copies it
+        res = wf(env_, "run.fetch", "--all")
+        assert "1 file(s) new or changed" in res.stderr, res.stderr
+
+    no_cache = {**env, "WFOPS_LEAN_CACHE": "0"}
+    wf(no_cache, "run.fetch", "--all")
+    for _ in range(n):  # what the cached fast path costs a fetch that does copy: the plan asked twice
+        changed_s += timed(lambda: one_changed(env), 1, warmup=0)
+        uncached_s += timed(lambda: one_changed(no_cache), 1, warmup=0)
     med = statistics.median
     return [
         [f"wfops run.fetch big: full copy of {size_mb:.0f} MB (warm)", f"{med(fetch_s) * 1000:.0f}",
@@ -170,6 +183,9 @@ def fetch_rows(env: dict, work: Path, sshd, megabytes: int, n: int, rounds: int 
          f"{max(wires)} bytes on the wire"],
         ["wfops fsm.status (warm), same rounds", ms(status_s), ""],
         ["repeated fetch / warm fsm.status (goal <= 1.2)", "", f"{med(again_s) / med(status_s):.2f}x"],
+        ["wfops run.fetch --all, one file changed on the pod (warm)", ms(changed_s), ""],
+        ["the same with WFOPS_LEAN_CACHE=0 (no plan asked first), same rounds", ms(uncached_s),
+         f"{med(changed_s) / med(uncached_s):.2f}x"],
     ]
 
 

@@ -269,7 +269,10 @@ class _Work:
         if self.stamp is not None and self.settings.wf_persist_secs:  # warm: a repeated fetch may take the cache
             from wfops import leanfetch
 
-            self._keep("", None, cmd.redact.secrets, fetch=leanfetch.entry(cmd))
+            # one that copied something (a sweep still writing) is likely to copy next time too: kept without the
+            # plan request, so that the next one is the lean path's at once (wfops.leanfetch)
+            copied = bool(fetched.files or fetched.aside)
+            self._keep("", None, cmd.redact.secrets, fetch=None if copied else leanfetch.entry(cmd))
         stderr_line(report(fetched))
         return {"runs": resolved(fetched.runs)}
 

@@ -35,7 +35,8 @@ OFF_ENV = "WFOPS_LEAN"  # "0": always the full invoke path (wfops.lean)
 CACHE_OFF_ENV = "WFOPS_LEAN_CACHE"  # "0": no cached fast path (the lean path makes everything afresh)
 VERBOSE_ENV = "WFOPS_VERBOSE"  # set: the lean path (its exec line counts the bytes it sent and received)
 COMMANDS = ("fsm.status", "task.status", "task.list", "sweep.status", "sweep.list")  # wfops.lean.LEAN's names
-KEPT = (*COMMANDS, "run.fetch")  # and a repeated run.fetch, which asks the pod for its plan alone (wfops.leanfetch)
+FETCH = "run.fetch"  # kept too: a repeated fetch asks the pod for its plan alone (wfops.leanfetch)
+KEPT = (*COMMANDS, FETCH)
 INVOKE_FILES = ("/etc/invoke", "~/.invoke")
 INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
@@ -207,7 +208,7 @@ def try_cached(argv: list[str]) -> None:
     if entry is None:
         return
     try:
-        code = _fetch(entry) if "fetch" in entry else _run(entry)
+        code = _fetch(entry) if entry["command"] == FETCH else _run(entry)
     except Before:
         return
     end(code)
@@ -215,6 +216,8 @@ def try_cached(argv: list[str]) -> None:
 
 def _fetch(entry: dict[str, Any]) -> int:
     """A repeated run.fetch (wfops.leanfetch): SIGTERM and Ctrl-C as for a read (nothing is staged on this path)."""
+    if not entry["fetch"]:  # the last fetch copied something: this one is likely to as well (the lean path's)
+        raise Before()
     from wfops import leanfetch
     from wfops.interrupt import InTask
 

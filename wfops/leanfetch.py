@@ -25,8 +25,6 @@ from wfops.transport.leanwire import Before, Exchange, Failed
 if TYPE_CHECKING:  # typing is not imported at run time: the cached fast path stays light
     from typing import Any
 
-COMMAND = "run.fetch"
-
 
 def entry(cmd: Any) -> dict[str, Any]:
     """What a hit needs to ask for the plan alone, from the lean path's PodCommand (its session open): the agent

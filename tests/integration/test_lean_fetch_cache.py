@@ -64,6 +64,10 @@ def test_anything_to_copy_is_fetched_by_the_lean_path_and_said_once(ssh_pod: Pod
     assert fetch_summary(changed.err).count("wfops: fetched") == 1 and "2 file(s) new or changed" in changed.err
     assert (local / "r002" / "status.json").read_text() == '{"changed": true}'
     assert (local / "r000" / "status.json").read_bytes() == (ssh_pod.outputs / "r000" / "status.json").read_bytes()
+    # a fetch that copied something is likely followed by another (a sweep still writing): the next one takes the
+    # lean path at once, without asking for the plan first; one that copied nothing makes the one after a hit again
+    after = fetch(ssh_pod, "--all")
+    assert after.rc == 0 and not hit(after) and "0 file(s) new or changed" in after.err
     assert hit(again := fetch(ssh_pod, "--all")) and "0 file(s) new or changed" in again.err
 
 
