@@ -96,16 +96,15 @@ def run(kept: dict[str, Any]) -> int:
 def _say(held: list[str], dest: Any, plan: dict[str, Any], t0: float, emit: Any) -> int:
     """What the lean path says of a fetch that copied nothing (wfops.lean._Work.fetch, .show)."""
     from wfops.artifacts.staging import remove_abandoned_staging
-    from wfops.artifacts.summary import Fetched, existing_dirs, report, resolved
+    from wfops.artifacts.summary import Fetched, report, shown_folders
 
     dest.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(dest)
     for line in held:
         sys.stderr.write(line + "\n")
-    runs = existing_dirs(dest, [dest / run for run in plan.get("runs") or []])
-    sys.stderr.write(report(Fetched(runs, 0, 0, time.time() - t0, plan, [])) + "\n")
+    shown = shown_folders(dest, [str(run) for run in plan.get("runs") or []])
+    sys.stderr.write(report(Fetched(shown, 0, 0, time.time() - t0, plan, [])) + "\n")
     sys.stderr.flush()
-    shown = resolved(runs)
     emit({"runs": shown}, False, lambda: "\n".join(shown))
     return 0
 

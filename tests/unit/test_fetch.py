@@ -236,3 +236,24 @@ def test_the_fetched_runs_are_those_that_are_folders_now(tmp_path):
     (tmp_path / "dead").symlink_to(tmp_path / "nowhere")
     runs = [tmp_path / name for name in ("r1", "r2", "r3", "dead", "missing", "..")]
     assert _existing_dirs(tmp_path, runs) == [tmp_path / "r1", tmp_path / "r2"]
+
+
+def test_the_cached_fetch_shows_the_run_folders_as_the_lean_path_shows_them(tmp_path):
+    """summary.shown_folders (the cached fast path, one listing) against resolved(existing_dirs(...)) (the lean
+    path): folders, links to folders, files, dead links, missing names, a name that leaves the folder."""
+    from wfops.artifacts.summary import existing_dirs, resolved, shown_folders
+
+    real = tmp_path / "real"
+    (real / "r1").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (real / "r2").symlink_to(tmp_path / "elsewhere")
+    (real / "r3").write_text("a file")
+    (real / "file-link").symlink_to(real / "r3")
+    (real / "dead").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "via").symlink_to(real)  # LOCAL_ARTIFACTS_DIR through a link
+    names = ["r2", "r1", "r3", "file-link", "dead", "missing"]
+    for dest in (tmp_path / "via", real):
+        lean = resolved(existing_dirs(dest, [dest / name for name in names]))
+        assert shown_folders(dest, names) == lean == [str(tmp_path / "elsewhere"), str(real / "r1")]
+    assert shown_folders(real, ["..", "../real/r1", "/etc"]) == []  # only entries of the folder itself
+    assert shown_folders(tmp_path / "gone", ["r1"]) == []

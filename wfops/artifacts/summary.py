@@ -19,9 +19,9 @@ class Fetched:
     """What one fetch did: `plan` is the pod's `@wfops-plan` (its runs, unchanged and gone files); `aside`: the
     replaced runs and where their old local copy went."""
 
-    def __init__(self, runs: list[Path], files: int, wire_bytes: int, secs: float, plan: dict[str, Any],
+    def __init__(self, runs: list[Any], files: int, wire_bytes: int, secs: float, plan: dict[str, Any],
                  aside: list[tuple[str, Path]]) -> None:
-        self.runs = runs
+        self.runs = runs  # the run folders here (Paths; the cached fast path has their shown paths, shown_folders)
         self.files = files  # new or changed files received
         self.unchanged = int(plan.get("unchanged") or 0)
         self.wire_bytes = wire_bytes  # the tar stream as it came over the connection
@@ -63,6 +63,18 @@ def resolved(runs: list[Path]) -> list[str]:
     for run in runs:
         head, name = os.path.split(str(run))
         shown.append(str(run.resolve()) if head != folder or name in links else os.path.join(base, name))
+    return shown
+
+
+def shown_folders(dest: Path, names: list[str]) -> list[str]:
+    """resolved(existing_dirs(dest, [dest / name ...])) with one listing and one realpath, no Path a run (1,000 runs:
+    ~1 ms instead of ~8): the runs `names` that are folders (or links to folders) in `dest`, resolved."""
+    entries = _kinds(dest)
+    base, shown = os.path.realpath(dest), []
+    for name in names:
+        entry = entries.get(name)
+        if entry is not None and entry.is_dir():
+            shown.append(os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(base, name))
     return shown
 
 
