@@ -72,7 +72,7 @@ def run(kept: dict[str, Any]) -> int:
     from pathlib import Path
 
     from wfops.artifacts.index import plan_request
-    from wfops.output import Redactor, emit
+    from wfops.output import Redactor
     from wfops.transport.requestline import request_line
 
     t0 = time.time()
@@ -90,13 +90,14 @@ def run(kept: dict[str, Any]) -> int:
         raise Before() from None
     if out or plan.get("files") or plan.get("replaced") or plan_exchange.meta.get("size") != "0":
         raise Before()  # something to copy: the lean path fetches it
-    return _say(plan_exchange.held, dest, plan, t0, emit)
+    return _say(plan_exchange.held, dest, plan, t0)
 
 
-def _say(held: list[str], dest: Any, plan: dict[str, Any], t0: float, emit: Any) -> int:
+def _say(held: list[str], dest: Any, plan: dict[str, Any], t0: float) -> int:
     """What the lean path says of a fetch that copied nothing (wfops.lean._Work.fetch, .show)."""
     from wfops.artifacts.staging import remove_abandoned_staging
     from wfops.artifacts.summary import Fetched, report, shown_folders
+    from wfops.output import emit
 
     dest.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(dest)
