@@ -365,7 +365,7 @@ class Scheduler:
         """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept
         in _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and
         their totals."""
-        from .sweeps import count, status_rows
+        from .rows import count, status_rows
 
         plan, problem = store.load_plan_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
         if problem or not plan:
