@@ -1,12 +1,14 @@
 """A sweep's run rows on the pod: one row per selected run of its manifest (state, exit code, duration, GPUs,
-attempt and why) and their totals. Read by sweep.status, sweep.list, sweep.add / retry, sweep-recover, fleet-facts, the
+attempt and why), their totals, and the rows a sweep keeps once its queue is over (`<sweep>.runs.json`, each
+row with its cost). Read by sweep.status, sweep.list, sweep.add / retry, sweep-recover, fleet-facts, the
 queue's end (scheduler.py) and sweep-start's settle_lost (sweeps.py). Standard library only, Python >= 3.8."""
 
 from __future__ import annotations
 
+import os
 import time
 
-from . import outcome, procs, runnotes, store
+from . import cost, outcome, procs, runnotes, store
 from .states import (
     CANCELLED,
     PENDING,
@@ -15,6 +17,7 @@ from .states import (
     QUEUE_RUNNING,
     QUEUE_STOPPED,
     RUNNING,
+    RUNS_RECORD,
     SKIPPED,
     STATUS_FILE,
     SUCCESS,
@@ -118,3 +121,11 @@ def _selected_row(run: Any) -> bool:
 def count(rows: List[Json]) -> Dict[str, int]:
     states = [row["state"] for row in rows]
     return {state: states.count(state) for state in dict.fromkeys(states)}  # in the order first seen
+
+
+def keep_rows(pod: Layout, sid: str, rows: List[Json], billing: Json) -> Optional[float]:
+    """Each row's cost added (cost.add_costs) and the rows kept in _manifests/<sweep>.runs.json: what
+    `sweep.status --sweep` shows once later sweeps reran some. Returns add_costs' latest end of any attempt."""
+    last_end = cost.add_costs(pod.run_dir, rows, sid, billing)
+    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
+    return last_end

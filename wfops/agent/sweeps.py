@@ -12,7 +12,7 @@ import time
 from . import addtokens, cost, launch, procs, runscript, store, wire, workflow
 from . import argv as argv_words
 from .registry import Refusal, command
-from .rows import count, status_rows
+from .rows import count, keep_rows, status_rows
 from .states import (
     ALL_GPUS,
     CANCELLED,
@@ -155,10 +155,13 @@ def settle_lost(pod: Layout, new_sid: str) -> None:
     """The sweep before `new_sid` whose queue never ended (no totals: killed, a reboot): its rows as they are before
     the new runs rewrite their dirs, kept as an ended queue keeps them (sweep.status --sweep, sweep.list)."""
     prev, problem = store.load_or_note(pod.sweep_file)
-    sid = str((prev or {}).get("sweep_id"))
-    plan = None if problem or not prev or "totals" in prev or sid == new_sid or not SWEEP_ID.fullmatch(sid) else \
-        store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
-    if not prev or not plan:
+    if problem or not prev or "totals" in prev:  # no sweep before it, a damaged record, or its queue's end counted it
+        return
+    sid = str(prev.get("sweep_id"))
+    if sid == new_sid or not SWEEP_ID.fullmatch(sid):  # the new sweep itself, or no sweep's id
+        return
+    plan = store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
+    if not plan:  # its manifest is gone or damaged
         return
     state, reason = procs.queue_liveness(prev)
     rows = status_rows(pod, plan, state)
@@ -167,8 +170,7 @@ def settle_lost(pod: Layout, new_sid: str) -> None:
             row.update(state=CANCELLED, note="not started: its queue runner was lost; %s started after it" % new_sid)
         elif row["state"] == RUNNING:
             row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
-    last_end = cost.add_costs(pod.run_dir, rows, sid, prev.get("billing") or {})  # as the queue's end adds them
-    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
+    last_end = keep_rows(pod, sid, rows, prev.get("billing") or {})  # as the queue's end keeps them
     store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD), dict(  # its open span ends where it left it
         prev, state=state, reason=reason, totals=count(rows), spans=cost.closed_spans(prev, False, last_end)))
 
