@@ -134,6 +134,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/scheduler.py        the sweep queue: slots, order, skip, retries, stop
     agent/queuelog.py         the sweep queue's log: its tmux window and _manifests/<sweep>.log
     agent/sweeps.py           sweeps on the pod: start, the status table, stop
+    agent/rows.py             a sweep's run rows (sweep.status, sweep.list, the queue's end) and their totals
     agent/sweeplist.py        the sweeps a pod has had (sweep.list)
     agent/sweepedit.py        live edits of the current sweep: sweep.add, sweep.retry
     agent/addtokens.py        a fleet sweep.add's token: applied once, or abandoned first and then refused

@@ -13,6 +13,7 @@ one vocabulary in states.py.
     outcome     failure classes and summary.json
     tasks       tracked tasks (start, show, wait, list)
     sweeps      sweep start, status, stop
+    rows        a sweep's run rows and their totals, the rows an ended sweep keeps
     fetching    what run.fetch sends: the files the client lacks or has in another version
     scheduler   the sweep queue
     facts       what checkout and pod.status need to know about the pod

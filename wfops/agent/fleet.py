@@ -94,7 +94,7 @@ def fleet_facts(pod: Layout, fake_gpus: int = 0, cpu_only: bool = False, sweep_i
     sid: Any = sw.get("sweep_id")
     if not plan or (sweep_id and sweep_id != sid):
         return out
-    from .sweeps import status_rows
+    from .rows import status_rows
 
     rows = {r["run_id"]: r for r in status_rows(pod, plan, state)}
     for entry in plan.get("queue") or []:

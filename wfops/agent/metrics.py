@@ -136,7 +136,7 @@ def _last_from_log(text: str, patterns: Extractor) -> Json:
 
 def last_values(run_dir: str, patterns: Extractor, out_dir: Optional[str] = None) -> Json:
     """{metric: last value} from the end of the run's files (what sweep.status shows); `out_dir`: where the run
-    trains, when its status/summary were read already (sweeps.status_rows)."""
+    trains, when its status/summary were read already (rows.status_rows)."""
     first = out_dir if out_dir is not None else _out_dir(run_dir)
     for where in (first, run_dir) if first != run_dir else (run_dir,):  # the same file is looked at once
         path = child(where, METRICS_FILE)
@@ -151,7 +151,7 @@ def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[A
                     out_dirs: Optional[Dict[str, Tuple[str, str, bool]]] = None) -> None:
     """sweep.status: each row of a run that has a directory gets `metrics`, {name: last value}. `out_dirs`: run
     id -> (run dir, where it trains, whether the run dir is known to be a directory), from the status/summary its
-    row was made of (not read or looked at a second time: sweeps.run_row)."""
+    row was made of (not read or looked at a second time: rows.run_row)."""
     compiled = compile_patterns(patterns)
     known = out_dirs or {}
     for row in rows:

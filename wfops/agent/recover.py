@@ -11,9 +11,9 @@ import time
 
 from . import cost, procs, wire
 from .registry import Refusal, command
+from .rows import status_rows
 from .states import EXIT_CONFLICT, EXIT_NOT_FOUND, LOST, PENDING, QUEUE_RUNNING
 from .sweepedit import _current, _enqueue
-from .sweeps import status_rows
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -29,7 +29,6 @@ from .states import (
     INBOX,
     QUEUE_COMPLETED,
     QUEUE_STOPPED,
-    RUNS_RECORD,
     SPEC_FILE,
     STATUS_FILE,
     SUCCESS,
@@ -365,15 +364,14 @@ class Scheduler:
         """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept
         in _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and
         their totals."""
-        from .sweeps import count, status_rows
+        from .rows import count, keep_rows, status_rows
 
         plan, problem = store.load_plan_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
         if problem or not plan:
             self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
             return {}
         rows = status_rows(self.pod, plan, final)
-        cost.add_costs(self.pod.run_dir, rows, self.sid, self.meter.billing)
-        store.write_json(os.path.join(self.pod.manifests, self.sid + RUNS_RECORD), {"runs": rows})
+        keep_rows(self.pod, self.sid, rows, self.meter.billing)
         return count(rows)
 
     def finish(self) -> None:

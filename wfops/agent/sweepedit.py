@@ -12,6 +12,7 @@ import os
 
 from . import addtokens, outcome, procs, runscript, store, supervisor, wire, workflow
 from .registry import Refusal, command
+from .rows import status_rows
 from .states import (
     CANCELLED,
     EXIT_CONFLICT,
@@ -37,7 +38,6 @@ from .sweeps import (
     _write_manifests,
     launch_queue,
     record_sweep,
-    status_rows,
 )
 from .wire import TYPE_CHECKING
 

@@ -6,8 +6,9 @@ import os
 
 from . import procs, store, wire
 from .registry import command
+from .rows import count, status_rows
 from .states import QUEUE_RUNNING, SWEEP_RECORD, UNKNOWN
-from .sweeps import SWEEP_ID, count, status_rows
+from .sweeps import SWEEP_ID
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Sweeps on the pod: start (checks, manifests, the queue in tmux), the status table, stop, and the list of
-run dirs to fetch. The queue itself is scheduler.py."""
+run dirs to fetch. The queue itself is scheduler.py; the table's rows and their totals are rows.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import re
 import signal
 import time
 
-from . import addtokens, cost, launch, outcome, procs, runnotes, runscript, store, wire, workflow
+from . import addtokens, cost, launch, procs, runscript, store, wire, workflow
 from . import argv as argv_words
 from .registry import Refusal, command
+from .rows import count, keep_rows, status_rows
 from .states import (
     ALL_GPUS,
     CANCELLED,
@@ -23,28 +24,19 @@ from .states import (
     MANIFESTS_DIR,
     PENDING,
     QUEUE_COMPLETED,
-    QUEUE_ENDED,
-    QUEUE_LOST,
     QUEUE_RUNNING,
     QUEUE_STOPPED,
     RUNNING,
     RUNS_RECORD,
-    SKIPPED,
-    STATUS_FILE,
-    SUCCESS,
-    SUMMARY_FILE,
     SWEEP_RECORD,
     SWEEP_RUNNING,
-    TERMINAL,
     UNKNOWN,
-    child,
-    out_dir_of,
     pod_path,
 )
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Mapping, Optional, Tuple
+    from typing import Dict, List, Optional, Tuple
 
     from .states import Layout
     from .wire import ExecBlock, Json, Manifest, QueueEntry, RunRow, SweepStarted
@@ -163,10 +155,13 @@ def settle_lost(pod: Layout, new_sid: str) -> None:
     """The sweep before `new_sid` whose queue never ended (no totals: killed, a reboot): its rows as they are before
     the new runs rewrite their dirs, kept as an ended queue keeps them (sweep.status --sweep, sweep.list)."""
     prev, problem = store.load_or_note(pod.sweep_file)
-    sid = str((prev or {}).get("sweep_id"))
-    plan = None if problem or not prev or "totals" in prev or sid == new_sid or not SWEEP_ID.fullmatch(sid) else \
-        store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
-    if not prev or not plan:
+    if problem or not prev or "totals" in prev:  # no sweep before it, a damaged record, or its queue's end counted it
+        return
+    sid = str(prev.get("sweep_id"))
+    if sid == new_sid or not SWEEP_ID.fullmatch(sid):  # the new sweep itself, or no sweep's id
+        return
+    plan = store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
+    if not plan:  # its manifest is gone or damaged
         return
     state, reason = procs.queue_liveness(prev)
     rows = status_rows(pod, plan, state)
@@ -175,8 +170,7 @@ def settle_lost(pod: Layout, new_sid: str) -> None:
             row.update(state=CANCELLED, note="not started: its queue runner was lost; %s started after it" % new_sid)
         elif row["state"] == RUNNING:
             row["note"] = "; ".join(filter(None, [row["note"], "still running when %s started" % new_sid]))
-    last_end = cost.add_costs(pod.run_dir, rows, sid, prev.get("billing") or {})  # as the queue's end adds them
-    store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
+    last_end = keep_rows(pod, sid, rows, prev.get("billing") or {})  # as the queue's end keeps them
     store.write_json(os.path.join(pod.manifests, sid + SWEEP_RECORD), dict(  # its open span ends where it left it
         prev, state=state, reason=reason, totals=count(rows), spans=cost.closed_spans(prev, False, last_end)))
 
@@ -234,75 +228,6 @@ def sweep_start(pod: Layout, manifest: Manifest, csv_text: str, session: str) ->
     return {"sweep_id": sid, "session": session, "queued": queued, "pid": pid, "manifest": written[0]}
 
 
-def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: str, queue_state: str) -> None:
-    state, reason = procs.liveness(st, cb)
-    src = summ if (summ and summ.get("sweep_id") == sweep_id) else st
-    row.update(state=state, exit_code=src.get("exit_code"), duration_secs=src.get("duration_secs"),
-               note=(summ or {}).get("failure_class") or reason or st.get("rerun_why") or "",
-               gpus=st.get("gpus"), attempt=st.get("attempt"), max_attempts=st.get("max_attempts"))
-    if summ and summ.get("failure_evidence") and state not in (SUCCESS, RUNNING):
-        row["note"] = "%s: %s" % (summ["failure_class"], summ["failure_evidence"])
-    if st.get("resume"):  # resume.py: "resumed from ckpt.pt (step 40)" or "no checkpoint: from scratch"
-        row["resume"] = st["resume"]
-        row["note"] = "; ".join(x for x in (st["resume"], row["note"]) if x)
-    more = runnotes.status_note(summ) if summ and summ.get("sweep_id") == sweep_id and state != RUNNING else ""
-    row["note"] = "; ".join(filter(None, [row["note"], more]))  # runnotes: checkout writes, the CPU hint
-    if state == RUNNING and st.get("started_at"):
-        now = time.time()
-        started = store.parse_iso(st["started_at"])
-        row["duration_secs"] = round(now - started, 1) if started else None
-        row["quiet_secs"] = store.quiet_secs(st, now)
-    elif st.get("requeued_at") and state in TERMINAL:
-        if queue_state == QUEUE_RUNNING:
-            row.update(state=PENDING, note="requeued by sweep.retry (it ended %s)" % state)
-        else:
-            row["note"] += "; requeued, never started (the sweep %s first)" % queue_state
-    elif st.get("retry_at") and state in TERMINAL and state != SUCCESS:
-        if queue_state == QUEUE_RUNNING:
-            row.update(state=PENDING, note="retry %s at %s (%s)" % (st.get("retry"), st["retry_at"], row["note"]))
-        else:
-            row["note"] += "; retry %s never started (the sweep %s first)" % (st.get("retry"), queue_state)
-
-
-def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: str, force: bool) -> None:
-    skip, why = outcome.skip_reason(run, summ, force)  # the scheduler's own rule: the table says what it will do
-    summ = summ or {}
-    if skip:
-        row.update(state=SKIPPED, exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
-                   note=why)
-    elif queue_state in QUEUE_ENDED:
-        row.update(state=CANCELLED, note="not started: the sweep %s first" % (
-            "was stopped" if queue_state == QUEUE_STOPPED else "ended"))
-    elif queue_state == QUEUE_LOST:
-        row.update(state=PENDING, note="not started; the queue runner is gone (sweep.start resumes)")
-    else:
-        row["state"] = PENDING
-        row["note"] = ("will rerun: " + why) if why else (
-            "previous attempt {}".format(summ.get("state")) if summ else "")
-
-
-def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bool, cb: str,
-            out_dirs: Dict[str, Tuple[str, str, bool]]) -> Json:
-    """One run's row: its honest state, exit code, duration, GPUs, attempt and why; `unknown` for a damaged file.
-    `out_dirs` gets run id -> (run dir, where it trains, whether it is known to be a directory): add_last_values."""
-    d = pod.run_dir(run["run_id"])
-    row = {"run_id": run["run_id"], "notes": run.get("notes", ""), "exit_code": None, "duration_secs": None, "note": ""}
-    st, bad_st = store.load_or_note(child(d, STATUS_FILE))
-    summ, bad_summ = store.load_or_note(child(d, SUMMARY_FILE))
-    out_dirs[run["run_id"]] = (d, out_dir_of(d, (st, summ)), st is not None or summ is not None)  # a file read: a dir
-    if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
-        st = dict(summ)
-    if bad_summ or (bad_st and not st):
-        row.update(state=UNKNOWN, note=bad_st or bad_summ)
-    elif st and st.get("sweep_id") == sweep_id:
-        _current_row(row, st, summ, sweep_id, cb, queue_state)
-    else:
-        _not_started_row(row, run, summ, queue_state, force)
-    if bad_st and st:
-        row["note"] = "; ".join(filter(None, (bad_st + "; its end is from summary.json", row["note"])))
-    return row
-
-
 def _workflow_note(pod: Layout, queue_state: str) -> Json:
     try:
         recorded = workflow.read_state(pod.state_file)["state"]
@@ -326,24 +251,6 @@ def sweep_files(pod: Layout, sweep: str) -> Tuple[str, str]:
     current = (store.load_or_note(pod.sweep_file)[0] or {}).get("sweep_id")
     record = pod.sweep_file if current == sweep else os.path.join(pod.manifests, sweep + SWEEP_RECORD)
     return record, plan
-
-
-def status_rows(pod: Layout, plan: Mapping[str, Any], state: str,
-                out_dirs: Optional[Dict[str, Tuple[str, str, bool]]] = None) -> List[Json]:
-    """One row per selected run of a manifest (read as it is: a damaged one shows what it still has)."""
-    cb, force, out_dirs = procs.boot_id(), bool(plan.get("force")), {} if out_dirs is None else out_dirs
-    runs: List[Any] = plan["runs"] if isinstance(plan.get("runs"), list) else []
-    sid: Any = plan.get("sweep_id")
-    return [run_row(pod, run, sid, state, force, cb, out_dirs) for run in runs if _selected_row(run)]
-
-
-def _selected_row(run: Any) -> bool:
-    return isinstance(run, dict) and bool(run.get("selected", True)) and isinstance(run.get("run_id"), str)
-
-
-def count(rows: List[Json]) -> Dict[str, int]:
-    states = [row["state"] for row in rows]
-    return {state: states.count(state) for state in dict.fromkeys(states)}  # in the order first seen
 
 
 @command(wire.SWEEP_STATUS)
