@@ -1,0 +1,101 @@
+"""Surroundings a command cannot work in are one line and exit 2, never a traceback, on every path of `wfops` (the
+cached fast path, the lean entry, the full invoke path: WFOPS_LEAN=0), each run through bash as a user's shell
+runs it: the working directory removed, stdout closed, a `${VAR}` whose environment value is not UTF-8, a
+workflow.env that is not UTF-8. A reader of stdout gone is a quiet 141, a change made all the same; an output
+encoding that cannot show a character writes its escape and the command exits as it would have (docs/commands.md
+"Where a command runs")."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from tests.conftest import WFOPS, Pod
+
+WF = shlex.quote(str(WFOPS))
+# the cached fast path (primed by the same command just before), the lean entry alone, the full invoke path
+PATHS = {"cached": {}, "lean": {"WFOPS_LEAN_CACHE": "0"}, "full": {"WFOPS_LEAN": "0"}}
+
+
+def bash(pod: Pod, script: str, path: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**pod.env(), **PATHS[path], **env}
+    if path == "cached":  # the same command line and environment once before: its entry is kept
+        subprocess.run(["bash", "-c", script], env=full_env, capture_output=True, timeout=120, cwd=pod.root.parent)
+    return subprocess.run(["bash", "-c", script], env=full_env, capture_output=True, text=True, timeout=120,
+                          cwd=pod.root.parent, errors="surrogateescape")
+
+
+def line_of(pod: Pod, start: bytes) -> int:
+    return [ln.startswith(start) for ln in pod.config_path.read_bytes().split(b"\n")].index(True) + 1
+
+
+def one_line(res: subprocess.CompletedProcess, rc: int, line: str) -> None:
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert (res.returncode, res.stderr.splitlines()) == (rc, [line]), (res.returncode, res.stderr)
+
+
+@pytest.fixture
+def warm(ssh_pod: Pod) -> Pod:
+    """An SSH pod whose keeper is warm: the lean entry and the cached fast path take its reads."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.status")
+    return ssh_pod
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_removed_working_directory_is_one_line(warm: Pod, path: str):
+    gone = shlex.quote(str(warm.root.parent / "gone"))
+    res = bash(warm, f"mkdir -p {gone} && cd {gone} && rmdir {gone} && exec {WF} fsm.status", path)
+    one_line(res, 2, "wfops: the current directory no longer exists (it was removed after the shell entered it): "
+                     "nothing was run; cd to a directory that exists and run the command again")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stdout_closed_is_one_line_and_nothing_runs(warm: Pod, path: str):
+    before = warm.state_file.read_text() if warm.state_file.exists() else None
+    res = bash(warm, f"exec {WF} fsm.reset POD_READY >&-", path)
+    one_line(res, 2, "wfops: standard output is closed (`>&-`): nothing was run; to discard the output, send it to "
+                     "/dev/null (`>/dev/null`) instead")
+    assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
+    res = bash(warm, f"exec {WF} fsm.status >&-", path)  # a read, which the lean paths take
+    assert (res.returncode, "Traceback" in res.stderr) == (2, False), res.stderr
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_reference_to_an_environment_value_that_is_not_utf8_is_one_line(warm: Pod, path: str):
+    warm.configure(EXTRA_ENV_KEYS="MYVAR")
+    warm.config_path.write_text(warm.config_path.read_text() + "MYVAR=${VAR}\n")  # unquoted: expanded
+    res = bash(warm, f"export VAR=$'\\xff'; exec {WF} fsm.status", path)
+    one_line(res, 2, f"wfops: config: MYVAR (workflow.env line {line_of(warm, b'MYVAR=')}) refers to ${{VAR}}, and VAR "
+                     "in the environment is not valid UTF-8: set VAR to UTF-8 text, or write the value in workflow.env")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_workflow_env_that_is_not_utf8_names_its_line(warm: Pod, path: str):
+    warm.config_path.write_bytes(warm.config_path.read_bytes() + b"EXTRA_ENV_KEYS=X\nX=caf\xe9\n")
+    res = bash(warm, f"exec {WF} fsm.status", path)
+    line = line_of(warm, b"X=caf")
+    one_line(res, 2, f"wfops: config file {warm.config_path} is not UTF-8 text (line {line}, byte 0xe9): "
+                     "save it as UTF-8")
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}])
+@pytest.mark.parametrize("path", PATHS)
+def test_an_output_encoding_without_a_character_writes_its_escape(warm: Pod, path: str, env: dict[str, str]):
+    warm.configure(OPS_REMOTE_OUTPUTS_DIR=str(warm.outputs) + "-\u00e9")
+    res = bash(warm, f"exec {WF} fsm.status", path, **env)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert f"file    {warm.outputs}-\\xe9/_control/workflow_state.json" in res.stdout.splitlines()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_reader_gone_is_quiet_141_and_a_change_is_made_all_the_same(warm: Pod, path: str):
+    """The reader has gone before the first write (`| head -0` once head has exited): deterministic."""
+    read = bash(warm, f"{WF} fsm.status | (exec 0<&-; sleep 0.01); exit ${{PIPESTATUS[0]}}", path)
+    assert (read.returncode, read.stderr) == (141, "")
+    res = bash(warm, f"{WF} fsm.reset POD_READY | (exec 0<&-; sleep 0.01); exit ${{PIPESTATUS[0]}}", path)
+    assert (res.returncode, res.stderr) == (141, "")
+    assert warm.state()["state"] == "POD_READY"
