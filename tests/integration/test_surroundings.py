@@ -7,7 +7,10 @@ encoding that cannot show a character writes its escape and the command exits as
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 
 import pytest
@@ -99,3 +102,23 @@ def test_a_reader_gone_is_quiet_141_and_a_change_is_made_all_the_same(warm: Pod,
     res = bash(warm, f"{WF} fsm.reset POD_READY | (exec 0<&-; sleep 0.01); exit ${{PIPESTATUS[0]}}", path)
     assert (res.returncode, res.stderr) == (141, "")
     assert warm.state()["state"] == "POD_READY"
+
+
+@pytest.mark.parametrize("persist", ["120", "0"])  # ssh: through the keeper, and a cold connection's reader threads
+def test_a_followed_log_whose_reader_goes_ends_quietly_with_141(pod: Pod, persist: str):
+    """`task.logs --follow | head -1` on a task that prints for ever: was a reader thread's traceback and a
+    command that never ended (`local`, cold SSH); now the quiet 141, the follow on the pod ended too."""
+    if pod.kind == "local" and persist == "0":
+        pytest.skip("WF_PERSIST_SECS is about SSH connections")
+    pod.configure(WF_PERSIST_SECS=persist)
+    pod.ok("task.run", "--id", "chatty", "--timeout-secs", "90", "--cmd", "while true; do echo line; sleep 0.1; done")
+    proc = subprocess.Popen(["bash", "-c", f"{WF} task.logs --id chatty --follow | head -1 >/dev/null; "
+                             "exit ${PIPESTATUS[0]}"], env=pod.env(), cwd=pod.root.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a command that never ended, with its bash and head
+    assert "Traceback" not in err, err
+    assert (proc.returncode, err) == (141, ""), err
