@@ -6,6 +6,7 @@ become one line and an exit code, not a traceback on each path.
   (a script's `bash -s` on a `local` target would write into it). One line, exit 2, nothing run.
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
+- stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
 - stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
   PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
 
@@ -35,6 +36,12 @@ def check() -> None:
         os.getcwd()
     except FileNotFoundError:
         refuse(CWD_GONE)
+    if sys.stdin is None:  # `<&-`: empty input, as /dev/null is (`--csv -` is an empty CSV, pod.down asks no one)
+        fd = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: 0, which no file opened later takes
+        if fd != 0:
+            os.dup2(fd, 0)
+            os.close(fd)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, for its lifetime
     tolerant_streams()
 
 

@@ -122,3 +122,13 @@ def test_a_followed_log_whose_reader_goes_ends_quietly_with_141(pod: Pod, persis
             os.killpg(proc.pid, signal.SIGKILL)  # a command that never ended, with its bash and head
     assert "Traceback" not in err, err
     assert (proc.returncode, err) == (141, ""), err
+
+
+def test_stdin_closed_is_empty_input(local_pod: Pod):
+    """`<&-` was an AttributeError (sys.stdin is None) in `--csv -` and pod.down's question: now /dev/null's."""
+    local_pod.write_config()
+    res = bash(local_pod, f"exec {WF} sweep.validate --csv - <&-", "full")
+    assert "Traceback" not in res.stderr, res.stderr
+    assert (res.returncode, res.stderr.splitlines()) == (2, [
+        "wfops: the sweep CSV has 1 problem(s)",
+        "  line 1: the CSV is empty: it needs the header run_id,config,seed,overrides,notes,gpus,nodes"]), res.stderr
