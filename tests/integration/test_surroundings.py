@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import WFOPS, Pod
+from tests.conftest import BIN, ROOT, WFOPS, Pod
 
 WF = shlex.quote(str(WFOPS))
 # the cached fast path (primed by the same command just before), the lean entry alone, the full invoke path
@@ -132,3 +132,19 @@ def test_stdin_closed_is_empty_input(local_pod: Pod):
     assert (res.returncode, res.stderr.splitlines()) == (2, [
         "wfops: the sweep CSV has 1 problem(s)",
         "  line 1: the CSV is empty: it needs the header run_id,config,seed,overrides,notes,gpus,nodes"]), res.stderr
+
+
+def test_inv_too_stdout_closed_is_one_line_and_an_encoding_writes_escapes(local_pod: Pod):
+    """`inv` (this checkout's tasks.py) imports the task tree, which makes the same check as `wfops` does."""
+    inv = shlex.quote(str(BIN / "inv"))
+    local_pod.write_config()
+    res = subprocess.run(["bash", "-c", f"exec {inv} fsm.reset POD_READY >&-"], cwd=ROOT, env=local_pod.env(),
+                         capture_output=True, text=True, timeout=120)
+    one_line(res, 2, "wfops: standard output is closed (`>&-`): nothing was run; to discard the output, send it to "
+                     "/dev/null (`>/dev/null`) instead")
+    assert not local_pod.state_file.exists()
+    local_pod.configure(OPS_REMOTE_OUTPUTS_DIR=str(local_pod.outputs) + "-\u00e9")
+    res = subprocess.run([str(BIN / "inv"), "fsm.status"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**local_pod.env(), "PYTHONIOENCODING": "ascii"})
+    assert (res.returncode, "Traceback" in res.stderr) == (0, False), res.stderr
+    assert f"file    {local_pod.outputs}-\\xe9/_control/workflow_state.json" in res.stdout.splitlines()
