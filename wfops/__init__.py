@@ -15,6 +15,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     errors.py                 typed errors (WfopsError and kin) and the exit-code table
     hints.py                  the next-step commands wfops prints, as they paste: the program as run, its -c
     interrupt.py              Ctrl-C outside a task's boundary (imports, parsing): one line and exit 130
+    startup.py                what a command starts in: stdout closed, its directory gone (one line); streams' encoding
     quietpipe.py              a reader of stdout gone (`... | head`): exit 141, no traceback (`inv --help` too, by .pth)
     output.py                 tables, durations and JSON for the user; control characters made visible
     views.py                  the human text of read-only commands' answers (the tasks' and the lean entry's)

@@ -15,6 +15,9 @@ def main() -> None:
     from wfops.interrupt import guard
 
     guard()  # Ctrl-C from here on is one line and exit 130 (wfops.interrupt)
+    from wfops.startup import check
+
+    check()  # stdout closed, the working directory gone: one line, exit 2; streams that cannot show a character
     from wfops.leancache import try_cached
 
     try_cached(sys.argv[1:])  # the same read-only command with the same inputs as before: its kept request

@@ -32,7 +32,7 @@ __all__ = [  # the exit codes are re-exported from the agent's vocabulary: the c
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILED: "a task or run failed (or an unexpected internal error)",
-    EXIT_USAGE: "bad config, argument or CSV; nothing was changed",
+    EXIT_USAGE: "bad config, argument or CSV, stdout closed or the directory removed; nothing was changed",
     EXIT_STATE: "the workflow state does not allow this command",
     EXIT_CONNECT: "cannot connect: unreachable host, authentication or host key",
     EXIT_NOT_FOUND: "no such task, run, pod or file",

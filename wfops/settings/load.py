@@ -166,6 +166,9 @@ class _Resolver:
         def sub(m: re.Match[str]) -> str:
             ref, fallback = m.group(1), m.group(2)
             got = self.value(ref)
+            if got is not None and not _utf8(got):  # only the environment's can be (os.environ: surrogateescape)
+                raise ConfigError(f"config: {name} ({where}) refers to ${{{ref}}}, and {ref} in the environment is "
+                                  f"not valid UTF-8: set {ref} to UTF-8 text, or write the value in {self.source}")
             if got is None or (got == "" and fallback is not None):
                 if fallback is not None:
                     return fallback
@@ -176,6 +179,16 @@ class _Resolver:
             return got
 
         return _REF_RE.sub(sub, raw)
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` is UTF-8 text: a value of the environment that is not holds surrogates (\\udcff), which no
+    script, JSON or pod env file can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- settings
@@ -264,8 +277,10 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (line {line}, byte 0x{exc.object[exc.start]:02x}): "
+                          "save it as UTF-8") from None
     return parse_settings(text, source=path.name, environ=environ, path=path)
 
 

@@ -9,10 +9,14 @@
 from __future__ import annotations
 
 from wfops import keep_bytecode
-from wfops.interrupt import guard
+from wfops.interrupt import PROGRAMS, guard, program_name
 
 keep_bytecode()  # invoke turned bytecode off just before importing the tasks (see wfops.keep_bytecode)
 guard()  # under `inv`: Ctrl-C while the task tree loads is one line and exit 130, not invoke's silent exit 1
+if program_name() in PROGRAMS:  # under `inv` as under `wfops` (which checked already: the same again)
+    from wfops.startup import check
+
+    check()  # stdout closed: one line, exit 2; a character the output encoding lacks: its escape (wfops.startup)
 
 from invoke import Collection  # noqa: E402
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +37,29 @@ REPORT_EXTRA = "wfops[report]"
 
 
 class LineSink:
-    """Streamed log bytes -> whole lines on stdout, secrets masked, control characters made visible."""
+    """Streamed log bytes -> whole lines on stdout, secrets masked, control characters made visible.
+
+    The reader of stdout gone (`run.logs --follow | head -5`): in the main thread (through a keeper) the
+    BrokenPipeError ends the command; in a session's reader thread (`local`, a cold SSH connection) it would end
+    that thread alone, while the main thread waits for a log followed for ever: the main thread is sent SIGINT,
+    and the exec ends as for Ctrl-C (the script hung up, its channel closed); `_stream` turns that back into the
+    reader gone (the boundary's quiet 141)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings, self.buffer = settings, b""
+        self.settings, self.buffer, self.reader_gone = settings, b"", False
 
     def __call__(self, data: bytes) -> None:
         *lines, self.buffer = (self.buffer + data).split(b"\n")
-        if lines:
+        if lines and not self.reader_gone:
             text = "".join(visible(self.settings.mask(ln.decode("utf-8", "replace"))) + "\n" for ln in lines)
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                if threading.current_thread() is threading.main_thread():
+                    raise
+                self.reader_gone = True
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def close(self) -> None:
         if self.buffer:
@@ -57,7 +71,12 @@ def _stream(settings: Settings, command: str, agent_command: str, **data: object
     sink = LineSink(settings)
     with PodCommand(command, settings) as cmd:
         request = cmd.request(agent_command, data)
-        result = cmd.exec("agent.sh.j2", stdout_sink=sink, request=request, dry_run=False)
+        try:
+            result = cmd.exec("agent.sh.j2", stdout_sink=sink, request=request, dry_run=False)
+        except KeyboardInterrupt:
+            if sink.reader_gone:  # not Ctrl-C: the sink's SIGINT (see LineSink)
+                raise BrokenPipeError() from None
+            raise
         sink.close()
         result.check(command)
 

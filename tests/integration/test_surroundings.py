@@ -1,0 +1,150 @@
+"""Surroundings a command cannot work in are one line and exit 2, never a traceback, on every path of `wfops` (the
+cached fast path, the lean entry, the full invoke path: WFOPS_LEAN=0), each run through bash as a user's shell
+runs it: the working directory removed, stdout closed, a `${VAR}` whose environment value is not UTF-8, a
+workflow.env that is not UTF-8. A reader of stdout gone is a quiet 141, a change made all the same; an output
+encoding that cannot show a character writes its escape and the command exits as it would have (docs/commands.md
+"Where a command runs")."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import BIN, ROOT, WFOPS, Pod
+
+WF = shlex.quote(str(WFOPS))
+# the cached fast path (primed by the same command just before), the lean entry alone, the full invoke path
+PATHS = {"cached": {}, "lean": {"WFOPS_LEAN_CACHE": "0"}, "full": {"WFOPS_LEAN": "0"}}
+
+
+def bash(pod: Pod, script: str, path: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**pod.env(), **PATHS[path], **env}
+    if path == "cached":  # the same command line and environment once before: its entry is kept
+        subprocess.run(["bash", "-c", script], env=full_env, capture_output=True, timeout=120, cwd=pod.root.parent)
+    return subprocess.run(["bash", "-c", script], env=full_env, capture_output=True, text=True, timeout=120,
+                          cwd=pod.root.parent, errors="surrogateescape")
+
+
+def line_of(pod: Pod, start: bytes) -> int:
+    return [ln.startswith(start) for ln in pod.config_path.read_bytes().split(b"\n")].index(True) + 1
+
+
+def one_line(res: subprocess.CompletedProcess, rc: int, line: str) -> None:
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert (res.returncode, res.stderr.splitlines()) == (rc, [line]), (res.returncode, res.stderr)
+
+
+@pytest.fixture
+def warm(ssh_pod: Pod) -> Pod:
+    """An SSH pod whose keeper is warm: the lean entry and the cached fast path take its reads."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    ssh_pod.ok("fsm.status")
+    return ssh_pod
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_removed_working_directory_is_one_line(warm: Pod, path: str):
+    gone = shlex.quote(str(warm.root.parent / "gone"))
+    res = bash(warm, f"mkdir -p {gone} && cd {gone} && rmdir {gone} && exec {WF} fsm.status", path)
+    one_line(res, 2, "wfops: the current directory no longer exists (it was removed after the shell entered it): "
+                     "nothing was run; cd to a directory that exists and run the command again")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stdout_closed_is_one_line_and_nothing_runs(warm: Pod, path: str):
+    before = warm.state_file.read_text() if warm.state_file.exists() else None
+    res = bash(warm, f"exec {WF} fsm.reset POD_READY >&-", path)
+    one_line(res, 2, "wfops: standard output is closed (`>&-`): nothing was run; to discard the output, send it to "
+                     "/dev/null (`>/dev/null`) instead")
+    assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
+    res = bash(warm, f"exec {WF} fsm.status >&-", path)  # a read, which the lean paths take
+    assert (res.returncode, "Traceback" in res.stderr) == (2, False), res.stderr
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_reference_to_an_environment_value_that_is_not_utf8_is_one_line(warm: Pod, path: str):
+    warm.configure(EXTRA_ENV_KEYS="MYVAR")
+    warm.config_path.write_text(warm.config_path.read_text() + "MYVAR=${VAR}\n")  # unquoted: expanded
+    res = bash(warm, f"export VAR=$'\\xff'; exec {WF} fsm.status", path)
+    one_line(res, 2, f"wfops: config: MYVAR (workflow.env line {line_of(warm, b'MYVAR=')}) refers to ${{VAR}}, and VAR "
+                     "in the environment is not valid UTF-8: set VAR to UTF-8 text, or write the value in workflow.env")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_workflow_env_that_is_not_utf8_names_its_line(warm: Pod, path: str):
+    warm.config_path.write_bytes(warm.config_path.read_bytes() + b"EXTRA_ENV_KEYS=X\nX=caf\xe9\n")
+    res = bash(warm, f"exec {WF} fsm.status", path)
+    line = line_of(warm, b"X=caf")
+    one_line(res, 2, f"wfops: config file {warm.config_path} is not UTF-8 text (line {line}, byte 0xe9): "
+                     "save it as UTF-8")
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}])
+@pytest.mark.parametrize("path", PATHS)
+def test_an_output_encoding_without_a_character_writes_its_escape(warm: Pod, path: str, env: dict[str, str]):
+    warm.configure(OPS_REMOTE_OUTPUTS_DIR=str(warm.outputs) + "-\u00e9")
+    res = bash(warm, f"exec {WF} fsm.status", path, **env)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert f"file    {warm.outputs}-\\xe9/_control/workflow_state.json" in res.stdout.splitlines()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_reader_gone_is_quiet_141_and_a_change_is_made_all_the_same(warm: Pod, path: str):
+    """The reader has gone before the first write (`| head -0` once head has exited): deterministic."""
+    read = bash(warm, f"{WF} fsm.status | (exec 0<&-; sleep 0.01); exit ${{PIPESTATUS[0]}}", path)
+    assert (read.returncode, read.stderr) == (141, "")
+    res = bash(warm, f"{WF} fsm.reset POD_READY | (exec 0<&-; sleep 0.01); exit ${{PIPESTATUS[0]}}", path)
+    assert (res.returncode, res.stderr) == (141, "")
+    assert warm.state()["state"] == "POD_READY"
+
+
+@pytest.mark.parametrize("persist", ["120", "0"])  # ssh: through the keeper, and a cold connection's reader threads
+def test_a_followed_log_whose_reader_goes_ends_quietly_with_141(pod: Pod, persist: str):
+    """`task.logs --follow | head -1` on a task that prints for ever: was a reader thread's traceback and a
+    command that never ended (`local`, cold SSH); now the quiet 141, the follow on the pod ended too."""
+    if pod.kind == "local" and persist == "0":
+        pytest.skip("WF_PERSIST_SECS is about SSH connections")
+    pod.configure(WF_PERSIST_SECS=persist)
+    pod.ok("task.run", "--id", "chatty", "--timeout-secs", "90", "--cmd", "while true; do echo line; sleep 0.1; done")
+    proc = subprocess.Popen(["bash", "-c", f"{WF} task.logs --id chatty --follow | head -1 >/dev/null; "
+                             "exit ${PIPESTATUS[0]}"], env=pod.env(), cwd=pod.root.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a command that never ended, with its bash and head
+    assert "Traceback" not in err, err
+    assert (proc.returncode, err) == (141, ""), err
+
+
+def test_stdin_closed_is_empty_input(local_pod: Pod):
+    """`<&-` was an AttributeError (sys.stdin is None) in `--csv -` and pod.down's question: now /dev/null's."""
+    local_pod.write_config()
+    res = bash(local_pod, f"exec {WF} sweep.validate --csv - <&-", "full")
+    assert "Traceback" not in res.stderr, res.stderr
+    assert (res.returncode, res.stderr.splitlines()) == (2, [
+        "wfops: the sweep CSV has 1 problem(s)",
+        "  line 1: the CSV is empty: it needs the header run_id,config,seed,overrides,notes,gpus,nodes"]), res.stderr
+
+
+def test_inv_too_stdout_closed_is_one_line_and_an_encoding_writes_escapes(local_pod: Pod):
+    """`inv` (this checkout's tasks.py) imports the task tree, which makes the same check as `wfops` does."""
+    inv = shlex.quote(str(BIN / "inv"))
+    local_pod.write_config()
+    res = subprocess.run(["bash", "-c", f"exec {inv} fsm.reset POD_READY >&-"], cwd=ROOT, env=local_pod.env(),
+                         capture_output=True, text=True, timeout=120)
+    one_line(res, 2, "wfops: standard output is closed (`>&-`): nothing was run; to discard the output, send it to "
+                     "/dev/null (`>/dev/null`) instead")
+    assert not local_pod.state_file.exists()
+    local_pod.configure(OPS_REMOTE_OUTPUTS_DIR=str(local_pod.outputs) + "-\u00e9")
+    res = subprocess.run([str(BIN / "inv"), "fsm.status"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**local_pod.env(), "PYTHONIOENCODING": "ascii"})
+    assert (res.returncode, "Traceback" in res.stderr) == (0, False), res.stderr
+    assert f"file    {local_pod.outputs}-\\xe9/_control/workflow_state.json" in res.stdout.splitlines()

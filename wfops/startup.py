@@ -1,0 +1,58 @@
+"""What a `wfops` process starts in, checked once before any of its paths (the cached fast path, the lean entry,
+the task tree) reads or sends anything (wfops.cli): the one place where surroundings a command cannot work in
+become one line and an exit code, not a traceback on each path.
+
+- stdout closed (`wfops fsm.status >&-`): Python has no sys.stdout, and a file the command opened would take fd 1
+  (a script's `bash -s` on a `local` target would write into it). One line, exit 2, nothing run.
+- a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
+  cached fast path keys its entries by it). One line, exit 2, nothing run.
+- stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
+- stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
+  PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
+
+A reader of stdout gone (`| head`) is each path's own end (quiet, exit 141: wfops.leancache.end, wfops.cli).
+Standard library only, cheap (it runs at every start; docs/speed.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from wfops.agent.states import EXIT_USAGE  # the cached fast path imports it anyway
+
+TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
+STDOUT_CLOSED = ("standard output is closed (`>&-`): nothing was run; to discard the output, send it to /dev/null "
+                 "(`>/dev/null`) instead")
+CWD_GONE = ("the current directory no longer exists (it was removed after the shell entered it): nothing was run; "
+            "cd to a directory that exists and run the command again")
+
+
+def check() -> None:
+    """End the process (one line on stderr, exit 2) where no command can work; else make the streams tolerant."""
+    if sys.stdout is None:
+        refuse(STDOUT_CLOSED)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        refuse(CWD_GONE)
+    if sys.stdin is None:  # `<&-`: empty input, as /dev/null is (`--csv -` is an empty CSV, pod.down asks no one)
+        fd = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: 0, which no file opened later takes
+        if fd != 0:
+            os.dup2(fd, 0)
+            os.close(fd)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, for its lifetime
+    tolerant_streams()
+
+
+def refuse(why: str) -> None:
+    print(f"wfops: {why}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USAGE)
+
+
+def tolerant_streams() -> None:
+    """stdout and stderr write what their encoding cannot show as a backslash escape (`\\xe9`, `\\udcff`)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) not in TOLERANT:
+            reconfigure(errors="backslashreplace")
