@@ -240,6 +240,16 @@ def test_a_csv_of_dash_is_stdout_for_the_template_and_stdin_for_validate(tmp_pat
     bad = subprocess.run([str(WFOPS), "sweep.validate", "--csv", "-"], input="run_id,config,seed\nbad id,x.py,1\n",
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "line 2" in bad.stderr
+    for locale in ({"LC_ALL": "C", "PYTHONUTF8": "0"}, {"LC_ALL": "C.UTF-8"}):  # surrogateescape, or strict
+        latin1 = subprocess.run([str(WFOPS), "sweep.validate", "--csv", "-"], cwd=tmp_path,
+                                input=res.stdout.encode() + b"r\xe9,x.py,1\n", env={**env, **locale},
+                                capture_output=True, timeout=60)
+        said = latin1.stderr.decode().splitlines()
+        assert (latin1.returncode, said[-1]) == (2, "wfops: the CSV on standard input is not UTF-8 text"), locale
+        assert "Traceback" not in latin1.stderr.decode() and all(ln.startswith("wfops: ") for ln in said), said
+    crlf = subprocess.run([str(WFOPS), "sweep.validate", "--csv", "-"], input=res.stdout.replace("\n", "\r\n"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert crlf.returncode == 0 and crlf.stdout == checked.stdout, crlf.stderr
     (tmp_path / "workflow.env").write_text("OPS_DEFAULT_HOST=local\n")
     for task in ("sweep.start", "sweep.add"):
         res = _bare(task, "--csv", "-", cwd=tmp_path)

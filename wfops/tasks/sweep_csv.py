@@ -42,6 +42,16 @@ def read_runs(settings: Settings, path: Path, consequence: str = "; nothing was 
     return text, model.checked_runs(settings, text, consequence)  # THE override rule, CSV and common alike
 
 
+def stdin_text() -> str:
+    """The CSV on stdin, as read_runs reads a file: UTF-8 or one line saying it is not (a locale's decoding would
+    turn other bytes into characters the header check then words as a confusing column error)."""
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the CSV on standard input is not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as text mode reads them
+
+
 @wftask(help={"csv": CSV_HELP + "; - prints it to stdout"})
 def template(c: Any, csv: str | None = None, config: str | None = None) -> None:
     """Write a starter sweep CSV (never overwrites).
@@ -67,7 +77,7 @@ def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: b
     Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
     settings = settings_for(c, config, local=True)
     if csv == STDIO:
-        path, runs = Path(STDIO), model.checked_runs(settings, sys.stdin.read(), "")
+        path, runs = Path(STDIO), model.checked_runs(settings, stdin_text(), "")
     else:
         path = csv_path(settings, csv, "sweep.validate")
         runs = read_runs(settings, path, consequence="")[1]
