@@ -277,14 +277,14 @@ class _Work:
     def _keep(self, out: Outgoing, secrets: list[str]) -> None:
         """The cached fast path's entry for this command line: what a hit sends and how it shows the answer."""
         from wfops import leancache
-        from wfops.transport import ssh, warm
+        from wfops.transport import frames, ssh, warm
 
         assert self.argv is not None and self.stamp is not None
         s = self.settings
         leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
             "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": out.text,
-            "serve": out.serve,
+            "serve": out.serve, "start_secs": frames.start_secs(self.target.connect_timeout),
             "secrets": list(secrets), **self._view()})
 
     def _view(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ INVOKE_FILES = ("/etc/invoke", "~/.invoke")
 INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
 DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
-VERSION = 4  # 3: entries carry the read the pod's kept agent may answer ("serve"); 4: with its key
+VERSION = 5  # 3: entries carry the read the pod's kept agent may answer ("serve"); 4: with its key; 5: start_secs
 KEEP = 64  # entries kept at most
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
