@@ -11,9 +11,11 @@ keeper and shows the answer with the functions the lean path uses (wfops.views, 
 wfops.output), importing neither the settings table nor the transport (stdlib json/socket/struct/select, and
 wfops.output). Any difference is a miss: the lean path runs as before and refreshes the entry.
 
-Before the script left (no keeper, a keeper that refuses, is stale or says nothing): return, and the lean path
-runs the command (and deals with the keeper in its own words). After it left: the command's answer, or its
-error as the task boundary words it, as on the lean path (tests/integration/test_lean_cache.py compares them).
+Before the script left (no keeper, a keeper that refuses, is stale, or says nothing for as long as the full path
+waits: then it is ended): return, and the lean path runs the command (and deals with the keeper in its own words).
+The keeper's error before the start (the pod not reached) is the command's, as on the full path. After it left: the
+command's answer, or its error as the task boundary words it, as on the lean path
+(tests/integration/test_lean_cache.py and test_lean_unreached.py compare them).
 """
 
 from __future__ import annotations
