@@ -14,7 +14,8 @@ KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may tak
 
 def start_secs(connect_timeout: float) -> float:
     """How long a command waits for its keeper's start frame (`s`): the keeper may be reconnecting to the pod
-    meantime (a dead connection is made again, twice at most). Silent that long, it is frozen (stopped, hung)."""
+    meanwhile (a connection that died under it: a channel refused, then a new connection, a connect timeout each).
+    Silent that long, it is frozen (stopped, hung)."""
     return KEEPER_START_SECS + 2 * connect_timeout
 
 
