@@ -283,14 +283,15 @@ class _Work:
         """The cached fast path's entry for this command line: what a hit sends (`more`: run.fetch's plan request,
         wfops.leanfetch) and how it shows the answer."""
         from wfops import leancache
-        from wfops.transport import ssh, warm
+        from wfops.transport import frames, ssh, warm
 
         assert self.argv is not None and self.stamp is not None
         s = self.settings
         leancache.save(self.argv, self.stamp, {
             "sock": str(warm.socket_path(self.target)), "fp": warm.fingerprint(self.target),
             "persist": float(s.wf_persist_secs), "keepalive": ssh.keepalive_secs(), "script": script, "serve": serve,
-            "secrets": list(secrets), **self._view(), **more})
+            "start_secs": frames.start_secs(self.target.connect_timeout), "secrets": list(secrets), **self._view(),
+            **more})
 
     def _view(self) -> dict[str, Any]:
         """What showing the answer takes (wfops.leancache.show), here and in a kept entry."""

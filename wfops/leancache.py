@@ -11,9 +11,11 @@ keeper and shows the answer with the functions the lean path uses (wfops.views, 
 wfops.output), importing neither the settings table nor the transport (stdlib json/socket/struct/select, and
 wfops.output). Any difference is a miss: the lean path runs as before and refreshes the entry.
 
-Before the script left (no keeper, a keeper that refuses, is stale or says nothing): return, and the lean path
-runs the command (and deals with the keeper in its own words). After it left: the command's answer, or its
-error as the task boundary words it, as on the lean path (tests/integration/test_lean_cache.py compares them).
+Before the script left (no keeper, a keeper that refuses, is stale, or says nothing for as long as the full path
+waits: then it is ended): return, and the lean path runs the command (and deals with the keeper in its own words).
+The keeper's error before the start (the pod not reached) is the command's, as on the full path. After it left: the
+command's answer, or its error as the task boundary words it, as on the lean path
+(tests/integration/test_lean_cache.py and test_lean_unreached.py compare them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import sys
 
 from wfops.agent.wire import TYPE_CHECKING
-from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED
+from wfops.interrupt import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED, InTask
 from wfops.transport import keeperdir
 from wfops.transport.leanwire import Before, Exchange, Failed
 
@@ -41,7 +43,7 @@ INVOKE_FILES = ("/etc/invoke", "~/.invoke")
 INVOKE_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 CONFIG_ENV_VAR = "WORKFLOW_CONFIG"  # wfops.settings.load's (tests/unit/test_lean_cache.py checks both agree)
 DEFAULT_LOCATIONS = ("workflow.env", "infra_scripts/workflow.env")
-VERSION = 4  # 3: entries carry the read the pod's kept agent may answer ("serve"); 4: with its key
+VERSION = 5  # 3: entries carry the read the pod's kept agent may answer ("serve"); 4: with its key; 5: start_secs
 KEEP = 64  # entries kept at most
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -208,44 +210,20 @@ def try_cached(argv: list[str]) -> None:
     if entry is None:
         return
     try:
-        code = _fetch(entry) if entry["command"] == FETCH else _run(entry)
+        code = _run(entry)
     except Before:
         return
     end(code)
 
 
-def _fetch(entry: dict[str, Any]) -> int:
-    """A repeated run.fetch (wfops.leanfetch): SIGTERM and Ctrl-C as for a read (nothing is staged on this path)."""
-    if not entry["fetch"]:  # the last fetch copied something: this one is likely to as well (the lean path's)
-        raise Before()
-    from wfops import leanfetch
-    from wfops.interrupt import InTask
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        with InTask():
-            return leanfetch.run(entry)
-    except Before:
-        signal.signal(signal.SIGTERM, previous)
-        raise
-    except BrokenPipeError:
-        return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
-        print("wfops: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
 def _run(entry: dict[str, Any]) -> int:
-    from wfops.interrupt import InTask
-    from wfops.output import Redactor, error_line
+    """The kept command: its answer (or its error) and exit code; Before: nothing was sent, the lean path runs it."""
+    from wfops.output import error_line
 
-    redact = Redactor(entry["secrets"])
     previous = signal.signal(signal.SIGTERM, terminated)  # until the process ends (the answer printed too)
     try:
-        with InTask():
-            data = Exchange(entry, redact).answer(entry["command"])
-        show(entry, data)
-    except Before:  # nothing was sent: the lean path runs the command, with the handler as it was
+        return _fetch(entry) if entry["command"] == FETCH else _read(entry)
+    except Before:  # the lean path runs the command, with the handler as it was
         signal.signal(signal.SIGTERM, previous)
         raise
     except Failed as exc:
@@ -256,7 +234,25 @@ def _run(entry: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         print("wfops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _read(entry: dict[str, Any]) -> int:
+    from wfops.output import Redactor
+
+    with InTask():
+        data = Exchange(entry, Redactor(entry["secrets"])).answer(entry["command"])
+    show(entry, data)
     return 0
+
+
+def _fetch(entry: dict[str, Any]) -> int:
+    """A repeated run.fetch (wfops.leanfetch); nothing is staged on this path, so SIGTERM ends it as it ends a read."""
+    if not entry["fetch"]:  # the last fetch copied something: this one is likely to as well (the lean path's)
+        raise Before()
+    from wfops import leanfetch
+
+    with InTask():
+        return leanfetch.run(entry)
 
 
 def terminated(signum: int, frame: Any) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 
 from wfops.agent.wire import TYPE_CHECKING
-from wfops.transport.leanwire import Before, Exchange, Failed
+from wfops.transport.leanwire import Before, Exchange
 
 if TYPE_CHECKING:  # typing is not imported at run time: the cached fast path stays light
     from typing import Any
@@ -83,10 +83,10 @@ def run(kept: dict[str, Any]) -> int:
     fetch = kept["fetch"]
     script = fetch["script"] + request_line(dict(fetch["request"], data=data))
     plan_exchange = _Plan(dict(kept, script=script, serve=fetch["serve"]), Redactor(kept["secrets"]))
+    out = plan_exchange.ask()  # Failed: the connection's error, as the lean path would say it (not asked twice)
     try:
-        out = plan_exchange.ask()
         plan = json.loads(plan_exchange.meta["plan"])
-    except (Failed, KeyError, ValueError):  # no plan, or not one this path can say: the lean path
+    except (KeyError, ValueError):  # no plan, or not one this path can say: the lean path
         raise Before() from None
     if out or plan.get("files") or plan.get("replaced") or plan_exchange.meta.get("size") != "0":
         raise Before()  # something to copy: the lean path fetches it

@@ -39,7 +39,6 @@ from wfops.transport.session import (
 from wfops.transport.ssh import SSHSession
 
 PINGS = b"p"  # the payload of a keeper's `s` frame when it answers `p` pings with `P` (older keepers: empty)
-KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
 
 
 class Retry(Exception):
@@ -221,7 +220,7 @@ class KeeperSession:
         direct = getattr(stdout_sink, "direct", None)  # (fd, count): the keeper writes into fd itself
         try:
             code = run.run(header, data, out, errs.feed, direct=direct() if direct else None,
-                           start_timeout=KEEPER_START_SECS + 2 * self.target.connect_timeout)
+                           start_timeout=frames.start_secs(self.target.connect_timeout))
         except Frozen:  # it accepted and said nothing: end it
             warm.end_frozen(sock, warm.socket_path(self.target))
             raise

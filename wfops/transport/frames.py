@@ -9,6 +9,14 @@ import struct
 
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 1 << 20  # what a sender puts in one frame at most (a script or an agent goes in several)
+KEEPER_START_SECS = 10  # + twice the connect timeout: how long a keeper may take to open a channel (reconnecting)
+
+
+def start_secs(connect_timeout: float) -> float:
+    """How long a command waits for its keeper's start frame (`s`): the keeper may be reconnecting to the pod
+    meanwhile (a connection that died under it: a channel refused, then a new connection, a connect timeout each).
+    Silent that long, it is frozen (stopped, hung)."""
+    return KEEPER_START_SECS + 2 * connect_timeout
 
 
 def send_frame(sock: socket.socket, kind: bytes, data: bytes = b"") -> None:

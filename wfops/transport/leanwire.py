@@ -20,7 +20,6 @@ from wfops.transport.frames import MAX_FRAME, keeper_silent, keeper_stalled, rec
 if TYPE_CHECKING:  # typing is not imported at run time: the lean fast path (wfops.leancache) stays light
     from typing import Any
 
-START_SECS = 5.0  # a keeper silent this long before it opened a channel: the lean path takes over (nothing ran)
 KEEPALIVE_MISSED = 3  # wfops.transport.ssh.KEEPALIVE_MISSED (the interval is the entry's: ssh.keepalive_secs())
 
 
@@ -65,24 +64,41 @@ class Exchange:
         e = self.entry
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(START_SECS)
-            try:
-                _connect(sock, e["sock"])
-                if struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.getuid():
-                    raise Before()  # a keeper of another user: the lean path refuses it in its words
-                header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False,
-                                     "serve": e.get("serve")})
-                send_frame(sock, b"h", header.encode())
-                frame = recv_frame(sock)
-            except OSError:  # none there, refused, silent: nothing ran
-                raise Before() from None
-            if frame is None or frame[0] != b"s":
-                raise Before()  # stale, refused, gone (an `E` before the start): the lean path decides
+            frame = self._start(sock)
             sock.settimeout(None)
             _send_data(sock, e["script"].encode("utf-8", "surrogateescape"), float(e["keepalive"]))
             return self._frames(sock, pinged=frame[1] == b"p")
         finally:
             sock.close()
+
+    def _start(self, sock: socket.socket) -> tuple[bytes, bytes]:
+        """The keeper's start frame, waited for as the full path waits (frames.start_secs of the target's connect
+        timeout: the keeper may be reconnecting to the pod). Before when nothing ran and the lean path decides (no
+        keeper, another user's, stale, gone; frozen: ended first, as KeeperSession ends it, so that no one waits for
+        it again); its error before the start (the pod not reached) is the command's, as on the full path."""
+        e = self.entry
+        sock.settimeout(float(e["start_secs"]))
+        try:
+            _connect(sock, e["sock"])
+            if struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.getuid():
+                raise Before()  # a keeper of another user: the lean path refuses it in its words
+            header = json.dumps({"op": "exec", "fp": e["fp"], "persist": e["persist"], "direct": False,
+                                 "serve": e.get("serve")})
+            send_frame(sock, b"h", header.encode())
+        except OSError:  # none there, refused: nothing ran
+            raise Before() from None
+        try:
+            frame = recv_frame(sock)
+        except TimeoutError:
+            _end_frozen(sock, e["sock"])
+            raise Before() from None
+        except OSError:
+            raise Before() from None
+        if frame is not None and frame[0] == b"E":
+            raise _error(frame[1], started=False)
+        if frame is None or frame[0] != b"s":
+            raise Before()  # gone before it answered: the lean path decides
+        return frame
 
     def _frames(self, sock: socket.socket, pinged: bool) -> tuple[bytes, int]:
         out: list[bytes] = []
@@ -99,10 +115,7 @@ class Exchange:
             elif kind == b"x":
                 return b"".join(out), int(data)
             elif kind == b"E":
-                err = json.loads(data)
-                if err.get("unreached"):  # a read the pod's kept agent lost, nothing shown, then no pod: as Before
-                    raise Before()
-                raise Failed(str(err.get("message")), int(err.get("code") or EXIT_CONNECT))
+                raise _error(data, started=True)
 
     def _feed(self, sock: socket.socket, data: bytes) -> None:
         self.buffer += data
@@ -126,6 +139,29 @@ class Exchange:
             return
         sys.stderr.write(visible(self.redact(line)) + "\n")
         sys.stderr.flush()
+
+
+def _error(data: bytes, started: bool) -> Exception:
+    """The keeper's error frame, as KeeperExec takes it: Before where nothing reached the pod and the lean path is
+    to ask again (a stale keeper; `unreached`: a read the pod's kept agent lost, nothing shown, then no pod); else
+    the command's error, in the keeper's words and exit code (a pod it could not reach: the full path's line)."""
+    err = json.loads(data)
+    if err.get("stale") or err.get("unreached") or (err.get("retry") and not started):
+        return Before()
+    return Failed(str(err.get("message")), int(err.get("code") or EXIT_CONNECT))
+
+
+def _end_frozen(sock: socket.socket, path: str) -> None:
+    """A keeper silent for the whole start timeout is frozen (stopped, hung): ended as the full path ends it
+    (warm.end_frozen), so that the lean path starts another instead of waiting for this one again."""
+    from pathlib import Path
+
+    from wfops.transport import warm
+
+    try:
+        warm.end_frozen(sock, Path(path))
+    except OSError:
+        pass
 
 
 def _connect(sock: socket.socket, path: str) -> None:

@@ -1,0 +1,126 @@
+"""A loopback TCP gate in front of the test sshd: it forwards every connection until it is shut (the pod becomes
+unreachable: the forwarded connections are cut, and every later one is accepted and never answered, like a pod
+whose network froze), and counts the connections it took either way."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+from pathlib import Path
+
+
+class Gate:
+    def __init__(self, sshd_host: str, sshd_port: int) -> None:
+        self.to = (sshd_host, sshd_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.shut = False
+        self.accepted = 0  # connections taken, forwarded or not
+        self.silent = 0  # connections taken after it was shut
+        self.changed = threading.Condition()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.held: list[socket.socket] = []
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.closed = False
+        self.thread.start()
+
+    def open(self) -> None:
+        """Forward the connections made from now on again."""
+        with self.changed:
+            self.shut = False
+
+    def close_all(self) -> None:
+        """Shut the gate: the forwarded connections are cut, later ones are held open and never answered."""
+        with self.changed:
+            self.shut = True
+            for a, b in self.pairs:
+                for s in (a, b):
+                    self._drop(s)
+            self.pairs.clear()
+
+    def wait_silent(self, n: int, timeout: float) -> bool:
+        """Until `n` connections were taken since the gate shut."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.silent >= n, timeout)
+
+    def stop(self) -> None:
+        with self.changed:
+            self.closed = True
+            for s in (*self.held, *(s for pair in self.pairs for s in pair)):
+                self._drop(s)
+        self.listener.close()
+
+    def _drop(self, s: socket.socket) -> None:
+        try:
+            self.sel.unregister(s)
+        except (KeyError, ValueError):
+            pass
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+    def _loop(self) -> None:
+        while not self.closed:
+            try:
+                events = self.sel.select(0.2)
+            except (OSError, ValueError):
+                return
+            for key, _ in events:
+                with self.changed:
+                    if self.closed:
+                        return
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    else:
+                        self._pump(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.accepted += 1
+        if self.shut:
+            self.silent += 1
+            self.held.append(conn)  # accepted, never answered
+            self.changed.notify_all()
+            return
+        up = socket.create_connection(self.to)
+        self.pairs.append((conn, up))
+        self.sel.register(conn, selectors.EVENT_READ, up)
+        self.sel.register(up, selectors.EVENT_READ, conn)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            data = src.recv(65536)
+            if data:
+                dst.sendall(data)
+                return
+        except OSError:
+            pass
+        for pair in [p for p in self.pairs if src in p]:
+            self.pairs.remove(pair)
+            for s in pair:
+                self._drop(s)
+
+
+def sockets_to(pid: int, port: int) -> int:
+    """How many TCP sockets the process holds to `port` on loopback, in any state (one the peer closed is counted
+    until the process itself closes it: tests.procview.tcp_connections_to counts the established ones only)."""
+    try:
+        inodes = {link[len("socket:["):-1] for fd in os.listdir(f"/proc/{pid}/fd")
+                  if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")}
+    except OSError:
+        return 0
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()  # sl local rem st ... inode (the 10th)
+            count += int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes
+    return count

@@ -1,0 +1,92 @@
+"""A pod that stops answering while its keeper is warm (its network frozen: the keeper's connection is cut, and every
+new one is accepted and never answered): the kept request (wfops.leancache) and the lean path report it as the full
+path does, with the same line and exit code, after the same connection attempts. The kept request waits for the
+keeper's start frame as long as the full path does (the keeper is reconnecting meanwhile), and the keeper's error
+before that frame is the command's error, as on the full path: neither hands the command to the lean path, which
+would make the keeper try the pod all over again. A loopback gate in front of the test sshd (tests/gate.py) cuts
+the connections and counts the attempts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pod, wait_until
+from tests.gate import Gate, sockets_to
+from tests.integration.test_keeper import keepers
+from tests.integration.test_lean_cache import PROFILE, hit
+from tests.integration.test_lean_entry import finished_sweep, imported, without_importtime
+
+PATHS = (("kept", PROFILE), ("lean", {"WFOPS_LEAN_CACHE": "0"}), ("full", {"WFOPS_LEAN": "0"}))
+
+
+def _cut(pod: Pod, gate: Gate, args: tuple[str, ...]) -> None:
+    """A warm keeper and a kept request, then the pod's network frozen; returns once the keeper has seen its
+    connection go (so that each path finds the keeper in the same state)."""
+    pod.ok("disconnect")
+    gate.open()
+    pod.ok(*args, env=PROFILE)  # starts the keeper, keeps the request (for this very environment)
+    if args[0] == "run.fetch":  # the first fetch copied: the next is the lean path's, and keeps the plan request
+        pod.ok(*args, env=PROFILE)
+    assert hit(pod.wf(*args, env=PROFILE))
+    [keeper] = keepers(pod)
+    gate.close_all()
+    wait_until(lambda: sockets_to(keeper, gate.port) == 0, what="the keeper to see its connection cut")
+
+
+# the keeper's error comes before 5 s, or after; a repeated run.fetch's kept plan request (wfops.leanfetch) too
+@pytest.mark.parametrize(("connect_timeout", "command"), [("1", "fsm.status"), ("3", "fsm.status"),
+                                                          ("1", "run.fetch")])
+def test_an_unreachable_pod_is_reported_as_the_full_path_reports_it(ssh_pod: Pod, connect_timeout: str,
+                                                                   command: str):
+    pod = ssh_pod
+    assert pod.sshd is not None
+    args = (command, "--all") if command == "run.fetch" else (command,)
+    if command == "run.fetch":
+        pod.ok("fsm.reset", "CHECKED_OUT", "--reason", "unreachable fetch")
+        finished_sweep(pod, 2)
+    gate = Gate(pod.sshd.host, pod.sshd.port)
+    try:
+        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT=connect_timeout,
+                      WF_PERSIST_SECS="120")
+        said, kept = {}, None
+        for path, env in PATHS:
+            _cut(pod, gate, args)
+            before = gate.silent
+            res = pod.wf(*args, env=env)
+            said[path] = (res.rc, without_importtime(res.err), gate.silent - before)
+            kept = res if path == "kept" else kept
+        assert said["kept"] == said["lean"] == said["full"], said
+        assert kept is not None and hit(kept), kept  # the kept request said it, not the lean path after it
+        rc, err, attempts = said["full"]
+        assert rc == 4 and err == f"wfops: {pod.sshd.user}@127.0.0.1:{gate.port} took the connection but did not " \
+            f"answer within {connect_timeout}s (no SSH banner: the pod or the network is frozen)\n"
+        assert attempts == 1  # one connect timeout waited, as a cold command waits it
+    finally:
+        gate.stop()
+
+
+def test_a_frozen_keeper_is_ended_by_the_kept_request_and_the_lean_path_answers(ssh_pod: Pod):
+    """A keeper silent for the whole start timeout (stopped) is ended by the kept request itself, as the full path
+    ends one: the lean path then starts another and answers (it does not wait for the frozen one again, nor hand
+    the command to the full path)."""
+    pod = ssh_pod
+    assert pod.sshd is not None
+    pod.configure(WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="1")  # silent for 10 + 2 s: frozen
+    answer = pod.ok("fsm.status", env=PROFILE).out
+    [keeper] = keepers(pod)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        mark = pod.sshd.mark()
+        res = pod.wf("fsm.status", env=PROFILE)
+        assert (res.rc, res.out) == (0, answer), res.err[-3000:]
+        assert not hit(res) and "invoke" not in imported(res)  # the lean path answered, not the full path
+        assert pod.sshd.counts(mark) == (1, 1)  # the new keeper's login and the command's one exec
+        wait_until(lambda: not Path(f"/proc/{keeper}").exists(), what="the frozen keeper to be ended")
+        assert len(keepers(pod)) == 1
+    finally:
+        if Path(f"/proc/{keeper}").exists():
+            os.kill(keeper, signal.SIGKILL)
