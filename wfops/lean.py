@@ -269,9 +269,10 @@ class _Work:
         if self.stamp is not None and self.settings.wf_persist_secs:  # warm: a repeated fetch may take the cache
             from wfops import leanfetch
 
-            # one that copied something (a sweep still writing) is likely to copy next time too: kept without the
-            # plan request, so that the next one is the lean path's at once (wfops.leanfetch)
-            copied = bool(fetched.files or fetched.aside)
+            # one that copied something (a sweep still writing) is likely to copy next time too, and --hash reads
+            # every file on both sides for the plan (asked twice when it falls back): kept without the plan request,
+            # so that the next one is the lean path's at once (wfops.leanfetch)
+            copied = bool(fetched.files or fetched.aside or v["hash"])
             self._keep("", None, cmd.redact.secrets, fetch=None if copied else leanfetch.entry(cmd))
         stderr_line(report(fetched))
         return {"runs": resolved(fetched.runs)}

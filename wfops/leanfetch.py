@@ -23,7 +23,7 @@ from wfops.agent.wire import TYPE_CHECKING
 from wfops.transport.leanwire import Before, Exchange
 
 if TYPE_CHECKING:  # typing is not imported at run time: the cached fast path stays light
-    from typing import Any
+    from typing import Any, NoReturn
 
 
 def entry(cmd: Any) -> dict[str, Any]:
@@ -65,6 +65,18 @@ class _Plan(Exchange):
             return
         self.held.append(visible(self.redact(line)))
 
+    def fall_back(self) -> NoReturn:
+        """Before: the lean path runs the command from the start and prints its own lines. What it will not print
+        again is said here first: the pod's config written by this request's prelude (the lean path finds it
+        written); the rest (warnings of the gate, say) it says itself."""
+        from wfops.agent.workflow import CONFIG_WRITTEN
+
+        for line in self.held:
+            if line.startswith(CONFIG_WRITTEN):
+                sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        raise Before()
+
 
 def run(kept: dict[str, Any]) -> int:
     """The repeated fetch of this kept entry; Before: the lean path runs the command."""
@@ -78,18 +90,21 @@ def run(kept: dict[str, Any]) -> int:
     t0 = time.time()
     v = kept["values"]
     dest = Path(kept["artifacts_dir"]).expanduser()
-    data = plan_request(dest, v["run_id"] or "", bool(v["all"]), v["sweep"] or "", bool(v["hash"]),
-                        bool(v["merge_replaced"]))
+    try:
+        data = plan_request(dest, v["run_id"] or "", bool(v["all"]), v["sweep"] or "", bool(v["hash"]),
+                            bool(v["merge_replaced"]))
+    except Exception:  # LOCAL_ARTIFACTS_DIR not a folder, unreadable...: the lean path says it in its words
+        raise Before() from None
     fetch = kept["fetch"]
     script = fetch["script"] + request_line(dict(fetch["request"], data=data))
     plan_exchange = _Plan(dict(kept, script=script, serve=fetch["serve"]), Redactor(kept["secrets"]))
-    out = plan_exchange.ask()  # Failed: the connection's error, as the lean path would say it (not asked twice)
     try:
+        out = plan_exchange.ask()  # Failed: the connection's error, as the lean path would say it (not asked twice)
         plan = json.loads(plan_exchange.meta["plan"])
-    except (KeyError, ValueError):  # no plan, or not one this path can say: the lean path
-        raise Before() from None
+    except (Before, KeyError, ValueError):  # the pod's error, no plan, or not one this path can say: the lean path
+        plan_exchange.fall_back()
     if out or plan.get("files") or plan.get("replaced") or plan_exchange.meta.get("size") != "0":
-        raise Before()  # something to copy: the lean path fetches it
+        plan_exchange.fall_back()  # something to copy: the lean path fetches it
     return _say(plan_exchange.held, dest, plan, t0)
 
 

@@ -21,6 +21,7 @@ import sys
 
 from wfops.agent.states import EXIT_USAGE  # the cached fast path imports it anyway
 
+NO_CONFIG_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l")  # the program's, before or after a task
 TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
 STDOUT_CLOSED = ("standard output is closed (`>&-`): nothing was run; to discard the output, send it to /dev/null "
                  "(`>/dev/null`) instead")
@@ -35,7 +36,8 @@ def check() -> None:
     try:
         os.getcwd()
     except FileNotFoundError:
-        refuse(CWD_GONE)
+        if needs_cwd(sys.argv[1:]):
+            refuse(CWD_GONE)
     if sys.stdin is None:  # `<&-`: empty input, as /dev/null is (`--csv -` is an empty CSV, pod.down asks no one)
         fd = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: 0, which no file opened later takes
         if fd != 0:
@@ -43,6 +45,15 @@ def check() -> None:
             os.close(fd)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, for its lifetime
     tolerant_streams()
+
+
+def needs_cwd(argv: list[str]) -> bool:
+    """Whether this command line looks for a config (workflow.env in the working directory, the cached fast path's
+    key): not the program's own flags (--version, --help, --list, with or without a task) nor `disconnect --all`,
+    which work wherever they are started."""
+    if any(arg in NO_CONFIG_FLAGS for arg in argv):
+        return False
+    return not (argv[:1] == ["disconnect"] and "--all" in argv)
 
 
 def refuse(why: str) -> None:

@@ -5,6 +5,9 @@ said twice. Real loopback sshd, keeper and kept agent."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from tests.conftest import Pod, Result, wait_until
 from tests.integration.test_lean_cache import PROFILE, hit, said
 from tests.integration.test_lean_entry import fetch_summary, finished_sweep
@@ -98,3 +101,41 @@ def test_a_replaced_run_and_a_refusal_are_the_lean_paths_and_an_abandoned_stagin
     ssh_pod.ok("fsm.reset", "INIT", "--reason", "no fetch from here")  # the pod's gate refuses run.fetch now
     refused, lean = fetch(ssh_pod, "--all"), ssh_pod.wf("run.fetch", "--all", env=NO_CACHE)
     assert refused.rc != 0 and told(refused) == told(lean)
+
+
+def test_a_config_the_plan_request_wrote_is_said_when_the_lean_path_fetches(ssh_pod: Pod):
+    """The plan request's prelude syncs the pod's config as every request does; when the fetch then falls back, the
+    lean path finds it written and says nothing of it: the fast path says the line (once), the rest is the lean
+    path's."""
+    warm_fetch_pod(ssh_pod)
+    lines = {}
+    for path, env in (("cached", PROFILE), ("lean", {**PROFILE, **NO_CACHE})):
+        ssh_pod.env_path.unlink()  # the pod's copy of the config is gone: the next request writes it
+        (ssh_pod.outputs / "r002" / "status.json").write_text(json.dumps({"changed": path}))  # something to copy
+        res = ssh_pod.wf("run.fetch", "--all", env=env)
+        assert res.rc == 0 and not hit(res) and ssh_pod.env_path.exists(), res.err[-3000:]
+        lines[path] = fetch_summary(said(res)[2]).splitlines()
+    assert lines["cached"] == lines["lean"] and sum("config written to" in ln for ln in lines["cached"]) == 1
+
+
+def test_hash_fetches_never_ask_for_the_plan_twice(ssh_pod: Pod):
+    """--hash reads every file on both sides for the plan: kept without the plan request, always the lean path."""
+    warm_fetch_pod(ssh_pod)
+    for _ in range(3):
+        res = fetch(ssh_pod, "--all", "--hash")
+        assert res.rc == 0 and not hit(res) and "0 file(s) new or changed" in res.err, res.err[-3000:]
+
+
+def test_an_artifacts_dir_that_is_not_a_folder_is_one_line_on_every_path(ssh_pod: Pod):
+    warm_fetch_pod(ssh_pod)
+    local = ssh_pod.root.parent / "artifacts"
+    shutil.rmtree(local)
+    for make in (lambda: local.write_text("a file"), lambda: local.symlink_to(local)):  # a file, a link loop
+        make()
+        results = [ssh_pod.wf("run.fetch", "--all", env=env) for env in (PROFILE, NO_CACHE, {"WFOPS_LEAN": "0"})]
+        for res in results:
+            assert (res.rc, said(res)[2].splitlines()) == (2, [
+                f"wfops: LOCAL_ARTIFACTS_DIR {local} is not a folder: move it away, or set LOCAL_ARTIFACTS_DIR to "
+                "a folder; nothing was fetched"]), res.err[-3000:]
+        assert local.is_symlink() or local.read_text() == "a file"
+        local.unlink()

@@ -55,6 +55,15 @@ def test_a_removed_working_directory_is_one_line(warm: Pod, path: str):
                      "nothing was run; cd to a directory that exists and run the command again")
 
 
+def test_the_programs_own_flags_and_disconnect_all_work_in_a_removed_directory(local_pod: Pod):
+    """They look for no config: --version, --help (of the program or a task), --list, `disconnect --all`."""
+    gone = shlex.quote(str(local_pod.root.parent / "gone"))
+    for args, says in (("--version", "wfops "), ("--help", "wfops runs ML"), ("--list", "Subcommands"),
+                       ("--help fsm.status", "Usage: wfops"), ("disconnect --all", "")):
+        res = bash(local_pod, f"mkdir -p {gone} && cd {gone} && rmdir {gone} && exec {WF} {args}", "lean")
+        assert res.returncode == 0 and says in res.stdout and "Traceback" not in res.stderr, (args, res.stderr)
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_stdout_closed_is_one_line_and_nothing_runs(warm: Pod, path: str):
     before = warm.state_file.read_text() if warm.state_file.exists() else None

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from .wire import Json, Prelude
 
 
+CONFIG_WRITTEN = "wfops: config written to "  # the line of a config sync that wrote (wfops.leanfetch keeps it)
+
+
 def read_state(path: str) -> Json:
     """The state document; INIT with `exists: False` when there is no file. Raises store.Damaged."""
     data: Optional[Json] = store.load(path, required=("state",))
@@ -166,7 +169,7 @@ def sync_env(path: str, sha: str, payload_b64: str, dry_run: bool, readonly: boo
         sys.stderr.write("wfops: warning: could not update the config on the pod (%s: %s)\n"
                          % (path, exc.strerror or exc))
         return
-    sys.stderr.write("wfops: config written to %s\n" % path)
+    sys.stderr.write(CONFIG_WRITTEN + path + "\n")
 
 
 def prelude(pod: Layout, pre: Prelude) -> None:

@@ -67,6 +67,11 @@ def plan_request(dest: Path, run_id: str, all_runs: bool, sweep: str, by_hash: b
                  merge_replaced: bool) -> dict[str, object]:
     """The data of the pod's `fetch-plan` request (wfops/agent/fetching.py): what this machine has of the runs asked
     for, and the generation of each copy (none with --merge-replaced: every run compared file by file)."""
+    if os.path.lexists(dest) and not os.path.isdir(dest):  # a file, a dead link, a loop: nothing can land there
+        from wfops.errors import ConfigError
+
+        raise ConfigError(f"LOCAL_ARTIFACTS_DIR {dest} is not a folder: move it away, or set LOCAL_ARTIFACTS_DIR to a "
+                          "folder; nothing was fetched")
     have = local_index(dest, [run_id] if run_id else None, by_hash)
     return {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash,
             "generations": {} if merge_replaced else local_generations(dest, have)}
