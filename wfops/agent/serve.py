@@ -12,8 +12,9 @@ to the keeper whole, so a request either answers completely or not at all (the k
 read-only requests may run again). What forking saves is the interpreter's start, the imports of the served
 commands' modules (done once, here) and the exec on the pod: ~40 ms of the pod's CPU a request.
 
-Only the agent commands of wire.SERVED (reads, quick, no command lock) are taken; anything else is answered `F`
-and runs the usual way. One request at a time: the keeper sends the next only after an answer. When the agent's
+Only the agent commands of wire.SERVED (reads, quick, no command lock; past the prelude every request runs, the
+gate and the config sync) are taken; anything else is answered `F` and runs the usual way. One request at a
+time: the keeper sends the next only after an answer. When the agent's
 own directory is gone (removed on the pod), a request is answered `F` and the server ends: the script the keeper
 then runs installs the agent again, as it does for a pod without it.
 
