@@ -95,6 +95,19 @@ def test_links_are_refused(tmp_path):
     assert not (tmp_path / "r1" / "link").exists()
 
 
+def test_a_file_where_a_run_folder_goes_is_one_line_and_stays(tmp_path):
+    (tmp_path / "r1").write_text("mine")  # a file of the run's name here: the fetch cannot make the folder
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "sub").write_text("mine too")  # and one where a folder inside a run goes
+    for run, name in (("r1", "r1/a"), ("r2", "r2/sub/b")):
+        receiver = fetch.TarReceiver(tmp_path, {run})
+        feed(receiver, tar_bytes({name: b"1"}))
+        with pytest.raises(RemoteError, match=r"cannot make the folder .* a file of that name is in the way; move "
+                                              r"it away and fetch again"):
+            receiver.finish()
+    assert (tmp_path / "r1").read_text() == "mine" and (tmp_path / "r2" / "sub").read_text() == "mine too"
+
+
 def test_progress_is_shown_for_large_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fetch, "PROGRESS_MIN_BYTES", 1000)
     monkeypatch.setattr(fetch, "PROGRESS_EVERY_SECS", 0.1)

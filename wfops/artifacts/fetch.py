@@ -225,7 +225,11 @@ class _Peeked(io.BufferedIOBase):
 def _place(staging: Path, dest: Path, name: str) -> None:
     """Move one complete file from staging into place, never through a link out of `dest`."""
     target = dest / name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file (or a dead link) where a folder of the run goes: the user's to move
+        raise RemoteError(f"cannot make the folder {target.parent} here ({exc.strerror or exc}): a file of that name "
+                          "is in the way; move it away and fetch again") from None
     if not os.path.realpath(target.parent).startswith(os.path.realpath(dest) + os.sep):
         raise RemoteError(f"{target.parent} leads out of {dest}; fetch aborted")
     try:
