@@ -75,13 +75,11 @@ class Keeper:
             return self.link
 
     def open_exec(self) -> tuple[ssh.SSHLink, Channel]:
-        """(link, channel); a connection that died under it is replaced once (nothing had been sent on it), but a
-        connection made here that fails is the command's error at once: one connect timeout waited, as a cold
-        command waits it (the pod unreachable: not twice). A connection that is alive but refused one more session
-        (sshd's MaxSessions) is not replaced: its other commands go on; the kept agent gives its session back for
-        this command, else the refusal is the command's error."""
-        link = self._link(fresh=False)
+        """(link, channel); a dead connection is replaced once (nothing had been sent on it). A connection that is
+        alive but refused one more session (sshd's MaxSessions) is not: its other commands go on; the kept agent
+        gives its session back for this command, else the refusal is the command's error."""
         try:
+            link = self._link(fresh=False)
             return link, link.open_exec()
         except ssh.SessionRefused:
             if not self.servers.give_back(REFUSED_RETRY_SECS):
