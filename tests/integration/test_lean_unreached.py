@@ -64,7 +64,9 @@ def test_an_unreachable_pod_is_reported_as_the_full_path_reports_it(ssh_pod: Pod
         rc, err, attempts = said["full"]
         assert rc == 4 and err == f"wfops: {pod.sshd.user}@127.0.0.1:{gate.port} took the connection but did not " \
             f"answer within {connect_timeout}s (no SSH banner: the pod or the network is frozen)\n"
-        assert attempts >= 1
+        # the keeper makes a connection that failed once more (a pod coming back from a partition may drop the first:
+        # scripts/fault_cases.py partition cases); every path waits the same, none more (the kept request: twice more)
+        assert attempts == 2
     finally:
         gate.stop()
 
