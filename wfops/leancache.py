@@ -206,7 +206,10 @@ def try_cached(argv: list[str]) -> None:
             or os.environ.get(CACHE_OFF_ENV) == "0" or os.environ.get(VERBOSE_ENV, "").strip() \
             or invoke_configured(os.environ):
         return
-    entry = lookup(argv)
+    try:
+        entry = lookup(argv)
+    except FileNotFoundError:  # the working directory is gone (a task's --help: wfops.startup let it through)
+        return
     if entry is None:
         return
     try:

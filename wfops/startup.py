@@ -21,7 +21,7 @@ import sys
 
 from wfops.agent.states import EXIT_USAGE  # the cached fast path imports it anyway
 
-NO_CONFIG_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l")  # the program's, before or after a task
+PROGRAM_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l", "--complete")  # before the first task
 TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
 STDOUT_CLOSED = ("standard output is closed (`>&-`): nothing was run; to discard the output, send it to /dev/null "
                  "(`>/dev/null`) instead")
@@ -49,11 +49,14 @@ def check() -> None:
 
 def needs_cwd(argv: list[str]) -> bool:
     """Whether this command line looks for a config (workflow.env in the working directory, the cached fast path's
-    key): not the program's own flags (--version, --help, --list, with or without a task) nor `disconnect --all`,
-    which work wherever they are started."""
-    if any(arg in NO_CONFIG_FLAGS for arg in argv):
-        return False
-    return not (argv[:1] == ["disconnect"] and "--all" in argv)
+    key): not the program's own flags before the first task (--version, --help, --list, --complete), nor a task's
+    --help, nor `disconnect --all` alone, which work wherever they are started."""
+    for arg in argv:
+        if not arg.startswith("-"):  # the first task: what follows is its own options (`-l` is task.list's)
+            break
+        if arg in PROGRAM_FLAGS:
+            return False
+    return "--help" not in argv and sorted(argv) != ["--all", "disconnect"]
 
 
 def refuse(why: str) -> None:
