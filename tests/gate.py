@@ -42,6 +42,19 @@ class Gate:
                     self._drop(s)
             self.pairs.clear()
 
+    def blackhole(self) -> None:
+        """The connections forwarded so far go silent (kept open, nothing passes either way: a NAT or VPN that
+        dropped their state); new ones are forwarded as before."""
+        with self.changed:
+            for a, b in self.pairs:
+                for s in (a, b):
+                    try:
+                        self.sel.unregister(s)
+                    except (KeyError, ValueError):
+                        pass
+                self.held += [a, b]
+            self.pairs.clear()
+
     def wait_silent(self, n: int, timeout: float) -> bool:
         """Until `n` connections were taken since the gate shut."""
         with self.changed:

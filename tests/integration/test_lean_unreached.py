@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pod, wait_until
+from tests.conftest import WFOPS, Pod, wait_until
 from tests.gate import Gate, sockets_to
 from tests.integration.test_keeper import keepers
 from tests.integration.test_lean_cache import PROFILE, hit
@@ -92,3 +93,29 @@ def test_a_frozen_keeper_is_ended_by_the_kept_request_and_the_lean_path_answers(
     finally:
         if Path(f"/proc/{keeper}").exists():
             os.kill(keeper, signal.SIGKILL)
+
+
+def test_commands_at_once_on_a_connection_gone_silent_each_get_the_one_new_connection(ssh_pod: Pod):
+    """The keeper's connection goes silent (nothing passes, nothing closes) while new ones work: commands started
+    together each find it dead and the first to replace it makes the new one; the others take that one (replacing
+    it again cut the first command's channel: every command but one failed, exit 4, reviewer)."""
+    pod = ssh_pod
+    assert pod.sshd is not None
+    gate = Gate(pod.sshd.host, pod.sshd.port)
+    env = {"WFOPS_SSH_KEEPALIVE_SECS": "60"}  # the keepalive would find it dead first: the commands must
+    try:
+        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="3",
+                      WF_PERSIST_SECS="120")
+        pod.ok("fsm.reset", "INIT", "--reason", "warm", env=env)
+        [keeper] = keepers(pod)
+        before = gate.accepted
+        gate.blackhole()
+        procs = [subprocess.Popen([str(WFOPS), "fsm.reset", "CHECKED_OUT", "--reason", f"r{i}"],
+                                  env={**pod.env(), **env}, cwd=pod.root.parent, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(3)]
+        results = [(p.wait(120), p.communicate()[1]) for p in procs]
+        assert [rc for rc, _ in results] == [0, 0, 0], results
+        assert gate.accepted - before == 1 and keepers(pod) == [keeper]  # one new connection, the same keeper
+        assert '"state": "CHECKED_OUT"' in pod.ok("fsm.status", "--json").out
+    finally:
+        gate.stop()

@@ -65,9 +65,12 @@ class Keeper:
         self.inode: int | None = None
 
     # -- the connection
-    def _link(self, fresh: bool) -> ssh.SSHLink:
+    def _link(self, failed: ssh.SSHLink | None = None) -> ssh.SSHLink:
+        """The connection, made when there is none or it died; `failed`: the one a command just found dead, replaced
+        unless another command replaced it meanwhile (then that new one is taken: replacing it would cut the other
+        command's channel)."""
         with self.link_lock:
-            if self.link is not None and (fresh or not self.link.active):
+            if self.link is not None and (self.link is failed or not self.link.active):
                 self.link.close()
                 self.link = None
             if self.link is None:
@@ -78,15 +81,16 @@ class Keeper:
         """(link, channel); a dead connection is replaced once (nothing had been sent on it). A connection that is
         alive but refused one more session (sshd's MaxSessions) is not: its other commands go on; the kept agent
         gives its session back for this command, else the refusal is the command's error."""
+        link = None
         try:
-            link = self._link(fresh=False)
+            link = self._link()
             return link, link.open_exec()
         except ssh.SessionRefused:
-            if not self.servers.give_back(REFUSED_RETRY_SECS):
+            if link is None or not self.servers.give_back(REFUSED_RETRY_SECS):  # (a refusal comes from a link)
                 raise
             return link, self._after_refusal(link)
         except ConnectError:
-            link = self._link(fresh=True)
+            link = self._link(failed=link)
             return link, link.open_exec()
 
     def _after_refusal(self, link: ssh.SSHLink) -> Channel:
