@@ -22,6 +22,8 @@ class Gate:
         self.changed = threading.Condition()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.held: list[socket.socket] = []
+        self.holding = False
+        self.waiting: list[socket.socket] = []  # held until released (hold)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ)
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -55,6 +57,23 @@ class Gate:
                 self.held += [a, b]
             self.pairs.clear()
 
+    def hold(self) -> None:
+        """New connections are accepted and wait (unanswered) until `release`: a pod slow to answer."""
+        with self.changed:
+            self.holding = True
+
+    def release(self) -> None:
+        """Forward the connections held so far, and new ones from now on."""
+        with self.changed:
+            self.holding = False
+            for conn in self.waiting:
+                self._forward(conn)
+            self.waiting.clear()
+
+    def wait_held(self, n: int, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.waiting) >= n, timeout)
+
     def wait_silent(self, n: int, timeout: float) -> bool:
         """Until `n` connections were taken since the gate shut."""
         with self.changed:
@@ -63,7 +82,7 @@ class Gate:
     def stop(self) -> None:
         with self.changed:
             self.closed = True
-            for s in (*self.held, *(s for pair in self.pairs for s in pair)):
+            for s in (*self.held, *self.waiting, *(s for pair in self.pairs for s in pair)):
                 self._drop(s)
         self.listener.close()
 
@@ -104,6 +123,13 @@ class Gate:
             self.held.append(conn)  # accepted, never answered
             self.changed.notify_all()
             return
+        if self.holding:
+            self.waiting.append(conn)  # answered once released
+            self.changed.notify_all()
+            return
+        self._forward(conn)
+
+    def _forward(self, conn: socket.socket) -> None:
         up = socket.create_connection(self.to)
         self.pairs.append((conn, up))
         self.sel.register(conn, selectors.EVENT_READ, up)

@@ -20,6 +20,7 @@ from tests.gate import Gate, sockets_to
 from tests.integration.test_keeper import keepers
 from tests.integration.test_lean_cache import PROFILE, hit
 from tests.integration.test_lean_entry import finished_sweep, imported, without_importtime
+from tests.realparts import descendants
 
 PATHS = (("kept", PROFILE), ("lean", {"WFOPS_LEAN_CACHE": "0"}), ("full", {"WFOPS_LEAN": "0"}))
 
@@ -117,5 +118,48 @@ def test_commands_at_once_on_a_connection_gone_silent_each_get_the_one_new_conne
         assert [rc for rc, _ in results] == [0, 0, 0], results
         assert gate.accepted - before == 1 and keepers(pod) == [keeper]  # one new connection, the same keeper
         assert '"state": "CHECKED_OUT"' in pod.ok("fsm.status", "--json").out
+    finally:
+        gate.stop()
+
+
+def _bash_s(pod: Pod) -> list[int]:
+    """The `bash -s` of commands' channels on the pod (sshd's descendants)."""
+    assert pod.sshd is not None
+    found = []
+    for pid in descendants(pod.sshd.proc.pid):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"bash", b"-s"]:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_command_interrupted_while_its_keeper_reconnects_leaves_no_session_on_the_pod(ssh_pod: Pod):
+    """Ctrl-C while the keeper makes a new connection for the command: the channel it then opens is closed, not
+    left with its `bash -s` holding one of sshd's sessions (MaxSessions: later commands refused; reviewer)."""
+    pod = ssh_pod
+    assert pod.sshd is not None
+    gate = Gate(pod.sshd.host, pod.sshd.port)
+    try:
+        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="10",
+                      WF_PERSIST_SECS="120")
+        pod.ok("fsm.reset", "INIT", "--reason", "warm")
+        [keeper] = keepers(pod)
+        gate.close_all()
+        wait_until(lambda: sockets_to(keeper, gate.port) == 0, what="the keeper to see its connection cut")
+        gate.open()
+        gate.hold()
+        proc = subprocess.Popen([str(WFOPS), "fsm.reset", "CHECKED_OUT", "--reason", "interrupted"], env=pod.env(),
+                                cwd=pod.root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert gate.wait_held(1, 30), "the keeper never reconnected"
+        mark = pod.sshd.mark()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        gate.release()  # the keeper's connection goes through now, and it opens the command's channel
+        wait_until(lambda: pod.sshd.counts(mark)[1] >= 1, what="the keeper to open the gone command's channel")
+        wait_until(lambda: not _bash_s(pod), timeout=15, what="the gone command's bash -s to end")
+        assert pod.state()["state"] == "INIT"  # nothing ran
+        assert pod.ok("fsm.status").rc == 0 and keepers(pod) == [keeper]
     finally:
         gate.stop()

@@ -223,7 +223,11 @@ class Keeper:
     def _relay(self, client: socket.socket, link: ssh.SSHLink, chan: Channel, inbox: _Inbox,
                direct: _Direct | None = None) -> int | None:
         """The script's run on `chan`, relayed; its exit status (None when the connection broke)."""
-        inbox.begin()  # the channel is open
+        try:
+            inbox.begin()  # the channel is open
+        except OSError:  # the client went away while the channel was being opened: nothing was sent on it
+            chan.close()  # (left open, its `bash -s` waited on the pod, holding one of sshd's sessions)
+            raise
         inbox.attach(chan)
         if direct is not None:
             direct.report = lambda data: inbox.send(b"n", data)
