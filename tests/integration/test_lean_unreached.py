@@ -163,3 +163,29 @@ def test_a_command_interrupted_while_its_keeper_reconnects_leaves_no_session_on_
         assert pod.ok("fsm.status").rc == 0 and keepers(pod) == [keeper]
     finally:
         gate.stop()
+
+
+def test_a_read_the_kept_agent_lost_with_its_connection_is_answered_on_a_new_one_on_every_path(ssh_pod: Pod):
+    """The keeper's connection goes silent while the pod's kept agent answers a read (new connections work): the
+    keepalive ends it, and the read runs as a script on a new connection, as any script would; the full path
+    failed (exit 4) where the kept request and the lean path answered (reviewer)."""
+    pod = ssh_pod
+    assert pod.sshd is not None
+    gate = Gate(pod.sshd.host, pod.sshd.port)
+    try:
+        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="2",
+                      WF_PERSIST_SECS="120")
+        for _path, env in PATHS:
+            env = {**env, "WFOPS_SSH_KEEPALIVE_SECS": "1", "WFOPS_VERBOSE": "1"} if _path != "kept" else \
+                {**env, "WFOPS_SSH_KEEPALIVE_SECS": "1"}
+            pod.ok("disconnect")
+            answer = pod.ok("fsm.status", env=env).out
+            wait_until(lambda env=env: "answered by the pod's kept agent" in pod.wf(
+                "fsm.status", env={**env, "WFOPS_VERBOSE": "1"}).err, what="the kept agent to answer reads")
+            if _path == "kept":
+                assert hit(pod.wf("fsm.status", env=env))
+            gate.blackhole()
+            res = pod.wf("fsm.status", env=env)
+            assert (res.rc, res.out) == (0, answer), (_path, res.err[-2000:])
+    finally:
+        gate.stop()

@@ -193,8 +193,8 @@ class Keeper:
 
     def _served(self, client: socket.socket, serve: ServeOrder, inbox: _Inbox) -> bool:
         """The request answered by the agent kept alive on the pod (wfops.transport.podserver); False when there is
-        none ready or it lost the answer: the caller runs the script (the client's stdin, kept, goes to it). A
-        connection that died under it raises its ConnectError, as a script's would."""
+        none ready or it lost the answer: the caller runs the script (the client's stdin, kept, goes to it; a read
+        may run again), on a new connection when this one died under it, as for any script."""
         server = self.servers.take(serve["key"])
         if server is None:
             return False
@@ -207,9 +207,7 @@ class Keeper:
             server.busy.release()
         if line is None:  # the client went away before its request was whole: nothing to answer
             return True
-        if answer is None:
-            if server.dead.is_set() and not server.link.active:
-                raise server.link.lost(f"the connection to {self.target.label} closed before the command ended")
+        if answer is None:  # lost (a connection that died under it too: open_exec replaces that one, once)
             return False
         out, err, code = answer
         inbox.send(b"K")  # the pod's kept agent answered (WFOPS_VERBOSE says so)
