@@ -4,11 +4,11 @@ whose network froze), and counts the connections it took either way."""
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import threading
-from pathlib import Path
+
+from tests.procview import tcp_connections_to
 
 
 class Gate:
@@ -151,15 +151,5 @@ class Gate:
 
 def sockets_to(pid: int, port: int) -> int:
     """How many TCP sockets the process holds to `port` on loopback, in any state (one the peer closed is counted
-    until the process itself closes it: tests.procview.tcp_connections_to counts the established ones only)."""
-    try:
-        inodes = {link[len("socket:["):-1] for fd in os.listdir(f"/proc/{pid}/fd")
-                  if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")}
-    except OSError:
-        return 0
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()  # sl local rem st ... inode (the 10th)
-            count += int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes
-    return count
+    until the process itself closes it)."""
+    return tcp_connections_to(pid, port, established=False)

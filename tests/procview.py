@@ -78,9 +78,10 @@ def is_flocked(path: Path, *, create: bool = False) -> bool:
     return False
 
 
-def tcp_connections_to(pid: int | str, port: int) -> int:
+def tcp_connections_to(pid: int | str, port: int, established: bool = True) -> int:
     """How many established TCP connections the process holds to `port` on loopback (its socket fds matched with
-    /proc/net/tcp and tcp6 by inode)."""
+    /proc/net/tcp and tcp6 by inode); `established=False`: its sockets to it in any state (one the peer closed
+    counts until the process itself closes it)."""
     try:
         inodes = {link[len("socket:["):-1] for fd in os.listdir(f"/proc/{pid}/fd")
                   if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")}
@@ -94,6 +95,7 @@ def tcp_connections_to(pid: int | str, port: int) -> int:
             continue
         for line in lines:
             fields = line.split()  # sl local rem st ... inode (the 10th)
-            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            if (fields[3] == "01" or not established) and int(fields[2].rsplit(":", 1)[1], 16) == port \
+                    and fields[9] in inodes:
                 count += 1
     return count

@@ -8,9 +8,11 @@ the connections and counts the attempts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,19 @@ from tests.integration.test_lean_entry import finished_sweep, imported, without_
 from tests.realparts import descendants
 
 PATHS = (("kept", PROFILE), ("lean", {"WFOPS_LEAN_CACHE": "0"}), ("full", {"WFOPS_LEAN": "0"}))
+
+
+@contextlib.contextmanager
+def gated(pod: Pod, connect_timeout: str) -> Iterator[Gate]:
+    """The pod reached through a loopback gate (tests/gate.py), warm connections on."""
+    assert pod.sshd is not None
+    gate = Gate(pod.sshd.host, pod.sshd.port)
+    try:
+        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT=connect_timeout,
+                      WF_PERSIST_SECS="120")
+        yield gate
+    finally:
+        gate.stop()
 
 
 def _cut(pod: Pod, gate: Gate, args: tuple[str, ...]) -> None:
@@ -50,10 +65,7 @@ def test_an_unreachable_pod_is_reported_as_the_full_path_reports_it(ssh_pod: Pod
     if command == "run.fetch":
         pod.ok("fsm.reset", "CHECKED_OUT", "--reason", "unreachable fetch")
         finished_sweep(pod, 2)
-    gate = Gate(pod.sshd.host, pod.sshd.port)
-    try:
-        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT=connect_timeout,
-                      WF_PERSIST_SECS="120")
+    with gated(pod, connect_timeout) as gate:
         said, kept = {}, None
         for path, env in PATHS:
             _cut(pod, gate, args)
@@ -69,8 +81,6 @@ def test_an_unreachable_pod_is_reported_as_the_full_path_reports_it(ssh_pod: Pod
         # the keeper makes a connection that failed once more (a pod coming back from a partition may drop the first:
         # scripts/fault_cases.py partition cases); every path waits the same, none more (the kept request: twice more)
         assert attempts == 2
-    finally:
-        gate.stop()
 
 
 def test_a_frozen_keeper_is_ended_by_the_kept_request_and_the_lean_path_answers(ssh_pod: Pod):
@@ -102,11 +112,8 @@ def test_commands_at_once_on_a_connection_gone_silent_each_get_the_one_new_conne
     it again cut the first command's channel: every command but one failed, exit 4, reviewer)."""
     pod = ssh_pod
     assert pod.sshd is not None
-    gate = Gate(pod.sshd.host, pod.sshd.port)
     env = {"WFOPS_SSH_KEEPALIVE_SECS": "60"}  # the keepalive would find it dead first: the commands must
-    try:
-        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="3",
-                      WF_PERSIST_SECS="120")
+    with gated(pod, "3") as gate:
         pod.ok("fsm.reset", "INIT", "--reason", "warm", env=env)
         [keeper] = keepers(pod)
         before = gate.accepted
@@ -118,8 +125,6 @@ def test_commands_at_once_on_a_connection_gone_silent_each_get_the_one_new_conne
         assert [rc for rc, _ in results] == [0, 0, 0], results
         assert gate.accepted - before == 1 and keepers(pod) == [keeper]  # one new connection, the same keeper
         assert '"state": "CHECKED_OUT"' in pod.ok("fsm.status", "--json").out
-    finally:
-        gate.stop()
 
 
 def _bash_s(pod: Pod) -> list[int]:
@@ -140,10 +145,7 @@ def test_a_command_interrupted_while_its_keeper_reconnects_leaves_no_session_on_
     left with its `bash -s` holding one of sshd's sessions (MaxSessions: later commands refused; reviewer)."""
     pod = ssh_pod
     assert pod.sshd is not None
-    gate = Gate(pod.sshd.host, pod.sshd.port)
-    try:
-        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="10",
-                      WF_PERSIST_SECS="120")
+    with gated(pod, "10") as gate:
         pod.ok("fsm.reset", "INIT", "--reason", "warm")
         [keeper] = keepers(pod)
         gate.close_all()
@@ -161,8 +163,6 @@ def test_a_command_interrupted_while_its_keeper_reconnects_leaves_no_session_on_
         wait_until(lambda: not _bash_s(pod), timeout=15, what="the gone command's bash -s to end")
         assert pod.state()["state"] == "INIT"  # nothing ran
         assert pod.ok("fsm.status").rc == 0 and keepers(pod) == [keeper]
-    finally:
-        gate.stop()
 
 
 def test_a_read_the_kept_agent_lost_with_its_connection_is_answered_on_a_new_one_on_every_path(ssh_pod: Pod):
@@ -171,10 +171,7 @@ def test_a_read_the_kept_agent_lost_with_its_connection_is_answered_on_a_new_one
     failed (exit 4) where the kept request and the lean path answered (reviewer)."""
     pod = ssh_pod
     assert pod.sshd is not None
-    gate = Gate(pod.sshd.host, pod.sshd.port)
-    try:
-        pod.configure(OPS_DEFAULT_HOST=f"{pod.sshd.user}@127.0.0.1:{gate.port}", SSH_CONNECT_TIMEOUT="2",
-                      WF_PERSIST_SECS="120")
+    with gated(pod, "2") as gate:
         for _path, env in PATHS:
             env = {**env, "WFOPS_SSH_KEEPALIVE_SECS": "1", "WFOPS_VERBOSE": "1"} if _path != "kept" else \
                 {**env, "WFOPS_SSH_KEEPALIVE_SECS": "1"}
@@ -187,5 +184,3 @@ def test_a_read_the_kept_agent_lost_with_its_connection_is_answered_on_a_new_one
             gate.blackhole()
             res = pod.wf("fsm.status", env=env)
             assert (res.rc, res.out) == (0, answer), (_path, res.err[-2000:])
-    finally:
-        gate.stop()
