@@ -6,6 +6,7 @@ there at teardown); tests that restart sshd use an sshd of their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,20 +127,28 @@ def test_a_killed_keeper_is_replaced_within_the_command(ssh_pod: Pod):
     assert len(keepers(ssh_pod)) == 1
 
 
-def test_a_frozen_keeper_is_ended_and_replaced(ssh_pod: Pod):
-    ssh_pod.configure(WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="1")  # a keeper silent for 10 + 2 s is frozen
-    ssh_pod.ok("task.list")
-    [pid] = keepers(ssh_pod)
+@contextlib.contextmanager
+def frozen_keeper(pod: Pod) -> Iterator[int]:
+    """The pod's one keeper stopped (SIGSTOP) for the block, which must see it ended and replaced by one other;
+    killed afterwards if it was not."""
+    [pid] = keepers(pod)
     os.kill(pid, signal.SIGSTOP)
     try:
-        mark = ssh_pod.sshd.mark()
-        res = ssh_pod.ok("task.list")
-        assert "no tracked tasks" in res.out and ssh_pod.sshd.counts(mark) == (1, 1)
+        yield pid
         wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the frozen keeper to be ended")
-        assert len(keepers(ssh_pod)) == 1
+        assert len(keepers(pod)) == 1
     finally:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_frozen_keeper_is_ended_and_replaced(ssh_pod: Pod):
+    ssh_pod.configure(WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="1")  # a keeper silent for 10 + 2 s is frozen
+    ssh_pod.ok("task.list")
+    with frozen_keeper(ssh_pod):
+        mark = ssh_pod.sshd.mark()
+        res = ssh_pod.ok("task.list")
+        assert "no tracked tasks" in res.out and ssh_pod.sshd.counts(mark) == (1, 1)
 
 
 def test_disconnect_closes_the_warm_connection(ssh_pod: Pod):

@@ -9,7 +9,6 @@ the connections and counts the attempts."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import WFOPS, Pod, wait_until
 from tests.gate import Gate, sockets_to
-from tests.integration.test_keeper import keepers
+from tests.integration.test_keeper import frozen_keeper, keepers
 from tests.integration.test_lean_cache import PROFILE, hit
 from tests.integration.test_lean_entry import finished_sweep, imported, without_importtime
 from tests.realparts import descendants
@@ -91,19 +90,12 @@ def test_a_frozen_keeper_is_ended_by_the_kept_request_and_the_lean_path_answers(
     assert pod.sshd is not None
     pod.configure(WF_PERSIST_SECS="120", SSH_CONNECT_TIMEOUT="1")  # silent for 10 + 2 s: frozen
     answer = pod.ok("fsm.status", env=PROFILE).out
-    [keeper] = keepers(pod)
-    os.kill(keeper, signal.SIGSTOP)
-    try:
+    with frozen_keeper(pod):
         mark = pod.sshd.mark()
         res = pod.wf("fsm.status", env=PROFILE)
         assert (res.rc, res.out) == (0, answer), res.err[-3000:]
         assert not hit(res) and "invoke" not in imported(res)  # the lean path answered, not the full path
         assert pod.sshd.counts(mark) == (1, 1)  # the new keeper's login and the command's one exec
-        wait_until(lambda: not Path(f"/proc/{keeper}").exists(), what="the frozen keeper to be ended")
-        assert len(keepers(pod)) == 1
-    finally:
-        if Path(f"/proc/{keeper}").exists():
-            os.kill(keeper, signal.SIGKILL)
 
 
 def test_commands_at_once_on_a_connection_gone_silent_each_get_the_one_new_connection(ssh_pod: Pod):
