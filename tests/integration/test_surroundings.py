@@ -121,12 +121,13 @@ def test_a_reader_gone_is_quiet_141_and_a_change_is_made_all_the_same(warm: Pod,
     assert warm.state()["state"] == "POD_READY"
 
 
-@pytest.mark.parametrize("persist", ["120", "0"])  # ssh: through the keeper, and a cold connection's reader threads
-def test_a_followed_log_whose_reader_goes_ends_quietly_with_141(pod: Pod, persist: str):
+# `local`; ssh through the keeper; ssh over a cold connection's reader threads (WF_PERSIST_SECS is SSH's only)
+@pytest.mark.parametrize(("kind", "persist"), [("local", "120"), ("ssh", "120"), ("ssh", "0")])
+def test_a_followed_log_whose_reader_goes_ends_quietly_with_141(request: pytest.FixtureRequest, kind: str,
+                                                                persist: str):
     """`task.logs --follow | head -1` on a task that prints for ever: was a reader thread's traceback and a
     command that never ended (`local`, cold SSH); now the quiet 141, the follow on the pod ended too."""
-    if pod.kind == "local" and persist == "0":
-        pytest.skip("WF_PERSIST_SECS is about SSH connections")
+    pod: Pod = request.getfixturevalue(f"{kind}_pod")
     pod.configure(WF_PERSIST_SECS=persist)
     pod.ok("task.run", "--id", "chatty", "--timeout-secs", "90", "--cmd", "while true; do echo line; sleep 0.1; done")
     proc = subprocess.Popen(["bash", "-c", f"{WF} task.logs --id chatty --follow | head -1 >/dev/null; "
