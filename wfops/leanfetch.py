@@ -9,9 +9,11 @@ the lean path says for such a fetch (the summary line, the files kept here that 
 folders) and ends. Here it only makes LOCAL_ARTIFACTS_DIR if it is gone and removes abandoned staging folders, as a
 fetch with nothing to copy does.
 
-Anything else (files to send, a replaced run, an error line, another exit, no keeper, a keeper that went away): the
-lean path runs the command from the start, with what this exchange printed dropped (the lean path prints its own
-lines). Asking twice changes nothing on the pod: the plan only reads there.
+Anything else (files to send, a replaced run, an error line, another exit, no keeper): the lean path runs the
+command from the start and prints its own lines; of this exchange's lines only a config the request's prelude
+wrote is said first (the lean path finds it written). The plan request is the fetch's own first step (the same
+gate and config sync), so asking again finds what it left. A connection's error is the command's, as on the lean
+path (not asked twice).
 """
 
 from __future__ import annotations
@@ -54,16 +56,15 @@ class _Plan(Exchange):
         return out
 
     def _line(self, line: str, sock: Any = None) -> None:
-        from wfops.output import ERROR_LINE, META_LINE, visible
+        from wfops.output import META_LINE, visible
 
-        m = META_LINE.match(line)
-        if m and not ERROR_LINE.match(line) and m.group(1) != "need":
+        m = META_LINE.match(line)  # (an ERROR_LINE is one too: `@wfops-error CODE ...`)
+        if m is None:
+            self.held.append(visible(self.redact(line)))
+        elif m.group(1) in ("error", "need"):
+            super()._line(line, sock)  # the command's error, or the agent it lacks
+        else:
             self.meta[m.group(1)] = m.group(2)
-            return
-        if m or ERROR_LINE.match(line):
-            super()._line(line, sock)  # the agent it lacks, or the command's error
-            return
-        self.held.append(visible(self.redact(line)))
 
     def fall_back(self) -> NoReturn:
         """Before: the lean path runs the command from the start and prints its own lines. What it will not print
