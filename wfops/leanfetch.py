@@ -33,9 +33,8 @@ def entry(cmd: Any) -> dict[str, Any]:
     script, the request of FETCH_PLAN without data, and the read the kept agent may answer."""
     from wfops.agent import wire
 
-    script = cmd.script("agent.sh.j2", dry_run=False)
-    return {"script": script, "request": cmd.request(wire.FETCH_PLAN, {}),
-            "serve": cmd.serve_order(wire.FETCH_PLAN, len(script.encode()), False)}
+    script, request, serve = cmd.call_parts(wire.FETCH_PLAN, {})
+    return {"script": script, "request": request, "serve": serve}
 
 
 class _Plan(Exchange):

@@ -168,9 +168,16 @@ class PodCommand:
     def call_text(self, agent_command: str, data: dict[str, object], dry_run: bool = False) -> Outgoing:
         """What `call(agent_command, **data)` sends: the script and the request after it, and the read it carries
         when it is one (wfops.lean keeps both for its cached fast path, wfops.leancache)."""
+        script, request, serve = self.call_parts(agent_command, data, dry_run)
+        return Outgoing(script + request_line(request), serve)
+
+    def call_parts(self, agent_command: str, data: dict[str, object],
+                   dry_run: bool = False) -> tuple[str, Request, ServeOrder | None]:
+        """call_text's parts apart: the agent script, the request, the read it carries (wfops.leanfetch keeps them
+        and puts each fetch's data into the request)."""
         script = self.script("agent.sh.j2", dry_run=dry_run)
-        text = script + request_line(self.request(agent_command, data, dry_run))
-        return Outgoing(text, self.serve_order(agent_command, len(script.encode()), dry_run))
+        return (script, self.request(agent_command, data, dry_run),
+                self.serve_order(agent_command, len(script.encode()), dry_run))
 
     def serve_order(self, agent_command: str, skip: int, dry_run: bool) -> ServeOrder | None:
         """The read a warm keeper may have its pod's kept agent answer (wfops.transport.podserver): an agent command
