@@ -259,7 +259,7 @@ class _Work:
     def fetch(self, cmd: Any) -> dict[str, Any]:
         """run.fetch from the one pod as the task fetches (wfops.tasks.run.fetch_from, no fleet): the summary on
         stderr, the local folders as its answer."""
-        from wfops.artifacts.summary import report, resolved
+        from wfops.artifacts.summary import report
         from wfops.artifacts.transfer import fetch_runs
         from wfops.transport.session import stderr_line
 
@@ -275,7 +275,7 @@ class _Work:
             copied = bool(fetched.files or fetched.aside or v["hash"])
             self._keep("", None, cmd.redact.secrets, fetch=None if copied else leanfetch.entry(cmd))
         stderr_line(report(fetched))
-        return {"runs": resolved(fetched.runs)}
+        return {"runs": fetched.runs}
 
     def _request(self) -> tuple[str, dict[str, object]]:
         return pod_request(self.command, self.values, self.settings)

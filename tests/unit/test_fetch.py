@@ -216,7 +216,7 @@ def test_the_pod_lists_regular_files_by_folder_and_name_and_follows_no_link(tmp_
 
 
 def test_the_fetched_run_dirs_are_shown_as_path_resolve_gives_them(tmp_path):
-    from wfops.artifacts.summary import resolved
+    from wfops.artifacts.summary import shown_folders
 
     real = tmp_path / "real"
     (real / "r1").mkdir(parents=True)
@@ -224,8 +224,9 @@ def test_the_fetched_run_dirs_are_shown_as_path_resolve_gives_them(tmp_path):
     (real / "r2").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "via").symlink_to(real)  # LOCAL_ARTIFACTS_DIR through a link
     runs = [tmp_path / "via" / "r1", tmp_path / "via" / "r2"]
-    assert resolved(runs) == [str(real / "r1"), str(tmp_path / "elsewhere")] == [str(p.resolve()) for p in runs]
-    assert resolved([]) == []
+    assert shown_folders(tmp_path / "via", ["r1", "r2"]) == [str(real / "r1"), str(tmp_path / "elsewhere")] == [
+        str(p.resolve()) for p in runs]
+    assert shown_folders(tmp_path / "via", []) == []
 
 
 def test_a_fetch_with_nothing_to_copy_starts_no_progress_thread(tmp_path):
@@ -240,21 +241,21 @@ def test_a_fetch_with_nothing_to_copy_starts_no_progress_thread(tmp_path):
 
 
 def test_the_fetched_runs_are_those_that_are_folders_now(tmp_path):
-    from wfops.artifacts.summary import existing_dirs as _existing_dirs
+    from wfops.artifacts.summary import shown_folders
 
     (tmp_path / "r1").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "r2").symlink_to(tmp_path / "elsewhere")  # a link to a folder counts, as Path.is_dir() says
     (tmp_path / "r3").write_text("a file")
     (tmp_path / "dead").symlink_to(tmp_path / "nowhere")
-    runs = [tmp_path / name for name in ("r1", "r2", "r3", "dead", "missing", "..")]
-    assert _existing_dirs(tmp_path, runs) == [tmp_path / "r1", tmp_path / "r2"]
+    names = ["r1", "r2", "r3", "dead", "missing", ".."]
+    assert shown_folders(tmp_path, names) == [str(tmp_path / "r1"), str(tmp_path / "elsewhere")]
 
 
-def test_the_cached_fetch_shows_the_run_folders_as_the_lean_path_shows_them(tmp_path):
-    """summary.shown_folders (the cached fast path, one listing) against resolved(existing_dirs(...)) (the lean
-    path): folders, links to folders, files, dead links, missing names, a name that leaves the folder."""
-    from wfops.artifacts.summary import existing_dirs, resolved, shown_folders
+def test_the_run_folders_shown_are_the_folders_and_links_to_folders_in_the_artifacts_dir(tmp_path):
+    """summary.shown_folders (every path of run.fetch shows the run folders with it): folders, links to folders,
+    files, links to files, dead links, missing names, names that leave the folder, a folder that is gone."""
+    from wfops.artifacts.summary import shown_folders
 
     real = tmp_path / "real"
     (real / "r1").mkdir(parents=True)
@@ -266,7 +267,7 @@ def test_the_cached_fetch_shows_the_run_folders_as_the_lean_path_shows_them(tmp_
     (tmp_path / "via").symlink_to(real)  # LOCAL_ARTIFACTS_DIR through a link
     names = ["r2", "r1", "r3", "file-link", "dead", "missing"]
     for dest in (tmp_path / "via", real):
-        lean = resolved(existing_dirs(dest, [dest / name for name in names]))
-        assert shown_folders(dest, names) == lean == [str(tmp_path / "elsewhere"), str(real / "r1")]
+        assert shown_folders(dest, names) == [str(tmp_path / "elsewhere"), str(real / "r1")] == [
+            str((dest / name).resolve()) for name in ("r2", "r1")]
     assert shown_folders(real, ["..", "../real/r1", "/etc"]) == []  # only entries of the folder itself
     assert shown_folders(tmp_path / "gone", ["r1"]) == []

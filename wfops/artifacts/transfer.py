@@ -14,7 +14,7 @@ from pathlib import Path
 from wfops.agent import wire
 from wfops.artifacts.fetch import TarReceiver
 from wfops.artifacts.index import plan_request
-from wfops.artifacts.summary import Fetched, existing_dirs
+from wfops.artifacts.summary import Fetched, shown_folders
 from wfops.errors import UsageError
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
@@ -57,6 +57,7 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
         except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
             receiver.abort()
             raise
-        runs = receiver.finish()
+        receiver.finish()
     plan = receiver.plan
-    return Fetched(existing_dirs(dest, runs), receiver.files, receiver.received, time.time() - t0, plan, receiver.aside)
+    runs = shown_folders(dest, [str(run) for run in plan.get("runs") or []])
+    return Fetched(runs, receiver.files, receiver.received, time.time() - t0, plan, receiver.aside)

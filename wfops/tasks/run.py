@@ -8,7 +8,7 @@ from typing import Any
 
 from invoke import Collection
 
-from wfops.artifacts.summary import report, resolved
+from wfops.artifacts.summary import report
 from wfops.artifacts.transfer import check_request, fetch_runs
 from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
@@ -37,7 +37,7 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
         fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
                              merge_replaced=merge_replaced)
         log(report(fetched))
-        runs = resolved(fetched.runs)
+        runs = list(fetched.runs)
     if share is not None and share.dups:  # copies of runs that ran on two pods: never into the winner's folder
         aside = Path(settings.local_artifacts_dir).expanduser() / fleet_fetch.DUPLICATES_DIR / fleet_fetch.pod_dir_name(
             member.name)
@@ -45,7 +45,7 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
                           member=member, log=log, merge_replaced=merge_replaced)
         log(f"wfops: {', '.join(share.dups)} also ran on another pod; the copy from {member.name} is a duplicate, "
             f"kept apart in {aside}")
-        runs += resolved(dups.runs)
+        runs += dups.runs
     return {"runs": runs}
 
 
