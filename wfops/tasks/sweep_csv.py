@@ -35,21 +35,19 @@ def csv_path(settings: Settings, csv: str | None, task: str) -> Path:
 
 def read_runs(settings: Settings, path: Path, consequence: str = "; nothing was uploaded or started",
               ) -> tuple[str, list[RunSpec]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+    text = csv_text(path.read_bytes(), str(path))
     return text, model.checked_runs(settings, text, consequence)  # THE override rule, CSV and common alike
 
 
-def stdin_text() -> str:
-    """The CSV on stdin, as read_runs reads a file: UTF-8 or one line saying it is not (a locale's decoding would
-    turn other bytes into characters the header check then words as a confusing column error)."""
+def csv_text(data: bytes, where: str) -> str:
+    """A CSV's bytes (a file's, or stdin's: a locale's decoding would turn other bytes into characters the header
+    check then words as a confusing column error) as text: UTF-8, newlines as text mode reads them; else one line
+    saying `where` is not UTF-8."""
     try:
-        text = sys.stdin.buffer.read().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError("the CSV on standard input is not UTF-8 text") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as text mode reads them
+        raise UsageError(f"{where} is not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 @wftask(help={"csv": CSV_HELP + "; - prints it to stdout"})
@@ -77,7 +75,8 @@ def validate(c: Any, csv: str | None = None, workdir: str | None = None, json: b
     Check a sweep CSV here, without the pod: every bad row is reported with its line number."""
     settings = settings_for(c, config, local=True)
     if csv == STDIO:
-        path, runs = Path(STDIO), model.checked_runs(settings, stdin_text(), "")
+        path = Path(STDIO)
+        runs = model.checked_runs(settings, csv_text(sys.stdin.buffer.read(), "the CSV on standard input"), "")
     else:
         path = csv_path(settings, csv, "sweep.validate")
         runs = read_runs(settings, path, consequence="")[1]
