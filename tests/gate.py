@@ -50,10 +50,7 @@ class Gate:
         with self.changed:
             for a, b in self.pairs:
                 for s in (a, b):
-                    try:
-                        self.sel.unregister(s)
-                    except (KeyError, ValueError):
-                        pass
+                    self._unwatch(s)
                 self.held += [a, b]
             self.pairs.clear()
 
@@ -86,11 +83,15 @@ class Gate:
                 self._drop(s)
         self.listener.close()
 
-    def _drop(self, s: socket.socket) -> None:
+    def _unwatch(self, s: socket.socket) -> None:
+        """Nothing of `s` is forwarded any more."""
         try:
             self.sel.unregister(s)
         except (KeyError, ValueError):
             pass
+
+    def _drop(self, s: socket.socket) -> None:
+        self._unwatch(s)
         try:
             s.shutdown(socket.SHUT_RDWR)
         except OSError:
