@@ -110,6 +110,7 @@ plan -> one rendered script in one exec on the pod, where the agent does the wor
     agent/                    the pod agent: the whole pod side, standard library only, Python >= 3.8
     agent/__main__.py         its entry point: one JSON request on stdin, checked, dispatched, answered
     agent/serve.py            the agent kept alive by a keeper (--serve): each read run by a forked child
+    agent/filecache.py        what the kept agent remembers of files its reads parsed (by stat identity)
     agent/registry.py         the command registry: a handler's signature declares its arguments
     agent/wire.py             THE wire: command names, TypedDicts of request/manifest/answers, the door's checker
     agent/states.py           THE vocabulary: states, failure classes, workflow rules, exit codes, pod layout

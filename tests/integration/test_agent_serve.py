@@ -218,14 +218,17 @@ def test_a_server_whose_agent_directory_is_gone_refuses_and_ends(tmp_path: Path)
 
 def test_a_requests_child_holds_no_fd_of_the_server_and_no_file(tmp_path: Path):
     """The child's stdin is /dev/null, its stdout and stderr pipes to the server (no temporary file: a pod's full
-    disk cannot lose an answer), and nothing else of the server's is open in it (its channel, its pipes)."""
+    disk cannot lose an answer), fd 3 its pipe for what the server may keep of the files it parsed (filecache.py),
+    closed in any program it starts; nothing else of the server's is open in it (its channel, its pipes)."""
     s = Server()
     try:
         child = blocked(s, tmp_path)
         wait_until(lambda: Path(f"/proc/{child}/wchan").read_text() not in ("", "0"), what="the child to block")
         fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
-        assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
-        assert sorted(fds) == [0, 1, 2], fds
+        assert fds[0] == "/dev/null" and all(fds[n].startswith("pipe:") for n in (1, 2, 3)), fds
+        assert sorted(fds) == [0, 1, 2, 3], fds
+        flags = Path(f"/proc/{child}/fdinfo/3").read_text().split("flags:")[1].split()[0]
+        assert int(flags, 8) & os.O_CLOEXEC and int(flags, 8) & os.O_ACCMODE == os.O_WRONLY, flags
         assert Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[-2] == wire.SERVE_FLAG.encode()
     finally:
         s.close()

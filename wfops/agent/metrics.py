@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
+from . import filecache
 from .presets import JSONL_STEP_KEYS, Extractor, record_points
 from .states import LOG_FILE, STATUS_FILE, SUMMARY_FILE, child, out_dir_of
 from .store import read_rest
@@ -138,13 +140,31 @@ def last_values(run_dir: str, patterns: Extractor, out_dir: Optional[str] = None
     """{metric: last value} from the end of the run's files (what sweep.status shows); `out_dir`: where the run
     trains, when its status/summary were read already (rows.status_rows)."""
     first = out_dir if out_dir is not None else _out_dir(run_dir)
-    for where in (first, run_dir) if first != run_dir else (run_dir,):  # the same file is looked at once
-        path = child(where, METRICS_FILE)
-        if os.path.isfile(path):
-            return {name: points[-1][1] for name, points in from_jsonl(read_text(path, TAIL_BYTES)).data.items()}
+    jsonl, st = _metrics_file((first, run_dir) if first != run_dir else (run_dir,))  # a file is looked at once
+    if st is not None:  # the kept agent reads a file unchanged since only once (filecache.py)
+        values: Json = filecache.recall("jsonl", jsonl, st, lambda: _last_from_jsonl(read_text(jsonl, TAIL_BYTES)))
+        return values
     if not patterns:
         return {}
-    return _last_from_log(read_text(child(run_dir, LOG_FILE), TAIL_BYTES), patterns)
+    log = child(run_dir, LOG_FILE)
+    st = filecache.stat_or_none(log)
+    found: Json = {} if st is None else filecache.recall(
+        "log " + patterns.key, log, st, lambda: _last_from_log(read_text(log, TAIL_BYTES), patterns))
+    return found
+
+
+def _metrics_file(where: Tuple[str, ...]) -> Tuple[str, Optional[os.stat_result]]:
+    """The first metrics.jsonl of `where` that is a file (following links, as os.path.isfile) and its stat."""
+    for folder in where:
+        path = child(folder, METRICS_FILE)
+        st = filecache.stat_or_none(path)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return path, st
+    return "", None
+
+
+def _last_from_jsonl(text: str) -> Json:
+    return {name: points[-1][1] for name, points in from_jsonl(text).data.items()}
 
 
 def add_last_values(pod: Layout, rows: List[Json], patterns: Optional[Iterable[Any]],

@@ -40,7 +40,7 @@ import struct
 import sys
 import time
 
-from . import wire
+from . import filecache, presets, wire
 from .states import AGENT_DIR, CONTROL_DIR, pod_path
 from .wire import TYPE_CHECKING
 
@@ -64,9 +64,13 @@ def send(*frames: bytes) -> None:
     """Frames to the keeper in one write, on fd 1 (never through sys.stdout: a forked child inherits its buffer). One
     write: sshd does not set TCP_NODELAY for a session without a terminal, and a second small packet would wait for
     the ACK of the first (Nagle), ~40 ms of the keeper's delayed ACK."""
-    view = memoryview(b"".join(frames))
+    _write_all(1, b"".join(frames))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(fd, view):]
 
 
 def take_frames(buffer: bytearray) -> List[Tuple[bytes, bytes]]:
@@ -136,26 +140,30 @@ class Child:
     def __init__(self, line: bytes, main: Callable[[List[str]], None], on_start: Any) -> None:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        kept_r, kept_w = os.pipe()
         try:
             self.pid = os.fork()
         except OSError:
-            for fd in (out_r, out_w, err_r, err_w):
+            for fd in (out_r, out_w, err_r, err_w, kept_r, kept_w):
                 os.close(fd)
             raise
         if self.pid == 0:
-            self._run(line, main, out_w, err_w, on_start)
-        os.close(out_w)
-        os.close(err_w)
+            self._run(line, main, (out_w, err_w, kept_w), on_start)
+        for fd in (out_w, err_w, kept_w):
+            os.close(fd)
         self.out: List[bytes] = []
         self.err: List[bytes] = []
-        self.pipes: Dict[int, List[bytes]] = {out_r: self.out, err_r: self.err}  # the ones still open
+        self.kept: List[bytes] = []  # what the child parsed and this process keeps for the next (filecache.py)
+        self.pipes: Dict[int, List[bytes]] = {out_r: self.out, err_r: self.err, kept_r: self.kept}  # still open
         self.status: Optional[int] = None
 
-    def _run(self, line: bytes, main: Callable[[List[str]], None], out_w: int, err_w: int, on_start: Any) -> None:
-        """In the child: what `python3 -I -S -c CALL` does with `line` on its stdin, then _exit with its status."""
+    def _run(self, line: bytes, main: Callable[[List[str]], None], pipes: Tuple[int, int, int], on_start: Any) -> None:
+        """In the child: what `python3 -I -S -c CALL` does with `line` on its stdin, then _exit with its status;
+        what it parsed and may be kept goes to the third pipe (filecache.given), once the answer is written."""
         import io
 
         code = 1
+        out_w, err_w, kept_w = pipes
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -166,7 +174,10 @@ class Child:
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            os.closerange(3, _fd_limit())  # nothing of the server's: its pipes, the keeper's channel
+            os.dup2(kept_w, 3)
+            os.closerange(4, _fd_limit())  # nothing of the server's: its pipes, the keeper's channel
+            os.set_inheritable(3, False)  # a process the request starts never holds it
+            filecache.start()
             sys.stdin = io.TextIOWrapper(io.BytesIO(line))
             sys.argv = sys.argv[:1]  # as a fresh agent's: ['-c']
             try:
@@ -185,6 +196,11 @@ class Child:
                 try:
                     stream.flush()
                 except Exception:
+                    pass
+            if code == 0:
+                try:
+                    _write_all(3, filecache.given())
+                except OSError:  # the server is gone: nothing to keep
                     pass
             os._exit(code & 0xFF)
 
@@ -217,7 +233,10 @@ class Child:
         return self.status is not None and not self.pipes
 
     def answer(self) -> None:
+        """The answer to the keeper; then what the child parsed is kept (it ended well: it gave it whole)."""
         send(frame(b"o", b"".join(self.out)), frame(b"e", b"".join(self.err)), frame(b"x", str(self.status).encode()))
+        if self.status == 0 and self.kept:
+            filecache.take(b"".join(self.kept))
 
     def interrupt(self) -> None:
         try:
@@ -245,6 +264,8 @@ def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None
     of a command: every served command's is imported here, once (a handler's own later imports come from disk)."""
     for name in wire.SERVED:
         load(name)
+    for preset in presets.REGEX_PRESETS:  # compiled here once, not in every request's child
+        presets.regexes(preset)
     on_start = _death_signal()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

@@ -15,6 +15,7 @@ import os
 import threading
 from datetime import datetime, timezone
 
+from . import filecache
 from .states import LOCK_FILE, TERMINAL
 from .wire import TYPE_CHECKING
 
@@ -82,19 +83,29 @@ def file_text(path: str) -> str:
     return text
 
 
-def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
-    """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
-    is not a `kind`, or lacks a `required` key."""
+_NO_FILE = "\0no file"  # _parsed's answer for a file that is not there (a str: filecache keeps marshal bytes)
+
+
+def _parsed(path: str) -> Any:
+    """The JSON document at `path`, _NO_FILE when there is none; Damaged when unreadable or not JSON."""
     try:
         text = file_text(path)
     except FileNotFoundError:
-        return None
+        return _NO_FILE
     except (OSError, UnicodeDecodeError) as exc:
         raise Damaged(path, "unreadable: %s" % (getattr(exc, "strerror", None) or exc)) from None
     try:
-        data: Any = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise Damaged(path, "not valid JSON: %s" % exc) from None
+
+
+def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
+    """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
+    is not a `kind`, or lacks a `required` key."""
+    data = filecache.read("json", path, lambda: _parsed(path))  # the kept agent: a file unchanged is not read again
+    if data == _NO_FILE:
+        return None
     if not isinstance(data, kind):
         raise Damaged(path, "expected a JSON %s" % ("object" if kind is dict else kind.__name__))
     missing = [k for k in required if k not in data]
