@@ -1,0 +1,103 @@
+"""agent/filecache.py in one process: what a request's child keeps and gives, what the parent takes."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wfops.agent import filecache, store
+
+
+@pytest.fixture
+def request_later(monkeypatch) -> Iterator[None]:
+    """A kept agent's request that starts 3 s after now (so files written by the test are quiet: not racy); the
+    cache is emptied before and after."""
+    for name, empty in (("_kept", {}), ("_new", {}), ("_since_ns", None)):  # each put back after the test
+        monkeypatch.setattr(filecache, name, empty)
+    filecache.start()
+    filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
+    yield
+
+
+def next_request() -> None:
+    """The child ends (gives what it kept, the parent takes it) and the next request's child starts, later."""
+    filecache.take(filecache.given())
+    since = filecache._since_ns
+    filecache.start()
+    filecache._since_ns = max(filecache._since_ns, since)
+
+
+def test_outside_a_kept_agent_nothing_is_kept_or_looked_up(tmp_path: Path):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": 1}')
+    assert filecache._since_ns is None
+    assert store.load(str(path)) == {"a": 1} and filecache.given() == b""
+
+
+def test_each_reader_gets_its_own_copy(tmp_path: Path, request_later):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": [1]}')
+    first = store.load(str(path))
+    next_request()
+    got = store.load(str(path))  # from what was kept
+    got["a"].append(2)
+    assert store.load(str(path)) == first == {"a": [1]}
+
+
+def test_what_a_parent_cannot_use_is_dropped(tmp_path: Path, request_later):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": 1}')
+    store.load(str(path))
+    whole = filecache.given()
+    filecache.take(whole[:-3])  # a child cut off while it wrote
+    filecache.take(marshal.dumps([1, 2]))
+    filecache.take(b"\xff\x00")
+    assert filecache.size() == 0
+    filecache.take(whole)
+    assert filecache.size() == 1
+
+
+def test_past_the_limit_the_parent_starts_over(tmp_path: Path, request_later, monkeypatch):
+    monkeypatch.setattr(filecache, "LIMIT", 3)
+    for i in range(3):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"i": i}))
+        store.load(str(tmp_path / f"{i}.json"))
+    filecache.take(filecache.given())
+    assert filecache.size() == 3
+    filecache.start()
+    filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
+    (tmp_path / "3.json").write_text("{}")
+    store.load(str(tmp_path / "3.json"))
+    filecache.take(filecache.given())
+    assert filecache.size() == 1
+
+
+def test_a_damaged_file_a_missing_one_and_a_fifo_are_never_kept(tmp_path: Path, request_later):
+    (tmp_path / "bad.json").write_text("{bad")
+    with pytest.raises(store.Damaged):
+        store.load(str(tmp_path / "bad.json"))
+    assert store.load(str(tmp_path / "none.json")) is None
+    os.mkfifo(tmp_path / "fifo")
+    assert filecache.recall("json", str(tmp_path / "fifo"), os.stat(tmp_path / "fifo"), lambda: "x") == "x"
+    assert filecache.given() == b""
+
+
+def test_a_value_is_kept_per_reading_and_per_file(tmp_path: Path, request_later):
+    path = str(tmp_path / "log")
+    Path(path).write_text("x")
+    st = os.stat(path)
+    assert filecache.recall("log A", path, st, lambda: {"v": 1}) == {"v": 1}
+    assert filecache.recall("log B", path, st, lambda: {"v": 2}) == {"v": 2}
+    next_request()
+    assert filecache.recall("log A", path, st, lambda: {"v": 9}) == {"v": 1}
+    assert filecache.recall("log B", path, st, lambda: {"v": 9}) == {"v": 2}
+    assert filecache.recall("log C", path, st, lambda: {"v": 3}) == {"v": 3}
+
+
+def test_a_test_leaves_no_request_behind():
+    assert filecache._since_ns is None and not filecache._kept and not filecache._new
