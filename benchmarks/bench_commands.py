@@ -30,8 +30,10 @@ from _harness import ROOT, loopback_pod, ms, p90, print_table, ssh_argv, timed, 
 SWEEP_ID = "sweep-20261201T000000Z"
 
 
-def synthetic_sweep(outputs: Path, runs: int) -> None:
-    """A finished sweep of `runs` runs, written the way the pod agent writes one (for sweep.status)."""
+def synthetic_sweep(outputs: Path, runs: int, log_lines: int = 0) -> None:
+    """A finished sweep of `runs` runs, written the way the pod agent writes one (for sweep.status); `log_lines`:
+    each run also has a stdout.log of that many nanoGPT-style lines (`iter N: loss L, time T, mfu M`), whose
+    last values sweep.status shows."""
     manifests = outputs / "_manifests"
     manifests.mkdir(parents=True, exist_ok=True)
     ids = [f"s{i:04d}" for i in range(runs)]
@@ -42,6 +44,9 @@ def synthetic_sweep(outputs: Path, runs: int) -> None:
                           "duration_secs": 1.0})
         (d / "status.json").write_text(doc)
         (d / "summary.json").write_text(doc)
+        if log_lines:
+            (d / "stdout.log").write_text("".join(f"iter {n}: loss {4 - n / log_lines:.4f}, time 12.3ms, mfu 1.2%\n"
+                                                  for n in range(log_lines)))
     plan = {"sweep_id": SWEEP_ID, "runs": [{"run_id": r, "selected": True, "notes": ""} for r in ids], "queue": []}
     (manifests / "sweep-latest.json").write_text(json.dumps(plan))
     (manifests / f"{SWEEP_ID}.json").write_text(json.dumps(plan))
