@@ -3,7 +3,8 @@ the task tree) reads or sends anything (wfops.cli): the one place where surround
 become one line and an exit code, not a traceback on each path.
 
 - stdout closed (`wfops fsm.status >&-`): Python has no sys.stdout, and a file the command opened would take fd 1
-  (a script's `bash -s` on a `local` target would write into it). One line, exit 2, nothing run.
+  (a script's `bash -s` on a `local` target would write into it). One line, exit 2, nothing run. So too stdout
+  open for reading only (`1</dev/null`), where the command ran and its first output failed (EBADF).
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
 - stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
@@ -16,6 +17,7 @@ Standard library only, cheap (it runs at every start; docs/speed.md).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 
@@ -25,6 +27,8 @@ PROGRAM_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l", "--complete"
 TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
 STDOUT_CLOSED = ("standard output is closed (`>&-`): nothing was run; to discard the output, send it to /dev/null "
                  "(`>/dev/null`) instead")
+STDOUT_READ_ONLY = ("standard output is open for reading only (`1</dev/null`): nothing was run; to discard the "
+                    "output, send it to /dev/null (`>/dev/null`) instead")
 CWD_GONE = ("the current directory no longer exists (it was removed after the shell entered it): nothing was run; "
             "cd to a directory that exists and run the command again")
 
@@ -33,6 +37,8 @@ def check() -> None:
     """End the process (one line on stderr, exit 2) where no command can work; else make the streams tolerant."""
     if sys.stdout is None:
         refuse(STDOUT_CLOSED)
+    if not writable(1):
+        refuse(STDOUT_READ_ONLY)
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -45,6 +51,14 @@ def check() -> None:
             os.close(fd)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, for its lifetime
     tolerant_streams()
+
+
+def writable(fd: int) -> bool:
+    """Whether `fd` was opened for writing (`1</dev/null` opens stdout for reading only: every write fails)."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+    except OSError:
+        return False
 
 
 def needs_cwd(argv: list[str]) -> bool:
