@@ -7,6 +7,8 @@ become one line and an exit code, not a traceback on each path.
   open for reading only (`1</dev/null`), where the command ran and its first output failed (EBADF).
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
+- a command-line argument that is not UTF-8 (`--reason $'\\xff'`): the pod would have stored it as a lone
+  surrogate, or failed on it (`task.run --cmd`). One line naming it, exit 2, nothing run.
 - stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
 - stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
   PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
@@ -39,6 +41,11 @@ def check() -> None:
         refuse(STDOUT_CLOSED)
     if not writable(1):
         refuse(STDOUT_READ_ONLY)
+    for i, arg in enumerate(sys.argv[1:], 1):
+        if not utf8(arg):
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            refuse(f"argument {i} ({shown}) is not UTF-8 text: nothing was run; wfops sends its arguments to the pod "
+                   "as UTF-8, so give this one in UTF-8 (a file name in another encoding: rename the file)")
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -51,6 +58,15 @@ def check() -> None:
             os.close(fd)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, for its lifetime
     tolerant_streams()
+
+
+def utf8(arg: str) -> bool:
+    """Whether a command-line argument was UTF-8 text (Python decodes bytes that are not as lone surrogates)."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def writable(fd: int) -> bool:

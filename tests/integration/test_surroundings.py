@@ -91,6 +91,21 @@ def test_stdout_closed_or_read_only_is_one_line_and_nothing_runs(warm: Pod, path
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_an_argument_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, path: str):
+    before = warm.state_file.read_text() if warm.state_file.exists() else None
+    for args, i, shown in (("fsm.reset POD_READY --reason $'bad\\xffreason'", 4, "bad\\xffreason"),
+                           ("task.run --id t8 --cmd $'echo \\xe9t\\xe9'", 5, "echo \\xe9t\\xe9"),
+                           ("task.status --id $'\\xff'", 3, "\\xff")):  # a read, which the lean paths take
+        one_line(bash(warm, f"exec {WF} {args}", path), 2,
+                 f"wfops: argument {i} ({shown}) is not UTF-8 text: nothing was run; wfops sends its arguments to the "
+                 "pod as UTF-8, so give this one in UTF-8 (a file name in another encoding: rename the file)")
+    assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
+    assert not (warm.outputs / "_tasks" / "t8").exists()
+    res = bash(warm, f"exec {WF} task.run --id t9 --cmd 'echo été'", "lean")  # UTF-8 text goes through (run once)
+    assert res.returncode == 0 and (warm.outputs / "_tasks" / "t9").is_dir(), res.stderr
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_a_reference_to_an_environment_value_that_is_not_utf8_is_one_line(warm: Pod, path: str):
     warm.configure(EXTRA_ENV_KEYS="MYVAR")
     warm.config_path.write_text(warm.config_path.read_text() + "MYVAR=${VAR}\n")  # unquoted: expanded
