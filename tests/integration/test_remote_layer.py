@@ -60,6 +60,39 @@ def test_a_host_that_takes_the_connection_and_never_answers_is_one_line_that_say
     _no_traceback(res)
 
 
+@pytest.mark.parametrize("persist", ["0", "300"])
+def test_a_host_that_closes_the_connection_at_once_is_one_line_that_says_so(ssh_pod: Pod, persist: str):
+    """A port whose server accepts and closes at once (not an SSH server; sshd over its MaxStartups) is not a frozen
+    pod: paramiko raises the same error as for a banner that never came, but it came at once."""
+    import socket
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        closed = threading.Event()
+
+        def close_each() -> None:
+            while not closed.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                conn.close()
+
+        threading.Thread(target=close_each, daemon=True).start()
+        ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="20",
+                          WF_PERSIST_SECS=persist)
+        res = ssh_pod.wf("fsm.status")
+        closed.set()
+    assert res.rc == 4, res.err
+    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection and closed it without an SSH "
+                               "banner (not an SSH server on that port, or sshd turned the connection away: its "
+                               "MaxStartups, a firewall)")
+    _no_traceback(res)
+
+
 def test_unknown_host_name_is_one_line_exit_4(ssh_pod: Pod):
     ssh_pod.configure(OPS_DEFAULT_HOST="root@no-such-host.invalid:22")
     res = ssh_pod.wf("task.list")

@@ -338,6 +338,7 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
     """paramiko's many exceptions of a connect as the one line each means to the user (ConnectError)."""
     import paramiko
 
+    started = time.monotonic()
     try:
         yield
     except paramiko.BadHostKeyException as exc:
@@ -355,6 +356,10 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
     except paramiko.ssh_exception.NoValidConnectionsError:
         raise ConnectError(f"cannot connect to {where}: connection refused") from None
     except paramiko.SSHException as exc:
+        if str(exc) in _NO_HELLO and time.monotonic() - started < target.connect_timeout / 2:
+            raise ConnectError(f"{where} took the connection and closed it without an SSH banner (not an SSH server "
+                               "on that port, or sshd turned the connection away: its MaxStartups, a firewall)"
+                               ) from None  # paramiko says the same for an end of stream as for its banner timeout
         if str(exc) in _NO_HELLO:
             raise ConnectError(f"{where} took the connection but did not answer within {target.connect_timeout}s "
                                "(no SSH banner: the pod or the network is frozen)") from None
