@@ -259,13 +259,19 @@ def _fd_limit() -> int:
         return 1024
 
 
+def _prepare(load: Callable[[str], None]) -> None:
+    """What every request's child would otherwise do again: import the served commands' modules, compile the metric
+    presets' patterns."""
+    for name in wire.SERVED:
+        load(name)
+    for preset in presets.REGEX_PRESETS:
+        presets.regexes(preset)
+
+
 def loop(main: Callable[[List[str]], None], load: Callable[[str], None]) -> None:
     """Serve requests until stdin ends. `main`: the agent's entry (__main__.main); `load`: how it imports the module
     of a command: every served command's is imported here, once (a handler's own later imports come from disk)."""
-    for name in wire.SERVED:
-        load(name)
-    for preset in presets.REGEX_PRESETS:  # compiled here once, not in every request's child
-        presets.regexes(preset)
+    _prepare(load)
     on_start = _death_signal()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
