@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wfops.agent import filecache, store
+from wfops.agent import filecache, metrics, store
 
 
 @pytest.fixture
@@ -62,19 +62,45 @@ def test_what_a_parent_cannot_use_is_dropped(tmp_path: Path, request_later):
     assert filecache.size() == 1
 
 
-def test_past_the_limit_the_parent_starts_over(tmp_path: Path, request_later, monkeypatch):
+def test_once_full_the_parent_only_replaces_what_it_holds(tmp_path: Path, request_later, monkeypatch):
     monkeypatch.setattr(filecache, "LIMIT", 3)
-    for i in range(3):
-        (tmp_path / f"{i}.json").write_text(json.dumps({"i": i}))
-        store.load(str(tmp_path / f"{i}.json"))
+    paths = [str(tmp_path / f"{i}.json") for i in range(5)]
+    for i, path in enumerate(paths):
+        Path(path).write_text(json.dumps({"i": i}))
+    for path in paths:  # five files read: the child gives what fits, the parent holds three
+        store.load(path)
     filecache.take(filecache.given())
     assert filecache.size() == 3
     filecache.start()
     filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
-    (tmp_path / "3.json").write_text("{}")
-    store.load(str(tmp_path / "3.json"))
-    filecache.take(filecache.given())
-    assert filecache.size() == 1
+    for path in paths[3:]:  # a file the parent does not hold: read again, never added
+        store.load(path)
+    assert filecache.given() == b""
+    Path(paths[0]).write_text(json.dumps({"i": 10}))  # a file it holds, changed: its entry is replaced
+    filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
+    assert store.load(paths[0]) == {"i": 10}
+    next_request()
+    assert filecache.size() == 3 and store.load(paths[0]) == {"i": 10}
+
+
+def test_a_read_that_fails_keeps_nothing_and_a_path_is_kept_under_the_file_it_opened(tmp_path: Path, request_later):
+    log = tmp_path / "log"
+    log.write_text("x")
+    st = os.stat(log)
+
+    def failing() -> None:
+        raise OSError("EIO")
+
+    with pytest.raises(OSError):
+        filecache.recall("log A", str(log), st, failing)
+    assert filecache.given() == b""
+    other = tmp_path / "other"
+    other.write_text("yy")
+    # the path's stat said `log`, the read opened `other` (a folder renamed between the two): kept under `other`
+    assert filecache.recall("log A", str(log), st, lambda: metrics.read_tail(str(other))) == "yy"
+    next_request()
+    assert filecache.recall("log A", str(log), st, lambda: "read again") == "read again"
+    assert filecache.recall("log A", str(log), os.stat(other), lambda: "not read") == "yy"
 
 
 def test_a_damaged_file_a_missing_one_and_a_fifo_are_never_kept(tmp_path: Path, request_later):
@@ -83,7 +109,12 @@ def test_a_damaged_file_a_missing_one_and_a_fifo_are_never_kept(tmp_path: Path, 
         store.load(str(tmp_path / "bad.json"))
     assert store.load(str(tmp_path / "none.json")) is None
     os.mkfifo(tmp_path / "fifo")
-    assert filecache.recall("json", str(tmp_path / "fifo"), os.stat(tmp_path / "fifo"), lambda: "x") == "x"
+    fifo = os.open(tmp_path / "fifo", os.O_RDWR)  # a writer too: opening it to read does not wait
+    try:
+        assert filecache.recall("json", str(tmp_path / "fifo"), os.stat(tmp_path / "fifo"),
+                                lambda: metrics.read_text(str(tmp_path / "fifo"), 1)) == ""
+    finally:
+        os.close(fifo)
     assert filecache.given() == b""
 
 
@@ -91,12 +122,20 @@ def test_a_value_is_kept_per_reading_and_per_file(tmp_path: Path, request_later)
     path = str(tmp_path / "log")
     Path(path).write_text("x")
     st = os.stat(path)
-    assert filecache.recall("log A", path, st, lambda: {"v": 1}) == {"v": 1}
-    assert filecache.recall("log B", path, st, lambda: {"v": 2}) == {"v": 2}
+    assert filecache.recall("log A", path, st, lambda: metrics.read_tail(path) + "A") == "xA"
+    assert filecache.recall("log B", path, st, lambda: metrics.read_tail(path) + "B") == "xB"
     next_request()
-    assert filecache.recall("log A", path, st, lambda: {"v": 9}) == {"v": 1}
-    assert filecache.recall("log B", path, st, lambda: {"v": 9}) == {"v": 2}
-    assert filecache.recall("log C", path, st, lambda: {"v": 3}) == {"v": 3}
+    assert filecache.recall("log A", path, st, lambda: "not read") == "xA"
+    assert filecache.recall("log B", path, st, lambda: "not read") == "xB"
+    assert filecache.recall("log C", path, st, lambda: metrics.read_tail(path) + "C") == "xC"
+
+
+def test_a_json_file_holding_any_string_is_that_string_not_a_missing_file(tmp_path: Path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps("\u0000no file"))
+    with pytest.raises(store.Damaged):  # a JSON document, of the wrong kind
+        store.load(str(path))
+    assert store.load(str(path), kind=str) == "\0no file"
 
 
 def test_a_test_leaves_no_request_behind():

@@ -13,13 +13,19 @@ Honest by construction:
 - "racy" files are never kept: one whose mtime or ctime is less than RACY_SECS before the request started may
   still be written within the same timestamp tick, keeping size and times; such a file is read every time, until
   it has been quiet for RACY_SECS (git's index does the same for the same reason).
-- the stat comes before the read: a file replaced between the two has a new identity, so what was read is never
-  kept under the identity of what replaced it.
+- the identity kept is the one of the file the read opened (fstat of its descriptor, before it read), not of what
+  the path named a moment before: a folder renamed or a link retargeted in between keeps nothing wrong.
+- a read that failed (an error opening or reading, even once) keeps nothing.
 - values are kept as marshal bytes: every reader gets its own copy, so a caller that changes what it got cannot
   change what the next one gets.
 - anything but a regular file (a pipe, a directory, a file that cannot be stat'ed) is read as before, never kept.
 
 Outside the kept agent (a fresh agent per command, the queue, a supervisor) nothing is kept or looked up.
+
+What it cannot see: a file changed through a shared memory map (mmap) after its first write there. Linux sets the
+times at the first write to a clean page only, so later writes until the page is written back leave the identity
+as it was (git's index has the same limit). Nothing of wfops writes so; a training script that writes its
+metrics.jsonl through a map would show its last values as of that first write until the next one the kernel sees.
 Standard library only, Python >= 3.8.
 """
 
@@ -38,11 +44,15 @@ if TYPE_CHECKING:
     Identity = Tuple[int, int, int, int, int]
 
 RACY_SECS = 2.0
-LIMIT = 50000  # entries the parent holds; past it, it starts over (one entry is a file of one run, ~0.5 KB)
+# entries the parent holds (~1.1 KB each with its path and identity: ~22 MB, a 6,000-run sweep with logs); once full,
+# only entries of files it holds already are replaced (a file changed), none added: a sweep bigger than that has
+# part of its files kept, the same part each time, never a cache that empties and fills again on every read
+LIMIT = 20000
 
 _kept: Dict[Tuple[str, str], Tuple[Identity, bytes]] = {}  # (what, path) -> (identity, marshal of the value)
 _new: Dict[Tuple[str, str], Tuple[Identity, bytes]] = {}  # what this request's child parsed and may keep
 _since_ns: Optional[int] = None  # the request's start (None: not a kept agent's request: nothing kept or looked up)
+_opened: Any = None  # what compute() opened: None (nothing yet), its fstat, or False (more than one file)
 
 
 def start() -> None:
@@ -56,28 +66,47 @@ def identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def opened(fd: int) -> None:
+    """Said by a reader (store.file_text, metrics.read_tail) right after it opened a file and before it reads it:
+    the identity of the file it reads is its descriptor's, whatever the path names by then."""
+    global _opened
+    if _since_ns is not None and _opened is not False:  # False: a second file, or nothing may be kept
+        _opened = os.fstat(fd) if _opened is None else False
+
+
 def recall(what: str, path: str, st: Optional[os.stat_result], compute: Callable[[], Any]) -> Any:
     """`compute()` (what reading the file at `path` gives, `what` naming the reading: a parsed JSON document, a
-    log's last values through given patterns), or its copy kept for the same file identity. `st`: the file's
-    os.stat taken BEFORE compute reads it (None: it could not be stat'ed, so nothing is kept)."""
-    if _since_ns is None or st is None or not stat.S_ISREG(st.st_mode):
+    log's last values through given patterns), or its copy kept for a file of the same identity as `st` (the path's
+    os.stat now; None: nothing kept is used). What compute() gives is kept under the identity of the file it opened
+    (its fstat, taken before it read: a path that named another file meanwhile keeps nothing wrong), when that was
+    one regular file quiet for RACY_SECS; an exception from compute() keeps nothing (a read that failed once)."""
+    global _opened
+    if _since_ns is None:
         return compute()
-    ident = identity(st)
     got = _kept.get((what, path))
-    if got is not None and got[0] == ident:
+    if got is not None and st is not None and got[0] == identity(st):
         return marshal.loads(got[1])
-    value = compute()
-    if max(st.st_mtime_ns, st.st_ctime_ns) <= _since_ns - int(RACY_SECS * 1e9):
+    _opened = None if got is not None or len(_kept) + len(_new) < LIMIT else False  # full: a new file is not kept
+    try:
+        value = compute()
+        seen = _opened
+    finally:
+        _opened = None
+    if seen and stat.S_ISREG(seen.st_mode) and max(seen.st_mtime_ns, seen.st_ctime_ns) <= _since_ns - int(
+            RACY_SECS * 1e9):
         try:
-            _new[(what, path)] = (ident, marshal.dumps(value))
+            _new[(what, path)] = (identity(seen), marshal.dumps(value))
         except ValueError:  # not marshallable (no JSON value is): read every time
             pass
     return value
 
 
 def read(what: str, path: str, compute: Callable[[], Any]) -> Any:
-    """recall() with the file's stat taken here; outside a kept agent's request, only compute() (no stat)."""
-    return compute() if _since_ns is None else recall(what, path, stat_or_none(path), compute)
+    """recall() with the path's stat taken here, only where something is kept for it; outside a kept agent's
+    request, only compute()."""
+    if _since_ns is None:
+        return compute()
+    return recall(what, path, stat_or_none(path) if (what, path) in _kept else None, compute)
 
 
 def stat_or_none(path: str) -> Optional[os.stat_result]:
@@ -93,16 +122,17 @@ def given() -> bytes:
 
 
 def take(data: bytes) -> None:
-    """In the parent: what a child that ended well gave; ignored when it is not whole (a child cut off)."""
+    """In the parent: what a child that ended well gave; ignored when it is not whole (a child cut off). Once
+    LIMIT entries are held, only those of files held already are replaced."""
     try:
         new = marshal.loads(data)
     except (EOFError, ValueError, TypeError):
         return
     if not isinstance(new, dict):
         return
-    if len(_kept) + len(new) > LIMIT:
-        _kept.clear()
-    _kept.update(new)
+    for key, entry in new.items():
+        if key in _kept or len(_kept) < LIMIT:
+            _kept[key] = entry
 
 
 def size() -> int:

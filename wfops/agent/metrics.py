@@ -38,11 +38,17 @@ def line_rank(line: bytes) -> Optional[int]:
 
 def read_text(path: str, tail: int = 0) -> str:
     """The file (or its last `tail` bytes, from a line start) as text; "" when it cannot be read."""
-    try:  # os calls, not a file object: most runs of a big sweep.status have no metrics.jsonl or log (issue 24)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_tail(path, tail)
     except OSError:
         return ""
+
+
+def read_tail(path: str, tail: int = 0) -> str:
+    """read_text's reading, whose failure raises OSError (what the kept agent keeps is only what was read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # os calls: most runs of a big sweep.status have no log (issue 24)
     try:
+        filecache.opened(fd)
         if tail:  # the end by seeking: a pipe cannot seek (ESPIPE: ""), where reading it would wait for its writer
             size = os.lseek(fd, 0, os.SEEK_END)
             start = max(0, size - tail)
@@ -50,8 +56,6 @@ def read_text(path: str, tail: int = 0) -> str:
         else:
             size, start = os.fstat(fd).st_size, 0
         data = read_rest(fd, size - start + 1)
-    except OSError:
-        return ""
     finally:
         os.close(fd)
     if tail and len(data) >= tail:
@@ -141,16 +145,18 @@ def last_values(run_dir: str, patterns: Extractor, out_dir: Optional[str] = None
     trains, when its status/summary were read already (rows.status_rows)."""
     first = out_dir if out_dir is not None else _out_dir(run_dir)
     jsonl, st = _metrics_file((first, run_dir) if first != run_dir else (run_dir,))  # a file is looked at once
-    if st is not None:  # the kept agent reads a file unchanged since only once (filecache.py)
-        values: Json = filecache.recall("jsonl", jsonl, st, lambda: _last_from_jsonl(read_text(jsonl, TAIL_BYTES)))
-        return values
-    if not patterns:
+    try:  # the kept agent reads a file unchanged since only once (filecache.py); a read that failed keeps nothing
+        if st is not None:
+            values: Json = filecache.recall("jsonl", jsonl, st, lambda: _last_from_jsonl(read_tail(jsonl, TAIL_BYTES)))
+            return values
+        if not patterns:
+            return {}
+        log = child(run_dir, LOG_FILE)
+        found: Json = filecache.read("log " + patterns.key, log, lambda: _last_from_log(read_tail(log, TAIL_BYTES),
+                                                                                         patterns))
+        return found
+    except OSError:  # no log (most runs of a big sweep before they start), or one that cannot be read
         return {}
-    log = child(run_dir, LOG_FILE)
-    st = filecache.stat_or_none(log)
-    found: Json = {} if st is None else filecache.recall(
-        "log " + patterns.key, log, st, lambda: _last_from_log(read_text(log, TAIL_BYTES), patterns))
-    return found
 
 
 def _metrics_file(where: Tuple[str, ...]) -> Tuple[str, Optional[os.stat_result]]:

@@ -74,6 +74,7 @@ def file_text(path: str) -> str:
     exceptions), without the text and buffer layers: sweep.status reads two small files a run (issue 24)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        filecache.opened(fd)  # the kept agent keeps what it parsed under this file's identity
         data = read_rest(fd, READ_CHUNK)
     finally:
         os.close(fd)
@@ -83,7 +84,7 @@ def file_text(path: str) -> str:
     return text
 
 
-_NO_FILE = "\0no file"  # _parsed's answer for a file that is not there (a str: filecache keeps marshal bytes)
+_NO_FILE = object()  # _parsed's answer for a file that is not there (no JSON document is it; never kept)
 
 
 def _parsed(path: str) -> Any:
@@ -104,7 +105,7 @@ def load(path: str, required: Tuple[str, ...] = (), kind: Any = dict) -> Any:
     """The JSON document at `path`, or None when there is no file. Raises Damaged when it does not parse,
     is not a `kind`, or lacks a `required` key."""
     data = filecache.read("json", path, lambda: _parsed(path))  # the kept agent: a file unchanged is not read again
-    if data == _NO_FILE:
+    if data is _NO_FILE:
         return None
     if not isinstance(data, kind):
         raise Damaged(path, "expected a JSON %s" % ("object" if kind is dict else kind.__name__))
