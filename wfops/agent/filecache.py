@@ -3,8 +3,9 @@ a big sweep does not open, read and parse every run's status.json, summary.json 
 
 Only the kept agent uses it. Its parent process holds what is remembered and reads no file itself; each request's
 child, forked from it, sees the parent's memory as it was at the fork (`start()` turns the cache on in that child).
-A child that parses a file keeps the result under the file's identity as `os.stat` gives it (device, inode, size,
-mtime and ctime in nanoseconds); at its end it hands what it kept to the parent (`given()`, then `take()` there),
+A child that parses a file keeps the result under the file's identity as `os.fstat` of the descriptor it read gives it
+(device, inode, size, mtime and ctime in nanoseconds); a later child stats the path and uses the result where the
+identity is the same. At its end a child it hands what it kept to the parent (`given()`, then `take()` there),
 which the next request's child inherits. A file whose identity changed in any way is read again.
 
 Honest by construction:
@@ -26,6 +27,7 @@ What it cannot see: a file changed through a shared memory map (mmap) after its 
 times at the first write to a clean page only, so later writes until the page is written back leave the identity
 as it was (git's index has the same limit). Nothing of wfops writes so; a training script that writes its
 metrics.jsonl through a map would show its last values as of that first write until the next one the kernel sees.
+
 Standard library only, Python >= 3.8.
 """
 
