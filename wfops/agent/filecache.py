@@ -5,7 +5,7 @@ Only the kept agent uses it. Its parent process holds what is remembered and rea
 child, forked from it, sees the parent's memory as it was at the fork (`start()` turns the cache on in that child).
 A child that parses a file keeps the result under the file's identity as `os.fstat` of the descriptor it read gives it
 (device, inode, size, mtime and ctime in nanoseconds); a later child stats the path and uses the result where the
-identity is the same. At its end a child it hands what it kept to the parent (`given()`, then `take()` there),
+identity is the same. At its end a child hands what it kept to the parent (`given()`, then `take()` there),
 which the next request's child inherits. A file whose identity changed in any way is read again.
 
 Honest by construction:
