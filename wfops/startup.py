@@ -8,7 +8,8 @@ become one line and an exit code, not a traceback on each path.
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
 - a command-line argument that is not UTF-8 (`--reason $'\\xff'`): the pod would have stored it as a lone
-  surrogate, or failed on it (`task.run --cmd`). One line naming it, exit 2, nothing run.
+  surrogate, or failed on it (`task.run --cmd`). One line naming it, exit 2, nothing run. An argument that is
+  UTF-8 is taken as such whatever the locale (a C locale without UTF-8 mode decoded `é` as two surrogates).
 - stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
 - stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
   PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
@@ -22,8 +23,12 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from wfops.agent.states import EXIT_USAGE  # the cached fast path imports it anyway
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 PROGRAM_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l", "--complete")  # before the first task
 TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
@@ -35,17 +40,19 @@ CWD_GONE = ("the current directory no longer exists (it was removed after the sh
             "cd to a directory that exists and run the command again")
 
 
+_decoded: object = None  # sys.argv once its arguments are the UTF-8 text their bytes are
+
+
 def check() -> None:
     """End the process (one line on stderr, exit 2) where no command can work; else make the streams tolerant."""
     if sys.stdout is None:
         refuse(STDOUT_CLOSED)
     if not writable(1):
         refuse(STDOUT_READ_ONLY)
-    for i, arg in enumerate(sys.argv[1:], 1):
-        if not utf8(arg):
-            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
-            refuse(f"argument {i} ({shown}) is not UTF-8 text: nothing was run; wfops sends its arguments to the pod "
-                   "as UTF-8, so give this one in UTF-8 (a file name in another encoding: rename the file)")
+    global _decoded
+    if sys.argv is not _decoded:  # once a command line (wfops.cli checks it, then the task tree's import for `inv`)
+        sys.argv[1:] = [utf8(i, arg) for i, arg in enumerate(sys.argv[1:], 1)]
+        _decoded = sys.argv
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -60,13 +67,16 @@ def check() -> None:
     tolerant_streams()
 
 
-def utf8(arg: str) -> bool:
-    """Whether a command-line argument was UTF-8 text (Python decodes bytes that are not as lone surrogates)."""
+def utf8(i: int, arg: str) -> str:
+    """Command-line argument `i` as the UTF-8 text its bytes are, whatever the locale decoded them as (an ASCII or
+    Latin-1 locale makes `é` two other characters, or lone surrogates); one that is not UTF-8 ends the process."""
+    raw = os.fsencode(arg)
     try:
-        arg.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        refuse(f"argument {i} ({raw.decode('utf-8', 'backslashreplace')}) is not UTF-8 text: nothing was run; wfops "
+               "sends its arguments to the pod as UTF-8, so give this one in UTF-8 (a file name in another "
+               "encoding: rename the file)")
 
 
 def writable(fd: int) -> bool:
@@ -89,7 +99,7 @@ def needs_cwd(argv: list[str]) -> bool:
     return "--help" not in argv and sorted(argv) != ["--all", "disconnect"]
 
 
-def refuse(why: str) -> None:
+def refuse(why: str) -> NoReturn:
     print(f"wfops: {why}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USAGE)
 

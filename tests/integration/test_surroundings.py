@@ -101,8 +101,12 @@ def test_an_argument_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, pa
                  "pod as UTF-8, so give this one in UTF-8 (a file name in another encoding: rename the file)")
     assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
     assert not (warm.outputs / "_tasks" / "t8").exists()
-    res = bash(warm, f"exec {WF} task.run --id t9 --cmd 'echo été'", "lean")  # UTF-8 text goes through (run once)
-    assert res.returncode == 0 and (warm.outputs / "_tasks" / "t9").is_dir(), res.stderr
+    out = warm.root.parent / f"ete-{path}.txt"
+    # UTF-8 text goes through, taken as UTF-8 even where the locale decodes it otherwise (ASCII: two surrogates)
+    ascii_locale = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    res = bash(warm, f"{WF} task.run --id t9 --cmd 'printf été > {out}' && exec {WF} task.wait --id t9", "lean",
+               **ascii_locale)
+    assert res.returncode == 0 and out.read_bytes() == "été".encode(), res.stderr
 
 
 @pytest.mark.parametrize("path", PATHS)
