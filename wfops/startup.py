@@ -7,9 +7,9 @@ become one line and an exit code, not a traceback on each path.
   open for reading only (`1</dev/null`), where the command ran and its first output failed (EBADF).
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
-- a command-line argument that is not UTF-8 (`--reason $'\\xff'`): the pod would have stored it as a lone
-  surrogate, or failed on it (`task.run --cmd`). One line naming it, exit 2, nothing run. An argument that is
-  UTF-8 is taken as such whatever the locale (a C locale without UTF-8 mode decoded `é` as two surrogates).
+- command-line arguments are taken as the UTF-8 text their bytes are, whatever the locale (a C locale without
+  UTF-8 mode decoded `é` as two lone surrogates, which reached the pod so). One that is not UTF-8 stays as read:
+  a local path works as before, and wfops.transport.command refuses it where it would go to the pod.
 - stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
 - stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
   PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
@@ -23,12 +23,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from wfops.agent.states import EXIT_USAGE  # the cached fast path imports it anyway
-
-if TYPE_CHECKING:
-    from typing import NoReturn
 
 PROGRAM_FLAGS = ("--version", "-V", "--help", "-h", "--list", "-l", "--complete")  # before the first task
 TOLERANT = ("backslashreplace", "namereplace", "replace", "ignore", "xmlcharrefreplace")
@@ -51,7 +47,7 @@ def check() -> None:
         refuse(STDOUT_READ_ONLY)
     global _decoded
     if sys.argv is not _decoded:  # once a command line (wfops.cli checks it, then the task tree's import for `inv`)
-        sys.argv[1:] = [utf8(i, arg) for i, arg in enumerate(sys.argv[1:], 1)]
+        sys.argv[1:] = [utf8(arg) for arg in sys.argv[1:]]
         _decoded = sys.argv
     try:
         os.getcwd()
@@ -67,16 +63,14 @@ def check() -> None:
     tolerant_streams()
 
 
-def utf8(i: int, arg: str) -> str:
-    """Command-line argument `i` as the UTF-8 text its bytes are, whatever the locale decoded them as (an ASCII or
-    Latin-1 locale makes `é` two other characters, or lone surrogates); one that is not UTF-8 ends the process."""
-    raw = os.fsencode(arg)
+def utf8(arg: str) -> str:
+    """A command-line argument as the UTF-8 text its bytes are, whatever the locale decoded them as (an ASCII or
+    Latin-1 locale makes `é` two other characters, or lone surrogates); one that is not UTF-8 stays as Python read
+    it (a path used here works as before; wfops.transport.command refuses it where it would go to the pod)."""
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        refuse(f"argument {i} ({raw.decode('utf-8', 'backslashreplace')}) is not UTF-8 text: nothing was run; wfops "
-               "sends its arguments to the pod as UTF-8, so give this one in UTF-8 (a file name in another "
-               "encoding: rename the file)")
+        return os.fsencode(arg).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return arg
 
 
 def writable(fd: int) -> bool:
@@ -99,7 +93,7 @@ def needs_cwd(argv: list[str]) -> bool:
     return "--help" not in argv and sorted(argv) != ["--all", "disconnect"]
 
 
-def refuse(why: str) -> NoReturn:
+def refuse(why: str) -> None:
     print(f"wfops: {why}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USAGE)
 

@@ -91,14 +91,14 @@ def test_stdout_closed_or_read_only_is_one_line_and_nothing_runs(warm: Pod, path
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_an_argument_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, path: str):
+def test_an_argument_for_the_pod_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, path: str):
     before = warm.state_file.read_text() if warm.state_file.exists() else None
-    for args, i, shown in (("fsm.reset POD_READY --reason $'bad\\xffreason'", 4, "bad\\xffreason"),
-                           ("task.run --id t8 --cmd $'echo \\xe9t\\xe9'", 5, "echo \\xe9t\\xe9"),
-                           ("task.status --id $'\\xff'", 3, "\\xff")):  # a read, which the lean paths take
+    for args, shown in (("fsm.reset POD_READY --reason $'bad\\xffreason'", "bad\\xffreason"),
+                        ("task.run --id t8 --cmd $'echo \\xe9t\\xe9'", "echo \\xe9t\\xe9"),  # rendered in a script
+                        ("sweep.status --sweep $'s\\xff'", "s\\xff")):  # a read, which the lean paths take
         one_line(bash(warm, f"exec {WF} {args}", path), 2,
-                 f"wfops: argument {i} ({shown}) is not UTF-8 text: nothing was run; wfops sends its arguments to the "
-                 "pod as UTF-8, so give this one in UTF-8 (a file name in another encoding: rename the file)")
+                 f"wfops: an argument for the pod is not UTF-8 text ({shown}): nothing was sent; give it in UTF-8 "
+                 "(a file name in another encoding: rename the file)")
     assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
     assert not (warm.outputs / "_tasks" / "t8").exists()
     out = warm.root.parent / f"ete-{path}.txt"
@@ -107,6 +107,19 @@ def test_an_argument_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, pa
     res = bash(warm, f"{WF} task.run --id t9 --cmd 'printf été > {out}' && exec {WF} task.wait --id t9", "lean",
                **ascii_locale)
     assert res.returncode == 0 and out.read_bytes() == "été".encode(), res.stderr
+
+
+def test_an_argument_that_is_not_utf8_and_stays_here_works_as_before(local_pod: Pod):
+    """Only what goes to the pod must be UTF-8: a local file name of other bytes is written, completed, validated."""
+    local_pod.write_config()
+    folder = local_pod.root.parent
+    name = "t\\xe9.csv"
+    res = bash(local_pod, f"exec {WF} sweep.template --csv $'{name}'", "lean")
+    assert res.returncode == 0 and (folder / os.fsdecode(b"t\xe9.csv")).is_file(), res.stderr
+    res = bash(local_pod, f"exec {WF} sweep.validate --csv $'{name}'", "lean")
+    assert res.returncode == 0 and "valid" in res.stdout, res.stderr
+    res = bash(local_pod, f"exec {WF} --complete -- wfops sweep.validate --csv $'{name}' --", "lean")
+    assert res.returncode == 0 and "--csv" in res.stdout and not res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("path", PATHS)
