@@ -8,8 +8,9 @@ become one line and an exit code, not a traceback on each path.
 - a working directory deleted since the shell entered it: every path looks for workflow.env there (and the
   cached fast path keys its entries by it). One line, exit 2, nothing run.
 - command-line arguments are taken as the UTF-8 text their bytes are, whatever the locale (a C locale without
-  UTF-8 mode decoded `é` as two lone surrogates, which reached the pod so). One that is not UTF-8 stays as read:
-  a local path works as before, and wfops.transport.command refuses it where it would go to the pod.
+  UTF-8 mode decoded `é` as two lone surrogates, which reached the pod so). One that is not UTF-8 stays as Python
+  read it (lone surrogates for its other bytes, which travel to the pod and back as they are: a file name, a
+  `task.run --cmd`, whose bytes the pod writes as given).
 - stdin closed (`<&-`): empty input, as from /dev/null (`sweep.validate --csv -` reads an empty CSV).
 - stdout and stderr whose encoding cannot show a character (PYTHONIOENCODING=ascii, or a C locale with
   PYTHONUTF8=0) write it as `\\xe9` instead of failing: the command runs and exits as it would have.
@@ -66,7 +67,7 @@ def check() -> None:
 def utf8(arg: str) -> str:
     """A command-line argument as the UTF-8 text its bytes are, whatever the locale decoded them as (an ASCII or
     Latin-1 locale makes `é` two other characters, or lone surrogates); one that is not UTF-8 stays as Python read
-    it (a path used here works as before; wfops.transport.command refuses it where it would go to the pod)."""
+    it."""
     try:
         return os.fsencode(arg).decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):

@@ -8,6 +8,7 @@ encoding that cannot show a character writes its escape and the command exits as
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -91,22 +92,22 @@ def test_stdout_closed_or_read_only_is_one_line_and_nothing_runs(warm: Pod, path
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_an_argument_for_the_pod_that_is_not_utf8_is_one_line_and_nothing_runs(warm: Pod, path: str):
-    before = warm.state_file.read_text() if warm.state_file.exists() else None
-    for args, shown in (("fsm.reset POD_READY --reason $'bad\\xffreason'", "bad\\xffreason"),
-                        ("task.run --id t8 --cmd $'echo \\xe9t\\xe9'", "echo \\xe9t\\xe9"),  # rendered in a script
-                        ("sweep.status --sweep $'s\\xff'", "s\\xff")):  # a read, which the lean paths take
-        one_line(bash(warm, f"exec {WF} {args}", path), 2,
-                 f"wfops: an argument for the pod is not UTF-8 text ({shown}): nothing was sent; give it in UTF-8 "
-                 "(a file name in another encoding: rename the file)")
-    assert (warm.state_file.read_text() if warm.state_file.exists() else None) == before
-    assert not (warm.outputs / "_tasks" / "t8").exists()
-    out = warm.root.parent / f"ete-{path}.txt"
-    # UTF-8 text goes through, taken as UTF-8 even where the locale decodes it otherwise (ASCII: two surrogates)
+def test_arguments_reach_the_pod_as_the_bytes_given_utf8_or_not_whatever_the_locale(warm: Pod, path: str):
+    """A task's command runs as typed: UTF-8 text is taken as UTF-8 even where the locale reads it otherwise (a C
+    locale without UTF-8 mode: two lone surrogates, which the pod wrote as-is); other bytes reach the pod's script as
+    they were (the agent failed on them: `UnicodeEncodeError ... surrogates not allowed`, exit 6)."""
     ascii_locale = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
-    res = bash(warm, f"{WF} task.run --id t9 --cmd 'printf été > {out}' && exec {WF} task.wait --id t9", "lean",
-               **ascii_locale)
-    assert res.returncode == 0 and out.read_bytes() == "été".encode(), res.stderr
+    cases = (("été", ascii_locale, "été".encode()), ("\\xe9t\\xe9", {}, b"\xe9t\xe9"),
+             ("\\xe9t\\xe9", ascii_locale, b"\xe9t\xe9"))
+    for i, (typed, env, written) in enumerate(cases):
+        out = warm.root.parent / f"typed-{path}-{i}.txt"
+        res = bash(warm, f"{WF} task.run --id t{i} --cmd $'printf {typed} > {out}' && exec {WF} task.wait --id t{i}",
+                   "lean", **env)
+        assert res.returncode == 0 and out.read_bytes() == written, (i, res.stderr)
+    res = bash(warm, f"exec {WF} fsm.reset POD_READY --reason $'bad\\xffreason'", path)  # stored, as before
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    res = bash(warm, f"exec {WF} fsm.reset POD_READY --reason 'été'", path, **ascii_locale)  # text, not surrogates
+    assert res.returncode == 0 and json.loads(warm.state_file.read_text())["history"][-1]["reason"] == "été"
 
 
 def test_an_argument_that_is_not_utf8_and_stays_here_works_as_before(local_pod: Pod):

@@ -86,7 +86,8 @@ def _build(pod: Layout, tid: str, command_text: str, timeout: int, grace: int, w
     tmp = os.path.join(pod.tasks, ".new-%s-%d" % (tid, os.getpid()))
     try:
         os.makedirs(tmp)
-        store.write_bytes(os.path.join(tmp, COMMAND_FILE), command_text.encode())
+        # the command's bytes as given: one that is not UTF-8 came as lone surrogates (the client's argv)
+        store.write_bytes(os.path.join(tmp, COMMAND_FILE), command_text.encode("utf-8", "surrogateescape"))
         spec = {"argv": ["bash", os.path.join(final, COMMAND_FILE)], "status": os.path.join(final, STATUS_FILE),
                 "log": os.path.join(final, LOG_FILE), "timeout": timeout, "grace": grace}
         store.write_json(os.path.join(tmp, SPEC_FILE), spec)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wfops.agent import states, wire
-from wfops.errors import ConnectError, Unreached, UsageError, env_seconds
+from wfops.errors import ConnectError, Unreached, env_seconds
 from wfops.settings.load import Settings
 from wfops.targets import resolve
 from wfops.targets.target import Member, Target
@@ -104,7 +104,6 @@ class PodCommand:
         """One exec; at first contact through a warm keeper that could not reach the pod (nothing ran), the same
         second look a cold connect gets (__enter__)."""
         assert self.session is not None, "use PodCommand as a context manager"
-        not_utf8(text)
         first, self._contacted = not self._contacted, True
         try:
             return self.session.exec_script(text, stdout_sink, meta, serve)
@@ -142,7 +141,6 @@ class PodCommand:
                           "env_path": s.remote_env_path, "tmux_socket": s.wf_tmux_socket}
         prelude: Prelude = {"command": self.command, "enforce": s.wf_fsm_enforce, "dry_run": dry_run,
                             "env": {"sha": s.pod_env_sha256(), "b64": b64(s.pod_env_text())}}
-        not_utf8(data)
         return {"cmd": agent_command, "pod": pod, "prelude": prelude, "data": data}
 
     def script(self, template: str, **context: object) -> str:
@@ -209,25 +207,3 @@ def call_once(command: str, settings: Settings, agent_command: str, *, member: M
     with PodCommand(command, settings, member=member, log=log) as cmd:
         return cmd.call(agent_command, **data)  # type: ignore[arg-type]  # the agent's arguments: none is dry_run
 
-
-def not_utf8(value: object) -> None:
-    """UsageError (one line, exit 2, nothing sent) where `value`, an argument for the pod (its request's data) or a
-    script with one rendered in it, holds text that is not UTF-8: a command-line argument of other bytes, which
-    Python reads as lone surrogates (wfops.startup). The pod would have stored them so, or failed on them. The line
-    shows the text around them, on its own line of the value, with those bytes as `\\xff`."""
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            not_utf8(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            not_utf8(item)
-    elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            start = max(value.rfind("\n", 0, exc.start) + 1, exc.start - 40)
-            end = value.find("\n", exc.end) % (len(value) + 1)
-            shown = value[start:min(end, exc.end + 40)].encode("utf-8", "surrogateescape").decode(
-                "utf-8", "backslashreplace")
-            raise UsageError(f"an argument for the pod is not UTF-8 text ({shown}): nothing was sent; give it in "
-                             "UTF-8 (a file name in another encoding: rename the file)") from None
