@@ -60,10 +60,27 @@ def test_a_host_that_takes_the_connection_and_never_answers_is_one_line_that_say
     _no_traceback(res)
 
 
+def _closing(conn, how: str) -> None:
+    """How a server that is no SSH server (or an sshd turning a connection away) ends one."""
+    import socket
+    import struct
+    import time
+
+    if how == "reset":  # a firewall's RST: SO_LINGER 0
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif how == "after a while":  # past half of SSH_CONNECT_TIMEOUT, with the client's banner unread: a reset
+        time.sleep(1.5)
+    elif how == "http":
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    conn.close()
+
+
+@pytest.mark.parametrize("how", ["at once", "reset", "after a while", "http"])
 @pytest.mark.parametrize("persist", ["0", "300"])
-def test_a_host_that_closes_the_connection_at_once_is_one_line_that_says_so(ssh_pod: Pod, persist: str):
-    """A port whose server accepts and closes at once (not an SSH server; sshd over its MaxStartups) is not a frozen
-    pod: paramiko raises the same error as for a banner that never came, but it came at once."""
+def test_a_host_that_closes_the_connection_is_one_line_that_says_so(ssh_pod: Pod, persist: str, how: str):
+    """A port whose server accepts and closes (not an SSH server; sshd over its MaxStartups; a firewall's reset) is not
+    a frozen pod: paramiko raises the same error as for a banner that never came (or the raw reset, or a bare
+    EOFError); what it met tells them apart, however soon it came."""
     import socket
     import threading
 
@@ -71,25 +88,22 @@ def test_a_host_that_closes_the_connection_at_once_is_one_line_that_says_so(ssh_
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        closed = threading.Event()
 
         def close_each() -> None:
-            while not closed.is_set():
+            while True:
                 try:
                     conn, _ = listener.accept()
                 except OSError:
                     return
-                conn.close()
+                _closing(conn, how)
 
         threading.Thread(target=close_each, daemon=True).start()
-        ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="20",
+        ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="2",
                           WF_PERSIST_SECS=persist)
         res = ssh_pod.wf("fsm.status")
-        closed.set()
     assert res.rc == 4, res.err
-    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection and closed it without an SSH "
-                               "banner (not an SSH server on that port, or sshd turned the connection away: its "
-                               "MaxStartups, a firewall)")
+    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection and closed it (not an SSH server "
+                               "on that port, or sshd turned it away: its MaxStartups, a firewall)")
     _no_traceback(res)
 
 

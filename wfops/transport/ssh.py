@@ -250,8 +250,9 @@ def _host_keys(client: Any, target: Target) -> None:
     client.set_missing_host_key_policy(paramiko.RejectPolicy() if strict else hostkeys.pin_policy(pins))
 
 
-# what paramiko raises when the server took the TCP connection and never said hello (a stopped sshd, a frozen
-# network): the banner read timed out, or it timed out first and the login then found no session
+# what paramiko raises when the server took the TCP connection and never said hello: the banner read timed out (a
+# stopped sshd, a frozen network), or it timed out first and the login then found no session; or the server closed
+# or reset the connection first (then the exception's context is that EOFError or ConnectionError)
 _NO_HELLO = ("Error reading SSH protocol banner", "No existing session")
 
 
@@ -338,9 +339,12 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
     """paramiko's many exceptions of a connect as the one line each means to the user (ConnectError)."""
     import paramiko
 
-    started = time.monotonic()
+    closed = (f"{where} took the connection and closed it (not an SSH server on that port, or sshd turned it away: "
+              "its MaxStartups, a firewall)")
     try:
         yield
+    except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):  # closed or reset by the
+        raise ConnectError(closed) from None  # server before paramiko read anything: raised as they are
     except paramiko.BadHostKeyException as exc:
         name = host if port == 22 else f"[{host}]:{port}"
         raise ConnectError(hostkeys.changed_key_message(exc, where, name, hostkeys.pin_file(),
@@ -356,11 +360,9 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
     except paramiko.ssh_exception.NoValidConnectionsError:
         raise ConnectError(f"cannot connect to {where}: connection refused") from None
     except paramiko.SSHException as exc:
-        if str(exc) in _NO_HELLO and time.monotonic() - started < target.connect_timeout / 2:
-            raise ConnectError(f"{where} took the connection and closed it without an SSH banner (not an SSH server "
-                               "on that port, or sshd turned the connection away: its MaxStartups, a firewall)"
-                               ) from None  # paramiko says the same for an end of stream as for its banner timeout
-        if str(exc) in _NO_HELLO:
+        if str(exc).startswith(_NO_HELLO) and isinstance(exc.__context__, (EOFError, ConnectionError)):
+            raise ConnectError(closed) from None  # the same words as a timeout: what it met (its context) differs
+        if str(exc).startswith(_NO_HELLO):
             raise ConnectError(f"{where} took the connection but did not answer within {target.connect_timeout}s "
                                "(no SSH banner: the pod or the network is frozen)") from None
         raise ConnectError(f"SSH to {where} failed: {exc}") from None
