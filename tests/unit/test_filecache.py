@@ -17,7 +17,8 @@ from wfops.agent import filecache, metrics, store
 def request_later(monkeypatch) -> Iterator[None]:
     """A kept agent's request that starts 3 s after now (so files written by the test are quiet: not racy); the
     cache is emptied before and after."""
-    for name, empty in (("_kept", {}), ("_new", {}), ("_since_ns", None)):  # each put back after the test
+    for name, empty in (("_kept", {}), ("_new", {}), ("_hits", []), ("_used", {}), ("_reads", 0),
+                        ("_room", filecache.LIMIT), ("_since_ns", None)):  # each put back after the test
         monkeypatch.setattr(filecache, name, empty)
     filecache.start()
     filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
@@ -62,25 +63,41 @@ def test_what_a_parent_cannot_use_is_dropped(tmp_path: Path, request_later):
     assert filecache.size() == 1
 
 
-def test_once_full_the_parent_only_replaces_what_it_holds(tmp_path: Path, request_later, monkeypatch):
-    monkeypatch.setattr(filecache, "LIMIT", 3)
-    paths = [str(tmp_path / f"{i}.json") for i in range(5)]
-    for i, path in enumerate(paths):
-        Path(path).write_text(json.dumps({"i": i}))
-    for path in paths:  # five files read: the child gives what fits, the parent holds three
-        store.load(path)
+def later_request() -> None:
+    """The child ends (what it gives is taken) and the next one starts, its files quiet."""
     filecache.take(filecache.given())
-    assert filecache.size() == 3
     filecache.start()
     filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
-    for path in paths[3:]:  # a file the parent does not hold: read again, never added
+
+
+def test_once_full_a_new_file_takes_the_place_of_one_no_recent_read_used(tmp_path: Path, request_later, monkeypatch):
+    monkeypatch.setattr(filecache, "LIMIT", 3)
+    monkeypatch.setattr(filecache, "_room", 3)
+    paths = [str(tmp_path / f"{i}.json") for i in range(6)]
+    for i, path in enumerate(paths):
+        Path(path).write_text(json.dumps({"i": i}))
+    for path in paths[:5]:  # five files read: the child gives what fits, the parent holds three
         store.load(path)
-    assert filecache.given() == b""
+    later_request()
+    assert sorted(k[1] for k in filecache._kept) == paths[:3]
+    for _ in range(filecache.STALE_READS + 2):  # the three in use on every read: a newcomer is never kept
+        for path in paths[:4]:
+            store.load(path)
+        later_request()
+        assert sorted(k[1] for k in filecache._kept) == paths[:3] and filecache._room == 0
     Path(paths[0]).write_text(json.dumps({"i": 10}))  # a file it holds, changed: its entry is replaced
     filecache._since_ns += int((filecache.RACY_SECS + 1) * 1e9)
     assert store.load(paths[0]) == {"i": 10}
-    next_request()
-    assert filecache.size() == 3 and store.load(paths[0]) == {"i": 10}
+    later_request()
+    assert marshal.loads(filecache._kept[("json", paths[0])][1]) == {"i": 10}
+    for _ in range(filecache.STALE_READS):  # reads of other files only: what was held is no longer used
+        store.load(paths[5])
+        later_request()
+    assert filecache._room > 0
+    for path in paths[3:]:  # newcomers take the places of the least recently used (file 5 is held by now)
+        store.load(path)
+    later_request()
+    assert sorted(k[1] for k in filecache._kept) == paths[3:]
 
 
 def test_a_read_that_fails_keeps_nothing_and_a_path_is_kept_under_the_file_it_opened(tmp_path: Path, request_later):

@@ -41,18 +41,24 @@ import time
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     Identity = Tuple[int, int, int, int, int]
 
 RACY_SECS = 2.0
-# entries the parent holds (~1.1 KB each with its path and identity: ~22 MB, a 6,000-run sweep with logs); once full,
-# only entries of files it holds already are replaced (a file changed), none added: a sweep bigger than that has
-# part of its files kept, the same part each time, never a cache that empties and fills again on every read
+# entries the parent holds (~1.1 KB each with its path and identity: ~22 MB, a 6,000-run sweep with logs). Once full,
+# a new entry takes the place of one no read used in the last STALE_READS reads (the least recently used first), and
+# none else: a sweep too big for it has the same part of its files kept on every read (never a cache that empties
+# and fills again on each one), and a sweep read after a bigger one is kept once that one is no longer read
 LIMIT = 20000
+STALE_READS = 2
 
 _kept: Dict[Tuple[str, str], Tuple[Identity, bytes]] = {}  # (what, path) -> (identity, marshal of the value)
 _new: Dict[Tuple[str, str], Tuple[Identity, bytes]] = {}  # what this request's child parsed and may keep
+_hits: List[Tuple[str, str]] = []  # what this request's child used of _kept, told to a parent half full
+_used: Dict[Tuple[str, str], int] = {}  # the parent's: the read (its number) that last used each entry
+_reads = 0  # the parent's: reads ended well
+_room = LIMIT  # how many new entries the next request's child may give (the parent's, inherited by the child)
 _since_ns: Optional[int] = None  # the request's start (None: not a kept agent's request: nothing kept or looked up)
 _opened: Any = None  # what compute() opened: None (nothing yet), its fstat, or False (more than one file)
 
@@ -62,6 +68,7 @@ def start() -> None:
     global _since_ns
     _since_ns = time.time_ns()
     _new.clear()
+    del _hits[:]
 
 
 def identity(st: os.stat_result) -> Identity:
@@ -87,8 +94,10 @@ def recall(what: str, path: str, st: Optional[os.stat_result], compute: Callable
         return compute()
     got = _kept.get((what, path))
     if got is not None and st is not None and got[0] == identity(st):
+        if len(_kept) >= LIMIT // 2:  # what is used is told once eviction draws near
+            _hits.append((what, path))
         return marshal.loads(got[1])
-    _opened = None if got is not None or len(_kept) + len(_new) < LIMIT else False  # full: a new file is not kept
+    _opened = None if got is not None or len(_new) < _room else False  # no room: a new file is not kept
     try:
         value = compute()
         seen = _opened
@@ -119,22 +128,40 @@ def stat_or_none(path: str) -> Optional[os.stat_result]:
 
 
 def given() -> bytes:
-    """In the child, at its end: what it may keep, for the parent (b"" when nothing is new)."""
-    return marshal.dumps(_new) if _new else b""
+    """In the child, at its end: what it may keep and what it used of a full parent's, for the parent (b"": none)."""
+    return marshal.dumps((_new, _hits)) if _new or _hits else b""
 
 
 def take(data: bytes) -> None:
-    """In the parent: what a child that ended well gave; ignored when it is not whole (a child cut off). Once
-    LIMIT entries are held, only those of files held already are replaced."""
+    """In the parent, after a read that ended well: what its child gave (ignored when it is not whole: a child cut
+    off); then the room the next child has."""
+    global _reads, _room
+    _reads += 1
     try:
-        new = marshal.loads(data)
+        new, hits = marshal.loads(data) if data else ({}, [])
     except (EOFError, ValueError, TypeError):
-        return
-    if not isinstance(new, dict):
-        return
+        new, hits = {}, []
+    if not isinstance(new, dict) or not isinstance(hits, list):
+        new, hits = {}, []
+    for key in hits:
+        if key in _kept:
+            _used[key] = _reads
+    stale = iter(_stale() if len(_kept) + len(new) > LIMIT else [])
     for key, entry in new.items():
-        if key in _kept or len(_kept) < LIMIT:
-            _kept[key] = entry
+        if key not in _kept and len(_kept) >= LIMIT:
+            old = next(stale, None)
+            while old is not None and (old not in _kept or _used[old] > _reads - STALE_READS):
+                old = next(stale, None)  # replaced by this read meanwhile
+            if old is None:
+                continue
+            del _kept[old], _used[old]
+        _kept[key], _used[key] = entry, _reads
+    _room = LIMIT - len(_kept) if len(_kept) < LIMIT else len(_stale())
+
+
+def _stale() -> List[Tuple[str, str]]:
+    """The entries no read used in the last STALE_READS reads, the least recently used first."""
+    return sorted((k for k, n in _used.items() if n <= _reads - STALE_READS), key=_used.__getitem__)
 
 
 def size() -> int:

@@ -235,7 +235,7 @@ class Child:
     def answer(self) -> None:
         """The answer to the keeper; then what the child parsed is kept (it ended well: it gave it whole)."""
         send(frame(b"o", b"".join(self.out)), frame(b"e", b"".join(self.err)), frame(b"x", str(self.status).encode()))
-        if self.status == 0 and self.kept:
+        if self.status == 0:
             filecache.take(b"".join(self.kept))
 
     def interrupt(self) -> None:
