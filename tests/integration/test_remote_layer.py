@@ -45,19 +45,37 @@ def test_a_host_that_takes_the_connection_and_never_answers_is_one_line_that_say
     """Found by scripts/fault_matrix.py (issue 23): a pod whose sshd is stopped (SIGSTOP: the kernel still
     completes the TCP handshake) ended `SSH to ...: No existing session` (paramiko's words, after its banner
     read timed out), through a warm keeper and without one. A listener that never accepts is the same."""
+    port, res = _status_through_a_listener(ssh_pod, persist, None)
+    assert res.rc == 4, res.err
+    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection but did not answer within 2s "
+                               "(no SSH banner: the pod or the network is frozen)")
+    _no_traceback(res)
+
+
+def _status_through_a_listener(ssh_pod: Pod, persist: str, how: str | None):
+    """(port, fsm.status's result) against a loopback listener in place of sshd (SSH_CONNECT_TIMEOUT=2): one that never
+    accepts (`how` None: the kernel completes the handshake), or one that accepts and closes each as `how` says."""
     import socket
+    import threading
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
+
+        def close_each() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                _closing(conn, str(how))
+
+        if how is not None:
+            threading.Thread(target=close_each, daemon=True).start()
         ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="2",
                           WF_PERSIST_SECS=persist)
-        res = ssh_pod.wf("fsm.status")
-    assert res.rc == 4, res.err
-    assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection but did not answer within 2s "
-                               "(no SSH banner: the pod or the network is frozen)")
-    _no_traceback(res)
+        return port, ssh_pod.wf("fsm.status")
 
 
 def _closing(conn, how: str) -> None:
@@ -81,26 +99,7 @@ def test_a_host_that_closes_the_connection_is_one_line_that_says_so(ssh_pod: Pod
     """A port whose server accepts and closes (not an SSH server; sshd over its MaxStartups; a firewall's reset) is not
     a frozen pod: paramiko raises the same error as for a banner that never came (or the raw reset, or a bare
     EOFError); what it met tells them apart, however soon it came."""
-    import socket
-    import threading
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
-
-        def close_each() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                _closing(conn, how)
-
-        threading.Thread(target=close_each, daemon=True).start()
-        ssh_pod.configure(OPS_DEFAULT_HOST=f"root@127.0.0.1:{port}", SSH_CONNECT_TIMEOUT="2",
-                          WF_PERSIST_SECS=persist)
-        res = ssh_pod.wf("fsm.status")
+    port, res = _status_through_a_listener(ssh_pod, persist, how)
     assert res.rc == 4, res.err
     assert res.err.strip() == (f"wfops: root@127.0.0.1:{port} took the connection and closed it (not an SSH server "
                                "on that port, or sshd turned it away: its MaxStartups, a firewall)")
