@@ -156,7 +156,7 @@ def take(data: bytes) -> None:
                 continue
             del _kept[old], _used[old]
         _kept[key], _used[key] = entry, _reads
-    _room = LIMIT - len(_kept) if len(_kept) < LIMIT else len(_stale())
+    _room = LIMIT - len(_kept) if len(_kept) < LIMIT else sum(1 for n in _used.values() if n <= _reads - STALE_READS)
 
 
 def _stale() -> List[Tuple[str, str]]:
