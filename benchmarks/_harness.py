@@ -47,11 +47,13 @@ def loopback_pod(kind: str = "ssh", **config: str):
         try:
             yield work, sshd, env
         finally:
-            subprocess.run([str(WFOPS), "disconnect", "--all"], env=env, capture_output=True)
-            subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
-            (Path("/tmp") / f"tmux-{os.getuid()}" / socket_name).unlink(missing_ok=True)
-            if sshd:
-                stop_sshd(sshd)
+            try:  # the sshd is stopped whatever fails before it (a wfops not installed beside this python)
+                subprocess.run([str(WFOPS), "disconnect", "--all"], env=env, capture_output=True)
+                subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+                (Path("/tmp") / f"tmux-{os.getuid()}" / socket_name).unlink(missing_ok=True)
+            finally:
+                if sshd:
+                    stop_sshd(sshd)
 
 
 def wf(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
