@@ -111,7 +111,8 @@ def test_arguments_reach_the_pod_as_the_bytes_given_utf8_or_not_whatever_the_loc
 
 
 def test_an_argument_that_is_not_utf8_and_stays_here_works_as_before(local_pod: Pod):
-    """Only what goes to the pod must be UTF-8: a local file name of other bytes is written, completed, validated."""
+    """A local file name of bytes that are not UTF-8 is written, validated and completed as before (a first check that
+    refused such arguments at the start refused these too)."""
     local_pod.write_config()
     folder = local_pod.root.parent
     name = "t\\xe9.csv"

@@ -150,18 +150,23 @@ def take(data: bytes) -> None:
     for key, entry in new.items():
         if key not in _kept and len(_kept) >= LIMIT:
             old = next(stale, None)
-            while old is not None and (old not in _kept or _used[old] > _reads - STALE_READS):
+            while old is not None and (old not in _kept or not _stale_at(_used[old])):
                 old = next(stale, None)  # replaced by this read meanwhile
             if old is None:
                 continue
             del _kept[old], _used[old]
         _kept[key], _used[key] = entry, _reads
-    _room = LIMIT - len(_kept) if len(_kept) < LIMIT else sum(1 for n in _used.values() if n <= _reads - STALE_READS)
+    _room = LIMIT - len(_kept) if len(_kept) < LIMIT else sum(1 for n in _used.values() if _stale_at(n))
 
 
 def _stale() -> List[Tuple[str, str]]:
     """The entries no read used in the last STALE_READS reads, the least recently used first."""
-    return sorted((k for k, n in _used.items() if n <= _reads - STALE_READS), key=_used.__getitem__)
+    return sorted((k for k, n in _used.items() if _stale_at(n)), key=_used.__getitem__)
+
+
+def _stale_at(last_used: int) -> bool:
+    """Whether an entry last used by read `last_used` was used by none of the last STALE_READS reads."""
+    return last_used <= _reads - STALE_READS
 
 
 def size() -> int:

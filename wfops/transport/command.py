@@ -206,4 +206,3 @@ def call_once(command: str, settings: Settings, agent_command: str, *, member: M
     pod; default: the command's one pod)."""
     with PodCommand(command, settings, member=member, log=log) as cmd:
         return cmd.call(agent_command, **data)  # type: ignore[arg-type]  # the agent's arguments: none is dry_run
-

@@ -254,6 +254,7 @@ def _host_keys(client: Any, target: Target) -> None:
 # stopped sshd, a frozen network), or it timed out first and the login then found no session; or the server closed
 # or reset the connection first (then the exception's context is that EOFError or ConnectionError)
 _NO_HELLO = ("Error reading SSH protocol banner", "No existing session")
+_CLOSED = (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)  # the server closed or reset it
 
 
 def _quiet_paramiko() -> None:
@@ -343,8 +344,8 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
               "its MaxStartups, a firewall)")
     try:
         yield
-    except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):  # closed or reset by the
-        raise ConnectError(closed) from None  # server before paramiko read anything: raised as they are
+    except _CLOSED:  # before paramiko read anything: raised as they are
+        raise ConnectError(closed) from None
     except paramiko.BadHostKeyException as exc:
         name = host if port == 22 else f"[{host}]:{port}"
         raise ConnectError(hostkeys.changed_key_message(exc, where, name, hostkeys.pin_file(),
@@ -360,7 +361,7 @@ def _worded(target: Target, where: str, host: str, port: int) -> Iterator[None]:
     except paramiko.ssh_exception.NoValidConnectionsError:
         raise ConnectError(f"cannot connect to {where}: connection refused") from None
     except paramiko.SSHException as exc:
-        if str(exc).startswith(_NO_HELLO) and isinstance(exc.__context__, (EOFError, ConnectionError)):
+        if str(exc).startswith(_NO_HELLO) and isinstance(exc.__context__, _CLOSED):
             raise ConnectError(closed) from None  # the same words as a timeout: what it met (its context) differs
         if str(exc).startswith(_NO_HELLO):
             raise ConnectError(f"{where} took the connection but did not answer within {target.connect_timeout}s "
