@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import Pod, wait_until
 from tests.inotify import Opens
 from tests.integration.test_agent_serve import Server, fresh, request
-from wfops.agent import filecache, wire
+from tests.integration.test_kept_agent import KEPT, VERBOSE, served
+from wfops.agent import filecache, states, wire
 
 SWEEP = "sweep-20261201-000000"
 PATTERNS = ["@nanogpt", "@json", "@kv"]
@@ -152,3 +153,27 @@ def test_a_file_written_just_now_is_read_by_every_request_until_it_is_quiet(pod)
     again = server.ask(line)
     assert ("r04", "status.json") in run_opens(opens)  # not kept by the first request: read again
     assert again == first == fresh(line)
+
+
+def test_end_to_end_a_warm_sweep_status_says_a_change_the_cache_holds_an_older_copy_of(ssh_pod: Pod):
+    """As a user meets it: `wfops sweep.status` through a warm keeper (the default), answered by the pod's kept agent
+    from what it keeps, then a run's summary changed in place with its size and mtime put back: the next warm read
+    says the change, as a cold one (its own connection, a fresh agent) does."""
+    ssh_pod.configure(WF_PERSIST_SECS="120")
+    make_sweep(ssh_pod.outputs)
+    settled(ssh_pod.outputs)
+    ssh_pod.ok("fsm.reset", states.CHECKED_OUT)  # where sweep.status is allowed; then the keeper keeps the agent
+    wait_until(lambda: served(ssh_pod, "fsm.status"), what="a read answered by the kept agent")
+    ssh_pod.wf("sweep.status", "--json")  # the kept agent parses the sweep once
+    before = ssh_pod.wf("sweep.status", "--json", env=VERBOSE)  # answered from what it kept
+    assert KEPT in before.err and before.out, (before.rc, before.err)
+    _mtime_kept(ssh_pod.outputs / "r02" / "summary.json", _record("r02", exit_code=3).replace('"failed"', '"success"'))
+    settled(ssh_pod.outputs)
+    after = ssh_pod.wf("sweep.status", "--json", env=VERBOSE)
+    assert KEPT in after.err and after.rc == before.rc, after.err
+    rows = {r["run_id"]: r for r in json.loads(after.out)["runs"]}
+    assert ({r["run_id"]: r for r in json.loads(before.out)["runs"]}["r02"]["exit_code"], rows["r02"]["exit_code"]) \
+        == (0, 3)
+    ssh_pod.configure(WF_PERSIST_SECS="0")
+    cold = ssh_pod.wf("sweep.status", "--json")
+    assert cold.rc == after.rc and json.loads(cold.out)["runs"] == json.loads(after.out)["runs"]
