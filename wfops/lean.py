@@ -259,9 +259,7 @@ class _Work:
     def fetch(self, cmd: Any) -> dict[str, Any]:
         """run.fetch from the one pod as the task fetches (wfops.tasks.run.fetch_from, no fleet): the summary on
         stderr, the local folders as its answer."""
-        from wfops.artifacts.summary import report
-        from wfops.artifacts.transfer import fetch_runs
-        from wfops.transport.session import stderr_line
+        from wfops.artifacts.transfer import fetch_runs, tell
 
         v = self.values
         fetched = fetch_runs(self.settings, v["run_id"] or "", v["all"], v["sweep"] or "", v["hash"],
@@ -272,9 +270,9 @@ class _Work:
             # one that copied something (a sweep still writing) is likely to copy next time too, and --hash reads
             # every file on both sides for the plan (asked twice when it falls back): kept without the plan request,
             # so that the next one is the lean path's at once (wfops.leanfetch)
-            copied = bool(fetched.files or fetched.aside or v["hash"])
+            copied = bool(fetched.files or fetched.aside or v["hash"] or fetched.unreadable or fetched.missed)
             self._keep("", None, cmd.redact.secrets, fetch=None if copied else leanfetch.entry(cmd))
-        stderr_line(report(fetched))
+        tell(fetched)
         return {"runs": fetched.runs}
 
     def _request(self) -> tuple[str, dict[str, object]]:

@@ -103,8 +103,8 @@ def run(kept: dict[str, Any]) -> int:
         plan = json.loads(plan_exchange.meta["plan"])
     except (Before, KeyError, ValueError):  # the pod's error, no plan, or not one this path can say: the lean path
         plan_exchange.fall_back()
-    if out or plan.get("files") or plan.get("replaced") or plan_exchange.meta.get("size") != "0":
-        plan_exchange.fall_back()  # something to copy: the lean path fetches it
+    if out or any(plan.get(k) for k in ("files", "replaced", "unreadable")) or plan_exchange.meta.get("size") != "0":
+        plan_exchange.fall_back()  # something to copy (or to say: unreadable files): the lean path fetches it
     return _say(plan_exchange.held, dest, plan, t0)
 
 

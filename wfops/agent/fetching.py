@@ -98,14 +98,20 @@ def same(path: str, st: os.stat_result, mine: Any, by_hash: bool) -> bool:
     return bool(mine[1] == int(st.st_mtime))
 
 
-def run_files(root: str, prefix: str = "") -> Iterator[Tuple[str, str, os.stat_result]]:
+def run_files(root: str, prefix: str = "", unreadable: Optional[List[str]] = None
+              ) -> Iterator[Tuple[str, str, os.stat_result]]:
     """(relative path, full path, stat) of every regular file under `root`, in a stable order: a folder's files
     by name, then its folders by name (as os.walk top-down with sorted names; links are not followed). scandir:
-    the kind of each entry comes with the listing, one lstat a file (1,000 runs: a third of os.walk's time)."""
+    the kind of each entry comes with the listing, one lstat a file (1,000 runs: a third of os.walk's time).
+    A folder that cannot be listed (but for one gone meanwhile) goes to `unreadable` as `prefix/`."""
     try:
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
-    except OSError:  # gone meanwhile, or not a folder
+    except (FileNotFoundError, NotADirectoryError):  # gone meanwhile, or not a folder
+        return
+    except OSError:  # no permission to list it, an I/O error: its files cannot be sent, and the plan says so
+        if unreadable is not None:
+            unreadable.append(prefix or "./")
         return
     dirs = []
     for entry in entries:
@@ -119,7 +125,7 @@ def run_files(root: str, prefix: str = "") -> Iterator[Tuple[str, str, os.stat_r
         if stat.S_ISREG(st.st_mode):
             yield prefix + entry.name, entry.path, st
     for entry in dirs:
-        yield from run_files(entry.path, prefix + entry.name + "/")
+        yield from run_files(entry.path, prefix + entry.name + "/", unreadable)
 
 
 def generation(run_dir: str) -> str:
@@ -150,6 +156,11 @@ def _generation_first(files: List[Any]) -> bool:
     return False
 
 
+def _under(rel: str, folders: List[str]) -> bool:
+    """Whether `rel` lies in one of the run's folders that could not be listed (its files are not gone: unknown)."""
+    return any(f == "./" or rel.startswith(f) for f in folders)
+
+
 @command(wire.FETCH_PLAN)
 def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep: str = "", hash: bool = False,
                only: Optional[List[str]] = None, generations: Json = NOT_ASKED) -> str:
@@ -157,25 +168,33 @@ def fetch_plan(pod: Layout, have: Json, run: str = "", all: bool = False, sweep:
     ids = sweep_runs(pod, sweep) if (all or sweep) else one_run(pod, run)
     if isinstance(only, list):
         ids = [rid for rid in ids if rid in set(only)]
-    send, gone, renewed = [], [], []
+    send: List[str] = []
+    gone: List[str] = []
+    renewed: List[str] = []
+    unreadable: List[str] = []  # files that cannot be read and folders that cannot be listed: not sent, named
     size = unchanged = 0
     for rid in ids:
         mine = have.get(rid) or {}
         run_dir = pod.run_dir(rid)
-        files = list(run_files(run_dir))
+        folders: List[str] = []
+        files = list(run_files(run_dir, unreadable=folders))
+        unreadable += [rid + "/" + (f if f != "./" else "") for f in folders]
         if replaced(run_dir, mine, generations, rid, _generation_first(files)):
             renewed.append(rid)
             mine = {}  # a new run: every file of it, none of the old copy's counts as gone
         for rel, full, st in files:
             if same(full, st, mine.get(rel), hash):
                 unchanged += 1
-                continue
-            send.append(rid + "/" + rel)
-            size += st.st_size
+            elif not os.access(full, os.R_OK):  # tar could not read it: named in the plan, not sent
+                unreadable.append(rid + "/" + rel)
+            else:
+                send.append(rid + "/" + rel)
+                size += st.st_size
         if mine:
-            gone += sorted(rid + "/" + rel for rel in set(mine).difference([f[0] for f in files]))
+            gone += sorted(rid + "/" + rel for rel in set(mine).difference([f[0] for f in files])
+                           if not _under(rel, folders))
     plan = {"runs": ids, "files": len(send), "unchanged": unchanged, "gone": len(gone), "gone_names": gone[:GONE_SHOWN],
-            "replaced": renewed}
+            "replaced": renewed, "unreadable": len(unreadable), "unreadable_names": unreadable[:GONE_SHOWN]}
     sys.stderr.write("@wfops-size %d\n@wfops-plan %s\n" % (size, json.dumps(plan, sort_keys=True)))
     sys.stderr.flush()
     return "".join(p + "\0" for p in send)

@@ -57,6 +57,7 @@ class TarReceiver:
         self.received = 0
         self.total: int | None = None
         self.plan: dict[str, Any] = {}  # the pod's `@wfops-plan` line: {"files": N, "runs": [...]}
+        self.changed = False  # the pod's `@wfops-changed`: a file changed while tar read it
         self.files = 0
         self.started = time.time()
         self.show_progress = progress
@@ -116,6 +117,8 @@ class TarReceiver:
     def meta(self, name: str, value: str) -> None:
         if name == "size" and value.isdigit():
             self.total = int(value)
+        elif name == "changed":
+            self.changed = True
         elif name == "plan":
             try:
                 self.plan = json.loads(value)

@@ -20,7 +20,7 @@ class Fetched:
     replaced runs and where their old local copy went."""
 
     def __init__(self, runs: list[str], files: int, wire_bytes: int, secs: float, plan: dict[str, Any],
-                 aside: list[tuple[str, Path]]) -> None:
+                 aside: list[tuple[str, Path]], changed: bool = False) -> None:
         self.runs = runs  # the run folders here, as shown_folders shows them
         self.files = files  # new or changed files received
         self.unchanged = int(plan.get("unchanged") or 0)
@@ -29,6 +29,10 @@ class Fetched:
         self.gone = int(plan.get("gone") or 0)
         self.gone_names: list[str] = list(plan.get("gone_names") or [])
         self.aside = aside
+        self.unreadable = int(plan.get("unreadable") or 0)  # files (and folders, `name/`) the pod could not read
+        self.unreadable_names: list[str] = list(plan.get("unreadable_names") or [])
+        self.missed = max(0, int(plan.get("files") or 0) - files)  # listed, not sent: gone or unreadable by then
+        self.changed = changed  # tar read a file that changed meanwhile: its copy here may be cut short
 
 
 def _kinds(folder: Path) -> dict[str, os.DirEntry[str]]:
@@ -55,14 +59,35 @@ def shown_folders(dest: Path, names: list[str]) -> list[str]:
 
 
 def report(f: Fetched) -> str:
-    """The summary line (stderr), and the files kept here that the pod no longer has."""
+    """The summary line (stderr), the runs replaced, the files kept here that the pod no longer has, and what could
+    not be sent whole (see `incomplete`)."""
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
             f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
     for run, where in f.aside:
         text += (f"\nwfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh "
                  f"{run}/, the old local copy is now {where}")
     if f.gone:
-        more = f" (and {f.gone - len(f.gone_names)} more)" if f.gone > len(f.gone_names) else ""
         text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
-                 + ", ".join(f.gone_names) + more)
+                 + _names(f.gone_names, f.gone))
+    if f.missed:
+        text += (f"\nwfops: {f.missed} file(s) the pod listed were gone or unreadable by the time they were sent "
+                 "(see the pod's lines above): not fetched")
+    if f.changed:
+        text += ("\nwfops: some file(s) changed on the pod while they were sent (a run still writing?): their copies "
+                 "here may be cut short, or padded with zeros where a file shrank; the next fetch sends each again "
+                 "once its size or mtime on the pod differs from the copy's")
     return text
+
+
+def _names(names: list[str], count: int) -> str:
+    more = f" (and {count - len(names)} more)" if count > len(names) else ""
+    return ", ".join(names) + more
+
+
+def incomplete(f: Fetched) -> str:
+    """The error of a fetch that left files on the pod it could not read ("" when none): they stay unfetched on every
+    fetch until their permissions change, so it is not a success (exit 6, after the summary)."""
+    if not f.unreadable:
+        return ""
+    return (f"{f.unreadable} file(s) or folder(s) of the run(s) cannot be read on the pod by its SSH user "
+            f"(permissions), not fetched: {_names(f.unreadable_names, f.unreadable)}")

@@ -14,8 +14,8 @@ from pathlib import Path
 from wfops.agent import wire
 from wfops.artifacts.fetch import TarReceiver
 from wfops.artifacts.index import plan_request
-from wfops.artifacts.summary import Fetched, shown_folders
-from wfops.errors import UsageError
+from wfops.artifacts.summary import Fetched, incomplete, report, shown_folders
+from wfops.errors import RemoteError, UsageError
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
 from wfops.transport.command import PodCommand
@@ -60,4 +60,13 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
         receiver.finish()
     plan = receiver.plan
     runs = shown_folders(dest, [str(run) for run in plan.get("runs") or []])
-    return Fetched(runs, receiver.files, receiver.received, time.time() - t0, plan, receiver.aside)
+    return Fetched(runs, receiver.files, receiver.received, time.time() - t0, plan, receiver.aside, receiver.changed)
+
+
+def tell(fetched: Fetched, log: LineSink = stderr_line) -> None:
+    """Say what a fetch did (the summary, wfops.artifacts.summary.report); then a fetch that left files on the pod
+    it could not read is the command's error (exit 6): they are not here, and the next fetch will not bring them."""
+    log(report(fetched))
+    problem = incomplete(fetched)
+    if problem:
+        raise RemoteError(problem)

@@ -4,8 +4,7 @@ a fetch that fails keeps the pods and says so. Split out of wfops.tasks.managed 
 
 from __future__ import annotations
 
-from wfops.artifacts.summary import report
-from wfops.artifacts.transfer import fetch_runs
+from wfops.artifacts.transfer import fetch_runs, tell
 from wfops.errors import LiumError, WfopsError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
@@ -21,7 +20,7 @@ def down_when_done(settings: Settings, book: Book, log: Log = to_stderr) -> None
     try:
         for m in resolve.pods(settings):
             only = fleet_status.runs_on(settings, "", m.name) if resolve.is_fleet(settings) else None
-            log(report(fetch_runs(settings, "", True, "", False, only, member=m, log=log)))
+            tell(fetch_runs(settings, "", True, "", False, only, member=m, log=log), log)
     except WfopsError as exc:
         keep = ", ".join(book.renting) or "none rented by this sweep"
         raise WfopsError(f"--down-when-done: fetching the runs failed ({exc.message}); the pods stay ({keep}): fetch "

@@ -8,9 +8,9 @@ from typing import Any
 
 from invoke import Collection
 
-from wfops.artifacts.summary import report
-from wfops.artifacts.transfer import check_request, fetch_runs
-from wfops.errors import NotFoundError
+from wfops.artifacts.summary import incomplete
+from wfops.artifacts.transfer import check_request, fetch_runs, tell
+from wfops.errors import NotFoundError, RemoteError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_fetch, fleet_pods, fleet_status
@@ -36,13 +36,16 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
                                                      if resolve.is_fleet(settings) and (all or sweep) else None)
         fetched = fetch_runs(settings, run_id, all, sweep, hash, only, member=member, log=log,
                              merge_replaced=merge_replaced)
-        log(report(fetched))
+        tell(fetched, log)
         runs = list(fetched.runs)
     if share is not None and share.dups:  # copies of runs that ran on two pods: never into the winner's folder
         aside = Path(settings.local_artifacts_dir).expanduser() / fleet_fetch.DUPLICATES_DIR / fleet_fetch.pod_dir_name(
             member.name)
         dups = fetch_runs(replace(settings, local_artifacts_dir=str(aside)), run_id, all, sweep, hash, share.dups,
                           member=member, log=log, merge_replaced=merge_replaced)
+        problem = incomplete(dups)
+        if problem:
+            raise RemoteError(problem)
         log(f"wfops: {', '.join(share.dups)} also ran on another pod; the copy from {member.name} is a duplicate, "
             f"kept apart in {aside}")
         runs += dups.runs
