@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +193,32 @@ def test_a_growing_log_is_fetched_while_it_is_written(local_pod: Pod):
         writer.wait(timeout=60)
     pod.ok("run.fetch", "live")
     assert (artifacts(pod) / "live" / "stdout.log").read_bytes() == log.read_bytes()
+
+
+def test_a_file_that_changes_while_tar_reads_it_is_said_and_the_next_fetch_sends_it_whole(local_pod: Pod):
+    """tar's "file changed as we read it" (its exit 1) is a success of the fetch, but the copy here may be cut short
+    (or padded with zeros where the file shrank): the summary says so, and the next fetch sends the file again."""
+    pod = local_pod
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    ckpt = pod.outputs / "busy" / "last.pt"
+    write(ckpt, os.urandom(32 << 20))
+    appending = pod.root.parent / "appending"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys
+fd = os.open({str(ckpt)!r}, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"x")
+open({str(appending)!r}, "w").close()
+while not os.path.exists({str(appending)!r} + ".stop"):
+    os.write(fd, b"x")
+"""])
+    try:
+        wait_until(appending.exists, what="the writer's first append")
+        res = pod.ok("run.fetch", "busy")
+    finally:
+        Path(f"{appending}.stop").touch()
+        writer.wait(timeout=60)
+    assert "some file(s) changed on the pod while they were sent" in res.err
+    again = pod.ok("run.fetch", "busy")
+    assert "changed on the pod while" not in again.err
+    assert summary(again)[0] == 1
+    assert (artifacts(pod) / "busy" / "last.pt").read_bytes() == ckpt.read_bytes()
