@@ -9,20 +9,22 @@ import struct
 from pathlib import Path
 
 IN_OPEN = 0x20
+IN_CREATE = 0x100
 EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then `len` bytes of NUL-padded name
 
 
 class Opens:
-    """Watches folders for files opened in them; `taken()` is the (folder, name) of each open since the last call."""
+    """Watches folders for files opened in them (or another event: `mask`, e.g. IN_CREATE); `taken()` is the (folder,
+    name) of each such event since the last call."""
 
-    def __init__(self, folders: list[Path]) -> None:
+    def __init__(self, folders: list[Path], mask: int = IN_OPEN) -> None:
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.folders: dict[int, Path] = {}
         for folder in folders:
-            wd = self.libc.inotify_add_watch(self.fd, str(folder).encode(), IN_OPEN)
+            wd = self.libc.inotify_add_watch(self.fd, str(folder).encode(), mask)
             if wd < 0:
                 raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
             self.folders[wd] = folder

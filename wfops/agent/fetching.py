@@ -25,7 +25,7 @@ import sys
 
 from . import store, wire
 from .registry import Refusal, command
-from .states import EXIT_NOT_FOUND, EXIT_USAGE, GENERATION_FILE
+from .states import EXIT_NOT_FOUND, EXIT_USAGE, GENERATION_FILE, SYNC_TMP_DIR
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ def run_files(root: str, prefix: str = "", unreadable: Optional[List[str]] = Non
     dirs = []
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            dirs.append(entry)
+            if prefix or entry.name != SYNC_TMP_DIR:  # local_sync's rsync files in flight: not the run's, not sent
+                dirs.append(entry)
             continue
         try:
             st = entry.stat(follow_symlinks=False)

@@ -139,6 +139,7 @@ COMMAND_FILE = "command.sh"
 RUNNER_FILE = "runner.sh"
 SPEC_FILE = "spec.json"
 SYNC_LOG = "sync.log"
+SYNC_TMP_DIR = ".wfops-sync"  # in a run dir: local_sync's rsync writes each file here, then renames it into place
 GENERATION_FILE = ".wfops-generation"  # in a run dir, made with it: which run of that id it holds (run.fetch)
 VENV_DIR = ".venv"  # the checkout's venv, under OPS_REMOTE_REPO (not under the outputs dir)
 DATA_PREPARE_LOG = "data-prepare.log"  # under _control/: the output of checkout's DATA_PREPARE_CMD

@@ -32,6 +32,7 @@ from .states import (
     SUCCESS,
     SUMMARY_FILE,
     SYNC_LOG,
+    SYNC_TMP_DIR,
     TERMINAL,
     TIMED_OUT,
 )
@@ -113,11 +114,16 @@ class SyncLoop:
             self.thread.start()
 
     def sync(self, what: str) -> int:
+        """One rsync of the local output into the run dir. rsync writes each file under a temporary name and renames
+        it into place: in SYNC_TMP_DIR (which run.fetch does not send), so that a fetch during a sync never sees a
+        half-written `.NAME.XXXXXX` in the run dir (it would stay here as a file gone on the pod, for good)."""
         with open(self.log_path, "ab", buffering=0) as log:
             log.write(("%s %s\n" % (store.now_iso(), what)).encode())
             try:
-                return subprocess.call(["rsync", "-a", self.src, self.dst], stdout=log, stderr=log,
-                                       stdin=subprocess.DEVNULL)
+                temp = os.path.join(self.dst, SYNC_TMP_DIR)
+                os.makedirs(temp, exist_ok=True)
+                return subprocess.call(["rsync", "-a", "--temp-dir=" + temp, self.src, self.dst], stdout=log,
+                                       stderr=log, stdin=subprocess.DEVNULL)
             except OSError as exc:
                 log.write(("rsync: %s\n" % exc).encode())
                 return 127
