@@ -5,6 +5,9 @@ exit code, one clear line."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.conftest import Pod
 from tests.integration.test_fetch_incremental import artifacts, summary, write
@@ -23,3 +26,38 @@ def test_a_file_with_two_names_arrives_under_both_as_a_full_file(ssh_pod: Pod):
     assert (local / "best.pt").read_bytes() == (local / "ckpt" / "step_1000.pt").read_bytes() == b"weights"
     assert (local / "best.pt").stat().st_nlink == 1 and (local / "ckpt" / "step_1000.pt").stat().st_nlink == 1
     assert summary(pod.ok("run.fetch", "r1")) == (0, 3, 0)
+
+
+def _utf8_locale(where: Path) -> dict[str, str]:
+    """The environment of a UTF-8 locale other than C.UTF-8 (under which Python's stdout escapes what is not
+    UTF-8; under en_US.UTF-8 it refuses it): en_US.UTF-8 built into `where`, or, where localedef cannot build it,
+    the stdout a UTF-8 locale gives Python (PYTHONIOENCODING=utf-8:strict)."""
+    plain = {"PYTHONUTF8": "0"}
+    try:
+        made = subprocess.run(["localedef", "-i", "en_US", "-f", "UTF-8", str(where / "en_US.UTF-8")],
+                              capture_output=True, timeout=60).returncode in (0, 1)  # 1: made, with warnings
+    except (OSError, subprocess.TimeoutExpired):
+        made = False
+    if made and (where / "en_US.UTF-8").is_dir():
+        return {**plain, "LOCPATH": str(where), "LANG": "en_US.UTF-8", "LC_ALL": "en_US.UTF-8"}
+    return {**plain, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}
+
+
+def test_a_file_name_that_is_not_utf8_arrives_as_its_bytes_under_a_utf8_locale(local_pod: Pod, tmp_path: Path):
+    """The pod agent lists the files to send; a name that is not UTF-8 goes out as its bytes, not a traceback."""
+    pod = local_pod
+    env = _utf8_locale(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import sys; print(sys.stdout.errors)"], env={**os.environ, **env},
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "strict"  # what the agent's stdout would do with the name, unfixed
+    pod.ok("fsm.reset", "CHECKED_OUT", env=env)
+    run, local = pod.outputs / "r1", artifacts(pod) / "r1"
+    write(run / "ok.txt", b"ok")
+    with open(os.fsencode(run) + b"/caf\xe9.bin", "wb") as fh:
+        fh.write(b"latin-1 name")
+    res = pod.ok("run.fetch", "r1", env=env)
+    assert summary(res)[:2] == (2, 0) and "Traceback" not in res.err
+    assert sorted(os.listdir(os.fsencode(local))) == [b"caf\xe9.bin", b"ok.txt"]
+    with open(os.fsencode(local) + b"/caf\xe9.bin", "rb") as fh:
+        assert fh.read() == b"latin-1 name"
+    assert summary(pod.ok("run.fetch", "r1", env=env)) == (0, 2, 0)
