@@ -61,3 +61,21 @@ def test_a_file_name_that_is_not_utf8_arrives_as_its_bytes_under_a_utf8_locale(l
     with open(os.fsencode(local) + b"/caf\xe9.bin", "rb") as fh:
         assert fh.read() == b"latin-1 name"
     assert summary(pod.ok("run.fetch", "r1", env=env)) == (0, 2, 0)
+
+
+def test_a_gone_file_whose_name_holds_control_characters_is_named_visibly(ssh_pod: Pod):
+    """'kept here: NAME': the name comes from the pod; an escape sequence or a line break in it is shown, not sent
+    to the terminal (a fake summary line, a retitled window)."""
+    pod = ssh_pod
+    name = "evil\x1b]0;owned\x07\x1b[2K\rwfops: fetched 1 run(s): all good\nx.txt"
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    write(pod.outputs / "r1" / "a.txt", b"a")
+    write(pod.outputs / "r1" / name, b"x")
+    pod.ok("run.fetch", "r1")
+    (pod.outputs / "r1" / name).unlink()
+    res = pod.ok("run.fetch", "r1")
+    assert not any(c in res.err for c in "\x1b\x07\r")
+    gone = [ln for ln in res.err.splitlines() if "no longer on the pod" in ln]
+    assert gone == ["wfops: 1 file(s) fetched earlier are no longer on the pod; kept here: r1/evil\\x1b]0;owned\\x07"
+                    "\\x1b[2K\\x0dwfops: fetched 1 run(s): all good\\x0ax.txt"]
+    assert (artifacts(pod) / "r1" / name).read_bytes() == b"x"

@@ -55,7 +55,10 @@ def shown_folders(dest: Path, names: list[str]) -> list[str]:
 
 
 def report(f: Fetched) -> str:
-    """The summary line (stderr), and the files kept here that the pod no longer has."""
+    """The summary line (stderr), and the files kept here that the pod no longer has (names from the pod: control
+    characters and line breaks shown as `\\xNN`, as all pod text)."""
+    from wfops.output import visible  # pure (json, re): the cached fast path (wfops.leanfetch) has it already
+
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
             f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
     for run, where in f.aside:
@@ -64,5 +67,5 @@ def report(f: Fetched) -> str:
     if f.gone:
         more = f" (and {f.gone - len(f.gone_names)} more)" if f.gone > len(f.gone_names) else ""
         text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
-                 + ", ".join(f.gone_names) + more)
+                 + ", ".join(visible(name, one_line=True) for name in f.gone_names) + more)
     return text
