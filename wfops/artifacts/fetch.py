@@ -256,10 +256,10 @@ def _set_aside(staging: Path, dest: Path, run: str) -> Path | None:
 
 def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], merge: bool = False,
             moved: Callable[[str, Path], object] = lambda run, where: None) -> int:
-    """Unpack a tar stream (regular files only, each under an `expected` run dir when given) with the `data`
-    filter into `staging`, moving each file into `dest` as soon as it is complete; a run's generation file that
-    differs from its local copy's first moves that copy aside (`moved`), unless `merge`. Returns the number of
-    files."""
+    """Unpack a tar stream (regular files only, each under an `expected` run dir when given, by a plain relative path:
+    no empty, `.` or `..` part) with the `data` filter into `staging`, moving each file into `dest` as soon as it is
+    complete; a run's generation file that differs from its local copy's first moves that copy aside (`moved`),
+    unless `merge`. Returns the number of files."""
     import tarfile  # here, in the extractor: a fetch with nothing to send does not import it (~7 ms)
 
     head = stream.read(512)
@@ -269,8 +269,10 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], mer
     with tarfile.open(fileobj=_Peeked(stream, head), mode="r|", bufsize=READ_SIZE) as tar:
         tar.copybufsize = READ_SIZE  # type: ignore[attr-defined]  # real, undocumented: typeshed leaves it out
         for member in tar:
-            top = member.name.split("/", 1)[0]
-            if top.startswith(".") or (expected and top not in expected) or not member.isfile():
+            parts = member.name.split("/")  # no empty, '.' or '..' part (nor an absolute name): one run's file only
+            top = parts[0]
+            if (top.startswith(".") or (expected and top not in expected) or not member.isfile()
+                    or any(part in ("", ".", "..") for part in parts)):
                 raise RemoteError(f"the pod sent an unexpected path {member.name!r}; fetch aborted")
             try:
                 tar.extract(member, staging, filter="data")
