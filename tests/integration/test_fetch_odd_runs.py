@@ -79,3 +79,16 @@ def test_a_gone_file_whose_name_holds_control_characters_is_named_visibly(ssh_po
     assert gone == ["wfops: 1 file(s) fetched earlier are no longer on the pod; kept here: r1/evil\\x1b]0;owned\\x07"
                     "\\x1b[2K\\x0dwfops: fetched 1 run(s): all good\\x0ax.txt"]
     assert (artifacts(pod) / "r1" / name).read_bytes() == b"x"
+
+
+def test_files_from_before_1970_and_with_fractions_of_a_second_are_sent_once(ssh_pod: Pod):
+    """tar keeps whole seconds rounded down (-1.5: -2); the pod compares the same: nothing is sent again."""
+    pod = ssh_pod
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    run, local = pod.outputs / "r1", artifacts(pod) / "r1"
+    write(run / "neg.txt", b"negative", mtime=-1.5)
+    write(run / "frac.txt", b"fraction", mtime=1_700_000_000.999)
+    write(run / "future.txt", b"future", mtime=2 ** 33 + 0.5)
+    assert summary(pod.ok("run.fetch", "r1"))[:2] == (3, 0)
+    assert (local / "neg.txt").stat().st_mtime == -2 and (local / "frac.txt").stat().st_mtime == 1_700_000_000
+    assert summary(pod.ok("run.fetch", "r1")) == (0, 3, 0)

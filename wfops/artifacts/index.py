@@ -44,7 +44,13 @@ def _index_dir(path: str, prefix: str, files: dict[str, FileEntry], by_hash: boo
             _index_dir(entry.path, prefix + entry.name + "/", files, by_hash)
         elif entry.is_file(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
-            files[prefix + entry.name] = [st.st_size, _sha256(entry.path) if by_hash else int(st.st_mtime)]
+            files[prefix + entry.name] = [st.st_size, _sha256(entry.path) if by_hash else _seconds(st)]
+
+
+def _seconds(st: os.stat_result) -> int:
+    """The mtime in whole seconds rounded down, as the pod counts them (wfops/agent/fetching.py `same`) and as tar
+    keeps them: a file from before 1970 (-1.5) is -2 on both sides, never -1 here and -2 there."""
+    return st.st_mtime_ns // 1_000_000_000
 
 
 def _sha256(path: str) -> str:
