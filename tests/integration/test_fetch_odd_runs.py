@@ -1,16 +1,19 @@
 """run.fetch of runs with odd contents: a file with two names (a hard link), names that are not UTF-8, names with
-control characters, mtimes before 1970, a local run folder that is a link. What the user sees: the files here, the
+control characters, mtimes before 1970, a local run folder that is a link; a fetch of a replaced run that stops
+midway. What the user sees: the files here, the
 exit code, one clear line."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Pod
+from tests.conftest import WFOPS, Pod, wait_until
 from tests.integration.test_fetch_incremental import artifacts, summary, write
+from wfops.agent.states import GENERATION_FILE
 
 
 def test_a_file_with_two_names_arrives_under_both_as_a_full_file(ssh_pod: Pod):
@@ -92,3 +95,30 @@ def test_files_from_before_1970_and_with_fractions_of_a_second_are_sent_once(ssh
     assert summary(pod.ok("run.fetch", "r1"))[:2] == (3, 0)
     assert (local / "neg.txt").stat().st_mtime == -2 and (local / "frac.txt").stat().st_mtime == 1_700_000_000
     assert summary(pod.ok("run.fetch", "r1")) == (0, 3, 0)
+
+
+def test_a_fetch_of_a_replaced_run_stopped_by_ctrl_c_says_where_the_old_copy_went(ssh_pod: Pod):
+    """The old copy moves aside before anything of the new run lands; Ctrl-C after that still says where it is."""
+    pod = ssh_pod
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    run, local = pod.outputs / "r1", artifacts(pod) / "r1"
+    write(run / GENERATION_FILE, b"sweep-a 2026-12-01T00:00:00Z")
+    write(run / "old.txt", b"old run")
+    pod.ok("run.fetch", "r1")
+    (run / "old.txt").unlink()
+    write(run / GENERATION_FILE, b"sweep-b 2026-12-02T00:00:00Z")
+    with open(run / "big.bin", "wb") as fh:  # sparse: seconds on the wire, no disk on the pod's side
+        fh.truncate(1 << 30)
+    proc = subprocess.Popen([str(WFOPS), "run.fetch", "r1"], env=pod.env(), cwd=pod.root.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: [p for p in artifacts(pod).iterdir() if p.name.startswith("r1.replaced-")], timeout=60,
+                   interval=0.005, what="the old copy moved aside")
+        os.killpg(proc.pid, signal.SIGINT)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    [aside] = [p for p in artifacts(pod).iterdir() if p.name.startswith("r1.replaced-")]
+    assert proc.returncode == 130 and (aside / "old.txt").read_bytes() == b"old run"
+    assert (f"wfops: r1 was replaced on the pod since it was fetched (a rerun): the old local copy is now {aside}; "
+            "the fetch into a fresh r1/ stopped before it was complete (fetch again for the rest)") in err.splitlines()
+    assert not (local / "big.bin").exists() and sorted(p.name for p in artifacts(pod).iterdir()) == ["r1", aside.name]

@@ -163,14 +163,15 @@ class TarReceiver:
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     def abort(self) -> None:
-        """Stop now: the extractor is killed (not drained), and everything this fetch staged is removed."""
+        """Stop now: the extractor is killed (not drained), and everything this fetch staged is removed. `aside`:
+        the local copies it moved aside before that (the caller says where they went)."""
         self.extractor_gone = True
         with self.start_lock:
             if self.proc is not None:
                 self.proc.kill()
             self._close_stream()
         try:
-            self._end_extractor()
+            self.aside = _moved_aside(self._end_extractor()[1])
         finally:
             self._discard()
 
@@ -178,12 +179,11 @@ class TarReceiver:
         """Wait for the extraction (every file is in place by then); return the run dirs of the plan."""
         try:
             code, out, err = self._end_extractor()
+            self.aside = _moved_aside(out)  # a failed extraction may have moved a copy aside before: said all the same
             if code != 0:
                 lines = [ln for ln in err.splitlines() if ln.strip()]
                 raise RemoteError(lines[-1] if lines else f"the run data could not be unpacked (exit {code})")
-            *moved, count = out.strip().splitlines() or ["0"]
-            self.aside = [(run, Path(where)) for run, _, where in (ln.partition("\t") for ln in moved)]
-            self.files = int(count)
+            self.files = int((out.strip().splitlines() or ["0"])[-1])
             return [self.dest_root / run for run in self.plan.get("runs") or []]
         finally:
             self._discard()
@@ -197,6 +197,12 @@ class TarReceiver:
         finally:
             os.close(self.lock_fd)
             self.lock_fd = -1
+
+
+def _moved_aside(out: str) -> list[tuple[str, Path]]:
+    """The extractor's `RUN<TAB>WHERE` lines (one per local copy moved aside, written as it moved; a count ends a
+    complete extraction)."""
+    return [(run, Path(where)) for run, tab, where in (ln.partition("\t") for ln in out.splitlines()) if tab]
 
 
 class _Peeked(io.BufferedIOBase):
@@ -285,6 +291,12 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], mer
     return files
 
 
+def _say_moved(run: str, where: Path) -> None:
+    """One `RUN<TAB>WHERE` line at once (flushed): a fetch that kills this process still reads it, and says it."""
+    sys.stdout.write(f"{run}\t{where}\n")
+    sys.stdout.flush()
+
+
 def _main(argv: list[str]) -> int:
     import tarfile
 
@@ -292,8 +304,7 @@ def _main(argv: list[str]) -> int:
     merge = argv[:1] == ["--merge-replaced"]
     staging, dest, expected = Path(argv[merge]), Path(argv[merge + 1]), set(argv[merge + 2:])
     try:
-        files = extract(sys.stdin.buffer, staging, dest, expected, merge,
-                        lambda run, where: sys.stdout.write(f"{run}\t{where}\n"))
+        files = extract(sys.stdin.buffer, staging, dest, expected, merge, _say_moved)
     except (RemoteError, tarfile.TarError) as exc:
         sys.stderr.write(f"{getattr(exc, 'message', None) or f'the run data could not be unpacked: {exc}'}\n")
         return 2

@@ -54,6 +54,17 @@ def shown_folders(dest: Path, names: list[str]) -> list[str]:
     return shown
 
 
+def aside_lines(aside: list[tuple[str, Path]], complete: bool = True) -> list[str]:
+    """Where the old local copy of each replaced run went; not `complete`: the fetch stopped (an error, Ctrl-C,
+    SIGTERM) after it moved the copy, and says so all the same, before its error line."""
+    if not complete:
+        return [f"wfops: {run} was replaced on the pod since it was fetched (a rerun): the old local copy is now "
+                f"{where}; the fetch into a fresh {run}/ stopped before it was complete (fetch again for the rest)"
+                for run, where in aside]
+    return [f"wfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh {run}/, the "
+            f"old local copy is now {where}" for run, where in aside]
+
+
 def report(f: Fetched) -> str:
     """The summary line (stderr), and the files kept here that the pod no longer has (names from the pod: control
     characters and line breaks shown as `\\xNN`, as all pod text)."""
@@ -61,9 +72,8 @@ def report(f: Fetched) -> str:
 
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
             f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
-    for run, where in f.aside:
-        text += (f"\nwfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh "
-                 f"{run}/, the old local copy is now {where}")
+    for line in aside_lines(f.aside):
+        text += "\n" + line
     if f.gone:
         more = f" (and {f.gone - len(f.gone_names)} more)" if f.gone > len(f.gone_names) else ""
         text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
