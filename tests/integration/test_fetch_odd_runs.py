@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import WFOPS, Pod, wait_until
-from tests.integration.test_fetch_incremental import artifacts, summary, write
+from tests.integration.test_fetch_incremental import artifacts, manifest, summary, write
 from wfops.agent.states import GENERATION_FILE
 
 
@@ -122,3 +122,48 @@ def test_a_fetch_of_a_replaced_run_stopped_by_ctrl_c_says_where_the_old_copy_wen
     assert (f"wfops: r1 was replaced on the pod since it was fetched (a rerun): the old local copy is now {aside}; "
             "the fetch into a fresh r1/ stopped before it was complete (fetch again for the rest)") in err.splitlines()
     assert not (local / "big.bin").exists() and sorted(p.name for p in artifacts(pod).iterdir()) == ["r1", aside.name]
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under `root` (links not followed): (inode, size, mtime in ns)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_a_local_run_folder_that_is_a_link_is_refused_by_a_named_fetch_and_by_all(ssh_pod: Pod, tmp_path: Path):
+    """One rule for `run.fetch RUN_ID` and `--all`: a run folder here that is a link (to a folder inside the
+    artifacts dir or elsewhere) is refused up front, one line naming it, exit 2; nothing changes here or there. A
+    named run that is a folder is fetched as ever."""
+    pod = ssh_pod
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    for rid in ("r1", "r2", "r3"):
+        write(pod.outputs / rid / "a.txt", rid.encode())
+    manifest(pod, "sweep-latest", ["r1", "r2", "r3"])
+    pod.ok("run.fetch", "--all")
+    pod.ok("run.fetch", "--all")  # a repeated fetch through the warm keeper: its cached fast path is kept too
+    here = artifacts(pod)
+    (here / "archive").mkdir()
+    (here / "r1").rename(here / "archive" / "r1")
+    (here / "r1").symlink_to("archive/r1")  # inside the artifacts dir
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (here / "r2").rename(elsewhere / "r2")
+    (here / "r2").symlink_to(elsewhere / "r2")
+    for rid in ("r1", "r2"):
+        write(pod.outputs / rid / "b.txt", b"new on the pod")
+    before = (_tree(here), _tree(elsewhere), _tree(pod.outputs))
+    for args, named in ((["r1"], ["r1"]), (["r2"], ["r2"]), (["--all"], ["r1", "r2"])):
+        res = pod.wf("run.fetch", *args)
+        assert res.rc == 2 and res.out == "", res
+        paths = ", ".join(str(here / rid) for rid in named)
+        what = "is a symbolic link" if len(named) == 1 else "are symbolic links"
+        assert res.err.splitlines() == [
+            f"wfops: run folder {paths} {what} (to a folder): run.fetch does not write through links; replace the "
+            "link with the folder itself (mv), or move it out of LOCAL_ARTIFACTS_DIR; nothing was fetched"]
+        assert (_tree(here), _tree(elsewhere), _tree(pod.outputs)) == before
+    write(pod.outputs / "r3" / "b.txt", b"new on the pod")
+    assert summary(pod.ok("run.fetch", "r3"))[:2] == (1, 1)  # a run folder that is a folder: as ever
