@@ -74,7 +74,22 @@ def test_the_local_index_has_size_and_mtime_or_hash(tmp_path):
     assert index.local_index(tmp_path, ["r1", "r2"], by_hash=True) == {"r1": {"sub/a.txt": [3, digest]}, "r2": {}}
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "other-run/x"])
+def test_the_local_index_counts_whole_seconds_rounded_down_as_the_pod(tmp_path):
+    """Before 1970 too: -1.5 is -2 (as tar keeps it, and the pod counts it), not int()'s -1."""
+    from wfops.agent import fetching
+
+    (tmp_path / "r1").mkdir()
+    for name, mtime in (("neg", -1.5), ("neg_whole", -2), ("frac", 1_700_000_000.75)):
+        (tmp_path / "r1" / name).write_bytes(b"abc")
+        os.utime(tmp_path / "r1" / name, (mtime, mtime))
+    have = index.local_index(tmp_path, ["r1"], by_hash=False)["r1"]
+    assert have == {"neg": [3, -2], "neg_whole": [3, -2], "frac": [3, 1_700_000_000]}
+    for name, entry in have.items():
+        full = str(tmp_path / "r1" / name)
+        assert fetching.same(full, os.stat(full), entry, by_hash=False)
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "other-run/x", "r1/../escape.txt"])
 def test_paths_outside_the_requested_run_are_refused(tmp_path, name):
     dest = tmp_path / "artifacts"
     receiver = fetch.TarReceiver(dest, {"r1"})
@@ -83,6 +98,20 @@ def test_paths_outside_the_requested_run_are_refused(tmp_path, name):
         receiver.finish()
     assert not (tmp_path / "escape.txt").exists()
     assert [p.name for p in dest.rglob("*")] in ([], ["r1", "ok.txt"])  # what came before the bad member stays
+
+
+@pytest.mark.parametrize("expected", [{"r1"}, None], ids=["one-run", "all"])
+@pytest.mark.parametrize("name", ["r1/../r2/x", "r1/./x", "r1//x", "r1/sub/../../r2/x"])
+def test_a_path_with_an_empty_dot_or_dotdot_part_is_refused_and_another_run_stays(tmp_path, name, expected):
+    """A fetch of r1 (or of a sweep) that a pod answers with `r1/../r2/x`: refused, r2's file untouched."""
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "x").write_text("r2's own file")
+    receiver = fetch.TarReceiver(tmp_path, expected)
+    feed(receiver, tar_bytes({name: b"sent for r1"}))
+    with pytest.raises(RemoteError, match="unexpected path"):
+        receiver.finish()
+    assert (tmp_path / "r2" / "x").read_text() == "r2's own file"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["r2", "x"]
 
 
 def test_links_are_refused(tmp_path):

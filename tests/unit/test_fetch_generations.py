@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
+from tests.conftest import wait_until
 from tests.unit.test_fetch import feed, tar_bytes
 from wfops.agent import fetching
 from wfops.agent.states import GENERATION_FILE, Layout
 from wfops.artifacts import fetch
+from wfops.errors import RemoteError
 
 GEN = GENERATION_FILE
 
@@ -98,3 +102,30 @@ def test_the_pods_plan_reads_no_generation_through_a_link_and_lists_runs_in_one_
     (manifests / "sweep-latest.json").write_text(json.dumps({"runs": [
         {"run_id": rid} for rid in ("r1", "linked", "afile", "missing")]}))
     assert fetching.sweep_runs(pod, "") == ["r1", "linked"]
+
+
+def test_a_fetch_that_fails_after_moving_the_old_copy_aside_knows_where_it_went(tmp_path):
+    """The extraction refuses a later member: the move is done, and the fetch must still say where the copy went."""
+    local_copy(tmp_path, {GEN: "sweep-a 1\n", "ckpt.pt": "old model"})
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    feed(receiver, tar_bytes({f"r1/{GEN}": b"sweep-b 2\n", "r2/x": b"not asked for"}))
+    with pytest.raises(RemoteError, match="unexpected path 'r2/x'"):
+        receiver.finish()
+    [(run, aside)] = receiver.aside
+    assert run == "r1" and (aside / "ckpt.pt").read_text() == "old model"
+
+
+def test_an_aborted_fetch_knows_where_it_moved_the_old_copy(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM mid-stream: the extractor is killed; the line it wrote when it moved the copy is read (it
+    flushed it: its stdout is a pipe, buffered, as a user's shell leaves it)."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    local_copy(tmp_path, {GEN: "sweep-a 1\n", "ckpt.pt": "old model"})
+    receiver = fetch.TarReceiver(tmp_path, {"r1"})
+    data = tar_bytes({f"r1/{GEN}": b"sweep-b 2\n", "r1/big.bin": b"x" * (4 << 20)})
+    feed(receiver, data[:3 << 20])  # the stream stops mid-file: the extractor waits for the rest
+    wait_until(lambda: any(p.name.startswith("r1.replaced-") for p in tmp_path.iterdir()), timeout=20,
+               what="the old copy moved aside")
+    receiver.abort()
+    [(run, aside)] = receiver.aside
+    assert run == "r1" and (aside / "ckpt.pt").read_text() == "old model"
+    assert not (tmp_path / "r1" / "big.bin").exists()

@@ -154,10 +154,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.stderr.flush()
         raise SystemExit(EXIT_REMOTE) from None
     if isinstance(result, str):
-        sys.stdout.write(result)
+        _write_out(result)
     elif result is not None:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def _write_out(text: str) -> None:
+    """A command's text result, as bytes: a file name that is not UTF-8 (surrogate-escaped, as os.listdir gives it)
+    goes out as the bytes it has on disk, whatever the locale (under a UTF-8 one, sys.stdout would refuse it)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a stdout without bytes underneath (replaced by a caller): text it is
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    out.write(text.encode("utf-8", "surrogateescape"))
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def sha256(path: str) -> str:
 
 
 def same(path: str, st: os.stat_result, mine: Any, by_hash: bool) -> bool:
-    """Whether the client's [size, mtime|sha256] describes this file."""
+    """Whether the client's [size, mtime|sha256] describes this file. The mtime in whole seconds rounded down (tar
+    keeps -1.5 as -2; int() would make it -1, and the file would be sent again on every fetch)."""
     if not isinstance(mine, list) or len(mine) != 2 or mine[0] != st.st_size:
         return False
     if by_hash:
@@ -95,7 +96,7 @@ def same(path: str, st: os.stat_result, mine: Any, by_hash: bool) -> bool:
             return bool(mine[1] == sha256(path))
         except OSError:
             return False
-    return bool(mine[1] == int(st.st_mtime))
+    return bool(mine[1] == st.st_mtime_ns // 1000000000)  # whole seconds, floored (as tar keeps them), as index.py
 
 
 def run_files(root: str, prefix: str = "", unreadable: Optional[List[str]] = None

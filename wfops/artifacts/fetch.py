@@ -166,14 +166,15 @@ class TarReceiver:
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     def abort(self) -> None:
-        """Stop now: the extractor is killed (not drained), and everything this fetch staged is removed."""
+        """Stop now: the extractor is killed (not drained), and everything this fetch staged is removed. `aside`:
+        the local copies it moved aside before that (the caller says where they went)."""
         self.extractor_gone = True
         with self.start_lock:
             if self.proc is not None:
                 self.proc.kill()
             self._close_stream()
         try:
-            self._end_extractor()
+            self.aside = _moved_aside(self._end_extractor()[1])
         finally:
             self._discard()
 
@@ -181,12 +182,11 @@ class TarReceiver:
         """Wait for the extraction (every file is in place by then); return the run dirs of the plan."""
         try:
             code, out, err = self._end_extractor()
+            self.aside = _moved_aside(out)  # a failed extraction may have moved a copy aside before: said all the same
             if code != 0:
                 lines = [ln for ln in err.splitlines() if ln.strip()]
                 raise RemoteError(lines[-1] if lines else f"the run data could not be unpacked (exit {code})")
-            *moved, count = out.strip().splitlines() or ["0"]
-            self.aside = [(run, Path(where)) for run, _, where in (ln.partition("\t") for ln in moved)]
-            self.files = int(count)
+            self.files = int((out.strip().splitlines() or ["0"])[-1])
             return [self.dest_root / run for run in self.plan.get("runs") or []]
         finally:
             self._discard()
@@ -200,6 +200,12 @@ class TarReceiver:
         finally:
             os.close(self.lock_fd)
             self.lock_fd = -1
+
+
+def _moved_aside(out: str) -> list[tuple[str, Path]]:
+    """The extractor's `RUN<TAB>WHERE` lines (one per local copy moved aside, written as it moved; a count ends a
+    complete extraction)."""
+    return [(run, Path(where)) for run, tab, where in (ln.partition("\t") for ln in out.splitlines()) if tab]
 
 
 class _Peeked(io.BufferedIOBase):
@@ -259,10 +265,10 @@ def _set_aside(staging: Path, dest: Path, run: str) -> Path | None:
 
 def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], merge: bool = False,
             moved: Callable[[str, Path], object] = lambda run, where: None) -> int:
-    """Unpack a tar stream (regular files only, each under an `expected` run dir when given) with the `data`
-    filter into `staging`, moving each file into `dest` as soon as it is complete; a run's generation file that
-    differs from its local copy's first moves that copy aside (`moved`), unless `merge`. Returns the number of
-    files."""
+    """Unpack a tar stream (regular files only, each under an `expected` run dir when given, by a plain relative path:
+    no empty, `.` or `..` part) with the `data` filter into `staging`, moving each file into `dest` as soon as it is
+    complete; a run's generation file that differs from its local copy's first moves that copy aside (`moved`),
+    unless `merge`. Returns the number of files."""
     import tarfile  # here, in the extractor: a fetch with nothing to send does not import it (~7 ms)
 
     head = stream.read(512)
@@ -272,8 +278,10 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], mer
     with tarfile.open(fileobj=_Peeked(stream, head), mode="r|", bufsize=READ_SIZE) as tar:
         tar.copybufsize = READ_SIZE  # type: ignore[attr-defined]  # real, undocumented: typeshed leaves it out
         for member in tar:
-            top = member.name.split("/", 1)[0]
-            if top.startswith(".") or (expected and top not in expected) or not member.isfile():
+            parts = member.name.split("/")  # no empty, '.' or '..' part (nor an absolute name): one run's file only
+            top = parts[0]
+            if (top.startswith(".") or (expected and top not in expected) or not member.isfile()
+                    or any(part in ("", ".", "..") for part in parts)):
                 raise RemoteError(f"the pod sent an unexpected path {member.name!r}; fetch aborted")
             try:
                 tar.extract(member, staging, filter="data")
@@ -286,6 +294,12 @@ def extract(stream: BinaryIO, staging: Path, dest: Path, expected: set[str], mer
     return files
 
 
+def _say_moved(run: str, where: Path) -> None:
+    """One `RUN<TAB>WHERE` line at once (flushed): a fetch that kills this process still reads it, and says it."""
+    sys.stdout.write(f"{run}\t{where}\n")
+    sys.stdout.flush()
+
+
 def _main(argv: list[str]) -> int:
     import tarfile
 
@@ -293,8 +307,7 @@ def _main(argv: list[str]) -> int:
     merge = argv[:1] == ["--merge-replaced"]
     staging, dest, expected = Path(argv[merge]), Path(argv[merge + 1]), set(argv[merge + 2:])
     try:
-        files = extract(sys.stdin.buffer, staging, dest, expected, merge,
-                        lambda run, where: sys.stdout.write(f"{run}\t{where}\n"))
+        files = extract(sys.stdin.buffer, staging, dest, expected, merge, _say_moved)
     except (RemoteError, tarfile.TarError) as exc:
         sys.stderr.write(f"{getattr(exc, 'message', None) or f'the run data could not be unpacked: {exc}'}\n")
         return 2

@@ -44,7 +44,13 @@ def _index_dir(path: str, prefix: str, files: dict[str, FileEntry], by_hash: boo
             _index_dir(entry.path, prefix + entry.name + "/", files, by_hash)
         elif entry.is_file(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
-            files[prefix + entry.name] = [st.st_size, _sha256(entry.path) if by_hash else int(st.st_mtime)]
+            files[prefix + entry.name] = [st.st_size, _sha256(entry.path) if by_hash else _seconds(st)]
+
+
+def _seconds(st: os.stat_result) -> int:
+    """The mtime in whole seconds rounded down, as the pod counts them (wfops/agent/fetching.py `same`) and as tar
+    keeps them: a file from before 1970 (-1.5) is -2 on both sides, never -1 here and -2 there."""
+    return st.st_mtime_ns // 1_000_000_000
 
 
 def _sha256(path: str) -> str:
@@ -72,6 +78,32 @@ def plan_request(dest: Path, run_id: str, all_runs: bool, sweep: str, by_hash: b
 
         raise ConfigError(f"LOCAL_ARTIFACTS_DIR {dest} is not a folder: move it away, or set LOCAL_ARTIFACTS_DIR to a "
                           "folder; nothing was fetched")
+    refuse_linked_runs(dest, run_id)
     have = local_index(dest, [run_id] if run_id else None, by_hash)
     return {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash,
             "generations": {} if merge_replaced else local_generations(dest, have)}
+
+
+def refuse_linked_runs(dest: Path, run_id: str) -> None:
+    """A run folder here that is a symbolic link (to a folder) is refused before anything is asked or written: wfops
+    does not write through links. `run_id` empty (--all, --sweep): every link to a folder in `dest` (any of them
+    may be one of the sweep's runs, which only the pod knows). ConfigError (exit 2), one line naming them."""
+    if run_id:
+        linked = [run_id] if os.path.islink(dest / run_id) and os.path.isdir(dest / run_id) else []
+    else:
+        try:
+            with os.scandir(dest) as it:
+                linked = sorted(e.name for e in it if not e.name.startswith(".") and e.is_symlink() and e.is_dir())
+        except OSError:  # no folder yet (or not one: plan_request said so)
+            linked = []
+    if not linked:
+        return
+    from wfops.errors import ConfigError
+    from wfops.output import visible
+
+    names = ", ".join(visible(str(dest / name), one_line=True) for name in linked[:5])
+    more = f" (and {len(linked) - 5} more)" if len(linked) > 5 else ""
+    what = "is a symbolic link" if len(linked) == 1 else "are symbolic links"
+    raise ConfigError(f"run folder {names}{more} {what} (to a folder): run.fetch does not write through links; "
+                      "replace the link with the folder itself (mv), or move it out of LOCAL_ARTIFACTS_DIR; nothing "
+                      "was fetched")

@@ -58,14 +58,25 @@ def shown_folders(dest: Path, names: list[str]) -> list[str]:
     return shown
 
 
+def aside_lines(aside: list[tuple[str, Path]], complete: bool = True) -> list[str]:
+    """Where the old local copy of each replaced run went; not `complete`: the fetch stopped (an error, Ctrl-C,
+    SIGTERM) after it moved the copy, and says so all the same, before its error line."""
+    if not complete:
+        return [f"wfops: {run} was replaced on the pod since it was fetched (a rerun): the old local copy is now "
+                f"{where}; the fetch into a fresh {run}/ stopped before it was complete (fetch again for the rest)"
+                for run, where in aside]
+    return [f"wfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh {run}/, the "
+            f"old local copy is now {where}" for run, where in aside]
+
+
 def report(f: Fetched) -> str:
-    """The summary line (stderr), the runs replaced, the files kept here that the pod no longer has, and what could
-    not be sent whole (see `incomplete`)."""
+    """The summary line (stderr), the runs replaced, the files kept here that the pod no longer has (names from the
+    pod: control characters and line breaks shown as `\\xNN`, as all pod text), and what could not be sent whole
+    (see `incomplete`)."""
     text = (f"wfops: fetched {len(f.runs)} run(s): {f.files} file(s) new or changed, {f.unchanged} unchanged, "
             f"{f.wire_bytes:,} bytes on the wire in {f.secs:.1f}s")
-    for run, where in f.aside:
-        text += (f"\nwfops: {run} was replaced on the pod since it was fetched (a rerun): fetched into a fresh "
-                 f"{run}/, the old local copy is now {where}")
+    for line in aside_lines(f.aside):
+        text += "\n" + line
     if f.gone:
         text += (f"\nwfops: {f.gone} file(s) fetched earlier are no longer on the pod; kept here: "
                  + _names(f.gone_names, f.gone))
@@ -80,8 +91,11 @@ def report(f: Fetched) -> str:
 
 
 def _names(names: list[str], count: int) -> str:
+    """Names from the pod, each on one line as `visible` shows it (pure: the cached fast path has it already)."""
+    from wfops.output import visible
+
     more = f" (and {count - len(names)} more)" if count > len(names) else ""
-    return ", ".join(names) + more
+    return ", ".join(visible(name, one_line=True) for name in names) + more
 
 
 def incomplete(f: Fetched) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from wfops.agent import wire
 from wfops.artifacts.fetch import TarReceiver
 from wfops.artifacts.index import plan_request
-from wfops.artifacts.summary import Fetched, incomplete, report, shown_folders
+from wfops.artifacts.summary import Fetched, aside_lines, incomplete, report, shown_folders
 from wfops.errors import RemoteError, UsageError
 from wfops.settings.load import Settings
 from wfops.targets.resolve import Member
@@ -52,12 +52,18 @@ def fetch_runs(settings: Settings, run_id: str = "", all_runs: bool = False, swe
         ask = plan_request(dest, run_id, all_runs, sweep, by_hash, merge_replaced)
         receiver = TarReceiver(dest, {run_id} if run_id else None, merge_replaced=merge_replaced)
         try:
-            request = cmd.request(wire.FETCH_PLAN, ask if only is None else dict(ask, only=only))
-            cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request).check("run.fetch")
-        except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
-            receiver.abort()
+            try:
+                request = cmd.request(wire.FETCH_PLAN, ask if only is None else dict(ask, only=only))
+                done = cmd.exec("run_fetch.sh.j2", stdout_sink=receiver, meta=receiver.meta, request=request)
+                done.check("run.fetch")
+            except BaseException:  # errors, Ctrl-C and SIGTERM (the boundary raises it): nothing in flight stays behind
+                receiver.abort()
+                raise
+            receiver.finish()
+        except BaseException:  # a copy moved aside before it stopped: where it went, before the error line
+            for line in aside_lines(receiver.aside, complete=False):
+                log(line)
             raise
-        receiver.finish()
     plan = receiver.plan
     runs = shown_folders(dest, [str(run) for run in plan.get("runs") or []])
     return Fetched(runs, receiver.files, receiver.received, time.time() - t0, plan, receiver.aside, receiver.changed)
