@@ -135,9 +135,10 @@ def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def test_a_local_run_folder_that_is_a_link_is_refused_by_a_named_fetch_and_by_all(ssh_pod: Pod, tmp_path: Path):
-    """One rule for `run.fetch RUN_ID` and `--all`: a run folder here that is a link (to a folder inside the
-    artifacts dir or elsewhere) is refused up front, one line naming it, exit 2; nothing changes here or there. A
-    named run that is a folder is fetched as ever."""
+    """A run folder here that is a link (to a folder inside the artifacts dir or elsewhere) is never written through:
+    `run.fetch RUN_ID` refuses it up front (exit 2, nothing changed here or there); `--all` where its first file
+    would land (exit 6, one line naming it). A link that is none of the sweep's runs (`latest -> r3`) stops nothing,
+    and a run folder that is a folder is fetched as ever."""
     pod = ssh_pod
     pod.ok("fsm.reset", "CHECKED_OUT")
     for rid in ("r1", "r2", "r3"):
@@ -146,6 +147,9 @@ def test_a_local_run_folder_that_is_a_link_is_refused_by_a_named_fetch_and_by_al
     pod.ok("run.fetch", "--all")
     pod.ok("run.fetch", "--all")  # a repeated fetch through the warm keeper: its cached fast path is kept too
     here = artifacts(pod)
+    (here / "latest").symlink_to("r3")
+    write(pod.outputs / "r3" / "b.txt", b"new on the pod")
+    assert summary(pod.ok("run.fetch", "--all"))[:2] == (1, 3)  # `latest` is no run of the sweep: left alone
     (here / "archive").mkdir()
     (here / "r1").rename(here / "archive" / "r1")
     (here / "r1").symlink_to("archive/r1")  # inside the artifacts dir
@@ -156,14 +160,19 @@ def test_a_local_run_folder_that_is_a_link_is_refused_by_a_named_fetch_and_by_al
     for rid in ("r1", "r2"):
         write(pod.outputs / rid / "b.txt", b"new on the pod")
     before = (_tree(here), _tree(elsewhere), _tree(pod.outputs))
-    for args, named in ((["r1"], ["r1"]), (["r2"], ["r2"]), (["--all"], ["r1", "r2"])):
-        res = pod.wf("run.fetch", *args)
+    link_words = ("(to a folder): run.fetch does not write through links; replace the link with the folder itself "
+                  "(mv), or move it out of LOCAL_ARTIFACTS_DIR")
+    for rid in ("r1", "r2"):
+        res = pod.wf("run.fetch", rid)
         assert res.rc == 2 and res.out == "", res
-        paths = ", ".join(str(here / rid) for rid in named)
-        what = "is a symbolic link" if len(named) == 1 else "are symbolic links"
-        assert res.err.splitlines() == [
-            f"wfops: run folder {paths} {what} (to a folder): run.fetch does not write through links; replace the "
-            "link with the folder itself (mv), or move it out of LOCAL_ARTIFACTS_DIR; nothing was fetched"]
+        assert res.err.splitlines() == [f"wfops: run folder {here / rid} is a symbolic link {link_words}; nothing "
+                                        "was fetched"]
         assert (_tree(here), _tree(elsewhere), _tree(pod.outputs)) == before
-    write(pod.outputs / "r3" / "b.txt", b"new on the pod")
-    assert summary(pod.ok("run.fetch", "r3"))[:2] == (1, 1)  # a run folder that is a folder: as ever
+    res = pod.wf("run.fetch", "--all")
+    assert res.rc == 6 and res.out == "", res
+    assert res.err.splitlines()[-1] == (f"wfops: run folder {here / 'r1'} is a symbolic link {link_words}; the files "
+                                        "of this fetch before it are in place")
+    assert (_tree(here), _tree(elsewhere), _tree(pod.outputs)) == before  # r1 comes first: nothing of it written
+    assert not [p for p in here.iterdir() if p.name.startswith(".incoming-")]
+    write(pod.outputs / "r3" / "c.txt", b"new on the pod")
+    assert summary(pod.ok("run.fetch", "r3"))[:2] == (1, 2)  # a run folder that is a folder: as ever

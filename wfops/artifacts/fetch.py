@@ -232,8 +232,15 @@ class _Peeked(io.BufferedIOBase):
 
 
 def _place(staging: Path, dest: Path, name: str) -> None:
-    """Move one complete file from staging into place, never through a link out of `dest`."""
+    """Move one complete file from staging into place, never through a link: a run folder here that is one is
+    refused (run.fetch --all: the pod named it a run of the sweep; RUN_ID was refused up front), as is a link out
+    of `dest` deeper down."""
     target = dest / name
+    top = dest / name.split("/", 1)[0]
+    if os.path.islink(top):
+        from wfops.artifacts.index import linked_run
+
+        raise RemoteError(linked_run(top) + "; the files of this fetch before it are in place")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file (or a dead link) where a folder of the run goes: the user's to move

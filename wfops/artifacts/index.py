@@ -85,25 +85,21 @@ def plan_request(dest: Path, run_id: str, all_runs: bool, sweep: str, by_hash: b
 
 
 def refuse_linked_runs(dest: Path, run_id: str) -> None:
-    """A run folder here that is a symbolic link (to a folder) is refused before anything is asked or written: wfops
-    does not write through links. `run_id` empty (--all, --sweep): every link to a folder in `dest` (any of them
-    may be one of the sweep's runs, which only the pod knows). ConfigError (exit 2), one line naming them."""
-    if run_id:
-        linked = [run_id] if os.path.islink(dest / run_id) and os.path.isdir(dest / run_id) else []
-    else:
-        try:
-            with os.scandir(dest) as it:
-                linked = sorted(e.name for e in it if not e.name.startswith(".") and e.is_symlink() and e.is_dir())
-        except OSError:  # no folder yet (or not one: plan_request said so)
-            linked = []
-    if not linked:
+    """`run.fetch RUN_ID` whose folder here is a symbolic link (to a folder) is refused before anything is asked or
+    written: wfops does not write through links. ConfigError (exit 2), one line naming it. (--all and --sweep: the
+    sweep's runs are the pod's to say; a link among them is refused where its first file would land, fetch._place,
+    and a link that is none of them, `latest -> r5`, is left alone.)"""
+    if not run_id or not (os.path.islink(dest / run_id) and os.path.isdir(dest / run_id)):
         return
     from wfops.errors import ConfigError
+
+    raise ConfigError(linked_run(dest / run_id) + "; nothing was fetched")
+
+
+def linked_run(folder: Path) -> str:
+    """The words for a run folder here that is a symbolic link."""
     from wfops.output import visible
 
-    names = ", ".join(visible(str(dest / name), one_line=True) for name in linked[:5])
-    more = f" (and {len(linked) - 5} more)" if len(linked) > 5 else ""
-    what = "is a symbolic link" if len(linked) == 1 else "are symbolic links"
-    raise ConfigError(f"run folder {names}{more} {what} (to a folder): run.fetch does not write through links; "
-                      "replace the link with the folder itself (mv), or move it out of LOCAL_ARTIFACTS_DIR; nothing "
-                      "was fetched")
+    return (f"run folder {visible(str(folder), one_line=True)} is a symbolic link (to a folder): run.fetch does not "
+            "write through links; replace the link with the folder itself (mv), or move it out of "
+            "LOCAL_ARTIFACTS_DIR")
