@@ -545,7 +545,11 @@ def test_the_agent_is_installed_once_under_its_content_hash(ssh_pod: Pod):
     ssh_pod.ok("task.list")
     ssh_pod.ok("fsm.reset", "POD_READY")
     assert marker.is_file()
-    shutil.rmtree(agent)  # control: a missing agent is installed again, which the check above would notice
+    # control: a missing agent is installed again, which the check above would notice. The warm keeper's kept agent
+    # runs from that folder (its imports may write bytecode there at any moment): ended first, as a user removing
+    # the agent would not do it under a running one
+    ssh_pod.ok("disconnect")
+    shutil.rmtree(agent)
     ssh_pod.ok("fsm.status")
     assert main.is_file() and not marker.exists()
 
