@@ -45,10 +45,18 @@ class Override:
         return [format_pair(style, self.key, self.values[0])]
 
     def text(self) -> str:
-        """How the manifest, the fingerprint and results.csv name it: `key=value`, `key=v1 v2`, or `--flag`."""
+        """How the manifest and results.csv name it: `key=value`, `key=v1 v2`, or `--flag`. Not one name per
+        argv: `--sizes 1 2`, `--sizes="1 2"` and `-sizes 1 2` all read `sizes=1 2` (the fingerprint: `identity`)."""
         if self.flag and not self.values:
             return self.flag
         return f"{self.key}={' '.join(self.values)}"
+
+    def identity(self) -> str | list[str]:
+        """How the fingerprint names it: one name per argv. `text()` where that names one argv in a given
+        TRAIN_ARG_STYLE (a pair: `key=value`, written as the style writes it; a flag alone: `--tied`), so their
+        fingerprints stay what they always were; a flag with values by its words as written (`["--sizes", "1",
+        "2"]`): its text is also the text of the pair `--sizes="1 2"` and of `-sizes 1 2`."""
+        return [self.flag, *self.values] if self.flag and self.values else self.text()
 
     def value(self) -> str:
         """The value a template or a report shows: the values joined by spaces, `true` for a bare flag."""
