@@ -56,7 +56,7 @@ def _row(cell: str, style: str, nodes: str = ""):
     ("--sizes 1 2", '--sizes="1 2"'),  # two values vs one value with a space: both read `sizes=1 2`
     ('--note "a b"', "--note a b"),    # one value with a space vs two words
     ("-s 1", "--s 1"),                 # a short option vs a long one
-    ("--lr 20", "--lr=20"),            # a flag and its value vs one word
+    ("--sizes 1", "--sizes 1 2"),      # one value vs two
 ])
 def test_argparse_rows_whose_argv_differ_differ_in_fingerprint(before, after):
     s = settings(TRAIN_ARG_STYLE="argparse", TRAIN_INJECT="seed")
@@ -82,6 +82,14 @@ def test_rows_with_the_same_argv_share_the_fingerprint(style, one, other):
     assert len(commands) == 1 and len(fps) == 1, (commands, fps)
 
 
+@pytest.mark.parametrize("cells", [("--lr 20", "--lr=20", "lr=20"), ("--save model.pt", "--save=model.pt")])
+def test_argparse_spellings_of_one_option_share_the_fingerprint(cells):
+    """`--lr 20` and `--lr=20` differ in argv but not for argparse (nor click, absl): one command, one fingerprint,
+    the one it always had (no rerun of such ok runs after an upgrade)."""
+    s = settings(TRAIN_ARG_STYLE="argparse", TRAIN_INJECT="seed")
+    assert len({fingerprint(s, _row(cell, "argparse")) for cell in cells}) == 1
+
+
 @pytest.mark.parametrize("style,common,cell,nodes,fp", [  # computed by wfops before flags counted by their words
     ("bare", "", "lr=1e-3 batch_size=8", "", "d5f6057d9bf7f393"),
     ("bare", "dropout=0.1", "lr=1e-3", "", "e8c4ff806c9fb072"),
@@ -90,10 +98,14 @@ def test_rows_with_the_same_argv_share_the_fingerprint(style, one, other):
     ("argparse", "--save={out_dir}/model.pt --log-interval=5", '-v --note="a b"', "", "41e12aa6ef282aea"),
     ("argparse", "", "", "2", "a7d9a39b22b7e847"),
     ("argparse", "", '--sizes="1 2"', "", "6603005115b3940b"),
+    ("argparse", "", "--lr 20 --tied", "", "c0d93d80c2a7b553"),  # a long flag with one word: as `--lr=20`
+    ("argparse", "", "--save model.pt", "", "195e3f0f105df8de"),
+    ("argparse", "--lr 20", "", "", "b44e973c767f6574"),
 ])
 def test_fingerprints_of_pairs_and_lone_flags_stay_what_they_were(style, common, cell, nodes, fp):
-    """Runs recorded ok by an older wfops stay skipped after an upgrade: only a flag with values (`--lr 20`)
-    counts differently now (by its words), so only such rows rerun once."""
+    """Runs recorded ok by an older wfops stay skipped after an upgrade: only a short flag with values (`-s 1`), a
+    flag with several values (`--sizes 1 2`) or a value with a space (`--note "a b"`) counts differently now (by
+    its words), so only such rows rerun once."""
     s = settings(TRAIN_ARG_STYLE=style, TRAIN_INJECT="seed", SWEEP_COMMON_OVERRIDES=common)
     assert fingerprint(s, _row(cell, style, nodes), common_overrides(s)) == fp
 

@@ -52,11 +52,15 @@ class Override:
         return f"{self.key}={' '.join(self.values)}"
 
     def identity(self) -> str | list[str]:
-        """How the fingerprint names it: one name per argv. `text()` where that names one argv in a given
-        TRAIN_ARG_STYLE (a pair: `key=value`, written as the style writes it; a flag alone: `--tied`), so their
-        fingerprints stay what they always were; a flag with values by its words as written (`["--sizes", "1",
-        "2"]`): its text is also the text of the pair `--sizes="1 2"` and of `-sizes 1 2`."""
-        return [self.flag, *self.values] if self.flag and self.values else self.text()
+        """How the fingerprint names it: one name per meaning of its argv. `text()` where that names one meaning (a
+        pair: `key=value`, written as the style writes it; a flag alone: `--tied`; a long flag with one value of one
+        word, `--lr 20`, which argparse reads as it reads the pair `--lr=20`), so their fingerprints stay what they
+        always were; any other flag with values by its words as written (`["--sizes", "1", "2"]`, `["-s", "1"]`,
+        `["--note", "a b"]`): its text is also the text of `--sizes="1 2"`, of `--s 1`, of `--note a b`."""
+        if not (self.flag and self.values):
+            return self.text()
+        one_word = len(self.values) == 1 and self.values[0] != "" and not _SPACE.search(self.values[0])
+        return self.text() if self.flag.startswith("--") and one_word else [self.flag, *self.values]
 
     def value(self) -> str:
         """The value a template or a report shows: the values joined by spaces, `true` for a bare flag."""
