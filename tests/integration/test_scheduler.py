@@ -180,6 +180,27 @@ def test_only_a_run_with_the_same_fingerprint_is_skipped(local_swept: Pod):  # n
     assert "removed r1." in log and "(KEEP_PREVIOUS=1)" in log
 
 
+def test_an_argparse_row_whose_words_change_reruns_though_its_text_reads_the_same(local_swept: Pod):  # noqa: F811
+    """TRAIN_ARG_STYLE=argparse: `--sizes 1 2` (a flag, two values) and `--sizes="1 2"` (one word) both read
+    `sizes=1 2`; the second is another command, so the ok run of the first must not skip it."""
+    pod = local_swept
+    pod.configure(TRAIN_ARG_STYLE="argparse")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, "ap,config/train_tiny.py,1,--sizes 1 2,,\n")))
+    first = wait_sweep(pod)["sweep"]["sweep_id"]
+    assert args_of(pod, "ap")[-3:] == ["--sizes", "1", "2"]
+    changed = csv_file(pod, 'ap,config/train_tiny.py,1,"--sizes=""1 2""",,\n')
+    pod.ok("sweep.start", "--csv", str(changed))
+    data = wait_sweep(pod)
+    assert states(data) == {"ap": "success"}, data["runs"]
+    assert data["runs"][0]["note"] == f"rerun: its row changed since the ok run of {first}"
+    assert args_of(pod, "ap")[-1] == "--sizes=1 2"
+    second = data["sweep"]["sweep_id"]
+    pod.ok("sweep.start", "--csv", str(changed))  # the same words again: the same fingerprint
+    data = wait_sweep(pod)
+    assert states(data) == {"ap": "skipped"}
+    assert data["runs"][0]["note"] == f"already ok in {second} with the same command"
+
+
 def test_add_during_a_run_retry_failed_list_and_an_older_sweep(ssh_swept: Pod):  # noqa: F811 - the fixture
     pod = ssh_swept
     flag = pod.root / "retry-flag"

@@ -4,13 +4,16 @@ when runs never fit or a reserved head finally starts."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from wfops.agent import outcome, slots
 from wfops.errors import UsageError
 from wfops.settings.load import parse_settings
 from wfops.sweeps.args import Override
-from wfops.sweeps.model import fingerprint, parse_csv
+from wfops.sweeps.model import common_overrides, fingerprint, parse_csv, train_args
 
 HEADER = "run_id,config,seed,overrides,notes,gpus\n"
 
@@ -41,6 +44,70 @@ def test_the_fingerprint_ignores_notes_and_counts_common_overrides_unless_the_ro
     assert fingerprint(s, one, (Override("wd", ("1",)),)) != fingerprint(s, one, (Override("wd", ("2",)),))
     spaced, = parse_csv(HEADER + "r1,c.py,1,lr=2,,  all \n")
     assert fingerprint(s, spaced) == fingerprint(s, one)  # gpus " all " is RUN_GPUS's "all"
+
+
+def _row(cell: str, style: str, nodes: str = ""):
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["a", "c.py", "1", cell, nodes])
+    return parse_csv("run_id,config,seed,overrides,nodes\n" + buf.getvalue(), injected=("seed",), style=style)[0]
+
+
+@pytest.mark.parametrize("before,after", [
+    ("--sizes 1 2", '--sizes="1 2"'),  # two values vs one value with a space: both read `sizes=1 2`
+    ('--note "a b"', "--note a b"),    # one value with a space vs two words
+    ("-s 1", "--s 1"),                 # a short option vs a long one
+    ("--sizes 1", "--sizes 1 2"),      # one value vs two
+])
+def test_argparse_rows_whose_argv_differ_differ_in_fingerprint(before, after):
+    s = settings(TRAIN_ARG_STYLE="argparse", TRAIN_INJECT="seed")
+    a, b = _row(before, "argparse"), _row(after, "argparse")
+    assert train_args(s, a, "g") != train_args(s, b, "g")  # two commands ...
+    assert fingerprint(s, a) != fingerprint(s, b)  # ... so the ok run of one does not skip the other
+
+
+@pytest.mark.parametrize("style,one,other", [  # (cell, SWEEP_COMMON_OVERRIDES) of two rows
+    ("argparse", ("lr=1 --tied", ""), ("--lr=1 --tied", "")),        # both `--lr=1 --tied`
+    ("argparse", ("--sizes 1 2", ""), ("", "--sizes 1 2")),           # the row's words or the common ones alike
+    ("argparse", ("--sizes 1 2", ""), ("--sizes 1 2", "--sizes 3")),  # the row's key wins
+    ("bare", ("lr=1", ""), ("--lr=1", "")),                           # both `lr=1`
+    ("dashdash", ("lr=1", ""), ("--lr=1", "")),                       # both `--lr=1`
+])
+def test_rows_with_the_same_argv_share_the_fingerprint(style, one, other):
+    commands, fps = set(), set()
+    for cell, common in (one, other):
+        s = settings(TRAIN_ARG_STYLE=style, TRAIN_INJECT="seed", SWEEP_COMMON_OVERRIDES=common)
+        run = _row(cell, style)
+        commands.add(tuple(train_args(s, run, "g", common_overrides(s))))
+        fps.add(fingerprint(s, run, common_overrides(s)))
+    assert len(commands) == 1 and len(fps) == 1, (commands, fps)
+
+
+@pytest.mark.parametrize("cells", [("--lr 20", "--lr=20", "lr=20"), ("--save model.pt", "--save=model.pt")])
+def test_argparse_spellings_of_one_option_share_the_fingerprint(cells):
+    """`--lr 20` and `--lr=20` differ in argv but not for argparse (nor click, absl): one command, one fingerprint,
+    the one it always had (no rerun of such ok runs after an upgrade)."""
+    s = settings(TRAIN_ARG_STYLE="argparse", TRAIN_INJECT="seed")
+    assert len({fingerprint(s, _row(cell, "argparse")) for cell in cells}) == 1
+
+
+@pytest.mark.parametrize("style,common,cell,nodes,fp", [  # computed by wfops before flags counted by their words
+    ("bare", "", "lr=1e-3 batch_size=8", "", "d5f6057d9bf7f393"),
+    ("bare", "dropout=0.1", "lr=1e-3", "", "e8c4ff806c9fb072"),
+    ("dashdash", "", "--lr=1e-3 batch_size=8", "", "f56130952d35e88a"),
+    ("argparse", "", "--lr=20 log-interval=5 --tied", "", "789ae7f6d7982559"),
+    ("argparse", "--save={out_dir}/model.pt --log-interval=5", '-v --note="a b"', "", "41e12aa6ef282aea"),
+    ("argparse", "", "", "2", "a7d9a39b22b7e847"),
+    ("argparse", "", '--sizes="1 2"', "", "6603005115b3940b"),
+    ("argparse", "", "--lr 20 --tied", "", "c0d93d80c2a7b553"),  # a long flag with one word: as `--lr=20`
+    ("argparse", "", "--save model.pt", "", "195e3f0f105df8de"),
+    ("argparse", "--lr 20", "", "", "b44e973c767f6574"),
+])
+def test_fingerprints_of_pairs_and_lone_flags_stay_what_they_were(style, common, cell, nodes, fp):
+    """Runs recorded ok by an older wfops stay skipped after an upgrade: only a short flag with values (`-s 1`), a
+    flag with several values (`--sizes 1 2`) or a value with a space (`--note "a b"`) counts differently now (by
+    its words), so only such rows rerun once."""
+    s = settings(TRAIN_ARG_STYLE=style, TRAIN_INJECT="seed", SWEEP_COMMON_OVERRIDES=common)
+    assert fingerprint(s, _row(cell, style, nodes), common_overrides(s)) == fp
 
 
 @pytest.mark.parametrize("last", ["Boom", "StopIteration", "mylib.errors.Oops"])

@@ -45,10 +45,22 @@ class Override:
         return [format_pair(style, self.key, self.values[0])]
 
     def text(self) -> str:
-        """How the manifest, the fingerprint and results.csv name it: `key=value`, `key=v1 v2`, or `--flag`."""
+        """How the manifest and results.csv name it: `key=value`, `key=v1 v2`, or `--flag`. Not one name per
+        argv: `--sizes 1 2`, `--sizes="1 2"` and `-sizes 1 2` all read `sizes=1 2` (the fingerprint: `identity`)."""
         if self.flag and not self.values:
             return self.flag
         return f"{self.key}={' '.join(self.values)}"
+
+    def identity(self) -> str | list[str]:
+        """How the fingerprint names it: one name per meaning of its argv. `text()` where that names one meaning (a
+        pair: `key=value`, written as the style writes it; a flag alone: `--tied`; a long flag with one value of one
+        word, `--lr 20`, which argparse reads as it reads the pair `--lr=20`), so their fingerprints stay what they
+        always were; any other flag with values by its words as written (`["--sizes", "1", "2"]`, `["-s", "1"]`,
+        `["--note", "a b"]`): its text is also the text of `--sizes="1 2"`, of `--s 1`, of `--note a b`."""
+        if not (self.flag and self.values):
+            return self.text()
+        one_word = len(self.values) == 1 and self.values[0] != "" and not _SPACE.search(self.values[0])
+        return self.text() if self.flag.startswith("--") and one_word else [self.flag, *self.values]
 
     def value(self) -> str:
         """The value a template or a report shows: the values joined by spaces, `true` for a bare flag."""

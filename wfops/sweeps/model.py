@@ -271,9 +271,10 @@ def fingerprint(settings: Settings, run: RunSpec, common: tuple[Override, ...] =
     """What makes two runs of one run_id the same training: config, seed, overrides (common ones included),
     the script, launcher, argument style, injected keys, data dir and GPU request. Not the output path, and
     not the W&B group or run name (bookkeeping that changes every sweep). A run whose ok summary carries
-    the same fingerprint is skipped; any difference reruns it."""
+    the same fingerprint is skipped; any difference reruns it. Overrides count by `Override.identity()`: argv
+    words that differ (`--sizes 1 2`, `--sizes="1 2"`) make different fingerprints."""
     s = settings  # nproc: the text as written, as fingerprints always had it ("" for one per GPU)
-    what = {"config": run.config, "seed": run.seed, "overrides": [o.text() for o in with_common(run, common)],
+    what = {"config": run.config, "seed": run.seed, "overrides": [o.identity() for o in with_common(run, common)],
             "script": s.train_script, "workdir": s.train_workdir, "launcher": s.train_launcher,
             "arg_style": s.train_arg_style, "inject": sorted(s.train_inject),
             "data_dir": s.data_dir, "gpus": run_gpus(run, s.run_gpus), "nproc": s.raw("TRAIN_NPROC")}
