@@ -36,7 +36,10 @@ def test_overrides_up_to_the_limits_pass():
 def test_a_config_line_with_no_equals_sign_is_refused():
     with pytest.raises(ConfigError) as err:
         parse_settings("OPS_DEFAULT_HOST=local\nJUSTAWORD\n", environ={})
-    assert err.value.message == "workflow.env line 2: cannot parse 'JUSTAWORD' (no `=`: write KEY=VALUE)"
+    assert err.value.message == "workflow.env line 2: cannot parse: a word with no `=` (write KEY=VALUE)"
+    with pytest.raises(ConfigError) as err:  # a known key's name is said; any other word may be a pasted token
+        parse_settings("HF_TOKEN\nhf_PASTEDTOKEN123\n", environ={})
+    assert err.value.message == "workflow.env line 1: cannot parse: HF_TOKEN with no `=` (write KEY=VALUE)"
 
 
 @pytest.mark.parametrize("key,value", [("OPS_DEFAULT_HOST", "root@127.0.0.1:0"),
