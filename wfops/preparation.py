@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wfops.errors import ConfigError, RemoteError
+from wfops.settings.checks import leaves
 from wfops.settings.load import Settings
 
 TORCH_MIN = (2, 3)
@@ -213,7 +214,7 @@ def _plan_link(settings: Settings, checks: list[Facts], link: Facts, data_action
     mode, link_dir = settings.data_link, settings.data_link_dir
     if mode == "none":
         return Step("link", False, "DATA_LINK=none: the data is not linked into the checkout")
-    if not link_dir or link_dir.startswith("/") or ".." in link_dir.split("/"):
+    if not link_dir or leaves(link_dir):
         raise ConfigError(f"config: DATA_LINK_DIR={link_dir!r} is not valid: expected a path inside TRAIN_WORKDIR")
     if mode == "dir":
         if link.get("is_data_link"):

@@ -98,6 +98,21 @@ def test_data_check_and_link_modes_and_a_clean_git_status(ssh_pod: Pod, training
     assert not (work / "data" / "nowhere").exists()
 
 
+def test_a_train_workdir_outside_the_checkout_is_refused_before_anything(local_pod: Pod, training_repo: TrainingRepo,
+                                                                         pod_python: str):
+    """TRAIN_WORKDIR=../../outside passed, and checkout (exit 0) made folders and links outside the checkout
+    (OPS_REMOTE_REPO/../../outside/data/fineweb10B); DATA_LINK_DIR with `..` was already refused."""
+    checkout_config(local_pod, training_repo, pod_python, TRAIN_WORKDIR="../../outside")
+    write_shards(local_pod.root / "data")
+    res = local_pod.wf("checkout", timeout=300)
+    assert res.rc == 2 and len(res.err.strip().splitlines()) == 1, (res.rc, res.err)
+    assert res.err.startswith("wfops: config: TRAIN_WORKDIR='../../outside' is not valid ("), res.err
+    assert res.err.strip().endswith("expected a path inside the checkout, relative to OPS_REMOTE_REPO (no leading "
+                                    "'/', no '..' part), on one line"), res.err
+    assert not (local_pod.root / "repo" / ".." / ".." / "outside").resolve().exists()
+    untouched(local_pod)
+
+
 def test_keys_for_any_repo_in_the_config():
     from wfops.errors import ConfigError
     from wfops.settings.load import parse_settings

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import Pod, Result, wait_until
 from tests.integration.test_lean_cache import PROFILE, hit, said
@@ -139,3 +142,24 @@ def test_an_artifacts_dir_that_is_not_a_folder_is_one_line_on_every_path(ssh_pod
                 "a folder; nothing was fetched"]), res.err[-3000:]
         assert local.is_symlink() or local.read_text() == "a file"
         local.unlink()
+
+
+@pytest.mark.parametrize("kind", ["ssh", "local"])
+def test_an_artifacts_dir_that_cannot_be_made_is_one_line_and_nothing_changes(kind: str, request, tmp_path: Path):
+    """LOCAL_ARTIFACTS_DIR below a regular file, or where mkdir fails although the folder above looks writable
+    (/proc/...: ENOENT, also as root): run.fetch ended in a traceback (NotADirectoryError from local_index, the
+    mkdir's FileNotFoundError), exit 1, even for a run that does not exist. Now one line, exit 2, on every path."""
+    pod: Pod = request.getfixturevalue(f"{kind}_pod")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    pod.ok("fsm.reset", "CHECKED_OUT")
+    envs = (PROFILE, NO_CACHE, {"WFOPS_LEAN": "0"}) if kind == "ssh" else ({},)
+    for where, why in ((blocker / "art", f"cannot be made: {blocker} is not a folder"),
+                       (Path("/proc/wfops-nope"), "cannot be made or used (No such file or directory)")):
+        pod.configure(LOCAL_ARTIFACTS_DIR=str(where))
+        for args in (("somerun",), ("--all",)):
+            for env in envs:
+                res = pod.wf("run.fetch", *args, env=env)
+                assert (res.rc, said(res)[2].splitlines()) == (2, [
+                    f"wfops: LOCAL_ARTIFACTS_DIR {where} {why}; nothing was fetched"]), (args, env, res.err[-2000:])
+    assert blocker.read_text() == "x"

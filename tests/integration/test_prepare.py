@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import zipfile
 
@@ -86,6 +88,31 @@ def test_a_first_dry_run_says_exactly_what_it_did(ready: Pod):
         in res.out
     assert sorted(p.name for p in control.iterdir()) == ["agent"]  # no lock file, no state file
     assert not (pod.root / "repo").exists() and not pod.env_path.exists()
+
+
+def test_a_first_dry_run_that_fails_or_prints_json_still_says_it_installed_the_agent(local_pod: Pod,
+                                                                                      training_repo: TrainingRepo,
+                                                                                      pod_python: str):
+    """A dry run that fails after installing the pod agent (here: no data) said only its error, and `--json` and
+    `--help` said nothing of it ('change nothing'), although the agent was installed on a fresh pod."""
+    pod = local_pod
+    checkout_config(pod, training_repo, pod_python)
+    res = pod.wf("checkout", "--dry-run")
+    agent = next((pod.outputs / "_control" / "agent").iterdir())
+    lines = res.err.strip().splitlines()
+    assert res.rc == 6 and lines[-2:] == [
+        f"dry run: nothing was changed but wfops' own pod agent, installed in {agent}",
+        f"wfops: no FineWeb shard pair in DATA_DIR={pod.root / 'data'} (found 0 train, 0 val); put "
+        "fineweb_train_*.bin and fineweb_val_*.bin there, or set DOWNLOAD_FINEWEB=1"], res.err
+    again = pod.wf("checkout", "--dry-run")  # the agent is there now: nothing installed, nothing said of it
+    assert again.rc == 6 and "pod agent" not in again.err, again.err
+    shutil.rmtree(pod.outputs / "_control")
+    write_shards(pod.root / "data")
+    shown = json.loads(pod.ok("checkout", "--dry-run", "--json").out)
+    assert shown["installed"] == [str(next((pod.outputs / "_control" / "agent").iterdir()))]
+    assert json.loads(pod.ok("checkout", "--dry-run", "--json").out)["installed"] == []
+    helped = pod.ok("checkout", "--help").out
+    assert "install wfops' own pod agent" in " ".join(helped.split()), helped
 
 
 def test_checkout_a_pull_request_and_a_branch(ssh_ready: Pod, training_repo: TrainingRepo):

@@ -40,6 +40,30 @@ def test_unreachable_host_is_one_line_exit_4(ssh_pod: Pod):
     _no_traceback(res)
 
 
+@pytest.mark.parametrize("kind", ["ssh", "local"])
+def test_an_outputs_dir_that_cannot_be_made_is_one_line_with_the_reason(kind: str, request):
+    """OPS_REMOTE_OUTPUTS_DIR below a regular file: the pod's raw `mkdir: cannot create directory ...` came before
+    wfops' own line (two lines); now only wfops' line, with mkdir's reason in it, exit 6."""
+    pod: Pod = request.getfixturevalue(f"{kind}_pod")
+    blocker = pod.root / "afile"
+    blocker.write_text("x")
+    pod.configure(OPS_REMOTE_OUTPUTS_DIR=str(blocker / "outputs"))
+    res = pod.wf("fsm.status")
+    assert (res.rc, res.err) == (6, f"wfops: cannot create {blocker}/outputs/_control (Not a directory); check "
+                                    "OPS_REMOTE_OUTPUTS_DIR\n"), (res.rc, res.err)
+    _no_traceback(res)
+
+
+def test_an_ssh_connect_timeout_of_zero_is_refused_at_the_config_check(ssh_pod: Pod):
+    """SSH_CONNECT_TIMEOUT=0 passed the check, then every connection to a pod that answers failed `cannot connect
+    to ...: Operation now in progress`, exit 4: a 0 timeout makes the socket non-blocking."""
+    ssh_pod.configure(SSH_CONNECT_TIMEOUT="0")
+    res = ssh_pod.wf("fsm.status")
+    assert res.rc == 2 and len(res.err.strip().splitlines()) == 1, (res.rc, res.err)
+    assert res.err.startswith("wfops: config: SSH_CONNECT_TIMEOUT='0' is not valid"), res.err
+    _no_traceback(res)
+
+
 @pytest.mark.parametrize("persist", ["0", "300"])
 def test_a_host_that_takes_the_connection_and_never_answers_is_one_line_that_says_so(ssh_pod: Pod, persist: str):
     """Found by scripts/fault_matrix.py (issue 23): a pod whose sshd is stopped (SIGSTOP: the kernel still

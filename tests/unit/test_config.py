@@ -68,20 +68,54 @@ def test_secret_values_never_appear_in_errors_or_redacted_views():
 
 
 
+_OPEN = ("workflow.env line {n}: cannot parse: the {q} quote that opens {key}'s value is not closed on that line "
+         "(a missing closing quote takes in the lines after it up to the next {q}): close it")
+
+
 @pytest.mark.parametrize(("text", "shown"), [
-    ("WANDB_API_KEY='sekrit-value-1\n", "workflow.env line 1: cannot parse \"WANDB_API_KEY='********\""),
-    ('export HF_TOKEN="tok-abcdef\nX=1\n', "workflow.env line 1: cannot parse 'export HF_TOKEN=\"********'"),
+    ("WANDB_API_KEY='sekrit-value-1\n", _OPEN.format(n=1, q="'", key="WANDB_API_KEY")),
+    ('export HF_TOKEN="tok-abcdef\nX=1\n', _OPEN.format(n=1, q='"', key="HF_TOKEN")),
     ("MY_TOKEN=tok-123456\nREPO_URL='https://u:tok-123456@git.example.invalid/r.git\n",
-     "workflow.env line 2: cannot parse \"REPO_URL='https://u:********@git.example.invalid/r.git\""),
-    ("RUN_GPUS='oops\nHF_TOKEN=tok-abcdef\n", "workflow.env line 1: cannot parse \"RUN_GPUS='oops\""),
+     _OPEN.format(n=2, q="'", key="REPO_URL")),
+    ("RUN_GPUS='oops\nHF_TOKEN=tok-abcdef\n", _OPEN.format(n=1, q="'", key="RUN_GPUS")),
     ("REPO_URL='https://u:tok-123456@h/r.git\nMY_TOKEN=tok-123456\n",  # the secret comes after the bad line
-     "workflow.env line 1: cannot parse \"REPO_URL='https://u:********@h/r.git\""),
+     _OPEN.format(n=1, q="'", key="REPO_URL")),
+    # a missing closing quote that runs on to the next quote of the file: the lines it took in hold secrets that
+    # never parsed as keys (before: echoed whole, `cannot parse "WANDB_PROJECT='my project\nHF_TOKEN=hf_..."`)
+    ("OPS_DEFAULT_HOST=local\nWANDB_PROJECT='my project\nHF_TOKEN=hf_SECRETTOKENVALUE\n"
+     "WANDB_API_KEY=wandbsecret123456\nPREREQ_COMMANDS='git tmux rsync'\n",
+     _OPEN.format(n=2, q="'", key="WANDB_PROJECT")),
+    ("A='x' junk\nB=1\n", "workflow.env line 1: cannot parse: A's value has text after its closing ' quote (put "
+                           "the whole value inside the quotes)"),
+    ('A="x\\"\n', _OPEN.format(n=1, q='"', key="A")),  # \" does not close it
+    ("=hf_SECRETTOKENVALUE\n", "workflow.env line 1: cannot parse: expected KEY=VALUE"),
 ])
-def test_a_line_that_cannot_be_parsed_is_shown_with_secrets_masked(text, shown):
-    """Before: the unparsable line was echoed whole, secret value and all (`WANDB_API_KEY='abc` unterminated)."""
+def test_a_line_that_cannot_be_parsed_is_named_never_quoted(text, shown):
+    """The error names the line and the key and says what is wrong, never quoting the text: before, the line was
+    echoed with only the secrets of keys that parsed masked, and a missing closing quote swallows later lines."""
     with pytest.raises(ConfigError) as err:
         parse_settings(text, environ={})
     assert err.value.message == shown
+
+
+def test_a_file_that_closes_its_quotes_parses_with_the_same_secrets():
+    """The control of the case above: the same file with the quote closed parses, and its secrets are masked."""
+    s = parse_settings("OPS_DEFAULT_HOST=local\nWANDB_PROJECT='my project'\nHF_TOKEN=hf_SECRETTOKENVALUE\n"
+                       "WANDB_API_KEY=wandbsecret123456\nPREREQ_COMMANDS='git tmux rsync'\n", environ={})
+    assert s.redacted_values()["WANDB_PROJECT"] == "my project"
+    assert s.mask("hf_SECRETTOKENVALUE wandbsecret123456") == "******** ********"
+
+
+def test_a_quoted_secret_with_spaces_around_it_is_masked_without_them():
+    """HF_TOKEN='hf_SPACEDTOKEN123 ': `echo $HF_TOKEN` on the pod, or a program that strips it, prints the token
+    without the space; before, only the exact value was masked and task.logs / task.status --json showed it."""
+    s = parse_settings("OPS_DEFAULT_HOST=local\nHF_TOKEN='hf_SPACEDTOKEN123 '\nWANDB_API_KEY=' ab '\n"
+                       "LIUM_API_KEY='    '\n", environ={})
+    assert s.mask("tok=hf_SPACEDTOKEN123\n") == "tok=********\n"
+    assert "hf_SPACEDTOKEN123" in s.secret_values()  # what remote output is redacted with (transport Redactor)
+    assert s.mask("tok=hf_SPACEDTOKEN123 .") == "tok=********."  # the value with its space, masked whole
+    assert s.mask("a ab b     c") == "a ab b     c"  # a value shorter than 4 characters stripped: not looked for
+    assert s.secret_values() == ["hf_SPACEDTOKEN123 ", "hf_SPACEDTOKEN123"]
 
 
 def test_a_secret_from_the_environment_is_masked_where_a_key_refers_to_it():

@@ -36,7 +36,10 @@ def test_overrides_up_to_the_limits_pass():
 def test_a_config_line_with_no_equals_sign_is_refused():
     with pytest.raises(ConfigError) as err:
         parse_settings("OPS_DEFAULT_HOST=local\nJUSTAWORD\n", environ={})
-    assert err.value.message == "workflow.env line 2: cannot parse 'JUSTAWORD' (no `=`: write KEY=VALUE)"
+    assert err.value.message == "workflow.env line 2: cannot parse: a word with no `=` (write KEY=VALUE)"
+    with pytest.raises(ConfigError) as err:  # a known key's name is said; any other word may be a pasted token
+        parse_settings("HF_TOKEN\nhf_PASTEDTOKEN123\n", environ={})
+    assert err.value.message == "workflow.env line 1: cannot parse: HF_TOKEN with no `=` (write KEY=VALUE)"
 
 
 @pytest.mark.parametrize("key,value", [("OPS_DEFAULT_HOST", "root@127.0.0.1:0"),
@@ -50,3 +53,29 @@ def test_ports_out_of_range_are_refused_at_load(key: str, value: str):
 
 def test_ports_in_range_pass():
     assert parse_settings("OPS_DEFAULT_HOST=root@127.0.0.1:65535\n", environ={}).ops_default_host.endswith(":65535")
+
+
+@pytest.mark.parametrize("value", ["../../outside", "/srv/work", "a/../../b", ".."])
+def test_a_train_workdir_outside_the_checkout_is_refused_at_load(value: str):
+    """TRAIN_WORKDIR is relative to OPS_REMOTE_REPO: checkout makes folders and links in it, runs start there.
+    Before, `../../outside` (or an absolute path) passed and checkout wrote outside the checkout."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(f"TRAIN_WORKDIR={value}\n", environ={})
+    assert err.value.message == (f"config: TRAIN_WORKDIR={value!r} is not valid (workflow.env line 1): expected a "
+                                 "path inside the checkout, relative to OPS_REMOTE_REPO (no leading '/', no '..' "
+                                 "part), on one line")
+
+
+@pytest.mark.parametrize("value", [".", "", "examples/nanogpt", "./src/..x", "a..b/c"])
+def test_a_train_workdir_inside_the_checkout_passes(value: str):
+    assert parse_settings(f"TRAIN_WORKDIR={value}\n", environ={}).train_workdir == value
+
+
+@pytest.mark.parametrize("value", ["0", "00", "-1", ""])
+def test_an_ssh_connect_timeout_under_one_second_is_refused_at_load(value: str):
+    """0 reached the socket as a timeout of 0 (non-blocking): every connection failed 'Operation now in progress'."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(f"SSH_CONNECT_TIMEOUT={value}\n", environ={})
+    assert err.value.message.startswith(f"config: SSH_CONNECT_TIMEOUT={value!r} is not valid")
+    assert err.value.message.endswith("expected a whole number of seconds >= 1")
+    assert parse_settings("SSH_CONNECT_TIMEOUT=1\n", environ={}).ssh_connect_timeout == 1

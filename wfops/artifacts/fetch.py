@@ -62,9 +62,14 @@ class TarReceiver:
         self.started = time.time()
         self.show_progress = progress
         self.done = threading.Event()
-        dest_root.mkdir(parents=True, exist_ok=True)
-        remove_abandoned_staging(dest_root)
-        self.staging, self.lock_fd = claim_staging(dest_root)
+        try:  # refused up front when it can be seen (index.refuse_unusable); root, /proc/x, a full disk: here
+            dest_root.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_staging(dest_root)
+            self.staging, self.lock_fd = claim_staging(dest_root)
+        except OSError as exc:
+            from wfops.artifacts.index import unusable
+
+            raise unusable(dest_root, f"cannot be made or used ({exc.strerror or exc})") from None
         self.aside: list[tuple[str, Path]] = []  # (run, where its replaced local copy went)
         self.argv = [sys.executable, "-m", "wfops.artifacts.fetch", *(["--merge-replaced"] if merge_replaced else []),
                      str(self.staging), str(dest_root), *sorted(expected or ())]

@@ -23,7 +23,7 @@ def local_index(dest_root: Path, runs: list[str] | None, by_hash: bool) -> dict[
         try:
             with os.scandir(root) as it:
                 runs = [e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-        except FileNotFoundError:
+        except FileNotFoundError:  # not made yet (any other OSError: the caller's, plan_request)
             runs = []
     have: dict[str, dict[str, FileEntry]] = {}
     for run in runs:
@@ -73,15 +73,40 @@ def plan_request(dest: Path, run_id: str, all_runs: bool, sweep: str, by_hash: b
                  merge_replaced: bool) -> dict[str, object]:
     """The data of the pod's `fetch-plan` request (wfops/agent/fetching.py): what this machine has of the runs asked
     for, and the generation of each copy (none with --merge-replaced: every run compared file by file)."""
-    if os.path.lexists(dest) and not os.path.isdir(dest):  # a file, a dead link, a loop: nothing can land there
-        from wfops.errors import ConfigError
-
-        raise ConfigError(f"LOCAL_ARTIFACTS_DIR {dest} is not a folder: move it away, or set LOCAL_ARTIFACTS_DIR to a "
-                          "folder; nothing was fetched")
+    refuse_unusable(dest)
     refuse_linked_runs(dest, run_id)
-    have = local_index(dest, [run_id] if run_id else None, by_hash)
+    try:
+        have = local_index(dest, [run_id] if run_id else None, by_hash)
+    except OSError as exc:  # a folder this user may not list (root passes os.access): the same one line
+        raise unusable(dest, f"cannot be read ({exc.strerror or exc})") from None
     return {"have": have, "run": run_id, "all": bool(all_runs or sweep), "sweep": sweep, "hash": by_hash,
             "generations": {} if merge_replaced else local_generations(dest, have)}
+
+
+def refuse_unusable(dest: Path) -> None:
+    """LOCAL_ARTIFACTS_DIR is a folder this user may list and write in, or one that can be made (the nearest folder
+    that exists above it is writable), before anything is asked or made: ConfigError (exit 2), one line."""
+    if os.path.lexists(dest) and not os.path.isdir(dest):  # a file, a dead link, a loop: nothing can land there
+        raise unusable(dest, "is not a folder: move it away, or set LOCAL_ARTIFACTS_DIR to a folder")
+    if os.path.isdir(dest):
+        if not os.access(dest, os.R_OK | os.W_OK | os.X_OK):
+            raise unusable(dest, "is not a folder you may list and write in")
+        return
+    above = dest.parent
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    if not os.path.isdir(above):
+        raise unusable(dest, f"cannot be made: {above} is not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise unusable(dest, f"cannot be made: {above} is not a folder you may write in")
+
+
+def unusable(dest: Path, why: str) -> Exception:
+    """The one line for a LOCAL_ARTIFACTS_DIR that cannot hold a fetch (ConfigError, exit 2)."""
+    from wfops.errors import ConfigError
+    from wfops.output import visible
+
+    return ConfigError(f"LOCAL_ARTIFACTS_DIR {visible(str(dest), one_line=True)} {why}; nothing was fetched")
 
 
 def refuse_linked_runs(dest: Path, run_id: str) -> None:

@@ -43,6 +43,20 @@ def line(value: str) -> str:
     return value
 
 
+def leaves(path: str) -> bool:
+    """Whether a path meant to be relative leads out of the folder it is relative to: absolute, or a `..` part
+    (TRAIN_WORKDIR in OPS_REMOTE_REPO, DATA_LINK_DIR in TRAIN_WORKDIR)."""
+    return path.startswith("/") or ".." in path.split("/")
+
+
+def inside_repo(value: str) -> str:
+    """TRAIN_WORKDIR: a folder of the checkout, which checkout writes in (the data link) and runs start in."""
+    if "\n" in value or leaves(value):
+        raise Invalid("a path inside the checkout, relative to OPS_REMOTE_REPO (no leading '/', no '..' part), on "
+                      "one line")
+    return value
+
+
 def command_prefix(value: str) -> str:
     """A command prefix split into argv words like a shell line, never run by a shell (TRAIN_SCRIPT)."""
     from wfops.agent.argv import script_words
@@ -84,6 +98,15 @@ def whole(value: str) -> int:
     got = _whole(value, optional=False)
     assert got is not None
     return got
+
+
+def seconds_at_least_one(value: str) -> int:
+    """A wait that reaches a socket timeout (SSH_CONNECT_TIMEOUT): 0 there is no wait at all (a non-blocking
+    socket: every connect fails 'Operation now in progress'), not 'no limit' as elsewhere."""
+    v = value.strip()
+    if re.fullmatch(r"\d{1,12}", v) and int(v) >= 1:
+        return int(v)
+    raise Invalid("a whole number of seconds >= 1")
 
 
 def optional_whole(value: str) -> int | None:

@@ -129,7 +129,8 @@ KEYS: tuple[Key, ...] = (
        "1: refuse hosts missing from ~/.ssh/known_hosts; 0: pin a new host's first key in "
        "~/.local/state/wfops/known_hosts (a changed key is always refused)",
        pod=False),
-    _k("target", "SSH_CONNECT_TIMEOUT", "15", c.whole, "seconds to wait for the SSH connection", pod=False),
+    _k("target", "SSH_CONNECT_TIMEOUT", "15", c.seconds_at_least_one, "seconds to wait for the SSH connection (>= 1)",
+       pod=False),
     _k("target", "WF_PERSIST_SECS", "300", c.whole,
        "seconds the SSH connection stays open after a command (a background keeper, like ControlPersist); "
        "0: none", pod=False),
@@ -221,7 +222,8 @@ KEYS: tuple[Key, ...] = (
     _k("sweep", "SWEEP_WANDB", "0", c.boolean, "1: wandb_log=True for every run"),
     _k("sweep", "WANDB_PROJECT", "", c.line, "W&B project (passed as wandb_project= when set)"),
     _k("sweep", "WANDB_GROUP", "", c.line, "W&B group (empty: sweep-<timestamp>)"),
-    _k("sweep", "TRAIN_WORKDIR", "examples/nanogpt", c.line, "training workdir, relative to OPS_REMOTE_REPO"),
+    _k("sweep", "TRAIN_WORKDIR", "examples/nanogpt", c.inside_repo,
+       "training workdir, relative to OPS_REMOTE_REPO and inside it (no leading '/', no '..')"),
     _k("sweep", "TRAIN_SCRIPT", "train.py", c.command_prefix,
        "training command after python, relative to TRAIN_WORKDIR (or absolute): a script with fixed arguments "
        "(main.py --quiet) "

@@ -22,7 +22,7 @@ from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid, is_gpus_request
 from wfops.settings.keys import KEYS, KEYS_BY_NAME, Key
 from wfops.settings.model import Settings, invalid_line
-from wfops.settings.secrets import MASK, is_secret, mask_secrets, secret_by_shape
+from wfops.settings.secrets import is_secret, secret_by_shape
 
 
 def _dotenv_parser() -> ModuleType:
@@ -94,11 +94,11 @@ def _parse(text: str, source: str) -> dict[str, _Entry]:
     import io
 
     entries: dict[str, _Entry] = {}
-    unparsed: tuple[int, str, str] | None = None  # the first line that does not parse (said after the rest is read)
+    unparsed: tuple[int, str] | None = None  # the first line that does not parse (said after the rest is read)
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            unparsed = unparsed or (line, binding.original.string.strip(), "")
+            unparsed = unparsed or (line, _what_is_wrong(binding.original.string))
             continue
         if binding.key is None:
             continue
@@ -107,25 +107,34 @@ def _parse(text: str, source: str) -> dict[str, _Entry]:
                 break
             raise ConfigError(f"{source} line {line}: invalid key name {binding.key!r}")
         if binding.value is None:  # a bare word: a value that cannot reach anything, most likely a broken line
-            unparsed = unparsed or (line, binding.original.string.strip(), " (no `=`: write KEY=VALUE)")
+            word = binding.key if binding.key in KEYS_BY_NAME else "a word"  # a pasted token is a word too
+            unparsed = unparsed or (line, f"{word} with no `=` (write KEY=VALUE)")
             continue
         raw_rhs = binding.original.string.split("=", 1)[1].lstrip() if "=" in binding.original.string else ""
         entries[binding.key] = _Entry(binding.value or "", raw_rhs.startswith("'"), line)
     if unparsed is not None:
-        secrets = [e.value for name, e in entries.items() if is_secret(name)]
-        raise ConfigError(f"{source} line {unparsed[0]}: cannot parse {_masked_line(unparsed[1], secrets)!r}"
-                          + unparsed[2])
+        raise ConfigError(f"{source} line {unparsed[0]}: cannot parse: {unparsed[1]}")
     return entries
 
 
-def _masked_line(line: str, secrets: list[str]) -> str:
-    """A config line as an error may show it: the value of a secret key masked (its opening quote kept, which
-    is often what went wrong), and any secret value of the file masked wherever it stands."""
-    name, eq, rest = line.partition("=")
-    if eq and is_secret(name.split()[-1] if name.split() else name):  # `export KEY=...` too
-        quote = rest.lstrip()[:1]
-        line = name + "=" + (quote if quote in ("'", '"') else "") + MASK
-    return mask_secrets(line, secrets)
+_LINE_KEY_RE = re.compile(r"""\s*(?:export\s+)?(['"]?)([A-Za-z_][A-Za-z0-9_]*)\1\s*=\s*(.*)""")
+
+
+def _what_is_wrong(original: str) -> str:
+    """What is wrong with a binding that does not parse, in words that never quote its text: a missing closing
+    quote runs on to the next quote in the file, so the text may hold the secret values of the lines it took in."""
+    first = original.split("\n", 1)[0]
+    m = _LINE_KEY_RE.match(first)
+    if m is None:
+        return "expected KEY=VALUE"
+    key, value = m.group(2), m.group(3)
+    quote = value[:1]
+    if quote in ("'", '"'):
+        if quote not in re.sub(r"\\.", "", value[1:]):  # \' and \" do not close it
+            return (f"the {quote} quote that opens {key}'s value is not closed on that line (a missing closing "
+                    f"quote takes in the lines after it up to the next {quote}): close it")
+        return f"{key}'s value has text after its closing {quote} quote (put the whole value inside the quotes)"
+    return f"{key}'s value is not valid (quote it if it holds spaces, quotes or #)"
 
 
 class _Resolver:

@@ -20,7 +20,7 @@ from wfops.agent.states import CONTROL_DIR, STATE_FILE
 from wfops.errors import ConfigError
 from wfops.settings.checks import Invalid
 from wfops.settings.keys import KEYS_BY_NAME
-from wfops.settings.secrets import MIN_SECRET, is_secret, mask_secrets, redact
+from wfops.settings.secrets import is_secret, mask_secrets, redact, shown_forms
 from wfops.transport.shell import qpath
 
 META_FIELDS = ("path", "sources", "warnings", "_raw", "_env_secrets")  # the fields of Settings that are no key
@@ -173,9 +173,7 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """Values never to be shown (for redacting remote output too); longest first."""
-        vals = {v for k, v in self._raw.items() if is_secret(k) and len(v) >= MIN_SECRET}
-        vals |= {v for v in self._env_secrets if len(v) >= MIN_SECRET}
-        return sorted(vals, key=len, reverse=True)
+        return shown_forms([*(v for k, v in self._raw.items() if is_secret(k)), *self._env_secrets])
 
     def pod_env_text(self) -> str:
         """The file written at REMOTE_ENV_PATH: `KEY='value'` lines that bash can source exactly."""

@@ -44,8 +44,16 @@ def redact(name: str, value: str) -> str:
     return value
 
 
+def shown_forms(secrets: Iterable[str]) -> list[str]:
+    """The texts to mask for these secret values, longest first: each value, and a value with spaces around it
+    (HF_TOKEN='hf_abc ') also without them, as a program that strips it or the shell's `echo $X` shows it. A
+    value whose stripped form is shorter than MIN_SECRET (or empty: '    ' would mask every run of spaces) is
+    not looked for in either form."""
+    return sorted({v for s in secrets if len(s.strip()) >= MIN_SECRET for v in (s, s.strip())}, key=len, reverse=True)
+
+
 def mask_secrets(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value in it replaced by the mask, whichever key carried it."""
-    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True):
+    """`text` with every secret value in it (see shown_forms) replaced by the mask, whichever key carried it."""
+    for secret in shown_forms(secrets):
         text = text.replace(secret, MASK)
     return text

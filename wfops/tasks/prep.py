@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +58,7 @@ class DryRun:
     plan: str  # the steps as preparation.CheckoutPlan.render() shows them
 
     def json(self) -> dict:
-        return {"facts": self.facts, "steps": self.steps}
+        return {"facts": self.facts, "steps": self.steps, "installed": self.installed}
 
     def text(self) -> str:
         what = (f"nothing was changed but wfops' own pod agent, installed in {self.installed[0]}"
@@ -78,14 +80,16 @@ def _masked(settings: Settings, value: Any) -> Any:
 def checkout_pod(settings: Settings, member: Member, dry_run: bool = False,
                  log: Log = to_stderr) -> dict | DryRun:
     """Check out REPO_URL on one pod (probe once, plan, apply only what is missing): what `checkout --json`
-    prints; with `dry_run` the plan (a DryRun, secrets masked) and nothing changed."""
+    prints; with `dry_run` the plan (a DryRun, secrets masked), nothing changed but wfops' own pod agent installed
+    on a pod that lacks it (said: in the plan's title, or in a line before a failed probe's error)."""
     require_repo_url(settings)
     check_data_keys(settings)
     v = settings
     common: dict[str, Any] = dict(repo=v.ops_remote_repo, data_dir=v.data_dir, train_workdir=v.train_workdir,
                                   link_dir=v.data_link_dir, install_cmd=v.repo_install_cmd,
                                   data_check=list(settings.data_check), data_link=v.data_link)
-    with PodCommand("checkout", settings, member=member, log=log) as cmd:
+    with (PodCommand("checkout", settings, member=member, log=log) as cmd,
+          _said_installed(cmd, dry_run, log, settings.mask)):
         facts = cmd.call("checkout-facts", dry_run=dry_run, repo=common["repo"], python=v.remote_python_bin,
                          data_dir=common["data_dir"], workdir=common["train_workdir"], link_dir=common["link_dir"],
                          mounts=v.wf_mount_table, install_cmd=common["install_cmd"],
@@ -102,6 +106,19 @@ def checkout_pod(settings: Settings, member: Member, dry_run: bool = False,
         return cmd.call("checkout-apply", plan=plan_data, repo_url=v.repo_url,
                         remote_python=v.remote_python_bin, cpu_only=bool(settings.cpu_only),
                         download_cmd=v.fineweb_download_cmd, prepare_cmd=v.data_prepare_cmd, **common)
+
+
+@contextlib.contextmanager
+def _said_installed(cmd: PodCommand, dry_run: bool, log: Log, mask: Callable[[str], str]) -> Iterator[None]:
+    """A dry run that fails after installing the pod agent (no data, a branch missing on origin) says so before
+    its error line: it is what the dry run changed."""
+    try:
+        yield
+    except Exception:
+        if dry_run and cmd.installed:
+            where = mask(cmd.installed[0])
+            log(visible(f"dry run: nothing was changed but wfops' own pod agent, installed in {where}"))
+        raise
 
 
 def _checkout_text(data: dict | DryRun) -> str:
@@ -122,7 +139,8 @@ def _checkout_json(data: dict | DryRun) -> dict:
     return data.json() if isinstance(data, DryRun) else data
 
 
-@wftask(help={"dry_run": "probe the pod and print the plan; change nothing", "json": JSON_HELP},
+@wftask(help={"dry_run": "probe the pod and print the plan; change nothing but install wfops' own pod agent where "
+                         "it is missing", "json": JSON_HELP},
         interrupted="checkout may be partly done: run checkout --dry-run to see what is left")
 def checkout(c: Any, dry_run: bool = False, json: bool = False, config: str | None = None) -> None:
     """Check out REPO_URL on the pod with its venv and data.
