@@ -152,7 +152,10 @@ class WfopsProgram(Program):
             raise usage_error(exc, self.parser.contexts) from None
         finally:
             if completing:
-                print("".join(ln for ln in out.getvalue().splitlines(keepends=True) if not _not_offered(ln)), end="")
+                refused = {("-" if len(n) == 1 else "--") + n for a in self.initial_context.args.values()
+                           if a.name in NOT_OFFERED for n in a.names}  # -R as well as --dry
+                print("".join(ln for ln in out.getvalue().splitlines(keepends=True)
+                              if not _not_offered(ln) and ln.strip() not in refused), end="")
 
     def update_config(self, merge: bool = True) -> None:
         """Invoke would load `--config` as its own runtime config file: it is ours, so hide it from invoke."""
