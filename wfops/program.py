@@ -58,7 +58,10 @@ def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
 class WfopsProgram(Program):
     def core_args(self) -> list[Argument]:
         args = [arg for arg in super().core_args() if arg.name != "config"]
-        return [*args, Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name")]
+        args.append(Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name"))
+        for arg in args:  # `wfops -c a.env -c b.env ...`: refused by name (wfops.tasks._parsing)
+            arg.wfops_once = True  # type: ignore[attr-defined]
+        return args
 
     def parse_core_args(self) -> None:
         super().parse_core_args()
