@@ -58,7 +58,10 @@ def usage_error(exc: ParseError, tasks: Iterable[str] = ()) -> Exit:
 class WfopsProgram(Program):
     def core_args(self) -> list[Argument]:
         args = [arg for arg in super().core_args() if arg.name != "config"]
-        return [*args, Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name")]
+        args.append(Argument(names=("config", CONFIG_SHORT), help=CONFIG_HELP + "; also after the task name"))
+        for arg in args:  # `wfops -c a.env -c b.env ...`: refused by name (wfops.tasks._parsing)
+            arg.wfops_once = True  # type: ignore[attr-defined]
+        return args
 
     def parse_core_args(self) -> None:
         super().parse_core_args()
@@ -152,7 +155,10 @@ class WfopsProgram(Program):
             raise usage_error(exc, self.parser.contexts) from None
         finally:
             if completing:
-                print("".join(ln for ln in out.getvalue().splitlines(keepends=True) if not _not_offered(ln)), end="")
+                refused = {("-" if len(n) == 1 else "--") + n for a in self.initial_context.args.values()
+                           if a.name in NOT_OFFERED for n in a.names}  # -R as well as --dry
+                print("".join(ln for ln in out.getvalue().splitlines(keepends=True)
+                              if not _not_offered(ln) and ln.strip() not in refused), end="")
 
     def update_config(self, merge: bool = True) -> None:
         """Invoke would load `--config` as its own runtime config file: it is ours, so hide it from invoke."""

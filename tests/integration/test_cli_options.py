@@ -1,14 +1,16 @@
 """The command line as a user meets it: every whole-number option of every task refuses a bad value with one
-line and exit 2 (before connecting), `--config`/`-c` works before and after the task name, and text from the
-pod never reaches the terminal as raw control characters (while --json stays exact JSON)."""
+line and exit 2 (before connecting), `--config`/`-c` works before and after the task name, an option given twice
+and words after `--` are refused (never taken for another argument, never dropped), and text from the pod never
+reaches the terminal as raw control characters (while --json stays exact JSON)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from tests.conftest import Pod
+from tests.conftest import BIN, ROOT, Pod
 from wfops.tasks import ns
 
 
@@ -56,6 +58,61 @@ def test_good_int_options_still_work(local_pod: Pod):
     assert local_pod.ok("task.wait", "--id", "t1", "--timeout-secs=60", "--json").json()["state"] == "success"
     assert local_pod.ok("task.status", "--id", "t1", "-t", "1", "--json").json()["tail"][-1].endswith(" two")
     assert len(local_pod.ok("task.list", "--limit", "0", "--json").json()["tasks"]) == 1
+
+
+# ------------------------------------------------------------------ an option twice, words after `--`
+
+def _inv(pod: Pod, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "inv"), *args], cwd=ROOT, capture_output=True, text=True, env=pod.env(),
+                          timeout=120)
+
+
+TWICE = [  # (the command line, the option the line names)
+    (("fsm.reset", "--reason", "first", "--reason", "POD_READY"), "-r/--reason"),  # was: state POD_READY, exit 0
+    (("fsm.reset", "--reason=first", "-r", "POD_READY"), "-r/--reason"),
+    (("run.logs", "--tail", "5", "--tail", "10"), "-t/--tail"),  # was: "run 10 is not in ...", exit 5
+    (("run.logs", "r1", "--tail=5", "--tail=10"), "-t/--tail"),
+    (("fsm.status", "-c", "a.env", "-c", "b.env"), "-c/--config"),  # was: "No idea what 'b.env' is!"
+    (("task.list", "--limit", "1", "--limit", "2"), "-l/--limit"),
+]
+
+
+def test_an_option_given_twice_is_refused_by_name_never_taken_for_the_argument(local_pod: Pod):
+    local_pod.ok("fsm.reset", "INIT")
+    before = local_pod.state_file.read_text()
+    for args, flags in [*TWICE, (("-c", "a.env", "--config=b.env", "fsm.status"), "-c/--config")]:
+        res = local_pod.wf(*args)
+        assert (res.rc, res.out, res.err.splitlines()) == (
+            2, "", [f"wfops: {flags} was given more than once: give it once; nothing was run"]), args
+    res = local_pod.wf("fsm.reset", "INIT", "--state", "POD_READY")  # the argument by position and by name
+    assert (res.rc, res.err.splitlines()) == (2, ["wfops: -s/--state was given more than once (STATE and -s/--state "
+                                                  "are one argument): give it once; nothing was run"])
+    for args, flags in TWICE:  # `inv`: the same line, as invoke says a line it cannot parse (exit 1)
+        res = _inv(local_pod, *args)
+        assert (res.returncode, res.stderr.splitlines()) == (
+            1, [f"{flags} was given more than once: give it once; nothing was run"]), args
+    assert local_pod.state_file.read_text() == before
+    local_pod.ok("fsm.reset", "--reason", "once", "POD_READY")  # given once, as before
+    assert (local_pod.state()["state"], local_pod.ok("fsm.status", "--json", "--json").json()["state"]) == (
+        "POD_READY", "POD_READY")  # a flag twice means the same
+
+
+DASHED = [(("fsm.reset", "--", "SWEEP_COMPLETED"), "fsm.reset", "SWEEP_COMPLETED"),  # was: reset to INIT, exit 0
+          (("fsm.reset", "POD_READY", "--reason", "r", "--", "x", "y"), "fsm.reset", "x y"),
+          (("fsm.status", "--", "whatever"), "fsm.status", "whatever"),  # was: ignored
+          (("fsm.status", "fsm.reset", "--", "INIT"), "fsm.status", "INIT")]  # refused before the first task runs
+
+
+@pytest.mark.parametrize("entry", ["wfops", "inv"])
+def test_words_after_a_double_dash_are_refused_not_dropped(local_pod: Pod, entry):
+    local_pod.ok("fsm.reset", "CHECKED_OUT")
+    before = local_pod.state_file.read_text()
+    for args, task, words in DASHED:
+        res = local_pod.wf(*args) if entry == "wfops" else _inv(local_pod, *args)
+        rc, out, err = (res.rc, res.out, res.err) if entry == "wfops" else (res.returncode, res.stdout, res.stderr)
+        assert (rc, out, err.splitlines()) == (2, "", [f"wfops: {task} takes no words after '--' (got {words!r}): "
+                                                       "give them without the '--'; nothing was run"]), args
+    assert local_pod.state_file.read_text() == before
 
 
 # ------------------------------------------------------------------ --config before and after the task name

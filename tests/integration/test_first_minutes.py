@@ -86,6 +86,10 @@ def test_the_options_not_offered_are_not_listed_nor_completed():
     for word in ("--dry", "--echo", "--hide", "--pty", "--command-timeout", "--warn-only", "--prompt-for-sudo",
                  "--write-pyc"):
         assert word not in out and word not in completed
+    for typed in (["-"], ["fsm.reset", "-"]):  # a bare dash completes short forms too: not the refused ones
+        offered = subprocess.run([str(WFOPS), "--complete", "--", "wfops", *typed], capture_output=True,
+                                 text=True).stdout.split()
+        assert "-c" in offered and "--config" in offered and not {"-R", "-e", "-p", "-T", "-w"} & set(offered), typed
 
 
 @pytest.mark.parametrize(("args", "line"), [

@@ -101,6 +101,12 @@ def test_anything_unusual_takes_the_full_path(ssh_pod: Pod):
         assert "invoke" in imported(res), args
     bad = ssh_pod.wf("task.list", "--limit", "abc")
     assert bad.rc == 2 and bad.last_err == "wfops: --limit='abc' is not valid: expected a whole number >= 0"
+    for args, line in ((("task.list", "--limit", "1", "--limit", "2"), "wfops: -l/--limit was given more than "
+                        "once: give it once; nothing was run"),  # refused, as `wfops` and `inv` refuse it
+                       (("fsm.status", "--", "x"), "wfops: fsm.status takes no words after '--' (got 'x'): give them "
+                        "without the '--'; nothing was run")):
+        res = ssh_pod.wf(*args, env=profile)
+        assert "invoke" in imported(res) and (res.rc, res.out, without_importtime(res.err)) == (2, "", line + "\n")
     ssh_pod.configure(NO_SUCH_KEY="1")  # a warning about the config: the full path prints it
     warned = ssh_pod.wf("fsm.status", env=profile)
     assert "invoke" in imported(warned) and "NO_SUCH_KEY" in warned.err

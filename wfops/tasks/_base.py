@@ -120,6 +120,7 @@ class WfTask(Task):
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list:
         args = [_int_text(a) if a.name in self.int_options else a for a in super().get_arguments(ignore_unknown_help)]
         for arg in args:
+            arg.wfops_once = True  # type: ignore[attr-defined]  # given twice: refused (wfops.tasks._parsing)
             if arg.positional:
                 arg.wfops_optional = True  # type: ignore[attr-defined]  # read by the parser patch below
         return args

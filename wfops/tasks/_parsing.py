@@ -1,7 +1,9 @@
 """What wfops changes in invoke's command line, for `wfops` and `inv` alike (installed once, on import of the
 task tree; each keeps invoke's own method underneath): optional positional arguments, an option word never taken
-for a wfops task's positional, "did you mean" for an unknown task or option (and what a group's name is), and a
-quiet exit when the reader of stdout goes away (`inv --list | head`, wfops.quietpipe).
+for a wfops task's positional, an option given twice refused by name (never its second value taken for the
+positional), words after `--` refused for a wfops task (never dropped), "did you mean" for an unknown task or
+option (and what a group's name is), and a quiet exit when the reader of stdout goes away (`inv --list | head`,
+wfops.quietpipe).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import difflib
 import re
 from collections.abc import Iterable
 
+from invoke import Exit, Program
+from invoke.parser.argument import Argument
 from invoke.parser.context import ParserContext
 from invoke.parser.parser import ParseMachine, is_flag
 
 from wfops import hints, quietpipe
+from wfops.errors import EXIT_USAGE
 
 # Invoke makes every positional argument required and offers no hook for an optional one: the check and the
 # decision to take the next word as the positional read the same `value is None`. A Program subclass would
@@ -77,6 +82,7 @@ _handle = ParseMachine.handle
 
 def _handle_options_before_positionals(self: ParseMachine, token: str) -> None:
     ctx: ParserContext | None = self.context  # None before the first task name
+    _refuse_repeated(self, token)
     if (str(self.current_state) == "unknown" or ctx is None or not is_flag(token) or token in ctx.flags
             or token in ctx.inverse_flags or self.waiting_for_flag_value
             or not any(getattr(a, "wfops_optional", False) for a in ctx.missing_positional_args)):
@@ -91,9 +97,56 @@ def _handle_options_before_positionals(self: ParseMachine, token: str) -> None:
         self.error(f"No idea what {token!r} is!")
 
 
+# An option that takes one value, given twice (`fsm.reset --reason a --reason POD_READY`, `-c a.env -c b.env`):
+# invoke keeps the first value and takes the second for the positional argument when one is missing (the state
+# became POD_READY) or says "No idea what 'b.env' is!". Refused by name instead, before anything runs, for the
+# options of a wfops task and the `wfops` program's own (marked `wfops_once`); other tasks parse as invoke parses.
+
+
+def _refuse_repeated(self: ParseMachine, token: str) -> None:
+    ctx: ParserContext | None = self.context
+    if str(self.current_state) == "unknown" or ctx is None or not is_flag(token):
+        return
+    for flags in (ctx.flags, getattr(self.initial, "flags", {})):  # a bare Parser() has no initial context
+        if token in flags:  # by [], not .get(): a short name is an alias there
+            _refuse_if_given(self, flags[token])
+            return
+
+
+def _refuse_if_given(self: ParseMachine, arg: Argument) -> None:
+    if (getattr(arg, "wfops_once", False) and arg.takes_value and arg.kind is not list
+            and arg.raw_value is not None):
+        flags = "/".join(("-" if len(n) == 1 else "--") + n.replace("_", "-") for n in sorted(arg.names, key=len))
+        same = f" ({str(arg.name).upper()} and {flags} are one argument)" if arg.positional else ""
+        self.error(f"{flags} was given more than once{same}: give it once; nothing was run")
+
+
 if not getattr(ParseMachine.handle, "wfops_patch", False):
     _handle_options_before_positionals.wfops_patch = True  # type: ignore[attr-defined]
     ParseMachine.handle = _handle_options_before_positionals  # type: ignore[method-assign]
+
+
+# Words after `--` are invoke's "remainder", which invoke hands to no task: `fsm.reset -- SWEEP_COMPLETED` dropped the
+# state and reset to INIT. No wfops task reads them, so a command line that names one and has words after `--` is
+# refused (one line, exit 2) before any task runs, under `inv` as under `wfops` (`--complete -- ...` is completion's).
+_parse_tasks = Program.parse_tasks
+
+
+def _parse_tasks_refusing_remainder(self: Program) -> None:
+    _parse_tasks(self)
+    remainder = getattr(self.core, "remainder", "")
+    completing = self.args.get("complete")  # `wfops --complete -- wfops fsm.` completes that line: not refused
+    if not remainder or (completing is not None and completing.value):
+        return
+    for context in self.tasks:
+        if any(getattr(arg, "wfops_once", False) for arg in context.args.values()):
+            raise Exit(f"wfops: {context.name} takes no words after '--' (got {remainder!r}): give them without "
+                       "the '--'; nothing was run", EXIT_USAGE)
+
+
+if not getattr(Program.parse_tasks, "wfops_patch", False):
+    _parse_tasks_refusing_remainder.wfops_patch = True  # type: ignore[attr-defined]
+    Program.parse_tasks = _parse_tasks_refusing_remainder  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ closed pipes
