@@ -92,7 +92,9 @@ def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bo
     st, bad_st = store.load_or_note(child(d, STATUS_FILE))
     summ, bad_summ = store.load_or_note(child(d, SUMMARY_FILE))
     out_dirs[run["run_id"]] = (d, out_dir_of(d, (st, summ)), st is not None or summ is not None)  # a file read: a dir
-    if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
+    gone = "" if st or bad_st or not summ or summ.get("sweep_id") != sweep_id else (
+        "%s is missing" % child(d, STATUS_FILE))  # removed by hand: this sweep's summary still has the run's end
+    if (bad_st or gone) and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the end
         st = dict(summ)
     if bad_summ or (bad_st and not st):
         row.update(state=UNKNOWN, note=bad_st or bad_summ)
@@ -100,8 +102,8 @@ def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bo
         _current_row(row, st, summ, sweep_id, cb, queue_state)
     else:
         _not_started_row(row, run, summ, queue_state, force)
-    if bad_st and st:
-        row["note"] = "; ".join(filter(None, (bad_st + "; its end is from summary.json", row["note"])))
+    if (bad_st or gone) and st:
+        row["note"] = "; ".join(filter(None, ((bad_st or gone) + "; its end is from summary.json", row["note"])))
     return row
 
 
