@@ -30,7 +30,7 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Mapping, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
     from .states import Layout
     from .wire import Json, RunRow
@@ -131,3 +131,17 @@ def keep_rows(pod: Layout, sid: str, rows: List[Json], billing: Json) -> Optiona
     last_end = cost.add_costs(pod.run_dir, rows, sid, billing)
     store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
     return last_end
+
+
+def sweep_totals(pod: Layout, sid: str, final: str, billing: Json, log: Callable[[str], None]) -> Dict[str, int]:
+    """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept in
+    _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and their
+    totals: the queue's end (scheduler.py)."""
+    plan, problem = store.load_plan_or_note(os.path.join(pod.manifests, sid + ".json"))
+    if problem or not plan:
+        log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
+        return {}
+    rows = status_rows(pod, plan, final)
+    keep_rows(pod, sid, rows, billing)
+    return count(rows)
+
