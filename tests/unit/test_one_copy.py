@@ -1,14 +1,18 @@
 """One copy of a run at a time: the queue never starts a run id that is running (its slots and its end stay with
 the one running), an inbox entry of a run running or in its back-off is dropped and one of a run waiting in the
-order replaces it at its place."""
+order replaces it at its place; and rows.may_be_live, which sweep.retry asks before it requeues a run shown
+`unknown` (a damaged record), from the files and processes the agent can check."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from wfops.agent import slots
+from wfops.agent import procs, slots
+from wfops.agent.rows import may_be_live
 from wfops.agent.scheduler import Scheduler
+from wfops.agent.states import Layout
 
 EX = {"repo": "/r", "workdir": "/r/w", "train_script": "train.py", "launcher": "python", "data_dir": "/d",
       "local_root": "/l", "fake_gpus": 2}
@@ -53,3 +57,29 @@ def test_an_inbox_copy_of_a_running_or_backing_off_run_is_dropped_and_of_a_waiti
     assert "inbox: r is running or waits for its retry; this copy of it was dropped" in log
     assert "inbox: b is running" in log and "inbox: w was waiting in the queue; this copy replaces it" in log
 
+
+def test_may_be_live_reads_the_supervisor_or_else_the_queues_log(tmp_path: Path):
+    pod = Layout.from_dict({"out": str(tmp_path / "out")})
+    os.makedirs(pod.run_dir("x"))
+    os.makedirs(pod.manifests)
+    sw = {"sweep_id": "sweep-x", "boot_id": procs.boot_id()}
+    status, log = Path(pod.run_dir("x")) / "status.json", Path(pod.manifests) / "sweep-x.log"
+    status.write_text("garbage{")
+    assert "cannot be read" in may_be_live(pod, sw, "running", "x")  # no log: nothing says it ended
+    log.write_text("2026-01-01T00:00:00Z start x (attempt 1/1, seed 1, 1 process(es))\n"
+                   "2026-01-01T00:00:01Z start xy (attempt 1/1, seed 1, 1 process(es))\n")
+    assert "started, with no end" in may_be_live(pod, sw, "running", "x")
+    assert "started, with no end" in may_be_live(pod, sw, "lost", "x")  # its supervisor may still be ending it
+    assert may_be_live(pod, dict(sw, boot_id="another-boot"), "lost", "x") == ""  # rebooted since: nothing runs
+    with log.open("a") as fh:
+        fh.write("2026-01-01T00:00:02Z end x: success (attempt 1/1)\n")
+    assert may_be_live(pod, sw, "running", "x") == ""
+    me = os.getpid()
+    status.write_text(json.dumps({"state": "running", "pid": me, "pid_start": procs.proc_start(me),
+                                  "boot_id": procs.boot_id()}))
+    assert may_be_live(pod, sw, "running", "x") == f"its supervisor (pid {me}) is alive"
+    status.write_text(json.dumps({"state": "running", "pid": me, "pid_start": -1}))  # its pid reused: gone
+    assert may_be_live(pod, sw, "running", "x") == ""
+    status.write_text(json.dumps({"state": "failed", "requeued_at": "2026-01-01T00:00:03Z"}))
+    assert may_be_live(pod, sw, "running", "x") == "it waits in the running queue"
+    assert may_be_live(pod, sw, "completed", "x") == ""
