@@ -283,6 +283,24 @@ def test_a_requeued_run_ok_in_an_earlier_sweep_is_shown_waiting_and_retried_once
     assert len(re.findall(r"start x \(attempt", queue_log(pod))) == 1, queue_log(pod)
 
 
+def test_two_retries_of_a_waiting_run_on_two_slots_start_it_once_and_lose_no_slot(local_swept: Pod):  # noqa: F811
+    """Two slots, x ok from an earlier sweep waits behind a 2-GPU run: sweep.retry x twice (the second refused), then
+    a 2-GPU run added: x starts once, every slot comes back, and the added run runs (before: x started twice at once,
+    one slot was never given back, and the added run waited for ever)."""
+    pod = local_swept
+    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="", TRAIN_LAUNCHER="python")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"x,{CFG},1,,,1\n")))
+    wait_sweep(pod)
+    next_second()
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"long,{CFG},2,sleep=6,,2\nx,{CFG},1,,,1\n", name="b.csv")))
+    wait_until(lambda: (pod.outputs / "long" / "args.json").exists(), timeout=60, what="the long run to start")
+    pod.ok("sweep.retry", "x")
+    assert pod.wf("sweep.retry", "x").rc == 10
+    pod.ok("sweep.add", "--csv", str(csv_file(pod, f"big,{CFG},3,,,2\n", name="c.csv")))
+    assert states(wait_sweep(pod)) == {"long": "success", "x": "success", "big": "success"}
+    assert len(re.findall(r"start x \(attempt", queue_log(pod))) == 1, queue_log(pod)
+
+
 def test_a_live_run_whose_status_file_is_damaged_is_not_retried_beside_itself(local_swept: Pod):  # noqa: F811
     """Two slots; garbage in a running run's status.json makes its row `unknown`: sweep.retry refuses it (the
     queue's log shows it started with no end), nothing moves, and only one copy runs. Once it has ended (its end
