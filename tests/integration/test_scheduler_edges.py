@@ -260,6 +260,73 @@ def test_damaged_manifest_and_sweep_record_are_reported_and_change_nothing(local
     assert res.rc == 6, res.err
 
 
+def test_a_requeued_run_ok_in_an_earlier_sweep_is_shown_waiting_and_retried_once(local_swept: Pod):  # noqa: F811
+    """x is ok from an earlier sweep (shown `skipped`); sweep.retry x behind a long run: it is shown waiting, a
+    second sweep.retry x is refused (exit 10, nothing changed), and x starts once."""
+    pod = local_swept
+    pod.configure(TRAIN_LAUNCHER="python")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"x,{CFG},1,,,\n")))
+    wait_sweep(pod)
+    next_second()
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"long,{CFG},2,sleep=8,,\nx,{CFG},1,,,\n", name="b.csv")))
+    wait_until(lambda: (pod.outputs / "long" / "args.json").exists(), timeout=60, what="the long run to start")
+    assert states(status(pod))["x"] == "skipped"  # ok in the earlier sweep: it waits in the order to be skipped
+    pod.ok("sweep.retry", "x")
+    row = rows_by_id(status(pod))["x"]
+    assert row["state"] == "pending" and row["note"].startswith("requeued by sweep.retry"), row
+    before = (pod.outputs / "x" / "status.json").read_bytes()
+    second = pod.wf("sweep.retry", "x")
+    assert second.rc == 10 and second.err.strip().splitlines() == [second.last_err], second.err
+    assert "x (pending)" in second.last_err and (pod.outputs / "x" / "status.json").read_bytes() == before
+    data = wait_sweep(pod)
+    assert states(data) == {"long": "success", "x": "success"}
+    assert len(re.findall(r"start x \(attempt", queue_log(pod))) == 1, queue_log(pod)
+
+
+def test_two_retries_of_a_waiting_run_on_two_slots_start_it_once_and_lose_no_slot(local_swept: Pod):  # noqa: F811
+    """Two slots, x ok from an earlier sweep waits behind a 2-GPU run: sweep.retry x twice (the second refused), then
+    a 2-GPU run added: x starts once, every slot comes back, and the added run runs (before: x started twice at once,
+    one slot was never given back, and the added run waited for ever)."""
+    pod = local_swept
+    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="", TRAIN_LAUNCHER="python")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"x,{CFG},1,,,1\n")))
+    wait_sweep(pod)
+    next_second()
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"long,{CFG},2,sleep=6,,2\nx,{CFG},1,,,1\n", name="b.csv")))
+    wait_until(lambda: (pod.outputs / "long" / "args.json").exists(), timeout=60, what="the long run to start")
+    pod.ok("sweep.retry", "x")
+    assert pod.wf("sweep.retry", "x").rc == 10
+    pod.ok("sweep.add", "--csv", str(csv_file(pod, f"big,{CFG},3,,,2\n", name="c.csv")))
+    assert states(wait_sweep(pod)) == {"long": "success", "x": "success", "big": "success"}
+    assert len(re.findall(r"start x \(attempt", queue_log(pod))) == 1, queue_log(pod)
+
+
+def test_a_live_run_whose_status_file_is_damaged_is_not_retried_beside_itself(local_swept: Pod):  # noqa: F811
+    """Two slots; garbage in a running run's status.json makes its row `unknown`: sweep.retry refuses it (the
+    queue's log shows it started with no end), nothing moves, and only one copy runs. Once it has ended (its end
+    in the log), the same retry is accepted. (rows.may_be_live's cases: tests/unit/test_scheduling_edges.py)"""
+    pod = local_swept
+    pod.configure(WF_FAKE_GPUS="2", TRAIN_NPROC="", TRAIN_LAUNCHER="python")
+    pod.ok("sweep.start", "--csv", str(csv_file(pod, f"live,{CFG},1,sleep=8,,1\n")))
+    status_file = pod.outputs / "live" / "status.json"
+    # its one line of output recorded (last_output_at): its supervisor writes status.json again only at its end
+    wait_until(lambda: status_file.exists() and "last_output_at" in status_file.read_text(), timeout=60,
+               what="the run to start and print")
+    status_file.write_text("garbage{")
+    assert states(status(pod)) == {"live": "unknown"}
+    res = pod.wf("sweep.retry", "live")
+    assert res.rc == 10 and res.err.strip().splitlines() == [res.last_err], res.err
+    assert "live (unknown: its status.json is damaged and the queue's log shows it started, with no end)" in (
+        res.last_err), res.last_err
+    assert not (pod.outputs / "_previous").exists()
+    data = wait_sweep(pod)
+    assert states(data) == {"live": "success"}, data["runs"]
+    assert len(re.findall(r"start live \(attempt", queue_log(pod))) == 1, queue_log(pod)
+    (pod.outputs / "live" / "status.json").write_text("garbage{")  # ended: nothing of it is live
+    pod.ok("sweep.retry", "live")
+    assert states(wait_sweep(pod)) == {"live": "success"}
+
+
 # ------------------------------------------------------------------ retries waiting, stop, status
 
 

@@ -39,6 +39,22 @@ def test_garbage_in_a_live_runs_status_file_does_not_change_how_it_ended(swept: 
     assert [r["run_id"] for r in status(pod)["runs"]] == ["live"]
 
 
+def test_a_run_whose_status_file_is_gone_shows_its_end_from_its_summary(swept: Pod):  # noqa: F811
+    """status.json removed after the sweep ended, summary.json of this sweep still there: the run's real end, not
+    `cancelled: not started` (the failed one) or `skipped: already ok in <this same sweep>` (the ok one)."""
+    pod = swept
+    csv = write_csv(pod, "bad,config/train_tiny.py,1,exit=3,\ngood,config/train_tiny.py,2,,\n")
+    pod.ok("sweep.start", "--csv", str(csv))
+    assert states(wait_sweep(pod)) == {"bad": "failed", "good": "success"}
+    for run in ("bad", "good"):
+        (pod.outputs / run / "status.json").unlink()
+    data = status(pod)
+    assert states(data) == {"bad": "failed", "good": "success"}, data["runs"]
+    for row in data["runs"]:
+        assert "status.json is missing; its end is from summary.json" in row["note"], row
+    assert {r["run_id"]: r["exit_code"] for r in data["runs"]} == {"bad": 3, "good": 0}
+
+
 def test_damaged_tasks_are_listed_as_damaged_and_first(swept: Pod):  # noqa: F811
     pod = swept
     for tid in ("t1", "t2", "t3"):

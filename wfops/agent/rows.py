@@ -30,7 +30,7 @@ from .states import (
 from .wire import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Mapping, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
     from .states import Layout
     from .wire import Json, RunRow
@@ -66,9 +66,14 @@ def _current_row(row: Json, st: Json, summ: Optional[Json], sweep_id: str, cb: s
             row["note"] += "; retry %s never started (the sweep %s first)" % (st.get("retry"), queue_state)
 
 
-def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: str, force: bool) -> None:
-    skip, why = outcome.skip_reason(run, summ, force)  # the scheduler's own rule: the table says what it will do
+def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: str, force: bool,
+                     requeued: bool = False) -> None:
+    """A run this sweep has not started. `requeued`: sweep.retry requeued it (forced) in this sweep, while its
+    status.json is still another sweep's: it is not skipped, it waits."""
+    skip, why = outcome.skip_reason(run, summ, force or requeued)  # the scheduler's rule: the table says what it does
     summ = summ or {}
+    if requeued:
+        why = "requeued by sweep.retry" + (" (%s)" % why if why else "")
     if skip:
         row.update(state=SKIPPED, exit_code=summ.get("exit_code"), duration_secs=summ.get("duration_secs"),
                    note=why)
@@ -79,7 +84,7 @@ def _not_started_row(row: Json, run: RunRow, summ: Optional[Json], queue_state: 
         row.update(state=PENDING, note="not started; the queue runner is gone (sweep.start resumes)")
     else:
         row["state"] = PENDING
-        row["note"] = ("will rerun: " + why) if why else (
+        row["note"] = ("" if requeued else "will rerun: ") + why if why else (
             "previous attempt {}".format(summ.get("state")) if summ else "")
 
 
@@ -92,16 +97,19 @@ def run_row(pod: Layout, run: RunRow, sweep_id: str, queue_state: str, force: bo
     st, bad_st = store.load_or_note(child(d, STATUS_FILE))
     summ, bad_summ = store.load_or_note(child(d, SUMMARY_FILE))
     out_dirs[run["run_id"]] = (d, out_dir_of(d, (st, summ)), st is not None or summ is not None)  # a file read: a dir
-    if bad_st and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the run's end
+    gone = "" if st or bad_st or not summ or summ.get("sweep_id") != sweep_id else (
+        "%s is missing" % child(d, STATUS_FILE))  # removed by hand: this sweep's summary still has the run's end
+    if (bad_st or gone) and summ and summ.get("state") in TERMINAL:  # the summary is written last: it has the end
         st = dict(summ)
     if bad_summ or (bad_st and not st):
         row.update(state=UNKNOWN, note=bad_st or bad_summ)
     elif st and st.get("sweep_id") == sweep_id:
         _current_row(row, st, summ, sweep_id, cb, queue_state)
     else:
-        _not_started_row(row, run, summ, queue_state, force)
-    if bad_st and st:
-        row["note"] = "; ".join(filter(None, (bad_st + "; its end is from summary.json", row["note"])))
+        requeued = bool(st and st.get("requeued_at") and st.get("requeued_in") == sweep_id)
+        _not_started_row(row, run, summ, queue_state, force, requeued)
+    if (bad_st or gone) and st:
+        row["note"] = "; ".join(filter(None, ((bad_st or gone) + "; its end is from summary.json", row["note"])))
     return row
 
 
@@ -129,3 +137,43 @@ def keep_rows(pod: Layout, sid: str, rows: List[Json], billing: Json) -> Optiona
     last_end = cost.add_costs(pod.run_dir, rows, sid, billing)
     store.write_json(os.path.join(pod.manifests, sid + RUNS_RECORD), {"runs": rows})
     return last_end
+
+
+def sweep_totals(pod: Layout, sid: str, final: str, billing: Json, log: Callable[[str], None]) -> Dict[str, int]:
+    """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept in
+    _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and their
+    totals: the queue's end (scheduler.py)."""
+    plan, problem = store.load_plan_or_note(os.path.join(pod.manifests, sid + ".json"))
+    if problem or not plan:
+        log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
+        return {}
+    rows = status_rows(pod, plan, final)
+    keep_rows(pod, sid, rows, billing)
+    return count(rows)
+
+
+def may_be_live(pod: Layout, sw: Json, queue_state: str, run_id: str) -> str:
+    """Why a run shown `unknown` (a damaged status.json or summary.json) may still run or wait to, or "" when
+    nothing of it can: sweep.retry refuses it then (a second copy would start beside it). Its status.json read:
+    its supervisor (pid and start time, this boot) is alive, or the running queue waits to start it again
+    (requeued_at, retry_at). Its status.json damaged (no supervisor to check): the queue's own record of what it
+    runs, its log (_manifests/<sweep>.log), shows the run's last start with no end after it (a running queue runs
+    it; after a lost queue, its supervisor may still be ending it), unless the pod rebooted since the queue ran."""
+    st, bad = store.load_or_note(child(pod.run_dir(run_id), STATUS_FILE))
+    if st and not bad:
+        if procs.liveness(st)[0] not in TERMINAL + (UNKNOWN,):
+            return "its supervisor (pid %s) is alive" % st.get("pid")
+        waits = queue_state == QUEUE_RUNNING and (st.get("requeued_at") or st.get("retry_at"))
+        return "it waits in the running queue" if waits else ""
+    if sw.get("boot_id") and sw["boot_id"] != procs.boot_id():
+        return ""  # the pod rebooted since its queue ran: nothing of that boot runs
+    path, started = os.path.join(pod.manifests, "%s.log" % sw.get("sweep_id")), False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                text = line.split(" ", 1)[-1]
+                if text.startswith("start %s (" % run_id) or text.startswith("end %s: " % run_id):
+                    started = text.startswith("start")
+    except OSError as exc:
+        return "its status.json is damaged and the queue's log %s cannot be read (%s)" % (path, exc.strerror or exc)
+    return "its status.json is damaged and the queue's log shows it started, with no end" if started else ""

@@ -22,6 +22,7 @@ import time
 from . import cost, forkrun, launch, outcome, procs, runs, slots, store, supervisor, wire, workflow
 from .queuelog import QueueLog
 from .registry import command
+from .rows import sweep_totals
 from .states import (
     CODE_STATES,
     FAIL_NO_FIT,
@@ -155,13 +156,24 @@ class Scheduler:
             entries, faults = read_inbox(path)
             for line in faults:
                 self.log("inbox: " + line)
-            for run in entries:
-                self.enqueue(run)
-                count += 1
+            count += sum(self.admit(run) for run in entries)
             os.unlink(path)
         if count:
             self.log("%d run(s) added to the queue" % count)
         return count
+
+    def admit(self, run: QueueEntry) -> int:
+        """One inbox entry into the order, one copy of a run at a time: a copy of a run running or in its back-off
+        is dropped (logged); one waiting in the order is replaced by it, at its place; any other goes at the end."""
+        rid = run["run_id"]
+        if rid in self.running or rid in self.backoff:
+            self.log("inbox: %s is running or waits for its retry; this copy of it was dropped" % rid)
+            return 0
+        if self.order.replace(run):
+            self.log("inbox: %s was waiting in the queue; this copy replaces it there" % rid)
+        else:
+            self.enqueue(run)
+        return 1
 
     def take_withdrawals(self) -> None:
         """sweep-withdraw's requests in the inbox (fleet.py answers them): waiting runs leave the order."""
@@ -225,6 +237,9 @@ class Scheduler:
 
     def launch(self, run: QueueEntry) -> None:
         rid = run["run_id"]
+        if rid in self.running:  # never two copies of one run: its slots and its end stay with the one running
+            self.log("not started: %s is running already (one copy of a run at a time)" % rid)
+            return
         where: Place = {"ids": []}
         try:
             where = self.place(run)
@@ -360,25 +375,12 @@ class Scheduler:
                 continue
             self.wait()
 
-    def totals(self, final: str) -> Dict[str, int]:
-        """The sweep's rows over all its runs (a resumed queue ran only some), as sweep.status shows them, kept
-        in _manifests/<sweep>.runs.json (what `sweep.status --sweep` shows once later sweeps reran some), and
-        their totals."""
-        from .rows import count, keep_rows, status_rows
-
-        plan, problem = store.load_plan_or_note(os.path.join(self.pod.manifests, self.sid + ".json"))
-        if problem or not plan:
-            self.log("cannot count the sweep's totals: %s" % (problem or "its manifest is gone"))
-            return {}
-        rows = status_rows(self.pod, plan, final)
-        keep_rows(self.pod, self.sid, rows, self.meter.billing)
-        return count(rows)
-
     def finish(self) -> None:
         why = self.stop_why or "queue finished"
         final = QUEUE_STOPPED if why in STOP_REASONS.values() or self.meter.hit else QUEUE_COMPLETED
+        totals = sweep_totals(self.pod, self.sid, final, self.meter.billing, self.log)
         record = store.update_json(self.pod.sweep_file, {"state": final, "reason": why, "ended_at": store.now_iso(),
-                                                         "totals": self.totals(final), "spans": self.meter.close()},
+                                                         "totals": totals, "spans": self.meter.close()},
                                    keep_terminal=False)
         store.write_json(os.path.join(self.pod.manifests, self.sid + SWEEP_RECORD), record)
         for path in self.inbox_files():  # added while the queue was stopping: never started, and the log says so

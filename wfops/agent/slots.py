@@ -139,6 +139,17 @@ class Order:
             self.overtaken.pop(head_index, None)
         return heapq.heappop(self.groups[need])[2]
 
+    def replace(self, entry: QueueEntry) -> bool:
+        """Put `entry` in the place (order index) of the waiting entry of its run id, if one waits; True then."""
+        for heap in self.groups.values():
+            for i, (index, seq, old) in enumerate(heap):
+                if old["run_id"] == entry["run_id"]:
+                    entry["_index"] = index
+                    entry.setdefault("attempt", 1)
+                    heap[i] = (index, seq, entry)  # the same (index, seq): the heap's order holds
+                    return True
+        return False
+
     def remove(self, run_ids: Container[str]) -> List[QueueEntry]:
         """Take the waiting entries of `run_ids` out of the order; returns them."""
         out = []

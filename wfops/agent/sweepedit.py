@@ -12,7 +12,7 @@ import os
 
 from . import addtokens, outcome, procs, runscript, store, supervisor, wire, workflow
 from .registry import Refusal, command
-from .rows import status_rows
+from .rows import may_be_live, status_rows
 from .states import (
     CANCELLED,
     EXIT_CONFLICT,
@@ -28,6 +28,7 @@ from .states import (
     STATUS_FILE,
     TERMINAL,
     TIMED_OUT,
+    UNKNOWN,
     pod_path,
 )
 from .sweeps import (
@@ -182,10 +183,10 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
     unknown = [rid for rid in run_ids if rid not in rows]
     if unknown:
         raise Refusal(EXIT_NOT_FOUND, "not a queued run of %s: %s" % (sw["sweep_id"], ", ".join(unknown)))
-    busy = ["%s (%s)" % (rid, rows[rid]["state"]) for rid in run_ids
-            if rows[rid]["state"] in (RUNNING, PENDING) and state == QUEUE_RUNNING]  # a dead queue runs nothing
-    if busy:
-        raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(busy))
+    busy = [_busy(pod, sw, state, rid, rows[rid]["state"]) for rid in run_ids]
+    if any(busy):
+        raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(
+            b for b in busy if b))
     queued = {e["run_id"]: e for e in plan["queue"]}
     entries = [queued[rid].copy() for rid in run_ids]
     for entry in entries:
@@ -195,8 +196,19 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
         entry["force"] = True
         status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
         if os.path.isfile(status):
-            store.update_json(status, {"requeued_at": store.now_iso()})
+            store.update_json(status, {"requeued_at": store.now_iso(), "requeued_in": sw["sweep_id"]})
     return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
+
+
+def _busy(pod: Layout, sw: Json, queue_state: str, rid: str, shown: str) -> str:
+    """Why sweep.retry must not requeue a run (a second copy would run beside it), or "": a run shown running (its
+    supervisor is alive, whatever the queue's state), one shown waiting in a running queue (pending: not started,
+    requeued, or a retry in its back-off; a lost queue runs nothing), one shown unknown while it may be live
+    (rows.may_be_live)."""
+    if shown == RUNNING or (shown == PENDING and queue_state == QUEUE_RUNNING):
+        return "%s (%s)" % (rid, shown)
+    why = may_be_live(pod, sw, queue_state, rid) if shown == UNKNOWN else ""
+    return "%s (unknown: %s)" % (rid, why) if why else ""
 
 
 def _next_attempt(pod: Layout, sid: str, entry: QueueEntry, state: str, ex: ExecBlock) -> int:
