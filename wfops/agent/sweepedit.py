@@ -38,6 +38,7 @@ from .sweeps import (
     _write_manifests,
     launch_queue,
     record_sweep,
+    refuse_ending,
 )
 from .wire import TYPE_CHECKING
 
@@ -76,8 +77,9 @@ def sweep_current(pod: Layout) -> Json:
 
 
 def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], session: str,
-             command_name: str) -> SweepQueued:
-    """Hand `entries` to the running queue, or start the sweep's queue again with them."""
+             command_name: str, resume: bool = False) -> SweepQueued:
+    """Hand `entries` to the running queue, or start the sweep's queue again with them. With `resume` (sweep.add,
+    sweep.retry) on a queue that died (its runner lost, no totals): refused while a run of it is still ending."""
     sid = sw["sweep_id"]
     inbox = os.path.join(pod.manifests, sid + INBOX)
     with store.locked(inbox):  # the manifests dir: the scheduler takes it for its last look at the inbox
@@ -93,6 +95,8 @@ def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], s
             store.write_json(os.path.join(inbox, name), {"entries": entries})
             workflow.succeed(pod, command_name, "%s: %d run(s) queued" % (sid, len(entries)))
             return {"sweep_id": sid, "queued": len(entries), "resumed": False}
+        if resume and "totals" not in now:  # its queue died: refused while a run of it is still ending
+            refuse_ending(pod, sid, status_rows(pod, plan, state), command_name, "queued")
         path = _write_plan(pod, plan, entries)
         record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(entries), session=session,
                       boot_id=procs.boot_id())
@@ -162,7 +166,7 @@ def _add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], session: st
         else:
             plan["runs"].append(run)
     plan["queue"] += entries
-    return _enqueue(pod, sw, plan, entries, session, "sweep.add")
+    return _enqueue(pod, sw, plan, entries, session, "sweep.add", resume=True)
 
 
 @command(wire.SWEEP_RETRY)
@@ -182,6 +186,8 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
     unknown = [rid for rid in run_ids if rid not in rows]
     if unknown:
         raise Refusal(EXIT_NOT_FOUND, "not a queued run of %s: %s" % (sw["sweep_id"], ", ".join(unknown)))
+    if state != QUEUE_RUNNING:  # before anything is changed: its lost runs are ended by their own supervisors
+        refuse_ending(pod, sw["sweep_id"], list(rows.values()), "sweep.retry", "requeued")
     busy = ["%s (%s)" % (rid, rows[rid]["state"]) for rid in run_ids
             if rows[rid]["state"] in (RUNNING, PENDING) and state == QUEUE_RUNNING]  # a dead queue runs nothing
     if busy:
@@ -196,7 +202,7 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
         status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
         if os.path.isfile(status):
             store.update_json(status, {"requeued_at": store.now_iso()})
-    return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
+    return _enqueue(pod, sw, plan, entries, session, "sweep.retry", resume=True)
 
 
 def _next_attempt(pod: Layout, sid: str, entry: QueueEntry, state: str, ex: ExecBlock) -> int:
