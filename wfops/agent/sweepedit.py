@@ -23,6 +23,7 @@ from .states import (
     INBOX,
     LOST,
     PENDING,
+    QUEUE_LOST,
     QUEUE_RUNNING,
     RUNNING,
     STATUS_FILE,
@@ -79,7 +80,8 @@ def sweep_current(pod: Layout) -> Json:
 def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], session: str,
              command_name: str, resume: bool = False) -> SweepQueued:
     """Hand `entries` to the running queue, or start the sweep's queue again with them. With `resume` (sweep.add,
-    sweep.retry) on a queue that died (its runner lost, no totals): refused while a run of it is still ending."""
+    sweep.retry) on a queue that died (its runner lost, no totals): refused while a run of it is still ending, and
+    the runs it had not started (shown pending) start again too, before `entries`, as sweep.start would resume."""
     sid = sw["sweep_id"]
     inbox = os.path.join(pod.manifests, sid + INBOX)
     with store.locked(inbox):  # the manifests dir: the scheduler takes it for its last look at the inbox
@@ -90,23 +92,47 @@ def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], s
                           "it has ended (sweep.status), which starts its queue again" % (
                               sid, now["stopping"], command_name))
         if state == QUEUE_RUNNING:
+            if isinstance(plan.get("start"), list):  # a queue started again: these are its runs too (rows.py)
+                plan["start"] = plan["start"] + entries
             _write_plan(pod, plan, None)
             name = "%s-%d.json" % (store.now_precise().replace(":", ""), os.getpid())
             store.write_json(os.path.join(inbox, name), {"entries": entries})
             workflow.succeed(pod, command_name, "%s: %d run(s) queued" % (sid, len(entries)))
             return {"sweep_id": sid, "queued": len(entries), "resumed": False}
-        if resume and "totals" not in now:  # its queue died: refused while a run of it is still ending
-            refuse_ending(pod, sid, status_rows(pod, plan, state), command_name, "queued")
-        path = _write_plan(pod, plan, entries)
-        record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(entries), session=session,
+        unstarted = _unstarted(pod, now, plan, state, entries, command_name) if resume else []
+        path = _write_plan(pod, plan, unstarted + entries)
+        record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(unstarted + entries), session=session,
                       boot_id=procs.boot_id())
         for key in ("pid", "pid_start", "ended_at", "reason", "totals", "stopping"):
             record.pop(key, None)
         record_sweep(pod, record)
         before = workflow.read_state(pod.state_file)["state"]
-        workflow.succeed(pod, command_name, "%s: %d run(s), queue started again" % (sid, len(entries)))
+        workflow.succeed(pod, command_name, "%s: %d run(s), queue started again%s" % (sid, len(entries), "; with %d "
+                         "run(s) it had not started" % len(unstarted) if unstarted else ""))
         pid = launch_queue(pod, sid, path, session, before)
-    return {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
+    out: SweepQueued = {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
+    if unstarted:
+        out["not_started"] = [e["run_id"] for e in unstarted]
+    return out
+
+
+def _unstarted(pod: Layout, sw: Json, plan: Manifest, state: str, entries: List[QueueEntry],
+               command_name: str) -> List[QueueEntry]:
+    """The queue entries of the runs a lost queue had not started (shown pending: "sweep.start resumes") and
+    `entries` does not have; Refusal while a run of it still has its supervisor (sweeps.refuse_ending)."""
+    if "totals" in sw:  # its queue ended and counted its runs: none is ending, none left waiting
+        return []
+    rows = status_rows(pod, plan, state)
+    refuse_ending(pod, sw["sweep_id"], rows, command_name, "queued")
+    if state != QUEUE_LOST:
+        return []
+    mine = {e["run_id"] for e in entries}
+    waiting = {r["run_id"] for r in rows if r["state"] == PENDING and r["run_id"] not in mine}
+    out = [e.copy() for e in plan["queue"] if e["run_id"] in waiting]
+    for e in out:
+        e.pop("_index", None)
+        e.pop("rerun_why", None)
+    return out
 
 
 def _write_plan(pod: Layout, plan: Manifest, start: Optional[List[QueueEntry]]) -> str:
