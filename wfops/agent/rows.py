@@ -119,7 +119,21 @@ def status_rows(pod: Layout, plan: Mapping[str, Any], state: str,
     cb, force, out_dirs = procs.boot_id(), bool(plan.get("force")), {} if out_dirs is None else out_dirs
     runs: List[Any] = plan["runs"] if isinstance(plan.get("runs"), list) else []
     sid: Any = plan.get("sweep_id")
-    return [run_row(pod, run, sid, state, force, cb, out_dirs) for run in runs if _selected_row(run)]
+    rows = [run_row(pod, run, sid, state, force, cb, out_dirs) for run in runs if _selected_row(run)]
+    if state == QUEUE_RUNNING and isinstance(plan.get("start"), list):
+        _not_in_its_queue(rows, plan["start"])
+    return rows
+
+
+def _not_in_its_queue(rows: List[Json], start: List[Any]) -> None:
+    """A queue started again after its end (sweep.add / sweep.retry; sweepedit._enqueue) runs the runs it was started
+    with and those added since (the manifest's "start"): a run the sweep's earlier queue never started, and this
+    one does not have, is not waiting for it."""
+    mine = {e.get("run_id") for e in start if isinstance(e, dict)}
+    for row in rows:
+        if row["state"] == PENDING and row["run_id"] not in mine:
+            row.update(state=CANCELLED, note="not started: the sweep's queue ended before it ran, and the queue "
+                       "running now does not run it (sweep.retry %s queues it)" % row["run_id"])
 
 
 def _selected_row(run: Any) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -273,8 +274,38 @@ def _disk_full(stamper: Stamper, dirs: List[str]) -> str:
     return ""
 
 
-def _finish(spec: Json, fields: Json, stamper: Stamper, syncer: Optional[SyncLoop], started: float) -> Json:
+class Home:
+    """The run dir, held by descriptor from the run's start. Its end is recorded where that dir is now (moved to
+    _previous/ while this supervisor still ended its processes: a lost queue's run), never by path into a newer run's
+    folder, and never into a status.json another supervisor owns (another `owner` token)."""
+
+    def __init__(self, status: str, token: str) -> None:
+        self.path, self.token = os.path.dirname(status), token
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def now(self) -> str:
+        """Where the run dir is now; "" when it is gone or no longer this run's (nothing is to be written)."""
+        try:
+            where = os.readlink("/proc/self/fd/%d" % self.fd)
+        except OSError:  # no /proc: the path it had, checked by its owner below
+            where = self.path
+        if where.endswith(" (deleted)") or not os.path.isdir(where):
+            return ""
+        st = store.load_or_note(os.path.join(where, STATUS_FILE))[0] or {}
+        return where if st.get("owner") in (None, self.token) else ""
+
+
+def _finish(spec: Json, fields: Json, stamper: Stamper, syncer: Optional[SyncLoop], started: float,
+            home: Home) -> Json:
     stamper.thread.join(timeout=5)
+    where = home.now()
+    if not where:  # its run dir went away or is another run's: its end is nobody's to record
+        sys.stderr.write("supervisor %d: %s is no longer this run's dir; its end (%s) is not recorded\n" % (
+            os.getpid(), home.path, fields.get("state")))
+        return dict(fields, ended_at=store.now_iso(), not_recorded=True, output_tail="")
+    spec["status"] = os.path.join(where, STATUS_FILE)  # run_spec writes the summary beside it
+    if syncer is not None:
+        syncer.dst = where + "/"
     fields.update(ended_at=store.now_iso(), duration_secs=round(time.time() - started, 3))
     dirs = [d for d in (os.path.dirname(spec["status"]), spec.get("watch_dir")) if d]
     full = _disk_full(stamper, dirs) if fields["state"] != SUCCESS else ""
@@ -302,6 +333,7 @@ def supervise(spec: Json, signals: Optional[Signals] = None) -> Json:
     store.update_json(spec["status"], dict(spec.get("extra") or {}, state=RUNNING, pid=me,
                                            pid_start=procs.proc_start(me), boot_id=procs.boot_id(), owner=token,
                                            started_at=store.now_iso(), timeout_secs=spec.get("timeout") or 0))
+    home = Home(spec["status"], token)
     store.hold_reserve(os.path.dirname(spec["status"]))
     checkout = runnotes.Watch(spec.get("checkout"))  # listed before the run can write into it
     try:
@@ -324,7 +356,7 @@ def supervise(spec: Json, signals: Optional[Signals] = None) -> Json:
     if ended and fields["state"] == SUCCESS:
         fields["note"] = "%d leftover process(es) ended after it exited" % len(ended)
     fields.update(checkout.fields())
-    return _finish(spec, fields, stamper, syncer, started)
+    return _finish(spec, fields, stamper, syncer, started, home)
 
 
 def recover(run_dir: str, status: Json, grace: float, sync: Optional[Json] = None) -> Json:
@@ -352,7 +384,7 @@ def run_spec(spec: str, signals: Optional[Signals] = None) -> int:
     state, states.STATE_CODES)."""
     data = store.load(spec, required=("argv", "status", "log"))
     final = supervise(data, signals)
-    if data.get("summary"):
+    if data.get("summary") and not final.get("not_recorded"):
         tail = final.pop("output_tail", "")
         final = outcome.write_summary(os.path.dirname(data["status"]), final, tail)
         runnotes.into_summary(os.path.dirname(data["status"]), final, tail)

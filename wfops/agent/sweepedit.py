@@ -23,6 +23,7 @@ from .states import (
     INBOX,
     LOST,
     PENDING,
+    QUEUE_LOST,
     QUEUE_RUNNING,
     RUNNING,
     STATUS_FILE,
@@ -39,6 +40,7 @@ from .sweeps import (
     _write_manifests,
     launch_queue,
     record_sweep,
+    refuse_ending,
 )
 from .wire import TYPE_CHECKING
 
@@ -77,8 +79,10 @@ def sweep_current(pod: Layout) -> Json:
 
 
 def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], session: str,
-             command_name: str) -> SweepQueued:
-    """Hand `entries` to the running queue, or start the sweep's queue again with them."""
+             command_name: str, resume: bool = False) -> SweepQueued:
+    """Hand `entries` to the running queue, or start the sweep's queue again with them. With `resume` (sweep.add,
+    sweep.retry) on a queue that died (its runner lost, no totals): refused while a run of it is still ending, and
+    the runs it had not started (shown pending) start again too, before `entries`, as sweep.start would resume."""
     sid = sw["sweep_id"]
     inbox = os.path.join(pod.manifests, sid + INBOX)
     with store.locked(inbox):  # the manifests dir: the scheduler takes it for its last look at the inbox
@@ -89,21 +93,47 @@ def _enqueue(pod: Layout, sw: Json, plan: Manifest, entries: List[QueueEntry], s
                           "it has ended (sweep.status), which starts its queue again" % (
                               sid, now["stopping"], command_name))
         if state == QUEUE_RUNNING:
+            if isinstance(plan.get("start"), list):  # a queue started again: these are its runs too (rows.py)
+                plan["start"] = plan["start"] + entries
             _write_plan(pod, plan, None)
             name = "%s-%d.json" % (store.now_precise().replace(":", ""), os.getpid())
             store.write_json(os.path.join(inbox, name), {"entries": entries})
             workflow.succeed(pod, command_name, "%s: %d run(s) queued" % (sid, len(entries)))
             return {"sweep_id": sid, "queued": len(entries), "resumed": False}
-        path = _write_plan(pod, plan, entries)
-        record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(entries), session=session,
+        unstarted = _unstarted(pod, now, plan, state, entries, command_name) if resume else []
+        path = _write_plan(pod, plan, unstarted + entries)
+        record = dict(sw, state=RUNNING, resumed_at=store.now_iso(), runs=len(unstarted + entries), session=session,
                       boot_id=procs.boot_id())
         for key in ("pid", "pid_start", "ended_at", "reason", "totals", "stopping"):
             record.pop(key, None)
         record_sweep(pod, record)
         before = workflow.read_state(pod.state_file)["state"]
-        workflow.succeed(pod, command_name, "%s: %d run(s), queue started again" % (sid, len(entries)))
+        workflow.succeed(pod, command_name, "%s: %d run(s), queue started again%s" % (sid, len(entries), "; with %d "
+                         "run(s) it had not started" % len(unstarted) if unstarted else ""))
         pid = launch_queue(pod, sid, path, session, before)
-    return {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
+    out: SweepQueued = {"sweep_id": sid, "queued": len(entries), "resumed": True, "pid": pid}
+    if unstarted:
+        out["not_started"] = [e["run_id"] for e in unstarted]
+    return out
+
+
+def _unstarted(pod: Layout, sw: Json, plan: Manifest, state: str, entries: List[QueueEntry],
+               command_name: str) -> List[QueueEntry]:
+    """The queue entries of the runs a lost queue had not started (shown pending: "sweep.start resumes") and
+    `entries` does not have; Refusal while a run of it still has its supervisor (sweeps.refuse_ending)."""
+    if "totals" in sw:  # its queue ended and counted its runs: none is ending, none left waiting
+        return []
+    rows = status_rows(pod, plan, state)
+    refuse_ending(pod, sw["sweep_id"], rows, command_name, "queued")
+    if state != QUEUE_LOST:
+        return []
+    mine = {e["run_id"] for e in entries}
+    waiting = {r["run_id"] for r in rows if r["state"] == PENDING and r["run_id"] not in mine}
+    out = [e.copy() for e in plan["queue"] if e["run_id"] in waiting]
+    for e in out:
+        e.pop("_index", None)
+        e.pop("rerun_why", None)
+    return out
 
 
 def _write_plan(pod: Layout, plan: Manifest, start: Optional[List[QueueEntry]]) -> str:
@@ -163,7 +193,7 @@ def _add(pod: Layout, runs: List[RunRow], entries: List[QueueEntry], session: st
         else:
             plan["runs"].append(run)
     plan["queue"] += entries
-    return _enqueue(pod, sw, plan, entries, session, "sweep.add")
+    return _enqueue(pod, sw, plan, entries, session, "sweep.add", resume=True)
 
 
 @command(wire.SWEEP_RETRY)
@@ -183,6 +213,8 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
     unknown = [rid for rid in run_ids if rid not in rows]
     if unknown:
         raise Refusal(EXIT_NOT_FOUND, "not a queued run of %s: %s" % (sw["sweep_id"], ", ".join(unknown)))
+    if state != QUEUE_RUNNING:  # before anything is changed: its lost runs are ended by their own supervisors
+        refuse_ending(pod, sw["sweep_id"], list(rows.values()), "sweep.retry", "requeued")
     busy = [_busy(pod, sw, state, rid, rows[rid]["state"]) for rid in run_ids]
     if any(busy):
         raise Refusal(EXIT_CONFLICT, "still running or waiting to run: %s; nothing was requeued" % ", ".join(
@@ -197,7 +229,7 @@ def sweep_retry(pod: Layout, run_ids: List[str], failed: bool = False, session: 
         status = os.path.join(pod.run_dir(entry["run_id"]), STATUS_FILE)
         if os.path.isfile(status):
             store.update_json(status, {"requeued_at": store.now_iso(), "requeued_in": sw["sweep_id"]})
-    return _enqueue(pod, sw, plan, entries, session, "sweep.retry")
+    return _enqueue(pod, sw, plan, entries, session, "sweep.retry", resume=True)
 
 
 def _busy(pod: Layout, sw: Json, queue_state: str, rid: str, shown: str) -> str:

@@ -28,6 +28,7 @@ from .states import (
     QUEUE_STOPPED,
     RUNNING,
     RUNS_RECORD,
+    STATUS_FILE,
     SWEEP_RECORD,
     SWEEP_RUNNING,
     UNKNOWN,
@@ -48,9 +49,31 @@ def _guard(pod: Layout) -> None:
     sw, problem = store.load_or_note(pod.sweep_file)
     if problem:
         raise Refusal(EXIT_REMOTE, problem + "; if no sweep runs, remove it and start again")
-    if procs.queue_liveness(sw)[0] == QUEUE_RUNNING:
+    state = procs.queue_liveness(sw)[0]
+    if state == QUEUE_RUNNING:
         raise Refusal(EXIT_CONFLICT, "sweep {} is still running (queue pid {}, since {}); watch it with sweep.status "
                       "or end it with sweep.stop".format(sw.get("sweep_id"), sw.get("pid"), sw.get("started_at")))
+    sid = str((sw or {}).get("sweep_id"))
+    if sw and "totals" not in sw and SWEEP_ID.fullmatch(sid):  # its queue died: are its runs' supervisors gone too?
+        plan = store.load_plan_or_note(os.path.join(pod.manifests, "%s.json" % sid))[0]
+        if plan:
+            refuse_ending(pod, sid, status_rows(pod, plan, state), "sweep.start", "started")
+
+
+def refuse_ending(pod: Layout, sid: str, rows: List[Json], command_name: str, what: str) -> None:
+    """Refusal (exit 10) while a run of sweep `sid`, whose queue runner is gone, still has its supervisor: it is
+    ending its processes (SIGHUP, up to KILL_GRACE_SECS) and records the run `lost` when they are gone. A queue
+    started now would start that run again in the same run dir beside the old one, or hand out its GPUs twice."""
+    ending = [r["run_id"] for r in rows if r["state"] == RUNNING]
+    if not ending:
+        return
+    pids = [str((store.load_or_note(os.path.join(pod.run_dir(rid), STATUS_FILE))[0] or {}).get("pid"))
+            for rid in ending[:5]]
+    raise Refusal(EXIT_CONFLICT, "the queue runner of %s is gone, but %d run(s) of it are still ending: %s; their "
+                  "supervisors end their processes (within KILL_GRACE_SECS) and record them lost; nothing was %s: "
+                  "wait until sweep.status shows them ended, then run %s again" % (
+                      sid, len(ending), ", ".join("%s (supervisor pid %s)" % x for x in zip(ending, pids))
+                      + (", ..." if len(ending) > 5 else ""), what, command_name))
 
 
 def _check_workdir(ex: ExecBlock, runs: List[RunRow]) -> None:

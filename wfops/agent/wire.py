@@ -198,6 +198,7 @@ if TYPE_CHECKING:
 
     class SweepQueued(_SweepQueuedReq, total=False):  # sweep-add, sweep-retry
         pid: int
+        not_started: List[str]  # a lost queue started again: the runs it had not started, started with them
 
     class FleetFacts(TypedDict):
         slots: int
@@ -218,8 +219,7 @@ if TYPE_CHECKING:
         problem: str
 
 # ------------------------------------------------------------------ the same schema, checked at run time
-# field: (accepted types, required, nested) where nested is the schema of a dict value or of each list item
-# (a dict), or the accepted types of each list item (a tuple)
+# field: (accepted types, required, nested); nested: schema of a dict value or of each dict item, or item types
 _S, _I, _B, _L, _D = (str,), (int,), (bool,), (list,), (dict,)
 _NONE = type(None)
 _F = (int, float)

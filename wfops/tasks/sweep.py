@@ -161,6 +161,8 @@ def add(c: Any, csv: str | None = None, json: bool = False, config: str | None =
 
 def _queued_text(settings: Settings, data: dict) -> str:
     how = "its queue started again" if data.get("resumed") else "the running queue takes them next"
+    if data.get("not_started"):  # a lost queue: the runs it had not started run again too
+        how += f", with the {len(data['not_started'])} run(s) it had not started: " + ", ".join(data["not_started"])
     return (f"{data.get('sweep_id')}: {data.get('queued')} run(s) queued; {how}\n"
             f"  watch: {hints.command('sweep.status', settings=settings)}")
 
