@@ -56,12 +56,17 @@ def test_a_lost_queues_run_still_ending_refuses_a_new_start_and_its_end_never_la
     assert json.loads((old / "status.json").read_text())["state"] == "lost"  # the old run's end, in its own dir
 
 
-def test_sweep_add_on_a_lost_queue_starts_its_runs_not_started_too(ssh_swept: Pod):  # noqa: F811 - the fixture
-    pod = ssh_swept
+def _lost_with_a_run_not_started(pod: Pod) -> None:
+    """A sweep of `victim` (running, 300 s) and `after` (not started) whose queue runner was killed."""
     csv = write_csv(pod, "victim,config/train_tiny.py,1,sleep=300,\nafter,config/train_tiny.py,2,,\n")
     pod.ok("sweep.start", "--csv", str(csv))
     wait_until(lambda: (pod.outputs / "victim" / "args.json").exists(), timeout=90, what="the run to start")
     _kill_queue(pod)
+
+
+def test_sweep_add_on_a_lost_queue_starts_its_runs_not_started_too(ssh_swept: Pod):  # noqa: F811 - the fixture
+    pod = ssh_swept
+    _lost_with_a_run_not_started(pod)
     assert states(_lost(pod, "victim")) == {"victim": "lost", "after": "pending"}  # "sweep.start resumes"
     more = write_csv(pod, "extra,config/train_tiny.py,3,sleep=4,\n", name="more.csv")
     out = pod.ok("sweep.add", "--csv", str(more)).out
@@ -93,10 +98,7 @@ def test_a_queue_started_again_after_a_stop_shows_the_runs_it_will_not_run_as_no
 
 def test_sweep_retry_on_a_lost_queue_starts_its_runs_not_started_too(ssh_swept: Pod):  # noqa: F811 - the fixture
     pod = ssh_swept
-    csv = write_csv(pod, "victim,config/train_tiny.py,1,sleep=300,\nafter,config/train_tiny.py,2,,\n")
-    pod.ok("sweep.start", "--csv", str(csv))
-    wait_until(lambda: (pod.outputs / "victim" / "args.json").exists(), timeout=90, what="the run to start")
-    _kill_queue(pod)
+    _lost_with_a_run_not_started(pod)
     _lost(pod, "victim")
     answer = pod.ok("sweep.retry", "--json", "victim").json()
     assert answer["resumed"] is True and answer["not_started"] == ["after"], answer
