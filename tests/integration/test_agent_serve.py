@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,12 +57,13 @@ class Server:
         self.proc.stdin.flush()
 
     def frame(self, timeout: float = 60, beats: bool = False) -> tuple[bytes, bytes] | None:
-        """The next frame; heartbeats (`h`, every second while a request runs, so their number depends on the
-        machine's load) are passed over unless `beats`."""
+        """The next frame within `timeout` seconds; heartbeats (`h`, every second while a request runs, so their
+        number depends on the machine's load) are passed over unless `beats` (they do not extend the wait)."""
         out = self.proc.stdout
         assert out is not None
+        deadline = time.monotonic() + timeout
         while True:
-            if not select.select([out], [], [], timeout)[0]:
+            if not select.select([out], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 raise TimeoutError("no frame from the server")
             head = self._exact(HEAD.size)
             if head is None:
@@ -176,6 +178,24 @@ def test_one_request_at_a_time_a_second_is_refused_busy_and_k_ends_the_first(tmp
         wait_until(lambda: not Path(f"/proc/{child}").exists(), what="the killed child to be reaped")
         line = request(tmp_path, wire.TASK_LIST)
         assert s.ask(line) == fresh(line)  # and the next one is served
+    finally:
+        s.close()
+
+
+def test_a_k_that_comes_with_its_request_ends_the_request(tmp_path: Path):
+    """`q` and `k` read together (a Ctrl-C right after the request left): the server forks the child and signals it at
+    once, before the child has its own SIGINT handler. The child must still end (exit 130), not lose the signal and
+    run on (here: block for ever on a state file that is a FIFO nobody writes)."""
+    s = Server()
+    try:
+        (tmp_path / "out").mkdir()
+        os.mkfifo(tmp_path / "out" / "state.json")
+        line = request(tmp_path, wire.FSM_SHOW)
+        assert s.proc.stdin is not None
+        s.proc.stdin.write(HEAD.pack(b"q", len(line)) + line + HEAD.pack(b"k", 0))
+        s.proc.stdin.flush()
+        kinds = [s.frame(timeout=30) for _ in range(3)]
+        assert kinds == [(b"o", b""), (b"e", b""), (b"x", b"130")], kinds
     finally:
         s.close()
 

@@ -141,14 +141,20 @@ class Child:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         kept_r, kept_w = os.pipe()
+        # SIGINT blocked across the fork: a `k` that reaches the child before it has its own handler stays pending
+        # until it has (Python clears a signal its inherited handler caught in a child just forked: it was lost,
+        # and the request ran on)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self.pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             for fd in (out_r, out_w, err_r, err_w, kept_r, kept_w):
                 os.close(fd)
             raise
         if self.pid == 0:
             self._run(line, main, (out_w, err_w, kept_w), on_start)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for fd in (out_w, err_w, kept_w):
             os.close(fd)
         self.out: List[bytes] = []
@@ -181,6 +187,7 @@ class Child:
             sys.stdin = io.TextIOWrapper(io.BytesIO(line))
             sys.argv = sys.argv[:1]  # as a fresh agent's: ['-c']
             try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a `k` sent meanwhile: exit 130 here
                 main([])
                 code = 0
             except SystemExit as exc:
