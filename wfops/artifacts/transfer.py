@@ -73,6 +73,11 @@ def tell(fetched: Fetched, log: LineSink = stderr_line) -> None:
     """Say what a fetch did (the summary, wfops.artifacts.summary.report); then a fetch that left files on the pod
     it could not read is the command's error (exit 6): they are not here, and the next fetch will not bring them."""
     log(report(fetched))
+    refuse_incomplete(fetched)
+
+
+def refuse_incomplete(fetched: Fetched) -> None:
+    """A fetch that left files on the pod it could not read is the command's error (exit 6)."""
     problem = incomplete(fetched)
     if problem:
         raise RemoteError(problem)

@@ -8,9 +8,8 @@ from typing import Any
 
 from invoke import Collection
 
-from wfops.artifacts.summary import incomplete
-from wfops.artifacts.transfer import check_request, fetch_runs, tell
-from wfops.errors import NotFoundError, RemoteError
+from wfops.artifacts.transfer import check_request, fetch_runs, refuse_incomplete, tell
+from wfops.errors import NotFoundError
 from wfops.fanout import Log, to_stderr
 from wfops.settings.load import Settings
 from wfops.sweeps import fleet_fetch, fleet_pods, fleet_status
@@ -43,9 +42,7 @@ def fetch_from(settings: Settings, member: Member, run_id: str = "", all: bool =
             member.name)
         dups = fetch_runs(replace(settings, local_artifacts_dir=str(aside)), run_id, all, sweep, hash, share.dups,
                           member=member, log=log, merge_replaced=merge_replaced)
-        problem = incomplete(dups)
-        if problem:
-            raise RemoteError(problem)
+        refuse_incomplete(dups)
         log(f"wfops: {', '.join(share.dups)} also ran on another pod; the copy from {member.name} is a duplicate, "
             f"kept apart in {aside}")
         runs += dups.runs
